@@ -1,0 +1,156 @@
+#include "core/flags.h"
+
+#include <charconv>
+#include <cmath>
+#include <functional>
+#include <map>
+#include <stdexcept>
+
+namespace pgwarden::core {
+namespace {
+
+std::uint64_t parse_size(const std::string& flag, const std::string& v) {
+  std::uint64_t n = 0;
+  const char* end = v.data() + v.size();
+  auto [p, ec] = std::from_chars(v.data(), end, n);
+  if (ec != std::errc() || p == v.data()) throw std::runtime_error(flag + ": not a number: " + v);
+  std::string suffix(p, end);
+  std::uint64_t mul = 1;
+  if (suffix == "k" || suffix == "K" || suffix == "KiB") mul = 1ull << 10;
+  else if (suffix == "m" || suffix == "M" || suffix == "MiB") mul = 1ull << 20;
+  else if (suffix == "g" || suffix == "G" || suffix == "GiB") mul = 1ull << 30;
+  else if (!suffix.empty()) throw std::runtime_error(flag + ": bad size suffix: " + v);
+  return n * mul;
+}
+
+double parse_seconds(const std::string& flag, const std::string& v) {
+  std::size_t used = 0;
+  double d = 0;
+  try {
+    d = std::stod(v, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != v.size() || !std::isfinite(d) || d < 0) {
+    throw std::runtime_error(flag + ": expected seconds >= 0, got: " + v);
+  }
+  return d;
+}
+
+unsigned parse_count(const std::string& flag, const std::string& v, std::uint64_t max) {
+  const std::uint64_t n = parse_size(flag, v);
+  if (n > max) throw std::runtime_error(flag + ": at most " + std::to_string(max));
+  return static_cast<unsigned>(n);
+}
+
+}  // namespace
+
+std::string usage() {
+  return R"(usage: pgwarden --upstream HOST:PORT|SOCKET [flags]
+
+Identity-aware PostgreSQL gateway. Clients connect to --listen; every session is relayed to
+--upstream by the worker thread that accepted it.
+
+  --listen HOST:PORT          where clients connect (default 127.0.0.1:6432; port 0 = any)
+  --upstream HOST:PORT|PATH   the PostgreSQL server; a path is a unix socket (or its directory)
+  --threads N                 worker threads, each pinned to a core (default: online cores)
+  --no-pin                    do not pin worker threads to cores
+  --max-buffered-bytes SIZE   per session and direction, bytes queued for a slow reader before
+                              reading from the other side pauses (default 1M)
+  --max-message-size SIZE     largest protocol message accepted (default 1073741823)
+  --connect-timeout SECS      upstream connect timeout (default 5)
+  --startup-timeout SECS      time from accept to ready-for-query (default 60)
+  --idle-timeout SECS         close sessions idle this long, 0 = never (default 0)
+  --shutdown-grace SECS       on SIGTERM/SIGINT, time sessions get to finish (default 10)
+  --recv-buffers N            receive buffers per core, a power of two (default 2048)
+  --recv-buffer-size SIZE     size of one receive buffer (default 16K)
+  --log-level LEVEL           debug, info, warn or error (default info)
+  --version, --help
+Sizes accept K, M and G suffixes.
+)";
+}
+
+ParsedFlags parse_flags(const std::vector<std::string>& args) {
+  ParsedFlags out;
+  Config& c = out.config;
+  using Setter = std::function<void(const std::string&)>;
+  const std::map<std::string, Setter> with_value = {
+      {"--listen", [&](const std::string& v) { c.listen = v; }},
+      {"--upstream", [&](const std::string& v) { c.upstream = v; }},
+      {"--threads", [&](const std::string& v) { c.threads = parse_count("--threads", v, 256); }},
+      {"--max-buffered-bytes",
+       [&](const std::string& v) { c.max_buffered_bytes = parse_size("--max-buffered-bytes", v); }},
+      {"--max-message-size",
+       [&](const std::string& v) {
+         c.max_message_size = parse_count("--max-message-size", v, (1u << 30) - 1);
+       }},
+      {"--connect-timeout",
+       [&](const std::string& v) { c.connect_timeout_s = parse_seconds("--connect-timeout", v); }},
+      {"--startup-timeout",
+       [&](const std::string& v) { c.startup_timeout_s = parse_seconds("--startup-timeout", v); }},
+      {"--idle-timeout",
+       [&](const std::string& v) { c.idle_timeout_s = parse_seconds("--idle-timeout", v); }},
+      {"--shutdown-grace",
+       [&](const std::string& v) { c.shutdown_grace_s = parse_seconds("--shutdown-grace", v); }},
+      {"--recv-buffers",
+       [&](const std::string& v) { c.recv_buffers = parse_count("--recv-buffers", v, 32768); }},
+      {"--recv-buffer-size",
+       [&](const std::string& v) {
+         c.recv_buffer_size = parse_count("--recv-buffer-size", v, 1u << 20);
+       }},
+      {"--log-level", [&](const std::string& v) { c.log_level = v; }},
+  };
+  try {
+    for (std::size_t i = 0; i < args.size(); ++i) {
+      std::string name = args[i];
+      std::string value;
+      bool has_value = false;
+      if (const auto eq = name.find('='); name.rfind("--", 0) == 0 && eq != std::string::npos) {
+        value = name.substr(eq + 1);
+        name = name.substr(0, eq);
+        has_value = true;
+      }
+      if (name == "--help" || name == "-h") {
+        out.exit_now = true;
+        out.message = usage();
+        return out;
+      }
+      if (name == "--version") {
+        out.exit_now = true;
+        out.message = "version";
+        return out;
+      }
+      if (name == "--no-pin") {
+        c.pin_threads = false;
+        continue;
+      }
+      const auto it = with_value.find(name);
+      if (it == with_value.end()) throw std::runtime_error("unknown flag: " + name);
+      if (!has_value) {
+        if (i + 1 >= args.size()) throw std::runtime_error(name + " needs a value");
+        value = args[++i];
+      }
+      it->second(value);
+    }
+    if (c.upstream.empty()) throw std::runtime_error("--upstream is required");
+    if (c.recv_buffers == 0 || (c.recv_buffers & (c.recv_buffers - 1)) != 0) {
+      throw std::runtime_error("--recv-buffers must be a power of two");
+    }
+    if (c.recv_buffer_size < 512) throw std::runtime_error("--recv-buffer-size must be >= 512");
+    if (c.max_message_size < 1024) throw std::runtime_error("--max-message-size must be >= 1024");
+    if (c.max_buffered_bytes < c.recv_buffer_size) {
+      throw std::runtime_error("--max-buffered-bytes must be at least --recv-buffer-size");
+    }
+    if (c.log_level != "debug" && c.log_level != "info" && c.log_level != "warn" &&
+        c.log_level != "error") {
+      throw std::runtime_error("--log-level: expected debug, info, warn or error");
+    }
+  } catch (const std::exception& e) {
+    out.exit_now = true;
+    out.exit_code = 2;
+    out.message = std::string("pgwarden: ") + e.what() + "\n(see pgwarden --help)\n";
+  }
+  return out;
+}
+
+}  // namespace pgwarden::core

@@ -1,0 +1,38 @@
+// Command-line flags of `pgwarden` (the gateway). Parsed once at start-up; errors throw.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace pgwarden::core {
+
+struct Config {
+  std::string listen = "127.0.0.1:6432";
+  std::string upstream;  // required
+  unsigned threads = 0;  // 0 = online cores
+  std::uint64_t max_buffered_bytes = 1u << 20;  // per session and direction
+  std::uint32_t max_message_size = (1u << 30) - 1;  // PostgreSQL's own MaxAllocSize
+  double connect_timeout_s = 5;
+  double startup_timeout_s = 60;
+  double idle_timeout_s = 0;  // 0 = never
+  double shutdown_grace_s = 10;
+  unsigned recv_buffers = 2048;  // per core, power of two
+  unsigned recv_buffer_size = 16384;
+  bool pin_threads = true;
+  std::string log_level = "info";
+};
+
+// Result of parsing: either a config to run, or text to print and an exit code.
+struct ParsedFlags {
+  Config config;
+  bool exit_now = false;
+  int exit_code = 0;
+  std::string message;  // help, version or the error
+};
+
+ParsedFlags parse_flags(const std::vector<std::string>& args);
+
+std::string usage();
+
+}  // namespace pgwarden::core

@@ -1,0 +1,38 @@
+// pgwarden: the gateway binary.
+#include <cstdio>
+#include <exception>
+#include <string>
+#include <vector>
+
+#include <openssl/opensslv.h>
+
+#include "core/flags.h"
+#include "core/log.h"
+#include "core/server.h"
+#include "policy/library_versions.h"
+
+int main(int argc, char** argv) {
+  using namespace pgwarden::core;
+  std::vector<std::string> args(argv + 1, argv + argc);
+  ParsedFlags parsed = parse_flags(args);
+  if (parsed.exit_now) {
+    if (parsed.message == "version") {
+      std::printf("pgwarden 0.1.0 (liburing, %s, %s)\n", OPENSSL_VERSION_TEXT,
+                  pgwarden::policy::library_versions().c_str());
+      return 0;
+    }
+    std::fputs(parsed.message.c_str(), parsed.exit_code == 0 ? stdout : stderr);
+    return parsed.exit_code;
+  }
+  const std::string& lvl = parsed.config.log_level;
+  set_log_level(lvl == "debug"  ? LogLevel::Debug
+                : lvl == "warn" ? LogLevel::Warn
+                : lvl == "error" ? LogLevel::Error
+                                : LogLevel::Info);
+  try {
+    return run_server(parsed.config);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "pgwarden: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,167 @@
+#include "core/server.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <future>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/log.h"
+#include "core/worker.h"
+
+namespace pgwarden::core {
+namespace {
+
+// One listener per worker on the same address; the kernel spreads connections across them.
+// With port 0 the first socket picks the port and the others join it.
+std::vector<int> open_listeners(const Address& where, unsigned count, std::string& bound) {
+  std::vector<int> fds;
+  sockaddr_storage addr = where.storage;
+  for (unsigned i = 0; i < count; ++i) {
+    const int fd = ::socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) throw std::runtime_error(std::string("socket: ") + std::strerror(errno));
+    const int one = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);  // inherited by accepted sockets
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), where.len) != 0) {
+      const int err = errno;
+      ::close(fd);
+      for (int f : fds) ::close(f);
+      throw std::runtime_error("cannot listen on " + where.text + ": " + std::strerror(err));
+    }
+    if (::listen(fd, 4096) != 0) throw std::runtime_error(std::string("listen: ") + std::strerror(errno));
+    if (i == 0) {
+      socklen_t len = sizeof addr;
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+      bound = format_address(reinterpret_cast<sockaddr*>(&addr), len);
+    }
+    fds.push_back(fd);
+  }
+  return fds;
+}
+
+std::vector<int> usable_cpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  std::vector<int> cpus;
+  if (::sched_getaffinity(0, sizeof set, &set) == 0) {
+    for (int c = 0; c < CPU_SETSIZE; ++c) {
+      if (CPU_ISSET(c, &set)) cpus.push_back(c);
+    }
+  }
+  return cpus;
+}
+
+void raise_fd_limit() {
+  rlimit rl{};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &rl);
+  }
+}
+
+}  // namespace
+
+int run_server(const Config& config) {
+  const Address listen = resolve_address(config.listen);
+  if (listen.family() == AF_UNIX) throw std::runtime_error("--listen must be HOST:PORT");
+  const Address upstream = resolve_address(config.upstream);
+  const std::vector<int> cpus = usable_cpus();
+  const unsigned threads = config.threads != 0 ? config.threads
+                           : cpus.empty()      ? 1u
+                                               : static_cast<unsigned>(cpus.size());
+  if (threads > protocol::kMaxCancelCores) throw std::runtime_error("--threads: at most 256");
+  raise_fd_limit();
+
+  // Signals go to the main thread only: block them before any worker starts.
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+
+  std::string bound;
+  const std::vector<int> fds = open_listeners(listen, threads, bound);
+  Control control;
+  std::vector<std::unique_ptr<Worker>> workers;
+  for (unsigned i = 0; i < threads; ++i) {
+    workers.push_back(std::make_unique<Worker>(i, config, upstream, fds[i], control));
+    control.workers.push_back(workers.back().get());
+  }
+
+  std::vector<std::thread> pool;
+  std::vector<std::promise<std::string>> ready(threads);
+  for (unsigned i = 0; i < threads; ++i) {
+    pool.emplace_back([&, i] {
+      Worker& w = *workers[i];
+      if (config.pin_threads && !cpus.empty()) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(cpus[i % cpus.size()], &set);
+        pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+      }
+      try {
+        w.init();
+      } catch (const std::exception& e) {
+        ready[i].set_value(e.what());
+        return;
+      }
+      ready[i].set_value("");
+      w.run();
+    });
+  }
+  std::string failure;
+  for (auto& r : ready) {
+    std::string err = r.get_future().get();
+    if (!err.empty() && failure.empty()) failure = err;
+  }
+  if (!failure.empty()) {
+    PGW_ERROR("cannot start: %s", failure.c_str());
+    control.phase.store(Control::Stopping, std::memory_order_release);
+    for (auto& w : workers) w->mailbox().wake();
+    for (auto& t : pool) t.join();
+    return 1;
+  }
+  PGW_INFO("pgwarden listening on %s, upstream %s, %u worker threads", bound.c_str(),
+           upstream.text.c_str(), threads);
+
+  int signals_seen = 0;
+  std::thread waiter;  // joins the workers so the main thread can keep taking signals
+  std::atomic<bool> all_done{false};
+  waiter = std::thread([&] {
+    for (auto& t : pool) t.join();
+    all_done.store(true);
+    ::kill(::getpid(), SIGTERM);  // unblocks sigwait below
+  });
+  while (true) {
+    int sig = 0;
+    if (sigwait(&sigs, &sig) != 0) continue;
+    if (all_done.load()) break;
+    ++signals_seen;
+    const int phase = signals_seen == 1 ? Control::Draining : Control::Stopping;
+    PGW_INFO("received %s: %s", strsignal(sig),
+             phase == Control::Draining ? "draining sessions (signal again to stop at once)"
+                                        : "closing all sessions now");
+    control.phase.store(phase, std::memory_order_release);
+    for (auto& w : workers) w->mailbox().wake();
+  }
+  waiter.join();
+  PGW_INFO("pgwarden stopped");
+  return 0;
+}
+
+}  // namespace pgwarden::core

@@ -1,0 +1,353 @@
+#include "core/session.h"
+
+#include <unistd.h>
+
+#include <cstring>
+
+#include "core/log.h"
+#include "core/worker.h"
+#include "protocol/messages.h"
+#include "protocol/sqlstate.h"
+
+namespace pgwarden::core {
+
+namespace pr = pgwarden::protocol;
+using pr::Next;
+
+namespace {
+constexpr std::int64_t kNsPerSec = 1'000'000'000;
+constexpr std::int64_t kFinishTimeoutNs = 5 * kNsPerSec;  // bound on flushing before a close
+
+std::int64_t seconds_ns(double s) { return static_cast<std::int64_t>(s * 1e9); }
+}  // namespace
+
+Session::Session(Worker& worker, int client_fd, std::int64_t now_ns)
+    : w_(worker),
+      fe_(pr::Side::Frontend, worker.config().max_message_size, /*typed=*/false),
+      be_(pr::Side::Backend, worker.config().max_message_size, /*typed=*/true) {
+  client_.fd = client_fd;
+  last_activity_ns_ = now_ns;
+  if (worker.config().startup_timeout_s > 0) {
+    deadline_ns_ = now_ns + seconds_ns(worker.config().startup_timeout_s);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bytes in
+
+void Session::on_recv(Peer from, pr::Bytes chunk, std::uint16_t bid) {
+  if (finishing_ || closing_) return;  // winding down: read bytes are dropped
+  last_activity_ns_ = w_.now_ns();
+  cur_bid_ = bid;
+  if (from == Peer::Client) {
+    waiting_for_client_ = false;
+    const auto st = fe_.feed(chunk, [this](const pr::Fragment& f) { return on_frontend(f); });
+    if (st == pr::FeedStatus::Malformed) {
+      ++w_.mutable_stats().protocol_errors;
+      PGW_INFO("session: protocol violation from client: %s", fe_.error().c_str());
+      fail(pr::sqlstate::kProtocolViolation, fe_.error());
+      return;
+    }
+    check_backpressure(Peer::Upstream);
+  } else {
+    const auto st = be_.feed(chunk, [this](const pr::Fragment& f) { return on_backend(f); });
+    if (st == pr::FeedStatus::Malformed) {
+      ++w_.mutable_stats().protocol_errors;
+      PGW_WARN("session: protocol violation from upstream: %s", be_.error().c_str());
+      fail(pr::sqlstate::kProtocolViolation,
+           "pgwarden: invalid message from the upstream server");
+      return;
+    }
+    check_backpressure(Peer::Client);
+  }
+}
+
+Next Session::on_frontend(const pr::Fragment& f) {
+  switch (state_) {
+    case SessionState::Ready:
+      forward(Peer::Upstream, f, fe_);
+      return Next::Continue;
+    case SessionState::Startup: {
+      const pr::Bytes packet = assembler_.add(f, fe_.held_prefix());
+      return packet.empty() ? Next::Continue : on_startup_packet(packet);
+    }
+    case SessionState::Authenticating:
+      // Only the authentication responses may precede ReadyForQuery (or a Terminate).
+      if (f.first && f.type != pr::fe::kPassword && f.type != pr::fe::kTerminate) break;
+      forward(Peer::Upstream, f, fe_);
+      return Next::Continue;
+    case SessionState::Connecting:
+      break;
+  }
+  ++w_.mutable_stats().protocol_errors;
+  char msg[96];
+  std::snprintf(msg, sizeof msg, "unexpected message type 0x%02x before startup completed",
+                unsigned{f.type});
+  fail(pr::sqlstate::kProtocolViolation, msg);
+  return Next::Stop;
+}
+
+Next Session::on_startup_packet(pr::Bytes packet) {
+  auto parsed = pr::parse_startup(packet);
+  if (!parsed) {
+    ++w_.mutable_stats().protocol_errors;
+    const auto code = parsed.error().code;
+    fail(code == pr::Errc::Unsupported ? pr::sqlstate::kFeatureNotSupported
+         : code == pr::Errc::Rejected  ? pr::sqlstate::kInvalidAuthorization
+                                       : pr::sqlstate::kProtocolViolation,
+         parsed.error().message);
+    return Next::Stop;
+  }
+  switch (parsed->kind) {
+    case pr::StartupKind::SslRequest:
+    case pr::StartupKind::GssEncRequest: {
+      // No TLS or GSS encryption yet: 'N' and the client continues in plaintext (or gives up).
+      const std::byte no{'N'};
+      queue_copy(Peer::Client, {&no, 1});
+      return Next::Continue;
+    }
+    case pr::StartupKind::Cancel:
+      // As PostgreSQL: never answer a CancelRequest, just close.
+      w_.route_cancel(parsed->cancel);
+      close();
+      return Next::Stop;
+    case pr::StartupKind::Startup:
+      break;
+  }
+  startup_packet_.assign(packet.data(), packet.size());
+  fe_.set_typed(true);
+  state_ = SessionState::Connecting;
+  if (const int rc = w_.connect_upstream(*this); rc < 0) {
+    on_connected(rc);
+    return Next::Stop;
+  }
+  return Next::Continue;
+}
+
+Next Session::on_backend(const pr::Fragment& f) {
+  if (f.type == pr::be::kBackendKeyData && state_ == SessionState::Authenticating) {
+    return on_backend_key(f);
+  }
+  if (f.type == pr::be::kReadyForQuery && f.last) {
+    tx_status_ = static_cast<char>(f.bytes.back());
+    waiting_for_client_ = true;
+    if (state_ == SessionState::Authenticating) {
+      state_ = SessionState::Ready;
+      deadline_ns_ = 0;
+    }
+  }
+  forward(Peer::Client, f, be_);
+  return Next::Continue;
+}
+
+// BackendKeyData: the client gets a key of ours; the real one stays here for cancels.
+Next Session::on_backend_key(const pr::Fragment& f) {
+  const pr::Bytes whole = f.first && f.last && f.offset == 0 ? f.bytes
+                                                              : assembler_.add(f, be_.held_prefix());
+  if (whole.empty()) return Next::Continue;
+  const auto key = pr::read_backend_key(whole);
+  if (!key) {
+    fail(pr::sqlstate::kProtocolViolation, "pgwarden: invalid BackendKeyData from upstream");
+    return Next::Stop;
+  }
+  if (gateway_key_.pid != 0) w_.release_cancel_key(gateway_key_);
+  upstream_key_ = *key;
+  gateway_key_ = w_.issue_cancel_key(upstream_key_);
+  if (whole.data() == f.bytes.data()) {
+    // The receive buffer is ours and writable: rewrite in place and forward it from there.
+    pr::write_backend_key({const_cast<std::byte*>(whole.data()), whole.size()}, gateway_key_);
+    forward(Peer::Client, f, be_);
+  } else {
+    std::basic_string<std::byte> msg;
+    pr::append_backend_key(msg, gateway_key_);
+    queue_copy(Peer::Client, msg);
+  }
+  return Next::Continue;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bytes out
+
+void Session::forward(Peer to, const pr::Fragment& f, const pr::Framer& from) {
+  Conn& c = conn(to);
+  if (c.dead) return;
+  // A header split across reads: its first bytes are held by the framer, not in this chunk.
+  if (f.first && f.offset != 0) c.out.push_copy(from.held_prefix());
+  c.out.push_buffer(f.bytes.data(), static_cast<std::uint32_t>(f.bytes.size()), cur_bid_,
+                    w_.buffers());
+  w_.want_send(*this, to);
+}
+
+void Session::queue_copy(Peer to, pr::Bytes bytes) {
+  Conn& c = conn(to);
+  if (c.dead) return;
+  c.out.push_copy(bytes);
+  w_.want_send(*this, to);
+}
+
+// A reader that does not keep up stops reads from the other side instead of growing the queue.
+void Session::check_backpressure(Peer to) {
+  Conn& c = conn(to);
+  Conn& other = conn(to == Peer::Client ? Peer::Upstream : Peer::Client);
+  if (c.out.bytes() > w_.config().max_buffered_bytes && !other.recv_paused) {
+    other.recv_paused = true;
+    if (other.recv_armed) w_.cancel_recv(*this, to == Peer::Client ? Peer::Upstream : Peer::Client);
+  }
+}
+
+void Session::on_send_done(Peer to, int result) {
+  Conn& c = conn(to);
+  if (c.dead) {
+    maybe_close_after_flush();
+    return;
+  }
+  if (result < 0) {
+    // The peer is gone; nothing queued for it can be delivered.
+    c.dead = true;
+    c.eof = true;
+    if (to == Peer::Client) {
+      close();
+    } else {
+      ++w_.mutable_stats().upstream_failures;
+      fail(pr::sqlstate::kConnectionFailure, "pgwarden: lost the connection to the upstream server");
+    }
+    return;
+  }
+  c.out.consume(static_cast<std::size_t>(result), w_.buffers());
+  if (!c.out.empty()) w_.want_send(*this, to);
+  Conn& other = conn(to == Peer::Client ? Peer::Upstream : Peer::Client);
+  if (other.recv_paused && c.out.bytes() <= w_.config().max_buffered_bytes / 2) {
+    other.recv_paused = false;
+    if (!other.recv_armed && !other.eof && !other.starved && !finishing_ && !closing_) {
+      w_.arm_recv(*this, to == Peer::Client ? Peer::Upstream : Peer::Client);
+    }
+  }
+  maybe_close_after_flush();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connection events
+
+void Session::on_connected(int result) {
+  if (closing_ || finishing_) return;
+  if (result < 0) {
+    ++w_.mutable_stats().upstream_failures;
+    const char* why = result == -ECANCELED ? "connection timed out" : std::strerror(-result);
+    PGW_WARN("session: cannot connect to upstream %s: %s", w_.upstream().text.c_str(), why);
+    std::string msg = "pgwarden: could not connect to the upstream server at ";
+    msg += w_.upstream().text;
+    msg += ": ";
+    msg += why;
+    fail(pr::sqlstate::kConnectionFailure, msg);
+    return;
+  }
+  state_ = SessionState::Authenticating;
+  queue_copy(Peer::Upstream, startup_packet_);
+  startup_packet_ = {};
+  w_.arm_recv(*this, Peer::Upstream);
+}
+
+void Session::on_eof(Peer from, int error) {
+  Conn& c = conn(from);
+  c.eof = true;
+  if (from == Peer::Client) {
+    // The client left: deliver what it sent (e.g. Terminate) upstream, then close.
+    client_.dead = true;
+  } else {
+    PGW_DEBUG("session: upstream closed (%s)", error ? std::strerror(error) : "eof");
+    // Whatever the server said last (often a FATAL ErrorResponse) still reaches the client.
+    upstream_.dead = true;
+  }
+  finish();
+}
+
+void Session::on_tick(std::int64_t now_ns) {
+  if (closing_) return;
+  if (deadline_ns_ != 0 && now_ns > deadline_ns_) {
+    if (finishing_) {
+      close();
+      return;
+    }
+    char msg[96];
+    std::snprintf(msg, sizeof msg, "pgwarden: startup did not complete within %g s",
+                  w_.config().startup_timeout_s);
+    fail(pr::sqlstate::kConnectionFailure, msg);
+    return;
+  }
+  const double idle = w_.config().idle_timeout_s;
+  if (idle > 0 && state_ == SessionState::Ready && waiting_for_client_ && !finishing_ &&
+      now_ns - last_activity_ns_ > seconds_ns(idle)) {
+    fail(pr::sqlstate::kIdleSessionTimeout,
+         "terminating connection due to idle-session timeout");
+  }
+}
+
+void Session::terminate_for_shutdown() {
+  fail(pr::sqlstate::kAdminShutdown, "terminating connection due to administrator command");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Winding down
+
+void Session::fail(std::string_view sqlstate, std::string_view message) {
+  if (closing_ || finishing_) return;
+  // An error can only be injected between messages of the client's stream.
+  if (!client_.dead && be_.at_boundary()) {
+    std::basic_string<std::byte> err;
+    pr::append_error(err, "FATAL", sqlstate, message);
+    queue_copy(Peer::Client, err);
+  }
+  // Let the upstream backend end cleanly rather than log an unexpected EOF.
+  if (!upstream_.dead && upstream_.fd >= 0 && state_ >= SessionState::Authenticating &&
+      fe_.at_boundary()) {
+    const std::byte terminate[5] = {std::byte{'X'}, std::byte{0}, std::byte{0}, std::byte{0},
+                                    std::byte{4}};
+    queue_copy(Peer::Upstream, terminate);
+  }
+  finish();
+}
+
+void Session::finish() {
+  if (finishing_ || closing_) return;
+  finishing_ = true;
+  deadline_ns_ = w_.now_ns() + kFinishTimeoutNs;
+  for (Peer p : {Peer::Client, Peer::Upstream}) {
+    Conn& c = conn(p);
+    c.eof = true;
+    if (c.recv_armed) w_.cancel_recv(*this, p);
+  }
+  maybe_close_after_flush();
+}
+
+void Session::maybe_close_after_flush() {
+  if (!finishing_ || closing_) return;
+  for (Peer p : {Peer::Client, Peer::Upstream}) {
+    const Conn& c = conn(p);
+    if (!c.dead && c.fd >= 0 && (c.send_inflight || !c.out.empty())) return;
+  }
+  close();
+}
+
+void Session::close() {
+  if (closing_) return;
+  closing_ = true;
+  finishing_ = true;
+  for (Peer p : {Peer::Client, Peer::Upstream}) {
+    Conn& c = conn(p);
+    c.eof = true;
+    if (c.fd >= 0 && inflight_ != 0) w_.cancel_all(*this, p);
+  }
+}
+
+void Session::release_resources() noexcept {
+  for (Peer p : {Peer::Client, Peer::Upstream}) {
+    Conn& c = conn(p);
+    c.out.clear(w_.buffers());
+    if (c.fd >= 0) ::close(c.fd);
+    c.fd = -1;
+  }
+  if (gateway_key_.pid != 0) w_.release_cancel_key(gateway_key_);
+  gateway_key_ = {};
+}
+
+}  // namespace pgwarden::core

@@ -1,0 +1,111 @@
+// One client connection and its upstream connection: the session pipeline. Frontend bytes go
+// through the framer and the session state machine to the upstream; backend bytes come back
+// through the backend framer to the client. Unchanged messages are forwarded from the receive
+// buffer they arrived in. A Session lives on the core that accepted it, for life; its Worker does
+// all I/O on its behalf and frees it only after the last submission completed.
+#pragma once
+
+#include <sys/uio.h>
+
+#include <cstdint>
+#include <string>
+
+#include "core/out_queue.h"
+#include "protocol/framer.h"
+#include "protocol/startup.h"
+
+namespace pgwarden::core {
+
+class Worker;
+
+enum class Peer : std::uint8_t { Client, Upstream };
+
+enum class SessionState : std::uint8_t {
+  Startup,         // reading the startup packet (SSLRequest/GSSENCRequest answered 'N')
+  Connecting,      // startup packet read; connecting upstream
+  Authenticating,  // relaying the authentication exchange until the first ReadyForQuery
+  Ready,           // steady state
+};
+
+// One socket of the session.
+struct Conn {
+  static constexpr std::size_t kMaxIov = 64;
+  int fd = -1;
+  OutQueue out;
+  bool recv_armed = false;     // a multishot receive is in flight
+  bool recv_paused = false;    // backpressure: the other side's queue is full
+  bool starved = false;        // waiting for receive buffers
+  bool send_inflight = false;
+  bool send_wanted = false;    // on the worker's list of sockets to send on
+  bool eof = false;            // no more reads (peer closed, error, or finishing)
+  bool dead = false;           // cannot be written to any more
+  msghdr msg{};
+  iovec iov[kMaxIov]{};
+};
+
+class alignas(16) Session {
+ public:
+  Session(Worker& worker, int client_fd, std::int64_t now_ns);
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  // Events from the worker.
+  void on_recv(Peer from, protocol::Bytes chunk, std::uint16_t bid);
+  void on_eof(Peer from, int error);
+  void on_connected(int result);
+  void on_send_done(Peer to, int result);
+  void on_tick(std::int64_t now_ns);
+  // The grace period ended: say 57P01 to the client and wind down.
+  void terminate_for_shutdown();
+  // Closes at once, dropping whatever is still queued.
+  void force_close() { close(); }
+
+  Conn& conn(Peer p) noexcept { return p == Peer::Client ? client_ : upstream_; }
+  bool closing() const noexcept { return closing_; }
+  // True when the session can be freed: closing and nothing in flight.
+  bool releasable() const noexcept { return closing_ && inflight_ == 0; }
+  void release_resources() noexcept;  // closes sockets, returns buffers and the cancel key
+  SessionState state() const noexcept { return state_; }
+
+  std::uint32_t inflight_ = 0;  // submissions (and waits) the worker still owes completions for
+  Session* prev_ = nullptr;     // the worker's intrusive list of live sessions
+  Session* next_ = nullptr;
+
+ private:
+  protocol::Next on_frontend(const protocol::Fragment& f);
+  protocol::Next on_backend(const protocol::Fragment& f);
+  protocol::Next on_startup_packet(protocol::Bytes packet);
+  protocol::Next on_backend_key(const protocol::Fragment& f);
+  void forward(Peer to, const protocol::Fragment& f, const protocol::Framer& from);
+  void queue_copy(Peer to, protocol::Bytes bytes);
+  void check_backpressure(Peer to);
+
+  // Sends a FATAL ErrorResponse to the client if the client stream is at a message boundary,
+  // then winds the session down.
+  void fail(std::string_view sqlstate, std::string_view message);
+  // Stops reading, flushes what is queued (bounded by a deadline), then closes.
+  void finish();
+  // Cancels everything in flight; the worker frees the session after the last completion.
+  void close();
+  void maybe_close_after_flush();
+
+  Worker& w_;
+  Conn client_;
+  Conn upstream_;
+  protocol::Framer fe_;
+  protocol::Framer be_;
+  protocol::Assembler assembler_;
+  SessionState state_ = SessionState::Startup;
+  bool finishing_ = false;
+  bool closing_ = false;
+  bool waiting_for_client_ = false;  // the last backend message was ReadyForQuery
+  char tx_status_ = 'I';
+  std::uint16_t cur_bid_ = 0;         // receive buffer of the chunk being handled
+  std::int64_t deadline_ns_ = 0;      // startup or finish deadline; 0 = none
+  std::int64_t last_activity_ns_ = 0;
+  protocol::BackendKey upstream_key_{};
+  protocol::BackendKey gateway_key_{};
+  std::basic_string<std::byte> startup_packet_;
+};
+
+}  // namespace pgwarden::core

@@ -1,0 +1,500 @@
+#include "core/worker.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+#include "core/log.h"
+#include "protocol/messages.h"
+
+namespace pgwarden::core {
+
+namespace pr = pgwarden::protocol;
+
+namespace {
+
+// user_data = pointer to the owning context | operation kind (contexts are 16-byte aligned).
+enum Op : std::uint64_t {
+  kIgnore = 0,
+  kAccept,
+  kTick,
+  kWake,
+  kClientRecv,
+  kClientSend,
+  kUpstreamRecv,
+  kUpstreamSend,
+  kConnect,
+  kCancelConnect,
+  kCancelSend,
+};
+constexpr std::uint64_t kOpMask = 15;
+constexpr std::int64_t kNsPerSec = 1'000'000'000;
+constexpr std::int64_t kTickNs = 200'000'000;
+constexpr std::int64_t kHardStopNs = 6 * kNsPerSec;  // after the grace: force-close stragglers
+
+std::uint64_t tag(const void* p, Op op) noexcept { return reinterpret_cast<std::uintptr_t>(p) | op; }
+template <class T>
+T* ptr_of(std::uint64_t ud) noexcept {
+  return reinterpret_cast<T*>(ud & ~kOpMask);
+}
+
+std::int64_t monotonic_ns() noexcept {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return std::int64_t(ts.tv_sec) * kNsPerSec + ts.tv_nsec;
+}
+
+__kernel_timespec to_timespec(double seconds) noexcept {
+  __kernel_timespec ts{};
+  ts.tv_sec = static_cast<long long>(seconds);
+  ts.tv_nsec = static_cast<long long>((seconds - double(ts.tv_sec)) * 1e9);
+  return ts;
+}
+
+}  // namespace
+
+struct alignas(16) Worker::CancelForward {
+  int fd = -1;
+  std::byte packet[16]{};
+};
+
+Worker::Worker(unsigned index, const Config& config, const Address& upstream, int listen_fd,
+               Control& control)
+    : index_(index),
+      config_(config),
+      upstream_(upstream),
+      listen_fd_(listen_fd),
+      control_(control),
+      cancel_keys_(index) {}
+
+Worker::~Worker() {
+  while (sessions_ != nullptr) {
+    Session* s = sessions_;
+    sessions_ = s->next_;
+    s->release_resources();
+    delete s;
+  }
+  for (CancelForward* cf : cancel_forwards_) {
+    ::close(cf->fd);
+    delete cf;
+  }
+  buffers_.reset();
+  if (ring_ready_) io_uring_queue_exit(&ring_);
+  if (listen_fd_ >= 0) ::close(listen_fd_);
+}
+
+void Worker::init() {
+  // The ring is created on the thread that will drive it (required by SINGLE_ISSUER).
+  io_uring_params p{};
+  p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
+  p.cq_entries = 16384;
+  int rc = io_uring_queue_init_params(2048, &ring_, &p);
+  if (rc == -EINVAL) {  // older kernels: no DEFER_TASKRUN / SINGLE_ISSUER
+    p = {};
+    p.flags = IORING_SETUP_CQSIZE;
+    p.cq_entries = 16384;
+    rc = io_uring_queue_init_params(2048, &ring_, &p);
+  }
+  if (rc < 0) throw std::runtime_error(std::string("io_uring setup failed: ") + std::strerror(-rc));
+  ring_ready_ = true;
+  io_uring_probe* probe = io_uring_get_probe_ring(&ring_);
+  if (probe == nullptr) throw std::runtime_error("io_uring probe failed");
+  for (int op : {IORING_OP_RECV, IORING_OP_SENDMSG, IORING_OP_SEND, IORING_OP_ACCEPT,
+                 IORING_OP_CONNECT, IORING_OP_ASYNC_CANCEL, IORING_OP_TIMEOUT,
+                 IORING_OP_LINK_TIMEOUT, IORING_OP_READ}) {
+    if (!io_uring_opcode_supported(probe, op)) {
+      io_uring_free_probe(probe);
+      throw std::runtime_error("kernel io_uring lacks opcode " + std::to_string(op) +
+                               " (pgwarden needs Linux 6.0 or newer)");
+    }
+  }
+  io_uring_free_probe(probe);
+  buffers_ = std::make_unique<BufferRing>(&ring_, config_.recv_buffers, config_.recv_buffer_size);
+  tick_.tv_nsec = kTickNs;
+  connect_timeout_ = to_timespec(config_.connect_timeout_s);
+}
+
+io_uring_sqe* Worker::sqe() {
+  io_uring_sqe* s = io_uring_get_sqe(&ring_);
+  while (s == nullptr) {
+    io_uring_submit(&ring_);
+    s = io_uring_get_sqe(&ring_);
+  }
+  return s;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The loop
+
+void Worker::run() {
+  now_ns_ = monotonic_ns();
+  arm_accept();
+  arm_tick();
+  arm_wake();
+  while (!terminated_) {
+    flush_sends();
+    if (buffers_->publish() != 0) rearm_starved();
+    const int rc = io_uring_submit_and_wait(&ring_, 1);
+    if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY && rc != -ETIME) {
+      PGW_ERROR("worker %u: io_uring_submit_and_wait: %s", index_, std::strerror(-rc));
+    }
+    now_ns_ = monotonic_ns();
+    unsigned head = 0;
+    unsigned seen = 0;
+    io_uring_cqe* cqe = nullptr;
+    io_uring_for_each_cqe(&ring_, head, cqe) {
+      dispatch(cqe);
+      ++seen;
+    }
+    io_uring_cq_advance(&ring_, seen);
+    if (draining_ && session_count_ == 0 && cancel_forwards_.empty()) terminated_ = true;
+  }
+  PGW_DEBUG("worker %u: stopped (%llu sessions accepted)", index_,
+            static_cast<unsigned long long>(stats_.accepted));
+}
+
+void Worker::dispatch(io_uring_cqe* cqe) {
+  const std::uint64_t ud = cqe->user_data;
+  const int res = cqe->res;
+  switch (static_cast<Op>(ud & kOpMask)) {
+    case kIgnore:
+      return;
+    case kAccept:
+      on_accept(res, (cqe->flags & IORING_CQE_F_MORE) != 0);
+      return;
+    case kTick:
+      on_tick();
+      return;
+    case kWake:
+      on_wake();
+      return;
+    case kClientRecv:
+    case kUpstreamRecv: {
+      Session* s = ptr_of<Session>(ud);
+      on_recv_cqe(s, (ud & kOpMask) == kClientRecv ? Peer::Client : Peer::Upstream, cqe);
+      maybe_free(s);
+      return;
+    }
+    case kClientSend:
+    case kUpstreamSend: {
+      Session* s = ptr_of<Session>(ud);
+      on_send_cqe(s, (ud & kOpMask) == kClientSend ? Peer::Client : Peer::Upstream, res);
+      maybe_free(s);
+      return;
+    }
+    case kConnect: {
+      Session* s = ptr_of<Session>(ud);
+      --s->inflight_;
+      s->on_connected(res);
+      maybe_free(s);
+      return;
+    }
+    case kCancelConnect:
+      on_cancel_forward(ptr_of<CancelForward>(ud), false, res);
+      return;
+    case kCancelSend:
+      on_cancel_forward(ptr_of<CancelForward>(ud), true, res);
+      return;
+  }
+}
+
+void Worker::maybe_free(Session* s) {
+  if (!s->releasable()) return;
+  if (s->prev_ != nullptr) s->prev_->next_ = s->next_;
+  else sessions_ = s->next_;
+  if (s->next_ != nullptr) s->next_->prev_ = s->prev_;
+  s->release_resources();
+  delete s;
+  --session_count_;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Receives and sends
+
+void Worker::arm_recv(Session& s, Peer p) {
+  Conn& c = s.conn(p);
+  if (c.recv_armed || c.eof || c.recv_paused || c.starved || c.fd < 0 || s.closing()) return;
+  io_uring_sqe* e = sqe();
+  io_uring_prep_recv_multishot(e, c.fd, nullptr, 0, 0);
+  e->flags |= IOSQE_BUFFER_SELECT;
+  e->buf_group = BufferRing::kGroup;
+  io_uring_sqe_set_data64(e, tag(&s, p == Peer::Client ? kClientRecv : kUpstreamRecv));
+  c.recv_armed = true;
+  ++s.inflight_;
+}
+
+void Worker::on_recv_cqe(Session* s, Peer p, io_uring_cqe* cqe) {
+  Conn& c = s->conn(p);
+  const bool more = (cqe->flags & IORING_CQE_F_MORE) != 0;
+  const int res = cqe->res;
+  if (!more) {
+    c.recv_armed = false;
+    --s->inflight_;
+  }
+  if ((cqe->flags & IORING_CQE_F_BUFFER) != 0) {
+    const auto bid = static_cast<std::uint16_t>(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+    buffers_->ref(bid);
+    if (res > 0) s->on_recv(p, {buffers_->data(bid), static_cast<std::size_t>(res)}, bid);
+    buffers_->unref(bid);
+  }
+  if (res == 0) {
+    s->on_eof(p, 0);
+  } else if (res == -ENOBUFS) {
+    // The core ran out of receive buffers: resume when some come back.
+    if (!c.eof && !s->closing() && !c.starved) {
+      c.starved = true;
+      starved_.emplace_back(s, p);
+      ++s->inflight_;
+    }
+  } else if (res < 0 && res != -ECANCELED) {
+    s->on_eof(p, -res);
+  } else if (!more) {
+    arm_recv(*s, p);  // a multishot receive can end while data still flows; keep reading
+  }
+}
+
+void Worker::rearm_starved() {
+  if (starved_.empty()) return;
+  auto list = std::move(starved_);
+  starved_.clear();
+  for (auto [s, p] : list) {
+    s->conn(p).starved = false;
+    --s->inflight_;
+    arm_recv(*s, p);
+    maybe_free(s);
+  }
+}
+
+void Worker::want_send(Session& s, Peer p) {
+  Conn& c = s.conn(p);
+  if (c.send_wanted || c.dead) return;
+  c.send_wanted = true;
+  send_list_.emplace_back(&s, p);
+  ++s.inflight_;  // keeps the session alive while it is on the list
+}
+
+// All sockets that got bytes during this batch of completions send once, with everything queued.
+void Worker::flush_sends() {
+  for (std::size_t i = 0; i < send_list_.size(); ++i) {
+    auto [s, p] = send_list_[i];
+    Conn& c = s->conn(p);
+    c.send_wanted = false;
+    --s->inflight_;
+    if (!c.send_inflight && !c.dead && !c.out.empty() && c.fd >= 0 && !s->closing()) {
+      c.msg = {};
+      c.msg.msg_iov = c.iov;
+      c.msg.msg_iovlen = c.out.fill(c.iov, Conn::kMaxIov);
+      io_uring_sqe* e = sqe();
+      io_uring_prep_sendmsg(e, c.fd, &c.msg, MSG_NOSIGNAL);
+      io_uring_sqe_set_data64(e, tag(s, p == Peer::Client ? kClientSend : kUpstreamSend));
+      c.send_inflight = true;
+      ++s->inflight_;
+    }
+    maybe_free(s);
+  }
+  send_list_.clear();
+}
+
+void Worker::on_send_cqe(Session* s, Peer p, int res) {
+  Conn& c = s->conn(p);
+  c.send_inflight = false;
+  --s->inflight_;
+  s->on_send_done(p, res);
+}
+
+void Worker::cancel_recv(Session& s, Peer p) {
+  io_uring_sqe* e = sqe();
+  io_uring_prep_cancel64(e, tag(&s, p == Peer::Client ? kClientRecv : kUpstreamRecv), 0);
+  io_uring_sqe_set_data64(e, kIgnore);
+}
+
+void Worker::cancel_all(Session& s, Peer p) {
+  io_uring_sqe* e = sqe();
+  io_uring_prep_cancel_fd(e, s.conn(p).fd, IORING_ASYNC_CANCEL_ALL);
+  io_uring_sqe_set_data64(e, kIgnore);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connections
+
+int Worker::connect_upstream(Session& s) {
+  const int fd = ::socket(upstream_.family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -errno;
+  if (upstream_.family() != AF_UNIX) {
+    const int one = 1;
+    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  }
+  s.conn(Peer::Upstream).fd = fd;
+  // The connect and its timeout are linked: keep them in one submission.
+  if (io_uring_sq_space_left(&ring_) < 2) io_uring_submit(&ring_);
+  io_uring_sqe* e = sqe();
+  io_uring_prep_connect(e, fd, upstream_.sa(), upstream_.len);
+  io_uring_sqe_set_data64(e, tag(&s, kConnect));
+  ++s.inflight_;
+  if (config_.connect_timeout_s > 0) {
+    e->flags |= IOSQE_IO_LINK;
+    io_uring_sqe* t = sqe();
+    io_uring_prep_link_timeout(t, &connect_timeout_, 0);
+    io_uring_sqe_set_data64(t, kIgnore);
+  }
+  return 0;
+}
+
+void Worker::arm_accept() {
+  if (accept_armed_ || draining_ || listen_fd_ < 0) return;
+  io_uring_sqe* e = sqe();
+  io_uring_prep_multishot_accept(e, listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+  io_uring_sqe_set_data64(e, tag(this, kAccept));
+  accept_armed_ = true;
+}
+
+void Worker::on_accept(int res, bool more) {
+  if (!more) accept_armed_ = false;  // re-armed on the next tick
+  if (res < 0) {
+    if (res != -ECANCELED) PGW_WARN("worker %u: accept: %s", index_, std::strerror(-res));
+    return;
+  }
+  if (draining_) {
+    ::close(res);
+    return;
+  }
+  auto* s = new Session(*this, res, now_ns_);
+  s->next_ = sessions_;
+  if (sessions_ != nullptr) sessions_->prev_ = s;
+  sessions_ = s;
+  ++session_count_;
+  ++stats_.accepted;
+  arm_recv(*s, Peer::Client);
+  if (!more) arm_accept();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Timers, wake-ups, shutdown
+
+void Worker::arm_tick() {
+  io_uring_sqe* e = sqe();
+  io_uring_prep_timeout(e, &tick_, 0, 0);
+  io_uring_sqe_set_data64(e, tag(this, kTick));
+}
+
+void Worker::on_tick() {
+  if (terminated_) return;
+  arm_tick();
+  if (!accept_armed_ && !draining_) arm_accept();
+  const bool grace_over = draining_ && now_ns_ >= grace_deadline_ns_;
+  const bool hard_over = draining_ && now_ns_ >= hard_deadline_ns_;
+  for (Session* s = sessions_; s != nullptr;) {
+    Session* next = s->next_;
+    if (hard_over) {
+      s->force_close();
+    } else {
+      if (grace_over) s->terminate_for_shutdown();
+      s->on_tick(now_ns_);
+    }
+    maybe_free(s);
+    s = next;
+  }
+}
+
+void Worker::arm_wake() {
+  io_uring_sqe* e = sqe();
+  io_uring_prep_read(e, mailbox_.fd(), &wake_buf_, sizeof wake_buf_, 0);
+  io_uring_sqe_set_data64(e, tag(this, kWake));
+}
+
+void Worker::on_wake() {
+  arm_wake();
+  for (const pr::BackendKey& key : mailbox_.take_cancels()) {
+    if (const auto up = cancel_keys_.lookup(key)) forward_cancel(*up);
+  }
+  const int phase = control_.phase.load(std::memory_order_acquire);
+  if (phase >= Control::Draining && !draining_) begin_drain();
+  if (phase >= Control::Stopping) {
+    grace_deadline_ns_ = now_ns_;  // second signal: skip the grace period
+    on_tick();
+  }
+}
+
+void Worker::begin_drain() {
+  draining_ = true;
+  grace_deadline_ns_ = now_ns_ + static_cast<std::int64_t>(config_.shutdown_grace_s * 1e9);
+  hard_deadline_ns_ = grace_deadline_ns_ + kHardStopNs;
+  // Stop accepting: leave the SO_REUSEPORT group so new connections go to no one.
+  if (accept_armed_) {
+    io_uring_sqe* e = sqe();
+    io_uring_prep_cancel64(e, tag(this, kAccept), 0);
+    io_uring_sqe_set_data64(e, kIgnore);
+  }
+  if (listen_fd_ >= 0) ::shutdown(listen_fd_, SHUT_RDWR);
+  PGW_DEBUG("worker %u: draining %zu sessions", index_, session_count_);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cancel keys and forwarding
+
+pr::BackendKey Worker::issue_cancel_key(pr::BackendKey upstream) {
+  std::int32_t secret = 0;
+  while (::getrandom(&secret, sizeof secret, 0) != sizeof secret) {
+  }
+  return cancel_keys_.issue(upstream, secret);
+}
+
+void Worker::release_cancel_key(pr::BackendKey gateway) noexcept { cancel_keys_.release(gateway); }
+
+void Worker::route_cancel(pr::BackendKey gateway) {
+  const auto core = pr::cancel_key_core(gateway.pid);
+  if (!core || *core >= control_.workers.size()) return;  // not ours: ignored, as PostgreSQL does
+  if (*core == index_) {
+    if (const auto up = cancel_keys_.lookup(gateway)) forward_cancel(*up);
+    return;
+  }
+  control_.workers[*core]->mailbox().post_cancel(gateway);
+}
+
+void Worker::forward_cancel(pr::BackendKey upstream_key) {
+  const int fd = ::socket(upstream_.family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return;
+  auto* cf = new CancelForward;
+  cf->fd = fd;
+  std::basic_string<std::byte> pkt;
+  pr::append_cancel_request(pkt, upstream_key);
+  std::memcpy(cf->packet, pkt.data(), sizeof cf->packet);
+  cancel_forwards_.insert(cf);
+  if (io_uring_sq_space_left(&ring_) < 2) io_uring_submit(&ring_);
+  io_uring_sqe* e = sqe();
+  io_uring_prep_connect(e, fd, upstream_.sa(), upstream_.len);
+  io_uring_sqe_set_data64(e, tag(cf, kCancelConnect));
+  if (config_.connect_timeout_s > 0) {
+    e->flags |= IOSQE_IO_LINK;
+    io_uring_sqe* t = sqe();
+    io_uring_prep_link_timeout(t, &connect_timeout_, 0);
+    io_uring_sqe_set_data64(t, kIgnore);
+  }
+}
+
+void Worker::on_cancel_forward(CancelForward* cf, bool sent, int res) {
+  if (!sent && res >= 0) {
+    io_uring_sqe* e = sqe();
+    io_uring_prep_send(e, cf->fd, cf->packet, sizeof cf->packet, MSG_NOSIGNAL);
+    io_uring_sqe_set_data64(e, tag(cf, kCancelSend));
+    return;
+  }
+  if (sent && res == sizeof cf->packet) {
+    ++stats_.cancels_forwarded;
+  } else {
+    PGW_WARN("worker %u: could not forward a cancel request upstream: %s", index_,
+             res < 0 ? std::strerror(-res) : "short write");
+  }
+  ::close(cf->fd);
+  cancel_forwards_.erase(cf);
+  delete cf;
+}
+
+}  // namespace pgwarden::core

@@ -1,0 +1,125 @@
+// A worker thread: one pinned core, one io_uring ring, one provided-buffer ring, one SO_REUSEPORT
+// listener, and the sessions it accepted, for life. Everything here is owned by the worker's
+// thread; other threads only reach it through its Mailbox and the read-only Control.
+#pragma once
+
+#include <liburing.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_set>
+#include <vector>
+
+#include "core/address.h"
+#include "core/buffer_ring.h"
+#include "core/flags.h"
+#include "core/mailbox.h"
+#include "core/session.h"
+#include "protocol/cancel_keys.h"
+
+namespace pgwarden::core {
+
+class Worker;
+
+// Process-wide control state written by the main thread; workers read it after a wake-up.
+struct Control {
+  enum Phase : int { Running = 0, Draining = 1, Stopping = 2 };
+  std::atomic<int> phase{Running};
+  std::vector<Worker*> workers;  // fixed before any worker runs
+};
+
+// Counters a worker keeps for itself; read after it stopped (tests, logs).
+struct WorkerStats {
+  std::uint64_t accepted = 0;
+  std::uint64_t protocol_errors = 0;
+  std::uint64_t upstream_failures = 0;
+  std::uint64_t cancels_forwarded = 0;
+};
+
+class Worker {
+ public:
+  Worker(unsigned index, const Config& config, const Address& upstream, int listen_fd,
+         Control& control);
+  ~Worker();
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  // Sets up the ring (on the calling thread, which then owns it). Throws on failure.
+  void init();
+  // Runs the loop until shutdown completes.
+  void run();
+  Mailbox& mailbox() noexcept { return mailbox_; }
+  unsigned index() const noexcept { return index_; }
+  const WorkerStats& stats() const noexcept { return stats_; }
+
+  // ---- services for sessions (worker thread only) ----
+  const Config& config() const noexcept { return config_; }
+  const Address& upstream() const noexcept { return upstream_; }
+  BufferRing& buffers() noexcept { return *buffers_; }
+  std::int64_t now_ns() const noexcept { return now_ns_; }
+  WorkerStats& mutable_stats() noexcept { return stats_; }
+  void arm_recv(Session& s, Peer p);
+  void want_send(Session& s, Peer p);
+  // Stops a multishot receive (backpressure, winding down).
+  void cancel_recv(Session& s, Peer p);
+  // Cancels every submission on the socket (closing).
+  void cancel_all(Session& s, Peer p);
+  // Starts connecting the session's upstream socket; 0 or -errno.
+  int connect_upstream(Session& s);
+  // Issues the key this core hands a client in place of the upstream's BackendKeyData.
+  protocol::BackendKey issue_cancel_key(protocol::BackendKey upstream);
+  void release_cancel_key(protocol::BackendKey gateway) noexcept;
+  // Routes a CancelRequest read by this core to the core that issued the key.
+  void route_cancel(protocol::BackendKey gateway);
+
+ private:
+  struct CancelForward;
+  void dispatch(io_uring_cqe* cqe);
+  void on_recv_cqe(Session* s, Peer p, io_uring_cqe* cqe);
+  void on_send_cqe(Session* s, Peer p, int res);
+  void on_accept(int res, bool more);
+  void on_tick();
+  void on_wake();
+  void on_cancel_forward(CancelForward* cf, bool connected, int res);
+  void forward_cancel(protocol::BackendKey upstream_key);
+  void arm_accept();
+  void arm_tick();
+  void arm_wake();
+  void flush_sends();
+  void rearm_starved();
+  void maybe_free(Session* s);
+  void begin_drain();
+  io_uring_sqe* sqe();
+
+  unsigned index_;
+  const Config& config_;
+  const Address& upstream_;
+  int listen_fd_;
+  Control& control_;
+  io_uring ring_{};
+  bool ring_ready_ = false;
+  std::unique_ptr<BufferRing> buffers_;
+  Mailbox mailbox_;
+  protocol::CancelKeyTable cancel_keys_;
+  WorkerStats stats_;
+
+  Session* sessions_ = nullptr;  // intrusive list head
+  std::size_t session_count_ = 0;
+  std::vector<std::pair<Session*, Peer>> send_list_;
+  std::vector<std::pair<Session*, Peer>> starved_;
+  std::unordered_set<CancelForward*> cancel_forwards_;
+  std::int64_t now_ns_ = 0;
+  std::int64_t grace_deadline_ns_ = 0;
+  std::int64_t hard_deadline_ns_ = 0;
+  bool draining_ = false;
+  bool terminated_ = false;
+  bool accept_armed_ = false;
+  std::uint64_t wake_buf_ = 0;
+  __kernel_timespec tick_{};
+  __kernel_timespec connect_timeout_{};
+};
+
+}  // namespace pgwarden::core

@@ -1,0 +1,43 @@
+// Views over the backend messages the session reads, and encoders for the messages pgwarden
+// writes itself (PostgreSQL docs, "Message Formats").
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "protocol/framer.h"
+#include "protocol/startup.h"
+
+namespace pgwarden::protocol {
+
+// Appends an ErrorResponse ('E') or NoticeResponse ('N') with severity, SQLSTATE and message.
+void append_error(std::basic_string<std::byte>& out, std::string_view severity,
+                  std::string_view sqlstate, std::string_view message, char type = 'E');
+
+// Appends BackendKeyData ('K').
+void append_backend_key(std::basic_string<std::byte>& out, BackendKey key);
+
+// Appends a CancelRequest packet for `key`.
+void append_cancel_request(std::basic_string<std::byte>& out, BackendKey key);
+
+// Writes `key` into a whole BackendKeyData message in place.
+void write_backend_key(std::span<std::byte> message, BackendKey key) noexcept;
+
+// Reads a whole BackendKeyData message; nullopt if it is not one.
+std::optional<BackendKey> read_backend_key(Bytes message) noexcept;
+
+// Transaction status from a whole ReadyForQuery message: 'I', 'T' or 'E'; 0 if malformed.
+char read_ready_status(Bytes message) noexcept;
+
+// One field of an ErrorResponse/NoticeResponse.
+struct ErrorFields {
+  std::string severity;  // V (or S)
+  std::string sqlstate;  // C
+  std::string message;   // M
+};
+// Parses the fields of a whole ErrorResponse/NoticeResponse; nullopt if malformed.
+std::optional<ErrorFields> read_error(Bytes message);
+
+}  // namespace pgwarden::protocol

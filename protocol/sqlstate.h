@@ -1,0 +1,17 @@
+// SQLSTATE codes pgwarden itself emits (PostgreSQL docs, Appendix A "Error Codes").
+#pragma once
+
+#include <string_view>
+
+namespace pgwarden::protocol::sqlstate {
+
+inline constexpr std::string_view kProtocolViolation = "08P01";
+inline constexpr std::string_view kConnectionFailure = "08006";
+inline constexpr std::string_view kFeatureNotSupported = "0A000";
+inline constexpr std::string_view kInvalidAuthorization = "28000";
+inline constexpr std::string_view kAdminShutdown = "57P01";
+inline constexpr std::string_view kIdleSessionTimeout = "57P05";
+inline constexpr std::string_view kQueryCanceled = "57014";
+inline constexpr std::string_view kTooManyConnections = "53300";
+
+}  // namespace pgwarden::protocol::sqlstate

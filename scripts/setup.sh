@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs everything pgwarden needs to build, test, benchmark and demo on Debian 12.
+# Idempotent and non-interactive; run as root (or through sudo).
+set -euo pipefail
+
+if [ "$(id -u)" -ne 0 ]; then
+  exec sudo -E "$0" "$@"
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+pkgs=(
+  build-essential g++ cmake ninja-build pkg-config git clang-format
+  liburing-dev libssl-dev libsimdjson-dev libhyperscan-dev libmimalloc-dev libpg-query-dev
+  libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev
+  postgresql-15 postgresql-client-15 pgbouncer
+  procps iproute2 util-linux ca-certificates
+)
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  missing+=(nodejs npm)
+fi
+
+# Always refresh the package lists first, as CI machines may hold stale ones.
+apt-get update -q
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# The Debian postgresql package starts a cluster on 5432; our scripts start their own
+# throwaway servers and do not need it.
+echo "setup: dependencies present"
