@@ -14,9 +14,17 @@ Address resolve_address(const std::string& spec) {
   Address out;
   out.text = spec;
   if (!spec.empty() && spec[0] == '/') {
+    // A socket file, or as libpq: a directory (and port) naming PostgreSQL's socket in it.
     std::string path = spec;
+    std::string port = "5432";
+    const auto colon = spec.rfind(':');
+    if (colon != std::string::npos && colon + 1 < spec.size() &&
+        spec.find_first_not_of("0123456789", colon + 1) == std::string::npos) {
+      path = spec.substr(0, colon);
+      port = spec.substr(colon + 1);
+    }
     struct stat st{};
-    if (::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) path += "/.s.PGSQL.5432";
+    if (::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) path += "/.s.PGSQL." + port;
     sockaddr_un un{};
     if (path.size() >= sizeof un.sun_path) throw std::runtime_error("unix socket path too long");
     un.sun_family = AF_UNIX;

@@ -16,8 +16,9 @@ struct Address {
   const sockaddr* sa() const noexcept { return reinterpret_cast<const sockaddr*>(&storage); }
 };
 
-// Resolves once, at start-up. A spec starting with '/' is a unix socket path; a path to a
-// directory means PostgreSQL's socket file in it (".s.PGSQL.5432"). Throws std::runtime_error.
+// Resolves once, at start-up. A spec starting with '/' is a unix socket: a socket file, or a
+// directory with an optional ":PORT" meaning PostgreSQL's socket in it (".s.PGSQL.PORT", port
+// 5432 by default). Throws std::runtime_error.
 Address resolve_address(const std::string& spec);
 
 // "127.0.0.1:6432" for an AF_INET/AF_INET6 address, the path for AF_UNIX.

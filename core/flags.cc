@@ -52,7 +52,8 @@ Identity-aware PostgreSQL gateway. Clients connect to --listen; every session is
 --upstream by the worker thread that accepted it.
 
   --listen HOST:PORT          where clients connect (default 127.0.0.1:6432; port 0 = any)
-  --upstream HOST:PORT|PATH   the PostgreSQL server; a path is a unix socket (or its directory)
+  --upstream HOST:PORT|PATH   the PostgreSQL server; or a unix socket file, or the socket
+                              directory with an optional :PORT (as libpq's host=/dir port=N)
   --threads N                 worker threads, each pinned to a core (default: online cores)
   --no-pin                    do not pin worker threads to cores
   --max-buffered-bytes SIZE   per session and direction, bytes queued for a slow reader before

@@ -37,6 +37,7 @@ Session::Session(Worker& worker, int client_fd, std::int64_t now_ns)
 
 void Session::on_recv(Peer from, pr::Bytes chunk, std::uint16_t bid) {
   if (finishing_ || closing_) return;  // winding down: read bytes are dropped
+  if (from == Peer::Client && !deferred_error_.empty()) return;  // after a protocol violation
   last_activity_ns_ = w_.now_ns();
   cur_bid_ = bid;
   if (from == Peer::Client) {
@@ -45,7 +46,7 @@ void Session::on_recv(Peer from, pr::Bytes chunk, std::uint16_t bid) {
     if (st == pr::FeedStatus::Malformed) {
       ++w_.mutable_stats().protocol_errors;
       PGW_INFO("session: protocol violation from client: %s", fe_.error().c_str());
-      fail(pr::sqlstate::kProtocolViolation, fe_.error());
+      fail_after_replies(fe_.error());
       return;
     }
     check_backpressure(Peer::Upstream);
@@ -65,6 +66,10 @@ void Session::on_recv(Peer from, pr::Bytes chunk, std::uint16_t bid) {
 Next Session::on_frontend(const pr::Fragment& f) {
   switch (state_) {
     case SessionState::Ready:
+      if (f.first && (f.type == pr::fe::kQuery || f.type == pr::fe::kSync ||
+                      f.type == pr::fe::kFunctionCall)) {
+        ++replies_pending_;
+      }
       forward(Peer::Upstream, f, fe_);
       return Next::Continue;
     case SessionState::Startup: {
@@ -131,9 +136,15 @@ Next Session::on_backend(const pr::Fragment& f) {
   if (f.type == pr::be::kReadyForQuery && f.last) {
     tx_status_ = static_cast<char>(f.bytes.back());
     waiting_for_client_ = true;
+    if (replies_pending_ != 0) --replies_pending_;
     if (state_ == SessionState::Authenticating) {
       state_ = SessionState::Ready;
       deadline_ns_ = 0;
+    }
+    if (!deferred_error_.empty() && replies_pending_ == 0) {
+      forward(Peer::Client, f, be_);
+      fail(pr::sqlstate::kProtocolViolation, deferred_error_);
+      return Next::Stop;
     }
   }
   forward(Peer::Client, f, be_);
@@ -268,6 +279,10 @@ void Session::on_tick(std::int64_t now_ns) {
       close();
       return;
     }
+    if (!deferred_error_.empty()) {
+      fail(pr::sqlstate::kProtocolViolation, deferred_error_);
+      return;
+    }
     char msg[96];
     std::snprintf(msg, sizeof msg, "pgwarden: startup did not complete within %g s",
                   w_.config().startup_timeout_s);
@@ -289,17 +304,31 @@ void Session::terminate_for_shutdown() {
 // ---------------------------------------------------------------------------------------------
 // Winding down
 
+// Bad bytes from the client. As PostgreSQL would, answer what was validly sent before them first:
+// stop reading the client, relay replies until the upstream is ready again (bounded by the finish
+// timeout), then end with 08P01.
+void Session::fail_after_replies(const std::string& message) {
+  if (state_ != SessionState::Ready || replies_pending_ == 0 || upstream_.dead) {
+    fail(pr::sqlstate::kProtocolViolation, message);
+    return;
+  }
+  deferred_error_ = message;
+  deadline_ns_ = w_.now_ns() + kFinishTimeoutNs;
+  client_.eof = true;
+  if (client_.recv_armed) w_.cancel_recv(*this, Peer::Client);
+}
+
 void Session::fail(std::string_view sqlstate, std::string_view message) {
   if (closing_ || finishing_) return;
   // An error can only be injected between messages of the client's stream.
-  if (!client_.dead && be_.at_boundary()) {
+  if (!client_.dead && !be_.in_body()) {
     std::basic_string<std::byte> err;
     pr::append_error(err, "FATAL", sqlstate, message);
     queue_copy(Peer::Client, err);
   }
   // Let the upstream backend end cleanly rather than log an unexpected EOF.
   if (!upstream_.dead && upstream_.fd >= 0 && state_ >= SessionState::Authenticating &&
-      fe_.at_boundary()) {
+      !fe_.in_body()) {
     const std::byte terminate[5] = {std::byte{'X'}, std::byte{0}, std::byte{0}, std::byte{0},
                                     std::byte{4}};
     queue_copy(Peer::Upstream, terminate);

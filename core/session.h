@@ -83,6 +83,7 @@ class alignas(16) Session {
   // Sends a FATAL ErrorResponse to the client if the client stream is at a message boundary,
   // then winds the session down.
   void fail(std::string_view sqlstate, std::string_view message);
+  void fail_after_replies(const std::string& message);
   // Stops reading, flushes what is queued (bounded by a deadline), then closes.
   void finish();
   // Cancels everything in flight; the worker frees the session after the last completion.
@@ -100,6 +101,8 @@ class alignas(16) Session {
   bool closing_ = false;
   bool waiting_for_client_ = false;  // the last backend message was ReadyForQuery
   char tx_status_ = 'I';
+  std::uint32_t replies_pending_ = 0;  // Query/Sync/FunctionCall forwarded, ReadyForQuery not seen
+  std::string deferred_error_;         // a client protocol violation waiting for those replies
   std::uint16_t cur_bid_ = 0;         // receive buffer of the chunk being handled
   std::int64_t deadline_ns_ = 0;      // startup or finish deadline; 0 = none
   std::int64_t last_activity_ns_ = 0;

@@ -54,6 +54,10 @@ class Framer {
   bool typed() const noexcept { return typed_; }
   // True between messages: no header bytes held and no body outstanding.
   bool at_boundary() const noexcept { return !in_body_ && held_ == 0; }
+  // True while part of a message has been reported and the rest is outstanding. When false,
+  // everything reported so far ends on a message boundary (a held partial header, or a header
+  // rejected as malformed, was never reported), so another message may be injected after it.
+  bool in_body() const noexcept { return in_body_; }
   // Header bytes of the current message that arrived in earlier chunks (the first fragment's
   // `offset` counts them). Valid until the next feed().
   Bytes held_prefix() const noexcept { return {hdr_, prefix_}; }

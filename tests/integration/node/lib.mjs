@@ -1,0 +1,161 @@
+// Shared helpers: environment of the running test servers, a raw v3 protocol client for hostile
+// input, and spawning extra pgwarden instances with their own flags.
+import net from 'node:net';
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import pg from 'pg';
+
+export const env = {
+  gwPort: Number(process.env.PGW_PORT),
+  pgPort: Number(process.env.PG_PORT),
+  bin: process.env.PGW_BIN,
+  password: process.env.PGPASSWORD,
+  pgLog: process.env.PG_LOG,
+};
+
+export function pgConfig(port, extra = {}) {
+  return { host: '127.0.0.1', port, user: 'postgres', password: env.password, database: 'postgres', ...extra };
+}
+
+export async function withClient(port, fn, extra = {}) {
+  const c = new pg.Client(pgConfig(port, extra));
+  await c.connect();
+  try {
+    return await fn(c);
+  } finally {
+    await c.end().catch(() => {});
+  }
+}
+
+export function startupPacket(params, version = 196608) {
+  const body = Buffer.from(Object.entries(params).map(([k, v]) => `${k}\0${v}\0`).join('') + '\0');
+  const head = Buffer.alloc(8);
+  head.writeInt32BE(8 + body.length, 0);
+  head.writeUInt32BE(version, 4);
+  return Buffer.concat([head, body]);
+}
+
+export function message(type, body = Buffer.alloc(0), lengthOverride) {
+  const head = Buffer.alloc(5);
+  head.write(type, 0, 'latin1');
+  head.writeUInt32BE(lengthOverride ?? body.length + 4, 1);
+  return Buffer.concat([head, body]);
+}
+
+export function query(sql) {
+  return message('Q', Buffer.from(sql + '\0'));
+}
+
+export function errorFields(body) {
+  const out = {};
+  let pos = 0;
+  while (pos < body.length && body[pos] !== 0) {
+    const code = String.fromCharCode(body[pos]);
+    const end = body.indexOf(0, pos + 1);
+    out[code] = body.toString('utf8', pos + 1, end);
+    pos = end + 1;
+  }
+  return out;
+}
+
+// A raw protocol connection that parses backend messages as they arrive.
+export class Wire {
+  constructor(port) {
+    this.sock = net.connect(port, '127.0.0.1');
+    this.buf = Buffer.alloc(0);
+    this.messages = [];
+    this.counts = {};
+    this.waiters = [];
+    this.keepRows = true;
+    this.closed = new Promise((resolve) => this.sock.on('close', () => resolve(true)));
+    this.sock.on('error', () => {});
+    this.sock.on('data', (d) => {
+      this.buf = Buffer.concat([this.buf, d]);
+      this.parse();
+    });
+    this.sock.on('close', () => this.wake());
+  }
+  connected() {
+    return new Promise((resolve, reject) => {
+      this.sock.once('connect', resolve);
+      this.sock.once('error', reject);
+    });
+  }
+  parse() {
+    while (this.buf.length >= 5) {
+      const len = this.buf.readUInt32BE(1);
+      if (this.buf.length < len + 1) break;
+      const type = String.fromCharCode(this.buf[0]);
+      this.counts[type] = (this.counts[type] ?? 0) + 1;
+      // Bulk rows are only counted, so a large result does not pile up here.
+      if (type !== 'D' || this.keepRows) this.messages.push({ type, body: Buffer.from(this.buf.subarray(5, len + 1)) });
+      this.buf = this.buf.subarray(len + 1);
+    }
+    this.wake();
+  }
+  wake() {
+    const w = this.waiters;
+    this.waiters = [];
+    w.forEach((f) => f());
+  }
+  write(b) {
+    this.sock.write(b);
+  }
+  // Next message whose type is in `types` (skipping others), or null once the socket closed.
+  async next(types, timeoutMs = 5000) {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const i = this.messages.findIndex((m) => types.includes(m.type));
+      if (i >= 0) return this.messages.splice(0, i + 1)[i];
+      if (this.sock.destroyed || this.sock.readableEnded) return null;
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${types}`);
+      await new Promise((resolve) => {
+        this.waiters.push(resolve);
+        setTimeout(resolve, 50);
+      });
+    }
+  }
+  async closedWithin(ms) {
+    return Promise.race([this.closed, new Promise((r) => setTimeout(() => r(false), ms))]);
+  }
+  end() {
+    this.sock.destroy();
+  }
+}
+
+// A session as role 'trusted' (trust auth in the test cluster), ready for queries.
+export async function readySession(port) {
+  const w = new Wire(port);
+  await w.connected();
+  w.write(startupPacket({ user: 'trusted', database: 'postgres' }));
+  const z = await w.next(['Z', 'E']);
+  if (!z || z.type !== 'Z') throw new Error('startup failed: ' + JSON.stringify(z && errorFields(z.body)));
+  return w;
+}
+
+// Starts another pgwarden with extra flags; resolves once it listens.
+export function startGateway(args) {
+  return new Promise((resolve, reject) => {
+    const proc = spawn(env.bin, ['--listen', '127.0.0.1:0', '--no-pin', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let log = '';
+    const timer = setTimeout(() => reject(new Error('gateway did not start: ' + log)), 10000);
+    proc.stderr.on('data', (d) => {
+      log += d;
+      const m = /listening on 127\.0\.0\.1:(\d+)/.exec(log);
+      if (m && !proc.port) {
+        proc.port = Number(m[1]);
+        clearTimeout(timer);
+        resolve(proc);
+      }
+    });
+    proc.exited = new Promise((r) => proc.on('exit', (code, signal) => r({ code, signal })));
+    proc.on('error', reject);
+  });
+}
+
+export function rssKiB(pid) {
+  const m = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return Number(m[1]);
+}
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));

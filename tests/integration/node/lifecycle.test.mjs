@@ -1,0 +1,142 @@
+// Gateway lifecycle with its own pgwarden instances: unreachable upstream, timers, backpressure
+// and graceful shutdown.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { spawn } from 'node:child_process';
+import pg from 'pg';
+import { env, pgConfig, Wire, readySession, query, errorFields, startGateway, rssKiB, sleep } from './lib.mjs';
+
+async function freePort() {
+  const s = net.createServer();
+  await new Promise((r) => s.listen(0, '127.0.0.1', r));
+  const { port } = s.address();
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+async function stopGateway(gw) {
+  gw.kill('SIGINT');
+  gw.kill('SIGINT'); // second signal: no grace
+  return gw.exited;
+}
+
+test('upstream unreachable: the client gets 08006 with a clear message', async () => {
+  const gw = await startGateway(['--upstream', `127.0.0.1:${await freePort()}`]);
+  try {
+    const c = new pg.Client(pgConfig(gw.port));
+    await assert.rejects(c.connect(), (e) => e.code === '08006' && /could not connect to the upstream server/.test(e.message));
+  } finally {
+    await stopGateway(gw);
+  }
+});
+
+test('connect timeout: an upstream that never answers the handshake gets 08006 "timed out"', async () => {
+  // A listener with a full backlog that never accepts: further SYNs are dropped, connect hangs.
+  const port = await freePort();
+  const blackhole = spawn('perl', ['-MSocket', '-e', `socket(S,PF_INET,SOCK_STREAM,0) or die; bind(S, pack_sockaddr_in(${port}, inet_aton("127.0.0.1"))) or die; listen(S,0) or die; print "ok\\n"; $|=1; sleep 60`], { stdio: ['ignore', 'pipe', 'inherit'] });
+  await new Promise((r) => blackhole.stdout.once('data', r));
+  const fillers = [];
+  for (let i = 0; i < 3; i++) {
+    const s = net.connect(port, '127.0.0.1');
+    s.on('error', () => {});
+    fillers.push(s);
+  }
+  await sleep(300);
+  const gw = await startGateway(['--upstream', `127.0.0.1:${port}`, '--connect-timeout', '1']);
+  try {
+    const c = new pg.Client(pgConfig(gw.port));
+    const started = Date.now();
+    await assert.rejects(c.connect(), (e) => e.code === '08006' && /timed out/.test(e.message));
+    const took = Date.now() - started;
+    assert.ok(took >= 900 && took < 5000, `took ${took} ms`);
+  } finally {
+    await stopGateway(gw);
+    fillers.forEach((s) => s.destroy());
+    blackhole.kill();
+  }
+});
+
+test('startup timeout: a client that never sends a startup packet is closed with an error', async () => {
+  const gw = await startGateway(['--upstream', `127.0.0.1:${env.pgPort}`, '--startup-timeout', '1']);
+  try {
+    const w = new Wire(gw.port);
+    await w.connected();
+    const e = await w.next(['E'], 4000);
+    assert.ok(e);
+    assert.match(errorFields(e.body).M, /startup did not complete/);
+    assert.ok(await w.closedWithin(2000));
+  } finally {
+    await stopGateway(gw);
+  }
+});
+
+test('idle timeout: an idle session is ended with 57P05, a busy one is not', async () => {
+  const gw = await startGateway(['--upstream', `127.0.0.1:${env.pgPort}`, '--idle-timeout', '1']);
+  try {
+    const busy = new pg.Client(pgConfig(gw.port));
+    busy.on('error', () => {});
+    await busy.connect();
+    const r = await busy.query('SELECT pg_sleep(1.6) AS slept'); // longer than the timeout, not idle
+    assert.equal(r.rows.length, 1);
+    await busy.end();
+    const idle = new pg.Client(pgConfig(gw.port));
+    const err = new Promise((resolve) => idle.on('error', resolve));
+    await idle.connect();
+    await idle.query('SELECT 1');
+    const e = await Promise.race([err, sleep(4000).then(() => null)]);
+    assert.ok(e, 'idle session was not ended');
+    assert.equal(e.code, '57P05');
+  } finally {
+    await stopGateway(gw);
+  }
+});
+
+test('backpressure: a client that stops reading does not make the gateway buffer the result', async () => {
+  const gw = await startGateway(['--upstream', `127.0.0.1:${env.pgPort}`, '--threads', '1', '--max-buffered-bytes', '256K']);
+  try {
+    const w = await readySession(gw.port);
+    w.keepRows = false;
+    const before = rssKiB(gw.pid);
+    w.sock.pause();
+    const rows = 100000;
+    w.write(query(`SELECT repeat('x', 1000) FROM generate_series(1, ${rows})`)); // ~100 MB
+    await sleep(2500);
+    const grown = rssKiB(gw.pid) - before;
+    assert.ok(grown < 40 * 1024, `gateway grew by ${grown} KiB while the client was not reading`);
+    // Nothing was lost: read it all now.
+    w.sock.resume();
+    const done = await w.next(['C'], 60000);
+    assert.match(done.body.toString(), new RegExp(`SELECT ${rows}`));
+    assert.equal(w.counts.D, rows, 'every row arrived');
+    w.end();
+  } finally {
+    await stopGateway(gw);
+  }
+});
+
+test('shutdown: SIGTERM stops accepting, ends sessions after the grace with 57P01, exits 0', async () => {
+  const gw = await startGateway(['--upstream', `127.0.0.1:${env.pgPort}`, '--shutdown-grace', '1']);
+  const c = new pg.Client(pgConfig(gw.port));
+  await c.connect();
+  const finishing = new pg.Client(pgConfig(gw.port));
+  await finishing.connect();
+  const slow = c.query('SELECT pg_sleep(10)');
+  const quick = finishing.query('SELECT pg_sleep(0.3) AS done'); // finishes inside the grace
+  const errored = new Promise((resolve) => c.on('error', resolve));
+  await sleep(200);
+  const started = Date.now();
+  gw.kill('SIGTERM');
+  await sleep(200);
+  const late = new pg.Client(pgConfig(gw.port));
+  await assert.rejects(late.connect(), 'new connections must be refused while draining');
+  assert.equal((await quick).rows.length, 1);
+  await finishing.end();
+  await assert.rejects(slow, (e) => e.code === '57P01');
+  await errored.catch(() => {});
+  const { code, signal } = await gw.exited;
+  assert.equal(signal, null);
+  assert.equal(code, 0);
+  const took = Date.now() - started;
+  assert.ok(took >= 900 && took < 8000, `shutdown took ${took} ms`);
+});

@@ -1,0 +1,174 @@
+#!/usr/bin/env bash
+# Integration tests: a real PostgreSQL 15 on a random loopback port, pgwarden in front of it, and
+# real clients (psql, pgbench, node pg / postgres.js). Usage: tests/integration/run.sh BUILD_DIR
+# [--quick]  (--quick: only the node suites, e.g. against the sanitizer build).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+source "$here/../../scripts/lib.sh"
+build=$(cd "$1" && pwd)
+quick=${2:-}
+BIN="$build/core/pgwarden"
+[ -x "$BIN" ] || { echo "no pgwarden binary at $BIN" >&2; exit 2; }
+
+work=$(mktemp -d /tmp/pgwarden-it.XXXXXX)
+chmod 755 "$work"
+gw_pid=
+cleanup() {
+  [ -n "$gw_pid" ] && kill -9 "$gw_pid" 2>/dev/null
+  pgw_pg_stop "$work/pg"
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+PG_PORT=$(pgw_free_port)
+pgw_pg_start "$work/pg" "$PG_PORT" "max_connections = 620"
+export PGPASSWORD=$PGW_PG_PASSWORD PGUSER=$PGW_PG_USER PGDATABASE=postgres PGHOST=127.0.0.1
+export PG_LOG="$work/pg/postgres.log"
+# 'trusted' logs in without a password, for the raw-protocol tests.
+psql -X -q -p "$PG_PORT" -c "CREATE ROLE trusted LOGIN" >/dev/null
+hba="$work/pg/data/pg_hba.conf"
+{ echo "host all trusted 127.0.0.1/32 trust"; cat "$hba"; } > "$work/hba" && cat "$work/hba" > "$hba"
+pgw_as_owner "$PG_BIN/pg_ctl" -D "$work/pg/data" reload >/dev/null
+
+"$BIN" --listen 127.0.0.1:0 --upstream "127.0.0.1:$PG_PORT" --max-message-size 1M 2>"$work/gw.log" &
+gw_pid=$!
+for _ in $(seq 100); do grep -q "listening on" "$work/gw.log" && break; sleep 0.1; done
+GW_PORT=$(grep -o 'listening on 127.0.0.1:[0-9]*' "$work/gw.log" | cut -d: -f2)
+[ -n "$GW_PORT" ] || { cat "$work/gw.log"; exit 1; }
+echo "integration: PostgreSQL on $PG_PORT, pgwarden ($BIN) on $GW_PORT"
+
+passed=0
+failed=0
+check() {  # check NAME FUNCTION: runs one test, output to a log shown on failure
+  local name=$1
+  shift
+  local started=$SECONDS
+  if ("$@") >"$work/$name.log" 2>&1; then
+    passed=$((passed + 1))
+    echo "  ok    $name ($((SECONDS - started))s)"
+  else
+    failed=$((failed + 1))
+    echo "  FAIL  $name"
+    sed 's/^/        /' "$work/$name.log" | tail -40
+  fi
+}
+
+psql_identical() {
+  psql -X -p "$PG_PORT" -f "$here/psql_script.sql" >"$work/direct.out" 2>&1
+  psql -X -p "$GW_PORT" -f "$here/psql_script.sql" >"$work/gateway.out" 2>&1
+  grep -q "status" "$work/direct.out"
+  grep -q "57014\|22012" "$work/direct.out"  # the script really ran, errors included
+  cmp "$work/direct.out" "$work/gateway.out"
+}
+
+copy_100k() {
+  seq 1 100000 | awk '{ printf "%d\tname %d\t%.2f\t{%d,%d}\n", $1, $1, $1 * 3.5, $1, $1 + 1 }' > "$work/rows.tsv"
+  psql -X -q -p "$PG_PORT" -c "DROP TABLE IF EXISTS copy_t; CREATE TABLE copy_t(id int, name text, v numeric, a int[])"
+  psql -X -q -p "$GW_PORT" -c "\\copy copy_t FROM '$work/rows.tsv'"
+  psql -X -q -p "$GW_PORT" -c "\\copy (SELECT * FROM copy_t ORDER BY id) TO '$work/via_gateway.tsv'"
+  psql -X -q -p "$PG_PORT" -c "\\copy (SELECT * FROM copy_t ORDER BY id) TO '$work/direct.tsv'"
+  [ "$(wc -l < "$work/via_gateway.tsv")" -eq 100000 ]
+  cmp "$work/rows.tsv" "$work/via_gateway.tsv"
+  cmp "$work/direct.tsv" "$work/via_gateway.tsv"
+}
+
+pgbench_init() {
+  pgbench -p "$GW_PORT" -i -s 4 -q 2>&1 | tail -3
+  [ "$(psql -X -tA -p "$PG_PORT" -c 'SELECT count(*) FROM pgbench_accounts')" -eq 400000 ]
+}
+
+pgbench_run() {  # pgbench_run ARGS...: 10 s through the gateway, 0 failed transactions
+  local out
+  out=$(pgbench -p "$GW_PORT" -c 8 -j 2 -T 10 -n "$@" 2>&1)
+  echo "$out" | grep -E "processed|failed|tps|error" || true
+  echo "$out" | grep -q "number of failed transactions: 0 " || { echo "$out"; return 1; }
+  local done
+  done=$(echo "$out" | sed -n 's/number of transactions actually processed: \([0-9]*\).*/\1/p')
+  [ "${done:-0}" -gt 100 ]
+}
+
+pipeline_script() {
+  cat > "$work/pipeline.sql" <<'SQL'
+\set aid random(1, 100000 * :scale)
+\set delta random(-5000, 5000)
+\startpipeline
+SELECT abalance FROM pgbench_accounts WHERE aid = :aid;
+UPDATE pgbench_accounts SET abalance = abalance + :delta WHERE aid = :aid;
+SELECT abalance FROM pgbench_accounts WHERE aid = :aid;
+\endpipeline
+SQL
+  pgbench_run -M extended -f "$work/pipeline.sql"
+}
+
+psql_cancel() {
+  local started=$SECONDS out
+  out=$(timeout -s INT 2 psql -X -p "$GW_PORT" -v VERBOSITY=verbose -c "SELECT pg_sleep(60)" 2>&1 || true)
+  echo "$out"
+  echo "$out" | grep -q "57014"
+  [ $((SECONDS - started)) -lt 10 ]
+}
+
+unix_socket_upstream() {
+  local log="$work/gw_unix.log" pid port
+  "$BIN" --listen 127.0.0.1:0 --upstream "$work/pg:$PG_PORT" --threads 1 2>"$log" &
+  pid=$!
+  for _ in $(seq 50); do grep -q "listening on" "$log" && break; sleep 0.1; done
+  port=$(grep -o 'listening on 127.0.0.1:[0-9]*' "$log" | cut -d: -f2)
+  local got
+  got=$(psql -X -tA -p "$port" -c "SELECT 'via unix socket', inet_server_addr() IS NULL")
+  kill -TERM "$pid"
+  wait "$pid"
+  [ "$got" = "via unix socket|t" ]
+}
+
+node_suites() {
+  PGW_PORT=$GW_PORT PG_PORT=$PG_PORT PGW_BIN=$BIN node --test --test-reporter=tap \
+    "$here/node/hostile.test.mjs" "$here/node/clients.test.mjs" "$here/node/lifecycle.test.mjs" \
+    >"$work/node.tap" 2>&1 || true
+  local p f
+  p=$(sed -n 's/^# pass \([0-9]*\)/\1/p' "$work/node.tap")
+  f=$(sed -n 's/^# fail \([0-9]*\)/\1/p' "$work/node.tap")
+  grep -E "^(not )?ok " "$work/node.tap" | sed 's/^/  node: /'
+  if [ -z "$p" ] || [ "${f:-1}" -ne 0 ]; then
+    grep -v "^ok\|^# " "$work/node.tap" | head -80
+  fi
+  passed=$((passed + ${p:-0}))
+  failed=$((failed + ${f:-1}))
+}
+
+if [ "$quick" != "--quick" ]; then
+  check psql_output_identical_to_direct psql_identical
+  check copy_100k_rows_both_ways copy_100k
+  check pgbench_init_through_gateway pgbench_init
+  check pgbench_simple_10s pgbench_run -M simple
+  check pgbench_extended_10s pgbench_run -M extended
+  check pgbench_prepared_10s pgbench_run -M prepared
+  check pgbench_pipeline_10s pipeline_script
+  check psql_cancel_57014 psql_cancel
+  check unix_socket_upstream unix_socket_upstream
+fi
+node_suites
+
+# The shared gateway survived everything and shuts down cleanly on SIGTERM.
+rc=0
+if kill -0 "$gw_pid"; then
+  kill -TERM "$gw_pid"
+  wait "$gw_pid" || rc=$?
+else
+  rc=255
+fi
+gw_pid=
+if [ "$rc" -eq 0 ]; then
+  passed=$((passed + 1))
+  echo "  ok    gateway_survived_and_exits_0"
+else
+  failed=$((failed + 1))
+  echo "  FAIL  gateway_survived_and_exits_0 (exit code $rc)"
+fi
+if grep -q "ERROR\|runtime error\|AddressSanitizer" "$work/gw.log"; then
+  echo "  FAIL  gateway log has errors:"; grep "ERROR\|runtime error\|AddressSanitizer" -A5 "$work/gw.log" | head -40
+  failed=$((failed + 1))
+fi
+
+echo "integration: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
