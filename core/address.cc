@@ -23,7 +23,7 @@ Address resolve_address(const std::string& spec) {
       path = spec.substr(0, colon);
       port = spec.substr(colon + 1);
     }
-    struct stat st{};
+    struct stat st {};
     if (::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) path += "/.s.PGSQL." + port;
     sockaddr_un un{};
     if (path.size() >= sizeof un.sun_path) throw std::runtime_error("unix socket path too long");

@@ -12,7 +12,8 @@ namespace pgwarden::core {
 BufferRing::BufferRing(io_uring* ring, unsigned count, unsigned size)
     : ring_(ring), count_(count), size_(size), refs_(count, 0) {
   ring_bytes_ = count * sizeof(io_uring_buf);
-  void* r = ::mmap(nullptr, ring_bytes_, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+  void* r =
+      ::mmap(nullptr, ring_bytes_, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
   if (r == MAP_FAILED) throw std::runtime_error("mmap for the buffer ring failed");
   br_ = static_cast<io_uring_buf_ring*>(r);
   mem_ = static_cast<std::byte*>(std::aligned_alloc(4096, std::size_t(count) * size));
@@ -22,8 +23,9 @@ BufferRing::BufferRing(io_uring* ring, unsigned count, unsigned size)
   reg.ring_entries = count;
   reg.bgid = kGroup;
   if (const int rc = io_uring_register_buf_ring(ring_, &reg, 0); rc != 0) {
-    throw std::runtime_error(std::string("kernel refused a provided buffer ring (needs Linux 5.19+): ") +
-                             std::strerror(-rc));
+    throw std::runtime_error(
+        std::string("kernel refused a provided buffer ring (needs Linux 5.19+): ") +
+        std::strerror(-rc));
   }
   io_uring_buf_ring_init(br_);
   for (unsigned i = 0; i < count; ++i) {

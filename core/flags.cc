@@ -16,10 +16,14 @@ std::uint64_t parse_size(const std::string& flag, const std::string& v) {
   if (ec != std::errc() || p == v.data()) throw std::runtime_error(flag + ": not a number: " + v);
   std::string suffix(p, end);
   std::uint64_t mul = 1;
-  if (suffix == "k" || suffix == "K" || suffix == "KiB") mul = 1ull << 10;
-  else if (suffix == "m" || suffix == "M" || suffix == "MiB") mul = 1ull << 20;
-  else if (suffix == "g" || suffix == "G" || suffix == "GiB") mul = 1ull << 30;
-  else if (!suffix.empty()) throw std::runtime_error(flag + ": bad size suffix: " + v);
+  if (suffix == "k" || suffix == "K" || suffix == "KiB")
+    mul = 1ull << 10;
+  else if (suffix == "m" || suffix == "M" || suffix == "MiB")
+    mul = 1ull << 20;
+  else if (suffix == "g" || suffix == "G" || suffix == "GiB")
+    mul = 1ull << 30;
+  else if (!suffix.empty())
+    throw std::runtime_error(flag + ": bad size suffix: " + v);
   return n * mul;
 }
 

@@ -9,9 +9,9 @@ namespace pgwarden::core {
 
 struct Config {
   std::string listen = "127.0.0.1:6432";
-  std::string upstream;  // required
-  unsigned threads = 0;  // 0 = online cores
-  std::uint64_t max_buffered_bytes = 1u << 20;  // per session and direction
+  std::string upstream;                             // required
+  unsigned threads = 0;                             // 0 = online cores
+  std::uint64_t max_buffered_bytes = 1u << 20;      // per session and direction
   std::uint32_t max_message_size = (1u << 30) - 1;  // PostgreSQL's own MaxAllocSize
   double connect_timeout_s = 5;
   double startup_timeout_s = 60;

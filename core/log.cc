@@ -13,7 +13,9 @@ std::atomic<int> g_level{static_cast<int>(LogLevel::Info)};
 constexpr const char* kNames[] = {"DEBUG", "INFO", "WARN", "ERROR"};
 }  // namespace
 
-void set_log_level(LogLevel level) noexcept { g_level.store(static_cast<int>(level)); }
+void set_log_level(LogLevel level) noexcept {
+  g_level.store(static_cast<int>(level));
+}
 
 bool log_enabled(LogLevel level) noexcept {
   return static_cast<int>(level) >= g_level.load(std::memory_order_relaxed);

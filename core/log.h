@@ -12,8 +12,8 @@ void set_log_level(LogLevel level) noexcept;
 bool log_enabled(LogLevel level) noexcept;
 void log(LogLevel level, const char* fmt, ...) noexcept __attribute__((format(printf, 2, 3)));
 
-#define PGW_LOG(level, ...)                                                      \
-  do {                                                                           \
+#define PGW_LOG(level, ...)                                                              \
+  do {                                                                                   \
     if (::pgwarden::core::log_enabled(level)) ::pgwarden::core::log(level, __VA_ARGS__); \
   } while (0)
 #define PGW_DEBUG(...) PGW_LOG(::pgwarden::core::LogLevel::Debug, __VA_ARGS__)
@@ -22,9 +22,9 @@ void log(LogLevel level, const char* fmt, ...) noexcept __attribute__((format(pr
 #define PGW_ERROR(...) PGW_LOG(::pgwarden::core::LogLevel::Error, __VA_ARGS__)
 
 // Invariant checks: PGW_CHECK always aborts on failure (a bug, never bad input).
-#define PGW_CHECK(cond)                                                          \
-  do {                                                                           \
-    if (!(cond)) ::pgwarden::core::check_failed(#cond, __FILE__, __LINE__);      \
+#define PGW_CHECK(cond)                                                     \
+  do {                                                                      \
+    if (!(cond)) ::pgwarden::core::check_failed(#cond, __FILE__, __LINE__); \
   } while (0)
 [[noreturn]] void check_failed(const char* what, const char* file, int line) noexcept;
 

@@ -25,10 +25,10 @@ int main(int argc, char** argv) {
     return parsed.exit_code;
   }
   const std::string& lvl = parsed.config.log_level;
-  set_log_level(lvl == "debug"  ? LogLevel::Debug
-                : lvl == "warn" ? LogLevel::Warn
+  set_log_level(lvl == "debug"   ? LogLevel::Debug
+                : lvl == "warn"  ? LogLevel::Warn
                 : lvl == "error" ? LogLevel::Error
-                                : LogLevel::Info);
+                                 : LogLevel::Info);
   try {
     return run_server(parsed.config);
   } catch (const std::exception& e) {

@@ -36,8 +36,8 @@ class OutQueue {
   struct Entry {
     const std::byte* p = nullptr;
     std::uint32_t len = 0;
-    std::int32_t bid = -1;                 // receive buffer, or -1 for an owned copy
-    std::unique_ptr<std::byte[]> owned;    // heap bytes stay put when the queue grows
+    std::int32_t bid = -1;               // receive buffer, or -1 for an owned copy
+    std::unique_ptr<std::byte[]> owned;  // heap bytes stay put when the queue grows
   };
   Entry& push_slot();
   Entry& at(std::size_t i) noexcept { return slots_[(head_ + i) & (slots_.size() - 1)]; }

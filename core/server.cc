@@ -42,7 +42,8 @@ std::vector<int> open_listeners(const Address& where, unsigned count, std::strin
       for (int f : fds) ::close(f);
       throw std::runtime_error("cannot listen on " + where.text + ": " + std::strerror(err));
     }
-    if (::listen(fd, 4096) != 0) throw std::runtime_error(std::string("listen: ") + std::strerror(errno));
+    if (::listen(fd, 4096) != 0)
+      throw std::runtime_error(std::string("listen: ") + std::strerror(errno));
     if (i == 0) {
       socklen_t len = sizeof addr;
       ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);

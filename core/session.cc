@@ -18,7 +18,9 @@ namespace {
 constexpr std::int64_t kNsPerSec = 1'000'000'000;
 constexpr std::int64_t kFinishTimeoutNs = 5 * kNsPerSec;  // bound on flushing before a close
 
-std::int64_t seconds_ns(double s) { return static_cast<std::int64_t>(s * 1e9); }
+std::int64_t seconds_ns(double s) {
+  return static_cast<std::int64_t>(s * 1e9);
+}
 }  // namespace
 
 Session::Session(Worker& worker, int client_fd, std::int64_t now_ns)
@@ -55,8 +57,7 @@ void Session::on_recv(Peer from, pr::Bytes chunk, std::uint16_t bid) {
     if (st == pr::FeedStatus::Malformed) {
       ++w_.mutable_stats().protocol_errors;
       PGW_WARN("session: protocol violation from upstream: %s", be_.error().c_str());
-      fail(pr::sqlstate::kProtocolViolation,
-           "pgwarden: invalid message from the upstream server");
+      fail(pr::sqlstate::kProtocolViolation, "pgwarden: invalid message from the upstream server");
       return;
     }
     check_backpressure(Peer::Client);
@@ -153,8 +154,8 @@ Next Session::on_backend(const pr::Fragment& f) {
 
 // BackendKeyData: the client gets a key of ours; the real one stays here for cancels.
 Next Session::on_backend_key(const pr::Fragment& f) {
-  const pr::Bytes whole = f.first && f.last && f.offset == 0 ? f.bytes
-                                                              : assembler_.add(f, be_.held_prefix());
+  const pr::Bytes whole =
+      f.first && f.last && f.offset == 0 ? f.bytes : assembler_.add(f, be_.held_prefix());
   if (whole.empty()) return Next::Continue;
   const auto key = pr::read_backend_key(whole);
   if (!key) {
@@ -220,7 +221,8 @@ void Session::on_send_done(Peer to, int result) {
       close();
     } else {
       ++w_.mutable_stats().upstream_failures;
-      fail(pr::sqlstate::kConnectionFailure, "pgwarden: lost the connection to the upstream server");
+      fail(pr::sqlstate::kConnectionFailure,
+           "pgwarden: lost the connection to the upstream server");
     }
     return;
   }
@@ -292,8 +294,7 @@ void Session::on_tick(std::int64_t now_ns) {
   const double idle = w_.config().idle_timeout_s;
   if (idle > 0 && state_ == SessionState::Ready && waiting_for_client_ && !finishing_ &&
       now_ns - last_activity_ns_ > seconds_ns(idle)) {
-    fail(pr::sqlstate::kIdleSessionTimeout,
-         "terminating connection due to idle-session timeout");
+    fail(pr::sqlstate::kIdleSessionTimeout, "terminating connection due to idle-session timeout");
   }
 }
 

@@ -32,13 +32,13 @@ struct Conn {
   static constexpr std::size_t kMaxIov = 64;
   int fd = -1;
   OutQueue out;
-  bool recv_armed = false;     // a multishot receive is in flight
-  bool recv_paused = false;    // backpressure: the other side's queue is full
-  bool starved = false;        // waiting for receive buffers
+  bool recv_armed = false;   // a multishot receive is in flight
+  bool recv_paused = false;  // backpressure: the other side's queue is full
+  bool starved = false;      // waiting for receive buffers
   bool send_inflight = false;
-  bool send_wanted = false;    // on the worker's list of sockets to send on
-  bool eof = false;            // no more reads (peer closed, error, or finishing)
-  bool dead = false;           // cannot be written to any more
+  bool send_wanted = false;  // on the worker's list of sockets to send on
+  bool eof = false;          // no more reads (peer closed, error, or finishing)
+  bool dead = false;         // cannot be written to any more
   msghdr msg{};
   iovec iov[kMaxIov]{};
 };
@@ -103,8 +103,8 @@ class alignas(16) Session {
   char tx_status_ = 'I';
   std::uint32_t replies_pending_ = 0;  // Query/Sync/FunctionCall forwarded, ReadyForQuery not seen
   std::string deferred_error_;         // a client protocol violation waiting for those replies
-  std::uint16_t cur_bid_ = 0;         // receive buffer of the chunk being handled
-  std::int64_t deadline_ns_ = 0;      // startup or finish deadline; 0 = none
+  std::uint16_t cur_bid_ = 0;          // receive buffer of the chunk being handled
+  std::int64_t deadline_ns_ = 0;       // startup or finish deadline; 0 = none
   std::int64_t last_activity_ns_ = 0;
   protocol::BackendKey upstream_key_{};
   protocol::BackendKey gateway_key_{};

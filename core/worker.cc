@@ -39,7 +39,9 @@ constexpr std::int64_t kNsPerSec = 1'000'000'000;
 constexpr std::int64_t kTickNs = 200'000'000;
 constexpr std::int64_t kHardStopNs = 6 * kNsPerSec;  // after the grace: force-close stragglers
 
-std::uint64_t tag(const void* p, Op op) noexcept { return reinterpret_cast<std::uintptr_t>(p) | op; }
+std::uint64_t tag(const void* p, Op op) noexcept {
+  return reinterpret_cast<std::uintptr_t>(p) | op;
+}
 template <class T>
 T* ptr_of(std::uint64_t ud) noexcept {
   return reinterpret_cast<T*>(ud & ~kOpMask);
@@ -106,9 +108,9 @@ void Worker::init() {
   ring_ready_ = true;
   io_uring_probe* probe = io_uring_get_probe_ring(&ring_);
   if (probe == nullptr) throw std::runtime_error("io_uring probe failed");
-  for (int op : {IORING_OP_RECV, IORING_OP_SENDMSG, IORING_OP_SEND, IORING_OP_ACCEPT,
-                 IORING_OP_CONNECT, IORING_OP_ASYNC_CANCEL, IORING_OP_TIMEOUT,
-                 IORING_OP_LINK_TIMEOUT, IORING_OP_READ}) {
+  for (int op :
+       {IORING_OP_RECV, IORING_OP_SENDMSG, IORING_OP_SEND, IORING_OP_ACCEPT, IORING_OP_CONNECT,
+        IORING_OP_ASYNC_CANCEL, IORING_OP_TIMEOUT, IORING_OP_LINK_TIMEOUT, IORING_OP_READ}) {
     if (!io_uring_opcode_supported(probe, op)) {
       io_uring_free_probe(probe);
       throw std::runtime_error("kernel io_uring lacks opcode " + std::to_string(op) +
@@ -116,6 +118,8 @@ void Worker::init() {
     }
   }
   io_uring_free_probe(probe);
+  // Saves a file-table lookup on every io_uring_enter; optional (Linux 5.18+).
+  if (io_uring_register_ring_fd(&ring_) < 0) PGW_DEBUG("worker %u: ring fd not registered", index_);
   buffers_ = std::make_unique<BufferRing>(&ring_, config_.recv_buffers, config_.recv_buffer_size);
   tick_.tv_nsec = kTickNs;
   connect_timeout_ = to_timespec(config_.connect_timeout_s);
@@ -207,8 +211,10 @@ void Worker::dispatch(io_uring_cqe* cqe) {
 
 void Worker::maybe_free(Session* s) {
   if (!s->releasable()) return;
-  if (s->prev_ != nullptr) s->prev_->next_ = s->next_;
-  else sessions_ = s->next_;
+  if (s->prev_ != nullptr)
+    s->prev_->next_ = s->next_;
+  else
+    sessions_ = s->next_;
   if (s->next_ != nullptr) s->next_->prev_ = s->prev_;
   s->release_resources();
   delete s;
@@ -288,11 +294,16 @@ void Worker::flush_sends() {
     c.send_wanted = false;
     --s->inflight_;
     if (!c.send_inflight && !c.dead && !c.out.empty() && c.fd >= 0 && !s->closing()) {
-      c.msg = {};
-      c.msg.msg_iov = c.iov;
-      c.msg.msg_iovlen = c.out.fill(c.iov, Conn::kMaxIov);
+      const std::size_t n = c.out.fill(c.iov, Conn::kMaxIov);
       io_uring_sqe* e = sqe();
-      io_uring_prep_sendmsg(e, c.fd, &c.msg, MSG_NOSIGNAL);
+      if (n == 1) {  // the common case: one forwarded chunk; plain send skips the msghdr import
+        io_uring_prep_send(e, c.fd, c.iov[0].iov_base, c.iov[0].iov_len, MSG_NOSIGNAL);
+      } else {
+        c.msg = {};
+        c.msg.msg_iov = c.iov;
+        c.msg.msg_iovlen = n;
+        io_uring_prep_sendmsg(e, c.fd, &c.msg, MSG_NOSIGNAL);
+      }
       io_uring_sqe_set_data64(e, tag(s, p == Peer::Client ? kClientSend : kUpstreamSend));
       c.send_inflight = true;
       ++s->inflight_;
@@ -446,7 +457,9 @@ pr::BackendKey Worker::issue_cancel_key(pr::BackendKey upstream) {
   return cancel_keys_.issue(upstream, secret);
 }
 
-void Worker::release_cancel_key(pr::BackendKey gateway) noexcept { cancel_keys_.release(gateway); }
+void Worker::release_cancel_key(pr::BackendKey gateway) noexcept {
+  cancel_keys_.release(gateway);
+}
 
 void Worker::route_cancel(pr::BackendKey gateway) {
   const auto core = pr::cancel_key_core(gateway.pid);

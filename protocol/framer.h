@@ -23,12 +23,12 @@ inline constexpr std::uint32_t kMaxStartupPacket = 10000;
 
 // Part of one message that lies inside the chunk currently being fed.
 struct Fragment {
-  std::uint8_t type;      // message type byte; 0 for untyped startup-phase packets
-  std::uint32_t size;     // whole message on the wire, type byte included
-  std::uint32_t offset;   // bytes of this message that came before `bytes` (in earlier chunks)
-  Bytes bytes;            // this fragment's bytes, a view into the fed chunk
-  bool first;             // first fragment reported for this message
-  bool last;              // the message is complete with this fragment
+  std::uint8_t type;     // message type byte; 0 for untyped startup-phase packets
+  std::uint32_t size;    // whole message on the wire, type byte included
+  std::uint32_t offset;  // bytes of this message that came before `bytes` (in earlier chunks)
+  Bytes bytes;           // this fragment's bytes, a view into the fed chunk
+  bool first;            // first fragment reported for this message
+  bool last;             // the message is complete with this fragment
 };
 
 // What a fragment handler tells the framer.
@@ -111,8 +111,8 @@ FeedStatus Framer::feed(Bytes chunk, Handler&& on_fragment) noexcept {
     const std::size_t body_take = body_remaining < n - pos ? body_remaining : n - pos;
     remaining_ = body_remaining - static_cast<std::uint32_t>(body_take);
     in_body_ = remaining_ != 0;
-    const Fragment f{type_, size_, had, chunk.subspan(start, pos - start + body_take), true,
-                     remaining_ == 0};
+    const Fragment f{type_, size_,          had, chunk.subspan(start, pos - start + body_take),
+                     true,  remaining_ == 0};
     pos += body_take;
     if (on_fragment(f) == Next::Stop) return FeedStatus::Stopped;
   }

@@ -6,8 +6,7 @@ namespace pgwarden::protocol {
 namespace {
 
 void put_u32(std::basic_string<std::byte>& out, std::uint32_t v) {
-  const std::byte b[4] = {std::byte(v >> 24), std::byte(v >> 16), std::byte(v >> 8),
-                          std::byte(v)};
+  const std::byte b[4] = {std::byte(v >> 24), std::byte(v >> 16), std::byte(v >> 8), std::byte(v)};
   out.append(b, 4);
 }
 

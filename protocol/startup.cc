@@ -6,7 +6,9 @@
 namespace pgwarden::protocol {
 namespace {
 
-Error malformed(const char* what) { return Error{Errc::Malformed, what}; }
+Error malformed(const char* what) {
+  return Error{Errc::Malformed, what};
+}
 
 // Checks the name\0value\0...\0 list; returns the pairs without the final terminator.
 Result<Bytes> check_params(Bytes body) {

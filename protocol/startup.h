@@ -30,8 +30,8 @@ struct StartupPacket {
   StartupKind kind;
   std::uint16_t major = 0;
   std::uint16_t minor = 0;
-  Bytes params;        // Startup: name\0value\0 ... pairs (without the final \0)
-  BackendKey cancel;   // Cancel: the key the client holds
+  Bytes params;       // Startup: name\0value\0 ... pairs (without the final \0)
+  BackendKey cancel;  // Cancel: the key the client holds
 };
 
 // Validates a whole startup-phase packet (length word included).

@@ -18,10 +18,9 @@ TEST(FlagsTest, DefaultsAndRequiredUpstream) {
 }
 
 TEST(FlagsTest, ParsesValuesSizesAndEqualsForm) {
-  const ParsedFlags p = parse_flags({"--upstream=/tmp/pg", "--listen", "0.0.0.0:7000",
-                                     "--threads", "4", "--max-buffered-bytes", "2M",
-                                     "--max-message-size=64K", "--idle-timeout", "1.5",
-                                     "--shutdown-grace", "0", "--no-pin"});
+  const ParsedFlags p = parse_flags({"--upstream=/tmp/pg", "--listen", "0.0.0.0:7000", "--threads",
+                                     "4", "--max-buffered-bytes", "2M", "--max-message-size=64K",
+                                     "--idle-timeout", "1.5", "--shutdown-grace", "0", "--no-pin"});
   ASSERT_FALSE(p.exit_now) << p.message;
   EXPECT_EQ(p.config.upstream, "/tmp/pg");
   EXPECT_EQ(p.config.threads, 4u);

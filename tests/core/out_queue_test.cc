@@ -27,7 +27,8 @@ std::string drain_text(const OutQueue& q) {
   iovec iov[16];
   const std::size_t n = q.fill(iov, 16);
   std::string out;
-  for (std::size_t i = 0; i < n; ++i) out.append(static_cast<char*>(iov[i].iov_base), iov[i].iov_len);
+  for (std::size_t i = 0; i < n; ++i)
+    out.append(static_cast<char*>(iov[i].iov_base), iov[i].iov_len);
   return out;
 }
 
@@ -79,7 +80,8 @@ TEST_F(OutQueueTest, GrowsWithoutMovingQueuedBytes) {
   const std::size_t n = q.fill(iov, 128);
   EXPECT_EQ(n, 100u);
   std::string got;
-  for (std::size_t i = 0; i < n; ++i) got.append(static_cast<char*>(iov[i].iov_base), iov[i].iov_len);
+  for (std::size_t i = 0; i < n; ++i)
+    got.append(static_cast<char*>(iov[i].iov_base), iov[i].iov_len);
   EXPECT_EQ(got, expect);
   q.clear(*buffers_);
   EXPECT_TRUE(q.empty());

@@ -38,7 +38,7 @@ TEST(CancelKeyTableTest, ReleasedKeysStopWorkingAndSlotsAreReused) {
   EXPECT_FALSE(t.lookup(a).has_value());
   EXPECT_EQ(t.live(), 0u);
   const BackendKey b = t.issue({2, 2}, 222);
-  EXPECT_EQ(b.pid, a.pid);  // slot reused...
+  EXPECT_EQ(b.pid, a.pid);                // slot reused...
   EXPECT_FALSE(t.lookup(a).has_value());  // ...but the stale key's secret no longer matches
   EXPECT_EQ(t.lookup(b), (BackendKey{2, 2}));
   t.release({b.pid, 1});  // a release with the wrong secret does nothing

@@ -12,8 +12,8 @@
 namespace pgwarden::protocol {
 namespace {
 
-using testing::ByteString;
 using testing::bytes;
+using testing::ByteString;
 using testing::msg;
 using testing::u32;
 
@@ -33,7 +33,7 @@ struct Framed {
 };
 
 Framed frame(Side side, const ByteString& stream, const std::vector<std::size_t>& cuts,
-          std::uint32_t max = 1u << 20) {
+             std::uint32_t max = 1u << 20) {
   Framer framer(side, max, /*typed=*/side == Side::Backend);
   Framed run;
   ByteString current;
@@ -136,8 +136,8 @@ TEST(FramerTest, RecordedPsqlSessionHasTheExpectedBackendTypes) {
 }
 
 TEST(FramerTest, SeveralFramesInOneRead) {
-  const ByteString stream = msg('Q', std::string("SELECT 1") + '\0') + msg('S', "") +
-                            msg('H', "") + msg('X', "");
+  const ByteString stream =
+      msg('Q', std::string("SELECT 1") + '\0') + msg('S', "") + msg('H', "") + msg('X', "");
   Framer framer(Side::Frontend, 1 << 20, true);
   std::vector<char> types;
   EXPECT_EQ(framer.feed(stream,
@@ -227,7 +227,12 @@ TEST(FramerTest, AcceptsEveryBackendMessageType) {
     Framer framer(Side::Backend, 1 << 20, true);
     const ByteString m = msg(type, body);
     int seen = 0;
-    ASSERT_EQ(framer.feed(m, [&](const Fragment& f) { ++seen; EXPECT_TRUE(f.last); return Next::Continue; }),
+    ASSERT_EQ(framer.feed(m,
+                          [&](const Fragment& f) {
+                            ++seen;
+                            EXPECT_TRUE(f.last);
+                            return Next::Continue;
+                          }),
               FeedStatus::Consumed)
         << type << ": " << framer.error();
     EXPECT_EQ(seen, 1) << type;
@@ -250,7 +255,8 @@ TEST(FramerTest, RejectsUnknownTypes) {
 }
 
 TEST(FramerTest, RejectsHostileLengthsBeforeReportingAnything) {
-  const std::vector<std::uint32_t> bad = {0, 1, 2, 3, 2'000'000, 0x7fffffff, 0x80000000, 0xffffffff};
+  const std::vector<std::uint32_t> bad = {0,         1,          2,          3,
+                                          2'000'000, 0x7fffffff, 0x80000000, 0xffffffff};
   for (std::uint32_t len : bad) {
     for (std::size_t cut = 1; cut <= 5; ++cut) {
       Framer framer(Side::Frontend, 1'000'000, true);
@@ -279,7 +285,8 @@ TEST(FramerTest, FixedSizeMessagesMustHaveTheirSize) {
 
 TEST(FramerTest, MaxMessageSizeIsInclusive) {
   Framer ok(Side::Frontend, 4 + 9, true);
-  EXPECT_EQ(ok.feed(msg('Q', std::string("SELECT 1\0", 9)), [](const Fragment&) { return Next::Continue; }),
+  EXPECT_EQ(ok.feed(msg('Q', std::string("SELECT 1\0", 9)),
+                    [](const Fragment&) { return Next::Continue; }),
             FeedStatus::Consumed);
   Framer too_big(Side::Frontend, 4 + 8, true);
   EXPECT_EQ(too_big.feed(msg('Q', std::string("SELECT 1\0", 9)),
@@ -290,8 +297,9 @@ TEST(FramerTest, MaxMessageSizeIsInclusive) {
 TEST(FramerTest, StartupPacketLengthBounds) {
   for (std::uint32_t len : {0u, 4u, 7u, 10001u, 0x51000000u}) {
     Framer framer(Side::Frontend, 1 << 20, false);
-    EXPECT_EQ(framer.feed(u32(len) + u32(kProtocolV3), [](const Fragment&) { return Next::Continue; }),
-              FeedStatus::Malformed)
+    EXPECT_EQ(
+        framer.feed(u32(len) + u32(kProtocolV3), [](const Fragment&) { return Next::Continue; }),
+        FeedStatus::Malformed)
         << len;
     EXPECT_NE(framer.error().find("startup packet"), std::string::npos);
   }

@@ -21,7 +21,12 @@ TEST(MessagesTest, ErrorResponseRoundTripsAndFrames) {
   // The framer accepts what we build.
   Framer f(Side::Backend, 1 << 20, true);
   int n = 0;
-  EXPECT_EQ(f.feed(out, [&](const Fragment& fr) { ++n; EXPECT_TRUE(fr.last); return Next::Continue; }),
+  EXPECT_EQ(f.feed(out,
+                   [&](const Fragment& fr) {
+                     ++n;
+                     EXPECT_TRUE(fr.last);
+                     return Next::Continue;
+                   }),
             FeedStatus::Consumed);
   EXPECT_EQ(n, 1);
 }
@@ -35,7 +40,7 @@ TEST(MessagesTest, ErrorTextWithNulIsCutNotCorrupting) {
 }
 
 TEST(MessagesTest, MalformedErrorFieldsAreRejected) {
-  EXPECT_FALSE(read_error(msg('E', "SFATAL")).has_value());  // unterminated
+  EXPECT_FALSE(read_error(msg('E', "SFATAL")).has_value());                    // unterminated
   EXPECT_FALSE(read_error(msg('E', std::string("SFATAL\0", 7))).has_value());  // no final 0
   EXPECT_TRUE(read_error(msg('E', std::string("SFATAL\0\0", 8))).has_value());
 }

@@ -7,8 +7,8 @@
 namespace pgwarden::protocol {
 namespace {
 
-using testing::ByteString;
 using testing::bytes;
+using testing::ByteString;
 using testing::u32;
 
 ByteString packet(std::uint32_t code, std::string_view body) {
@@ -55,12 +55,12 @@ TEST(StartupTest, RejectsUnsupportedProtocolVersionsWith0A000Class) {
 
 TEST(StartupTest, RejectsMalformedLayouts) {
   const std::vector<std::string> bad = {
-      std::string(""),                        // no terminator at all
-      std::string("user\0alice\0", 11),       // missing final terminator
-      std::string("user\0alice", 10),         // unterminated value
-      std::string("user\0\0", 6),             // value runs into the terminator
-      std::string("\0alice\0\0", 8),          // empty name
-      std::string("user", 4),                 // no NULs
+      std::string(""),                          // no terminator at all
+      std::string("user\0alice\0", 11),         // missing final terminator
+      std::string("user\0alice", 10),           // unterminated value
+      std::string("user\0\0", 6),               // value runs into the terminator
+      std::string("\0alice\0\0", 8),            // empty name
+      std::string("user", 4),                   // no NULs
       std::string("user\0alice\0\0extra", 17),  // bytes after the terminator
   };
   for (const auto& body : bad) {

@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# pgbench against one throwaway PostgreSQL: direct, through pgwarden, and through PgBouncer
+# (session mode), interleaved in rounds so machine noise hits all three alike. Prints TPS, mean
+# latency, ratios to direct, and each proxy's CPU seconds (user+sys from /proc) per 10k
+# transactions; medians over the rounds.
+#
+#   bench/pgbench_compare.sh [--rounds N] [--seconds S] [--clients C] [--scale S]
+#
+# pgwarden runs twice: with its default --threads (one per online core) and with --threads 1,
+# the setting for a small host that PostgreSQL and the clients share (PgBouncer is one thread).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+source "$here/../scripts/lib.sh"
+
+rounds=3 seconds=5 clients=16 scale=10
+while [ $# -gt 0 ]; do
+  case $1 in
+    --rounds) rounds=$2; shift 2 ;;
+    --seconds) seconds=$2; shift 2 ;;
+    --clients) clients=$2; shift 2 ;;
+    --scale) scale=$2; shift 2 ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+
+BIN="$PGW_ROOT/build/core/pgwarden"
+if [ ! -x "$BIN" ]; then pgw_build "$PGW_ROOT/build" Release >/dev/null; fi
+command -v pgbouncer >/dev/null || { echo "pgbouncer is not installed: run scripts/setup.sh" >&2; exit 1; }
+
+work=$(mktemp -d /tmp/pgwarden-bench.XXXXXX)
+chmod 755 "$work"
+gw_pid= gw1_pid= bouncer_pid=
+cleanup() {
+  # Processes may already be gone: cleanup must still reach the server stop below.
+  local p
+  for p in $gw_pid $gw1_pid; do
+    { kill -9 "$p" && wait "$p"; } 2>/dev/null || :
+  done
+  if [ -n "$bouncer_pid" ]; then pkill -9 -f "pgbouncer $work/bouncer" 2>/dev/null || :; fi
+  pgw_pg_stop "$work/pg"
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+pg_port=$(pgw_free_port)
+pgw_pg_start "$work/pg" "$pg_port"
+export PGPASSWORD=$PGW_PG_PASSWORD PGUSER=$PGW_PG_USER PGDATABASE=postgres PGHOST=127.0.0.1
+pgbench -p "$pg_port" -i -s "$scale" -q >/dev/null 2>&1
+
+gw_port=$(pgw_free_port)
+"$BIN" --listen "127.0.0.1:$gw_port" --upstream "127.0.0.1:$pg_port" 2>"$work/pgwarden.log" &
+gw_pid=$!
+gw1_port=$(pgw_free_port)
+"$BIN" --listen "127.0.0.1:$gw1_port" --upstream "127.0.0.1:$pg_port" --threads 1 2>"$work/pgwarden1.log" &
+gw1_pid=$!
+
+bouncer_port=$(pgw_free_port)
+mkdir -p "$work/bouncer"
+cat > "$work/bouncer/pgbouncer.ini" <<INI
+[databases]
+postgres = host=127.0.0.1 port=$pg_port dbname=postgres
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $bouncer_port
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = $work/bouncer/users.txt
+pool_mode = session
+max_client_conn = 500
+default_pool_size = 100
+logfile = $work/bouncer/pgbouncer.log
+INI
+echo "\"$PGW_PG_USER\" \"$PGW_PG_PASSWORD\"" > "$work/bouncer/users.txt"
+[ "$(id -u)" -eq 0 ] && chown -R postgres: "$work/bouncer"
+pgw_as_owner pgbouncer -q "$work/bouncer/pgbouncer.ini" &
+bouncer_pid=$!
+for port in "$gw_port" "$gw1_port" "$bouncer_port"; do
+  pgw_wait_port "$port" || { cat "$work"/pgwarden*.log "$work/bouncer/pgbouncer.log" >&2; exit 1; }
+done
+# pgbouncer runs under runuser when we are root: measure the pgbouncer process itself.
+if [ "$(id -u)" -eq 0 ]; then
+  for _ in $(seq 50); do
+    real=$(pgrep -f "pgbouncer -q $work/bouncer/pgbouncer.ini" | while read -r p; do
+      [ "$(cat /proc/$p/comm)" = pgbouncer ] && echo "$p"; done | head -1)
+    [ -n "$real" ] && break
+    sleep 0.1
+  done
+  bouncer_cpu_pid=$real
+else
+  bouncer_cpu_pid=$bouncer_pid
+fi
+
+ticks=$(getconf CLK_TCK)
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+
+results="$work/results.tsv"
+: > "$results"
+workloads=("select-only simple:-S -M simple" "select-only prepared:-S -M prepared"
+           "tpcb-like simple:-M simple" "tpcb-like prepared:-M prepared")
+targets=(direct pgwarden pgwarden-1t pgbouncer)
+port_of() {
+  case $1 in
+    direct) echo "$pg_port" ;; pgwarden) echo "$gw_port" ;; pgwarden-1t) echo "$gw1_port" ;;
+    pgbouncer) echo "$bouncer_port" ;;
+  esac
+}
+pid_of() {
+  case $1 in
+    pgwarden) echo "$gw_pid" ;; pgwarden-1t) echo "$gw1_pid" ;; pgbouncer) echo "$bouncer_cpu_pid" ;;
+    *) echo "" ;;
+  esac
+}
+
+echo "pgbench: -c $clients -j 2 -T $seconds, scale $scale, $rounds rounds, $(nproc) cores;" \
+  "pgwarden = default threads ($(nproc)), pgwarden-1t = --threads 1"
+for ((r = 1; r <= rounds; r++)); do
+  for w in "${workloads[@]}"; do
+    name=${w%%:*}
+    args=${w#*:}
+    # Rotate the order each round so no target always runs first or last.
+    for ((k = 0; k < ${#targets[@]}; k++)); do
+      t=${targets[$(((k + r) % ${#targets[@]}))]}
+      pid=$(pid_of "$t")
+      before=0
+      [ -n "$pid" ] && before=$(cpu_ticks "$pid")
+      # shellcheck disable=SC2086
+      out=$(pgbench -p "$(port_of "$t")" -n -c "$clients" -j 2 -T "$seconds" $args 2>&1)
+      after=0
+      [ -n "$pid" ] && after=$(cpu_ticks "$pid")
+      tps=$(echo "$out" | sed -n 's/^tps = \([0-9.]*\).*/\1/p')
+      lat=$(echo "$out" | sed -n 's/^latency average = \([0-9.]*\) ms/\1/p')
+      tx=$(echo "$out" | sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p')
+      failed=$(echo "$out" | sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p')
+      if [ -z "$tps" ] || [ "${failed:-1}" != 0 ]; then
+        echo "pgbench failed against $t:"
+        echo "$out"
+        exit 1
+      fi
+      cpu=$(awk -v a="$after" -v b="$before" -v t="$ticks" 'BEGIN { printf "%.3f", (a - b) / t }')
+      per10k=$(awk -v c="$cpu" -v n="$tx" 'BEGIN { printf "%.4f", (n > 0) ? c / n * 10000 : 0 }')
+      printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\n" "$r" "$name" "$t" "$tps" "$lat" "$cpu" "$per10k" >> "$results"
+      printf "  round %d  %-22s %-11s tps %9.1f  lat %6.3f ms  cpu %6.3f s  cpu/10k tx %7.4f s\n" \
+        "$r" "$name" "$t" "$tps" "$lat" "$cpu" "$per10k"
+    done
+  done
+done
+
+echo
+echo "Medians over $rounds rounds (ratios are of medians):"
+printf "%-22s %-11s %10s %9s %10s %13s %9s\n" workload target tps lat_ms tps/direct cpu/10k_tx_s vs_bouncer
+for w in "${workloads[@]}"; do
+  name=${w%%:*}
+  for t in "${targets[@]}"; do
+    # Median of each column (tps, latency, cpu/10k) over the rounds, taken separately.
+    : > "$work/med.$t"
+    for col in 4 5 7; do
+      awk -F'\t' -v n="$name" -v t="$t" -v c="$col" '$2 == n && $3 == t { print $c }' "$results" |
+        sort -g | awk '{ v[NR] = $1 } END { printf "%s ", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }' \
+        >> "$work/med.$t"
+    done
+    echo >> "$work/med.$t"
+  done
+  read -r d_tps d_lat _ < "$work/med.direct"
+  read -r b_tps b_lat b_cpu < "$work/med.pgbouncer"
+  for t in "${targets[@]}"; do
+    read -r tps lat cpu < "$work/med.$t"
+    awk -v n="$name" -v t="$t" -v tps="$tps" -v lat="$lat" -v cpu="$cpu" -v d="$d_tps" -v b="$b_cpu" 'BEGIN {
+      vs = (t == "direct") ? "-" : sprintf("%.2fx", (b > 0) ? cpu / b : 0)
+      c = (t == "direct") ? "-" : sprintf("%.4f", cpu)
+      printf "%-22s %-11s %10.1f %9.3f %10.3f %13s %9s\n", n, t, tps, lat, tps / d, c, vs }'
+  done
+  for g in pgwarden pgwarden-1t; do
+    read -r g_tps _ g_cpu < "$work/med.$g"
+    awk -v n="$name" -v g="$g" -v gt="$g_tps" -v bt="$b_tps" -v gc="$g_cpu" -v bc="$b_cpu" 'BEGIN {
+      ok1 = (gt >= bt); ok2 = (gc <= 0.7 * bc)
+      printf "  -> %s, %s: tps %.2fx pgbouncer (%s), cpu/10k tx %.2fx pgbouncer (target <= 0.70: %s)\n",
+        n, g, gt / bt, ok1 ? "ok" : "BELOW", gc / bc, ok2 ? "ok" : "MISSED" }'
+  done
+done

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# One-command demo: installs dependencies, builds Release, starts a throwaway PostgreSQL 15 and
+# pgwarden in front of it, prints how to connect, and runs until Ctrl-C (then stops both).
+# PGW_DEMO_PORT=6432 by default; the PostgreSQL data lives under .demo/ (git-ignored).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+bash scripts/setup.sh
+source scripts/lib.sh
+echo "demo: building pgwarden (Release)"
+pgw_build "$root/build" Release >/dev/null
+
+port=${PGW_DEMO_PORT:-6432}
+if ss -Hltn "sport = :$port" | grep -q .; then
+  echo "demo: port $port is busy; set PGW_DEMO_PORT to another port" >&2
+  exit 1
+fi
+
+# Data under .demo/ in the checkout, unless the server's OS user cannot reach it (e.g. a checkout
+# under /root when run as root): then under /tmp.
+demo="$root/.demo"
+mkdir -p "$demo"
+if [ "$(id -u)" -eq 0 ] && ! runuser -u postgres -- test -x "$demo"; then
+  demo=$(mktemp -d /tmp/pgwarden-demo.XXXXXX)
+  chmod 755 "$demo"
+  echo "demo: $root is not readable by the 'postgres' OS user; using $demo"
+fi
+rm -rf "$demo/pg"
+pg_port=$(pgw_free_port)
+gw_pid=
+stop() {
+  trap - INT TERM EXIT
+  echo
+  echo "demo: stopping"
+  if [ -n "$gw_pid" ]; then
+    kill -TERM "$gw_pid" 2>/dev/null && wait "$gw_pid" 2>/dev/null
+  fi
+  pgw_pg_stop "$demo/pg"
+}
+trap stop INT TERM EXIT
+
+echo "demo: starting PostgreSQL 15 on 127.0.0.1:$pg_port (data in $demo/pg)"
+pgw_pg_start "$demo/pg" "$pg_port"
+PGPASSWORD=$PGW_PG_PASSWORD psql -X -q -h 127.0.0.1 -p "$pg_port" -U "$PGW_PG_USER" -d postgres <<'SQL'
+CREATE TABLE orders(id bigserial PRIMARY KEY, customer text NOT NULL, amount numeric(10,2), created_at timestamptz DEFAULT now());
+INSERT INTO orders(customer, amount) SELECT 'customer ' || g, (g * 7 % 500) + 0.99 FROM generate_series(1, 1000) g;
+SQL
+
+"$root/build/core/pgwarden" --listen "127.0.0.1:$port" --upstream "127.0.0.1:$pg_port" &
+gw_pid=$!
+pgw_wait_port "$port"
+
+cat <<MSG
+
+pgwarden is running in front of a throwaway PostgreSQL 15.
+
+  Connect through the gateway:
+    PGPASSWORD=$PGW_PG_PASSWORD psql "host=127.0.0.1 port=$port user=$PGW_PG_USER dbname=postgres"
+
+  Try:  SELECT count(*), sum(amount) FROM orders;
+  Benchmark through it:
+    PGPASSWORD=$PGW_PG_PASSWORD pgbench -h 127.0.0.1 -p $port -U $PGW_PG_USER -i postgres
+    PGPASSWORD=$PGW_PG_PASSWORD pgbench -h 127.0.0.1 -p $port -U $PGW_PG_USER -S -c 8 -T 10 postgres
+
+  (This foundation release relays authentication to PostgreSQL; OIDC identity, policy, masking and
+  recording arrive in later releases.)  Press Ctrl-C to stop both servers.
+
+MSG
+wait "$gw_pid"

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Installs dependencies, builds (Release and ASan+UBSan), and runs every test: unit tests in both
+# builds, integration tests against a real PostgreSQL with the Release build, and the node suites
+# again against the sanitizer build. Ends with one "N passed, N failed" line.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+bash scripts/setup.sh
+source scripts/lib.sh
+
+echo "== build: Release"
+pgw_build "$root/build" Release
+echo "== build: ASan+UBSan"
+pgw_build "$root/build-asan" RelWithDebInfo -DPGW_SANITIZE=ON -DPGW_BUILD_BENCH=OFF
+echo "== node test dependencies"
+(cd tests/integration/node && npm ci --no-audit --no-fund --loglevel=error)
+
+total_passed=0
+total_failed=0
+# step LOG CMD...: runs a step with its output shown and kept; a non-zero exit with no failure
+# counted in its summary still counts as one failure.
+step_rc=0
+step() {
+  local log=$1
+  shift
+  step_rc=0
+  "$@" > >(tee "$log") 2>&1 || step_rc=$?
+  wait
+}
+add_ctest() {  # add_ctest LOGFILE: adds ctest's own summary line to the totals
+  local line failed total
+  line=$(grep -E "tests passed, [0-9]+ tests? failed out of [0-9]+" "$1" | tail -1)
+  if [ -z "$line" ]; then
+    total_failed=$((total_failed + 1))
+    return
+  fi
+  if [ "$step_rc" -ne 0 ] && echo "$line" | grep -q " 0 tests failed"; then
+    total_failed=$((total_failed + 1))
+  fi
+  failed=$(echo "$line" | sed -E 's/.*, ([0-9]+) tests? failed out of ([0-9]+).*/\1/')
+  total=$(echo "$line" | sed -E 's/.*failed out of ([0-9]+).*/\1/')
+  total_passed=$((total_passed + total - failed))
+  total_failed=$((total_failed + failed))
+}
+add_summary() {  # add_summary LOGFILE: adds a "N passed, N failed" line to the totals
+  local line
+  line=$(grep -E "^integration: [0-9]+ passed, [0-9]+ failed$" "$1" | tail -1)
+  if [ -z "$line" ]; then
+    total_failed=$((total_failed + 1))
+    return
+  fi
+  total_passed=$((total_passed + $(echo "$line" | sed -E 's/.* ([0-9]+) passed.*/\1/')))
+  total_failed=$((total_failed + $(echo "$line" | sed -E 's/.* ([0-9]+) failed/\1/')))
+  if [ "$step_rc" -ne 0 ] && echo "$line" | grep -q " 0 failed"; then
+    total_failed=$((total_failed + 1))
+  fi
+}
+
+logs=$(mktemp -d)
+echo "== unit tests (Release)"
+step "$logs/unit.log" ctest --test-dir build --output-on-failure --progress
+add_ctest "$logs/unit.log"
+echo "== unit tests (ASan+UBSan)"
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1
+step "$logs/asan.log" ctest --test-dir build-asan --output-on-failure --progress
+add_ctest "$logs/asan.log"
+
+echo "== format"
+if git ls-files '*.cc' '*.h' | xargs clang-format --dry-run -Werror >"$logs/format.log" 2>&1; then
+  total_passed=$((total_passed + 1))
+  echo "clang-format: clean"
+else
+  total_failed=$((total_failed + 1))
+  head -20 "$logs/format.log"
+fi
+
+echo "== integration (Release)"
+step "$logs/it.log" bash tests/integration/run.sh build
+add_summary "$logs/it.log"
+echo "== integration, node suites (ASan+UBSan gateway)"
+step "$logs/it-asan.log" bash tests/integration/run.sh build-asan --quick
+add_summary "$logs/it-asan.log"
+
+rm -rf "$logs"
+echo "$total_passed passed, $total_failed failed"
+[ "$total_failed" -eq 0 ]
