@@ -60,8 +60,8 @@ Identity-aware PostgreSQL gateway. Clients connect to --listen; every session is
                               directory with an optional :PORT (as libpq's host=/dir port=N)
   --threads N                 worker threads, each pinned to a core (default: online cores)
   --no-pin                    do not pin worker threads to cores
-  --max-buffered-bytes SIZE   per session and direction, bytes queued for a slow reader before
-                              reading from the other side pauses (default 1M)
+  --max-buffered-bytes SIZE   per session and direction, memory queued for a slow reader
+                              before reading from the other side pauses (default 512K)
   --max-message-size SIZE     largest protocol message accepted (default 1073741823)
   --connect-timeout SECS      upstream connect timeout (default 5)
   --startup-timeout SECS      time from accept to ready-for-query (default 60)

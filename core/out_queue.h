@@ -18,8 +18,10 @@ class OutQueue {
  public:
   // Queues [p, p+len) of receive buffer `bid`, taking a reference; extends the last entry when
   // the range continues it, so a forwarded chunk costs one iovec however many messages it holds.
+  // A small range queued behind bytes still waiting to be sent is copied instead, so a slow
+  // reader cannot pin a whole receive buffer per few bytes and drain the core's buffer ring.
   void push_buffer(const std::byte* p, std::uint32_t len, std::uint16_t bid, BufferRing& br);
-  // Queues a private copy of `bytes`.
+  // Queues a private copy of `bytes` (appended to the last private entry when it has room).
   void push_copy(protocol::Bytes bytes);
 
   // Fills up to `max` iovecs from the front; returns how many.
@@ -31,12 +33,16 @@ class OutQueue {
 
   bool empty() const noexcept { return count_ == 0; }
   std::uint64_t bytes() const noexcept { return bytes_; }
+  // Memory the queue holds: whole receive buffers it references plus its private copies. This,
+  // not bytes(), is what backpressure bounds.
+  std::uint64_t footprint() const noexcept { return footprint_; }
 
  private:
   struct Entry {
     const std::byte* p = nullptr;
     std::uint32_t len = 0;
     std::int32_t bid = -1;               // receive buffer, or -1 for an owned copy
+    std::uint32_t cap = 0;               // capacity of `owned`
     std::unique_ptr<std::byte[]> owned;  // heap bytes stay put when the queue grows
   };
   Entry& push_slot();
@@ -50,6 +56,7 @@ class OutQueue {
   std::size_t head_ = 0;
   std::size_t count_ = 0;
   std::uint64_t bytes_ = 0;
+  std::uint64_t footprint_ = 0;
 };
 
 }  // namespace pgwarden::core

@@ -201,7 +201,7 @@ void Session::queue_copy(Peer to, pr::Bytes bytes) {
 void Session::check_backpressure(Peer to) {
   Conn& c = conn(to);
   Conn& other = conn(to == Peer::Client ? Peer::Upstream : Peer::Client);
-  if (c.out.bytes() > w_.config().max_buffered_bytes && !other.recv_paused) {
+  if (c.out.footprint() > w_.config().max_buffered_bytes && !other.recv_paused) {
     other.recv_paused = true;
     if (other.recv_armed) w_.cancel_recv(*this, to == Peer::Client ? Peer::Upstream : Peer::Client);
   }
@@ -229,7 +229,7 @@ void Session::on_send_done(Peer to, int result) {
   c.out.consume(static_cast<std::size_t>(result), w_.buffers());
   if (!c.out.empty()) w_.want_send(*this, to);
   Conn& other = conn(to == Peer::Client ? Peer::Upstream : Peer::Client);
-  if (other.recv_paused && c.out.bytes() <= w_.config().max_buffered_bytes / 2) {
+  if (other.recv_paused && c.out.footprint() <= w_.config().max_buffered_bytes / 2) {
     other.recv_paused = false;
     if (!other.recv_armed && !other.eof && !other.starved && !finishing_ && !closing_) {
       w_.arm_recv(*this, to == Peer::Client ? Peer::Upstream : Peer::Client);

@@ -398,6 +398,10 @@ void Worker::arm_tick() {
 void Worker::on_tick() {
   if (terminated_) return;
   arm_tick();
+  check_deadlines();
+}
+
+void Worker::check_deadlines() {
   if (!accept_armed_ && !draining_) arm_accept();
   const bool grace_over = draining_ && now_ns_ >= grace_deadline_ns_;
   const bool hard_over = draining_ && now_ns_ >= hard_deadline_ns_;
@@ -429,7 +433,7 @@ void Worker::on_wake() {
   if (phase >= Control::Draining && !draining_) begin_drain();
   if (phase >= Control::Stopping) {
     grace_deadline_ns_ = now_ns_;  // second signal: skip the grace period
-    on_tick();
+    check_deadlines();
   }
 }
 

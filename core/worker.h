@@ -82,6 +82,7 @@ class Worker {
   void on_send_cqe(Session* s, Peer p, int res);
   void on_accept(int res, bool more);
   void on_tick();
+  void check_deadlines();
   void on_wake();
   void on_cancel_forward(CancelForward* cf, bool connected, int res);
   void forward_cancel(protocol::BackendKey upstream_key);
