@@ -5,6 +5,12 @@ import pg from 'pg';
 import postgres from 'postgres';
 import { env, pgConfig, withClient, sleep } from './lib.mjs';
 
+test('authentication is relayed: a wrong password gets PostgreSQL\'s own 28P01', async () => {
+  const c = new pg.Client(pgConfig(env.gwPort, { password: 'not-the-password' }));
+  await assert.rejects(c.connect(), (e) => e.code === '28P01' && /password authentication failed/.test(e.message));
+  await withClient(env.gwPort, async (ok) => assert.equal((await ok.query('SELECT current_user AS u')).rows[0].u, 'postgres'));
+});
+
 test('LISTEN/NOTIFY: a notification from another session is delivered through the gateway', async () => {
   const listener = new pg.Client(pgConfig(env.gwPort));
   await listener.connect();

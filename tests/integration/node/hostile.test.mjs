@@ -124,29 +124,23 @@ test('a non-password message during authentication gets 08P01', async () => {
   await expectFatal(w, '08P01', /before startup completed/);
 });
 
-test('message length below 4 gets 08P01', async () => {
+// A ready session sends one bad message; the gateway must answer FATAL 08P01 and close.
+async function rejectsInReadySession(bytes, pattern) {
   const w = await readySession(env.gwPort);
-  w.write(message('Q', Buffer.alloc(0), 3));
-  await expectFatal(w, '08P01', /length/);
-});
+  w.write(bytes);
+  await expectFatal(w, '08P01', pattern);
+}
 
-test('message length above --max-message-size gets 08P01 before the body arrives', async () => {
-  const w = await readySession(env.gwPort);
-  w.write(message('Q', Buffer.alloc(0), 2 * 1024 * 1024)); // header only; limit is 1 MiB
-  await expectFatal(w, '08P01', /length/);
-});
+test('message length below 4 gets 08P01', () => rejectsInReadySession(message('Q', Buffer.alloc(0), 3), /length/));
 
-test('negative (huge) message length gets 08P01', async () => {
-  const w = await readySession(env.gwPort);
-  w.write(message('Q', Buffer.alloc(0), 0xfffffff0));
-  await expectFatal(w, '08P01', /length/);
-});
+test('message length above --max-message-size gets 08P01 before the body arrives', () =>
+  // header only; the limit here is 1 MiB
+  rejectsInReadySession(message('Q', Buffer.alloc(0), 2 * 1024 * 1024), /length/));
 
-test('unknown frontend message type gets 08P01', async () => {
-  const w = await readySession(env.gwPort);
-  w.write(message('z', Buffer.from('hello')));
-  await expectFatal(w, '08P01', /invalid frontend message type/);
-});
+test('negative (huge) message length gets 08P01', () => rejectsInReadySession(message('Q', Buffer.alloc(0), 0xfffffff0), /length/));
+
+test('unknown frontend message type gets 08P01', () =>
+  rejectsInReadySession(message('z', Buffer.from('hello')), /invalid frontend message type/));
 
 test('valid messages before a malformed one in the same read are still answered', async () => {
   const w = await readySession(env.gwPort);
