@@ -106,6 +106,22 @@ test('SSLRequest and GSSENCRequest are answered N, then startup proceeds', async
   w.end();
 });
 
+test('a newer minor version is relayed: PostgreSQL answers NegotiateProtocolVersion, session proceeds', async () => {
+  const w = new Wire(env.gwPort);
+  await w.connected();
+  w.write(startupPacket({ user: 'trusted', database: 'postgres', '_pq_.future_option': 'on' }, (3 << 16) | 5));
+  const v = await w.next(['v', 'E']);
+  assert.equal(v?.type, 'v', 'expected NegotiateProtocolVersion');
+  assert.equal(v.body.readInt32BE(0), 3 << 16); // newest minor the server supports: 3.0
+  assert.equal(v.body.readInt32BE(4), 1); // one option it did not recognise
+  assert.match(v.body.toString('latin1', 8), /_pq_\.future_option/);
+  assert.ok(await w.next(['Z']));
+  w.write(query('SELECT 7 * 6'));
+  const row = await w.next(['D']);
+  assert.match(row.body.toString(), /42/);
+  w.end();
+});
+
 test('a message before startup completed gets 08P01 and is not forwarded', async () => {
   const w = new Wire(env.gwPort);
   await w.connected();
