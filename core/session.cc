@@ -135,7 +135,6 @@ Next Session::on_backend(const pr::Fragment& f) {
     return on_backend_key(f);
   }
   if (f.type == pr::be::kReadyForQuery && f.last) {
-    tx_status_ = static_cast<char>(f.bytes.back());
     waiting_for_client_ = true;
     if (replies_pending_ != 0) --replies_pending_;
     if (state_ == SessionState::Authenticating) {
@@ -163,8 +162,7 @@ Next Session::on_backend_key(const pr::Fragment& f) {
     return Next::Stop;
   }
   if (gateway_key_.pid != 0) w_.release_cancel_key(gateway_key_);
-  upstream_key_ = *key;
-  gateway_key_ = w_.issue_cancel_key(upstream_key_);
+  gateway_key_ = w_.issue_cancel_key(*key);
   if (whole.data() == f.bytes.data()) {
     // The receive buffer is ours and writable: rewrite in place and forward it from there.
     pr::write_backend_key({const_cast<std::byte*>(whole.data()), whole.size()}, gateway_key_);

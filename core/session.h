@@ -99,14 +99,12 @@ class alignas(16) Session {
   SessionState state_ = SessionState::Startup;
   bool finishing_ = false;
   bool closing_ = false;
-  bool waiting_for_client_ = false;  // the last backend message was ReadyForQuery
-  char tx_status_ = 'I';
+  bool waiting_for_client_ = false;    // the last backend message was ReadyForQuery
   std::uint32_t replies_pending_ = 0;  // Query/Sync/FunctionCall forwarded, ReadyForQuery not seen
   std::string deferred_error_;         // a client protocol violation waiting for those replies
   std::uint16_t cur_bid_ = 0;          // receive buffer of the chunk being handled
   std::int64_t deadline_ns_ = 0;       // startup or finish deadline; 0 = none
   std::int64_t last_activity_ns_ = 0;
-  protocol::BackendKey upstream_key_{};
   protocol::BackendKey gateway_key_{};
   std::basic_string<std::byte> startup_packet_;
 };

@@ -160,8 +160,13 @@ void Worker::run() {
     io_uring_cq_advance(&ring_, seen);
     if (draining_ && session_count_ == 0 && cancel_forwards_.empty()) terminated_ = true;
   }
-  PGW_DEBUG("worker %u: stopped (%llu sessions accepted)", index_,
-            static_cast<unsigned long long>(stats_.accepted));
+  PGW_INFO(
+      "worker %u stopped: %llu sessions accepted, %llu protocol errors, %llu upstream "
+      "failures, %llu cancels forwarded",
+      index_, static_cast<unsigned long long>(stats_.accepted),
+      static_cast<unsigned long long>(stats_.protocol_errors),
+      static_cast<unsigned long long>(stats_.upstream_failures),
+      static_cast<unsigned long long>(stats_.cancels_forwarded));
 }
 
 void Worker::dispatch(io_uring_cqe* cqe) {

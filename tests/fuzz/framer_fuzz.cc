@@ -5,8 +5,6 @@
 // run it under the sanitizer build to catch memory errors. Any failing input becomes a unit test.
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
-#include <iterator>
 #include <random>
 #include <string>
 #include <vector>
@@ -14,17 +12,13 @@
 #include "protocol/framer.h"
 #include "protocol/messages.h"
 #include "protocol/startup.h"
+#include "tests/protocol/test_util.h"
 
 namespace pr = pgwarden::protocol;
-using ByteString = std::basic_string<std::byte>;
+using pgwarden::protocol::testing::ByteString;
+using pgwarden::protocol::testing::read_file;
 
 namespace {
-
-ByteString load(const std::string& name) {
-  std::ifstream in(std::string(PGW_TEST_DATA) + "/" + name, std::ios::binary);
-  std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  return ByteString(reinterpret_cast<const std::byte*>(s.data()), s.size());
-}
 
 void fail(const char* what, std::uint64_t round) {
   std::fprintf(stderr, "framer_fuzz: round %llu: %s\n", static_cast<unsigned long long>(round),
@@ -107,10 +101,10 @@ void run(pr::Side side, const ByteString& input, std::mt19937_64& rng, std::uint
 int main(int argc, char** argv) {
   const std::uint64_t rounds = argc > 1 ? std::strtoull(argv[1], nullptr, 10) : 20000;
   const std::vector<std::pair<ByteString, pr::Side>> seeds = {
-      {load("psql.fe"), pr::Side::Frontend},
-      {load("psql.be"), pr::Side::Backend},
-      {load("pgbench.fe"), pr::Side::Frontend},
-      {load("pgbench.be"), pr::Side::Backend},
+      {read_file("psql.fe"), pr::Side::Frontend},
+      {read_file("psql.be"), pr::Side::Backend},
+      {read_file("pgbench.fe"), pr::Side::Frontend},
+      {read_file("pgbench.be"), pr::Side::Backend},
   };
   for (const auto& [s, side] : seeds) {
     if (s.empty()) fail("missing seed file", 0);
