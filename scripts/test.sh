@@ -66,6 +66,16 @@ export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktra
 step "$logs/asan.log" ctest --test-dir build-asan --output-on-failure --progress
 add_ctest "$logs/asan.log"
 
+echo "== JWT verification against tokens freshly minted by jose (ASan+UBSan build)"
+node tests/integration/node/mint_jwt_cases.mjs "$logs/jwt_cases.json"
+step "$logs/jwt.log" env PGW_JWT_CASES="$logs/jwt_cases.json" build-asan/tests/policy_test
+jwt_tests=$(sed -n 's/^\[==========\] \([0-9]*\) tests from.*ran.*/\1/p' "$logs/jwt.log")
+if [ "$step_rc" -eq 0 ] && [ -n "$jwt_tests" ]; then
+  total_passed=$((total_passed + jwt_tests))
+else
+  total_failed=$((total_failed + 1))
+fi
+
 echo "== format"
 if git ls-files '*.cc' '*.h' | xargs clang-format --dry-run -Werror >"$logs/format.log" 2>&1; then
   total_passed=$((total_passed + 1))

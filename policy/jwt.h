@@ -1,0 +1,69 @@
+// OIDC token verification: a JWKS (the identity provider's public keys) and a verifier that
+// turns a compact JWS (the client's password field) into a caller identity, or a precise reason
+// for refusing it. Sans-I/O: the caller supplies the token, the key set and the time.
+#pragma once
+
+#include <simdjson.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "protocol/crypto.h"
+#include "protocol/result.h"
+
+namespace pgwarden::policy {
+
+// An immutable set of public keys, parsed from JWKS JSON (RFC 7517). Keys of unsupported types
+// or curves are skipped (an IdP may publish keys for other purposes); malformed supported keys
+// make the whole set invalid, so a typo is not silently ignored.
+class Jwks {
+ public:
+  struct Key {
+    std::string kid;
+    std::string alg;  // as published, may be empty
+    protocol::PublicKey key;
+  };
+  static protocol::Result<std::shared_ptr<const Jwks>> parse(std::string_view json);
+  const std::vector<Key>& keys() const noexcept { return keys_; }
+
+ private:
+  std::vector<Key> keys_;
+};
+
+struct JwtOptions {
+  std::vector<std::string> issuers;    // accepted "iss" values; empty = any
+  std::vector<std::string> audiences;  // "aud" must contain one of these; empty = not checked
+  std::string identity_claim = "email";
+  std::string fallback_identity_claim = "sub";
+  std::string groups_claim = "groups";
+  std::int64_t clock_skew_s = 60;
+  std::size_t max_token_bytes = 16 * 1024;
+};
+
+struct CallerIdentity {
+  std::string identity;  // from identity_claim, else fallback_identity_claim
+  std::vector<std::string> groups;
+  std::string issuer;
+  std::int64_t expires_at = 0;  // "exp", seconds since the epoch
+};
+
+// Verifies tokens for one core: holds that core's simdjson parser. Not thread-safe.
+class JwtVerifier {
+ public:
+  explicit JwtVerifier(JwtOptions options) : options_(std::move(options)) {}
+
+  // The identity a token proves at `now` (seconds since the epoch), or Errc::Rejected with the
+  // precise reason (for the gateway's log; clients get a generic message).
+  protocol::Result<CallerIdentity> verify(std::string_view token, const Jwks& jwks,
+                                          std::int64_t now);
+  const JwtOptions& options() const noexcept { return options_; }
+
+ private:
+  JwtOptions options_;
+  simdjson::dom::parser parser_;
+};
+
+}  // namespace pgwarden::policy
