@@ -70,6 +70,19 @@ Identity-aware PostgreSQL gateway. Clients connect to --listen; every session is
   --recv-buffers N            receive buffers per core, a power of two (default 2048)
   --recv-buffer-size SIZE     size of one receive buffer (default 16K)
   --log-level LEVEL           debug, info, warn or error (default info)
+
+Gateway authentication (clients never hold a database credential):
+  --policy FILE               JSON with "role_mappings": [{"group", "role", "database"}]
+  --upstream-secrets FILE     lines "role password": the only database credentials (mode 0600)
+  --jwks-file FILE            identity provider keys: clients send an OIDC token as password
+  --oidc-issuer ISS           accepted "iss" (repeatable; default: any)
+  --oidc-audience AUD         required "aud" (repeatable; needed with --jwks-file)
+  --identity-claim NAME       claim naming the caller (default email, fallback sub)
+  --groups-claim NAME         claim listing the caller's groups (default groups)
+  --clock-skew SECS           tolerance on exp/nbf/iat (default 60)
+  --token-grace SECS          how long past exp a session may run (default 0)
+  --users-file FILE           static users: lines "name SCRAM-SHA-256$... group,group"
+  --allow-plaintext-auth      accept tokens in cleartext on a loopback --listen (no TLS yet)
   --version, --help
 Sizes accept K, M and G suffixes.
 )";
@@ -104,6 +117,18 @@ ParsedFlags parse_flags(const std::vector<std::string>& args) {
          c.recv_buffer_size = parse_count("--recv-buffer-size", v, 1u << 20);
        }},
       {"--log-level", [&](const std::string& v) { c.log_level = v; }},
+      {"--policy", [&](const std::string& v) { c.policy_file = v; }},
+      {"--upstream-secrets", [&](const std::string& v) { c.upstream_secrets_file = v; }},
+      {"--jwks-file", [&](const std::string& v) { c.jwks_file = v; }},
+      {"--users-file", [&](const std::string& v) { c.users_file = v; }},
+      {"--oidc-issuer", [&](const std::string& v) { c.oidc_issuers.push_back(v); }},
+      {"--oidc-audience", [&](const std::string& v) { c.oidc_audiences.push_back(v); }},
+      {"--identity-claim", [&](const std::string& v) { c.identity_claim = v; }},
+      {"--groups-claim", [&](const std::string& v) { c.groups_claim = v; }},
+      {"--clock-skew",
+       [&](const std::string& v) { c.clock_skew_s = parse_seconds("--clock-skew", v); }},
+      {"--token-grace",
+       [&](const std::string& v) { c.token_grace_s = parse_seconds("--token-grace", v); }},
   };
   try {
     for (std::size_t i = 0; i < args.size(); ++i) {
@@ -129,6 +154,10 @@ ParsedFlags parse_flags(const std::vector<std::string>& args) {
         c.pin_threads = false;
         continue;
       }
+      if (name == "--allow-plaintext-auth") {
+        c.allow_plaintext_auth = true;
+        continue;
+      }
       const auto it = with_value.find(name);
       if (it == with_value.end()) throw std::runtime_error("unknown flag: " + name);
       if (!has_value) {
@@ -145,6 +174,18 @@ ParsedFlags parse_flags(const std::vector<std::string>& args) {
     if (c.max_message_size < 1024) throw std::runtime_error("--max-message-size must be >= 1024");
     if (c.max_buffered_bytes < c.recv_buffer_size) {
       throw std::runtime_error("--max-buffered-bytes must be at least --recv-buffer-size");
+    }
+    const bool any_auth = !c.policy_file.empty() || !c.upstream_secrets_file.empty() ||
+                          !c.jwks_file.empty() || !c.users_file.empty();
+    if (any_auth && (c.policy_file.empty() || c.upstream_secrets_file.empty() ||
+                     (c.jwks_file.empty() && c.users_file.empty()))) {
+      throw std::runtime_error(
+          "gateway authentication needs --policy, --upstream-secrets and at least one of "
+          "--jwks-file or --users-file");
+    }
+    if (!c.jwks_file.empty() && c.oidc_audiences.empty()) {
+      throw std::runtime_error(
+          "--jwks-file needs --oidc-audience (tokens for other services must not work)");
     }
     if (c.log_level != "debug" && c.log_level != "info" && c.log_level != "warn" &&
         c.log_level != "error") {

@@ -21,6 +21,21 @@ struct Config {
   unsigned recv_buffer_size = 16384;
   bool pin_threads = true;
   std::string log_level = "info";
+
+  // Gateway authentication (all of policy, upstream_secrets and jwks_file/users_file, or none).
+  std::string policy_file;
+  std::string upstream_secrets_file;
+  std::string jwks_file;
+  std::string users_file;
+  std::vector<std::string> oidc_issuers;
+  std::vector<std::string> oidc_audiences;
+  std::string identity_claim = "email";
+  std::string groups_claim = "groups";
+  double clock_skew_s = 60;
+  double token_grace_s = 0;
+  bool allow_plaintext_auth = false;
+
+  bool gateway_auth() const { return !policy_file.empty(); }
 };
 
 // Result of parsing: either a config to run, or text to print and an exit code.

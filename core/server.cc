@@ -18,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/auth_loader.h"
 #include "core/log.h"
 #include "core/worker.h"
 
@@ -80,6 +81,8 @@ int run_server(const Config& config) {
   const Address listen = resolve_address(config.listen);
   if (listen.family() == AF_UNIX) throw std::runtime_error("--listen must be HOST:PORT");
   const Address upstream = resolve_address(config.upstream);
+  std::shared_ptr<const policy::AuthConfig> auth;
+  if (config.gateway_auth()) auth = load_auth_config(config, listen);
   const std::vector<int> cpus = usable_cpus();
   const unsigned threads = config.threads != 0 ? config.threads
                            : cpus.empty()      ? 1u
@@ -100,7 +103,7 @@ int run_server(const Config& config) {
   Control control;
   std::vector<std::unique_ptr<Worker>> workers;
   for (unsigned i = 0; i < threads; ++i) {
-    workers.push_back(std::make_unique<Worker>(i, config, upstream, fds[i], control));
+    workers.push_back(std::make_unique<Worker>(i, config, upstream, fds[i], control, auth.get()));
     control.workers.push_back(workers.back().get());
   }
 
@@ -137,8 +140,10 @@ int run_server(const Config& config) {
     for (auto& t : pool) t.join();
     return 1;
   }
-  PGW_INFO("pgwarden listening on %s, upstream %s, %u worker threads", bound.c_str(),
-           upstream.text.c_str(), threads);
+  PGW_INFO("pgwarden listening on %s, upstream %s, %u worker threads, %s", bound.c_str(),
+           upstream.text.c_str(), threads,
+           auth ? "gateway authentication (clients hold no database credential)"
+                : "relaying client authentication to the upstream");
 
   int signals_seen = 0;
   std::thread waiter;  // joins the workers so the main thread can keep taking signals

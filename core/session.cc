@@ -71,18 +71,30 @@ Next Session::on_frontend(const pr::Fragment& f) {
                       f.type == pr::fe::kFunctionCall)) {
         ++replies_pending_;
       }
+      if (token_expires_at_ != 0 && f.first && token_expired()) {
+        PGW_INFO("session: token of %s expired; ending the session", identity_.c_str());
+        fail(pr::sqlstate::kInvalidAuthorization, "token expired");
+        return Next::Stop;
+      }
       forward(Peer::Upstream, f, fe_);
       return Next::Continue;
     case SessionState::Startup: {
-      const pr::Bytes packet = assembler_.add(f, fe_.held_prefix());
+      const pr::Bytes packet = fe_msg_.add(f, fe_.held_prefix());
       return packet.empty() ? Next::Continue : on_startup_packet(packet);
     }
+    case SessionState::ClientAuth:
+      return on_client_auth(f);
     case SessionState::Authenticating:
-      // Only the authentication responses may precede ReadyForQuery (or a Terminate).
-      if (f.first && f.type != pr::fe::kPassword && f.type != pr::fe::kTerminate) break;
+      // Only the client's own authentication responses (relay mode) may precede ReadyForQuery,
+      // or a Terminate.
+      if (f.first && f.type != pr::fe::kTerminate &&
+          (f.type != pr::fe::kPassword || upstream_auth_)) {
+        break;
+      }
       forward(Peer::Upstream, f, fe_);
       return Next::Continue;
     case SessionState::Connecting:
+    case SessionState::UpstreamAuth:
       break;
   }
   ++w_.mutable_stats().protocol_errors;
@@ -120,8 +132,9 @@ Next Session::on_startup_packet(pr::Bytes packet) {
     case pr::StartupKind::Startup:
       break;
   }
-  startup_packet_.assign(packet.data(), packet.size());
   fe_.set_typed(true);
+  if (w_.auth() != nullptr) return begin_client_auth(*parsed);
+  startup_packet_.assign(packet.data(), packet.size());
   state_ = SessionState::Connecting;
   if (const int rc = w_.connect_upstream(*this); rc < 0) {
     on_connected(rc);
@@ -131,6 +144,7 @@ Next Session::on_startup_packet(pr::Bytes packet) {
 }
 
 Next Session::on_backend(const pr::Fragment& f) {
+  if (state_ == SessionState::UpstreamAuth) return on_upstream_auth(f);
   if (f.type == pr::be::kBackendKeyData && state_ == SessionState::Authenticating) {
     return on_backend_key(f);
   }
@@ -154,7 +168,7 @@ Next Session::on_backend(const pr::Fragment& f) {
 // BackendKeyData: the client gets a key of ours; the real one stays here for cancels.
 Next Session::on_backend_key(const pr::Fragment& f) {
   const pr::Bytes whole =
-      f.first && f.last && f.offset == 0 ? f.bytes : assembler_.add(f, be_.held_prefix());
+      f.first && f.last && f.offset == 0 ? f.bytes : be_msg_.add(f, be_.held_prefix());
   if (whole.empty()) return Next::Continue;
   const auto key = pr::read_backend_key(whole);
   if (!key) {
@@ -252,7 +266,7 @@ void Session::on_connected(int result) {
     fail(pr::sqlstate::kConnectionFailure, msg);
     return;
   }
-  state_ = SessionState::Authenticating;
+  state_ = upstream_auth_ ? SessionState::UpstreamAuth : SessionState::Authenticating;
   queue_copy(Peer::Upstream, startup_packet_);
   startup_packet_ = {};
   w_.arm_recv(*this, Peer::Upstream);

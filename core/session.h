@@ -8,9 +8,12 @@
 #include <sys/uio.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "core/out_queue.h"
+#include "policy/client_auth.h"
+#include "protocol/auth.h"
 #include "protocol/framer.h"
 #include "protocol/startup.h"
 
@@ -22,8 +25,10 @@ enum class Peer : std::uint8_t { Client, Upstream };
 
 enum class SessionState : std::uint8_t {
   Startup,         // reading the startup packet (SSLRequest/GSSENCRequest answered 'N')
-  Connecting,      // startup packet read; connecting upstream
-  Authenticating,  // relaying the authentication exchange until the first ReadyForQuery
+  ClientAuth,      // gateway auth: the client proves its identity to pgwarden
+  Connecting,      // connecting upstream
+  UpstreamAuth,    // gateway auth: pgwarden logs in upstream with its own credential
+  Authenticating,  // until the first ReadyForQuery (relay mode: the client's own auth exchange)
   Ready,           // steady state
 };
 
@@ -76,6 +81,12 @@ class alignas(16) Session {
   protocol::Next on_backend(const protocol::Fragment& f);
   protocol::Next on_startup_packet(protocol::Bytes packet);
   protocol::Next on_backend_key(const protocol::Fragment& f);
+  // Gateway authentication (session_auth.cc).
+  protocol::Next begin_client_auth(const protocol::StartupPacket& startup);
+  protocol::Next on_client_auth(const protocol::Fragment& f);
+  protocol::Next on_upstream_auth(const protocol::Fragment& f);
+  bool token_expired() const;
+  void start_upstream(const policy::AuthenticatedCaller& caller);
   void forward(Peer to, const protocol::Fragment& f, const protocol::Framer& from);
   void queue_copy(Peer to, protocol::Bytes bytes);
   void check_backpressure(Peer to);
@@ -95,7 +106,8 @@ class alignas(16) Session {
   Conn upstream_;
   protocol::Framer fe_;
   protocol::Framer be_;
-  protocol::Assembler assembler_;
+  protocol::Assembler fe_msg_;  // frontend messages read whole (startup, authentication)
+  protocol::Assembler be_msg_;  // backend messages read whole (BackendKeyData, authentication)
   SessionState state_ = SessionState::Startup;
   bool finishing_ = false;
   bool closing_ = false;
@@ -106,7 +118,13 @@ class alignas(16) Session {
   std::int64_t deadline_ns_ = 0;       // startup or finish deadline; 0 = none
   std::int64_t last_activity_ns_ = 0;
   protocol::BackendKey gateway_key_{};
-  std::basic_string<std::byte> startup_packet_;
+  std::basic_string<std::byte> startup_packet_;  // what goes upstream once connected
+  // Gateway authentication only.
+  std::basic_string<std::byte> client_params_;  // the client's startup parameters
+  std::unique_ptr<policy::ClientAuth> client_auth_;
+  std::unique_ptr<protocol::UpstreamAuth> upstream_auth_;
+  std::string identity_;               // the authenticated caller, for logs
+  std::int64_t token_expires_at_ = 0;  // seconds since the epoch; 0 = no expiry
 };
 
 }  // namespace pgwarden::core

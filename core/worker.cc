@@ -68,13 +68,16 @@ struct alignas(16) Worker::CancelForward {
 };
 
 Worker::Worker(unsigned index, const Config& config, const Address& upstream, int listen_fd,
-               Control& control)
+               Control& control, const policy::AuthConfig* auth)
     : index_(index),
       config_(config),
       upstream_(upstream),
       listen_fd_(listen_fd),
       control_(control),
-      cancel_keys_(index) {}
+      auth_(auth),
+      cancel_keys_(index) {
+  if (auth_ != nullptr) jwt_ = std::make_unique<policy::JwtVerifier>(auth_->jwt);
+}
 
 Worker::~Worker() {
   while (sessions_ != nullptr) {

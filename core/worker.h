@@ -18,6 +18,7 @@
 #include "core/flags.h"
 #include "core/mailbox.h"
 #include "core/session.h"
+#include "policy/client_auth.h"
 #include "protocol/cancel_keys.h"
 
 namespace pgwarden::core {
@@ -41,8 +42,9 @@ struct WorkerStats {
 
 class Worker {
  public:
+  // `auth` is null in relay mode (clients authenticate to PostgreSQL themselves).
   Worker(unsigned index, const Config& config, const Address& upstream, int listen_fd,
-         Control& control);
+         Control& control, const policy::AuthConfig* auth);
   ~Worker();
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
@@ -58,6 +60,8 @@ class Worker {
   // ---- services for sessions (worker thread only) ----
   const Config& config() const noexcept { return config_; }
   const Address& upstream() const noexcept { return upstream_; }
+  const policy::AuthConfig* auth() const noexcept { return auth_; }
+  policy::JwtVerifier& jwt_verifier() noexcept { return *jwt_; }
   BufferRing& buffers() noexcept { return *buffers_; }
   std::int64_t now_ns() const noexcept { return now_ns_; }
   WorkerStats& mutable_stats() noexcept { return stats_; }
@@ -100,6 +104,8 @@ class Worker {
   const Address& upstream_;
   int listen_fd_;
   Control& control_;
+  const policy::AuthConfig* auth_;
+  std::unique_ptr<policy::JwtVerifier> jwt_;  // this core's verifier (its own JSON parser)
   io_uring ring_{};
   bool ring_ready_ = false;
   std::unique_ptr<BufferRing> buffers_;

@@ -9,6 +9,7 @@ inline constexpr std::string_view kProtocolViolation = "08P01";
 inline constexpr std::string_view kConnectionFailure = "08006";
 inline constexpr std::string_view kFeatureNotSupported = "0A000";
 inline constexpr std::string_view kInvalidAuthorization = "28000";
+inline constexpr std::string_view kInvalidPassword = "28P01";
 inline constexpr std::string_view kAdminShutdown = "57P01";
 inline constexpr std::string_view kIdleSessionTimeout = "57P05";
 inline constexpr std::string_view kQueryCanceled = "57014";

@@ -79,6 +79,27 @@ Result<StartupPacket> parse_startup(Bytes packet) {
   return out;
 }
 
+void append_startup_message(std::basic_string<std::byte>& out,
+                            const std::vector<std::pair<std::string, std::string>>& params) {
+  const std::size_t start = out.size();
+  auto put_u32 = [&out](std::uint32_t v) {
+    for (int s = 24; s >= 0; s -= 8) out.push_back(std::byte(v >> s));
+  };
+  auto put_cstr = [&out](std::string_view s) {
+    out.append(reinterpret_cast<const std::byte*>(s.data()), s.size());
+    out.push_back(std::byte{0});
+  };
+  put_u32(0);
+  put_u32(kProtocolV3);
+  for (const auto& [k, v] : params) {
+    put_cstr(k);
+    put_cstr(v);
+  }
+  out.push_back(std::byte{0});
+  const auto len = static_cast<std::uint32_t>(out.size() - start);
+  for (int i = 0; i < 4; ++i) out[start + i] = std::byte(len >> (24 - 8 * i));
+}
+
 std::optional<std::string_view> startup_param(Bytes params, std::string_view name) noexcept {
   std::string_view all(reinterpret_cast<const char*>(params.data()), params.size());
   while (!all.empty()) {

@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <optional>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "protocol/framer.h"
 #include "protocol/result.h"
@@ -36,6 +38,26 @@ struct StartupPacket {
 
 // Validates a whole startup-phase packet (length word included).
 Result<StartupPacket> parse_startup(Bytes packet);
+
+// Calls f(name, value) for each parameter of a StartupPacket's params.
+template <class F>
+void for_each_startup_param(Bytes params, F&& f) {
+  std::string_view all(reinterpret_cast<const char*>(params.data()), params.size());
+  while (!all.empty()) {
+    const std::size_t nul = all.find('\0');
+    if (nul == std::string_view::npos) return;
+    const std::string_view key = all.substr(0, nul);
+    all.remove_prefix(nul + 1);
+    const std::size_t vnul = all.find('\0');
+    f(key, all.substr(0, vnul));
+    if (vnul == std::string_view::npos) return;
+    all.remove_prefix(vnul + 1);
+  }
+}
+
+// Appends a protocol 3.0 StartupMessage with the given parameters.
+void append_startup_message(std::basic_string<std::byte>& out,
+                            const std::vector<std::pair<std::string, std::string>>& params);
 
 // Looks up a parameter in a StartupPacket's params; empty optional when absent.
 std::optional<std::string_view> startup_param(Bytes params, std::string_view name) noexcept;

@@ -1,0 +1,85 @@
+#include "core/auth_loader.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/stat.h>
+
+#include <fstream>
+#include <iterator>
+#include <stdexcept>
+
+namespace pgwarden::core {
+namespace {
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error("cannot read " + path);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+bool is_loopback(const Address& a) {
+  if (a.family() == AF_INET) {
+    const auto* in = reinterpret_cast<const sockaddr_in*>(&a.storage);
+    return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
+  }
+  if (a.family() == AF_INET6) {
+    const auto* in6 = reinterpret_cast<const sockaddr_in6*>(&a.storage);
+    return IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr);
+  }
+  return false;
+}
+
+}  // namespace
+
+std::shared_ptr<const policy::AuthConfig> load_auth_config(const Config& config,
+                                                           const Address& listen) {
+  auto cfg = std::make_shared<policy::AuthConfig>();
+  auto roles = policy::parse_role_mappings(read_file(config.policy_file));
+  if (!roles) throw std::runtime_error(config.policy_file + ": " + roles.error().message);
+  cfg->roles = *roles;
+
+  struct stat st {};
+  if (::stat(config.upstream_secrets_file.c_str(), &st) != 0) {
+    throw std::runtime_error("cannot read " + config.upstream_secrets_file);
+  }
+  if ((st.st_mode & 077) != 0) {
+    throw std::runtime_error(config.upstream_secrets_file +
+                             ": readable by others; chmod 600 it (it holds database passwords)");
+  }
+  auto secrets = policy::parse_secrets(read_file(config.upstream_secrets_file));
+  if (!secrets)
+    throw std::runtime_error(config.upstream_secrets_file + ": " + secrets.error().message);
+  cfg->upstream_passwords = *secrets;
+  for (const auto& m : cfg->roles) {
+    if (cfg->upstream_passwords.find(m.role) == cfg->upstream_passwords.end()) {
+      throw std::runtime_error(config.policy_file + ": role \"" + m.role +
+                               "\" has no credential in " + config.upstream_secrets_file);
+    }
+  }
+
+  if (!config.jwks_file.empty()) {
+    auto jwks = policy::Jwks::parse(read_file(config.jwks_file));
+    if (!jwks) throw std::runtime_error(config.jwks_file + ": " + jwks.error().message);
+    cfg->jwks = *jwks;
+    // Tokens arrive as a cleartext password; until TLS lands that is only acceptable on loopback.
+    if (!config.allow_plaintext_auth || !is_loopback(listen)) {
+      throw std::runtime_error(
+          "OIDC tokens are sent as cleartext passwords and TLS is not implemented yet: use a "
+          "loopback --listen with --allow-plaintext-auth");
+    }
+  }
+  cfg->jwt.issuers = config.oidc_issuers;
+  cfg->jwt.audiences = config.oidc_audiences;
+  cfg->jwt.identity_claim = config.identity_claim;
+  cfg->jwt.groups_claim = config.groups_claim;
+  cfg->jwt.clock_skew_s = static_cast<std::int64_t>(config.clock_skew_s);
+
+  if (!config.users_file.empty()) {
+    auto users = policy::parse_users_file(read_file(config.users_file));
+    if (!users) throw std::runtime_error(config.users_file + ": " + users.error().message);
+    cfg->users = *users;
+  }
+  return cfg;
+}
+
+}  // namespace pgwarden::core

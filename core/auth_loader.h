@@ -1,0 +1,17 @@
+// Loads the gateway-authentication configuration at start-up: policy role mappings, the upstream
+// secrets (refused unless only the owner can read them), the JWKS and the static users file.
+#pragma once
+
+#include <memory>
+
+#include "core/address.h"
+#include "core/flags.h"
+#include "policy/client_auth.h"
+
+namespace pgwarden::core {
+
+// Throws std::runtime_error with the file and the reason. Never prints a secret.
+std::shared_ptr<const policy::AuthConfig> load_auth_config(const Config& config,
+                                                           const Address& listen);
+
+}  // namespace pgwarden::core
