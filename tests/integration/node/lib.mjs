@@ -141,6 +141,7 @@ export function startGateway(args) {
     const timer = setTimeout(() => reject(new Error('gateway did not start: ' + log)), 10000);
     proc.stderr.on('data', (d) => {
       log += d;
+      proc.log = log;
       const m = /listening on 127\.0\.0\.1:(\d+)/.exec(log);
       if (m && !proc.port) {
         proc.port = Number(m[1]);

@@ -1,0 +1,156 @@
+// Gateway authentication end to end: callers prove themselves to pgwarden with OIDC tokens
+// (minted here by `jose`) or as static SCRAM users (psql), never holding a database credential;
+// pgwarden maps their groups to a role and logs in upstream with a password only it knows.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, writeFileSync, chmodSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pg from 'pg';
+import * as jose from 'jose';
+import { env, pgConfig, withClient, startGateway, sleep } from './lib.mjs';
+
+const ISS = 'https://idp.test';
+const AUD = 'pgwarden-it';
+const SECRET = { analyst: 'analyst-Upstream-Secret-1', writer: 'writer-Upstream-Secret-2' };
+let dir, gw, gwLog = '', keys = {}, stray;
+
+async function token(sub, { groups = ['analysts'], exp = '5m', key = 'rs', email = sub, kid } = {}) {
+  const k = keys[key];
+  const jwt = new jose.SignJWT({ email, groups }).setProtectedHeader({ alg: k.alg, kid: kid ?? k.kid })
+    .setIssuer(ISS).setAudience(AUD).setSubject(sub).setIssuedAt();
+  if (typeof exp === 'number') jwt.setExpirationTime(exp);
+  else jwt.setExpirationTime(exp);
+  return jwt.sign(k.privateKey);
+}
+
+const client = (user, password, extra = {}) => new pg.Client({ host: '127.0.0.1', port: gw.port, user, password, database: 'postgres', ...extra });
+
+async function refused(user, password, code) {
+  const c = client(user, password);
+  await assert.rejects(c.connect(), (e) => {
+    assert.equal(e.code, code, e.message);
+    assert.match(e.message, /authentication failed for user/);
+    return true;
+  });
+}
+
+before(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'pgw-auth-'));
+  await withClient(env.pgPort, async (c) => {
+    for (const [role, pw] of Object.entries(SECRET)) {
+      await c.query(`DROP ROLE IF EXISTS ${role}`);
+      await c.query(`CREATE ROLE ${role} LOGIN PASSWORD '${pw}'`);
+    }
+    // A static break-glass user's SCRAM verifier, made by PostgreSQL itself from a password.
+    await c.query('DROP ROLE IF EXISTS verifier_source');
+    await c.query("CREATE ROLE verifier_source PASSWORD 'glass-Breaker-9'");
+    const { rows } = await c.query("SELECT rolpassword FROM pg_authid WHERE rolname = 'verifier_source'");
+    writeFileSync(join(dir, 'users'), `# static users\nbreakglass ${rows[0].rolpassword} oncall\n`);
+  });
+  for (const [name, alg] of [['rs', 'RS256'], ['es', 'ES256'], ['ed', 'EdDSA'], ['evil', 'RS256']]) {
+    const pair = await jose.generateKeyPair(alg, { extractable: true, ...(alg === 'EdDSA' ? { crv: 'Ed25519' } : {}) });
+    keys[name] = { ...pair, alg, kid: `${name}-key` };
+  }
+  const jwks = { keys: await Promise.all(['rs', 'es', 'ed'].map(async (n) => ({ ...(await jose.exportJWK(keys[n].publicKey)), kid: keys[n].kid, alg: keys[n].alg }))) };
+  writeFileSync(join(dir, 'jwks.json'), JSON.stringify(jwks));
+  writeFileSync(join(dir, 'policy.json'), JSON.stringify({ role_mappings: [
+    { group: 'analysts', role: 'analyst', database: 'postgres' },
+    { group: 'oncall', role: 'writer' },
+  ] }));
+  writeFileSync(join(dir, 'secrets'), `analyst ${SECRET.analyst}\nwriter ${SECRET.writer}\n`);
+  chmodSync(join(dir, 'secrets'), 0o600);
+  gw = await startGateway(['--upstream', `127.0.0.1:${env.pgPort}`, '--policy', join(dir, 'policy.json'),
+    '--upstream-secrets', join(dir, 'secrets'), '--jwks-file', join(dir, 'jwks.json'), '--oidc-issuer', ISS,
+    '--oidc-audience', AUD, '--users-file', join(dir, 'users'), '--allow-plaintext-auth', '--log-level', 'debug']);
+  gw.stderr.on('data', (d) => { gwLog += d; });
+});
+
+after(async () => {
+  gw.kill('SIGINT');
+  gw.kill('SIGINT');
+  await gw.exited;
+  stray?.kill();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+test('an OIDC caller runs as the mapped role, with the identity in application_name', async () => {
+  for (const key of ['rs', 'es', 'ed']) {
+    const c = client('alice@example.com', await token('alice@example.com', { key }));
+    await c.connect();
+    const { rows } = await c.query("SELECT current_user AS u, application_name AS a FROM pg_stat_activity WHERE pid = pg_backend_pid()");
+    assert.equal(rows[0].u, 'analyst', key);
+    assert.match(rows[0].a, /^alice@example\.com via pgwarden/);
+    await c.end();
+  }
+});
+
+test('the client cannot pick its role through startup options', async () => {
+  const c = client('alice@example.com', await token('alice@example.com'), { options: '-c role=postgres -c session_authorization=postgres' });
+  await c.connect();
+  assert.equal((await c.query('SELECT current_user AS u, session_user AS s')).rows[0].u, 'analyst');
+  await c.end();
+});
+
+test('hostile or mismatched tokens are refused with 28000 and a generic message', async () => {
+  await refused('alice@example.com', await token('alice@example.com', { key: 'evil', kid: 'rs-key' }), '28000'); // forged
+  await refused('alice@example.com', await token('mallory@example.com'), '28000'); // someone else's token
+  await refused('alice@example.com', await token('alice@example.com', { groups: ['visitors'] }), '28000'); // no mapping
+  await refused('alice@example.com', await token('alice@example.com', { exp: Math.floor(Date.now() / 1000) - 3600 }), '28000');
+  await refused('alice@example.com', 'not-a-token', '28000');
+  await refused('alice@example.com', 'x'.repeat(20000), '28000');
+  const none = `${Buffer.from('{"alg":"none"}').toString('base64url')}.${Buffer.from(JSON.stringify({ email: 'alice@example.com', groups: ['analysts'], iss: ISS, aud: AUD, exp: 9999999999 })).toString('base64url')}.`;
+  await refused('alice@example.com', none, '28000');
+  await sleep(300); // the precise reasons are in the gateway's log, not in what clients saw
+  for (const why of ['bad token signature', 'is not the user name', 'no role mapping', 'token expired', 'token too large', 'not valid base64url']) {
+    assert.ok(gwLog.includes(why), `gateway log lacks "${why}"`);
+  }
+});
+
+test('a token expiring mid-session ends the session at the next statement with 28000', async () => {
+  const exp = Math.floor(Date.now() / 1000) + 3;
+  const c = client('alice@example.com', await token('alice@example.com', { exp }));
+  c.on('error', () => {});
+  await c.connect();
+  assert.equal((await c.query('SELECT 1 AS one')).rows[0].one, 1);
+  await sleep((exp + 1) * 1000 - Date.now() + 200);
+  await assert.rejects(c.query('SELECT 2'), (e) => e.code === '28000' && /token expired/.test(e.message));
+});
+
+function psql(user, password, sql) {
+  return new Promise((resolve) => {
+    execFile('psql', ['-X', '-tA', '-h', '127.0.0.1', '-p', String(gw.port), '-U', user, '-d', 'postgres', '-c', sql],
+      { env: { ...process.env, PGPASSWORD: password } }, (err, stdout, stderr) => resolve({ code: err ? err.code : 0, stdout, stderr }));
+  });
+}
+
+test('a static SCRAM user logs in with psql; a wrong password gets 28P01', async () => {
+  const ok = await psql('breakglass', 'glass-Breaker-9', 'SELECT current_user');
+  assert.equal(ok.code, 0, ok.stderr);
+  assert.equal(ok.stdout.trim(), 'writer');
+  const bad = await psql('breakglass', 'glass-breaker-9', 'SELECT 1');
+  assert.notEqual(bad.code, 0);
+  assert.match(bad.stderr, /authentication failed for user "breakglass"/);
+});
+
+test('the upstream passwords appear in no log line and no client error', async () => {
+  await refused('alice@example.com', 'nope', '28000');
+  for (const s of Object.values(SECRET)) {
+    assert.ok(!gwLog.includes(s), 'gateway log leaks an upstream password');
+  }
+});
+
+test('start-up refuses a secrets file others can read, and OIDC on a non-loopback listener', async () => {
+  chmodSync(join(dir, 'secrets'), 0o644);
+  const run = (args) => new Promise((resolve) => execFile(env.bin, args, (err, _o, stderr) => resolve({ code: err ? err.code : 0, stderr })));
+  const common = ['--upstream', `127.0.0.1:${env.pgPort}`, '--policy', join(dir, 'policy.json'), '--upstream-secrets', join(dir, 'secrets'),
+    '--jwks-file', join(dir, 'jwks.json'), '--oidc-audience', AUD, '--allow-plaintext-auth'];
+  const leaky = await run(['--listen', '127.0.0.1:0', ...common]);
+  assert.equal(leaky.code, 1);
+  assert.match(leaky.stderr, /readable by others/);
+  chmodSync(join(dir, 'secrets'), 0o600);
+  const exposed = await run(['--listen', '0.0.0.0:0', ...common]);
+  assert.equal(exposed.code, 1);
+  assert.match(exposed.stderr, /TLS is not implemented yet/);
+});
