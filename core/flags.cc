@@ -83,6 +83,9 @@ Gateway authentication (clients never hold a database credential):
   --token-grace SECS          how long past exp a session may run (default 0)
   --users-file FILE           static users: lines "name SCRAM-SHA-256$... group,group"
   --allow-plaintext-auth      accept tokens in cleartext on a loopback --listen (no TLS yet)
+  --auth-failure-limit N      failed logins per source address and window before refusing
+                              that address until the window ends (per core; default 10, 0 = off)
+  --auth-failure-window SECS  (default 60)
   --version, --help
 Sizes accept K, M and G suffixes.
 )";
@@ -127,6 +130,14 @@ ParsedFlags parse_flags(const std::vector<std::string>& args) {
       {"--groups-claim", [&](const std::string& v) { c.groups_claim = v; }},
       {"--clock-skew",
        [&](const std::string& v) { c.clock_skew_s = parse_seconds("--clock-skew", v); }},
+      {"--auth-failure-limit",
+       [&](const std::string& v) {
+         c.auth_failure_limit = parse_count("--auth-failure-limit", v, 1u << 20);
+       }},
+      {"--auth-failure-window",
+       [&](const std::string& v) {
+         c.auth_failure_window_s = parse_seconds("--auth-failure-window", v);
+       }},
       {"--token-grace",
        [&](const std::string& v) { c.token_grace_s = parse_seconds("--token-grace", v); }},
   };

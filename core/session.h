@@ -86,6 +86,7 @@ class alignas(16) Session {
   protocol::Next on_client_auth(const protocol::Fragment& f);
   protocol::Next on_upstream_auth(const protocol::Fragment& f);
   bool token_expired() const;
+  std::string peer_address() const;
   void start_upstream(const policy::AuthenticatedCaller& caller);
   void forward(Peer to, const protocol::Fragment& f, const protocol::Framer& from);
   void queue_copy(Peer to, protocol::Bytes bytes);
@@ -124,6 +125,7 @@ class alignas(16) Session {
   std::unique_ptr<policy::ClientAuth> client_auth_;
   std::unique_ptr<protocol::UpstreamAuth> upstream_auth_;
   std::string identity_;               // the authenticated caller, for logs
+  std::string peer_;                   // the client's address (gateway auth), for logs/throttle
   std::int64_t token_expires_at_ = 0;  // seconds since the epoch; 0 = no expiry
 };
 

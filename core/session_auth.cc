@@ -1,8 +1,11 @@
 // The gateway-authentication half of Session: the client proves who it is to pgwarden (OIDC token
 // or static SCRAM user), the policy maps its groups to a role, and pgwarden logs in upstream as
 // that role with a credential the client never sees.
+#include <sys/socket.h>
+
 #include <ctime>
 
+#include "core/address.h"
 #include "core/log.h"
 #include "core/session.h"
 #include "core/worker.h"
@@ -28,9 +31,25 @@ std::string clip_name(std::string s) {
 
 }  // namespace
 
+// The client's address, for the failed-login throttle (one getpeername per gateway-auth login).
+std::string Session::peer_address() const {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (::getpeername(client_.fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return "?";
+  std::string a = format_address(reinterpret_cast<sockaddr*>(&ss), len);
+  return a.substr(0, a.rfind(':'));  // the host, not the port
+}
+
 Next Session::begin_client_auth(const pr::StartupPacket& startup) {
   client_params_.assign(startup.params.data(), startup.params.size());
   const std::string user(pr::startup_param(startup.params, "user").value_or(""));
+  peer_ = peer_address();
+  if (w_.auth_throttle().blocked(peer_, static_cast<std::int64_t>(std::time(nullptr)))) {
+    PGW_WARN("session: %s refused: too many failed logins from this address", peer_.c_str());
+    fail(pr::sqlstate::kInvalidAuthorization,
+         "too many failed authentication attempts from your address; try again later");
+    return Next::Stop;
+  }
   client_auth_ = std::make_unique<policy::ClientAuth>(*w_.auth(), w_.jwt_verifier(), user);
   auto request = client_auth_->start();
   if (!request) {
@@ -55,8 +74,9 @@ Next Session::on_client_auth(const pr::Fragment& f) {
   auto step = client_auth_->on_message(message, static_cast<std::int64_t>(std::time(nullptr)));
   if (!step) {
     // The precise reason goes to our log only; the client learns nothing it could probe with.
-    PGW_WARN("session: authentication failed for \"%s\": %s", user.c_str(),
+    PGW_WARN("session: authentication failed for \"%s\" from %s: %s", user.c_str(), peer_.c_str(),
              step.error().message.c_str());
+    w_.auth_throttle().record_failure(peer_, static_cast<std::int64_t>(std::time(nullptr)));
     fail(w_.auth()->find_user(user) != nullptr ? pr::sqlstate::kInvalidPassword
                                                : pr::sqlstate::kInvalidAuthorization,
          "authentication failed for user \"" + user + "\"");

@@ -18,6 +18,7 @@
 #include "core/flags.h"
 #include "core/mailbox.h"
 #include "core/session.h"
+#include "policy/auth_throttle.h"
 #include "policy/client_auth.h"
 #include "protocol/cancel_keys.h"
 
@@ -62,6 +63,7 @@ class Worker {
   const Address& upstream() const noexcept { return upstream_; }
   const policy::AuthConfig* auth() const noexcept { return auth_; }
   policy::JwtVerifier& jwt_verifier() noexcept { return *jwt_; }
+  policy::AuthThrottle& auth_throttle() noexcept { return throttle_; }
   BufferRing& buffers() noexcept { return *buffers_; }
   std::int64_t now_ns() const noexcept { return now_ns_; }
   WorkerStats& mutable_stats() noexcept { return stats_; }
@@ -106,6 +108,7 @@ class Worker {
   Control& control_;
   const policy::AuthConfig* auth_;
   std::unique_ptr<policy::JwtVerifier> jwt_;  // this core's verifier (its own JSON parser)
+  policy::AuthThrottle throttle_;
   io_uring ring_{};
   bool ring_ready_ = false;
   std::unique_ptr<BufferRing> buffers_;

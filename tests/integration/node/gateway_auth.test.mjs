@@ -154,3 +154,22 @@ test('start-up refuses a secrets file others can read, and OIDC on a non-loopbac
   assert.equal(exposed.code, 1);
   assert.match(exposed.stderr, /TLS is not implemented yet/);
 });
+
+test('repeated failed logins from one address are throttled, even with a good token after', async () => {
+  const strict = await startGateway(['--upstream', `127.0.0.1:${env.pgPort}`, '--threads', '1', '--policy', join(dir, 'policy.json'),
+    '--upstream-secrets', join(dir, 'secrets'), '--jwks-file', join(dir, 'jwks.json'), '--oidc-issuer', ISS,
+    '--oidc-audience', AUD, '--allow-plaintext-auth', '--auth-failure-limit', '3', '--auth-failure-window', '60']);
+  try {
+    const attempt = (password) => new pg.Client({ host: '127.0.0.1', port: strict.port, user: 'alice@example.com', password, database: 'postgres' }).connect();
+    const good = await token('alice@example.com');
+    const c = new pg.Client({ host: '127.0.0.1', port: strict.port, user: 'alice@example.com', password: good, database: 'postgres' });
+    await c.connect(); // works before any failure
+    await c.end();
+    for (let i = 0; i < 3; i++) await assert.rejects(attempt('wrong'), (e) => e.code === '28000' && /authentication failed/.test(e.message));
+    await assert.rejects(attempt(good), (e) => e.code === '28000' && /too many failed authentication attempts/.test(e.message));
+  } finally {
+    strict.kill('SIGINT');
+    strict.kill('SIGINT');
+    await strict.exited;
+  }
+});
