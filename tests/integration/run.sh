@@ -28,7 +28,13 @@ export PG_LOG="$work/pg/postgres.log"
 # 'trusted' logs in without a password, for the raw-protocol tests.
 psql -X -q -p "$PG_PORT" -c "CREATE ROLE trusted LOGIN" >/dev/null
 hba="$work/pg/data/pg_hba.conf"
-{ echo "host all trusted 127.0.0.1/32 trust"; cat "$hba"; } > "$work/hba" && cat "$work/hba" > "$hba"
+# md5user and plainuser exercise pgwarden's md5 and cleartext upstream logins.
+{
+  echo "host all trusted 127.0.0.1/32 trust"
+  echo "host all md5user 127.0.0.1/32 md5"
+  echo "host all plainuser 127.0.0.1/32 password"
+  cat "$hba"
+} > "$work/hba" && cat "$work/hba" > "$hba"
 pgw_as_owner "$PG_BIN/pg_ctl" -D "$work/pg/data" reload >/dev/null
 
 "$BIN" --listen 127.0.0.1:0 --upstream "127.0.0.1:$PG_PORT" --max-message-size 1M 2>"$work/gw.log" &

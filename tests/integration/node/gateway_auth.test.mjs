@@ -13,7 +13,10 @@ import { env, pgConfig, withClient, startGateway, sleep } from './lib.mjs';
 
 const ISS = 'https://idp.test';
 const AUD = 'pgwarden-it';
-const SECRET = { analyst: 'analyst-Upstream-Secret-1', writer: 'writer-Upstream-Secret-2' };
+const SECRET = {
+  analyst: 'analyst-Upstream-Secret-1', writer: 'writer-Upstream-Secret-2',
+  md5user: 'md5-Upstream-Secret-3', plainuser: 'plain-Upstream-Secret-4',
+};
 let dir, gw, gwLog = '', keys = {}, stray;
 
 async function token(sub, { groups = ['analysts'], exp = '5m', key = 'rs', email = sub, kid } = {}) {
@@ -41,8 +44,10 @@ before(async () => {
   await withClient(env.pgPort, async (c) => {
     for (const [role, pw] of Object.entries(SECRET)) {
       await c.query(`DROP ROLE IF EXISTS ${role}`);
+      await c.query(`SET password_encryption = '${role === 'md5user' ? 'md5' : 'scram-sha-256'}'`);
       await c.query(`CREATE ROLE ${role} LOGIN PASSWORD '${pw}'`);
     }
+    await c.query("SET password_encryption = 'scram-sha-256'");
     // A static break-glass user's SCRAM verifier, made by PostgreSQL itself from a password.
     await c.query('DROP ROLE IF EXISTS verifier_source');
     await c.query("CREATE ROLE verifier_source PASSWORD 'glass-Breaker-9'");
@@ -58,8 +63,10 @@ before(async () => {
   writeFileSync(join(dir, 'policy.json'), JSON.stringify({ role_mappings: [
     { group: 'analysts', role: 'analyst', database: 'postgres' },
     { group: 'oncall', role: 'writer' },
+    { group: 'md5group', role: 'md5user', database: 'postgres' },
+    { group: 'plaingroup', role: 'plainuser', database: 'postgres' },
   ] }));
-  writeFileSync(join(dir, 'secrets'), `analyst ${SECRET.analyst}\nwriter ${SECRET.writer}\n`);
+  writeFileSync(join(dir, 'secrets'), Object.entries(SECRET).map(([r, p]) => `${r} ${p}\n`).join(''));
   chmodSync(join(dir, 'secrets'), 0o600);
   gw = await startGateway(['--upstream', `127.0.0.1:${env.pgPort}`, '--policy', join(dir, 'policy.json'),
     '--upstream-secrets', join(dir, 'secrets'), '--jwks-file', join(dir, 'jwks.json'), '--oidc-issuer', ISS,
@@ -82,6 +89,15 @@ test('an OIDC caller runs as the mapped role, with the identity in application_n
     const { rows } = await c.query("SELECT current_user AS u, application_name AS a FROM pg_stat_activity WHERE pid = pg_backend_pid()");
     assert.equal(rows[0].u, 'analyst', key);
     assert.match(rows[0].a, /^alice@example\.com via pgwarden/);
+    await c.end();
+  }
+});
+
+test('pgwarden logs in upstream with md5 and cleartext password methods too', async () => {
+  for (const [group, role] of [['md5group', 'md5user'], ['plaingroup', 'plainuser']]) {
+    const c = client('alice@example.com', await token('alice@example.com', { groups: [group] }));
+    await c.connect();
+    assert.equal((await c.query('SELECT current_user AS u')).rows[0].u, role);
     await c.end();
   }
 });
