@@ -4,6 +4,8 @@
 #include <netinet/in.h>
 #include <sys/stat.h>
 
+#include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <iterator>
 #include <stdexcept>
@@ -38,15 +40,30 @@ std::shared_ptr<const policy::AuthConfig> load_auth_config(const Config& config,
   if (!roles) throw std::runtime_error(config.policy_file + ": " + roles.error().message);
   cfg->roles = *roles;
 
-  struct stat st {};
-  if (::stat(config.upstream_secrets_file.c_str(), &st) != 0) {
-    throw std::runtime_error("cannot read " + config.upstream_secrets_file);
+  // Secrets come from a file only its owner can read, or from an environment variable
+  // ("env:NAME"), which is removed once read so no child process inherits it.
+  std::string secrets_text;
+  const std::string& source = config.upstream_secrets_file;
+  if (source.rfind("env:", 0) == 0) {
+    const std::string var = source.substr(4);
+    const char* value = std::getenv(var.c_str());
+    if (value == nullptr || *value == '\0') {
+      throw std::runtime_error("--upstream-secrets: environment variable " + var + " is not set");
+    }
+    secrets_text = value;
+    // Wipe the bytes in place too: /proc/PID/environ shows the original block, not environ[].
+    explicit_bzero(const_cast<char*>(value), secrets_text.size());
+    ::unsetenv(var.c_str());
+  } else {
+    struct stat st {};
+    if (::stat(source.c_str(), &st) != 0) throw std::runtime_error("cannot read " + source);
+    if ((st.st_mode & 077) != 0) {
+      throw std::runtime_error(source +
+                               ": readable by others; chmod 600 it (it holds database passwords)");
+    }
+    secrets_text = read_file(source);
   }
-  if ((st.st_mode & 077) != 0) {
-    throw std::runtime_error(config.upstream_secrets_file +
-                             ": readable by others; chmod 600 it (it holds database passwords)");
-  }
-  auto secrets = policy::parse_secrets(read_file(config.upstream_secrets_file));
+  auto secrets = policy::parse_secrets(secrets_text);
   if (!secrets)
     throw std::runtime_error(config.upstream_secrets_file + ": " + secrets.error().message);
   cfg->upstream_passwords = *secrets;

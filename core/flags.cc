@@ -73,7 +73,8 @@ Identity-aware PostgreSQL gateway. Clients connect to --listen; every session is
 
 Gateway authentication (clients never hold a database credential):
   --policy FILE               JSON with "role_mappings": [{"group", "role", "database"}]
-  --upstream-secrets FILE     lines "role password": the only database credentials (mode 0600)
+  --upstream-secrets FILE     lines "role password": the only database credentials (mode 0600);
+                              or env:NAME to read them from environment variable NAME
   --jwks-file FILE            identity provider keys: clients send an OIDC token as password
   --oidc-issuer ISS           accepted "iss" (repeatable; default: any)
   --oidc-audience AUD         required "aud" (repeatable; needed with --jwks-file)

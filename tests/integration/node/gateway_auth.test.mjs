@@ -157,6 +157,40 @@ test('the upstream passwords appear in no log line and no client error', async (
   }
 });
 
+test('upstream secrets can come from an environment variable instead of a file', async () => {
+  const { spawn } = await import('node:child_process');
+  const { readFileSync } = await import('node:fs');
+  const proc = spawn(env.bin, ['--listen', '127.0.0.1:0', '--no-pin', '--threads', '1', '--upstream', `127.0.0.1:${env.pgPort}`,
+    '--policy', join(dir, 'policy.json'), '--upstream-secrets', 'env:PGW_TEST_SECRETS', '--jwks-file', join(dir, 'jwks.json'),
+    '--oidc-audience', AUD, '--allow-plaintext-auth'], {
+    env: { ...process.env, PGW_TEST_SECRETS: Object.entries(SECRET).map(([r, p]) => `${r} ${p}`).join('\n') },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  const exited = new Promise((r) => proc.on('exit', r));
+  let log = '';
+  const port = await new Promise((resolve, reject) => {
+    proc.stderr.on('data', (d) => {
+      log += d;
+      const m = /listening on 127\.0\.0\.1:(\d+)/.exec(log);
+      if (m) resolve(Number(m[1]));
+    });
+    proc.on('exit', () => reject(new Error(log)));
+  });
+  try {
+    const c = new pg.Client({ host: '127.0.0.1', port, user: 'alice@example.com', password: await token('alice@example.com'), database: 'postgres' });
+    await c.connect();
+    assert.equal((await c.query('SELECT current_user AS u')).rows[0].u, 'analyst');
+    await c.end();
+    // Wiped from pgwarden's environment once read: /proc shows none of the passwords.
+    const environ = readFileSync(`/proc/${proc.pid}/environ`, 'latin1');
+    for (const pw of Object.values(SECRET)) assert.ok(!environ.includes(pw), 'secret still in /proc/PID/environ');
+  } finally {
+    proc.kill('SIGINT');
+    proc.kill('SIGINT');
+    await exited;
+  }
+});
+
 test('start-up refuses a secrets file others can read, and OIDC on a non-loopback listener', async () => {
   chmodSync(join(dir, 'secrets'), 0o644);
   const run = (args) => new Promise((resolve) => execFile(env.bin, args, (err, _o, stderr) => resolve({ code: err ? err.code : 0, stderr })));
