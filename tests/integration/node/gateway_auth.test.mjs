@@ -4,7 +4,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, writeFileSync, chmodSync, rmSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, chmodSync, rmSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -17,7 +17,7 @@ const SECRET = {
   analyst: 'analyst-Upstream-Secret-1', writer: 'writer-Upstream-Secret-2',
   md5user: 'md5-Upstream-Secret-3', plainuser: 'plain-Upstream-Secret-4',
 };
-let dir, gw, gwLog = '', keys = {}, stray;
+let dir, gw, gwLog = '', keys = {};
 
 async function token(sub, { groups = ['analysts'], exp = '5m', key = 'rs', email = sub, kid } = {}) {
   const k = keys[key];
@@ -78,7 +78,6 @@ after(async () => {
   gw.kill('SIGINT');
   gw.kill('SIGINT');
   await gw.exited;
-  stray?.kill();
   rmSync(dir, { recursive: true, force: true });
 });
 
@@ -158,26 +157,12 @@ test('the upstream passwords appear in no log line and no client error', async (
 });
 
 test('upstream secrets can come from an environment variable instead of a file', async () => {
-  const { spawn } = await import('node:child_process');
-  const { readFileSync } = await import('node:fs');
-  const proc = spawn(env.bin, ['--listen', '127.0.0.1:0', '--no-pin', '--threads', '1', '--upstream', `127.0.0.1:${env.pgPort}`,
+  const proc = await startGateway(['--threads', '1', '--upstream', `127.0.0.1:${env.pgPort}`,
     '--policy', join(dir, 'policy.json'), '--upstream-secrets', 'env:PGW_TEST_SECRETS', '--jwks-file', join(dir, 'jwks.json'),
-    '--oidc-audience', AUD, '--allow-plaintext-auth'], {
-    env: { ...process.env, PGW_TEST_SECRETS: Object.entries(SECRET).map(([r, p]) => `${r} ${p}`).join('\n') },
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  const exited = new Promise((r) => proc.on('exit', r));
-  let log = '';
-  const port = await new Promise((resolve, reject) => {
-    proc.stderr.on('data', (d) => {
-      log += d;
-      const m = /listening on 127\.0\.0\.1:(\d+)/.exec(log);
-      if (m) resolve(Number(m[1]));
-    });
-    proc.on('exit', () => reject(new Error(log)));
-  });
+    '--oidc-audience', AUD, '--allow-plaintext-auth'],
+  { PGW_TEST_SECRETS: Object.entries(SECRET).map(([r, p]) => `${r} ${p}`).join('\n') });
   try {
-    const c = new pg.Client({ host: '127.0.0.1', port, user: 'alice@example.com', password: await token('alice@example.com'), database: 'postgres' });
+    const c = new pg.Client({ host: '127.0.0.1', port: proc.port, user: 'alice@example.com', password: await token('alice@example.com'), database: 'postgres' });
     await c.connect();
     assert.equal((await c.query('SELECT current_user AS u')).rows[0].u, 'analyst');
     await c.end();
@@ -187,7 +172,7 @@ test('upstream secrets can come from an environment variable instead of a file',
   } finally {
     proc.kill('SIGINT');
     proc.kill('SIGINT');
-    await exited;
+    await proc.exited;
   }
 });
 

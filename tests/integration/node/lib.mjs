@@ -134,9 +134,12 @@ export async function readySession(port) {
 }
 
 // Starts another pgwarden with extra flags; resolves once it listens.
-export function startGateway(args) {
+export function startGateway(args, extraEnv = {}) {
   return new Promise((resolve, reject) => {
-    const proc = spawn(env.bin, ['--listen', '127.0.0.1:0', '--no-pin', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const proc = spawn(env.bin, ['--listen', '127.0.0.1:0', '--no-pin', ...args], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+      env: { ...process.env, ...extraEnv },
+    });
     let log = '';
     const timer = setTimeout(() => reject(new Error('gateway did not start: ' + log)), 10000);
     proc.stderr.on('data', (d) => {
