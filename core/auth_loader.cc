@@ -19,6 +19,8 @@ std::string read_file(const std::string& path) {
   return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 
+}  // namespace
+
 bool is_loopback(const Address& a) {
   if (a.family() == AF_INET) {
     const auto* in = reinterpret_cast<const sockaddr_in*>(&a.storage);
@@ -31,7 +33,9 @@ bool is_loopback(const Address& a) {
   return false;
 }
 
-}  // namespace
+bool plaintext_tokens_ok(const Config& config, const Address& listen) {
+  return config.allow_plaintext_auth && is_loopback(listen);
+}
 
 std::shared_ptr<const policy::AuthConfig> load_auth_config(const Config& config,
                                                            const Address& listen) {
@@ -78,10 +82,10 @@ std::shared_ptr<const policy::AuthConfig> load_auth_config(const Config& config,
     auto jwks = policy::Jwks::parse(read_file(config.jwks_file));
     if (!jwks) throw std::runtime_error(config.jwks_file + ": " + jwks.error().message);
     cfg->jwks = *jwks;
-    // Tokens arrive as a cleartext password; until TLS lands that is only acceptable on loopback.
-    if (!config.allow_plaintext_auth || !is_loopback(listen)) {
+    // Tokens arrive as a cleartext password: over TLS, or on loopback when explicitly allowed.
+    if (config.tls_cert_file.empty() && !plaintext_tokens_ok(config, listen)) {
       throw std::runtime_error(
-          "OIDC tokens are sent as cleartext passwords and TLS is not implemented yet: use a "
+          "OIDC tokens are sent as cleartext passwords: configure --tls-cert/--tls-key, or use a "
           "loopback --listen with --allow-plaintext-auth");
     }
   }

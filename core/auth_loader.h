@@ -10,6 +10,10 @@
 
 namespace pgwarden::core {
 
+bool is_loopback(const Address& a);
+// Tokens may come without TLS: a loopback listener and --allow-plaintext-auth.
+bool plaintext_tokens_ok(const Config& config, const Address& listen);
+
 // Throws std::runtime_error with the file and the reason. Never prints a secret.
 std::shared_ptr<const policy::AuthConfig> load_auth_config(const Config& config,
                                                            const Address& listen);

@@ -70,6 +70,9 @@ Identity-aware PostgreSQL gateway. Clients connect to --listen; every session is
   --recv-buffers N            receive buffers per core, a power of two (default 2048)
   --recv-buffer-size SIZE     size of one receive buffer (default 16K)
   --log-level LEVEL           debug, info, warn or error (default info)
+  --tls-cert FILE, --tls-key FILE
+                              PEM certificate chain and key: clients may use TLS 1.2+
+                              (SSLRequest answered 'S'); reloaded on SIGHUP
 
 Gateway authentication (clients never hold a database credential):
   --policy FILE               JSON with "role_mappings": [{"group", "role", "database"}]
@@ -83,7 +86,7 @@ Gateway authentication (clients never hold a database credential):
   --clock-skew SECS           tolerance on exp/nbf/iat (default 60)
   --token-grace SECS          how long past exp a session may run (default 0)
   --users-file FILE           static users: lines "name SCRAM-SHA-256$... group,group"
-  --allow-plaintext-auth      accept tokens in cleartext on a loopback --listen (no TLS yet)
+  --allow-plaintext-auth      also accept tokens without TLS, on a loopback --listen only
   --auth-failure-limit N      failed logins per source address and window before refusing
                               that address until the window ends (per core; default 10, 0 = off)
   --auth-failure-window SECS  (default 60)
@@ -122,6 +125,8 @@ ParsedFlags parse_flags(const std::vector<std::string>& args) {
        }},
       {"--log-level", [&](const std::string& v) { c.log_level = v; }},
       {"--policy", [&](const std::string& v) { c.policy_file = v; }},
+      {"--tls-cert", [&](const std::string& v) { c.tls_cert_file = v; }},
+      {"--tls-key", [&](const std::string& v) { c.tls_key_file = v; }},
       {"--upstream-secrets", [&](const std::string& v) { c.upstream_secrets_file = v; }},
       {"--jwks-file", [&](const std::string& v) { c.jwks_file = v; }},
       {"--users-file", [&](const std::string& v) { c.users_file = v; }},
@@ -194,6 +199,9 @@ ParsedFlags parse_flags(const std::vector<std::string>& args) {
       throw std::runtime_error(
           "gateway authentication needs --policy, --upstream-secrets and at least one of "
           "--jwks-file or --users-file");
+    }
+    if (c.tls_cert_file.empty() != c.tls_key_file.empty()) {
+      throw std::runtime_error("--tls-cert and --tls-key go together");
     }
     if (!c.jwks_file.empty() && c.oidc_audiences.empty()) {
       throw std::runtime_error(

@@ -34,6 +34,8 @@ struct Config {
   double clock_skew_s = 60;
   double token_grace_s = 0;
   bool allow_plaintext_auth = false;
+  std::string tls_cert_file;  // both set: clients may use TLS (SSLRequest answered 'S')
+  std::string tls_key_file;
   unsigned auth_failure_limit = 10;  // per source address and window, per core; 0 = off
   double auth_failure_window_s = 60;
 

@@ -95,12 +95,17 @@ int run_server(const Config& config) {
   sigemptyset(&sigs);
   sigaddset(&sigs, SIGINT);
   sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
 
   std::string bound;
   const std::vector<int> fds = open_listeners(listen, threads, bound);
   Control control;
+  if (!config.tls_cert_file.empty()) {
+    control.tls.set(TlsContext::load(config.tls_cert_file, config.tls_key_file));
+  }
+  control.plaintext_tokens_ok = plaintext_tokens_ok(config, listen);
   std::vector<std::unique_ptr<Worker>> workers;
   for (unsigned i = 0; i < threads; ++i) {
     workers.push_back(std::make_unique<Worker>(i, config, upstream, fds[i], control, auth.get()));
@@ -157,6 +162,18 @@ int run_server(const Config& config) {
     int sig = 0;
     if (sigwait(&sigs, &sig) != 0) continue;
     if (all_done.load()) break;
+    if (sig == SIGHUP) {
+      // New sessions pick up the new certificate; running sessions keep theirs.
+      if (!config.tls_cert_file.empty()) {
+        try {
+          control.tls.set(TlsContext::load(config.tls_cert_file, config.tls_key_file));
+          PGW_INFO("SIGHUP: TLS certificate reloaded from %s", config.tls_cert_file.c_str());
+        } catch (const std::exception& e) {
+          PGW_ERROR("SIGHUP: keeping the old TLS certificate: %s", e.what());
+        }
+      }
+      continue;
+    }
     ++signals_seen;
     const int phase = signals_seen == 1 ? Control::Draining : Control::Stopping;
     PGW_INFO("received %s: %s", strsignal(sig),

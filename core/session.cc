@@ -44,14 +44,12 @@ void Session::on_recv(Peer from, pr::Bytes chunk, std::uint16_t bid) {
   cur_bid_ = bid;
   if (from == Peer::Client) {
     waiting_for_client_ = false;
-    const auto st = fe_.feed(chunk, [this](const pr::Fragment& f) { return on_frontend(f); });
-    if (st == pr::FeedStatus::Malformed) {
-      ++w_.mutable_stats().protocol_errors;
-      PGW_INFO("session: protocol violation from client: %s", fe_.error().c_str());
-      fail_after_replies(fe_.error());
-      return;
+    if (tls_) {
+      on_client_tls(chunk);
+    } else {
+      feed_frontend(chunk);
     }
-    check_backpressure(Peer::Upstream);
+    if (!closing_ && !finishing_) check_backpressure(Peer::Upstream);
   } else {
     const auto st = be_.feed(chunk, [this](const pr::Fragment& f) { return on_backend(f); });
     if (st == pr::FeedStatus::Malformed) {
@@ -62,6 +60,50 @@ void Session::on_recv(Peer from, pr::Bytes chunk, std::uint16_t bid) {
     }
     check_backpressure(Peer::Client);
   }
+}
+
+void Session::feed_frontend(pr::Bytes plain) {
+  chunk_end_ = plain.data() + plain.size();
+  const auto st = fe_.feed(plain, [this](const pr::Fragment& f) { return on_frontend(f); });
+  if (st == pr::FeedStatus::Malformed) {
+    ++w_.mutable_stats().protocol_errors;
+    PGW_INFO("session: protocol violation from client: %s", fe_.error().c_str());
+    fail_after_replies(fe_.error());
+  }
+}
+
+// Encrypted bytes from the client: decrypt, answer the handshake, frame the plaintext (copied
+// onwards, since it does not live in a receive buffer).
+void Session::on_client_tls(pr::Bytes encrypted) {
+  tls_plain_in_.clear();
+  const auto st = tls_->on_encrypted(encrypted, tls_plain_in_);
+  if (st == TlsChannel::Status::Failed) {
+    PGW_INFO("session: %s", tls_->error().c_str());
+    close();  // no way to tell the client anything over a broken TLS session
+    return;
+  }
+  w_.want_send(*this, Peer::Client);  // handshake records, if any
+  if (st == TlsChannel::Status::Closed) {
+    on_eof(Peer::Client, 0);
+    return;
+  }
+  if (tls_plain_in_.empty()) return;
+  copy_fragments_ = true;
+  feed_frontend(tls_plain_in_);
+  copy_fragments_ = false;
+}
+
+void Session::seal_client_output() {
+  if (!tls_ || client_.dead) return;
+  std::basic_string<std::byte> records;
+  if (tls_->encrypt(tls_plain_out_, records) != TlsChannel::Status::Ok) {
+    PGW_INFO("session: %s", tls_->error().c_str());
+    tls_plain_out_.clear();
+    close();
+    return;
+  }
+  tls_plain_out_.clear();
+  client_.out.push_copy(records);
 }
 
 Next Session::on_frontend(const pr::Fragment& f) {
@@ -79,6 +121,7 @@ Next Session::on_frontend(const pr::Fragment& f) {
       forward(Peer::Upstream, f, fe_);
       return Next::Continue;
     case SessionState::Startup: {
+      fragment_end_ = f.bytes.data() + f.bytes.size();
       const pr::Bytes packet = fe_msg_.add(f, fe_.held_prefix());
       return packet.empty() ? Next::Continue : on_startup_packet(packet);
     }
@@ -118,6 +161,20 @@ Next Session::on_startup_packet(pr::Bytes packet) {
   }
   switch (parsed->kind) {
     case pr::StartupKind::SslRequest:
+      if (auto ctx = w_.tls_context(); ctx && !tls_) {
+        // Bytes pipelined behind an SSLRequest were sent in the clear and must not be
+        // mistaken for the start of the TLS session (cf. PostgreSQL, CVE-2021-23214).
+        if (fragment_end_ != chunk_end_) {
+          fail(pr::sqlstate::kProtocolViolation, "received unencrypted data after SSL request");
+          return Next::Stop;
+        }
+        const std::byte yes{'S'};
+        client_.out.push_copy({&yes, 1});
+        w_.want_send(*this, Peer::Client);
+        tls_ = std::make_unique<TlsChannel>(std::move(ctx));
+        return Next::Stop;
+      }
+      [[fallthrough]];
     case pr::StartupKind::GssEncRequest: {
       // No TLS or GSS encryption yet: 'N' and the client continues in plaintext (or gives up).
       const std::byte no{'N'};
@@ -195,17 +252,31 @@ Next Session::on_backend_key(const pr::Fragment& f) {
 void Session::forward(Peer to, const pr::Fragment& f, const pr::Framer& from) {
   Conn& c = conn(to);
   if (c.dead) return;
+  if (to == Peer::Client && tls_) {
+    if (f.first && f.offset != 0) tls_plain_out_.append(from.held_prefix().data(), f.offset);
+    tls_plain_out_.append(f.bytes.data(), f.bytes.size());
+    w_.want_send(*this, to);
+    return;
+  }
   // A header split across reads: its first bytes are held by the framer, not in this chunk.
   if (f.first && f.offset != 0) c.out.push_copy(from.held_prefix());
-  c.out.push_buffer(f.bytes.data(), static_cast<std::uint32_t>(f.bytes.size()), cur_bid_,
-                    w_.buffers());
+  if (copy_fragments_) {
+    c.out.push_copy(f.bytes);
+  } else {
+    c.out.push_buffer(f.bytes.data(), static_cast<std::uint32_t>(f.bytes.size()), cur_bid_,
+                      w_.buffers());
+  }
   w_.want_send(*this, to);
 }
 
 void Session::queue_copy(Peer to, pr::Bytes bytes) {
   Conn& c = conn(to);
   if (c.dead) return;
-  c.out.push_copy(bytes);
+  if (to == Peer::Client && tls_) {
+    tls_plain_out_.append(bytes.data(), bytes.size());
+  } else {
+    c.out.push_copy(bytes);
+  }
   w_.want_send(*this, to);
 }
 
@@ -365,7 +436,8 @@ void Session::maybe_close_after_flush() {
   if (!finishing_ || closing_) return;
   for (Peer p : {Peer::Client, Peer::Upstream}) {
     const Conn& c = conn(p);
-    if (!c.dead && c.fd >= 0 && (c.send_inflight || !c.out.empty())) return;
+    const bool unsealed = p == Peer::Client && !tls_plain_out_.empty();  // TLS: not yet encrypted
+    if (!c.dead && c.fd >= 0 && (c.send_inflight || !c.out.empty() || unsealed)) return;
   }
   close();
 }

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "core/out_queue.h"
+#include "core/tls.h"
 #include "policy/client_auth.h"
 #include "protocol/auth.h"
 #include "protocol/framer.h"
@@ -64,6 +65,8 @@ class alignas(16) Session {
   void terminate_for_shutdown();
   // Closes at once, dropping whatever is still queued.
   void force_close() { close(); }
+  // TLS sessions: encrypts the plaintext queued for the client into its send queue.
+  void seal_client_output();
 
   Conn& conn(Peer p) noexcept { return p == Peer::Client ? client_ : upstream_; }
   bool closing() const noexcept { return closing_; }
@@ -91,6 +94,8 @@ class alignas(16) Session {
   void forward(Peer to, const protocol::Fragment& f, const protocol::Framer& from);
   void queue_copy(Peer to, protocol::Bytes bytes);
   void check_backpressure(Peer to);
+  void on_client_tls(protocol::Bytes encrypted);
+  void feed_frontend(protocol::Bytes plain);
 
   // Sends a FATAL ErrorResponse to the client if the client stream is at a message boundary,
   // then winds the session down.
@@ -127,6 +132,13 @@ class alignas(16) Session {
   std::string identity_;               // the authenticated caller, for logs
   std::string peer_;                   // the client's address (gateway auth), for logs/throttle
   std::int64_t token_expires_at_ = 0;  // seconds since the epoch; 0 = no expiry
+  // TLS (client side).
+  std::unique_ptr<TlsChannel> tls_;
+  std::basic_string<std::byte> tls_plain_in_;   // decrypted client bytes of the current read
+  std::basic_string<std::byte> tls_plain_out_;  // client-bound plaintext not yet encrypted
+  bool copy_fragments_ = false;  // fragments are not in a receive buffer: copy, don't reference
+  const std::byte* chunk_end_ = nullptr;     // end of the chunk being framed
+  const std::byte* fragment_end_ = nullptr;  // end of the startup fragment being handled
 };
 
 }  // namespace pgwarden::core

@@ -58,6 +58,11 @@ Next Session::begin_client_auth(const pr::StartupPacket& startup) {
     fail(pr::sqlstate::kInvalidAuthorization, "authentication failed for user \"" + user + "\"");
     return Next::Stop;
   }
+  if (client_auth_->wants_token() && !tls_ && !w_.plaintext_tokens_ok()) {
+    fail(pr::sqlstate::kInvalidAuthorization,
+         "token authentication requires TLS (sslmode=require)");
+    return Next::Stop;
+  }
   state_ = SessionState::ClientAuth;
   queue_copy(Peer::Client, *request);
   return Next::Continue;

@@ -18,6 +18,7 @@
 #include "core/flags.h"
 #include "core/mailbox.h"
 #include "core/session.h"
+#include "core/tls.h"
 #include "policy/auth_throttle.h"
 #include "policy/client_auth.h"
 #include "protocol/cancel_keys.h"
@@ -30,7 +31,9 @@ class Worker;
 struct Control {
   enum Phase : int { Running = 0, Draining = 1, Stopping = 2 };
   std::atomic<int> phase{Running};
-  std::vector<Worker*> workers;  // fixed before any worker runs
+  std::vector<Worker*> workers;      // fixed before any worker runs
+  TlsContextHolder tls;              // empty when TLS is not configured
+  bool plaintext_tokens_ok = false;  // loopback listener and --allow-plaintext-auth
 };
 
 // Counters a worker keeps for itself; read after it stopped (tests, logs).
@@ -62,6 +65,8 @@ class Worker {
   const Config& config() const noexcept { return config_; }
   const Address& upstream() const noexcept { return upstream_; }
   const policy::AuthConfig* auth() const noexcept { return auth_; }
+  std::shared_ptr<const TlsContext> tls_context() const { return control_.tls.get(); }
+  bool plaintext_tokens_ok() const noexcept { return control_.plaintext_tokens_ok; }
   policy::JwtVerifier& jwt_verifier() noexcept { return *jwt_; }
   policy::AuthThrottle& auth_throttle() noexcept { return throttle_; }
   BufferRing& buffers() noexcept { return *buffers_; }

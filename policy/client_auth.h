@@ -77,6 +77,8 @@ class ClientAuth {
   protocol::Result<Step> on_message(protocol::Bytes message, std::int64_t now);
 
   const AuthenticatedCaller& caller() const noexcept { return caller_; }
+  // True when the client is asked for a token (sent as a cleartext password).
+  bool wants_token() const noexcept { return stage_ == Stage::Token; }
   bool password_method() const noexcept {
     return stage_ == Stage::ScramInitial || stage_ == Stage::ScramFinal;
   }

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import * as jose from 'jose';
-import { env, pgConfig, withClient, startGateway, sleep } from './lib.mjs';
+import { env, pgConfig, withClient, startGateway, makeCerts, sleep } from './lib.mjs';
 
 const ISS = 'https://idp.test';
 const AUD = 'pgwarden-it';
@@ -133,9 +133,9 @@ test('a token expiring mid-session ends the session at the next statement with 2
   await assert.rejects(c.query('SELECT 2'), (e) => e.code === '28000' && /token expired/.test(e.message));
 });
 
-function psql(user, password, sql) {
+function psql(user, password, sql, port = gw.port) {
   return new Promise((resolve) => {
-    execFile('psql', ['-X', '-tA', '-h', '127.0.0.1', '-p', String(gw.port), '-U', user, '-d', 'postgres', '-c', sql],
+    execFile('psql', ['-X', '-tA', '-h', '127.0.0.1', '-p', String(port), '-U', user, '-d', 'postgres', '-c', sql],
       { env: { ...process.env, PGPASSWORD: password } }, (err, stdout, stderr) => resolve({ code: err ? err.code : 0, stdout, stderr }));
   });
 }
@@ -187,7 +187,36 @@ test('start-up refuses a secrets file others can read, and OIDC on a non-loopbac
   chmodSync(join(dir, 'secrets'), 0o600);
   const exposed = await run(['--listen', '0.0.0.0:0', ...common]);
   assert.equal(exposed.code, 1);
-  assert.match(exposed.stderr, /TLS is not implemented yet/);
+  assert.match(exposed.stderr, /configure --tls-cert/);
+});
+
+test('with TLS configured, tokens are accepted over TLS and refused in the clear', async () => {
+  const certs = makeCerts(dir, 'authtls');
+  const tlsGw = await startGateway(['--upstream', `127.0.0.1:${env.pgPort}`, '--threads', '1', '--policy', join(dir, 'policy.json'),
+    '--upstream-secrets', join(dir, 'secrets'), '--jwks-file', join(dir, 'jwks.json'), '--oidc-issuer', ISS,
+    '--oidc-audience', AUD, '--users-file', join(dir, 'users'), '--tls-cert', certs.cert, '--tls-key', certs.key]);
+  try {
+    const base = { host: '127.0.0.1', port: tlsGw.port, user: 'alice@example.com', database: 'postgres' };
+    const secure = new pg.Client({ ...base, password: await token('alice@example.com'),
+      ssl: { ca: readFileSync(certs.ca), servername: 'localhost', rejectUnauthorized: true } });
+    await secure.connect();
+    assert.equal((await secure.query('SELECT current_user AS u')).rows[0].u, 'analyst');
+    await secure.end();
+    // Errors reach the client inside the TLS session too.
+    const forged = new pg.Client({ ...base, password: await token('alice@example.com', { key: 'evil', kid: 'rs-key' }),
+      ssl: { ca: readFileSync(certs.ca), servername: 'localhost', rejectUnauthorized: true } });
+    await assert.rejects(forged.connect(), (e) => e.code === '28000' && /authentication failed/.test(e.message));
+    const clear = new pg.Client({ ...base, password: await token('alice@example.com') });
+    await assert.rejects(clear.connect(), (e) => e.code === '28000' && /requires TLS/.test(e.message));
+    // Static SCRAM users need no TLS: the password never crosses the wire.
+    const r = await psql('breakglass', 'glass-Breaker-9', 'SELECT current_user', tlsGw.port);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout.trim(), 'writer');
+  } finally {
+    tlsGw.kill('SIGINT');
+    tlsGw.kill('SIGINT');
+    await tlsGw.exited;
+  }
 });
 
 test('repeated failed logins from one address are throttled, even with a good token after', async () => {

@@ -1,8 +1,9 @@
 // Shared helpers: environment of the running test servers, a raw v3 protocol client for hostile
 // input, and spawning extra pgwarden instances with their own flags.
 import net from 'node:net';
-import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { spawn, execFileSync } from 'node:child_process';
+import { readFileSync, writeFileSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
 import pg from 'pg';
 
 export const env = {
@@ -163,3 +164,15 @@ export function rssKiB(pid) {
 }
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// A throwaway CA and a server certificate for localhost/127.0.0.1, made with the openssl CLI.
+export function makeCerts(dir, tag = 'server') {
+  const run = (...args) => execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
+  if (!existsSync(join(dir, 'ca.pem'))) {
+    run('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=pgwarden test CA');
+  }
+  writeFileSync(join(dir, 'ext.cnf'), 'subjectAltName=DNS:localhost,IP:127.0.0.1\n');
+  run('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', `${tag}.key`, '-out', `${tag}.csr`, '-subj', `/CN=localhost/O=${tag}`);
+  run('x509', '-req', '-in', `${tag}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', `${tag}.pem`, '-days', '2', '-extfile', 'ext.cnf');
+  return { ca: join(dir, 'ca.pem'), cert: join(dir, `${tag}.pem`), key: join(dir, `${tag}.key`) };
+}

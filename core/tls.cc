@@ -1,0 +1,117 @@
+#include "core/tls.h"
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include <stdexcept>
+
+namespace pgwarden::core {
+namespace {
+
+std::string openssl_error() {
+  const unsigned long e = ERR_get_error();
+  ERR_clear_error();
+  if (e == 0) return "unknown error";
+  char buf[256];
+  ERR_error_string_n(e, buf, sizeof buf);
+  return buf;
+}
+
+}  // namespace
+
+std::shared_ptr<const TlsContext> TlsContext::load(const std::string& cert_file,
+                                                   const std::string& key_file) {
+  SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
+  if (ctx == nullptr) throw std::runtime_error("TLS: " + openssl_error());
+  auto fail = [&](const std::string& what) {
+    const std::string why = openssl_error();
+    SSL_CTX_free(ctx);
+    throw std::runtime_error(what + ": " + why);
+  };
+  SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+  // TLS 1.2: forward-secret AEAD suites only; TLS 1.3 suites are all acceptable.
+  if (SSL_CTX_set_cipher_list(ctx, "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!MD5:!SHA1") != 1) {
+    fail("TLS cipher list");
+  }
+  SSL_CTX_set_options(
+      ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+  SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+  SSL_CTX_set_num_tickets(ctx, 0);
+  if (SSL_CTX_use_certificate_chain_file(ctx, cert_file.c_str()) != 1) fail(cert_file);
+  if (SSL_CTX_use_PrivateKey_file(ctx, key_file.c_str(), SSL_FILETYPE_PEM) != 1) fail(key_file);
+  if (SSL_CTX_check_private_key(ctx) != 1) fail(key_file + " does not match " + cert_file);
+  return std::shared_ptr<const TlsContext>(new TlsContext(ctx));
+}
+
+TlsContext::~TlsContext() {
+  SSL_CTX_free(ctx_);
+}
+
+TlsChannel::TlsChannel(std::shared_ptr<const TlsContext> ctx) : ctx_(std::move(ctx)) {
+  ssl_ = SSL_new(ctx_->native());
+  BIO* in = BIO_new(BIO_s_mem());
+  BIO* out = BIO_new(BIO_s_mem());
+  if (ssl_ == nullptr || in == nullptr || out == nullptr) std::abort();  // out of memory
+  BIO_set_mem_eof_return(in, -1);  // an empty input BIO means "want more", not EOF
+  SSL_set_bio(ssl_, in, out);
+  SSL_set_accept_state(ssl_);
+}
+
+TlsChannel::~TlsChannel() {
+  SSL_free(ssl_);
+}
+
+bool TlsChannel::handshake_done() const noexcept {
+  return SSL_is_init_finished(ssl_) == 1;
+}
+
+TlsChannel::Status TlsChannel::on_encrypted(protocol::Bytes encrypted,
+                                            std::basic_string<std::byte>& plain) {
+  if (!encrypted.empty() &&
+      BIO_write(SSL_get_rbio(ssl_), encrypted.data(), static_cast<int>(encrypted.size())) <= 0) {
+    error_ = "TLS: cannot buffer input";
+    return Status::Failed;
+  }
+  std::byte buf[16384];
+  for (;;) {
+    const int n = SSL_read(ssl_, buf, sizeof buf);
+    if (n > 0) {
+      plain.append(buf, static_cast<std::size_t>(n));
+      continue;
+    }
+    const int err = SSL_get_error(ssl_, n);
+    if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) return Status::Ok;
+    if (err == SSL_ERROR_ZERO_RETURN) return Status::Closed;
+    error_ = "TLS: " + openssl_error();
+    return Status::Failed;
+  }
+}
+
+TlsChannel::Status TlsChannel::encrypt(protocol::Bytes plain, std::basic_string<std::byte>& out) {
+  std::size_t done = 0;
+  while (done < plain.size()) {
+    const int n = SSL_write(ssl_, plain.data() + done, static_cast<int>(plain.size() - done));
+    if (n <= 0) {
+      const int err = SSL_get_error(ssl_, n);
+      if (err == SSL_ERROR_WANT_READ && !handshake_done()) break;  // sent after the handshake
+      error_ = "TLS: " + openssl_error();
+      return Status::Failed;
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  if (done < plain.size()) {
+    error_ = "TLS: data to send before the handshake finished";
+    return Status::Failed;
+  }
+  return drain(out);
+}
+
+TlsChannel::Status TlsChannel::drain(std::basic_string<std::byte>& out) {
+  BIO* wbio = SSL_get_wbio(ssl_);
+  std::byte buf[16384];
+  int n;
+  while ((n = BIO_read(wbio, buf, sizeof buf)) > 0) out.append(buf, static_cast<std::size_t>(n));
+  return Status::Ok;
+}
+
+}  // namespace pgwarden::core
