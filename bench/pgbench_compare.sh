@@ -4,7 +4,10 @@
 # latency, ratios to direct, and each proxy's CPU seconds (user+sys from /proc) per 10k
 # transactions; medians over the rounds.
 #
-#   bench/pgbench_compare.sh [--rounds N] [--seconds S] [--clients C] [--scale S]
+#   bench/pgbench_compare.sh [--rounds N] [--seconds S] [--clients C] [--scale S] [--tls]
+#
+# --tls: every client connection uses TLS (PGSSLMODE=require): PostgreSQL itself with ssl=on for
+# the direct runs, pgwarden with --tls-cert/--tls-key, PgBouncer with client_tls_sslmode=require.
 #
 # pgwarden runs twice: with its default --threads (one per online core) and with --threads 1,
 # the setting for a small host that PostgreSQL and the clients share (PgBouncer is one thread).
@@ -12,13 +15,14 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/../scripts/lib.sh"
 
-rounds=3 seconds=5 clients=16 scale=10
+rounds=3 seconds=5 clients=16 scale=10 tls=
 while [ $# -gt 0 ]; do
   case $1 in
     --rounds) rounds=$2; shift 2 ;;
     --seconds) seconds=$2; shift 2 ;;
     --clients) clients=$2; shift 2 ;;
     --scale) scale=$2; shift 2 ;;
+    --tls) tls=1; shift ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -43,15 +47,35 @@ cleanup() {
 trap cleanup EXIT
 
 pg_port=$(pgw_free_port)
-pgw_pg_start "$work/pg" "$pg_port"
+tls_pg=() tls_gw=() tls_bouncer=""
+if [ -n "$tls" ]; then
+  mkdir -p "$work/tls"
+  (cd "$work/tls" &&
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout server.key \
+      -out server.pem -days 2 -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+      2>/dev/null)
+  chmod 600 "$work/tls/server.key"
+  [ "$(id -u)" -eq 0 ] && chown -R postgres: "$work/tls"
+  tls_pg=("ssl = on" "ssl_cert_file = '$work/tls/server.pem'" "ssl_key_file = '$work/tls/server.key'")
+  tls_gw=(--tls-cert "$work/tls/server.pem" --tls-key "$work/tls/server.key")
+  # Only the client leg is encrypted, for every target: PgBouncer would otherwise also use TLS
+  # to PostgreSQL (server_tls_sslmode defaults to prefer) while pgwarden does not.
+  tls_bouncer="client_tls_sslmode = require
+client_tls_cert_file = $work/tls/server.pem
+client_tls_key_file = $work/tls/server.key
+server_tls_sslmode = disable"
+  export PGSSLMODE=require
+fi
+pgw_pg_start "$work/pg" "$pg_port" "${tls_pg[@]}"
 export PGPASSWORD=$PGW_PG_PASSWORD PGUSER=$PGW_PG_USER PGDATABASE=postgres PGHOST=127.0.0.1
 pgbench -p "$pg_port" -i -s "$scale" -q >/dev/null 2>&1
 
 gw_port=$(pgw_free_port)
-"$BIN" --listen "127.0.0.1:$gw_port" --upstream "127.0.0.1:$pg_port" 2>"$work/pgwarden.log" &
+"$BIN" --listen "127.0.0.1:$gw_port" --upstream "127.0.0.1:$pg_port" "${tls_gw[@]}" 2>"$work/pgwarden.log" &
 gw_pid=$!
 gw1_port=$(pgw_free_port)
-"$BIN" --listen "127.0.0.1:$gw1_port" --upstream "127.0.0.1:$pg_port" --threads 1 2>"$work/pgwarden1.log" &
+"$BIN" --listen "127.0.0.1:$gw1_port" --upstream "127.0.0.1:$pg_port" --threads 1 "${tls_gw[@]}" \
+  2>"$work/pgwarden1.log" &
 gw1_pid=$!
 
 bouncer_port=$(pgw_free_port)
@@ -69,6 +93,7 @@ pool_mode = session
 max_client_conn = 500
 default_pool_size = 100
 logfile = $work/bouncer/pgbouncer.log
+$tls_bouncer
 INI
 echo "\"$PGW_PG_USER\" \"$PGW_PG_PASSWORD\"" > "$work/bouncer/users.txt"
 [ "$(id -u)" -eq 0 ] && chown -R postgres: "$work/bouncer"
@@ -111,7 +136,7 @@ pid_of() {
   esac
 }
 
-echo "pgbench: -c $clients -j 2 -T $seconds, scale $scale, $rounds rounds, $(nproc) cores;" \
+echo "pgbench: -c $clients -j 2 -T $seconds, scale $scale, $rounds rounds, $(nproc) cores, client TLS: $([ -n "$tls" ] && echo on || echo off);" \
   "pgwarden = default threads ($(nproc)), pgwarden-1t = --threads 1"
 for ((r = 1; r <= rounds; r++)); do
   for w in "${workloads[@]}"; do
