@@ -73,6 +73,10 @@ Identity-aware PostgreSQL gateway. Clients connect to --listen; every session is
   --tls-cert FILE, --tls-key FILE
                               PEM certificate chain and key: clients may use TLS 1.2+
                               (SSLRequest answered 'S'); reloaded on SIGHUP
+  --upstream-tls MODE         TLS to the upstream, as libpq's sslmode: disable, prefer (default),
+                              require, verify-ca, verify-full (not used on unix sockets)
+  --upstream-tls-ca FILE      CA certificates for verify-ca/verify-full (default: system CAs)
+  --upstream-tls-name NAME    name verify-full checks (default: the --upstream host)
 
 Gateway authentication (clients never hold a database credential):
   --policy FILE               JSON with "role_mappings": [{"group", "role", "database"}]
@@ -127,6 +131,9 @@ ParsedFlags parse_flags(const std::vector<std::string>& args) {
       {"--policy", [&](const std::string& v) { c.policy_file = v; }},
       {"--tls-cert", [&](const std::string& v) { c.tls_cert_file = v; }},
       {"--tls-key", [&](const std::string& v) { c.tls_key_file = v; }},
+      {"--upstream-tls", [&](const std::string& v) { c.upstream_tls = v; }},
+      {"--upstream-tls-ca", [&](const std::string& v) { c.upstream_tls_ca_file = v; }},
+      {"--upstream-tls-name", [&](const std::string& v) { c.upstream_tls_name = v; }},
       {"--upstream-secrets", [&](const std::string& v) { c.upstream_secrets_file = v; }},
       {"--jwks-file", [&](const std::string& v) { c.jwks_file = v; }},
       {"--users-file", [&](const std::string& v) { c.users_file = v; }},
@@ -199,6 +206,11 @@ ParsedFlags parse_flags(const std::vector<std::string>& args) {
       throw std::runtime_error(
           "gateway authentication needs --policy, --upstream-secrets and at least one of "
           "--jwks-file or --users-file");
+    }
+    if (c.upstream_tls != "disable" && c.upstream_tls != "prefer" && c.upstream_tls != "require" &&
+        c.upstream_tls != "verify-ca" && c.upstream_tls != "verify-full") {
+      throw std::runtime_error(
+          "--upstream-tls: expected disable, prefer, require, verify-ca or verify-full");
     }
     if (c.tls_cert_file.empty() != c.tls_key_file.empty()) {
       throw std::runtime_error("--tls-cert and --tls-key go together");

@@ -36,6 +36,9 @@ struct Config {
   bool allow_plaintext_auth = false;
   std::string tls_cert_file;  // both set: clients may use TLS (SSLRequest answered 'S')
   std::string tls_key_file;
+  std::string upstream_tls = "prefer";  // disable, prefer, require, verify-ca, verify-full
+  std::string upstream_tls_ca_file;
+  std::string upstream_tls_name;     // verify-full: name to check (default: --upstream's host)
   unsigned auth_failure_limit = 10;  // per source address and window, per core; 0 = off
   double auth_failure_window_s = 60;
 

@@ -106,6 +106,22 @@ int run_server(const Config& config) {
     control.tls.set(TlsContext::load(config.tls_cert_file, config.tls_key_file));
   }
   control.plaintext_tokens_ok = plaintext_tokens_ok(config, listen);
+  if (config.upstream_tls != "disable" && upstream.family() != AF_UNIX) {
+    const bool verify = config.upstream_tls == "verify-ca" || config.upstream_tls == "verify-full";
+    control.upstream_tls = TlsContext::client(verify, config.upstream_tls_ca_file);
+    control.upstream_tls_required = config.upstream_tls != "prefer";
+    std::string host = config.upstream_tls_name;
+    if (host.empty()) {
+      host = config.upstream.substr(0, config.upstream.rfind(':'));
+      if (host.size() >= 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
+    }
+    if (config.upstream_tls == "verify-full") control.upstream_tls_verify_name = host;
+    // SNI carries DNS names only.
+    if (host.find_first_not_of("0123456789.") != std::string::npos &&
+        host.find(':') == std::string::npos) {
+      control.upstream_tls_sni = host;
+    }
+  }
   std::vector<std::unique_ptr<Worker>> workers;
   for (unsigned i = 0; i < threads; ++i) {
     workers.push_back(std::make_unique<Worker>(i, config, upstream, fds[i], control, auth.get()));

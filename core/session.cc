@@ -44,21 +44,21 @@ void Session::on_recv(Peer from, pr::Bytes chunk, std::uint16_t bid) {
   cur_bid_ = bid;
   if (from == Peer::Client) {
     waiting_for_client_ = false;
-    if (tls_) {
-      on_client_tls(chunk);
+    if (client_.tls) {
+      on_tls(Peer::Client, chunk);
     } else {
       feed_frontend(chunk);
     }
     if (!closing_ && !finishing_) check_backpressure(Peer::Upstream);
   } else {
-    const auto st = be_.feed(chunk, [this](const pr::Fragment& f) { return on_backend(f); });
-    if (st == pr::FeedStatus::Malformed) {
-      ++w_.mutable_stats().protocol_errors;
-      PGW_WARN("session: protocol violation from upstream: %s", be_.error().c_str());
-      fail(pr::sqlstate::kProtocolViolation, "pgwarden: invalid message from the upstream server");
-      return;
+    if (upstream_tls_answer_) {
+      on_upstream_tls_answer(chunk);
+    } else if (upstream_.tls) {
+      on_tls(Peer::Upstream, chunk);
+    } else {
+      feed_backend(chunk);
     }
-    check_backpressure(Peer::Client);
+    if (!closing_ && !finishing_) check_backpressure(Peer::Client);
   }
 }
 
@@ -72,38 +72,96 @@ void Session::feed_frontend(pr::Bytes plain) {
   }
 }
 
-// Encrypted bytes from the client: decrypt, answer the handshake, frame the plaintext (copied
+void Session::feed_backend(pr::Bytes plain) {
+  const auto st = be_.feed(plain, [this](const pr::Fragment& f) { return on_backend(f); });
+  if (st == pr::FeedStatus::Malformed) {
+    ++w_.mutable_stats().protocol_errors;
+    PGW_WARN("session: protocol violation from upstream: %s", be_.error().c_str());
+    fail(pr::sqlstate::kProtocolViolation, "pgwarden: invalid message from the upstream server");
+  }
+}
+
+// Encrypted bytes from a TLS peer: decrypt, answer the handshake, frame the plaintext (copied
 // onwards, since it does not live in a receive buffer).
-void Session::on_client_tls(pr::Bytes encrypted) {
+void Session::on_tls(Peer from, pr::Bytes encrypted) {
+  Conn& c = conn(from);
   tls_plain_in_.clear();
-  const auto st = tls_->on_encrypted(encrypted, tls_plain_in_);
+  const auto st = c.tls->on_encrypted(encrypted, tls_plain_in_);
   if (st == TlsChannel::Status::Failed) {
-    PGW_INFO("session: %s", tls_->error().c_str());
-    close();  // no way to tell the client anything over a broken TLS session
+    if (from == Peer::Client) {
+      PGW_INFO("session: client %s", c.tls->error().c_str());
+      close();  // no way to tell the client anything over a broken TLS session
+    } else {
+      PGW_WARN("session: upstream %s", c.tls->error().c_str());
+      fail(pr::sqlstate::kConnectionFailure,
+           "pgwarden: TLS with the upstream server failed: " + c.tls->error());
+    }
     return;
   }
-  w_.want_send(*this, Peer::Client);  // handshake records, if any
+  w_.want_send(*this, from);  // handshake records, if any
   if (st == TlsChannel::Status::Closed) {
-    on_eof(Peer::Client, 0);
+    on_eof(from, 0);
     return;
+  }
+  if (from == Peer::Upstream && upstream_handshake_ && c.tls->handshake_done()) {
+    upstream_handshake_ = false;
+    send_startup_upstream();
   }
   if (tls_plain_in_.empty()) return;
   copy_fragments_ = true;
-  feed_frontend(tls_plain_in_);
+  if (from == Peer::Client) {
+    feed_frontend(tls_plain_in_);
+  } else {
+    feed_backend(tls_plain_in_);
+  }
   copy_fragments_ = false;
 }
 
-void Session::seal_client_output() {
-  if (!tls_ || client_.dead) return;
+void Session::seal_output(Peer to) {
+  Conn& c = conn(to);
+  if (!c.tls || c.dead) return;
   std::basic_string<std::byte> records;
-  if (tls_->encrypt(tls_plain_out_, records) != TlsChannel::Status::Ok) {
-    PGW_INFO("session: %s", tls_->error().c_str());
-    tls_plain_out_.clear();
+  if (c.tls->encrypt(c.plain_out, records) != TlsChannel::Status::Ok) {
+    PGW_INFO("session: %s", c.tls->error().c_str());
+    c.plain_out.clear();
     close();
     return;
   }
-  tls_plain_out_.clear();
-  client_.out.push_copy(records);
+  c.plain_out.clear();
+  c.out.push_copy(records);
+}
+
+// The upstream's one-byte answer to our SSLRequest (PostgreSQL docs, "SSL Session Encryption").
+void Session::on_upstream_tls_answer(pr::Bytes chunk) {
+  upstream_tls_answer_ = false;
+  const char answer = static_cast<char>(chunk[0]);
+  if (answer == 'S' && chunk.size() == 1) {
+    upstream_.tls = std::make_unique<TlsChannel>(
+        w_.upstream_tls_context(), w_.upstream_tls_verify_name(), w_.upstream_tls_sni());
+    upstream_handshake_ = true;
+    if (upstream_.tls->start() != TlsChannel::Status::Ok) {
+      fail(pr::sqlstate::kConnectionFailure,
+           "pgwarden: TLS with the upstream server failed: " + upstream_.tls->error());
+      return;
+    }
+    w_.want_send(*this, Peer::Upstream);  // the ClientHello
+    return;
+  }
+  if (answer == 'N' && chunk.size() == 1 && !w_.upstream_tls_required()) {
+    send_startup_upstream();  // prefer: the server does not do TLS; carry on in the clear
+    return;
+  }
+  // Bytes after 'S' would be plaintext injected before the handshake (cf. CVE-2021-23222).
+  PGW_WARN("session: upstream TLS negotiation failed (answer 0x%02x, %zu bytes)",
+           static_cast<unsigned>(static_cast<unsigned char>(answer)), chunk.size());
+  fail(pr::sqlstate::kConnectionFailure,
+       answer == 'N' ? "pgwarden: the upstream server does not support TLS, which is required"
+                     : "pgwarden: invalid answer from the upstream server to the TLS request");
+}
+
+void Session::send_startup_upstream() {
+  queue_copy(Peer::Upstream, startup_packet_);
+  startup_packet_ = {};
 }
 
 Next Session::on_frontend(const pr::Fragment& f) {
@@ -161,7 +219,7 @@ Next Session::on_startup_packet(pr::Bytes packet) {
   }
   switch (parsed->kind) {
     case pr::StartupKind::SslRequest:
-      if (auto ctx = w_.tls_context(); ctx && !tls_) {
+      if (auto ctx = w_.tls_context(); ctx && !client_.tls) {
         // Bytes pipelined behind an SSLRequest were sent in the clear and must not be
         // mistaken for the start of the TLS session (cf. PostgreSQL, CVE-2021-23214).
         if (fragment_end_ != chunk_end_) {
@@ -171,7 +229,7 @@ Next Session::on_startup_packet(pr::Bytes packet) {
         const std::byte yes{'S'};
         client_.out.push_copy({&yes, 1});
         w_.want_send(*this, Peer::Client);
-        tls_ = std::make_unique<TlsChannel>(std::move(ctx));
+        client_.tls = std::make_unique<TlsChannel>(std::move(ctx));
         return Next::Stop;
       }
       [[fallthrough]];
@@ -252,9 +310,9 @@ Next Session::on_backend_key(const pr::Fragment& f) {
 void Session::forward(Peer to, const pr::Fragment& f, const pr::Framer& from) {
   Conn& c = conn(to);
   if (c.dead) return;
-  if (to == Peer::Client && tls_) {
-    if (f.first && f.offset != 0) tls_plain_out_.append(from.held_prefix().data(), f.offset);
-    tls_plain_out_.append(f.bytes.data(), f.bytes.size());
+  if (c.tls) {
+    if (f.first && f.offset != 0) c.plain_out.append(from.held_prefix().data(), f.offset);
+    c.plain_out.append(f.bytes.data(), f.bytes.size());
     w_.want_send(*this, to);
     return;
   }
@@ -272,8 +330,8 @@ void Session::forward(Peer to, const pr::Fragment& f, const pr::Framer& from) {
 void Session::queue_copy(Peer to, pr::Bytes bytes) {
   Conn& c = conn(to);
   if (c.dead) return;
-  if (to == Peer::Client && tls_) {
-    tls_plain_out_.append(bytes.data(), bytes.size());
+  if (c.tls) {
+    c.plain_out.append(bytes.data(), bytes.size());
   } else {
     c.out.push_copy(bytes);
   }
@@ -338,8 +396,16 @@ void Session::on_connected(int result) {
     return;
   }
   state_ = upstream_auth_ ? SessionState::UpstreamAuth : SessionState::Authenticating;
-  queue_copy(Peer::Upstream, startup_packet_);
-  startup_packet_ = {};
+  if (w_.upstream_tls_context()) {
+    // Ask for TLS first; the startup packet follows the handshake (or the server's 'N').
+    const std::byte ssl_request[8] = {std::byte{0},    std::byte{0},    std::byte{0},
+                                      std::byte{8},    std::byte{0x04}, std::byte{0xd2},
+                                      std::byte{0x16}, std::byte{0x2f}};
+    queue_copy(Peer::Upstream, ssl_request);
+    upstream_tls_answer_ = true;
+  } else {
+    send_startup_upstream();
+  }
   w_.arm_recv(*this, Peer::Upstream);
 }
 
@@ -436,7 +502,7 @@ void Session::maybe_close_after_flush() {
   if (!finishing_ || closing_) return;
   for (Peer p : {Peer::Client, Peer::Upstream}) {
     const Conn& c = conn(p);
-    const bool unsealed = p == Peer::Client && !tls_plain_out_.empty();  // TLS: not yet encrypted
+    const bool unsealed = !c.plain_out.empty();  // TLS: queued but not yet encrypted
     if (!c.dead && c.fd >= 0 && (c.send_inflight || !c.out.empty() || unsealed)) return;
   }
   close();

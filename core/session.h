@@ -42,9 +42,11 @@ struct Conn {
   bool recv_paused = false;  // backpressure: the other side's queue is full
   bool starved = false;      // waiting for receive buffers
   bool send_inflight = false;
-  bool send_wanted = false;  // on the worker's list of sockets to send on
-  bool eof = false;          // no more reads (peer closed, error, or finishing)
-  bool dead = false;         // cannot be written to any more
+  bool send_wanted = false;                // on the worker's list of sockets to send on
+  bool eof = false;                        // no more reads (peer closed, error, or finishing)
+  bool dead = false;                       // cannot be written to any more
+  std::unique_ptr<TlsChannel> tls;         // set once this side speaks TLS
+  std::basic_string<std::byte> plain_out;  // TLS: plaintext queued, encrypted before sending
   msghdr msg{};
   iovec iov[kMaxIov]{};
 };
@@ -65,8 +67,8 @@ class alignas(16) Session {
   void terminate_for_shutdown();
   // Closes at once, dropping whatever is still queued.
   void force_close() { close(); }
-  // TLS sessions: encrypts the plaintext queued for the client into its send queue.
-  void seal_client_output();
+  // TLS: encrypts the plaintext queued for `to` into its send queue (once per loop iteration).
+  void seal_output(Peer to);
 
   Conn& conn(Peer p) noexcept { return p == Peer::Client ? client_ : upstream_; }
   bool closing() const noexcept { return closing_; }
@@ -94,8 +96,11 @@ class alignas(16) Session {
   void forward(Peer to, const protocol::Fragment& f, const protocol::Framer& from);
   void queue_copy(Peer to, protocol::Bytes bytes);
   void check_backpressure(Peer to);
-  void on_client_tls(protocol::Bytes encrypted);
+  void on_tls(Peer from, protocol::Bytes encrypted);
   void feed_frontend(protocol::Bytes plain);
+  void feed_backend(protocol::Bytes plain);
+  void on_upstream_tls_answer(protocol::Bytes chunk);
+  void send_startup_upstream();
 
   // Sends a FATAL ErrorResponse to the client if the client stream is at a message boundary,
   // then winds the session down.
@@ -132,11 +137,11 @@ class alignas(16) Session {
   std::string identity_;               // the authenticated caller, for logs
   std::string peer_;                   // the client's address (gateway auth), for logs/throttle
   std::int64_t token_expires_at_ = 0;  // seconds since the epoch; 0 = no expiry
-  // TLS (client side).
-  std::unique_ptr<TlsChannel> tls_;
-  std::basic_string<std::byte> tls_plain_in_;   // decrypted client bytes of the current read
-  std::basic_string<std::byte> tls_plain_out_;  // client-bound plaintext not yet encrypted
+  // TLS.
+  std::basic_string<std::byte> tls_plain_in_;  // decrypted bytes of the current read
   bool copy_fragments_ = false;  // fragments are not in a receive buffer: copy, don't reference
+  bool upstream_tls_answer_ = false;         // SSLRequest sent upstream, 'S' or 'N' awaited
+  bool upstream_handshake_ = false;          // TLS handshake with the upstream in progress
   const std::byte* chunk_end_ = nullptr;     // end of the chunk being framed
   const std::byte* fragment_end_ = nullptr;  // end of the startup fragment being handled
 };

@@ -58,7 +58,7 @@ Next Session::begin_client_auth(const pr::StartupPacket& startup) {
     fail(pr::sqlstate::kInvalidAuthorization, "authentication failed for user \"" + user + "\"");
     return Next::Stop;
   }
-  if (client_auth_->wants_token() && !tls_ && !w_.plaintext_tokens_ok()) {
+  if (client_auth_->wants_token() && !client_.tls && !w_.plaintext_tokens_ok()) {
     fail(pr::sqlstate::kInvalidAuthorization,
          "token authentication requires TLS (sslmode=require)");
     return Next::Stop;

@@ -2,6 +2,7 @@
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 
 #include <stdexcept>
 
@@ -43,6 +44,26 @@ std::shared_ptr<const TlsContext> TlsContext::load(const std::string& cert_file,
   return std::shared_ptr<const TlsContext>(new TlsContext(ctx));
 }
 
+std::shared_ptr<const TlsContext> TlsContext::client(bool verify, const std::string& ca_file) {
+  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+  if (ctx == nullptr) throw std::runtime_error("TLS: " + openssl_error());
+  SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+  SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
+  if (verify) {
+    const int ok = ca_file.empty() ? SSL_CTX_set_default_verify_paths(ctx)
+                                   : SSL_CTX_load_verify_locations(ctx, ca_file.c_str(), nullptr);
+    if (ok != 1) {
+      const std::string why = openssl_error();
+      SSL_CTX_free(ctx);
+      throw std::runtime_error("--upstream-tls-ca " + ca_file + ": " + why);
+    }
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
+  } else {
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, nullptr);
+  }
+  return std::shared_ptr<const TlsContext>(new TlsContext(ctx));
+}
+
 TlsContext::~TlsContext() {
   SSL_CTX_free(ctx_);
 }
@@ -57,8 +78,38 @@ TlsChannel::TlsChannel(std::shared_ptr<const TlsContext> ctx) : ctx_(std::move(c
   SSL_set_accept_state(ssl_);
 }
 
+TlsChannel::TlsChannel(std::shared_ptr<const TlsContext> ctx, const std::string& verify_name,
+                       const std::string& sni)
+    : ctx_(std::move(ctx)) {
+  ssl_ = SSL_new(ctx_->native());
+  BIO* in = BIO_new(BIO_s_mem());
+  BIO* out = BIO_new(BIO_s_mem());
+  if (ssl_ == nullptr || in == nullptr || out == nullptr) std::abort();  // out of memory
+  BIO_set_mem_eof_return(in, -1);
+  SSL_set_bio(ssl_, in, out);
+  SSL_set_connect_state(ssl_);
+  if (!sni.empty()) SSL_set_tlsext_host_name(ssl_, sni.c_str());
+  if (!verify_name.empty()) {
+    X509_VERIFY_PARAM* param = SSL_get0_param(ssl_);
+    // An address is checked against IP SANs, anything else against DNS names.
+    if (X509_VERIFY_PARAM_set1_ip_asc(param, verify_name.c_str()) != 1) {
+      X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+      X509_VERIFY_PARAM_set1_host(param, verify_name.c_str(), 0);
+    }
+  }
+}
+
 TlsChannel::~TlsChannel() {
   SSL_free(ssl_);
+}
+
+TlsChannel::Status TlsChannel::start() {
+  const int rc = SSL_do_handshake(ssl_);
+  if (rc == 1) return Status::Ok;
+  const int err = SSL_get_error(ssl_, rc);
+  if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) return Status::Ok;
+  error_ = "TLS: " + openssl_error();
+  return Status::Failed;
 }
 
 bool TlsChannel::handshake_done() const noexcept {

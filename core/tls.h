@@ -22,6 +22,9 @@ class TlsContext {
   // Throws std::runtime_error naming the file and OpenSSL's reason.
   static std::shared_ptr<const TlsContext> load(const std::string& cert_file,
                                                 const std::string& key_file);
+  // For pgwarden's own connections to the upstream server; `verify` checks the server's chain
+  // against `ca_file` (the system's CAs when empty).
+  static std::shared_ptr<const TlsContext> client(bool verify, const std::string& ca_file);
   ~TlsContext();
   ssl_ctx_st* native() const noexcept { return ctx_; }
 
@@ -43,7 +46,12 @@ class TlsContextHolder {
 // One client connection's TLS state. Owned by the session's core.
 class TlsChannel {
  public:
+  // Server side of a client connection.
   explicit TlsChannel(std::shared_ptr<const TlsContext> ctx);
+  // Client side towards the upstream; a non-empty `verify_name` (host name or IP address) must
+  // match the server's certificate.
+  TlsChannel(std::shared_ptr<const TlsContext> ctx, const std::string& verify_name,
+             const std::string& sni);
   ~TlsChannel();
   TlsChannel(const TlsChannel&) = delete;
   TlsChannel& operator=(const TlsChannel&) = delete;
@@ -54,6 +62,8 @@ class TlsChannel {
   // Encrypts `plain` (may be empty: flushes handshake output) and appends records to `out`.
   Status encrypt(protocol::Bytes plain, std::basic_string<std::byte>& out);
   bool handshake_done() const noexcept;
+  // Client side: produces the ClientHello (collect it with encrypt({}, out)).
+  Status start();
   const std::string& error() const noexcept { return error_; }
 
  private:

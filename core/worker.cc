@@ -302,7 +302,7 @@ void Worker::flush_sends() {
     Conn& c = s->conn(p);
     c.send_wanted = false;
     --s->inflight_;
-    if (p == Peer::Client) s->seal_client_output();  // TLS: encrypt what was queued
+    s->seal_output(p);  // TLS: encrypt what was queued
     if (!c.send_inflight && !c.dead && !c.out.empty() && c.fd >= 0 && !s->closing()) {
       const std::size_t n = c.out.fill(c.iov, Conn::kMaxIov);
       io_uring_sqe* e = sqe();

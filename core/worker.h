@@ -31,8 +31,13 @@ class Worker;
 struct Control {
   enum Phase : int { Running = 0, Draining = 1, Stopping = 2 };
   std::atomic<int> phase{Running};
-  std::vector<Worker*> workers;      // fixed before any worker runs
-  TlsContextHolder tls;              // empty when TLS is not configured
+  std::vector<Worker*> workers;  // fixed before any worker runs
+  TlsContextHolder tls;          // empty when TLS is not configured
+  // pgwarden's own TLS to the upstream (--upstream-tls); null when disabled.
+  std::shared_ptr<const TlsContext> upstream_tls;
+  bool upstream_tls_required = false;    // require, verify-ca, verify-full
+  std::string upstream_tls_verify_name;  // verify-full: the name the certificate must carry
+  std::string upstream_tls_sni;
   bool plaintext_tokens_ok = false;  // loopback listener and --allow-plaintext-auth
 };
 
@@ -67,6 +72,14 @@ class Worker {
   const policy::AuthConfig* auth() const noexcept { return auth_; }
   std::shared_ptr<const TlsContext> tls_context() const { return control_.tls.get(); }
   bool plaintext_tokens_ok() const noexcept { return control_.plaintext_tokens_ok; }
+  const std::shared_ptr<const TlsContext>& upstream_tls_context() const noexcept {
+    return control_.upstream_tls;
+  }
+  bool upstream_tls_required() const noexcept { return control_.upstream_tls_required; }
+  const std::string& upstream_tls_verify_name() const noexcept {
+    return control_.upstream_tls_verify_name;
+  }
+  const std::string& upstream_tls_sni() const noexcept { return control_.upstream_tls_sni; }
   policy::JwtVerifier& jwt_verifier() noexcept { return *jwt_; }
   policy::AuthThrottle& auth_throttle() noexcept { return throttle_; }
   BufferRing& buffers() noexcept { return *buffers_; }
