@@ -132,9 +132,9 @@ unix_socket_upstream() {
 
 node_suites() {
   local p f rc=0
-  PGW_PORT=$GW_PORT PG_PORT=$PG_PORT PGW_BIN=$BIN node --test --test-reporter=tap \
+  PGW_PORT=$GW_PORT PG_PORT=$PG_PORT PGW_BIN=$BIN node --test --test-concurrency=1 --test-reporter=tap \
     "$here/node/hostile.test.mjs" "$here/node/clients.test.mjs" "$here/node/lifecycle.test.mjs" \
-    "$here/node/gateway_auth.test.mjs" "$here/node/tls.test.mjs" \
+    "$here/node/gateway_auth.test.mjs" "$here/node/tls.test.mjs" "$here/node/upstream_tls.test.mjs" \
     >"$work/node.tap" 2>&1 || rc=$?
   p=$(sed -n 's/^# pass \([0-9]*\)/\1/p' "$work/node.tap")
   f=$(sed -n 's/^# fail \([0-9]*\)/\1/p' "$work/node.tap")
