@@ -57,7 +57,7 @@ if [ -n "$tls" ]; then
   chmod 600 "$work/tls/server.key"
   [ "$(id -u)" -eq 0 ] && chown -R postgres: "$work/tls"
   tls_pg=("ssl = on" "ssl_cert_file = '$work/tls/server.pem'" "ssl_key_file = '$work/tls/server.key'")
-  tls_gw=(--tls-cert "$work/tls/server.pem" --tls-key "$work/tls/server.key")
+  tls_gw=(--tls-cert "$work/tls/server.pem" --tls-key "$work/tls/server.key" --upstream-tls disable)
   # Only the client leg is encrypted, for every target: PgBouncer would otherwise also use TLS
   # to PostgreSQL (server_tls_sslmode defaults to prefer) while pgwarden does not.
   tls_bouncer="client_tls_sslmode = require
