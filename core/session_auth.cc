@@ -51,7 +51,7 @@ Next Session::begin_client_auth(const pr::StartupPacket& startup) {
     return Next::Stop;
   }
   client_auth_ = std::make_unique<policy::ClientAuth>(*w_.auth(), w_.jwt_verifier(), user);
-  auto request = client_auth_->start();
+  auto request = client_auth_->start(client_.tls ? client_.tls->server_end_point() : std::string());
   if (!request) {
     PGW_WARN("session: authentication refused for \"%s\": %s", user.c_str(),
              request.error().message.c_str());

@@ -112,6 +112,20 @@ TlsChannel::Status TlsChannel::start() {
   return Status::Failed;
 }
 
+std::string TlsChannel::server_end_point() const {
+  X509* cert = SSL_get_certificate(ssl_);
+  if (cert == nullptr) return {};
+  int md_nid = NID_undef;
+  if (OBJ_find_sigid_algs(X509_get_signature_nid(cert), &md_nid, nullptr) != 1) return {};
+  const EVP_MD* md =
+      (md_nid == NID_md5 || md_nid == NID_sha1) ? EVP_sha256() : EVP_get_digestbynid(md_nid);
+  if (md == nullptr) return {};
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (X509_digest(cert, md, digest, &len) != 1) return {};
+  return std::string(reinterpret_cast<char*>(digest), len);
+}
+
 bool TlsChannel::handshake_done() const noexcept {
   return SSL_is_init_finished(ssl_) == 1;
 }

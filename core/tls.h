@@ -62,6 +62,9 @@ class TlsChannel {
   // Encrypts `plain` (may be empty: flushes handshake output) and appends records to `out`.
   Status encrypt(protocol::Bytes plain, std::basic_string<std::byte>& out);
   bool handshake_done() const noexcept;
+  // RFC 5929 tls-server-end-point: the hash of our certificate, with its signature's hash
+  // (SHA-256 where that is MD5 or SHA-1). Empty when there is no certificate.
+  std::string server_end_point() const;
   // Client side: produces the ClientHello (collect it with encrypt({}, out)).
   Status start();
   const std::string& error() const noexcept { return error_; }

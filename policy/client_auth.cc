@@ -126,13 +126,19 @@ pr::Result<std::map<std::string, std::string, std::less<>>> parse_secrets(std::s
   return out;
 }
 
-pr::Result<pr::ByteString> ClientAuth::start() {
+pr::Result<pr::ByteString> ClientAuth::start(std::string_view channel_binding) {
   pr::ByteString out;
   static_user_ = config_.find_user(user_);
   if (static_user_ != nullptr) {
     scram_.emplace(static_user_->verifier);
     stage_ = Stage::ScramInitial;
-    std::string mechanisms(pr::kScramSha256);
+    std::string mechanisms;
+    if (!channel_binding.empty()) {
+      scram_->offer_channel_binding(std::string(channel_binding));
+      mechanisms.append(pr::kScramSha256Plus);
+      mechanisms.append(1, '\0');
+    }
+    mechanisms.append(pr::kScramSha256);
     mechanisms.append(1, '\0');
     mechanisms.append(1, '\0');
     pr::append_auth_request(out, pr::AuthCode::Sasl, mechanisms);
@@ -160,8 +166,13 @@ pr::Result<ClientAuth::Step> ClientAuth::on_message(pr::Bytes message, std::int6
     }
     case Stage::ScramInitial: {
       const auto initial = pr::read_sasl_initial_response(message);
-      if (!initial || initial->mechanism != pr::kScramSha256)
-        return rejected("expected SCRAM-SHA-256");
+      if (!initial) return rejected("malformed SASLInitialResponse");
+      // The -PLUS mechanism goes with a binding gs2 header, and only with one.
+      const bool bound = initial->data.substr(0, 2) == "p=";
+      if (!((initial->mechanism == pr::kScramSha256 && !bound) ||
+            (initial->mechanism == pr::kScramSha256Plus && bound))) {
+        return rejected("SASL mechanism and channel binding disagree");
+      }
       auto first = scram_->on_client_first(initial->data);
       if (!first) return first.error();
       stage_ = Stage::ScramFinal;

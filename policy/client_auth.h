@@ -66,7 +66,8 @@ class ClientAuth {
 
   // The request to send first: SASL (SCRAM-SHA-256) for a static user, a cleartext password
   // (the token) otherwise; an error if neither method is configured for this user.
-  protocol::Result<protocol::ByteString> start();
+  // `channel_binding`: on TLS, the tls-server-end-point data, so SCRAM-SHA-256-PLUS is offered.
+  protocol::Result<protocol::ByteString> start(std::string_view channel_binding = {});
 
   struct Step {
     protocol::ByteString reply;  // to send the client (SASL continue/final), may be empty

@@ -138,8 +138,13 @@ ScramClient::ScramClient(std::string password, std::string nonce, std::string_vi
   client_first_bare_ += ",r=" + nonce_;
 }
 
+void ScramClient::use_channel_binding(std::string cbind_data) {
+  gs2_header_ = std::string(kTlsServerEndPointHeader);
+  cbind_data_ = std::move(cbind_data);
+}
+
 std::string ScramClient::client_first() const {
-  return "n,," + client_first_bare_;
+  return gs2_header_ + client_first_bare_;
 }
 
 Result<std::string> ScramClient::on_server_first(std::string_view server_first) {
@@ -162,7 +167,8 @@ Result<std::string> ScramClient::on_server_first(std::string_view server_first) 
   if (!salt || salt->empty()) return bad("SCRAM salt is not base64");
   const std::string salted = salted_password(password_, *salt, iterations);
   const std::string client_key = hmac(salted, "Client Key");
-  const std::string final_without_proof = "c=biws,r=" + std::string(r);
+  const std::string final_without_proof =
+      "c=" + base64_encode(gs2_header_ + cbind_data_) + ",r=" + std::string(r);
   auth_message_ = client_first_bare_ + "," + std::string(server_first) + "," + final_without_proof;
   const std::string proof = xor_bytes(client_key, hmac(sha256(client_key), auth_message_));
   server_key_ = hmac(salted, "Server Key");
@@ -245,12 +251,20 @@ ScramServer::ScramServer(ScramVerifier verifier, std::string nonce)
 Result<std::string> ScramServer::on_client_first(std::string_view client_first) {
   if (awaiting_final_ || !server_first_.empty())
     return bad("unexpected SCRAM client-first-message");
-  // gs2 header: no channel binding ("n") or client supports it but thinks we do not ("y").
-  if (client_first.substr(0, 3) != "n,," && client_first.substr(0, 3) != "y,,") {
+  // gs2 header: no channel binding ("n"), supported by the client but thought absent here ("y"),
+  // or tls-server-end-point ("p="). No authzid.
+  if (client_first.substr(0, kTlsServerEndPointHeader.size()) == kTlsServerEndPointHeader) {
+    if (!binding_offered_) return bad("SCRAM channel binding requested but not offered");
+    gs2_header_ = std::string(kTlsServerEndPointHeader);
+  } else if (client_first.substr(0, 3) == "n,," || client_first.substr(0, 3) == "y,,") {
+    if (client_first[0] == 'y' && binding_offered_) {
+      return bad("SCRAM channel binding downgrade: the client says we offer none");
+    }
+    gs2_header_ = std::string(client_first.substr(0, 3));
+  } else {
     return bad("unsupported SCRAM channel binding or authzid");
   }
-  gs2_header_ = std::string(client_first.substr(0, 3));
-  client_first_bare_ = std::string(client_first.substr(3));
+  client_first_bare_ = std::string(client_first.substr(gs2_header_.size()));
   const Attrs a = parse_attrs(client_first_bare_);
   if (!a.ok || !a.by_name['m'].empty() || !printable_nonce(a.by_name['r'])) {
     return bad("malformed SCRAM client-first-message");
@@ -270,8 +284,10 @@ Result<std::string> ScramServer::on_client_final(std::string_view client_final) 
   const std::string_view without_proof = client_final.substr(0, p);
   const Attrs a = parse_attrs(without_proof);
   if (!a.ok || a.by_name['r'] != combined_nonce_) return bad("SCRAM nonce mismatch");
-  // The channel-binding attribute must repeat our gs2 header exactly ("n,," or "y,,").
-  if (a.by_name['c'] != base64_encode(gs2_header_)) return bad("SCRAM channel binding mismatch");
+  // The channel-binding attribute repeats the gs2 header and, when bound, our certificate's hash.
+  const std::string expected_c =
+      base64_encode(gs2_header_ + (gs2_header_[0] == 'p' ? cbind_data_ : std::string()));
+  if (a.by_name['c'] != expected_c) return bad("SCRAM channel binding mismatch");
   const auto proof = base64_decode(client_final.substr(p + 3));
   if (!proof || proof->size() != kKeyLen) return bad("malformed SCRAM proof");
   const std::string auth_message =

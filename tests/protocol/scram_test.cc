@@ -155,3 +155,50 @@ TEST(Base64Test, StrictStandardAlphabet) {
 
 }  // namespace
 }  // namespace pgwarden::protocol
+
+namespace pgwarden::protocol {
+namespace {
+
+// tls-server-end-point (RFC 5929): both sides hash the same certificate.
+struct BoundRun {
+  Result<std::string> server_final;
+};
+BoundRun run_bound(const std::string& server_cbind, const std::string& client_cbind,
+                   bool client_binds = true) {
+  const ScramVerifier v = ScramVerifier::from_password("pw", "salty-salt", 4096);
+  ScramServer server(v);
+  server.offer_channel_binding(server_cbind);
+  ScramClient client("pw");
+  if (client_binds) client.use_channel_binding(client_cbind);
+  auto first = server.on_client_first(client.client_first());
+  if (!first) return {first.error()};
+  auto fin = client.on_server_first(*first);
+  if (!fin) return {fin.error()};
+  return {server.on_client_final(*fin)};
+}
+
+TEST(ScramChannelBindingTest, SameCertificateHashBinds) {
+  const std::string cert_hash(32, '\x5a');
+  EXPECT_TRUE(run_bound(cert_hash, cert_hash).server_final.ok());
+}
+
+TEST(ScramChannelBindingTest, DifferentTlsSessionIsRefused) {
+  // A man in the middle terminates TLS with its own certificate: the hashes differ.
+  EXPECT_FALSE(run_bound(std::string(32, '\x5a'), std::string(32, '\x5b')).server_final.ok());
+}
+
+TEST(ScramChannelBindingTest, ClientWithoutBindingStillWorksButDowngradeIsRefused) {
+  EXPECT_TRUE(run_bound(std::string(32, '\x01'), "", /*client_binds=*/false).server_final.ok());
+  ScramServer s(ScramVerifier::from_password("pw", "salty-salt", 4096));
+  s.offer_channel_binding(std::string(32, '\x01'));
+  EXPECT_FALSE(s.on_client_first("y,,n=,r=abcdef").ok());  // "I support it, you do not": a lie
+}
+
+TEST(ScramChannelBindingTest, BindingNotOfferedIsRefused) {
+  ScramServer s(ScramVerifier::from_password("pw", "salty-salt", 4096));
+  EXPECT_FALSE(s.on_client_first("p=tls-server-end-point,,n=,r=abcdef").ok());
+  EXPECT_FALSE(s.on_client_first("p=tls-unique,,n=,r=abcdef").ok());
+}
+
+}  // namespace
+}  // namespace pgwarden::protocol

@@ -133,10 +133,10 @@ test('a token expiring mid-session ends the session at the next statement with 2
   await assert.rejects(c.query('SELECT 2'), (e) => e.code === '28000' && /token expired/.test(e.message));
 });
 
-function psql(user, password, sql, port = gw.port) {
+function psql(user, password, sql, port = gw.port, extraEnv = {}) {
   return new Promise((resolve) => {
     execFile('psql', ['-X', '-tA', '-h', '127.0.0.1', '-p', String(port), '-U', user, '-d', 'postgres', '-c', sql],
-      { env: { ...process.env, PGPASSWORD: password } }, (err, stdout, stderr) => resolve({ code: err ? err.code : 0, stdout, stderr }));
+      { env: { ...process.env, PGPASSWORD: password, ...extraEnv } }, (err, stdout, stderr) => resolve({ code: err ? err.code : 0, stdout, stderr }));
   });
 }
 
@@ -209,9 +209,17 @@ test('with TLS configured, tokens are accepted over TLS and refused in the clear
     const clear = new pg.Client({ ...base, password: await token('alice@example.com') });
     await assert.rejects(clear.connect(), (e) => e.code === '28000' && /requires TLS/.test(e.message));
     // Static SCRAM users need no TLS: the password never crosses the wire.
-    const r = await psql('breakglass', 'glass-Breaker-9', 'SELECT current_user', tlsGw.port);
+    const r = await psql('breakglass', 'glass-Breaker-9', 'SELECT current_user', tlsGw.port, { PGSSLMODE: 'disable' });
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.stdout.trim(), 'writer');
+    // Over TLS, SCRAM is bound to the TLS session (SCRAM-SHA-256-PLUS, tls-server-end-point).
+    const bound = await psql('breakglass', 'glass-Breaker-9', 'SELECT current_user', tlsGw.port,
+      { PGSSLMODE: 'require', PGCHANNELBINDING: 'require' });
+    assert.equal(bound.code, 0, bound.stderr);
+    assert.equal(bound.stdout.trim(), 'writer');
+    const wrong = await psql('breakglass', 'not-it', 'SELECT 1', tlsGw.port, { PGSSLMODE: 'require', PGCHANNELBINDING: 'require' });
+    assert.notEqual(wrong.code, 0);
+    assert.match(wrong.stderr, /authentication failed/);
   } finally {
     tlsGw.kill('SIGINT');
     tlsGw.kill('SIGINT');
