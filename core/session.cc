@@ -68,7 +68,7 @@ void Session::feed_frontend(pr::Bytes plain) {
   if (st == pr::FeedStatus::Malformed) {
     ++w_.mutable_stats().protocol_errors;
     PGW_INFO("session: protocol violation from client: %s", fe_.error().c_str());
-    fail_after_replies(fe_.error());
+    fail_after_replies(pr::sqlstate::kProtocolViolation, fe_.error());
   }
 }
 
@@ -176,6 +176,9 @@ Next Session::on_frontend(const pr::Fragment& f) {
         fail(pr::sqlstate::kInvalidAuthorization, "token expired");
         return Next::Stop;
       }
+      if (client_auth_ && (f.type == pr::fe::kQuery || f.type == pr::fe::kParse)) {
+        return on_guarded_statement(f);
+      }
       forward(Peer::Upstream, f, fe_);
       return Next::Continue;
     case SessionState::Startup: {
@@ -272,7 +275,7 @@ Next Session::on_backend(const pr::Fragment& f) {
     }
     if (!deferred_error_.empty() && replies_pending_ == 0) {
       forward(Peer::Client, f, be_);
-      fail(pr::sqlstate::kProtocolViolation, deferred_error_);
+      fail(deferred_sqlstate_, deferred_error_);
       return Next::Stop;
     }
   }
@@ -431,7 +434,7 @@ void Session::on_tick(std::int64_t now_ns) {
       return;
     }
     if (!deferred_error_.empty()) {
-      fail(pr::sqlstate::kProtocolViolation, deferred_error_);
+      fail(deferred_sqlstate_, deferred_error_);
       return;
     }
     char msg[96];
@@ -457,11 +460,12 @@ void Session::terminate_for_shutdown() {
 // Bad bytes from the client. As PostgreSQL would, answer what was validly sent before them first:
 // stop reading the client, relay replies until the upstream is ready again (bounded by the finish
 // timeout), then end with 08P01.
-void Session::fail_after_replies(const std::string& message) {
+void Session::fail_after_replies(std::string_view sqlstate, const std::string& message) {
   if (state_ != SessionState::Ready || replies_pending_ == 0 || upstream_.dead) {
-    fail(pr::sqlstate::kProtocolViolation, message);
+    fail(sqlstate, message);
     return;
   }
+  deferred_sqlstate_ = std::string(sqlstate);
   deferred_error_ = message;
   deadline_ns_ = w_.now_ns() + kFinishTimeoutNs;
   client_.eof = true;

@@ -91,6 +91,7 @@ class alignas(16) Session {
   protocol::Next on_client_auth(const protocol::Fragment& f);
   protocol::Next on_upstream_auth(const protocol::Fragment& f);
   bool token_expired() const;
+  protocol::Next on_guarded_statement(const protocol::Fragment& f);
   std::string peer_address() const;
   void start_upstream(const policy::AuthenticatedCaller& caller);
   void forward(Peer to, const protocol::Fragment& f, const protocol::Framer& from);
@@ -105,7 +106,7 @@ class alignas(16) Session {
   // Sends a FATAL ErrorResponse to the client if the client stream is at a message boundary,
   // then winds the session down.
   void fail(std::string_view sqlstate, std::string_view message);
-  void fail_after_replies(const std::string& message);
+  void fail_after_replies(std::string_view sqlstate, const std::string& message);
   // Stops reading, flushes what is queued (bounded by a deadline), then closes.
   void finish();
   // Cancels everything in flight; the worker frees the session after the last completion.
@@ -125,8 +126,9 @@ class alignas(16) Session {
   bool waiting_for_client_ = false;    // the last backend message was ReadyForQuery
   std::uint32_t replies_pending_ = 0;  // Query/Sync/FunctionCall forwarded, ReadyForQuery not seen
   std::string deferred_error_;         // a client protocol violation waiting for those replies
-  std::uint16_t cur_bid_ = 0;          // receive buffer of the chunk being handled
-  std::int64_t deadline_ns_ = 0;       // startup or finish deadline; 0 = none
+  std::string deferred_sqlstate_;
+  std::uint16_t cur_bid_ = 0;     // receive buffer of the chunk being handled
+  std::int64_t deadline_ns_ = 0;  // startup or finish deadline; 0 = none
   std::int64_t last_activity_ns_ = 0;
   protocol::BackendKey gateway_key_{};
   std::basic_string<std::byte> startup_packet_;  // what goes upstream once connected

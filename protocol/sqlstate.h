@@ -13,6 +13,7 @@ inline constexpr std::string_view kInvalidPassword = "28P01";
 inline constexpr std::string_view kAdminShutdown = "57P01";
 inline constexpr std::string_view kIdleSessionTimeout = "57P05";
 inline constexpr std::string_view kQueryCanceled = "57014";
+inline constexpr std::string_view kInsufficientPrivilege = "42501";
 inline constexpr std::string_view kTooManyConnections = "53300";
 
 }  // namespace pgwarden::protocol::sqlstate

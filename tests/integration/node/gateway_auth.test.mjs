@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import * as jose from 'jose';
-import { env, pgConfig, withClient, startGateway, makeCerts, sleep } from './lib.mjs';
+import { env, pgConfig, withClient, startGateway, makeCerts, sleep, Wire, startupPacket, message, query, errorFields } from './lib.mjs';
 
 const ISS = 'https://idp.test';
 const AUD = 'pgwarden-it';
@@ -106,6 +106,49 @@ test('the client cannot pick its role through startup options', async () => {
   await c.connect();
   assert.equal((await c.query('SELECT current_user AS u, session_user AS s')).rows[0].u, 'analyst');
   await c.end();
+});
+
+test('the caller cannot leave the mapped role: SET ROLE and friends end the session with 42501', async () => {
+  const attempts = [
+    'SET ROLE postgres', 'set/**/role postgres', 'RESET ROLE', 'SET SESSION AUTHORIZATION postgres',
+    "SELECT set_config('role', 'postgres', false)", 'SELECT 1; SET LOCAL ROLE postgres',
+    "DO $$ BEGIN EXECUTE 'SET ROLE postgres'; END $$",
+  ];
+  for (const sql of attempts) {
+    const c = client('alice@example.com', await token('alice@example.com'));
+    c.on('error', () => {});
+    await c.connect();
+    await assert.rejects(c.query(sql), (e) => e.code === '42501' && /changing the session role is not allowed/.test(e.message), sql);
+    await c.end().catch(() => {});
+  }
+  // The extended protocol (Parse) is checked too, parameters or not.
+  const c = client('alice@example.com', await token('alice@example.com'));
+  c.on('error', () => {});
+  await c.connect();
+  await assert.rejects(c.query({ text: 'SELECT set_config($1, $2, false)', values: ['role', 'postgres'] }), (e) => e.code === '42501');
+  await c.end().catch(() => {});
+  // Ordinary statements that merely mention roles run, and the role never changed.
+  const ok = client('alice@example.com', await token('alice@example.com'));
+  await ok.connect();
+  const { rows } = await ok.query("SELECT 'SET ROLE postgres' AS t, current_setting('role') AS r, current_user AS u");
+  assert.deepEqual(rows[0], { t: 'SET ROLE postgres', r: 'none', u: 'analyst' });
+  await ok.end();
+});
+
+test('a refused statement is answered after what the client sent before it', async () => {
+  const w = new Wire(gw.port);
+  await w.connected();
+  w.write(startupPacket({ user: 'alice@example.com', database: 'postgres' }));
+  assert.equal((await w.next(['R'])).body.readInt32BE(0), 3); // cleartext password: the token
+  w.write(message('p', Buffer.from((await token('alice@example.com')) + '\0')));
+  assert.ok(await w.next(['Z']));
+  w.write(Buffer.concat([query('SELECT 41 + 1'), query('SET ROLE postgres')]));
+  const row = await w.next(['D']);
+  assert.match(row.body.toString(), /42/);
+  const e = await w.next(['E']);
+  assert.equal(errorFields(e.body).C, '42501');
+  assert.equal(errorFields(e.body).V, 'FATAL');
+  assert.ok(await w.closedWithin(3000));
 });
 
 test('hostile or mismatched tokens are refused with 28000 and a generic message', async () => {
