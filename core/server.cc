@@ -104,6 +104,9 @@ int run_server(const Config& config) {
   Control control;
   if (!config.tls_cert_file.empty()) {
     control.tls.set(TlsContext::load(config.tls_cert_file, config.tls_key_file));
+    PGW_INFO("TLS: %s; TLS runs in user space (OpenSSL memory BIOs on the io_uring path)",
+             kernel_tls_available() ? "this kernel offers kernel TLS (not used yet)"
+                                    : "no kernel TLS on this kernel");
   }
   control.plaintext_tokens_ok = plaintext_tokens_ok(config, listen);
   if (config.upstream_tls != "disable" && upstream.family() != AF_UNIX) {

@@ -1,5 +1,11 @@
 #include "core/tls.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
@@ -19,6 +25,25 @@ std::string openssl_error() {
 }
 
 }  // namespace
+
+bool kernel_tls_available() {
+  const int lfd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  bool ok = false;
+  if (lfd >= 0 && ::bind(lfd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
+      ::listen(lfd, 1) == 0 && ::getsockname(lfd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+    const int cfd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (cfd >= 0 && ::connect(cfd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+      ok = ::setsockopt(cfd, SOL_TCP, TCP_ULP, "tls", 3) == 0;
+    }
+    if (cfd >= 0) ::close(cfd);
+  }
+  if (lfd >= 0) ::close(lfd);
+  return ok;
+}
 
 std::shared_ptr<const TlsContext> TlsContext::load(const std::string& cert_file,
                                                    const std::string& key_file) {

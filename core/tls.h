@@ -43,6 +43,10 @@ class TlsContextHolder {
   std::atomic<std::shared_ptr<const TlsContext>> ctx_;
 };
 
+// Whether this kernel offers the "tls" upper-layer protocol (kernel TLS), probed once on a
+// loopback connection. pgwarden reports it; TLS itself stays on the memory-BIO path.
+bool kernel_tls_available();
+
 // One client connection's TLS state. Owned by the session's core.
 class TlsChannel {
  public:

@@ -178,7 +178,7 @@ test('a token expiring mid-session ends the session at the next statement with 2
 
 function psql(user, password, sql, port = gw.port, extraEnv = {}) {
   return new Promise((resolve) => {
-    execFile('psql', ['-X', '-tA', '-h', '127.0.0.1', '-p', String(port), '-U', user, '-d', 'postgres', '-c', sql],
+    execFile('psql', ['-X', '-w', '-tA', '-h', '127.0.0.1', '-p', String(port), '-U', user, '-d', 'postgres', '-c', sql],
       { env: { ...process.env, PGPASSWORD: password, ...extraEnv } }, (err, stdout, stderr) => resolve({ code: err ? err.code : 0, stdout, stderr }));
   });
 }
@@ -245,6 +245,17 @@ test('with TLS configured, tokens are accepted over TLS and refused in the clear
     await secure.connect();
     assert.equal((await secure.query('SELECT current_user AS u')).rows[0].u, 'analyst');
     await secure.end();
+    // psql too: verify-full against the gateway's certificate, user = identity, password = token.
+    const viaPsql = await new Promise((resolve) => execFile('psql', ['-X', '-w', '-tA',
+      `host=localhost port=${tlsGw.port} user=alice@example.com dbname=postgres sslmode=verify-full sslrootcert=${certs.ca}`,
+      '-c', 'SELECT current_user'], { env: { ...process.env, PGPASSWORD: '' } }, (err, stdout, stderr) => resolve({ err, stdout, stderr })));
+    assert.ok(viaPsql.err, 'psql without the token must fail');
+    const tok = await token('alice@example.com');
+    const psqlOk = await new Promise((resolve) => execFile('psql', ['-X', '-w', '-tA',
+      `host=localhost port=${tlsGw.port} user=alice@example.com dbname=postgres sslmode=verify-full sslrootcert=${certs.ca}`,
+      '-c', 'SELECT current_user'], { env: { ...process.env, PGPASSWORD: tok } }, (err, stdout, stderr) => resolve({ err, stdout, stderr })));
+    assert.equal(psqlOk.err, null, psqlOk.stderr);
+    assert.equal(psqlOk.stdout.trim(), 'analyst');
     // Errors reach the client inside the TLS session too.
     const forged = new pg.Client({ ...base, password: await token('alice@example.com', { key: 'evil', kid: 'rs-key' }),
       ssl: { ca: readFileSync(certs.ca), servername: 'localhost', rejectUnauthorized: true } });

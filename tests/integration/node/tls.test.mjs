@@ -30,7 +30,7 @@ const tlsClient = () => new pg.Client({ host: '127.0.0.1', port: gw.port, user: 
   ssl: { ca: readFileSync(certs.ca), servername: 'localhost', rejectUnauthorized: true } });
 
 function psql(conninfo, sql) {
-  return new Promise((resolve) => execFile('psql', ['-X', '-tA', conninfo, '-c', sql], { env: { ...process.env, PGPASSWORD: env.password } },
+  return new Promise((resolve) => execFile('psql', ['-X', '-w', '-tA', conninfo, '-c', sql], { env: { ...process.env, PGPASSWORD: env.password } },
     (err, stdout, stderr) => resolve({ code: err ? err.code : 0, stdout, stderr })));
 }
 
