@@ -160,6 +160,9 @@ void Session::on_upstream_tls_answer(pr::Bytes chunk) {
 }
 
 void Session::send_startup_upstream() {
+  if (upstream_auth_) {
+    upstream_auth_->allow_cleartext(upstream_.tls != nullptr || w_.upstream().family() == AF_UNIX);
+  }
   queue_copy(Peer::Upstream, startup_packet_);
   startup_packet_ = {};
 }

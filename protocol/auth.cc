@@ -124,6 +124,9 @@ Result<ByteString> UpstreamAuth::on_request(const AuthRequest& req) {
       done_ = true;
       return out;
     case AuthCode::CleartextPassword:
+      if (!cleartext_ok_) {
+        return refuse("upstream asks for the password in cleartext over an unencrypted connection");
+      }
       append_password_message(out, password_);
       return out;
     case AuthCode::Md5Password: {

@@ -61,6 +61,9 @@ class UpstreamAuth {
   // Bytes to send upstream in reply (empty when none is due), or why authentication cannot go on.
   Result<ByteString> on_request(const AuthRequest& req);
   bool done() const noexcept { return done_; }
+  // Whether the password may be sent in the clear if the server asks for it: only over TLS or a
+  // local socket. Off by default.
+  void allow_cleartext(bool allowed) noexcept { cleartext_ok_ = allowed; }
 
  private:
   std::string user_;
@@ -68,6 +71,7 @@ class UpstreamAuth {
   std::optional<ScramClient> scram_;
   bool scram_final_seen_ = false;
   bool done_ = false;
+  bool cleartext_ok_ = false;
 };
 
 }  // namespace pgwarden::protocol

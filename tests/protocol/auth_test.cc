@@ -71,6 +71,20 @@ TEST(UpstreamAuthTest, ScramAgainstOurServerRole) {
   EXPECT_TRUE(up.done());
 }
 
+TEST(UpstreamAuthTest, CleartextOnlyWhenTheSessionAllowsIt) {
+  ByteString req;
+  append_auth_request(req, AuthCode::CleartextPassword);
+  UpstreamAuth plain("r", "secret");
+  const auto refused = plain.on_request(request(req));
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().message.find("secret"), std::string::npos);
+  UpstreamAuth over_tls("r", "secret");
+  over_tls.allow_cleartext(true);
+  const auto sent = over_tls.on_request(request(req));
+  ASSERT_TRUE(sent.ok());
+  EXPECT_EQ(read_password_message(*sent), "secret");
+}
+
 TEST(UpstreamAuthTest, Md5MatchesPostgreSQLsConstruction) {
   UpstreamAuth up("postgres", "secret");
   ByteString md5;
