@@ -63,8 +63,9 @@ pgwarden is running in front of a throwaway PostgreSQL 15.
     PGPASSWORD=$PGW_PG_PASSWORD pgbench -h 127.0.0.1 -p $port -U $PGW_PG_USER -i postgres
     PGPASSWORD=$PGW_PG_PASSWORD pgbench -h 127.0.0.1 -p $port -U $PGW_PG_USER -S -c 8 -T 10 postgres
 
-  (This foundation release relays authentication to PostgreSQL; OIDC identity, policy, masking and
-  recording arrive in later releases.)  Press Ctrl-C to stop both servers.
+  This demo relays authentication to PostgreSQL. For OIDC tokens, static SCRAM users, role
+  mapping and TLS see "Gateway authentication" in README.md; statement policy, masking and
+  recording arrive in later releases.  Press Ctrl-C to stop both servers.
 
 MSG
 wait "$gw_pid"
