@@ -120,15 +120,15 @@ void Session::on_tls(Peer from, pr::Bytes encrypted) {
 void Session::seal_output(Peer to) {
   Conn& c = conn(to);
   if (!c.tls || c.dead) return;
-  std::basic_string<std::byte> records;
-  if (c.tls->encrypt(c.plain_out, records) != TlsChannel::Status::Ok) {
+  tls_records_.clear();  // reused: no allocation per flush once warm
+  if (c.tls->encrypt(c.plain_out, tls_records_) != TlsChannel::Status::Ok) {
     PGW_INFO("session: %s", c.tls->error().c_str());
     c.plain_out.clear();
     close();
     return;
   }
   c.plain_out.clear();
-  c.out.push_copy(records);
+  c.out.push_copy(tls_records_);
 }
 
 // The upstream's one-byte answer to our SSLRequest (PostgreSQL docs, "SSL Session Encryption").

@@ -141,6 +141,7 @@ class alignas(16) Session {
   std::int64_t token_expires_at_ = 0;  // seconds since the epoch; 0 = no expiry
   // TLS.
   std::basic_string<std::byte> tls_plain_in_;  // decrypted bytes of the current read
+  std::basic_string<std::byte> tls_records_;   // encrypted bytes of the current flush
   bool copy_fragments_ = false;  // fragments are not in a receive buffer: copy, don't reference
   bool upstream_tls_answer_ = false;         // SSLRequest sent upstream, 'S' or 'N' awaited
   bool upstream_handshake_ = false;          // TLS handshake with the upstream in progress

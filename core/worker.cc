@@ -354,18 +354,23 @@ int Worker::connect_upstream(Session& s) {
   }
   s.conn(Peer::Upstream).fd = fd;
   // The connect and its timeout are linked: keep them in one submission.
+  submit_connect(fd, tag(&s, kConnect));
+  ++s.inflight_;
+  return 0;
+}
+
+// A connect to the upstream and its linked timeout, kept in one submission.
+void Worker::submit_connect(int fd, std::uint64_t user_data) {
   if (io_uring_sq_space_left(&ring_) < 2) io_uring_submit(&ring_);
   io_uring_sqe* e = sqe();
   io_uring_prep_connect(e, fd, upstream_.sa(), upstream_.len);
-  io_uring_sqe_set_data64(e, tag(&s, kConnect));
-  ++s.inflight_;
+  io_uring_sqe_set_data64(e, user_data);
   if (config_.connect_timeout_s > 0) {
     e->flags |= IOSQE_IO_LINK;
     io_uring_sqe* t = sqe();
     io_uring_prep_link_timeout(t, &connect_timeout_, 0);
     io_uring_sqe_set_data64(t, kIgnore);
   }
-  return 0;
 }
 
 void Worker::arm_accept() {
@@ -494,16 +499,7 @@ void Worker::forward_cancel(pr::BackendKey upstream_key) {
   pr::append_cancel_request(pkt, upstream_key);
   std::memcpy(cf->packet, pkt.data(), sizeof cf->packet);
   cancel_forwards_.insert(cf);
-  if (io_uring_sq_space_left(&ring_) < 2) io_uring_submit(&ring_);
-  io_uring_sqe* e = sqe();
-  io_uring_prep_connect(e, fd, upstream_.sa(), upstream_.len);
-  io_uring_sqe_set_data64(e, tag(cf, kCancelConnect));
-  if (config_.connect_timeout_s > 0) {
-    e->flags |= IOSQE_IO_LINK;
-    io_uring_sqe* t = sqe();
-    io_uring_prep_link_timeout(t, &connect_timeout_, 0);
-    io_uring_sqe_set_data64(t, kIgnore);
-  }
+  submit_connect(fd, tag(cf, kCancelConnect));
 }
 
 void Worker::on_cancel_forward(CancelForward* cf, bool sent, int res) {

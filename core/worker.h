@@ -110,6 +110,7 @@ class Worker {
   void on_wake();
   void on_cancel_forward(CancelForward* cf, bool connected, int res);
   void forward_cancel(protocol::BackendKey upstream_key);
+  void submit_connect(int fd, std::uint64_t user_data);
   void arm_accept();
   void arm_tick();
   void arm_wake();
