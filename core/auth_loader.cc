@@ -78,10 +78,13 @@ std::shared_ptr<const policy::AuthConfig> load_auth_config(const Config& config,
     }
   }
 
-  if (!config.jwks_file.empty()) {
-    auto jwks = policy::Jwks::parse(read_file(config.jwks_file));
-    if (!jwks) throw std::runtime_error(config.jwks_file + ": " + jwks.error().message);
-    cfg->jwks = *jwks;
+  if (!config.jwks_file.empty() || !config.jwks_url.empty()) {
+    cfg->jwks = std::make_shared<policy::JwksSource>();  // --jwks-url: filled by JwksFetcher
+    if (!config.jwks_file.empty()) {
+      auto jwks = policy::Jwks::parse(read_file(config.jwks_file));
+      if (!jwks) throw std::runtime_error(config.jwks_file + ": " + jwks.error().message);
+      cfg->jwks->set(*jwks);
+    }
     // Tokens arrive as a cleartext password: over TLS, or on loopback when explicitly allowed.
     if (config.tls_cert_file.empty() && !plaintext_tokens_ok(config, listen)) {
       throw std::runtime_error(

@@ -1,13 +1,46 @@
 #include "core/flags.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <charconv>
 #include <cmath>
 #include <functional>
 #include <map>
 #include <stdexcept>
 
+#include "protocol/http.h"
+
 namespace pgwarden::core {
 namespace {
+
+// "localhost" or a loopback IP literal (not merely a name that starts with "127.").
+bool loopback_host(const std::string& host) {
+  if (host == "localhost") return true;
+  in_addr v4{};
+  if (::inet_pton(AF_INET, host.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
+  in6_addr v6{};
+  return ::inet_pton(AF_INET6, host.c_str(), &v6) == 1 && IN6_IS_ADDR_LOOPBACK(&v6);
+}
+
+// A custom (placeholder) setting: two or more identifiers joined by dots, e.g. pgwarden.identity.
+bool valid_custom_setting(const std::string& name) {
+  if (name.size() > 63 || name.find('.') == std::string::npos) return false;
+  bool at_start = true;
+  for (const char ch : name) {
+    const bool alpha = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || ch == '_';
+    const bool digit = ch >= '0' && ch <= '9';
+    if (ch == '.') {
+      if (at_start) return false;
+      at_start = true;
+    } else if (alpha || (!at_start && (digit || ch == '$'))) {
+      at_start = false;
+    } else {
+      return false;
+    }
+  }
+  return !at_start;
+}
 
 std::uint64_t parse_size(const std::string& flag, const std::string& v) {
   std::uint64_t n = 0;
@@ -83,10 +116,16 @@ Gateway authentication (clients never hold a database credential):
   --upstream-secrets FILE     lines "role password": the only database credentials (mode 0600);
                               or env:NAME to read them from environment variable NAME
   --jwks-file FILE            identity provider keys: clients send an OIDC token as password
+  --jwks-url URL              or fetch them (https; http only from loopback) at start and
+                              every --jwks-refresh SECS (default 300), and early when a token
+                              names an unknown kid (at most every 10 s)
+  --jwks-ca FILE              CA certificates for an https --jwks-url (default: system CAs)
   --oidc-issuer ISS           accepted "iss" (repeatable; default: any)
   --oidc-audience AUD         required "aud" (repeatable; needed with --jwks-file)
   --identity-claim NAME       claim naming the caller (default email, fallback sub)
   --groups-claim NAME         claim listing the caller's groups (default groups)
+  --identity-guc NAME         also set custom setting NAME (e.g. pgwarden.identity) to the caller's
+                              identity upstream (application_name always carries it)
   --clock-skew SECS           tolerance on exp/nbf/iat (default 60)
   --token-grace SECS          how long past exp a session may run (default 0)
   --users-file FILE           static users: lines "name SCRAM-SHA-256$... group,group"
@@ -141,6 +180,11 @@ ParsedFlags parse_flags(const std::vector<std::string>& args) {
       {"--oidc-audience", [&](const std::string& v) { c.oidc_audiences.push_back(v); }},
       {"--identity-claim", [&](const std::string& v) { c.identity_claim = v; }},
       {"--groups-claim", [&](const std::string& v) { c.groups_claim = v; }},
+      {"--identity-guc", [&](const std::string& v) { c.identity_guc = v; }},
+      {"--jwks-url", [&](const std::string& v) { c.jwks_url = v; }},
+      {"--jwks-ca", [&](const std::string& v) { c.jwks_ca_file = v; }},
+      {"--jwks-refresh",
+       [&](const std::string& v) { c.jwks_refresh_s = parse_seconds("--jwks-refresh", v); }},
       {"--clock-skew",
        [&](const std::string& v) { c.clock_skew_s = parse_seconds("--clock-skew", v); }},
       {"--auth-failure-limit",
@@ -199,13 +243,30 @@ ParsedFlags parse_flags(const std::vector<std::string>& args) {
     if (c.max_buffered_bytes < c.recv_buffer_size) {
       throw std::runtime_error("--max-buffered-bytes must be at least --recv-buffer-size");
     }
-    const bool any_auth = !c.policy_file.empty() || !c.upstream_secrets_file.empty() ||
-                          !c.jwks_file.empty() || !c.users_file.empty();
+    const bool oidc = !c.jwks_file.empty() || !c.jwks_url.empty();
+    const bool any_auth =
+        !c.policy_file.empty() || !c.upstream_secrets_file.empty() || oidc || !c.users_file.empty();
     if (any_auth && (c.policy_file.empty() || c.upstream_secrets_file.empty() ||
-                     (c.jwks_file.empty() && c.users_file.empty()))) {
+                     (!oidc && c.users_file.empty()))) {
       throw std::runtime_error(
           "gateway authentication needs --policy, --upstream-secrets and at least one of "
-          "--jwks-file or --users-file");
+          "--jwks-file, --jwks-url or --users-file");
+    }
+    if (!c.jwks_file.empty() && !c.jwks_url.empty()) {
+      throw std::runtime_error("--jwks-file and --jwks-url exclude each other");
+    }
+    if (!c.jwks_url.empty()) {
+      const auto url = protocol::parse_url(c.jwks_url);
+      if (!url) throw std::runtime_error("--jwks-url: " + url.error().message);
+      // Whoever can change the keys can mint any identity: plain HTTP only on this host.
+      if (!url->tls && !loopback_host(url->host)) {
+        throw std::runtime_error("--jwks-url must use https (http only for a loopback host)");
+      }
+      if (c.jwks_refresh_s < 1) throw std::runtime_error("--jwks-refresh must be >= 1 second");
+    }
+    if (!c.identity_guc.empty() && !valid_custom_setting(c.identity_guc)) {
+      throw std::runtime_error(
+          "--identity-guc: expected a custom setting name such as pgwarden.identity");
     }
     if (c.upstream_tls != "disable" && c.upstream_tls != "prefer" && c.upstream_tls != "require" &&
         c.upstream_tls != "verify-ca" && c.upstream_tls != "verify-full") {
@@ -215,9 +276,9 @@ ParsedFlags parse_flags(const std::vector<std::string>& args) {
     if (c.tls_cert_file.empty() != c.tls_key_file.empty()) {
       throw std::runtime_error("--tls-cert and --tls-key go together");
     }
-    if (!c.jwks_file.empty() && c.oidc_audiences.empty()) {
+    if (oidc && c.oidc_audiences.empty()) {
       throw std::runtime_error(
-          "--jwks-file needs --oidc-audience (tokens for other services must not work)");
+          "--jwks-file/--jwks-url need --oidc-audience (tokens for other services must not work)");
     }
     if (c.log_level != "debug" && c.log_level != "info" && c.log_level != "warn" &&
         c.log_level != "error") {

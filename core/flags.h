@@ -31,6 +31,11 @@ struct Config {
   std::vector<std::string> oidc_audiences;
   std::string identity_claim = "email";
   std::string groups_claim = "groups";
+  std::string
+      identity_guc;      // also pass the identity as this custom setting (e.g. pgwarden.identity)
+  std::string jwks_url;  // fetched at start and every jwks_refresh_s in the background
+  std::string jwks_ca_file;  // CA certificates for an https jwks_url (default: system CAs)
+  double jwks_refresh_s = 300;
   double clock_skew_s = 60;
   double token_grace_s = 0;
   bool allow_plaintext_auth = false;

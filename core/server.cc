@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "core/auth_loader.h"
+#include "core/jwks_fetcher.h"
 #include "core/log.h"
 #include "core/worker.h"
 
@@ -98,6 +99,20 @@ int run_server(const Config& config) {
   sigaddset(&sigs, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
+  std::unique_ptr<JwksFetcher> jwks_fetcher;
+  if (auth && !config.jwks_url.empty()) {
+    jwks_fetcher = std::make_unique<JwksFetcher>(config.jwks_url, config.jwks_ca_file,
+                                                 config.jwks_refresh_s, auth->jwks);
+    const std::string error = jwks_fetcher->fetch_once();
+    if (error.empty()) {
+      PGW_INFO("jwks: keys loaded from %s", config.jwks_url.c_str());
+    } else {
+      // Break-glass static users must still work while the identity provider is down.
+      PGW_ERROR("jwks: fetching %s failed (%s); token logins fail until a retry succeeds",
+                config.jwks_url.c_str(), error.c_str());
+    }
+    jwks_fetcher->start();
+  }
 
   std::string bound;
   const std::vector<int> fds = open_listeners(listen, threads, bound);

@@ -179,7 +179,7 @@ Next Session::on_frontend(const pr::Fragment& f) {
         fail(pr::sqlstate::kInvalidAuthorization, "token expired");
         return Next::Stop;
       }
-      if (client_auth_ && (f.type == pr::fe::kQuery || f.type == pr::fe::kParse)) {
+      if (guard_role_ && (f.type == pr::fe::kQuery || f.type == pr::fe::kParse)) {
         return on_guarded_statement(f);
       }
       forward(Peer::Upstream, f, fe_);

@@ -139,6 +139,7 @@ class alignas(16) Session {
   std::string identity_;               // the authenticated caller, for logs
   std::string peer_;                   // the client's address (gateway auth), for logs/throttle
   std::int64_t token_expires_at_ = 0;  // seconds since the epoch; 0 = no expiry
+  bool guard_role_ = false;            // refuse statements that would leave the mapped role
   // TLS.
   std::basic_string<std::byte> tls_plain_in_;  // decrypted bytes of the current read
   std::basic_string<std::byte> tls_records_;   // encrypted bytes of the current flush

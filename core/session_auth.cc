@@ -98,6 +98,7 @@ void Session::start_upstream(const policy::AuthenticatedCaller& caller) {
   const policy::RoleMapping& m = *caller.mapping;
   identity_ = caller.identity;
   token_expires_at_ = caller.expires_at;
+  guard_role_ = !m.allow_role_change;
   PGW_INFO("session: %s authenticated (%s), groups mapped to role %s", identity_.c_str(),
            caller.method, m.role.c_str());
   std::string database = m.database;
@@ -108,7 +109,7 @@ void Session::start_upstream(const policy::AuthenticatedCaller& caller) {
     if (k == "application_name") app = v;
     // The role is ours to choose: never pass on what could change it (options="-c role=...").
     if (k == "user" || k == "database" || k == "options" || k == "replication" ||
-        k == "application_name" || k.substr(0, 5) == "_pq_.") {
+        k == "application_name" || k.substr(0, 5) == "_pq_." || k == w_.config().identity_guc) {
       return;
     }
     params.emplace_back(k, v);
@@ -117,6 +118,8 @@ void Session::start_upstream(const policy::AuthenticatedCaller& caller) {
   // The caller's identity reaches PostgreSQL's own logs and pg_stat_activity.
   params.emplace_back("application_name", clip_name(identity_ + " via pgwarden" +
                                                     (app.empty() ? "" : " (" + app + ")")));
+  // And, if configured, a custom setting the database side can read: current_setting('NAME').
+  if (!w_.config().identity_guc.empty()) params.emplace_back(w_.config().identity_guc, identity_);
   params.emplace_back("user", m.role);
   params.emplace_back("database", database);
   startup_packet_.clear();

@@ -79,7 +79,13 @@ pr::Result<std::vector<RoleMapping>> parse_role_mappings(std::string_view policy
         e["database"].get_string().get(database) != simdjson::SUCCESS) {
       return rejected(where + ".database must be a string");
     }
-    out.push_back(RoleMapping{std::string(group), std::string(role), std::string(database)});
+    bool allow_role_change = false;
+    if (e["allow_role_change"].error() != simdjson::NO_SUCH_FIELD &&
+        e["allow_role_change"].get_bool().get(allow_role_change) != simdjson::SUCCESS) {
+      return rejected(where + ".allow_role_change must be true or false");
+    }
+    out.push_back(RoleMapping{std::string(group), std::string(role), std::string(database),
+                              allow_role_change});
   }
   return out;
 }
@@ -156,8 +162,13 @@ pr::Result<ClientAuth::Step> ClientAuth::on_message(pr::Bytes message, std::int6
     case Stage::Token: {
       const auto token = pr::read_password_message(message);
       if (!token) return rejected("malformed password message");
-      auto id = verifier_.verify(*token, *config_.jwks, now);
-      if (!id) return id.error();
+      const auto keys = config_.jwks->get();
+      if (keys == nullptr) return rejected("the identity provider's keys are not loaded yet");
+      auto id = verifier_.verify(*token, *keys, now);
+      if (!id) {
+        if (verifier_.last_kid_unknown()) config_.jwks->request_refresh();
+        return id.error();
+      }
       if (id->identity != user_) {
         return rejected("token identity \"" + id->identity + "\" is not the user name \"" + user_ +
                         "\"");

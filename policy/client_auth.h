@@ -21,7 +21,8 @@ namespace pgwarden::policy {
 struct RoleMapping {
   std::string group;
   std::string role;
-  std::string database;  // empty: the database the client asked for
+  std::string database;            // empty: the database the client asked for
+  bool allow_role_change = false;  // SET ROLE / SET SESSION AUTHORIZATION allowed
 };
 
 struct StaticUser {
@@ -32,7 +33,7 @@ struct StaticUser {
 
 // Immutable after start-up; shared read-only by all cores.
 struct AuthConfig {
-  std::shared_ptr<const Jwks> jwks;  // null: OIDC tokens are not accepted
+  std::shared_ptr<JwksSource> jwks;  // null: OIDC tokens are not accepted
   JwtOptions jwt;
   std::vector<StaticUser> users;
   std::vector<RoleMapping> roles;                                      // first match wins
@@ -42,7 +43,8 @@ struct AuthConfig {
   const RoleMapping* map_groups(const std::vector<std::string>& groups) const;
 };
 
-// {"role_mappings": [{"group": "...", "role": "...", "database": "..."}]} in the policy file.
+// {"role_mappings": [{"group": "...", "role": "...", "database": "...",
+//                     "allow_role_change": false}]} in the policy file.
 protocol::Result<std::vector<RoleMapping>> parse_role_mappings(std::string_view policy_json);
 // Lines "name SCRAM-SHA-256$... [group,group...]"; '#' starts a comment line.
 protocol::Result<std::vector<StaticUser>> parse_users_file(std::string_view text);

@@ -107,6 +107,7 @@ pr::Result<std::shared_ptr<const Jwks>> Jwks::parse(std::string_view json) {
 
 pr::Result<CallerIdentity> JwtVerifier::verify(std::string_view token, const Jwks& jwks,
                                                std::int64_t now) {
+  kid_unknown_ = false;
   if (token.size() > options_.max_token_bytes) return rejected("token too large");
   const std::size_t dot1 = token.find('.');
   const std::size_t dot2 = dot1 == std::string_view::npos ? dot1 : token.find('.', dot1 + 1);
@@ -146,8 +147,10 @@ pr::Result<CallerIdentity> JwtVerifier::verify(std::string_view token, const Jwk
       if (kid) break;
     }
   }
-  if (kid && key == nullptr)
+  if (kid && key == nullptr) {
+    kid_unknown_ = true;
     return rejected("no " + std::string(*alg_name) + " key with kid \"" + std::string(*kid) + "\"");
+  }
   if (!kid && candidates != 1) {
     return rejected("token has no kid and the key set has " + std::to_string(candidates) + " " +
                     std::string(*alg_name) + " keys");

@@ -5,6 +5,7 @@
 
 #include <simdjson.h>
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -31,6 +32,28 @@ class Jwks {
 
  private:
   std::vector<Key> keys_;
+};
+
+// The key set in force, swapped whole when a refresh (--jwks-url) brings a new one. Cores read it
+// once per token login; a refresh is requested when a token names a kid the set lacks (the
+// provider may have rotated its keys).
+class JwksSource {
+ public:
+  JwksSource() = default;
+  explicit JwksSource(std::shared_ptr<const Jwks> keys) { set(std::move(keys)); }
+  std::shared_ptr<const Jwks> get() const { return keys_.load(std::memory_order_acquire); }
+  void set(std::shared_ptr<const Jwks> keys) {
+    keys_.store(std::move(keys), std::memory_order_release);
+  }
+  void request_refresh() noexcept { refresh_wanted_.store(true, std::memory_order_relaxed); }
+  // True once per request.
+  bool take_refresh_request() noexcept {
+    return refresh_wanted_.exchange(false, std::memory_order_relaxed);
+  }
+
+ private:
+  std::atomic<std::shared_ptr<const Jwks>> keys_;
+  std::atomic<bool> refresh_wanted_{false};
 };
 
 struct JwtOptions {
@@ -60,9 +83,12 @@ class JwtVerifier {
   protocol::Result<CallerIdentity> verify(std::string_view token, const Jwks& jwks,
                                           std::int64_t now);
   const JwtOptions& options() const noexcept { return options_; }
+  // True when the last verify() failed because no key carries the token's kid.
+  bool last_kid_unknown() const noexcept { return kid_unknown_; }
 
  private:
   JwtOptions options_;
+  bool kid_unknown_ = false;
   simdjson::dom::parser parser_;
 };
 

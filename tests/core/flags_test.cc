@@ -51,6 +51,42 @@ TEST(FlagsTest, RejectsBadInputWithAClearMessage) {
   }
 }
 
+TEST(FlagsTest, OidcKeySourcesAndIdentitySetting) {
+  const std::vector<std::string> base = {"--upstream",         "x:1", "--policy",        "p",
+                                         "--upstream-secrets", "s",   "--oidc-audience", "a"};
+  auto with = [&](std::vector<std::string> extra) {
+    std::vector<std::string> args = base;
+    args.insert(args.end(), extra.begin(), extra.end());
+    return parse_flags(args);
+  };
+  for (const auto& good : std::vector<std::vector<std::string>>{
+           {"--jwks-url", "https://idp.example.com/jwks"},
+           {"--jwks-url", "http://127.0.0.1:8080/jwks", "--jwks-refresh", "60"},
+           {"--jwks-url", "http://localhost/jwks"},
+           {"--jwks-file", "k.json", "--identity-guc", "pgwarden.identity"},
+           {"--jwks-file", "k.json", "--identity-guc", "my_app.caller_1.id"},
+       }) {
+    const ParsedFlags p = with(good);
+    EXPECT_FALSE(p.exit_now) << good[1] << ": " << p.message;
+  }
+  for (const auto& bad : std::vector<std::vector<std::string>>{
+           {"--jwks-url", "http://idp.example.com/jwks"},  // keys over plain http, off-host
+           {"--jwks-url", "http://127.0.0.1.evil.com/jwks"},
+           {"--jwks-url", "ftp://idp/jwks"},
+           {"--jwks-url", "https://idp/jwks", "--jwks-file", "k.json"},
+           {"--jwks-url", "https://idp/jwks", "--jwks-refresh", "0"},
+           {"--jwks-file", "k.json", "--identity-guc", "identity"},  // not a custom setting
+           {"--jwks-file", "k.json", "--identity-guc", "role"},
+           {"--jwks-file", "k.json", "--identity-guc", "a..b"},
+           {"--jwks-file", "k.json", "--identity-guc", "a.b;drop"},
+           {"--jwks-file", "k.json", "--identity-guc", ".a"},
+           {"--jwks-file", "k.json", "--identity-guc", "a.1b"},
+       }) {
+    const ParsedFlags p = with(bad);
+    EXPECT_EQ(p.exit_code, 2) << bad[1] << " " << bad.back();
+  }
+}
+
 TEST(FlagsTest, HelpAndVersionExitCleanly) {
   EXPECT_EQ(parse_flags({"--help"}).exit_code, 0);
   EXPECT_NE(parse_flags({"--help"}).message.find("--upstream"), std::string::npos);

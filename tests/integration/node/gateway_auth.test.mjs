@@ -4,6 +4,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import https from 'node:https';
 import { mkdtempSync, writeFileSync, chmodSync, rmSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -27,6 +28,8 @@ async function token(sub, { groups = ['analysts'], exp = '5m', key = 'rs', email
   else jwt.setExpirationTime(exp);
   return jwt.sign(k.privateKey);
 }
+
+const publicJwk = async (n) => ({ ...(await jose.exportJWK(keys[n].publicKey)), kid: keys[n].kid, alg: keys[n].alg });
 
 const client = (user, password, extra = {}) => new pg.Client({ host: '127.0.0.1', port: gw.port, user, password, database: 'postgres', ...extra });
 
@@ -58,19 +61,21 @@ before(async () => {
     const pair = await jose.generateKeyPair(alg, { extractable: true, ...(alg === 'EdDSA' ? { crv: 'Ed25519' } : {}) });
     keys[name] = { ...pair, alg, kid: `${name}-key` };
   }
-  const jwks = { keys: await Promise.all(['rs', 'es', 'ed'].map(async (n) => ({ ...(await jose.exportJWK(keys[n].publicKey)), kid: keys[n].kid, alg: keys[n].alg }))) };
+  const jwks = { keys: await Promise.all(['rs', 'es', 'ed'].map(publicJwk)) };
   writeFileSync(join(dir, 'jwks.json'), JSON.stringify(jwks));
   writeFileSync(join(dir, 'policy.json'), JSON.stringify({ role_mappings: [
     { group: 'analysts', role: 'analyst', database: 'postgres' },
     { group: 'oncall', role: 'writer' },
     { group: 'md5group', role: 'md5user', database: 'postgres' },
     { group: 'plaingroup', role: 'plainuser', database: 'postgres' },
+    { group: 'dbadmins', role: 'writer', database: 'postgres', allow_role_change: true },
   ] }));
   writeFileSync(join(dir, 'secrets'), Object.entries(SECRET).map(([r, p]) => `${r} ${p}\n`).join(''));
   chmodSync(join(dir, 'secrets'), 0o600);
   gw = await startGateway(['--upstream', `127.0.0.1:${env.pgPort}`, '--policy', join(dir, 'policy.json'),
     '--upstream-secrets', join(dir, 'secrets'), '--jwks-file', join(dir, 'jwks.json'), '--oidc-issuer', ISS,
-    '--oidc-audience', AUD, '--users-file', join(dir, 'users'), '--allow-plaintext-auth', '--log-level', 'debug']);
+    '--oidc-audience', AUD, '--users-file', join(dir, 'users'), '--allow-plaintext-auth', '--log-level', 'debug',
+    '--identity-guc', 'pgwarden.identity']);
   gw.stderr.on('data', (d) => { gwLog += d; });
 });
 
@@ -90,6 +95,26 @@ test('an OIDC caller runs as the mapped role, with the identity in application_n
     assert.match(rows[0].a, /^alice@example\.com via pgwarden/);
     await c.end();
   }
+});
+
+test('--identity-guc also passes the identity as a custom setting the database can read', async () => {
+  const c = client('alice@example.com', await token('alice@example.com'));
+  await c.connect();
+  assert.equal((await c.query("SELECT current_setting('pgwarden.identity') AS i")).rows[0].i, 'alice@example.com');
+  await c.end();
+  // A client cannot choose that setting itself through the startup packet.
+  const w = new Wire(gw.port);
+  await w.connected();
+  w.write(startupPacket({ user: 'alice@example.com', database: 'postgres', 'pgwarden.identity': 'mallory@example.com' }));
+  assert.equal((await w.next(['R', 'E'])).type, 'R');
+  w.write(message('p', Buffer.from(`${await token('alice@example.com')}\0`)));
+  const ready = await w.next(['Z', 'E']);
+  assert.equal(ready.type, 'Z', ready.type === 'E' ? errorFields(ready.body).M : '');
+  w.write(query("SELECT current_setting('pgwarden.identity')"));
+  const row = await w.next(['D', 'E']);
+  assert.equal(row.type, 'D', row.type === 'E' ? errorFields(row.body).M : '');
+  assert.equal(row.body.subarray(6).toString(), 'alice@example.com');
+  w.end();
 });
 
 test('pgwarden logs in upstream with md5 too, but never sends its password in the clear unencrypted', async () => {
@@ -136,6 +161,16 @@ test('the caller cannot leave the mapped role: SET ROLE and friends end the sess
   const { rows } = await ok.query("SELECT 'SET ROLE postgres' AS t, current_setting('role') AS r, current_user AS u");
   assert.deepEqual(rows[0], { t: 'SET ROLE postgres', r: 'none', u: 'analyst' });
   await ok.end();
+});
+
+test('a mapping with allow_role_change lets its callers SET ROLE; PostgreSQL still judges the target', async () => {
+  const c = client('dana@example.com', await token('dana@example.com', { groups: ['dbadmins'] }));
+  await c.connect();
+  await c.query('SET ROLE writer');
+  await c.query('RESET ROLE');
+  await assert.rejects(c.query('SET ROLE analyst'), (e) => e.code === '42501' && !/pgwarden/.test(e.message));
+  assert.equal((await c.query('SELECT current_user AS u')).rows[0].u, 'writer');
+  await c.end();
 });
 
 test('a refused statement is answered after what the client sent before it', async () => {
@@ -301,4 +336,71 @@ test('repeated failed logins from one address are throttled, even with a good to
     strict.kill('SIGINT');
     await strict.exited;
   }
+});
+
+test('keys from --jwks-url over https: IdP down at start, loaded on retry, rotated keys picked up on an unknown kid', async () => {
+  const certs = makeCerts(dir, 'idp');
+  let served = null; // null: the identity provider answers 503
+  let fetches = 0;
+  const idp = https.createServer({ cert: readFileSync(certs.cert), key: readFileSync(certs.key) }, (req, res) => {
+    fetches++;
+    if (req.url !== '/jwks' || served === null) { res.writeHead(503); res.end('down'); return; }
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify(served));
+  });
+  await new Promise((r) => idp.listen(0, '127.0.0.1', r));
+  const url = `https://localhost:${idp.address().port}/jwks`;
+  let log = '';
+  const g = await startGateway(['--upstream', `127.0.0.1:${env.pgPort}`, '--threads', '1', '--policy', join(dir, 'policy.json'),
+    '--upstream-secrets', join(dir, 'secrets'), '--jwks-url', url, '--jwks-ca', certs.ca, '--oidc-issuer', ISS,
+    '--oidc-audience', AUD, '--users-file', join(dir, 'users'), '--allow-plaintext-auth', '--auth-failure-limit', '0']);
+  g.stderr.on('data', (d) => { log += d; });
+  const login = async (key) => {
+    const c = new pg.Client({ host: '127.0.0.1', port: g.port, user: 'alice@example.com', password: await token('alice@example.com', { key }), database: 'postgres' });
+    await c.connect();
+    const u = (await c.query('SELECT current_user AS u')).rows[0].u;
+    await c.end();
+    return u;
+  };
+  const eventually = async (fn, ms) => {
+    const until = Date.now() + ms;
+    for (;;) {
+      try { return await fn(); } catch (e) { if (Date.now() > until) throw e; }
+      await sleep(250);
+    }
+  };
+  try {
+    // The IdP is down: tokens cannot be checked, but break-glass static users still get in.
+    await assert.rejects(login('rs'), (e) => e.code === '28000');
+    const glass = await psql('breakglass', 'glass-Breaker-9', 'SELECT current_user', g.port);
+    assert.equal(glass.code, 0, glass.stderr);
+    assert.equal(glass.stdout.trim(), 'writer');
+    // It comes back: the retry loads the keys.
+    served = { keys: [await publicJwk('rs')] };
+    assert.equal(await eventually(() => login('rs'), 15000), 'analyst');
+    // The IdP rotates in a new key: a token naming it triggers an early refresh.
+    served = { keys: [await publicJwk('rs'), await publicJwk('es')] };
+    const before = fetches;
+    assert.equal(await eventually(() => login('es'), 20000), 'analyst');
+    assert.ok(fetches > before, 'the new key came from a fresh fetch');
+    // A broken key set from the IdP keeps the keys in force.
+    served = { keys: [{ kty: 'RSA', kid: 'broken', n: '!!', e: 'AQAB' }] };
+    const broken = fetches;
+    await assert.rejects(login('ed'), (e) => e.code === '28000'); // unknown kid: asks for a refresh
+    await eventually(async () => { assert.ok(fetches > broken); }, 20000);
+    await sleep(300);
+    assert.equal(await login('rs'), 'analyst');
+    assert.match(log, /keeping the keys in force/);
+  } finally {
+    g.kill('SIGINT');
+    g.kill('SIGINT');
+    await g.exited;
+    idp.close();
+  }
+  // Keys from plain http on another host could be swapped by anyone on the path: refused.
+  const run = (args) => new Promise((resolve) => execFile(env.bin, args, (err, _o, stderr) => resolve({ code: err ? err.code : 0, stderr })));
+  const plain = await run(['--upstream', `127.0.0.1:${env.pgPort}`, '--policy', join(dir, 'policy.json'),
+    '--upstream-secrets', join(dir, 'secrets'), '--jwks-url', 'http://idp.example.com/jwks', '--oidc-audience', AUD]);
+  assert.equal(plain.code, 2);
+  assert.match(plain.stderr, /must use https/);
 });
