@@ -10,10 +10,13 @@
 #include "core/log.h"
 #include "core/server.h"
 #include "policy/library_versions.h"
+#include "recorder/tools.h"
 
 int main(int argc, char** argv) {
   using namespace pgwarden::core;
   std::vector<std::string> args(argv + 1, argv + argc);
+  // Offline tools: pgwarden sessions | replay | verify | export.
+  if (int code = 0; pgwarden::recorder::run_tool(args, code)) return code;
   ParsedFlags parsed = parse_flags(args);
   if (parsed.exit_now) {
     if (parsed.message == "version") {

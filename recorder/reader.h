@@ -1,0 +1,55 @@
+// Offline readers of a record directory (synchronous file reads; never on the gateway's data
+// path): segment discovery, integrity verification, and record iteration for the tools.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "recorder/format.h"
+
+namespace pgwarden::recorder {
+
+struct SegmentFile {
+  unsigned core = 0;
+  std::uint64_t seq = 0;
+  std::string path;      // full path
+  std::string relative;  // core-NN/SSSSSSSS.pwrec
+};
+
+// Segments under `dir`, ordered by core then sequence. Files not named like segments are ignored.
+std::vector<SegmentFile> list_segments(const std::string& dir);
+std::string segment_relative_path(unsigned core, std::uint64_t seq);
+
+struct VerifyReport {
+  bool ok = true;
+  std::string problem;             // the first problem found, naming file, record and offset
+  std::vector<std::string> notes;  // tolerated facts (an unsealed last segment, a partial tail)
+  std::uint64_t segments = 0;
+  std::uint64_t records = 0;
+};
+
+// Checks CRCs, record links, the hash chain across segments, segment sequence and seals.
+VerifyReport verify_dir(const std::string& dir, const std::string& key);
+
+// Where a gateway appends after a restart: the state at the end of a core's last segment.
+struct Resume {
+  std::uint64_t last_seq = 0;          // 0: the core has no segment yet
+  bool last_sealed = true;             // false: the gateway stopped abruptly; seal it on recovery
+  std::uint64_t last_records = 0;      // complete records in the last segment
+  std::uint64_t last_valid_bytes = 0;  // their length: a partial tail beyond is cut off
+  Hash last_hash{};                    // chain hash after the last complete record
+  std::string last_path;
+  bool ok = true;
+  std::string problem;
+};
+Resume resume_point(const std::string& dir, unsigned core);
+
+// Calls `fn` for every readable record of every core (core by core, in order). A partial record
+// at the end of a segment ends that segment; a corrupt one ends it too and is reported on
+// stderr by the caller via the return value (the first problem, or empty).
+std::string for_each_record(const std::string& dir,
+                            const std::function<void(const SegmentFile&, const Record&)>& fn);
+
+}  // namespace pgwarden::recorder

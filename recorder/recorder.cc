@@ -1,1 +1,0 @@
-#include "recorder/recorder.h"

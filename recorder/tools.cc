@@ -1,0 +1,471 @@
+#include "recorder/tools.h"
+
+#include <ctime>
+#include <fstream>
+#include <iostream>
+#include <iterator>
+#include <map>
+#include <stdexcept>
+#include <thread>
+
+#include "recorder/reader.h"
+
+namespace pgwarden::recorder {
+
+namespace {
+
+struct ToolArgs {
+  std::string dir;
+  std::string key_file;
+  std::string user;
+  std::string table;
+  std::string session;
+  std::string format = "text";
+  std::int64_t since_us = 0;
+  std::int64_t until_us = 0;  // 0 = none
+  bool follow = false;
+  double speed = 0;  // replay: 0 = no pauses
+};
+
+// "2026-11-21T14:50:00Z", "2026-11-21 14:50:00.5", "2026-11-21" (UTC) or seconds since the epoch.
+std::int64_t parse_time(const std::string& flag, const std::string& v) {
+  if (!v.empty() && v.find_first_not_of("0123456789") == std::string::npos) {
+    return std::stoll(v) * 1'000'000;
+  }
+  std::tm tm{};
+  int y = 0, mo = 0, d = 0, h = 0, mi = 0;
+  double sec = 0;
+  char tail[8] = {0};
+  const int n =
+      std::sscanf(v.c_str(), "%4d-%2d-%2d%*1[T ]%2d:%2d:%lf%7s", &y, &mo, &d, &h, &mi, &sec, tail);
+  const bool date_only = n == 3 && v.size() == 10;
+  if (!(date_only || n == 6 || (n == 7 && std::string(tail) == "Z"))) {
+    throw std::runtime_error(flag + ": expected a UTC time like 2026-11-21T14:50:00Z, got: " + v);
+  }
+  tm.tm_year = y - 1900;
+  tm.tm_mon = mo - 1;
+  tm.tm_mday = d;
+  tm.tm_hour = h;
+  tm.tm_min = mi;
+  const auto whole = static_cast<std::int64_t>(timegm(&tm));
+  return whole * 1'000'000 + static_cast<std::int64_t>(sec * 1e6);
+}
+
+std::string format_time(std::int64_t us, bool iso) {
+  const std::time_t secs = static_cast<std::time_t>(us / 1'000'000);
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char buf[64];
+  std::strftime(buf, sizeof buf, iso ? "%Y-%m-%dT%H:%M:%S" : "%Y-%m-%d %H:%M:%S", &tm);
+  char out[96];
+  std::snprintf(out, sizeof out, "%s.%06lld%s", buf, static_cast<long long>(us % 1'000'000),
+                iso ? "Z" : " UTC");
+  return out;
+}
+
+std::string session_id(std::uint64_t s) {
+  char buf[20];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(s));
+  return buf;
+}
+
+void json_string(std::string& out, std::string_view s) {
+  out.push_back('"');
+  for (const char ch : s) {
+    const auto c = static_cast<unsigned char>(ch);
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      default:
+        if (c < 0x20 || c == 0x7f) {
+          char esc[8];
+          std::snprintf(esc, sizeof esc, "\\u%04x", c);
+          out += esc;
+        } else {
+          out.push_back(ch);
+        }
+    }
+  }
+  out.push_back('"');
+}
+
+bool numeric_field(Field f) {
+  return f == Field::DurationUs || f == Field::Rows || f == Field::Statement || f == Field::Bytes ||
+         f == Field::Core || f == Field::Segment || f == Field::Records;
+}
+
+// One event as a JSON object (the export schema, recorder/FORMAT.md).
+std::string to_json(const SegmentFile& seg, const Record& r) {
+  std::string out = "{\"ts\":";
+  json_string(out, format_time(r.ts_us, true));
+  out += ",\"type\":";
+  json_string(out, type_name(r.type));
+  out += ",\"session\":";
+  json_string(out, session_id(r.session));
+  out += ",\"core\":" + std::to_string(seg.core);
+  std::map<Field, std::vector<std::string_view>> lists;
+  for (const auto& [f, v] : r.fields) {
+    if (f == Field::Param || f == Field::Groups) {
+      lists[f].push_back(v);
+      continue;
+    }
+    if (f == Field::PrevHash || f == Field::Mac) continue;
+    out += ",\"";
+    out += field_name(f);
+    out += "\":";
+    if (numeric_field(f) && !v.empty() && v.find_first_not_of("0123456789") == std::string::npos) {
+      out.append(v);
+    } else {
+      json_string(out, v);
+    }
+  }
+  for (const auto& [f, values] : lists) {
+    out += ",\"";
+    out += field_name(f);
+    out += "\":[";
+    for (std::size_t i = 0; i < values.size(); ++i) {
+      if (i != 0) out.push_back(',');
+      json_string(out, values[i]);
+    }
+    out.push_back(']');
+  }
+  out.push_back('}');
+  return out;
+}
+
+bool is_event(const Record& r) {
+  return r.type != RecordType::SegmentStart && r.type != RecordType::Seal;
+}
+
+// Reads records as they are appended: remembers how far each segment file was read.
+class Follower {
+ public:
+  explicit Follower(std::string dir) : dir_(std::move(dir)) {}
+  template <class F>
+  void poll(F&& fn) {
+    for (const auto& seg : list_segments(dir_)) {
+      std::uint64_t& done = offsets_[seg.path];
+      std::ifstream in(seg.path, std::ios::binary);
+      in.seekg(static_cast<std::streamoff>(done));
+      const std::string data((std::istreambuf_iterator<char>(in)),
+                             std::istreambuf_iterator<char>());
+      std::string_view rest = data;
+      Record r;
+      std::size_t size = 0;
+      while (parse_record(rest, r, size) == ParseStatus::Ok) {
+        fn(seg, r);
+        rest.remove_prefix(size);
+        done += size;
+      }
+    }
+  }
+
+ private:
+  std::string dir_;
+  std::map<std::string, std::uint64_t> offsets_;
+};
+
+int cmd_verify(const ToolArgs& a) {
+  if (a.key_file.empty()) throw std::runtime_error("verify needs --key-file");
+  std::ifstream in(a.key_file, std::ios::binary);
+  if (!in) throw std::runtime_error("cannot read " + a.key_file);
+  std::string key((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  while (!key.empty() && (key.back() == '\n' || key.back() == '\r')) key.pop_back();
+  const VerifyReport r = verify_dir(a.dir, key);
+  for (const auto& n : r.notes) std::cout << "note: " << n << "\n";
+  if (!r.ok) {
+    std::cout << "FAILED: " << r.problem << "\n";
+    return 1;
+  }
+  std::cout << "intact: " << r.segments << " segments, " << r.records
+            << " records; CRCs, hash chain and seals verified\n";
+  return 0;
+}
+
+int cmd_export(const ToolArgs& a) {
+  if (a.format != "jsonl") throw std::runtime_error("export: only --format jsonl is supported");
+  auto emit = [&](const SegmentFile& seg, const Record& r) {
+    if (!is_event(r) || r.ts_us < a.since_us) return;
+    if (a.until_us != 0 && r.ts_us > a.until_us) return;
+    std::cout << to_json(seg, r) << "\n";
+  };
+  if (!a.follow) {
+    const std::string problem = for_each_record(a.dir, emit);
+    if (!problem.empty()) std::cerr << "pgwarden export: stopped reading " << problem << "\n";
+    return problem.empty() ? 0 : 1;
+  }
+  Follower f(a.dir);
+  while (true) {
+    f.poll(emit);
+    std::cout.flush();
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+}
+
+struct SessionSummary {
+  std::uint64_t id = 0;
+  unsigned core = 0;
+  std::int64_t start_us = 0, end_us = 0;
+  std::string identity, client, database, role, app, end_reason;
+  std::uint64_t statements = 0, errors = 0, refused = 0;
+  bool table_hit = false;
+};
+
+bool mentions_table(std::string_view text, const std::string& table) {
+  auto lower = [](char c) { return static_cast<char>(c >= 'A' && c <= 'Z' ? c + 32 : c); };
+  auto ident = [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '$' || static_cast<unsigned char>(c) >= 0x80;
+  };
+  for (std::size_t i = 0; i + table.size() <= text.size(); ++i) {
+    std::size_t k = 0;
+    while (k < table.size() && lower(text[i + k]) == lower(table[k])) ++k;
+    if (k != table.size()) continue;
+    const bool left = i == 0 || !ident(text[i - 1]);
+    const bool right = i + k == text.size() || !ident(text[i + k]);
+    if (left && right) return true;
+  }
+  return false;
+}
+
+int cmd_sessions(const ToolArgs& a) {
+  std::map<std::uint64_t, SessionSummary> sessions;
+  std::vector<std::uint64_t> order;
+  const std::string problem = for_each_record(a.dir, [&](const SegmentFile& seg, const Record& r) {
+    if (!is_event(r)) return;
+    auto [it, added] = sessions.try_emplace(r.session);
+    SessionSummary& s = it->second;
+    if (added) {
+      s.id = r.session;
+      s.core = seg.core;
+      s.start_us = r.ts_us;
+      order.push_back(r.session);
+    }
+    s.end_us = r.ts_us;
+    switch (r.type) {
+      case RecordType::SessionStart:
+        s.identity = r.get(Field::Identity);
+        s.client = r.get(Field::Client);
+        s.database = r.get(Field::Database);
+        s.role = r.get(Field::Role);
+        s.app = r.get(Field::Application);
+        break;
+      case RecordType::Query:
+      case RecordType::Parse:
+        ++s.statements;
+        if (!a.table.empty() && mentions_table(r.get(Field::Text), a.table)) s.table_hit = true;
+        break;
+      case RecordType::Outcome:
+        if (!r.get(Field::Sqlstate).empty()) ++s.errors;
+        break;
+      case RecordType::Refused:
+        ++s.refused;
+        if (!a.table.empty() && mentions_table(r.get(Field::Text), a.table)) s.table_hit = true;
+        break;
+      case RecordType::SessionEnd:
+        s.end_reason = r.get(Field::Reason);
+        break;
+      default:
+        break;
+    }
+  });
+  std::printf("%-16s  %-26s  %-26s  %-24s  %-21s  %-12s  %-12s  %5s  %4s  %s\n", "SESSION",
+              "STARTED (UTC)", "ENDED", "IDENTITY", "CLIENT", "DATABASE", "ROLE", "STMTS", "ERRS",
+              "END");
+  for (const std::uint64_t id : order) {
+    const SessionSummary& s = sessions[id];
+    if (!a.user.empty() && s.identity != a.user) continue;
+    if (s.start_us < a.since_us) continue;
+    if (a.until_us != 0 && s.start_us > a.until_us) continue;
+    if (!a.table.empty() && !s.table_hit) continue;
+    std::printf("%-16s  %-26s  %-26s  %-24s  %-21s  %-12s  %-12s  %5llu  %4llu  %s\n",
+                session_id(s.id).c_str(), format_time(s.start_us, false).c_str(),
+                s.end_reason.empty() ? "-" : format_time(s.end_us, false).c_str(),
+                s.identity.c_str(), s.client.c_str(), s.database.c_str(), s.role.c_str(),
+                static_cast<unsigned long long>(s.statements),
+                static_cast<unsigned long long>(s.errors + s.refused),
+                s.end_reason.empty() ? "(open)" : s.end_reason.c_str());
+  }
+  if (!problem.empty()) std::cerr << "pgwarden sessions: stopped reading " << problem << "\n";
+  return problem.empty() ? 0 : 1;
+}
+
+std::string describe(const Record& r) {
+  auto f = [&](Field k) { return std::string(r.get(k)); };
+  switch (r.type) {
+    case RecordType::SessionStart: {
+      std::string groups;
+      for (const auto& [k, v] : r.fields) {
+        if (k == Field::Groups) groups += (groups.empty() ? "" : ",") + std::string(v);
+      }
+      return "SESSION START identity=" + f(Field::Identity) + " groups=" + groups +
+             " auth=" + f(Field::Method) + " client=" + f(Field::Client) +
+             " database=" + f(Field::Database) + " role=" + f(Field::Role) +
+             " application_name=" + f(Field::Application) + " tls=" + f(Field::Tls);
+    }
+    case RecordType::Query:
+      return "QUERY    " + f(Field::Text);
+    case RecordType::Parse:
+      return "PARSE    [" + f(Field::Name) + "] " + f(Field::Text);
+    case RecordType::Bind: {
+      std::string params;
+      for (const auto& [k, v] : r.fields) {
+        if (k == Field::Param) params += (params.empty() ? "" : ", ") + std::string(v);
+      }
+      return "BIND     portal=[" + f(Field::Portal) + "] statement=[" + f(Field::Name) +
+             "] params=(" + params + ")";
+    }
+    case RecordType::Execute:
+      return "EXECUTE  portal=[" + f(Field::Portal) + "]";
+    case RecordType::Outcome:
+      if (!f(Field::Sqlstate).empty()) {
+        return "  -> ERROR " + f(Field::Sqlstate) + ": " + f(Field::Message) + " (" +
+               f(Field::DurationUs) + " us)";
+      }
+      return "  -> " + f(Field::Tag) + " (" + f(Field::Rows) + " rows, " + f(Field::DurationUs) +
+             " us)";
+    case RecordType::Refused:
+      return "REFUSED  " + f(Field::Text) + "  -- " + f(Field::Sqlstate) + ": " + f(Field::Reason);
+    case RecordType::Copy:
+      return "  -> COPY " + f(Field::Direction) + " " + f(Field::Bytes) + " bytes";
+    case RecordType::SessionEnd:
+      return "SESSION END: " + f(Field::Reason);
+    default:
+      return type_name(r.type);
+  }
+}
+
+int cmd_replay(const ToolArgs& a) {
+  if (a.session.empty()) throw std::runtime_error("replay needs --session ID");
+  std::uint64_t id = 0;
+  try {
+    id = std::stoull(a.session, nullptr, 16);
+  } catch (const std::exception&) {
+    throw std::runtime_error("--session: expected a session id as printed by `sessions`");
+  }
+  bool found = false;
+  std::int64_t first = 0, prev = 0;
+  bool ended = false;
+  auto show = [&](const SegmentFile& seg, const Record& r) {
+    if (r.session != id || !is_event(r)) return;
+    if (!found) first = prev = r.ts_us;
+    found = true;
+    if (a.speed > 0 && r.ts_us > prev) {
+      std::this_thread::sleep_for(
+          std::chrono::microseconds(static_cast<std::int64_t>((r.ts_us - prev) / a.speed)));
+    }
+    prev = r.ts_us;
+    if (a.format == "jsonl") {
+      std::cout << to_json(seg, r) << "\n";
+    } else {
+      char offset[32];
+      std::snprintf(offset, sizeof offset, "+%9.6fs", static_cast<double>(r.ts_us - first) / 1e6);
+      std::cout << format_time(r.ts_us, false) << " " << offset << "  " << describe(r) << "\n";
+    }
+    std::cout.flush();
+    if (r.type == RecordType::SessionEnd) ended = true;
+  };
+  if (a.format != "text" && a.format != "jsonl") {
+    throw std::runtime_error("--format: expected text or jsonl");
+  }
+  if (!a.follow) {
+    const std::string problem = for_each_record(a.dir, show);
+    if (!problem.empty()) std::cerr << "pgwarden replay: stopped reading " << problem << "\n";
+    if (!found) {
+      std::cerr << "pgwarden replay: no session " << a.session << " in " << a.dir << "\n";
+      return 1;
+    }
+    return problem.empty() ? 0 : 1;
+  }
+  Follower f(a.dir);
+  while (!ended) {
+    f.poll(show);
+    if (!ended) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  return 0;
+}
+
+const char* kUsage = R"(pgwarden tools read a record directory without a running gateway:
+  pgwarden sessions --record-dir D [--user U] [--since T] [--until T] [--table NAME]
+  pgwarden replay   --record-dir D --session ID [--follow] [--speed X] [--format text|jsonl]
+  pgwarden verify   --record-dir D --key-file K
+  pgwarden export   --record-dir D --format jsonl [--since T] [--until T] [--follow]
+Times are UTC: 2026-11-21T14:50:00Z, 2026-11-21 14:50:00, 2026-11-21, or epoch seconds.
+)";
+
+}  // namespace
+
+bool run_tool(const std::vector<std::string>& args, int& exit_code) {
+  if (args.empty()) return false;
+  const std::string& cmd = args[0];
+  if (cmd != "sessions" && cmd != "replay" && cmd != "verify" && cmd != "export") return false;
+  ToolArgs a;
+  try {
+    for (std::size_t i = 1; i < args.size(); ++i) {
+      const std::string& name = args[i];
+      if (name == "--follow") {
+        a.follow = true;
+        continue;
+      }
+      if (name == "--help" || name == "-h") {
+        std::cout << kUsage;
+        exit_code = 0;
+        return true;
+      }
+      if (i + 1 >= args.size()) throw std::runtime_error(name + " needs a value");
+      const std::string& v = args[++i];
+      if (name == "--record-dir") {
+        a.dir = v;
+      } else if (name == "--key-file") {
+        a.key_file = v;
+      } else if (name == "--user") {
+        a.user = v;
+      } else if (name == "--table") {
+        a.table = v;
+      } else if (name == "--session") {
+        a.session = v;
+      } else if (name == "--format") {
+        a.format = v;
+      } else if (name == "--since") {
+        a.since_us = parse_time(name, v);
+      } else if (name == "--until") {
+        a.until_us = parse_time(name, v);
+      } else if (name == "--speed") {
+        a.speed = std::stod(v);
+        if (!(a.speed > 0)) throw std::runtime_error("--speed must be > 0");
+      } else {
+        throw std::runtime_error("unknown flag for " + cmd + ": " + name);
+      }
+    }
+    if (a.dir.empty()) throw std::runtime_error(cmd + " needs --record-dir");
+    if (cmd == "verify") {
+      exit_code = cmd_verify(a);
+    } else if (cmd == "export") {
+      if (a.format == "text") a.format = "jsonl";
+      exit_code = cmd_export(a);
+    } else if (cmd == "sessions") {
+      exit_code = cmd_sessions(a);
+    } else {
+      exit_code = cmd_replay(a);
+    }
+  } catch (const std::exception& e) {
+    std::cerr << "pgwarden " << cmd << ": " << e.what() << "\n" << kUsage;
+    exit_code = 2;
+  }
+  return true;
+}
+
+}  // namespace pgwarden::recorder

@@ -1,0 +1,278 @@
+// Record format round trip, CRC, chain and seal, and what `verify` catches: altered, removed,
+// reordered or truncated records and segments, a wrong key; a partial last record after a crash is
+// tolerated.
+#include "recorder/format.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+
+#include "recorder/reader.h"
+
+namespace pgwarden::recorder {
+namespace {
+
+namespace fs = std::filesystem;
+const std::string kKey = "0123456789abcdef0123456789abcdef";
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+void spit(const std::string& path, const std::string& data) {
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << data;
+}
+
+// Offsets of the records in a segment file.
+std::vector<std::pair<std::size_t, std::size_t>> records_of(const std::string& data) {
+  std::vector<std::pair<std::size_t, std::size_t>> out;
+  std::string_view rest = data;
+  std::size_t at = 0, size = 0;
+  Record r;
+  while (parse_record(rest, r, size) == ParseStatus::Ok) {
+    out.emplace_back(at, size);
+    at += size;
+    rest.remove_prefix(size);
+  }
+  return out;
+}
+
+class RecordDir : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("pgw-rec-" + std::to_string(::getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    // Two cores; core 0 has three segments (rotated twice), core 1 one, closed cleanly.
+    write_core(0, 3);
+    write_core(1, 1);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  void write_core(unsigned core, int segments) {
+    SegmentWriter w(core, kKey);
+    Hash prev{};
+    std::int64_t ts = 1'700'000'000'000'000;
+    for (int seg = 1; seg <= segments; ++seg) {
+      w.begin(static_cast<std::uint64_t>(seg), prev, ts);
+      Payload p;
+      for (int i = 0; i < 5; ++i) {
+        p.reset(++ts, 0x1000 + core);
+        p.add(Field::Text, "SELECT " + std::to_string(seg * 100 + i)).add(Field::Rows, 1);
+        w.append(RecordType::Query, p);
+      }
+      w.seal(++ts, seg == segments);
+      prev = w.last_hash();
+      fs::create_directories(dir_ / ("core-0" + std::to_string(core)));
+      spit(path(core, seg), w.pending());
+      w.pending().clear();
+    }
+  }
+  std::string path(unsigned core, int seg) const {
+    return (dir_ / segment_relative_path(core, static_cast<std::uint64_t>(seg))).string();
+  }
+  VerifyReport verify(const std::string& key = kKey) const { return verify_dir(dir_, key); }
+
+  fs::path dir_;
+};
+
+TEST(Format, RoundTripsFieldsAndRejectsBitFlips) {
+  SegmentWriter w(7, kKey);
+  w.begin(1, Hash{}, 42);
+  Payload p;
+  p.reset(1'700'000'000'123'456, 0xabcdef);
+  const std::string binary("a\0b\xff", 4);
+  p.add(Field::Identity, "alice@example.com").add(Field::Param, binary).add(Field::Rows, 12345);
+  w.append(RecordType::SessionStart, p);
+  std::string_view bytes = w.pending();
+  Record r;
+  std::size_t size = 0;
+  ASSERT_EQ(parse_record(bytes, r, size), ParseStatus::Ok);  // the segment start
+  bytes.remove_prefix(size);
+  ASSERT_EQ(parse_record(bytes, r, size), ParseStatus::Ok);
+  EXPECT_EQ(size, bytes.size());
+  EXPECT_EQ(r.type, RecordType::SessionStart);
+  EXPECT_EQ(r.ts_us, 1'700'000'000'123'456);
+  EXPECT_EQ(r.session, 0xabcdefu);
+  EXPECT_EQ(r.get(Field::Identity), "alice@example.com");
+  EXPECT_EQ(r.get(Field::Param), binary);
+  EXPECT_EQ(r.get(Field::Rows), "12345");
+  // Every single-bit flip anywhere in the record is caught (CRC32C), or makes it incomplete.
+  const std::string good(bytes);
+  for (std::size_t i = 0; i < good.size(); ++i) {
+    for (int bit = 0; bit < 8; ++bit) {
+      std::string bad = good;
+      bad[i] = static_cast<char>(bad[i] ^ (1 << bit));
+      std::size_t n = 0;
+      EXPECT_NE(parse_record(bad, r, n), ParseStatus::Ok) << i << ":" << bit;
+    }
+  }
+  // Partial records are incomplete, not corrupt.
+  for (std::size_t cut = 0; cut < good.size(); ++cut) {
+    EXPECT_EQ(parse_record(std::string_view(good).substr(0, cut), r, size),
+              ParseStatus::Incomplete);
+  }
+}
+
+TEST(Format, Crc32cMatchesTheStandardCheckValue) {
+  EXPECT_EQ(crc32c(0, "123456789", 9), 0xE3069283u);
+  const std::string long_text(1000, 'x');
+  // Hardware and table paths agree on split input.
+  EXPECT_EQ(crc32c(crc32c(0, long_text.data(), 333), long_text.data() + 333, 667),
+            crc32c(0, long_text.data(), 1000));
+}
+
+TEST(Format, LongValuesAreClippedWithTheirHash) {
+  Payload p;
+  p.reset(0, 0);
+  p.add_clipped(Field::Text, std::string(kMaxValue + 10, 'q'));
+  SegmentWriter w(0, kKey);
+  w.begin(1, Hash{}, 0);
+  w.append(RecordType::Query, p);
+  std::string_view bytes = w.pending();
+  Record r;
+  std::size_t size = 0;
+  ASSERT_EQ(parse_record(bytes, r, size), ParseStatus::Ok);
+  bytes.remove_prefix(size);
+  ASSERT_EQ(parse_record(bytes, r, size), ParseStatus::Ok);
+  EXPECT_EQ(r.get(Field::Text).size(), kMaxValue);
+  EXPECT_EQ(r.get(Field::TextSha256).size(), 64u);
+}
+
+TEST_F(RecordDir, IntactDirectoryVerifies) {
+  const VerifyReport r = verify();
+  EXPECT_TRUE(r.ok) << r.problem;
+  EXPECT_EQ(r.segments, 4u);
+  EXPECT_EQ(r.records, 4u * 7u);
+}
+
+TEST_F(RecordDir, WrongKeyFails) {
+  const VerifyReport r = verify("another key entirely, 32 bytes..");
+  EXPECT_FALSE(r.ok);
+  EXPECT_NE(r.problem.find("seal does not verify"), std::string::npos) << r.problem;
+}
+
+TEST_F(RecordDir, AlteredByteIsNamed) {
+  std::string data = slurp(path(0, 2));
+  const auto recs = records_of(data);
+  data[recs[3].first + recs[3].second - 2] ^= 1;  // inside the 4th record's text
+  spit(path(0, 2), data);
+  const VerifyReport r = verify();
+  EXPECT_FALSE(r.ok);
+  EXPECT_NE(r.problem.find("core-00/00000002.pwrec: record 4 at offset"), std::string::npos)
+      << r.problem;
+}
+
+// Rewrites a record and recomputes its CRC: the next record's link exposes it.
+TEST_F(RecordDir, AlteredRecordWithFixedCrcIsNamedByTheNextLink) {
+  std::string data = slurp(path(0, 1));
+  const auto recs = records_of(data);
+  const std::size_t at = recs[2].first;
+  data[at + recs[2].second - 1] = '9';  // "SELECT 101" -> "SELECT 109"
+  std::uint32_t crc = crc32c(0, data.data() + at, 5);
+  crc = crc32c(crc, data.data() + at + kHeaderSize, recs[2].second - kHeaderSize);
+  for (int i = 0; i < 4; ++i) data[at + 5 + i] = static_cast<char>(crc >> (8 * i));
+  spit(path(0, 1), data);
+  const VerifyReport r = verify();
+  EXPECT_FALSE(r.ok);
+  EXPECT_NE(r.problem.find("core-00/00000001.pwrec: record 4"), std::string::npos) << r.problem;
+  EXPECT_NE(r.problem.find("hash chain broken"), std::string::npos) << r.problem;
+}
+
+// An attacker without the key rewrites a record and recomputes every CRC and link after it:
+// only the seal can tell, and it does.
+TEST_F(RecordDir, RecomputedChainIsCaughtByTheSeal) {
+  const std::string original = slurp(path(0, 1));
+  const auto recs = records_of(original);
+  std::string data = original;
+  data[recs[2].first + recs[2].second - 1] = '9';
+  Hash chain{};
+  for (const auto& [at, size] : recs) {
+    for (int i = 0; i < 8; ++i) data[at + kHeaderSize + 16 + i] = static_cast<char>(chain[i]);
+    std::uint32_t crc = crc32c(0, data.data() + at, 5);
+    crc = crc32c(crc, data.data() + at + kHeaderSize, size - kHeaderSize);
+    for (int i = 0; i < 4; ++i) data[at + 5 + i] = static_cast<char>(crc >> (8 * i));
+    chain = chain_next(chain, std::string_view(data).substr(at, size));
+  }
+  spit(path(0, 1), data);
+  const VerifyReport r = verify();
+  EXPECT_FALSE(r.ok);
+  EXPECT_NE(r.problem.find("seal does not verify"), std::string::npos) << r.problem;
+}
+
+TEST_F(RecordDir, RemovedRecordIsNamed) {
+  std::string data = slurp(path(0, 2));
+  const auto recs = records_of(data);
+  data.erase(recs[2].first, recs[2].second);
+  spit(path(0, 2), data);
+  const VerifyReport r = verify();
+  EXPECT_FALSE(r.ok);
+  EXPECT_NE(r.problem.find("core-00/00000002.pwrec: record 3"), std::string::npos) << r.problem;
+}
+
+TEST_F(RecordDir, ReorderedRecordsAreNamed) {
+  std::string data = slurp(path(1, 1));
+  const auto recs = records_of(data);
+  const std::string a = data.substr(recs[2].first, recs[2].second);
+  const std::string b = data.substr(recs[3].first, recs[3].second);
+  data.replace(recs[2].first, a.size() + b.size(), b + a);
+  spit(path(1, 1), data);
+  const VerifyReport r = verify();
+  EXPECT_FALSE(r.ok);
+  EXPECT_NE(r.problem.find("core-01/00000001.pwrec: record 3"), std::string::npos) << r.problem;
+}
+
+TEST_F(RecordDir, TruncatedSealedSegmentIsCaught) {
+  std::string data = slurp(path(0, 1));
+  spit(path(0, 1), data.substr(0, records_of(data)[5].first));  // the seal cut off
+  const VerifyReport r = verify();
+  EXPECT_FALSE(r.ok);
+  EXPECT_NE(r.problem.find("core-00/00000001.pwrec"), std::string::npos) << r.problem;
+  EXPECT_NE(r.problem.find("without a seal"), std::string::npos) << r.problem;
+}
+
+TEST_F(RecordDir, DeletedMiddleSegmentIsNamed) {
+  fs::remove(path(0, 2));
+  const VerifyReport r = verify();
+  EXPECT_FALSE(r.ok);
+  EXPECT_NE(r.problem.find("segment 2 of this core is missing"), std::string::npos) << r.problem;
+}
+
+TEST_F(RecordDir, DeletedLastSegmentIsCaught) {
+  fs::remove(path(0, 3));
+  const VerifyReport r = verify();
+  EXPECT_FALSE(r.ok);
+  EXPECT_NE(r.problem.find("successor (segment 3) is missing"), std::string::npos) << r.problem;
+}
+
+TEST_F(RecordDir, SwappedSegmentFilesAreCaught) {
+  const std::string one = slurp(path(0, 1)), two = slurp(path(0, 2));
+  spit(path(0, 1), two);
+  spit(path(0, 2), one);
+  const VerifyReport r = verify();
+  EXPECT_FALSE(r.ok);
+  EXPECT_NE(r.problem.find("core-00/00000001.pwrec: record 1"), std::string::npos) << r.problem;
+}
+
+TEST_F(RecordDir, PartialLastRecordAfterACrashIsTolerated) {
+  // The last segment of core 1 as a crash leaves it: no seal, half a record at the end.
+  std::string data = slurp(path(1, 1));
+  const auto recs = records_of(data);
+  spit(path(1, 1), data.substr(0, recs[5].first) + data.substr(recs[4].first, 7));
+  const VerifyReport r = verify();
+  EXPECT_TRUE(r.ok) << r.problem;
+  ASSERT_FALSE(r.notes.empty());
+  EXPECT_NE(r.notes[0].find("partial last record"), std::string::npos) << r.notes[0];
+  // Where a restarted gateway resumes: after the last complete record.
+  const Resume resume = resume_point(dir_.string(), 1);
+  EXPECT_TRUE(resume.ok);
+  EXPECT_FALSE(resume.last_sealed);
+  EXPECT_EQ(resume.last_records, 5u);
+  EXPECT_EQ(resume.last_valid_bytes, recs[5].first);
+}
+
+}  // namespace
+}  // namespace pgwarden::recorder
