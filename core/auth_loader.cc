@@ -19,7 +19,27 @@ std::string read_file(const std::string& path) {
   return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 
+// A file only its owner may read: refused otherwise, naming what it holds.
+std::string read_private_file(const std::string& path, const char* holds) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) throw std::runtime_error("cannot read " + path);
+  if ((st.st_mode & 077) != 0) {
+    throw std::runtime_error(path + ": readable by others; chmod 600 it (it holds " + holds + ")");
+  }
+  return read_file(path);
+}
+
 }  // namespace
+
+std::string load_record_key(const Config& config) {
+  std::string key = read_private_file(config.record_key_file, "the recording seal key");
+  while (!key.empty() && (key.back() == '\n' || key.back() == '\r')) key.pop_back();
+  if (key.size() < 32) {
+    throw std::runtime_error(config.record_key_file +
+                             ": the key must have at least 32 bytes (e.g. openssl rand -hex 32)");
+  }
+  return key;
+}
 
 bool is_loopback(const Address& a) {
   if (a.family() == AF_INET) {
@@ -59,13 +79,7 @@ std::shared_ptr<const policy::AuthConfig> load_auth_config(const Config& config,
     explicit_bzero(const_cast<char*>(value), secrets_text.size());
     ::unsetenv(var.c_str());
   } else {
-    struct stat st {};
-    if (::stat(source.c_str(), &st) != 0) throw std::runtime_error("cannot read " + source);
-    if ((st.st_mode & 077) != 0) {
-      throw std::runtime_error(source +
-                               ": readable by others; chmod 600 it (it holds database passwords)");
-    }
-    secrets_text = read_file(source);
+    secrets_text = read_private_file(source, "database passwords");
   }
   auto secrets = policy::parse_secrets(secrets_text);
   if (!secrets)

@@ -14,6 +14,9 @@ bool is_loopback(const Address& a);
 // Tokens may come without TLS: a loopback listener and --allow-plaintext-auth.
 bool plaintext_tokens_ok(const Config& config, const Address& listen);
 
+// --record-key-file's key (mode 0600, at least 32 bytes, a trailing newline dropped). Throws.
+std::string load_record_key(const Config& config);
+
 // Throws std::runtime_error with the file and the reason. Never prints a secret.
 std::shared_ptr<const policy::AuthConfig> load_auth_config(const Config& config,
                                                            const Address& listen);

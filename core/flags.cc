@@ -111,6 +111,15 @@ Identity-aware PostgreSQL gateway. Clients connect to --listen; every session is
   --upstream-tls-ca FILE      CA certificates for verify-ca/verify-full (default: system CAs)
   --upstream-tls-name NAME    name verify-full checks (default: the --upstream host)
 
+Recording (tamper-evident session recordings; read them with pgwarden sessions|replay|verify|export):
+  --record-dir DIR            record every session under DIR/core-NN/NNNNNNNN.pwrec
+  --record-key-file FILE      key (at least 32 bytes, mode 0600) for the segments' HMAC seals
+  --record-durability MODE    none (page cache), batch (fdatasync every few ms; default), or
+                              strict (a statement goes upstream only once its record is synced)
+  --record-segment-size SIZE  rotate segments at this size (default 64M)
+  --record-segment-age SECS   ... or this age (default 300): the open segment is unsealed
+  --record-max-backlog SIZE   unwritten records per core before statements are refused (64M)
+
 Gateway authentication (clients never hold a database credential):
   --policy FILE               JSON with "role_mappings": [{"group", "role", "database"}]
   --upstream-secrets FILE     lines "role password": the only database credentials (mode 0600);
@@ -181,6 +190,19 @@ ParsedFlags parse_flags(const std::vector<std::string>& args) {
       {"--identity-claim", [&](const std::string& v) { c.identity_claim = v; }},
       {"--groups-claim", [&](const std::string& v) { c.groups_claim = v; }},
       {"--identity-guc", [&](const std::string& v) { c.identity_guc = v; }},
+      {"--record-dir", [&](const std::string& v) { c.record_dir = v; }},
+      {"--record-key-file", [&](const std::string& v) { c.record_key_file = v; }},
+      {"--record-durability", [&](const std::string& v) { c.record_durability = v; }},
+      {"--record-segment-size",
+       [&](const std::string& v) {
+         c.record_segment_bytes = parse_size("--record-segment-size", v);
+       }},
+      {"--record-segment-age",
+       [&](const std::string& v) {
+         c.record_segment_age_s = parse_seconds("--record-segment-age", v);
+       }},
+      {"--record-max-backlog",
+       [&](const std::string& v) { c.record_max_backlog = parse_size("--record-max-backlog", v); }},
       {"--jwks-url", [&](const std::string& v) { c.jwks_url = v; }},
       {"--jwks-ca", [&](const std::string& v) { c.jwks_ca_file = v; }},
       {"--jwks-refresh",
@@ -279,6 +301,21 @@ ParsedFlags parse_flags(const std::vector<std::string>& args) {
     if (oidc && c.oidc_audiences.empty()) {
       throw std::runtime_error(
           "--jwks-file/--jwks-url need --oidc-audience (tokens for other services must not work)");
+    }
+    if (!c.record_dir.empty() && c.record_key_file.empty()) {
+      throw std::runtime_error(
+          "--record-dir needs --record-key-file (the key that seals segments)");
+    }
+    if (c.record_durability != "none" && c.record_durability != "batch" &&
+        c.record_durability != "strict") {
+      throw std::runtime_error("--record-durability: expected none, batch or strict");
+    }
+    if (c.record_segment_bytes < 4096) {
+      throw std::runtime_error("--record-segment-size must be at least 4K");
+    }
+    if (c.record_segment_age_s < 1) throw std::runtime_error("--record-segment-age must be >= 1");
+    if (c.record_max_backlog < (1u << 20)) {
+      throw std::runtime_error("--record-max-backlog must be at least 1M");
     }
     if (c.log_level != "debug" && c.log_level != "info" && c.log_level != "warn" &&
         c.log_level != "error") {

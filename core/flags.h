@@ -43,8 +43,15 @@ struct Config {
   std::string tls_key_file;
   std::string upstream_tls = "prefer";  // disable, prefer, require, verify-ca, verify-full
   std::string upstream_tls_ca_file;
-  std::string upstream_tls_name;     // verify-full: name to check (default: --upstream's host)
-  unsigned auth_failure_limit = 10;  // per source address and window, per core; 0 = off
+  std::string upstream_tls_name;  // verify-full: name to check (default: --upstream's host)
+  // Recording (off unless record_dir is set).
+  std::string record_dir;
+  std::string record_key_file;
+  std::string record_durability = "batch";  // none, batch, strict
+  std::uint64_t record_segment_bytes = 64u << 20;
+  double record_segment_age_s = 300;
+  std::uint64_t record_max_backlog = 64u << 20;  // unwritten bytes per core before refusing
+  unsigned auth_failure_limit = 10;              // per source address and window, per core; 0 = off
   double auth_failure_window_s = 60;
 
   bool gateway_auth() const { return !policy_file.empty(); }

@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -99,6 +100,8 @@ int run_server(const Config& config) {
   sigaddset(&sigs, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
+  // A file-size limit makes a segment write fail (EFBIG, refused like a full disk), not kill us.
+  ::signal(SIGXFSZ, SIG_IGN);
   std::unique_ptr<JwksFetcher> jwks_fetcher;
   if (auth && !config.jwks_url.empty()) {
     jwks_fetcher = std::make_unique<JwksFetcher>(config.jwks_url, config.jwks_ca_file,
@@ -124,6 +127,13 @@ int run_server(const Config& config) {
                                     : "no kernel TLS on this kernel");
   }
   control.plaintext_tokens_ok = plaintext_tokens_ok(config, listen);
+  if (!config.record_dir.empty()) {
+    control.record_key = load_record_key(config);
+    if (::mkdir(config.record_dir.c_str(), 0700) != 0 && errno != EEXIST) {
+      throw std::runtime_error("cannot create --record-dir " + config.record_dir + ": " +
+                               std::strerror(errno));
+    }
+  }
   if (config.upstream_tls != "disable" && upstream.family() != AF_UNIX) {
     const bool verify = config.upstream_tls == "verify-ca" || config.upstream_tls == "verify-full";
     control.upstream_tls = TlsContext::client(verify, config.upstream_tls_ca_file);

@@ -29,6 +29,8 @@ Session::Session(Worker& worker, int client_fd, std::int64_t now_ns)
       be_(pr::Side::Backend, worker.config().max_message_size, /*typed=*/true) {
   client_.fd = client_fd;
   last_activity_ns_ = now_ns;
+  rec_ = worker.record_log();
+  if (rec_ != nullptr) session_id_ = worker.new_session_id();
   if (worker.config().startup_timeout_s > 0) {
     deadline_ns_ = now_ns + seconds_ns(worker.config().startup_timeout_s);
   }
@@ -179,8 +181,17 @@ Next Session::on_frontend(const pr::Fragment& f) {
         fail(pr::sqlstate::kInvalidAuthorization, "token expired");
         return Next::Stop;
       }
-      if (guard_role_ && (f.type == pr::fe::kQuery || f.type == pr::fe::kParse)) {
-        return on_guarded_statement(f);
+      if (rec_ != nullptr && f.first) {
+        if (f.type == pr::fe::kSync) pending_statements_.push_back({w_.now_ns(), 0, 'S'});
+        if (f.type == pr::fe::kTerminate) end_reason_ = "client ended the session (Terminate)";
+      }
+      if (rec_ != nullptr && f.type == pr::fe::kCopyData) {
+        copy_in_bytes_ += f.bytes.size() - (f.first ? 5 - f.offset : 0);
+      }
+      if ((guard_role_ && (f.type == pr::fe::kQuery || f.type == pr::fe::kParse)) ||
+          (rec_ != nullptr && (f.type == pr::fe::kQuery || f.type == pr::fe::kParse ||
+                               f.type == pr::fe::kBind || f.type == pr::fe::kExecute))) {
+        return on_statement(f);
       }
       forward(Peer::Upstream, f, fe_);
       return Next::Continue;
@@ -254,6 +265,11 @@ Next Session::on_startup_packet(pr::Bytes packet) {
       break;
   }
   fe_.set_typed(true);
+  if (rec_ != nullptr) {
+    start_user_ = pr::startup_param(parsed->params, "user").value_or("");
+    start_database_ = pr::startup_param(parsed->params, "database").value_or(start_user_);
+    start_app_ = pr::startup_param(parsed->params, "application_name").value_or("");
+  }
   if (w_.auth() != nullptr) return begin_client_auth(*parsed);
   startup_packet_.assign(packet.data(), packet.size());
   state_ = SessionState::Connecting;
@@ -266,6 +282,7 @@ Next Session::on_startup_packet(pr::Bytes packet) {
 
 Next Session::on_backend(const pr::Fragment& f) {
   if (state_ == SessionState::UpstreamAuth) return on_upstream_auth(f);
+  if (rec_ != nullptr && state_ == SessionState::Ready) record_backend(f);
   if (f.type == pr::be::kBackendKeyData && state_ == SessionState::Authenticating) {
     return on_backend_key(f);
   }
@@ -275,6 +292,7 @@ Next Session::on_backend(const pr::Fragment& f) {
     if (state_ == SessionState::Authenticating) {
       state_ = SessionState::Ready;
       deadline_ns_ = 0;
+      if (rec_ != nullptr) record_start();
     }
     if (!deferred_error_.empty() && replies_pending_ == 0) {
       forward(Peer::Client, f, be_);
@@ -316,6 +334,11 @@ Next Session::on_backend_key(const pr::Fragment& f) {
 void Session::forward(Peer to, const pr::Fragment& f, const pr::Framer& from) {
   Conn& c = conn(to);
   if (c.dead) return;
+  if (to == Peer::Upstream && holding_) {  // strict recording: waits for durability
+    if (f.first && f.offset != 0) held_.append(from.held_prefix().data(), f.offset);
+    held_.append(f.bytes.data(), f.bytes.size());
+    return;
+  }
   if (c.tls) {
     if (f.first && f.offset != 0) c.plain_out.append(from.held_prefix().data(), f.offset);
     c.plain_out.append(f.bytes.data(), f.bytes.size());
@@ -336,6 +359,10 @@ void Session::forward(Peer to, const pr::Fragment& f, const pr::Framer& from) {
 void Session::queue_copy(Peer to, pr::Bytes bytes) {
   Conn& c = conn(to);
   if (c.dead) return;
+  if (to == Peer::Upstream && holding_) {
+    held_.append(bytes.data(), bytes.size());
+    return;
+  }
   if (c.tls) {
     c.plain_out.append(bytes.data(), bytes.size());
   } else {
@@ -421,7 +448,9 @@ void Session::on_eof(Peer from, int error) {
   if (from == Peer::Client) {
     // The client left: deliver what it sent (e.g. Terminate) upstream, then close.
     client_.dead = true;
+    if (end_reason_.empty()) end_reason_ = "client disconnected";
   } else {
+    if (end_reason_.empty()) end_reason_ = "upstream server closed the connection";
     PGW_DEBUG("session: upstream closed (%s)", error ? std::strerror(error) : "eof");
     // Whatever the server said last (often a FATAL ErrorResponse) still reaches the client.
     upstream_.dead = true;
@@ -477,6 +506,7 @@ void Session::fail_after_replies(std::string_view sqlstate, const std::string& m
 
 void Session::fail(std::string_view sqlstate, std::string_view message) {
   if (closing_ || finishing_) return;
+  if (end_reason_.empty()) end_reason_ = std::string(sqlstate) + " " + std::string(message);
   // An error can only be injected between messages of the client's stream.
   if (!client_.dead && !be_.in_body()) {
     std::basic_string<std::byte> err;
@@ -517,6 +547,7 @@ void Session::maybe_close_after_flush() {
 
 void Session::close() {
   if (closing_) return;
+  record_end();
   closing_ = true;
   finishing_ = true;
   for (Peer p : {Peer::Client, Peer::Upstream}) {

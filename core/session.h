@@ -8,8 +8,10 @@
 #include <sys/uio.h>
 
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "core/out_queue.h"
 #include "core/tls.h"
@@ -21,6 +23,7 @@
 namespace pgwarden::core {
 
 class Worker;
+class RecordLog;
 
 enum class Peer : std::uint8_t { Client, Upstream };
 
@@ -42,9 +45,10 @@ struct Conn {
   bool recv_paused = false;  // backpressure: the other side's queue is full
   bool starved = false;      // waiting for receive buffers
   bool send_inflight = false;
-  bool send_wanted = false;                // on the worker's list of sockets to send on
-  bool eof = false;                        // no more reads (peer closed, error, or finishing)
-  bool dead = false;                       // cannot be written to any more
+  bool send_wanted = false;  // on the worker's list of sockets to send on
+  bool eof = false;          // no more reads (peer closed, error, or finishing)
+  bool dead = false;         // cannot be written to any more
+  bool held = false;         // strict recording: no reads until the session's records are durable
   std::unique_ptr<TlsChannel> tls;         // set once this side speaks TLS
   std::basic_string<std::byte> plain_out;  // TLS: plaintext queued, encrypted before sending
   msghdr msg{};
@@ -69,6 +73,8 @@ class alignas(16) Session {
   void force_close() { close(); }
   // TLS: encrypts the plaintext queued for `to` into its send queue (once per loop iteration).
   void seal_output(Peer to);
+  // Strict recording: the records this session waited for are durable; forward what was held.
+  void on_record_durable();
 
   Conn& conn(Peer p) noexcept { return p == Peer::Client ? client_ : upstream_; }
   bool closing() const noexcept { return closing_; }
@@ -91,7 +97,14 @@ class alignas(16) Session {
   protocol::Next on_client_auth(const protocol::Fragment& f);
   protocol::Next on_upstream_auth(const protocol::Fragment& f);
   bool token_expired() const;
-  protocol::Next on_guarded_statement(const protocol::Fragment& f);
+  // Query/Parse/Bind/Execute read whole: role guard, recording, refusal when recording fails.
+  protocol::Next on_statement(const protocol::Fragment& f);
+  // Recording (session_record.cc).
+  void record_start();
+  bool record_statement(char type, protocol::Bytes message);
+  void record_backend(const protocol::Fragment& f);
+  void record_end();
+  void refuse_unrecorded(char type);
   std::string peer_address() const;
   void start_upstream(const policy::AuthenticatedCaller& caller);
   void forward(Peer to, const protocol::Fragment& f, const protocol::Framer& from);
@@ -140,6 +153,24 @@ class alignas(16) Session {
   std::string peer_;                   // the client's address (gateway auth), for logs/throttle
   std::int64_t token_expires_at_ = 0;  // seconds since the epoch; 0 = no expiry
   bool guard_role_ = false;            // refuse statements that would leave the mapped role
+  // Recording (null rec_: off).
+  struct PendingStatement {
+    std::int64_t start_ns;
+    std::uint32_t seq;
+    char kind;  // 'Q' simple query, 'E' execute, 'S' sync
+  };
+  RecordLog* rec_ = nullptr;
+  std::uint64_t session_id_ = 0;
+  bool recorded_start_ = false;
+  bool recorded_end_ = false;
+  std::string end_reason_;
+  std::string start_user_, start_database_, start_app_, role_, database_;
+  std::uint32_t statement_seq_ = 0;
+  std::deque<PendingStatement> pending_statements_;
+  std::uint64_t copy_in_bytes_ = 0, copy_out_bytes_ = 0;
+  char tx_status_ = 'I';
+  bool holding_ = false;  // strict: upstream-bound bytes wait in held_ for durability
+  std::basic_string<std::byte> held_;
   // TLS.
   std::basic_string<std::byte> tls_plain_in_;  // decrypted bytes of the current read
   std::basic_string<std::byte> tls_records_;   // encrypted bytes of the current flush

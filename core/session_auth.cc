@@ -115,6 +115,8 @@ void Session::start_upstream(const policy::AuthenticatedCaller& caller) {
     params.emplace_back(k, v);
   });
   if (database.empty()) database = m.role;
+  role_ = m.role;
+  database_ = database;
   // The caller's identity reaches PostgreSQL's own logs and pg_stat_activity.
   params.emplace_back("application_name", clip_name(identity_ + " via pgwarden" +
                                                     (app.empty() ? "" : " (" + app + ")")));
@@ -160,31 +162,6 @@ Next Session::on_upstream_auth(const pr::Fragment& f) {
     pr::append_auth_request(ok, pr::AuthCode::Ok);
     queue_copy(Peer::Client, ok);
     state_ = SessionState::Authenticating;
-  }
-  return Next::Continue;
-}
-
-// Gateway-authenticated callers stay in their mapped role: Query and Parse texts are read whole
-// and refused, ending the session, if they could change it (policy/role_guard.h).
-Next Session::on_guarded_statement(const pr::Fragment& f) {
-  const bool in_place = f.first && f.last && f.offset == 0;
-  const pr::Bytes whole = in_place ? f.bytes : fe_msg_.add(f, fe_.held_prefix());
-  if (whole.empty()) return Next::Continue;  // more of this message to come
-  std::string_view text(reinterpret_cast<const char*>(whole.data()) + 5, whole.size() - 5);
-  if (f.type == pr::fe::kParse) text.remove_prefix(std::min(text.size(), text.find('\0') + 1));
-  text = text.substr(0, text.find('\0'));
-  const std::string why = policy::role_change_reason(text);
-  if (!why.empty()) {
-    PGW_WARN("session: %s tried to leave the mapped role: %s", identity_.c_str(), why.c_str());
-    if (f.type == pr::fe::kQuery && replies_pending_ != 0) --replies_pending_;  // never sent
-    fail_after_replies(pr::sqlstate::kInsufficientPrivilege,
-                       "pgwarden: changing the session role is not allowed (" + why + ")");
-    return Next::Stop;
-  }
-  if (in_place) {
-    forward(Peer::Upstream, f, fe_);
-  } else {
-    queue_copy(Peer::Upstream, whole);
   }
   return Next::Continue;
 }

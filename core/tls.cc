@@ -137,6 +137,10 @@ TlsChannel::Status TlsChannel::start() {
   return Status::Failed;
 }
 
+std::string TlsChannel::describe() const {
+  return std::string(SSL_get_version(ssl_)) + " " + SSL_get_cipher_name(ssl_);
+}
+
 std::string TlsChannel::server_end_point() const {
   X509* cert = SSL_get_certificate(ssl_);
   if (cert == nullptr) return {};

@@ -69,6 +69,8 @@ class TlsChannel {
   // RFC 5929 tls-server-end-point: the hash of our certificate, with its signature's hash
   // (SHA-256 where that is MD5 or SHA-1). Empty when there is no certificate.
   std::string server_end_point() const;
+  // "TLSv1.3 TLS_AES_256_GCM_SHA384", for the recording.
+  std::string describe() const;
   // Client side: produces the ClientHello (collect it with encrypt({}, out)).
   Status start();
   const std::string& error() const noexcept { return error_; }

@@ -12,6 +12,8 @@
 #include <string>
 
 #include "core/log.h"
+#include "core/ops.h"
+#include "core/record_log.h"
 #include "protocol/messages.h"
 
 namespace pgwarden::core {
@@ -20,32 +22,9 @@ namespace pr = pgwarden::protocol;
 
 namespace {
 
-// user_data = pointer to the owning context | operation kind (contexts are 16-byte aligned).
-enum Op : std::uint64_t {
-  kIgnore = 0,
-  kAccept,
-  kTick,
-  kWake,
-  kClientRecv,
-  kClientSend,
-  kUpstreamRecv,
-  kUpstreamSend,
-  kConnect,
-  kCancelConnect,
-  kCancelSend,
-};
-constexpr std::uint64_t kOpMask = 15;
 constexpr std::int64_t kNsPerSec = 1'000'000'000;
 constexpr std::int64_t kTickNs = 200'000'000;
 constexpr std::int64_t kHardStopNs = 6 * kNsPerSec;  // after the grace: force-close stragglers
-
-std::uint64_t tag(const void* p, Op op) noexcept {
-  return reinterpret_cast<std::uintptr_t>(p) | op;
-}
-template <class T>
-T* ptr_of(std::uint64_t ud) noexcept {
-  return reinterpret_cast<T*>(ud & ~kOpMask);
-}
 
 std::int64_t monotonic_ns() noexcept {
   timespec ts{};
@@ -127,6 +106,16 @@ void Worker::init() {
   buffers_ = std::make_unique<BufferRing>(&ring_, config_.recv_buffers, config_.recv_buffer_size);
   tick_.tv_nsec = kTickNs;
   connect_timeout_ = to_timespec(config_.connect_timeout_s);
+  // Session ids: a random base per core and a counter, unique across cores and restarts.
+  if (::getrandom(&session_id_base_, sizeof session_id_base_, 0) != sizeof session_id_base_) {
+    session_id_base_ = static_cast<std::uint64_t>(monotonic_ns()) * 2654435761u;
+  }
+  session_id_base_ &= ~0xFFFFFFFFull;
+  if (!config_.record_dir.empty()) {
+    now_ns_ = monotonic_ns();
+    record_log_ = std::make_unique<RecordLog>(*this, index_, config_, control_.record_key);
+    record_log_->open();
+  }
 }
 
 io_uring_sqe* Worker::sqe() {
@@ -148,6 +137,7 @@ void Worker::run() {
   arm_wake();
   while (!terminated_) {
     flush_sends();
+    if (record_log_) record_log_->submit(now_ns_);
     if (buffers_->publish() != 0) rearm_starved();
     const int rc = io_uring_submit_and_wait(&ring_, 1);
     if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY && rc != -ETIME) {
@@ -163,6 +153,23 @@ void Worker::run() {
     }
     io_uring_cq_advance(&ring_, seen);
     if (draining_ && session_count_ == 0 && cancel_forwards_.empty()) terminated_ = true;
+  }
+  if (record_log_) {
+    // Let the recorder's writes in flight complete, then seal the segment as final.
+    while (!record_log_->idle()) {
+      io_uring_submit_and_wait(&ring_, 1);
+      unsigned head = 0;
+      unsigned seen = 0;
+      io_uring_cqe* cqe = nullptr;
+      io_uring_for_each_cqe(&ring_, head, cqe) {
+        const Op op = static_cast<Op>(cqe->user_data & kOpMask);
+        if (op == kRecordWrite || op == kRecordSync || op == kRecordTimer) dispatch(cqe);
+        ++seen;
+      }
+      io_uring_cq_advance(&ring_, seen);
+      now_ns_ = monotonic_ns();
+    }
+    record_log_->close();
   }
   PGW_INFO(
       "worker %u stopped: %llu sessions accepted, %llu protocol errors, %llu upstream "
@@ -209,6 +216,15 @@ void Worker::dispatch(io_uring_cqe* cqe) {
       maybe_free(s);
       return;
     }
+    case kRecordWrite:
+      record_log_->on_write(res, now_ns_);
+      return;
+    case kRecordSync:
+      record_log_->on_sync(res, now_ns_);
+      return;
+    case kRecordTimer:
+      record_log_->on_timer(now_ns_);
+      return;
     case kCancelConnect:
       on_cancel_forward(ptr_of<CancelForward>(ud), false, res);
       return;
@@ -235,7 +251,9 @@ void Worker::maybe_free(Session* s) {
 
 void Worker::arm_recv(Session& s, Peer p) {
   Conn& c = s.conn(p);
-  if (c.recv_armed || c.eof || c.recv_paused || c.starved || c.fd < 0 || s.closing()) return;
+  if (c.recv_armed || c.eof || c.recv_paused || c.held || c.starved || c.fd < 0 || s.closing()) {
+    return;
+  }
   io_uring_sqe* e = sqe();
   io_uring_prep_recv_multishot(e, c.fd, nullptr, 0, 0);
   e->flags |= IOSQE_BUFFER_SELECT;

@@ -26,6 +26,7 @@
 namespace pgwarden::core {
 
 class Worker;
+class RecordLog;
 
 // Process-wide control state written by the main thread; workers read it after a wake-up.
 struct Control {
@@ -39,6 +40,7 @@ struct Control {
   std::string upstream_tls_verify_name;  // verify-full: the name the certificate must carry
   std::string upstream_tls_sni;
   bool plaintext_tokens_ok = false;  // loopback listener and --allow-plaintext-auth
+  std::string record_key;            // --record-key-file's contents (recording on)
 };
 
 // Counters a worker keeps for itself; read after it stopped (tests, logs).
@@ -98,6 +100,9 @@ class Worker {
   void release_cancel_key(protocol::BackendKey gateway) noexcept;
   // Routes a CancelRequest read by this core to the core that issued the key.
   void route_cancel(protocol::BackendKey gateway);
+  io_uring_sqe* get_sqe() { return sqe(); }
+  RecordLog* record_log() noexcept { return record_log_.get(); }
+  std::uint64_t new_session_id() noexcept { return session_id_base_ + ++session_counter_; }
 
  private:
   struct CancelForward;
@@ -131,6 +136,9 @@ class Worker {
   io_uring ring_{};
   bool ring_ready_ = false;
   std::unique_ptr<BufferRing> buffers_;
+  std::unique_ptr<RecordLog> record_log_;  // null: recording off
+  std::uint64_t session_id_base_ = 0;
+  std::uint64_t session_counter_ = 0;
   Mailbox mailbox_;
   protocol::CancelKeyTable cancel_keys_;
   WorkerStats stats_;

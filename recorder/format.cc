@@ -146,6 +146,8 @@ const char* field_name(Field f) {
       return "params";
     case Field::TextSha256:
       return "text_sha256";
+    case Field::ParamNull:
+      return "params";
     case Field::Tag:
       return "command_tag";
     case Field::Sqlstate:

@@ -58,6 +58,7 @@ enum class Field : std::uint8_t {
   Portal = 22,
   Param = 23,
   TextSha256 = 24,  // present when Text was clipped at kMaxValue
+  ParamNull = 25,   // a NULL parameter (in order among the Param fields)
   Tag = 30,
   Sqlstate = 31,
   Message = 32,

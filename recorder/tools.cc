@@ -5,6 +5,7 @@
 #include <iostream>
 #include <iterator>
 #include <map>
+#include <optional>
 #include <stdexcept>
 #include <thread>
 
@@ -116,10 +117,15 @@ std::string to_json(const SegmentFile& seg, const Record& r) {
   out += ",\"session\":";
   json_string(out, session_id(r.session));
   out += ",\"core\":" + std::to_string(seg.core);
-  std::map<Field, std::vector<std::string_view>> lists;
+  // Repeated fields become arrays; a NULL parameter is JSON null, in its place.
+  std::map<std::string, std::vector<std::optional<std::string_view>>> lists;
   for (const auto& [f, v] : r.fields) {
     if (f == Field::Param || f == Field::Groups) {
-      lists[f].push_back(v);
+      lists[field_name(f)].emplace_back(v);
+      continue;
+    }
+    if (f == Field::ParamNull) {
+      lists[field_name(f)].emplace_back(std::nullopt);
       continue;
     }
     if (f == Field::PrevHash || f == Field::Mac) continue;
@@ -132,13 +138,17 @@ std::string to_json(const SegmentFile& seg, const Record& r) {
       json_string(out, v);
     }
   }
-  for (const auto& [f, values] : lists) {
+  for (const auto& [name, values] : lists) {
     out += ",\"";
-    out += field_name(f);
+    out += name;
     out += "\":[";
     for (std::size_t i = 0; i < values.size(); ++i) {
       if (i != 0) out.push_back(',');
-      json_string(out, values[i]);
+      if (values[i]) {
+        json_string(out, *values[i]);
+      } else {
+        out += "null";
+      }
     }
     out.push_back(']');
   }
@@ -323,7 +333,8 @@ std::string describe(const Record& r) {
     case RecordType::Bind: {
       std::string params;
       for (const auto& [k, v] : r.fields) {
-        if (k == Field::Param) params += (params.empty() ? "" : ", ") + std::string(v);
+        if (k == Field::Param) params += (params.empty() ? "'" : ", '") + std::string(v) + "'";
+        if (k == Field::ParamNull) params += params.empty() ? "NULL" : ", NULL";
       }
       return "BIND     portal=[" + f(Field::Portal) + "] statement=[" + f(Field::Name) +
              "] params=(" + params + ")";
@@ -372,7 +383,7 @@ int cmd_replay(const ToolArgs& a) {
       std::cout << to_json(seg, r) << "\n";
     } else {
       char offset[32];
-      std::snprintf(offset, sizeof offset, "+%9.6fs", static_cast<double>(r.ts_us - first) / 1e6);
+      std::snprintf(offset, sizeof offset, "+%.6fs", static_cast<double>(r.ts_us - first) / 1e6);
       std::cout << format_time(r.ts_us, false) << " " << offset << "  " << describe(r) << "\n";
     }
     std::cout.flush();

@@ -1,0 +1,330 @@
+#include "core/record_log.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <stdexcept>
+
+#include "core/log.h"
+#include "core/ops.h"
+#include "core/session.h"
+#include "core/worker.h"
+#include "recorder/reader.h"
+
+namespace pgwarden::core {
+
+namespace rec = pgwarden::recorder;
+
+namespace {
+
+constexpr std::int64_t kBatchSyncNs = 5'000'000;  // batch: at most one fdatasync per 5 ms
+constexpr std::int64_t kRetryNs = 200'000'000;    // after a failure
+
+Durability parse_durability(const std::string& s) {
+  return s == "none" ? Durability::None : s == "strict" ? Durability::Strict : Durability::Batch;
+}
+
+bool write_all(int fd, const std::string& data, std::uint64_t offset) {
+  std::size_t done = 0;
+  while (done < data.size()) {
+    const ssize_t n =
+        ::pwrite(fd, data.data() + done, data.size() - done, static_cast<off_t>(offset + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    done += static_cast<std::size_t>(n);
+  }
+  return true;
+}
+
+}  // namespace
+
+RecordLog::RecordLog(Worker& worker, unsigned core, const Config& config, std::string key)
+    : w_(worker),
+      core_(core),
+      durability_(parse_durability(config.record_durability)),
+      max_segment_bytes_(config.record_segment_bytes),
+      max_segment_age_ns_(static_cast<std::int64_t>(config.record_segment_age_s * 1e9)),
+      max_backlog_(config.record_max_backlog),
+      writer_(core, std::move(key)) {
+  char name[32];
+  std::snprintf(name, sizeof name, "/core-%02u", core);
+  dir_ = config.record_dir + name;
+  batch_delay_.tv_nsec = kBatchSyncNs;
+}
+
+RecordLog::~RecordLog() {
+  if (fd_ >= 0) ::close(fd_);
+  for (const Job& j : jobs_) {
+    if (j.close_after && j.fd >= 0) ::close(j.fd);
+  }
+}
+
+std::int64_t RecordLog::now_us() const {
+  timespec ts{};
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return std::int64_t(ts.tv_sec) * 1'000'000 + ts.tv_nsec / 1000;
+}
+
+int RecordLog::open_segment(std::uint64_t seq) {
+  char name[32];
+  std::snprintf(name, sizeof name, "/%08llu.pwrec", static_cast<unsigned long long>(seq));
+  const std::string path = dir_ + name;
+  return ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+}
+
+void RecordLog::open() {
+  if (::mkdir(dir_.c_str(), 0700) != 0 && errno != EEXIST) {
+    throw std::runtime_error("cannot create " + dir_ + ": " + std::strerror(errno));
+  }
+  const std::string root = dir_.substr(0, dir_.rfind('/'));
+  const rec::Resume r = rec::resume_point(root, core_);
+  if (!r.ok) throw std::runtime_error("recording: " + r.problem);
+  std::uint64_t seq = r.last_seq + 1;
+  rec::Hash prev = r.last_hash;
+  if (r.last_seq != 0 && !r.last_sealed) {
+    if (r.last_records == 0) {
+      ::unlink(r.last_path.c_str());  // created, nothing in it: reuse its number
+      seq = r.last_seq;
+    } else {
+      // Stopped abruptly: cut off a partial record, then seal what is there, saying so.
+      const int fd = ::open(r.last_path.c_str(), O_WRONLY | O_CLOEXEC);
+      struct stat st {};
+      if (fd < 0 || ::fstat(fd, &st) != 0) {
+        throw std::runtime_error("cannot open " + r.last_path + ": " + std::strerror(errno));
+      }
+      const auto dropped = static_cast<std::uint64_t>(st.st_size) - r.last_valid_bytes;
+      writer_.resume(r.last_seq, r.last_hash, r.last_records, r.last_valid_bytes);
+      writer_.seal(now_us(), false,
+                   "recovered after an abrupt stop; " + std::to_string(dropped) +
+                       " bytes of a partial record dropped");
+      if (::ftruncate(fd, static_cast<off_t>(r.last_valid_bytes)) != 0 ||
+          !write_all(fd, writer_.pending(), r.last_valid_bytes) || ::fdatasync(fd) != 0) {
+        const int e = errno;
+        ::close(fd);
+        throw std::runtime_error("cannot seal " + r.last_path + ": " + std::strerror(e));
+      }
+      ::close(fd);
+      PGW_WARN(
+          "recording: %s was left unsealed by an abrupt stop; sealed it (%llu partial bytes "
+          "dropped)",
+          r.last_path.c_str(), static_cast<unsigned long long>(dropped));
+      prev = writer_.last_hash();
+      writer_.pending().clear();
+    }
+  }
+  fd_ = open_segment(seq);
+  if (fd_ < 0)
+    throw std::runtime_error("cannot create a segment in " + dir_ + ": " + std::strerror(errno));
+  writer_.begin(seq, prev, now_us());
+  appended_ += writer_.pending().size();
+  segment_started_ns_ = w_.now_ns();
+}
+
+rec::Payload& RecordLog::payload(std::uint64_t session) {
+  payload_.reset(now_us(), session);
+  return payload_;
+}
+
+std::uint64_t RecordLog::append(rec::RecordType type) {
+  const std::size_t before = writer_.pending().size();
+  writer_.append(type, payload_);
+  appended_ += writer_.pending().size() - before;
+  return appended_;
+}
+
+void RecordLog::wait_durable(Session& s, std::uint64_t offset) {
+  for (auto& [who, until] : waiters_) {
+    if (who == &s) {
+      until = std::max(until, offset);
+      return;
+    }
+  }
+  waiters_.emplace_back(&s, offset);
+}
+
+void RecordLog::forget(Session& s) {
+  std::erase_if(waiters_, [&](const auto& w) { return w.first == &s; });
+}
+
+void RecordLog::release_waiters() {
+  // A released session may append and wait again: walk a snapshot.
+  auto ready = std::partition(waiters_.begin(), waiters_.end(),
+                              [&](const auto& w) { return w.second > synced_; });
+  std::vector<Session*> go;
+  for (auto it = ready; it != waiters_.end(); ++it) go.push_back(it->first);
+  waiters_.erase(ready, waiters_.end());
+  for (Session* s : go) s->on_record_durable();
+}
+
+void RecordLog::set_failed(const std::string& why) {
+  if (!failed_) {
+    PGW_ERROR(
+        "ALERT recording on core %u failed: %s. New statements are refused until "
+        "recording works again.",
+        core_, why.c_str());
+  }
+  failed_ = true;
+  failure_text_ = why;
+  retry_at_ns_ = w_.now_ns() + kRetryNs;
+}
+
+void RecordLog::rotate(std::int64_t now_ns) {
+  const std::size_t before = writer_.pending().size();
+  writer_.seal(now_us(), false);
+  appended_ += writer_.pending().size() - before;
+  Job j;
+  j.fd = fd_;
+  j.file_offset = file_offset_;
+  j.data.swap(writer_.pending());
+  j.logical_end = appended_;
+  j.close_after = true;
+  jobs_.push_back(std::move(j));
+  const std::uint64_t seq = writer_.segment() + 1;
+  fd_ = open_segment(seq);
+  if (fd_ < 0)
+    set_failed("cannot create segment " + std::to_string(seq) + ": " + std::strerror(errno));
+  file_offset_ = 0;
+  segment_started_ns_ = now_ns;
+  writer_.begin(seq, writer_.last_hash(), now_us());
+  appended_ += writer_.pending().size();
+}
+
+void RecordLog::submit(std::int64_t now_ns) {
+  if (io_inflight_) return;
+  if (failed_ && now_ns < retry_at_ns_) return;
+  if (fd_ < 0) {  // a rotation could not create the next file: retry
+    fd_ = open_segment(writer_.segment());
+    if (fd_ < 0) {
+      set_failed("cannot create segment " + std::to_string(writer_.segment()) + ": " +
+                 std::strerror(errno));
+      return;
+    }
+  }
+  const bool sync_due =
+      sync_wanted_ && (durability_ == Durability::Strict || now_ns - last_sync_ns_ >= kBatchSyncNs);
+  if (jobs_.empty() && sync_due) {
+    start_sync(fd_);
+    return;
+  }
+  if (jobs_.empty() && writer_.records() > 1 &&
+      (writer_.segment_bytes() >= max_segment_bytes_ ||
+       now_ns - segment_started_ns_ >= max_segment_age_ns_)) {
+    rotate(now_ns);
+  }
+  if (jobs_.empty() && !writer_.pending().empty()) {
+    Job j;
+    j.fd = fd_;
+    j.file_offset = file_offset_;
+    j.data.swap(writer_.pending());
+    file_offset_ += j.data.size();
+    j.logical_end = appended_;
+    jobs_.push_back(std::move(j));
+  }
+  if (!jobs_.empty()) {
+    start_write();
+  } else if (sync_wanted_ && !timer_armed_) {
+    io_uring_sqe* e = w_.get_sqe();
+    io_uring_prep_timeout(e, &batch_delay_, 0, 0);
+    io_uring_sqe_set_data64(e, tag(this, kRecordTimer));
+    timer_armed_ = true;
+  }
+}
+
+void RecordLog::start_write() {
+  Job& j = jobs_.front();
+  io_uring_sqe* e = w_.get_sqe();
+  io_uring_prep_write(e, j.fd, j.data.data() + j.done,
+                      static_cast<unsigned>(j.data.size() - j.done), j.file_offset + j.done);
+  io_uring_sqe_set_data64(e, tag(this, kRecordWrite));
+  io_inflight_ = true;
+}
+
+void RecordLog::start_sync(int fd) {
+  io_uring_sqe* e = w_.get_sqe();
+  io_uring_prep_fsync(e, fd, IORING_FSYNC_DATASYNC);
+  io_uring_sqe_set_data64(e, tag(this, kRecordSync));
+  io_inflight_ = true;
+  sync_wanted_ = false;
+  sync_target_ = written_;
+  sync_fd_ = fd;
+  last_sync_ns_ = w_.now_ns();
+}
+
+void RecordLog::on_write(int res, std::int64_t now_ns) {
+  io_inflight_ = false;
+  if (res <= 0) {
+    set_failed(std::string("writing a segment: ") + std::strerror(res == 0 ? ENOSPC : -res));
+    return;
+  }
+  Job& j = jobs_.front();
+  j.done += static_cast<std::size_t>(res);
+  if (j.done < j.data.size()) {
+    submit(now_ns);  // short write: the rest, now
+    return;
+  }
+  if (failed_) {
+    failed_ = false;
+    PGW_WARN("recording on core %u works again; statements are accepted", core_);
+  }
+  written_ = j.logical_end;
+  const bool close_after = j.close_after;
+  const int fd = j.fd;
+  jobs_.pop_front();
+  if (close_after) {
+    // The sealed segment is synced whatever the durability, then closed.
+    start_sync(fd);
+    close_after_sync_ = true;
+    return;
+  }
+  if (durability_ != Durability::None) sync_wanted_ = true;
+}
+
+void RecordLog::on_sync(int res, std::int64_t /*now_ns*/) {
+  io_inflight_ = false;
+  if (res < 0) {
+    set_failed(std::string("fdatasync: ") + std::strerror(-res));
+    sync_wanted_ = true;
+    return;
+  }
+  if (close_after_sync_) {
+    ::close(sync_fd_);
+    close_after_sync_ = false;
+    if (durability_ != Durability::None && written_ > sync_target_) sync_wanted_ = true;
+  }
+  synced_ = std::max(synced_, sync_target_);
+  release_waiters();
+}
+
+void RecordLog::on_timer(std::int64_t /*now_ns*/) {
+  timer_armed_ = false;
+}
+
+void RecordLog::close() {
+  writer_.seal(now_us(), true);
+  bool ok = true;
+  for (Job& j : jobs_) {
+    ok = ok && write_all(j.fd, j.data.substr(j.done), j.file_offset + j.done);
+    if (j.close_after) {
+      ok = ok && ::fdatasync(j.fd) == 0;
+      ::close(j.fd);
+      j.fd = -1;
+    }
+  }
+  jobs_.clear();
+  if (fd_ >= 0) {
+    ok = ok && write_all(fd_, writer_.pending(), file_offset_) && ::fdatasync(fd_) == 0;
+    ::close(fd_);
+    fd_ = -1;
+  }
+  if (!ok) {
+    PGW_ERROR("recording on core %u: could not write the final records: %s", core_,
+              std::strerror(errno));
+  }
+}
+
+}  // namespace pgwarden::core

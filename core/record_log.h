@@ -1,0 +1,110 @@
+// One core's recording: records are appended to an in-memory buffer on the hot path (no locks, no
+// syscalls) and the same core writes them to its own segment files with io_uring writes, in
+// order, one write in flight at a time (so each write carries everything appended meanwhile: group
+// commit). Durability per --record-durability: none (page cache), batch (fdatasync at most every
+// few milliseconds), strict (the session holds a statement until its record is synced). When a
+// write fails or the backlog passes its bound, accepting() turns false and sessions refuse new
+// statements until a retry succeeds: nothing is forwarded unrecorded.
+#pragma once
+
+#include <liburing.h>
+
+#include <cstdint>
+#include <deque>
+#include <string>
+#include <vector>
+
+#include "core/flags.h"
+#include "recorder/format.h"
+
+namespace pgwarden::core {
+
+class Session;
+class Worker;
+
+enum class Durability : std::uint8_t { None, Batch, Strict };
+
+class alignas(16) RecordLog {
+ public:
+  RecordLog(Worker& worker, unsigned core, const Config& config, std::string key);
+  ~RecordLog();
+  RecordLog(const RecordLog&) = delete;
+  RecordLog& operator=(const RecordLog&) = delete;
+
+  // Recovers this core's last segment (a crash leaves it unsealed, perhaps with a partial record:
+  // cut off and sealed) and opens a new one. Synchronous; at start-up only. Throws on failure.
+  void open();
+  // Seals the current segment as final and writes it out synchronously (shutdown).
+  void close();
+
+  Durability durability() const noexcept { return durability_; }
+  // False while writing fails or the unwritten backlog is over its bound.
+  bool accepting() const noexcept { return !failed_ && backlog() < max_backlog_; }
+  const std::string& failure() const noexcept { return failure_text_; }
+  // Room for records that are not statements (outcomes, session ends) while writing fails.
+  bool has_room() const noexcept { return backlog() < max_backlog_; }
+
+  // A payload to fill and append (reset with the current time and the session id).
+  recorder::Payload& payload(std::uint64_t session);
+  // Appends the payload from payload(); returns the logical offset at which it ends.
+  std::uint64_t append(recorder::RecordType type);
+  std::uint64_t synced() const noexcept { return synced_; }
+
+  // Strict mode: `s` waits until everything up to `offset` is synced.
+  void wait_durable(Session& s, std::uint64_t offset);
+  void forget(Session& s);
+
+  // Worker hooks.
+  void submit(std::int64_t now_ns);  // once per loop iteration, before the ring is entered
+  void on_write(int res, std::int64_t now_ns);
+  void on_sync(int res, std::int64_t now_ns);
+  void on_timer(std::int64_t now_ns);
+  bool idle() const noexcept { return !io_inflight_ && !timer_armed_; }
+
+ private:
+  struct Job {
+    int fd = -1;
+    std::uint64_t file_offset = 0;
+    std::string data;
+    std::size_t done = 0;
+    std::uint64_t logical_end = 0;
+    bool close_after = false;
+  };
+  std::uint64_t backlog() const noexcept { return appended_ - written_; }
+  std::int64_t now_us() const;
+  int open_segment(std::uint64_t seq);
+  void rotate(std::int64_t now_ns);
+  void start_write();
+  void start_sync(int fd);
+  void set_failed(const std::string& why);
+  void release_waiters();
+
+  Worker& w_;
+  unsigned core_;
+  std::string dir_;  // this core's directory
+  Durability durability_;
+  std::uint64_t max_segment_bytes_;
+  std::int64_t max_segment_age_ns_;
+  std::uint64_t max_backlog_;
+  recorder::SegmentWriter writer_;
+  recorder::Payload payload_;
+  int fd_ = -1;
+  std::uint64_t file_offset_ = 0;  // where the next job starts in the current file
+  std::int64_t segment_started_ns_ = 0;
+  std::deque<Job> jobs_;
+  bool io_inflight_ = false;
+  bool timer_armed_ = false;
+  bool sync_wanted_ = false;
+  std::uint64_t sync_target_ = 0;  // logical offset the sync in flight covers
+  std::int64_t last_sync_ns_ = 0;
+  int sync_fd_ = -1;
+  bool close_after_sync_ = false;
+  std::uint64_t appended_ = 0, written_ = 0, synced_ = 0;  // logical byte offsets
+  bool failed_ = false;
+  std::string failure_text_;
+  std::int64_t retry_at_ns_ = 0;
+  std::vector<std::pair<Session*, std::uint64_t>> waiters_;
+  __kernel_timespec batch_delay_{};
+};
+
+}  // namespace pgwarden::core

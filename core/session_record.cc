@@ -1,0 +1,320 @@
+// The recording half of Session: who connected (session start), every statement (Query, Parse,
+// Bind, Execute), each outcome (command tag and rows, or SQLSTATE and message, with its
+// duration), COPY volumes and how the session ended, appended to this core's RecordLog. A
+// statement is never forwarded unrecorded: when recording fails it is refused (58030), and in
+// strict mode it waits until its record is durable.
+#include <sys/socket.h>
+
+#include <cstring>
+
+#include "core/address.h"
+#include "core/log.h"
+#include "core/record_log.h"
+#include "core/session.h"
+#include "core/worker.h"
+#include "policy/role_guard.h"
+#include "protocol/messages.h"
+#include "protocol/sqlstate.h"
+
+namespace pgwarden::core {
+
+namespace pr = pgwarden::protocol;
+namespace rec = pgwarden::recorder;
+using pr::Next;
+
+namespace {
+
+// Reads a NUL-terminated string at `p`, advancing it; empty view and p = end if unterminated.
+std::string_view take_cstring(std::string_view& p) {
+  const std::size_t nul = p.find('\0');
+  if (nul == std::string_view::npos) {
+    p = {};
+    return {};
+  }
+  const std::string_view s = p.substr(0, nul);
+  p.remove_prefix(nul + 1);
+  return s;
+}
+
+bool take_u16(std::string_view& p, std::uint16_t& v) {
+  if (p.size() < 2) return false;
+  v = static_cast<std::uint16_t>((static_cast<unsigned char>(p[0]) << 8) |
+                                 static_cast<unsigned char>(p[1]));
+  p.remove_prefix(2);
+  return true;
+}
+
+bool take_i32(std::string_view& p, std::int32_t& v) {
+  if (p.size() < 4) return false;
+  std::uint32_t u = 0;
+  for (int i = 0; i < 4; ++i) u = (u << 8) | static_cast<unsigned char>(p[i]);
+  v = static_cast<std::int32_t>(u);
+  p.remove_prefix(4);
+  return true;
+}
+
+// The row count at the end of a command tag ("SELECT 5", "INSERT 0 1", "UPDATE 3").
+std::uint64_t tag_rows(std::string_view tag) {
+  const std::size_t sp = tag.rfind(' ');
+  if (sp == std::string_view::npos) return 0;
+  std::uint64_t n = 0;
+  for (const char c : tag.substr(sp + 1)) {
+    if (c < '0' || c > '9') return 0;
+    n = n * 10 + static_cast<std::uint64_t>(c - '0');
+  }
+  return n;
+}
+
+std::string_view body_of(pr::Bytes message) {
+  return {reinterpret_cast<const char*>(message.data()) + 5, message.size() - 5};
+}
+
+}  // namespace
+
+Next Session::on_statement(const pr::Fragment& f) {
+  const bool in_place = f.first && f.last && f.offset == 0;
+  const pr::Bytes whole = in_place ? f.bytes : fe_msg_.add(f, fe_.held_prefix());
+  if (whole.empty()) return Next::Continue;  // more of this message to come
+  const char type = static_cast<char>(whole[0]);
+  if (guard_role_ && (type == pr::fe::kQuery || type == pr::fe::kParse)) {
+    std::string_view text = body_of(whole);
+    if (type == pr::fe::kParse) text.remove_prefix(std::min(text.size(), text.find('\0') + 1));
+    text = text.substr(0, text.find('\0'));
+    const std::string why = policy::role_change_reason(text);
+    if (!why.empty()) {
+      PGW_WARN("session: %s tried to leave the mapped role: %s", identity_.c_str(), why.c_str());
+      if (rec_ != nullptr && rec_->accepting()) {
+        rec::Payload& p = rec_->payload(session_id_);
+        p.add(rec::Field::Statement, ++statement_seq_)
+            .add_clipped(rec::Field::Text, text)
+            .add(rec::Field::Sqlstate, pr::sqlstate::kInsufficientPrivilege)
+            .add(rec::Field::Reason, "changing the session role is not allowed (" + why + ")");
+        rec_->append(rec::RecordType::Refused);
+      }
+      if (type == pr::fe::kQuery && replies_pending_ != 0) --replies_pending_;  // never sent
+      fail_after_replies(pr::sqlstate::kInsufficientPrivilege,
+                         "pgwarden: changing the session role is not allowed (" + why + ")");
+      return Next::Stop;
+    }
+  }
+  if (rec_ != nullptr) {
+    if (!rec_->accepting()) {
+      refuse_unrecorded(type);
+      return closing_ || finishing_ || !deferred_error_.empty() ? Next::Stop : Next::Continue;
+    }
+    record_statement(type, whole);
+  }
+  if (in_place) {
+    forward(Peer::Upstream, f, fe_);
+  } else {
+    queue_copy(Peer::Upstream, whole);
+  }
+  return Next::Continue;
+}
+
+// Recording cannot be guaranteed: nothing goes upstream. A lone simple Query gets an ERROR and
+// the session stays usable; anything else (a pipeline in flight) ends the session cleanly.
+void Session::refuse_unrecorded(char type) {
+  const std::string msg = "pgwarden: statement refused because it cannot be recorded (" +
+                          rec_->failure() + "); try again when recording works again";
+  PGW_WARN("session %016llx: refused a statement: recording is failing (%s)",
+           static_cast<unsigned long long>(session_id_), rec_->failure().c_str());
+  if (type == pr::fe::kQuery && replies_pending_ == 1 && !holding_) {
+    --replies_pending_;
+    std::basic_string<std::byte> out;
+    pr::append_error(out, "ERROR", pr::sqlstate::kIoError, msg);
+    const std::byte ready[6] = {std::byte{'Z'}, std::byte{0}, std::byte{0},
+                                std::byte{0},   std::byte{5}, std::byte(tx_status_)};
+    out.append(ready, sizeof ready);
+    queue_copy(Peer::Client, out);
+    waiting_for_client_ = true;
+    return;
+  }
+  if (type == pr::fe::kQuery && replies_pending_ != 0) --replies_pending_;
+  fail_after_replies(pr::sqlstate::kIoError, msg);
+}
+
+bool Session::record_statement(char type, pr::Bytes message) {
+  std::string_view p = body_of(message);
+  rec::Payload& out = rec_->payload(session_id_);
+  const std::uint32_t seq = ++statement_seq_;
+  out.add(rec::Field::Statement, seq);
+  rec::RecordType rt = rec::RecordType::Query;
+  switch (type) {
+    case pr::fe::kQuery:
+      out.add_clipped(rec::Field::Text, take_cstring(p));
+      pending_statements_.push_back({w_.now_ns(), seq, 'Q'});
+      break;
+    case pr::fe::kParse: {
+      const std::string_view name = take_cstring(p);
+      out.add(rec::Field::Name, name).add_clipped(rec::Field::Text, take_cstring(p));
+      rt = rec::RecordType::Parse;
+      break;
+    }
+    case pr::fe::kBind: {
+      rt = rec::RecordType::Bind;
+      const std::string_view portal = take_cstring(p);
+      const std::string_view name = take_cstring(p);
+      out.add(rec::Field::Portal, portal).add(rec::Field::Name, name);
+      std::uint16_t nformats = 0, nparams = 0;
+      if (!take_u16(p, nformats) || p.size() < 2u * nformats) break;
+      const std::string_view formats = p.substr(0, 2u * nformats);
+      p.remove_prefix(2u * nformats);
+      if (!take_u16(p, nparams)) break;
+      for (std::uint16_t i = 0; i < nparams; ++i) {
+        std::int32_t len = 0;
+        if (!take_i32(p, len)) break;
+        if (len < 0) {
+          out.add(rec::Field::ParamNull, "");
+          continue;
+        }
+        if (static_cast<std::size_t>(len) > p.size()) break;
+        const std::string_view value = p.substr(0, static_cast<std::size_t>(len));
+        p.remove_prefix(static_cast<std::size_t>(len));
+        const std::size_t fi = nformats == 1 ? 0 : i;
+        const bool binary = nformats != 0 && fi < nformats && formats[2 * fi + 1] == 1;
+        if (binary) {
+          out.add_clipped(rec::Field::Param, "\\x" + rec::hex(value));
+        } else {
+          out.add_clipped(rec::Field::Param, value);
+        }
+      }
+      break;
+    }
+    case pr::fe::kExecute:
+      rt = rec::RecordType::Execute;
+      out.add(rec::Field::Portal, take_cstring(p));
+      pending_statements_.push_back({w_.now_ns(), seq, 'E'});
+      break;
+    default:
+      return false;
+  }
+  const std::uint64_t end = rec_->append(rt);
+  if (rec_->durability() == Durability::Strict) {
+    rec_->wait_durable(*this, end);
+    if (!holding_) {
+      holding_ = true;
+      client_.held = true;
+      if (client_.recv_armed) w_.cancel_recv(*this, Peer::Client);
+    }
+  }
+  return true;
+}
+
+void Session::on_record_durable() {
+  if (!holding_) return;
+  holding_ = false;
+  client_.held = false;
+  if (closing_ || finishing_) return;
+  if (!held_.empty()) {
+    queue_copy(Peer::Upstream, held_);
+    held_.clear();
+    check_backpressure(Peer::Upstream);
+  }
+  w_.arm_recv(*this, Peer::Client);
+}
+
+void Session::record_start() {
+  recorded_start_ = true;
+  std::string client = "?";
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (::getpeername(client_.fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
+    client = format_address(reinterpret_cast<sockaddr*>(&ss), len);
+  }
+  rec::Payload& p = rec_->payload(session_id_);
+  const bool gateway = client_auth_ != nullptr;
+  p.add(rec::Field::Identity, gateway && !identity_.empty() ? identity_ : start_user_);
+  if (gateway && state_ >= SessionState::Connecting) {
+    for (const std::string& g : client_auth_->caller().groups) p.add(rec::Field::Groups, g);
+    p.add(rec::Field::Method, client_auth_->caller().method);
+  } else {
+    p.add(rec::Field::Method, gateway ? "gateway (not authenticated)" : "relayed to upstream");
+  }
+  p.add(rec::Field::Client, client)
+      .add(rec::Field::Application, start_app_)
+      .add(rec::Field::Database, database_.empty() ? start_database_ : database_)
+      .add(rec::Field::Role, role_.empty() ? start_user_ : role_)
+      .add(rec::Field::Tls, client_.tls ? client_.tls->describe() : std::string("none"));
+  rec_->append(rec::RecordType::SessionStart);
+}
+
+void Session::record_end() {
+  if (rec_ == nullptr || recorded_end_) return;
+  rec_->forget(*this);
+  // A login that never completed is recorded too (a failed authentication is evidence).
+  if (!recorded_start_) {
+    if (state_ < SessionState::ClientAuth || !rec_->has_room()) return;
+    record_start();
+  }
+  recorded_end_ = true;
+  if (!rec_->has_room()) return;
+  rec::Payload& p = rec_->payload(session_id_);
+  p.add(rec::Field::Reason, end_reason_.empty() ? std::string("connection closed") : end_reason_);
+  rec_->append(rec::RecordType::SessionEnd);
+}
+
+void Session::record_backend(const pr::Fragment& f) {
+  switch (f.type) {
+    case pr::be::kCopyData:
+      copy_out_bytes_ += f.bytes.size() - (f.first ? 5 - f.offset : 0);
+      return;
+    case pr::be::kReadyForQuery:
+      if (!f.last || f.bytes.empty()) return;
+      tx_status_ = static_cast<char>(f.bytes.back());
+      while (!pending_statements_.empty()) {
+        const char kind = pending_statements_.front().kind;
+        pending_statements_.pop_front();
+        if (kind == 'S' || kind == 'Q') break;
+      }
+      return;
+    case pr::be::kCommandComplete:
+    case pr::be::kEmptyQueryResponse:
+    case pr::be::kPortalSuspended:
+    case pr::be::kErrorResponse:
+      break;
+    default:
+      return;
+  }
+  const bool in_place = f.first && f.last && f.offset == 0;
+  const pr::Bytes whole = in_place ? f.bytes : be_msg_.add(f, be_.held_prefix());
+  if (whole.empty()) return;
+  PendingStatement st{w_.now_ns(), 0, 0};
+  if (!pending_statements_.empty() && pending_statements_.front().kind != 'S') {
+    st = pending_statements_.front();
+  }
+  rec::Payload& p = rec_->payload(session_id_);
+  p.add(rec::Field::Statement, st.seq);
+  if (f.type == pr::be::kErrorResponse) {
+    const auto e = pr::read_error(whole);
+    p.add(rec::Field::Sqlstate, e ? e->sqlstate : std::string("?"))
+        .add_clipped(rec::Field::Message, e ? e->message : std::string("(unreadable)"));
+  } else if (f.type == pr::be::kCommandComplete) {
+    std::string_view tag = body_of(whole);
+    tag = tag.substr(0, tag.find('\0'));
+    p.add(rec::Field::Tag, tag).add(rec::Field::Rows, tag_rows(tag));
+  } else {
+    p.add(rec::Field::Tag,
+          f.type == pr::be::kPortalSuspended ? "(portal suspended)" : "(empty query)");
+  }
+  p.add(rec::Field::DurationUs, static_cast<std::uint64_t>((w_.now_ns() - st.start_ns) / 1000));
+  if (copy_in_bytes_ != 0) {
+    p.add(rec::Field::Direction, "in").add(rec::Field::Bytes, copy_in_bytes_);
+  } else if (copy_out_bytes_ != 0) {
+    p.add(rec::Field::Direction, "out").add(rec::Field::Bytes, copy_out_bytes_);
+  }
+  copy_in_bytes_ = copy_out_bytes_ = 0;
+  if (rec_->has_room()) rec_->append(rec::RecordType::Outcome);
+  // Each Execute gets one outcome; a simple Query's statements all belong to it until 'Z'. After
+  // an error the server skips the rest of the pipeline up to Sync.
+  if (!pending_statements_.empty() && pending_statements_.front().kind == 'E') {
+    pending_statements_.pop_front();
+    if (f.type == pr::be::kErrorResponse) {
+      while (!pending_statements_.empty() && pending_statements_.front().kind == 'E') {
+        pending_statements_.pop_front();
+      }
+    }
+  }
+}
+
+}  // namespace pgwarden::core
