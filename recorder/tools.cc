@@ -292,7 +292,7 @@ int cmd_sessions(const ToolArgs& a) {
         break;
     }
   });
-  std::printf("%-16s  %-26s  %-26s  %-24s  %-21s  %-12s  %-12s  %5s  %4s  %s\n", "SESSION",
+  std::printf("%-16s  %-30s  %-30s  %-24s  %-21s  %-12s  %-12s  %5s  %4s  %s\n", "SESSION",
               "STARTED (UTC)", "ENDED", "IDENTITY", "CLIENT", "DATABASE", "ROLE", "STMTS", "ERRS",
               "END");
   for (const std::uint64_t id : order) {
@@ -301,7 +301,7 @@ int cmd_sessions(const ToolArgs& a) {
     if (s.start_us < a.since_us) continue;
     if (a.until_us != 0 && s.start_us > a.until_us) continue;
     if (!a.table.empty() && !s.table_hit) continue;
-    std::printf("%-16s  %-26s  %-26s  %-24s  %-21s  %-12s  %-12s  %5llu  %4llu  %s\n",
+    std::printf("%-16s  %-30s  %-30s  %-24s  %-21s  %-12s  %-12s  %5llu  %4llu  %s\n",
                 session_id(s.id).c_str(), format_time(s.start_us, false).c_str(),
                 s.end_reason.empty() ? "-" : format_time(s.end_us, false).c_str(),
                 s.identity.c_str(), s.client.c_str(), s.database.c_str(), s.role.c_str(),

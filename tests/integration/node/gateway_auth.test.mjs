@@ -5,7 +5,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import https from 'node:https';
-import { mkdtempSync, writeFileSync, chmodSync, rmSync, readFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, chmodSync, rmSync, readFileSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -70,12 +70,14 @@ before(async () => {
     { group: 'plaingroup', role: 'plainuser', database: 'postgres' },
     { group: 'dbadmins', role: 'writer', database: 'postgres', allow_role_change: true },
   ] }));
+  writeFileSync(join(dir, 'seal.key'), 'k'.repeat(48));
+  chmodSync(join(dir, 'seal.key'), 0o600);
   writeFileSync(join(dir, 'secrets'), Object.entries(SECRET).map(([r, p]) => `${r} ${p}\n`).join(''));
   chmodSync(join(dir, 'secrets'), 0o600);
   gw = await startGateway(['--upstream', `127.0.0.1:${env.pgPort}`, '--policy', join(dir, 'policy.json'),
     '--upstream-secrets', join(dir, 'secrets'), '--jwks-file', join(dir, 'jwks.json'), '--oidc-issuer', ISS,
     '--oidc-audience', AUD, '--users-file', join(dir, 'users'), '--allow-plaintext-auth', '--log-level', 'debug',
-    '--identity-guc', 'pgwarden.identity']);
+    '--identity-guc', 'pgwarden.identity', '--record-dir', join(dir, 'rec'), '--record-key-file', join(dir, 'seal.key')]);
   gw.stderr.on('data', (d) => { gwLog += d; });
 });
 
@@ -234,6 +236,37 @@ test('the upstream passwords appear in no log line and no client error', async (
   await refused('alice@example.com', 'nope', '28000');
   for (const s of Object.values(SECRET)) {
     assert.ok(!gwLog.includes(s), 'gateway log leaks an upstream password');
+  }
+});
+
+test('the recording names the caller, its groups and role, refusals, failed logins and expiry; never a secret', async () => {
+  await sleep(300); // batch durability: records reach the files within milliseconds
+  const out = await new Promise((resolve) => execFile(env.bin, ['export', '--record-dir', join(dir, 'rec'), '--format', 'jsonl'],
+    { maxBuffer: 64 << 20 }, (err, stdout, stderr) => resolve({ err, stdout, stderr })));
+  assert.equal(out.err, null, out.stderr);
+  const events = out.stdout.trim().split('\n').map((l) => JSON.parse(l));
+  const starts = events.filter((e) => e.type === 'session_start');
+  const alice = starts.find((e) => e.identity === 'alice@example.com' && e.role === 'analyst');
+  assert.ok(alice, 'alice\'s session start');
+  assert.deepEqual(alice.groups, ['analysts']);
+  assert.equal(alice.auth_method, 'oidc');
+  const ends = events.filter((e) => e.type === 'session_end');
+  assert.ok(ends.some((e) => e.reason === '28000 token expired'), 'token expiry recorded');
+  assert.ok(ends.some((e) => /^28000 authentication failed/.test(e.reason)), 'failed login recorded');
+  const refusal = events.find((e) => e.type === 'refused' && e.text === 'SET ROLE postgres');
+  assert.equal(refusal.sqlstate, '42501');
+  assert.match(refusal.reason, /changing the session role is not allowed/);
+  const glass = starts.find((e) => e.identity === 'breakglass');
+  assert.equal(glass.auth_method, 'scram');
+  assert.equal(glass.role, 'writer');
+  const dirs = readdirSync(join(dir, 'rec'));
+  for (const d of dirs) {
+    for (const f of readdirSync(join(dir, 'rec', d))) {
+      const bytes = readFileSync(join(dir, 'rec', d, f));
+      for (const secret of Object.values(SECRET)) assert.ok(!bytes.includes(secret), `${f} holds an upstream password`);
+      assert.ok(!bytes.includes('eyJ'), `${f} holds a token`);
+      assert.ok(!bytes.includes('glass-Breaker-9'), `${f} holds a static user's password`);
+    }
   }
 });
 

@@ -1,0 +1,225 @@
+// Recording end to end: sessions through a recording gateway are readable with the offline tools
+// (sessions / replay / export / verify), tampering is caught, strict durability survives kill -9,
+// and a full record filesystem makes the gateway refuse statements (58030) until space returns.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile, execFileSync, spawnSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync, chmodSync, rmSync, readFileSync, readdirSync, cpSync, mkdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pg from 'pg';
+import { env, withClient, startGateway, sleep } from './lib.mjs';
+
+let dir, key;
+
+const tool = (...args) => new Promise((resolve) => execFile(env.bin, args, { maxBuffer: 64 << 20 },
+  (err, stdout, stderr) => resolve({ code: err ? err.code : 0, stdout, stderr })));
+const jsonl = (text) => text.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
+const trusted = (port) => new pg.Client({ host: '127.0.0.1', port, user: 'trusted', database: 'postgres' });
+const psql = (port, args, extraEnv = {}) => new Promise((resolve) => execFile('psql',
+  ['-X', '-w', '-h', '127.0.0.1', '-p', String(port), '-U', 'trusted', '-d', 'postgres', ...args],
+  { env: { ...process.env, ...extraEnv } }, (err, stdout, stderr) => resolve({ code: err ? err.code : 0, stdout, stderr })));
+async function stop(gw) {
+  gw.kill('SIGTERM');
+  const { code } = await gw.exited;
+  assert.equal(code, 0, gw.log);
+}
+const segments = (recDir) => readdirSync(recDir).flatMap((c) => readdirSync(join(recDir, c)).map((f) => join(recDir, c, f)));
+
+before(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'pgw-rec-'));
+  key = join(dir, 'seal.key');
+  writeFileSync(key, execFileSync('openssl', ['rand', '-hex', '32']));
+  chmodSync(key, 0o600);
+  await withClient(env.pgPort, async (c) => {
+    await c.query('DROP TABLE IF EXISTS rec_orders, strict_t, full_t');
+    await c.query('CREATE TABLE rec_orders (id int PRIMARY KEY, note text)');
+    await c.query('CREATE TABLE strict_t (client int, i int)');
+    await c.query('CREATE TABLE full_t (i int, pad text)');
+    await c.query('GRANT ALL ON rec_orders, strict_t, full_t TO trusted');
+  });
+});
+
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+test('psql and pgbench sessions are listed, replayed and exported with every statement and outcome', async () => {
+  const rec = join(dir, 'rec1');
+  const gw = await startGateway(['--upstream', `127.0.0.1:${env.pgPort}`, '--record-dir', rec, '--record-key-file', key]);
+  const script = [
+    "INSERT INTO rec_orders VALUES (1, 'first'), (2, 'second');",
+    'SELECT id, note FROM rec_orders ORDER BY id;',
+    "UPDATE rec_orders SET note = 'changed' WHERE id = 2;",
+    'SELECT 1/0;',
+    'COPY rec_orders TO STDOUT;',
+  ].join('\n');
+  const r = await psql(gw.port, ['-c', script.split('\n')[0], '-c', script.split('\n')[1], '-c', script.split('\n')[2],
+    '-c', script.split('\n')[3], '-c', script.split('\n')[4]]);
+  assert.match(r.stderr, /division by zero/);
+  writeFileSync(join(dir, 'bench.sql'), '\\set id random(1, 2)\nSELECT note FROM rec_orders WHERE id = :id;\n');
+  const bench = spawnSync('pgbench', ['-n', '-h', '127.0.0.1', '-p', String(gw.port), '-U', 'trusted', '-M', 'extended',
+    '-c', '2', '-t', '50', '-f', join(dir, 'bench.sql'), 'postgres'], { encoding: 'utf8' });
+  assert.equal(bench.status, 0, bench.stderr);
+  await stop(gw);
+
+  const verified = await tool('verify', '--record-dir', rec, '--key-file', key);
+  assert.equal(verified.code, 0, verified.stdout + verified.stderr);
+  assert.match(verified.stdout, /^intact: \d+ segments, \d+ records/m);
+
+  const listed = await tool('sessions', '--record-dir', rec, '--user', 'trusted', '--table', 'REC_ORDERS');
+  assert.equal(listed.code, 0, listed.stderr);
+  const rows = listed.stdout.trim().split('\n').slice(1);
+  assert.equal(rows.length, 3, listed.stdout); // psql's session and pgbench's two clients
+  assert.equal((await tool('sessions', '--record-dir', rec, '--user', 'nobody')).stdout.trim().split('\n').length, 1);
+  assert.equal((await tool('sessions', '--record-dir', rec, '--table', 'no_such_table')).stdout.trim().split('\n').length, 1);
+  const events = jsonl((await tool('export', '--record-dir', rec, '--format', 'jsonl')).stdout);
+  const starts = events.filter((e) => e.type === 'session_start');
+  assert.ok(starts.every((e) => e.identity === 'trusted' && /^127\.0\.0\.1:\d+$/.test(e.client) && e.database === 'postgres'));
+  assert.ok(events.every((e) => /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/.test(e.ts) && /^[0-9a-f]{16}$/.test(e.session)));
+  // psql: every statement with its outcome, in order, including the error and the COPY volume.
+  const byText = (t) => events.find((e) => e.type === 'query' && e.text === t);
+  const outcomeOf = (q) => events.find((e) => e.type === 'outcome' && e.session === q.session && e.statement_seq === q.statement_seq);
+  const ins = byText(script.split('\n')[0]);
+  assert.equal(outcomeOf(ins).command_tag, 'INSERT 0 2');
+  assert.equal(outcomeOf(ins).rows, 2);
+  assert.equal(outcomeOf(byText('SELECT id, note FROM rec_orders ORDER BY id;')).rows, 2);
+  const err = outcomeOf(byText('SELECT 1/0;'));
+  assert.equal(err.sqlstate, '22012');
+  assert.match(err.message, /division by zero/);
+  const copy = outcomeOf(byText('COPY rec_orders TO STDOUT;'));
+  assert.equal(copy.direction, 'out');
+  assert.equal(copy.bytes, '1\tfirst\n2\tchanged\n'.length);
+  // pgbench (extended protocol): 100 Parse/Bind/Execute with bound parameters and 100 outcomes.
+  const benchSessions = new Set(starts.filter((e) => e.application_name === 'pgbench').map((e) => e.session));
+  assert.ok(benchSessions.size >= 2); // its two clients (and pgbench's own set-up connection)
+  const binds = events.filter((e) => e.type === 'bind' && benchSessions.has(e.session));
+  assert.equal(binds.length, 100);
+  assert.ok(binds.every((b) => b.params.length === 1 && ['1', '2'].includes(b.params[0])), JSON.stringify(binds[0]));
+  const outs = events.filter((e) => e.type === 'outcome' && benchSessions.has(e.session) && e.command_tag === 'SELECT 1');
+  assert.equal(outs.length, 100);
+  assert.equal(events.filter((e) => e.type === 'session_end').length, starts.length);
+
+  // replay: the session as it happened, human-readable and as JSON lines.
+  const sid = ins.session;
+  const text = await tool('replay', '--record-dir', rec, '--session', sid);
+  assert.equal(text.code, 0, text.stderr);
+  assert.match(text.stdout, /SESSION START identity=trusted/);
+  assert.match(text.stdout, /QUERY +INSERT INTO rec_orders/);
+  assert.match(text.stdout, /-> INSERT 0 2 \(2 rows/);
+  assert.match(text.stdout, /SESSION END: client ended the session/);
+  const lines = jsonl((await tool('replay', '--record-dir', rec, '--session', sid, '--format', 'jsonl')).stdout);
+  assert.deepEqual(lines.map((e) => e.type), ['session_start', ...Array(5).fill(['query', 'outcome']).flat(), 'session_end']);
+  assert.deepEqual(lines.filter((e) => e.type === 'query').map((e) => e.text), script.split('\n'));
+  assert.equal((await tool('replay', '--record-dir', rec, '--session', '0123456789abcdef')).code, 1);
+  // --since in the future selects nothing.
+  assert.equal((await tool('export', '--record-dir', rec, '--format', 'jsonl', '--since', '2999-01-01T00:00:00Z')).stdout, '');
+
+  // Tampering: one changed byte in a copy of the recording is found and named.
+  const bad = join(dir, 'rec1-tampered');
+  cpSync(rec, bad, { recursive: true });
+  const seg = segments(bad).find((f) => readFileSync(f).includes('second'));
+  const bytes = readFileSync(seg);
+  bytes[bytes.indexOf('second')] = 'S'.charCodeAt(0);
+  writeFileSync(seg, bytes);
+  const caught = await tool('verify', '--record-dir', bad, '--key-file', key);
+  assert.equal(caught.code, 1);
+  assert.match(caught.stdout, /FAILED: core-\d\d\/\d{8}\.pwrec: record \d+ at offset \d+/);
+});
+
+test('strict durability: after kill -9, every statement a client saw succeed is in the recording', async () => {
+  const rec = join(dir, 'rec-strict');
+  const gw = await startGateway(['--upstream', `127.0.0.1:${env.pgPort}`, '--record-dir', rec, '--record-key-file', key,
+    '--record-durability', 'strict']);
+  const acked = [];
+  let stopping = false;
+  const clients = await Promise.all([0, 1, 2, 3].map(async (n) => {
+    const c = trusted(gw.port);
+    c.on('error', () => {});
+    await c.connect();
+    return c;
+  }));
+  const loops = clients.map(async (c, n) => {
+    for (let i = 0; !stopping; i++) {
+      const sql = `INSERT INTO strict_t VALUES (${n}, ${i})`;
+      try {
+        await c.query(sql);
+        acked.push(sql);
+      } catch {
+        return;
+      }
+    }
+  });
+  await sleep(1500);
+  gw.kill('SIGKILL');
+  stopping = true;
+  await Promise.all(loops);
+  await gw.exited;
+  assert.ok(acked.length > 50, `only ${acked.length} statements acknowledged`);
+  // A restarted gateway seals what the crash left open, cutting off a partial record.
+  const again = await startGateway(['--upstream', `127.0.0.1:${env.pgPort}`, '--record-dir', rec, '--record-key-file', key]);
+  await stop(again);
+  const v = await tool('verify', '--record-dir', rec, '--key-file', key);
+  assert.equal(v.code, 0, v.stdout);
+  const recorded = new Set(jsonl((await tool('export', '--record-dir', rec, '--format', 'jsonl')).stdout)
+    .filter((e) => e.type === 'query').map((e) => e.text));
+  const missing = acked.filter((s) => !recorded.has(s));
+  assert.deepEqual(missing, [], `${missing.length} of ${acked.length} acknowledged statements missing`);
+  console.log(`# strict: ${acked.length} acknowledged statements, all recorded`);
+});
+
+test('a full record filesystem: statements refused with 58030, nothing forwarded, service resumes when space returns', async (t) => {
+  const mnt = join(dir, 'small-fs');
+  mkdirSync(mnt);
+  const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', mnt], { encoding: 'utf8' });
+  if (mounted.status !== 0) {
+    t.skip(`cannot mount a small tmpfs here (${(mounted.stderr || '').trim()}); needs root with CAP_SYS_ADMIN`);
+    return;
+  }
+  let gw;
+  try {
+    // Leave about 256 KiB free.
+    spawnSync('dd', ['if=/dev/zero', `of=${join(mnt, 'filler')}`, 'bs=64k', 'count=60'], { encoding: 'utf8' });
+    gw = await startGateway(['--upstream', `127.0.0.1:${env.pgPort}`, '--threads', '1', '--record-dir', join(mnt, 'rec'),
+      '--record-key-file', key, '--record-durability', 'batch']);
+    const c = trusted(gw.port);
+    await c.connect();
+    const pad = 'x'.repeat(8000);
+    let ok = 0;
+    let refused = null;
+    for (let i = 0; i < 2000 && !refused; i++) {
+      try {
+        await c.query(`INSERT INTO full_t VALUES (${i}, '${pad}')`);
+        ok++;
+      } catch (e) {
+        refused = e;
+      }
+    }
+    assert.ok(refused, 'the gateway never refused a statement');
+    assert.equal(refused.code, '58030');
+    assert.match(refused.message, /cannot be recorded/);
+    assert.match(gw.log, /ALERT recording on core 0 failed/);
+    // Nothing refused reached the database, and the session is still usable.
+    await assert.rejects(c.query('SELECT 1'), (e) => e.code === '58030');
+    const count = await withClient(env.pgPort, async (d) => Number((await d.query('SELECT count(*) AS n FROM full_t')).rows[0].n));
+    assert.equal(count, ok);
+    // Space returns: statements are accepted again.
+    rmSync(join(mnt, 'filler'));
+    let back = false;
+    for (let i = 0; i < 40 && !back; i++) {
+      await sleep(100);
+      back = await c.query('SELECT 1').then(() => true, () => false);
+    }
+    assert.ok(back, 'service did not resume');
+    assert.match(gw.log, /works again/);
+    await c.end();
+    await stop(gw);
+    gw = null;
+    const v = await tool('verify', '--record-dir', join(mnt, 'rec'), '--key-file', key);
+    assert.equal(v.code, 0, v.stdout);
+  } finally {
+    if (gw) {
+      gw.kill('SIGKILL');
+      await gw.exited;
+    }
+    spawnSync('umount', [mnt]);
+  }
+});
