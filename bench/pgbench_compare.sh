@@ -5,17 +5,21 @@
 # transactions; medians over the rounds.
 #
 #   bench/pgbench_compare.sh [--rounds N] [--seconds S] [--clients C] [--scale S] [--tls]
+#                            [--recording]
 #
 # --tls: every client connection uses TLS (PGSSLMODE=require): PostgreSQL itself with ssl=on for
 # the direct runs, pgwarden with --tls-cert/--tls-key, PgBouncer with client_tls_sslmode=require.
 #
 # pgwarden runs twice: with its default --threads (one per online core) and with --threads 1,
 # the setting for a small host that PostgreSQL and the clients share (PgBouncer is one thread).
+#
+# --recording: instead, pgwarden (default threads) runs with recording off and with
+# --record-durability none, batch and strict, on the select-only workloads.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/../scripts/lib.sh"
 
-rounds=3 seconds=5 clients=16 scale=10 tls=
+rounds=3 seconds=5 clients=16 scale=10 tls= recording=
 while [ $# -gt 0 ]; do
   case $1 in
     --rounds) rounds=$2; shift 2 ;;
@@ -23,6 +27,7 @@ while [ $# -gt 0 ]; do
     --clients) clients=$2; shift 2 ;;
     --scale) scale=$2; shift 2 ;;
     --tls) tls=1; shift ;;
+    --recording) recording=1; shift ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -33,11 +38,12 @@ command -v pgbouncer >/dev/null || { echo "pgbouncer is not installed: run scrip
 
 work=$(mktemp -d /tmp/pgwarden-bench.XXXXXX)
 chmod 755 "$work"
-gw_pid= gw1_pid= bouncer_pid=
+bouncer_pid=
+declare -A gw_pid gw_port
 cleanup() {
   # Processes may already be gone: cleanup must still reach the server stop below.
   local p
-  for p in $gw_pid $gw1_pid; do
+  for p in "${gw_pid[@]}"; do
     { kill -9 "$p" && wait "$p"; } 2>/dev/null || :
   done
   if [ -n "$bouncer_pid" ]; then pkill -9 -f "pgbouncer $work/bouncer" 2>/dev/null || :; fi
@@ -70,13 +76,28 @@ pgw_pg_start "$work/pg" "$pg_port" "${tls_pg[@]}"
 export PGPASSWORD=$PGW_PG_PASSWORD PGUSER=$PGW_PG_USER PGDATABASE=postgres PGHOST=127.0.0.1
 pgbench -p "$pg_port" -i -s "$scale" -q >/dev/null 2>&1
 
-gw_port=$(pgw_free_port)
-"$BIN" --listen "127.0.0.1:$gw_port" --upstream "127.0.0.1:$pg_port" "${tls_gw[@]}" 2>"$work/pgwarden.log" &
-gw_pid=$!
-gw1_port=$(pgw_free_port)
-"$BIN" --listen "127.0.0.1:$gw1_port" --upstream "127.0.0.1:$pg_port" --threads 1 "${tls_gw[@]}" \
-  2>"$work/pgwarden1.log" &
-gw1_pid=$!
+# The pgwarden variants: name -> extra flags.
+declare -A gw_flags
+if [ -n "$recording" ]; then
+  openssl rand -hex 32 > "$work/seal.key"
+  chmod 600 "$work/seal.key"
+  gw_names=(pgwarden rec-none rec-batch rec-strict)
+  gw_flags[pgwarden]=""
+  for mode in none batch strict; do
+    gw_flags[rec-$mode]="--record-dir $work/rec-$mode --record-key-file $work/seal.key --record-durability $mode"
+  done
+else
+  gw_names=(pgwarden pgwarden-1t)
+  gw_flags[pgwarden]=""
+  gw_flags[pgwarden-1t]="--threads 1"
+fi
+for g in "${gw_names[@]}"; do
+  gw_port[$g]=$(pgw_free_port)
+  # shellcheck disable=SC2086
+  "$BIN" --listen "127.0.0.1:${gw_port[$g]}" --upstream "127.0.0.1:$pg_port" ${gw_flags[$g]} \
+    "${tls_gw[@]}" 2>"$work/$g.log" &
+  gw_pid[$g]=$!
+done
 
 bouncer_port=$(pgw_free_port)
 mkdir -p "$work/bouncer"
@@ -99,7 +120,7 @@ echo "\"$PGW_PG_USER\" \"$PGW_PG_PASSWORD\"" > "$work/bouncer/users.txt"
 [ "$(id -u)" -eq 0 ] && chown -R postgres: "$work/bouncer"
 pgw_as_owner pgbouncer -q "$work/bouncer/pgbouncer.ini" &
 bouncer_pid=$!
-for port in "$gw_port" "$gw1_port" "$bouncer_port"; do
+for port in "${gw_port[@]}" "$bouncer_port"; do
   pgw_wait_port "$port" || { cat "$work"/pgwarden*.log "$work/bouncer/pgbouncer.log" >&2; exit 1; }
 done
 # pgbouncer runs under runuser when we are root: measure the pgbouncer process itself.
@@ -120,24 +141,24 @@ cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 
 results="$work/results.tsv"
 : > "$results"
-workloads=("select-only simple:-S -M simple" "select-only prepared:-S -M prepared"
-           "tpcb-like simple:-M simple" "tpcb-like prepared:-M prepared")
-targets=(direct pgwarden pgwarden-1t pgbouncer)
+workloads=("select-only simple:-S -M simple" "select-only prepared:-S -M prepared")
+if [ -z "$recording" ]; then
+  workloads+=("tpcb-like simple:-M simple" "tpcb-like prepared:-M prepared")
+fi
+targets=(direct "${gw_names[@]}" pgbouncer)
 port_of() {
   case $1 in
-    direct) echo "$pg_port" ;; pgwarden) echo "$gw_port" ;; pgwarden-1t) echo "$gw1_port" ;;
-    pgbouncer) echo "$bouncer_port" ;;
+    direct) echo "$pg_port" ;; pgbouncer) echo "$bouncer_port" ;; *) echo "${gw_port[$1]}" ;;
   esac
 }
 pid_of() {
   case $1 in
-    pgwarden) echo "$gw_pid" ;; pgwarden-1t) echo "$gw1_pid" ;; pgbouncer) echo "$bouncer_cpu_pid" ;;
-    *) echo "" ;;
+    direct) echo "" ;; pgbouncer) echo "$bouncer_cpu_pid" ;; *) echo "${gw_pid[$1]}" ;;
   esac
 }
 
 echo "pgbench: -c $clients -j 2 -T $seconds, scale $scale, $rounds rounds, $(nproc) cores, client TLS: $([ -n "$tls" ] && echo on || echo off);" \
-  "pgwarden = default threads ($(nproc)), pgwarden-1t = --threads 1"
+  "pgwarden = default threads ($(nproc))$([ -n "$recording" ] && echo ", rec-MODE = recording with --record-durability MODE" || echo ", pgwarden-1t = --threads 1")"
 for ((r = 1; r <= rounds; r++)); do
   for w in "${workloads[@]}"; do
     name=${w%%:*}
@@ -194,6 +215,17 @@ for w in "${workloads[@]}"; do
       c = (t == "direct") ? "-" : sprintf("%.4f", cpu)
       printf "%-22s %-11s %10.1f %9.3f %10.3f %13s %9s\n", n, t, tps, lat, tps / d, c, vs }'
   done
+  if [ -n "$recording" ]; then
+    read -r off_tps _ off_cpu < "$work/med.pgwarden"
+    for g in rec-none rec-batch rec-strict; do
+      read -r g_tps _ g_cpu < "$work/med.$g"
+      awk -v n="$name" -v g="$g" -v gt="$g_tps" -v ot="$off_tps" -v gc="$g_cpu" -v oc="$off_cpu" 'BEGIN {
+        cost = (1 - gt / ot) * 100
+        printf "  -> %s, %s: tps %.3fx recording off (cost %.1f%%%s), cpu/10k tx %.2fx\n",
+          n, g, gt / ot, cost, (g == "rec-batch") ? ((cost <= 5) ? "; target <= 5%: ok" : "; target <= 5%: MISSED") : "", gc / oc }'
+    done
+    continue
+  fi
   for g in pgwarden pgwarden-1t; do
     read -r g_tps _ g_cpu < "$work/med.$g"
     awk -v n="$name" -v g="$g" -v gt="$g_tps" -v bt="$b_tps" -v gc="$g_cpu" -v bc="$b_cpu" 'BEGIN {

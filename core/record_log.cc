@@ -173,6 +173,12 @@ void RecordLog::set_failed(const std::string& why) {
   retry_at_ns_ = w_.now_ns() + kRetryNs;
 }
 
+void RecordLog::clear_failure() {
+  if (!failed_) return;
+  failed_ = false;
+  PGW_WARN("recording on core %u works again; statements are accepted", core_);
+}
+
 void RecordLog::rotate(std::int64_t now_ns) {
   const std::size_t before = writer_.pending().size();
   writer_.seal(now_us(), false);
@@ -267,10 +273,7 @@ void RecordLog::on_write(int res, std::int64_t now_ns) {
     submit(now_ns);  // short write: the rest, now
     return;
   }
-  if (failed_) {
-    failed_ = false;
-    PGW_WARN("recording on core %u works again; statements are accepted", core_);
-  }
+  clear_failure();
   written_ = j.logical_end;
   const bool close_after = j.close_after;
   const int fd = j.fd;
@@ -291,6 +294,7 @@ void RecordLog::on_sync(int res, std::int64_t /*now_ns*/) {
     sync_wanted_ = true;
     return;
   }
+  clear_failure();
   if (close_after_sync_) {
     ::close(sync_fd_);
     close_after_sync_ = false;

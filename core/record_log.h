@@ -77,6 +77,7 @@ class alignas(16) RecordLog {
   void start_write();
   void start_sync(int fd);
   void set_failed(const std::string& why);
+  void clear_failure();
   void release_waiters();
 
   Worker& w_;

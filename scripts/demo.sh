@@ -47,7 +47,12 @@ CREATE TABLE orders(id bigserial PRIMARY KEY, customer text NOT NULL, amount num
 INSERT INTO orders(customer, amount) SELECT 'customer ' || g, (g * 7 % 500) + 0.99 FROM generate_series(1, 1000) g;
 SQL
 
-"$root/build/core/pgwarden" --listen "127.0.0.1:$port" --upstream "127.0.0.1:$pg_port" &
+# Every session is recorded under $demo/rec, sealed with a key made for this demo.
+if [ ! -s "$demo/seal.key" ]; then
+  (umask 077 && openssl rand -hex 32 > "$demo/seal.key")
+fi
+"$root/build/core/pgwarden" --listen "127.0.0.1:$port" --upstream "127.0.0.1:$pg_port" \
+  --record-dir "$demo/rec" --record-key-file "$demo/seal.key" &
 gw_pid=$!
 pgw_wait_port "$port"
 
@@ -63,9 +68,15 @@ pgwarden is running in front of a throwaway PostgreSQL 15.
     PGPASSWORD=$PGW_PG_PASSWORD pgbench -h 127.0.0.1 -p $port -U $PGW_PG_USER -i postgres
     PGPASSWORD=$PGW_PG_PASSWORD pgbench -h 127.0.0.1 -p $port -U $PGW_PG_USER -S -c 8 -T 10 postgres
 
+  Every session is recorded (tamper-evident, sealed). Read the recording, even while it runs:
+    $root/build/core/pgwarden sessions --record-dir $demo/rec
+    $root/build/core/pgwarden replay --record-dir $demo/rec --session <SESSION from sessions>
+    $root/build/core/pgwarden export --record-dir $demo/rec --format jsonl --follow
+    $root/build/core/pgwarden verify --record-dir $demo/rec --key-file $demo/seal.key
+
   This demo relays authentication to PostgreSQL. For OIDC tokens, static SCRAM users, role
-  mapping and TLS see "Gateway authentication" in README.md; statement policy, masking and
-  recording arrive in later releases.  Press Ctrl-C to stop both servers.
+  mapping and TLS see "Gateway authentication" in README.md; statement policy and masking
+  arrive in later releases.  Press Ctrl-C to stop both servers.
 
 MSG
 wait "$gw_pid"
