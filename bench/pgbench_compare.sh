@@ -46,7 +46,7 @@ cleanup() {
   for p in "${gw_pid[@]}"; do
     { kill -9 "$p" && wait "$p"; } 2>/dev/null || :
   done
-  if [ -n "$bouncer_pid" ]; then pkill -9 -f "pgbouncer $work/bouncer" 2>/dev/null || :; fi
+  if [ -n "$bouncer_pid" ]; then pkill -9 -f "pgbouncer -q $work/bouncer" 2>/dev/null || :; fi
   pgw_pg_stop "$work/pg"
   rm -rf "$work"
 }

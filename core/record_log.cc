@@ -22,8 +22,10 @@ namespace rec = pgwarden::recorder;
 
 namespace {
 
-constexpr std::int64_t kBatchSyncNs = 5'000'000;  // batch: at most one fdatasync per 5 ms
-constexpr std::int64_t kRetryNs = 200'000'000;    // after a failure
+constexpr std::int64_t kBatchSyncNs = 5'000'000;   // batch: at most one fdatasync per 5 ms
+constexpr std::int64_t kFlushDelayNs = 5'000'000;  // none/batch: write at most every 5 ms...
+constexpr std::size_t kFlushBytes = 256u << 10;    // ... unless this much accumulated
+constexpr std::int64_t kRetryNs = 200'000'000;     // after a failure
 
 Durability parse_durability(const std::string& s) {
   return s == "none" ? Durability::None : s == "strict" ? Durability::Strict : Durability::Batch;
@@ -132,6 +134,7 @@ rec::Payload& RecordLog::payload(std::uint64_t session) {
 
 std::uint64_t RecordLog::append(rec::RecordType type) {
   const std::size_t before = writer_.pending().size();
+  if (before == 0) pending_since_ns_ = w_.now_ns();
   writer_.append(type, payload_);
   appended_ += writer_.pending().size() - before;
   return appended_;
@@ -222,7 +225,13 @@ void RecordLog::submit(std::int64_t now_ns) {
        now_ns - segment_started_ns_ >= max_segment_age_ns_)) {
     rotate(now_ns);
   }
-  if (jobs_.empty() && !writer_.pending().empty()) {
+  // Writes are batched: now if a strict session waits, if a lot accumulated, or if the oldest
+  // unwritten record is kFlushDelayNs old; otherwise a timer brings the loop back.
+  const bool flush_due =
+      !writer_.pending().empty() && ((durability_ == Durability::Strict && !waiters_.empty()) ||
+                                     writer_.pending().size() >= kFlushBytes ||
+                                     now_ns - pending_since_ns_ >= kFlushDelayNs || failed_);
+  if (jobs_.empty() && flush_due) {
     Job j;
     j.fd = fd_;
     j.file_offset = file_offset_;
@@ -233,7 +242,7 @@ void RecordLog::submit(std::int64_t now_ns) {
   }
   if (!jobs_.empty()) {
     start_write();
-  } else if (sync_wanted_ && !timer_armed_) {
+  } else if ((sync_wanted_ || !writer_.pending().empty()) && !timer_armed_) {
     io_uring_sqe* e = w_.get_sqe();
     io_uring_prep_timeout(e, &batch_delay_, 0, 0);
     io_uring_sqe_set_data64(e, tag(this, kRecordTimer));

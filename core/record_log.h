@@ -98,6 +98,7 @@ class alignas(16) RecordLog {
   bool sync_wanted_ = false;
   std::uint64_t sync_target_ = 0;  // logical offset the sync in flight covers
   std::int64_t last_sync_ns_ = 0;
+  std::int64_t pending_since_ns_ = 0;  // when the oldest unwritten record was appended
   int sync_fd_ = -1;
   bool close_after_sync_ = false;
   std::uint64_t appended_ = 0, written_ = 0, synced_ = 0;  // logical byte offsets

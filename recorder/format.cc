@@ -3,6 +3,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
+#include <charconv>
 #include <cstring>
 #include <memory>
 
@@ -186,9 +187,8 @@ Payload& Payload::add(Field f, std::string_view value) {
 
 Payload& Payload::add(Field f, std::uint64_t value) {
   char digits[24];
-  const int n =
-      std::snprintf(digits, sizeof digits, "%llu", static_cast<unsigned long long>(value));
-  return add(f, std::string_view(digits, static_cast<std::size_t>(n)));
+  const auto res = std::to_chars(digits, digits + sizeof digits, value);
+  return add(f, std::string_view(digits, static_cast<std::size_t>(res.ptr - digits)));
 }
 
 Payload& Payload::add_clipped(Field f, std::string_view value) {
