@@ -119,6 +119,7 @@ Recording (tamper-evident session recordings; read them with pgwarden sessions|r
   --record-segment-size SIZE  rotate segments at this size (default 64M)
   --record-segment-age SECS   ... or this age (default 300): the open segment is unsealed
   --record-max-backlog SIZE   unwritten records per core before statements are refused (64M)
+  --record-rows N             also record the first N result rows of each statement (default 0)
 
 Gateway authentication (clients never hold a database credential):
   --policy FILE               JSON with "role_mappings": [{"group", "role", "database"}]
@@ -201,6 +202,8 @@ ParsedFlags parse_flags(const std::vector<std::string>& args) {
        [&](const std::string& v) {
          c.record_segment_age_s = parse_seconds("--record-segment-age", v);
        }},
+      {"--record-rows",
+       [&](const std::string& v) { c.record_rows = parse_count("--record-rows", v, 1u << 20); }},
       {"--record-max-backlog",
        [&](const std::string& v) { c.record_max_backlog = parse_size("--record-max-backlog", v); }},
       {"--jwks-url", [&](const std::string& v) { c.jwks_url = v; }},

@@ -51,6 +51,7 @@ struct Config {
   std::uint64_t record_segment_bytes = 64u << 20;
   double record_segment_age_s = 300;
   std::uint64_t record_max_backlog = 64u << 20;  // unwritten bytes per core before refusing
+  unsigned record_rows = 0;                      // result rows recorded per statement
   unsigned auth_failure_limit = 10;              // per source address and window, per core; 0 = off
   double auth_failure_window_s = 60;
 

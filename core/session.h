@@ -103,6 +103,7 @@ class alignas(16) Session {
   void record_start();
   bool record_statement(char type, protocol::Bytes message);
   void record_backend(const protocol::Fragment& f);
+  void record_row(const protocol::Fragment& f);
   void record_end();
   void refuse_unrecorded(char type);
   std::string peer_address() const;
@@ -168,6 +169,7 @@ class alignas(16) Session {
   std::uint32_t statement_seq_ = 0;
   std::deque<PendingStatement> pending_statements_;
   std::uint64_t copy_in_bytes_ = 0, copy_out_bytes_ = 0;
+  std::uint32_t rows_recorded_ = 0;  // of the statement in progress (--record-rows)
   char tx_status_ = 'I';
   bool holding_ = false;  // strict: upstream-bound bytes wait in held_ for durability
   std::basic_string<std::byte> held_;

@@ -254,10 +254,40 @@ void Session::record_end() {
   rec_->append(rec::RecordType::SessionEnd);
 }
 
+// One DataRow as the client receives it: each column's bytes (text, or binary if the client asked
+// for binary results), NULL as a null marker.
+void Session::record_row(const pr::Fragment& f) {
+  const bool in_place = f.first && f.last && f.offset == 0;
+  const pr::Bytes whole = in_place ? f.bytes : be_msg_.add(f, be_.held_prefix());
+  if (whole.empty()) return;
+  ++rows_recorded_;
+  if (!rec_->has_room()) return;
+  std::string_view p = body_of(whole);
+  rec::Payload& out = rec_->payload(session_id_);
+  out.add(rec::Field::Statement, pending_statements_.empty() ? 0 : pending_statements_.front().seq);
+  std::uint16_t ncols = 0;
+  take_u16(p, ncols);
+  for (std::uint16_t i = 0; i < ncols; ++i) {
+    std::int32_t len = 0;
+    if (!take_i32(p, len)) break;
+    if (len < 0) {
+      out.add(rec::Field::ValueNull, "");
+      continue;
+    }
+    if (static_cast<std::size_t>(len) > p.size()) break;
+    out.add_clipped(rec::Field::Value, p.substr(0, static_cast<std::size_t>(len)));
+    p.remove_prefix(static_cast<std::size_t>(len));
+  }
+  rec_->append(rec::RecordType::Row);
+}
+
 void Session::record_backend(const pr::Fragment& f) {
   switch (f.type) {
     case pr::be::kCopyData:
       copy_out_bytes_ += f.bytes.size() - (f.first ? 5 - f.offset : 0);
+      return;
+    case pr::be::kDataRow:
+      if (rows_recorded_ < w_.config().record_rows) record_row(f);
       return;
     case pr::be::kReadyForQuery:
       if (!f.last || f.bytes.empty()) return;
@@ -304,6 +334,7 @@ void Session::record_backend(const pr::Fragment& f) {
     p.add(rec::Field::Direction, "out").add(rec::Field::Bytes, copy_out_bytes_);
   }
   copy_in_bytes_ = copy_out_bytes_ = 0;
+  rows_recorded_ = 0;
   if (rec_->has_room()) rec_->append(rec::RecordType::Outcome);
   // Each Execute gets one outcome; a simple Query's statements all belong to it until 'Z'. After
   // an error the server skips the rest of the pipeline up to Sync.

@@ -101,6 +101,8 @@ const char* type_name(RecordType t) {
       return "refused";
     case RecordType::Copy:
       return "copy";
+    case RecordType::Row:
+      return "row";
   }
   return "unknown";
 }
@@ -149,6 +151,9 @@ const char* field_name(Field f) {
       return "text_sha256";
     case Field::ParamNull:
       return "params";
+    case Field::Value:
+    case Field::ValueNull:
+      return "values";
     case Field::Tag:
       return "command_tag";
     case Field::Sqlstate:

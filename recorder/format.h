@@ -33,6 +33,7 @@ enum class RecordType : std::uint8_t {
   SessionEnd = 16,
   Refused = 17,  // a statement pgwarden refused, and why
   Copy = 18,     // COPY volume of one statement
+  Row = 19,      // one result row as the client received it (up to --record-rows per statement)
 };
 const char* type_name(RecordType t);
 
@@ -59,6 +60,8 @@ enum class Field : std::uint8_t {
   Param = 23,
   TextSha256 = 24,  // present when Text was clipped at kMaxValue
   ParamNull = 25,   // a NULL parameter (in order among the Param fields)
+  Value = 26,       // a result column value (row records)
+  ValueNull = 27,   // a NULL column value
   Tag = 30,
   Sqlstate = 31,
   Message = 32,

@@ -70,10 +70,39 @@ std::string session_id(std::uint64_t s) {
   return buf;
 }
 
+// Length of a valid UTF-8 sequence at s[i], or 0.
+std::size_t utf8_length(std::string_view s, std::size_t i) {
+  const auto c = static_cast<unsigned char>(s[i]);
+  const std::size_t n = c >= 0xF0 && c <= 0xF4 ? 4 : c >= 0xE0 ? 3 : c >= 0xC2 && c < 0xE0 ? 2 : 0;
+  if (n == 0 || i + n > s.size()) return 0;
+  for (std::size_t k = 1; k < n; ++k) {
+    if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return 0;
+  }
+  return n;
+}
+
+// A JSON string; bytes that are not valid UTF-8 (binary values) become \u00XX, so the output is
+// always valid JSON.
 void json_string(std::string& out, std::string_view s) {
+  auto escape = [&](unsigned char c) {
+    char esc[8];
+    std::snprintf(esc, sizeof esc, "\\u%04x", c);
+    out += esc;
+  };
   out.push_back('"');
-  for (const char ch : s) {
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    const char ch = s[i];
     const auto c = static_cast<unsigned char>(ch);
+    if (c >= 0x80) {
+      const std::size_t n = utf8_length(s, i);
+      if (n != 0) {
+        out.append(s.substr(i, n));
+        i += n - 1;
+      } else {
+        escape(c);
+      }
+      continue;
+    }
     switch (c) {
       case '"':
         out += "\\\"";
@@ -92,9 +121,7 @@ void json_string(std::string& out, std::string_view s) {
         break;
       default:
         if (c < 0x20 || c == 0x7f) {
-          char esc[8];
-          std::snprintf(esc, sizeof esc, "\\u%04x", c);
-          out += esc;
+          escape(c);
         } else {
           out.push_back(ch);
         }
@@ -120,11 +147,11 @@ std::string to_json(const SegmentFile& seg, const Record& r) {
   // Repeated fields become arrays; a NULL parameter is JSON null, in its place.
   std::map<std::string, std::vector<std::optional<std::string_view>>> lists;
   for (const auto& [f, v] : r.fields) {
-    if (f == Field::Param || f == Field::Groups) {
+    if (f == Field::Param || f == Field::Groups || f == Field::Value) {
       lists[field_name(f)].emplace_back(v);
       continue;
     }
-    if (f == Field::ParamNull) {
+    if (f == Field::ParamNull || f == Field::ValueNull) {
       lists[field_name(f)].emplace_back(std::nullopt);
       continue;
     }
@@ -341,6 +368,14 @@ std::string describe(const Record& r) {
     }
     case RecordType::Execute:
       return "EXECUTE  portal=[" + f(Field::Portal) + "]";
+    case RecordType::Row: {
+      std::string values;
+      for (const auto& [k, v] : r.fields) {
+        if (k == Field::Value) values += (values.empty() ? "" : " | ") + std::string(v);
+        if (k == Field::ValueNull) values += values.empty() ? "NULL" : " | NULL";
+      }
+      return "  row: " + values;
+    }
     case RecordType::Outcome:
       if (!f(Field::Sqlstate).empty()) {
         return "  -> ERROR " + f(Field::Sqlstate) + ": " + f(Field::Message) + " (" +

@@ -125,6 +125,28 @@ test('psql and pgbench sessions are listed, replayed and exported with every sta
   assert.match(caught.stdout, /FAILED: core-\d\d\/\d{8}\.pwrec: record \d+ at offset \d+/);
 });
 
+test('--record-rows N records the first N rows of each result, text or binary, NULLs included', async () => {
+  const rec = join(dir, 'rec-rows');
+  const gw = await startGateway(['--upstream', `127.0.0.1:${env.pgPort}`, '--record-dir', rec, '--record-key-file', key, '--record-rows', '2']);
+  const c = trusted(gw.port);
+  await c.connect();
+  await c.query("SELECT g, 'v' || g AS v, NULL AS n FROM generate_series(1, 5) g");
+  await c.query({ text: 'SELECT $1::int4 AS i, 200000::int8 AS b', values: [7], binary: true });
+  await c.end();
+  await stop(gw);
+  const events = jsonl((await tool('export', '--record-dir', rec, '--format', 'jsonl')).stdout);
+  const rows = events.filter((e) => e.type === 'row');
+  assert.equal(rows.length, 3);
+  assert.deepEqual(rows[0].values, ['1', 'v1', null]);
+  assert.deepEqual(rows[1].values, ['2', 'v2', null]);
+  // Binary results are recorded as the client got them: the int4 7 and int8 200000, big-endian.
+  assert.deepEqual(rows[2].values, ['\u0000\u0000\u0000\u0007', '\u0000\u0000\u0000\u0000\u0000\u0003\r@']);
+  const first = events.find((e) => e.type === 'query' && /generate_series/.test(e.text));
+  assert.ok(rows.slice(0, 2).every((r) => r.statement_seq === first.statement_seq && r.session === first.session));
+  const replay = await tool('replay', '--record-dir', rec, '--session', first.session);
+  assert.match(replay.stdout, /row: 1 \| v1 \| NULL/);
+});
+
 test('strict durability: after kill -9, every statement a client saw succeed is in the recording', async () => {
   const rec = join(dir, 'rec-strict');
   const gw = await startGateway(['--upstream', `127.0.0.1:${env.pgPort}`, '--record-dir', rec, '--record-key-file', key,
