@@ -99,8 +99,6 @@ const char* type_name(RecordType t) {
       return "session_end";
     case RecordType::Refused:
       return "refused";
-    case RecordType::Copy:
-      return "copy";
     case RecordType::Row:
       return "row";
   }

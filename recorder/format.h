@@ -32,7 +32,6 @@ enum class RecordType : std::uint8_t {
   Outcome = 15,  // command tag or error, rows, duration
   SessionEnd = 16,
   Refused = 17,  // a statement pgwarden refused, and why
-  Copy = 18,     // COPY volume of one statement
   Row = 19,      // one result row as the client received it (up to --record-rows per statement)
 };
 const char* type_name(RecordType t);

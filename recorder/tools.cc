@@ -382,11 +382,13 @@ std::string describe(const Record& r) {
                f(Field::DurationUs) + " us)";
       }
       return "  -> " + f(Field::Tag) + " (" + f(Field::Rows) + " rows, " + f(Field::DurationUs) +
-             " us)";
+             " us" +
+             (f(Field::Direction).empty()
+                  ? std::string()
+                  : ", COPY " + f(Field::Direction) + " " + f(Field::Bytes) + " bytes") +
+             ")";
     case RecordType::Refused:
       return "REFUSED  " + f(Field::Text) + "  -- " + f(Field::Sqlstate) + ": " + f(Field::Reason);
-    case RecordType::Copy:
-      return "  -> COPY " + f(Field::Direction) + " " + f(Field::Bytes) + " bytes";
     case RecordType::SessionEnd:
       return "SESSION END: " + f(Field::Reason);
     default:

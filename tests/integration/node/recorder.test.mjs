@@ -3,7 +3,7 @@
 // and a full record filesystem makes the gateway refuse statements (58030) until space returns.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile, execFileSync, spawnSync } from 'node:child_process';
+import { execFile, execFileSync, spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync, chmodSync, rmSync, readFileSync, readdirSync, cpSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -145,6 +145,42 @@ test('--record-rows N records the first N rows of each result, text or binary, N
   assert.ok(rows.slice(0, 2).every((r) => r.statement_seq === first.statement_seq && r.session === first.session));
   const replay = await tool('replay', '--record-dir', rec, '--session', first.session);
   assert.match(replay.stdout, /row: 1 \| v1 \| NULL/);
+});
+
+test('export --follow and replay --follow stream a live session; sessions filters by time', async () => {
+  const rec = join(dir, 'rec-follow');
+  const gw = await startGateway(['--upstream', `127.0.0.1:${env.pgPort}`, '--record-dir', rec, '--record-key-file', key]);
+  const follower = spawn(env.bin, ['export', '--record-dir', rec, '--format', 'jsonl', '--follow']);
+  let exported = '';
+  follower.stdout.on('data', (d) => { exported += d; });
+  const until = async (cond, what) => {
+    for (let i = 0; i < 100 && !cond(); i++) await sleep(100);
+    assert.ok(cond(), what);
+  };
+  const c = trusted(gw.port);
+  await c.connect();
+  await c.query("SELECT 'first live statement'");
+  await until(() => exported.includes('first live statement'), 'export --follow shows the statement');
+  const sid = jsonl(exported).find((e) => e.type === 'query').session;
+  const replay = spawn(env.bin, ['replay', '--record-dir', rec, '--session', sid, '--follow']);
+  let replayed = '';
+  replay.stdout.on('data', (d) => { replayed += d; });
+  const replayExit = new Promise((r) => replay.on('exit', (code) => r(code)));
+  await c.query("SELECT 'second live statement'");
+  await until(() => replayed.includes('second live statement'), 'replay --follow shows the next statement');
+  await c.end();
+  assert.equal(await replayExit, 0); // the session ended: replay --follow ends too
+  assert.match(replayed, /first live statement[\s\S]*second live statement[\s\S]*SESSION END/);
+  await until(() => exported.includes('"session_end"'), 'export --follow shows the end');
+  follower.kill('SIGTERM');
+  await stop(gw);
+  const none = await tool('sessions', '--record-dir', rec, '--until', '2000-01-01');
+  assert.equal(none.stdout.trim().split('\n').length, 1); // the header only
+  const all = await tool('sessions', '--record-dir', rec, '--since', '2000-01-01T00:00:00Z', '--until', String(Math.floor(Date.now() / 1000) + 60));
+  assert.equal(all.stdout.trim().split('\n').length, 2);
+  const bad = await tool('sessions', '--record-dir', rec, '--since', 'yesterday');
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /expected a UTC time/);
 });
 
 test('strict durability: after kill -9, every statement a client saw succeed is in the recording', async () => {
