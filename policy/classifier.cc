@@ -1,0 +1,600 @@
+#include "policy/classifier.h"
+
+#include <hs/hs.h>
+#include <pg_query.h>
+#include <simdjson.h>
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+
+namespace pgwarden::policy {
+
+namespace {
+
+namespace sj = simdjson;
+using C = StatementClass;
+
+constexpr std::array<const char*, static_cast<std::size_t>(C::kCount)> kNames = {
+    "select",
+    "insert",
+    "update",
+    "delete",
+    "merge",
+    "copy_from",
+    "copy_to",
+    "copy_program",
+    "select_into",
+    "ddl",
+    "drop",
+    "truncate",
+    "alter",
+    "grant",
+    "rule",
+    "function",
+    "do_block",
+    "dynamic_sql",
+    "delete_without_where",
+    "update_without_where",
+    "tautological_where",
+    "write_in_cte",
+    "explain_analyze_write",
+    "role_change",
+    "dangerous_function",
+    "transaction",
+    "set",
+    "call",
+    "maintenance",
+    "lock",
+    "listen",
+    "cursor",
+    "prepare",
+    "explain",
+    "utility",
+    "unparseable",
+};
+
+// Keywords of every construct that is more than a plain read. A statement with none of them
+// (case-insensitively, anywhere, even inside literals) cannot be anything the policy restricts,
+// so it skips the parser. "u&" catches Unicode-escaped identifiers (U&"\0064...").
+constexpr std::array<const char*, 44> kKeywords = {
+    "insert",        "update",     "delete",  "merge",   "copy",     "drop",      "truncate",
+    "alter",         "create",     "grant",   "revoke",  "comment",  "security",  "call",
+    "execute",       "prepare",    "explain", "rule",    "function", "procedure", "role",
+    "authorization", "set_config", "into",    "vacuum",  "analy",    "cluster",   "reindex",
+    "checkpoint",    "lock",       "notify",  "listen",  "refresh",  "import",    "load",
+    "reassign",      "discard",    "u&",      "declare", "cursor",   "owned",     "policy",
+    "extension",     "nextval",
+};
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+constexpr int kMaxDepth = 4;
+
+struct Walker {
+  const std::vector<std::string>& dangerous;
+  Analysis& out;
+  sj::dom::parser* parsers;  // one per nesting level: a nested parse must not reuse the outer DOM
+  int depth = 0;             // nesting of bodies (functions, DO) analysed recursively
+
+  struct Ctx {
+    bool cte = false;
+    bool explain_analyze = false;
+  };
+
+  void add(C c) { out.classes |= bit(c); }
+
+  void write(C c, const Ctx& ctx) {
+    add(c);
+    if (ctx.cte) add(C::WriteInCte);
+    if (ctx.explain_analyze) add(C::ExplainAnalyzeWrite);
+  }
+
+  static bool has(sj::dom::element obj, const char* key) { return obj[key].error() == sj::SUCCESS; }
+
+  static std::string_view str(sj::dom::element e) {
+    std::string_view s;
+    if (e["String"]["sval"].get_string().get(s) == sj::SUCCESS) return s;
+    return {};
+  }
+
+  // The constant inside an A_Const, as JSON without its location, or empty.
+  static std::string constant(sj::dom::element e) {
+    sj::dom::object c;
+    if (e["A_Const"].get_object().get(c) != sj::SUCCESS) return {};
+    std::string s;
+    for (auto f : c) {
+      if (f.key == "location") continue;
+      s += std::string(f.key) + ":" + sj::minify(f.value) + ";";
+    }
+    return s;
+  }
+
+  static std::string column(sj::dom::element e) {
+    sj::dom::element fields;
+    if (e["ColumnRef"]["fields"].get(fields) != sj::SUCCESS) return {};
+    return sj::minify(fields);
+  }
+
+  // WHERE true, WHERE 1 = 1, WHERE 'a' = 'a', WHERE id = id, WHERE x OR true, NOT false...
+  static bool tautology(sj::dom::element e) {
+    const std::string c = constant(e);
+    if (!c.empty()) return c == "boolval:{\"boolval\":true};";
+    sj::dom::element arg;
+    if (e["TypeCast"]["arg"].get(arg) == sj::SUCCESS) {
+      const std::string v = constant(arg);
+      return v == "boolval:{\"boolval\":true};" || v == "sval:{\"sval\":\"t\"};" ||
+             v == "sval:{\"sval\":\"true\"};" || v == "sval:{\"sval\":\"on\"};" ||
+             v == "sval:{\"sval\":\"yes\"};" || v == "ival:{\"ival\":1};";
+    }
+    sj::dom::element expr;
+    if (e["A_Expr"].get(expr) == sj::SUCCESS) {
+      sj::dom::array name;
+      std::string_view op;
+      if (expr["name"].get_array().get(name) != sj::SUCCESS || name.size() != 1) return false;
+      op = str(name.at(0).value_unsafe());
+      if (op != "=" && op != "<=" && op != ">=") return false;
+      std::string_view kind;
+      if (expr["kind"].get_string().get(kind) != sj::SUCCESS || kind != "AEXPR_OP") return false;
+      sj::dom::element l, r;
+      if (expr["lexpr"].get(l) != sj::SUCCESS || expr["rexpr"].get(r) != sj::SUCCESS) return false;
+      const std::string lc = constant(l), rc = constant(r);
+      if (!lc.empty() && lc == rc) return true;
+      const std::string lcol = column(l), rcol = column(r);
+      return !lcol.empty() && lcol == rcol;
+    }
+    sj::dom::element b;
+    if (e["BoolExpr"].get(b) == sj::SUCCESS) {
+      std::string_view op;
+      sj::dom::array args;
+      if (b["boolop"].get_string().get(op) != sj::SUCCESS ||
+          b["args"].get_array().get(args) != sj::SUCCESS) {
+        return false;
+      }
+      if (op == "OR_EXPR") {
+        for (sj::dom::element a : args) {
+          if (tautology(a)) return true;
+        }
+        return false;
+      }
+      if (op == "AND_EXPR") {
+        for (sj::dom::element a : args) {
+          if (!tautology(a)) return false;
+        }
+        return true;
+      }
+      if (op == "NOT_EXPR" && args.size() == 1) {
+        return constant(args.at(0).value_unsafe()) == "boolval:{};";  // NOT false
+      }
+    }
+    return false;
+  }
+
+  void where(sj::dom::element stmt, C without) {
+    sj::dom::element w;
+    if (stmt["whereClause"].get(w) != sj::SUCCESS) {
+      add(without);
+    } else if (tautology(w)) {
+      add(C::TautologicalWhere);
+    }
+  }
+
+  void function_call(sj::dom::element call) {
+    sj::dom::array names;
+    if (call["funcname"].get_array().get(names) != sj::SUCCESS || names.size() == 0) return;
+    const std::string name = lower(str(names.at(names.size() - 1).value_unsafe()));
+    if (name == "set_config") add(C::RoleChange);  // set_config('role', ...) is SET ROLE
+    if (std::find(dangerous.begin(), dangerous.end(), name) != dangerous.end()) {
+      add(C::DangerousFunction);
+      if (out.dangerous_function.empty()) out.dangerous_function = name;
+    }
+  }
+
+  // A body we cannot see into (another language, a PL/pgSQL error): its own class.
+  void opaque_body() { add(C::DynamicSql); }
+
+  void sql_body(std::string_view text) {
+    if (depth >= kMaxDepth) return opaque_body();
+    Walker inner{dangerous, out, parsers, depth + 1};
+    if (!inner.parse(text)) opaque_body();
+  }
+
+  // PL/pgSQL (DO blocks and function bodies): every embedded SQL statement and expression is
+  // classified; EXECUTE of a computed string is dynamic SQL.
+  void plpgsql_body(std::string_view body) {
+    if (depth >= kMaxDepth || body.find("$pgw$") != std::string_view::npos) return opaque_body();
+    std::string fn = "CREATE FUNCTION pgw_body() RETURNS void LANGUAGE plpgsql AS $pgw$";
+    fn.append(body).append("$pgw$");
+    PgQueryPlpgsqlParseResult r = pg_query_parse_plpgsql(fn.c_str());
+    if (r.error != nullptr || r.plpgsql_funcs == nullptr) {
+      pg_query_free_plpgsql_parse_result(r);
+      return opaque_body();
+    }
+    std::vector<std::string> queries;
+    bool dynamic = false;
+    {
+      sj::dom::parser local;
+      sj::dom::element tree;
+      if (local.parse(std::string_view(r.plpgsql_funcs)).get(tree) != sj::SUCCESS) {
+        dynamic = true;
+      } else {
+        collect_plpgsql(tree, queries, dynamic);
+      }
+    }
+    pg_query_free_plpgsql_parse_result(r);
+    if (dynamic) add(C::DynamicSql);
+    for (const std::string& q : queries) {
+      Walker inner{dangerous, out, parsers, depth + 1};
+      if (inner.parse(q)) continue;
+      // An expression or assignment ("x := expr", "n > 0"): look at it as a SELECT.
+      std::string_view e = q;
+      if (const std::size_t assign = e.find(":="); assign != std::string_view::npos) {
+        e.remove_prefix(assign + 2);
+      }
+      Walker expr{dangerous, out, parsers, depth + 1};
+      if (!expr.parse("SELECT " + std::string(e))) opaque_body();
+    }
+  }
+
+  static void collect_plpgsql(sj::dom::element e, std::vector<std::string>& queries,
+                              bool& dynamic) {
+    sj::dom::array arr;
+    if (e.get_array().get(arr) == sj::SUCCESS) {
+      for (sj::dom::element c : arr) collect_plpgsql(c, queries, dynamic);
+      return;
+    }
+    sj::dom::object obj;
+    if (e.get_object().get(obj) != sj::SUCCESS) return;
+    for (auto f : obj) {
+      if (f.key == "PLpgSQL_stmt_dynexecute" || f.key == "PLpgSQL_stmt_dynfors" ||
+          f.key == "PLpgSQL_stmt_open") {
+        dynamic = true;
+      }
+      if (f.key == "PLpgSQL_expr") {
+        std::string_view q;
+        if (f.value["query"].get_string().get(q) == sj::SUCCESS) queries.emplace_back(q);
+      }
+      collect_plpgsql(f.value, queries, dynamic);
+    }
+  }
+
+  // The body and language of CREATE FUNCTION / DO (DefElem "as" and "language").
+  void routine_body(sj::dom::element options_or_args, bool is_do) {
+    std::string language = is_do ? "plpgsql" : "sql";
+    std::string_view body;
+    bool have_body = false;
+    sj::dom::array items;
+    if (options_or_args.get_array().get(items) == sj::SUCCESS) {
+      for (sj::dom::element d : items) {
+        std::string_view name;
+        if (d["DefElem"]["defname"].get_string().get(name) != sj::SUCCESS) continue;
+        sj::dom::element arg;
+        if (d["DefElem"]["arg"].get(arg) != sj::SUCCESS) continue;
+        if (name == "language") language = lower(str(arg));
+        if (name == "as") {
+          sj::dom::array list;
+          if (arg["List"]["items"].get_array().get(list) == sj::SUCCESS && list.size() > 0) {
+            body = str(list.at(0).value_unsafe());
+          } else {
+            body = str(arg);
+          }
+          have_body = true;
+        }
+      }
+    }
+    if (!have_body) return;  // BEGIN ATOMIC bodies are part of the tree and walked as such
+    if (language == "sql") {
+      sql_body(body);
+    } else if (language == "plpgsql") {
+      plpgsql_body(body);
+    } else {
+      opaque_body();
+    }
+  }
+
+  void table(sj::dom::element rv) {
+    std::string_view rel, schema;
+    if (rv["relname"].get_string().get(rel) != sj::SUCCESS) return;
+    std::string name;
+    if (rv["schemaname"].get_string().get(schema) == sj::SUCCESS) {
+      name = std::string(schema) + ".";
+    }
+    name += rel;
+    if (std::find(out.tables.begin(), out.tables.end(), name) == out.tables.end()) {
+      out.tables.push_back(std::move(name));
+    }
+  }
+
+  static bool starts(std::string_view s, std::string_view p) { return s.substr(0, p.size()) == p; }
+
+  void walk(sj::dom::element e, Ctx ctx) {
+    sj::dom::array arr;
+    if (e.get_array().get(arr) == sj::SUCCESS) {
+      for (sj::dom::element c : arr) walk(c, ctx);
+      return;
+    }
+    sj::dom::object obj;
+    if (e.get_object().get(obj) != sj::SUCCESS) return;
+    for (auto f : obj) {
+      const std::string_view k = f.key;
+      const sj::dom::element v = f.value;
+      Ctx child = ctx;
+      if (k == "withClause") child.cte = true;
+      if (k == "SelectStmt") {
+        add(C::Select);
+        if (has(v, "intoClause")) write(C::SelectInto, ctx);
+        if (has(v, "lockingClause")) add(C::Lock);
+      } else if (k == "InsertStmt") {
+        write(C::Insert, ctx);
+      } else if (k == "UpdateStmt") {
+        write(C::Update, ctx);
+        where(v, C::UpdateWithoutWhere);
+      } else if (k == "DeleteStmt") {
+        write(C::Delete, ctx);
+        where(v, C::DeleteWithoutWhere);
+      } else if (k == "MergeStmt") {
+        write(C::Merge, ctx);
+      } else if (k == "CopyStmt") {
+        bool from = false, program = false;
+        if (v["is_from"].get_bool().get(from) != sj::SUCCESS) from = false;
+        if (v["is_program"].get_bool().get(program) != sj::SUCCESS) program = false;
+        if (program) add(C::CopyProgram);
+        if (from) {
+          write(C::CopyFrom, ctx);
+        } else {
+          add(C::CopyTo);
+        }
+      } else if (k == "ExplainStmt") {
+        add(C::Explain);
+        bool analyze = false;
+        sj::dom::array opts;
+        if (v["options"].get_array().get(opts) == sj::SUCCESS) {
+          for (sj::dom::element o : opts) {
+            std::string_view n;
+            if (o["DefElem"]["defname"].get_string().get(n) == sj::SUCCESS && n == "analyze") {
+              std::string_view val;
+              const bool off =
+                  o["DefElem"]["arg"]["String"]["sval"].get_string().get(val) == sj::SUCCESS &&
+                  (val == "false" || val == "off" || val == "0");
+              analyze = !off;
+            }
+          }
+        }
+        // Without ANALYZE nothing inside runs; with it, the statement runs for real.
+        if (!analyze) continue;
+        child.explain_analyze = true;
+        sj::dom::element q;
+        if (v["query"].get(q) == sj::SUCCESS) walk(q, child);
+        continue;
+      } else if (k == "PrepareStmt" || k == "ExecuteStmt" || k == "DeallocateStmt") {
+        add(C::Prepare);
+      } else if (k == "TruncateStmt") {
+        write(C::Truncate, ctx);
+      } else if (k == "CreateFunctionStmt") {
+        add(C::Function);
+        add(C::Ddl);
+        sj::dom::element opts;
+        if (v["options"].get(opts) == sj::SUCCESS) routine_body(opts, false);
+      } else if (k == "DoStmt") {
+        add(C::DoBlock);
+        sj::dom::element args;
+        if (v["args"].get(args) == sj::SUCCESS) routine_body(args, true);
+        continue;
+      } else if (k == "RuleStmt") {
+        add(C::Rule);
+        add(C::Ddl);
+      } else if (k == "VariableSetStmt") {
+        std::string_view name;
+        if (v["name"].get_string().get(name) != sj::SUCCESS) name = {};
+        add(name == "role" || name == "session_authorization" ? C::RoleChange : C::Set);
+      } else if (k == "VariableShowStmt" || k == "DiscardStmt") {
+        add(C::Set);
+      } else if (k == "AlterRoleSetStmt" || k == "AlterDatabaseSetStmt") {
+        add(C::Alter);
+        add(C::Ddl);
+        std::string_view name;
+        if (v["setstmt"]["name"].get_string().get(name) == sj::SUCCESS &&
+            (name == "role" || name == "session_authorization")) {
+          add(C::RoleChange);
+        }
+      } else if (k == "TransactionStmt") {
+        add(C::Transaction);
+      } else if (k == "CallStmt") {
+        add(C::Call);
+        sj::dom::element call;  // the FuncCall's fields, not wrapped in a "FuncCall" key
+        if (v["funccall"].get(call) == sj::SUCCESS) function_call(call);
+      } else if (k == "VacuumStmt" || k == "ClusterStmt" || k == "ReindexStmt" ||
+                 k == "CheckPointStmt" || k == "LoadStmt") {
+        add(C::Maintenance);
+      } else if (k == "LockStmt") {
+        add(C::Lock);
+      } else if (k == "ListenStmt" || k == "UnlistenStmt" || k == "NotifyStmt") {
+        add(C::Listen);
+      } else if (k == "DeclareCursorStmt" || k == "FetchStmt" || k == "ClosePortalStmt") {
+        add(C::Cursor);
+      } else if (k == "GrantStmt" || k == "GrantRoleStmt" || k == "AlterDefaultPrivilegesStmt" ||
+                 k == "ReassignOwnedStmt") {
+        add(C::Grant);
+        add(C::Ddl);
+      } else if (starts(k, "Drop") && k.size() > 4 && k.substr(k.size() - 4) == "Stmt") {
+        add(C::Drop);
+        add(C::Ddl);
+      } else if (starts(k, "Alter") && k.substr(k.size() - 4) == "Stmt") {
+        add(C::Alter);
+        add(C::Ddl);
+      } else if (k == "RenameStmt") {
+        add(C::Alter);
+        add(C::Ddl);
+      } else if ((starts(k, "Create") && k.substr(k.size() - 4) == "Stmt") || k == "ViewStmt" ||
+                 k == "IndexStmt" || k == "DefineStmt" || k == "CompositeTypeStmt" ||
+                 k == "CommentStmt" || k == "RenameStmt" || k == "RefreshMatViewStmt" ||
+                 k == "SecLabelStmt" || k == "ImportForeignSchemaStmt" ||
+                 k == "CreateTableAsStmt") {
+        add(C::Ddl);
+        if (k == "CreateTableAsStmt") write(C::SelectInto, ctx);
+      } else if (k == "FuncCall") {
+        function_call(v);
+      } else if (k == "RangeVar") {
+        table(v);
+      }
+      walk(v, child);
+    }
+  }
+
+  // Parses and walks `sql`; false if PostgreSQL's parser refuses it.
+  bool parse(std::string_view sql) {
+    const std::string text(sql);  // NUL-terminated for libpg_query
+    PgQueryParseResult r = pg_query_parse(text.c_str());
+    bool ok = r.error == nullptr && r.parse_tree != nullptr;
+    if (ok) {
+      sj::dom::element tree;
+      ok = parsers[depth].parse(std::string_view(r.parse_tree)).get(tree) == sj::SUCCESS;
+      if (ok) {
+        sj::dom::array stmts;
+        if (tree["stmts"].get_array().get(stmts) == sj::SUCCESS) {
+          for (sj::dom::element s : stmts) {
+            const ClassSet before = out.classes;
+            out.classes = 0;
+            sj::dom::element stmt;
+            if (s["stmt"].get(stmt) == sj::SUCCESS) walk(stmt, {});
+            if (out.classes == 0) add(C::Utility);
+            out.classes |= before;
+            if (depth == 0) ++out.statements;
+          }
+        }
+      }
+    }
+    pg_query_free_parse_result(r);
+    return ok;
+  }
+};
+
+int on_match(unsigned int, unsigned long long, unsigned long long, unsigned int, void* ctx) {
+  *static_cast<bool*>(ctx) = true;
+  return 1;  // one is enough
+}
+
+}  // namespace
+
+const char* class_name(StatementClass c) {
+  return kNames[static_cast<std::size_t>(c)];
+}
+
+std::optional<StatementClass> class_from_name(std::string_view name) {
+  for (std::size_t i = 0; i < kNames.size(); ++i) {
+    if (name == kNames[i]) return static_cast<StatementClass>(i);
+  }
+  return std::nullopt;
+}
+
+std::string class_names(ClassSet s) {
+  std::string out;
+  for (std::size_t i = 0; i < kNames.size(); ++i) {
+    if ((s & (ClassSet{1} << i)) == 0) continue;
+    if (!out.empty()) out += ", ";
+    out += kNames[i];
+  }
+  return out;
+}
+
+ClassSet write_classes() {
+  ClassSet s = 0;
+  for (C c : {C::Insert,     C::Update,      C::Delete,
+              C::Merge,      C::CopyFrom,    C::CopyProgram,
+              C::SelectInto, C::Ddl,         C::Drop,
+              C::Truncate,   C::Alter,       C::Grant,
+              C::Rule,       C::Function,    C::DoBlock,
+              C::DynamicSql, C::RoleChange,  C::DangerousFunction,
+              C::Call,       C::Maintenance, C::Lock,
+              C::Listen,     C::Utility,     C::Unparseable}) {
+    s |= bit(c);
+  }
+  return s;
+}
+
+protocol::Result<std::shared_ptr<const Prefilter>> Prefilter::build(
+    const std::vector<std::string>& dangerous_functions, const std::vector<std::string>& extra) {
+  std::vector<std::string> literals(kKeywords.begin(), kKeywords.end());
+  for (const auto& f : dangerous_functions) literals.push_back(lower(f));
+  for (const auto& x : extra) literals.push_back(lower(x));
+  // Literals, escaped as regular expressions, plus DO as a whole word (as a substring it would
+  // send half of all statements to the parser).
+  std::vector<std::string> exprs;
+  for (const auto& lit : literals) {
+    std::string e;
+    for (const char c : lit) {
+      if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_') e.push_back('\\');
+      e.push_back(c);
+    }
+    exprs.push_back(std::move(e));
+  }
+  exprs.emplace_back("\\bdo\\b");
+  std::vector<const char*> patterns;
+  std::vector<unsigned> flags, ids;
+  for (std::size_t i = 0; i < exprs.size(); ++i) {
+    patterns.push_back(exprs[i].c_str());
+    flags.push_back(HS_FLAG_CASELESS | HS_FLAG_SINGLEMATCH);
+    ids.push_back(static_cast<unsigned>(i));
+  }
+  auto pf = std::shared_ptr<Prefilter>(new Prefilter());
+  hs_compile_error_t* err = nullptr;
+  if (hs_compile_multi(patterns.data(), flags.data(), ids.data(),
+                       static_cast<unsigned>(patterns.size()), HS_MODE_BLOCK, nullptr, &pf->db_,
+                       &err) != HS_SUCCESS) {
+    std::string why = err != nullptr ? err->message : "unknown error";
+    hs_free_compile_error(err);
+    return protocol::Error{protocol::Errc::Rejected, "cannot compile the pre-filter: " + why};
+  }
+  return std::shared_ptr<const Prefilter>(std::move(pf));
+}
+
+Prefilter::~Prefilter() {
+  hs_free_database(db_);
+}
+
+struct Classifier::Parsers {
+  sj::dom::parser levels[kMaxDepth + 1];
+};
+
+Classifier::Classifier() : parsers_(std::make_unique<Parsers>()) {}
+
+Classifier::~Classifier() {
+  hs_free_scratch(scratch_);
+}
+
+bool Classifier::candidate(std::string_view sql, const Prefilter& prefilter) {
+  if (hs_alloc_scratch(prefilter.db(), &scratch_) != HS_SUCCESS) return true;  // parse, then
+  bool hit = false;
+  const hs_error_t rc = hs_scan(prefilter.db(), sql.data(), static_cast<unsigned>(sql.size()), 0,
+                                scratch_, on_match, &hit);
+  return hit || (rc != HS_SUCCESS && rc != HS_SCAN_TERMINATED);
+}
+
+Analysis Classifier::analyze(std::string_view sql, const Prefilter& prefilter,
+                             const std::vector<std::string>& dangerous_functions) {
+  if (sql.size() < (1u << 30) && !candidate(sql, prefilter)) {
+    Analysis a;
+    a.classes = bit(C::Select);  // no keyword of anything else: a plain read (or SET/SHOW/BEGIN)
+    a.statements = 1;
+    return a;
+  }
+  return analyze_parsed(sql, dangerous_functions);
+}
+
+Analysis Classifier::analyze_parsed(std::string_view sql,
+                                    const std::vector<std::string>& dangerous_functions) {
+  Analysis a;
+  a.parsed = true;
+  Walker w{dangerous_functions, a, parsers_->levels};
+  if (!w.parse(sql)) {
+    a.classes = bit(C::Unparseable);
+    a.tables.clear();
+  }
+  return a;
+}
+
+}  // namespace pgwarden::policy

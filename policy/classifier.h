@@ -1,0 +1,114 @@
+// The statement classifier: PostgreSQL's own parser (libpg_query, PostgreSQL 15) is the judge.
+// A Hyperscan pre-filter over the raw text first decides whether a statement could be anything
+// but a plain read; only candidates are parsed, and the parse tree is walked for the classes a
+// policy can allow, deny or hold. Literals, comments and quoted identifiers never make a class
+// by themselves: they are parsed, not pattern-matched. Sans-I/O; one Classifier per core.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "protocol/result.h"
+
+struct hs_database;
+struct hs_scratch;
+
+namespace pgwarden::policy {
+
+enum class StatementClass : std::uint8_t {
+  Select,
+  Insert,
+  Update,
+  Delete,
+  Merge,
+  CopyFrom,
+  CopyTo,
+  CopyProgram,
+  SelectInto,
+  Ddl,
+  Drop,
+  Truncate,
+  Alter,
+  Grant,
+  Rule,
+  Function,  // CREATE FUNCTION / PROCEDURE
+  DoBlock,
+  DynamicSql,  // EXECUTE in PL/pgSQL, or a body that cannot be analysed (other languages)
+  DeleteWithoutWhere,
+  UpdateWithoutWhere,
+  TautologicalWhere,
+  WriteInCte,
+  ExplainAnalyzeWrite,
+  RoleChange,
+  DangerousFunction,
+  Transaction,
+  Set,  // SET / SHOW / RESET / DISCARD of ordinary settings
+  Call,
+  Maintenance,  // VACUUM, ANALYZE, CLUSTER, REINDEX, CHECKPOINT, LOAD
+  Lock,         // LOCK, SELECT ... FOR UPDATE/SHARE
+  Listen,       // LISTEN, UNLISTEN, NOTIFY
+  Cursor,       // DECLARE, FETCH, MOVE, CLOSE
+  Prepare,      // PREPARE, EXECUTE, DEALLOCATE (the prepared query is judged at PREPARE)
+  Explain,
+  Utility,      // anything else
+  Unparseable,  // PostgreSQL's parser refuses it (PostgreSQL would too)
+  kCount
+};
+using ClassSet = std::uint64_t;
+constexpr ClassSet bit(StatementClass c) {
+  return ClassSet{1} << static_cast<unsigned>(c);
+}
+const char* class_name(StatementClass c);
+std::optional<StatementClass> class_from_name(std::string_view name);
+std::string class_names(ClassSet s);  // "delete, delete_without_where"
+// Classes that change data, schema, privileges or the session's role, or run code.
+ClassSet write_classes();
+
+struct Analysis {
+  ClassSet classes = 0;
+  bool parsed = false;              // went through the parser (pre-filter hit)
+  std::vector<std::string> tables;  // "schema.name" or "name", lower-case as PostgreSQL folds
+  std::string dangerous_function;   // the first one called
+  std::size_t statements = 0;       // in a multi-statement string
+};
+
+// Compiled pre-filter; immutable, shared by cores (each has its own scratch).
+class Prefilter {
+ public:
+  // Keywords of every risky construct, plus the configured function names and extra literals
+  // (e.g. table names that some rule forbids).
+  static protocol::Result<std::shared_ptr<const Prefilter>> build(
+      const std::vector<std::string>& dangerous_functions, const std::vector<std::string>& extra);
+  ~Prefilter();
+  hs_database* db() const noexcept { return db_; }
+
+ private:
+  hs_database* db_ = nullptr;
+};
+
+class Classifier {
+ public:
+  Classifier();
+  ~Classifier();
+  Classifier(const Classifier&) = delete;
+  Classifier& operator=(const Classifier&) = delete;
+
+  // Classifies `sql` (one Query string, possibly several statements, or one Parse text).
+  Analysis analyze(std::string_view sql, const Prefilter& prefilter,
+                   const std::vector<std::string>& dangerous_functions);
+  // Without the pre-filter: always parse (tests, and rules that need every statement parsed).
+  Analysis analyze_parsed(std::string_view sql,
+                          const std::vector<std::string>& dangerous_functions);
+
+ private:
+  bool candidate(std::string_view sql, const Prefilter& prefilter);
+  struct Parsers;
+  std::unique_ptr<Parsers> parsers_;  // this core's JSON parsers, one per nesting level
+  hs_scratch* scratch_ = nullptr;
+};
+
+}  // namespace pgwarden::policy

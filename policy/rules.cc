@@ -1,0 +1,344 @@
+#include "policy/rules.h"
+
+#include <hs/hs.h>
+#include <simdjson.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cctype>
+#include <functional>
+
+namespace pgwarden::policy {
+
+namespace {
+
+namespace sj = simdjson;
+namespace pr = pgwarden::protocol;
+
+constexpr std::size_t kCacheSize = 1024;  // entries, direct-mapped by text hash
+constexpr std::size_t kMaxCachedText = 4096;
+
+const std::vector<std::string> kDefaultDangerous = {
+    "pg_terminate_backend",
+    "pg_cancel_backend",
+    "pg_reload_conf",
+    "pg_rotate_logfile",
+    "pg_read_file",
+    "pg_read_binary_file",
+    "pg_ls_dir",
+    "pg_stat_file",
+    "lo_import",
+    "lo_export",
+    "lo_unlink",
+    "dblink",
+    "dblink_exec",
+    "dblink_connect",
+    "pg_file_write",
+    "pg_promote",
+    "set_config",
+    "pg_logical_emit_message",
+    "pg_switch_wal",
+    "pg_create_restore_point",
+};
+
+pr::Error invalid(const std::string& file, const std::string& path, const std::string& why) {
+  return pr::Error{pr::Errc::Rejected, file + ": " + path + ": " + why};
+}
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+// A list of strings at `e`, or an error naming the path.
+bool strings(sj::dom::element e, std::vector<std::string>& out) {
+  sj::dom::array arr;
+  if (e.get_array().get(arr) != sj::SUCCESS) return false;
+  for (sj::dom::element x : arr) {
+    std::string_view s;
+    if (x.get_string().get(s) != sj::SUCCESS) return false;
+    out.emplace_back(s);
+  }
+  return true;
+}
+
+std::atomic<std::uint64_t> next_policy_id{1};
+
+}  // namespace
+
+bool Rule::matches(std::string_view identity, const std::vector<std::string>& caller_groups) const {
+  if (groups.empty() && users.empty()) return true;
+  for (const auto& u : users) {
+    if (u == identity) return true;
+  }
+  for (const auto& g : groups) {
+    if (std::find(caller_groups.begin(), caller_groups.end(), g) != caller_groups.end()) {
+      return true;
+    }
+  }
+  return false;
+}
+
+ClassSet Rule::denied() const {
+  return (deny | (read_only ? write_classes() : 0)) & ~allow;
+}
+
+const Rule* Policy::match(std::string_view identity, const std::vector<std::string>& groups) const {
+  for (const Rule& r : rules_) {
+    if (r.matches(identity, groups)) return &r;
+  }
+  return nullptr;
+}
+
+pr::Result<std::shared_ptr<const Policy>> Policy::parse(std::string_view json,
+                                                        const std::string& file) {
+  sj::dom::parser parser;
+  sj::dom::element doc;
+  if (const auto err = parser.parse(json.data(), json.size()).get(doc); err != sj::SUCCESS) {
+    return invalid(file, "$", std::string("not valid JSON (") + sj::error_message(err) + ")");
+  }
+  sj::dom::object top;
+  if (doc.get_object().get(top) != sj::SUCCESS) return invalid(file, "$", "must be an object");
+  auto p = std::make_shared<Policy>();
+  p->dangerous_ = kDefaultDangerous;
+  std::vector<std::string> table_literals;
+  for (auto field : top) {
+    const std::string key(field.key);
+    if (key == "role_mappings" || key == "comment") continue;  // role mappings: client_auth
+    if (key == "dangerous_functions") {
+      std::vector<std::string> names;
+      if (!strings(field.value, names)) {
+        return invalid(file, "$.dangerous_functions", "must be an array of function names");
+      }
+      p->dangerous_.clear();
+      for (const auto& n : names) p->dangerous_.push_back(lower(n));
+      continue;
+    }
+    if (key != "rules") {
+      return invalid(file, "$." + key,
+                     "unknown key (expected role_mappings, rules, dangerous_functions, comment)");
+    }
+    sj::dom::array rules;
+    if (field.value.get_array().get(rules) != sj::SUCCESS) {
+      return invalid(file, "$.rules", "must be an array of rules");
+    }
+    std::size_t i = 0;
+    for (sj::dom::element re : rules) {
+      const std::string at = "$.rules[" + std::to_string(i++) + "]";
+      sj::dom::object ro;
+      if (re.get_object().get(ro) != sj::SUCCESS) return invalid(file, at, "must be an object");
+      Rule r;
+      for (auto rf : ro) {
+        const std::string k(rf.key);
+        const std::string path = at + "." + k;
+        if (k == "name") {
+          std::string_view s;
+          if (rf.value.get_string().get(s) != sj::SUCCESS || s.empty()) {
+            return invalid(file, path, "must be a non-empty string");
+          }
+          r.name = s;
+        } else if (k == "groups" || k == "users" || k == "denylist" || k == "forbidden_tables") {
+          std::vector<std::string>& dst = k == "groups"     ? r.groups
+                                          : k == "users"    ? r.users
+                                          : k == "denylist" ? r.denylist
+                                                            : r.forbidden_tables;
+          if (!strings(rf.value, dst)) return invalid(file, path, "must be an array of strings");
+        } else if (k == "deny" || k == "require_approval" || k == "allow") {
+          std::vector<std::string> names;
+          if (!strings(rf.value, names)) {
+            return invalid(file, path, "must be an array of statement class names");
+          }
+          ClassSet& dst = k == "deny" ? r.deny : k == "allow" ? r.allow : r.approve;
+          for (std::size_t n = 0; n < names.size(); ++n) {
+            if (names[n] == "*") {
+              dst |= (bit(StatementClass::kCount) - 1);
+              continue;
+            }
+            const auto c = class_from_name(names[n]);
+            if (!c) {
+              return invalid(file, path + "[" + std::to_string(n) + "]",
+                             "unknown statement class \"" + names[n] + "\" (known: " +
+                                 class_names(bit(StatementClass::kCount) - 1) + ")");
+            }
+            dst |= bit(*c);
+          }
+        } else if (k == "read_only") {
+          if (rf.value.get_bool().get(r.read_only) != sj::SUCCESS) {
+            return invalid(file, path, "must be true or false");
+          }
+        } else if (k != "comment") {
+          return invalid(file, path,
+                         "unknown key (expected name, groups, users, deny, require_approval, "
+                         "allow, read_only, denylist, forbidden_tables, comment)");
+        }
+      }
+      if (r.name.empty()) return invalid(file, at + ".name", "every rule needs a name");
+      for (std::size_t t = 0; t < r.forbidden_tables.size(); ++t) {
+        std::string& name = r.forbidden_tables[t];
+        name = lower(name);
+        const std::string rel = name.substr(name.rfind('.') + 1);
+        if (name.empty() || (rel == "*" && name.find('.') == std::string::npos)) {
+          return invalid(file, at + ".forbidden_tables[" + std::to_string(t) + "]",
+                         "expected table, schema.table or schema.*");
+        }
+        // Any statement naming the table (or schema) is parsed, whatever its keywords.
+        table_literals.push_back(rel == "*" ? name.substr(0, name.size() - 2) : rel);
+      }
+      if (!r.denylist.empty()) {
+        std::vector<const char*> exprs;
+        std::vector<unsigned> flags, ids;
+        for (std::size_t n = 0; n < r.denylist.size(); ++n) {
+          exprs.push_back(r.denylist[n].c_str());
+          flags.push_back(HS_FLAG_DOTALL | HS_FLAG_SINGLEMATCH);
+          ids.push_back(static_cast<unsigned>(n));
+        }
+        hs_database_t* db = nullptr;
+        hs_compile_error_t* err = nullptr;
+        if (hs_compile_multi(exprs.data(), flags.data(), ids.data(),
+                             static_cast<unsigned>(exprs.size()), HS_MODE_BLOCK, nullptr, &db,
+                             &err) != HS_SUCCESS) {
+          const int bad = err != nullptr ? err->expression : -1;
+          const std::string why = err != nullptr ? err->message : "cannot compile";
+          hs_free_compile_error(err);
+          return invalid(file, at + ".denylist" + (bad >= 0 ? "[" + std::to_string(bad) + "]" : ""),
+                         "invalid regular expression: " + why);
+        }
+        r.denylist_db = std::shared_ptr<hs_database>(db, hs_free_database);
+      }
+      // Statements without any pre-filter keyword are taken as plain reads; a rule restricting
+      // those classes must see every statement parsed.
+      const ClassSet benign = bit(StatementClass::Select) | bit(StatementClass::Set) |
+                              bit(StatementClass::Transaction) | bit(StatementClass::Cursor) |
+                              bit(StatementClass::Prepare);
+      r.parse_all = ((r.denied() | r.approve) & ~r.allow & benign) != 0;
+      p->rules_.push_back(std::move(r));
+    }
+  }
+  auto pf = Prefilter::build(p->dangerous_, table_literals);
+  if (!pf) return invalid(file, "$", pf.error().message);
+  p->prefilter_ = *pf;
+  p->id_ = next_policy_id.fetch_add(1);
+  return std::shared_ptr<const Policy>(std::move(p));
+}
+
+std::string refusal_message(const Decision& d) {
+  const std::string rule = d.rule != nullptr ? d.rule->name : "?";
+  if (d.action == Action::Hold) {
+    return "pgwarden: statement requires approval under policy rule \"" + rule + "\" (" + d.reason +
+           "); approvals are not available in this version, so it was not run";
+  }
+  return "pgwarden: statement denied by policy rule \"" + rule + "\" (" + d.reason + ")";
+}
+
+struct PolicyEngine::Entry {
+  std::uint64_t policy = 0;
+  const Rule* rule = nullptr;
+  std::string text;
+  Decision decision;
+};
+
+PolicyEngine::PolicyEngine() : cache_(std::make_unique<Entry[]>(kCacheSize)) {}
+
+PolicyEngine::~PolicyEngine() {
+  hs_free_scratch(scratch_);
+}
+
+namespace {
+
+int on_denylist(unsigned int id, unsigned long long, unsigned long long, unsigned int, void* ctx) {
+  *static_cast<int*>(ctx) = static_cast<int>(id);
+  return 1;
+}
+
+bool table_forbidden(const std::string& table, const std::string& entry) {
+  const std::size_t dot = table.find('.');
+  const std::string_view schema =
+      dot == std::string::npos ? std::string_view() : std::string_view(table).substr(0, dot);
+  const std::string_view rel =
+      dot == std::string::npos ? std::string_view(table) : std::string_view(table).substr(dot + 1);
+  const std::size_t edot = entry.find('.');
+  if (edot == std::string::npos) return rel == entry;  // "secrets": in any schema
+  const std::string_view eschema = std::string_view(entry).substr(0, edot);
+  const std::string_view erel = std::string_view(entry).substr(edot + 1);
+  if (erel == "*") return schema == eschema;
+  // "public.secrets" also matches an unqualified "secrets" (it may resolve there).
+  return rel == erel && (schema.empty() || schema == eschema);
+}
+
+}  // namespace
+
+Decision PolicyEngine::decide(const Policy& policy, const Rule& rule, const Analysis& a,
+                              std::string_view sql) {
+  (void)policy;
+  Decision d;
+  d.rule = &rule;
+  d.classes = a.classes;
+  if (rule.denylist_db) {
+    int hit = -1;
+    if (hs_alloc_scratch(rule.denylist_db.get(), &scratch_) != HS_SUCCESS) {
+      d.action = Action::Deny;
+      d.reason = "denylist could not be checked";
+      return d;
+    }
+    hs_scan(rule.denylist_db.get(), sql.data(), static_cast<unsigned>(sql.size()), 0, scratch_,
+            on_denylist, &hit);
+    if (hit >= 0) {
+      d.action = Action::Deny;
+      d.reason = "denylist pattern /" + rule.denylist[static_cast<std::size_t>(hit)] + "/";
+      return d;
+    }
+  }
+  const ClassSet denied = a.classes & rule.denied();
+  if (denied != 0) {
+    d.action = Action::Deny;
+    for (unsigned c = 0; c < static_cast<unsigned>(StatementClass::kCount); ++c) {
+      if ((denied & (ClassSet{1} << c)) != 0) {
+        d.reason = std::string("class ") + class_name(static_cast<StatementClass>(c));
+        if (static_cast<StatementClass>(c) == StatementClass::DangerousFunction) {
+          d.reason += " " + a.dangerous_function + "()";
+        }
+        break;
+      }
+    }
+    return d;
+  }
+  for (const std::string& t : a.tables) {
+    for (const std::string& f : rule.forbidden_tables) {
+      if (table_forbidden(t, f)) {
+        d.action = Action::Deny;
+        d.reason = "table " + t;
+        return d;
+      }
+    }
+  }
+  const ClassSet held = a.classes & rule.approve & ~rule.allow;
+  if (held != 0) {
+    d.action = Action::Hold;
+    d.reason = "class " + class_names(held);
+  }
+  return d;
+}
+
+Decision PolicyEngine::judge(const Policy& policy, const Rule* rule, std::string_view sql) {
+  if (rule == nullptr) return Decision{};
+  const std::size_t slot = std::hash<std::string_view>{}(sql) % kCacheSize;
+  Entry& e = cache_[slot];
+  if (e.policy == policy.id() && e.rule == rule && e.text == sql) {
+    ++hits_;
+    return e.decision;
+  }
+  const Analysis a =
+      rule->parse_all ? classifier_.analyze_parsed(sql, policy.dangerous_functions())
+                      : classifier_.analyze(sql, policy.prefilter(), policy.dangerous_functions());
+  Decision d = decide(policy, *rule, a, sql);
+  if (a.parsed && sql.size() <= kMaxCachedText) {  // the fast path needs no cache
+    e.policy = policy.id();
+    e.rule = rule;
+    e.text.assign(sql);
+    e.decision = d;
+  }
+  return d;
+}
+
+}  // namespace pgwarden::policy

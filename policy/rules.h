@@ -1,0 +1,87 @@
+// Statement policy: rules per group or user (first match wins), each with classes denied or
+// held for approval, read-only, denylist regular expressions (Hyperscan), and forbidden tables;
+// and PolicyEngine, one per core, that judges a statement text under a rule with a decision
+// cache. The policy is parsed from the --policy JSON file, validated whole (file, JSON path,
+// reason), and immutable once built: a reload builds a new one.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "policy/classifier.h"
+#include "protocol/result.h"
+
+namespace pgwarden::policy {
+
+struct Rule {
+  std::string name;
+  std::vector<std::string> groups;  // caller in any of these groups...
+  std::vector<std::string> users;   // ... or with one of these identities / user names
+  ClassSet deny = 0;
+  ClassSet approve = 0;  // require_approval
+  ClassSet allow = 0;    // explicit exceptions to deny / read_only
+  bool read_only = false;
+  std::vector<std::string> denylist;
+  std::shared_ptr<hs_database> denylist_db;
+  std::vector<std::string> forbidden_tables;  // "schema.table", "table" or "schema.*"
+  bool parse_all = false;  // the rule restricts classes the pre-filter cannot tell apart
+
+  bool matches(std::string_view identity, const std::vector<std::string>& caller_groups) const;
+  ClassSet denied() const;  // deny (+ writes when read-only), minus allow
+};
+
+enum class Action : std::uint8_t { Allow, Deny, Hold };
+
+struct Decision {
+  Action action = Action::Allow;
+  const Rule* rule = nullptr;  // null: no rule applies
+  std::string reason;          // for Deny/Hold: the class, pattern or table
+  ClassSet classes = 0;
+};
+
+class Policy {
+ public:
+  // `file` names the source in error messages.
+  static protocol::Result<std::shared_ptr<const Policy>> parse(std::string_view json,
+                                                               const std::string& file);
+  const Rule* match(std::string_view identity, const std::vector<std::string>& groups) const;
+  const std::vector<Rule>& rules() const noexcept { return rules_; }
+  const Prefilter& prefilter() const noexcept { return *prefilter_; }
+  const std::vector<std::string>& dangerous_functions() const noexcept { return dangerous_; }
+  std::uint64_t id() const noexcept { return id_; }
+
+ private:
+  std::vector<Rule> rules_;
+  std::vector<std::string> dangerous_;
+  std::shared_ptr<const Prefilter> prefilter_;
+  std::uint64_t id_ = 0;
+};
+
+// The error text a client gets for a refused statement.
+std::string refusal_message(const Decision& d);
+
+// One per core: the classifier, Hyperscan scratch and a decision cache keyed by statement text,
+// so repeated texts and prepared statements are judged once. Not thread-safe.
+class PolicyEngine {
+ public:
+  PolicyEngine();
+  ~PolicyEngine();
+  PolicyEngine(const PolicyEngine&) = delete;
+  PolicyEngine& operator=(const PolicyEngine&) = delete;
+
+  Decision judge(const Policy& policy, const Rule* rule, std::string_view sql);
+  std::uint64_t cache_hits() const noexcept { return hits_; }
+
+ private:
+  struct Entry;
+  Decision decide(const Policy& policy, const Rule& rule, const Analysis& a, std::string_view sql);
+  Classifier classifier_;
+  hs_scratch* scratch_ = nullptr;
+  std::unique_ptr<Entry[]> cache_;
+  std::uint64_t hits_ = 0;
+};
+
+}  // namespace pgwarden::policy
