@@ -31,6 +31,12 @@ std::string read_private_file(const std::string& path, const char* holds) {
 
 }  // namespace
 
+std::shared_ptr<const policy::Policy> load_policy(const std::string& file) {
+  auto p = policy::Policy::parse(read_file(file), file);
+  if (!p) throw std::runtime_error(p.error().message);
+  return *p;
+}
+
 std::string load_record_key(const Config& config) {
   std::string key = read_private_file(config.record_key_file, "the recording seal key");
   while (!key.empty() && (key.back() == '\n' || key.back() == '\r')) key.pop_back();

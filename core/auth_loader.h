@@ -7,12 +7,16 @@
 #include "core/address.h"
 #include "core/flags.h"
 #include "policy/client_auth.h"
+#include "policy/rules.h"
 
 namespace pgwarden::core {
 
 bool is_loopback(const Address& a);
 // Tokens may come without TLS: a loopback listener and --allow-plaintext-auth.
 bool plaintext_tokens_ok(const Config& config, const Address& listen);
+
+// The statement rules of --policy FILE. Throws with file, JSON path and reason.
+std::shared_ptr<const policy::Policy> load_policy(const std::string& file);
 
 // --record-key-file's key (mode 0600, at least 32 bytes, a trailing newline dropped). Throws.
 std::string load_record_key(const Config& config);

@@ -122,7 +122,8 @@ Recording (tamper-evident session recordings; read them with pgwarden sessions|r
   --record-rows N             also record the first N result rows of each statement (default 0)
 
 Gateway authentication (clients never hold a database credential):
-  --policy FILE               JSON with "role_mappings": [{"group", "role", "database"}]
+  --policy FILE               JSON with "role_mappings": [{"group", "role", "database"}] and
+                              statement "rules" (policy.example.json); rules reload on SIGHUP
   --upstream-secrets FILE     lines "role password": the only database credentials (mode 0600);
                               or env:NAME to read them from environment variable NAME
   --jwks-file FILE            identity provider keys: clients send an OIDC token as password
@@ -269,8 +270,7 @@ ParsedFlags parse_flags(const std::vector<std::string>& args) {
       throw std::runtime_error("--max-buffered-bytes must be at least --recv-buffer-size");
     }
     const bool oidc = !c.jwks_file.empty() || !c.jwks_url.empty();
-    const bool any_auth =
-        !c.policy_file.empty() || !c.upstream_secrets_file.empty() || oidc || !c.users_file.empty();
+    const bool any_auth = !c.upstream_secrets_file.empty() || oidc || !c.users_file.empty();
     if (any_auth && (c.policy_file.empty() || c.upstream_secrets_file.empty() ||
                      (!oidc && c.users_file.empty()))) {
       throw std::runtime_error(

@@ -55,7 +55,9 @@ struct Config {
   unsigned auth_failure_limit = 10;              // per source address and window, per core; 0 = off
   double auth_failure_window_s = 60;
 
-  bool gateway_auth() const { return !policy_file.empty(); }
+  // Gateway authentication: pgwarden holds the upstream credentials. Without it, a --policy file
+  // still judges statements (rules keyed on the startup user name).
+  bool gateway_auth() const { return !upstream_secrets_file.empty(); }
 };
 
 // Result of parsing: either a config to run, or text to print and an exit code.

@@ -127,6 +127,10 @@ int run_server(const Config& config) {
                                     : "no kernel TLS on this kernel");
   }
   control.plaintext_tokens_ok = plaintext_tokens_ok(config, listen);
+  if (!config.policy_file.empty()) {
+    control.policy.store(load_policy(config.policy_file));
+    control.policy_version.store(1);
+  }
   if (!config.record_dir.empty()) {
     control.record_key = load_record_key(config);
     if (::mkdir(config.record_dir.c_str(), 0700) != 0 && errno != EEXIST) {
@@ -207,6 +211,16 @@ int run_server(const Config& config) {
     if (sigwait(&sigs, &sig) != 0) continue;
     if (all_done.load()) break;
     if (sig == SIGHUP) {
+      // Statements judged from now on use the new rules; a bad file keeps the old ones.
+      if (!config.policy_file.empty()) {
+        try {
+          control.policy.store(load_policy(config.policy_file));
+          control.policy_version.fetch_add(1, std::memory_order_acq_rel);
+          PGW_INFO("SIGHUP: policy reloaded from %s", config.policy_file.c_str());
+        } catch (const std::exception& e) {
+          PGW_ERROR("SIGHUP: keeping the old policy: %s", e.what());
+        }
+      }
       // New sessions pick up the new certificate; running sessions keep theirs.
       if (!config.tls_cert_file.empty()) {
         try {

@@ -30,7 +30,7 @@ Session::Session(Worker& worker, int client_fd, std::int64_t now_ns)
   client_.fd = client_fd;
   last_activity_ns_ = now_ns;
   rec_ = worker.record_log();
-  if (rec_ != nullptr) session_id_ = worker.new_session_id();
+  session_id_ = worker.new_session_id();
   if (worker.config().startup_timeout_s > 0) {
     deadline_ns_ = now_ns + seconds_ns(worker.config().startup_timeout_s);
   }
@@ -190,7 +190,9 @@ Next Session::on_frontend(const pr::Fragment& f) {
       }
       if ((guard_role_ && (f.type == pr::fe::kQuery || f.type == pr::fe::kParse)) ||
           (rec_ != nullptr && (f.type == pr::fe::kQuery || f.type == pr::fe::kParse ||
-                               f.type == pr::fe::kBind || f.type == pr::fe::kExecute))) {
+                               f.type == pr::fe::kBind || f.type == pr::fe::kExecute)) ||
+          ((f.type == pr::fe::kQuery || f.type == pr::fe::kParse || f.type == pr::fe::kBind) &&
+           w_.policy() != nullptr)) {
         return on_statement(f);
       }
       forward(Peer::Upstream, f, fe_);
@@ -265,11 +267,9 @@ Next Session::on_startup_packet(pr::Bytes packet) {
       break;
   }
   fe_.set_typed(true);
-  if (rec_ != nullptr) {
-    start_user_ = pr::startup_param(parsed->params, "user").value_or("");
-    start_database_ = pr::startup_param(parsed->params, "database").value_or(start_user_);
-    start_app_ = pr::startup_param(parsed->params, "application_name").value_or("");
-  }
+  start_user_ = pr::startup_param(parsed->params, "user").value_or("");
+  start_database_ = pr::startup_param(parsed->params, "database").value_or(start_user_);
+  start_app_ = pr::startup_param(parsed->params, "application_name").value_or("");
   if (w_.auth() != nullptr) return begin_client_auth(*parsed);
   startup_packet_.assign(packet.data(), packet.size());
   state_ = SessionState::Connecting;
@@ -282,13 +282,24 @@ Next Session::on_startup_packet(pr::Bytes packet) {
 
 Next Session::on_backend(const pr::Fragment& f) {
   if (state_ == SessionState::UpstreamAuth) return on_upstream_auth(f);
-  if (rec_ != nullptr && state_ == SessionState::Ready) record_backend(f);
+  if (state_ == SessionState::Ready) {
+    // Errors are read whole: a refused statement's stand-in error is swapped for ours.
+    if (f.type == pr::be::kErrorResponse && (rec_ != nullptr || !denials_.empty())) {
+      return on_backend_error(f);
+    }
+    if (rec_ != nullptr) record_backend(f);
+  }
   if (f.type == pr::be::kBackendKeyData && state_ == SessionState::Authenticating) {
     return on_backend_key(f);
   }
   if (f.type == pr::be::kReadyForQuery && f.last) {
     waiting_for_client_ = true;
     if (replies_pending_ != 0) --replies_pending_;
+    if (!f.bytes.empty()) tx_status_ = static_cast<char>(f.bytes.back());
+    // A refused statement's stand-in is answered before the ReadyForQuery that ends its part of
+    // the stream (the server skips it after an earlier error): forget it then.
+    for (Denial& d : denials_) --d.zs_left;
+    std::erase_if(denials_, [](const Denial& d) { return d.zs_left == 0; });
     if (state_ == SessionState::Authenticating) {
       state_ = SessionState::Ready;
       deadline_ns_ = 0;

@@ -16,6 +16,7 @@
 #include "core/out_queue.h"
 #include "core/tls.h"
 #include "policy/client_auth.h"
+#include "policy/rules.h"
 #include "protocol/auth.h"
 #include "protocol/framer.h"
 #include "protocol/startup.h"
@@ -101,9 +102,14 @@ class alignas(16) Session {
   protocol::Next on_statement(const protocol::Fragment& f);
   // Recording (session_record.cc).
   void record_start();
-  bool record_statement(char type, protocol::Bytes message);
+  bool record_statement(char type, protocol::Bytes message, const policy::Decision* decision);
   void record_backend(const protocol::Fragment& f);
   void record_row(const protocol::Fragment& f);
+  void record_outcome(char type, protocol::Bytes whole);
+  // Statement policy.
+  const policy::Rule* current_rule(const policy::Policy& policy);
+  void refuse_statement(char type, const std::string& message);
+  protocol::Next on_backend_error(const protocol::Fragment& f);
   void record_end();
   void refuse_unrecorded(char type);
   std::string peer_address() const;
@@ -171,6 +177,19 @@ class alignas(16) Session {
   std::uint64_t copy_in_bytes_ = 0, copy_out_bytes_ = 0;
   std::uint32_t rows_recorded_ = 0;  // of the statement in progress (--record-rows)
   char tx_status_ = 'I';
+  // Statement policy. A refused Query/Parse/Bind that cannot be answered at once is replaced
+  // upstream by a message that fails with a marker, so the server skips the rest of the pipeline
+  // and rolls back its implicit transaction; the marked error is swapped for ours.
+  struct Denial {
+    std::uint32_t id;
+    std::uint32_t zs_left;  // ReadyForQuery messages until its part of the stream is over
+    std::string message;
+  };
+  const policy::Rule* rule_ = nullptr;
+  std::uint64_t rule_policy_id_ = 0;
+  std::vector<std::pair<std::string, std::string>> denied_statements_;  // name -> message
+  std::deque<Denial> denials_;
+  std::uint32_t denial_seq_ = 0;
   bool holding_ = false;  // strict: upstream-bound bytes wait in held_ for durability
   std::basic_string<std::byte> held_;
   // TLS.

@@ -97,12 +97,61 @@ Next Session::on_statement(const pr::Fragment& f) {
       return Next::Stop;
     }
   }
+  // The statement policy judges Query and Parse texts; a Bind of a refused named statement is
+  // refused again (the statement keeps its decision).
+  policy::Decision decision;
+  bool judged = false;
+  if (const policy::Policy* pol = w_.policy();
+      pol != nullptr &&
+      (type == pr::fe::kQuery || type == pr::fe::kParse || type == pr::fe::kBind)) {
+    std::string_view p = body_of(whole);
+    std::string refusal;
+    std::string_view text;
+    if (type == pr::fe::kBind) {
+      take_cstring(p);  // the portal
+      const std::string_view name = take_cstring(p);
+      for (const auto& [n, message] : denied_statements_) {
+        if (n == name) refusal = message;
+      }
+    } else {
+      const std::string_view name = type == pr::fe::kParse ? take_cstring(p) : std::string_view();
+      text = take_cstring(p);
+      decision = w_.policy_engine().judge(*pol, current_rule(*pol), text);
+      judged = true;
+      if (decision.action != policy::Action::Allow) {
+        refusal = policy::refusal_message(decision);
+        if (!name.empty()) denied_statements_.emplace_back(name, refusal);
+      } else if (!name.empty()) {
+        std::erase_if(denied_statements_, [&](const auto& d) { return d.first == name; });
+      }
+    }
+    if (!refusal.empty()) {
+      PGW_INFO("session %016llx: %s refused: %s", static_cast<unsigned long long>(session_id_),
+               identity_.empty() ? start_user_.c_str() : identity_.c_str(), refusal.c_str());
+      if (rec_ != nullptr && rec_->has_room()) {
+        rec::Payload& r = rec_->payload(session_id_);
+        r.add(rec::Field::Statement, ++statement_seq_)
+            .add_clipped(rec::Field::Text, text)
+            .add(rec::Field::Sqlstate, pr::sqlstate::kInsufficientPrivilege)
+            .add(rec::Field::Reason, refusal)
+            .add(rec::Field::Decision,
+                 judged && decision.action == policy::Action::Hold ? "hold" : "deny");
+        if (judged) {
+          r.add(rec::Field::Rule, decision.rule != nullptr ? decision.rule->name : "")
+              .add(rec::Field::Classes, policy::class_names(decision.classes));
+        }
+        rec_->append(rec::RecordType::Refused);
+      }
+      refuse_statement(type, refusal);
+      return Next::Continue;
+    }
+  }
   if (rec_ != nullptr) {
     if (!rec_->accepting()) {
       refuse_unrecorded(type);
       return closing_ || finishing_ || !deferred_error_.empty() ? Next::Stop : Next::Continue;
     }
-    record_statement(type, whole);
+    record_statement(type, whole, judged ? &decision : nullptr);
   }
   if (in_place) {
     forward(Peer::Upstream, f, fe_);
@@ -134,7 +183,83 @@ void Session::refuse_unrecorded(char type) {
   fail_after_replies(pr::sqlstate::kIoError, msg);
 }
 
-bool Session::record_statement(char type, pr::Bytes message) {
+const policy::Rule* Session::current_rule(const policy::Policy& policy) {
+  if (rule_policy_id_ != policy.id()) {
+    static const std::vector<std::string> kNoGroups;
+    const bool gateway = client_auth_ != nullptr && state_ >= SessionState::Connecting;
+    rule_ = policy.match(gateway ? identity_ : start_user_,
+                         gateway ? client_auth_->caller().groups : kNoGroups);
+    rule_policy_id_ = policy.id();
+  }
+  return rule_;
+}
+
+// Refused: a lone simple Query is answered here (ERROR, then ReadyForQuery with the unchanged
+// transaction status) and nothing is sent upstream. Otherwise the message is replaced upstream by
+// one that fails with a marker, so the server answers it in its place, skips the rest of the
+// pipeline up to Sync and rolls back an implicit transaction, as if it had refused it itself.
+void Session::refuse_statement(char type, const std::string& message) {
+  if (type == pr::fe::kQuery && replies_pending_ == 1 && !holding_ && denials_.empty()) {
+    --replies_pending_;
+    std::basic_string<std::byte> out;
+    pr::append_error(out, "ERROR", pr::sqlstate::kInsufficientPrivilege, message);
+    const std::byte ready[6] = {std::byte{'Z'}, std::byte{0}, std::byte{0},
+                                std::byte{0},   std::byte{5}, std::byte(tx_status_)};
+    out.append(ready, sizeof ready);
+    queue_copy(Peer::Client, out);
+    waiting_for_client_ = true;
+    return;
+  }
+  const std::uint32_t id = ++denial_seq_;
+  char marker[64];
+  const int n = std::snprintf(marker, sizeof marker, "pgwarden_refused_%016llx_%u",
+                              static_cast<unsigned long long>(session_id_), id);
+  std::string body;
+  if (type != pr::fe::kQuery) body.push_back('\0');  // Parse: the unnamed statement
+  body.append(marker, static_cast<std::size_t>(n)).push_back('\0');
+  if (type != pr::fe::kQuery) body.append(2, '\0');  // no parameter types
+  std::basic_string<std::byte> msg;
+  msg.push_back(std::byte(type == pr::fe::kQuery ? 'Q' : 'P'));
+  const auto len = static_cast<std::uint32_t>(body.size() + 4);
+  for (int i = 3; i >= 0; --i) msg.push_back(std::byte((len >> (8 * i)) & 0xFF));
+  msg.append(reinterpret_cast<const std::byte*>(body.data()), body.size());
+  denials_.push_back(Denial{id, replies_pending_ + (type == pr::fe::kQuery ? 0u : 1u), message});
+  queue_copy(Peer::Upstream, msg);
+}
+
+Next Session::on_backend_error(const pr::Fragment& f) {
+  const bool in_place = f.first && f.last && f.offset == 0;
+  const pr::Bytes whole = in_place ? f.bytes : be_msg_.add(f, be_.held_prefix());
+  if (whole.empty()) return Next::Continue;  // forwarded once whole
+  if (!denials_.empty()) {
+    const auto e = pr::read_error(whole);
+    char prefix[48];
+    std::snprintf(prefix, sizeof prefix, "pgwarden_refused_%016llx_",
+                  static_cast<unsigned long long>(session_id_));
+    const std::size_t at = e ? e->message.find(prefix) : std::string::npos;
+    if (at != std::string::npos) {
+      const auto id =
+          static_cast<std::uint32_t>(std::strtoul(e->message.c_str() + at + 34, nullptr, 10));
+      for (auto it = denials_.begin(); it != denials_.end(); ++it) {
+        if (it->id != id) continue;
+        std::basic_string<std::byte> out;
+        pr::append_error(out, "ERROR", pr::sqlstate::kInsufficientPrivilege, it->message);
+        queue_copy(Peer::Client, out);
+        denials_.erase(it);
+        return Next::Continue;
+      }
+    }
+  }
+  if (rec_ != nullptr) record_outcome(pr::be::kErrorResponse, whole);
+  if (in_place) {
+    forward(Peer::Client, f, be_);
+  } else {
+    queue_copy(Peer::Client, whole);
+  }
+  return Next::Continue;
+}
+
+bool Session::record_statement(char type, pr::Bytes message, const policy::Decision* decision) {
   std::string_view p = body_of(message);
   rec::Payload& out = rec_->payload(session_id_);
   const std::uint32_t seq = ++statement_seq_;
@@ -188,6 +313,11 @@ bool Session::record_statement(char type, pr::Bytes message) {
       break;
     default:
       return false;
+  }
+  if (decision != nullptr) {
+    out.add(rec::Field::Decision, "allow")
+        .add(rec::Field::Rule, decision->rule != nullptr ? decision->rule->name : "(no rule)")
+        .add(rec::Field::Classes, policy::class_names(decision->classes));
   }
   const std::uint64_t end = rec_->append(rt);
   if (rec_->durability() == Durability::Strict) {
@@ -291,7 +421,6 @@ void Session::record_backend(const pr::Fragment& f) {
       return;
     case pr::be::kReadyForQuery:
       if (!f.last || f.bytes.empty()) return;
-      tx_status_ = static_cast<char>(f.bytes.back());
       while (!pending_statements_.empty()) {
         const char kind = pending_statements_.front().kind;
         pending_statements_.pop_front();
@@ -301,31 +430,35 @@ void Session::record_backend(const pr::Fragment& f) {
     case pr::be::kCommandComplete:
     case pr::be::kEmptyQueryResponse:
     case pr::be::kPortalSuspended:
-    case pr::be::kErrorResponse:
       break;
     default:
-      return;
+      return;  // errors: on_backend_error
   }
   const bool in_place = f.first && f.last && f.offset == 0;
   const pr::Bytes whole = in_place ? f.bytes : be_msg_.add(f, be_.held_prefix());
-  if (whole.empty()) return;
+  if (!whole.empty()) record_outcome(f.type, whole);
+}
+
+// The outcome of the statement the server just answered (command tag, or error), with its
+// duration and COPY volume.
+void Session::record_outcome(char type, pr::Bytes whole) {
   PendingStatement st{w_.now_ns(), 0, 0};
   if (!pending_statements_.empty() && pending_statements_.front().kind != 'S') {
     st = pending_statements_.front();
   }
   rec::Payload& p = rec_->payload(session_id_);
   p.add(rec::Field::Statement, st.seq);
-  if (f.type == pr::be::kErrorResponse) {
+  if (type == pr::be::kErrorResponse) {
     const auto e = pr::read_error(whole);
     p.add(rec::Field::Sqlstate, e ? e->sqlstate : std::string("?"))
         .add_clipped(rec::Field::Message, e ? e->message : std::string("(unreadable)"));
-  } else if (f.type == pr::be::kCommandComplete) {
+  } else if (type == pr::be::kCommandComplete) {
     std::string_view tag = body_of(whole);
     tag = tag.substr(0, tag.find('\0'));
     p.add(rec::Field::Tag, tag).add(rec::Field::Rows, tag_rows(tag));
   } else {
     p.add(rec::Field::Tag,
-          f.type == pr::be::kPortalSuspended ? "(portal suspended)" : "(empty query)");
+          type == pr::be::kPortalSuspended ? "(portal suspended)" : "(empty query)");
   }
   p.add(rec::Field::DurationUs, static_cast<std::uint64_t>((w_.now_ns() - st.start_ns) / 1000));
   if (copy_in_bytes_ != 0) {
@@ -340,7 +473,7 @@ void Session::record_backend(const pr::Fragment& f) {
   // an error the server skips the rest of the pipeline up to Sync.
   if (!pending_statements_.empty() && pending_statements_.front().kind == 'E') {
     pending_statements_.pop_front();
-    if (f.type == pr::be::kErrorResponse) {
+    if (type == pr::be::kErrorResponse) {
       while (!pending_statements_.empty() && pending_statements_.front().kind == 'E') {
         pending_statements_.pop_front();
       }

@@ -21,6 +21,7 @@
 #include "core/tls.h"
 #include "policy/auth_throttle.h"
 #include "policy/client_auth.h"
+#include "policy/rules.h"
 #include "protocol/cancel_keys.h"
 
 namespace pgwarden::core {
@@ -41,6 +42,9 @@ struct Control {
   std::string upstream_tls_sni;
   bool plaintext_tokens_ok = false;  // loopback listener and --allow-plaintext-auth
   std::string record_key;            // --record-key-file's contents (recording on)
+  // The statement policy: swapped whole on SIGHUP; workers notice the version change.
+  std::atomic<std::shared_ptr<const policy::Policy>> policy;
+  std::atomic<std::uint64_t> policy_version{0};
 };
 
 // Counters a worker keeps for itself; read after it stopped (tests, logs).
@@ -83,6 +87,16 @@ class Worker {
   }
   const std::string& upstream_tls_sni() const noexcept { return control_.upstream_tls_sni; }
   policy::JwtVerifier& jwt_verifier() noexcept { return *jwt_; }
+  // The statement policy in force (null: none), picked up afresh after a reload.
+  const policy::Policy* policy() noexcept {
+    const std::uint64_t v = control_.policy_version.load(std::memory_order_acquire);
+    if (v != policy_version_) {
+      policy_ = control_.policy.load(std::memory_order_acquire);
+      policy_version_ = v;
+    }
+    return policy_.get();
+  }
+  policy::PolicyEngine& policy_engine() noexcept { return policy_engine_; }
   policy::AuthThrottle& auth_throttle() noexcept { return throttle_; }
   BufferRing& buffers() noexcept { return *buffers_; }
   std::int64_t now_ns() const noexcept { return now_ns_; }
@@ -132,6 +146,9 @@ class Worker {
   Control& control_;
   const policy::AuthConfig* auth_;
   std::unique_ptr<policy::JwtVerifier> jwt_;  // this core's verifier (its own JSON parser)
+  std::shared_ptr<const policy::Policy> policy_;
+  std::uint64_t policy_version_ = 0;
+  policy::PolicyEngine policy_engine_;
   policy::AuthThrottle throttle_;
   io_uring ring_{};
   bool ring_ready_ = false;

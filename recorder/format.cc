@@ -170,6 +170,12 @@ const char* field_name(Field f) {
       return "bytes";
     case Field::Direction:
       return "direction";
+    case Field::Decision:
+      return "decision";
+    case Field::Rule:
+      return "rule";
+    case Field::Classes:
+      return "classes";
   }
   return "unknown";
 }

@@ -70,6 +70,9 @@ enum class Field : std::uint8_t {
   Statement = 36,  // the statement record this outcome belongs to (its record number in session)
   Bytes = 37,
   Direction = 38,
+  Decision = 39,  // allow, deny or hold
+  Rule = 40,      // the policy rule that decided
+  Classes = 41,   // the statement classes it saw
 };
 const char* field_name(Field f);
 

@@ -1,0 +1,202 @@
+// Statement policy end to end: rules judged by PostgreSQL's own parser, enforced in the simple and
+// extended protocol (pipelines behave as if the server refused the statement), decisions
+// recorded, pgbench unaffected, and SIGHUP reloads under load.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile, execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, writeFileSync, chmodSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pg from 'pg';
+import postgres from 'postgres';
+import { env, withClient, startGateway, sleep, Wire, startupPacket, message, query, errorFields } from './lib.mjs';
+
+let dir, gw, key;
+const policyFile = () => join(dir, 'policy.json');
+const RULES = {
+  rules: [
+    { name: 'guard', users: ['trusted'],
+      deny: ['drop', 'truncate', 'delete_without_where', 'update_without_where', 'tautological_where',
+        'copy_program', 'dangerous_function', 'dynamic_sql', 'write_in_cte', 'explain_analyze_write'],
+      require_approval: ['alter'], forbidden_tables: ['public.policy_secret'] },
+  ],
+};
+const client = (port = gw.port) => new pg.Client({ host: '127.0.0.1', port, user: 'trusted', database: 'postgres' });
+const count = () => withClient(env.pgPort, async (c) => Number((await c.query('SELECT count(*) AS n FROM policy_t')).rows[0].n));
+const tool = (...args) => new Promise((resolve) => execFile(env.bin, args, { maxBuffer: 64 << 20 },
+  (err, stdout, stderr) => resolve({ code: err ? err.code : 0, stdout, stderr })));
+
+// Extended-protocol messages.
+const cstr = (s) => Buffer.from(`${s}\0`);
+const int16 = (n) => { const b = Buffer.alloc(2); b.writeInt16BE(n); return b; };
+const int32 = (n) => { const b = Buffer.alloc(4); b.writeInt32BE(n); return b; };
+const parse = (name, sql) => message('P', Buffer.concat([cstr(name), cstr(sql), int16(0)]));
+const bind = (stmt) => message('B', Buffer.concat([cstr(''), cstr(stmt), int16(0), int16(0), int16(0)]));
+const execute = () => message('E', Buffer.concat([cstr(''), int32(0)]));
+const sync = () => message('S');
+
+async function session(port = gw.port) {
+  const w = new Wire(port);
+  await w.connected();
+  w.write(startupPacket({ user: 'trusted', database: 'postgres' }));
+  assert.equal((await w.next(['Z', 'E'])).type, 'Z');
+  return w;
+}
+// Messages up to and including the next ReadyForQuery.
+async function untilReady(w) {
+  const out = [];
+  for (;;) {
+    const m = await w.next(['1', '2', 'C', 'E', 'Z', 'T', 'D', 'n', 't', 's', 'I']);
+    out.push(m);
+    if (m.type === 'Z') return out;
+  }
+}
+
+before(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'pgw-policy-'));
+  key = join(dir, 'seal.key');
+  writeFileSync(key, 'p'.repeat(40));
+  chmodSync(key, 0o600);
+  writeFileSync(policyFile(), JSON.stringify(RULES));
+  await withClient(env.pgPort, async (c) => {
+    await c.query('DROP TABLE IF EXISTS policy_t, policy_secret');
+    await c.query('CREATE TABLE policy_t (id int PRIMARY KEY, note text)');
+    await c.query("CREATE TABLE policy_secret (v text); INSERT INTO policy_secret VALUES ('s3cret')");
+    await c.query('GRANT ALL ON policy_t, policy_secret TO trusted');
+  });
+  gw = await startGateway(['--upstream', `127.0.0.1:${env.pgPort}`, '--policy', policyFile(),
+    '--record-dir', join(dir, 'rec'), '--record-key-file', key]);
+});
+
+after(async () => {
+  gw.kill('SIGINT');
+  gw.kill('SIGINT');
+  await gw.exited;
+  rmSync(dir, { recursive: true, force: true });
+});
+
+test('psql: denied statements get 42501 naming rule and class, nothing runs, the session goes on', async () => {
+  const r = await new Promise((resolve) => execFile('psql', ['-X', '-w', '-h', '127.0.0.1', '-p', String(gw.port), '-U', 'trusted', '-d', 'postgres',
+    '-c', "INSERT INTO policy_t VALUES (1, 'keep')", '-c', 'DELETE FROM policy_t', '-c', 'BEGIN', '-c', 'DROP TABLE policy_t',
+    '-c', "SELECT 'DROP TABLE policy_t' AS text", '-c', 'COMMIT', '-c', 'SELECT v FROM policy_secret',
+    '-c', 'ALTER TABLE policy_t ADD COLUMN x int', '-c', 'SELECT count(*) FROM policy_t'],
+  (err, stdout, stderr) => resolve({ stdout, stderr })));
+  assert.match(r.stderr, /ERROR: {2}pgwarden: statement denied by policy rule "guard" \(class delete_without_where\)/);
+  assert.match(r.stderr, /ERROR: {2}pgwarden: statement denied by policy rule "guard" \(class drop\)/);
+  assert.match(r.stderr, /ERROR: {2}pgwarden: statement denied by policy rule "guard" \(table policy_secret\)/);
+  assert.match(r.stderr, /requires approval under policy rule "guard" \(class alter\)/);
+  assert.match(r.stdout, /DROP TABLE policy_t/); // a string is just a string
+  assert.match(r.stdout, /COMMIT/); // the denied statement did not abort the transaction
+  assert.equal(await count(), 1);
+  await withClient(env.pgPort, (c) => c.query('DELETE FROM policy_t WHERE id = 1'));
+});
+
+test('extended protocol: a denied statement mid-pipeline rolls back the implicit transaction and skips the rest', async () => {
+  const w = await session();
+  w.write(Buffer.concat([
+    parse('', "INSERT INTO policy_t VALUES (10, 'before')"), bind(''), execute(),
+    parse('', 'DELETE FROM policy_t'), bind(''), execute(),
+    parse('', "INSERT INTO policy_t VALUES (11, 'after')"), bind(''), execute(),
+    sync()]));
+  const got = await untilReady(w);
+  assert.deepEqual(got.map((m) => m.type), ['1', '2', 'C', 'E', 'Z']);
+  const err = errorFields(got[3].body);
+  assert.equal(err.C, '42501');
+  assert.match(err.M, /denied by policy rule "guard" \(class delete_without_where\)/);
+  assert.equal(got[4].body.toString(), 'I');
+  assert.equal(await count(), 0, 'the insert before the denied statement was rolled back');
+  // The connection is usable: the next pipeline commits.
+  w.write(Buffer.concat([parse('', "INSERT INTO policy_t VALUES (12, 'next')"), bind(''), execute(), sync()]));
+  assert.deepEqual((await untilReady(w)).map((m) => m.type), ['1', '2', 'C', 'Z']);
+  assert.equal(await count(), 1);
+  // A refused named statement keeps its decision: binding it later is refused too.
+  w.write(Buffer.concat([parse('wipe', 'DELETE FROM policy_t'), sync()]));
+  const first = await untilReady(w);
+  assert.deepEqual(first.map((m) => m.type), ['E', 'Z']);
+  w.write(Buffer.concat([bind('wipe'), execute(), sync()]));
+  const again = await untilReady(w);
+  assert.deepEqual(again.map((m) => m.type), ['E', 'Z']);
+  assert.equal(errorFields(again[0].body).C, '42501');
+  assert.equal(await count(), 1);
+  // Pipelined simple queries: the denied one is answered in its place.
+  w.write(Buffer.concat([query('SELECT 1'), query('TRUNCATE policy_t'), query('SELECT 2')]));
+  const a = await untilReady(w), b = await untilReady(w), c = await untilReady(w);
+  assert.deepEqual([a, b, c].map((r) => r.map((m) => m.type).join('')), ['TDCZ', 'EZ', 'TDCZ']);
+  assert.equal(errorFields(b[0].body).C, '42501');
+  assert.equal(await count(), 1);
+  w.end();
+  await withClient(env.pgPort, (c2) => c2.query('DELETE FROM policy_t WHERE id = 12'));
+});
+
+test('node pg (extended) and postgres.js (pipelined): denied queries reject, the others succeed', async () => {
+  const c = client();
+  await c.connect();
+  await assert.rejects(c.query({ text: 'DELETE FROM policy_t RETURNING $1::int', values: [1] }),
+    (e) => e.code === '42501' && /delete_without_where/.test(e.message));
+  assert.equal((await c.query({ text: 'SELECT $1::int AS v', values: [7] })).rows[0].v, 7);
+  await assert.rejects(c.query({ text: 'UPDATE policy_t SET note = $1 WHERE 1 = 1', values: ['x'] }),
+    (e) => e.code === '42501' && /tautological_where/.test(e.message));
+  await c.end();
+  const sql = postgres({ host: '127.0.0.1', port: gw.port, user: 'trusted', database: 'postgres', max: 1 });
+  const results = await Promise.allSettled([
+    sql`INSERT INTO policy_t VALUES (20, 'a')`,
+    sql`DELETE FROM policy_t`,
+    sql`SELECT count(*)::int AS n FROM policy_t`,
+  ]);
+  await sql.end();
+  assert.equal(results[0].status, 'fulfilled');
+  assert.equal(results[1].status, 'rejected');
+  assert.equal(results[1].reason.code, '42501');
+  assert.equal(results[2].value[0].n, 1);
+  await withClient(env.pgPort, (c2) => c2.query('DELETE FROM policy_t WHERE id = 20'));
+});
+
+test('decisions are recorded with the rule that made them', async () => {
+  await sleep(300);
+  const out = await tool('export', '--record-dir', join(dir, 'rec'), '--format', 'jsonl');
+  const events = out.stdout.trim().split('\n').map((l) => JSON.parse(l));
+  const refused = events.filter((e) => e.type === 'refused');
+  assert.ok(refused.some((e) => e.text === 'DELETE FROM policy_t' && e.decision === 'deny' && e.rule === 'guard' &&
+    /delete_without_where/.test(e.classes)));
+  assert.ok(refused.some((e) => /ALTER TABLE/.test(e.text) && e.decision === 'hold'));
+  const allowed = events.find((e) => e.type === 'query' && e.text === "SELECT 'DROP TABLE policy_t' AS text");
+  assert.equal(allowed.decision, 'allow');
+  assert.equal(allowed.rule, 'guard');
+  // Refused statements never reach the server: no outcome from PostgreSQL for them.
+  assert.ok(!events.some((e) => e.type === 'outcome' && /pgwarden_refused_/.test(e.message ?? '')));
+});
+
+test('pgbench tpcb-like passes the policy (its UPDATEs carry WHERE), and SIGHUP reloads under load', async () => {
+  const pgbenchEnv = { ...process.env, PGPASSWORD: env.password };
+  execFileSync('pgbench', ['-i', '-s', '1', '-q', '-h', '127.0.0.1', '-p', String(env.pgPort), '-U', 'postgres', 'postgres'],
+    { env: pgbenchEnv, stdio: 'ignore' });
+  await withClient(env.pgPort, (c) => c.query('GRANT ALL ON pgbench_accounts, pgbench_branches, pgbench_tellers, pgbench_history TO trusted'));
+  const bench = spawn('pgbench', ['-n', '-h', '127.0.0.1', '-p', String(gw.port), '-U', 'trusted', '-c', '4', '-j', '2', '-T', '6',
+    '-M', 'prepared', 'postgres'], { env: pgbenchEnv });
+  let out = '';
+  bench.stdout.on('data', (d) => { out += d; });
+  bench.stderr.on('data', (d) => { out += d; });
+  const done = new Promise((r) => bench.on('exit', (code) => r(code)));
+  // Reload five times while it runs: valid and invalid files alternate.
+  for (let i = 0; i < 5; i++) {
+    await sleep(800);
+    writeFileSync(policyFile(), i % 2 === 0 ? '{"rules": [{"name": "broken", "deny": ["nope"]}]}' : JSON.stringify(RULES));
+    gw.kill('SIGHUP');
+  }
+  assert.equal(await done, 0, out);
+  assert.match(out, /number of failed transactions: 0 /);
+  assert.match(gw.log, /SIGHUP: keeping the old policy: .*policy\.json: \$\.rules\[0\]\.deny\[0\]: unknown statement class "nope"/);
+  assert.match(gw.log, /SIGHUP: policy reloaded/);
+  // A reloaded rule applies to sessions that were already open.
+  const c = client();
+  await c.connect();
+  await c.query('SELECT 1');
+  writeFileSync(policyFile(), JSON.stringify({ rules: [{ name: 'locked', users: ['trusted'], read_only: true }] }));
+  gw.kill('SIGHUP');
+  await sleep(300);
+  await assert.rejects(c.query("INSERT INTO policy_t VALUES (30, 'x')"), (e) => e.code === '42501' && /rule "locked"/.test(e.message));
+  await c.end();
+  writeFileSync(policyFile(), JSON.stringify(RULES));
+  gw.kill('SIGHUP');
+  await sleep(200);
+});
