@@ -52,6 +52,7 @@ if [ ! -s "$demo/seal.key" ]; then
   (umask 077 && openssl rand -hex 32 > "$demo/seal.key")
 fi
 "$root/build/core/pgwarden" --listen "127.0.0.1:$port" --upstream "127.0.0.1:$pg_port" \
+  --policy "$root/policy/policy.example.json" \
   --record-dir "$demo/rec" --record-key-file "$demo/seal.key" &
 gw_pid=$!
 pgw_wait_port "$port"
@@ -64,8 +65,13 @@ pgwarden is running in front of a throwaway PostgreSQL 15.
     PGPASSWORD=$PGW_PG_PASSWORD psql "host=127.0.0.1 port=$port user=$PGW_PG_USER dbname=postgres"
 
   Try:  SELECT count(*), sum(amount) FROM orders;
-  Benchmark through it:
-    PGPASSWORD=$PGW_PG_PASSWORD pgbench -h 127.0.0.1 -p $port -U $PGW_PG_USER -i postgres
+        DELETE FROM orders;                   -- refused by the policy (no WHERE)
+        DELETE FROM orders WHERE id = 1;      -- runs
+  The policy is $root/policy/policy.example.json (rule "default" applies here); edit it and
+  send SIGHUP to pgwarden to reload it.
+
+  Benchmark through it (pgbench -i drops tables, so initialise directly against PostgreSQL):
+    PGPASSWORD=$PGW_PG_PASSWORD pgbench -h 127.0.0.1 -p $pg_port -U $PGW_PG_USER -i postgres
     PGPASSWORD=$PGW_PG_PASSWORD pgbench -h 127.0.0.1 -p $port -U $PGW_PG_USER -S -c 8 -T 10 postgres
 
   Every session is recorded (tamper-evident, sealed). Read the recording, even while it runs:
@@ -75,8 +81,8 @@ pgwarden is running in front of a throwaway PostgreSQL 15.
     $root/build/core/pgwarden verify --record-dir $demo/rec --key-file $demo/seal.key
 
   This demo relays authentication to PostgreSQL. For OIDC tokens, static SCRAM users, role
-  mapping and TLS see "Gateway authentication" in README.md; statement policy and masking
-  arrive in later releases.  Press Ctrl-C to stop both servers.
+  mapping and TLS see "Gateway authentication" in README.md; masking arrives in a later
+  release.  Press Ctrl-C to stop both servers.
 
 MSG
 wait "$gw_pid"

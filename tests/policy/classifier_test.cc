@@ -9,6 +9,7 @@
 
 #include <cstdio>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 
 #include "policy/rules.h"
@@ -204,6 +205,28 @@ TEST(PolicyRules, DeepAndHostileInputDoesNotCrash) {
   EXPECT_EQ(e.judge(**p, rule, nested).action, Action::Deny);
   EXPECT_EQ(e.judge(**p, rule, std::string("SELECT 1\0DROP TABLE x", 21)).action, Action::Allow);
   EXPECT_EQ(e.judge(**p, rule, std::string(100000, ';')).action, Action::Allow);
+}
+
+TEST(PolicyExample, ShippedExampleParsesAndDecidesSensibly) {
+  std::ifstream in(std::string(PGW_TEST_DATA) + "/../../../policy/policy.example.json");
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  auto p = Policy::parse(text, "policy.example.json");
+  ASSERT_TRUE(p.ok()) << p.error().message;
+  PolicyEngine e;
+  auto judge = [&](std::vector<std::string> groups, const char* sql) {
+    return e.judge(**p, (*p)->match("someone", groups), sql).action;
+  };
+  EXPECT_EQ(judge({"agents"}, "SELECT * FROM orders WHERE id = 1"), Action::Allow);
+  EXPECT_EQ(judge({"agents"}, "UPDATE orders SET status = 'shipped' WHERE id = 1"), Action::Allow);
+  EXPECT_EQ(judge({"agents"}, "DELETE FROM orders"), Action::Deny);
+  EXPECT_EQ(judge({"agents"}, "CREATE INDEX ON orders (status)"), Action::Hold);
+  EXPECT_EQ(judge({"agents"}, "SELECT * FROM hr.salaries"), Action::Deny);
+  EXPECT_EQ(judge({"agents"}, "SELECT pg_sleep(3600)"), Action::Deny);
+  EXPECT_EQ(judge({"analysts"}, "SELECT count(*) FROM orders"), Action::Allow);
+  EXPECT_EQ(judge({"analysts"}, "INSERT INTO orders VALUES (1)"), Action::Deny);
+  EXPECT_EQ(judge({"dba-oncall"}, "DROP TABLE scratch"), Action::Allow);
+  EXPECT_EQ(judge({}, "TRUNCATE orders"), Action::Deny);
+  EXPECT_EQ(judge({}, "CREATE TABLE t (i int)"), Action::Allow);
 }
 
 }  // namespace
