@@ -312,18 +312,33 @@ struct Walker {
   static bool starts(std::string_view s, std::string_view p) { return s.substr(0, p.size()) == p; }
 
   void walk(sj::dom::element e, Ctx ctx) {
-    sj::dom::array arr;
-    if (e.get_array().get(arr) == sj::SUCCESS) {
+    const sj::dom::element_type type = e.type();
+    if (type == sj::dom::element_type::ARRAY) {
+      const sj::dom::array arr = e.get_array().value_unsafe();
       for (sj::dom::element c : arr) walk(c, ctx);
       return;
     }
-    sj::dom::object obj;
-    if (e.get_object().get(obj) != sj::SUCCESS) return;
+    if (type != sj::dom::element_type::OBJECT) return;
+    const sj::dom::object obj = e.get_object().value_unsafe();
     for (auto f : obj) {
       const std::string_view k = f.key;
       const sj::dom::element v = f.value;
       Ctx child = ctx;
-      if (k == "withClause") child.cte = true;
+      // Node types are capitalised; field names are not (only withClause matters among them).
+      if (k.empty() || k[0] < 'A' || k[0] > 'Z') {
+        if (k == "withClause") child.cte = true;
+        const sj::dom::element_type t = v.type();
+        if (t == sj::dom::element_type::ARRAY || t == sj::dom::element_type::OBJECT) {
+          walk(v, child);
+        }
+        continue;
+      }
+      if (k == "A_Const" || k == "ColumnRef" || k == "ResTarget" || k == "String" ||
+          k == "A_Expr" || k == "TypeCast" || k == "ParamRef" || k == "BoolExpr" ||
+          k == "A_Star" || k == "Integer" || k == "SortBy" || k == "JoinExpr") {
+        walk(v, child);  // frequent, never a class by themselves
+        continue;
+      }
       if (k == "SelectStmt") {
         add(C::Select);
         if (has(v, "intoClause")) write(C::SelectInto, ctx);
@@ -567,7 +582,10 @@ Classifier::~Classifier() {
 }
 
 bool Classifier::candidate(std::string_view sql, const Prefilter& prefilter) {
-  if (hs_alloc_scratch(prefilter.db(), &scratch_) != HS_SUCCESS) return true;  // parse, then
+  if (scratch_for_ != prefilter.db()) {  // hs_alloc_scratch is not cheap: once per database
+    if (hs_alloc_scratch(prefilter.db(), &scratch_) != HS_SUCCESS) return true;  // parse, then
+    scratch_for_ = prefilter.db();
+  }
   bool hit = false;
   const hs_error_t rc = hs_scan(prefilter.db(), sql.data(), static_cast<unsigned>(sql.size()), 0,
                                 scratch_, on_match, &hit);

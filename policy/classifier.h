@@ -103,12 +103,15 @@ class Classifier {
   // Without the pre-filter: always parse (tests, and rules that need every statement parsed).
   Analysis analyze_parsed(std::string_view sql,
                           const std::vector<std::string>& dangerous_functions);
+  // Scratch space is sized for one pre-filter database; call when the policy changes.
+  void forget_prefilter() noexcept { scratch_for_ = nullptr; }
 
  private:
   bool candidate(std::string_view sql, const Prefilter& prefilter);
   struct Parsers;
   std::unique_ptr<Parsers> parsers_;  // this core's JSON parsers, one per nesting level
   hs_scratch* scratch_ = nullptr;
+  const hs_database* scratch_for_ = nullptr;  // the database scratch_ was sized for
 };
 
 }  // namespace pgwarden::policy

@@ -276,7 +276,7 @@ Decision PolicyEngine::decide(const Policy& policy, const Rule& rule, const Anal
   d.classes = a.classes;
   if (rule.denylist_db) {
     int hit = -1;
-    if (hs_alloc_scratch(rule.denylist_db.get(), &scratch_) != HS_SUCCESS) {
+    if (scratch_ == nullptr) {
       d.action = Action::Deny;
       d.reason = "denylist could not be checked";
       return d;
@@ -322,6 +322,18 @@ Decision PolicyEngine::decide(const Policy& policy, const Rule& rule, const Anal
 
 Decision PolicyEngine::judge(const Policy& policy, const Rule* rule, std::string_view sql) {
   if (rule == nullptr) return Decision{};
+  if (policy.id() != policy_id_) {
+    // A new policy: scratch space for its Hyperscan databases, once.
+    classifier_.forget_prefilter();
+    for (const Rule& r : policy.rules()) {
+      if (r.denylist_db && hs_alloc_scratch(r.denylist_db.get(), &scratch_) != HS_SUCCESS) {
+        hs_free_scratch(scratch_);
+        scratch_ = nullptr;
+        break;
+      }
+    }
+    policy_id_ = policy.id();
+  }
   const std::size_t slot = std::hash<std::string_view>{}(sql) % kCacheSize;
   Entry& e = cache_[slot];
   if (e.policy == policy.id() && e.rule == rule && e.text == sql) {

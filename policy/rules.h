@@ -79,7 +79,8 @@ class PolicyEngine {
   struct Entry;
   Decision decide(const Policy& policy, const Rule& rule, const Analysis& a, std::string_view sql);
   Classifier classifier_;
-  hs_scratch* scratch_ = nullptr;
+  hs_scratch* scratch_ = nullptr;  // sized for every denylist of the current policy
+  std::uint64_t policy_id_ = 0;
   std::unique_ptr<Entry[]> cache_;
   std::uint64_t hits_ = 0;
 };
