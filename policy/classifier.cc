@@ -334,8 +334,8 @@ struct Walker {
         continue;
       }
       if (k == "A_Const" || k == "ColumnRef" || k == "ResTarget" || k == "String" ||
-          k == "A_Expr" || k == "TypeCast" || k == "ParamRef" || k == "BoolExpr" ||
-          k == "A_Star" || k == "Integer" || k == "SortBy" || k == "JoinExpr") {
+          k == "A_Expr" || k == "TypeCast" || k == "ParamRef" || k == "BoolExpr" || k == "A_Star" ||
+          k == "Integer" || k == "SortBy" || k == "JoinExpr") {
         walk(v, child);  // frequent, never a class by themselves
         continue;
       }

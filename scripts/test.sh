@@ -63,6 +63,7 @@ step "$logs/unit.log" ctest --test-dir build --output-on-failure --progress
 add_ctest "$logs/unit.log"
 echo "== unit tests (ASan+UBSan)"
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1
+export LSAN_OPTIONS=suppressions=$root/tests/lsan.supp
 step "$logs/asan.log" ctest --test-dir build-asan --output-on-failure --progress
 add_ctest "$logs/asan.log"
 

@@ -60,7 +60,8 @@ const char* kParsed[] = {
     "JOIN lines l ON l.order_id = o.id WHERE o.created_at > now() - interval '1 day' AND "
     "c.country IN ('DE', 'FR', 'NL') GROUP BY o.id, c.name HAVING sum(l.amount) > 100 ORDER BY 3 "
     "DESC LIMIT 50 FOR UPDATE OF o",
-    "DO $$ DECLARE n int; BEGIN SELECT count(*) INTO n FROM orders; IF n > 0 THEN UPDATE orders SET "
+    "DO $$ DECLARE n int; BEGIN SELECT count(*) INTO n FROM orders; IF n > 0 THEN UPDATE orders "
+    "SET "
     "note = 'x' WHERE id = 1; END IF; END $$",
 };
 
@@ -69,7 +70,8 @@ void BM_ParsePath(benchmark::State& state) {
   Classifier c;
   const std::string sql = kParsed[state.range(0)];
   for (auto _ : state) {
-    benchmark::DoNotOptimize(c.analyze_parsed(sql, fixture().policy->dangerous_functions()).classes);
+    benchmark::DoNotOptimize(
+        c.analyze_parsed(sql, fixture().policy->dangerous_functions()).classes);
   }
   state.SetLabel(std::to_string(sql.size()) + " bytes");
 }
@@ -91,8 +93,8 @@ void BM_ParsePathCorpus(benchmark::State& state) {
       const auto t0 = std::chrono::steady_clock::now();
       benchmark::DoNotOptimize(
           c.analyze_parsed(corpus[i], fixture().policy->dangerous_functions()).classes);
-      ns[i] = std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0)
-                  .count();
+      ns[i] =
+          std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count();
     }
   }
   std::sort(ns.begin(), ns.end());
