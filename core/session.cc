@@ -282,6 +282,7 @@ Next Session::on_startup_packet(pr::Bytes packet) {
 
 Next Session::on_backend(const pr::Fragment& f) {
   if (state_ == SessionState::UpstreamAuth) return on_upstream_auth(f);
+  if (f.type == pr::be::kParameterStatus) on_parameter_status(f);
   if (state_ == SessionState::Ready) {
     // Errors are read whole: a refused statement's stand-in error is swapped for ours.
     if (f.type == pr::be::kErrorResponse && (rec_ != nullptr || !denials_.empty())) {

@@ -110,6 +110,9 @@ class alignas(16) Session {
   const policy::Rule* current_rule(const policy::Policy& policy);
   void refuse_statement(char type, const std::string& message);
   protocol::Next on_backend_error(const protocol::Fragment& f);
+  // Tracks standard_conforming_strings: with it off, PostgreSQL reads backslashes in '...' as
+  // escapes and its view of where a literal ends differs from the classifier's.
+  void on_parameter_status(const protocol::Fragment& f);
   void record_end();
   void refuse_unrecorded(char type);
   std::string peer_address() const;
@@ -190,6 +193,7 @@ class alignas(16) Session {
   std::vector<std::pair<std::string, std::string>> denied_statements_;  // name -> message
   std::deque<Denial> denials_;
   std::uint32_t denial_seq_ = 0;
+  bool standard_strings_off_ = false;
   bool holding_ = false;  // strict: upstream-bound bytes wait in held_ for durability
   std::basic_string<std::byte> held_;
   // TLS.

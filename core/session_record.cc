@@ -101,8 +101,34 @@ Next Session::on_statement(const pr::Fragment& f) {
   // refused again (the statement keeps its decision).
   policy::Decision decision;
   bool judged = false;
-  if (const policy::Policy* pol = w_.policy();
-      pol != nullptr &&
+  const policy::Policy* pol = w_.policy();
+  if (pol != nullptr && standard_strings_off_ &&
+      (type == pr::fe::kQuery || type == pr::fe::kParse) &&
+      std::memchr(whole.data(), '\\', whole.size()) != nullptr) {
+    // The classifier reads literals as PostgreSQL does with standard_conforming_strings on; with
+    // it off, a backslash could end a literal elsewhere and hide a statement. Fail closed.
+    const std::string refusal =
+        "pgwarden: statements containing a backslash are refused while "
+        "standard_conforming_strings is off (SET standard_conforming_strings = on)";
+    PGW_WARN(
+        "session %016llx: refused a statement with a backslash (standard_conforming_strings "
+        "off)",
+        static_cast<unsigned long long>(session_id_));
+    if (rec_ != nullptr && rec_->has_room()) {
+      std::string_view p = body_of(whole);
+      if (type == pr::fe::kParse) take_cstring(p);
+      rec::Payload& r = rec_->payload(session_id_);
+      r.add(rec::Field::Statement, ++statement_seq_)
+          .add_clipped(rec::Field::Text, take_cstring(p))
+          .add(rec::Field::Sqlstate, pr::sqlstate::kInsufficientPrivilege)
+          .add(rec::Field::Reason, refusal)
+          .add(rec::Field::Decision, "deny");
+      rec_->append(rec::RecordType::Refused);
+    }
+    refuse_statement(type, refusal);
+    return Next::Continue;
+  }
+  if (pol != nullptr &&
       (type == pr::fe::kQuery || type == pr::fe::kParse || type == pr::fe::kBind)) {
     std::string_view p = body_of(whole);
     std::string refusal;
@@ -225,6 +251,16 @@ void Session::refuse_statement(char type, const std::string& message) {
   msg.append(reinterpret_cast<const std::byte*>(body.data()), body.size());
   denials_.push_back(Denial{id, replies_pending_ + (type == pr::fe::kQuery ? 0u : 1u), message});
   queue_copy(Peer::Upstream, msg);
+}
+
+void Session::on_parameter_status(const pr::Fragment& f) {
+  const bool in_place = f.first && f.last && f.offset == 0;
+  const pr::Bytes whole = in_place ? f.bytes : be_msg_.add(f, be_.held_prefix());
+  if (whole.empty()) return;
+  std::string_view p = body_of(whole);
+  if (take_cstring(p) == "standard_conforming_strings") {
+    standard_strings_off_ = take_cstring(p) != "on";
+  }
 }
 
 Next Session::on_backend_error(const pr::Fragment& f) {

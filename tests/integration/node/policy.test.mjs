@@ -151,6 +151,21 @@ test('node pg (extended) and postgres.js (pipelined): denied queries reject, the
   await withClient(env.pgPort, (c2) => c2.query('DELETE FROM policy_t WHERE id = 20'));
 });
 
+test('standard_conforming_strings off cannot hide a statement in a backslash-escaped literal', async () => {
+  const c = client();
+  await c.connect();
+  // With the setting off the server ends the first literal later than the classifier would, so
+  // the DROP below would be outside any literal for PostgreSQL: refused while it is off.
+  const evasion = "SELECT '\\' , $$ ' ; DROP TABLE policy_t; -- $$";
+  await c.query('SET standard_conforming_strings = off');
+  await assert.rejects(c.query(evasion), (e) => e.code === '42501' && /standard_conforming_strings is off/.test(e.message));
+  assert.equal((await c.query("SELECT 'no backslash here' AS v")).rows[0].v, 'no backslash here');
+  await c.query('SET standard_conforming_strings = on');
+  assert.equal((await c.query("SELECT E'a\\\\b' AS v")).rows[0].v, 'a\\b');
+  await c.end();
+  assert.equal(await count(), 0); // policy_t still exists and is untouched
+});
+
 test('decisions are recorded with the rule that made them', async () => {
   await sleep(300);
   const out = await tool('export', '--record-dir', join(dir, 'rec'), '--format', 'jsonl');
