@@ -189,9 +189,11 @@ Next Session::on_frontend(const pr::Fragment& f) {
         copy_in_bytes_ += f.bytes.size() - (f.first ? 5 - f.offset : 0);
       }
       if ((guard_role_ && (f.type == pr::fe::kQuery || f.type == pr::fe::kParse)) ||
-          (rec_ != nullptr && (f.type == pr::fe::kQuery || f.type == pr::fe::kParse ||
-                               f.type == pr::fe::kBind || f.type == pr::fe::kExecute)) ||
-          ((f.type == pr::fe::kQuery || f.type == pr::fe::kParse || f.type == pr::fe::kBind) &&
+          (rec_ != nullptr &&
+           (f.type == pr::fe::kQuery || f.type == pr::fe::kParse || f.type == pr::fe::kBind ||
+            f.type == pr::fe::kExecute || f.type == pr::fe::kFunctionCall)) ||
+          ((f.type == pr::fe::kQuery || f.type == pr::fe::kParse || f.type == pr::fe::kBind ||
+            f.type == pr::fe::kFunctionCall) &&
            w_.policy() != nullptr)) {
         return on_statement(f);
       }

@@ -113,6 +113,7 @@ class alignas(16) Session {
   // Tracks standard_conforming_strings: with it off, PostgreSQL reads backslashes in '...' as
   // escapes and its view of where a literal ends differs from the classifier's.
   void on_parameter_status(const protocol::Fragment& f);
+  std::string lexing_hazard(protocol::Bytes whole) const;
   void record_end();
   void refuse_unrecorded(char type);
   std::string peer_address() const;
@@ -194,7 +195,8 @@ class alignas(16) Session {
   std::deque<Denial> denials_;
   std::uint32_t denial_seq_ = 0;
   bool standard_strings_off_ = false;
-  bool holding_ = false;  // strict: upstream-bound bytes wait in held_ for durability
+  std::string unsafe_encoding_;  // client_encoding, when it can hide ASCII bytes in characters
+  bool holding_ = false;         // strict: upstream-bound bytes wait in held_ for durability
   std::basic_string<std::byte> held_;
   // TLS.
   std::basic_string<std::byte> tls_plain_in_;  // decrypted bytes of the current read

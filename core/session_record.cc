@@ -102,18 +102,24 @@ Next Session::on_statement(const pr::Fragment& f) {
   policy::Decision decision;
   bool judged = false;
   const policy::Policy* pol = w_.policy();
-  if (pol != nullptr && standard_strings_off_ &&
-      (type == pr::fe::kQuery || type == pr::fe::kParse) &&
-      std::memchr(whole.data(), '\\', whole.size()) != nullptr) {
-    // The classifier reads literals as PostgreSQL does with standard_conforming_strings on; with
-    // it off, a backslash could end a literal elsewhere and hide a statement. Fail closed.
-    const std::string refusal =
-        "pgwarden: statements containing a backslash are refused while "
-        "standard_conforming_strings is off (SET standard_conforming_strings = on)";
-    PGW_WARN(
-        "session %016llx: refused a statement with a backslash (standard_conforming_strings "
-        "off)",
-        static_cast<unsigned long long>(session_id_));
+  std::string hazard;
+  if (pol != nullptr && type == pr::fe::kFunctionCall) {
+    // Fast-path calls name the function by OID only: they cannot be checked against the
+    // dangerous function list, so a rule that denies calls or dangerous functions refuses them.
+    const policy::Rule* r = current_rule(*pol);
+    constexpr policy::ClassSet kCall = policy::bit(policy::StatementClass::Call) |
+                                       policy::bit(policy::StatementClass::DangerousFunction);
+    if (r != nullptr && (r->denied() & kCall) != 0) {
+      hazard = "pgwarden: fast-path function calls are denied by policy rule \"" + r->name +
+               "\" (the function is named by OID only, so it counts as a dangerous_function)";
+    }
+  } else if (pol != nullptr && (type == pr::fe::kQuery || type == pr::fe::kParse)) {
+    hazard = lexing_hazard(whole);
+  }
+  if (!hazard.empty()) {
+    const std::string& refusal = hazard;
+    PGW_WARN("session %016llx: refused: %s", static_cast<unsigned long long>(session_id_),
+             refusal.c_str());
     if (rec_ != nullptr && rec_->has_room()) {
       std::string_view p = body_of(whole);
       if (type == pr::fe::kParse) take_cstring(p);
@@ -225,7 +231,8 @@ const policy::Rule* Session::current_rule(const policy::Policy& policy) {
 // one that fails with a marker, so the server answers it in its place, skips the rest of the
 // pipeline up to Sync and rolls back an implicit transaction, as if it had refused it itself.
 void Session::refuse_statement(char type, const std::string& message) {
-  if (type == pr::fe::kQuery && replies_pending_ == 1 && !holding_ && denials_.empty()) {
+  const bool simple = type == pr::fe::kQuery || type == pr::fe::kFunctionCall;
+  if (simple && replies_pending_ == 1 && !holding_ && denials_.empty()) {
     --replies_pending_;
     std::basic_string<std::byte> out;
     pr::append_error(out, "ERROR", pr::sqlstate::kInsufficientPrivilege, message);
@@ -241,15 +248,15 @@ void Session::refuse_statement(char type, const std::string& message) {
   const int n = std::snprintf(marker, sizeof marker, "pgwarden_refused_%016llx_%u",
                               static_cast<unsigned long long>(session_id_), id);
   std::string body;
-  if (type != pr::fe::kQuery) body.push_back('\0');  // Parse: the unnamed statement
+  if (!simple) body.push_back('\0');  // Parse: the unnamed statement
   body.append(marker, static_cast<std::size_t>(n)).push_back('\0');
-  if (type != pr::fe::kQuery) body.append(2, '\0');  // no parameter types
+  if (!simple) body.append(2, '\0');  // no parameter types
   std::basic_string<std::byte> msg;
-  msg.push_back(std::byte(type == pr::fe::kQuery ? 'Q' : 'P'));
+  msg.push_back(std::byte(simple ? 'Q' : 'P'));
   const auto len = static_cast<std::uint32_t>(body.size() + 4);
   for (int i = 3; i >= 0; --i) msg.push_back(std::byte((len >> (8 * i)) & 0xFF));
   msg.append(reinterpret_cast<const std::byte*>(body.data()), body.size());
-  denials_.push_back(Denial{id, replies_pending_ + (type == pr::fe::kQuery ? 0u : 1u), message});
+  denials_.push_back(Denial{id, replies_pending_ + (simple ? 0u : 1u), message});
   queue_copy(Peer::Upstream, msg);
 }
 
@@ -258,9 +265,39 @@ void Session::on_parameter_status(const pr::Fragment& f) {
   const pr::Bytes whole = in_place ? f.bytes : be_msg_.add(f, be_.held_prefix());
   if (whole.empty()) return;
   std::string_view p = body_of(whole);
-  if (take_cstring(p) == "standard_conforming_strings") {
-    standard_strings_off_ = take_cstring(p) != "on";
+  const std::string_view name = take_cstring(p);
+  const std::string_view value = take_cstring(p);
+  if (name == "standard_conforming_strings") standard_strings_off_ = value != "on";
+  if (name == "client_encoding") {
+    // Client-only encodings whose multibyte characters can contain ASCII bytes (a backslash).
+    static constexpr std::string_view kUnsafe[] = {"SJIS", "SHIFT_JIS_2004", "BIG5", "GBK",
+                                                   "UHC",  "GB18030",        "JOHAB"};
+    unsafe_encoding_.clear();
+    for (const std::string_view e : kUnsafe) {
+      if (value == e) unsafe_encoding_ = value;
+    }
   }
+}
+
+// Text the classifier cannot read as PostgreSQL will, or empty: a backslash while
+// standard_conforming_strings is off (the server then reads it as an escape and may end a
+// literal elsewhere), or a non-ASCII byte in a client encoding where a character can contain a
+// backslash byte. Such statements are refused: fail closed.
+std::string Session::lexing_hazard(pr::Bytes whole) const {
+  if (standard_strings_off_ && std::memchr(whole.data(), '\\', whole.size()) != nullptr) {
+    return "pgwarden: statements containing a backslash are refused while "
+           "standard_conforming_strings is off (SET standard_conforming_strings = on)";
+  }
+  if (!unsafe_encoding_.empty()) {
+    for (std::size_t i = 5; i < whole.size(); ++i) {
+      if (static_cast<unsigned char>(whole[i]) >= 0x80) {
+        return "pgwarden: statements with non-ASCII characters are refused while "
+               "client_encoding is " +
+               unsafe_encoding_ + " (use UTF8)";
+      }
+    }
+  }
+  return {};
 }
 
 Next Session::on_backend_error(const pr::Fragment& f) {
@@ -340,6 +377,14 @@ bool Session::record_statement(char type, pr::Bytes message, const policy::Decis
           out.add_clipped(rec::Field::Param, value);
         }
       }
+      break;
+    }
+    case pr::fe::kFunctionCall: {
+      std::int32_t oid = 0;
+      take_i32(p, oid);
+      out.add(rec::Field::Text, "(fast-path call of the function with OID " +
+                                    std::to_string(static_cast<std::uint32_t>(oid)) + ")");
+      pending_statements_.push_back({w_.now_ns(), seq, 'Q'});
       break;
     }
     case pr::fe::kExecute:

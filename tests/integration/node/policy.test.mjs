@@ -166,6 +166,29 @@ test('standard_conforming_strings off cannot hide a statement in a backslash-esc
   assert.equal(await count(), 0); // policy_t still exists and is untouched
 });
 
+test('a client encoding that can hide a backslash inside a character, and fast-path calls, are refused', async () => {
+  const w = await session();
+  w.write(query("SET client_encoding = 'SJIS'"));
+  assert.equal((await untilReady(w)).at(-2).type, 'C');
+  // In SJIS, 0x95 0x5c is one character; read as UTF-8 bytes, 0x5c escapes the closing quote.
+  w.write(message('Q', Buffer.concat([Buffer.from("SELECT E'"), Buffer.from([0x95, 0x5c]),
+    Buffer.from("' ; DROP TABLE policy_t; --'\0")])));
+  const refused = await untilReady(w);
+  assert.equal(refused[0].type, 'E');
+  assert.match(errorFields(refused[0].body).M, /client_encoding is SJIS/);
+  w.write(query("SET client_encoding = 'UTF8'"));
+  await untilReady(w);
+  // FunctionCall: pg_terminate_backend (OID 2096) by OID, bypassing any SQL text.
+  w.write(message('F', Buffer.concat([int32(2096), int16(1), int16(0), int16(1), int32(4), int32(1), int16(0)])));
+  const fn = await untilReady(w);
+  assert.deepEqual(fn.map((m) => m.type), ['E', 'Z']);
+  assert.match(errorFields(fn[0].body).M, /fast-path function calls are denied by policy rule "guard"/);
+  w.write(query('SELECT 1'));
+  assert.equal((await untilReady(w)).at(-1).type, 'Z');
+  w.end();
+  assert.equal(await count(), 0);
+});
+
 test('decisions are recorded with the rule that made them', async () => {
   await sleep(300);
   const out = await tool('export', '--record-dir', join(dir, 'rec'), '--format', 'jsonl');
