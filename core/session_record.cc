@@ -445,7 +445,7 @@ void Session::record_start() {
   p.add(rec::Field::Client, client)
       .add(rec::Field::Application, start_app_)
       .add(rec::Field::Database, database_.empty() ? start_database_ : database_)
-      .add(rec::Field::Role, role_.empty() ? start_user_ : role_)
+      .add(rec::Field::Role, gateway || !role_.empty() ? role_ : start_user_)
       .add(rec::Field::Tls, client_.tls ? client_.tls->describe() : std::string("none"));
   rec_->append(rec::RecordType::SessionStart);
 }

@@ -256,9 +256,13 @@ test('the recording names the caller, its groups and role, refusals, failed logi
   const refusal = events.find((e) => e.type === 'refused' && e.text === 'SET ROLE postgres');
   assert.equal(refusal.sqlstate, '42501');
   assert.match(refusal.reason, /changing the session role is not allowed/);
-  const glass = starts.find((e) => e.identity === 'breakglass');
-  assert.equal(glass.auth_method, 'scram');
+  const glass = starts.find((e) => e.identity === 'breakglass' && e.auth_method === 'scram');
+  assert.ok(glass, 'the static user\'s session start');
   assert.equal(glass.role, 'writer');
+  // Its failed attempt (a wrong password) is recorded too, with no role.
+  const failed = starts.find((e) => e.identity === 'breakglass' && e.auth_method === 'gateway (not authenticated)');
+  assert.ok(failed, 'the failed login');
+  assert.equal(failed.role, '');
   const dirs = readdirSync(join(dir, 'rec'));
   for (const d of dirs) {
     for (const f of readdirSync(join(dir, 'rec', d))) {
