@@ -3,7 +3,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, copyFileSync, chownSync, chmodSync, readFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, copyFileSync, chownSync, chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import pg from 'pg';
@@ -68,6 +68,34 @@ test('verify-full with the right CA: the upstream leg is encrypted (pg_stat_ssl)
     const row = await upstreamSsl(gw);
     assert.equal(row.ssl, true);
     assert.match(row.version, /^TLSv1\.[23]$/);
+  });
+});
+
+test('gateway authentication: pgwarden sends a cleartext password upstream only inside TLS', async () => {
+  // The test cluster's pg_hba asks plainuser for a cleartext password ("password" method).
+  let verifier;
+  await withClient(env.pgPort, async (c) => {
+    await c.query('DROP ROLE IF EXISTS plainuser');
+    await c.query("CREATE ROLE plainuser LOGIN PASSWORD 'plain-Over-Tls-5'");
+    await c.query("SET password_encryption = 'scram-sha-256'");
+    await c.query('DROP ROLE IF EXISTS tls_verifier_source');
+    await c.query("CREATE ROLE tls_verifier_source PASSWORD 'static-Tls-6'");
+    verifier = (await c.query("SELECT rolpassword FROM pg_authid WHERE rolname = 'tls_verifier_source'")).rows[0].rolpassword;
+  });
+  writeFileSync(join(dir, 'users'), `tlsstatic ${verifier} plaingroup\n`);
+  writeFileSync(join(dir, 'policy.json'), JSON.stringify({ role_mappings: [{ group: 'plaingroup', role: 'plainuser', database: 'postgres' }] }));
+  writeFileSync(join(dir, 'secrets'), 'plainuser plain-Over-Tls-5\n');
+  chmodSync(join(dir, 'secrets'), 0o600);
+  const auth = ['--policy', join(dir, 'policy.json'), '--upstream-secrets', join(dir, 'secrets'), '--users-file', join(dir, 'users')];
+  const login = (gw) => withClient(gw.port, async (c) =>
+    (await c.query('SELECT current_user AS u, ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()')).rows[0],
+  { user: 'tlsstatic', password: 'static-Tls-6' });
+  await throughGateway([...auth, '--upstream-tls', 'verify-full', '--upstream-tls-ca', certs.ca], async (gw) => {
+    assert.deepEqual(await login(gw), { u: 'plainuser', ssl: true });
+  });
+  await throughGateway([...auth, '--upstream-tls', 'disable'], async (gw) => {
+    await assert.rejects(login(gw), (e) => e.code === '28000' && /could not log in to the upstream/.test(e.message));
+    assert.match(gw.log, /cleartext over an unencrypted connection/);
   });
 });
 
