@@ -103,6 +103,8 @@ Identity-aware PostgreSQL gateway. Clients connect to --listen; every session is
   --recv-buffers N            receive buffers per core, a power of two (default 2048)
   --recv-buffer-size SIZE     size of one receive buffer (default 16K)
   --log-level LEVEL           debug, info, warn or error (default info)
+  --admin-listen HOST:PORT    admin endpoint on a loopback address: GET /healthz, /readyz,
+                              /metrics (Prometheus), POST /reload (the policy, like SIGHUP)
   --tls-cert FILE, --tls-key FILE
                               PEM certificate chain and key: clients may use TLS 1.2+
                               (SSLRequest answered 'S'); reloaded on SIGHUP
@@ -178,6 +180,7 @@ ParsedFlags parse_flags(const std::vector<std::string>& args) {
          c.recv_buffer_size = parse_count("--recv-buffer-size", v, 1u << 20);
        }},
       {"--log-level", [&](const std::string& v) { c.log_level = v; }},
+      {"--admin-listen", [&](const std::string& v) { c.admin_listen = v; }},
       {"--policy", [&](const std::string& v) { c.policy_file = v; }},
       {"--tls-cert", [&](const std::string& v) { c.tls_cert_file = v; }},
       {"--tls-key", [&](const std::string& v) { c.tls_key_file = v; }},

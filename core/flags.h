@@ -21,6 +21,7 @@ struct Config {
   unsigned recv_buffer_size = 16384;
   bool pin_threads = true;
   std::string log_level = "info";
+  std::string admin_listen;  // loopback HOST:PORT for /healthz /readyz /metrics /reload; "" = off
 
   // Gateway authentication (all of policy, upstream_secrets and jwks_file/users_file, or none).
   std::string policy_file;

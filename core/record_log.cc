@@ -173,12 +173,14 @@ void RecordLog::set_failed(const std::string& why) {
   }
   failed_ = true;
   failure_text_ = why;
+  w_.mutable_stats().recording_failed.set(1);
   retry_at_ns_ = w_.now_ns() + kRetryNs;
 }
 
 void RecordLog::clear_failure() {
   if (!failed_) return;
   failed_ = false;
+  w_.mutable_stats().recording_failed.set(0);
   PGW_WARN("recording on core %u works again; statements are accepted", core_);
 }
 
@@ -278,6 +280,7 @@ void RecordLog::on_write(int res, std::int64_t now_ns) {
   }
   Job& j = jobs_.front();
   j.done += static_cast<std::size_t>(res);
+  w_.mutable_stats().record_bytes.add(static_cast<std::uint64_t>(res));
   if (j.done < j.data.size()) {
     submit(now_ns);  // short write: the rest, now
     return;

@@ -14,11 +14,13 @@
 #include <cstring>
 #include <future>
 #include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "core/admin.h"
 #include "core/auth_loader.h"
 #include "core/jwks_fetcher.h"
 #include "core/log.h"
@@ -193,6 +195,36 @@ int run_server(const Config& config) {
     for (auto& t : pool) t.join();
     return 1;
   }
+  // Statements judged from now on use the new rules; a bad file keeps the old ones.
+  std::mutex reload_mu;  // SIGHUP and the admin endpoint may reload at once
+  auto reload_policy = [&](const char* by) -> std::string {
+    if (config.policy_file.empty()) return "no --policy file is configured";
+    std::lock_guard lock(reload_mu);
+    try {
+      control.policy.store(load_policy(config.policy_file));
+      control.policy_version.fetch_add(1, std::memory_order_acq_rel);
+      PGW_INFO("%s: policy reloaded from %s", by, config.policy_file.c_str());
+      return {};
+    } catch (const std::exception& e) {
+      PGW_ERROR("%s: keeping the old policy: %s", by, e.what());
+      return e.what();
+    }
+  };
+  std::unique_ptr<AdminServer> admin;
+  if (!config.admin_listen.empty()) {
+    const Address where = resolve_address(config.admin_listen);
+    if (where.family() == AF_UNIX || !is_loopback(where)) {
+      PGW_ERROR("cannot start: --admin-listen must be a loopback HOST:PORT (it has no auth)");
+      control.phase.store(Control::Stopping, std::memory_order_release);
+      for (auto& w : workers) w->mailbox().wake();
+      for (auto& t : pool) t.join();
+      return 1;
+    }
+    admin = std::make_unique<AdminServer>(where, control,
+                                          [&] { return reload_policy("admin /reload"); });
+    PGW_INFO("admin endpoint on %s (/healthz /readyz /metrics, POST /reload)",
+             admin->bound().c_str());
+  }
   PGW_INFO("pgwarden listening on %s, upstream %s, %u worker threads, %s", bound.c_str(),
            upstream.text.c_str(), threads,
            auth ? "gateway authentication (clients hold no database credential)"
@@ -211,16 +243,7 @@ int run_server(const Config& config) {
     if (sigwait(&sigs, &sig) != 0) continue;
     if (all_done.load()) break;
     if (sig == SIGHUP) {
-      // Statements judged from now on use the new rules; a bad file keeps the old ones.
-      if (!config.policy_file.empty()) {
-        try {
-          control.policy.store(load_policy(config.policy_file));
-          control.policy_version.fetch_add(1, std::memory_order_acq_rel);
-          PGW_INFO("SIGHUP: policy reloaded from %s", config.policy_file.c_str());
-        } catch (const std::exception& e) {
-          PGW_ERROR("SIGHUP: keeping the old policy: %s", e.what());
-        }
-      }
+      if (!config.policy_file.empty()) reload_policy("SIGHUP");
       // New sessions pick up the new certificate; running sessions keep theirs.
       if (!config.tls_cert_file.empty()) {
         try {

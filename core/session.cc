@@ -181,6 +181,10 @@ Next Session::on_frontend(const pr::Fragment& f) {
         fail(pr::sqlstate::kInvalidAuthorization, "token expired");
         return Next::Stop;
       }
+      if (f.first && (f.type == pr::fe::kQuery || f.type == pr::fe::kParse ||
+                      f.type == pr::fe::kFunctionCall)) {
+        ++w_.mutable_stats().statements;
+      }
       if (rec_ != nullptr && f.first) {
         if (f.type == pr::fe::kSync) pending_statements_.push_back({w_.now_ns(), 0, 'S'});
         if (f.type == pr::fe::kTerminate) end_reason_ = "client ended the session (Terminate)";

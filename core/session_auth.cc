@@ -83,6 +83,7 @@ Next Session::on_client_auth(const pr::Fragment& f) {
     PGW_WARN("session: authentication failed for \"%s\" from %s: %s", user.c_str(), peer_.c_str(),
              step.error().message.c_str());
     w_.auth_throttle().record_failure(peer_, static_cast<std::int64_t>(std::time(nullptr)));
+    ++w_.mutable_stats().auth_failures;
     fail(w_.auth()->find_user(user) != nullptr ? pr::sqlstate::kInvalidPassword
                                                : pr::sqlstate::kInvalidAuthorization,
          "authentication failed for user \"" + user + "\"");

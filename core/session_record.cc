@@ -131,6 +131,7 @@ Next Session::on_statement(const pr::Fragment& f) {
           .add(rec::Field::Decision, "deny");
       rec_->append(rec::RecordType::Refused);
     }
+    ++w_.mutable_stats().refused_policy;
     refuse_statement(type, refusal);
     return Next::Continue;
   }
@@ -174,6 +175,7 @@ Next Session::on_statement(const pr::Fragment& f) {
         }
         rec_->append(rec::RecordType::Refused);
       }
+      ++w_.mutable_stats().refused_policy;
       refuse_statement(type, refusal);
       return Next::Continue;
     }
@@ -196,6 +198,7 @@ Next Session::on_statement(const pr::Fragment& f) {
 // Recording cannot be guaranteed: nothing goes upstream. A lone simple Query gets an ERROR and
 // the session stays usable; anything else (a pipeline in flight) ends the session cleanly.
 void Session::refuse_unrecorded(char type) {
+  ++w_.mutable_stats().refused_recording;
   const std::string msg = "pgwarden: statement refused because it cannot be recorded (" +
                           rec_->failure() + "); try again when recording works again";
   PGW_WARN("session %016llx: refused a statement: recording is failing (%s)",

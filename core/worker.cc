@@ -174,10 +174,10 @@ void Worker::run() {
   PGW_INFO(
       "worker %u stopped: %llu sessions accepted, %llu protocol errors, %llu upstream "
       "failures, %llu cancels forwarded",
-      index_, static_cast<unsigned long long>(stats_.accepted),
-      static_cast<unsigned long long>(stats_.protocol_errors),
-      static_cast<unsigned long long>(stats_.upstream_failures),
-      static_cast<unsigned long long>(stats_.cancels_forwarded));
+      index_, static_cast<unsigned long long>(stats_.accepted.get()),
+      static_cast<unsigned long long>(stats_.protocol_errors.get()),
+      static_cast<unsigned long long>(stats_.upstream_failures.get()),
+      static_cast<unsigned long long>(stats_.cancels_forwarded.get()));
 }
 
 void Worker::dispatch(io_uring_cqe* cqe) {
@@ -244,6 +244,7 @@ void Worker::maybe_free(Session* s) {
   s->release_resources();
   delete s;
   --session_count_;
+  --stats_.sessions;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -414,6 +415,7 @@ void Worker::on_accept(int res, bool more) {
   if (sessions_ != nullptr) sessions_->prev_ = s;
   sessions_ = s;
   ++session_count_;
+  ++stats_.sessions;
   ++stats_.accepted;
   arm_recv(*s, Peer::Client);
   if (!more) arm_accept();

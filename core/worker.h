@@ -47,12 +47,35 @@ struct Control {
   std::atomic<std::uint64_t> policy_version{0};
 };
 
-// Counters a worker keeps for itself; read after it stopped (tests, logs).
+// A counter only its worker writes (no read-modify-write instruction on the data path); the
+// admin thread reads it for /metrics.
+class Counter {
+ public:
+  void operator++() noexcept { add(1); }
+  void operator--() noexcept { add(~std::uint64_t{0}); }
+  void add(std::uint64_t n) noexcept {
+    v_.store(v_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  }
+  void set(std::uint64_t n) noexcept { v_.store(n, std::memory_order_relaxed); }
+  std::uint64_t get() const noexcept { return v_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<std::uint64_t> v_{0};
+};
+
+// Counters a worker keeps for itself; read by /metrics and in the stop log.
 struct WorkerStats {
-  std::uint64_t accepted = 0;
-  std::uint64_t protocol_errors = 0;
-  std::uint64_t upstream_failures = 0;
-  std::uint64_t cancels_forwarded = 0;
+  Counter accepted;
+  Counter sessions;  // open now
+  Counter protocol_errors;
+  Counter upstream_failures;
+  Counter cancels_forwarded;
+  Counter auth_failures;
+  Counter statements;         // Query, Parse and FunctionCall messages from clients
+  Counter refused_policy;     // refused by the statement policy (deny or hold)
+  Counter refused_recording;  // refused because they could not be recorded
+  Counter recording_failed;   // 1 while this core's recording fails (gauge)
+  Counter record_bytes;       // written to segment files
 };
 
 class Worker {

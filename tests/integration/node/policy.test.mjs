@@ -34,6 +34,12 @@ const parse = (name, sql) => message('P', Buffer.concat([cstr(name), cstr(sql), 
 const bind = (stmt) => message('B', Buffer.concat([cstr(''), cstr(stmt), int16(0), int16(0), int16(0)]));
 const execute = () => message('E', Buffer.concat([cstr(''), int32(0)]));
 const sync = () => message('S');
+// The admin endpoint's port, from the gateway's log.
+const admin = async (method, path) => {
+  const port = /admin endpoint on 127\.0\.0\.1:(\d+)/.exec(gw.log)[1];
+  const r = await fetch(`http://127.0.0.1:${port}${path}`, { method });
+  return { status: r.status, text: await r.text() };
+};
 
 async function session(port = gw.port) {
   const w = new Wire(port);
@@ -65,7 +71,7 @@ before(async () => {
     await c.query('GRANT ALL ON policy_t, policy_secret TO trusted');
   });
   gw = await startGateway(['--upstream', `127.0.0.1:${env.pgPort}`, '--policy', policyFile(),
-    '--record-dir', join(dir, 'rec'), '--record-key-file', key]);
+    '--record-dir', join(dir, 'rec'), '--record-key-file', key, '--admin-listen', '127.0.0.1:0']);
 });
 
 after(async () => {
@@ -237,4 +243,35 @@ test('pgbench tpcb-like passes the policy (its UPDATEs carry WHERE), and SIGHUP 
   writeFileSync(policyFile(), JSON.stringify(RULES));
   gw.kill('SIGHUP');
   await sleep(200);
+});
+
+test('admin endpoint: health, readiness, metrics, and POST /reload with the same validation as SIGHUP', async () => {
+  assert.deepEqual(await admin('GET', '/healthz'), { status: 200, text: 'ok\n' });
+  assert.equal((await admin('GET', '/readyz')).status, 200);
+  const metrics = (await admin('GET', '/metrics')).text;
+  assert.match(metrics, /# TYPE pgwarden_statements_refused_policy_total counter/);
+  const refused = [...metrics.matchAll(/^pgwarden_statements_refused_policy_total\{core="\d+"\} (\d+)$/gm)]
+    .reduce((a, m) => a + Number(m[1]), 0);
+  assert.ok(refused >= 5, `refusals counted: ${refused}`);
+  assert.match(metrics, /^pgwarden_recording_failed\{core="0"\} 0$/m);
+  assert.match(metrics, /^pgwarden_policy_version \d+$/m);
+  assert.equal((await admin('GET', '/nope')).status, 404);
+  assert.equal((await admin('GET', '/reload')).status, 405);
+  writeFileSync(policyFile(), '{"rules": [{"name": "x", "read_only": "sometimes"}]}');
+  const bad = await admin('POST', '/reload');
+  assert.equal(bad.status, 422);
+  assert.match(bad.text, /keeping the old policy: .*policy\.json: \$\.rules\[0\]\.read_only: must be true or false/);
+  writeFileSync(policyFile(), JSON.stringify({ rules: [{ name: 'via-admin', users: ['trusted'], deny: ['select'] }] }));
+  assert.equal((await admin('POST', '/reload')).status, 200);
+  const c = client();
+  await c.connect();
+  await assert.rejects(c.query('SELECT 1'), (e) => e.code === '42501' && /rule "via-admin" \(class select\)/.test(e.message));
+  await c.end();
+  writeFileSync(policyFile(), JSON.stringify(RULES));
+  assert.equal((await admin('POST', '/reload')).status, 200);
+  // It has no authentication, so it only listens on loopback.
+  const exposed = await new Promise((resolve) => execFile(env.bin, ['--upstream', `127.0.0.1:${env.pgPort}`, '--listen', '127.0.0.1:0',
+    '--admin-listen', '0.0.0.0:0'], (err, _o, stderr) => resolve({ code: err ? err.code : 0, stderr })));
+  assert.equal(exposed.code, 1);
+  assert.match(exposed.stderr, /--admin-listen must be a loopback/);
 });

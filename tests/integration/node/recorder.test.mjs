@@ -237,7 +237,9 @@ test('a full record filesystem: statements refused with 58030, nothing forwarded
     // Leave about 256 KiB free.
     spawnSync('dd', ['if=/dev/zero', `of=${join(mnt, 'filler')}`, 'bs=64k', 'count=60'], { encoding: 'utf8' });
     gw = await startGateway(['--upstream', `127.0.0.1:${env.pgPort}`, '--threads', '1', '--record-dir', join(mnt, 'rec'),
-      '--record-key-file', key, '--record-durability', 'batch']);
+      '--record-key-file', key, '--record-durability', 'batch', '--admin-listen', '127.0.0.1:0']);
+    const adminPort = /admin endpoint on 127\.0\.0\.1:(\d+)/.exec(gw.log)[1];
+    const adminGet = async (path) => { const r = await fetch(`http://127.0.0.1:${adminPort}${path}`); return { status: r.status, text: await r.text() }; };
     const c = trusted(gw.port);
     await c.connect();
     const pad = 'x'.repeat(8000);
@@ -255,6 +257,12 @@ test('a full record filesystem: statements refused with 58030, nothing forwarded
     assert.equal(refused.code, '58030');
     assert.match(refused.message, /cannot be recorded/);
     assert.match(gw.log, /ALERT recording on core 0 failed/);
+    // The alert is in the metrics and readiness too.
+    assert.match((await adminGet('/metrics')).text, /^pgwarden_recording_failed\{core="0"\} 1$/m);
+    assert.match((await adminGet('/metrics')).text, /^pgwarden_statements_refused_recording_total\{core="0"\} [1-9]/m);
+    const notReady = await adminGet('/readyz');
+    assert.equal(notReady.status, 503);
+    assert.match(notReady.text, /recording failing on core 0/);
     // Nothing refused reached the database, and the session is still usable.
     await assert.rejects(c.query('SELECT 1'), (e) => e.code === '58030');
     const count = await withClient(env.pgPort, async (d) => Number((await d.query('SELECT count(*) AS n FROM full_t')).rows[0].n));
@@ -268,6 +276,8 @@ test('a full record filesystem: statements refused with 58030, nothing forwarded
     }
     assert.ok(back, 'service did not resume');
     assert.match(gw.log, /works again/);
+    assert.match((await adminGet('/metrics')).text, /^pgwarden_recording_failed\{core="0"\} 0$/m);
+    assert.equal((await adminGet('/readyz')).status, 200);
     await c.end();
     await stop(gw);
     gw = null;
