@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <stdexcept>
@@ -112,6 +113,40 @@ void AdminServer::handle(int fd) {
       respond(fd, 200, "OK", "policy reloaded\n");
     } else {
       respond(fd, 422, "Unprocessable Entity", "keeping the old policy: " + error + "\n");
+    }
+  } else if (path == "/approvals" && method == "GET") {
+    respond(fd, 200, "OK", control_.approvals != nullptr ? control_.approvals->list_json() : "[]\n",
+            "application/json");
+  } else if (path.rfind("/approvals/", 0) == 0 && method == "POST" &&
+             control_.approvals != nullptr) {
+    // /approvals/ID/approve or /approvals/ID/deny, optionally ?by=NAME (recorded as approver).
+    std::string rest = path.substr(11);
+    std::string by;
+    if (const std::size_t q = rest.find('?'); q != std::string::npos) {
+      const std::string query = rest.substr(q + 1);
+      rest.resize(q);
+      if (query.rfind("by=", 0) == 0) by = query.substr(3, 64);
+    }
+    for (char& ch : by) {
+      if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '@' && ch != '.' && ch != '-' &&
+          ch != '_') {
+        ch = '_';
+      }
+    }
+    const std::size_t slash = rest.find('/');
+    const std::string verb = slash == std::string::npos ? "" : rest.substr(slash + 1);
+    std::uint64_t id = 0;
+    const std::string digits = rest.substr(0, slash);
+    const bool numeric = !digits.empty() && digits.size() < 20 &&
+                         digits.find_first_not_of("0123456789") == std::string::npos;
+    if (numeric) id = std::stoull(digits);
+    if (!numeric || (verb != "approve" && verb != "deny")) {
+      respond(fd, 404, "Not Found", "use POST /approvals/ID/approve or /approvals/ID/deny\n");
+    } else if (control_.approvals->decide(id, verb == "approve",
+                                          by.empty() ? "the admin endpoint" : by)) {
+      respond(fd, 200, "OK", verb == "approve" ? "approved\n" : "denied\n");
+    } else {
+      respond(fd, 404, "Not Found", "no pending approval " + digits + "\n");
     }
   } else if (path == "/healthz" || path == "/readyz" || path == "/metrics" || path == "/reload") {
     respond(fd, 405, "Method Not Allowed", "method not allowed\n");

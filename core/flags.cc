@@ -104,7 +104,9 @@ Identity-aware PostgreSQL gateway. Clients connect to --listen; every session is
   --recv-buffer-size SIZE     size of one receive buffer (default 16K)
   --log-level LEVEL           debug, info, warn or error (default info)
   --admin-listen HOST:PORT    admin endpoint on a loopback address: GET /healthz, /readyz,
-                              /metrics (Prometheus), POST /reload (the policy, like SIGHUP)
+                              /metrics (Prometheus), POST /reload (the policy, like SIGHUP),
+                              GET /approvals, POST /approvals/ID/approve|deny[?by=NAME]
+  --approval-timeout SECS     a statement held for approval is refused after this (default 300)
   --tls-cert FILE, --tls-key FILE
                               PEM certificate chain and key: clients may use TLS 1.2+
                               (SSLRequest answered 'S'); reloaded on SIGHUP
@@ -181,6 +183,10 @@ ParsedFlags parse_flags(const std::vector<std::string>& args) {
        }},
       {"--log-level", [&](const std::string& v) { c.log_level = v; }},
       {"--admin-listen", [&](const std::string& v) { c.admin_listen = v; }},
+      {"--approval-timeout",
+       [&](const std::string& v) {
+         c.approval_timeout_s = parse_seconds("--approval-timeout", v);
+       }},
       {"--policy", [&](const std::string& v) { c.policy_file = v; }},
       {"--tls-cert", [&](const std::string& v) { c.tls_cert_file = v; }},
       {"--tls-key", [&](const std::string& v) { c.tls_key_file = v; }},

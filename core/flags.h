@@ -21,7 +21,9 @@ struct Config {
   unsigned recv_buffer_size = 16384;
   bool pin_threads = true;
   std::string log_level = "info";
-  std::string admin_listen;  // loopback HOST:PORT for /healthz /readyz /metrics /reload; "" = off
+  std::string admin_listen;
+  double approval_timeout_s = 300;  // a held statement not decided by then is refused  // loopback
+                                    // HOST:PORT for /healthz /readyz /metrics /reload; "" = off
 
   // Gateway authentication (all of policy, upstream_secrets and jwks_file/users_file, or none).
   std::string policy_file;

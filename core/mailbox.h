@@ -1,4 +1,5 @@
-// A worker's inbox for the rare cross-core messages (a CancelRequest accepted by another core),
+// A worker's inbox for the rare cross-core messages (a CancelRequest accepted by another core, an
+// approval decided on the admin endpoint),
 // plus the wake-up eventfd the worker keeps a read armed on. The only lock in the process
 // guards this queue; the data path never touches it.
 #pragma once
@@ -11,6 +12,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "core/approvals.h"
 #include "protocol/startup.h"
 
 namespace pgwarden::core {
@@ -32,6 +34,18 @@ class Mailbox {
     }
     wake();
   }
+  // From any thread: an approval decided for one of the owner's sessions.
+  void post_approval(ApprovalDecision d) {
+    {
+      std::lock_guard lock(mu_);
+      approvals_.push_back(std::move(d));
+    }
+    wake();
+  }
+  std::vector<ApprovalDecision> take_approvals() {
+    std::lock_guard lock(mu_);
+    return std::exchange(approvals_, {});
+  }
   // From any thread: wake the owner (it then re-reads shared control state).
   void wake() noexcept {
     const std::uint64_t one = 1;
@@ -48,6 +62,7 @@ class Mailbox {
   int efd_;
   std::mutex mu_;
   std::vector<protocol::BackendKey> cancels_;
+  std::vector<ApprovalDecision> approvals_;
 };
 
 }  // namespace pgwarden::core

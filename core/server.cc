@@ -122,6 +122,10 @@ int run_server(const Config& config) {
   std::string bound;
   const std::vector<int> fds = open_listeners(listen, threads, bound);
   Control control;
+  // Holding statements for approval needs somewhere to approve them: the admin endpoint.
+  Approvals approvals;
+  approvals.set_workers(&control.workers);
+  if (!config.admin_listen.empty()) control.approvals = &approvals;
   if (!config.tls_cert_file.empty()) {
     control.tls.set(TlsContext::load(config.tls_cert_file, config.tls_key_file));
     PGW_INFO("TLS: %s; TLS runs in user space (OpenSSL memory BIOs on the io_uring path)",

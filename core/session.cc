@@ -478,6 +478,7 @@ void Session::on_eof(Peer from, int error) {
 
 void Session::on_tick(std::int64_t now_ns) {
   if (closing_) return;
+  check_approval_timeout(now_ns);
   if (deadline_ns_ != 0 && now_ns > deadline_ns_) {
     if (finishing_) {
       close();
@@ -565,6 +566,7 @@ void Session::maybe_close_after_flush() {
 
 void Session::close() {
   if (closing_) return;
+  withdraw_approval();
   record_end();
   closing_ = true;
   finishing_ = true;

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "core/approvals.h"
 #include "core/out_queue.h"
 #include "core/tls.h"
 #include "policy/client_auth.h"
@@ -76,6 +77,9 @@ class alignas(16) Session {
   void seal_output(Peer to);
   // Strict recording: the records this session waited for are durable; forward what was held.
   void on_record_durable();
+  // An approval for this session's held statement was decided (admin endpoint).
+  void on_approval(const ApprovalDecision& d);
+  std::uint64_t id() const noexcept { return session_id_; }
 
   Conn& conn(Peer p) noexcept { return p == Peer::Client ? client_ : upstream_; }
   bool closing() const noexcept { return closing_; }
@@ -114,6 +118,13 @@ class alignas(16) Session {
   // escapes and its view of where a literal ends differs from the classifier's.
   void on_parameter_status(const protocol::Fragment& f);
   std::string lexing_hazard(protocol::Bytes whole) const;
+  void start_hold();
+  void release_hold();
+  void begin_approval(char type, std::size_t size, std::string_view name, std::string_view text,
+                      const policy::Decision& d);
+  void finish_approval(bool approved, const std::string& outcome);
+  void withdraw_approval();
+  void check_approval_timeout(std::int64_t now_ns);
   void record_end();
   void refuse_unrecorded(char type);
   std::string peer_address() const;
@@ -196,7 +207,17 @@ class alignas(16) Session {
   std::uint32_t denial_seq_ = 0;
   bool standard_strings_off_ = false;
   std::string unsafe_encoding_;  // client_encoding, when it can hide ASCII bytes in characters
-  bool holding_ = false;         // strict: upstream-bound bytes wait in held_ for durability
+  // A statement held for approval.
+  bool waiting_approval_ = false;
+  std::uint64_t approval_id_ = 0;
+  char approval_type_ = 0;
+  std::string approval_name_;  // a named Parse keeps a denial
+  std::uint32_t approval_seq_ = 0;
+  std::int64_t approval_since_ns_ = 0;
+  std::string approval_message_;
+  std::size_t approval_offset_ = 0, approval_len_ = 0;  // where the statement sits in held_
+  std::uint64_t last_record_end_ = 0;                   // strict: what must be durable first
+  bool holding_ = false;  // upstream-bound bytes wait in held_ (durability, approval)
   std::basic_string<std::byte> held_;
   // TLS.
   std::basic_string<std::byte> tls_plain_in_;  // decrypted bytes of the current read

@@ -135,6 +135,8 @@ Next Session::on_statement(const pr::Fragment& f) {
     refuse_statement(type, refusal);
     return Next::Continue;
   }
+  std::string_view hold_name;
+  std::string_view held_text;
   if (pol != nullptr &&
       (type == pr::fe::kQuery || type == pr::fe::kParse || type == pr::fe::kBind)) {
     std::string_view p = body_of(whole);
@@ -151,7 +153,9 @@ Next Session::on_statement(const pr::Fragment& f) {
       text = take_cstring(p);
       decision = w_.policy_engine().judge(*pol, current_rule(*pol), text);
       judged = true;
-      if (decision.action != policy::Action::Allow) {
+      if (decision.action == policy::Action::Hold && w_.approvals() != nullptr) {
+        hold_name = name;  // held for a human (admin endpoint): decided below
+      } else if (decision.action != policy::Action::Allow) {
         refusal = policy::refusal_message(decision);
         if (!name.empty()) denied_statements_.emplace_back(name, refusal);
       } else if (!name.empty()) {
@@ -179,6 +183,7 @@ Next Session::on_statement(const pr::Fragment& f) {
       refuse_statement(type, refusal);
       return Next::Continue;
     }
+    held_text = text;
   }
   if (rec_ != nullptr) {
     if (!rec_->accepting()) {
@@ -186,6 +191,9 @@ Next Session::on_statement(const pr::Fragment& f) {
       return closing_ || finishing_ || !deferred_error_.empty() ? Next::Stop : Next::Continue;
     }
     record_statement(type, whole, judged ? &decision : nullptr);
+  }
+  if (judged && decision.action == policy::Action::Hold) {
+    begin_approval(type, whole.size(), hold_name, held_text, decision);
   }
   if (in_place) {
     forward(Peer::Upstream, f, fe_);
@@ -399,24 +407,38 @@ bool Session::record_statement(char type, pr::Bytes message, const policy::Decis
       return false;
   }
   if (decision != nullptr) {
-    out.add(rec::Field::Decision, "allow")
+    out.add(rec::Field::Decision, decision->action == policy::Action::Hold ? "hold" : "allow")
         .add(rec::Field::Rule, decision->rule != nullptr ? decision->rule->name : "(no rule)")
         .add(rec::Field::Classes, policy::class_names(decision->classes));
   }
   const std::uint64_t end = rec_->append(rt);
+  last_record_end_ = end;
   if (rec_->durability() == Durability::Strict) {
     rec_->wait_durable(*this, end);
-    if (!holding_) {
-      holding_ = true;
-      client_.held = true;
-      if (client_.recv_armed) w_.cancel_recv(*this, Peer::Client);
-    }
+    start_hold();
   }
   return true;
 }
 
+// Upstream-bound bytes wait in held_ (and client reads pause) until every reason to hold is gone.
+void Session::start_hold() {
+  if (holding_) return;
+  holding_ = true;
+  client_.held = true;
+  if (client_.recv_armed) w_.cancel_recv(*this, Peer::Client);
+}
+
 void Session::on_record_durable() {
-  if (!holding_) return;
+  release_hold();
+}
+
+void Session::release_hold() {
+  if (!holding_ || waiting_approval_) return;
+  if (rec_ != nullptr && rec_->durability() == Durability::Strict &&
+      rec_->synced() < last_record_end_) {
+    rec_->wait_durable(*this, last_record_end_);
+    return;
+  }
   holding_ = false;
   client_.held = false;
   if (closing_ || finishing_) return;
@@ -426,6 +448,88 @@ void Session::on_record_durable() {
     check_backpressure(Peer::Upstream);
   }
   w_.arm_recv(*this, Peer::Client);
+}
+
+// require_approval with the admin endpoint on: the statement waits (with everything the client
+// sends after it) until someone approves or denies it, or --approval-timeout passes.
+void Session::begin_approval(char type, std::size_t size, std::string_view name,
+                             std::string_view text, const policy::Decision& d) {
+  const std::string rule = d.rule != nullptr ? d.rule->name : "";
+  Approvals::Pending p;
+  p.core = w_.index();
+  p.session = session_id_;
+  p.identity = identity_.empty() ? start_user_ : identity_;
+  p.statement = text;
+  p.rule = rule;
+  p.reason = d.reason;
+  timespec ts{};
+  clock_gettime(CLOCK_REALTIME, &ts);
+  p.requested_at_us = std::int64_t(ts.tv_sec) * 1'000'000 + ts.tv_nsec / 1000;
+  approval_id_ = w_.approvals()->request(std::move(p));
+  waiting_approval_ = true;
+  approval_type_ = type;
+  approval_name_ = name;
+  approval_seq_ = statement_seq_;
+  approval_since_ns_ = w_.now_ns();
+  approval_message_ =
+      "pgwarden: statement held for approval under policy rule \"" + rule + "\" (" + d.reason + ")";
+  start_hold();
+  approval_offset_ = held_.size();  // the statement is forwarded into held_ right after this
+  approval_len_ = size;
+  PGW_WARN(
+      "approval %llu requested: %s wants to run [%.*s] (rule %s, %s); decide with POST "
+      "/approvals/%llu/approve or /deny on the admin endpoint",
+      static_cast<unsigned long long>(approval_id_),
+      identity_.empty() ? start_user_.c_str() : identity_.c_str(),
+      static_cast<int>(std::min<std::size_t>(text.size(), 200)), text.data(), rule.c_str(),
+      d.reason.c_str(), static_cast<unsigned long long>(approval_id_));
+}
+
+void Session::on_approval(const ApprovalDecision& d) {
+  if (!waiting_approval_ || d.id != approval_id_) return;
+  finish_approval(d.approved, (d.approved ? "approved by " : "denied by ") +
+                                  (d.approver.empty() ? std::string("an approver") : d.approver));
+}
+
+void Session::finish_approval(bool approved, const std::string& outcome) {
+  waiting_approval_ = false;
+  PGW_INFO("approval %llu: %s", static_cast<unsigned long long>(approval_id_), outcome.c_str());
+  if (rec_ != nullptr && rec_->has_room()) {
+    rec::Payload& r = rec_->payload(session_id_);
+    r.add(rec::Field::Statement, approval_seq_)
+        .add(rec::Field::Decision, approved ? "approved" : "denied")
+        .add(rec::Field::Reason, outcome)
+        .add(rec::Field::DurationUs,
+             static_cast<std::uint64_t>((w_.now_ns() - approval_since_ns_) / 1000));
+    rec_->append(rec::RecordType::Approval);
+  }
+  if (!approved && approval_offset_ + approval_len_ <= held_.size()) {
+    // The held statement is replaced by its refusal; what the client sent after it stays queued.
+    const std::basic_string<std::byte> rest = held_.substr(approval_offset_ + approval_len_);
+    held_.resize(approval_offset_);
+    const std::string message = approval_message_ + " was " + outcome;
+    if (!approval_name_.empty()) denied_statements_.emplace_back(approval_name_, message);
+    ++w_.mutable_stats().refused_policy;
+    refuse_statement(approval_type_, message);  // appended to held_: we are still holding
+    held_.append(rest);
+  }
+  release_hold();
+}
+
+void Session::withdraw_approval() {
+  if (!waiting_approval_) return;
+  waiting_approval_ = false;
+  w_.approvals()->withdraw(approval_id_);
+}
+
+void Session::check_approval_timeout(std::int64_t now_ns) {
+  if (!waiting_approval_) return;
+  const auto limit = static_cast<std::int64_t>(w_.config().approval_timeout_s * 1e9);
+  if (now_ns - approval_since_ns_ <= limit) return;
+  if (!w_.approvals()->withdraw(approval_id_)) return;  // decided meanwhile: the mailbox has it
+  char outcome[96];
+  std::snprintf(outcome, sizeof outcome, "not decided within %g s", w_.config().approval_timeout_s);
+  finish_approval(false, outcome);
 }
 
 void Session::record_start() {

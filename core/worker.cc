@@ -464,6 +464,15 @@ void Worker::on_wake() {
   for (const pr::BackendKey& key : mailbox_.take_cancels()) {
     if (const auto up = cancel_keys_.lookup(key)) forward_cancel(*up);
   }
+  for (const ApprovalDecision& d : mailbox_.take_approvals()) {
+    for (Session* s = sessions_; s != nullptr; s = s->next_) {
+      if (s->id() == d.session) {
+        s->on_approval(d);
+        maybe_free(s);
+        break;
+      }
+    }
+  }
   const int phase = control_.phase.load(std::memory_order_acquire);
   if (phase >= Control::Draining && !draining_) begin_drain();
   if (phase >= Control::Stopping) {

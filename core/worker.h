@@ -45,6 +45,8 @@ struct Control {
   // The statement policy: swapped whole on SIGHUP; workers notice the version change.
   std::atomic<std::shared_ptr<const policy::Policy>> policy;
   std::atomic<std::uint64_t> policy_version{0};
+  // Held statements (require_approval) when the admin endpoint is on; null otherwise.
+  Approvals* approvals = nullptr;
 };
 
 // A counter only its worker writes (no read-modify-write instruction on the data path); the
@@ -120,6 +122,7 @@ class Worker {
     return policy_.get();
   }
   policy::PolicyEngine& policy_engine() noexcept { return policy_engine_; }
+  Approvals* approvals() noexcept { return control_.approvals; }
   policy::AuthThrottle& auth_throttle() noexcept { return throttle_; }
   BufferRing& buffers() noexcept { return *buffers_; }
   std::int64_t now_ns() const noexcept { return now_ns_; }

@@ -101,6 +101,8 @@ const char* type_name(RecordType t) {
       return "refused";
     case RecordType::Row:
       return "row";
+    case RecordType::Approval:
+      return "approval";
   }
   return "unknown";
 }

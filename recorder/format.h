@@ -31,8 +31,9 @@ enum class RecordType : std::uint8_t {
   Execute = 14,  // portal
   Outcome = 15,  // command tag or error, rows, duration
   SessionEnd = 16,
-  Refused = 17,  // a statement pgwarden refused, and why
-  Row = 19,      // one result row as the client received it (up to --record-rows per statement)
+  Refused = 17,   // a statement pgwarden refused, and why
+  Row = 19,       // one result row as the client received it (up to --record-rows per statement)
+  Approval = 20,  // a held statement's decision: approved, denied or timed out, by whom, wait
 };
 const char* type_name(RecordType t);
 

@@ -391,6 +391,9 @@ std::string describe(const Record& r) {
       return "REFUSED  " + f(Field::Text) + "  -- " + f(Field::Sqlstate) + ": " + f(Field::Reason);
     case RecordType::SessionEnd:
       return "SESSION END: " + f(Field::Reason);
+    case RecordType::Approval:
+      return "  APPROVAL " + f(Field::Decision) + ": " + f(Field::Reason) + " after " +
+             f(Field::DurationUs) + " us";
     default:
       return type_name(r.type);
   }

@@ -69,9 +69,11 @@ before(async () => {
     await c.query('CREATE TABLE policy_t (id int PRIMARY KEY, note text)');
     await c.query("CREATE TABLE policy_secret (v text); INSERT INTO policy_secret VALUES ('s3cret')");
     await c.query('GRANT ALL ON policy_t, policy_secret TO trusted');
+    await c.query('ALTER TABLE policy_t OWNER TO trusted'); // so an approved ALTER can run
   });
   gw = await startGateway(['--upstream', `127.0.0.1:${env.pgPort}`, '--policy', policyFile(),
-    '--record-dir', join(dir, 'rec'), '--record-key-file', key, '--admin-listen', '127.0.0.1:0']);
+    '--record-dir', join(dir, 'rec'), '--record-key-file', key, '--admin-listen', '127.0.0.1:0',
+    '--approval-timeout', '2']);
 });
 
 after(async () => {
@@ -90,7 +92,8 @@ test('psql: denied statements get 42501 naming rule and class, nothing runs, the
   assert.match(r.stderr, /ERROR: {2}pgwarden: statement denied by policy rule "guard" \(class delete_without_where\)/);
   assert.match(r.stderr, /ERROR: {2}pgwarden: statement denied by policy rule "guard" \(class drop\)/);
   assert.match(r.stderr, /ERROR: {2}pgwarden: statement denied by policy rule "guard" \(table policy_secret\)/);
-  assert.match(r.stderr, /requires approval under policy rule "guard" \(class alter\)/);
+  // Held for approval (the admin endpoint is on); nobody decided within --approval-timeout.
+  assert.match(r.stderr, /held for approval under policy rule "guard" \(class alter\) was not decided within 2 s/);
   assert.match(r.stdout, /DROP TABLE policy_t/); // a string is just a string
   assert.match(r.stdout, /COMMIT/); // the denied statement did not abort the transaction
   assert.equal(await count(), 1);
@@ -202,7 +205,10 @@ test('decisions are recorded with the rule that made them', async () => {
   const refused = events.filter((e) => e.type === 'refused');
   assert.ok(refused.some((e) => e.text === 'DELETE FROM policy_t' && e.decision === 'deny' && e.rule === 'guard' &&
     /delete_without_where/.test(e.classes)));
-  assert.ok(refused.some((e) => /ALTER TABLE/.test(e.text) && e.decision === 'hold'));
+  const held = events.find((e) => e.type === 'query' && /ALTER TABLE policy_t ADD COLUMN x/.test(e.text));
+  assert.equal(held.decision, 'hold');
+  assert.ok(events.some((e) => e.type === 'approval' && e.session === held.session && e.decision === 'denied' &&
+    /not decided within/.test(e.reason)));
   const allowed = events.find((e) => e.type === 'query' && e.text === "SELECT 'DROP TABLE policy_t' AS text");
   assert.equal(allowed.decision, 'allow');
   assert.equal(allowed.rule, 'guard');
@@ -274,4 +280,58 @@ test('admin endpoint: health, readiness, metrics, and POST /reload with the same
     '--admin-listen', '0.0.0.0:0'], (err, _o, stderr) => resolve({ code: err ? err.code : 0, stderr })));
   assert.equal(exposed.code, 1);
   assert.match(exposed.stderr, /--admin-listen must be a loopback/);
+});
+
+test('require_approval: the statement waits until someone approves or denies it on the admin endpoint', async () => {
+  const pendingList = async () => {
+    for (let i = 0; i < 50; i++) {
+      const list = JSON.parse((await admin('GET', '/approvals')).text);
+      if (list.length > 0) return list;
+      await sleep(50);
+    }
+    return [];
+  };
+  const hasColumn = (col) => withClient(env.pgPort, async (c) => (await c.query(
+    "SELECT count(*)::int AS n FROM information_schema.columns WHERE table_name = 'policy_t' AND column_name = $1", [col])).rows[0].n === 1);
+  const c = client();
+  await c.connect();
+  const approved = c.query('ALTER TABLE policy_t ADD COLUMN approved_col int');
+  const [first] = await pendingList();
+  assert.equal(first.statement, 'ALTER TABLE policy_t ADD COLUMN approved_col int');
+  assert.equal(first.identity, 'trusted');
+  assert.equal(first.rule, 'guard');
+  assert.equal(await hasColumn('approved_col'), false, 'nothing ran while held');
+  assert.equal((await admin('POST', `/approvals/${first.id}/approve?by=alice`)).status, 200);
+  await approved;
+  assert.equal(await hasColumn('approved_col'), true);
+  const denied = c.query('ALTER TABLE policy_t ADD COLUMN denied_col int');
+  const [second] = await pendingList();
+  assert.equal((await admin('POST', `/approvals/${second.id}/deny?by=bob`)).status, 200);
+  await assert.rejects(denied, (e) => e.code === '42501' && /held for approval under policy rule "guard" \(class alter\) was denied by bob/.test(e.message));
+  assert.equal(await hasColumn('denied_col'), false);
+  assert.equal((await c.query('SELECT 1 AS one')).rows[0].one, 1); // the session goes on
+  await c.end();
+  assert.equal((await admin('POST', `/approvals/${second.id}/approve`)).status, 404); // already decided
+  // Extended protocol: a held Parse; denying it fails the pipeline as if the server had.
+  const w = await session();
+  w.write(Buffer.concat([parse('', 'ALTER TABLE policy_t ADD COLUMN piped_col int'), bind(''), execute(), sync()]));
+  const [third] = await pendingList();
+  assert.equal((await admin('POST', `/approvals/${third.id}/deny?by=carol`)).status, 200);
+  const got = await untilReady(w);
+  assert.deepEqual(got.map((m) => m.type), ['E', 'Z']);
+  assert.match(errorFields(got[0].body).M, /was denied by carol/);
+  w.write(Buffer.concat([parse('', 'ALTER TABLE policy_t ADD COLUMN piped_col int'), bind(''), execute(), sync()]));
+  const [fourth] = await pendingList();
+  assert.equal((await admin('POST', `/approvals/${fourth.id}/approve?by=dave`)).status, 200);
+  assert.deepEqual((await untilReady(w)).map((m) => m.type), ['1', '2', 'C', 'Z']);
+  w.end();
+  assert.equal(await hasColumn('piped_col'), true);
+  // The decisions, approvers and waits are recorded.
+  await sleep(300);
+  const events = (await tool('export', '--record-dir', join(dir, 'rec'), '--format', 'jsonl')).stdout.trim().split('\n').map((l) => JSON.parse(l));
+  const approvals = events.filter((e) => e.type === 'approval');
+  for (const [who, decision] of [['alice', 'approved'], ['bob', 'denied'], ['carol', 'denied'], ['dave', 'approved']]) {
+    assert.ok(approvals.some((e) => e.decision === decision && e.reason === `${decision} by ${who}` && e.duration_us > 0), who);
+  }
+  await withClient(env.pgPort, (d) => d.query('ALTER TABLE policy_t DROP COLUMN approved_col, DROP COLUMN piped_col'));
 });
