@@ -120,56 +120,103 @@ struct Walker {
     return sj::minify(fields);
   }
 
-  // WHERE true, WHERE 1 = 1, WHERE 'a' = 'a', WHERE id = id, WHERE x OR true, NOT false...
-  static bool tautology(sj::dom::element e) {
+  // Whether a condition refers to the row at all (a column anywhere in it).
+  static bool has_column(sj::dom::element e) {
+    const sj::dom::element_type t = e.type();
+    if (t == sj::dom::element_type::ARRAY) {
+      for (sj::dom::element c : sj::dom::array(e.get_array().value_unsafe())) {
+        if (has_column(c)) return true;
+      }
+      return false;
+    }
+    if (t != sj::dom::element_type::OBJECT) return false;
+    for (auto f : sj::dom::object(e.get_object().value_unsafe())) {
+      if (f.key == "ColumnRef" || has_column(f.value)) return true;
+    }
+    return false;
+  }
+
+  static std::string_view op_name(sj::dom::element expr) {
+    sj::dom::array name;
+    if (expr["name"].get_array().get(name) != sj::SUCCESS || name.size() != 1) return {};
+    return str(name.at(0).value_unsafe());
+  }
+
+  // Recognisably false whatever the row: WHERE false, 1 = 0, 'a' <> 'a', NOT true, f AND x...
+  static bool always_false(sj::dom::element e) {
+    static const std::string kFalse = "boolval:{};";
     const std::string c = constant(e);
-    if (!c.empty()) return c == "boolval:{\"boolval\":true};";
+    if (!c.empty()) return c == kFalse;
     sj::dom::element arg;
     if (e["TypeCast"]["arg"].get(arg) == sj::SUCCESS) {
       const std::string v = constant(arg);
-      return v == "boolval:{\"boolval\":true};" || v == "sval:{\"sval\":\"t\"};" ||
-             v == "sval:{\"sval\":\"true\"};" || v == "sval:{\"sval\":\"on\"};" ||
-             v == "sval:{\"sval\":\"yes\"};" || v == "ival:{\"ival\":1};";
+      return v == kFalse || v == "sval:{\"sval\":\"f\"};" || v == "sval:{\"sval\":\"false\"};" ||
+             v == "sval:{\"sval\":\"off\"};" || v == "sval:{\"sval\":\"no\"};" || v == "ival:{};";
     }
     sj::dom::element expr;
     if (e["A_Expr"].get(expr) == sj::SUCCESS) {
-      sj::dom::array name;
-      std::string_view op;
-      if (expr["name"].get_array().get(name) != sj::SUCCESS || name.size() != 1) return false;
-      op = str(name.at(0).value_unsafe());
-      if (op != "=" && op != "<=" && op != ">=") return false;
-      std::string_view kind;
-      if (expr["kind"].get_string().get(kind) != sj::SUCCESS || kind != "AEXPR_OP") return false;
+      const std::string_view op = op_name(expr);
       sj::dom::element l, r;
       if (expr["lexpr"].get(l) != sj::SUCCESS || expr["rexpr"].get(r) != sj::SUCCESS) return false;
       const std::string lc = constant(l), rc = constant(r);
-      if (!lc.empty() && lc == rc) return true;
+      if (lc.empty() || rc.empty()) return false;
+      return (op == "=" && lc != rc) || ((op == "<>" || op == "!=") && lc == rc);
+    }
+    sj::dom::element b;
+    std::string_view bop;
+    sj::dom::array args;
+    if (e["BoolExpr"].get(b) != sj::SUCCESS || b["boolop"].get_string().get(bop) != sj::SUCCESS ||
+        b["args"].get_array().get(args) != sj::SUCCESS) {
+      return false;
+    }
+    if (bop == "NOT_EXPR" && args.size() == 1) {
+      return constant(args.at(0).value_unsafe()) == "boolval:{\"boolval\":true};";
+    }
+    bool any = false, all = true;
+    for (sj::dom::element a : args) {
+      const bool f = always_false(a);
+      any = any || f;
+      all = all && f;
+    }
+    return bop == "AND_EXPR" ? any : all;
+  }
+
+  // A WHERE that keeps every row: one that does not refer to the row at all (WHERE true,
+  // WHERE 1 = 1, WHERE 2 > 1, WHERE EXISTS (SELECT 1), ...) unless recognisably false;
+  // WHERE id = id; an OR with such an arm; an AND of only such parts. Deciding it by constant
+  // values makes the analysis depend on literals (see Analysis::literal_sensitive).
+  bool tautology(sj::dom::element e) {
+    if (!has_column(e)) {
+      out.literal_sensitive = true;
+      return !always_false(e);
+    }
+    sj::dom::element expr;
+    if (e["A_Expr"].get(expr) == sj::SUCCESS) {
+      const std::string_view op = op_name(expr);
+      if (op != "=" && op != "<=" && op != ">=") return false;
+      sj::dom::element l, r;
+      if (expr["lexpr"].get(l) != sj::SUCCESS || expr["rexpr"].get(r) != sj::SUCCESS) return false;
       const std::string lcol = column(l), rcol = column(r);
       return !lcol.empty() && lcol == rcol;
     }
     sj::dom::element b;
-    if (e["BoolExpr"].get(b) == sj::SUCCESS) {
-      std::string_view op;
-      sj::dom::array args;
-      if (b["boolop"].get_string().get(op) != sj::SUCCESS ||
-          b["args"].get_array().get(args) != sj::SUCCESS) {
-        return false;
+    std::string_view bop;
+    sj::dom::array args;
+    if (e["BoolExpr"].get(b) != sj::SUCCESS || b["boolop"].get_string().get(bop) != sj::SUCCESS ||
+        b["args"].get_array().get(args) != sj::SUCCESS) {
+      return false;
+    }
+    if (bop == "OR_EXPR") {
+      for (sj::dom::element a : args) {
+        if (tautology(a)) return true;
       }
-      if (op == "OR_EXPR") {
-        for (sj::dom::element a : args) {
-          if (tautology(a)) return true;
-        }
-        return false;
+      return false;
+    }
+    if (bop == "AND_EXPR") {
+      for (sj::dom::element a : args) {
+        if (!tautology(a)) return false;
       }
-      if (op == "AND_EXPR") {
-        for (sj::dom::element a : args) {
-          if (!tautology(a)) return false;
-        }
-        return true;
-      }
-      if (op == "NOT_EXPR" && args.size() == 1) {
-        return constant(args.at(0).value_unsafe()) == "boolval:{};";  // NOT false
-      }
+      return true;
     }
     return false;
   }

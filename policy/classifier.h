@@ -74,6 +74,9 @@ struct Analysis {
   std::vector<std::string> tables;  // "schema.name" or "name", lower-case as PostgreSQL folds
   std::string dangerous_function;   // the first one called
   std::size_t statements = 0;       // in a multi-statement string
+  // The decision looked at constant values (a WHERE that does not refer to the row): texts
+  // differing only in numbers may be judged differently, so no shape-keyed caching.
+  bool literal_sensitive = false;
 };
 
 // Compiled pre-filter; immutable, shared by cores (each has its own scratch).

@@ -238,7 +238,9 @@ struct PolicyEngine::Entry {
   Decision decision;
 };
 
-PolicyEngine::PolicyEngine() : cache_(std::make_unique<Entry[]>(kCacheSize)) {}
+PolicyEngine::PolicyEngine()
+    : cache_(std::make_unique<Entry[]>(kCacheSize)),
+      shape_cache_(std::make_unique<Entry[]>(kCacheSize)) {}
 
 PolicyEngine::~PolicyEngine() {
   hs_free_scratch(scratch_);
@@ -268,27 +270,70 @@ bool table_forbidden(const std::string& table, const std::string& entry) {
 
 }  // namespace
 
-Decision PolicyEngine::decide(const Policy& policy, const Rule& rule, const Analysis& a,
-                              std::string_view sql) {
-  (void)policy;
+// A key shared by texts that differ only in numeric constants: each number that starts a token
+// becomes one placeholder byte. Only for texts where that is unambiguous without a full lexer:
+// false when the text has quotes, dollar quoting, comments, backslashes, control or non-ASCII
+// bytes (then only the exact text is cached).
+bool shape_of(std::string_view sql, std::string& out) {
+  out.clear();
+  const std::size_t n = sql.size();
+  auto digit = [](char c) { return c >= '0' && c <= '9'; };
+  auto ident = [&](char c) {
+    return digit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == '$';
+  };
+  for (std::size_t i = 0; i < n; ++i) {
+    const char c = sql[i];
+    const auto u = static_cast<unsigned char>(c);
+    if (u >= 0x80 || (u < 0x20 && c != ' ' && c != '\t' && c != '\n' && c != '\r') || c == '\'' ||
+        c == '"' || c == '\\' || c == '`') {
+      return false;
+    }
+    if (c == '$' && !(i + 1 < n && digit(sql[i + 1]))) return false;  // dollar quoting
+    if ((c == '-' && i + 1 < n && sql[i + 1] == '-') ||
+        (c == '/' && i + 1 < n && sql[i + 1] == '*')) {
+      return false;
+    }
+    const bool starts_number = digit(c) || (c == '.' && i + 1 < n && digit(sql[i + 1]));
+    if (starts_number && !(i > 0 && ident(sql[i - 1]))) {
+      std::size_t j = i;
+      while (j < n && (digit(sql[j]) || sql[j] == '.')) ++j;
+      if (j < n && (sql[j] == 'e' || sql[j] == 'E')) {
+        std::size_t k = j + 1;
+        if (k < n && (sql[k] == '+' || sql[k] == '-')) ++k;
+        if (k < n && digit(sql[k])) {
+          j = k;
+          while (j < n && digit(sql[j])) ++j;
+        }
+      }
+      out.push_back('\x01');
+      i = j - 1;
+      continue;
+    }
+    out.push_back(c);
+  }
+  return true;
+}
+
+bool PolicyEngine::denylisted(const Rule& rule, std::string_view sql, Decision& d) {
+  if (!rule.denylist_db) return false;
+  d.rule = &rule;
+  d.action = Action::Deny;
+  if (scratch_ == nullptr) {
+    d.reason = "denylist could not be checked";
+    return true;
+  }
+  int hit = -1;
+  hs_scan(rule.denylist_db.get(), sql.data(), static_cast<unsigned>(sql.size()), 0, scratch_,
+          on_denylist, &hit);
+  if (hit < 0) return false;
+  d.reason = "denylist pattern /" + rule.denylist[static_cast<std::size_t>(hit)] + "/";
+  return true;
+}
+
+Decision PolicyEngine::decide(const Rule& rule, const Analysis& a) {
   Decision d;
   d.rule = &rule;
   d.classes = a.classes;
-  if (rule.denylist_db) {
-    int hit = -1;
-    if (scratch_ == nullptr) {
-      d.action = Action::Deny;
-      d.reason = "denylist could not be checked";
-      return d;
-    }
-    hs_scan(rule.denylist_db.get(), sql.data(), static_cast<unsigned>(sql.size()), 0, scratch_,
-            on_denylist, &hit);
-    if (hit >= 0) {
-      d.action = Action::Deny;
-      d.reason = "denylist pattern /" + rule.denylist[static_cast<std::size_t>(hit)] + "/";
-      return d;
-    }
-  }
   const ClassSet denied = a.classes & rule.denied();
   if (denied != 0) {
     d.action = Action::Deny;
@@ -334,20 +379,37 @@ Decision PolicyEngine::judge(const Policy& policy, const Rule* rule, std::string
     }
     policy_id_ = policy.id();
   }
-  const std::size_t slot = std::hash<std::string_view>{}(sql) % kCacheSize;
-  Entry& e = cache_[slot];
-  if (e.policy == policy.id() && e.rule == rule && e.text == sql) {
+  // The denylist looks at every byte, numbers included: on the text itself, never cached.
+  Decision listed;
+  if (denylisted(*rule, sql, listed)) return listed;
+  auto lookup = [&](Entry* table, std::string_view key) -> Entry& {
+    Entry& e = table[std::hash<std::string_view>{}(key) % kCacheSize];
+    return e;
+  };
+  const bool cacheable = sql.size() <= kMaxCachedText;
+  Entry& exact = lookup(cache_.get(), sql);
+  if (exact.policy == policy.id() && exact.rule == rule && exact.text == sql) {
     ++hits_;
-    return e.decision;
+    return exact.decision;
+  }
+  // Texts that differ only in numbers (the simple protocol's literals) share a decision, unless
+  // the analysis looked at a number's value.
+  const bool shaped = cacheable && shape_of(sql, shape_);
+  Entry* by_shape = shaped ? &lookup(shape_cache_.get(), shape_) : nullptr;
+  if (by_shape != nullptr && by_shape->policy == policy.id() && by_shape->rule == rule &&
+      by_shape->text == shape_) {
+    ++hits_;
+    return by_shape->decision;
   }
   const Analysis a =
       rule->parse_all ? classifier_.analyze_parsed(sql, policy.dangerous_functions())
                       : classifier_.analyze(sql, policy.prefilter(), policy.dangerous_functions());
-  Decision d = decide(policy, *rule, a, sql);
-  if (a.parsed && sql.size() <= kMaxCachedText) {  // the fast path needs no cache
+  Decision d = decide(*rule, a);
+  if (a.parsed && cacheable) {  // the fast path needs no cache
+    Entry& e = by_shape != nullptr && !a.literal_sensitive ? *by_shape : exact;
     e.policy = policy.id();
     e.rule = rule;
-    e.text.assign(sql);
+    e.text.assign(&e == by_shape ? std::string_view(shape_) : sql);
     e.decision = d;
   }
   return d;

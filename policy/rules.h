@@ -60,6 +60,10 @@ class Policy {
   std::uint64_t id_ = 0;
 };
 
+// The key shared by texts that differ only in numeric constants, or false when the text has
+// quotes, dollar quoting, comments, backslashes, control or non-ASCII bytes. Exposed for tests.
+bool shape_of(std::string_view sql, std::string& out);
+
 // The error text a client gets for a refused statement.
 std::string refusal_message(const Decision& d);
 
@@ -77,11 +81,14 @@ class PolicyEngine {
 
  private:
   struct Entry;
-  Decision decide(const Policy& policy, const Rule& rule, const Analysis& a, std::string_view sql);
+  Decision decide(const Rule& rule, const Analysis& a);
+  bool denylisted(const Rule& rule, std::string_view sql, Decision& d);
   Classifier classifier_;
   hs_scratch* scratch_ = nullptr;  // sized for every denylist of the current policy
   std::uint64_t policy_id_ = 0;
-  std::unique_ptr<Entry[]> cache_;
+  std::unique_ptr<Entry[]> cache_;        // by exact text
+  std::unique_ptr<Entry[]> shape_cache_;  // by text with numbers replaced (shape_of)
+  std::string shape_;
   std::uint64_t hits_ = 0;
 };
 

@@ -207,6 +207,46 @@ TEST(PolicyRules, DeepAndHostileInputDoesNotCrash) {
   EXPECT_EQ(e.judge(**p, rule, std::string(100000, ';')).action, Action::Allow);
 }
 
+TEST(ShapeCache, OnlyNumbersThatStartATokenAreReplacedAndOnlyInPlainTexts) {
+  std::string a, b;
+  ASSERT_TRUE(shape_of("UPDATE t1 SET v = v + -12.5e3 WHERE id = 42 AND k = $1", a));
+  EXPECT_EQ(a, "UPDATE t1 SET v = v + -\x01 WHERE id = \x01 AND k = $1");
+  ASSERT_TRUE(shape_of("UPDATE t1 SET v = v + -7 WHERE id = 9 AND k = $1", b));
+  EXPECT_EQ(a, b);
+  ASSERT_TRUE(shape_of("SELECT * FROM t2", b));
+  ASSERT_TRUE(shape_of("SELECT * FROM t3", a));
+  EXPECT_NE(a, b);  // identifiers keep their digits
+  for (const char* unsafe :
+       {"SELECT 'x'", "SELECT \"t1\"", "DO $$ BEGIN END $$", "SELECT 1 -- c", "SELECT /* 1 */ 2",
+        "SELECT E'\\x'", "SELECT \x01", "SELECT '\xc3\xa9'", "SELECT $tag$x$tag$"}) {
+    EXPECT_FALSE(shape_of(unsafe, a)) << unsafe;
+  }
+}
+
+TEST(ShapeCache, SharesDecisionsOnlyWhenNumbersCannotMatter) {
+  auto p = Policy::parse(
+      R"({"rules": [{"name": "r", "deny": ["tautological_where", "delete_without_where"],
+                      "denylist": ["pg_sleep\\(\\s*[0-9]{3,}"]}]})",
+      "p");
+  ASSERT_TRUE(p.ok()) << p.error().message;
+  const Rule* rule = (*p)->match("x", {});
+  PolicyEngine e;
+  // Row-independent conditions are judged by value, each time, in either order.
+  EXPECT_EQ(e.judge(**p, rule, "DELETE FROM t WHERE 1 = 2").action, Action::Allow);
+  EXPECT_EQ(e.judge(**p, rule, "DELETE FROM t WHERE 1 = 1").action, Action::Deny);
+  EXPECT_EQ(e.judge(**p, rule, "DELETE FROM t WHERE 3 = 3").action, Action::Deny);
+  EXPECT_EQ(e.judge(**p, rule, "DELETE FROM t WHERE 3 = 4").action, Action::Allow);
+  // Literals compared with a column do not change the decision: judged once per shape.
+  const auto before = e.cache_hits();
+  EXPECT_EQ(e.judge(**p, rule, "UPDATE a SET b = b + 5 WHERE id = 17").action, Action::Allow);
+  EXPECT_EQ(e.judge(**p, rule, "UPDATE a SET b = b + 3 WHERE id = 99").action, Action::Allow);
+  EXPECT_EQ(e.judge(**p, rule, "UPDATE a SET b = b + 1 WHERE id = 1").action, Action::Allow);
+  EXPECT_EQ(e.cache_hits(), before + 2);
+  // The denylist always sees the text itself.
+  EXPECT_EQ(e.judge(**p, rule, "SELECT pg_sleep(1)").action, Action::Allow);
+  EXPECT_EQ(e.judge(**p, rule, "SELECT pg_sleep(1000)").action, Action::Deny);
+}
+
 TEST(PolicyExample, ShippedExampleParsesAndDecidesSensibly) {
   std::ifstream in(std::string(PGW_TEST_DATA) + "/../../../policy/policy.example.json");
   const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
