@@ -57,14 +57,14 @@ constexpr std::array<const char*, static_cast<std::size_t>(C::kCount)> kNames = 
 // Keywords of every construct that is more than a plain read. A statement with none of them
 // (case-insensitively, anywhere, even inside literals) cannot be anything the policy restricts,
 // so it skips the parser. "u&" catches Unicode-escaped identifiers (U&"\0064...").
-constexpr std::array<const char*, 44> kKeywords = {
+constexpr std::array<const char*, 45> kKeywords = {
     "insert",        "update",     "delete",  "merge",   "copy",     "drop",      "truncate",
     "alter",         "create",     "grant",   "revoke",  "comment",  "security",  "call",
     "execute",       "prepare",    "explain", "rule",    "function", "procedure", "role",
     "authorization", "set_config", "into",    "vacuum",  "analy",    "cluster",   "reindex",
     "checkpoint",    "lock",       "notify",  "listen",  "refresh",  "import",    "load",
     "reassign",      "discard",    "u&",      "declare", "cursor",   "owned",     "policy",
-    "extension",     "nextval",
+    "extension",     "nextval",    "share",
 };
 
 std::string lower(std::string_view s) {

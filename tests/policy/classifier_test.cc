@@ -96,6 +96,10 @@ TEST(StatementCorpus, EveryStatementParsesAndGetsItsExpectedDecision) {
       EXPECT_EQ(parsed_analysis.classes & rule->denied(), 0u)
           << "line " << c.line
           << ": the pre-filter skipped a statement the parser flags: " << c.sql;
+      // Nor anything a read-only rule refuses (every class but plain reads; text the parser
+      // refuses and that has no keyword of a write cannot write either).
+      EXPECT_EQ(parsed_analysis.classes & write_classes() & ~bit(StatementClass::Unparseable), 0u)
+          << "line " << c.line << ": the pre-filter skipped a write: " << c.sql;
     }
   }
   std::printf(
@@ -166,6 +170,8 @@ TEST(PolicyRules, ReadOnlyForbiddenTablesDenylistApprovalAndAllow) {
   EXPECT_EQ(judge("ro", "SELECT nextval('s')").action, Action::Allow);  // not a write class
   EXPECT_EQ(judge("ro", "CREATE TABLE x (i int)").action, Action::Deny);
   EXPECT_EQ(judge("ro", "SELECT * FROM t FOR UPDATE").action, Action::Deny);
+  EXPECT_EQ(judge("ro", "SELECT * FROM t FOR SHARE").action, Action::Deny);
+  EXPECT_EQ(judge("ro", "select * from t for key share").action, Action::Deny);
   EXPECT_EQ(judge("t", "SELECT * FROM secrets").action, Action::Deny);
   EXPECT_EQ(judge("t", "SELECT * FROM public.secrets").action, Action::Deny);
   EXPECT_EQ(judge("t", "SELECT * FROM \"secrets\"").action, Action::Deny);
