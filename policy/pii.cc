@@ -1,0 +1,269 @@
+#include "policy/pii.h"
+
+#include <hs/hs.h>
+
+#include <algorithm>
+
+namespace pgwarden::policy {
+
+namespace {
+
+enum Pattern : unsigned {
+  kCard = 0,
+  kSsn,
+  kEmail,
+  kPhoneIntl,
+  kPhoneUs,
+  kIban,
+  kCustomBase = 100,
+};
+
+bool is_digit(char c) {
+  return c >= '0' && c <= '9';
+}
+bool is_upper(char c) {
+  return c >= 'A' && c <= 'Z';
+}
+
+// The match must be a whole group of digits: not glued by a separator to more digits (UUIDs,
+// long account numbers with dashes, timestamps).
+bool stands_alone(std::string_view v, std::size_t b, std::size_t e) {
+  if (b >= 2 && (v[b - 1] == '-' || v[b - 1] == ' ' || v[b - 1] == '.') && is_digit(v[b - 2])) {
+    return false;
+  }
+  if (e + 1 < v.size() && (v[e] == '-' || v[e] == ' ' || v[e] == '.') && is_digit(v[e + 1])) {
+    return false;
+  }
+  return true;
+}
+
+// A number in a card issuer's range (Visa, Mastercard, Amex, Discover, JCB, Diners, UnionPay,
+// Maestro): most Luhn-valid numbers that are not cards (ids, timestamps) start elsewhere.
+bool card_issuer(const std::string& d) {
+  const int two = (d[0] - '0') * 10 + (d[1] - '0');
+  const int four = two * 100 + (d[2] - '0') * 10 + (d[3] - '0');
+  return d[0] == '4' || (two >= 51 && two <= 55) || (four >= 2221 && four <= 2720) || two == 34 ||
+         two == 37 || four == 6011 || two == 65 || (four >= 6440 && four <= 6499) ||
+         (four >= 3528 && four <= 3589) || (four >= 3000 && four <= 3059) || two == 36 ||
+         two == 38 || two == 39 || two == 62 || two == 50 || (two >= 56 && two <= 69);
+}
+
+std::string digits_of(std::string_view s) {
+  std::string d;
+  for (const char c : s) {
+    if (is_digit(c)) d.push_back(c);
+  }
+  return d;
+}
+
+bool valid(unsigned id, std::string_view v, std::size_t b, std::size_t e) {
+  const std::string_view m = v.substr(b, e - b);
+  switch (id) {
+    case kCard: {
+      if (m.find("  ") != std::string_view::npos || m.find("--") != std::string_view::npos ||
+          m.find(" -") != std::string_view::npos || m.find("- ") != std::string_view::npos) {
+        return false;
+      }
+      const std::string d = digits_of(m);
+      return d.size() >= 13 && d.size() <= 19 && card_issuer(d) && luhn_valid(d) &&
+             stands_alone(v, b, e);
+    }
+    case kSsn: {
+      const std::string d = digits_of(m);
+      if (d.size() != 9 || !stands_alone(v, b, e)) return false;
+      const int area = std::stoi(d.substr(0, 3));
+      return area != 0 && area != 666 && area < 900 && d.substr(3, 2) != "00" &&
+             d.substr(5) != "0000";
+    }
+    case kEmail:
+      return m.find('@') != std::string_view::npos && m.front() != '.' && m.front() != '@';
+    case kPhoneIntl: {
+      const std::size_t n = digits_of(m).size();
+      return n >= 8 && n <= 15 && stands_alone(v, b, e);
+    }
+    case kPhoneUs: {
+      const std::string d = digits_of(m);
+      return d.size() == 10 && d[0] >= '2' && d[3] >= '2' && stands_alone(v, b, e);
+    }
+    case kIban:
+      return m.find("  ") == std::string_view::npos && iban_valid(m);
+    default:
+      return true;  // custom patterns: the expression is the validator
+  }
+}
+
+PiiKind kind_of(unsigned id) {
+  switch (id) {
+    case kCard:
+      return PiiKind::CardNumber;
+    case kSsn:
+      return PiiKind::Ssn;
+    case kEmail:
+      return PiiKind::Email;
+    case kPhoneIntl:
+    case kPhoneUs:
+      return PiiKind::Phone;
+    case kIban:
+      return PiiKind::Iban;
+    default:
+      return PiiKind::Custom;
+  }
+}
+
+struct ScanContext {
+  std::vector<PiiFinding>* candidates;
+  std::vector<unsigned>* ids;
+};
+
+int on_candidate(unsigned int id, unsigned long long from, unsigned long long to, unsigned int,
+                 void* ctx) {
+  auto* c = static_cast<ScanContext*>(ctx);
+  c->candidates->push_back(PiiFinding{static_cast<PiiKind>(0), static_cast<std::size_t>(from),
+                                      static_cast<std::size_t>(to)});
+  c->ids->push_back(id);
+  return 0;
+}
+
+}  // namespace
+
+const char* pii_kind_name(PiiKind k) {
+  switch (k) {
+    case PiiKind::CardNumber:
+      return "card_number";
+    case PiiKind::Ssn:
+      return "ssn";
+    case PiiKind::Email:
+      return "email";
+    case PiiKind::Phone:
+      return "phone";
+    case PiiKind::Iban:
+      return "iban";
+    case PiiKind::Custom:
+      return "custom";
+  }
+  return "?";
+}
+
+bool luhn_valid(std::string_view digits) {
+  int sum = 0;
+  bool dbl = false;
+  for (auto it = digits.rbegin(); it != digits.rend(); ++it) {
+    if (!is_digit(*it)) return false;
+    int d = *it - '0';
+    if (dbl) {
+      d *= 2;
+      if (d > 9) d -= 9;
+    }
+    sum += d;
+    dbl = !dbl;
+  }
+  return !digits.empty() && sum % 10 == 0;
+}
+
+bool iban_valid(std::string_view iban) {
+  std::string s;
+  for (const char c : iban) {
+    if (c != ' ') s.push_back(c);
+  }
+  if (s.size() < 15 || s.size() > 34 || !is_upper(s[0]) || !is_upper(s[1]) || !is_digit(s[2]) ||
+      !is_digit(s[3])) {
+    return false;
+  }
+  // Move the first four characters to the end; letters are 10..35; the number mod 97 is 1.
+  const std::string r = s.substr(4) + s.substr(0, 4);
+  int mod = 0;
+  for (const char c : r) {
+    if (is_digit(c)) {
+      mod = (mod * 10 + (c - '0')) % 97;
+    } else if (is_upper(c)) {
+      const int v = c - 'A' + 10;
+      mod = (mod * 100 + v) % 97;
+    } else {
+      return false;
+    }
+  }
+  return mod == 1;
+}
+
+protocol::Result<std::shared_ptr<const PiiDetectors>> PiiDetectors::build(
+    const std::vector<std::string>& custom) {
+  // Broad shapes (cheap for Hyperscan's start-of-match tracking); the validators decide.
+  std::vector<std::string> exprs = {
+      R"(\b\d[\d -]{11,22}\d\b)",
+      R"(\b\d{3}[- ]\d{2}[- ]\d{4}\b)",
+      R"([A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,24}\b)",
+      R"(\+\d[\d .()-]{5,20}\d\b)",
+      R"((?:\(\d{3}\) ?|\b\d{3}[ .-])\d{3}[ .-]\d{4}\b)",
+      R"(\b[A-Z]{2}\d{2}[A-Z0-9 ]{10,40}[A-Z0-9]\b)",
+  };
+  std::vector<unsigned> ids = {kCard, kSsn, kEmail, kPhoneIntl, kPhoneUs, kIban};
+  for (std::size_t i = 0; i < custom.size(); ++i) {
+    exprs.push_back(custom[i]);
+    ids.push_back(kCustomBase + static_cast<unsigned>(i));
+  }
+  std::vector<const char*> patterns;
+  std::vector<unsigned> flags;
+  for (const auto& e : exprs) {
+    patterns.push_back(e.c_str());
+    flags.push_back(HS_FLAG_SOM_LEFTMOST);
+  }
+  auto d = std::shared_ptr<PiiDetectors>(new PiiDetectors());
+  hs_compile_error_t* err = nullptr;
+  if (hs_compile_multi(patterns.data(), flags.data(), ids.data(),
+                       static_cast<unsigned>(patterns.size()), HS_MODE_BLOCK, nullptr, &d->db_,
+                       &err) != HS_SUCCESS) {
+    const int bad = err != nullptr ? err->expression : -1;
+    const std::string why = err != nullptr ? err->message : "unknown error";
+    hs_free_compile_error(err);
+    return protocol::Error{protocol::Errc::Rejected,
+                           (bad >= static_cast<int>(kIban) + 1
+                                ? "custom pattern " + std::to_string(bad - kIban - 1) + ": "
+                                : std::string("detector: ")) +
+                               why};
+  }
+  return std::shared_ptr<const PiiDetectors>(std::move(d));
+}
+
+PiiDetectors::~PiiDetectors() {
+  hs_free_database(db_);
+}
+
+PiiScanner::~PiiScanner() {
+  hs_free_scratch(scratch_);
+}
+
+bool PiiScanner::scan(std::string_view value, const PiiDetectors& detectors,
+                      std::vector<PiiFinding>& out) {
+  out.clear();
+  if (scratch_for_ != detectors.db()) {
+    if (hs_alloc_scratch(detectors.db(), &scratch_) != HS_SUCCESS) return false;
+    scratch_for_ = detectors.db();
+  }
+  candidates_.clear();
+  ids_.clear();
+  ScanContext ctx{&candidates_, &ids_};
+  if (hs_scan(detectors.db(), value.data(), static_cast<unsigned>(value.size()), 0, scratch_,
+              on_candidate, &ctx) != HS_SUCCESS) {
+    return false;
+  }
+  if (candidates_.empty()) return true;
+  std::vector<PiiFinding>& good = valid_;
+  good.clear();
+  for (std::size_t i = 0; i < candidates_.size(); ++i) {
+    const PiiFinding& c = candidates_[i];
+    if (valid(ids_[i], value, c.begin, c.end)) good.push_back({kind_of(ids_[i]), c.begin, c.end});
+  }
+  // Leftmost first, longest first; keep those that do not overlap what is kept.
+  std::sort(good.begin(), good.end(), [](const PiiFinding& a, const PiiFinding& b) {
+    return a.begin != b.begin ? a.begin < b.begin : a.end > b.end;
+  });
+  std::size_t covered = 0;
+  for (const PiiFinding& f : good) {
+    if (!out.empty() && f.begin < covered) continue;
+    out.push_back(f);
+    covered = f.end;
+  }
+  return true;
+}
+
+}  // namespace pgwarden::policy
