@@ -113,6 +113,7 @@ class alignas(16) Session {
   // Statement policy.
   const policy::Rule* current_rule(const policy::Policy& policy);
   void refuse_statement(char type, const std::string& message);
+  void answer_here(std::string_view sqlstate, const std::string& message);
   protocol::Next on_backend_error(const protocol::Fragment& f);
   // Tracks standard_conforming_strings: with it off, PostgreSQL reads backslashes in '...' as
   // escapes and its view of where a literal ends differs from the classifier's.

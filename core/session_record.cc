@@ -212,14 +212,7 @@ void Session::refuse_unrecorded(char type) {
   PGW_WARN("session %016llx: refused a statement: recording is failing (%s)",
            static_cast<unsigned long long>(session_id_), rec_->failure().c_str());
   if (type == pr::fe::kQuery && replies_pending_ == 1 && !holding_) {
-    --replies_pending_;
-    std::basic_string<std::byte> out;
-    pr::append_error(out, "ERROR", pr::sqlstate::kIoError, msg);
-    const std::byte ready[6] = {std::byte{'Z'}, std::byte{0}, std::byte{0},
-                                std::byte{0},   std::byte{5}, std::byte(tx_status_)};
-    out.append(ready, sizeof ready);
-    queue_copy(Peer::Client, out);
-    waiting_for_client_ = true;
+    answer_here(pr::sqlstate::kIoError, msg);
     return;
   }
   if (type == pr::fe::kQuery && replies_pending_ != 0) --replies_pending_;
@@ -244,31 +237,33 @@ const policy::Rule* Session::current_rule(const policy::Policy& policy) {
 void Session::refuse_statement(char type, const std::string& message) {
   const bool simple = type == pr::fe::kQuery || type == pr::fe::kFunctionCall;
   if (simple && replies_pending_ == 1 && !holding_ && denials_.empty()) {
-    --replies_pending_;
-    std::basic_string<std::byte> out;
-    pr::append_error(out, "ERROR", pr::sqlstate::kInsufficientPrivilege, message);
-    const std::byte ready[6] = {std::byte{'Z'}, std::byte{0}, std::byte{0},
-                                std::byte{0},   std::byte{5}, std::byte(tx_status_)};
-    out.append(ready, sizeof ready);
-    queue_copy(Peer::Client, out);
-    waiting_for_client_ = true;
+    answer_here(pr::sqlstate::kInsufficientPrivilege, message);
     return;
   }
   const std::uint32_t id = ++denial_seq_;
   char marker[64];
   const int n = std::snprintf(marker, sizeof marker, "pgwarden_refused_%016llx_%u",
                               static_cast<unsigned long long>(session_id_), id);
-  std::string body;
-  if (!simple) body.push_back('\0');  // Parse: the unnamed statement
-  body.append(marker, static_cast<std::size_t>(n)).push_back('\0');
-  if (!simple) body.append(2, '\0');  // no parameter types
+  const std::string_view text(marker, static_cast<std::size_t>(n));
   std::basic_string<std::byte> msg;
-  msg.push_back(std::byte(simple ? 'Q' : 'P'));
-  const auto len = static_cast<std::uint32_t>(body.size() + 4);
-  for (int i = 3; i >= 0; --i) msg.push_back(std::byte((len >> (8 * i)) & 0xFF));
-  msg.append(reinterpret_cast<const std::byte*>(body.data()), body.size());
+  if (simple) {
+    pr::append_query(msg, text);
+  } else {
+    pr::append_parse(msg, "", text);  // the unnamed statement
+  }
   denials_.push_back(Denial{id, replies_pending_ + (simple ? 0u : 1u), message});
   queue_copy(Peer::Upstream, msg);
+}
+
+// The only reply still due is to the message being handled (a simple Query or FunctionCall):
+// answer it here with an ERROR and ReadyForQuery carrying the unchanged transaction status.
+void Session::answer_here(std::string_view sqlstate, const std::string& message) {
+  --replies_pending_;
+  std::basic_string<std::byte> out;
+  pr::append_error(out, "ERROR", sqlstate, message);
+  pr::append_ready_for_query(out, tx_status_);
+  queue_copy(Peer::Client, out);
+  waiting_for_client_ = true;
 }
 
 void Session::on_parameter_status(const pr::Fragment& f) {

@@ -44,6 +44,27 @@ void append_error(std::basic_string<std::byte>& out, std::string_view severity,
   write_u32(out.data() + start + 1, static_cast<std::uint32_t>(out.size() - start - 1));
 }
 
+void append_ready_for_query(std::basic_string<std::byte>& out, char status) {
+  out.push_back(std::byte{'Z'});
+  put_u32(out, 5);
+  out.push_back(std::byte(status));
+}
+
+void append_query(std::basic_string<std::byte>& out, std::string_view sql) {
+  out.push_back(std::byte{'Q'});
+  put_u32(out, static_cast<std::uint32_t>(4 + sql.size() + 1));
+  put_cstr(out, sql);
+}
+
+void append_parse(std::basic_string<std::byte>& out, std::string_view name, std::string_view sql) {
+  out.push_back(std::byte{'P'});
+  put_u32(out, static_cast<std::uint32_t>(4 + name.size() + 1 + sql.size() + 1 + 2));
+  put_cstr(out, name);
+  put_cstr(out, sql);
+  out.push_back(std::byte{0});  // no parameter types
+  out.push_back(std::byte{0});
+}
+
 void append_backend_key(std::basic_string<std::byte>& out, BackendKey key) {
   out.push_back(std::byte{'K'});
   put_u32(out, 12);

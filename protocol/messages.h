@@ -16,6 +16,15 @@ namespace pgwarden::protocol {
 void append_error(std::basic_string<std::byte>& out, std::string_view severity,
                   std::string_view sqlstate, std::string_view message, char type = 'E');
 
+// Appends ReadyForQuery ('Z') with transaction status 'I', 'T' or 'E'.
+void append_ready_for_query(std::basic_string<std::byte>& out, char status);
+
+// Appends a simple Query ('Q').
+void append_query(std::basic_string<std::byte>& out, std::string_view sql);
+
+// Appends a Parse ('P') of `sql` as statement `name`, with no parameter types.
+void append_parse(std::basic_string<std::byte>& out, std::string_view name, std::string_view sql);
+
 // Appends BackendKeyData ('K').
 void append_backend_key(std::basic_string<std::byte>& out, BackendKey key);
 

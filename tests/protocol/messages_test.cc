@@ -71,5 +71,19 @@ TEST(MessagesTest, CancelRequestLayout) {
   EXPECT_EQ(read_u32(c.data() + 12), 99u);
 }
 
+TEST(MessagesTest, QueryParseAndReadyForQueryBuilders) {
+  ByteString out;
+  append_ready_for_query(out, 'T');
+  EXPECT_EQ(read_ready_status(out), 'T');
+  out.clear();
+  append_query(out, "SELECT 1");
+  const std::string q(reinterpret_cast<const char*>(out.data()), out.size());
+  EXPECT_EQ(q, std::string("Q\0\0\0\x0dSELECT 1\0", 14));
+  out.clear();
+  append_parse(out, "s1", "x");
+  const std::string p(reinterpret_cast<const char*>(out.data()), out.size());
+  EXPECT_EQ(p, std::string("P\0\0\0\x0bs1\0x\0\0\0", 12));
+}
+
 }  // namespace
 }  // namespace pgwarden::protocol
