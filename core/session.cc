@@ -322,10 +322,15 @@ Next Session::on_backend(const pr::Fragment& f) {
   return Next::Continue;
 }
 
+// The whole backend message `f` belongs to: in place when it came in one piece, else assembled
+// (empty until its last fragment). One caller per message: the assembler takes each fragment once.
+pr::Bytes Session::backend_whole(const pr::Fragment& f) {
+  return f.first && f.last && f.offset == 0 ? f.bytes : be_msg_.add(f, be_.held_prefix());
+}
+
 // BackendKeyData: the client gets a key of ours; the real one stays here for cancels.
 Next Session::on_backend_key(const pr::Fragment& f) {
-  const pr::Bytes whole =
-      f.first && f.last && f.offset == 0 ? f.bytes : be_msg_.add(f, be_.held_prefix());
+  const pr::Bytes whole = backend_whole(f);
   if (whole.empty()) return Next::Continue;
   const auto key = pr::read_backend_key(whole);
   if (!key) {

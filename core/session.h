@@ -97,6 +97,7 @@ class alignas(16) Session {
   protocol::Next on_backend(const protocol::Fragment& f);
   protocol::Next on_startup_packet(protocol::Bytes packet);
   protocol::Next on_backend_key(const protocol::Fragment& f);
+  protocol::Bytes backend_whole(const protocol::Fragment& f);
   // Gateway authentication (session_auth.cc).
   protocol::Next begin_client_auth(const protocol::StartupPacket& startup);
   protocol::Next on_client_auth(const protocol::Fragment& f);
@@ -114,6 +115,7 @@ class alignas(16) Session {
   const policy::Rule* current_rule(const policy::Policy& policy);
   void refuse_statement(char type, const std::string& message);
   void answer_here(std::string_view sqlstate, const std::string& message);
+  std::string denial_marker(std::uint32_t id) const;
   protocol::Next on_backend_error(const protocol::Fragment& f);
   // Tracks standard_conforming_strings: with it off, PostgreSQL reads backslashes in '...' as
   // escapes and its view of where a literal ends differs from the classifier's.

@@ -241,10 +241,7 @@ void Session::refuse_statement(char type, const std::string& message) {
     return;
   }
   const std::uint32_t id = ++denial_seq_;
-  char marker[64];
-  const int n = std::snprintf(marker, sizeof marker, "pgwarden_refused_%016llx_%u",
-                              static_cast<unsigned long long>(session_id_), id);
-  const std::string_view text(marker, static_cast<std::size_t>(n));
+  const std::string text = denial_marker(id);
   std::basic_string<std::byte> msg;
   if (simple) {
     pr::append_query(msg, text);
@@ -253,6 +250,17 @@ void Session::refuse_statement(char type, const std::string& message) {
   }
   denials_.push_back(Denial{id, replies_pending_ + (simple ? 0u : 1u), message});
   queue_copy(Peer::Upstream, msg);
+}
+
+// "pgwarden_refused_<session>_<id>": the text of a refused message's stand-in, which the server
+// quotes in its syntax error; with id 0, the prefix only (what errors are searched for).
+std::string Session::denial_marker(std::uint32_t id) const {
+  char marker[64];
+  const int n = std::snprintf(marker, sizeof marker, "pgwarden_refused_%016llx_",
+                              static_cast<unsigned long long>(session_id_));
+  std::string out(marker, static_cast<std::size_t>(n));
+  if (id != 0) out += std::to_string(id);
+  return out;
 }
 
 // The only reply still due is to the message being handled (a simple Query or FunctionCall):
@@ -267,8 +275,7 @@ void Session::answer_here(std::string_view sqlstate, const std::string& message)
 }
 
 void Session::on_parameter_status(const pr::Fragment& f) {
-  const bool in_place = f.first && f.last && f.offset == 0;
-  const pr::Bytes whole = in_place ? f.bytes : be_msg_.add(f, be_.held_prefix());
+  const pr::Bytes whole = backend_whole(f);
   if (whole.empty()) return;
   std::string_view p = body_of(whole);
   const std::string_view name = take_cstring(p);
@@ -307,18 +314,15 @@ std::string Session::lexing_hazard(pr::Bytes whole) const {
 }
 
 Next Session::on_backend_error(const pr::Fragment& f) {
-  const bool in_place = f.first && f.last && f.offset == 0;
-  const pr::Bytes whole = in_place ? f.bytes : be_msg_.add(f, be_.held_prefix());
+  const pr::Bytes whole = backend_whole(f);
   if (whole.empty()) return Next::Continue;  // forwarded once whole
   if (!denials_.empty()) {
     const auto e = pr::read_error(whole);
-    char prefix[48];
-    std::snprintf(prefix, sizeof prefix, "pgwarden_refused_%016llx_",
-                  static_cast<unsigned long long>(session_id_));
+    const std::string prefix = denial_marker(0);
     const std::size_t at = e ? e->message.find(prefix) : std::string::npos;
     if (at != std::string::npos) {
-      const auto id =
-          static_cast<std::uint32_t>(std::strtoul(e->message.c_str() + at + 34, nullptr, 10));
+      const auto id = static_cast<std::uint32_t>(
+          std::strtoul(e->message.c_str() + at + prefix.size(), nullptr, 10));
       for (auto it = denials_.begin(); it != denials_.end(); ++it) {
         if (it->id != id) continue;
         std::basic_string<std::byte> out;
@@ -330,7 +334,7 @@ Next Session::on_backend_error(const pr::Fragment& f) {
     }
   }
   if (rec_ != nullptr) record_outcome(pr::be::kErrorResponse, whole);
-  if (in_place) {
+  if (whole.data() == f.bytes.data()) {  // in place, in the receive buffer
     forward(Peer::Client, f, be_);
   } else {
     queue_copy(Peer::Client, whole);
@@ -570,8 +574,7 @@ void Session::record_end() {
 // One DataRow as the client receives it: each column's bytes (text, or binary if the client asked
 // for binary results), NULL as a null marker.
 void Session::record_row(const pr::Fragment& f) {
-  const bool in_place = f.first && f.last && f.offset == 0;
-  const pr::Bytes whole = in_place ? f.bytes : be_msg_.add(f, be_.held_prefix());
+  const pr::Bytes whole = backend_whole(f);
   if (whole.empty()) return;
   ++rows_recorded_;
   if (!rec_->has_room()) return;
@@ -617,8 +620,7 @@ void Session::record_backend(const pr::Fragment& f) {
     default:
       return;  // errors: on_backend_error
   }
-  const bool in_place = f.first && f.last && f.offset == 0;
-  const pr::Bytes whole = in_place ? f.bytes : be_msg_.add(f, be_.held_prefix());
+  const pr::Bytes whole = backend_whole(f);
   if (!whole.empty()) record_outcome(f.type, whole);
 }
 
