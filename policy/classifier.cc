@@ -67,12 +67,6 @@ constexpr std::array<const char*, 45> kKeywords = {
     "extension",     "nextval",    "share",
 };
 
-std::string lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
-
 constexpr int kMaxDepth = 4;
 
 struct Walker {
@@ -136,6 +130,13 @@ struct Walker {
     return false;
   }
 
+  // A BoolExpr's operator (AND_EXPR, OR_EXPR, NOT_EXPR) and arguments.
+  static bool bool_expr(sj::dom::element e, std::string_view& op, sj::dom::array& args) {
+    sj::dom::element b;
+    return e["BoolExpr"].get(b) == sj::SUCCESS && b["boolop"].get_string().get(op) == sj::SUCCESS &&
+           b["args"].get_array().get(args) == sj::SUCCESS;
+  }
+
   static std::string_view op_name(sj::dom::element expr) {
     sj::dom::array name;
     if (expr["name"].get_array().get(name) != sj::SUCCESS || name.size() != 1) return {};
@@ -162,13 +163,9 @@ struct Walker {
       if (lc.empty() || rc.empty()) return false;
       return (op == "=" && lc != rc) || ((op == "<>" || op == "!=") && lc == rc);
     }
-    sj::dom::element b;
     std::string_view bop;
     sj::dom::array args;
-    if (e["BoolExpr"].get(b) != sj::SUCCESS || b["boolop"].get_string().get(bop) != sj::SUCCESS ||
-        b["args"].get_array().get(args) != sj::SUCCESS) {
-      return false;
-    }
+    if (!bool_expr(e, bop, args)) return false;
     if (bop == "NOT_EXPR" && args.size() == 1) {
       return constant(args.at(0).value_unsafe()) == "boolval:{\"boolval\":true};";
     }
@@ -199,13 +196,9 @@ struct Walker {
       const std::string lcol = column(l), rcol = column(r);
       return !lcol.empty() && lcol == rcol;
     }
-    sj::dom::element b;
     std::string_view bop;
     sj::dom::array args;
-    if (e["BoolExpr"].get(b) != sj::SUCCESS || b["boolop"].get_string().get(bop) != sj::SUCCESS ||
-        b["args"].get_array().get(args) != sj::SUCCESS) {
-      return false;
-    }
+    if (!bool_expr(e, bop, args)) return false;
     if (bop == "OR_EXPR") {
       for (sj::dom::element a : args) {
         if (tautology(a)) return true;
@@ -233,7 +226,7 @@ struct Walker {
   void function_call(sj::dom::element call) {
     sj::dom::array names;
     if (call["funcname"].get_array().get(names) != sj::SUCCESS || names.size() == 0) return;
-    const std::string name = lower(str(names.at(names.size() - 1).value_unsafe()));
+    const std::string name = ascii_lower(str(names.at(names.size() - 1).value_unsafe()));
     if (name == "set_config") add(C::RoleChange);  // set_config('role', ...) is SET ROLE
     if (std::find(dangerous.begin(), dangerous.end(), name) != dangerous.end()) {
       add(C::DangerousFunction);
@@ -321,7 +314,7 @@ struct Walker {
         if (d["DefElem"]["defname"].get_string().get(name) != sj::SUCCESS) continue;
         sj::dom::element arg;
         if (d["DefElem"]["arg"].get(arg) != sj::SUCCESS) continue;
-        if (name == "language") language = lower(str(arg));
+        if (name == "language") language = ascii_lower(str(arg));
         if (name == "as") {
           sj::dom::array list;
           if (arg["List"]["items"].get_array().get(list) == sj::SUCCESS && list.size() > 0) {
@@ -542,6 +535,12 @@ int on_match(unsigned int, unsigned long long, unsigned long long, unsigned int,
 
 }  // namespace
 
+std::string ascii_lower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
 const char* class_name(StatementClass c) {
   return kNames[static_cast<std::size_t>(c)];
 }
@@ -581,8 +580,8 @@ ClassSet write_classes() {
 protocol::Result<std::shared_ptr<const Prefilter>> Prefilter::build(
     const std::vector<std::string>& dangerous_functions, const std::vector<std::string>& extra) {
   std::vector<std::string> literals(kKeywords.begin(), kKeywords.end());
-  for (const auto& f : dangerous_functions) literals.push_back(lower(f));
-  for (const auto& x : extra) literals.push_back(lower(x));
+  for (const auto& f : dangerous_functions) literals.push_back(ascii_lower(f));
+  for (const auto& x : extra) literals.push_back(ascii_lower(x));
   // Literals, escaped as regular expressions, plus DO as a whole word (as a substring it would
   // send half of all statements to the parser).
   std::vector<std::string> exprs;

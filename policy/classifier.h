@@ -63,6 +63,7 @@ constexpr ClassSet bit(StatementClass c) {
   return ClassSet{1} << static_cast<unsigned>(c);
 }
 const char* class_name(StatementClass c);
+std::string ascii_lower(std::string_view s);  // as PostgreSQL folds unquoted identifiers
 std::optional<StatementClass> class_from_name(std::string_view name);
 std::string class_names(ClassSet s);  // "delete, delete_without_where"
 // Classes that change data, schema, privileges or the session's role, or run code.

@@ -45,12 +45,6 @@ pr::Error invalid(const std::string& file, const std::string& path, const std::s
   return pr::Error{pr::Errc::Rejected, file + ": " + path + ": " + why};
 }
 
-std::string lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
-
 // A list of strings at `e`, or an error naming the path.
 bool strings(sj::dom::element e, std::vector<std::string>& out) {
   sj::dom::array arr;
@@ -112,7 +106,7 @@ pr::Result<std::shared_ptr<const Policy>> Policy::parse(std::string_view json,
         return invalid(file, "$.dangerous_functions", "must be an array of function names");
       }
       p->dangerous_.clear();
-      for (const auto& n : names) p->dangerous_.push_back(lower(n));
+      for (const auto& n : names) p->dangerous_.push_back(ascii_lower(n));
       continue;
     }
     if (key != "rules") {
@@ -176,7 +170,7 @@ pr::Result<std::shared_ptr<const Policy>> Policy::parse(std::string_view json,
       if (r.name.empty()) return invalid(file, at + ".name", "every rule needs a name");
       for (std::size_t t = 0; t < r.forbidden_tables.size(); ++t) {
         std::string& name = r.forbidden_tables[t];
-        name = lower(name);
+        name = ascii_lower(name);
         const std::string rel = name.substr(name.rfind('.') + 1);
         if (name.empty() || (rel == "*" && name.find('.') == std::string::npos)) {
           return invalid(file, at + ".forbidden_tables[" + std::to_string(t) + "]",

@@ -185,6 +185,20 @@ VerifyReport verify_dir(const std::string& dir, const std::string& key) {
   return report;
 }
 
+ParseStatus for_each_in(std::string_view data,
+                        const std::function<void(const Record&, std::string_view)>& fn,
+                        std::size_t& consumed, std::string* why) {
+  consumed = 0;
+  Record r;
+  std::size_t size = 0;
+  ParseStatus st;
+  while ((st = parse_record(data.substr(consumed), r, size, why)) == ParseStatus::Ok) {
+    fn(r, data.substr(consumed, size));
+    consumed += size;
+  }
+  return st;
+}
+
 Resume resume_point(const std::string& dir, unsigned core) {
   Resume out;
   for (const auto& seg : list_segments(dir)) {
@@ -193,24 +207,21 @@ Resume resume_point(const std::string& dir, unsigned core) {
     out.last_path = seg.path;
     out.last_sealed = false;
     out.last_records = 0;
-    out.last_valid_bytes = 0;
-    const std::string data = read_all(seg.path);
-    std::string_view rest = data;
-    Record r;
-    std::size_t size = 0;
     std::string why;
-    ParseStatus st;
-    while ((st = parse_record(rest, r, size, &why)) == ParseStatus::Ok) {
-      out.last_hash = chain_next(out.last_hash, rest.substr(0, size));
-      out.last_sealed = r.type == RecordType::Seal;
-      ++out.last_records;
-      out.last_valid_bytes += size;
-      rest.remove_prefix(size);
-    }
+    std::size_t consumed = 0;
+    const ParseStatus st = for_each_in(
+        read_all(seg.path),
+        [&](const Record& r, std::string_view bytes) {
+          out.last_hash = chain_next(out.last_hash, bytes);
+          out.last_sealed = r.type == RecordType::Seal;
+          ++out.last_records;
+        },
+        consumed, &why);
+    out.last_valid_bytes = consumed;
     if (st == ParseStatus::Corrupt) {
       out.ok = false;
-      out.problem = seg.relative + " at offset " + std::to_string(out.last_valid_bytes) + ": " +
-                    why + " (run pgwarden verify; move the directory aside to start afresh)";
+      out.problem = seg.relative + " at offset " + std::to_string(consumed) + ": " + why +
+                    " (run pgwarden verify; move the directory aside to start afresh)";
       return out;
     }
   }
@@ -221,16 +232,10 @@ std::string for_each_record(const std::string& dir,
                             const std::function<void(const SegmentFile&, const Record&)>& fn) {
   std::string problem;
   for (const auto& seg : list_segments(dir)) {
-    const std::string data = read_all(seg.path);
-    std::string_view rest = data;
-    Record r;
-    std::size_t size = 0;
     std::string why;
-    ParseStatus st;
-    while ((st = parse_record(rest, r, size, &why)) == ParseStatus::Ok) {
-      fn(seg, r);
-      rest.remove_prefix(size);
-    }
+    std::size_t consumed = 0;
+    const ParseStatus st = for_each_in(
+        read_all(seg.path), [&](const Record& r, std::string_view) { fn(seg, r); }, consumed, &why);
     if (st == ParseStatus::Corrupt && problem.empty()) problem = seg.relative + ": " + why;
   }
   return problem;

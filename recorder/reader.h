@@ -46,6 +46,13 @@ struct Resume {
 };
 Resume resume_point(const std::string& dir, unsigned core);
 
+// Calls fn(record, its bytes) for each complete record at the front of `data`; returns how the
+// walk ended: Incomplete at the end of the data or at a partial record, or Corrupt (with `why`).
+// `consumed` is the length of the records walked.
+ParseStatus for_each_in(std::string_view data,
+                        const std::function<void(const Record&, std::string_view)>& fn,
+                        std::size_t& consumed, std::string* why = nullptr);
+
 // Calls `fn` for every readable record of every core (core by core, in order). A partial record
 // at the end of a segment ends that segment; a corrupt one ends it too and is reported on
 // stderr by the caller via the return value (the first problem, or empty).

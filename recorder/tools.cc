@@ -199,14 +199,10 @@ class Follower {
       in.seekg(static_cast<std::streamoff>(done));
       const std::string data((std::istreambuf_iterator<char>(in)),
                              std::istreambuf_iterator<char>());
-      std::string_view rest = data;
-      Record r;
-      std::size_t size = 0;
-      while (parse_record(rest, r, size) == ParseStatus::Ok) {
-        fn(seg, r);
-        rest.remove_prefix(size);
-        done += size;
-      }
+      std::size_t consumed = 0;
+      for_each_in(
+          data, [&](const Record& r, std::string_view) { fn(seg, r); }, consumed);
+      done += consumed;
     }
   }
 
