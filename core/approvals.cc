@@ -3,30 +3,9 @@
 #include <ctime>
 
 #include "core/worker.h"
+#include "protocol/json.h"
 
 namespace pgwarden::core {
-
-namespace {
-
-void json_string(std::string& out, const std::string& s) {
-  out.push_back('"');
-  for (const char ch : s) {
-    const auto c = static_cast<unsigned char>(ch);
-    if (c == '"' || c == '\\') {
-      out.push_back('\\');
-      out.push_back(ch);
-    } else if (c < 0x20) {
-      char esc[8];
-      std::snprintf(esc, sizeof esc, "\\u%04x", c);
-      out += esc;
-    } else {
-      out.push_back(ch);
-    }
-  }
-  out.push_back('"');
-}
-
-}  // namespace
 
 std::uint64_t Approvals::request(Pending p) {
   std::lock_guard lock(mu_);
@@ -64,13 +43,13 @@ std::string Approvals::list_json() const {
     char session[20];
     std::snprintf(session, sizeof session, "%016llx", static_cast<unsigned long long>(p.session));
     out += "{\"id\":" + std::to_string(id) + ",\"session\":\"" + session + "\",\"identity\":";
-    json_string(out, p.identity);
+    protocol::append_json_string(out, p.identity);
     out += ",\"statement\":";
-    json_string(out, p.statement);
+    protocol::append_json_string(out, p.statement);
     out += ",\"rule\":";
-    json_string(out, p.rule);
+    protocol::append_json_string(out, p.rule);
     out += ",\"reason\":";
-    json_string(out, p.reason);
+    protocol::append_json_string(out, p.reason);
     out += ",\"requested_at_us\":" + std::to_string(p.requested_at_us) + "}";
   }
   out += "]\n";

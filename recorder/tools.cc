@@ -9,6 +9,7 @@
 #include <stdexcept>
 #include <thread>
 
+#include "protocol/json.h"
 #include "recorder/reader.h"
 
 namespace pgwarden::recorder {
@@ -70,66 +71,6 @@ std::string session_id(std::uint64_t s) {
   return buf;
 }
 
-// Length of a valid UTF-8 sequence at s[i], or 0.
-std::size_t utf8_length(std::string_view s, std::size_t i) {
-  const auto c = static_cast<unsigned char>(s[i]);
-  const std::size_t n = c >= 0xF0 && c <= 0xF4 ? 4 : c >= 0xE0 ? 3 : c >= 0xC2 && c < 0xE0 ? 2 : 0;
-  if (n == 0 || i + n > s.size()) return 0;
-  for (std::size_t k = 1; k < n; ++k) {
-    if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return 0;
-  }
-  return n;
-}
-
-// A JSON string; bytes that are not valid UTF-8 (binary values) become \u00XX, so the output is
-// always valid JSON.
-void json_string(std::string& out, std::string_view s) {
-  auto escape = [&](unsigned char c) {
-    char esc[8];
-    std::snprintf(esc, sizeof esc, "\\u%04x", c);
-    out += esc;
-  };
-  out.push_back('"');
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    const char ch = s[i];
-    const auto c = static_cast<unsigned char>(ch);
-    if (c >= 0x80) {
-      const std::size_t n = utf8_length(s, i);
-      if (n != 0) {
-        out.append(s.substr(i, n));
-        i += n - 1;
-      } else {
-        escape(c);
-      }
-      continue;
-    }
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (c < 0x20 || c == 0x7f) {
-          escape(c);
-        } else {
-          out.push_back(ch);
-        }
-    }
-  }
-  out.push_back('"');
-}
-
 bool numeric_field(Field f) {
   return f == Field::DurationUs || f == Field::Rows || f == Field::Statement || f == Field::Bytes ||
          f == Field::Core || f == Field::Segment || f == Field::Records;
@@ -138,11 +79,11 @@ bool numeric_field(Field f) {
 // One event as a JSON object (the export schema, recorder/FORMAT.md).
 std::string to_json(const SegmentFile& seg, const Record& r) {
   std::string out = "{\"ts\":";
-  json_string(out, format_time(r.ts_us, true));
+  protocol::append_json_string(out, format_time(r.ts_us, true));
   out += ",\"type\":";
-  json_string(out, type_name(r.type));
+  protocol::append_json_string(out, type_name(r.type));
   out += ",\"session\":";
-  json_string(out, session_id(r.session));
+  protocol::append_json_string(out, session_id(r.session));
   out += ",\"core\":" + std::to_string(seg.core);
   // Repeated fields become arrays; a NULL parameter is JSON null, in its place.
   std::map<std::string, std::vector<std::optional<std::string_view>>> lists;
@@ -162,7 +103,7 @@ std::string to_json(const SegmentFile& seg, const Record& r) {
     if (numeric_field(f) && !v.empty() && v.find_first_not_of("0123456789") == std::string::npos) {
       out.append(v);
     } else {
-      json_string(out, v);
+      protocol::append_json_string(out, v);
     }
   }
   for (const auto& [name, values] : lists) {
@@ -172,7 +113,7 @@ std::string to_json(const SegmentFile& seg, const Record& r) {
     for (std::size_t i = 0; i < values.size(); ++i) {
       if (i != 0) out.push_back(',');
       if (values[i]) {
-        json_string(out, *values[i]);
+        protocol::append_json_string(out, *values[i]);
       } else {
         out += "null";
       }
