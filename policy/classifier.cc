@@ -627,8 +627,9 @@ Classifier::~Classifier() {
   hs_free_scratch(scratch_);
 }
 
-bool Classifier::candidate(std::string_view sql, const Prefilter& prefilter) {
-  if (scratch_for_ != prefilter.db()) {  // hs_alloc_scratch is not cheap: once per database
+bool Classifier::needs_parse(std::string_view sql, const Prefilter& prefilter) {
+  if (sql.size() >= (1u << 30)) return true;  // beyond Hyperscan's length: parse
+  if (scratch_for_ != prefilter.db()) {       // hs_alloc_scratch is not cheap: once per database
     if (hs_alloc_scratch(prefilter.db(), &scratch_) != HS_SUCCESS) return true;  // parse, then
     scratch_for_ = prefilter.db();
   }
@@ -638,14 +639,16 @@ bool Classifier::candidate(std::string_view sql, const Prefilter& prefilter) {
   return hit || (rc != HS_SUCCESS && rc != HS_SCAN_TERMINATED);
 }
 
+Analysis Classifier::plain_read() {
+  Analysis a;
+  a.classes = bit(C::Select);  // no keyword of anything else: a plain read (or SET/SHOW/BEGIN)
+  a.statements = 1;
+  return a;
+}
+
 Analysis Classifier::analyze(std::string_view sql, const Prefilter& prefilter,
                              const std::vector<std::string>& dangerous_functions) {
-  if (sql.size() < (1u << 30) && !candidate(sql, prefilter)) {
-    Analysis a;
-    a.classes = bit(C::Select);  // no keyword of anything else: a plain read (or SET/SHOW/BEGIN)
-    a.statements = 1;
-    return a;
-  }
+  if (!needs_parse(sql, prefilter)) return plain_read();
   return analyze_parsed(sql, dangerous_functions);
 }
 

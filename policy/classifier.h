@@ -107,11 +107,15 @@ class Classifier {
   // Without the pre-filter: always parse (tests, and rules that need every statement parsed).
   Analysis analyze_parsed(std::string_view sql,
                           const std::vector<std::string>& dangerous_functions);
+  // The pre-filter alone: false when `sql` has no keyword of anything but a plain read (it is
+  // then classed select without parsing); true when it must be parsed.
+  bool needs_parse(std::string_view sql, const Prefilter& prefilter);
+  // What a statement without any pre-filter keyword is taken to be.
+  static Analysis plain_read();
   // Scratch space is sized for one pre-filter database; call when the policy changes.
   void forget_prefilter() noexcept { scratch_for_ = nullptr; }
 
  private:
-  bool candidate(std::string_view sql, const Prefilter& prefilter);
   struct Parsers;
   std::unique_ptr<Parsers> parsers_;  // this core's JSON parsers, one per nesting level
   hs_scratch* scratch_ = nullptr;

@@ -377,14 +377,17 @@ Decision PolicyEngine::judge(const Policy& policy, const Rule* rule, std::string
   Decision listed;
   if (denylisted(*rule, sql, listed)) return listed;
   auto lookup = [&](Entry* table, std::string_view key) -> Entry& {
-    Entry& e = table[std::hash<std::string_view>{}(key) % kCacheSize];
-    return e;
+    return table[std::hash<std::string_view>{}(key) % kCacheSize];
   };
   const bool cacheable = sql.size() <= kMaxCachedText;
   Entry& exact = lookup(cache_.get(), sql);
   if (exact.policy == policy.id() && exact.rule == rule && exact.text == sql) {
     ++hits_;
     return exact.decision;
+  }
+  // A plain read (no pre-filter keyword) needs neither the shape nor the parser.
+  if (!rule->parse_all && !classifier_.needs_parse(sql, policy.prefilter())) {
+    return decide(*rule, Classifier::plain_read());
   }
   // Texts that differ only in numbers (the simple protocol's literals) share a decision, unless
   // the analysis looked at a number's value.
@@ -395,17 +398,16 @@ Decision PolicyEngine::judge(const Policy& policy, const Rule* rule, std::string
     ++hits_;
     return by_shape->decision;
   }
-  const Analysis a =
-      rule->parse_all ? classifier_.analyze_parsed(sql, policy.dangerous_functions())
-                      : classifier_.analyze(sql, policy.prefilter(), policy.dangerous_functions());
+  const Analysis a = classifier_.analyze_parsed(sql, policy.dangerous_functions());
   Decision d = decide(*rule, a);
-  if (a.parsed && cacheable) {  // the fast path needs no cache
-    Entry& e = by_shape != nullptr && !a.literal_sensitive ? *by_shape : exact;
+  auto store = [&](Entry& e, std::string_view key) {
     e.policy = policy.id();
     e.rule = rule;
-    e.text.assign(&e == by_shape ? std::string_view(shape_) : sql);
+    e.text.assign(key);
     e.decision = d;
-  }
+  };
+  if (cacheable) store(exact, sql);  // the same text again: no pre-filter, no shape
+  if (by_shape != nullptr && !a.literal_sensitive) store(*by_shape, shape_);
   return d;
 }
 
