@@ -170,6 +170,8 @@ std::string AdminServer::metrics() const {
        &WorkerStats::statements},
       {"pgwarden_statements_refused_policy_total", "counter",
        "Statements refused by the policy (deny or hold).", &WorkerStats::refused_policy},
+      {"pgwarden_masked_messages_total", "counter",
+       "Result rows, COPY rows, errors and notices changed by masking.", &WorkerStats::masked},
       {"pgwarden_statements_refused_recording_total", "counter",
        "Statements refused because they could not be recorded.", &WorkerStats::refused_recording},
       {"pgwarden_recording_failed", "gauge",

@@ -37,11 +37,11 @@ std::shared_ptr<const policy::Policy> load_policy(const std::string& file) {
   return *p;
 }
 
-std::string load_record_key(const Config& config) {
-  std::string key = read_private_file(config.record_key_file, "the recording seal key");
+std::string load_key(const std::string& file, const char* what) {
+  std::string key = read_private_file(file, what);
   while (!key.empty() && (key.back() == '\n' || key.back() == '\r')) key.pop_back();
   if (key.size() < 32) {
-    throw std::runtime_error(config.record_key_file +
+    throw std::runtime_error(file +
                              ": the key must have at least 32 bytes (e.g. openssl rand -hex 32)");
   }
   return key;

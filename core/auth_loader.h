@@ -18,8 +18,9 @@ bool plaintext_tokens_ok(const Config& config, const Address& listen);
 // The statement rules of --policy FILE. Throws with file, JSON path and reason.
 std::shared_ptr<const policy::Policy> load_policy(const std::string& file);
 
-// --record-key-file's key (mode 0600, at least 32 bytes, a trailing newline dropped). Throws.
-std::string load_record_key(const Config& config);
+// A key file (mode 0600, at least 32 bytes, a trailing newline dropped): --record-key-file,
+// --mask-key-file. Throws naming the file and what the key is for.
+std::string load_key(const std::string& file, const char* what);
 
 // Throws std::runtime_error with the file and the reason. Never prints a secret.
 std::shared_ptr<const policy::AuthConfig> load_auth_config(const Config& config,

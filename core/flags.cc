@@ -126,8 +126,11 @@ Recording (tamper-evident session recordings; read them with pgwarden sessions|r
   --record-rows N             also record the first N result rows of each statement (default 0)
 
 Gateway authentication (clients never hold a database credential):
-  --policy FILE               JSON with "role_mappings": [{"group", "role", "database"}] and
-                              statement "rules" (policy.example.json); rules reload on SIGHUP
+  --policy FILE               JSON with "role_mappings": [{"group", "role", "database"}],
+                              statement "rules" and "masking" profiles (policy.example.json);
+                              rules and masking reload on SIGHUP
+  --mask-key-file FILE        key (at least 32 bytes, mode 0600) of the "hash" masking action's
+                              pseudonyms (default: a random key per start, so pseudonyms change)
   --upstream-secrets FILE     lines "role password": the only database credentials (mode 0600);
                               or env:NAME to read them from environment variable NAME
   --jwks-file FILE            identity provider keys: clients send an OIDC token as password
@@ -203,6 +206,7 @@ ParsedFlags parse_flags(const std::vector<std::string>& args) {
       {"--identity-guc", [&](const std::string& v) { c.identity_guc = v; }},
       {"--record-dir", [&](const std::string& v) { c.record_dir = v; }},
       {"--record-key-file", [&](const std::string& v) { c.record_key_file = v; }},
+      {"--mask-key-file", [&](const std::string& v) { c.mask_key_file = v; }},
       {"--record-durability", [&](const std::string& v) { c.record_durability = v; }},
       {"--record-segment-size",
        [&](const std::string& v) {

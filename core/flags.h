@@ -55,7 +55,8 @@ struct Config {
   double record_segment_age_s = 300;
   std::uint64_t record_max_backlog = 64u << 20;  // unwritten bytes per core before refusing
   unsigned record_rows = 0;                      // result rows recorded per statement
-  unsigned auth_failure_limit = 10;              // per source address and window, per core; 0 = off
+  std::string mask_key_file;         // key of masking's hash pseudonyms ("" = random per start)
+  unsigned auth_failure_limit = 10;  // per source address and window, per core; 0 = off
   double auth_failure_window_s = 60;
 
   // Gateway authentication: pgwarden holds the upstream credentials. Without it, a --policy file

@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -28,6 +29,17 @@
 
 namespace pgwarden::core {
 namespace {
+
+// 32 random bytes: the masking key when --mask-key-file is not given.
+std::string random_key() {
+  std::string key(32, '\0');
+  std::size_t got = 0;
+  while (got < key.size()) {
+    const ssize_t n = ::getrandom(key.data() + got, key.size() - got, 0);
+    if (n > 0) got += static_cast<std::size_t>(n);
+  }
+  return key;
+}
 
 // One listener per worker on the same address; the kernel spreads connections across them.
 // With port 0 the first socket picks the port and the others join it.
@@ -137,8 +149,19 @@ int run_server(const Config& config) {
     control.policy.store(load_policy(config.policy_file));
     control.policy_version.store(1);
   }
+  if (!config.mask_key_file.empty()) {
+    control.mask_key = load_key(config.mask_key_file, "the masking key");
+  } else {
+    control.mask_key = random_key();
+    const auto pol = control.policy.load();
+    if (pol != nullptr && !pol->masking().empty()) {
+      PGW_WARN(
+          "masking: no --mask-key-file; \"hash\" pseudonyms use a random key and change "
+          "when pgwarden restarts");
+    }
+  }
   if (!config.record_dir.empty()) {
-    control.record_key = load_record_key(config);
+    control.record_key = load_key(config.record_key_file, "the recording seal key");
     if (::mkdir(config.record_dir.c_str(), 0700) != 0 && errno != EEXIST) {
       throw std::runtime_error("cannot create --record-dir " + config.record_dir + ": " +
                                std::strerror(errno));

@@ -172,6 +172,13 @@ void Session::send_startup_upstream() {
 Next Session::on_frontend(const pr::Fragment& f) {
   switch (state_) {
     case SessionState::Ready:
+      if (f.first && catalog_due_) maybe_resolve_catalog();
+      if (f.first) {
+        extended_open_ = f.type == pr::fe::kParse || f.type == pr::fe::kBind ||
+                         f.type == pr::fe::kDescribe || f.type == pr::fe::kExecute ||
+                         f.type == pr::fe::kClose || f.type == pr::fe::kFlush ||
+                         (extended_open_ && f.type != pr::fe::kSync && f.type != pr::fe::kQuery);
+      }
       if (f.first && (f.type == pr::fe::kQuery || f.type == pr::fe::kSync ||
                       f.type == pr::fe::kFunctionCall)) {
         ++replies_pending_;
@@ -200,6 +207,10 @@ Next Session::on_frontend(const pr::Fragment& f) {
             f.type == pr::fe::kFunctionCall) &&
            w_.policy() != nullptr)) {
         return on_statement(f);
+      }
+      if (results_ != nullptr && (f.type == pr::fe::kDescribe || f.type == pr::fe::kSync ||
+                                  f.type == pr::fe::kClose || f.type == pr::fe::kExecute)) {
+        return on_result_control(f);
       }
       forward(Peer::Upstream, f, fe_);
       return Next::Continue;
@@ -290,9 +301,15 @@ Next Session::on_backend(const pr::Fragment& f) {
   if (state_ == SessionState::UpstreamAuth) return on_upstream_auth(f);
   if (f.type == pr::be::kParameterStatus) on_parameter_status(f);
   if (state_ == SessionState::Ready) {
+    if (catalog_pending_) return on_catalog_reply(f);
+    if (results_ != nullptr) {
+      Next next = Next::Continue;
+      if (on_backend_masked(f, next)) return next;
+    }
     // Errors are read whole: a refused statement's stand-in error is swapped for ours.
     if (f.type == pr::be::kErrorResponse && (rec_ != nullptr || !denials_.empty())) {
-      return on_backend_error(f);
+      const pr::Bytes whole = backend_whole(f);
+      return whole.empty() ? Next::Continue : on_backend_error(f, whole);
     }
     if (rec_ != nullptr) record_backend(f);
   }
@@ -310,6 +327,7 @@ Next Session::on_backend(const pr::Fragment& f) {
     if (state_ == SessionState::Authenticating) {
       state_ = SessionState::Ready;
       deadline_ns_ = 0;
+      if (const policy::Policy* pol = w_.policy(); pol != nullptr) current_rule(*pol);
       if (rec_ != nullptr) record_start();
     }
     if (!deferred_error_.empty() && replies_pending_ == 0) {
@@ -377,6 +395,15 @@ void Session::forward(Peer to, const pr::Fragment& f, const pr::Framer& from) {
                       w_.buffers());
   }
   w_.want_send(*this, to);
+}
+
+void Session::forward_whole(Peer to, const pr::Fragment& f, pr::Bytes whole,
+                            const pr::Framer& from) {
+  if (whole.data() == f.bytes.data()) {
+    forward(to, f, from);
+  } else {
+    queue_copy(to, whole);
+  }
 }
 
 void Session::queue_copy(Peer to, pr::Bytes bytes) {

@@ -17,6 +17,7 @@
 #include "core/out_queue.h"
 #include "core/tls.h"
 #include "policy/client_auth.h"
+#include "policy/masking.h"
 #include "policy/rules.h"
 #include "protocol/auth.h"
 #include "protocol/framer.h"
@@ -109,14 +110,25 @@ class alignas(16) Session {
   void record_start();
   bool record_statement(char type, protocol::Bytes message, const policy::Decision* decision);
   void record_backend(const protocol::Fragment& f);
-  void record_row(const protocol::Fragment& f);
+  void record_row(protocol::Bytes whole);
   void record_outcome(char type, protocol::Bytes whole);
   // Statement policy.
   const policy::Rule* current_rule(const policy::Policy& policy);
   void refuse_statement(char type, const std::string& message);
   void answer_here(std::string_view sqlstate, const std::string& message);
   std::string denial_marker(std::uint32_t id) const;
-  protocol::Next on_backend_error(const protocol::Fragment& f);
+  protocol::Next on_backend_error(const protocol::Fragment& f, protocol::Bytes whole);
+  // Masking (session_mask.cc).
+  void update_masking(const policy::Policy& policy, std::string_view who,
+                      const std::vector<std::string>& groups);
+  const policy::MaskProfile* masking_now();
+  bool on_backend_masked(const protocol::Fragment& f, protocol::Next& next);
+  protocol::Next on_result_control(const protocol::Fragment& f);
+  protocol::Next on_catalog_reply(const protocol::Fragment& f);
+  void maybe_resolve_catalog();
+  void catalog_changed(policy::ClassSet classes);
+  std::string_view masked_for_record(std::string_view text);
+  std::string catalog_cache_key() const;
   // Tracks standard_conforming_strings: with it off, PostgreSQL reads backslashes in '...' as
   // escapes and its view of where a literal ends differs from the classifier's.
   void on_parameter_status(const protocol::Fragment& f);
@@ -134,6 +146,9 @@ class alignas(16) Session {
   void start_upstream(const policy::AuthenticatedCaller& caller);
   void forward(Peer to, const protocol::Fragment& f, const protocol::Framer& from);
   void queue_copy(Peer to, protocol::Bytes bytes);
+  // A whole message of fragment `f`: forwarded in place when it came in one piece, else copied.
+  void forward_whole(Peer to, const protocol::Fragment& f, protocol::Bytes whole,
+                     const protocol::Framer& from);
   void check_backpressure(Peer to);
   void on_tls(Peer from, protocol::Bytes encrypted);
   void feed_frontend(protocol::Bytes plain);
@@ -222,6 +237,23 @@ class alignas(16) Session {
   std::uint64_t last_record_end_ = 0;                   // strict: what must be durable first
   bool holding_ = false;  // upstream-bound bytes wait in held_ (durability, approval)
   std::basic_string<std::byte> held_;
+  // Masking: the caller's profile (null: values go out as they are), which RowDescription
+  // describes the rows now arriving, and the masked columns resolved through the catalog (a query
+  // of pgwarden's own, sent before the client's next message when due; its replies are not
+  // forwarded).
+  const policy::MaskProfile* mask_ = nullptr;
+  std::string mask_exempt_;  // the exempt profile's name, when the caller is exempt
+  std::unique_ptr<policy::ResultTracker> results_;
+  std::shared_ptr<const policy::MaskedAttrs> masked_attrs_;
+  std::unique_ptr<policy::MaskedAttrs> catalog_building_;
+  std::string catalog_error_;
+  std::string catalog_query_;  // the profile's catalog query ("" = no column rules)
+  bool catalog_due_ = false;
+  bool extended_open_ = false;  // extended-protocol messages sent since the last Sync
+  bool catalog_pending_ = false;
+  bool copy_binary_ = false;
+  std::basic_string<std::byte> mask_out_;
+  std::string mask_text_;
   // TLS.
   std::basic_string<std::byte> tls_plain_in_;  // decrypted bytes of the current read
   std::basic_string<std::byte> tls_records_;   // encrypted bytes of the current flush

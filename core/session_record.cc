@@ -86,7 +86,7 @@ Next Session::on_statement(const pr::Fragment& f) {
       if (rec_ != nullptr && rec_->accepting()) {
         rec::Payload& p = rec_->payload(session_id_);
         p.add(rec::Field::Statement, ++statement_seq_)
-            .add_clipped(rec::Field::Text, text)
+            .add_clipped(rec::Field::Text, masked_for_record(text))
             .add(rec::Field::Sqlstate, pr::sqlstate::kInsufficientPrivilege)
             .add(rec::Field::Reason, "changing the session role is not allowed (" + why + ")");
         rec_->append(rec::RecordType::Refused);
@@ -125,7 +125,7 @@ Next Session::on_statement(const pr::Fragment& f) {
       if (type == pr::fe::kParse) take_cstring(p);
       rec::Payload& r = rec_->payload(session_id_);
       r.add(rec::Field::Statement, ++statement_seq_)
-          .add_clipped(rec::Field::Text, take_cstring(p))
+          .add_clipped(rec::Field::Text, masked_for_record(take_cstring(p)))
           .add(rec::Field::Sqlstate, pr::sqlstate::kInsufficientPrivilege)
           .add(rec::Field::Reason, refusal)
           .add(rec::Field::Decision, "deny");
@@ -153,7 +153,17 @@ Next Session::on_statement(const pr::Fragment& f) {
       text = take_cstring(p);
       decision = w_.policy_engine().judge(*pol, current_rule(*pol), text);
       judged = true;
-      if (decision.action == policy::Action::Hold && w_.approvals() != nullptr) {
+      if (decision.rule == nullptr && !catalog_query_.empty()) {
+        decision.classes = w_.policy_engine().classes_of(*pol, text);
+      }
+      if (mask_ != nullptr && !mask_->columns.empty() && decision.action != policy::Action::Deny &&
+          (decision.classes & policy::bit(policy::StatementClass::CopyTo)) != 0) {
+        // Column rules cannot be applied to COPY's rows (they carry no column names).
+        refusal = "pgwarden: COPY TO is not allowed while the column rules of masking profile \"" +
+                  mask_->name + "\" apply; use SELECT";
+        decision.action = policy::Action::Deny;
+        if (!name.empty()) denied_statements_.emplace_back(name, refusal);
+      } else if (decision.action == policy::Action::Hold && w_.approvals() != nullptr) {
         hold_name = name;  // held for a human (admin endpoint): decided below
       } else if (decision.action != policy::Action::Allow) {
         refusal = policy::refusal_message(decision);
@@ -168,7 +178,7 @@ Next Session::on_statement(const pr::Fragment& f) {
       if (rec_ != nullptr && rec_->has_room()) {
         rec::Payload& r = rec_->payload(session_id_);
         r.add(rec::Field::Statement, ++statement_seq_)
-            .add_clipped(rec::Field::Text, text)
+            .add_clipped(rec::Field::Text, masked_for_record(text))
             .add(rec::Field::Sqlstate, pr::sqlstate::kInsufficientPrivilege)
             .add(rec::Field::Reason, refusal)
             .add(rec::Field::Decision,
@@ -195,11 +205,9 @@ Next Session::on_statement(const pr::Fragment& f) {
   if (judged && decision.action == policy::Action::Hold) {
     begin_approval(type, whole.size(), hold_name, held_text, decision);
   }
-  if (in_place) {
-    forward(Peer::Upstream, f, fe_);
-  } else {
-    queue_copy(Peer::Upstream, whole);
-  }
+  if (judged) catalog_changed(decision.classes);
+  if (results_ != nullptr) results_->on_frontend(whole);
+  forward_whole(Peer::Upstream, f, whole, fe_);
   return Next::Continue;
 }
 
@@ -223,9 +231,11 @@ const policy::Rule* Session::current_rule(const policy::Policy& policy) {
   if (rule_policy_id_ != policy.id()) {
     static const std::vector<std::string> kNoGroups;
     const bool gateway = client_auth_ != nullptr && state_ >= SessionState::Connecting;
-    rule_ = policy.match(gateway ? identity_ : start_user_,
-                         gateway ? client_auth_->caller().groups : kNoGroups);
+    const std::string_view who = gateway ? identity_ : start_user_;
+    const std::vector<std::string>& groups = gateway ? client_auth_->caller().groups : kNoGroups;
+    rule_ = policy.match(who, groups);
     rule_policy_id_ = policy.id();
+    update_masking(policy, who, groups);
   }
   return rule_;
 }
@@ -313,9 +323,8 @@ std::string Session::lexing_hazard(pr::Bytes whole) const {
   return {};
 }
 
-Next Session::on_backend_error(const pr::Fragment& f) {
-  const pr::Bytes whole = backend_whole(f);
-  if (whole.empty()) return Next::Continue;  // forwarded once whole
+// A whole ErrorResponse (masked already when masking applies).
+Next Session::on_backend_error(const pr::Fragment& f, pr::Bytes whole) {
   if (!denials_.empty()) {
     const auto e = pr::read_error(whole);
     const std::string prefix = denial_marker(0);
@@ -334,11 +343,7 @@ Next Session::on_backend_error(const pr::Fragment& f) {
     }
   }
   if (rec_ != nullptr) record_outcome(pr::be::kErrorResponse, whole);
-  if (whole.data() == f.bytes.data()) {  // in place, in the receive buffer
-    forward(Peer::Client, f, be_);
-  } else {
-    queue_copy(Peer::Client, whole);
-  }
+  forward_whole(Peer::Client, f, whole, be_);
   return Next::Continue;
 }
 
@@ -350,12 +355,13 @@ bool Session::record_statement(char type, pr::Bytes message, const policy::Decis
   rec::RecordType rt = rec::RecordType::Query;
   switch (type) {
     case pr::fe::kQuery:
-      out.add_clipped(rec::Field::Text, take_cstring(p));
+      out.add_clipped(rec::Field::Text, masked_for_record(take_cstring(p)));
       pending_statements_.push_back({w_.now_ns(), seq, 'Q'});
       break;
     case pr::fe::kParse: {
       const std::string_view name = take_cstring(p);
-      out.add(rec::Field::Name, name).add_clipped(rec::Field::Text, take_cstring(p));
+      out.add(rec::Field::Name, name)
+          .add_clipped(rec::Field::Text, masked_for_record(take_cstring(p)));
       rt = rec::RecordType::Parse;
       break;
     }
@@ -382,9 +388,9 @@ bool Session::record_statement(char type, pr::Bytes message, const policy::Decis
         const std::size_t fi = nformats == 1 ? 0 : i;
         const bool binary = nformats != 0 && fi < nformats && formats[2 * fi + 1] == 1;
         if (binary) {
-          out.add_clipped(rec::Field::Param, "\\x" + rec::hex(value));
+          out.add_clipped(rec::Field::Param, "\\x" + rec::hex(masked_for_record(value)));
         } else {
-          out.add_clipped(rec::Field::Param, value);
+          out.add_clipped(rec::Field::Param, masked_for_record(value));
         }
       }
       break;
@@ -552,7 +558,10 @@ void Session::record_start() {
       .add(rec::Field::Application, start_app_)
       .add(rec::Field::Database, database_.empty() ? start_database_ : database_)
       .add(rec::Field::Role, gateway || !role_.empty() ? role_ : start_user_)
-      .add(rec::Field::Tls, client_.tls ? client_.tls->describe() : std::string("none"));
+      .add(rec::Field::Tls, client_.tls ? client_.tls->describe() : std::string("none"))
+      .add(rec::Field::Masking, mask_ != nullptr        ? mask_->name
+                                : !mask_exempt_.empty() ? "exempt (" + mask_exempt_ + ")"
+                                                        : std::string("none"));
   rec_->append(rec::RecordType::SessionStart);
 }
 
@@ -573,9 +582,7 @@ void Session::record_end() {
 
 // One DataRow as the client receives it: each column's bytes (text, or binary if the client asked
 // for binary results), NULL as a null marker.
-void Session::record_row(const pr::Fragment& f) {
-  const pr::Bytes whole = backend_whole(f);
-  if (whole.empty()) return;
+void Session::record_row(pr::Bytes whole) {
   ++rows_recorded_;
   if (!rec_->has_room()) return;
   std::string_view p = body_of(whole);
@@ -603,7 +610,10 @@ void Session::record_backend(const pr::Fragment& f) {
       copy_out_bytes_ += f.bytes.size() - (f.first ? 5 - f.offset : 0);
       return;
     case pr::be::kDataRow:
-      if (rows_recorded_ < w_.config().record_rows) record_row(f);
+      if (rows_recorded_ < w_.config().record_rows) {
+        const pr::Bytes whole = backend_whole(f);
+        if (!whole.empty()) record_row(whole);
+      }
       return;
     case pr::be::kReadyForQuery:
       if (!f.last || f.bytes.empty()) return;

@@ -54,6 +54,7 @@ Worker::Worker(unsigned index, const Config& config, const Address& upstream, in
       listen_fd_(listen_fd),
       control_(control),
       auth_(auth),
+      masker_(control.mask_key),
       throttle_(config.auth_failure_limit, static_cast<std::int64_t>(config.auth_failure_window_s)),
       cancel_keys_(index) {
   if (auth_ != nullptr) jwt_ = std::make_unique<policy::JwtVerifier>(auth_->jwt);

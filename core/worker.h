@@ -42,6 +42,7 @@ struct Control {
   std::string upstream_tls_sni;
   bool plaintext_tokens_ok = false;  // loopback listener and --allow-plaintext-auth
   std::string record_key;            // --record-key-file's contents (recording on)
+  std::string mask_key;              // --mask-key-file's contents, or random
   // The statement policy: swapped whole on SIGHUP; workers notice the version change.
   std::atomic<std::shared_ptr<const policy::Policy>> policy;
   std::atomic<std::uint64_t> policy_version{0};
@@ -78,6 +79,7 @@ struct WorkerStats {
   Counter refused_recording;  // refused because they could not be recorded
   Counter recording_failed;   // 1 while this core's recording fails (gauge)
   Counter record_bytes;       // written to segment files
+  Counter masked;             // DataRow, CopyData, error and notice messages masking changed
 };
 
 class Worker {
@@ -122,6 +124,13 @@ class Worker {
     return policy_.get();
   }
   policy::PolicyEngine& policy_engine() noexcept { return policy_engine_; }
+  policy::Masker& masker() noexcept { return masker_; }
+  // Masked columns resolved through the catalog, per database and profile query (per core).
+  struct CatalogEntry {
+    std::shared_ptr<const policy::MaskedAttrs> attrs;
+    std::int64_t resolved_ns = 0;
+  };
+  std::unordered_map<std::string, CatalogEntry>& catalog_cache() noexcept { return catalog_cache_; }
   Approvals* approvals() noexcept { return control_.approvals; }
   policy::AuthThrottle& auth_throttle() noexcept { return throttle_; }
   BufferRing& buffers() noexcept { return *buffers_; }
@@ -175,6 +184,8 @@ class Worker {
   std::shared_ptr<const policy::Policy> policy_;
   std::uint64_t policy_version_ = 0;
   policy::PolicyEngine policy_engine_;
+  policy::Masker masker_;
+  std::unordered_map<std::string, CatalogEntry> catalog_cache_;
   policy::AuthThrottle throttle_;
   io_uring ring_{};
   bool ring_ready_ = false;

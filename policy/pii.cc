@@ -144,6 +144,19 @@ const char* pii_kind_name(PiiKind k) {
   return "?";
 }
 
+bool may_hold_builtin_pii(std::string_view value) noexcept {
+  if (value.size() < 6) return false;  // "a@b.co" is the shortest finding
+  // Branch-free counts: the compiler vectorises this loop.
+  std::size_t digits = 0, at = 0, upper = 0;
+  for (const char c : value) {
+    const auto u = static_cast<unsigned char>(c);
+    digits += static_cast<unsigned char>(u - '0') < 10;
+    upper += static_cast<unsigned char>(u - 'A') < 26;
+    at += u == '@';
+  }
+  return at != 0 || digits >= 8 || (value.size() >= 15 && upper >= 2 && digits >= 2);
+}
+
 bool luhn_valid(std::string_view digits) {
   int sum = 0;
   bool dbl = false;
@@ -208,6 +221,7 @@ protocol::Result<std::shared_ptr<const PiiDetectors>> PiiDetectors::build(
     flags.push_back(HS_FLAG_SOM_LEFTMOST);
   }
   auto d = std::shared_ptr<PiiDetectors>(new PiiDetectors());
+  d->custom_ = custom.size();
   hs_compile_error_t* err = nullptr;
   if (hs_compile_multi(patterns.data(), flags.data(), ids.data(),
                        static_cast<unsigned>(patterns.size()), HS_MODE_BLOCK, nullptr, &d->db_,
@@ -251,7 +265,10 @@ bool PiiScanner::scan(std::string_view value, const PiiDetectors& detectors,
   good.clear();
   for (std::size_t i = 0; i < candidates_.size(); ++i) {
     const PiiFinding& c = candidates_[i];
-    if (valid(ids_[i], value, c.begin, c.end)) good.push_back({kind_of(ids_[i]), c.begin, c.end});
+    if (!valid(ids_[i], value, c.begin, c.end)) continue;
+    const auto custom =
+        static_cast<std::uint16_t>(ids_[i] >= kCustomBase ? ids_[i] - kCustomBase : 0);
+    good.push_back({kind_of(ids_[i]), c.begin, c.end, custom});
   }
   // Leftmost first, longest first; keep those that do not overlap what is kept.
   std::sort(good.begin(), good.end(), [](const PiiFinding& a, const PiiFinding& b) {

@@ -23,8 +23,14 @@ const char* pii_kind_name(PiiKind k);
 struct PiiFinding {
   PiiKind kind;
   std::size_t begin;
-  std::size_t end;  // one past the last byte
+  std::size_t end;           // one past the last byte
+  std::uint16_t custom = 0;  // for Custom: which custom pattern (in build order)
 };
+
+// A necessary condition for any built-in detector to find something in `value`: an '@', at
+// least 8 digits, or (for an IBAN) 15 bytes with two capitals and two digits. Values failing it
+// skip the Hyperscan scan; it runs at memory speed.
+bool may_hold_builtin_pii(std::string_view value) noexcept;
 
 class PiiDetectors {
  public:
@@ -33,9 +39,11 @@ class PiiDetectors {
       const std::vector<std::string>& custom = {});
   ~PiiDetectors();
   hs_database* db() const noexcept { return db_; }
+  bool has_custom() const noexcept { return custom_ != 0; }
 
  private:
   hs_database* db_ = nullptr;
+  std::size_t custom_ = 0;
 };
 
 class PiiScanner {

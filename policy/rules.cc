@@ -61,19 +61,6 @@ std::atomic<std::uint64_t> next_policy_id{1};
 
 }  // namespace
 
-bool Rule::matches(std::string_view identity, const std::vector<std::string>& caller_groups) const {
-  if (groups.empty() && users.empty()) return true;
-  for (const auto& u : users) {
-    if (u == identity) return true;
-  }
-  for (const auto& g : groups) {
-    if (std::find(caller_groups.begin(), caller_groups.end(), g) != caller_groups.end()) {
-      return true;
-    }
-  }
-  return false;
-}
-
 ClassSet Rule::denied() const {
   return (deny | (read_only ? write_classes() : 0)) & ~allow;
 }
@@ -81,6 +68,14 @@ ClassSet Rule::denied() const {
 const Rule* Policy::match(std::string_view identity, const std::vector<std::string>& groups) const {
   for (const Rule& r : rules_) {
     if (r.matches(identity, groups)) return &r;
+  }
+  return nullptr;
+}
+
+const MaskProfile* Policy::mask_profile(std::string_view identity,
+                                        const std::vector<std::string>& groups) const {
+  for (const MaskProfile& m : masking_) {
+    if (m.matches(identity, groups)) return &m;
   }
   return nullptr;
 }
@@ -109,9 +104,16 @@ pr::Result<std::shared_ptr<const Policy>> Policy::parse(std::string_view json,
       for (const auto& n : names) p->dangerous_.push_back(ascii_lower(n));
       continue;
     }
+    if (key == "masking") {
+      auto m = parse_masking(field.value, file);
+      if (!m) return m.error();
+      p->masking_ = std::move(*m);
+      continue;
+    }
     if (key != "rules") {
       return invalid(file, "$." + key,
-                     "unknown key (expected role_mappings, rules, dangerous_functions, comment)");
+                     "unknown key (expected role_mappings, rules, masking, dangerous_functions, "
+                     "comment)");
     }
     sj::dom::array rules;
     if (field.value.get_array().get(rules) != sj::SUCCESS) {
@@ -359,20 +361,28 @@ Decision PolicyEngine::decide(const Rule& rule, const Analysis& a) {
   return d;
 }
 
+void PolicyEngine::adopt(const Policy& policy) {
+  if (policy.id() == policy_id_) return;
+  // A new policy: scratch space for its Hyperscan databases, once.
+  classifier_.forget_prefilter();
+  for (const Rule& r : policy.rules()) {
+    if (r.denylist_db && hs_alloc_scratch(r.denylist_db.get(), &scratch_) != HS_SUCCESS) {
+      hs_free_scratch(scratch_);
+      scratch_ = nullptr;
+      break;
+    }
+  }
+  policy_id_ = policy.id();
+}
+
+ClassSet PolicyEngine::classes_of(const Policy& policy, std::string_view sql) {
+  adopt(policy);
+  return classifier_.analyze(sql, policy.prefilter(), policy.dangerous_functions()).classes;
+}
+
 Decision PolicyEngine::judge(const Policy& policy, const Rule* rule, std::string_view sql) {
   if (rule == nullptr) return Decision{};
-  if (policy.id() != policy_id_) {
-    // A new policy: scratch space for its Hyperscan databases, once.
-    classifier_.forget_prefilter();
-    for (const Rule& r : policy.rules()) {
-      if (r.denylist_db && hs_alloc_scratch(r.denylist_db.get(), &scratch_) != HS_SUCCESS) {
-        hs_free_scratch(scratch_);
-        scratch_ = nullptr;
-        break;
-      }
-    }
-    policy_id_ = policy.id();
-  }
+  adopt(policy);
   // The denylist looks at every byte, numbers included: on the text itself, never cached.
   Decision listed;
   if (denylisted(*rule, sql, listed)) return listed;

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "policy/classifier.h"
+#include "policy/masking.h"
 #include "protocol/result.h"
 
 namespace pgwarden::policy {
@@ -29,7 +30,9 @@ struct Rule {
   std::vector<std::string> forbidden_tables;  // "schema.table", "table" or "schema.*"
   bool parse_all = false;  // the rule restricts classes the pre-filter cannot tell apart
 
-  bool matches(std::string_view identity, const std::vector<std::string>& caller_groups) const;
+  bool matches(std::string_view identity, const std::vector<std::string>& caller_groups) const {
+    return audience_matches(users, groups, identity, caller_groups);
+  }
   ClassSet denied() const;  // deny (+ writes when read-only), minus allow
 };
 
@@ -49,12 +52,17 @@ class Policy {
                                                                const std::string& file);
   const Rule* match(std::string_view identity, const std::vector<std::string>& groups) const;
   const std::vector<Rule>& rules() const noexcept { return rules_; }
+  // The first masking profile for the caller; null: none applies (values go out as they are).
+  const MaskProfile* mask_profile(std::string_view identity,
+                                  const std::vector<std::string>& groups) const;
+  const std::vector<MaskProfile>& masking() const noexcept { return masking_; }
   const Prefilter& prefilter() const noexcept { return *prefilter_; }
   const std::vector<std::string>& dangerous_functions() const noexcept { return dangerous_; }
   std::uint64_t id() const noexcept { return id_; }
 
  private:
   std::vector<Rule> rules_;
+  std::vector<MaskProfile> masking_;
   std::vector<std::string> dangerous_;
   std::shared_ptr<const Prefilter> prefilter_;
   std::uint64_t id_ = 0;
@@ -77,10 +85,13 @@ class PolicyEngine {
   PolicyEngine& operator=(const PolicyEngine&) = delete;
 
   Decision judge(const Policy& policy, const Rule* rule, std::string_view sql);
+  // The statement's classes when no rule judged it (masking needs to see COPY TO and DDL).
+  ClassSet classes_of(const Policy& policy, std::string_view sql);
   std::uint64_t cache_hits() const noexcept { return hits_; }
 
  private:
   struct Entry;
+  void adopt(const Policy& policy);
   Decision decide(const Rule& rule, const Analysis& a);
   bool denylisted(const Rule& rule, std::string_view sql, Decision& d);
   Classifier classifier_;

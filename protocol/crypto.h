@@ -3,6 +3,7 @@
 // No OpenSSL type leaks out of this header.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -15,6 +16,9 @@ namespace pgwarden::protocol {
 // '=' padding, on an impossible length, or on non-zero unused trailing bits.
 std::optional<std::string> base64url_decode(std::string_view in);
 std::string base64url_encode(std::string_view in);
+
+// HMAC-SHA256 of `data` under `key` (recording seals, masking pseudonyms).
+std::array<unsigned char, 32> hmac_sha256(std::string_view key, std::string_view data);
 
 enum class SigAlg : std::uint8_t { RS256, ES256, EdDSA };
 

@@ -1,7 +1,6 @@
 #include "recorder/format.h"
 
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
 
 #include <charconv>
 #include <cstring>
@@ -178,6 +177,8 @@ const char* field_name(Field f) {
       return "rule";
     case Field::Classes:
       return "classes";
+    case Field::Masking:
+      return "masking";
   }
   return "unknown";
 }
@@ -261,14 +262,6 @@ Hash chain_next(const Hash& prev, std::string_view record) {
   EVP_DigestUpdate(ctx.get(), prev.data(), prev.size());
   EVP_DigestUpdate(ctx.get(), record.data(), record.size());
   EVP_DigestFinal_ex(ctx.get(), out.data(), &len);
-  return out;
-}
-
-Hash hmac_sha256(std::string_view key, std::string_view data) {
-  Hash out{};
-  unsigned int len = 0;
-  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
-       reinterpret_cast<const unsigned char*>(data.data()), data.size(), out.data(), &len);
   return out;
 }
 

@@ -10,6 +10,8 @@
 #include <string_view>
 #include <vector>
 
+#include "protocol/crypto.h"
+
 namespace pgwarden::recorder {
 
 inline constexpr int kFormatVersion = 1;
@@ -74,6 +76,7 @@ enum class Field : std::uint8_t {
   Decision = 39,  // allow, deny or hold
   Rule = 40,      // the policy rule that decided
   Classes = 41,   // the statement classes it saw
+  Masking = 42,   // session start: the masking profile, or "exempt (profile)", or "none"
 };
 const char* field_name(Field f);
 
@@ -111,7 +114,7 @@ ParseStatus parse_record(std::string_view bytes, Record& out, std::size_t& size,
 // Chain step: next = SHA-256(prev || record bytes).
 Hash chain_next(const Hash& prev, std::string_view record);
 std::uint64_t link_of(const Hash& h) noexcept;  // its first 8 bytes, little-endian
-Hash hmac_sha256(std::string_view key, std::string_view data);
+using protocol::hmac_sha256;
 std::string hex(std::string_view bytes);
 
 // The seal's MAC input: the chain hash before the seal, and the seal's own facts.

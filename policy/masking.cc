@@ -1,0 +1,892 @@
+#include "policy/masking.h"
+
+#include <simdjson.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "policy/classifier.h"
+#include "protocol/crypto.h"
+
+namespace pgwarden::policy {
+
+namespace {
+
+namespace sj = simdjson;
+namespace pr = pgwarden::protocol;
+
+constexpr std::string_view kRedacted = "REDACTED";
+
+pr::Error invalid(const std::string& file, const std::string& path, const std::string& why) {
+  return pr::Error{pr::Errc::Rejected, file + ": " + path + ": " + why};
+}
+
+std::optional<MaskAction> action_from(std::string_view s) {
+  if (s == "redact") return MaskAction::Redact;
+  if (s == "partial") return MaskAction::Partial;
+  if (s == "hash") return MaskAction::Hash;
+  if (s == "null") return MaskAction::Null;
+  return std::nullopt;
+}
+
+constexpr std::string_view kActions = "redact, partial, hash or null";
+
+bool string_list(sj::dom::element e, std::vector<std::string>& out) {
+  sj::dom::array arr;
+  if (e.get_array().get(arr) != sj::SUCCESS) return false;
+  for (sj::dom::element x : arr) {
+    std::string_view s;
+    if (x.get_string().get(s) != sj::SUCCESS) return false;
+    out.emplace_back(s);
+  }
+  return true;
+}
+
+// Case-insensitive match of `name` against a lower-case pattern where '*' matches any run.
+bool glob_match(std::string_view pattern, std::string_view name) {
+  std::size_t p = 0, n = 0, star = std::string_view::npos, mark = 0;
+  while (n < name.size()) {
+    const char c =
+        static_cast<char>(name[n] >= 'A' && name[n] <= 'Z' ? name[n] - 'A' + 'a' : name[n]);
+    if (p < pattern.size() && pattern[p] == '*') {
+      star = p++;
+      mark = n;
+    } else if (p < pattern.size() && pattern[p] == c) {
+      ++p;
+      ++n;
+    } else if (star != std::string_view::npos) {
+      p = star + 1;
+      n = ++mark;
+    } else {
+      return false;
+    }
+  }
+  while (p < pattern.size() && pattern[p] == '*') ++p;
+  return p == pattern.size();
+}
+
+// A SQL string literal of `s` (quotes doubled; standard_conforming_strings does not matter
+// because the text never holds a backslash: LIKE uses '!' as its escape).
+std::string sql_literal(std::string_view s) {
+  std::string out = "'";
+  for (const char c : s) {
+    if (c == '\'') out += '\'';
+    out += c;
+  }
+  return out + "'";
+}
+
+std::string like_pattern(std::string_view glob) {
+  std::string out;
+  for (const char c : glob) {
+    if (c == '*') {
+      out += '%';
+    } else {
+      if (c == '%' || c == '_' || c == '!') out += '!';
+      out += c;
+    }
+  }
+  return out;
+}
+
+std::uint16_t get_u16(const std::byte* p) {
+  return static_cast<std::uint16_t>((std::to_integer<unsigned>(p[0]) << 8) |
+                                    std::to_integer<unsigned>(p[1]));
+}
+std::uint32_t get_u32(const std::byte* p) {
+  return (std::to_integer<std::uint32_t>(p[0]) << 24) |
+         (std::to_integer<std::uint32_t>(p[1]) << 16) |
+         (std::to_integer<std::uint32_t>(p[2]) << 8) | std::to_integer<std::uint32_t>(p[3]);
+}
+void put_u32(std::basic_string<std::byte>& out, std::uint32_t v) {
+  for (int s = 24; s >= 0; s -= 8) out.push_back(static_cast<std::byte>((v >> s) & 0xff));
+}
+
+std::string_view as_chars(const std::byte* p, std::size_t n) {
+  return {reinterpret_cast<const char*>(p), n};
+}
+
+// A NUL-terminated string at p[i..end); advances i past the NUL. False if unterminated.
+bool take_cstring(pr::Bytes m, std::size_t& i, std::string_view& s) {
+  const void* nul = std::memchr(m.data() + i, 0, m.size() - i);
+  if (nul == nullptr) return false;
+  const std::size_t n = static_cast<const std::byte*>(nul) - (m.data() + i);
+  s = as_chars(m.data() + i, n);
+  i += n + 1;
+  return true;
+}
+
+bool is_digit(char c) {
+  return c >= '0' && c <= '9';
+}
+bool is_alnum(char c) {
+  return is_digit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+
+std::string hex16(const std::array<unsigned char, 32>& h) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out;
+  for (int i = 0; i < 8; ++i) {
+    out += kDigits[h[i] >> 4];
+    out += kDigits[h[i] & 15];
+  }
+  return out;
+}
+
+// Stars every character but the last `keep` (UTF-8 aware); with `only_alnum`, only letters and
+// digits are starred and counted, separators are kept.
+void star_all_but_last(std::string_view s, std::size_t keep, bool only_alnum, std::string& out) {
+  auto counts = [&](char c) {
+    return only_alnum ? is_alnum(c) : (static_cast<unsigned char>(c) & 0xC0) != 0x80;
+  };
+  std::size_t total = 0;
+  for (const char c : s) total += counts(c);
+  std::size_t seen = 0;
+  bool kept = false;  // the character being written is kept (continuation bytes follow it)
+  for (const char c : s) {
+    if ((static_cast<unsigned char>(c) & 0xC0) == 0x80) {
+      if (kept || only_alnum) out += c;
+      continue;
+    }
+    if (!counts(c)) {
+      out += c;
+      kept = true;
+      continue;
+    }
+    kept = ++seen + keep > total;
+    out += kept ? c : '*';
+  }
+}
+
+// Inside a JSON string at byte `pos` of `v`?
+bool inside_json_string(std::string_view v, std::size_t pos) {
+  bool in = false;
+  for (std::size_t i = 0; i < pos && i < v.size(); ++i) {
+    if (in && v[i] == '\\') {
+      ++i;
+    } else if (v[i] == '"') {
+      in = !in;
+    }
+  }
+  return in;
+}
+
+// Binary int2/int4/int8 to decimal; false if the length does not fit the type.
+bool binary_integer(std::string_view v, std::string& out) {
+  if (v.size() != 2 && v.size() != 4 && v.size() != 8) return false;
+  std::uint64_t u = 0;
+  for (const char c : v) u = (u << 8) | static_cast<unsigned char>(c);
+  const int shift = 64 - static_cast<int>(v.size()) * 8;
+  const std::int64_t s =
+      shift == 0 ? static_cast<std::int64_t>(u) : static_cast<std::int64_t>(u << shift) >> shift;
+  out = std::to_string(s);
+  return true;
+}
+
+// Binary numeric (ndigits, weight, sign, dscale, base-10000 digits) to its digits (and sign and
+// point), enough for the detectors to see what a text client would. False if malformed.
+bool binary_numeric(std::string_view v, std::string& out) {
+  if (v.size() < 8) return false;
+  auto u16 = [&](std::size_t at) {
+    return static_cast<std::uint16_t>((static_cast<unsigned char>(v[at]) << 8) |
+                                      static_cast<unsigned char>(v[at + 1]));
+  };
+  const std::size_t ndigits = u16(0);
+  const auto weight = static_cast<std::int16_t>(u16(2));
+  const std::uint16_t sign = u16(4);
+  if (v.size() != 8 + 2 * ndigits) return false;
+  out.clear();
+  if (sign == 0x4000) out += '-';
+  if (sign == 0xC000) {
+    out = "NaN";
+    return true;
+  }
+  for (std::size_t i = 0; i < ndigits; ++i) {
+    if (static_cast<int>(i) == weight + 1) out += '.';
+    const std::uint16_t d = u16(8 + 2 * i);
+    if (d > 9999) return false;
+    char buf[5];
+    std::snprintf(buf, sizeof buf, "%04u", unsigned{d});
+    out += i == 0 ? std::to_string(d) : std::string(buf);
+  }
+  for (int i = static_cast<int>(ndigits); i <= weight; ++i) out += "0000";
+  return true;
+}
+
+}  // namespace
+
+const char* mask_action_name(MaskAction a) {
+  switch (a) {
+    case MaskAction::Redact:
+      return "redact";
+    case MaskAction::Partial:
+      return "partial";
+    case MaskAction::Hash:
+      return "hash";
+    case MaskAction::Null:
+      return "null";
+  }
+  return "?";
+}
+
+bool audience_matches(const std::vector<std::string>& users, const std::vector<std::string>& groups,
+                      std::string_view identity, const std::vector<std::string>& caller_groups) {
+  if (groups.empty() && users.empty()) return true;
+  for (const auto& u : users) {
+    if (u == identity) return true;
+  }
+  for (const auto& g : groups) {
+    if (std::find(caller_groups.begin(), caller_groups.end(), g) != caller_groups.end()) {
+      return true;
+    }
+  }
+  return false;
+}
+
+std::optional<MaskAction> MaskProfile::action_for(const PiiFinding& f) const {
+  if (f.kind == PiiKind::Custom) {
+    return f.custom < custom_actions.size() ? std::optional(custom_actions[f.custom])
+                                            : std::nullopt;
+  }
+  return detect[static_cast<std::size_t>(f.kind)];
+}
+
+std::string MaskProfile::catalog_query() const {
+  if (columns.empty()) return {};
+  std::string q;
+  for (std::size_t i = 0; i < columns.size(); ++i) {
+    const ColumnRule& r = columns[i];
+    if (!q.empty()) q += " UNION ALL ";
+    q += "SELECT a.attrelid::int8, a.attnum, " + std::to_string(i) +
+         " FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON c.oid = a.attrelid"
+         " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+         " WHERE a.attnum > 0 AND NOT a.attisdropped AND lower(a.attname) LIKE " +
+         sql_literal(like_pattern(r.column)) + " ESCAPE '!'";
+    if (!r.table.empty()) q += " AND lower(c.relname) = " + sql_literal(r.table);
+    if (!r.schema.empty()) q += " AND lower(n.nspname) = " + sql_literal(r.schema);
+  }
+  return q + " ORDER BY 3";
+}
+
+pr::Result<std::vector<MaskProfile>> parse_masking(const sj::dom::element& e,
+                                                   const std::string& file) {
+  std::vector<MaskProfile> out;
+  sj::dom::array profiles;
+  if (e.get_array().get(profiles) != sj::SUCCESS) {
+    return invalid(file, "$.masking", "must be an array of masking profiles");
+  }
+  std::size_t index = 0;
+  for (sj::dom::element pe : profiles) {
+    const std::string at = "$.masking[" + std::to_string(index++) + "]";
+    sj::dom::object po;
+    if (pe.get_object().get(po) != sj::SUCCESS) return invalid(file, at, "must be an object");
+    MaskProfile p;
+    std::vector<std::string> custom_patterns;
+    for (auto f : po) {
+      const std::string k(f.key);
+      const std::string path = at + "." + k;
+      if (k == "name") {
+        std::string_view s;
+        if (f.value.get_string().get(s) != sj::SUCCESS || s.empty()) {
+          return invalid(file, path, "must be a non-empty string");
+        }
+        p.name = s;
+      } else if (k == "groups" || k == "users") {
+        if (!string_list(f.value, k == "groups" ? p.groups : p.users)) {
+          return invalid(file, path, "must be an array of strings");
+        }
+      } else if (k == "exempt") {
+        if (f.value.get_bool().get(p.exempt) != sj::SUCCESS) {
+          return invalid(file, path, "must be true or false");
+        }
+      } else if (k == "columns") {
+        sj::dom::array cols;
+        if (f.value.get_array().get(cols) != sj::SUCCESS) {
+          return invalid(file, path, "must be an array of column rules");
+        }
+        std::size_t ci = 0;
+        for (sj::dom::element ce : cols) {
+          const std::string cat = path + "[" + std::to_string(ci++) + "]";
+          sj::dom::object co;
+          if (ce.get_object().get(co) != sj::SUCCESS)
+            return invalid(file, cat, "must be an object");
+          ColumnRule r;
+          bool have_action = false;
+          for (auto cf : co) {
+            const std::string ck(cf.key);
+            std::string_view s;
+            if (ck != "comment" && cf.value.get_string().get(s) != sj::SUCCESS) {
+              return invalid(file, cat + "." + ck, "must be a string");
+            }
+            if (ck == "column") {
+              r.column = ascii_lower(s);
+            } else if (ck == "table") {
+              const std::string t = ascii_lower(s);
+              const std::size_t dot = t.find('.');
+              r.schema = dot == std::string::npos ? "" : t.substr(0, dot);
+              r.table = dot == std::string::npos ? t : t.substr(dot + 1);
+              if (r.table.empty() || r.table.find('.') != std::string::npos ||
+                  (dot != std::string::npos && r.schema.empty())) {
+                return invalid(file, cat + ".table", "expected table or schema.table");
+              }
+            } else if (ck == "action") {
+              const auto a = action_from(s);
+              if (!a) return invalid(file, cat + ".action", "must be " + std::string(kActions));
+              r.action = *a;
+              have_action = true;
+            } else if (ck != "comment") {
+              return invalid(file, cat + "." + ck,
+                             "unknown key (expected column, table, action, comment)");
+            }
+          }
+          if (r.column.empty() ||
+              r.column.find_first_of(std::string_view("\0", 1)) != std::string::npos) {
+            return invalid(file, cat + ".column", "every column rule needs a column name pattern");
+          }
+          if (!have_action)
+            return invalid(file, cat + ".action", "missing (" + std::string(kActions) + ")");
+          p.columns.push_back(std::move(r));
+        }
+      } else if (k == "detectors") {
+        sj::dom::object dets;
+        if (f.value.get_object().get(dets) != sj::SUCCESS) {
+          return invalid(file, path, "must be an object of detector: action");
+        }
+        for (auto df : dets) {
+          const std::string dk(df.key);
+          std::size_t kind = kBuiltinKinds;
+          for (std::size_t i = 0; i < kBuiltinKinds; ++i) {
+            if (dk == pii_kind_name(static_cast<PiiKind>(i))) kind = i;
+          }
+          if (kind == kBuiltinKinds) {
+            return invalid(file, path + "." + dk,
+                           "unknown detector (expected card_number, ssn, email, phone, iban)");
+          }
+          std::string_view s;
+          const auto a =
+              df.value.get_string().get(s) == sj::SUCCESS ? action_from(s) : std::nullopt;
+          if (!a) return invalid(file, path + "." + dk, "must be " + std::string(kActions));
+          p.detect[kind] = *a;
+        }
+      } else if (k == "custom") {
+        sj::dom::array cs;
+        if (f.value.get_array().get(cs) != sj::SUCCESS) {
+          return invalid(file, path, "must be an array of {name, pattern, action}");
+        }
+        std::size_t ci = 0;
+        for (sj::dom::element ce : cs) {
+          const std::string cat = path + "[" + std::to_string(ci++) + "]";
+          std::string_view name, pattern, action;
+          if (ce["name"].get_string().get(name) != sj::SUCCESS || name.empty() ||
+              ce["pattern"].get_string().get(pattern) != sj::SUCCESS || pattern.empty() ||
+              ce["action"].get_string().get(action) != sj::SUCCESS) {
+            return invalid(file, cat, "needs string members name, pattern and action");
+          }
+          const auto a = action_from(action);
+          if (!a) return invalid(file, cat + ".action", "must be " + std::string(kActions));
+          p.custom_names.emplace_back(name);
+          p.custom_actions.push_back(*a);
+          custom_patterns.emplace_back(pattern);
+        }
+      } else if (k != "comment") {
+        return invalid(file, path,
+                       "unknown key (expected name, groups, users, exempt, columns, detectors, "
+                       "custom, comment)");
+      }
+    }
+    if (p.name.empty()) return invalid(file, at + ".name", "every masking profile needs a name");
+    const bool any_detector =
+        std::any_of(p.detect.begin(), p.detect.end(), [](const auto& a) { return a.has_value(); });
+    if (p.exempt && (any_detector || !p.columns.empty() || !custom_patterns.empty())) {
+      return invalid(file, at, "an exempt profile sees raw values: it cannot also mask");
+    }
+    if (any_detector || !custom_patterns.empty()) {
+      auto d = PiiDetectors::build(custom_patterns);
+      if (!d) return invalid(file, at + ".custom", d.error().message);
+      p.detectors = *d;
+    }
+    out.push_back(std::move(p));
+  }
+  return out;
+}
+
+ValueKind value_kind(std::uint32_t oid, bool binary) {
+  switch (oid) {
+    case 25:    // text
+    case 1043:  // varchar
+    case 1042:  // bpchar
+    case 19:    // name
+    case 18:    // char
+    case 705:   // unknown
+      return ValueKind::Text;
+    case 1009:  // text[]
+    case 1015:  // varchar[]
+    case 1014:  // bpchar[]
+      return binary ? ValueKind::Other : ValueKind::TextArray;
+    case 114:  // json
+      return ValueKind::Json;
+    case 3802:  // jsonb: binary starts with a version byte
+      return binary ? ValueKind::Other : ValueKind::Json;
+    case 20:  // int8
+    case 23:  // int4
+      return ValueKind::Integer;
+    case 1700:
+      return ValueKind::Numeric;
+    case 16:    // bool
+    case 21:    // int2
+    case 26:    // oid
+    case 700:   // float4
+    case 701:   // float8
+    case 1082:  // date
+    case 1083:  // time
+    case 1266:  // timetz
+    case 1114:  // timestamp
+    case 1184:  // timestamptz
+    case 1186:  // interval
+    case 2950:  // uuid
+    case 869:   // inet
+    case 650:   // cidr
+    case 829:   // macaddr
+    case 3220:  // pg_lsn
+      return ValueKind::NoPii;
+    default:
+      return ValueKind::Other;
+  }
+}
+
+bool build_plan(const MaskProfile& profile, const MaskedAttrs* attrs, pr::Bytes m,
+                std::string_view formats, ResultPlan& plan) {
+  plan.columns.clear();
+  plan.known = false;
+  plan.active = false;
+  if (m.size() < 7) return false;
+  const std::uint16_t n = get_u16(m.data() + 5);
+  std::size_t i = 7;
+  for (std::uint16_t c = 0; c < n; ++c) {
+    std::string_view name;
+    if (!take_cstring(m, i, name) || m.size() - i < 18) return false;
+    const std::uint32_t table = get_u32(m.data() + i);
+    const auto attnum = static_cast<std::int16_t>(get_u16(m.data() + i + 4));
+    const std::uint32_t type = get_u32(m.data() + i + 6);
+    std::uint16_t format = get_u16(m.data() + i + 16);
+    i += 18;
+    if (formats.size() == 2) {
+      format = static_cast<std::uint16_t>(static_cast<unsigned char>(formats[1]));
+    } else if (formats.size() >= 2u * (c + 1u)) {
+      format = static_cast<std::uint16_t>(static_cast<unsigned char>(formats[2 * c + 1]));
+    } else if (!formats.empty()) {
+      format = 0;
+    }
+    MaskColumn col;
+    col.binary = format == 1;
+    col.type_oid = type;
+    col.kind = value_kind(type, col.binary);
+    if (attrs != nullptr && table != 0) {
+      const auto it = attrs->action_of.find(MaskedAttrs::key(table, attnum));
+      if (it != attrs->action_of.end()) col.rule = it->second;
+    }
+    for (std::size_t r = 0; !col.rule && r < profile.columns.size(); ++r) {
+      // Unqualified rules also match by the name the client sees (computed columns, aliases
+      // of expressions); qualified ones only through the catalog.
+      if (profile.columns[r].table.empty() && glob_match(profile.columns[r].column, name)) {
+        col.rule = profile.columns[r].action;
+      }
+    }
+    plan.active = plan.active || col.rule || (profile.scans() && col.kind != ValueKind::NoPii);
+    plan.columns.push_back(col);
+  }
+  plan.known = true;
+  return true;
+}
+
+void ResultTracker::pop() {
+  if (head_ < queue_.size()) ++head_;
+  if (head_ == queue_.size()) {
+    queue_.clear();
+    head_ = 0;
+  }
+}
+
+void ResultTracker::on_frontend(pr::Bytes m) {
+  if (m.size() < 5) return;
+  const char type = static_cast<char>(m[0]);
+  std::size_t i = 5;
+  std::string_view a, b;
+  switch (type) {
+    case 'P':
+      if (take_cstring(m, i, a)) statements_[std::string(a)] = Described{};
+      plan_valid_ = false;
+      return;
+    case 'B': {
+      if (!take_cstring(m, i, a) || !take_cstring(m, i, b)) return;
+      Portal& p = portals_[std::string(a)];
+      p.statement = b;
+      p.formats.clear();
+      p.described = Described{};
+      plan_valid_ = false;
+      // Skip the parameter formats and values to the result formats.
+      if (m.size() - i < 2) return;
+      std::size_t nf = get_u16(m.data() + i);
+      i += 2 + 2 * nf;
+      if (i + 2 > m.size()) return;
+      const std::size_t np = get_u16(m.data() + i);
+      i += 2;
+      for (std::size_t k = 0; k < np; ++k) {
+        if (i + 4 > m.size()) return;
+        const auto len = static_cast<std::int32_t>(get_u32(m.data() + i));
+        i += 4 + (len > 0 ? static_cast<std::size_t>(len) : 0);
+      }
+      if (i + 2 > m.size()) return;
+      nf = get_u16(m.data() + i);
+      i += 2;
+      if (i + 2 * nf <= m.size()) p.formats.assign(as_chars(m.data() + i, 2 * nf));
+      return;
+    }
+    case 'D':
+      if (m.size() < 6) return;
+      i = 6;
+      if (take_cstring(m, i, a)) {
+        queue_.push_back(
+            {static_cast<char>(m[5]) == 'S' ? Wait::DescribeStatement : Wait::DescribePortal,
+             std::string(a)});
+      }
+      return;
+    case 'E':
+      if (take_cstring(m, i, a)) queue_.push_back({Wait::Execute, std::string(a)});
+      return;
+    case 'Q':
+    case 'F':
+      queue_.push_back({Wait::Query, {}});
+      return;
+    case 'S':
+      queue_.push_back({Wait::Sync, {}});
+      return;
+    case 'C':
+      if (m.size() < 6) return;
+      i = 6;
+      if (take_cstring(m, i, a)) {
+        if (static_cast<char>(m[5]) == 'S') {
+          statements_.erase(std::string(a));
+        } else {
+          portals_.erase(std::string(a));
+        }
+      }
+      plan_valid_ = false;
+      return;
+    default:
+      return;
+  }
+}
+
+void ResultTracker::on_backend(char type, pr::Bytes m) {
+  Pending* f = front();
+  switch (type) {
+    case 'T':
+    case 'n': {
+      Described d{type == 'T' ? std::string(as_chars(m.data(), m.size())) : std::string(), true};
+      if (f != nullptr && f->what == Wait::DescribeStatement) {
+        statements_[f->name] = std::move(d);
+        pop();
+      } else if (f != nullptr && f->what == Wait::DescribePortal) {
+        portals_[f->name].described = std::move(d);
+        pop();
+      } else {
+        query_ = std::move(d);  // a simple Query's result (or one we did not see asked)
+      }
+      plan_valid_ = false;
+      return;
+    }
+    case 'C':
+    case 's':
+    case 'I':
+      if (f != nullptr && f->what == Wait::Execute) pop();
+      if (type != 's') query_ = Described{};
+      plan_valid_ = false;
+      return;
+    case 'E':
+      // The server skips what was sent up to Sync; a simple Query stays until its 'Z'.
+      while ((f = front()) != nullptr && f->what != Wait::Sync && f->what != Wait::Query) pop();
+      query_ = Described{};
+      plan_valid_ = false;
+      return;
+    case 'Z':
+      while ((f = front()) != nullptr) {
+        const bool last = f->what == Wait::Sync || f->what == Wait::Query;
+        pop();
+        if (last) break;
+      }
+      query_ = Described{};
+      plan_valid_ = false;
+      return;
+    default:
+      return;
+  }
+}
+
+const ResultPlan& ResultTracker::current(const MaskProfile& profile, const MaskedAttrs* attrs,
+                                         std::uint64_t generation) {
+  const Described* src = &query_;
+  std::string_view formats;
+  const Pending* f = front();
+  if (f != nullptr && f->what == Wait::Execute) {
+    const auto p = portals_.find(f->name);
+    src = nullptr;
+    if (p != portals_.end()) {
+      if (p->second.described.known) {
+        src = &p->second.described;
+      } else if (const auto s = statements_.find(p->second.statement);
+                 s != statements_.end() && s->second.known) {
+        src = &s->second;
+        formats = p->second.formats;
+      }
+    }
+  }
+  if (plan_valid_ && plan_for_ == src && plan_generation_ == generation) return plan_;
+  plan_valid_ = true;
+  plan_for_ = src;
+  plan_generation_ = generation;
+  if (src == nullptr || !src->known || src->row_description.empty() ||
+      !build_plan(profile, attrs,
+                  pr::Bytes(reinterpret_cast<const std::byte*>(src->row_description.data()),
+                            src->row_description.size()),
+                  formats, plan_)) {
+    plan_.columns.clear();
+    plan_.known = false;
+    plan_.active = true;  // blind: handled fail-closed
+  }
+  return plan_;
+}
+
+bool Masker::scan(const MaskProfile& p, std::string_view v) {
+  if (!scanner_.scan(v, *p.detectors, found_)) return false;
+  std::erase_if(found_, [&](const PiiFinding& f) { return !p.action_for(f).has_value(); });
+  return true;
+}
+
+void Masker::apply_whole(MaskAction a, std::string_view v, std::string& out) const {
+  switch (a) {
+    case MaskAction::Hash:
+      out += "pii_" + hex16(protocol::hmac_sha256(key_, v));
+      return;
+    case MaskAction::Partial:
+      star_all_but_last(v, 4, true, out);
+      return;
+    case MaskAction::Redact:
+    case MaskAction::Null:
+      out += kRedacted;
+      return;
+  }
+}
+
+void Masker::apply_finding(MaskAction a, const PiiFinding& f, std::string_view span,
+                           std::string& out) const {
+  const char* kind = pii_kind_name(f.kind);
+  if (a == MaskAction::Hash) {
+    // Normalised first, so the same number or address gives the same pseudonym however it was
+    // written (joins and grouping on the masked value still work).
+    std::string norm = std::string(kind) + ":";
+    for (const char c : span) {
+      if (f.kind == PiiKind::Email || f.kind == PiiKind::Custom) {
+        norm += static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+      } else if (is_alnum(c)) {
+        norm += c;
+      }
+    }
+    out += std::string(kind) + "_" + hex16(protocol::hmac_sha256(key_, norm));
+    return;
+  }
+  if (a != MaskAction::Partial) {
+    out += kRedacted;
+    return;
+  }
+  switch (f.kind) {
+    case PiiKind::Email: {
+      const std::size_t at = span.rfind('@');
+      out += span.substr(0, 1);
+      out += "***";
+      out += span.substr(at);
+      return;
+    }
+    case PiiKind::Iban: {
+      std::string tail;
+      star_all_but_last(span.substr(2), 4, true, tail);
+      out += span.substr(0, 2);
+      out += tail;
+      return;
+    }
+    case PiiKind::CardNumber:
+    case PiiKind::Ssn:
+    case PiiKind::Phone: {
+      std::size_t digits = 0;
+      for (const char c : span) digits += is_digit(c);
+      std::size_t seen = 0;
+      for (const char c : span) {
+        if (!is_digit(c)) {
+          out += c;
+        } else {
+          out += ++seen + 4 > digits ? c : '*';
+        }
+      }
+      return;
+    }
+    case PiiKind::Custom:
+      star_all_but_last(span, 4, false, out);
+      return;
+  }
+}
+
+void Masker::replace_findings(const MaskProfile& p, std::string_view v, std::string& out,
+                              bool same_length) {
+  out.clear();
+  std::size_t pos = 0;
+  for (const PiiFinding& f : found_) {
+    out.append(v.substr(pos, f.begin - pos));
+    const std::string_view span = v.substr(f.begin, f.end - f.begin);
+    if (same_length) {
+      out.append(span.size(), '*');
+    } else {
+      apply_finding(*p.action_for(f), f, span, out);
+    }
+    pos = f.end;
+  }
+  out.append(v.substr(pos));
+}
+
+Masker::Verdict Masker::mask_value(const MaskProfile& p, const MaskColumn& c, std::string_view v,
+                                   std::string& out) {
+  if (c.rule) {
+    if (c.kind != ValueKind::Text || *c.rule == MaskAction::Null) return Verdict::Null;
+    out.clear();
+    apply_whole(*c.rule, v, out);
+    return Verdict::Replace;
+  }
+  if (!p.scans() || c.kind == ValueKind::NoPii) return Verdict::Keep;
+  std::string_view text = v;
+  if (c.binary && (c.kind == ValueKind::Integer || c.kind == ValueKind::Numeric)) {
+    const bool ok =
+        c.kind == ValueKind::Integer ? binary_integer(v, decimal_) : binary_numeric(v, decimal_);
+    if (!ok) return Verdict::Null;  // not what its type says: fail closed
+    text = decimal_;
+  }
+  if (!p.detectors->has_custom() && !may_hold_builtin_pii(text)) return Verdict::Keep;
+  if (!scan(p, text)) return Verdict::Null;
+  if (found_.empty()) return Verdict::Keep;
+  for (const PiiFinding& f : found_) {
+    if (*p.action_for(f) == MaskAction::Null) return Verdict::Null;
+  }
+  switch (c.kind) {
+    case ValueKind::Json:
+      for (const PiiFinding& f : found_) {
+        if (!inside_json_string(v, f.begin)) return Verdict::Null;
+      }
+      [[fallthrough]];
+    case ValueKind::Text:
+    case ValueKind::TextArray:
+      replace_findings(p, v, out, false);
+      return Verdict::Replace;
+    default:
+      return Verdict::Null;
+  }
+}
+
+bool Masker::mask_row(const MaskProfile& p, const ResultPlan& plan, pr::Bytes row,
+                      std::basic_string<std::byte>& out) {
+  if (!plan.active || row.size() < 7) return false;
+  const std::uint16_t n = get_u16(row.data() + 5);
+  if (values_.size() < n) values_.resize(n);
+  verdicts_.assign(n, Verdict::Keep);
+  const bool blind_null = !plan.known && !p.columns.empty();
+  MaskColumn blind;  // no RowDescription: scanned as bytes, NULL on a finding
+  std::size_t i = 7;
+  bool changed = false;
+  for (std::uint16_t c = 0; c < n; ++c) {
+    if (row.size() - i < 4) return false;  // malformed: the client sees what the server sent
+    const auto len = static_cast<std::int32_t>(get_u32(row.data() + i));
+    i += 4;
+    if (len < 0) continue;
+    if (row.size() - i < static_cast<std::size_t>(len)) return false;
+    const std::string_view v = as_chars(row.data() + i, static_cast<std::size_t>(len));
+    i += static_cast<std::size_t>(len);
+    const MaskColumn& col = plan.known && c < plan.columns.size() ? plan.columns[c] : blind;
+    verdicts_[c] = blind_null ? Verdict::Null : mask_value(p, col, v, values_[c]);
+    changed = changed || verdicts_[c] != Verdict::Keep;
+  }
+  if (!changed) return false;
+  out.clear();
+  out.push_back(std::byte{'D'});
+  put_u32(out, 0);  // length, patched below
+  out.push_back(row[5]);
+  out.push_back(row[6]);
+  i = 7;
+  for (std::uint16_t c = 0; c < n; ++c) {
+    const auto len = static_cast<std::int32_t>(get_u32(row.data() + i));
+    i += 4;
+    const std::size_t size = len < 0 ? 0 : static_cast<std::size_t>(len);
+    switch (len < 0 ? Verdict::Keep : verdicts_[c]) {
+      case Verdict::Keep:
+        put_u32(out, static_cast<std::uint32_t>(len));
+        out.append(row.data() + i, size);
+        break;
+      case Verdict::Null:
+        put_u32(out, 0xffffffffu);
+        ++counts_.values;
+        ++counts_.nulled;
+        break;
+      case Verdict::Replace:
+        put_u32(out, static_cast<std::uint32_t>(values_[c].size()));
+        out.append(reinterpret_cast<const std::byte*>(values_[c].data()), values_[c].size());
+        ++counts_.values;
+        break;
+    }
+    i += size;
+  }
+  const auto total = static_cast<std::uint32_t>(out.size() - 1);
+  for (int b = 0; b < 4; ++b) out[1 + b] = static_cast<std::byte>((total >> (24 - 8 * b)) & 0xff);
+  return true;
+}
+
+bool Masker::mask_text(const MaskProfile& p, std::string_view in, std::string& out,
+                       bool same_length) {
+  if (!p.scans()) return false;
+  if (!p.detectors->has_custom() && !may_hold_builtin_pii(in)) return false;
+  if (!scan(p, in)) {
+    out.assign(same_length ? std::string(in.size(), '*') : std::string(kRedacted));
+    ++counts_.values;
+    return true;
+  }
+  if (found_.empty()) return false;
+  replace_findings(p, in, out, same_length);
+  counts_.values += found_.size();
+  return true;
+}
+
+bool Masker::mask_error(const MaskProfile& p, pr::Bytes m, std::basic_string<std::byte>& out) {
+  if (!p.scans() || m.size() < 6) return false;
+  std::size_t i = 5;
+  bool changed = false;
+  out.clear();
+  out.push_back(m[0]);
+  put_u32(out, 0);
+  std::string masked;
+  while (i < m.size() && m[i] != std::byte{0}) {
+    const char code = static_cast<char>(m[i++]);
+    std::string_view v;
+    if (!take_cstring(m, i, v)) return false;
+    out.push_back(static_cast<std::byte>(code));
+    // Severity, code, position, and the server's source location carry no user data.
+    const bool plain = std::string_view("SVCPpFLR").find(code) != std::string_view::npos;
+    if (!plain && mask_text(p, v, masked)) {
+      changed = true;
+      v = masked;
+    }
+    out.append(reinterpret_cast<const std::byte*>(v.data()), v.size());
+    out.push_back(std::byte{0});
+  }
+  if (!changed) return false;
+  out.push_back(std::byte{0});
+  const auto total = static_cast<std::uint32_t>(out.size() - 1);
+  for (int b = 0; b < 4; ++b) out[1 + b] = static_cast<std::byte>((total >> (24 - 8 * b)) & 0xff);
+  return true;
+}
+
+}  // namespace pgwarden::policy

@@ -1,0 +1,195 @@
+// Masking of result values: profiles from the policy file (per group or user, first match wins)
+// with column rules (by column name pattern, optionally by table) and content detectors (card
+// numbers, SSNs, e-mails, phones, IBANs, custom patterns), each with an action: redact, partial,
+// hash (a keyed, deterministic pseudonym) or null. Sans-I/O: the session hands whole messages in
+// and forwards what comes out; one Masker per core.
+//
+// Type-aware: text types get a masked string in place of each finding (the rest of the value is
+// kept, so JSON and arrays stay valid); any other type becomes NULL when it must change, so a
+// masked value always parses as its column's type.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "policy/pii.h"
+#include "protocol/framer.h"
+#include "protocol/result.h"
+
+namespace simdjson::dom {
+class element;
+}
+
+namespace pgwarden::policy {
+
+// Whether a rule or profile for these users and groups (both empty: everyone) applies.
+bool audience_matches(const std::vector<std::string>& users, const std::vector<std::string>& groups,
+                      std::string_view identity, const std::vector<std::string>& caller_groups);
+
+enum class MaskAction : std::uint8_t { Redact, Partial, Hash, Null };
+const char* mask_action_name(MaskAction a);
+
+struct ColumnRule {
+  std::string column;  // lower case; '*' matches any run of characters
+  std::string schema;  // lower case; empty: any schema (table given) or any table (both empty)
+  std::string table;
+  MaskAction action = MaskAction::Redact;
+};
+
+constexpr std::size_t kBuiltinKinds = 5;  // PiiKind values before Custom
+
+struct MaskProfile {
+  std::string name;
+  std::vector<std::string> groups;
+  std::vector<std::string> users;
+  bool exempt = false;  // sees raw values (recorded as such)
+  std::vector<ColumnRule> columns;
+  std::array<std::optional<MaskAction>, kBuiltinKinds> detect{};  // by PiiKind
+  std::vector<std::string> custom_names;
+  std::vector<MaskAction> custom_actions;
+  std::shared_ptr<const PiiDetectors> detectors;  // built-ins plus this profile's custom patterns
+
+  bool matches(std::string_view identity, const std::vector<std::string>& caller_groups) const {
+    return audience_matches(users, groups, identity, caller_groups);
+  }
+  bool scans() const noexcept { return detectors != nullptr; }
+  // What a finding of `f` gets; nullopt when its detector is not enabled here.
+  std::optional<MaskAction> action_for(const PiiFinding& f) const;
+  // The catalog query that resolves this profile's column rules to (table OID, column number)
+  // pairs, so aliases and table qualifiers work; empty when there are no column rules. Its rows:
+  // attrelid, attnum, rule index.
+  std::string catalog_query() const;
+};
+
+// Parses the policy file's "masking" array; `path` is its JSON path for errors.
+protocol::Result<std::vector<MaskProfile>> parse_masking(const simdjson::dom::element& e,
+                                                         const std::string& file);
+
+// How a column's values are handled, from its type OID.
+enum class ValueKind : std::uint8_t {
+  Text,       // text, varchar, bpchar, name, char, unknown: findings replaced in place
+  TextArray,  // arrays of text types (text format): findings replaced in place
+  Json,       // json, jsonb (text format): findings inside JSON strings replaced, else NULL
+  Integer,    // int4, int8: scanned as decimal (binary decoded), NULL on a finding
+  Numeric,    // numeric: as Integer
+  NoPii,      // bool, dates, times, uuid, floats, int2, inet...: not scanned
+  Other,      // anything else: scanned as bytes, NULL on a finding
+};
+ValueKind value_kind(std::uint32_t type_oid, bool binary);
+
+// Column (table OID, attribute number) pairs a profile masks, from its catalog query.
+struct MaskedAttrs {
+  std::unordered_map<std::uint64_t, MaskAction> action_of;  // (oid << 16 | attnum) -> action
+  static std::uint64_t key(std::uint32_t oid, std::int16_t attnum) {
+    return (std::uint64_t{oid} << 16) | static_cast<std::uint16_t>(attnum);
+  }
+};
+
+struct MaskColumn {
+  ValueKind kind = ValueKind::Other;
+  bool binary = false;
+  std::uint32_t type_oid = 0;
+  std::optional<MaskAction> rule;  // a column rule applies
+};
+
+// The masking plan of one result (from its RowDescription and the formats in effect).
+struct ResultPlan {
+  std::vector<MaskColumn> columns;
+  bool known = false;   // false: no RowDescription seen, every value is handled blind
+  bool active = false;  // something to do for at least one column
+};
+
+// Builds the plan for a whole RowDescription message. `formats` are Bind's result format codes
+// (empty: those in the RowDescription). False if the message is malformed.
+bool build_plan(const MaskProfile& profile, const MaskedAttrs* attrs,
+                protocol::Bytes row_description, std::string_view formats, ResultPlan& plan);
+
+// Follows the extended and simple protocol to know which RowDescription describes the DataRows
+// now arriving: statements described ('S'), portals bound and described ('P'), executes, and
+// where the server skips to Sync after an error. Fed whole messages, frontend and backend, in
+// stream order.
+class ResultTracker {
+ public:
+  void on_frontend(protocol::Bytes whole);
+  void on_backend(char type, protocol::Bytes whole);  // T, n, C, s, I, E, Z (others ignored)
+  // The plan for DataRows now arriving, rebuilt when the profile changed (`generation`).
+  const ResultPlan& current(const MaskProfile& profile, const MaskedAttrs* attrs,
+                            std::uint64_t generation);
+
+ private:
+  struct Described {
+    std::string row_description;  // raw message; empty: NoData or unknown
+    bool known = false;
+  };
+  struct Portal {
+    std::string statement;
+    std::string formats;  // Bind's result format codes (2 bytes each)
+    Described described;  // Describe 'P'
+  };
+  enum class Wait : std::uint8_t { DescribeStatement, DescribePortal, Execute, Query, Sync };
+  struct Pending {
+    Wait what;
+    std::string name;
+  };
+  std::unordered_map<std::string, Described> statements_;
+  std::unordered_map<std::string, Portal> portals_;
+  std::vector<Pending> queue_;  // front at head_
+  std::size_t head_ = 0;
+  Described query_;  // the RowDescription of the simple Query in progress
+  ResultPlan plan_;
+  const void* plan_for_ = nullptr;  // which Described/portal the plan was built for
+  std::uint64_t plan_generation_ = 0;
+  bool plan_valid_ = false;
+  void pop();
+  Pending* front() { return head_ < queue_.size() ? &queue_[head_] : nullptr; }
+};
+
+struct MaskCounts {
+  std::uint64_t values = 0;  // values changed (masked or nulled)
+  std::uint64_t nulled = 0;  // of which became NULL
+};
+
+// One per core. Not thread-safe.
+class Masker {
+ public:
+  explicit Masker(std::string key) : key_(std::move(key)) {}
+
+  // A whole DataRow under `plan`: true when something changed, with the new message in `out`;
+  // false when it goes to the client unchanged.
+  bool mask_row(const MaskProfile& p, const ResultPlan& plan, protocol::Bytes row,
+                std::basic_string<std::byte>& out);
+  // Free text (COPY rows, error fields, recorded statements): each finding replaced (null acts as
+  // redact). `same_length` keeps every byte offset (binary COPY). True when `out` differs.
+  bool mask_text(const MaskProfile& p, std::string_view in, std::string& out,
+                 bool same_length = false);
+  // A whole ErrorResponse/NoticeResponse: every human-readable field masked.
+  bool mask_error(const MaskProfile& p, protocol::Bytes message, std::basic_string<std::byte>& out);
+  // The whole-value result of a column rule for a text value.
+  void apply_whole(MaskAction a, std::string_view value, std::string& out) const;
+  const MaskCounts& counts() const noexcept { return counts_; }
+
+ private:
+  enum class Verdict : std::uint8_t { Keep, Replace, Null };
+  Verdict mask_value(const MaskProfile& p, const MaskColumn& c, std::string_view v,
+                     std::string& out);
+  bool scan(const MaskProfile& p, std::string_view v);  // fills found_ with enabled findings
+  void replace_findings(const MaskProfile& p, std::string_view v, std::string& out,
+                        bool same_length);
+  void apply_finding(MaskAction a, const PiiFinding& f, std::string_view span,
+                     std::string& out) const;
+  std::string key_;
+  PiiScanner scanner_;
+  std::vector<PiiFinding> found_;
+  std::vector<std::string> values_;  // per column, reused
+  std::vector<Verdict> verdicts_;
+  std::string decimal_;
+  MaskCounts counts_;
+};
+
+}  // namespace pgwarden::policy
