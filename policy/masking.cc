@@ -522,7 +522,6 @@ void ResultTracker::on_frontend(pr::Bytes m) {
       Portal& p = portals_[std::string(a)];
       p.statement = b;
       p.formats.clear();
-      p.described = Described{};
       plan_valid_ = false;
       // Skip the parameter formats and values to the result formats.
       if (m.size() - i < 2) return;
@@ -548,18 +547,24 @@ void ResultTracker::on_frontend(pr::Bytes m) {
       if (take_cstring(m, i, a)) {
         queue_.push_back(
             {static_cast<char>(m[5]) == 'S' ? Wait::DescribeStatement : Wait::DescribePortal,
-             std::string(a)});
+             std::string(a),
+             {},
+             {}});
       }
       return;
     case 'E':
-      if (take_cstring(m, i, a)) queue_.push_back({Wait::Execute, std::string(a)});
+      if (take_cstring(m, i, a)) {
+        const auto p = portals_.find(std::string(a));
+        queue_.push_back(
+            {Wait::Execute, std::string(a), p != portals_.end() ? p->second : Portal{}, {}});
+      }
       return;
     case 'Q':
     case 'F':
-      queue_.push_back({Wait::Query, {}});
+      queue_.push_back({Wait::Query, {}, {}, {}});
       return;
     case 'S':
-      queue_.push_back({Wait::Sync, {}});
+      queue_.push_back({Wait::Sync, {}, {}, {}});
       return;
     case 'C':
       if (m.size() < 6) return;
@@ -588,7 +593,14 @@ void ResultTracker::on_backend(char type, pr::Bytes m) {
         statements_[f->name] = std::move(d);
         pop();
       } else if (f != nullptr && f->what == Wait::DescribePortal) {
-        portals_[f->name].described = std::move(d);
+        // It describes the portal the next Execute of that name runs.
+        for (std::size_t k = head_ + 1; k < queue_.size(); ++k) {
+          if (queue_[k].what == Wait::Execute && queue_[k].name == f->name) {
+            queue_[k].described = std::move(d);
+            break;
+          }
+          if (queue_[k].what == Wait::Sync) break;
+        }
         pop();
       } else {
         query_ = std::move(d);  // a simple Query's result (or one we did not see asked)
@@ -629,16 +641,13 @@ const ResultPlan& ResultTracker::current(const MaskProfile& profile, const Maske
   std::string_view formats;
   const Pending* f = front();
   if (f != nullptr && f->what == Wait::Execute) {
-    const auto p = portals_.find(f->name);
     src = nullptr;
-    if (p != portals_.end()) {
-      if (p->second.described.known) {
-        src = &p->second.described;
-      } else if (const auto s = statements_.find(p->second.statement);
-                 s != statements_.end() && s->second.known) {
-        src = &s->second;
-        formats = p->second.formats;
-      }
+    if (f->described.known) {
+      src = &f->described;
+    } else if (const auto s = statements_.find(f->bound.statement);
+               s != statements_.end() && s->second.known) {
+      src = &s->second;
+      formats = f->bound.formats;
     }
   }
   if (plan_valid_ && plan_for_ == src && plan_generation_ == generation) return plan_;

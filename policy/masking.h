@@ -130,12 +130,15 @@ class ResultTracker {
   struct Portal {
     std::string statement;
     std::string formats;  // Bind's result format codes (2 bytes each)
-    Described described;  // Describe 'P'
   };
   enum class Wait : std::uint8_t { DescribeStatement, DescribePortal, Execute, Query, Sync };
   struct Pending {
     Wait what;
-    std::string name;
+    std::string name;  // statement or portal
+    // Execute: the portal as bound when the Execute was sent (a pipeline may bind the unnamed
+    // portal again before the server gets to it), and its Describe 'P' answer.
+    Portal bound;
+    Described described;
   };
   std::unordered_map<std::string, Described> statements_;
   std::unordered_map<std::string, Portal> portals_;

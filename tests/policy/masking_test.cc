@@ -1,0 +1,499 @@
+// Masking on protocol bytes: profiles parsed from policy JSON (and rejected when wrong), DataRows
+// masked by column rules and content detectors in text and binary formats, type awareness (a
+// masked value still parses as its type or is NULL), errors, which RowDescription describes a
+// pipeline's rows, and hostile or malformed messages.
+#include "policy/masking.h"
+
+#include <gtest/gtest.h>
+#include <simdjson.h>
+
+#include <fstream>
+
+#include "policy/rules.h"
+
+namespace pgwarden::policy {
+namespace {
+
+using Msg = std::basic_string<std::byte>;
+
+void put16(Msg& m, std::uint16_t v) {
+  m.push_back(static_cast<std::byte>(v >> 8));
+  m.push_back(static_cast<std::byte>(v & 0xff));
+}
+void put32(Msg& m, std::uint32_t v) {
+  for (int s = 24; s >= 0; s -= 8) m.push_back(static_cast<std::byte>((v >> s) & 0xff));
+}
+void put_str(Msg& m, std::string_view s) {
+  m.append(reinterpret_cast<const std::byte*>(s.data()), s.size());
+}
+Msg finish(char type, const Msg& body) {
+  Msg m;
+  m.push_back(static_cast<std::byte>(type));
+  put32(m, static_cast<std::uint32_t>(body.size() + 4));
+  return m + body;
+}
+
+struct Col {
+  std::string name;
+  std::uint32_t type;
+  std::uint16_t format = 0;
+  std::uint32_t table = 0;
+  std::int16_t attnum = 0;
+};
+
+Msg row_description(const std::vector<Col>& cols) {
+  Msg b;
+  put16(b, static_cast<std::uint16_t>(cols.size()));
+  for (const Col& c : cols) {
+    put_str(b, c.name);
+    b.push_back(std::byte{0});
+    put32(b, c.table);
+    put16(b, static_cast<std::uint16_t>(c.attnum));
+    put32(b, c.type);
+    put16(b, 0xffff);
+    put32(b, 0xffffffff);
+    put16(b, c.format);
+  }
+  return finish('T', b);
+}
+
+Msg data_row(const std::vector<std::optional<std::string>>& values) {
+  Msg b;
+  put16(b, static_cast<std::uint16_t>(values.size()));
+  for (const auto& v : values) {
+    if (!v) {
+      put32(b, 0xffffffff);
+      continue;
+    }
+    put32(b, static_cast<std::uint32_t>(v->size()));
+    put_str(b, *v);
+  }
+  return finish('D', b);
+}
+
+// The values of a DataRow (nullopt for NULL); checks the framing is exact.
+std::vector<std::optional<std::string>> values_of(const Msg& m) {
+  EXPECT_EQ(static_cast<char>(m[0]), 'D');
+  auto u32 = [&](std::size_t at) {
+    return (std::to_integer<std::uint32_t>(m[at]) << 24) |
+           (std::to_integer<std::uint32_t>(m[at + 1]) << 16) |
+           (std::to_integer<std::uint32_t>(m[at + 2]) << 8) |
+           std::to_integer<std::uint32_t>(m[at + 3]);
+  };
+  EXPECT_EQ(u32(1), m.size() - 1);
+  const std::size_t n =
+      (std::to_integer<std::size_t>(m[5]) << 8) | std::to_integer<std::size_t>(m[6]);
+  std::vector<std::optional<std::string>> out;
+  std::size_t i = 7;
+  for (std::size_t c = 0; c < n; ++c) {
+    const std::uint32_t len = u32(i);
+    i += 4;
+    if (len == 0xffffffff) {
+      out.emplace_back(std::nullopt);
+      continue;
+    }
+    out.emplace_back(std::string(reinterpret_cast<const char*>(m.data()) + i, len));
+    i += len;
+  }
+  EXPECT_EQ(i, m.size());
+  return out;
+}
+
+std::shared_ptr<const Policy> policy_of(const std::string& json) {
+  auto p = Policy::parse(json, "test.json");
+  EXPECT_TRUE(p.ok()) << (p.ok() ? "" : p.error().message);
+  return p.ok() ? *p : nullptr;
+}
+
+const std::string kPolicy = R"({
+  "masking": [
+    {"name": "compliance", "groups": ["compliance"], "exempt": true},
+    {"name": "everyone",
+     "columns": [{"column": "ssn", "table": "public.customers", "action": "partial"},
+                 {"column": "*secret*", "action": "null"},
+                 {"column": "api_key", "action": "hash"},
+                 {"column": "salary", "action": "redact"}],
+     "detectors": {"card_number": "partial", "ssn": "redact", "email": "hash",
+                   "phone": "partial", "iban": "partial"},
+     "custom": [{"name": "employee", "pattern": "EMP-\\d{6}", "action": "redact"}]}
+  ]
+})";
+
+class MaskingTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    policy_ = policy_of(kPolicy);
+    ASSERT_NE(policy_, nullptr);
+    profile_ = policy_->mask_profile("someone", {});
+    ASSERT_NE(profile_, nullptr);
+  }
+  // Masks one row described by `cols`; returns the values the client gets.
+  std::vector<std::optional<std::string>> mask(const std::vector<Col>& cols,
+                                               const std::vector<std::optional<std::string>>& row,
+                                               bool* changed = nullptr,
+                                               const MaskedAttrs* attrs = nullptr) {
+    ResultPlan plan;
+    const Msg t = row_description(cols);
+    EXPECT_TRUE(build_plan(*profile_, attrs, t, "", plan));
+    const Msg d = data_row(row);
+    Msg out;
+    const bool c = masker_.mask_row(*profile_, plan, d, out);
+    if (changed != nullptr) *changed = c;
+    return c ? values_of(out) : values_of(d);
+  }
+  std::shared_ptr<const Policy> policy_;
+  const MaskProfile* profile_ = nullptr;
+  Masker masker_{std::string(32, 'k')};
+};
+
+TEST_F(MaskingTest, ProfilesMatchByGroupAndExemptionIsKept) {
+  const MaskProfile* c = policy_->mask_profile("alice", {"dev", "compliance"});
+  ASSERT_NE(c, nullptr);
+  EXPECT_TRUE(c->exempt);
+  EXPECT_EQ(profile_->name, "everyone");
+  EXPECT_FALSE(profile_->exempt);
+  EXPECT_TRUE(profile_->scans());
+  EXPECT_EQ(policy_of(R"({"rules": []})")->mask_profile("x", {}), nullptr);
+}
+
+TEST_F(MaskingTest, ContentDetectorsReplaceOnlyTheFindingInTextValues) {
+  bool changed = false;
+  const auto v = mask({{"note", 25}, {"id", 23}},
+                      {"card 4111 1111 1111 1111, ssn 123-45-6789 by EMP-004211", "7"}, &changed);
+  EXPECT_TRUE(changed);
+  EXPECT_EQ(*v[0], "card **** **** **** 1111, ssn REDACTED by REDACTED");
+  EXPECT_EQ(*v[1], "7");
+  const auto p =
+      mask({{"phone", 1043}, {"iban", 25}}, {"call (415) 555-2671", "DE89 3704 0044 0532 0130 00"});
+  EXPECT_EQ(*p[0], "call (***) ***-2671");
+  EXPECT_EQ(*p[1], "DE** **** **** **** **30 00");
+}
+
+TEST_F(MaskingTest, CleanRowsAreNotCopied) {
+  bool changed = true;
+  const auto v = mask({{"note", 25}, {"n", 1700}, {"at", 1184}},
+                      {"order 1234 shipped, uuid 550e8400-e29b-41d4-a716-446655440000", "12.50",
+                       "2026-11-21 14:50:10.123456+00"},
+                      &changed);
+  EXPECT_FALSE(changed);
+}
+
+TEST_F(MaskingTest, HashIsDeterministicAcrossSpellingsAndKeyed) {
+  const auto a = mask({{"x", 25}}, {"4111 1111 1111 1111 and BOB@example.com"});
+  const auto b = mask({{"x", 25}}, {"4111-1111-1111-1111 and bob@example.com"});
+  // Cards are partial here; e-mails are hashed: the same address gives the same pseudonym.
+  const std::string ha = a[0]->substr(a[0]->find("email_"));
+  EXPECT_EQ(ha, b[0]->substr(b[0]->find("email_")));
+  EXPECT_EQ(ha.size(), 6u + 16u);
+  Masker other{std::string(32, 'z')};
+  ResultPlan plan;
+  ASSERT_TRUE(build_plan(*profile_, nullptr, row_description({{"x", 25}}), "", plan));
+  Msg out;
+  ASSERT_TRUE(other.mask_row(*profile_, plan, data_row({"bob@example.com"}), out));
+  EXPECT_NE(*values_of(out)[0], ha);
+}
+
+TEST_F(MaskingTest, TypeAwareNonTextValuesBecomeNull) {
+  // A card in an int8 or numeric column cannot be starred: NULL. uuid and timestamps are not
+  // scanned; a JSON number is not inside a string: the whole value goes NULL.
+  const auto v =
+      mask({{"c", 20}, {"n", 1700}, {"u", 2950}, {"j", 114}, {"j2", 3802}},
+           {"4111111111111111", "4111111111111111", "41111111-1111-1111-1111-111111111111",
+            R"({"n": 4111111111111111})", R"({"card": "4111-1111-1111-1111", "x": 1})"});
+  EXPECT_FALSE(v[0]);
+  EXPECT_FALSE(v[1]);
+  EXPECT_EQ(*v[2], "41111111-1111-1111-1111-111111111111");
+  EXPECT_FALSE(v[3]);
+  ASSERT_TRUE(v[4]);
+  EXPECT_EQ(*v[4], R"({"card": "****-****-****-1111", "x": 1})");
+  simdjson::dom::parser parser;
+  simdjson::dom::element doc;
+  EXPECT_EQ(parser.parse(*v[4]).get(doc), simdjson::SUCCESS);  // still valid JSON
+  // Arrays keep their shape.
+  const auto arr = mask({{"tags", 1009}}, {R"({a,"bob@example.com",c})"});
+  EXPECT_EQ(arr[0]->front(), '{');
+  EXPECT_EQ(arr[0]->find("bob@example.com"), std::string::npos);
+}
+
+TEST_F(MaskingTest, BinaryIntegersAndNumericsAreDecodedBeforeScanning) {
+  // 4111111111111111 as binary int8, and as binary numeric (base-10000 digits 4111 1111 1111 1111).
+  std::string int8(8, '\0');
+  std::uint64_t card = 4111111111111111ull;
+  for (int i = 7; i >= 0; --i, card >>= 8) int8[i] = static_cast<char>(card & 0xff);
+  std::string numeric = {0, 4, 0, 3, 0, 0, 0, 0};
+  for (const std::uint16_t d : {4111, 1111, 1111, 1111}) {
+    numeric += static_cast<char>(d >> 8);
+    numeric += static_cast<char>(d & 0xff);
+  }
+  std::string small(8, '\0');
+  small[7] = 42;
+  const auto v = mask({{"a", 20, 1}, {"b", 1700, 1}, {"c", 20, 1}, {"d", 20, 1}},
+                      {int8, numeric, small, std::string("bad")});
+  EXPECT_FALSE(v[0]);
+  EXPECT_FALSE(v[1]);
+  EXPECT_EQ(*v[2], small);
+  EXPECT_FALSE(v[3]);  // not an int8's length: fail closed
+  // Binary text is the raw bytes: masked in place like text.
+  const auto t = mask({{"t", 25, 1}}, {"mail bob@example.com"});
+  EXPECT_EQ(t[0]->find("bob@example.com"), std::string::npos);
+}
+
+TEST_F(MaskingTest, ColumnRulesByNameAndThroughTheCatalog) {
+  MaskedAttrs attrs;
+  attrs.action_of[MaskedAttrs::key(16384, 4)] = MaskAction::Partial;  // public.customers.ssn
+  // Aliased ("s") but the table OID and column number say it is customers.ssn.
+  const auto v =
+      mask({{"s", 25, 0, 16384, 4},
+            {"my_secret_thing", 25},
+            {"salary", 23},
+            {"api_key", 25},
+            {"ssn", 25, 0, 99999, 2}},
+           {"123-45-6789", "hunter2", "100000", "k-123", "no ssn here"}, nullptr, &attrs);
+  EXPECT_EQ(*v[0], "***-**-6789");
+  EXPECT_FALSE(v[1]);  // null
+  EXPECT_FALSE(v[2]);  // redact on an int4: NULL, never "REDACTED" in an integer column
+  EXPECT_EQ(v[3]->rfind("pii_", 0), 0u);
+  EXPECT_EQ(*v[4], "no ssn here");  // another table's ssn: the qualified rule does not apply
+  // Without the catalog, the qualified rule cannot match by name alone.
+  const auto w = mask({{"ssn", 25, 0, 16384, 4}}, {"plain"});
+  EXPECT_EQ(*w[0], "plain");
+}
+
+TEST_F(MaskingTest, NullsAndNullActionsAndUnknownPlans) {
+  const auto v = mask({{"a", 25}, {"b", 25}}, {std::nullopt, "x"});
+  EXPECT_FALSE(v[0]);
+  // No RowDescription known (a client that never described): with column rules every value is
+  // NULL, since no column can be told apart.
+  ResultPlan blind;
+  blind.active = true;
+  Msg out;
+  ASSERT_TRUE(masker_.mask_row(*profile_, blind, data_row({"x", "123-45-6789"}), out));
+  const auto b = values_of(out);
+  EXPECT_FALSE(b[0]);
+  EXPECT_FALSE(b[1]);
+}
+
+TEST_F(MaskingTest, ErrorFieldsAreMasked) {
+  Msg body;
+  for (const auto& [code, text] : std::vector<std::pair<char, std::string>>{
+           {'S', "ERROR"},
+           {'C', "23505"},
+           {'M', "duplicate key value violates unique constraint \"customers_email_key\""},
+           {'D', "Key (email)=(bob@example.com) already exists."}}) {
+    body.push_back(static_cast<std::byte>(code));
+    put_str(body, text);
+    body.push_back(std::byte{0});
+  }
+  body.push_back(std::byte{0});
+  const Msg e = finish('E', body);
+  Msg out;
+  ASSERT_TRUE(masker_.mask_error(*profile_, e, out));
+  const std::string s(reinterpret_cast<const char*>(out.data()), out.size());
+  EXPECT_EQ(s.find("bob@example.com"), std::string::npos);
+  EXPECT_NE(s.find("Key (email)=(email_"), std::string::npos);
+  EXPECT_NE(s.find("23505"), std::string::npos);
+  const std::uint32_t len = (std::to_integer<std::uint32_t>(out[1]) << 24) |
+                            (std::to_integer<std::uint32_t>(out[2]) << 16) |
+                            (std::to_integer<std::uint32_t>(out[3]) << 8) |
+                            std::to_integer<std::uint32_t>(out[4]);
+  EXPECT_EQ(len, out.size() - 1);
+  EXPECT_EQ(out.back(), std::byte{0});
+}
+
+TEST_F(MaskingTest, CopyTextKeepsDelimitersAndBinaryKeepsLength) {
+  std::string out;
+  ASSERT_TRUE(masker_.mask_text(*profile_, "1\tbob@example.com\t123-45-6789\n", out));
+  EXPECT_EQ(out.find("bob@example.com"), std::string::npos);
+  EXPECT_EQ(std::count(out.begin(), out.end(), '\t'), 2);
+  const std::string bin = std::string("\0\x02\0\0\0\x0f", 6) + "bob@example.com";
+  ASSERT_TRUE(masker_.mask_text(*profile_, bin, out, true));
+  EXPECT_EQ(out.size(), bin.size());
+  EXPECT_EQ(out.substr(6), std::string(15, '*'));
+}
+
+TEST_F(MaskingTest, EveryCorpusFindingIsGoneAndLookalikesPass) {
+  std::ifstream in(std::string(PGW_TEST_DATA) + "/pii_corpus.txt");
+  std::string line;
+  int masked = 0, passed = 0;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    const auto t1 = line.find('\t'), t2 = line.find('\t', t1 + 1);
+    const std::string expect = line.substr(0, t1), value = line.substr(t2 + 1);
+    if (expect == "mask") {
+      EXPECT_TRUE(may_hold_builtin_pii(value)) << value;  // the gate never skips a finding
+    }
+    bool changed = false;
+    const auto v = mask({{"v", 25}}, {value}, &changed);
+    if (expect == "mask") {
+      EXPECT_TRUE(changed) << value;
+      ++masked;
+    } else {
+      EXPECT_FALSE(changed) << value << " -> " << v[0].value_or("NULL");
+      ++passed;
+    }
+  }
+  EXPECT_GE(masked + passed, 100);
+}
+
+TEST_F(MaskingTest, HostileMessagesDoNotCrashAndAreNotRewritten) {
+  ResultPlan plan;
+  // Truncated or lying RowDescriptions are refused (the plan stays blind).
+  Msg t = row_description({{"a", 25}, {"b", 25}});
+  EXPECT_FALSE(build_plan(*profile_, nullptr, Msg(t.data(), t.size() - 3), "", plan));
+  Msg lying = t;
+  lying[6] = std::byte{0xff};
+  EXPECT_FALSE(build_plan(*profile_, nullptr, lying, "", plan));
+  ASSERT_TRUE(build_plan(*profile_, nullptr, t, "", plan));
+  // DataRows whose lengths run past the end: the client gets what the server sent.
+  Msg d = data_row({"bob@example.com", "x"});
+  Msg out;
+  for (std::size_t cut = 5; cut < d.size(); ++cut) {
+    EXPECT_FALSE(masker_.mask_row(*profile_, plan, Msg(d.data(), cut), out)) << cut;
+  }
+  Msg huge = d;
+  huge[7] = std::byte{0x7f};  // first value claims ~2 GB
+  EXPECT_FALSE(masker_.mask_row(*profile_, plan, huge, out));
+  // More values than described: the extra ones are handled blind (scanned, NULL on a finding).
+  const auto v = values_of([&] {
+    Msg o;
+    EXPECT_TRUE(masker_.mask_row(*profile_, plan, data_row({"a", "b", "bob@example.com"}), o));
+    return o;
+  }());
+  EXPECT_FALSE(v[2]);
+  // Unterminated error fields are left alone.
+  Msg e = finish('E', Msg(reinterpret_cast<const std::byte*>("Mbob@example.com"), 16));
+  EXPECT_FALSE(masker_.mask_error(*profile_, e, out));
+  // Long digit runs and binary junk.
+  std::string junk(1 << 16, '4');
+  junk += std::string("\0\xff@@.", 5);
+  const auto j = mask({{"x", 25}}, {junk});
+  ASSERT_EQ(j.size(), 1u);
+  EXPECT_EQ(j[0], junk);  // one digit run with no word boundary inside: no card in it
+}
+
+TEST(MaskingPolicy, InvalidProfilesAreRejectedWithTheirPath) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {R"({"masking": {}})", "$.masking: must be an array"},
+      {R"({"masking": [{"columns": []}]})", "$.masking[0].name"},
+      {R"({"masking": [{"name": "a", "colour": 1}]})", "$.masking[0].colour: unknown key"},
+      {R"({"masking": [{"name": "a", "columns": [{"column": "x", "action": "scramble"}]}]})",
+       "$.masking[0].columns[0].action: must be redact, partial, hash or null"},
+      {R"({"masking": [{"name": "a", "columns": [{"action": "null"}]}]})",
+       "$.masking[0].columns[0].column"},
+      {R"({"masking": [{"name": "a", "columns": [{"column": "x"}]}]})",
+       "$.masking[0].columns[0].action: missing"},
+      {R"({"masking": [{"name": "a", "columns": [{"column": "x", "table": "a.b.c", "action": "null"}]}]})",
+       "$.masking[0].columns[0].table"},
+      {R"({"masking": [{"name": "a", "detectors": {"dna": "redact"}}]})",
+       "$.masking[0].detectors.dna: unknown detector"},
+      {R"({"masking": [{"name": "a", "custom": [{"name": "x", "pattern": "(", "action": "redact"}]}]})",
+       "$.masking[0].custom"},
+      {R"({"masking": [{"name": "a", "exempt": true, "detectors": {"ssn": "null"}}]})",
+       "exempt profile"},
+  };
+  for (const auto& [json, want] : cases) {
+    auto p = Policy::parse(json, "bad.json");
+    ASSERT_FALSE(p.ok()) << json;
+    EXPECT_NE(p.error().message.find(want), std::string::npos) << p.error().message;
+    EXPECT_EQ(p.error().message.rfind("bad.json: ", 0), 0u);
+  }
+}
+
+TEST(MaskingPolicy, CatalogQueryQuotesNamesAndEscapesPatterns) {
+  auto p = Policy::parse(
+      R"({"masking": [{"name": "a", "columns": [
+           {"column": "o'brien_*", "table": "Sales.T%", "action": "null"}]}]})",
+      "q.json");
+  ASSERT_TRUE(p.ok()) << p.error().message;
+  const std::string q = (*p)->masking()[0].catalog_query();
+  EXPECT_NE(q.find("LIKE 'o''brien!_%' ESCAPE '!'"), std::string::npos) << q;
+  EXPECT_NE(q.find("lower(c.relname) = 't%'"), std::string::npos) << q;
+  EXPECT_NE(q.find("lower(n.nspname) = 'sales'"), std::string::npos) << q;
+}
+
+// Which RowDescription describes the rows: postgres.js style (described once, executed later
+// with other formats), Describe portal, simple queries, and an error skipping to Sync.
+TEST(ResultTrackerTest, FollowsThePipeline) {
+  auto policy = policy_of(R"({"masking": [{"name": "a", "detectors": {"email": "redact"}}]})");
+  const MaskProfile& p = policy->masking()[0];
+  ResultTracker tr;
+  auto fe = [&](char type, const Msg& body) { tr.on_frontend(finish(type, body)); };
+  auto cstr = [](std::string_view s) {
+    Msg m;
+    put_str(m, s);
+    m.push_back(std::byte{0});
+    return m;
+  };
+  auto bind = [&](std::string_view portal, std::string_view stmt, std::vector<std::uint16_t> fmts) {
+    Msg b = cstr(portal) + cstr(stmt);
+    put16(b, 0);
+    put16(b, 0);
+    put16(b, static_cast<std::uint16_t>(fmts.size()));
+    for (auto f : fmts) put16(b, f);
+    fe('B', b);
+  };
+  const Msg t1 = row_description({{"a", 25}, {"b", 20}});
+  const Msg t2 = row_description({{"x", 2950}});
+  // Prepare s1 and s2 (Describe 'S'), then run s1 with binary results.
+  fe('P', cstr("s1") + cstr("select a, b") + Msg(2, std::byte{0}));
+  fe('D', Msg{std::byte{'S'}} + cstr("s1"));
+  fe('P', cstr("s2") + cstr("select x") + Msg(2, std::byte{0}));
+  fe('D', Msg{std::byte{'S'}} + cstr("s2"));
+  fe('S', {});
+  tr.on_backend('T', t1);
+  tr.on_backend('T', t2);
+  tr.on_backend('Z', {});
+  bind("", "s1", {1});
+  fe('E', cstr("") + Msg(4, std::byte{0}));
+  bind("", "s2", {});
+  fe('E', cstr("") + Msg(4, std::byte{0}));
+  fe('S', {});
+  const ResultPlan& a = tr.current(p, nullptr, 1);
+  ASSERT_TRUE(a.known);
+  ASSERT_EQ(a.columns.size(), 2u);
+  EXPECT_TRUE(a.columns[0].binary);
+  EXPECT_EQ(a.columns[1].kind, ValueKind::Integer);
+  tr.on_backend('C', {});
+  const ResultPlan& b = tr.current(p, nullptr, 1);
+  ASSERT_EQ(b.columns.size(), 1u);
+  EXPECT_EQ(b.columns[0].kind, ValueKind::NoPii);
+  EXPECT_FALSE(b.columns[0].binary);
+  tr.on_backend('C', {});
+  tr.on_backend('Z', {});
+  // An error skips the rest up to Sync: the next Sync's rows are the next batch's.
+  bind("", "s1", {});
+  fe('E', cstr("") + Msg(4, std::byte{0}));
+  bind("", "s2", {});
+  fe('E', cstr("") + Msg(4, std::byte{0}));
+  fe('S', {});
+  fe('Q', cstr("select 1"));
+  tr.on_backend('E', {});
+  tr.on_backend('Z', {});
+  const Msg tq = row_description({{"q", 25}});
+  tr.on_backend('T', tq);
+  const ResultPlan& q = tr.current(p, nullptr, 1);
+  ASSERT_EQ(q.columns.size(), 1u);
+  EXPECT_EQ(q.columns[0].kind, ValueKind::Text);
+  tr.on_backend('C', {});
+  tr.on_backend('Z', {});
+  // Executing a statement nobody described: blind.
+  bind("p", "never", {});
+  fe('E', cstr("p") + Msg(4, std::byte{0}));
+  fe('S', {});
+  EXPECT_FALSE(tr.current(p, nullptr, 1).known);
+  // Describe portal gives the real formats.
+  tr.on_backend('C', {});
+  tr.on_backend('Z', {});
+  bind("", "s2", {1});
+  fe('D', Msg{std::byte{'P'}} + cstr(""));
+  fe('E', cstr("") + Msg(4, std::byte{0}));
+  fe('S', {});
+  tr.on_backend('T', row_description({{"x", 25, 1}}));
+  const ResultPlan& d = tr.current(p, nullptr, 1);
+  ASSERT_EQ(d.columns.size(), 1u);
+  EXPECT_TRUE(d.columns[0].binary);
+  EXPECT_EQ(d.columns[0].kind, ValueKind::Text);
+}
+
+}  // namespace
+}  // namespace pgwarden::policy
