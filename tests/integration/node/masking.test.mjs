@@ -1,0 +1,279 @@
+// Masking end to end: PII in result rows, COPY, errors and recordings, through real clients (psql,
+// node pg in text and binary results, pipelined postgres.js) and a raw client that never
+// describes; the exempt profile sees raw values; a reload changes masking for an open session;
+// the segment files are grepped for every raw value.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, writeFileSync, chmodSync, rmSync, readdirSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pg from 'pg';
+import postgres from 'postgres';
+import { env, withClient, startGateway, sleep, Wire, startupPacket, message } from './lib.mjs';
+
+let dir, gw;
+const policyFile = () => join(dir, 'policy.json');
+const POLICY = {
+  masking: [
+    { name: 'auditors', users: ['postgres'], exempt: true },
+    { name: 'support', users: ['mask_support'],
+      detectors: { card_number: 'partial', ssn: 'redact', email: 'redact', phone: 'partial', iban: 'partial' },
+      custom: [{ name: 'employee', pattern: 'EMP-\\d{6}', action: 'redact' }] },
+    { name: 'everyone',
+      columns: [
+        { column: 'ssn', table: 'public.mask_customers', action: 'partial' },
+        { column: '*secret*', action: 'null' },
+      ],
+      detectors: { card_number: 'partial', ssn: 'redact', email: 'hash', phone: 'partial', iban: 'partial' },
+      custom: [{ name: 'employee', pattern: 'EMP-\\d{6}', action: 'redact' }] },
+  ],
+};
+// Raw values the client (and the recording) must never see unless exempt.
+const RAW = {
+  email: 'bob.raw@example.com',
+  ssn: '219-09-9999',
+  card: '4111 1111 1111 1111',
+  cardDigits: '4111111111111111',
+  phone: '+1 415 555 2671',
+  iban: 'DE89370400440532013000',
+  secret: 'hunter2-secret',
+  emp: 'EMP-004211',
+  email2: 'ann.raw@example.org',
+};
+const trusted = (port = gw.port, extra = {}) =>
+  new pg.Client({ host: '127.0.0.1', port, user: 'trusted', database: 'postgres', ...extra });
+const psql = (port, user, sql, extraEnv = {}) => new Promise((resolve) => execFile('psql',
+  ['-X', '-h', '127.0.0.1', '-p', String(port), '-U', user, '-d', 'postgres', '-v', 'ON_ERROR_STOP=1', '-c', sql],
+  { env: { ...process.env, ...extraEnv }, maxBuffer: 16 << 20 },
+  (err, stdout, stderr) => resolve({ code: err ? err.code : 0, stdout, stderr })));
+const noRaw = (text, what) => {
+  for (const [k, v] of Object.entries(RAW)) assert.ok(!text.includes(v), `${what} shows raw ${k}: ${v}`);
+};
+
+before(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'pgw-mask-'));
+  const seal = join(dir, 'seal.key');
+  const maskKey = join(dir, 'mask.key');
+  writeFileSync(seal, 's'.repeat(40));
+  writeFileSync(maskKey, 'm'.repeat(40));
+  chmodSync(seal, 0o600);
+  chmodSync(maskKey, 0o600);
+  writeFileSync(policyFile(), JSON.stringify(POLICY));
+  await withClient(env.pgPort, async (c) => {
+    await c.query('DROP TABLE IF EXISTS mask_customers');
+    await c.query(`CREATE TABLE mask_customers (id int PRIMARY KEY, name text, email text UNIQUE, ssn text,
+      card text, card_num int8, phone text, iban text, profile json, tags text[], secret_code text, note text,
+      created timestamptz DEFAULT now())`);
+    // Inserted directly (not through the gateway): only results can carry the raw values there.
+    await c.query(`INSERT INTO mask_customers VALUES
+      (1, 'Bob', $1, $2, $3, $4::int8, $5, $6, $7::json, $8::text[], $9, $10),
+      (2, 'Ann', $11, '078-05-1120', '5555-5555-5555-4444', 42, '(415) 555-2671', 'GB82 WEST 1234 5698 7654 32',
+       '{"x": "no pii"}', '{plain}', 'x', 'order 1234 uuid 550e8400-e29b-41d4-a716-446655440000')`,
+    [RAW.email, RAW.ssn, RAW.card, RAW.cardDigits, RAW.phone, RAW.iban,
+      JSON.stringify({ email: RAW.email, card: RAW.card }), `{a,"${RAW.email}"}`, RAW.secret,
+      `called by ${RAW.emp}`, RAW.email2]);
+    await c.query('DROP ROLE IF EXISTS mask_support');
+    await c.query("CREATE ROLE mask_support LOGIN PASSWORD 'support-pw'");
+    await c.query('GRANT SELECT, INSERT ON mask_customers TO trusted, mask_support');
+  });
+  gw = await startGateway(['--upstream', `127.0.0.1:${env.pgPort}`, '--policy', policyFile(),
+    '--mask-key-file', maskKey, '--record-dir', join(dir, 'rec'), '--record-key-file', seal,
+    '--record-rows', '100', '--threads', '2']);
+});
+
+after(async () => {
+  gw.kill('SIGINT');
+  await gw.exited;
+  rmSync(dir, { recursive: true, force: true });
+});
+
+test('psql: every PII value in every column is masked, type-aware', async () => {
+  const r = await psql(gw.port, 'trusted', 'SELECT * FROM mask_customers ORDER BY id');
+  assert.equal(r.code, 0, r.stderr);
+  noRaw(r.stdout, 'psql');
+  assert.match(r.stdout, /\*\*\*-\*\*-9999/); // the ssn column rule (partial)
+  assert.match(r.stdout, /\*\*\*\* \*\*\*\* \*\*\*\* 1111/);
+  assert.match(r.stdout, /email_[0-9a-f]{16}/);
+  assert.match(r.stdout, /called by REDACTED/);
+  assert.match(r.stdout, /550e8400-e29b-41d4-a716-446655440000/); // lookalikes pass
+});
+
+test('node pg (text, extended protocol): aliases, JSON, arrays, int8 and column rules', async () => {
+  const c = trusted();
+  await c.connect();
+  try {
+    const r = await c.query(
+      'SELECT email, ssn AS s, lower(email) AS l, card, card_num, profile, tags, secret_code AS hidden, note FROM mask_customers WHERE id = $1', [1]);
+    const row = r.rows[0];
+    noRaw(JSON.stringify(r.rows), 'node pg');
+    assert.match(row.email, /^email_[0-9a-f]{16}$/);
+    assert.equal(row.l, row.email); // same value, same pseudonym: joins still work
+    assert.equal(row.s, '***-**-9999'); // aliased, found through the catalog
+    assert.equal(row.card, '**** **** **** 1111');
+    assert.equal(row.card_num, null); // a card in an int8 column cannot be starred: NULL
+    assert.equal(row.profile.card, '**** **** **** 1111'); // JSON still parses
+    assert.equal(row.tags.length, 2); // the array still parses
+    assert.equal(row.hidden, null); // *secret* column rule: null
+    const clean = await c.query('SELECT id, name, created FROM mask_customers ORDER BY id');
+    assert.deepEqual(clean.rows.map((x) => x.name), ['Bob', 'Ann']);
+  } finally {
+    await c.end();
+  }
+});
+
+test('node pg with binary results: text masked, binary int8 card decoded and nulled', async () => {
+  const c = trusted();
+  await c.connect();
+  try {
+    const r = await c.query({ text: 'SELECT id, email, card, card_num, ssn FROM mask_customers ORDER BY id', binary: true });
+    noRaw(JSON.stringify(r.rows), 'binary results');
+    assert.equal(r.rows[0].id, 1);
+    assert.match(r.rows[0].email, /^email_/);
+    assert.equal(r.rows[0].card_num, null);
+    assert.equal(String(r.rows[1].card_num), '42');
+    assert.equal(r.rows[0].ssn, '***-**-9999');
+  } finally {
+    await c.end();
+  }
+});
+
+test('postgres.js: pipelined prepared statements executed without a new Describe', async () => {
+  const sql = postgres({ host: '127.0.0.1', port: gw.port, user: 'trusted', database: 'postgres', max: 1, prepare: true });
+  try {
+    for (let round = 0; round < 3; round++) {
+      const [a, b, c] = await Promise.all([
+        sql`SELECT email, ssn FROM mask_customers WHERE id = ${1}`,
+        sql`SELECT id, phone, iban FROM mask_customers WHERE id = ${1}`,
+        sql`SELECT note, card FROM mask_customers WHERE id = ${1}`,
+      ]);
+      noRaw(JSON.stringify([a, b, c]), `postgres.js round ${round}`);
+      assert.equal(a[0].ssn, '***-**-9999');
+      assert.equal(b[0].phone, '+* *** *** 2671');
+      assert.equal(c[0].note, 'called by REDACTED');
+    }
+  } finally {
+    await sql.end();
+  }
+});
+
+test('a unique violation whose DETAIL carries an e-mail is masked', async () => {
+  const c = trusted();
+  await c.connect();
+  try {
+    await assert.rejects(c.query('INSERT INTO mask_customers (id, email) VALUES ($1, $2)', [50, RAW.email]),
+      (e) => e.code === '23505' && !e.detail.includes(RAW.email) && /Key \(email\)=\(email_[0-9a-f]{16}\)/.test(e.detail));
+    assert.equal((await c.query('SELECT 1 AS one')).rows[0].one, 1); // the session goes on
+  } finally {
+    await c.end();
+  }
+});
+
+test('COPY TO STDOUT: content detectors mask text and CSV; refused cleanly under column rules', async () => {
+  const pw = { PGPASSWORD: 'support-pw' };
+  const text = await psql(gw.port, 'mask_support', '\\copy mask_customers(id, email, ssn, card, note, profile) to stdout', pw);
+  assert.equal(text.code, 0, text.stderr);
+  noRaw(text.stdout, 'COPY text');
+  assert.match(text.stdout, /^1\tREDACTED\tREDACTED\t\*\*\*\* \*\*\*\* \*\*\*\* 1111\t/m);
+  const csv = await psql(gw.port, 'mask_support', '\\copy (SELECT email, phone, iban FROM mask_customers ORDER BY id) to stdout csv', pw);
+  assert.equal(csv.code, 0, csv.stderr);
+  noRaw(csv.stdout, 'COPY csv');
+  assert.equal(csv.stdout.trim().split('\n').length, 2);
+  // Column rules cannot be applied to COPY's rows: refused with 42501, the session stays usable.
+  const c = trusted();
+  await c.connect();
+  try {
+    await assert.rejects(c.query('COPY mask_customers TO STDOUT'),
+      (e) => e.code === '42501' && /COPY TO is not allowed/.test(e.message));
+    assert.equal((await c.query('SELECT 2 AS two')).rows[0].two, 2);
+  } finally {
+    await c.end();
+  }
+});
+
+test('a raw client that never sends Describe gets NULLs under column rules (fail closed)', async () => {
+  const w = new Wire(gw.port);
+  w.keepRows = true;
+  await w.connected();
+  w.write(startupPacket({ user: 'trusted', database: 'postgres' }));
+  assert.equal((await w.next(['Z', 'E'])).type, 'Z');
+  const cstr = (s) => Buffer.from(`${s}\0`);
+  const i16 = (n) => { const b = Buffer.alloc(2); b.writeInt16BE(n); return b; };
+  const i32 = (n) => { const b = Buffer.alloc(4); b.writeInt32BE(n); return b; };
+  w.write(Buffer.concat([
+    message('P', Buffer.concat([cstr(''), cstr('SELECT email, name FROM mask_customers WHERE id = 1'), i16(0)])),
+    message('B', Buffer.concat([cstr(''), cstr(''), i16(0), i16(0), i16(0)])),
+    message('E', Buffer.concat([cstr(''), i32(0)])),
+    message('S')]));
+  const d = await w.next(['D', 'E']);
+  assert.equal(d.type, 'D');
+  assert.equal(d.body.readInt16BE(0), 2);
+  assert.equal(d.body.readInt32BE(2), -1);
+  assert.equal(d.body.readInt32BE(6), -1);
+  assert.equal((await w.next(['Z'])).type, 'Z');
+  w.end();
+});
+
+test('the exempt profile sees raw values, and its sessions say so in the recording', async () => {
+  const other = await startGateway(['--upstream', `127.0.0.1:${env.pgPort}`, '--policy', policyFile(),
+    '--record-dir', join(dir, 'rec-exempt'), '--record-key-file', join(dir, 'seal.key')]);
+  try {
+    await withClient(other.port, async (c) => {
+      const r = await c.query('SELECT email, ssn FROM mask_customers WHERE id = 1');
+      assert.equal(r.rows[0].email, RAW.email);
+      assert.equal(r.rows[0].ssn, RAW.ssn);
+    });
+  } finally {
+    other.kill('SIGINT');
+    await other.exited;
+  }
+  const out = await new Promise((resolve) => execFile(env.bin,
+    ['export', '--record-dir', join(dir, 'rec-exempt'), '--format', 'jsonl'], (e, so) => resolve(so)));
+  const start = out.split('\n').filter(Boolean).map((l) => JSON.parse(l)).find((e) => e.type === 'session_start');
+  assert.equal(start.masking, 'exempt (auditors)');
+});
+
+test('a reload changes masking for an open session', async () => {
+  const c = trusted();
+  await c.connect();
+  try {
+    assert.match((await c.query('SELECT email FROM mask_customers WHERE id = 1')).rows[0].email, /^email_/);
+    const next = structuredClone(POLICY);
+    next.masking[2].detectors.email = 'partial';
+    writeFileSync(policyFile(), JSON.stringify(next));
+    gw.kill('SIGHUP');
+    let email;
+    for (let i = 0; i < 50; i++) {
+      email = (await c.query('SELECT email FROM mask_customers WHERE id = 1')).rows[0].email;
+      if (email !== undefined && !email.startsWith('email_')) break;
+      await sleep(100);
+    }
+    assert.equal(email, 'b***@example.com');
+  } finally {
+    writeFileSync(policyFile(), JSON.stringify(POLICY));
+    gw.kill('SIGHUP');
+    await c.end();
+  }
+});
+
+test('the recording holds no raw value; sessions are marked with their profile', async () => {
+  // Rows (--record-rows), statements and parameters, errors: grep every segment file.
+  await sleep(300); // batch durability flushes every few ms
+  const recDir = join(dir, 'rec');
+  let bytes = 0;
+  for (const core of readdirSync(recDir)) {
+    for (const f of readdirSync(join(recDir, core))) {
+      const data = readFileSync(join(recDir, core, f));
+      bytes += data.length;
+      noRaw(data.toString('latin1'), `segment ${core}/${f}`);
+    }
+  }
+  assert.ok(bytes > 4096, `recorded ${bytes} bytes`);
+  const out = await new Promise((resolve) => execFile(env.bin,
+    ['export', '--record-dir', recDir, '--format', 'jsonl'], { maxBuffer: 64 << 20 }, (e, so) => resolve(so)));
+  const events = out.split('\n').filter(Boolean).map((l) => JSON.parse(l));
+  assert.ok(events.some((e) => e.type === 'session_start' && e.masking === 'everyone'));
+  assert.ok(events.some((e) => e.type === 'row' && JSON.stringify(e).includes('email_')));
+  // The rejected INSERT's parameter was recorded masked, and so was the error.
+  assert.ok(events.some((e) => e.type === 'outcome' && e.sqlstate === '23505'));
+});
