@@ -27,9 +27,9 @@ struct PiiFinding {
   std::uint16_t custom = 0;  // for Custom: which custom pattern (in build order)
 };
 
-// A necessary condition for any built-in detector to find something in `value`: an '@', at
-// least 8 digits, or (for an IBAN) 15 bytes with two capitals and two digits. Values failing it
-// skip the Hyperscan scan; it runs at memory speed.
+// A necessary condition for any built-in detector to find something in `value`: an '@', a '+'
+// before a digit, 9 digits in one run of digits and separators, or an IBAN's start (two
+// capitals after a word boundary, two digits). Values failing it skip the Hyperscan scan.
 bool may_hold_builtin_pii(std::string_view value) noexcept;
 
 class PiiDetectors {
