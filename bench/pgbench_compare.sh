@@ -5,7 +5,7 @@
 # transactions; medians over the rounds.
 #
 #   bench/pgbench_compare.sh [--rounds N] [--seconds S] [--clients C] [--scale S] [--tls]
-#                            [--recording] [--policy]
+#                            [--recording] [--policy] [--masking]
 #
 # --tls: every client connection uses TLS (PGSSLMODE=require): PostgreSQL itself with ssl=on for
 # the direct runs, pgwarden with --tls-cert/--tls-key, PgBouncer with client_tls_sslmode=require.
@@ -17,11 +17,13 @@
 # --record-durability none, batch and strict, on the select-only workloads.
 # --policy: instead, pgwarden (default threads) runs without and with --policy
 # policy/policy.example.json (its "default" rule judges every statement), on tpcb-like.
+# --masking: instead, pgwarden (default threads) runs without and with --policy
+# bench/masking_policy.json (every content detector and two column rules), on select-only.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/../scripts/lib.sh"
 
-rounds=3 seconds=5 clients=16 scale=10 tls= recording= policy=
+rounds=3 seconds=5 clients=16 scale=10 tls= recording= policy= masking=
 while [ $# -gt 0 ]; do
   case $1 in
     --rounds) rounds=$2; shift 2 ;;
@@ -31,6 +33,7 @@ while [ $# -gt 0 ]; do
     --tls) tls=1; shift ;;
     --recording) recording=1; shift ;;
     --policy) policy=1; shift ;;
+    --masking) masking=1; shift ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -89,6 +92,10 @@ if [ -n "$recording" ]; then
   for mode in none batch strict; do
     gw_flags[rec-$mode]="--record-dir $work/rec-$mode --record-key-file $work/seal.key --record-durability $mode"
   done
+elif [ -n "$masking" ]; then
+  gw_names=(pgwarden masking)
+  gw_flags[pgwarden]=""
+  gw_flags[masking]="--policy $PGW_ROOT/bench/masking_policy.json"
 elif [ -n "$policy" ]; then
   gw_names=(pgwarden policy)
   gw_flags[pgwarden]=""
@@ -151,7 +158,7 @@ results="$work/results.tsv"
 workloads=("select-only simple:-S -M simple" "select-only prepared:-S -M prepared")
 if [ -n "$policy" ]; then
   workloads=("tpcb-like simple:-M simple" "tpcb-like prepared:-M prepared")
-elif [ -z "$recording" ]; then
+elif [ -z "$recording$masking" ]; then
   workloads+=("tpcb-like simple:-M simple" "tpcb-like prepared:-M prepared")
 fi
 targets=(direct "${gw_names[@]}" pgbouncer)
@@ -167,7 +174,7 @@ pid_of() {
 }
 
 echo "pgbench: -c $clients -j 2 -T $seconds, scale $scale, $rounds rounds, $(nproc) cores, client TLS: $([ -n "$tls" ] && echo on || echo off);" \
-  "pgwarden = default threads ($(nproc))$([ -n "$recording" ] && echo ", rec-MODE = recording with --record-durability MODE")$([ -n "$policy" ] && echo ", policy = with --policy policy/policy.example.json")$([ -z "$recording$policy" ] && echo ", pgwarden-1t = --threads 1")"
+  "pgwarden = default threads ($(nproc))$([ -n "$recording" ] && echo ", rec-MODE = recording with --record-durability MODE")$([ -n "$policy" ] && echo ", policy = with --policy policy/policy.example.json")$([ -n "$masking" ] && echo ", masking = with --policy bench/masking_policy.json")$([ -z "$recording$policy$masking" ] && echo ", pgwarden-1t = --threads 1")"
 for ((r = 1; r <= rounds; r++)); do
   for w in "${workloads[@]}"; do
     name=${w%%:*}
@@ -224,6 +231,15 @@ for w in "${workloads[@]}"; do
       c = (t == "direct") ? "-" : sprintf("%.4f", cpu)
       printf "%-22s %-11s %10.1f %9.3f %10.3f %13s %9s\n", n, t, tps, lat, tps / d, c, vs }'
   done
+  if [ -n "$masking" ]; then
+    read -r off_tps _ off_cpu < "$work/med.pgwarden"
+    read -r g_tps _ g_cpu < "$work/med.masking"
+    awk -v n="$name" -v gt="$g_tps" -v ot="$off_tps" -v gc="$g_cpu" -v oc="$off_cpu" 'BEGIN {
+      cost = (1 - gt / ot) * 100
+      printf "  -> %s, masking on: tps %.3fx masking off (cost %.1f%%; target <= 5%%: %s), cpu/10k tx %.2fx\n",
+        n, gt / ot, cost, (cost <= 5) ? "ok" : "MISSED", gc / oc }'
+    continue
+  fi
   if [ -n "$policy" ]; then
     read -r off_tps _ off_cpu < "$work/med.pgwarden"
     read -r g_tps _ g_cpu < "$work/med.policy"
