@@ -45,6 +45,10 @@ pgw_pg_start "$demo/pg" "$pg_port"
 PGPASSWORD=$PGW_PG_PASSWORD psql -X -q -h 127.0.0.1 -p "$pg_port" -U "$PGW_PG_USER" -d postgres <<'SQL'
 CREATE TABLE orders(id bigserial PRIMARY KEY, customer text NOT NULL, amount numeric(10,2), created_at timestamptz DEFAULT now());
 INSERT INTO orders(customer, amount) SELECT 'customer ' || g, (g * 7 % 500) + 0.99 FROM generate_series(1, 1000) g;
+CREATE TABLE customers(id int PRIMARY KEY, name text, email text, ssn text, card text, note text);
+INSERT INTO customers VALUES
+  (1, 'Bob Example', 'bob@example.com', '219-09-9999', '4111 1111 1111 1111', 'call +1 415 555 2671'),
+  (2, 'Ann Example', 'ann@example.org', '078-05-1120', '5555-5555-5555-4444', 'IBAN DE89370400440532013000');
 SQL
 
 # Every session is recorded under $demo/rec, sealed with a key made for this demo.
@@ -67,6 +71,7 @@ pgwarden is running in front of a throwaway PostgreSQL 15.
   Try:  SELECT count(*), sum(amount) FROM orders;
         DELETE FROM orders;                   -- refused by the policy (no WHERE)
         DELETE FROM orders WHERE id = 1;      -- runs
+        SELECT * FROM customers;              -- PII masked (profile "everyone")
   The policy is $root/policy/policy.example.json (rule "default" applies here); edit it and
   send SIGHUP to pgwarden to reload it.
 
