@@ -108,8 +108,14 @@ void Session::maybe_resolve_catalog() {
   catalog_error_.clear();
 }
 
-// The catalog query's replies: read, never forwarded.
+// The catalog query's replies: read, never forwarded. Asynchronous messages that arrive
+// meanwhile (notifications, parameter changes, notices) are the client's.
 Next Session::on_catalog_reply(const pr::Fragment& f) {
+  if (f.type == pr::be::kNotificationResponse || f.type == pr::be::kParameterStatus ||
+      f.type == pr::be::kNoticeResponse) {
+    forward(Peer::Client, f, be_);
+    return Next::Continue;
+  }
   if (f.type == pr::be::kDataRow || f.type == pr::be::kErrorResponse) {
     const pr::Bytes whole = backend_whole(f);
     if (whole.empty()) return Next::Continue;
@@ -130,11 +136,12 @@ Next Session::on_catalog_reply(const pr::Fragment& f) {
       std::from_chars(p.data(), p.data() + len, x);
       p.remove_prefix(len);
     }
-    if (mask_ != nullptr && v[2] >= 0 && static_cast<std::size_t>(v[2]) < mask_->columns.size()) {
+    const policy::MaskProfile* m = masking_now();
+    if (m != nullptr && v[2] >= 0 && static_cast<std::size_t>(v[2]) < m->columns.size()) {
       catalog_building_->action_of.emplace(
           policy::MaskedAttrs::key(static_cast<std::uint32_t>(v[0]),
                                    static_cast<std::int16_t>(v[1])),
-          mask_->columns[static_cast<std::size_t>(v[2])].action);
+          m->columns[static_cast<std::size_t>(v[2])].action);
     }
     return Next::Continue;
   }

@@ -131,8 +131,17 @@ io_uring_sqe* Worker::sqe() {
 // ---------------------------------------------------------------------------------------------
 // The loop
 
+void Worker::refresh_policy() noexcept {
+  const std::uint64_t v = control_.policy_version.load(std::memory_order_acquire);
+  if (v != policy_version_) {
+    policy_ = control_.policy.load(std::memory_order_acquire);
+    policy_version_ = v;
+  }
+}
+
 void Worker::run() {
   now_ns_ = monotonic_ns();
+  refresh_policy();
   arm_accept();
   arm_tick();
   arm_wake();
@@ -145,6 +154,7 @@ void Worker::run() {
       PGW_ERROR("worker %u: io_uring_submit_and_wait: %s", index_, std::strerror(-rc));
     }
     now_ns_ = monotonic_ns();
+    refresh_policy();
     unsigned head = 0;
     unsigned seen = 0;
     io_uring_cqe* cqe = nullptr;

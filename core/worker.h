@@ -114,15 +114,10 @@ class Worker {
   }
   const std::string& upstream_tls_sni() const noexcept { return control_.upstream_tls_sni; }
   policy::JwtVerifier& jwt_verifier() noexcept { return *jwt_; }
-  // The statement policy in force (null: none), picked up afresh after a reload.
-  const policy::Policy* policy() noexcept {
-    const std::uint64_t v = control_.policy_version.load(std::memory_order_acquire);
-    if (v != policy_version_) {
-      policy_ = control_.policy.load(std::memory_order_acquire);
-      policy_version_ = v;
-    }
-    return policy_.get();
-  }
+  // The statement policy in force (null: none). A reload is picked up between loop iterations
+  // only, so a policy (and the rules and profiles sessions point into) stays alive for the whole
+  // handling of an event; sessions notice the new one by its id.
+  const policy::Policy* policy() noexcept { return policy_.get(); }
   policy::PolicyEngine& policy_engine() noexcept { return policy_engine_; }
   policy::Masker& masker() noexcept { return masker_; }
   // Masked columns resolved through the catalog, per database and profile query (per core).
@@ -160,6 +155,7 @@ class Worker {
   void on_send_cqe(Session* s, Peer p, int res);
   void on_accept(int res, bool more);
   void on_tick();
+  void refresh_policy() noexcept;
   void check_deadlines();
   void on_wake();
   void on_cancel_forward(CancelForward* cf, bool connected, int res);

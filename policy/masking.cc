@@ -520,8 +520,7 @@ void ResultTracker::on_frontend(pr::Bytes m) {
     case 'B': {
       if (!take_cstring(m, i, a) || !take_cstring(m, i, b)) return;
       Portal& p = portals_[std::string(a)];
-      p.statement = b;
-      p.formats.clear();
+      p = Portal{std::string(b), {}, ++binds_, {}};
       plan_valid_ = false;
       // Skip the parameter formats and values to the result formats.
       if (m.size() - i < 2) return;
@@ -545,26 +544,25 @@ void ResultTracker::on_frontend(pr::Bytes m) {
       if (m.size() < 6) return;
       i = 6;
       if (take_cstring(m, i, a)) {
-        queue_.push_back(
-            {static_cast<char>(m[5]) == 'S' ? Wait::DescribeStatement : Wait::DescribePortal,
-             std::string(a),
-             {},
-             {}});
+        const bool statement = static_cast<char>(m[5]) == 'S';
+        const auto p = statement ? portals_.end() : portals_.find(std::string(a));
+        queue_.push_back({statement ? Wait::DescribeStatement : Wait::DescribePortal,
+                          std::string(a), p != portals_.end() ? p->second : Portal{}});
       }
       return;
     case 'E':
       if (take_cstring(m, i, a)) {
         const auto p = portals_.find(std::string(a));
         queue_.push_back(
-            {Wait::Execute, std::string(a), p != portals_.end() ? p->second : Portal{}, {}});
+            {Wait::Execute, std::string(a), p != portals_.end() ? p->second : Portal{}});
       }
       return;
     case 'Q':
     case 'F':
-      queue_.push_back({Wait::Query, {}, {}, {}});
+      queue_.push_back({Wait::Query, {}, {}});
       return;
     case 'S':
-      queue_.push_back({Wait::Sync, {}, {}, {}});
+      queue_.push_back({Wait::Sync, {}, {}});
       return;
     case 'C':
       if (m.size() < 6) return;
@@ -593,14 +591,16 @@ void ResultTracker::on_backend(char type, pr::Bytes m) {
         statements_[f->name] = std::move(d);
         pop();
       } else if (f != nullptr && f->what == Wait::DescribePortal) {
-        // It describes the portal the next Execute of that name runs.
+        // It describes that Bind's portal: every Execute of it already sent, and later ones
+        // (a cursor fetched in batches).
         for (std::size_t k = head_ + 1; k < queue_.size(); ++k) {
-          if (queue_[k].what == Wait::Execute && queue_[k].name == f->name) {
-            queue_[k].described = std::move(d);
-            break;
+          if (queue_[k].what == Wait::Execute && queue_[k].name == f->name &&
+              queue_[k].bound.bind == f->bound.bind) {
+            queue_[k].bound.described = d;
           }
-          if (queue_[k].what == Wait::Sync) break;
         }
+        const auto p = portals_.find(f->name);
+        if (p != portals_.end() && p->second.bind == f->bound.bind) p->second.described = d;
         pop();
       } else {
         query_ = std::move(d);  // a simple Query's result (or one we did not see asked)
@@ -642,8 +642,8 @@ const ResultPlan& ResultTracker::current(const MaskProfile& profile, const Maske
   const Pending* f = front();
   if (f != nullptr && f->what == Wait::Execute) {
     src = nullptr;
-    if (f->described.known) {
-      src = &f->described;
+    if (f->bound.described.known) {
+      src = &f->bound.described;
     } else if (const auto s = statements_.find(f->bound.statement);
                s != statements_.end() && s->second.known) {
       src = &s->second;

@@ -129,21 +129,24 @@ class ResultTracker {
   };
   struct Portal {
     std::string statement;
-    std::string formats;  // Bind's result format codes (2 bytes each)
+    std::string formats;     // Bind's result format codes (2 bytes each)
+    std::uint64_t bind = 0;  // which Bind made it (a portal name is bound again and again)
+    Described described;     // its Describe 'P' answer, once it came
   };
   enum class Wait : std::uint8_t { DescribeStatement, DescribePortal, Execute, Query, Sync };
   struct Pending {
     Wait what;
     std::string name;  // statement or portal
     // Execute: the portal as bound when the Execute was sent (a pipeline may bind the unnamed
-    // portal again before the server gets to it), and its Describe 'P' answer.
+    // portal again before the server gets to it), with its Describe 'P' answer once it came.
+    // Describe 'P': which Bind it describes.
     Portal bound;
-    Described described;
   };
   std::unordered_map<std::string, Described> statements_;
   std::unordered_map<std::string, Portal> portals_;
   std::vector<Pending> queue_;  // front at head_
   std::size_t head_ = 0;
+  std::uint64_t binds_ = 0;
   Described query_;  // the RowDescription of the simple Query in progress
   ResultPlan plan_;
   const void* plan_for_ = nullptr;  // which Described/portal the plan was built for

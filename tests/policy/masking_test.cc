@@ -493,6 +493,22 @@ TEST(ResultTrackerTest, FollowsThePipeline) {
   ASSERT_EQ(d.columns.size(), 1u);
   EXPECT_TRUE(d.columns[0].binary);
   EXPECT_EQ(d.columns[0].kind, ValueKind::Text);
+  // A cursor fetched in batches (JDBC fetch size): Execute with a row limit, PortalSuspended,
+  // and more Executes of the same portal in later batches keep its description.
+  tr.on_backend('s', {});
+  tr.on_backend('Z', {});
+  fe('E', cstr("") + Msg(4, std::byte{0}));
+  fe('S', {});
+  const ResultPlan& more = tr.current(p, nullptr, 1);
+  ASSERT_TRUE(more.known);
+  EXPECT_TRUE(more.columns[0].binary);
+  // Bound again without a Describe: the old description does not carry over.
+  tr.on_backend('C', {});
+  tr.on_backend('Z', {});
+  bind("", "never", {});
+  fe('E', cstr("") + Msg(4, std::byte{0}));
+  fe('S', {});
+  EXPECT_FALSE(tr.current(p, nullptr, 1).known);
 }
 
 }  // namespace
