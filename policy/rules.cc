@@ -8,6 +8,8 @@
 #include <cctype>
 #include <functional>
 
+#include "policy/policy_json.h"
+
 namespace pgwarden::policy {
 
 namespace {
@@ -41,22 +43,6 @@ const std::vector<std::string> kDefaultDangerous = {
     "pg_create_restore_point",
 };
 
-pr::Error invalid(const std::string& file, const std::string& path, const std::string& why) {
-  return pr::Error{pr::Errc::Rejected, file + ": " + path + ": " + why};
-}
-
-// A list of strings at `e`, or an error naming the path.
-bool strings(sj::dom::element e, std::vector<std::string>& out) {
-  sj::dom::array arr;
-  if (e.get_array().get(arr) != sj::SUCCESS) return false;
-  for (sj::dom::element x : arr) {
-    std::string_view s;
-    if (x.get_string().get(s) != sj::SUCCESS) return false;
-    out.emplace_back(s);
-  }
-  return true;
-}
-
 std::atomic<std::uint64_t> next_policy_id{1};
 
 }  // namespace
@@ -72,6 +58,21 @@ const Rule* Policy::match(std::string_view identity, const std::vector<std::stri
   return nullptr;
 }
 
+pr::Error policy_error(const std::string& file, const std::string& path, const std::string& why) {
+  return pr::Error{pr::Errc::Rejected, file + ": " + path + ": " + why};
+}
+
+bool json_strings(const sj::dom::element& e, std::vector<std::string>& out) {
+  sj::dom::array arr;
+  if (e.get_array().get(arr) != sj::SUCCESS) return false;
+  for (sj::dom::element x : arr) {
+    std::string_view s;
+    if (x.get_string().get(s) != sj::SUCCESS) return false;
+    out.emplace_back(s);
+  }
+  return true;
+}
+
 const MaskProfile* Policy::mask_profile(std::string_view identity,
                                         const std::vector<std::string>& groups) const {
   for (const MaskProfile& m : masking_) {
@@ -85,10 +86,10 @@ pr::Result<std::shared_ptr<const Policy>> Policy::parse(std::string_view json,
   sj::dom::parser parser;
   sj::dom::element doc;
   if (const auto err = parser.parse(json.data(), json.size()).get(doc); err != sj::SUCCESS) {
-    return invalid(file, "$", std::string("not valid JSON (") + sj::error_message(err) + ")");
+    return policy_error(file, "$", std::string("not valid JSON (") + sj::error_message(err) + ")");
   }
   sj::dom::object top;
-  if (doc.get_object().get(top) != sj::SUCCESS) return invalid(file, "$", "must be an object");
+  if (doc.get_object().get(top) != sj::SUCCESS) return policy_error(file, "$", "must be an object");
   auto p = std::make_shared<Policy>();
   p->dangerous_ = kDefaultDangerous;
   std::vector<std::string> table_literals;
@@ -97,8 +98,8 @@ pr::Result<std::shared_ptr<const Policy>> Policy::parse(std::string_view json,
     if (key == "role_mappings" || key == "comment") continue;  // role mappings: client_auth
     if (key == "dangerous_functions") {
       std::vector<std::string> names;
-      if (!strings(field.value, names)) {
-        return invalid(file, "$.dangerous_functions", "must be an array of function names");
+      if (!json_strings(field.value, names)) {
+        return policy_error(file, "$.dangerous_functions", "must be an array of function names");
       }
       p->dangerous_.clear();
       for (const auto& n : names) p->dangerous_.push_back(ascii_lower(n));
@@ -111,19 +112,21 @@ pr::Result<std::shared_ptr<const Policy>> Policy::parse(std::string_view json,
       continue;
     }
     if (key != "rules") {
-      return invalid(file, "$." + key,
-                     "unknown key (expected role_mappings, rules, masking, dangerous_functions, "
-                     "comment)");
+      return policy_error(
+          file, "$." + key,
+          "unknown key (expected role_mappings, rules, masking, dangerous_functions, "
+          "comment)");
     }
     sj::dom::array rules;
     if (field.value.get_array().get(rules) != sj::SUCCESS) {
-      return invalid(file, "$.rules", "must be an array of rules");
+      return policy_error(file, "$.rules", "must be an array of rules");
     }
     std::size_t i = 0;
     for (sj::dom::element re : rules) {
       const std::string at = "$.rules[" + std::to_string(i++) + "]";
       sj::dom::object ro;
-      if (re.get_object().get(ro) != sj::SUCCESS) return invalid(file, at, "must be an object");
+      if (re.get_object().get(ro) != sj::SUCCESS)
+        return policy_error(file, at, "must be an object");
       Rule r;
       for (auto rf : ro) {
         const std::string k(rf.key);
@@ -131,7 +134,7 @@ pr::Result<std::shared_ptr<const Policy>> Policy::parse(std::string_view json,
         if (k == "name") {
           std::string_view s;
           if (rf.value.get_string().get(s) != sj::SUCCESS || s.empty()) {
-            return invalid(file, path, "must be a non-empty string");
+            return policy_error(file, path, "must be a non-empty string");
           }
           r.name = s;
         } else if (k == "groups" || k == "users" || k == "denylist" || k == "forbidden_tables") {
@@ -139,11 +142,12 @@ pr::Result<std::shared_ptr<const Policy>> Policy::parse(std::string_view json,
                                           : k == "users"    ? r.users
                                           : k == "denylist" ? r.denylist
                                                             : r.forbidden_tables;
-          if (!strings(rf.value, dst)) return invalid(file, path, "must be an array of strings");
+          if (!json_strings(rf.value, dst))
+            return policy_error(file, path, "must be an array of strings");
         } else if (k == "deny" || k == "require_approval" || k == "allow") {
           std::vector<std::string> names;
-          if (!strings(rf.value, names)) {
-            return invalid(file, path, "must be an array of statement class names");
+          if (!json_strings(rf.value, names)) {
+            return policy_error(file, path, "must be an array of statement class names");
           }
           ClassSet& dst = k == "deny" ? r.deny : k == "allow" ? r.allow : r.approve;
           for (std::size_t n = 0; n < names.size(); ++n) {
@@ -153,30 +157,30 @@ pr::Result<std::shared_ptr<const Policy>> Policy::parse(std::string_view json,
             }
             const auto c = class_from_name(names[n]);
             if (!c) {
-              return invalid(file, path + "[" + std::to_string(n) + "]",
-                             "unknown statement class \"" + names[n] + "\" (known: " +
-                                 class_names(bit(StatementClass::kCount) - 1) + ")");
+              return policy_error(file, path + "[" + std::to_string(n) + "]",
+                                  "unknown statement class \"" + names[n] + "\" (known: " +
+                                      class_names(bit(StatementClass::kCount) - 1) + ")");
             }
             dst |= bit(*c);
           }
         } else if (k == "read_only") {
           if (rf.value.get_bool().get(r.read_only) != sj::SUCCESS) {
-            return invalid(file, path, "must be true or false");
+            return policy_error(file, path, "must be true or false");
           }
         } else if (k != "comment") {
-          return invalid(file, path,
-                         "unknown key (expected name, groups, users, deny, require_approval, "
-                         "allow, read_only, denylist, forbidden_tables, comment)");
+          return policy_error(file, path,
+                              "unknown key (expected name, groups, users, deny, require_approval, "
+                              "allow, read_only, denylist, forbidden_tables, comment)");
         }
       }
-      if (r.name.empty()) return invalid(file, at + ".name", "every rule needs a name");
+      if (r.name.empty()) return policy_error(file, at + ".name", "every rule needs a name");
       for (std::size_t t = 0; t < r.forbidden_tables.size(); ++t) {
         std::string& name = r.forbidden_tables[t];
         name = ascii_lower(name);
         const std::string rel = name.substr(name.rfind('.') + 1);
         if (name.empty() || (rel == "*" && name.find('.') == std::string::npos)) {
-          return invalid(file, at + ".forbidden_tables[" + std::to_string(t) + "]",
-                         "expected table, schema.table or schema.*");
+          return policy_error(file, at + ".forbidden_tables[" + std::to_string(t) + "]",
+                              "expected table, schema.table or schema.*");
         }
         // Any statement naming the table (or schema) is parsed, whatever its keywords.
         table_literals.push_back(rel == "*" ? name.substr(0, name.size() - 2) : rel);
@@ -197,8 +201,9 @@ pr::Result<std::shared_ptr<const Policy>> Policy::parse(std::string_view json,
           const int bad = err != nullptr ? err->expression : -1;
           const std::string why = err != nullptr ? err->message : "cannot compile";
           hs_free_compile_error(err);
-          return invalid(file, at + ".denylist" + (bad >= 0 ? "[" + std::to_string(bad) + "]" : ""),
-                         "invalid regular expression: " + why);
+          return policy_error(file,
+                              at + ".denylist" + (bad >= 0 ? "[" + std::to_string(bad) + "]" : ""),
+                              "invalid regular expression: " + why);
         }
         r.denylist_db = std::shared_ptr<hs_database>(db, hs_free_database);
       }
@@ -212,7 +217,7 @@ pr::Result<std::shared_ptr<const Policy>> Policy::parse(std::string_view json,
     }
   }
   auto pf = Prefilter::build(p->dangerous_, table_literals);
-  if (!pf) return invalid(file, "$", pf.error().message);
+  if (!pf) return policy_error(file, "$", pf.error().message);
   p->prefilter_ = *pf;
   p->id_ = next_policy_id.fetch_add(1);
   return std::shared_ptr<const Policy>(std::move(p));
