@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "policy/classifier.h"
+#include "policy/policy_json.h"
 #include "protocol/crypto.h"
 
 namespace pgwarden::policy {
@@ -17,10 +18,6 @@ namespace pr = pgwarden::protocol;
 
 constexpr std::string_view kRedacted = "REDACTED";
 
-pr::Error invalid(const std::string& file, const std::string& path, const std::string& why) {
-  return pr::Error{pr::Errc::Rejected, file + ": " + path + ": " + why};
-}
-
 std::optional<MaskAction> action_from(std::string_view s) {
   if (s == "redact") return MaskAction::Redact;
   if (s == "partial") return MaskAction::Partial;
@@ -30,17 +27,6 @@ std::optional<MaskAction> action_from(std::string_view s) {
 }
 
 constexpr std::string_view kActions = "redact, partial, hash or null";
-
-bool string_list(sj::dom::element e, std::vector<std::string>& out) {
-  sj::dom::array arr;
-  if (e.get_array().get(arr) != sj::SUCCESS) return false;
-  for (sj::dom::element x : arr) {
-    std::string_view s;
-    if (x.get_string().get(s) != sj::SUCCESS) return false;
-    out.emplace_back(s);
-  }
-  return true;
-}
 
 // Case-insensitive match of `name` against a lower-case pattern where '*' matches any run.
 bool glob_match(std::string_view pattern, std::string_view name) {
@@ -273,13 +259,13 @@ pr::Result<std::vector<MaskProfile>> parse_masking(const sj::dom::element& e,
   std::vector<MaskProfile> out;
   sj::dom::array profiles;
   if (e.get_array().get(profiles) != sj::SUCCESS) {
-    return invalid(file, "$.masking", "must be an array of masking profiles");
+    return policy_error(file, "$.masking", "must be an array of masking profiles");
   }
   std::size_t index = 0;
   for (sj::dom::element pe : profiles) {
     const std::string at = "$.masking[" + std::to_string(index++) + "]";
     sj::dom::object po;
-    if (pe.get_object().get(po) != sj::SUCCESS) return invalid(file, at, "must be an object");
+    if (pe.get_object().get(po) != sj::SUCCESS) return policy_error(file, at, "must be an object");
     MaskProfile p;
     std::vector<std::string> custom_patterns;
     for (auto f : po) {
@@ -288,35 +274,35 @@ pr::Result<std::vector<MaskProfile>> parse_masking(const sj::dom::element& e,
       if (k == "name") {
         std::string_view s;
         if (f.value.get_string().get(s) != sj::SUCCESS || s.empty()) {
-          return invalid(file, path, "must be a non-empty string");
+          return policy_error(file, path, "must be a non-empty string");
         }
         p.name = s;
       } else if (k == "groups" || k == "users") {
-        if (!string_list(f.value, k == "groups" ? p.groups : p.users)) {
-          return invalid(file, path, "must be an array of strings");
+        if (!json_strings(f.value, k == "groups" ? p.groups : p.users)) {
+          return policy_error(file, path, "must be an array of strings");
         }
       } else if (k == "exempt") {
         if (f.value.get_bool().get(p.exempt) != sj::SUCCESS) {
-          return invalid(file, path, "must be true or false");
+          return policy_error(file, path, "must be true or false");
         }
       } else if (k == "columns") {
         sj::dom::array cols;
         if (f.value.get_array().get(cols) != sj::SUCCESS) {
-          return invalid(file, path, "must be an array of column rules");
+          return policy_error(file, path, "must be an array of column rules");
         }
         std::size_t ci = 0;
         for (sj::dom::element ce : cols) {
           const std::string cat = path + "[" + std::to_string(ci++) + "]";
           sj::dom::object co;
           if (ce.get_object().get(co) != sj::SUCCESS)
-            return invalid(file, cat, "must be an object");
+            return policy_error(file, cat, "must be an object");
           ColumnRule r;
           bool have_action = false;
           for (auto cf : co) {
             const std::string ck(cf.key);
             std::string_view s;
             if (ck != "comment" && cf.value.get_string().get(s) != sj::SUCCESS) {
-              return invalid(file, cat + "." + ck, "must be a string");
+              return policy_error(file, cat + "." + ck, "must be a string");
             }
             if (ck == "column") {
               r.column = ascii_lower(s);
@@ -327,30 +313,32 @@ pr::Result<std::vector<MaskProfile>> parse_masking(const sj::dom::element& e,
               r.table = dot == std::string::npos ? t : t.substr(dot + 1);
               if (r.table.empty() || r.table.find('.') != std::string::npos ||
                   (dot != std::string::npos && r.schema.empty())) {
-                return invalid(file, cat + ".table", "expected table or schema.table");
+                return policy_error(file, cat + ".table", "expected table or schema.table");
               }
             } else if (ck == "action") {
               const auto a = action_from(s);
-              if (!a) return invalid(file, cat + ".action", "must be " + std::string(kActions));
+              if (!a)
+                return policy_error(file, cat + ".action", "must be " + std::string(kActions));
               r.action = *a;
               have_action = true;
             } else if (ck != "comment") {
-              return invalid(file, cat + "." + ck,
-                             "unknown key (expected column, table, action, comment)");
+              return policy_error(file, cat + "." + ck,
+                                  "unknown key (expected column, table, action, comment)");
             }
           }
           if (r.column.empty() ||
               r.column.find_first_of(std::string_view("\0", 1)) != std::string::npos) {
-            return invalid(file, cat + ".column", "every column rule needs a column name pattern");
+            return policy_error(file, cat + ".column",
+                                "every column rule needs a column name pattern");
           }
           if (!have_action)
-            return invalid(file, cat + ".action", "missing (" + std::string(kActions) + ")");
+            return policy_error(file, cat + ".action", "missing (" + std::string(kActions) + ")");
           p.columns.push_back(std::move(r));
         }
       } else if (k == "detectors") {
         sj::dom::object dets;
         if (f.value.get_object().get(dets) != sj::SUCCESS) {
-          return invalid(file, path, "must be an object of detector: action");
+          return policy_error(file, path, "must be an object of detector: action");
         }
         for (auto df : dets) {
           const std::string dk(df.key);
@@ -359,19 +347,19 @@ pr::Result<std::vector<MaskProfile>> parse_masking(const sj::dom::element& e,
             if (dk == pii_kind_name(static_cast<PiiKind>(i))) kind = i;
           }
           if (kind == kBuiltinKinds) {
-            return invalid(file, path + "." + dk,
-                           "unknown detector (expected card_number, ssn, email, phone, iban)");
+            return policy_error(file, path + "." + dk,
+                                "unknown detector (expected card_number, ssn, email, phone, iban)");
           }
           std::string_view s;
           const auto a =
               df.value.get_string().get(s) == sj::SUCCESS ? action_from(s) : std::nullopt;
-          if (!a) return invalid(file, path + "." + dk, "must be " + std::string(kActions));
+          if (!a) return policy_error(file, path + "." + dk, "must be " + std::string(kActions));
           p.detect[kind] = *a;
         }
       } else if (k == "custom") {
         sj::dom::array cs;
         if (f.value.get_array().get(cs) != sj::SUCCESS) {
-          return invalid(file, path, "must be an array of {name, pattern, action}");
+          return policy_error(file, path, "must be an array of {name, pattern, action}");
         }
         std::size_t ci = 0;
         for (sj::dom::element ce : cs) {
@@ -380,29 +368,31 @@ pr::Result<std::vector<MaskProfile>> parse_masking(const sj::dom::element& e,
           if (ce["name"].get_string().get(name) != sj::SUCCESS || name.empty() ||
               ce["pattern"].get_string().get(pattern) != sj::SUCCESS || pattern.empty() ||
               ce["action"].get_string().get(action) != sj::SUCCESS) {
-            return invalid(file, cat, "needs string members name, pattern and action");
+            return policy_error(file, cat, "needs string members name, pattern and action");
           }
           const auto a = action_from(action);
-          if (!a) return invalid(file, cat + ".action", "must be " + std::string(kActions));
+          if (!a) return policy_error(file, cat + ".action", "must be " + std::string(kActions));
           p.custom_names.emplace_back(name);
           p.custom_actions.push_back(*a);
           custom_patterns.emplace_back(pattern);
         }
       } else if (k != "comment") {
-        return invalid(file, path,
-                       "unknown key (expected name, groups, users, exempt, columns, detectors, "
-                       "custom, comment)");
+        return policy_error(
+            file, path,
+            "unknown key (expected name, groups, users, exempt, columns, detectors, "
+            "custom, comment)");
       }
     }
-    if (p.name.empty()) return invalid(file, at + ".name", "every masking profile needs a name");
+    if (p.name.empty())
+      return policy_error(file, at + ".name", "every masking profile needs a name");
     const bool any_detector =
         std::any_of(p.detect.begin(), p.detect.end(), [](const auto& a) { return a.has_value(); });
     if (p.exempt && (any_detector || !p.columns.empty() || !custom_patterns.empty())) {
-      return invalid(file, at, "an exempt profile sees raw values: it cannot also mask");
+      return policy_error(file, at, "an exempt profile sees raw values: it cannot also mask");
     }
     if (any_detector || !custom_patterns.empty()) {
       auto d = PiiDetectors::build(custom_patterns);
-      if (!d) return invalid(file, at + ".custom", d.error().message);
+      if (!d) return policy_error(file, at + ".custom", d.error().message);
       p.detectors = *d;
     }
     out.push_back(std::move(p));
@@ -586,7 +576,9 @@ void ResultTracker::on_backend(char type, pr::Bytes m) {
   switch (type) {
     case 'T':
     case 'n': {
-      Described d{type == 'T' ? std::string(as_chars(m.data(), m.size())) : std::string(), true};
+      Described d{
+          type == 'T' ? std::make_shared<const std::string>(as_chars(m.data(), m.size())) : nullptr,
+          true};
       if (f != nullptr && f->what == Wait::DescribeStatement) {
         statements_[f->name] = std::move(d);
         pop();
@@ -654,10 +646,10 @@ const ResultPlan& ResultTracker::current(const MaskProfile& profile, const Maske
   plan_valid_ = true;
   plan_for_ = src;
   plan_generation_ = generation;
-  if (src == nullptr || !src->known || src->row_description.empty() ||
+  if (src == nullptr || !src->known || src->row_description == nullptr ||
       !build_plan(profile, attrs,
-                  pr::Bytes(reinterpret_cast<const std::byte*>(src->row_description.data()),
-                            src->row_description.size()),
+                  pr::Bytes(reinterpret_cast<const std::byte*>(src->row_description->data()),
+                            src->row_description->size()),
                   formats, plan_)) {
     plan_.columns.clear();
     plan_.known = false;

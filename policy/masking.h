@@ -124,7 +124,9 @@ class ResultTracker {
 
  private:
   struct Described {
-    std::string row_description;  // raw message; empty: NoData or unknown
+    // The raw message, shared by the statement, its portals and their Executes (no copies per
+    // Execute); null: NoData or unknown.
+    std::shared_ptr<const std::string> row_description;
     bool known = false;
   };
   struct Portal {
