@@ -207,6 +207,17 @@ for ((r = 1; r <= rounds; r++)); do
   done
 done
 
+# vs_off WORKLOAD VARIANT TARGET%: the variant's median TPS and CPU against pgwarden without it.
+vs_off() {
+  local off_tps off_cpu g_tps g_cpu
+  read -r off_tps _ off_cpu < "$work/med.pgwarden"
+  read -r g_tps _ g_cpu < "$work/med.$2"
+  awk -v n="$1" -v g="$2" -v t="$3" -v gt="$g_tps" -v ot="$off_tps" -v gc="$g_cpu" -v oc="$off_cpu" 'BEGIN {
+    cost = (1 - gt / ot) * 100
+    printf "  -> %s, %s on: tps %.3fx %s off (cost %.1f%%; target <= %d%%: %s), cpu/10k tx %.2fx\n",
+      n, g, gt / ot, g, cost, t, (cost <= t) ? "ok" : "MISSED", gc / oc }'
+}
+
 echo
 echo "Medians over $rounds rounds (ratios are of medians):"
 printf "%-22s %-11s %10s %9s %10s %13s %9s\n" workload target tps lat_ms tps/direct cpu/10k_tx_s vs_bouncer
@@ -232,21 +243,11 @@ for w in "${workloads[@]}"; do
       printf "%-22s %-11s %10.1f %9.3f %10.3f %13s %9s\n", n, t, tps, lat, tps / d, c, vs }'
   done
   if [ -n "$masking" ]; then
-    read -r off_tps _ off_cpu < "$work/med.pgwarden"
-    read -r g_tps _ g_cpu < "$work/med.masking"
-    awk -v n="$name" -v gt="$g_tps" -v ot="$off_tps" -v gc="$g_cpu" -v oc="$off_cpu" 'BEGIN {
-      cost = (1 - gt / ot) * 100
-      printf "  -> %s, masking on: tps %.3fx masking off (cost %.1f%%; target <= 5%%: %s), cpu/10k tx %.2fx\n",
-        n, gt / ot, cost, (cost <= 5) ? "ok" : "MISSED", gc / oc }'
+    vs_off "$name" masking 5
     continue
   fi
   if [ -n "$policy" ]; then
-    read -r off_tps _ off_cpu < "$work/med.pgwarden"
-    read -r g_tps _ g_cpu < "$work/med.policy"
-    awk -v n="$name" -v gt="$g_tps" -v ot="$off_tps" -v gc="$g_cpu" -v oc="$off_cpu" 'BEGIN {
-      cost = (1 - gt / ot) * 100
-      printf "  -> %s, policy on: tps %.3fx policy off (cost %.1f%%; target <= 3%%: %s), cpu/10k tx %.2fx\n",
-        n, gt / ot, cost, (cost <= 3) ? "ok" : "MISSED", gc / oc }'
+    vs_off "$name" policy 3
     continue
   fi
   if [ -n "$recording" ]; then
