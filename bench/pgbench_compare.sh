@@ -207,19 +207,33 @@ for ((r = 1; r <= rounds; r++)); do
   done
 done
 
-# vs_off WORKLOAD VARIANT TARGET%: the variant's median TPS and CPU against pgwarden without it.
+# paired WORKLOAD VARIANT: per round, the variant's TPS over pgwarden's without it in the same
+# round (runs seconds apart, so slow drift of the machine cancels); prints median, min and max.
+paired() {
+  awk -F'\t' -v n="$1" -v g="$2" '$2 == n && $3 == "pgwarden" { off[$1] = $4 }
+    $2 == n && $3 == g { on[$1] = $4 }
+    END { for (r in on) if (off[r] > 0) print on[r] / off[r] }' "$results" |
+    sort -g | awk '{ v[NR] = $1 } END {
+      printf "%s %s %s", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2, v[1], v[NR] }'
+}
+
+# vs_off WORKLOAD VARIANT [TARGET%]: the variant's TPS cost against pgwarden without it (median
+# of the per-round paired ratios, with their range) and its median CPU per transaction.
 vs_off() {
-  local off_tps off_cpu g_tps g_cpu
-  read -r off_tps _ off_cpu < "$work/med.pgwarden"
-  read -r g_tps _ g_cpu < "$work/med.$2"
-  awk -v n="$1" -v g="$2" -v t="$3" -v gt="$g_tps" -v ot="$off_tps" -v gc="$g_cpu" -v oc="$off_cpu" 'BEGIN {
-    cost = (1 - gt / ot) * 100
-    printf "  -> %s, %s on: tps %.3fx %s off (cost %.1f%%; target <= %d%%: %s), cpu/10k tx %.2fx\n",
-      n, g, gt / ot, g, cost, t, (cost <= t) ? "ok" : "MISSED", gc / oc }'
+  local off_cpu g_cpu ratio lo hi
+  read -r _ _ off_cpu < "$work/med.pgwarden"
+  read -r _ _ g_cpu < "$work/med.$2"
+  read -r ratio lo hi <<< "$(paired "$1" "$2")"
+  awk -v n="$1" -v g="$2" -v t="${3:-}" -v r="$ratio" -v lo="$lo" -v hi="$hi" -v gc="$g_cpu" \
+    -v oc="$off_cpu" 'BEGIN {
+    cost = (1 - r) * 100
+    verdict = (t == "") ? "" : sprintf("; target <= %d%%: %s", t, (cost <= t) ? "ok" : "MISSED")
+    printf "  -> %s, %s: tps %.3fx pgwarden without it, paired per round (range %.3f-%.3f; cost %.1f%%%s), cpu/10k tx %.2fx\n",
+      n, g, r, lo, hi, cost, verdict, gc / oc }'
 }
 
 echo
-echo "Medians over $rounds rounds (ratios are of medians):"
+echo "Medians over $rounds rounds (ratios to direct and PgBouncer are of medians; \"->\" lines: paired per round):"
 printf "%-22s %-11s %10s %9s %10s %13s %9s\n" workload target tps lat_ms tps/direct cpu/10k_tx_s vs_bouncer
 for w in "${workloads[@]}"; do
   name=${w%%:*}
@@ -251,14 +265,9 @@ for w in "${workloads[@]}"; do
     continue
   fi
   if [ -n "$recording" ]; then
-    read -r off_tps _ off_cpu < "$work/med.pgwarden"
-    for g in rec-none rec-batch rec-strict; do
-      read -r g_tps _ g_cpu < "$work/med.$g"
-      awk -v n="$name" -v g="$g" -v gt="$g_tps" -v ot="$off_tps" -v gc="$g_cpu" -v oc="$off_cpu" 'BEGIN {
-        cost = (1 - gt / ot) * 100
-        printf "  -> %s, %s: tps %.3fx recording off (cost %.1f%%%s), cpu/10k tx %.2fx\n",
-          n, g, gt / ot, cost, (g == "rec-batch") ? ((cost <= 5) ? "; target <= 5%: ok" : "; target <= 5%: MISSED") : "", gc / oc }'
-    done
+    vs_off "$name" rec-none
+    vs_off "$name" rec-batch 5
+    vs_off "$name" rec-strict
     continue
   fi
   for g in pgwarden pgwarden-1t; do

@@ -22,10 +22,9 @@ namespace rec = pgwarden::recorder;
 
 namespace {
 
-constexpr std::int64_t kBatchSyncNs = 5'000'000;   // batch: at most one fdatasync per 5 ms
-constexpr std::int64_t kFlushDelayNs = 5'000'000;  // none/batch: write at most every 5 ms...
-constexpr std::size_t kFlushBytes = 256u << 10;    // ... unless this much accumulated
-constexpr std::int64_t kRetryNs = 200'000'000;     // after a failure
+// none/batch write at most every --record-batch-ms, unless this much accumulated:
+constexpr std::size_t kFlushBytes = 256u << 10;
+constexpr std::int64_t kRetryNs = 200'000'000;  // after a failure
 
 Durability parse_durability(const std::string& s) {
   return s == "none" ? Durability::None : s == "strict" ? Durability::Strict : Durability::Batch;
@@ -52,11 +51,13 @@ RecordLog::RecordLog(Worker& worker, unsigned core, const Config& config, std::s
       max_segment_bytes_(config.record_segment_bytes),
       max_segment_age_ns_(static_cast<std::int64_t>(config.record_segment_age_s * 1e9)),
       max_backlog_(config.record_max_backlog),
+      batch_ns_(std::int64_t(config.record_batch_ms) * 1'000'000),
       writer_(core, std::move(key)) {
   char name[32];
   std::snprintf(name, sizeof name, "/core-%02u", core);
   dir_ = config.record_dir + name;
-  batch_delay_.tv_nsec = kBatchSyncNs;
+  batch_delay_.tv_sec = batch_ns_ / 1'000'000'000;
+  batch_delay_.tv_nsec = batch_ns_ % 1'000'000'000;
 }
 
 RecordLog::~RecordLog() {
@@ -217,7 +218,7 @@ void RecordLog::submit(std::int64_t now_ns) {
     }
   }
   const bool sync_due =
-      sync_wanted_ && (durability_ == Durability::Strict || now_ns - last_sync_ns_ >= kBatchSyncNs);
+      sync_wanted_ && (durability_ == Durability::Strict || now_ns - last_sync_ns_ >= batch_ns_);
   if (jobs_.empty() && sync_due) {
     start_sync(fd_);
     return;
@@ -228,11 +229,11 @@ void RecordLog::submit(std::int64_t now_ns) {
     rotate(now_ns);
   }
   // Writes are batched: now if a strict session waits, if a lot accumulated, or if the oldest
-  // unwritten record is kFlushDelayNs old; otherwise a timer brings the loop back.
+  // unwritten record is --record-batch-ms old; otherwise a timer brings the loop back.
   const bool flush_due =
       !writer_.pending().empty() && ((durability_ == Durability::Strict && !waiters_.empty()) ||
                                      writer_.pending().size() >= kFlushBytes ||
-                                     now_ns - pending_since_ns_ >= kFlushDelayNs || failed_);
+                                     now_ns - pending_since_ns_ >= batch_ns_ || failed_);
   if (jobs_.empty() && flush_due) {
     Job j;
     j.fd = fd_;

@@ -2,9 +2,9 @@
 // syscalls) and the same core writes them to its own segment files with io_uring writes, in
 // order, one write in flight at a time (so each write carries everything appended meanwhile: group
 // commit). Durability per --record-durability: none (page cache), batch (fdatasync at most every
-// few milliseconds), strict (the session holds a statement until its record is synced). When a
-// write fails or the backlog passes its bound, accepting() turns false and sessions refuse new
-// statements until a retry succeeds: nothing is forwarded unrecorded.
+// --record-batch-ms, default 10), strict (the session holds a statement until its record is
+// synced). When a write fails or the backlog passes its bound, accepting() turns false and sessions
+// refuse new statements until a retry succeeds: nothing is forwarded unrecorded.
 #pragma once
 
 #include <liburing.h>
@@ -87,6 +87,7 @@ class alignas(16) RecordLog {
   std::uint64_t max_segment_bytes_;
   std::int64_t max_segment_age_ns_;
   std::uint64_t max_backlog_;
+  std::int64_t batch_ns_;  // --record-batch-ms
   recorder::SegmentWriter writer_;
   recorder::Payload payload_;
   int fd_ = -1;

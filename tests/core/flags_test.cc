@@ -11,6 +11,7 @@ TEST(FlagsTest, DefaultsAndRequiredUpstream) {
   EXPECT_EQ(p.config.listen, "127.0.0.1:6432");
   EXPECT_EQ(p.config.upstream, "127.0.0.1:5432");
   EXPECT_EQ(p.config.threads, 0u);
+  EXPECT_EQ(p.config.record_batch_ms, 10u);
   const ParsedFlags missing = parse_flags({});
   EXPECT_TRUE(missing.exit_now);
   EXPECT_EQ(missing.exit_code, 2);
@@ -18,9 +19,10 @@ TEST(FlagsTest, DefaultsAndRequiredUpstream) {
 }
 
 TEST(FlagsTest, ParsesValuesSizesAndEqualsForm) {
-  const ParsedFlags p = parse_flags({"--upstream=/tmp/pg", "--listen", "0.0.0.0:7000", "--threads",
-                                     "4", "--max-buffered-bytes", "2M", "--max-message-size=64K",
-                                     "--idle-timeout", "1.5", "--shutdown-grace", "0", "--no-pin"});
+  const ParsedFlags p =
+      parse_flags({"--upstream=/tmp/pg", "--listen", "0.0.0.0:7000", "--threads", "4",
+                   "--max-buffered-bytes", "2M", "--max-message-size=64K", "--idle-timeout", "1.5",
+                   "--shutdown-grace", "0", "--no-pin", "--record-batch-ms", "2"});
   ASSERT_FALSE(p.exit_now) << p.message;
   EXPECT_EQ(p.config.upstream, "/tmp/pg");
   EXPECT_EQ(p.config.threads, 4u);
@@ -29,6 +31,7 @@ TEST(FlagsTest, ParsesValuesSizesAndEqualsForm) {
   EXPECT_DOUBLE_EQ(p.config.idle_timeout_s, 1.5);
   EXPECT_DOUBLE_EQ(p.config.shutdown_grace_s, 0);
   EXPECT_FALSE(p.config.pin_threads);
+  EXPECT_EQ(p.config.record_batch_ms, 2u);
 }
 
 TEST(FlagsTest, RejectsBadInputWithAClearMessage) {
@@ -42,6 +45,8 @@ TEST(FlagsTest, RejectsBadInputWithAClearMessage) {
       {"--upstream", "x:1", "--bogus"},
       {"--upstream"},
       {"--upstream", "x:1", "--log-level", "loud"},
+      {"--upstream", "x:1", "--record-batch-ms", "0"},
+      {"--upstream", "x:1", "--record-batch-ms", "1001"},
   };
   for (const auto& args : bad) {
     const ParsedFlags p = parse_flags(args);
