@@ -24,6 +24,11 @@ async function stop(gw) {
   const { code } = await gw.exited;
   assert.equal(code, 0, gw.log);
 }
+// Polls for up to 10 s: the gateway's log arrives through a pipe, after the replies it explains.
+const until = async (cond, what) => {
+  for (let i = 0; i < 100 && !cond(); i++) await sleep(100);
+  assert.ok(cond(), what);
+};
 const segments = (recDir) => readdirSync(recDir).flatMap((c) => readdirSync(join(recDir, c)).map((f) => join(recDir, c, f)));
 
 before(async () => {
@@ -153,10 +158,6 @@ test('export --follow and replay --follow stream a live session; sessions filter
   const follower = spawn(env.bin, ['export', '--record-dir', rec, '--format', 'jsonl', '--follow']);
   let exported = '';
   follower.stdout.on('data', (d) => { exported += d; });
-  const until = async (cond, what) => {
-    for (let i = 0; i < 100 && !cond(); i++) await sleep(100);
-    assert.ok(cond(), what);
-  };
   const c = trusted(gw.port);
   await c.connect();
   await c.query("SELECT 'first live statement'");
@@ -256,7 +257,7 @@ test('a full record filesystem: statements refused with 58030, nothing forwarded
     assert.ok(refused, 'the gateway never refused a statement');
     assert.equal(refused.code, '58030');
     assert.match(refused.message, /cannot be recorded/);
-    assert.match(gw.log, /ALERT recording on core 0 failed/);
+    await until(() => /ALERT recording on core 0 failed/.test(gw.log), gw.log);
     // The alert is in the metrics and readiness too.
     assert.match((await adminGet('/metrics')).text, /^pgwarden_recording_failed\{core="0"\} 1$/m);
     assert.match((await adminGet('/metrics')).text, /^pgwarden_statements_refused_recording_total\{core="0"\} [1-9]/m);
@@ -275,7 +276,7 @@ test('a full record filesystem: statements refused with 58030, nothing forwarded
       back = await c.query('SELECT 1').then(() => true, () => false);
     }
     assert.ok(back, 'service did not resume');
-    assert.match(gw.log, /works again/);
+    await until(() => /works again/.test(gw.log), gw.log);
     assert.match((await adminGet('/metrics')).text, /^pgwarden_recording_failed\{core="0"\} 0$/m);
     assert.equal((await adminGet('/readyz')).status, 200);
     await c.end();
