@@ -144,8 +144,10 @@ node_suites() {
   [ "$rc" -ne 0 ] && [ "${f:-0}" -eq 0 ] && f=1  # the runner failed outside any test
   grep -E "^(not )?ok " "$work/node.tap" | sed 's/^/  node: /'
   if [ -z "$p" ] || [ "${f:-1}" -ne 0 ]; then
-    # Each failing test with its YAML block (error, expected, actual, stack).
-    awk '/^not ok /{p=1} p{print} p && /^  \.\.\.$/{p=0}' "$work/node.tap" | head -200
+    # Each failing test with its YAML block (error, expected, actual, stack); when the runner
+    # failed outside any test, the end of its output.
+    awk '/^not ok /{p=1} p{print} p && /^  \.\.\.$/{p=0}' "$work/node.tap" >"$work/node.failures"
+    if [ -s "$work/node.failures" ]; then head -200 "$work/node.failures"; else tail -80 "$work/node.tap"; fi
   fi
   passed=$((passed + ${p:-0}))
   failed=$((failed + ${f:-1}))
