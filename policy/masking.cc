@@ -272,11 +272,8 @@ pr::Result<std::vector<MaskProfile>> parse_masking(const sj::dom::element& e,
       const std::string k(f.key);
       const std::string path = at + "." + k;
       if (k == "name") {
-        std::string_view s;
-        if (f.value.get_string().get(s) != sj::SUCCESS || s.empty()) {
+        if (!json_name(f.value, p.name))
           return policy_error(file, path, "must be a non-empty string");
-        }
-        p.name = s;
       } else if (k == "groups" || k == "users") {
         if (!json_strings(f.value, k == "groups" ? p.groups : p.users)) {
           return policy_error(file, path, "must be an array of strings");

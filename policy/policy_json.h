@@ -19,4 +19,8 @@ protocol::Error policy_error(const std::string& file, const std::string& path,
 // Appends the strings of the JSON array at `e`; false if it is not an array of strings.
 bool json_strings(const simdjson::dom::element& e, std::vector<std::string>& out);
 
+// Sets `out` to the string at `e`; false if it is not a non-empty string (a rule's or a
+// profile's "name").
+bool json_name(const simdjson::dom::element& e, std::string& out);
+
 }  // namespace pgwarden::policy

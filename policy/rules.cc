@@ -73,6 +73,13 @@ bool json_strings(const sj::dom::element& e, std::vector<std::string>& out) {
   return true;
 }
 
+bool json_name(const sj::dom::element& e, std::string& out) {
+  std::string_view s;
+  if (e.get_string().get(s) != sj::SUCCESS || s.empty()) return false;
+  out = s;
+  return true;
+}
+
 const MaskProfile* Policy::mask_profile(std::string_view identity,
                                         const std::vector<std::string>& groups) const {
   for (const MaskProfile& m : masking_) {
@@ -132,11 +139,9 @@ pr::Result<std::shared_ptr<const Policy>> Policy::parse(std::string_view json,
         const std::string k(rf.key);
         const std::string path = at + "." + k;
         if (k == "name") {
-          std::string_view s;
-          if (rf.value.get_string().get(s) != sj::SUCCESS || s.empty()) {
+          if (!json_name(rf.value, r.name)) {
             return policy_error(file, path, "must be a non-empty string");
           }
-          r.name = s;
         } else if (k == "groups" || k == "users" || k == "denylist" || k == "forbidden_tables") {
           std::vector<std::string>& dst = k == "groups"     ? r.groups
                                           : k == "users"    ? r.users

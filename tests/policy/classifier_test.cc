@@ -125,6 +125,8 @@ TEST(PolicyFile, InvalidFilesAreRefusedWithFilePathAndReason) {
       {R"({"rules": [{"name": "a", "groups": "agents"}]})",
        "p.json: $.rules[0].groups: must be an array of strings"},
       {R"({"rules": [{"name": "a", "colour": "red"}]})", "p.json: $.rules[0].colour: unknown key"},
+      {R"({"rules": [{"name": ""}]})", "p.json: $.rules[0].name: must be a non-empty string"},
+      {R"({"rules": [{"name": ["a"]}]})", "p.json: $.rules[0].name: must be a non-empty string"},
       {R"({"rules": [{"name": "a", "forbidden_tables": ["*"]}]})",
        "p.json: $.rules[0].forbidden_tables[0]"},
       {R"({"dangerous_functions": "pg_sleep"})", "p.json: $.dangerous_functions"},

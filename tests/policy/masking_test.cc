@@ -375,6 +375,8 @@ TEST(MaskingPolicy, InvalidProfilesAreRejectedWithTheirPath) {
   const std::vector<std::pair<std::string, std::string>> cases = {
       {R"({"masking": {}})", "$.masking: must be an array"},
       {R"({"masking": [{"columns": []}]})", "$.masking[0].name"},
+      {R"({"masking": [{"name": ""}]})", "$.masking[0].name: must be a non-empty string"},
+      {R"({"masking": [{"name": 7}]})", "$.masking[0].name: must be a non-empty string"},
       {R"({"masking": [{"name": "a", "colour": 1}]})", "$.masking[0].colour: unknown key"},
       {R"({"masking": [{"name": "a", "columns": [{"column": "x", "action": "scramble"}]}]})",
        "$.masking[0].columns[0].action: must be redact, partial, hash or null"},
