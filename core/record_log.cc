@@ -106,7 +106,7 @@ void RecordLog::open() {
                    "recovered after an abrupt stop; " + std::to_string(dropped) +
                        " bytes of a partial record dropped");
       if (::ftruncate(fd, static_cast<off_t>(r.last_valid_bytes)) != 0 ||
-          !write_all(fd, writer_.pending(), r.last_valid_bytes) || ::fdatasync(fd) != 0) {
+          !write_all(fd, writer_.take(), r.last_valid_bytes) || ::fdatasync(fd) != 0) {
         const int e = errno;
         ::close(fd);
         throw std::runtime_error("cannot seal " + r.last_path + ": " + std::strerror(e));
@@ -117,14 +117,13 @@ void RecordLog::open() {
           "dropped)",
           r.last_path.c_str(), static_cast<unsigned long long>(dropped));
       prev = writer_.last_hash();
-      writer_.pending().clear();
     }
   }
   fd_ = open_segment(seq);
   if (fd_ < 0)
     throw std::runtime_error("cannot create a segment in " + dir_ + ": " + std::strerror(errno));
   writer_.begin(seq, prev, now_us());
-  appended_ += writer_.pending().size();
+  appended_ += writer_.pending_size();
   segment_started_ns_ = w_.now_ns();
 }
 
@@ -134,10 +133,10 @@ rec::Payload& RecordLog::payload(std::uint64_t session) {
 }
 
 std::uint64_t RecordLog::append(rec::RecordType type) {
-  const std::size_t before = writer_.pending().size();
+  const std::size_t before = writer_.pending_size();
   if (before == 0) pending_since_ns_ = w_.now_ns();
   writer_.append(type, payload_);
-  appended_ += writer_.pending().size() - before;
+  appended_ += writer_.pending_size() - before;
   return appended_;
 }
 
@@ -186,13 +185,13 @@ void RecordLog::clear_failure() {
 }
 
 void RecordLog::rotate(std::int64_t now_ns) {
-  const std::size_t before = writer_.pending().size();
+  const std::size_t before = writer_.pending_size();
   writer_.seal(now_us(), false);
-  appended_ += writer_.pending().size() - before;
+  appended_ += writer_.pending_size() - before;
   Job j;
   j.fd = fd_;
   j.file_offset = file_offset_;
-  j.data.swap(writer_.pending());
+  j.data = writer_.take();
   j.logical_end = appended_;
   j.close_after = true;
   jobs_.push_back(std::move(j));
@@ -203,7 +202,7 @@ void RecordLog::rotate(std::int64_t now_ns) {
   file_offset_ = 0;
   segment_started_ns_ = now_ns;
   writer_.begin(seq, writer_.last_hash(), now_us());
-  appended_ += writer_.pending().size();
+  appended_ += writer_.pending_size();
 }
 
 void RecordLog::submit(std::int64_t now_ns) {
@@ -231,21 +230,21 @@ void RecordLog::submit(std::int64_t now_ns) {
   // Writes are batched: now if a strict session waits, if a lot accumulated, or if the oldest
   // unwritten record is --record-batch-ms old; otherwise a timer brings the loop back.
   const bool flush_due =
-      !writer_.pending().empty() && ((durability_ == Durability::Strict && !waiters_.empty()) ||
-                                     writer_.pending().size() >= kFlushBytes ||
-                                     now_ns - pending_since_ns_ >= batch_ns_ || failed_);
+      writer_.pending_size() != 0 &&
+      ((durability_ == Durability::Strict && !waiters_.empty()) ||
+       writer_.pending_size() >= kFlushBytes || now_ns - pending_since_ns_ >= batch_ns_ || failed_);
   if (jobs_.empty() && flush_due) {
     Job j;
     j.fd = fd_;
     j.file_offset = file_offset_;
-    j.data.swap(writer_.pending());
+    j.data = writer_.take();
     file_offset_ += j.data.size();
     j.logical_end = appended_;
     jobs_.push_back(std::move(j));
   }
   if (!jobs_.empty()) {
     start_write();
-  } else if ((sync_wanted_ || !writer_.pending().empty()) && !timer_armed_) {
+  } else if ((sync_wanted_ || writer_.pending_size() != 0) && !timer_armed_) {
     io_uring_sqe* e = w_.get_sqe();
     io_uring_prep_timeout(e, &batch_delay_, 0, 0);
     io_uring_sqe_set_data64(e, tag(this, kRecordTimer));
@@ -334,7 +333,7 @@ void RecordLog::close() {
   }
   jobs_.clear();
   if (fd_ >= 0) {
-    ok = ok && write_all(fd_, writer_.pending(), file_offset_) && ::fdatasync(fd_) == 0;
+    ok = ok && write_all(fd_, writer_.take(), file_offset_) && ::fdatasync(fd_) == 0;
     ::close(fd_);
     fd_ = -1;
   }

@@ -5,6 +5,7 @@
 #include <charconv>
 #include <cstring>
 #include <memory>
+#include <utility>
 
 namespace pgwarden::recorder {
 
@@ -293,22 +294,40 @@ std::string seal_input(const Hash& chain, unsigned core, std::uint64_t segment,
 }
 
 void SegmentWriter::put(RecordType type, std::string_view payload) {
-  const std::size_t start = pending_.size();
   put_u32(pending_, static_cast<std::uint32_t>(payload.size()));
   pending_.push_back(static_cast<char>(type));
-  put_u32(pending_, 0);
+  put_u32(pending_, 0);  // CRC32C, and the link in the payload: chain()
   pending_.append(payload);
-  std::memcpy(pending_.data() + start + kHeaderSize + 16, chain_.data(), 8);  // the link
-  std::uint32_t crc = crc32c(0, pending_.data() + start, 5);
-  crc = crc32c(crc, pending_.data() + start + kHeaderSize, payload.size());
-  for (int i = 0; i < 4; ++i) pending_[start + 5 + i] = static_cast<char>(crc >> (8 * i));
-  const std::string_view record(pending_.data() + start, pending_.size() - start);
-  chain_ = chain_next(chain_, record);
-  bytes_ += record.size();
+  bytes_ += kHeaderSize + payload.size();
   ++records_;
 }
 
+void SegmentWriter::chain() {
+  while (chained_ < pending_.size()) {
+    char* rec = pending_.data() + chained_;
+    const auto len = static_cast<std::size_t>(get_le(rec, 4));
+    std::memcpy(rec + kHeaderSize + 16, chain_.data(), 8);  // the link
+    std::uint32_t crc = crc32c(0, rec, 5);
+    crc = crc32c(crc, rec + kHeaderSize, len);
+    for (int i = 0; i < 4; ++i) rec[5 + i] = static_cast<char>(crc >> (8 * i));
+    chain_ = chain_next(chain_, std::string_view(rec, kHeaderSize + len));
+    chained_ += kHeaderSize + len;
+  }
+}
+
+std::string SegmentWriter::take() {
+  chain();
+  chained_ = 0;
+  return std::exchange(pending_, std::string());
+}
+
+const Hash& SegmentWriter::last_hash() {
+  chain();
+  return chain_;
+}
+
 void SegmentWriter::begin(std::uint64_t seq, const Hash& prev, std::int64_t ts_us) {
+  chain();  // the previous segment's records, if still pending
   seq_ = seq;
   bytes_ = 0;
   records_ = 0;
@@ -326,15 +345,17 @@ std::uint64_t SegmentWriter::append(RecordType type, const Payload& payload) {
   return bytes_;
 }
 
-void SegmentWriter::resume(std::uint64_t seq, const Hash& chain, std::uint64_t records,
+void SegmentWriter::resume(std::uint64_t seq, const Hash& last, std::uint64_t records,
                            std::uint64_t bytes) {
+  chain();
   seq_ = seq;
-  chain_ = chain;
+  chain_ = last;
   records_ = records;
   bytes_ = bytes;
 }
 
 void SegmentWriter::seal(std::int64_t ts_us, bool final, std::string_view reason) {
+  chain();
   const Hash mac = hmac_sha256(key_, seal_input(chain_, core_, seq_, records_ + 1, final));
   scratch_.reset(ts_us, 0);
   scratch_.add(Field::Records, records_ + 1)

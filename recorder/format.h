@@ -122,6 +122,9 @@ std::string seal_input(const Hash& chain, unsigned core, std::uint64_t segment,
                        std::uint64_t records, bool final);
 
 // Appends records of one core to an in-memory buffer, keeping the hash chain. Sans-I/O.
+// append() only copies the record in; its link, CRC32C and chain step are computed when the bytes
+// are taken (take(), seal(), last_hash()), in one warm loop over everything appended meanwhile:
+// on the gateway's hot path, hashing each record alone between syscalls ran with cold caches.
 class SegmentWriter {
  public:
   SegmentWriter(unsigned core, std::string key) : core_(core), key_(std::move(key)) {}
@@ -130,28 +133,33 @@ class SegmentWriter {
   // Appends a record; returns its end offset within the segment.
   std::uint64_t append(RecordType type, const Payload& payload);
   // Continues a segment found on disk (crash recovery), to seal it.
-  void resume(std::uint64_t seq, const Hash& chain, std::uint64_t records, std::uint64_t bytes);
+  void resume(std::uint64_t seq, const Hash& last, std::uint64_t records, std::uint64_t bytes);
   // Appends the seal (final: the gateway shut down cleanly; otherwise a successor follows).
   // `reason` is recorded in the seal (e.g. that the segment was recovered after a crash).
   void seal(std::int64_t ts_us, bool final, std::string_view reason = {});
 
-  // Bytes produced and not yet taken by the caller.
-  std::string& pending() noexcept { return pending_; }
+  // How many bytes were produced and not yet taken.
+  std::size_t pending_size() const noexcept { return pending_.size(); }
+  // The bytes produced and not yet taken, complete (chained), and leaves none pending.
+  std::string take();
   std::uint64_t segment() const noexcept { return seq_; }
   std::uint64_t segment_bytes() const noexcept { return bytes_; }
   std::uint64_t records() const noexcept { return records_; }
-  const Hash& last_hash() const noexcept { return chain_; }
+  // The chain hash after the last record appended.
+  const Hash& last_hash();
 
  private:
   void put(RecordType type, std::string_view payload);
+  void chain();  // completes the records from chained_ on: link, CRC32C, chain step
 
   unsigned core_;
   std::string key_;
   std::uint64_t seq_ = 0;
   std::uint64_t bytes_ = 0;
   std::uint64_t records_ = 0;
-  Hash chain_{};
+  Hash chain_{};  // after the last chained record
   std::string pending_;
+  std::size_t chained_ = 0;  // pending_ up to here is complete
   Payload scratch_;
 };
 

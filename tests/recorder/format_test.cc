@@ -67,8 +67,7 @@ class RecordDir : public ::testing::Test {
       w.seal(++ts, seg == segments);
       prev = w.last_hash();
       fs::create_directories(dir_ / ("core-0" + std::to_string(core)));
-      spit(path(core, seg), w.pending());
-      w.pending().clear();
+      spit(path(core, seg), w.take());
     }
   }
   std::string path(unsigned core, int seg) const {
@@ -87,7 +86,8 @@ TEST(Format, RoundTripsFieldsAndRejectsBitFlips) {
   const std::string binary("a\0b\xff", 4);
   p.add(Field::Identity, "alice@example.com").add(Field::Param, binary).add(Field::Rows, 12345);
   w.append(RecordType::SessionStart, p);
-  std::string_view bytes = w.pending();
+  const std::string all = w.take();
+  std::string_view bytes = all;
   Record r;
   std::size_t size = 0;
   ASSERT_EQ(parse_record(bytes, r, size), ParseStatus::Ok);  // the segment start
@@ -132,7 +132,8 @@ TEST(Format, LongValuesAreClippedWithTheirHash) {
   SegmentWriter w(0, kKey);
   w.begin(1, Hash{}, 0);
   w.append(RecordType::Query, p);
-  std::string_view bytes = w.pending();
+  const std::string all = w.take();
+  std::string_view bytes = all;
   Record r;
   std::size_t size = 0;
   ASSERT_EQ(parse_record(bytes, r, size), ParseStatus::Ok);
@@ -140,6 +141,47 @@ TEST(Format, LongValuesAreClippedWithTheirHash) {
   ASSERT_EQ(parse_record(bytes, r, size), ParseStatus::Ok);
   EXPECT_EQ(r.get(Field::Text).size(), kMaxValue);
   EXPECT_EQ(r.get(Field::TextSha256).size(), 64u);
+}
+
+// Records are completed (link, CRC, chain step) when their bytes are taken, not when appended:
+// taking after every record or once at the end gives the same bytes, and each record's link and
+// the final chain hash are those of the chain recomputed from the bytes alone.
+TEST(Format, BytesDoNotDependOnWhenTheyAreTaken) {
+  SegmentWriter each(3, kKey), once(3, kKey);
+  each.begin(5, Hash{}, 1);
+  once.begin(5, Hash{}, 1);
+  std::string taken = each.take();
+  Payload p;
+  for (int i = 0; i < 20; ++i) {
+    p.reset(100 + i, 0xfeed);
+    p.add(Field::Statement, static_cast<std::uint64_t>(i))
+        .add(Field::Text, std::string(i * 7, 'x'));
+    each.append(RecordType::Query, p);
+    once.append(RecordType::Query, p);
+    if (i % 3 != 0) taken += each.take();  // sometimes several records at once
+    EXPECT_EQ(each.pending_size() + taken.size(), once.pending_size());
+  }
+  each.seal(200, true);
+  once.seal(200, true);
+  taken += each.take();
+  const std::string whole = once.take();
+  EXPECT_EQ(taken, whole);
+  EXPECT_EQ(each.last_hash(), once.last_hash());
+  EXPECT_EQ(once.pending_size(), 0u);
+  EXPECT_EQ(once.take(), "");
+
+  Hash chain{};
+  std::size_t n = 0;
+  for (const auto& [at, size] : records_of(whole)) {
+    Record r;
+    std::size_t got = 0;
+    ASSERT_EQ(parse_record(std::string_view(whole).substr(at), r, got), ParseStatus::Ok);
+    EXPECT_EQ(r.link, link_of(chain)) << "record " << n;
+    chain = chain_next(chain, std::string_view(whole).substr(at, size));
+    ++n;
+  }
+  EXPECT_EQ(n, 22u);  // segment start, 20 queries, seal
+  EXPECT_EQ(chain, once.last_hash());
 }
 
 TEST_F(RecordDir, IntactDirectoryVerifies) {
