@@ -5,7 +5,10 @@
 # transactions; medians over the rounds.
 #
 #   bench/pgbench_compare.sh [--rounds N] [--seconds S] [--clients C] [--scale S] [--tls]
-#                            [--recording] [--policy] [--masking]
+#                            [--recording] [--policy] [--masking] [--results FILE]
+#
+# --results FILE keeps the per-round results (bench/compare_summary.sh prints the summary again
+# from it); by default they go to a temporary directory that is removed at the end.
 #
 # --tls: every client connection uses TLS (PGSSLMODE=require): PostgreSQL itself with ssl=on for
 # the direct runs, pgwarden with --tls-cert/--tls-key, PgBouncer with client_tls_sslmode=require.
@@ -23,7 +26,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/../scripts/lib.sh"
 
-rounds=3 seconds=5 clients=16 scale=10 tls= recording= policy= masking=
+rounds=3 seconds=5 clients=16 scale=10 tls= recording= policy= masking= keep=
 while [ $# -gt 0 ]; do
   case $1 in
     --rounds) rounds=$2; shift 2 ;;
@@ -34,6 +37,7 @@ while [ $# -gt 0 ]; do
     --recording) recording=1; shift ;;
     --policy) policy=1; shift ;;
     --masking) masking=1; shift ;;
+    --results) keep=$2; shift 2 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -153,7 +157,7 @@ fi
 ticks=$(getconf CLK_TCK)
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 
-results="$work/results.tsv"
+results=${keep:-$work/results.tsv}
 : > "$results"
 workloads=("select-only simple:-S -M simple" "select-only prepared:-S -M prepared")
 if [ -n "$policy" ]; then
@@ -207,74 +211,8 @@ for ((r = 1; r <= rounds; r++)); do
   done
 done
 
-# paired WORKLOAD VARIANT: per round, the variant's TPS over pgwarden's without it in the same
-# round (runs seconds apart, so slow drift of the machine cancels); prints median, min and max.
-paired() {
-  awk -F'\t' -v n="$1" -v g="$2" '$2 == n && $3 == "pgwarden" { off[$1] = $4 }
-    $2 == n && $3 == g { on[$1] = $4 }
-    END { for (r in on) if (off[r] > 0) print on[r] / off[r] }' "$results" |
-    sort -g | awk '{ v[NR] = $1 } END {
-      printf "%s %s %s", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2, v[1], v[NR] }'
-}
-
-# vs_off WORKLOAD VARIANT [TARGET%]: the variant's TPS cost against pgwarden without it (median
-# of the per-round paired ratios, with their range) and its median CPU per transaction.
-vs_off() {
-  local off_cpu g_cpu ratio lo hi
-  read -r _ _ off_cpu < "$work/med.pgwarden"
-  read -r _ _ g_cpu < "$work/med.$2"
-  read -r ratio lo hi <<< "$(paired "$1" "$2")"
-  awk -v n="$1" -v g="$2" -v t="${3:-}" -v r="$ratio" -v lo="$lo" -v hi="$hi" -v gc="$g_cpu" \
-    -v oc="$off_cpu" 'BEGIN {
-    cost = (1 - r) * 100
-    verdict = (t == "") ? "" : sprintf("; target <= %d%%: %s", t, (cost <= t) ? "ok" : "MISSED")
-    printf "  -> %s, %s: tps %.3fx pgwarden without it, paired per round (range %.3f-%.3f; cost %.1f%%%s), cpu/10k tx %.2fx\n",
-      n, g, r, lo, hi, cost, verdict, gc / oc }'
-}
-
-echo
-echo "Medians over $rounds rounds (ratios to direct and PgBouncer are of medians; \"->\" lines: paired per round):"
-printf "%-22s %-11s %10s %9s %10s %13s %9s\n" workload target tps lat_ms tps/direct cpu/10k_tx_s vs_bouncer
-for w in "${workloads[@]}"; do
-  name=${w%%:*}
-  for t in "${targets[@]}"; do
-    # Median of each column (tps, latency, cpu/10k) over the rounds, taken separately.
-    : > "$work/med.$t"
-    for col in 4 5 7; do
-      awk -F'\t' -v n="$name" -v t="$t" -v c="$col" '$2 == n && $3 == t { print $c }' "$results" |
-        sort -g | awk '{ v[NR] = $1 } END { printf "%s ", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }' \
-        >> "$work/med.$t"
-    done
-    echo >> "$work/med.$t"
-  done
-  read -r d_tps d_lat _ < "$work/med.direct"
-  read -r b_tps b_lat b_cpu < "$work/med.pgbouncer"
-  for t in "${targets[@]}"; do
-    read -r tps lat cpu < "$work/med.$t"
-    awk -v n="$name" -v t="$t" -v tps="$tps" -v lat="$lat" -v cpu="$cpu" -v d="$d_tps" -v b="$b_cpu" 'BEGIN {
-      vs = (t == "direct") ? "-" : sprintf("%.2fx", (b > 0) ? cpu / b : 0)
-      c = (t == "direct") ? "-" : sprintf("%.4f", cpu)
-      printf "%-22s %-11s %10.1f %9.3f %10.3f %13s %9s\n", n, t, tps, lat, tps / d, c, vs }'
-  done
-  if [ -n "$masking" ]; then
-    vs_off "$name" masking 5
-    continue
-  fi
-  if [ -n "$policy" ]; then
-    vs_off "$name" policy 3
-    continue
-  fi
-  if [ -n "$recording" ]; then
-    vs_off "$name" rec-none
-    vs_off "$name" rec-batch 5
-    vs_off "$name" rec-strict
-    continue
-  fi
-  for g in pgwarden pgwarden-1t; do
-    read -r g_tps _ g_cpu < "$work/med.$g"
-    awk -v n="$name" -v g="$g" -v gt="$g_tps" -v bt="$b_tps" -v gc="$g_cpu" -v bc="$b_cpu" 'BEGIN {
-      ok1 = (gt >= bt); ok2 = (gc <= 0.7 * bc)
-      printf "  -> %s, %s: tps %.2fx pgbouncer (%s), cpu/10k tx %.2fx pgbouncer (target <= 0.70: %s)\n",
-        n, g, gt / bt, ok1 ? "ok" : "BELOW", gc / bc, ok2 ? "ok" : "MISSED" }'
-  done
-done
+mode=""
+[ -n "$recording" ] && mode=--recording
+[ -n "$policy" ] && mode=--policy
+[ -n "$masking" ] && mode=--masking
+"$here/compare_summary.sh" "$results" $mode
