@@ -342,6 +342,9 @@ void SegmentWriter::begin(std::uint64_t seq, const Hash& prev, std::int64_t ts_u
 
 std::uint64_t SegmentWriter::append(RecordType type, const Payload& payload) {
   put(type, payload.bytes());
+  // Bytes nobody takes for a while (a write in flight, a failing disk) are chained every 256 KiB,
+  // so taking them never stalls on more than that.
+  if (pending_.size() - chained_ >= (256u << 10)) chain();
   return bytes_;
 }
 

@@ -123,8 +123,9 @@ std::string seal_input(const Hash& chain, unsigned core, std::uint64_t segment,
 
 // Appends records of one core to an in-memory buffer, keeping the hash chain. Sans-I/O.
 // append() only copies the record in; its link, CRC32C and chain step are computed when the bytes
-// are taken (take(), seal(), last_hash()), in one warm loop over everything appended meanwhile:
-// on the gateway's hot path, hashing each record alone between syscalls ran with cold caches.
+// are taken (take(), seal(), last_hash()) or 256 KiB have accumulated, in one warm loop over
+// everything appended meanwhile: on the gateway's hot path, hashing each record alone between
+// syscalls ran with cold caches.
 class SegmentWriter {
  public:
   SegmentWriter(unsigned core, std::string key) : core_(core), key_(std::move(key)) {}

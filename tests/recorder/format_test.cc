@@ -143,9 +143,9 @@ TEST(Format, LongValuesAreClippedWithTheirHash) {
   EXPECT_EQ(r.get(Field::TextSha256).size(), 64u);
 }
 
-// Records are completed (link, CRC, chain step) when their bytes are taken, not when appended:
-// taking after every record or once at the end gives the same bytes, and each record's link and
-// the final chain hash are those of the chain recomputed from the bytes alone.
+// Records are completed (link, CRC, chain step) when their bytes are taken or 256 KiB pile up,
+// not when appended: taking after every record or once at the end gives the same bytes, and each
+// record's link and the final chain hash are those of the chain recomputed from the bytes alone.
 TEST(Format, BytesDoNotDependOnWhenTheyAreTaken) {
   SegmentWriter each(3, kKey), once(3, kKey);
   each.begin(5, Hash{}, 1);
@@ -154,8 +154,9 @@ TEST(Format, BytesDoNotDependOnWhenTheyAreTaken) {
   Payload p;
   for (int i = 0; i < 20; ++i) {
     p.reset(100 + i, 0xfeed);
-    p.add(Field::Statement, static_cast<std::uint64_t>(i))
-        .add(Field::Text, std::string(i * 7, 'x'));
+    // Every fifth record is 100 KiB: untaken bytes pass 256 KiB, where append() chains them.
+    const std::size_t size = i % 5 == 4 ? 100u << 10 : static_cast<std::size_t>(i) * 7;
+    p.add(Field::Statement, static_cast<std::uint64_t>(i)).add(Field::Text, std::string(size, 'x'));
     each.append(RecordType::Query, p);
     once.append(RecordType::Query, p);
     if (i % 3 != 0) taken += each.take();  // sometimes several records at once
