@@ -118,9 +118,9 @@ Identity-aware PostgreSQL gateway. Clients connect to --listen; every session is
 Recording (tamper-evident session recordings; read them with pgwarden sessions|replay|verify|export):
   --record-dir DIR            record every session under DIR/core-NN/NNNNNNNN.pwrec
   --record-key-file FILE      key (at least 32 bytes, mode 0600) for the segments' HMAC seals
-  --record-durability MODE    none (page cache), batch (fdatasync every few ms; default), or
-                              strict (a statement goes upstream only once its record is synced)
-  --record-batch-ms MS        none/batch: write records out, and batch: fdatasync, at most
+  --record-durability MODE    none (page cache), batch (synced writes every few ms; default),
+                              or strict (a statement goes upstream only once its record is synced)
+  --record-batch-ms MS        none/batch: write records out (batch: synced, RWF_DSYNC) at most
                               every MS milliseconds (default 10; 1-1000): a crash loses at most
                               about this much in batch mode
   --record-segment-size SIZE  rotate segments at this size (default 64M)

@@ -51,7 +51,7 @@ struct Config {
   std::string record_dir;
   std::string record_key_file;
   std::string record_durability = "batch";  // none, batch, strict
-  unsigned record_batch_ms = 10;  // none/batch: write, and batch: fdatasync, at most this often
+  unsigned record_batch_ms = 10;            // none/batch: write (batch: synced) at most this often
   std::uint64_t record_segment_bytes = 64u << 20;
   double record_segment_age_s = 300;
   std::uint64_t record_max_backlog = 64u << 20;  // unwritten bytes per core before refusing

@@ -1,10 +1,11 @@
 // One core's recording: records are appended to an in-memory buffer on the hot path (no locks, no
 // syscalls) and the same core writes them to its own segment files with io_uring writes, in
 // order, one write in flight at a time (so each write carries everything appended meanwhile: group
-// commit). Durability per --record-durability: none (page cache), batch (fdatasync at most every
-// --record-batch-ms, default 10), strict (the session holds a statement until its record is
-// synced). When a write fails or the backlog passes its bound, accepting() turns false and sessions
-// refuse new statements until a retry succeeds: nothing is forwarded unrecorded.
+// commit). Durability per --record-durability: none (page cache), batch (writes at most every
+// --record-batch-ms, default 10, each synced: RWF_DSYNC), strict (the session holds a statement
+// until the synced write of its record completes). A sealed segment is fdatasync'd and closed. When
+// a write fails or the backlog passes its bound, accepting() turns false and sessions refuse new
+// statements until a retry succeeds: nothing is forwarded unrecorded.
 #pragma once
 
 #include <liburing.h>
@@ -96,9 +97,8 @@ class alignas(16) RecordLog {
   std::deque<Job> jobs_;
   bool io_inflight_ = false;
   bool timer_armed_ = false;
-  bool sync_wanted_ = false;
-  std::uint64_t sync_target_ = 0;  // logical offset the sync in flight covers
-  std::int64_t last_sync_ns_ = 0;
+  bool sync_wanted_ = false;           // a sealed segment's fdatasync failed: retry it
+  std::uint64_t sync_target_ = 0;      // logical offset the sync in flight covers
   std::int64_t pending_since_ns_ = 0;  // when the oldest unwritten record was appended
   int sync_fd_ = -1;
   bool close_after_sync_ = false;
