@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # pgbench against one throwaway PostgreSQL: direct, through pgwarden, and through PgBouncer
-# (session mode), interleaved in rounds so machine noise hits all three alike. Prints TPS, mean
-# latency, ratios to direct, and each proxy's CPU seconds (user+sys from /proc) per 10k
-# transactions; medians over the rounds.
+# (session mode), interleaved in rounds (each in a new random order, after a `sync`) so machine
+# noise hits all three alike. Prints TPS, mean latency, ratios to direct, and each proxy's CPU
+# seconds (user+sys from /proc) per 10k transactions; medians over the rounds.
 #
 #   bench/pgbench_compare.sh [--rounds N] [--seconds S] [--clients C] [--scale S] [--tls]
 #                            [--recording] [--policy] [--masking] [--results FILE]
@@ -183,9 +183,12 @@ for ((r = 1; r <= rounds; r++)); do
   for w in "${workloads[@]}"; do
     name=${w%%:*}
     args=${w#*:}
-    # Rotate the order each round so no target always runs first or last.
-    for ((k = 0; k < ${#targets[@]}; k++)); do
-      t=${targets[$(((k + r) % ${#targets[@]}))]}
+    # A new random order each round: no target always follows the same one (a recording run
+    # leaves dirty pages whose writeback would otherwise always land on the same successor), and
+    # `sync` first so each run starts with none of the previous runs' writeback pending.
+    mapfile -t order < <(shuf -e "${targets[@]}")
+    for t in "${order[@]}"; do
+      sync
       pid=$(pid_of "$t")
       before=0
       [ -n "$pid" ] && before=$(cpu_ticks "$pid")
