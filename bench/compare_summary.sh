@@ -16,10 +16,12 @@ esac
 [ -s "$results" ] || { echo "no results in $results" >&2; exit 1; }
 work=$(mktemp -d /tmp/pgwarden-summary.XXXXXX)
 trap 'rm -rf "$work"' EXIT
-# Workloads in the order they first appear; targets too, but direct first and pgbouncer last.
+# Workloads in the order they first appear; targets: direct, pgwarden, its variants by name,
+# pgbouncer.
 mapfile -t workloads < <(awk -F'\t' '!seen[$2]++ { print $2 }' "$results")
-mapfile -t targets < <(awk -F'\t' '!seen[$3]++ { print ($3 == "direct" ? 0 : $3 == "pgbouncer" ? 2 : 1) "\t" NR "\t" $3 }' "$results" |
-  sort -n -k1,1 -k2,2 | cut -f3)
+mapfile -t targets < <(awk -F'\t' '!seen[$3]++ {
+    print ($3 == "direct" ? 0 : $3 == "pgwarden" ? 1 : $3 == "pgbouncer" ? 3 : 2) "\t" $3 }' "$results" |
+  sort -k1,1n -k2,2 | cut -f2)
 
 # paired WORKLOAD VARIANT: per round, the variant's TPS over pgwarden's without it in the same
 # round (runs seconds apart, so slow drift of the machine cancels). Prints the median ratio and a
