@@ -121,7 +121,8 @@ test('shutdown: SIGTERM stops accepting, ends sessions after the grace with 57P0
   await c.connect();
   const finishing = new pg.Client(pgConfig(gw.port));
   await finishing.connect();
-  const slow = c.query('SELECT pg_sleep(10)');
+  // Awaited from the start, so an early rejection is never an unhandled one.
+  const slow = assert.rejects(c.query('SELECT pg_sleep(10)'), (e) => e.code === '57P01');
   const quick = finishing.query('SELECT pg_sleep(0.3) AS done'); // finishes inside the grace
   const errored = new Promise((resolve) => c.on('error', resolve));
   await sleep(200);
@@ -132,7 +133,7 @@ test('shutdown: SIGTERM stops accepting, ends sessions after the grace with 57P0
   await assert.rejects(late.connect(), 'new connections must be refused while draining');
   assert.equal((await quick).rows.length, 1);
   await finishing.end();
-  await assert.rejects(slow, (e) => e.code === '57P01');
+  await slow;
   await errored.catch(() => {});
   const { code, signal } = await gw.exited;
   assert.equal(signal, null);

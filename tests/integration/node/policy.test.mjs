@@ -304,10 +304,13 @@ test('require_approval: the statement waits until someone approves or denies it 
   assert.equal((await admin('POST', `/approvals/${first.id}/approve?by=alice`)).status, 200);
   await approved;
   assert.equal(await hasColumn('approved_col'), true);
-  const denied = c.query('ALTER TABLE policy_t ADD COLUMN denied_col int');
+  // The rejection is awaited from the start: the refusal can arrive while the deny request is
+  // still being answered, and a rejection with no handler yet fails the whole run.
+  const denied = assert.rejects(c.query('ALTER TABLE policy_t ADD COLUMN denied_col int'),
+    (e) => e.code === '42501' && /held for approval under policy rule "guard" \(class alter\) was denied by bob/.test(e.message));
   const [second] = await pendingList();
   assert.equal((await admin('POST', `/approvals/${second.id}/deny?by=bob`)).status, 200);
-  await assert.rejects(denied, (e) => e.code === '42501' && /held for approval under policy rule "guard" \(class alter\) was denied by bob/.test(e.message));
+  await denied;
   assert.equal(await hasColumn('denied_col'), false);
   assert.equal((await c.query('SELECT 1 AS one')).rows[0].one, 1); // the session goes on
   await c.end();
