@@ -63,6 +63,7 @@ RecordLog::RecordLog(Worker& worker, unsigned core, const Config& config, std::s
 
 RecordLog::~RecordLog() {
   if (fd_ >= 0) ::close(fd_);
+  if (sealed_fd_ >= 0) ::close(sealed_fd_);
   for (const Job& j : jobs_) {
     if (j.close_after && j.fd >= 0) ::close(j.fd);
   }
@@ -217,9 +218,9 @@ void RecordLog::submit(std::int64_t now_ns) {
       return;
     }
   }
-  // A sealed segment's sync that failed: retried (on that segment) before anything else.
-  if (jobs_.empty() && sync_wanted_) {
-    start_sync(close_after_sync_ ? sync_fd_ : fd_);
+  // A sealed segment whose sync failed: retried before anything else.
+  if (sealed_fd_ >= 0) {
+    start_sync();
     return;
   }
   if (jobs_.empty() && writer_.records() > 1 &&
@@ -244,7 +245,7 @@ void RecordLog::submit(std::int64_t now_ns) {
   }
   if (!jobs_.empty()) {
     start_write();
-  } else if ((sync_wanted_ || writer_.pending_size() != 0) && !timer_armed_) {
+  } else if (writer_.pending_size() != 0 && !timer_armed_) {
     io_uring_sqe* e = w_.get_sqe();
     io_uring_prep_timeout(e, &batch_delay_, 0, 0);
     io_uring_sqe_set_data64(e, tag(this, kRecordTimer));
@@ -264,14 +265,12 @@ void RecordLog::start_write() {
   io_inflight_ = true;
 }
 
-void RecordLog::start_sync(int fd) {
+void RecordLog::start_sync() {
   io_uring_sqe* e = w_.get_sqe();
-  io_uring_prep_fsync(e, fd, IORING_FSYNC_DATASYNC);
+  io_uring_prep_fsync(e, sealed_fd_, IORING_FSYNC_DATASYNC);
   io_uring_sqe_set_data64(e, tag(this, kRecordSync));
   io_inflight_ = true;
-  sync_wanted_ = false;
   sync_target_ = written_;
-  sync_fd_ = fd;
 }
 
 void RecordLog::on_write(int res, std::int64_t now_ns) {
@@ -294,8 +293,8 @@ void RecordLog::on_write(int res, std::int64_t now_ns) {
   jobs_.pop_front();
   if (close_after) {
     // The sealed segment is synced whatever the durability, then closed.
-    start_sync(fd);
-    close_after_sync_ = true;
+    sealed_fd_ = fd;
+    start_sync();
     return;
   }
   if (durability_ != Durability::None) {  // written with RWF_DSYNC: durable now
@@ -308,14 +307,11 @@ void RecordLog::on_sync(int res, std::int64_t /*now_ns*/) {
   io_inflight_ = false;
   if (res < 0) {
     set_failed(std::string("fdatasync: ") + std::strerror(-res));
-    sync_wanted_ = true;
-    return;
+    return;  // sealed_fd_ stays: submit() retries
   }
   clear_failure();
-  if (close_after_sync_) {
-    ::close(sync_fd_);
-    close_after_sync_ = false;
-  }
+  ::close(sealed_fd_);
+  sealed_fd_ = -1;
   synced_ = std::max(synced_, sync_target_);
   release_waiters();
 }
@@ -327,6 +323,11 @@ void RecordLog::on_timer(std::int64_t /*now_ns*/) {
 void RecordLog::close() {
   writer_.seal(now_us(), true);
   bool ok = true;
+  if (sealed_fd_ >= 0) {  // its sync failed and was not retried yet
+    ok = ::fdatasync(sealed_fd_) == 0;
+    ::close(sealed_fd_);
+    sealed_fd_ = -1;
+  }
   for (Job& j : jobs_) {
     ok = ok && write_all(j.fd, j.data.substr(j.done), j.file_offset + j.done);
     if (j.close_after) {

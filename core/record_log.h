@@ -76,7 +76,7 @@ class alignas(16) RecordLog {
   int open_segment(std::uint64_t seq);
   void rotate(std::int64_t now_ns);
   void start_write();
-  void start_sync(int fd);
+  void start_sync();  // of sealed_fd_
   void set_failed(const std::string& why);
   void clear_failure();
   void release_waiters();
@@ -97,11 +97,9 @@ class alignas(16) RecordLog {
   std::deque<Job> jobs_;
   bool io_inflight_ = false;
   bool timer_armed_ = false;
-  bool sync_wanted_ = false;           // a sealed segment's fdatasync failed: retry it
   std::uint64_t sync_target_ = 0;      // logical offset the sync in flight covers
   std::int64_t pending_since_ns_ = 0;  // when the oldest unwritten record was appended
-  int sync_fd_ = -1;
-  bool close_after_sync_ = false;
+  int sealed_fd_ = -1;  // a sealed segment to fdatasync, then close (again after a failure)
   std::uint64_t appended_ = 0, written_ = 0, synced_ = 0;  // logical byte offsets
   bool failed_ = false;
   std::string failure_text_;
