@@ -1,0 +1,393 @@
+#include "protocol/pipeline.h"
+
+#include <gtest/gtest.h>
+
+#include "tests/protocol/conversation.h"
+#include "tests/protocol/test_util.h"
+
+namespace pgwarden::protocol {
+namespace {
+
+using testing::ByteString;
+using testing::msg;
+
+std::string z(std::string_view s) {
+  return std::string(s) + std::string(1, '\0');
+}
+std::string s16(std::uint16_t v) {
+  return {static_cast<char>(v >> 8), static_cast<char>(v & 0xff)};
+}
+std::string s32(std::uint32_t v) {
+  return {static_cast<char>(v >> 24), static_cast<char>((v >> 16) & 0xff),
+          static_cast<char>((v >> 8) & 0xff), static_cast<char>(v & 0xff)};
+}
+
+ByteString Q(std::string_view sql) {
+  return msg('Q', z(sql));
+}
+ByteString P(std::string_view name, std::string_view sql) {
+  return msg('P', z(name) + z(sql) + s16(0));
+}
+ByteString B(std::string_view portal, std::string_view stmt) {
+  return msg('B', z(portal) + z(stmt) + s16(0) + s16(0) + s16(0));
+}
+ByteString DP(std::string_view portal) {
+  return msg('D', std::string("P") + z(portal));
+}
+ByteString DS(std::string_view stmt) {
+  return msg('D', std::string("S") + z(stmt));
+}
+ByteString E(std::string_view portal, std::uint32_t rows = 0) {
+  return msg('E', z(portal) + s32(rows));
+}
+ByteString S() {
+  return msg('S', "");
+}
+ByteString RD(std::string_view column) {  // one text column
+  return msg(
+      'T', s16(1) + z(column) + s32(0) + s16(0) + s32(25) + s16(0xffff) + s32(0xffffffff) + s16(0));
+}
+ByteString Row(std::string_view v) {
+  return msg('D', s16(1) + s32(static_cast<std::uint32_t>(v.size())) + std::string(v));
+}
+ByteString CC(std::string_view tag) {
+  return msg('C', z(tag));
+}
+ByteString Z(char status = 'I') {
+  return msg('Z', std::string(1, status));
+}
+ByteString Err(std::string_view severity = "ERROR") {
+  return msg('E', std::string("S") + z(severity) + std::string("V") + z(severity) +
+                      std::string("C") + z("42000") + std::string("M") + z("boom") +
+                      std::string(1, '\0'));
+}
+
+// Drives a model with whole messages and records what it says.
+struct Driver {
+  PipelineModel model;
+  std::vector<std::pair<std::uint64_t, RequestState>> retired;
+  std::vector<std::uint64_t> answered_locally;
+
+  Request* send(const ByteString& m, Origin origin = Origin::Client) {
+    FrontendView v;
+    std::string why;
+    EXPECT_TRUE(read_frontend(m, v, why)) << why;
+    return model.commit(v, origin);
+  }
+  PipelineModel::Event reply(const ByteString& m) {
+    auto ev = model.on_backend(static_cast<char>(m[0]), m);
+    model.retire([&](const Request& r) { retired.emplace_back(r.id, r.state); },
+                 [&](Request& r) { answered_locally.push_back(r.id); });
+    return ev;
+  }
+};
+
+TEST(PipelineModelTest, SimpleQueryRowsFollowItsRowDescription) {
+  Driver d;
+  Request* q = d.send(Q("SELECT name FROM t"));
+  ASSERT_NE(q, nullptr);
+  EXPECT_FALSE(d.model.settled());
+  EXPECT_EQ(d.reply(RD("name")).request, q);
+  const ResultShape shape = d.model.current_result();
+  ASSERT_NE(shape.shape, nullptr);
+  EXPECT_EQ(shape.row_description.size(), RD("name").size());
+  EXPECT_EQ(d.reply(Row("a")).request, q);
+  EXPECT_EQ(d.reply(CC("SELECT 1")).completes, false);
+  EXPECT_EQ(d.model.current_result().shape, nullptr);  // between the statements of a Query
+  const auto z = d.reply(Z('T'));
+  EXPECT_TRUE(z.completes);
+  EXPECT_EQ(d.model.tx_status(), 'T');
+  EXPECT_TRUE(d.model.settled());
+  ASSERT_EQ(d.retired.size(), 1u);
+  EXPECT_EQ(d.retired[0].second, RequestState::Done);
+}
+
+TEST(PipelineModelTest, EachReplyOfAPipelineBelongsToItsMessage) {
+  Driver d;
+  Request* p = d.send(P("", "SELECT 1"));
+  Request* b = d.send(B("", ""));
+  Request* desc = d.send(DP(""));
+  Request* e = d.send(E(""));
+  Request* s = d.send(S());
+  const std::uint64_t ids[] = {p->id, b->id, desc->id, e->id, s->id};
+  EXPECT_EQ(d.reply(msg('1', "")).request->id, ids[0]);
+  EXPECT_EQ(d.reply(msg('2', "")).request->id, ids[1]);
+  EXPECT_EQ(d.reply(RD("x")).request->id, ids[2]);
+  EXPECT_NE(d.model.current_result().shape, nullptr);  // the Execute runs what was described
+  EXPECT_EQ(d.reply(Row("1")).request->id, ids[3]);
+  EXPECT_EQ(d.reply(CC("SELECT 1")).request->id, ids[3]);
+  EXPECT_EQ(d.reply(Z()).request->id, ids[4]);
+  EXPECT_EQ(d.retired.size(), 5u);
+  EXPECT_TRUE(d.model.settled());
+}
+
+TEST(PipelineModelTest, AnErrorSkipsTheRestOfThePipelineUpToSync) {
+  Driver d;
+  d.send(P("", "INSERT 1"));
+  d.send(B("", ""));
+  Request* e1 = d.send(E(""));
+  const std::uint64_t e1_id = e1->id;
+  d.send(P("", "INSERT 2"));
+  d.send(B("", ""));
+  d.send(E(""));
+  d.send(S());
+  d.reply(msg('1', ""));
+  d.reply(msg('2', ""));
+  const auto err = d.reply(Err());
+  EXPECT_EQ(err.request->id, e1_id);
+  EXPECT_TRUE(err.completes);
+  // The three messages after the error were skipped; only Sync is answered.
+  std::size_t skipped = 0;
+  for (const auto& [id, st] : d.retired) skipped += st == RequestState::Skipped;
+  EXPECT_EQ(skipped, 3u);
+  EXPECT_FALSE(d.model.skipping());  // a Sync is already on its way
+  EXPECT_TRUE(d.reply(Z()).completes);
+  EXPECT_TRUE(d.model.settled());
+}
+
+TEST(PipelineModelTest, MessagesSentAfterTheErrorArrivedAreSkippedUntilSync) {
+  Driver d;
+  d.send(P("", "bad"));
+  d.reply(Err());
+  EXPECT_TRUE(d.model.skipping());
+  Request* late = d.send(Q("SELECT 1"));  // PostgreSQL ignores even a Query while skipping
+  EXPECT_EQ(late->state, RequestState::Skipped);
+  Request* s = d.send(S());
+  EXPECT_EQ(s->state, RequestState::Queued);
+  EXPECT_FALSE(d.model.skipping());
+  EXPECT_TRUE(d.reply(Z()).completes);
+  EXPECT_TRUE(d.model.settled());
+}
+
+TEST(PipelineModelTest, ErrorsInASimpleQueryDoNotSkip) {
+  Driver d;
+  d.send(Q("SELECT 1/0"));
+  d.send(Q("SELECT 2"));
+  const auto err = d.reply(Err());
+  EXPECT_FALSE(err.completes);  // ReadyForQuery ends it
+  EXPECT_FALSE(d.model.skipping());
+  d.reply(Z());
+  d.reply(RD("x"));
+  d.reply(Row("2"));
+  d.reply(CC("SELECT 1"));
+  d.reply(Z());
+  EXPECT_TRUE(d.model.settled());
+}
+
+TEST(PipelineModelTest, CopyFromStdinIsABarrierUntilTheServerAnswers) {
+  Driver d;
+  d.send(Q("COPY t FROM STDIN"));
+  EXPECT_TRUE(d.model.input_barrier());
+  d.reply(msg('G', std::string(1, '\0') + s16(0)));
+  EXPECT_FALSE(d.model.input_barrier());
+  EXPECT_TRUE(d.model.copy_in());
+  FrontendView v;
+  std::string why;
+  const ByteString sync = S();
+  ASSERT_TRUE(read_frontend(sync, v, why));
+  EXPECT_EQ(d.model.fate(v), PipelineModel::Fate::Ignored);  // Sync inside COPY: ignored
+  const ByteString drop = Q("DROP TABLE t");
+  ASSERT_TRUE(read_frontend(drop, v, why));
+  EXPECT_EQ(d.model.fate(v), PipelineModel::Fate::Violation);
+  EXPECT_EQ(d.send(msg('d', "1\tx\n")), nullptr);
+  EXPECT_EQ(d.send(msg('c', "")), nullptr);
+  EXPECT_FALSE(d.model.copy_in());
+  EXPECT_TRUE(d.model.input_barrier());  // the Query may hold another COPY FROM STDIN
+  d.reply(CC("COPY 1"));
+  d.reply(Z());
+  EXPECT_FALSE(d.model.input_barrier());
+  EXPECT_TRUE(d.model.settled());
+}
+
+TEST(PipelineModelTest, AQueryThatIsNotCopyLiftsTheBarrierWithItsReplies) {
+  Driver d;
+  d.send(Q("SELECT 'copy from stdin'"));
+  EXPECT_TRUE(d.model.input_barrier());
+  d.reply(RD("x"));
+  d.reply(Row("copy from stdin"));
+  d.reply(CC("SELECT 1"));
+  EXPECT_TRUE(d.model.input_barrier());
+  d.reply(Z());
+  EXPECT_FALSE(d.model.input_barrier());
+}
+
+TEST(PipelineModelTest, CopyFromStdinByExecute) {
+  Driver d;
+  d.send(P("c", "COPY t FROM STDIN"));
+  d.send(B("", "c"));
+  d.send(E(""));
+  EXPECT_TRUE(d.model.input_barrier());
+  d.reply(msg('1', ""));
+  d.reply(msg('2', ""));
+  d.reply(msg('G', std::string(1, '\0') + s16(0)));
+  EXPECT_TRUE(d.model.copy_in());
+  d.send(msg('d', "1\n"));
+  d.send(msg('c', ""));
+  EXPECT_FALSE(d.model.input_barrier());
+  d.send(S());
+  d.reply(CC("COPY 1"));
+  d.reply(Z());
+  EXPECT_TRUE(d.model.settled());
+}
+
+TEST(PipelineModelTest, CopyOut) {
+  Driver d;
+  d.send(Q("COPY t TO STDOUT"));
+  EXPECT_FALSE(d.model.input_barrier());
+  d.reply(msg('H', std::string(1, '\1') + s16(0)));
+  EXPECT_TRUE(d.model.copy_out());
+  EXPECT_EQ(d.model.copy_format(), 1);
+  EXPECT_EQ(d.reply(msg('d', "row")).divergence, nullptr);
+  d.reply(msg('c', ""));
+  EXPECT_FALSE(d.model.copy_out());
+  d.reply(CC("COPY 1"));
+  d.reply(Z());
+  EXPECT_TRUE(d.model.settled());
+}
+
+TEST(PipelineModelTest, AnExecuteRunsWhatWasDescribedOnlyRightAfterTheDescribe) {
+  Driver d;
+  FrontendView v;
+  std::string why;
+  const ByteString execute = E("p");
+  ASSERT_TRUE(read_frontend(execute, v, why));
+  d.send(B("p", "s"));
+  EXPECT_FALSE(d.model.execute_described(v));
+  d.send(DP("p"));
+  EXPECT_TRUE(d.model.execute_described(v));
+  d.send(E("p", 10));
+  EXPECT_TRUE(d.model.execute_described(v));  // the same portal fetched again
+  d.send(Q("CLOSE p; DECLARE p CURSOR FOR SELECT secret FROM t"));
+  EXPECT_FALSE(d.model.execute_described(v));
+  d.send(DS("s"));
+  d.send(S());
+  EXPECT_FALSE(d.model.execute_described(v));
+}
+
+TEST(PipelineModelTest, AnUndescribedExecuteHasNoKnownShape) {
+  Driver d;
+  d.send(B("", "s"));
+  Request* e = d.send(E(""));
+  d.send(S());
+  d.reply(msg('2', ""));
+  (void)e;
+  EXPECT_EQ(d.reply(Row("secret")).divergence, nullptr);
+  EXPECT_EQ(d.model.current_result().shape, nullptr);  // masked blind
+}
+
+TEST(PipelineModelTest, DescribeStatementTakesParameterAndRowDescriptions) {
+  Driver d;
+  d.send(P("s", "SELECT $1"));
+  d.send(DS("s"));
+  d.send(S());
+  d.reply(msg('1', ""));
+  EXPECT_NE(d.reply(RD("x")).divergence, nullptr);  // before its ParameterDescription
+}
+
+TEST(PipelineModelTest, DescribeStatementAnsweredInOrder) {
+  Driver d;
+  d.send(P("s", "SELECT $1"));
+  d.send(DS("s"));
+  d.send(S());
+  d.reply(msg('1', ""));
+  EXPECT_EQ(d.reply(msg('t', s16(1) + s32(23))).divergence, nullptr);
+  EXPECT_TRUE(d.reply(msg('n', "")).completes);
+  d.reply(Z());
+  EXPECT_TRUE(d.model.settled());
+}
+
+TEST(PipelineModelTest, RepliesItDidNotPredictAreDivergences) {
+  {
+    Driver d;
+    EXPECT_NE(d.reply(msg('1', "")).divergence, nullptr);
+  }
+  {
+    Driver d;
+    d.send(B("", ""));
+    EXPECT_NE(d.reply(msg('1', "")).divergence, nullptr);
+  }
+  {
+    Driver d;
+    d.send(Q("SELECT 1"));
+    EXPECT_NE(d.reply(msg('G', std::string(1, '\0') + s16(0))).divergence, nullptr);
+  }
+  {
+    Driver d;
+    EXPECT_NE(d.reply(Err()).divergence, nullptr);  // an ERROR answering nothing
+    EXPECT_EQ(d.reply(Err("FATAL")).divergence, nullptr);
+    EXPECT_TRUE(d.model.on_backend('E', Err("FATAL")).fatal);
+  }
+  {
+    Driver d;
+    d.send(Q("START_REPLICATION"));
+    EXPECT_NE(d.reply(msg('W', std::string(1, '\0') + s16(0))).divergence, nullptr);
+  }
+}
+
+TEST(PipelineModelTest, AsynchronousMessagesAnswerNothing) {
+  Driver d;
+  EXPECT_EQ(d.reply(msg('N', "SNOTICE" + std::string(2, '\0'))).request, nullptr);
+  EXPECT_EQ(d.reply(msg('A', s32(1) + z("chan") + z("payload"))).divergence, nullptr);
+  d.reply(msg('S', z("standard_conforming_strings") + z("off")));
+  EXPECT_FALSE(d.model.standard_conforming_strings());
+  d.reply(msg('S', z("client_encoding") + z("SJIS")));
+  EXPECT_EQ(d.model.client_encoding(), "SJIS");
+}
+
+TEST(PipelineModelTest, LocalAnswersWaitForTheirTurnAndAreSkippedLikeTheServerWould) {
+  Driver d;
+  d.send(Q("SELECT 1"));
+  const std::uint64_t local = d.model.commit_local(RequestKind::Query).id;
+  EXPECT_TRUE(d.answered_locally.empty());
+  d.reply(CC("SELECT 1"));
+  EXPECT_TRUE(d.answered_locally.empty());
+  d.reply(Z());
+  ASSERT_EQ(d.answered_locally.size(), 1u);
+  EXPECT_EQ(d.answered_locally[0], local);
+  // Inside a failed pipeline a refused Query would have been ignored by the server.
+  d.send(P("", "bad"));
+  d.reply(Err());
+  const Request& skipped = d.model.commit_local(RequestKind::Query);
+  EXPECT_EQ(skipped.state, RequestState::Skipped);
+}
+
+TEST(PipelineModelTest, FunctionCall) {
+  Driver d;
+  d.send(msg('F', s32(1598) + s16(0) + s16(0) + s16(0)));
+  EXPECT_EQ(d.reply(msg('V', s32(1) + "7")).divergence, nullptr);
+  EXPECT_TRUE(d.reply(Z()).completes);
+  EXPECT_TRUE(d.model.settled());
+}
+
+TEST(PipelineModelTest, AnswersDueOnlyAfterSync) {
+  Driver d;
+  EXPECT_TRUE(d.model.answers_due());
+  d.send(P("", "SELECT 1"));
+  EXPECT_FALSE(d.model.answers_due());
+  d.send(Q("SELECT 2"));  // may be skipped if the Parse fails
+  EXPECT_FALSE(d.model.answers_due());
+  d.send(S());
+  EXPECT_TRUE(d.model.answers_due());
+}
+
+TEST(PipelineModelTest, GrowsPastItsInitialRing) {
+  Driver d;
+  for (int i = 0; i < 100; ++i) d.send(S());
+  EXPECT_EQ(d.model.in_flight(), 100u);
+  for (int i = 0; i < 100; ++i) EXPECT_TRUE(d.reply(Z()).completes);
+  EXPECT_TRUE(d.model.settled());
+}
+
+TEST(PipelineModelTest, RecordedConversationsReplayWithoutDivergence) {
+  for (const char* name : {"psql", "pgbench"}) {
+    const auto fe = testing::split_messages(testing::read_file(std::string(name) + ".fe"), true);
+    const auto be = testing::split_messages(testing::read_file(std::string(name) + ".be"), false);
+    const auto r = testing::replay(fe, be);
+    EXPECT_TRUE(r.divergences.empty()) << name << ": " << r.divergences.front();
+    EXPECT_EQ(r.malformed, 0u) << name;
+    EXPECT_GT(r.requests, 10u) << name;
+  }
+}
+
+}  // namespace
+}  // namespace pgwarden::protocol
