@@ -96,6 +96,8 @@ Identity-aware PostgreSQL gateway. Clients connect to --listen; every session is
   --max-buffered-bytes SIZE   per session and direction, memory queued for a slow reader
                               before reading from the other side pauses (default 512K)
   --max-message-size SIZE     largest protocol message accepted (default 1073741823)
+  --max-statement-size SIZE   largest message pgwarden reads whole: statements it judges or
+                              records, rows it masks (default 16M); larger ones get 54000
   --connect-timeout SECS      upstream connect timeout (default 5)
   --startup-timeout SECS      time from accept to ready-for-query (default 60)
   --idle-timeout SECS         close sessions idle this long, 0 = never (default 0)
@@ -172,6 +174,11 @@ ParsedFlags parse_flags(const std::vector<std::string>& args) {
       {"--max-message-size",
        [&](const std::string& v) {
          c.max_message_size = parse_count("--max-message-size", v, (1u << 30) - 1);
+       }},
+      {"--max-statement-size",
+       [&](const std::string& v) {
+         c.max_statement_size = static_cast<std::uint32_t>(
+             std::min<std::uint64_t>(parse_size("--max-statement-size", v), (1u << 30) - 1));
        }},
       {"--connect-timeout",
        [&](const std::string& v) { c.connect_timeout_s = parse_seconds("--connect-timeout", v); }},
@@ -286,6 +293,9 @@ ParsedFlags parse_flags(const std::vector<std::string>& args) {
     }
     if (c.recv_buffer_size < 512) throw std::runtime_error("--recv-buffer-size must be >= 512");
     if (c.max_message_size < 1024) throw std::runtime_error("--max-message-size must be >= 1024");
+    if (c.max_statement_size < 1024) {
+      throw std::runtime_error("--max-statement-size must be >= 1024");
+    }
     if (c.max_buffered_bytes < c.recv_buffer_size) {
       throw std::runtime_error("--max-buffered-bytes must be at least --recv-buffer-size");
     }

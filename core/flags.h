@@ -13,6 +13,9 @@ struct Config {
   unsigned threads = 0;                             // 0 = online cores
   std::uint64_t max_buffered_bytes = 1u << 20;      // per session and direction
   std::uint32_t max_message_size = (1u << 30) - 1;  // PostgreSQL's own MaxAllocSize
+  // The largest message pgwarden reads whole (statements it judges, rows it masks); larger ones
+  // are refused (54000).
+  std::uint32_t max_statement_size = 16u << 20;
   double connect_timeout_s = 5;
   double startup_timeout_s = 60;
   double idle_timeout_s = 0;  // 0 = never

@@ -13,7 +13,6 @@
 
 #include "core/log.h"
 #include "core/ops.h"
-#include "core/session.h"
 #include "core/worker.h"
 #include "recorder/reader.h"
 
@@ -142,28 +141,28 @@ std::uint64_t RecordLog::append(rec::RecordType type) {
   return appended_;
 }
 
-void RecordLog::wait_durable(Session& s, std::uint64_t offset) {
+void RecordLog::wait_durable(DurabilityWaiter& w, std::uint64_t offset) {
   for (auto& [who, until] : waiters_) {
-    if (who == &s) {
+    if (who == &w) {
       until = std::max(until, offset);
       return;
     }
   }
-  waiters_.emplace_back(&s, offset);
+  waiters_.emplace_back(&w, offset);
 }
 
-void RecordLog::forget(Session& s) {
-  std::erase_if(waiters_, [&](const auto& w) { return w.first == &s; });
+void RecordLog::forget(DurabilityWaiter& w) {
+  std::erase_if(waiters_, [&](const auto& x) { return x.first == &w; });
 }
 
 void RecordLog::release_waiters() {
   // A released session may append and wait again: walk a snapshot.
   auto ready = std::partition(waiters_.begin(), waiters_.end(),
                               [&](const auto& w) { return w.second > synced_; });
-  std::vector<Session*> go;
+  std::vector<DurabilityWaiter*> go;
   for (auto it = ready; it != waiters_.end(); ++it) go.push_back(it->first);
   waiters_.erase(ready, waiters_.end());
-  for (Session* s : go) s->on_record_durable();
+  for (DurabilityWaiter* w : go) w->on_record_durable();
 }
 
 void RecordLog::set_failed(const std::string& why) {

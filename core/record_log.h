@@ -16,16 +16,14 @@
 #include <vector>
 
 #include "core/flags.h"
+#include "core/record_sink.h"
 #include "recorder/format.h"
 
 namespace pgwarden::core {
 
-class Session;
 class Worker;
 
-enum class Durability : std::uint8_t { None, Batch, Strict };
-
-class alignas(16) RecordLog {
+class alignas(16) RecordLog final : public RecordSink {
  public:
   RecordLog(Worker& worker, unsigned core, const Config& config, std::string key);
   ~RecordLog();
@@ -38,22 +36,15 @@ class alignas(16) RecordLog {
   // Seals the current segment as final and writes it out synchronously (shutdown).
   void close();
 
-  Durability durability() const noexcept { return durability_; }
-  // False while writing fails or the unwritten backlog is over its bound.
-  bool accepting() const noexcept { return !failed_ && backlog() < max_backlog_; }
-  const std::string& failure() const noexcept { return failure_text_; }
-  // Room for records that are not statements (outcomes, session ends) while writing fails.
-  bool has_room() const noexcept { return backlog() < max_backlog_; }
-
-  // A payload to fill and append (reset with the current time and the session id).
-  recorder::Payload& payload(std::uint64_t session);
-  // Appends the payload from payload(); returns the logical offset at which it ends.
-  std::uint64_t append(recorder::RecordType type);
-  std::uint64_t synced() const noexcept { return synced_; }
-
-  // Strict mode: `s` waits until everything up to `offset` is synced.
-  void wait_durable(Session& s, std::uint64_t offset);
-  void forget(Session& s);
+  Durability durability() const noexcept override { return durability_; }
+  bool accepting() const noexcept override { return !failed_ && backlog() < max_backlog_; }
+  const std::string& failure() const noexcept override { return failure_text_; }
+  bool has_room() const noexcept override { return backlog() < max_backlog_; }
+  recorder::Payload& payload(std::uint64_t session) override;
+  std::uint64_t append(recorder::RecordType type) override;
+  std::uint64_t synced() const noexcept override { return synced_; }
+  void wait_durable(DurabilityWaiter& w, std::uint64_t offset) override;
+  void forget(DurabilityWaiter& w) override;
 
   // Worker hooks.
   void submit(std::int64_t now_ns);  // once per loop iteration, before the ring is entered
@@ -104,7 +95,7 @@ class alignas(16) RecordLog {
   bool failed_ = false;
   std::string failure_text_;
   std::int64_t retry_at_ns_ = 0;
-  std::vector<std::pair<Session*, std::uint64_t>> waiters_;
+  std::vector<std::pair<DurabilityWaiter*, std::uint64_t>> waiters_;
   __kernel_timespec batch_delay_{};
 };
 

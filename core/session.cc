@@ -1,5 +1,8 @@
+// The Session's transport: bytes in (plain or TLS) through the framers, bytes out through the
+// send queues, backpressure, holds, and winding down.
 #include "core/session.h"
 
+#include <sys/random.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -25,15 +28,47 @@ std::int64_t seconds_ns(double s) {
 
 Session::Session(Worker& worker, int client_fd, std::int64_t now_ns)
     : w_(worker),
-      fe_(pr::Side::Frontend, worker.config().max_message_size, /*typed=*/false),
-      be_(pr::Side::Backend, worker.config().max_message_size, /*typed=*/true) {
+      // Before authentication completes a client may send only small messages, as PostgreSQL
+      // allows (PG_MAX_AUTH_TOKEN_LENGTH): the limit rises once the session is ready.
+      fe_(pr::Side::Frontend, kMaxAuthMessage, /*typed=*/false),
+      be_(pr::Side::Backend, worker.config().max_message_size, /*typed=*/true),
+      auth_(*this),
+      role_guard_(*this),
+      policy_(*this),
+      masking_(*this),
+      approvals_(*this) {
   client_.fd = client_fd;
   last_activity_ns_ = now_ns;
-  rec_ = worker.record_log();
   session_id_ = worker.new_session_id();
+  if (RecordSink* sink = worker.services().recorder; sink != nullptr) {
+    recording_ = std::make_unique<RecordingStage>(*this, *sink, masking_);
+    recording_->set_rows(worker.config().record_rows);
+  }
+  policy_.set_masking(&masking_);
+  front_chain_[front_len_++] = &role_guard_;
+  front_chain_[front_len_++] = &policy_;
+  front_chain_[front_len_++] = &masking_;
+  front_chain_[front_len_++] = &approvals_;
+  back_chain_[back_len_++] = &masking_;
+  if (recording_) {
+    front_chain_[front_len_++] = recording_.get();
+    back_chain_[back_len_++] = recording_.get();
+  }
+  std::uint64_t r[2] = {0, 0};
+  if (::getrandom(r, sizeof r, 0) != sizeof r) r[0] = session_id_ * 0x9E3779B97F4A7C15ull;
+  char name[64];
+  std::snprintf(name, sizeof name, "pgwarden refused %016llx%016llx",
+                static_cast<unsigned long long>(r[0]), static_cast<unsigned long long>(r[1]));
+  standin_portal_ = name;
   if (worker.config().startup_timeout_s > 0) {
     deadline_ns_ = now_ns + seconds_ns(worker.config().startup_timeout_s);
   }
+}
+
+Session::~Session() = default;
+
+CoreServices& Session::core() noexcept {
+  return w_.services();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -60,16 +95,32 @@ void Session::on_recv(Peer from, pr::Bytes chunk, std::uint16_t bid) {
     } else {
       feed_backend(chunk);
     }
-    if (!closing_ && !finishing_) check_backpressure(Peer::Client);
+    if (!closing_ && !finishing_) {
+      check_backpressure(Peer::Client);
+      maybe_resume();
+    }
   }
 }
 
 void Session::feed_frontend(pr::Bytes plain) {
+  if (pause_ != Pause::None || model_.terminated()) {
+    // Input waits (or the client said Terminate): keep it, unprocessed.
+    if (!model_.terminated()) pending_in_.append(plain.data(), plain.size());
+    if (pending_in_.size() > w_.config().max_buffered_bytes && client_.recv_armed) {
+      w_.cancel_recv(*this, Peer::Client);
+    }
+    return;
+  }
   chunk_end_ = plain.data() + plain.size();
   const auto st = fe_.feed(plain, [this](const pr::Fragment& f) { return on_frontend(f); });
   if (st == pr::FeedStatus::Malformed) {
     ++w_.mutable_stats().protocol_errors;
     PGW_INFO("session: protocol violation from client: %s", fe_.error().c_str());
+    if (state_ == SessionState::Startup && !fe_.typed()) {
+      // An impossible startup packet length: PostgreSQL only logs it and closes.
+      close();
+      return;
+    }
     fail_after_replies(pr::sqlstate::kProtocolViolation, fe_.error());
   }
 }
@@ -130,243 +181,9 @@ void Session::seal_output(Peer to) {
     return;
   }
   c.plain_out.clear();
+  if (c.plain_out.capacity() > kShrinkAbove) c.plain_out.shrink_to_fit();
   c.out.push_copy(tls_records_);
-}
-
-// The upstream's one-byte answer to our SSLRequest (PostgreSQL docs, "SSL Session Encryption").
-void Session::on_upstream_tls_answer(pr::Bytes chunk) {
-  upstream_tls_answer_ = false;
-  const char answer = static_cast<char>(chunk[0]);
-  if (answer == 'S' && chunk.size() == 1) {
-    upstream_.tls = std::make_unique<TlsChannel>(
-        w_.upstream_tls_context(), w_.upstream_tls_verify_name(), w_.upstream_tls_sni());
-    upstream_handshake_ = true;
-    if (upstream_.tls->start() != TlsChannel::Status::Ok) {
-      fail(pr::sqlstate::kConnectionFailure,
-           "pgwarden: TLS with the upstream server failed: " + upstream_.tls->error());
-      return;
-    }
-    w_.want_send(*this, Peer::Upstream);  // the ClientHello
-    return;
-  }
-  if (answer == 'N' && chunk.size() == 1 && !w_.upstream_tls_required()) {
-    send_startup_upstream();  // prefer: the server does not do TLS; carry on in the clear
-    return;
-  }
-  // Bytes after 'S' would be plaintext injected before the handshake (cf. CVE-2021-23222).
-  PGW_WARN("session: upstream TLS negotiation failed (answer 0x%02x, %zu bytes)",
-           static_cast<unsigned>(static_cast<unsigned char>(answer)), chunk.size());
-  fail(pr::sqlstate::kConnectionFailure,
-       answer == 'N' ? "pgwarden: the upstream server does not support TLS, which is required"
-                     : "pgwarden: invalid answer from the upstream server to the TLS request");
-}
-
-void Session::send_startup_upstream() {
-  if (upstream_auth_) {
-    upstream_auth_->allow_cleartext(upstream_.tls != nullptr || w_.upstream().family() == AF_UNIX);
-  }
-  queue_copy(Peer::Upstream, startup_packet_);
-  startup_packet_ = {};
-}
-
-Next Session::on_frontend(const pr::Fragment& f) {
-  switch (state_) {
-    case SessionState::Ready:
-      if (f.first && catalog_due_) maybe_resolve_catalog();
-      if (f.first) {
-        extended_open_ = f.type == pr::fe::kParse || f.type == pr::fe::kBind ||
-                         f.type == pr::fe::kDescribe || f.type == pr::fe::kExecute ||
-                         f.type == pr::fe::kClose || f.type == pr::fe::kFlush ||
-                         (extended_open_ && f.type != pr::fe::kSync && f.type != pr::fe::kQuery);
-      }
-      if (f.first && (f.type == pr::fe::kQuery || f.type == pr::fe::kSync ||
-                      f.type == pr::fe::kFunctionCall)) {
-        ++replies_pending_;
-      }
-      if (token_expires_at_ != 0 && f.first && token_expired()) {
-        PGW_INFO("session: token of %s expired; ending the session", identity_.c_str());
-        fail(pr::sqlstate::kInvalidAuthorization, "token expired");
-        return Next::Stop;
-      }
-      if (f.first && (f.type == pr::fe::kQuery || f.type == pr::fe::kParse ||
-                      f.type == pr::fe::kFunctionCall)) {
-        ++w_.mutable_stats().statements;
-      }
-      if (rec_ != nullptr && f.first) {
-        if (f.type == pr::fe::kSync) pending_statements_.push_back({w_.now_ns(), 0, 'S'});
-        if (f.type == pr::fe::kTerminate) end_reason_ = "client ended the session (Terminate)";
-      }
-      if (rec_ != nullptr && f.type == pr::fe::kCopyData) {
-        copy_in_bytes_ += f.bytes.size() - (f.first ? 5 - f.offset : 0);
-      }
-      if ((guard_role_ && (f.type == pr::fe::kQuery || f.type == pr::fe::kParse)) ||
-          (rec_ != nullptr &&
-           (f.type == pr::fe::kQuery || f.type == pr::fe::kParse || f.type == pr::fe::kBind ||
-            f.type == pr::fe::kExecute || f.type == pr::fe::kFunctionCall)) ||
-          ((f.type == pr::fe::kQuery || f.type == pr::fe::kParse || f.type == pr::fe::kBind ||
-            f.type == pr::fe::kFunctionCall) &&
-           w_.policy() != nullptr)) {
-        return on_statement(f);
-      }
-      if (results_ != nullptr && (f.type == pr::fe::kDescribe || f.type == pr::fe::kSync ||
-                                  f.type == pr::fe::kClose || f.type == pr::fe::kExecute)) {
-        return on_result_control(f);
-      }
-      forward(Peer::Upstream, f, fe_);
-      return Next::Continue;
-    case SessionState::Startup: {
-      fragment_end_ = f.bytes.data() + f.bytes.size();
-      const pr::Bytes packet = fe_msg_.add(f, fe_.held_prefix());
-      return packet.empty() ? Next::Continue : on_startup_packet(packet);
-    }
-    case SessionState::ClientAuth:
-      return on_client_auth(f);
-    case SessionState::Authenticating:
-      // Only the client's own authentication responses (relay mode) may precede ReadyForQuery,
-      // or a Terminate.
-      if (f.first && f.type != pr::fe::kTerminate &&
-          (f.type != pr::fe::kPassword || upstream_auth_)) {
-        break;
-      }
-      forward(Peer::Upstream, f, fe_);
-      return Next::Continue;
-    case SessionState::Connecting:
-    case SessionState::UpstreamAuth:
-      break;
-  }
-  ++w_.mutable_stats().protocol_errors;
-  char msg[96];
-  std::snprintf(msg, sizeof msg, "unexpected message type 0x%02x before startup completed",
-                unsigned{f.type});
-  fail(pr::sqlstate::kProtocolViolation, msg);
-  return Next::Stop;
-}
-
-Next Session::on_startup_packet(pr::Bytes packet) {
-  auto parsed = pr::parse_startup(packet);
-  if (!parsed) {
-    ++w_.mutable_stats().protocol_errors;
-    const auto code = parsed.error().code;
-    fail(code == pr::Errc::Unsupported ? pr::sqlstate::kFeatureNotSupported
-         : code == pr::Errc::Rejected  ? pr::sqlstate::kInvalidAuthorization
-                                       : pr::sqlstate::kProtocolViolation,
-         parsed.error().message);
-    return Next::Stop;
-  }
-  switch (parsed->kind) {
-    case pr::StartupKind::SslRequest:
-      if (auto ctx = w_.tls_context(); ctx && !client_.tls) {
-        // Bytes pipelined behind an SSLRequest were sent in the clear and must not be
-        // mistaken for the start of the TLS session (cf. PostgreSQL, CVE-2021-23214).
-        if (fragment_end_ != chunk_end_) {
-          fail(pr::sqlstate::kProtocolViolation, "received unencrypted data after SSL request");
-          return Next::Stop;
-        }
-        const std::byte yes{'S'};
-        client_.out.push_copy({&yes, 1});
-        w_.want_send(*this, Peer::Client);
-        client_.tls = std::make_unique<TlsChannel>(std::move(ctx));
-        return Next::Stop;
-      }
-      [[fallthrough]];
-    case pr::StartupKind::GssEncRequest: {
-      // No TLS or GSS encryption yet: 'N' and the client continues in plaintext (or gives up).
-      const std::byte no{'N'};
-      queue_copy(Peer::Client, {&no, 1});
-      return Next::Continue;
-    }
-    case pr::StartupKind::Cancel:
-      // As PostgreSQL: never answer a CancelRequest, just close.
-      w_.route_cancel(parsed->cancel);
-      close();
-      return Next::Stop;
-    case pr::StartupKind::Startup:
-      break;
-  }
-  fe_.set_typed(true);
-  start_user_ = pr::startup_param(parsed->params, "user").value_or("");
-  start_database_ = pr::startup_param(parsed->params, "database").value_or(start_user_);
-  start_app_ = pr::startup_param(parsed->params, "application_name").value_or("");
-  if (w_.auth() != nullptr) return begin_client_auth(*parsed);
-  startup_packet_.assign(packet.data(), packet.size());
-  state_ = SessionState::Connecting;
-  if (const int rc = w_.connect_upstream(*this); rc < 0) {
-    on_connected(rc);
-    return Next::Stop;
-  }
-  return Next::Continue;
-}
-
-Next Session::on_backend(const pr::Fragment& f) {
-  if (state_ == SessionState::UpstreamAuth) return on_upstream_auth(f);
-  if (f.type == pr::be::kParameterStatus) on_parameter_status(f);
-  if (state_ == SessionState::Ready) {
-    if (catalog_pending_) return on_catalog_reply(f);
-    if (results_ != nullptr) {
-      Next next = Next::Continue;
-      if (on_backend_masked(f, next)) return next;
-    }
-    // Errors are read whole: a refused statement's stand-in error is swapped for ours.
-    if (f.type == pr::be::kErrorResponse && (rec_ != nullptr || !denials_.empty())) {
-      const pr::Bytes whole = backend_whole(f);
-      return whole.empty() ? Next::Continue : on_backend_error(f, whole);
-    }
-    if (rec_ != nullptr) record_backend(f);
-  }
-  if (f.type == pr::be::kBackendKeyData && state_ == SessionState::Authenticating) {
-    return on_backend_key(f);
-  }
-  if (f.type == pr::be::kReadyForQuery && f.last) {
-    waiting_for_client_ = true;
-    if (replies_pending_ != 0) --replies_pending_;
-    if (!f.bytes.empty()) tx_status_ = static_cast<char>(f.bytes.back());
-    // A refused statement's stand-in is answered before the ReadyForQuery that ends its part of
-    // the stream (the server skips it after an earlier error): forget it then.
-    for (Denial& d : denials_) --d.zs_left;
-    std::erase_if(denials_, [](const Denial& d) { return d.zs_left == 0; });
-    if (state_ == SessionState::Authenticating) {
-      state_ = SessionState::Ready;
-      deadline_ns_ = 0;
-      if (const policy::Policy* pol = w_.policy(); pol != nullptr) current_rule(*pol);
-      if (rec_ != nullptr) record_start();
-    }
-    if (!deferred_error_.empty() && replies_pending_ == 0) {
-      forward(Peer::Client, f, be_);
-      fail(deferred_sqlstate_, deferred_error_);
-      return Next::Stop;
-    }
-  }
-  forward(Peer::Client, f, be_);
-  return Next::Continue;
-}
-
-// The whole backend message `f` belongs to: in place when it came in one piece, else assembled
-// (empty until its last fragment). One caller per message: the assembler takes each fragment once.
-pr::Bytes Session::backend_whole(const pr::Fragment& f) {
-  return f.first && f.last && f.offset == 0 ? f.bytes : be_msg_.add(f, be_.held_prefix());
-}
-
-// BackendKeyData: the client gets a key of ours; the real one stays here for cancels.
-Next Session::on_backend_key(const pr::Fragment& f) {
-  const pr::Bytes whole = backend_whole(f);
-  if (whole.empty()) return Next::Continue;
-  const auto key = pr::read_backend_key(whole);
-  if (!key) {
-    fail(pr::sqlstate::kProtocolViolation, "pgwarden: invalid BackendKeyData from upstream");
-    return Next::Stop;
-  }
-  if (gateway_key_.pid != 0) w_.release_cancel_key(gateway_key_);
-  gateway_key_ = w_.issue_cancel_key(*key);
-  if (whole.data() == f.bytes.data()) {
-    // The receive buffer is ours and writable: rewrite in place and forward it from there.
-    pr::write_backend_key({const_cast<std::byte*>(whole.data()), whole.size()}, gateway_key_);
-    forward(Peer::Client, f, be_);
-  } else {
-    std::basic_string<std::byte> msg;
-    pr::append_backend_key(msg, gateway_key_);
-    queue_copy(Peer::Client, msg);
-  }
-  return Next::Continue;
+  if (tls_records_.capacity() > kShrinkAbove) tls_records_ = {};
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -375,7 +192,7 @@ Next Session::on_backend_key(const pr::Fragment& f) {
 void Session::forward(Peer to, const pr::Fragment& f, const pr::Framer& from) {
   Conn& c = conn(to);
   if (c.dead) return;
-  if (to == Peer::Upstream && holding_) {  // strict recording: waits for durability
+  if (to == Peer::Upstream && holding_upstream_) {  // strict recording: waits for durability
     if (f.first && f.offset != 0) held_.append(from.held_prefix().data(), f.offset);
     held_.append(f.bytes.data(), f.bytes.size());
     return;
@@ -409,7 +226,7 @@ void Session::forward_whole(Peer to, const pr::Fragment& f, pr::Bytes whole,
 void Session::queue_copy(Peer to, pr::Bytes bytes) {
   Conn& c = conn(to);
   if (c.dead) return;
-  if (to == Peer::Upstream && holding_) {
+  if (to == Peer::Upstream && holding_upstream_) {
     held_.append(bytes.data(), bytes.size());
     return;
   }
@@ -462,6 +279,36 @@ void Session::on_send_done(Peer to, int result) {
   maybe_close_after_flush();
 }
 
+// Client reads stop while input is paused or upstream bytes are held, and resume after.
+void Session::set_client_held() {
+  const bool held = holding_upstream_ || pause_ != Pause::None;
+  if (held == client_.held) return;
+  client_.held = held;
+  if (held) {
+    if (client_.recv_armed) w_.cancel_recv(*this, Peer::Client);
+  } else if (!closing_ && !finishing_) {
+    w_.arm_recv(*this, Peer::Client);
+  }
+}
+
+void Session::hold_upstream() {
+  holding_upstream_ = true;
+  set_client_held();
+}
+
+void Session::release_upstream() {
+  if (!holding_upstream_) return;
+  holding_upstream_ = false;
+  if (closing_ || finishing_) return;
+  if (!held_.empty()) {
+    queue_copy(Peer::Upstream, held_);
+    held_.clear();
+    if (held_.capacity() > kShrinkAbove) held_ = {};
+    check_backpressure(Peer::Upstream);
+  }
+  set_client_held();
+}
+
 // ---------------------------------------------------------------------------------------------
 // Connection events
 
@@ -478,7 +325,7 @@ void Session::on_connected(int result) {
     fail(pr::sqlstate::kConnectionFailure, msg);
     return;
   }
-  state_ = upstream_auth_ ? SessionState::UpstreamAuth : SessionState::Authenticating;
+  state_ = auth_.upstream() != nullptr ? SessionState::UpstreamAuth : SessionState::Authenticating;
   if (w_.upstream_tls_context()) {
     // Ask for TLS first; the startup packet follows the handshake (or the server's 'N').
     const std::byte ssl_request[8] = {std::byte{0},    std::byte{0},    std::byte{0},
@@ -496,9 +343,14 @@ void Session::on_eof(Peer from, int error) {
   Conn& c = conn(from);
   c.eof = true;
   if (from == Peer::Client) {
-    // The client left: deliver what it sent (e.g. Terminate) upstream, then close.
+    // The client left: deliver what it sent (e.g. Terminate) upstream, then close. Nothing can
+    // reach the client any more, so nothing waits for its sake.
     client_.dead = true;
     if (end_reason_.empty()) end_reason_ = "client disconnected";
+    if (state_ < SessionState::Authenticating || upstream_.fd < 0) {
+      close();
+      return;
+    }
   } else {
     if (end_reason_.empty()) end_reason_ = "upstream server closed the connection";
     PGW_DEBUG("session: upstream closed (%s)", error ? std::strerror(error) : "eof");
@@ -510,7 +362,8 @@ void Session::on_eof(Peer from, int error) {
 
 void Session::on_tick(std::int64_t now_ns) {
   if (closing_) return;
-  check_approval_timeout(now_ns);
+  approvals_.on_tick(now_ns);
+  if (closing_) return;
   if (deadline_ns_ != 0 && now_ns > deadline_ns_) {
     if (finishing_) {
       close();
@@ -541,10 +394,10 @@ void Session::terminate_for_shutdown() {
 // Winding down
 
 // Bad bytes from the client. As PostgreSQL would, answer what was validly sent before them first:
-// stop reading the client, relay replies until the upstream is ready again (bounded by the finish
-// timeout), then end with 08P01.
+// stop reading the client, relay replies until everything due is answered (bounded by the finish
+// timeout), then end with the error.
 void Session::fail_after_replies(std::string_view sqlstate, const std::string& message) {
-  if (state_ != SessionState::Ready || replies_pending_ == 0 || upstream_.dead) {
+  if (state_ != SessionState::Ready || model_.settled() || upstream_.dead) {
     fail(sqlstate, message);
     return;
   }
@@ -553,6 +406,15 @@ void Session::fail_after_replies(std::string_view sqlstate, const std::string& m
   deadline_ns_ = w_.now_ns() + kFinishTimeoutNs;
   client_.eof = true;
   if (client_.recv_armed) w_.cancel_recv(*this, Peer::Client);
+  if (model_.copy_in()) {
+    // The server waits for COPY data: end the COPY so that nothing of it is committed.
+    std::basic_string<std::byte> cf;
+    pr::append_copy_fail(cf, "pgwarden: " + message);
+    queue_copy(Peer::Upstream, cf);
+    pr::FrontendView v;
+    std::string why;
+    if (pr::read_frontend(cf, v, why)) model_.commit(v);
+  }
 }
 
 void Session::fail(std::string_view sqlstate, std::string_view message) {
@@ -564,9 +426,16 @@ void Session::fail(std::string_view sqlstate, std::string_view message) {
     pr::append_error(err, "FATAL", sqlstate, message);
     queue_copy(Peer::Client, err);
   }
-  // Let the upstream backend end cleanly rather than log an unexpected EOF.
+  // Let the upstream backend end cleanly rather than log an unexpected EOF; a COPY FROM STDIN in
+  // progress is failed first, so that none of it is committed.
   if (!upstream_.dead && upstream_.fd >= 0 && state_ >= SessionState::Authenticating &&
       !fe_.in_body()) {
+    holding_upstream_ = false;  // what was held is not sent: the session ends
+    if (state_ == SessionState::Ready && model_.copy_in()) {
+      std::basic_string<std::byte> cf;
+      pr::append_copy_fail(cf, "pgwarden: the session ends: " + std::string(message));
+      queue_copy(Peer::Upstream, cf);
+    }
     const std::byte terminate[5] = {std::byte{'X'}, std::byte{0}, std::byte{0}, std::byte{0},
                                     std::byte{4}};
     queue_copy(Peer::Upstream, terminate);
@@ -598,7 +467,7 @@ void Session::maybe_close_after_flush() {
 
 void Session::close() {
   if (closing_) return;
-  withdraw_approval();
+  approvals_.on_close();
   record_end();
   closing_ = true;
   finishing_ = true;

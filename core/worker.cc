@@ -117,6 +117,16 @@ void Worker::init() {
     record_log_ = std::make_unique<RecordLog>(*this, index_, config_, control_.record_key);
     record_log_->open();
   }
+  services_.config = &config_;
+  services_.core = index_;
+  services_.stats = &stats_;
+  services_.engine = &policy_engine_;
+  services_.masker = &masker_;
+  services_.catalog = &catalog_cache_;
+  services_.approvals = control_.approvals;
+  services_.recorder = record_log_.get();
+  services_.now_ns = now_ns_;
+  services_.policy = policy_.get();
 }
 
 io_uring_sqe* Worker::sqe() {
@@ -136,11 +146,13 @@ void Worker::refresh_policy() noexcept {
   if (v != policy_version_) {
     policy_ = control_.policy.load(std::memory_order_acquire);
     policy_version_ = v;
+    services_.policy = policy_.get();
   }
 }
 
 void Worker::run() {
   now_ns_ = monotonic_ns();
+  services_.now_ns = now_ns_;
   refresh_policy();
   arm_accept();
   arm_tick();
@@ -154,6 +166,7 @@ void Worker::run() {
       PGW_ERROR("worker %u: io_uring_submit_and_wait: %s", index_, std::strerror(-rc));
     }
     now_ns_ = monotonic_ns();
+    services_.now_ns = now_ns_;
     refresh_policy();
     unsigned head = 0;
     unsigned seen = 0;

@@ -17,6 +17,7 @@
 #include "core/buffer_ring.h"
 #include "core/flags.h"
 #include "core/mailbox.h"
+#include "core/services.h"
 #include "core/session.h"
 #include "core/tls.h"
 #include "policy/auth_throttle.h"
@@ -80,6 +81,7 @@ struct WorkerStats {
   Counter recording_failed;   // 1 while this core's recording fails (gauge)
   Counter record_bytes;       // written to segment files
   Counter masked;             // DataRow, CopyData, error and notice messages masking changed
+  Counter model_divergences;  // sessions ended: a reply the pipeline model did not predict
 };
 
 class Worker {
@@ -120,12 +122,8 @@ class Worker {
   const policy::Policy* policy() noexcept { return policy_.get(); }
   policy::PolicyEngine& policy_engine() noexcept { return policy_engine_; }
   policy::Masker& masker() noexcept { return masker_; }
-  // Masked columns resolved through the catalog, per database and profile query (per core).
-  struct CatalogEntry {
-    std::shared_ptr<const policy::MaskedAttrs> attrs;
-    std::int64_t resolved_ns = 0;
-  };
-  std::unordered_map<std::string, CatalogEntry>& catalog_cache() noexcept { return catalog_cache_; }
+  // What the stages of this core's sessions use (refreshed between loop iterations).
+  CoreServices& services() noexcept { return services_; }
   Approvals* approvals() noexcept { return control_.approvals; }
   policy::AuthThrottle& auth_throttle() noexcept { return throttle_; }
   BufferRing& buffers() noexcept { return *buffers_; }
@@ -181,7 +179,8 @@ class Worker {
   std::uint64_t policy_version_ = 0;
   policy::PolicyEngine policy_engine_;
   policy::Masker masker_;
-  std::unordered_map<std::string, CatalogEntry> catalog_cache_;
+  CatalogCache catalog_cache_;
+  CoreServices services_;
   policy::AuthThrottle throttle_;
   io_uring ring_{};
   bool ring_ready_ = false;

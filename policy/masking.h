@@ -110,54 +110,6 @@ struct ResultPlan {
 bool build_plan(const MaskProfile& profile, const MaskedAttrs* attrs,
                 protocol::Bytes row_description, std::string_view formats, ResultPlan& plan);
 
-// Follows the extended and simple protocol to know which RowDescription describes the DataRows
-// now arriving: statements described ('S'), portals bound and described ('P'), executes, and
-// where the server skips to Sync after an error. Fed whole messages, frontend and backend, in
-// stream order.
-class ResultTracker {
- public:
-  void on_frontend(protocol::Bytes whole);
-  void on_backend(char type, protocol::Bytes whole);  // T, n, C, s, I, E, Z (others ignored)
-  // The plan for DataRows now arriving, rebuilt when the profile changed (`generation`).
-  const ResultPlan& current(const MaskProfile& profile, const MaskedAttrs* attrs,
-                            std::uint64_t generation);
-
- private:
-  struct Described {
-    // The raw message, shared by the statement, its portals and their Executes (no copies per
-    // Execute); null: NoData or unknown.
-    std::shared_ptr<const std::string> row_description;
-    bool known = false;
-  };
-  struct Portal {
-    std::string statement;
-    std::string formats;     // Bind's result format codes (2 bytes each)
-    std::uint64_t bind = 0;  // which Bind made it (a portal name is bound again and again)
-    Described described;     // its Describe 'P' answer, once it came
-  };
-  enum class Wait : std::uint8_t { DescribeStatement, DescribePortal, Execute, Query, Sync };
-  struct Pending {
-    Wait what;
-    std::string name;  // statement or portal
-    // Execute: the portal as bound when the Execute was sent (a pipeline may bind the unnamed
-    // portal again before the server gets to it), with its Describe 'P' answer once it came.
-    // Describe 'P': which Bind it describes.
-    Portal bound;
-  };
-  std::unordered_map<std::string, Described> statements_;
-  std::unordered_map<std::string, Portal> portals_;
-  std::vector<Pending> queue_;  // front at head_
-  std::size_t head_ = 0;
-  std::uint64_t binds_ = 0;
-  Described query_;  // the RowDescription of the simple Query in progress
-  ResultPlan plan_;
-  const void* plan_for_ = nullptr;  // which Described/portal the plan was built for
-  std::uint64_t plan_generation_ = 0;
-  bool plan_valid_ = false;
-  void pop();
-  Pending* front() { return head_ < queue_.size() ? &queue_[head_] : nullptr; }
-};
-
 struct MaskCounts {
   std::uint64_t values = 0;  // values changed (masked or nulled)
   std::uint64_t nulled = 0;  // of which became NULL

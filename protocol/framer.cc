@@ -1,5 +1,6 @@
 #include "protocol/framer.h"
 
+#include <algorithm>
 #include <cstdio>
 
 namespace pgwarden::protocol {
@@ -41,8 +42,9 @@ bool Framer::check_header() noexcept {
 
 Bytes Assembler::add(const Fragment& f, Bytes held_prefix) {
   if (f.first) {
+    // The declared size reserves nothing before its bytes arrive: the buffer grows with them.
     buf_.clear();
-    buf_.reserve(f.size);
+    buf_.reserve(std::min<std::size_t>(f.size, kKeep));
     buf_.append(held_prefix.data(), held_prefix.size());
   }
   buf_.append(f.bytes.data(), f.bytes.size());

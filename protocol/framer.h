@@ -51,6 +51,9 @@ class Framer {
 
   // Switches between startup-phase framing (int32 length only) and typed messages.
   void set_typed(bool typed) noexcept { typed_ = typed; }
+  // The largest message accepted from now on (PostgreSQL allows small ones before the session
+  // is authenticated).
+  void set_max_message_size(std::uint32_t max) noexcept { max_size_ = max; }
   bool typed() const noexcept { return typed_; }
   // True between messages: no header bytes held and no body outstanding.
   bool at_boundary() const noexcept { return !in_body_ && held_ == 0; }
@@ -127,6 +130,11 @@ class Assembler {
   // message once `f.last`, else an empty span.
   Bytes add(const Fragment& f, Bytes held_prefix);
   void clear() noexcept { buf_.clear(); }
+  // Gives back the memory of a large message once it has been handled.
+  void shrink() noexcept {
+    if (buf_.capacity() > kKeep) buf_ = {};
+  }
+  static constexpr std::size_t kKeep = 64u << 10;
 
  private:
   std::basic_string<std::byte> buf_;

@@ -15,6 +15,7 @@ inline constexpr std::string_view kIdleSessionTimeout = "57P05";
 inline constexpr std::string_view kQueryCanceled = "57014";
 inline constexpr std::string_view kInsufficientPrivilege = "42501";
 inline constexpr std::string_view kTooManyConnections = "53300";
+inline constexpr std::string_view kProgramLimitExceeded = "54000";
 inline constexpr std::string_view kIoError = "58030";
 inline constexpr std::string_view kInternalError = "XX000";
 

@@ -48,19 +48,26 @@ async function expectFatal(w, sqlstate, pattern) {
   assert.ok(await w.closedWithin(3000), 'gateway should close the connection');
 }
 
-test('garbage instead of a startup packet gets 08P01', async () => {
+// PostgreSQL only logs an impossible startup packet length and closes (ProcessStartupPacket's
+// COMMERROR): no error is sent, and the gateway does not linger on such a client.
+async function closedSilently(bytes) {
   const w = new Wire(env.gwPort);
   await w.connected();
-  w.write(Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n'));
-  await expectFatal(w, '08P01', /startup packet/);
-});
+  const started = Date.now();
+  w.write(bytes);
+  assert.ok(await w.closedWithin(1000), 'gateway should close the connection at once');
+  assert.ok(Date.now() - started < 1000);
+  assert.equal(w.messages.length, 0, 'nothing is answered to an impossible startup packet');
+}
 
-test('startup packet length below the minimum gets 08P01', async () => {
-  const w = new Wire(env.gwPort);
-  await w.connected();
-  w.write(Buffer.from([0, 0, 0, 4]));
-  await expectFatal(w, '08P01', /startup packet/);
-});
+test('garbage instead of a startup packet is closed without an answer, as PostgreSQL does', () =>
+  closedSilently(Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n')));
+
+test('startup packet length below the minimum is closed without an answer', () =>
+  closedSilently(Buffer.from([0, 0, 0, 4])));
+
+test('a Terminate before startup (node pg ending early) is closed at once, without an answer', () =>
+  closedSilently(Buffer.from([0x58, 0, 0, 0, 4])));
 
 test('startup packet with a broken parameter list gets 08P01', async () => {
   const w = new Wire(env.gwPort);

@@ -191,7 +191,7 @@ test('COPY TO STDOUT: content detectors mask text and CSV; refused cleanly under
   }
 });
 
-test('a raw client that never sends Describe gets NULLs under column rules (fail closed)', async () => {
+test('a raw client that never sends Describe: pgwarden describes the portal itself, rows are masked by it', async () => {
   const w = new Wire(gw.port);
   w.keepRows = true;
   await w.connected();
@@ -201,16 +201,28 @@ test('a raw client that never sends Describe gets NULLs under column rules (fail
   const i16 = (n) => { const b = Buffer.alloc(2); b.writeInt16BE(n); return b; };
   const i32 = (n) => { const b = Buffer.alloc(4); b.writeInt32BE(n); return b; };
   w.write(Buffer.concat([
-    message('P', Buffer.concat([cstr(''), cstr('SELECT email, name FROM mask_customers WHERE id = 1'), i16(0)])),
+    message('P', Buffer.concat([cstr(''), cstr('SELECT email, name, ssn FROM mask_customers WHERE id = 1'), i16(0)])),
     message('B', Buffer.concat([cstr(''), cstr(''), i16(0), i16(0), i16(0)])),
     message('E', Buffer.concat([cstr(''), i32(0)])),
     message('S')]));
-  const d = await w.next(['D', 'E']);
-  assert.equal(d.type, 'D');
-  assert.equal(d.body.readInt16BE(0), 2);
-  assert.equal(d.body.readInt32BE(2), -1);
-  assert.equal(d.body.readInt32BE(6), -1);
-  assert.equal((await w.next(['Z'])).type, 'Z');
+  const seen = [];
+  for (;;) {
+    const m = await w.next(['1', '2', 'T', 'n', 'D', 'C', 'E', 'Z']);
+    seen.push(m);
+    if (m.type === 'Z') break;
+  }
+  // The client asked for no description and gets none: the gateway's own Describe stays hidden.
+  assert.deepEqual(seen.map((m) => m.type), ['1', '2', 'D', 'C', 'Z']);
+  const row = seen[2].body;
+  const vals = [];
+  for (let i = 0, p = 2; i < row.readInt16BE(0); i++) {
+    const len = row.readInt32BE(p);
+    vals.push(len < 0 ? null : row.toString('utf8', p + 4, p + 4 + len));
+    p += 4 + Math.max(len, 0);
+  }
+  assert.match(vals[0], /^email_[0-9a-f]{16}$/); // hashed by the detector
+  assert.equal(vals[1], 'Bob');                     // not PII: untouched
+  assert.equal(vals[2], '***-**-9999');             // the column rule, by table and column
   w.end();
 });
 

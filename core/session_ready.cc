@@ -1,0 +1,343 @@
+// The Session's ready phase: every frontend message is read whole (COPY data aside), checked,
+// run through the frontend stages and committed to the pipeline model as it goes upstream; every
+// backend message is fed to the model, run through the backend stages and delivered. Refusals are
+// answered in their place of the stream: a refused Query or FunctionCall by pgwarden itself when
+// its turn comes, an extended-protocol message by a stand-in that fails upstream, so the server
+// skips the rest of the pipeline as if it had refused the message itself.
+#include "core/log.h"
+#include "core/session.h"
+#include "core/worker.h"
+#include "protocol/messages.h"
+#include "protocol/sqlstate.h"
+
+namespace pgwarden::core {
+
+namespace pr = pgwarden::protocol;
+using pr::Next;
+
+Next Session::on_ready_frontend(const pr::Fragment& f) {
+  if (f.first) {
+    if (auth_.token_expired()) {
+      PGW_INFO("session: token of %s expired; ending the session", caller().identity.c_str());
+      fail(pr::sqlstate::kInvalidAuthorization, "token expired");
+      return Next::Stop;
+    }
+    if (f.type == pr::fe::kCopyData) {
+      if (model_.copy_in() && recording_) recording_->on_copy_in(f.size - 5);
+    } else if (f.size > w_.config().max_statement_size) {
+      // Messages pgwarden must read whole are bounded before a byte of them is buffered.
+      fail_after_replies(pr::sqlstate::kProgramLimitExceeded,
+                         "pgwarden: a message of " + std::to_string(f.size) +
+                             " bytes is larger than pgwarden reads whole (--max-statement-size " +
+                             std::to_string(w_.config().max_statement_size) + ")");
+      return Next::Stop;
+    }
+  }
+  if (f.type == pr::fe::kCopyData) {
+    // COPY data streams through; in COPY or not, it answers nothing.
+    forward(Peer::Upstream, f, fe_);
+    return Next::Continue;
+  }
+  const bool in_place = f.first && f.last && f.offset == 0;
+  const pr::Bytes whole = in_place ? f.bytes : fe_msg_.add(f, fe_.held_prefix());
+  if (whole.empty()) return Next::Continue;
+  const Next next = on_frontend_message(f, whole);
+  if (!in_place) fe_msg_.shrink();
+  return next;
+}
+
+Next Session::on_frontend_message(const pr::Fragment& f, pr::Bytes whole) {
+  const std::byte* rest = f.bytes.data() + f.bytes.size();
+  pr::FrontendView v;
+  std::string why;
+  if (!pr::read_frontend(whole, v, why)) {
+    ++w_.mutable_stats().protocol_errors;
+    PGW_INFO("session %016llx: malformed message from the client: %s",
+             static_cast<unsigned long long>(session_id_), why.c_str());
+    fail_after_replies(pr::sqlstate::kProtocolViolation, why);
+    return Next::Stop;
+  }
+  switch (model_.fate(v)) {
+    case pr::PipelineModel::Fate::Terminate:
+      // Nothing after Terminate is read.
+      end_reason_ = "client ended the session (Terminate)";
+      forward_whole(Peer::Upstream, f, whole, fe_);
+      model_.commit(v);
+      client_.eof = true;
+      if (client_.recv_armed) w_.cancel_recv(*this, Peer::Client);
+      return Next::Stop;
+    case pr::PipelineModel::Fate::Violation: {
+      ++w_.mutable_stats().protocol_errors;
+      char msg[96];
+      std::snprintf(msg, sizeof msg, "unexpected message type 0x%02X during COPY from stdin",
+                    static_cast<unsigned>(static_cast<unsigned char>(v.type)));
+      fail_after_replies(pr::sqlstate::kProtocolViolation, msg);
+      return Next::Stop;
+    }
+    case pr::PipelineModel::Fate::Ignored:
+    case pr::PipelineModel::Fate::CopyData:
+    case pr::PipelineModel::Fate::CopyEnd:
+      forward_whole(Peer::Upstream, f, whole, fe_);
+      model_.commit(v);
+      return model_.input_barrier() ? pause_input(Pause::Barrier, {}, rest) : Next::Continue;
+    case pr::PipelineModel::Fate::Request:
+      break;
+  }
+  if (model_.full()) return pause_input(Pause::Full, whole, rest);
+  if (v.query || v.type == pr::fe::kFunctionCall) ++w_.mutable_stats().statements;
+  FrontendMessage m{v};
+  for (std::size_t i = 0; i < front_len_; ++i) front_chain_[i]->on_frontend(m);
+  pr::Request* r = nullptr;
+  switch (m.verdict) {
+    case Verdict::Defer:
+      return pause_input(Pause::Settled, whole, rest);
+    case Verdict::Fail:
+      fail_after_replies(m.sqlstate, m.message);
+      return Next::Stop;
+    case Verdict::Hold:
+      held_msg_.assign(whole.data(), whole.size());
+      for (std::size_t i = 0; i < front_len_; ++i) front_chain_[i]->on_frontend_done(m, nullptr);
+      return pause_input(Pause::Held, {}, rest);
+    case Verdict::Refuse:
+      r = refuse(v, m.sqlstate, m.message);
+      break;
+    case Verdict::Replace:
+      queue_copy(Peer::Upstream, m.replacement);
+      r = model_.commit(v);
+      break;
+    case Verdict::Drop:
+      break;
+    case Verdict::Forward:
+      forward_whole(Peer::Upstream, f, whole, fe_);
+      r = model_.commit(v);
+      break;
+  }
+  for (std::size_t i = 0; i < front_len_; ++i) front_chain_[i]->on_frontend_done(m, r);
+  retire();
+  if (closing_ || finishing_) return Next::Stop;
+  return model_.input_barrier() ? pause_input(Pause::Barrier, {}, rest) : Next::Continue;
+}
+
+// A refused message, answered in its place of the stream: a Query or FunctionCall by pgwarden
+// when its turn comes (ERROR and ReadyForQuery with the transaction status unchanged), anything
+// else by a stand-in upstream, an Execute of a portal nobody can have created, which fails so
+// that the server skips to Sync and rolls back what the pipeline did, as for its own errors.
+pr::Request* Session::refuse(const pr::FrontendView& v, std::string_view sqlstate,
+                             const std::string& message) {
+  PGW_INFO("session %016llx: %s refused: %s", static_cast<unsigned long long>(session_id_),
+           caller().identity.c_str(), message.c_str());
+  if (sqlstate == pr::sqlstate::kInsufficientPrivilege) ++w_.mutable_stats().refused_policy;
+  std::string tag(sqlstate.substr(0, 5));
+  tag.resize(5, '0');
+  tag += message;
+  if (v.type == pr::fe::kQuery || v.type == pr::fe::kFunctionCall) {
+    pr::Request& r = model_.commit_local(v.type == pr::fe::kQuery ? pr::RequestKind::Query
+                                                                  : pr::RequestKind::FunctionCall);
+    r.tag_text = std::move(tag);
+    return &r;
+  }
+  std::basic_string<std::byte> standin;
+  pr::append_execute(standin, standin_portal_, 0);
+  pr::FrontendView sv;
+  std::string why;
+  (void)pr::read_frontend(standin, sv, why);
+  queue_copy(Peer::Upstream, standin);
+  pr::Request* r = model_.commit(sv, pr::Origin::StandIn);
+  r->tag_text = std::move(tag);
+  return r;
+}
+
+pr::Request* Session::send_own(pr::Bytes message, std::uint8_t owner) {
+  pr::FrontendView v;
+  std::string why;
+  if (!pr::read_frontend(message, v, why)) {
+    PGW_ERROR("session: pgwarden built a malformed message: %s", why.c_str());
+    return nullptr;
+  }
+  queue_copy(Peer::Upstream, message);
+  return model_.commit(v, pr::Origin::Gateway, owner);
+}
+
+void Session::answer_locally(pr::Request& r) {
+  refusal_out_.clear();
+  const std::string_view tag = r.tag_text;
+  pr::append_error(refusal_out_, "ERROR", tag.substr(0, 5), tag.size() > 5 ? tag.substr(5) : "");
+  pr::append_ready_for_query(refusal_out_, model_.tx_status());
+  queue_copy(Peer::Client, refusal_out_);
+}
+
+void Session::retire() {
+  model_.retire(
+      [this](const pr::Request& r) {
+        for (std::size_t i = 0; i < front_len_; ++i) front_chain_[i]->on_retired(r);
+      },
+      [this](pr::Request& r) { answer_locally(r); });
+}
+
+bool Session::backend_read_whole(char type) {
+  switch (type) {
+    case pr::be::kDataRow:
+      return masking_.reads_data() || (recording_ && w_.config().record_rows != 0);
+    case pr::be::kCopyData:
+    case pr::be::kNoticeResponse:
+    case pr::be::kNotificationResponse:
+    case pr::be::kFunctionCallResponse:
+      return masking_.reads_data();
+    default:
+      return true;
+  }
+}
+
+Next Session::on_ready_backend(const pr::Fragment& f) {
+  const bool read_whole = backend_read_whole(static_cast<char>(f.type));
+  if (!read_whole && !f.first) {
+    forward(Peer::Client, f, be_);  // the rest of a message nobody inspects
+    return Next::Continue;
+  }
+  pr::Bytes whole;
+  if (read_whole) {
+    if (f.first && f.size > w_.config().max_statement_size) {
+      fail(pr::sqlstate::kProgramLimitExceeded,
+           "pgwarden: a message of " + std::to_string(f.size) +
+               " bytes from the server is larger than pgwarden reads whole to mask or record it "
+               "(--max-statement-size)");
+      return Next::Stop;
+    }
+    whole = backend_whole(f);
+    if (whole.empty()) return Next::Continue;
+  }
+  const auto ev = model_.on_backend(static_cast<char>(f.type), whole);
+  if (ev.divergence != nullptr) {
+    diverged(static_cast<char>(f.type), ev.divergence);
+    return Next::Stop;
+  }
+  BackendMessage m;
+  m.type = static_cast<char>(f.type);
+  m.whole = whole;
+  m.size = f.size;
+  m.event = &ev;
+  if (ev.request != nullptr && ev.request->origin == pr::Origin::StandIn &&
+      m.type == pr::be::kErrorResponse) {
+    // The stand-in of a refused message failed, as meant: the client gets the refusal.
+    const std::string_view tag = ev.request->tag_text;
+    refusal_out_.clear();
+    pr::append_error(refusal_out_, "ERROR", tag.substr(0, 5), tag.substr(5));
+    m.verdict = Verdict::Replace;
+    m.out = refusal_out_;
+  }
+  for (std::size_t i = 0; i < back_len_; ++i) back_chain_[i]->on_backend(m);
+  switch (m.verdict) {
+    case Verdict::Replace:
+      queue_copy(Peer::Client, m.out);
+      break;
+    case Verdict::Drop:
+      break;
+    case Verdict::Fail:
+      fail(m.sqlstate, m.message);
+      return Next::Stop;
+    default:
+      if (read_whole) {
+        forward_whole(Peer::Client, f, whole, be_);
+      } else {
+        forward(Peer::Client, f, be_);
+      }
+      break;
+  }
+  if (!whole.empty() && whole.data() != f.bytes.data()) be_msg_.shrink();
+  if (ev.fatal && end_reason_.empty()) {
+    const auto e = pr::read_error(whole);
+    end_reason_ = e ? e->sqlstate + " " + e->message : "the server ended the session";
+  }
+  retire();
+  waiting_for_client_ = model_.settled();
+  if (!deferred_error_.empty() && model_.settled()) {
+    fail(deferred_sqlstate_, deferred_error_);
+    return Next::Stop;
+  }
+  return Next::Continue;
+}
+
+// The model did not predict a reply: whatever pgwarden believes about this session (which rows
+// a description covers, which statement an outcome belongs to) may be wrong. Fail closed.
+void Session::diverged(char type, const char* why) {
+  ++w_.mutable_stats().model_divergences;
+  PGW_ERROR("session %016llx: the pipeline model lost track of the protocol: %s (message 0x%02x)",
+            static_cast<unsigned long long>(session_id_), why,
+            static_cast<unsigned>(static_cast<unsigned char>(type)));
+  fail(pr::sqlstate::kInternalError, std::string("pgwarden: cannot follow the protocol here (") +
+                                         why +
+                                         "); the session ends so that nothing passes unchecked");
+}
+
+// Input waits: `keep` (the message being handled, when it is to be handled again) and what
+// followed it in this chunk are kept unprocessed until maybe_resume() finds the reason gone.
+Next Session::pause_input(Pause why, pr::Bytes keep, const std::byte* rest) {
+  pause_ = why;
+  pending_in_.assign(keep.data(), keep.size());
+  if (rest != nullptr && rest < chunk_end_) pending_in_.append(rest, chunk_end_);
+  set_client_held();
+  return Next::Stop;
+}
+
+bool Session::pause_over() const {
+  switch (pause_) {
+    case Pause::None:
+      return true;
+    case Pause::Barrier:
+      return !model_.input_barrier();
+    case Pause::Settled:
+      return model_.settled();
+    case Pause::Held:
+      return false;
+    case Pause::Full:
+      return model_.in_flight() * 2 <= pr::PipelineModel::Limits{}.max_requests;
+  }
+  return false;
+}
+
+void Session::maybe_resume() {
+  if (pause_ == Pause::None || !pause_over() || closing_ || finishing_) return;
+  pause_ = Pause::None;
+  resume_buf_.swap(pending_in_);
+  pending_in_.clear();
+  if (!resume_buf_.empty()) {
+    const bool copy = copy_fragments_;
+    copy_fragments_ = true;  // these bytes are ours, not a receive buffer's
+    feed_frontend(resume_buf_);
+    copy_fragments_ = copy;
+  }
+  resume_buf_.clear();
+  if (resume_buf_.capacity() > kShrinkAbove) resume_buf_ = {};
+  if (!closing_ && !finishing_) {
+    set_client_held();
+    check_backpressure(Peer::Upstream);
+  }
+}
+
+void Session::decide_held(bool approved, std::string_view sqlstate, std::string message,
+                          std::string outcome) {
+  if (held_msg_.empty() || closing_ || finishing_) return;
+  std::basic_string<std::byte> msg;
+  msg.swap(held_msg_);
+  pr::FrontendView v;
+  std::string why;
+  if (!pr::read_frontend(msg, v, why)) return;
+  FrontendMessage m{v};
+  m.reason = std::move(outcome);
+  pr::Request* r = nullptr;
+  if (approved) {
+    queue_copy(Peer::Upstream, msg);
+    r = model_.commit(v);
+  } else {
+    m.refuse(sqlstate, message);
+    r = refuse(v, sqlstate, message);
+  }
+  for (std::size_t i = 0; i < front_len_; ++i) front_chain_[i]->on_held_decided(m, r);
+  retire();
+  // What the client sent after the held message is read now (unless the approved message
+  // itself may have started a COPY FROM STDIN).
+  pause_ = Pause::Barrier;
+  maybe_resume();
+}
+
+}  // namespace pgwarden::core

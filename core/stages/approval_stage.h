@@ -1,0 +1,36 @@
+// Statements the policy holds for a human (require_approval, with the admin endpoint on): the
+// held message and everything the client sends after it wait until an approver decides, or
+// --approval-timeout passes. One held statement at a time: a second one in the same pipeline is
+// held only after the first is decided, so each is decided on its own and nothing behind a
+// held statement runs before it. Without the admin endpoint such statements are refused. Lives
+// on the session's core; decisions arrive through the core's mailbox.
+#pragma once
+
+#include <string>
+
+#include "core/approvals.h"
+#include "core/stages/stage.h"
+
+namespace pgwarden::core {
+
+class ApprovalStage final : public Stage {
+ public:
+  explicit ApprovalStage(StageHost& host) : host_(host) {}
+  void on_frontend(FrontendMessage& m) override;
+  void on_tick(std::int64_t now_ns) override;
+  void on_close() override;
+  // A decision from the admin endpoint (through the mailbox).
+  void on_decision(const ApprovalDecision& d);
+  bool waiting() const noexcept { return waiting_; }
+
+ private:
+  void finish(bool approved, const std::string& outcome);
+
+  StageHost& host_;
+  bool waiting_ = false;
+  std::uint64_t id_ = 0;
+  std::int64_t since_ns_ = 0;
+  std::string message_;  // "statement held for approval under policy rule ..."
+};
+
+}  // namespace pgwarden::core

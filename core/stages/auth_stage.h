@@ -1,0 +1,59 @@
+// Startup and authentication: the startup packet's parameters, and gateway authentication (the
+// client proves its identity to pgwarden with an OIDC token or as a static SCRAM user, its
+// groups map to a role, and pgwarden logs in upstream as that role with a credential the client
+// never sees). Owns the Caller every other stage reads. Drives its Session through the startup
+// states; lives on the session's core.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/stages/stage.h"
+#include "policy/client_auth.h"
+#include "protocol/auth.h"
+#include "protocol/framer.h"
+#include "protocol/startup.h"
+
+namespace pgwarden::core {
+
+class Session;
+
+// Startup parameters a client may set: anything else could change privileges or how pgwarden
+// reads the session (role, session_authorization, replication, options carrying -c switches).
+// Returns the refusal for the first parameter that is not allowed, or empty.
+std::string startup_param_refusal(std::string_view name, std::string_view value);
+
+class AuthStage {
+ public:
+  explicit AuthStage(Session& s) : s_(s) {}
+
+  // The StartupMessage (after SSL negotiation).
+  protocol::Next on_startup(const protocol::StartupPacket& startup, protocol::Bytes packet);
+  // Gateway authentication: a message from the client, or from the upstream.
+  protocol::Next on_client_message(const protocol::Fragment& f);
+  protocol::Next on_upstream_message(const protocol::Fragment& f);
+  // The token the caller authenticated with has expired (never for static users and relay).
+  bool token_expired() const;
+  bool gateway() const noexcept { return client_auth_ != nullptr; }
+  bool authenticated() const noexcept { return caller_.gateway; }
+  bool guards_role() const noexcept { return guard_role_; }
+  const Caller& caller() const noexcept { return caller_; }
+  // Upstream login (gateway authentication): what the upstream's TLS permits.
+  protocol::UpstreamAuth* upstream() noexcept { return upstream_auth_.get(); }
+
+ private:
+  void start_upstream(const policy::AuthenticatedCaller& caller);
+  std::string peer_address() const;
+
+  Session& s_;
+  Caller caller_;
+  std::basic_string<std::byte> client_params_;  // the client's startup parameters
+  std::unique_ptr<policy::ClientAuth> client_auth_;
+  std::unique_ptr<protocol::UpstreamAuth> upstream_auth_;
+  std::string peer_;                   // the client's address (gateway auth), for the throttle
+  std::int64_t token_expires_at_ = 0;  // seconds since the epoch; 0 = no expiry
+  bool guard_role_ = false;
+};
+
+}  // namespace pgwarden::core

@@ -1,0 +1,318 @@
+#include "core/stages/masking_stage.h"
+
+#include <charconv>
+#include <cstring>
+
+#include "core/log.h"
+#include "core/worker.h"
+#include "protocol/messages.h"
+#include "protocol/sqlstate.h"
+
+namespace pgwarden::core {
+
+namespace pr = pgwarden::protocol;
+using policy::MaskProfile;
+
+namespace {
+
+constexpr std::int64_t kCatalogTtlNs = 30'000'000'000;  // a core re-reads after 30 s
+
+// Statements after which the masked columns are read from the catalog again.
+constexpr policy::ClassSet kCatalogChanging =
+    policy::bit(policy::StatementClass::Ddl) | policy::bit(policy::StatementClass::Drop) |
+    policy::bit(policy::StatementClass::Alter) | policy::bit(policy::StatementClass::SelectInto) |
+    policy::bit(policy::StatementClass::DoBlock) | policy::bit(policy::StatementClass::DynamicSql) |
+    policy::bit(policy::StatementClass::Utility);
+
+void put_u32(std::basic_string<std::byte>& out, std::uint32_t v) {
+  for (int s = 24; s >= 0; s -= 8) out.push_back(static_cast<std::byte>((v >> s) & 0xff));
+}
+
+void with_body(std::basic_string<std::byte>& out, char type, std::string_view body) {
+  out.clear();
+  out.push_back(static_cast<std::byte>(type));
+  put_u32(out, static_cast<std::uint32_t>(body.size() + 4));
+  out.append(reinterpret_cast<const std::byte*>(body.data()), body.size());
+}
+
+std::string_view chars(pr::Bytes b, std::size_t from = 0) {
+  return {reinterpret_cast<const char*>(b.data()) + from, b.size() - from};
+}
+
+}  // namespace
+
+void MaskingStage::update(const policy::Policy& pol) {
+  policy_id_ = pol.id();
+  const Caller& c = host_.caller();
+  const MaskProfile* m = pol.mask_profile(c.identity, c.groups);
+  exempt_ = m != nullptr && m->exempt ? m->name : std::string();
+  if (m != nullptr && (m->exempt || (!m->scans() && m->columns.empty()))) m = nullptr;
+  mask_ = m;
+  plan_valid_ = false;
+  std::string query = m != nullptr ? m->catalog_query() : std::string();
+  if (query == catalog_query_ && attrs_current_) return;
+  catalog_query_ = std::move(query);
+  attrs_.reset();
+  attrs_current_ = false;
+  catalog_due_ = !catalog_query_.empty();
+  if (!catalog_due_) return;
+  const auto it = host_.core().catalog->find(cache_key());
+  if (it != host_.core().catalog->end() &&
+      host_.core().now_ns - it->second.resolved_ns < kCatalogTtlNs) {
+    attrs_ = it->second.attrs;
+    attrs_current_ = true;
+    catalog_due_ = false;
+  }
+}
+
+const MaskProfile* MaskingStage::profile() {
+  const policy::Policy* pol = host_.core().policy;
+  if (pol == nullptr) {
+    mask_ = nullptr;
+    return nullptr;
+  }
+  if (pol->id() != policy_id_) update(*pol);
+  return mask_;
+}
+
+std::string MaskingStage::label() {
+  const MaskProfile* m = profile();
+  if (m != nullptr) return m->name;
+  return exempt_.empty() ? std::string("none") : "exempt (" + exempt_ + ")";
+}
+
+bool MaskingStage::resolved() const noexcept {
+  return catalog_query_.empty() || attrs_current_;
+}
+
+std::string MaskingStage::cache_key() const {
+  return host_.caller().upstream_database + '\n' + catalog_query_;
+}
+
+void MaskingStage::catalog_changed() {
+  if (catalog_query_.empty()) return;
+  catalog_due_ = true;
+  attrs_current_ = false;
+  plan_valid_ = false;
+  host_.core().catalog->erase(cache_key());
+}
+
+// The catalog query goes upstream while nothing else is in flight, outside a failed transaction;
+// its replies never reach the client.
+void MaskingStage::send_catalog_query() {
+  const pr::PipelineModel& model = host_.model();
+  if (!catalog_due_ || catalog_pending_ || !model.settled() || model.tx_status() == 'E') return;
+  std::basic_string<std::byte> q;
+  pr::append_query(q, catalog_query_);
+  catalog_due_ = false;
+  catalog_pending_ = true;
+  building_ = std::make_unique<policy::MaskedAttrs>();
+  catalog_error_.clear();
+  host_.send_own(q, kOwnerMasking);
+}
+
+void MaskingStage::on_frontend(FrontendMessage& m) {
+  const MaskProfile* p = profile();
+  if (p == nullptr || m.verdict != Verdict::Forward) return;
+  send_catalog_query();
+  if (!p->columns.empty() && m.decision != nullptr &&
+      (m.decision->classes & policy::bit(policy::StatementClass::CopyTo)) != 0) {
+    // Column rules cannot be applied to COPY's rows (they carry no column names).
+    m.refuse(pr::sqlstate::kInsufficientPrivilege,
+             "pgwarden: COPY TO is not allowed while the column rules of masking profile \"" +
+                 p->name + "\" apply; use SELECT");
+    return;
+  }
+  if (m.view.type == pr::fe::kExecute && !host_.model().execute_described(m.view)) {
+    // Nobody described what this Execute runs: ask the server, right before it.
+    std::basic_string<std::byte> d;
+    pr::append_describe(d, 'P', m.view.name);
+    host_.send_own(d, kOwnerMasking);
+  }
+}
+
+void MaskingStage::on_frontend_done(FrontendMessage& m, pr::Request* r) {
+  (void)r;
+  if (m.decision == nullptr || (m.decision->classes & kCatalogChanging) == 0) return;
+  if (m.verdict == Verdict::Forward || m.verdict == Verdict::Replace) catalog_changed();
+}
+
+// Replies to this stage's own requests: the catalog query, and Describes sent before Executes.
+void MaskingStage::on_own_reply(BackendMessage& m) {
+  const pr::Request& r = *m.request();
+  m.verdict = Verdict::Drop;
+  if (r.kind == pr::RequestKind::DescribePortal) {
+    // Its error stands for the Execute's (which the server now skips): the client sees it.
+    if (m.type == pr::be::kErrorResponse) m.verdict = Verdict::Forward;
+    return;
+  }
+  switch (m.type) {
+    case pr::be::kDataRow: {
+      // Three text columns: table OID, column number, rule index.
+      std::string_view p = chars(m.whole, 7);
+      long long v[3] = {0, 0, 0};
+      for (long long& x : v) {
+        if (p.size() < 4) return;
+        std::uint32_t len = 0;
+        for (int i = 0; i < 4; ++i) len = (len << 8) | static_cast<unsigned char>(p[i]);
+        p.remove_prefix(4);
+        if (len > p.size()) return;
+        std::from_chars(p.data(), p.data() + len, x);
+        p.remove_prefix(len);
+      }
+      const MaskProfile* prof = profile();
+      if (prof != nullptr && building_ && v[2] >= 0 &&
+          static_cast<std::size_t>(v[2]) < prof->columns.size()) {
+        building_->action_of.emplace(policy::MaskedAttrs::key(static_cast<std::uint32_t>(v[0]),
+                                                              static_cast<std::int16_t>(v[1])),
+                                     prof->columns[static_cast<std::size_t>(v[2])].action);
+      }
+      return;
+    }
+    case pr::be::kErrorResponse: {
+      const auto e = pr::read_error(m.whole);
+      catalog_error_ = e ? e->message : std::string("unreadable error");
+      return;
+    }
+    case pr::be::kReadyForQuery:
+      break;
+    default:
+      return;
+  }
+  catalog_pending_ = false;
+  if (!catalog_error_.empty()) {
+    PGW_WARN("session %016llx: masking: cannot resolve masked columns: %s",
+             static_cast<unsigned long long>(host_.session_id()), catalog_error_.c_str());
+    m.verdict = Verdict::Fail;
+    m.sqlstate = pr::sqlstate::kInternalError;
+    m.message = "pgwarden: cannot resolve the columns the masking rules name (" + catalog_error_ +
+                "); the session ends so that no value goes out unmasked";
+    return;
+  }
+  if (catalog_due_) return;  // the rules changed meanwhile: this answer is already stale
+  attrs_ = std::shared_ptr<const policy::MaskedAttrs>(std::move(building_));
+  attrs_current_ = true;
+  plan_valid_ = false;
+  (*host_.core().catalog)[cache_key()] = CatalogEntry{attrs_, host_.core().now_ns};
+}
+
+const policy::ResultPlan& MaskingStage::plan(const pr::ResultShape& shape, const MaskProfile& p) {
+  const std::uint64_t key =
+      policy_id_ * 31 + reinterpret_cast<std::uintptr_t>(attrs_.get()) + (resolved() ? 1 : 0);
+  if (shape.shape == nullptr || !resolved()) {
+    // Unknown shape, or column rules not resolved yet: every value handled blind.
+    plan_valid_ = false;
+    plan_.columns.clear();
+    plan_.known = false;
+    plan_.active = true;
+    return plan_;
+  }
+  const std::string_view rd = chars(shape.row_description);
+  if (plan_valid_ && plan_key_ == key && rd == plan_rd_) return plan_;
+  plan_rd_.assign(rd);
+  plan_key_ = key;
+  plan_valid_ = true;
+  if (!policy::build_plan(p, attrs_.get(), shape.row_description, {}, plan_)) {
+    plan_.columns.clear();
+    plan_.known = false;
+    plan_.active = true;
+  }
+  return plan_;
+}
+
+void MaskingStage::replace(BackendMessage& m) {
+  ++host_.core().stats->masked;
+  m.verdict = Verdict::Replace;
+  m.out = out_;
+}
+
+void MaskingStage::mask_row(BackendMessage& m, const MaskProfile& p) {
+  const policy::ResultPlan& pl = plan(host_.model().current_result(), p);
+  if (host_.core().masker->mask_row(p, pl, m.whole, out_)) replace(m);
+}
+
+void MaskingStage::mask_copy_data(BackendMessage& m, const MaskProfile& p) {
+  const bool binary = host_.model().copy_format() == 1;
+  if (host_.core().masker->mask_text(p, chars(m.whole, 5), text_, binary)) {
+    with_body(out_, pr::be::kCopyData, text_);
+    replace(m);
+  }
+}
+
+// NotificationResponse: pid, channel, payload. The payload is free text.
+void MaskingStage::mask_notification(BackendMessage& m, const MaskProfile& p) {
+  const std::string_view body = chars(m.whole, 5);
+  if (body.size() < 6) return;
+  const std::size_t channel_end = body.find('\0', 4);
+  if (channel_end == std::string_view::npos) return;
+  std::string_view payload = body.substr(channel_end + 1);
+  if (!payload.empty() && payload.back() == '\0') payload.remove_suffix(1);
+  if (!host_.core().masker->mask_text(p, payload, text_)) return;
+  std::string b(body.substr(0, channel_end + 1));
+  b += text_;
+  b.push_back('\0');
+  with_body(out_, pr::be::kNotificationResponse, b);
+  replace(m);
+}
+
+// FunctionCallResponse: one value of a type pgwarden does not know. A finding makes it NULL.
+void MaskingStage::mask_function_result(BackendMessage& m, const MaskProfile& p) {
+  if (m.whole.size() < 9) return;
+  const auto len = static_cast<std::int32_t>(pr::read_u32(m.whole.data() + 5));
+  if (len < 0 || !p.scans()) return;
+  const std::string_view value = chars(m.whole, 9);
+  if (!host_.core().masker->mask_text(p, value, text_)) return;
+  out_.clear();
+  out_.push_back(static_cast<std::byte>(pr::be::kFunctionCallResponse));
+  put_u32(out_, 8);
+  put_u32(out_, 0xffffffffu);
+  replace(m);
+}
+
+void MaskingStage::on_backend(BackendMessage& m) {
+  const pr::Request* r = m.request();
+  if (r != nullptr && r->origin == pr::Origin::Gateway && r->owner == kOwnerMasking) {
+    on_own_reply(m);
+    return;
+  }
+  const MaskProfile* p = profile();
+  if (p == nullptr || m.verdict != Verdict::Forward) return;
+  switch (m.type) {
+    case pr::be::kDataRow:
+      mask_row(m, *p);
+      return;
+    case pr::be::kErrorResponse:
+    case pr::be::kNoticeResponse:
+      if (host_.core().masker->mask_error(*p, m.whole, out_)) replace(m);
+      return;
+    case pr::be::kNotificationResponse:
+      mask_notification(m, *p);
+      return;
+    case pr::be::kFunctionCallResponse:
+      mask_function_result(m, *p);
+      return;
+    case pr::be::kCopyOutResponse:
+      if (!p->columns.empty()) {
+        // The statement check refuses COPY TO for such callers; this is the backstop (a COPY
+        // the classifier did not see, e.g. inside a function).
+        m.verdict = Verdict::Fail;
+        m.sqlstate = pr::sqlstate::kInsufficientPrivilege;
+        m.message = "pgwarden: COPY TO cannot be masked by the column rules of masking profile \"" +
+                    p->name + "\"; use SELECT";
+      }
+      return;
+    case pr::be::kCopyData:
+      mask_copy_data(m, *p);
+      return;
+    default:
+      return;
+  }
+}
+
+std::string_view MaskingStage::for_record(std::string_view text) {
+  const MaskProfile* p = profile();
+  if (p == nullptr || !p->scans()) return text;
+  return host_.core().masker->mask_text(*p, text, text_) ? std::string_view(text_) : text;
+}
+
+}  // namespace pgwarden::core

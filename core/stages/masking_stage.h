@@ -1,0 +1,78 @@
+// The masking stage: every backend message that can carry data (DataRow, CopyData, ErrorResponse,
+// NoticeResponse, NotificationResponse, FunctionCallResponse) goes through the core's Masker
+// under the caller's masking profile before the client (and the recording) sees it. Rows follow
+// the description the pipeline model says they follow: a simple Query's RowDescription, or the
+// Describe of the portal an Execute runs, which this stage sends itself right before any Execute
+// nobody described (its reply never reaches the client). Rows of unknown shape are masked blind.
+// Masked columns named by table come from a catalog query of the stage's own, sent when the
+// session is settled; until it is answered, rows under column rules are masked blind. Lives on
+// the session's core.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "core/stages/stage.h"
+#include "policy/masking.h"
+
+namespace pgwarden::core {
+
+class MaskingStage final : public Stage {
+ public:
+  explicit MaskingStage(StageHost& host) : host_(host) {}
+
+  void on_frontend(FrontendMessage& m) override;
+  void on_frontend_done(FrontendMessage& m, protocol::Request* r) override;
+  void on_backend(BackendMessage& m) override;
+
+  // The caller's profile under the policy in force (null: values go out as they are). Picks up a
+  // reloaded policy at once, whatever message is being handled.
+  const policy::MaskProfile* profile();
+  // Text going into the recording (statements, parameters), with the profile's findings masked.
+  std::string_view for_record(std::string_view text);
+  // Rows, COPY data, notices, notifications and function results must be read whole.
+  bool reads_data() { return catalog_pending_ || profile() != nullptr; }
+  // Column rules apply: statements must be classified (COPY TO, DDL).
+  bool needs_classes() {
+    const policy::MaskProfile* p = profile();
+    return p != nullptr && !p->columns.empty();
+  }
+  // For the recording's session start: the profile, "exempt (NAME)" or "none".
+  std::string label();
+
+ private:
+  void update(const policy::Policy& pol);
+  void send_catalog_query();
+  void on_own_reply(BackendMessage& m);
+  void catalog_changed();
+  bool resolved() const noexcept;
+  std::string cache_key() const;
+  const policy::ResultPlan& plan(const protocol::ResultShape& shape, const policy::MaskProfile& p);
+  void mask_row(BackendMessage& m, const policy::MaskProfile& p);
+  void mask_copy_data(BackendMessage& m, const policy::MaskProfile& p);
+  void mask_notification(BackendMessage& m, const policy::MaskProfile& p);
+  void mask_function_result(BackendMessage& m, const policy::MaskProfile& p);
+  void replace(BackendMessage& m);
+
+  StageHost& host_;
+  std::uint64_t policy_id_ = 0;
+  const policy::MaskProfile* mask_ = nullptr;
+  std::string exempt_;  // the exempt profile's name, when the caller is exempt
+  // Column rules resolved through the catalog: (table OID, column) -> action.
+  std::shared_ptr<const policy::MaskedAttrs> attrs_;
+  std::unique_ptr<policy::MaskedAttrs> building_;
+  std::string catalog_query_;  // the profile's catalog query ("" = no column rules)
+  std::string catalog_error_;
+  bool catalog_due_ = false;      // to be sent when the session is settled
+  bool catalog_pending_ = false;  // sent, not yet answered
+  bool attrs_current_ = false;    // attrs_ answer catalog_query_ and no DDL ran since
+  // The plan of the rows now arriving, rebuilt when their description changes.
+  policy::ResultPlan plan_;
+  std::string plan_rd_;
+  std::uint64_t plan_key_ = 0;
+  bool plan_valid_ = false;
+  std::basic_string<std::byte> out_;
+  std::string text_;
+};
+
+}  // namespace pgwarden::core

@@ -1,0 +1,187 @@
+#include "core/stages/policy_stage.h"
+
+#include <cstring>
+
+#include "core/log.h"
+#include "core/stages/masking_stage.h"
+#include "protocol/sqlstate.h"
+
+namespace pgwarden::core {
+
+namespace pr = pgwarden::protocol;
+using policy::Action;
+
+const policy::Rule* PolicyStage::rule() {
+  const policy::Policy* pol = host_.core().policy;
+  if (pol == nullptr) return nullptr;
+  if (rule_policy_ != pol->id()) {
+    if (rule_policy_ != 0) reloaded_ = true;
+    const Caller& c = host_.caller();
+    rule_ = pol->match(c.identity, c.groups);
+    rule_policy_ = pol->id();
+  }
+  return rule_;
+}
+
+// Text the classifier cannot read as PostgreSQL will, or empty: a backslash while
+// standard_conforming_strings is off (the server then reads it as an escape and may end a
+// literal elsewhere), or a non-ASCII byte in a client encoding where a character can contain a
+// backslash byte. Such statements are refused: fail closed.
+std::string PolicyStage::lexing_hazard(std::string_view text) const {
+  const pr::PipelineModel& model = host_.model();
+  if (!model.standard_conforming_strings() && text.find('\\') != std::string_view::npos) {
+    return "pgwarden: statements containing a backslash are refused while "
+           "standard_conforming_strings is off (SET standard_conforming_strings = on)";
+  }
+  // Client-only encodings whose multibyte characters can contain ASCII bytes (a backslash).
+  static constexpr std::string_view kUnsafe[] = {"SJIS", "SHIFT_JIS_2004", "BIG5", "GBK",
+                                                 "UHC",  "GB18030",        "JOHAB"};
+  for (const std::string_view e : kUnsafe) {
+    if (model.client_encoding() != e) continue;
+    for (const char c : text) {
+      if (static_cast<unsigned char>(c) >= 0x80) {
+        return "pgwarden: statements with non-ASCII characters are refused while "
+               "client_encoding is " +
+               std::string(e) + " (use UTF8)";
+      }
+    }
+  }
+  return {};
+}
+
+void PolicyStage::judge_text(FrontendMessage& m, std::string_view text) {
+  const policy::Policy& pol = *host_.core().policy;
+  policy::PolicyEngine& engine = *host_.core().engine;
+  if (std::string hazard = lexing_hazard(text); !hazard.empty()) {
+    decision_ = policy::Decision{};
+    decision_.action = Action::Deny;
+    decision_.reason = hazard;
+    m.decision = &decision_;
+    m.refuse(pr::sqlstate::kInsufficientPrivilege, std::move(hazard));
+    return;
+  }
+  decision_ = engine.judge(pol, rule(), text);
+  if (decision_.rule == nullptr && masking_ != nullptr && masking_->needs_classes()) {
+    decision_.classes = engine.classes_of(pol, text);
+  }
+  m.decision = &decision_;
+  if (decision_.action == Action::Deny) {
+    m.refuse(pr::sqlstate::kInsufficientPrivilege, policy::refusal_message(decision_));
+  }
+}
+
+void PolicyStage::judge_bind(FrontendMessage& m) {
+  const auto it = named_.find(std::string(m.view.statement));
+  if (it == named_.end()) {
+    // Prepared with SQL PREPARE (judged then) or unknown: after a reload it cannot be judged
+    // again under the new rules.
+    if (reloaded_ && !m.view.statement.empty()) {
+      m.refuse(pr::sqlstate::kInsufficientPrivilege,
+               "pgwarden: prepared statement \"" + std::string(m.view.statement) +
+                   "\" cannot be judged again under the reloaded policy; prepare it again");
+    }
+    return;
+  }
+  Named& n = it->second;
+  if (!n.refusal.empty()) {
+    m.refuse(pr::sqlstate::kInsufficientPrivilege, n.refusal);
+    return;
+  }
+  const std::uint64_t now = host_.core().policy->id();
+  if (n.policy == now) return;
+  if (!n.kept) {
+    m.refuse(pr::sqlstate::kInsufficientPrivilege,
+             "pgwarden: prepared statement \"" + std::string(m.view.statement) +
+                 "\" is too large to be judged again under the reloaded policy; prepare it "
+                 "again");
+    return;
+  }
+  judge_text(m, n.text);
+  if (m.verdict == Verdict::Refuse) {
+    n.refusal = m.message;
+  } else if (decision_.action == Action::Allow) {
+    n.policy = now;  // a held Bind is judged again the next time
+  }
+}
+
+// Fast-path calls name the function by OID only: they cannot be checked against the dangerous
+// function list, so a rule that denies calls or dangerous functions refuses them.
+void PolicyStage::judge_function_call(FrontendMessage& m) {
+  const policy::Rule* r = rule();
+  constexpr policy::ClassSet kCall = policy::bit(policy::StatementClass::Call) |
+                                     policy::bit(policy::StatementClass::DangerousFunction);
+  if (r == nullptr || (r->denied() & kCall) == 0) return;
+  decision_ = policy::Decision{};
+  decision_.action = Action::Deny;
+  decision_.rule = r;
+  decision_.classes = kCall;
+  decision_.reason = "fast-path function call";
+  m.decision = &decision_;
+  m.refuse(pr::sqlstate::kInsufficientPrivilege,
+           "pgwarden: fast-path function calls are denied by policy rule \"" + r->name +
+               "\" (the function is named by OID only, so it counts as a dangerous_function)");
+}
+
+void PolicyStage::on_frontend(FrontendMessage& m) {
+  if (host_.core().policy == nullptr || m.verdict != Verdict::Forward) return;
+  switch (m.view.type) {
+    case pr::fe::kQuery:
+    case pr::fe::kParse:
+      if (m.view.type == pr::fe::kParse && !m.view.name.empty() &&
+          named_.size() >= kMaxStatements && named_.count(std::string(m.view.name)) == 0) {
+        m.refuse("54000", "pgwarden: too many prepared statements in this session (" +
+                              std::to_string(kMaxStatements) + "); close some first");
+        return;
+      }
+      judge_text(m, m.view.text);
+      return;
+    case pr::fe::kBind:
+      judge_bind(m);
+      return;
+    case pr::fe::kFunctionCall:
+      judge_function_call(m);
+      return;
+    default:
+      return;
+  }
+}
+
+void PolicyStage::on_frontend_done(FrontendMessage& m, pr::Request* r) {
+  const policy::Policy* pol = host_.core().policy;
+  if (pol == nullptr) return;
+  const pr::FrontendView& v = m.view;
+  if (v.type == pr::fe::kQuery && m.verdict != Verdict::Refuse) {
+    named_.erase(std::string());  // a simple Query replaces the unnamed statement
+    return;
+  }
+  if (v.type == pr::fe::kClose && v.target == 'S' && m.verdict != Verdict::Refuse) {
+    const auto it = named_.find(std::string(v.name));
+    if (it != named_.end()) {
+      named_bytes_ -= it->second.text.size();
+      named_.erase(it);
+    }
+    return;
+  }
+  if (v.type != pr::fe::kParse || m.verdict == Verdict::Hold) return;
+  Named& n = named_[std::string(v.name)];
+  named_bytes_ -= n.text.size();
+  n.kept = named_bytes_ + v.text.size() <= kMaxTextBytes;
+  n.text.assign(n.kept ? v.text : std::string_view());
+  named_bytes_ += n.text.size();
+  n.policy = pol->id();
+  n.refusal = m.verdict == Verdict::Refuse ? m.message : std::string();
+  if (r != nullptr && r->origin == pr::Origin::Client) r->tag_text.assign(v.name);
+}
+
+// A Parse the server did not run (it failed, or was skipped after an earlier error) created
+// nothing: forget its text, whatever the name means to the server now.
+void PolicyStage::on_retired(const pr::Request& r) {
+  if (r.kind != pr::RequestKind::Parse || r.origin != pr::Origin::Client) return;
+  if (!r.failed && r.state != pr::RequestState::Skipped) return;
+  const auto it = named_.find(r.tag_text);
+  if (it == named_.end() || !it->second.refusal.empty()) return;
+  named_bytes_ -= it->second.text.size();
+  named_.erase(it);
+}
+
+}  // namespace pgwarden::core

@@ -1,0 +1,63 @@
+// The statement policy stage: judges every Query and Parse text (and a Bind of a named statement,
+// again after a reload) under the caller's rule, refuses what the rule denies, marks what it
+// holds for the approvals stage, and puts pgwarden's 42501 in place of a refused message's
+// stand-in error. It owns the caller's rule and the texts of the session's named statements.
+// Lives on the session's core.
+#pragma once
+
+#include <string>
+#include <unordered_map>
+
+#include "core/stages/stage.h"
+#include "policy/rules.h"
+
+namespace pgwarden::core {
+
+class MaskingStage;
+
+class PolicyStage final : public Stage {
+ public:
+  explicit PolicyStage(StageHost& host) : host_(host) {}
+
+  void on_frontend(FrontendMessage& m) override;
+  void on_frontend_done(FrontendMessage& m, protocol::Request* r) override;
+  void on_held_decided(FrontendMessage& m, protocol::Request* r) override {
+    on_frontend_done(m, r);
+  }
+  void on_retired(const protocol::Request& r) override;
+
+  // The caller's rule under the policy in force (null: none applies).
+  const policy::Rule* rule();
+  // Masking follows DDL and COPY: statements are classified even where no rule applies while
+  // its profile has column rules.
+  void set_masking(MaskingStage* m) noexcept { masking_ = m; }
+
+  // Named statements tracked for judging them again after a reload.
+  static constexpr std::size_t kMaxStatements = 10000;
+  static constexpr std::size_t kMaxTextBytes = 4u << 20;
+
+ private:
+  void judge_text(FrontendMessage& m, std::string_view text);
+  void judge_bind(FrontendMessage& m);
+  void judge_function_call(FrontendMessage& m);
+  std::string lexing_hazard(std::string_view text) const;
+
+  struct Named {
+    std::string text;          // empty when it was not kept (over kMaxTextBytes)
+    bool kept = false;         // text kept for judging it again
+    std::uint64_t policy = 0;  // the policy it was last judged under
+    std::string refusal;       // it was refused: binding it is refused too
+  };
+
+  StageHost& host_;
+  const policy::Rule* rule_ = nullptr;
+  std::uint64_t rule_policy_ = 0;
+  bool reloaded_ = false;  // the policy changed during the session
+  MaskingStage* masking_ = nullptr;
+  policy::Decision decision_;
+  std::unordered_map<std::string, Named> named_;
+  std::size_t named_bytes_ = 0;
+  std::basic_string<std::byte> out_;
+};
+
+}  // namespace pgwarden::core

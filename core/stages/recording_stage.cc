@@ -1,0 +1,324 @@
+#include "core/stages/recording_stage.h"
+
+#include "core/log.h"
+#include "core/stages/masking_stage.h"
+#include "core/worker.h"
+#include "policy/rules.h"
+#include "protocol/messages.h"
+#include "protocol/sqlstate.h"
+
+namespace pgwarden::core {
+
+namespace pr = pgwarden::protocol;
+namespace rec = pgwarden::recorder;
+
+namespace {
+
+// The row count at the end of a command tag ("SELECT 5", "INSERT 0 1", "UPDATE 3").
+std::uint64_t tag_rows(std::string_view tag) {
+  const std::size_t sp = tag.rfind(' ');
+  if (sp == std::string_view::npos) return 0;
+  std::uint64_t n = 0;
+  for (const char c : tag.substr(sp + 1)) {
+    if (c < '0' || c > '9') return 0;
+    n = n * 10 + static_cast<std::uint64_t>(c - '0');
+  }
+  return n;
+}
+
+std::string_view chars(pr::Bytes b, std::size_t from) {
+  return b.size() < from
+             ? std::string_view()
+             : std::string_view(reinterpret_cast<const char*>(b.data()) + from, b.size() - from);
+}
+
+}  // namespace
+
+bool RecordingStage::records(char type) {
+  return type == pr::fe::kQuery || type == pr::fe::kParse || type == pr::fe::kBind ||
+         type == pr::fe::kExecute || type == pr::fe::kFunctionCall;
+}
+
+void RecordingStage::add_decision(rec::Payload& p, const FrontendMessage& m, const char* decision) {
+  if (m.decision == nullptr) return;
+  p.add(rec::Field::Decision, decision)
+      .add(rec::Field::Rule, m.decision->rule != nullptr ? m.decision->rule->name : "(no rule)")
+      .add(rec::Field::Classes, policy::class_names(m.decision->classes));
+}
+
+std::uint32_t RecordingStage::record_statement(const FrontendMessage& m, const char* decision) {
+  const pr::FrontendView& v = m.view;
+  rec::Payload& out = sink_.payload(host_.session_id());
+  const std::uint32_t seq = ++seq_;
+  out.add(rec::Field::Statement, seq);
+  rec::RecordType rt = rec::RecordType::Query;
+  switch (v.type) {
+    case pr::fe::kQuery:
+      out.add_clipped(rec::Field::Text, masking_.for_record(v.text));
+      break;
+    case pr::fe::kParse:
+      out.add(rec::Field::Name, v.name).add_clipped(rec::Field::Text, masking_.for_record(v.text));
+      rt = rec::RecordType::Parse;
+      break;
+    case pr::fe::kBind:
+      rt = rec::RecordType::Bind;
+      out.add(rec::Field::Portal, v.name).add(rec::Field::Name, v.statement);
+      pr::for_each_param(v, [&](std::uint16_t, std::string_view value, bool null, bool binary) {
+        if (null) {
+          out.add(rec::Field::ParamNull, "");
+        } else if (binary) {
+          out.add_clipped(rec::Field::Param, "\\x" + rec::hex(masking_.for_record(value)));
+        } else {
+          out.add_clipped(rec::Field::Param, masking_.for_record(value));
+        }
+      });
+      break;
+    case pr::fe::kFunctionCall:
+      out.add(rec::Field::Text,
+              "(fast-path call of the function with OID " + std::to_string(v.function) + ")");
+      break;
+    case pr::fe::kExecute:
+      rt = rec::RecordType::Execute;
+      out.add(rec::Field::Portal, v.name);
+      break;
+    default:
+      break;
+  }
+  add_decision(out, m, decision);
+  const std::uint64_t end = sink_.append(rt);
+  if (sink_.durability() == Durability::Strict) wait_durable(end);
+  return seq;
+}
+
+void RecordingStage::record_refused(const FrontendMessage& m) {
+  if (!sink_.has_room()) return;
+  rec::Payload& r = sink_.payload(host_.session_id());
+  pending_seq_ = ++seq_;
+  r.add(rec::Field::Statement, pending_seq_);
+  if (m.view.query) r.add_clipped(rec::Field::Text, masking_.for_record(m.view.text));
+  if (m.view.type == pr::fe::kBind) r.add(rec::Field::Name, m.view.statement);
+  r.add(rec::Field::Sqlstate, m.sqlstate)
+      .add(rec::Field::Reason, m.reason.empty() ? m.message : m.reason);
+  add_decision(r, m, "deny");
+  sink_.append(rec::RecordType::Refused);
+}
+
+void RecordingStage::wait_durable(std::uint64_t end) {
+  last_end_ = end;
+  sink_.wait_durable(*this, end);
+  if (!holding_) {
+    holding_ = true;
+    host_.hold_upstream();
+  }
+}
+
+void RecordingStage::on_record_durable() {
+  if (!holding_) return;
+  if (sink_.synced() < last_end_) {
+    sink_.wait_durable(*this, last_end_);
+    return;
+  }
+  holding_ = false;
+  host_.release_upstream();
+}
+
+void RecordingStage::on_frontend(FrontendMessage& m) {
+  pending_seq_ = 0;
+  if (!records(m.view.type)) return;
+  switch (m.verdict) {
+    case Verdict::Forward:
+    case Verdict::Replace:
+      if (!sink_.accepting()) {
+        ++host_.core().stats->refused_recording;
+        PGW_WARN("session %016llx: refused a statement: recording is failing (%s)",
+                 static_cast<unsigned long long>(host_.session_id()), sink_.failure().c_str());
+        m.refuse(pr::sqlstate::kIoError,
+                 "pgwarden: statement refused because it cannot be recorded (" + sink_.failure() +
+                     "); try again when recording works again");
+        return;
+      }
+      pending_seq_ = record_statement(m, m.decision != nullptr ? "allow" : "");
+      return;
+    case Verdict::Hold:
+      if (!sink_.has_room()) return;
+      pending_seq_ = held_seq_ = record_statement(m, "hold");
+      held_since_ns_ = host_.core().now_ns;
+      return;
+    case Verdict::Refuse:
+    case Verdict::Fail:
+      record_refused(m);
+      return;
+    case Verdict::Drop:
+    case Verdict::Defer:
+      return;
+  }
+}
+
+void RecordingStage::on_frontend_done(FrontendMessage& m, pr::Request* r) {
+  if (!records(m.view.type) || pending_seq_ == 0 || r == nullptr) return;
+  r->tag[0] = pending_seq_;
+  r->tag[1] = static_cast<std::uint64_t>(host_.core().now_ns);
+  pending_seq_ = 0;
+}
+
+void RecordingStage::on_held_decided(FrontendMessage& m, pr::Request* r) {
+  const bool approved = m.verdict != Verdict::Refuse;
+  if (sink_.has_room()) {
+    rec::Payload& p = sink_.payload(host_.session_id());
+    p.add(rec::Field::Statement, held_seq_)
+        .add(rec::Field::Decision, approved ? "approved" : "denied")
+        .add(rec::Field::Reason, m.reason)
+        .add(rec::Field::DurationUs,
+             static_cast<std::uint64_t>((host_.core().now_ns - held_since_ns_) / 1000));
+    const std::uint64_t end = sink_.append(rec::RecordType::Approval);
+    if (approved && sink_.durability() == Durability::Strict) wait_durable(end);
+  }
+  if (r != nullptr && held_seq_ != 0) {
+    r->tag[0] = held_seq_;
+    r->tag[1] = static_cast<std::uint64_t>(host_.core().now_ns);
+  }
+  held_seq_ = 0;
+}
+
+void RecordingStage::on_backend(BackendMessage& m) {
+  const pr::Request* r = m.request();
+  if (r == nullptr) return;
+  if (r->origin == pr::Origin::Gateway) {
+    // A Describe pgwarden sent before an Execute failed: that is the Execute's outcome.
+    if (m.type == pr::be::kErrorResponse && m.verdict == Verdict::Forward) {
+      record_outcome(nullptr, m.type, m.delivered());
+    }
+    return;
+  }
+  switch (m.type) {
+    case pr::be::kCopyData:
+      copy_out_ += m.size - 5;
+      return;
+    case pr::be::kDataRow:
+      if (rows_ != 0 && r->tag[0] != 0 && r->rows <= rows_ && !m.delivered().empty()) {
+        record_row(*r, m.delivered());
+      }
+      return;
+    case pr::be::kCommandComplete:
+    case pr::be::kEmptyQueryResponse:
+    case pr::be::kPortalSuspended:
+    case pr::be::kErrorResponse:
+    case pr::be::kFunctionCallResponse:
+      record_outcome(r, m.type, m.delivered());
+      return;
+    default:
+      return;
+  }
+}
+
+void RecordingStage::on_retired(const pr::Request& r) {
+  if (r.tag[0] == 0 || !sink_.has_room()) return;
+  if (r.state == pr::RequestState::Skipped) {
+    rec::Payload& p = sink_.payload(host_.session_id());
+    p.add(rec::Field::Statement, r.tag[0])
+        .add(rec::Field::Tag, "(skipped)")
+        .add(rec::Field::Reason,
+             "an earlier message of the pipeline failed: the server skipped this one up to Sync");
+    sink_.append(rec::RecordType::Outcome);
+  } else if (r.origin == pr::Origin::Local && r.tag_text.size() >= 5) {
+    rec::Payload& p = sink_.payload(host_.session_id());
+    p.add(rec::Field::Statement, r.tag[0])
+        .add(rec::Field::Sqlstate, std::string_view(r.tag_text).substr(0, 5))
+        .add_clipped(rec::Field::Message, std::string_view(r.tag_text).substr(5))
+        .add(rec::Field::DurationUs, std::uint64_t{0});
+    sink_.append(rec::RecordType::Outcome);
+  }
+}
+
+// One DataRow as the client receives it: each column's bytes, NULL as a null marker.
+void RecordingStage::record_row(const pr::Request& r, pr::Bytes whole) {
+  if (!sink_.has_room() || whole.size() < 7) return;
+  rec::Payload& out = sink_.payload(host_.session_id());
+  out.add(rec::Field::Statement, r.tag[0]);
+  const std::uint16_t ncols = pr::read_u16(whole.data() + 5);
+  std::size_t i = 7;
+  for (std::uint16_t c = 0; c < ncols; ++c) {
+    if (whole.size() - i < 4) break;
+    const auto len = static_cast<std::int32_t>(pr::read_u32(whole.data() + i));
+    i += 4;
+    if (len < 0) {
+      out.add(rec::Field::ValueNull, "");
+      continue;
+    }
+    if (static_cast<std::size_t>(len) > whole.size() - i) break;
+    out.add_clipped(rec::Field::Value, chars(whole, i).substr(0, static_cast<std::size_t>(len)));
+    i += static_cast<std::size_t>(len);
+  }
+  sink_.append(rec::RecordType::Row);
+}
+
+// The outcome of the request the server just answered (command tag, or error), with its
+// duration and COPY volume.
+void RecordingStage::record_outcome(const pr::Request* r, char type, pr::Bytes whole) {
+  const std::uint64_t seq = r != nullptr ? r->tag[0] : 0;
+  const std::int64_t now = host_.core().now_ns;
+  const std::int64_t start =
+      r != nullptr && r->tag[1] != 0 ? static_cast<std::int64_t>(r->tag[1]) : now;
+  if (!sink_.has_room()) return;
+  rec::Payload& p = sink_.payload(host_.session_id());
+  p.add(rec::Field::Statement, seq);
+  switch (type) {
+    case pr::be::kErrorResponse: {
+      const auto e = pr::read_error(whole);
+      p.add(rec::Field::Sqlstate, e ? e->sqlstate : std::string("?"))
+          .add_clipped(rec::Field::Message, e ? e->message : std::string("(unreadable)"));
+      if (r != nullptr && r->kind == pr::RequestKind::Sync) {
+        p.add(rec::Field::Reason, "at Sync: the implicit transaction did not commit");
+      }
+      break;
+    }
+    case pr::be::kCommandComplete: {
+      std::string_view tag = chars(whole, 5);
+      tag = tag.substr(0, tag.find('\0'));
+      p.add(rec::Field::Tag, tag).add(rec::Field::Rows, tag_rows(tag));
+      break;
+    }
+    case pr::be::kFunctionCallResponse:
+      p.add(rec::Field::Tag, "(function result)");
+      break;
+    default:
+      p.add(rec::Field::Tag,
+            type == pr::be::kPortalSuspended ? "(portal suspended)" : "(empty query)");
+  }
+  p.add(rec::Field::DurationUs, static_cast<std::uint64_t>((now - start) / 1000));
+  if (copy_in_ != 0) {
+    p.add(rec::Field::Direction, "in").add(rec::Field::Bytes, copy_in_);
+  } else if (copy_out_ != 0) {
+    p.add(rec::Field::Direction, "out").add(rec::Field::Bytes, copy_out_);
+  }
+  copy_in_ = copy_out_ = 0;
+  sink_.append(rec::RecordType::Outcome);
+}
+
+void RecordingStage::record_start(const std::string& client, const std::string& tls) {
+  started_ = true;
+  const Caller& c = host_.caller();
+  rec::Payload& p = sink_.payload(host_.session_id());
+  p.add(rec::Field::Identity, c.identity);
+  for (const std::string& g : c.groups) p.add(rec::Field::Groups, g);
+  p.add(rec::Field::Method, c.method)
+      .add(rec::Field::Client, client)
+      .add(rec::Field::Application, c.application)
+      .add(rec::Field::Database, c.upstream_database.empty() ? c.database : c.upstream_database)
+      .add(rec::Field::Role, c.role)
+      .add(rec::Field::Tls, tls)
+      .add(rec::Field::Masking, masking_.label());
+  sink_.append(rec::RecordType::SessionStart);
+}
+
+void RecordingStage::record_end(const std::string& reason) {
+  if (ended_) return;
+  ended_ = true;
+  sink_.forget(*this);
+  if (!sink_.has_room()) return;
+  rec::Payload& p = sink_.payload(host_.session_id());
+  p.add(rec::Field::Reason, reason.empty() ? std::string("connection closed") : reason);
+  sink_.append(rec::RecordType::SessionEnd);
+}
+
+}  // namespace pgwarden::core

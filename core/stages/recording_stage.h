@@ -1,0 +1,64 @@
+// The recording stage: who connected (session start), every statement-bearing message (Query,
+// Parse, Bind, Execute, FunctionCall) with the policy's decision, each outcome attributed to the
+// exact request the pipeline model says it answers (skipped requests recorded as skipped),
+// refusals, approvals, result rows (--record-rows), COPY volumes and how the session ended.
+// Nothing is forwarded unrecorded: when recording fails the statement is refused (58030), and in
+// strict mode it waits upstream until its record is durable. Lives on the session's core.
+#pragma once
+
+#include <string>
+
+#include "core/record_sink.h"
+#include "core/stages/stage.h"
+
+namespace pgwarden::core {
+
+class MaskingStage;
+
+class RecordingStage final : public Stage, public DurabilityWaiter {
+ public:
+  RecordingStage(StageHost& host, RecordSink& sink, MaskingStage& masking)
+      : host_(host), sink_(sink), masking_(masking) {}
+
+  void on_frontend(FrontendMessage& m) override;
+  void on_frontend_done(FrontendMessage& m, protocol::Request* r) override;
+  void on_held_decided(FrontendMessage& m, protocol::Request* r) override;
+  void on_backend(BackendMessage& m) override;
+  void on_retired(const protocol::Request& r) override;
+  void on_record_durable() override;
+  void on_close() override { sink_.forget(*this); }
+
+  // The session became ready (or ended before that, after authentication began).
+  void record_start(const std::string& client, const std::string& tls);
+  void record_end(const std::string& reason);
+  // COPY data the client sent into a COPY FROM STDIN.
+  void on_copy_in(std::uint64_t bytes) noexcept { copy_in_ += bytes; }
+  bool started() const noexcept { return started_; }
+  // Rows of each statement recorded as the client got them.
+  void set_rows(unsigned n) noexcept { rows_ = n; }
+
+ private:
+  static bool records(char type);
+  std::uint32_t record_statement(const FrontendMessage& m, const char* decision);
+  void record_refused(const FrontendMessage& m);
+  void record_outcome(const protocol::Request* r, char type, protocol::Bytes whole);
+  void record_row(const protocol::Request& r, protocol::Bytes whole);
+  void add_decision(recorder::Payload& p, const FrontendMessage& m, const char* decision);
+  void wait_durable(std::uint64_t end);
+
+  StageHost& host_;
+  RecordSink& sink_;
+  MaskingStage& masking_;
+  unsigned rows_ = 0;
+  bool started_ = false;
+  bool ended_ = false;
+  std::uint32_t seq_ = 0;
+  std::uint32_t pending_seq_ = 0;  // of the message in the chain now
+  std::uint32_t held_seq_ = 0;     // of the message held for approval
+  std::int64_t held_since_ns_ = 0;
+  std::uint64_t copy_in_ = 0, copy_out_ = 0;
+  std::uint64_t last_end_ = 0;  // strict: what must be durable before upstream bytes go
+  bool holding_ = false;
+};
+
+}  // namespace pgwarden::core

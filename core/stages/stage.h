@@ -1,0 +1,127 @@
+// The stage interface: each per-statement concern (role guard, policy, approvals, masking,
+// recording) is a Stage with its own state, run by the Session over the one pipeline model, in
+// the spirit of Envoy's network filters. For every ready-phase frontend message the chain runs in
+// order (role guard -> policy -> approvals -> recording) and ends in a verdict; for every backend
+// message (masking -> policy -> recording) likewise. Every stage sees every message; a stage
+// after a refusing or holding one sees that verdict and acts on it (the recording records it).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/services.h"
+#include "protocol/frontend.h"
+#include "protocol/pipeline.h"
+
+namespace pgwarden::policy {
+struct Decision;
+}
+
+namespace pgwarden::core {
+
+enum class Verdict : std::uint8_t {
+  Forward,  // as it is, from the buffer it arrived in
+  Replace,  // other bytes go in its place
+  Drop,     // nothing goes on (e.g. replies to pgwarden's own requests)
+  Hold,     // kept, and input paused, until the holding stage decides (approvals)
+  Refuse,   // answered with an error in its place of the stream; nothing of it goes upstream
+  Defer,    // not judged now: it and what follows wait until the model is settled
+  Fail,     // ends the session (after the replies already due)
+};
+
+// Who the caller is, as authentication established it. Owned by the session's auth stage.
+struct Caller {
+  std::string identity;  // the gateway-authenticated identity, or the startup user name
+  std::vector<std::string> groups;
+  std::string method = "relayed to upstream";
+  bool gateway = false;                     // gateway authentication (pgwarden chose the role)
+  std::string user, database, application;  // as the client asked at startup
+  std::string role;                         // the mapped role (gateway), or the startup user
+  std::string upstream_database;
+};
+
+// A whole frontend message of the ready phase on its way through the chain.
+struct FrontendMessage {
+  explicit FrontendMessage(const protocol::FrontendView& v) : view(v) {}
+  const protocol::FrontendView& view;
+  Verdict verdict = Verdict::Forward;
+  std::string_view sqlstate;  // Refuse, Fail
+  std::string message;        // Refuse, Fail: what the client is told
+  std::string reason;         // Refuse: why, for the recording (defaults to message)
+  // The policy stage's judgement of a Query, Parse or Bind, for the stages after it.
+  const policy::Decision* decision = nullptr;
+  std::basic_string<std::byte> replacement;  // Replace
+  void refuse(std::string_view state, std::string text) {
+    verdict = Verdict::Refuse;
+    sqlstate = state;
+    message = std::move(text);
+  }
+};
+
+// A backend message of the ready phase on its way through the chain.
+struct BackendMessage {
+  char type = 0;
+  protocol::Bytes whole;  // empty when it was not read whole (rows nobody inspects)
+  std::uint32_t size = 0;
+  const protocol::PipelineModel::Event* event = nullptr;
+  Verdict verdict = Verdict::Forward;
+  protocol::Bytes out;        // Replace: what goes to the client instead (stage-owned storage)
+  std::string_view sqlstate;  // Fail
+  std::string message;
+  // What the client receives (out after a Replace, else whole).
+  protocol::Bytes delivered() const noexcept { return verdict == Verdict::Replace ? out : whole; }
+  const protocol::Request* request() const noexcept { return event->request; }
+  bool from_client_request() const noexcept {
+    return event->request != nullptr && event->request->origin == protocol::Origin::Client;
+  }
+};
+
+// Owners of pgwarden's own upstream requests (Request::owner).
+inline constexpr std::uint8_t kOwnerMasking = 1;
+
+// What a stage may ask of its session.
+class StageHost {
+ public:
+  virtual ~StageHost() = default;
+  virtual protocol::PipelineModel& model() noexcept = 0;
+  virtual CoreServices& core() noexcept = 0;
+  virtual const Caller& caller() const noexcept = 0;
+  virtual std::uint64_t session_id() const noexcept = 0;
+  // Sends a message of pgwarden's own upstream, committed as a Gateway request of `owner`.
+  virtual protocol::Request* send_own(protocol::Bytes message, std::uint8_t owner) = 0;
+  virtual void send_client(protocol::Bytes bytes) = 0;
+  // Upstream-bound bytes wait from now until release_upstream() (strict recording).
+  virtual void hold_upstream() = 0;
+  virtual void release_upstream() = 0;
+  // The message held (Verdict::Hold) is decided: it goes upstream, or is refused with
+  // `message`; `outcome` says by whom (or that the wait timed out), for the recording.
+  virtual void decide_held(bool approved, std::string_view sqlstate, std::string message,
+                           std::string outcome) = 0;
+  // Ends the session now, or after the replies already due.
+  virtual void fail(std::string_view sqlstate, std::string_view message) = 0;
+  virtual void fail_after_replies(std::string_view sqlstate, const std::string& message) = 0;
+};
+
+class Stage {
+ public:
+  virtual ~Stage() = default;
+  // A frontend message: set m.verdict (and its fields) to do anything but forward it.
+  virtual void on_frontend(FrontendMessage& m) { (void)m; }
+  // Its fate is sealed: sent upstream as `r`, refused (r: its stand-in or local answer), held
+  // (r null) or ignored by the server (r null).
+  virtual void on_frontend_done(FrontendMessage& m, protocol::Request* r) { (void)m, (void)r; }
+  // A held message was decided: m.verdict is Forward (approved; sent upstream as `r`) or Refuse
+  // (r: its stand-in or local answer); m.reason says by whom, or that the wait timed out.
+  virtual void on_held_decided(FrontendMessage& m, protocol::Request* r) { (void)m, (void)r; }
+  // A backend message.
+  virtual void on_backend(BackendMessage& m) { (void)m; }
+  // A request left the model, answered or skipped.
+  virtual void on_retired(const protocol::Request& r) { (void)r; }
+  virtual void on_tick(std::int64_t now_ns) { (void)now_ns; }
+  // The session ends (before its resources go).
+  virtual void on_close() {}
+};
+
+}  // namespace pgwarden::core
