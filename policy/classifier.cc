@@ -8,6 +8,10 @@
 #include <array>
 #include <cctype>
 
+// libpg_query's copy of PostgreSQL's lexer reads this per-thread setting (scan.l): with it off,
+// a backslash in '...' escapes the next character.
+extern "C" __thread bool standard_conforming_strings;
+
 namespace pgwarden::policy {
 
 namespace {
@@ -351,6 +355,11 @@ struct Walker {
 
   static bool starts(std::string_view s, std::string_view p) { return s.substr(0, p.size()) == p; }
 
+  static bool role_setting(std::string_view name) {
+    const std::string n = ascii_lower(name);
+    return n == "role" || n == "session_authorization";
+  }
+
   void walk(sj::dom::element e, Ctx ctx) {
     const sj::dom::element_type type = e.type();
     if (type == sj::dom::element_type::ARRAY) {
@@ -445,15 +454,15 @@ struct Walker {
       } else if (k == "VariableSetStmt") {
         std::string_view name;
         if (v["name"].get_string().get(name) != sj::SUCCESS) name = {};
-        add(name == "role" || name == "session_authorization" ? C::RoleChange : C::Set);
+        // Setting names are case-insensitive: SET "ROLE" is SET role.
+        add(role_setting(name) ? C::RoleChange : C::Set);
       } else if (k == "VariableShowStmt" || k == "DiscardStmt") {
         add(C::Set);
       } else if (k == "AlterRoleSetStmt" || k == "AlterDatabaseSetStmt") {
         add(C::Alter);
         add(C::Ddl);
         std::string_view name;
-        if (v["setstmt"]["name"].get_string().get(name) == sj::SUCCESS &&
-            (name == "role" || name == "session_authorization")) {
+        if (v["setstmt"]["name"].get_string().get(name) == sj::SUCCESS && role_setting(name)) {
           add(C::RoleChange);
         }
       } else if (k == "TransactionStmt") {
@@ -500,14 +509,25 @@ struct Walker {
     }
   }
 
-  // Parses and walks `sql`; false if PostgreSQL's parser refuses it.
+  void unanalysable(std::string why) {
+    if (!out.unanalysable) out.why_unanalysable = std::move(why);
+    out.unanalysable = true;
+  }
+
+  // Parses and walks `sql`; false if PostgreSQL's parser refuses it (or pgwarden cannot follow
+  // it: then out.unanalysable is set too).
   bool parse(std::string_view sql) {
     const std::string text(sql);  // NUL-terminated for libpg_query
     PgQueryParseResult r = pg_query_parse(text.c_str());
     bool ok = r.error == nullptr && r.parse_tree != nullptr;
+    if (!ok && r.error != nullptr && r.error->message != nullptr &&
+        std::string_view(r.error->message).find("stack depth") != std::string_view::npos) {
+      unanalysable("its parse tree is deeper than pgwarden's parser follows");
+    }
     if (ok) {
       sj::dom::element tree;
       ok = parsers[depth].parse(std::string_view(r.parse_tree)).get(tree) == sj::SUCCESS;
+      if (!ok) unanalysable("its parse tree is nested deeper than pgwarden's reader follows");
       if (ok) {
         sj::dom::array stmts;
         if (tree["stmts"].get_array().get(stmts) == sj::SUCCESS) {
@@ -652,8 +672,61 @@ Analysis Classifier::analyze(std::string_view sql, const Prefilter& prefilter,
   return analyze_parsed(sql, dangerous_functions);
 }
 
+namespace {
+
+// Everything a statement could be: what an unanalysable one is taken for.
+ClassSet every_class() {
+  return (ClassSet{1} << static_cast<unsigned>(C::kCount)) - 1;
+}
+
+// Sets libpg_query's lexing of backslashes for the scope, and back.
+class ScsScope {
+ public:
+  explicit ScsScope(bool on) : saved_(standard_conforming_strings) {
+    standard_conforming_strings = on;
+  }
+  ~ScsScope() { standard_conforming_strings = saved_; }
+  ScsScope(const ScsScope&) = delete;
+  ScsScope& operator=(const ScsScope&) = delete;
+
+ private:
+  bool saved_;
+};
+
+}  // namespace
+
 Analysis Classifier::analyze_parsed(std::string_view sql,
                                     const std::vector<std::string>& dangerous_functions) {
+  Analysis a = analyze_once(sql, dangerous_functions, true);
+  if (sql.find('\\') == std::string_view::npos) return a;
+  // A backslash may end a literal elsewhere with standard_conforming_strings off: judge that
+  // reading too, and keep what either finds.
+  Analysis off = analyze_once(sql, dangerous_functions, false);
+  // A reading PostgreSQL's parser refuses is one the server refuses too, whatever the setting:
+  // only readings that parse can run.
+  const ClassSet unparseable = bit(C::Unparseable);
+  if (off.classes == unparseable) return a;
+  if (a.classes == unparseable) return off;
+  a.classes |= off.classes;
+  a.literal_sensitive = a.literal_sensitive || off.literal_sensitive;
+  if (a.dangerous_function.empty()) a.dangerous_function = off.dangerous_function;
+  for (std::string& t : off.tables) {
+    if (std::find(a.tables.begin(), a.tables.end(), t) == a.tables.end()) {
+      a.tables.push_back(std::move(t));
+    }
+  }
+  a.statements = std::max(a.statements, off.statements);
+  if (off.unanalysable && !a.unanalysable) {
+    a.unanalysable = true;
+    a.why_unanalysable = off.why_unanalysable;
+  }
+  return a;
+}
+
+Analysis Classifier::analyze_once(std::string_view sql,
+                                  const std::vector<std::string>& dangerous_functions,
+                                  bool standard_strings) {
+  ScsScope scope(standard_strings);
   Analysis a;
   a.parsed = true;
   Walker w{dangerous_functions, a, parsers_->levels};
@@ -661,6 +734,7 @@ Analysis Classifier::analyze_parsed(std::string_view sql,
     a.classes = bit(C::Unparseable);
     a.tables.clear();
   }
+  if (a.unanalysable) a.classes = every_class();
   return a;
 }
 

@@ -78,6 +78,11 @@ struct Analysis {
   // The decision looked at constant values (a WHERE that does not refer to the row): texts
   // differing only in numbers may be judged differently, so no shape-keyed caching.
   bool literal_sensitive = false;
+  // pgwarden's own limits kept it from analysing the statement (a parse tree nested deeper than
+  // its reader follows, the parser's stack): never to be taken for unparseable, which PostgreSQL
+  // would refuse too. Its classes are then every class (fail closed).
+  bool unanalysable = false;
+  std::string why_unanalysable;
 };
 
 // Compiled pre-filter; immutable, shared by cores (each has its own scratch).
@@ -101,7 +106,10 @@ class Classifier {
   Classifier(const Classifier&) = delete;
   Classifier& operator=(const Classifier&) = delete;
 
-  // Classifies `sql` (one Query string, possibly several statements, or one Parse text).
+  // Classifies `sql` (one Query string, possibly several statements, or one Parse text). A text
+  // with a backslash is judged as PostgreSQL would read it with standard_conforming_strings on
+  // and off, and has the classes of both readings: whichever the server uses when it runs it
+  // (the setting can change in flight, in the same pipeline), it was judged.
   Analysis analyze(std::string_view sql, const Prefilter& prefilter,
                    const std::vector<std::string>& dangerous_functions);
   // Without the pre-filter: always parse (tests, and rules that need every statement parsed).
@@ -112,6 +120,9 @@ class Classifier {
   bool needs_parse(std::string_view sql, const Prefilter& prefilter);
   // What a statement without any pre-filter keyword is taken to be.
   static Analysis plain_read();
+  // One reading of `sql`, with backslashes lexed as standard_conforming_strings on or off.
+  Analysis analyze_once(std::string_view sql, const std::vector<std::string>& dangerous_functions,
+                        bool standard_strings);
   // Scratch space is sized for one pre-filter database; call when the policy changes.
   void forget_prefilter() noexcept { scratch_for_ = nullptr; }
 

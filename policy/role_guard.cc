@@ -1,103 +1,49 @@
 #include "policy/role_guard.h"
 
-#include <pg_query.h>
-#include <simdjson.h>
-
-#include <algorithm>
 #include <array>
-#include <cctype>
 
 namespace pgwarden::policy {
 namespace {
 
-// Every way to name a role change contains one of these (case-insensitively): SET/RESET ROLE,
-// SESSION AUTHORIZATION, set_config(...). DO/function bodies are only suspicious with one too.
-constexpr std::array<std::string_view, 3> kKeywords = {"role", "authorization", "set_config"};
+using C = StatementClass;
 
-bool may_touch_roles(std::string_view sql) {
-  for (const std::string_view kw : kKeywords) {
-    const auto it = std::search(sql.begin(), sql.end(), kw.begin(), kw.end(), [](char a, char b) {
-      return std::tolower(static_cast<unsigned char>(a)) == b;
-    });
-    if (it != sql.end()) return true;
-  }
-  return false;
-}
-
-bool is_role_setting(std::string_view name) {
-  return name == "role" || name == "session_authorization";
-}
-
-// Walks libpg_query's JSON parse tree; sets `why` at the first construct that can change roles.
-void walk(simdjson::dom::element e, std::string& why) {
-  if (!why.empty()) return;
-  simdjson::dom::object obj;
-  simdjson::dom::array arr;
-  if (e.get_array().get(arr) == simdjson::SUCCESS) {
-    for (simdjson::dom::element child : arr) walk(child, why);
-    return;
-  }
-  if (e.get_object().get(obj) != simdjson::SUCCESS) return;
-  for (auto field : obj) {
-    const std::string_view key = field.key;
-    if (key == "VariableSetStmt") {
-      std::string_view name;
-      if (field.value["name"].get_string().get(name) == simdjson::SUCCESS &&
-          is_role_setting(name)) {
-        why = "SET/RESET of " + std::string(name);
-        return;
-      }
-    } else if (key == "FuncCall") {
-      // set_config('role', ...) changes the role like SET ROLE; with a computed first argument
-      // it cannot be told apart, so every set_config call is refused.
-      simdjson::dom::array names;
-      if (field.value["funcname"].get_array().get(names) == simdjson::SUCCESS) {
-        for (simdjson::dom::element n : names) {
-          std::string_view s;
-          if (n["String"]["sval"].get_string().get(s) == simdjson::SUCCESS && s == "set_config") {
-            why = "set_config()";
-            return;
-          }
-        }
-      }
-    } else if (key == "DoStmt") {
-      why = "a DO block that mentions roles (dynamic SQL cannot be checked)";
-      return;
-    } else if (key == "CreateFunctionStmt") {
-      why = "a function body or SET clause that mentions roles";
-      return;
-    } else if (key == "AlterRoleSetStmt" || key == "AlterDatabaseSetStmt") {
-      // The SET inside is inlined: {"setstmt": {"kind": ..., "name": ...}}.
-      std::string_view name;
-      if (field.value["setstmt"]["name"].get_string().get(name) == simdjson::SUCCESS &&
-          is_role_setting(name)) {
-        why = "a role or database default for " + std::string(name);
-        return;
-      }
-    }
-    walk(field.value, why);
-    if (!why.empty()) return;
-  }
-}
+constexpr std::array<FastPathFunction, 13> kFastPath = {{
+    {952, "lo_open", false},
+    {953, "lo_close", false},
+    {954, "loread", false},
+    {955, "lowrite", true},
+    {956, "lo_lseek", false},
+    {3170, "lo_lseek64", false},
+    {957, "lo_creat", true},
+    {715, "lo_create", true},
+    {958, "lo_tell", false},
+    {3171, "lo_tell64", false},
+    {964, "lo_unlink", true},
+    {1004, "lo_truncate", true},
+    {3172, "lo_truncate64", true},
+}};
 
 }  // namespace
 
-std::string role_change_reason(std::string_view sql) {
-  if (!may_touch_roles(sql)) return {};
-  const std::string text(sql);  // libpg_query wants a NUL-terminated string
-  PgQueryParseResult parsed = pg_query_parse(text.c_str());
-  std::string why;
-  if (parsed.error == nullptr && parsed.parse_tree != nullptr) {
-    simdjson::dom::parser parser;
-    simdjson::dom::element tree;
-    if (parser.parse(std::string_view(parsed.parse_tree)).get(tree) == simdjson::SUCCESS) {
-      walk(tree, why);
-    } else {
-      why = "statement could not be analysed";  // fail closed on our own limits
-    }
+std::string role_change_reason(ClassSet classes) {
+  if ((classes & bit(C::RoleChange)) != 0) {
+    return "it sets the role or session authorization, or calls set_config";
   }
-  pg_query_free_parse_result(parsed);
-  return why;
+  if ((classes & bit(C::DoBlock)) != 0) return "a DO block could change it unseen";
+  if ((classes & bit(C::DynamicSql)) != 0) return "dynamic SQL could change it unseen";
+  return {};
+}
+
+const FastPathFunction* fast_path_function(std::uint32_t oid) {
+  for (const FastPathFunction& f : kFastPath) {
+    if (f.oid == oid) return &f;
+  }
+  return nullptr;
+}
+
+const FastPathFunction* fast_path_functions(std::size_t& count) {
+  count = kFastPath.size();
+  return kFastPath.data();
 }
 
 }  // namespace pgwarden::policy

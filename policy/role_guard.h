@@ -1,16 +1,31 @@
-// Keeps a caller in the role pgwarden mapped it to. Judges statement text with PostgreSQL's own
-// parser (libpg_query): a cheap pre-filter passes statements that cannot touch roles; the rest
-// are parsed and refused if they change the session's role or could do so in ways that cannot be
-// seen from outside (dynamic SQL in DO blocks and function bodies, set_config calls). Sans-I/O.
+// Keeps a caller in the role pgwarden mapped it to. Role changes are found by PostgreSQL's own
+// parser through the classifier (SET/RESET ROLE and SESSION AUTHORIZATION however spelled, Unicode
+// escapes and quoting included; set_config anywhere; defaults set by ALTER ROLE/DATABASE; SET
+// clauses and bodies of functions), and what cannot be seen through is counted as a possible role
+// change: DO blocks, dynamic SQL, and statements pgwarden cannot analyse. Fast-path calls are
+// allowed only for the large-object functions libpq uses. Sans-I/O.
 #pragma once
 
+#include <cstdint>
 #include <string>
-#include <string_view>
+
+#include "policy/classifier.h"
 
 namespace pgwarden::policy {
 
-// Why `sql` (one Query string, possibly several statements, or one Parse text) would change the
-// session role; empty when it would not. Unparseable text is allowed: PostgreSQL rejects it too.
-std::string role_change_reason(std::string_view sql);
+// Why a statement of these classes could change the session's role; empty when it could not.
+std::string role_change_reason(ClassSet classes);
+
+// A built-in function a client may call by OID (FunctionCall), and what it does.
+struct FastPathFunction {
+  std::uint32_t oid;
+  const char* name;
+  bool writes;  // changes a large object
+};
+// The large-object functions libpq calls through the fast-path interface (PostgreSQL 15's OIDs,
+// checked against the server in the integration tests); null for any other OID.
+const FastPathFunction* fast_path_function(std::uint32_t oid);
+// All of them, for tests.
+const FastPathFunction* fast_path_functions(std::size_t& count);
 
 }  // namespace pgwarden::policy

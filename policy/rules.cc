@@ -232,7 +232,7 @@ std::string refusal_message(const Decision& d) {
   const std::string rule = d.rule != nullptr ? d.rule->name : "?";
   if (d.action == Action::Hold) {
     return "pgwarden: statement requires approval under policy rule \"" + rule + "\" (" + d.reason +
-           "); approvals are not available in this version, so it was not run";
+           "), but approvals need the admin endpoint (--admin-listen), so it was not run";
   }
   return "pgwarden: statement denied by policy rule \"" + rule + "\" (" + d.reason + ")";
 }
@@ -340,6 +340,12 @@ Decision PolicyEngine::decide(const Rule& rule, const Analysis& a) {
   Decision d;
   d.rule = &rule;
   d.classes = a.classes;
+  if (a.unanalysable) {
+    // What pgwarden's own limits keep it from judging is refused, whatever the rule allows.
+    d.action = Action::Deny;
+    d.reason = "pgwarden cannot analyse this statement: " + a.why_unanalysable;
+    return d;
+  }
   const ClassSet denied = a.classes & rule.denied();
   if (denied != 0) {
     d.action = Action::Deny;
@@ -387,7 +393,22 @@ void PolicyEngine::adopt(const Policy& policy) {
 
 ClassSet PolicyEngine::classes_of(const Policy& policy, std::string_view sql) {
   adopt(policy);
-  return classifier_.analyze(sql, policy.prefilter(), policy.dangerous_functions()).classes;
+  if (!classifier_.needs_parse(sql, policy.prefilter())) return Classifier::plain_read().classes;
+  // Parsed texts are cached by exact text (entries without a rule: judge() never matches them).
+  Entry& e = cache_[std::hash<std::string_view>{}(sql) % kCacheSize];
+  if (e.policy == policy.id() && e.rule == nullptr && e.text == sql) {
+    ++hits_;
+    return e.decision.classes;
+  }
+  const ClassSet classes = classifier_.analyze_parsed(sql, policy.dangerous_functions()).classes;
+  if (sql.size() <= kMaxCachedText) {
+    e.policy = policy.id();
+    e.rule = nullptr;
+    e.text.assign(sql);
+    e.decision = Decision{};
+    e.decision.classes = classes;
+  }
+  return classes;
 }
 
 Decision PolicyEngine::judge(const Policy& policy, const Rule* rule, std::string_view sql) {

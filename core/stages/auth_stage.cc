@@ -8,6 +8,7 @@
 #include "core/log.h"
 #include "core/session.h"
 #include "core/worker.h"
+#include "policy/classifier.h"
 #include "protocol/messages.h"
 #include "protocol/sqlstate.h"
 
@@ -28,15 +29,164 @@ std::string clip_name(std::string s) {
   return s;
 }
 
+// Session settings a client may choose at startup: none of them changes privileges or how
+// pgwarden reads the session's statements beyond what it follows anyway.
+bool allowed_setting(std::string_view name) {
+  static constexpr std::string_view kAllowed[] = {"application_name",
+                                                  "array_nulls",
+                                                  "backslash_quote",
+                                                  "bytea_output",
+                                                  "check_function_bodies",
+                                                  "client_encoding",
+                                                  "client_min_messages",
+                                                  "constraint_exclusion",
+                                                  "cpu_index_tuple_cost",
+                                                  "cpu_operator_cost",
+                                                  "cpu_tuple_cost",
+                                                  "cursor_tuple_fraction",
+                                                  "datestyle",
+                                                  "default_statistics_target",
+                                                  "default_table_access_method",
+                                                  "default_tablespace",
+                                                  "default_text_search_config",
+                                                  "default_toast_compression",
+                                                  "default_transaction_deferrable",
+                                                  "default_transaction_isolation",
+                                                  "default_transaction_read_only",
+                                                  "effective_cache_size",
+                                                  "effective_io_concurrency",
+                                                  "escape_string_warning",
+                                                  "extra_float_digits",
+                                                  "from_collapse_limit",
+                                                  "geqo",
+                                                  "gin_fuzzy_search_limit",
+                                                  "idle_in_transaction_session_timeout",
+                                                  "idle_session_timeout",
+                                                  "intervalstyle",
+                                                  "jit",
+                                                  "join_collapse_limit",
+                                                  "lc_monetary",
+                                                  "lc_numeric",
+                                                  "lc_time",
+                                                  "lock_timeout",
+                                                  "maintenance_work_mem",
+                                                  "max_parallel_workers_per_gather",
+                                                  "parallel_setup_cost",
+                                                  "parallel_tuple_cost",
+                                                  "plan_cache_mode",
+                                                  "quote_all_identifiers",
+                                                  "random_page_cost",
+                                                  "row_security",
+                                                  "search_path",
+                                                  "seq_page_cost",
+                                                  "standard_conforming_strings",
+                                                  "statement_timeout",
+                                                  "synchronous_commit",
+                                                  "temp_buffers",
+                                                  "temp_tablespaces",
+                                                  "timezone",
+                                                  "timezone_abbreviations",
+                                                  "transform_null_equals",
+                                                  "work_mem",
+                                                  "xmlbinary",
+                                                  "xmloption"};
+  const std::string n = policy::ascii_lower(name);
+  if (n.rfind("enable_", 0) == 0) return true;  // planner switches
+  for (const std::string_view a : kAllowed) {
+    if (n == a) return true;
+  }
+  return false;
+}
+
+bool role_setting(std::string_view name) {
+  const std::string n = policy::ascii_lower(name);
+  return n == "role" || n == "session_authorization";
+}
+
 }  // namespace
 
-std::string startup_param_refusal(std::string_view name, std::string_view value) {
-  (void)value;
-  if (name == "role" || name == "session_authorization") {
+std::vector<std::pair<std::string, std::string>> parse_startup_options(std::string_view options,
+                                                                       std::string& error) {
+  // As pg_split_opts: whitespace separates arguments, a backslash escapes the next character.
+  std::vector<std::string> args;
+  std::string cur;
+  bool in_arg = false;
+  for (std::size_t i = 0; i < options.size(); ++i) {
+    const char c = options[i];
+    if (c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v') {
+      if (in_arg) args.push_back(std::move(cur));
+      cur.clear();
+      in_arg = false;
+      continue;
+    }
+    in_arg = true;
+    if (c == '\\' && i + 1 < options.size()) {
+      cur += options[++i];
+    } else {
+      cur += c;
+    }
+  }
+  if (in_arg) args.push_back(std::move(cur));
+  std::vector<std::pair<std::string, std::string>> out;
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    std::string setting;
+    if (args[i] == "-c" && i + 1 < args.size()) {
+      setting = args[++i];
+    } else if (args[i].rfind("-c", 0) == 0 && args[i].size() > 2) {
+      setting = args[i].substr(2);
+    } else if (args[i].rfind("--", 0) == 0 && args[i].size() > 2) {
+      setting = args[i].substr(2);
+    } else {
+      error = "pgwarden: the startup option \"" + args[i] + "\" is not allowed";
+      return {};
+    }
+    const std::size_t eq = setting.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      error = "pgwarden: the startup option \"" + setting + "\" is not a setting";
+      return {};
+    }
+    std::string name = setting.substr(0, eq);
+    for (char& ch : name) ch = ch == '-' ? '_' : ch;  // --name-with-dashes
+    out.emplace_back(std::move(name), setting.substr(eq + 1));
+  }
+  return out;
+}
+
+std::string startup_param_refusal(std::string_view name, std::string_view value, bool gateway) {
+  const std::string n = policy::ascii_lower(name);
+  if (n == "replication") {
+    const std::string v = policy::ascii_lower(value);
+    if (v == "false" || v == "off" || v == "no" || v == "0") return {};
+    return "pgwarden: replication connections are not allowed through pgwarden";
+  }
+  if (role_setting(n)) {
     return "pgwarden: the startup parameter \"" + std::string(name) + "\" is not allowed";
   }
-  return {};
+  if (!gateway || n.find('.') != std::string::npos || allowed_setting(n)) return {};
+  return "pgwarden: the startup parameter \"" + std::string(name) + "\" is not allowed";
 }
+
+namespace {
+
+// NegotiateProtocolVersion, as PostgreSQL sends it for a newer minor version or unknown
+// protocol options (_pq_.*): the newest version pgwarden speaks (3.0) and the options it ignored.
+void append_negotiate(std::basic_string<std::byte>& out, const std::vector<std::string>& options) {
+  auto u32 = [&](std::uint32_t v) {
+    for (int sh = 24; sh >= 0; sh -= 8) out.push_back(static_cast<std::byte>((v >> sh) & 0xff));
+  };
+  std::size_t len = 4 + 4 + 4;
+  for (const std::string& o : options) len += o.size() + 1;
+  out.push_back(std::byte{pr::be::kNegotiateProtocolVersion});
+  u32(static_cast<std::uint32_t>(len));
+  u32(pr::kProtocolV3);
+  u32(static_cast<std::uint32_t>(options.size()));
+  for (const std::string& o : options) {
+    out.append(reinterpret_cast<const std::byte*>(o.data()), o.size());
+    out.push_back(std::byte{0});
+  }
+}
+
+}  // namespace
 
 // The client's address, for the failed-login throttle (one getpeername per gateway-auth login).
 std::string AuthStage::peer_address() const {
@@ -53,7 +203,43 @@ Next AuthStage::on_startup(const pr::StartupPacket& startup, pr::Bytes packet) {
   caller_.database = pr::startup_param(startup.params, "database").value_or(caller_.user);
   caller_.application = pr::startup_param(startup.params, "application_name").value_or("");
   caller_.identity = caller_.role = caller_.user;
-  if (w.auth() == nullptr) {
+  const bool gateway = w.auth() != nullptr;
+  // Startup parameters and -c options are settings: none may change privileges (with a policy
+  // in relay mode, a role one would step around its role_change rules).
+  if (gateway || w.services().policy != nullptr) {
+    std::string refusal;
+    std::vector<std::string> protocol_options;
+    pr::for_each_startup_param(startup.params, [&](std::string_view k, std::string_view v) {
+      if (!refusal.empty() || k == "user" || k == "database") return;
+      if (k.substr(0, 5) == "_pq_.") {
+        protocol_options.emplace_back(k);
+        return;
+      }
+      if (k == "options") {
+        std::string error;
+        const auto settings = parse_startup_options(v, error);
+        refusal = error;
+        for (const auto& [name, value] : settings) {
+          if (refusal.empty()) refusal = startup_param_refusal(name, value, gateway);
+        }
+        if (!gateway && refusal.rfind("pgwarden: the startup option", 0) == 0) refusal.clear();
+        return;
+      }
+      refusal = startup_param_refusal(k, v, gateway);
+    });
+    if (!refusal.empty()) {
+      PGW_WARN("session: startup refused for \"%s\": %s", caller_.user.c_str(), refusal.c_str());
+      s_.fail(pr::sqlstate::kInsufficientPrivilege, refusal);
+      return Next::Stop;
+    }
+    if (gateway && (startup.minor != 0 || !protocol_options.empty())) {
+      // pgwarden answers the client itself, as PostgreSQL would.
+      std::basic_string<std::byte> npv;
+      append_negotiate(npv, protocol_options);
+      s_.queue_copy(Peer::Client, npv);
+    }
+  }
+  if (!gateway) {
     // Relay: the client authenticates to PostgreSQL itself.
     s_.startup_packet_.assign(packet.data(), packet.size());
     s_.connect_upstream();
@@ -132,9 +318,17 @@ void AuthStage::start_upstream(const policy::AuthenticatedCaller& caller) {
   pr::for_each_startup_param(client_params_, [&](std::string_view k, std::string_view v) {
     if (k == "database" && database.empty()) database = v;
     if (k == "application_name") app = v;
-    // The role is ours to choose: never pass on what could change it (options="-c role=...").
-    if (k == "user" || k == "database" || k == "options" || k == "replication" ||
-        k == "application_name" || k.substr(0, 5) == "_pq_." || k == w.config().identity_guc) {
+    if (k == "options") {
+      // Checked at startup: every -c setting in it is an allowed one; each goes on by itself.
+      std::string error;
+      for (auto& [name, value] : parse_startup_options(v, error)) {
+        if (name != w.config().identity_guc) params.emplace_back(std::move(name), std::move(value));
+      }
+      return;
+    }
+    // The role is ours to choose; the identity setting is ours to set.
+    if (k == "user" || k == "database" || k == "replication" || k == "application_name" ||
+        k.substr(0, 5) == "_pq_." || k == w.config().identity_guc) {
       return;
     }
     params.emplace_back(k, v);

@@ -19,10 +19,15 @@ namespace pgwarden::core {
 
 class Session;
 
-// Startup parameters a client may set: anything else could change privileges or how pgwarden
-// reads the session (role, session_authorization, replication, options carrying -c switches).
-// Returns the refusal for the first parameter that is not allowed, or empty.
-std::string startup_param_refusal(std::string_view name, std::string_view value);
+// Startup parameters (and -c settings in `options`) a client may set. Never role or
+// session_authorization, nor a replication connection; with gateway authentication only the
+// session settings that cannot change privileges (and custom dotted settings). Returns the
+// refusal, or empty.
+std::string startup_param_refusal(std::string_view name, std::string_view value, bool gateway);
+// The settings in an `options` startup parameter (-c name=value, -cname=value, --name=value),
+// split as PostgreSQL splits it; `error` set (and nothing returned) for anything else.
+std::vector<std::pair<std::string, std::string>> parse_startup_options(std::string_view options,
+                                                                       std::string& error);
 
 class AuthStage {
  public:

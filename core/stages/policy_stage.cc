@@ -4,6 +4,7 @@
 
 #include "core/log.h"
 #include "core/stages/masking_stage.h"
+#include "policy/role_guard.h"
 #include "protocol/sqlstate.h"
 
 namespace pgwarden::core {
@@ -23,42 +24,55 @@ const policy::Rule* PolicyStage::rule() {
   return rule_;
 }
 
-// Text the classifier cannot read as PostgreSQL will, or empty: a backslash while
-// standard_conforming_strings is off (the server then reads it as an escape and may end a
-// literal elsewhere), or a non-ASCII byte in a client encoding where a character can contain a
-// backslash byte. Such statements are refused: fail closed.
-std::string PolicyStage::lexing_hazard(std::string_view text) const {
+// The server converts a statement from the client encoding before it lexes it. In the client-only
+// encodings where a character's second byte can be an ASCII byte (a backslash among them), the
+// server's reading of a text with non-ASCII bytes can differ from the classifier's: such texts are
+// refused while that encoding is in force. While requests are in flight the encoding can change
+// under the text (SET client_encoding ahead of it in the same pipeline, or a function), so such a
+// text waits until they are answered, or is refused when they cannot be answered before it
+// (no Sync since). (standard_conforming_strings needs no such care: texts with a backslash are
+// judged under both readings.)
+Verdict PolicyStage::lexing_hazard(std::string_view text, std::string& why) const {
+  bool high = false;
+  for (const char c : text) high = high || static_cast<unsigned char>(c) >= 0x80;
+  if (!high) return Verdict::Forward;
   const pr::PipelineModel& model = host_.model();
-  if (!model.standard_conforming_strings() && text.find('\\') != std::string_view::npos) {
-    return "pgwarden: statements containing a backslash are refused while "
-           "standard_conforming_strings is off (SET standard_conforming_strings = on)";
+  if (!model.settled()) {
+    if (model.answers_due()) return Verdict::Defer;
+    why =
+        "pgwarden: a statement with non-ASCII characters cannot be judged behind unsynced "
+        "statements that may change client_encoding; send Sync first";
+    return Verdict::Refuse;
   }
-  // Client-only encodings whose multibyte characters can contain ASCII bytes (a backslash).
   static constexpr std::string_view kUnsafe[] = {"SJIS", "SHIFT_JIS_2004", "BIG5", "GBK",
                                                  "UHC",  "GB18030",        "JOHAB"};
   for (const std::string_view e : kUnsafe) {
-    if (model.client_encoding() != e) continue;
-    for (const char c : text) {
-      if (static_cast<unsigned char>(c) >= 0x80) {
-        return "pgwarden: statements with non-ASCII characters are refused while "
-               "client_encoding is " +
-               std::string(e) + " (use UTF8)";
-      }
+    if (model.client_encoding() == e) {
+      why = "pgwarden: statements with non-ASCII characters are refused while client_encoding is " +
+            std::string(e) + " (use UTF8)";
+      return Verdict::Refuse;
     }
   }
-  return {};
+  return Verdict::Forward;
 }
 
 void PolicyStage::judge_text(FrontendMessage& m, std::string_view text) {
   const policy::Policy& pol = *host_.core().policy;
   policy::PolicyEngine& engine = *host_.core().engine;
-  if (std::string hazard = lexing_hazard(text); !hazard.empty()) {
-    decision_ = policy::Decision{};
-    decision_.action = Action::Deny;
-    decision_.reason = hazard;
-    m.decision = &decision_;
-    m.refuse(pr::sqlstate::kInsufficientPrivilege, std::move(hazard));
-    return;
+  std::string hazard;
+  switch (lexing_hazard(text, hazard)) {
+    case Verdict::Defer:
+      m.verdict = Verdict::Defer;
+      return;
+    case Verdict::Refuse:
+      decision_ = policy::Decision{};
+      decision_.action = Action::Deny;
+      decision_.reason = hazard;
+      m.decision = &decision_;
+      m.refuse(pr::sqlstate::kInsufficientPrivilege, std::move(hazard));
+      return;
+    default:
+      break;
   }
   decision_ = engine.judge(pol, rule(), text);
   if (decision_.rule == nullptr && masking_ != nullptr && masking_->needs_classes()) {
@@ -104,9 +118,15 @@ void PolicyStage::judge_bind(FrontendMessage& m) {
   }
 }
 
-// Fast-path calls name the function by OID only: they cannot be checked against the dangerous
-// function list, so a rule that denies calls or dangerous functions refuses them.
+// A fast-path call is judged like the statement it amounts to: one of the large-object functions
+// libpq calls by OID like SELECT (or CALL, for those that write) of that function; any other OID
+// names a function pgwarden cannot tell, so it counts as a call of a dangerous function.
 void PolicyStage::judge_function_call(FrontendMessage& m) {
+  if (const policy::FastPathFunction* f = policy::fast_path_function(m.view.function)) {
+    judge_text(m,
+               std::string(f->writes ? "CALL pg_catalog." : "SELECT pg_catalog.") + f->name + "()");
+    return;
+  }
   const policy::Rule* r = rule();
   constexpr policy::ClassSet kCall = policy::bit(policy::StatementClass::Call) |
                                      policy::bit(policy::StatementClass::DangerousFunction);
@@ -119,7 +139,8 @@ void PolicyStage::judge_function_call(FrontendMessage& m) {
   m.decision = &decision_;
   m.refuse(pr::sqlstate::kInsufficientPrivilege,
            "pgwarden: fast-path function calls are denied by policy rule \"" + r->name +
-               "\" (the function is named by OID only, so it counts as a dangerous_function)");
+               "\" (function " + std::to_string(m.view.function) +
+               " is named by OID only, so it counts as a dangerous_function)");
 }
 
 void PolicyStage::on_frontend(FrontendMessage& m) {

@@ -40,7 +40,7 @@ class PolicyStage final : public Stage {
   void judge_text(FrontendMessage& m, std::string_view text);
   void judge_bind(FrontendMessage& m);
   void judge_function_call(FrontendMessage& m);
-  std::string lexing_hazard(std::string_view text) const;
+  Verdict lexing_hazard(std::string_view text, std::string& why) const;
 
   struct Named {
     std::string text;          // empty when it was not kept (over kMaxTextBytes)

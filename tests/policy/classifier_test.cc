@@ -215,6 +215,60 @@ TEST(PolicyRules, DeepAndHostileInputDoesNotCrash) {
   EXPECT_EQ(e.judge(**p, rule, std::string(100000, ';')).action, Action::Allow);
 }
 
+// Guarantee: what pgwarden's own limits keep it from analysing is refused, never taken for
+// unparseable (which PostgreSQL would refuse too). 600 nested calls parse in PostgreSQL, but their
+// parse tree is deeper than the JSON reader follows.
+TEST(PolicyRules, TooDeepToAnalyseIsRefusedNotForwardedAsUnparseable) {
+  auto p = Policy::parse(R"({"rules": [{"name": "r", "deny": ["drop"]}]})", "p");
+  ASSERT_TRUE(p.ok());
+  PolicyEngine e;
+  const Rule* rule = (*p)->match("x", {});
+  for (const char* fn : {"abs(", "coalesce(", "1 + ("}) {
+    std::string deep = "DELETE FROM orders WHERE id = ";
+    for (int i = 0; i < 600; ++i) deep += fn;
+    deep += "1";
+    for (int i = 0; i < 600; ++i) deep += ")";
+    const Decision d = e.judge(**p, rule, deep);
+    EXPECT_EQ(d.action, Action::Deny) << fn;
+    EXPECT_NE(d.reason.find("cannot analyse"), std::string::npos) << d.reason;
+    EXPECT_EQ(d.classes & bit(StatementClass::Unparseable), bit(StatementClass::Unparseable));
+  }
+  Classifier c;
+  std::string deep = "SELECT ";
+  for (int i = 0; i < 400; ++i) deep += "abs(";
+  deep += "1";
+  for (int i = 0; i < 400; ++i) deep += ")";
+  EXPECT_TRUE(c.analyze_parsed(deep, {}).unanalysable);
+  // What PostgreSQL's parser refuses stays unparseable (and is not unanalysable).
+  const Analysis bad = c.analyze_parsed("SELEC 1", {});
+  EXPECT_EQ(bad.classes, bit(StatementClass::Unparseable));
+  EXPECT_FALSE(bad.unanalysable);
+}
+
+// Guarantee: a text with a backslash is judged under both readings of '...' literals, so a
+// `SET standard_conforming_strings = off` ahead of it (in the same pipeline, or by a function)
+// cannot hide a statement in what the classifier took for a literal.
+TEST(PolicyRules, BackslashTextsAreJudgedUnderBothLexingRules) {
+  Classifier c;
+  const Analysis hidden = c.analyze_parsed("SELECT 'a\\'; DELETE FROM orders; --'", {});
+  EXPECT_NE(hidden.classes & bit(StatementClass::Delete), 0u) << class_names(hidden.classes);
+  EXPECT_NE(hidden.classes & bit(StatementClass::DeleteWithoutWhere), 0u);
+  // The other way round: with escapes, E'' strings read the same in both modes.
+  const Analysis escaped = c.analyze_parsed("SELECT E'a\\'; DELETE FROM orders; --'", {});
+  EXPECT_EQ(escaped.classes, bit(StatementClass::Select)) << class_names(escaped.classes);
+  // A reading that does not parse cannot run: 'C:\' is only a literal with the setting on.
+  const Analysis path = c.analyze_parsed("SELECT 'C:\\'", {});
+  EXPECT_EQ(path.classes, bit(StatementClass::Select)) << class_names(path.classes);
+  // The process-wide default is untouched.
+  const Analysis plain = c.analyze_parsed("SELECT 'x\\' AS v", {});
+  EXPECT_EQ(plain.classes, bit(StatementClass::Select));
+  auto p = Policy::parse(R"({"rules": [{"name": "r", "deny": ["delete_without_where"]}]})", "p");
+  ASSERT_TRUE(p.ok());
+  PolicyEngine e;
+  EXPECT_EQ(e.judge(**p, (*p)->match("x", {}), "SELECT 'a\\'; DELETE FROM orders; --'").action,
+            Action::Deny);
+}
+
 TEST(ShapeCache, OnlyNumbersThatStartATokenAreReplacedAndOnlyInPlainTexts) {
   std::string a, b;
   ASSERT_TRUE(shape_of("UPDATE t1 SET v = v + -12.5e3 WHERE id = 42 AND k = $1", a));

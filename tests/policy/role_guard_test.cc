@@ -5,6 +5,11 @@
 namespace pgwarden::policy {
 namespace {
 
+std::string reason(const char* sql) {
+  static Classifier c;
+  return role_change_reason(c.analyze_parsed(sql, {}).classes);
+}
+
 TEST(RoleGuardTest, RefusesEveryFormOfRoleChange) {
   const char* hostile[] = {
       "SET ROLE postgres",
@@ -35,8 +40,26 @@ TEST(RoleGuardTest, RefusesEveryFormOfRoleChange) {
       "ALTER ROLE analyst SET role = 'postgres'",
       "ALTER DATABASE postgres SET session_authorization = 'postgres'",
       "EXPLAIN ANALYZE SELECT set_config('role','postgres',false)",
+      // Found by the parser, however spelled: quoted, upper case, Unicode escapes.
+      "SET \"ROLE\" = 'postgres'",
+      "SET \"Session_Authorization\" = 'postgres'",
+      "SET U&\"rol\\0065\" = 'postgres'",
+      "SET U&\"!0072ole\" UESCAPE '!' = 'postgres'",
+      "SELECT U&\"set_confi\\0067\"('role', 'postgres', false)",
+      "SELECT \"SET_CONFIG\"('role', 'postgres', false)",
+      // DO blocks and dynamic SQL count as possible role changes.
+      "DO $$ BEGIN EXECUTE 'SET ' || 'ROLE postgres'; END $$",
+      "DO $$ BEGIN PERFORM 1; END $$",
+      "CREATE FUNCTION g() RETURNS void LANGUAGE plpgsql AS $$ BEGIN EXECUTE "
+      "format('SET %s = %L', 'ro' || 'le', 'postgres'); END $$",
   };
-  for (const char* sql : hostile) EXPECT_FALSE(role_change_reason(sql).empty()) << sql;
+  for (const char* sql : hostile) EXPECT_FALSE(reason(sql).empty()) << sql;
+  // Deeper than pgwarden analyses: every class, the role change among them.
+  std::string deep = "SELECT ";
+  for (int i = 0; i < 600; ++i) deep += "abs(";
+  deep += "1";
+  for (int i = 0; i < 600; ++i) deep += ")";
+  EXPECT_FALSE(reason(deep.c_str()).empty());
 }
 
 TEST(RoleGuardTest, AllowsOrdinaryStatementsEvenWhenTheyMentionRoles) {
@@ -56,8 +79,16 @@ TEST(RoleGuardTest, AllowsOrdinaryStatementsEvenWhenTheyMentionRoles) {
       "SELECT $$ set_config $$",
       "SELECT broken syntax role",  // does not parse: PostgreSQL will refuse it itself
   };
-  for (const char* sql : fine)
-    EXPECT_TRUE(role_change_reason(sql).empty()) << sql << ": " << role_change_reason(sql);
+  for (const char* sql : fine) EXPECT_TRUE(reason(sql).empty()) << sql << ": " << reason(sql);
+}
+
+TEST(RoleGuardTest, FastPathCallsOnlyForLargeObjects) {
+  ASSERT_NE(fast_path_function(954), nullptr);
+  EXPECT_STREQ(fast_path_function(954)->name, "loread");
+  EXPECT_EQ(fast_path_function(2078), nullptr);  // set_config
+  std::size_t n = 0;
+  fast_path_functions(n);
+  EXPECT_EQ(n, 13u);
 }
 
 }  // namespace

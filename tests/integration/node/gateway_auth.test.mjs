@@ -131,11 +131,41 @@ test('pgwarden logs in upstream with md5 too, but never sends its password in th
   assert.match(gwLog, /cleartext over an unencrypted connection/);
 });
 
-test('the client cannot pick its role through startup options', async () => {
-  const c = client('alice@example.com', await token('alice@example.com'), { options: '-c role=postgres -c session_authorization=postgres' });
+test('the client cannot pick its role at startup: role settings are refused, allowed settings pass', async () => {
+  for (const options of ['-c role=postgres', '-c session_authorization=postgres', '--role=postgres',
+    '-c log_statement=none', '-B 1000']) {
+    const c = client('alice@example.com', await token('alice@example.com'), { options });
+    await assert.rejects(c.connect(), (e) => e.code === '42501' && /not allowed/.test(e.message), options);
+  }
+  // As a startup parameter of its own (libpq passes unknown connection keywords this way).
+  for (const [k, v] of [['role', 'postgres'], ['session_authorization', 'postgres'], ['replication', 'database']]) {
+    const w = new Wire(gw.port);
+    await w.connected();
+    w.write(startupPacket({ user: 'alice@example.com', database: 'postgres', [k]: v }));
+    const e = await w.next(['E', 'R']);
+    assert.equal(e.type, 'E', `${k} must be refused before authentication`);
+    assert.equal(errorFields(e.body).C, '42501');
+    w.end();
+  }
+  // Ordinary settings in options reach the server, and the role is the mapped one.
+  const c = client('alice@example.com', await token('alice@example.com'), { options: '-c search_path=pg_catalog -c statement_timeout=12345' });
   await c.connect();
-  assert.equal((await c.query('SELECT current_user AS u, session_user AS s')).rows[0].u, 'analyst');
+  const { rows } = await c.query("SELECT current_user AS u, current_setting('search_path') AS p, current_setting('statement_timeout') AS t");
+  assert.deepEqual(rows[0], { u: 'analyst', p: 'pg_catalog', t: '12345ms' });
   await c.end();
+});
+
+test('a newer minor protocol version or _pq_ options get NegotiateProtocolVersion from pgwarden, as PostgreSQL sends it', async () => {
+  const w = new Wire(gw.port);
+  await w.connected();
+  w.write(startupPacket({ user: 'alice@example.com', database: 'postgres', '_pq_.future': 'x' }, (3 << 16) | 2));
+  const v = await w.next(['v', 'E', 'R']);
+  assert.equal(v.type, 'v');
+  assert.equal(v.body.readInt32BE(0), 3 << 16);
+  assert.equal(v.body.readInt32BE(4), 1);
+  assert.equal(v.body.toString('latin1', 8).replace(/\0+$/, ''), '_pq_.future');
+  assert.equal((await w.next(['R', 'E'])).type, 'R'); // then authentication goes on
+  w.end();
 });
 
 test('the caller cannot leave the mapped role: SET ROLE and friends end the session with 42501', async () => {

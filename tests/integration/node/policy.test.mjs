@@ -163,16 +163,62 @@ test('node pg (extended) and postgres.js (pipelined): denied queries reject, the
 test('standard_conforming_strings off cannot hide a statement in a backslash-escaped literal', async () => {
   const c = client();
   await c.connect();
-  // With the setting off the server ends the first literal later than the classifier would, so
-  // the DROP below would be outside any literal for PostgreSQL: refused while it is off.
+  // With the setting off the server ends the first literal later than the classifier would with
+  // it on, so the DROP below is outside any literal for PostgreSQL: texts with a backslash are
+  // judged under both readings, so the DROP is seen whichever the server uses.
   const evasion = "SELECT '\\' , $$ ' ; DROP TABLE policy_t; -- $$";
   await c.query('SET standard_conforming_strings = off');
-  await assert.rejects(c.query(evasion), (e) => e.code === '42501' && /standard_conforming_strings is off/.test(e.message));
+  await assert.rejects(c.query(evasion), (e) => e.code === '42501' && /class drop/.test(e.message));
   assert.equal((await c.query("SELECT 'no backslash here' AS v")).rows[0].v, 'no backslash here');
+  assert.equal((await c.query("SELECT 'a\\'' AS v")).rows[0].v, "a'"); // an escaped quote, read as the server reads it
   await c.query('SET standard_conforming_strings = on');
   assert.equal((await c.query("SELECT E'a\\\\b' AS v")).rows[0].v, 'a\\b');
+  await assert.rejects(c.query(evasion), (e) => e.code === '42501'); // and with it on
   await c.end();
   assert.equal(await count(), 0); // policy_t still exists and is untouched
+});
+
+test('SET standard_conforming_strings = off pipelined with the evasion in one write: still refused', async () => {
+  const w = await session();
+  w.write(Buffer.concat([query('SET standard_conforming_strings = off'),
+    query("SELECT '\\' , $$ ' ; DROP TABLE policy_t; -- $$"),
+    parse('', "SELECT '\\' , $$ ' ; DROP TABLE policy_t; -- $$"), bind(''), execute(), sync(),
+    query('SET standard_conforming_strings = on')]));
+  const set = await untilReady(w);
+  assert.equal(set.at(-2).type, 'C');
+  const simple = await untilReady(w);
+  assert.equal(simple[0].type, 'E');
+  assert.equal(errorFields(simple[0].body).C, '42501');
+  const extended = await untilReady(w);
+  assert.equal(extended[0].type, 'E');
+  assert.equal(errorFields(extended[0].body).C, '42501');
+  await untilReady(w);
+  w.end();
+  assert.equal(await count(), 0);
+});
+
+test('SET client_encoding pipelined ahead of a text it would change: the text waits for it, then is refused', async () => {
+  const w = await session();
+  w.write(Buffer.concat([query("SET client_encoding = 'SJIS'"),
+    message('Q', Buffer.concat([Buffer.from("SELECT E'"), Buffer.from([0x95, 0x5c]),
+      Buffer.from("' ; DROP TABLE policy_t; --'\0")])),
+    query("SET client_encoding = 'UTF8'")]));
+  assert.equal((await untilReady(w)).at(-2).type, 'C');
+  const refused = await untilReady(w);
+  assert.equal(refused[0].type, 'E');
+  assert.match(errorFields(refused[0].body).M, /client_encoding is SJIS/);
+  await untilReady(w);
+  // Unsynced: a SET ahead in the same pipeline cannot be answered before the text.
+  w.write(Buffer.concat([parse('', "SET client_encoding = 'SJIS'"), bind(''), execute(),
+    message('P', Buffer.concat([Buffer.from("\0SELECT E'"), Buffer.from([0x95, 0x5c]),
+      Buffer.from("' ; DROP TABLE policy_t; --'\0"), int16(0)])), bind(''), execute(), sync()]));
+  const batch = await untilReady(w);
+  const err = batch.find((m) => m.type === 'E');
+  assert.match(errorFields(err.body).M, /cannot be judged behind unsynced statements/);
+  w.write(query("SET client_encoding = 'UTF8'"));
+  await untilReady(w);
+  w.end();
+  assert.equal(await count(), 0);
 });
 
 test('a client encoding that can hide a backslash inside a character, and fast-path calls, are refused', async () => {
@@ -191,7 +237,7 @@ test('a client encoding that can hide a backslash inside a character, and fast-p
   w.write(message('F', Buffer.concat([int32(2096), int16(1), int16(0), int16(1), int32(4), int32(1), int16(0)])));
   const fn = await untilReady(w);
   assert.deepEqual(fn.map((m) => m.type), ['E', 'Z']);
-  assert.match(errorFields(fn[0].body).M, /fast-path function calls are denied by policy rule "guard"/);
+  assert.match(errorFields(fn[0].body).M, /fast-path function calls are denied by policy rule "guard" \(function 2096/);
   w.write(query('SELECT 1'));
   assert.equal((await untilReady(w)).at(-1).type, 'Z');
   w.end();

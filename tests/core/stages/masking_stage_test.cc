@@ -1,0 +1,98 @@
+#include "core/stages/masking_stage.h"
+
+#include "tests/core/stage_host.h"
+
+namespace pgwarden::core {
+namespace {
+
+using namespace testing;  // NOLINT
+
+constexpr const char* kProfile = R"({"masking": [{"name": "m",
+    "columns": [{"column": "ssn", "action": "redact"}],
+    "detectors": {"email": "redact", "ssn": "redact"}}]})";
+
+std::string delivered(const BackendMessage& m) {
+  const protocol::Bytes b = m.delivered();
+  return std::string(reinterpret_cast<const char*>(b.data()), b.size());
+}
+
+// Guarantee 3: rows are masked with the description of the portal the Execute really runs; an
+// Execute nobody described gets a Describe of pgwarden's own right before it.
+TEST(MaskingStageTest, AnUndescribedExecuteIsDescribedByTheStageItself) {
+  FakeHost host(kProfile);
+  MaskingStage masking(host);
+  const std::vector<Stage*> chain{&masking};
+  host.frontend(chain, Bind("c", "s"));
+  host.frontend(chain, Execute("c"));
+  ASSERT_EQ(host.own.size(), 2u);
+  EXPECT_EQ(static_cast<char>(host.own[0][0]), 'Q');  // the catalog query, first
+  EXPECT_EQ(static_cast<char>(host.own[1][0]), 'D');  // Describe 'P' "c", before the Execute
+  host.frontend(chain, Sync());
+  EXPECT_EQ(host.backend(chain, msg('C', z("SELECT 0"))).verdict, Verdict::Drop);
+  EXPECT_EQ(host.backend(chain, Ready()).verdict, Verdict::Drop);
+  host.backend(chain, msg('2', ""));
+  const BackendMessage t = host.backend(chain, RowDescription({{"ssn", 0, 0}}));
+  EXPECT_EQ(t.verdict, Verdict::Drop);  // the client did not ask for it
+  const BackendMessage row = host.backend(chain, DataRow({"219-09-9999"}));
+  EXPECT_EQ(row.verdict, Verdict::Replace);
+  EXPECT_EQ(delivered(row).find("219-09-9999"), std::string::npos);
+  host.backend(chain, msg('C', z("SELECT 1")));
+  host.backend(chain, Ready());
+  // Described by the client right before: nothing is added.
+  host.frontend(chain, Bind("", "s"));
+  host.frontend(chain, DescribePortal(""));
+  host.frontend(chain, Execute(""));
+  EXPECT_EQ(host.own.size(), 2u);
+}
+
+// Guarantee 9: a profile added by a reload applies from the next message of any kind; until its
+// column rules are resolved through the catalog, rows are masked blind (every value NULL).
+TEST(MaskingStageTest, AProfileAddedMidResultAppliesAtOnceAndBlindUntilResolved) {
+  FakeHost host("{}");
+  MaskingStage masking(host);
+  const std::vector<Stage*> chain{&masking};
+  host.frontend(chain, Query("SELECT note, id FROM t"));
+  host.backend(chain, RowDescription({{"note", 0, 0}, {"id", 0, 0}}));
+  EXPECT_EQ(host.backend(chain, DataRow({"a", "1"})).verdict, Verdict::Forward);
+  host.reload(kProfile);
+  const BackendMessage row = host.backend(chain, DataRow({"plain", "2"}));
+  ASSERT_EQ(row.verdict, Verdict::Replace);
+  const std::string out = delivered(row);
+  EXPECT_EQ(out.find("plain"), std::string::npos);
+  EXPECT_NE(out.find(std::string("\xff\xff\xff\xff", 4)), std::string::npos);  // NULL
+  host.backend(chain, msg('C', z("SELECT 2")));
+  host.backend(chain, Ready());
+  // Settled now: the catalog query goes ahead of the next request.
+  host.frontend(chain, Query("SELECT 1"));
+  ASSERT_EQ(host.own.size(), 1u);
+  EXPECT_EQ(static_cast<char>(host.own[0][0]), 'Q');
+  EXPECT_EQ(host.backend(chain, RowDescription({{"attrelid", 0, 0}})).verdict, Verdict::Drop);
+  EXPECT_EQ(host.backend(chain, msg('C', z("SELECT 0"))).verdict, Verdict::Drop);
+  EXPECT_EQ(host.backend(chain, Ready()).verdict, Verdict::Drop);
+  // Resolved: rows follow their description again (ssn by name, e-mail by detector).
+  host.backend(chain, RowDescription({{"ssn", 0, 0}, {"note", 0, 0}}));
+  const BackendMessage r2 = host.backend(chain, DataRow({"078-05-1120", "x bob@example.com"}));
+  ASSERT_EQ(r2.verdict, Verdict::Replace);
+  EXPECT_EQ(delivered(r2).find("078-05-1120"), std::string::npos);
+  EXPECT_EQ(delivered(r2).find("bob@example.com"), std::string::npos);
+  EXPECT_NE(delivered(r2).find("x REDACTED"), std::string::npos);
+}
+
+// Guarantee 4: notifications and function results carry data too.
+TEST(MaskingStageTest, NotificationsAndFunctionResultsAreMasked) {
+  FakeHost host(R"({"masking": [{"name": "m", "detectors": {"email": "redact"}}]})");
+  MaskingStage masking(host);
+  const std::vector<Stage*> chain{&masking};
+  const BackendMessage n =
+      host.backend(chain, msg('A', s32(7) + z("chan") + z("mail bob@example.com now")));
+  EXPECT_EQ(n.verdict, Verdict::Replace);
+  EXPECT_EQ(delivered(n).find("bob@example.com"), std::string::npos);
+  EXPECT_NE(delivered(n).find("chan"), std::string::npos);
+  host.frontend(chain, msg('F', s32(954) + s16(0) + s16(0) + s16(0)));
+  const BackendMessage v = host.backend(chain, msg('V', s32(15) + "bob@example.com"));
+  EXPECT_EQ(v.verdict, Verdict::Replace);
+  EXPECT_EQ(delivered(v).find("bob@example.com"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace pgwarden::core
