@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "policy/binary_values.h"
 #include "policy/classifier.h"
 #include "policy/policy_json.h"
 #include "protocol/crypto.h"
@@ -155,48 +156,6 @@ bool inside_json_string(std::string_view v, std::size_t pos) {
     }
   }
   return in;
-}
-
-// Binary int2/int4/int8 to decimal; false if the length does not fit the type.
-bool binary_integer(std::string_view v, std::string& out) {
-  if (v.size() != 2 && v.size() != 4 && v.size() != 8) return false;
-  std::uint64_t u = 0;
-  for (const char c : v) u = (u << 8) | static_cast<unsigned char>(c);
-  const int shift = 64 - static_cast<int>(v.size()) * 8;
-  const std::int64_t s =
-      shift == 0 ? static_cast<std::int64_t>(u) : static_cast<std::int64_t>(u << shift) >> shift;
-  out = std::to_string(s);
-  return true;
-}
-
-// Binary numeric (ndigits, weight, sign, dscale, base-10000 digits) to its digits (and sign and
-// point), enough for the detectors to see what a text client would. False if malformed.
-bool binary_numeric(std::string_view v, std::string& out) {
-  if (v.size() < 8) return false;
-  auto u16 = [&](std::size_t at) {
-    return static_cast<std::uint16_t>((static_cast<unsigned char>(v[at]) << 8) |
-                                      static_cast<unsigned char>(v[at + 1]));
-  };
-  const std::size_t ndigits = u16(0);
-  const auto weight = static_cast<std::int16_t>(u16(2));
-  const std::uint16_t sign = u16(4);
-  if (v.size() != 8 + 2 * ndigits) return false;
-  out.clear();
-  if (sign == 0x4000) out += '-';
-  if (sign == 0xC000) {
-    out = "NaN";
-    return true;
-  }
-  for (std::size_t i = 0; i < ndigits; ++i) {
-    if (static_cast<int>(i) == weight + 1) out += '.';
-    const std::uint16_t d = u16(8 + 2 * i);
-    if (d > 9999) return false;
-    char buf[5];
-    std::snprintf(buf, sizeof buf, "%04u", unsigned{d});
-    out += i == 0 ? std::to_string(d) : std::string(buf);
-  }
-  for (int i = static_cast<int>(ndigits); i <= weight; ++i) out += "0000";
-  return true;
 }
 
 }  // namespace
@@ -590,6 +549,12 @@ Masker::Verdict Masker::mask_value(const MaskProfile& p, const MaskColumn& c, st
     return Verdict::Replace;
   }
   if (!p.scans() || c.kind == ValueKind::NoPii) return Verdict::Keep;
+  if ((c.binary && c.kind == ValueKind::Other) || c.type_oid == kUnknownType) {
+    // A binary value of a type masking does not read whole (arrays, records, domains, jsonb...),
+    // or a value of unknown type: looked into down to its scalars; any finding makes it NULL.
+    return unknown_has_pii(p, c.binary ? c.type_oid : kUnknownType, v, 0) ? Verdict::Null
+                                                                          : Verdict::Keep;
+  }
   std::string_view text = v;
   if (c.binary && (c.kind == ValueKind::Integer || c.kind == ValueKind::Numeric)) {
     const bool ok =
@@ -625,7 +590,8 @@ bool Masker::mask_row(const MaskProfile& p, const ResultPlan& plan, pr::Bytes ro
   if (values_.size() < n) values_.resize(n);
   verdicts_.assign(n, Verdict::Keep);
   const bool blind_null = !plan.known && !p.columns.empty();
-  MaskColumn blind;  // no RowDescription: scanned as bytes, NULL on a finding
+  MaskColumn blind;  // no RowDescription: looked into every way it could be read
+  blind.type_oid = kUnknownType;
   std::size_t i = 7;
   bool changed = false;
   for (std::uint16_t c = 0; c < n; ++c) {
@@ -671,6 +637,95 @@ bool Masker::mask_row(const MaskProfile& p, const ResultPlan& plan, pr::Bytes ro
   }
   const auto total = static_cast<std::uint32_t>(out.size() - 1);
   for (int b = 0; b < 4; ++b) out[1 + b] = static_cast<std::byte>((total >> (24 - 8 * b)) & 0xff);
+  return true;
+}
+
+bool Masker::text_has_pii(const MaskProfile& p, std::string_view text) {
+  if (!p.detectors->has_custom() && !may_hold_builtin_pii(text)) return false;
+  return !scan(p, text) || !found_.empty();  // a scan that fails counts as a finding
+}
+
+// `v` as bytes of type `oid` (kUnknownType: text or binary, which is not known): true when a
+// detector finds anything in it, in any scalar it holds (array elements, record fields, however
+// deep), or in what its bytes would be as a binary integer or numeric when its type is unknown.
+bool Masker::unknown_has_pii(const MaskProfile& p, std::uint32_t oid, std::string_view v,
+                             int depth) {
+  if (depth > 16) return true;  // deeper than anything PostgreSQL sends: fail closed
+  const ValueKind kind = oid == kUnknownType ? ValueKind::Other : value_kind(oid, true);
+  std::string dec;
+  switch (kind) {
+    case ValueKind::NoPii:
+      return false;
+    case ValueKind::Integer:
+      return !binary_integer(v, dec) || text_has_pii(p, dec);
+    case ValueKind::Numeric:
+      return !binary_numeric(v, dec) || text_has_pii(p, dec);
+    case ValueKind::Text:
+      return text_has_pii(p, v);
+    default:
+      break;
+  }
+  bool found = false;
+  auto nested = [&](std::uint32_t type, std::string_view e) {
+    found = found || unknown_has_pii(p, type, e, depth + 1);
+  };
+  if (for_each_array_element(v, nested) || for_each_record_field(v, nested)) return found;
+  if (text_has_pii(p, v)) return true;
+  if (oid != kUnknownType && kind != ValueKind::Other) return false;
+  return (binary_integer(v, dec) && text_has_pii(p, dec)) ||
+         (binary_numeric(v, dec) && text_has_pii(p, dec));
+}
+
+// One CopyData of a binary COPY: the file header (first message only), then a tuple of
+// (int32 length, bytes) fields whose types COPY does not say; the trailer is int16 -1. A field
+// with a finding becomes NULL.
+bool Masker::mask_binary_copy(const MaskProfile& p, std::string_view in, bool& header,
+                              std::string& out) {
+  if (!p.scans()) return false;
+  std::size_t pos = 0;
+  static constexpr std::string_view kSignature("PGCOPY\n\377\r\n\0", 11);
+  if (header) {
+    if (in.size() < 19 || in.substr(0, 11) != kSignature) return mask_text(p, in, out, true);
+    const std::uint32_t ext = detail::be32(in.data() + 15);
+    if (in.size() - 19 < ext) return mask_text(p, in, out, true);
+    pos = 19 + ext;
+    header = false;
+  }
+  if (in.size() - pos < 2) return false;
+  const auto nfields =
+      static_cast<std::int16_t>(get_u16(reinterpret_cast<const std::byte*>(in.data() + pos)));
+  if (nfields == -1) return false;  // the trailer
+  std::size_t i = pos + 2;
+  std::vector<bool> nulled(nfields > 0 ? static_cast<std::size_t>(nfields) : 0, false);
+  bool changed = false;
+  for (std::int16_t f = 0; f < nfields; ++f) {
+    if (in.size() - i < 4) return mask_text(p, in, out, true);
+    const auto len = static_cast<std::int32_t>(detail::be32(in.data() + i));
+    i += 4;
+    if (len < 0) continue;
+    if (in.size() - i < static_cast<std::size_t>(len)) return mask_text(p, in, out, true);
+    if (unknown_has_pii(p, kUnknownType, in.substr(i, static_cast<std::size_t>(len)), 0)) {
+      nulled[static_cast<std::size_t>(f)] = true;
+      changed = true;
+    }
+    i += static_cast<std::size_t>(len);
+  }
+  if (!changed) return false;
+  out.assign(in.substr(0, pos + 2));
+  i = pos + 2;
+  for (std::int16_t f = 0; f < nfields; ++f) {
+    const auto len = static_cast<std::int32_t>(detail::be32(in.data() + i));
+    const std::size_t size = len < 0 ? 0 : static_cast<std::size_t>(len);
+    if (nulled[static_cast<std::size_t>(f)]) {
+      out.append("\xff\xff\xff\xff", 4);
+      ++counts_.values;
+      ++counts_.nulled;
+    } else {
+      out.append(in.substr(i, 4 + size));
+    }
+    i += 4 + size;
+  }
+  out.append(in.substr(i));
   return true;
 }
 

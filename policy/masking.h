@@ -91,6 +91,9 @@ struct MaskedAttrs {
   }
 };
 
+// The type of a value nothing describes (rows of unknown shape, binary COPY fields).
+inline constexpr std::uint32_t kUnknownType = 0xffffffffu;
+
 struct MaskColumn {
   ValueKind kind = ValueKind::Other;
   bool binary = false;
@@ -128,6 +131,10 @@ class Masker {
   // redact). `same_length` keeps every byte offset (binary COPY). True when `out` differs.
   bool mask_text(const MaskProfile& p, std::string_view in, std::string& out,
                  bool same_length = false);
+  // One CopyData of a binary COPY TO: each field with a finding becomes NULL (COPY does not
+  // say its types: each is looked into every way it could be read). `header` is true for the
+  // COPY's first message, which carries the file header, and is cleared once it is read.
+  bool mask_binary_copy(const MaskProfile& p, std::string_view in, bool& header, std::string& out);
   // A whole ErrorResponse/NoticeResponse: every human-readable field masked.
   bool mask_error(const MaskProfile& p, protocol::Bytes message, std::basic_string<std::byte>& out);
   // The whole-value result of a column rule for a text value.
@@ -139,6 +146,8 @@ class Masker {
   Verdict mask_value(const MaskProfile& p, const MaskColumn& c, std::string_view v,
                      std::string& out);
   bool scan(const MaskProfile& p, std::string_view v);  // fills found_ with enabled findings
+  bool text_has_pii(const MaskProfile& p, std::string_view text);
+  bool unknown_has_pii(const MaskProfile& p, std::uint32_t oid, std::string_view v, int depth);
   void replace_findings(const MaskProfile& p, std::string_view v, std::string& out,
                         bool same_length);
   void apply_finding(MaskAction a, const PiiFinding& f, std::string_view span,

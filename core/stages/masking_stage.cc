@@ -233,7 +233,10 @@ void MaskingStage::mask_row(BackendMessage& m, const MaskProfile& p) {
 
 void MaskingStage::mask_copy_data(BackendMessage& m, const MaskProfile& p) {
   const bool binary = host_.model().copy_format() == 1;
-  if (host_.core().masker->mask_text(p, chars(m.whole, 5), text_, binary)) {
+  const bool changed =
+      binary ? host_.core().masker->mask_binary_copy(p, chars(m.whole, 5), copy_header_, text_)
+             : host_.core().masker->mask_text(p, chars(m.whole, 5), text_);
+  if (changed) {
     with_body(out_, pr::be::kCopyData, text_);
     replace(m);
   }
@@ -300,6 +303,7 @@ void MaskingStage::on_backend(BackendMessage& m) {
         m.message = "pgwarden: COPY TO cannot be masked by the column rules of masking profile \"" +
                     p->name + "\"; use SELECT";
       }
+      copy_header_ = true;  // a binary COPY starts with its file header
       return;
     case pr::be::kCopyData:
       mask_copy_data(m, *p);

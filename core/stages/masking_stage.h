@@ -71,6 +71,7 @@ class MaskingStage final : public Stage {
   std::string plan_rd_;
   std::uint64_t plan_key_ = 0;
   bool plan_valid_ = false;
+  bool copy_header_ = false;  // the binary COPY in progress has not sent its header yet
   std::basic_string<std::byte> out_;
   std::string text_;
 };

@@ -300,6 +300,79 @@ TEST_F(MaskingTest, ErrorFieldsAreMasked) {
   EXPECT_EQ(out.back(), std::byte{0});
 }
 
+std::string be32s(std::uint32_t v) {
+  return {static_cast<char>(v >> 24), static_cast<char>((v >> 16) & 0xff),
+          static_cast<char>((v >> 8) & 0xff), static_cast<char>(v & 0xff)};
+}
+std::string int8_binary(std::uint64_t v) {
+  std::string out(8, '\0');
+  for (int i = 7; i >= 0; --i, v >>= 8) out[i] = static_cast<char>(v & 0xff);
+  return out;
+}
+// A one-dimensional binary array (array_send) of `elem` typed elements.
+std::string binary_array(std::uint32_t elem, const std::vector<std::string>& items) {
+  std::string out = be32s(1) + be32s(0) + be32s(elem) +
+                    be32s(static_cast<std::uint32_t>(items.size())) + be32s(1);
+  for (const std::string& i : items) out += be32s(static_cast<std::uint32_t>(i.size())) + i;
+  return out;
+}
+// A binary record (record_send).
+std::string binary_record(const std::vector<std::pair<std::uint32_t, std::string>>& fields) {
+  std::string out = be32s(static_cast<std::uint32_t>(fields.size()));
+  for (const auto& [type, v] : fields)
+    out += be32s(type) + be32s(static_cast<std::uint32_t>(v.size())) + v;
+  return out;
+}
+
+// Guarantee 4: binary values nested in arrays and composites are looked into down to their
+// scalars: an SSN kept as an int8 inside an int8[] inside a record is found.
+TEST_F(MaskingTest, BinaryArraysAndRecordsAreLookedIntoDownToTheirScalars) {
+  const std::string card_int = int8_binary(4111111111111111ull);
+  const std::string ints = binary_array(20, {int8_binary(7), card_int});
+  const std::string texts = binary_array(25, {"plain", "mail bob@example.com"});
+  const std::string nested = binary_record({{23, std::string(4, '\0')}, {1016, ints}});
+  const std::string clean = binary_array(20, {int8_binary(7), int8_binary(8)});
+  // Type OIDs: int8[] 1016, text[] 1009, a composite (made-up OID), int8[] clean.
+  const auto v = mask({{"a", 1016, 1}, {"b", 1009, 1}, {"c", 91234, 1}, {"d", 1016, 1}},
+                      {ints, texts, nested, clean});
+  EXPECT_FALSE(v[0]);
+  EXPECT_FALSE(v[1]);
+  EXPECT_FALSE(v[2]);
+  EXPECT_EQ(*v[3], clean);
+  // Rows of unknown shape (nothing describes them) get the same look, every way a value could
+  // be read: here a binary int8 with a card number, under a detector-only profile.
+  auto detectors_only =
+      policy_of(R"({"masking": [{"name": "d", "detectors": {"card_number": "redact"}}]})");
+  const MaskProfile& d = detectors_only->masking()[0];
+  ResultPlan blind;
+  blind.active = true;
+  Msg out;
+  ASSERT_TRUE(masker_.mask_row(d, blind, data_row({card_int, std::string("x")}), out));
+  const auto b = values_of(out);
+  EXPECT_FALSE(b[0]);
+  EXPECT_EQ(*b[1], "x");
+}
+
+// Binary COPY: fields carry no types; a field with a finding becomes NULL, the header and the
+// trailer pass, and the tuple stays well-formed.
+TEST_F(MaskingTest, BinaryCopyFieldsWithFindingsBecomeNull) {
+  const std::string header = std::string("PGCOPY\n\377\r\n\0", 11) + be32s(0) + be32s(0);
+  const std::string row = std::string("\0\x03", 2) + be32s(4) + std::string("\0\0\0\x07", 4) +
+                          be32s(8) + int8_binary(4111111111111111ull) + be32s(15) +
+                          "bob@example.com";
+  bool first = true;
+  std::string out;
+  ASSERT_TRUE(masker_.mask_binary_copy(*profile_, header + row, first, out));
+  EXPECT_FALSE(first);
+  EXPECT_EQ(out.substr(0, header.size()), header);
+  const std::string masked = out.substr(header.size());
+  EXPECT_EQ(masked, std::string("\0\x03", 2) + be32s(4) + std::string("\0\0\0\x07", 4) +
+                        be32s(0xffffffffu) + be32s(0xffffffffu));
+  EXPECT_FALSE(masker_.mask_binary_copy(*profile_, std::string("\xff\xff", 2), first, out));
+  const std::string clean = std::string("\0\x01", 2) + be32s(2) + "ok";
+  EXPECT_FALSE(masker_.mask_binary_copy(*profile_, clean, first, out));
+}
+
 TEST_F(MaskingTest, CopyTextKeepsDelimitersAndBinaryKeepsLength) {
   std::string out;
   ASSERT_TRUE(masker_.mask_text(*profile_, "1\tbob@example.com\t123-45-6789\n", out));
