@@ -1,6 +1,7 @@
 #include "core/record_log.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -61,6 +62,7 @@ RecordLog::RecordLog(Worker& worker, unsigned core, const Config& config, std::s
 }
 
 RecordLog::~RecordLog() {
+  if (lock_fd_ >= 0) ::close(lock_fd_);
   if (fd_ >= 0) ::close(fd_);
   if (sealed_fd_ >= 0) ::close(sealed_fd_);
   for (const Job& j : jobs_) {
@@ -86,6 +88,14 @@ void RecordLog::open() {
     throw std::runtime_error("cannot create " + dir_ + ": " + std::strerror(errno));
   }
   const std::string root = dir_.substr(0, dir_.rfind('/'));
+  // Held for the gateway's life: verify knows the newest segment is open, and a second gateway
+  // cannot record into the same directory.
+  lock_fd_ = ::open(rec::lock_path(root, core_).c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (lock_fd_ < 0 || ::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+    throw std::runtime_error("cannot lock " + rec::lock_path(root, core_) + ": " +
+                             (errno == EWOULDBLOCK ? std::string("another gateway records here")
+                                                   : std::string(std::strerror(errno))));
+  }
   const rec::Resume r = rec::resume_point(root, core_);
   if (!r.ok) throw std::runtime_error("recording: " + r.problem);
   std::uint64_t seq = r.last_seq + 1;
@@ -105,7 +115,8 @@ void RecordLog::open() {
       writer_.resume(r.last_seq, r.last_hash, r.last_records, r.last_valid_bytes);
       writer_.seal(now_us(), false,
                    "recovered after an abrupt stop; " + std::to_string(dropped) +
-                       " bytes of a partial record dropped");
+                       (r.zero_tail != 0 ? " bytes of a zero-filled tail dropped"
+                                         : " bytes of a partial record dropped"));
       if (::ftruncate(fd, static_cast<off_t>(r.last_valid_bytes)) != 0 ||
           !write_all(fd, writer_.take(), r.last_valid_bytes) || ::fdatasync(fd) != 0) {
         const int e = errno;

@@ -83,6 +83,7 @@ class alignas(16) RecordLog final : public RecordSink {
   recorder::SegmentWriter writer_;
   recorder::Payload payload_;
   int fd_ = -1;
+  int lock_fd_ = -1;               // flock on core-NN/.lock, held while this gateway records
   std::uint64_t file_offset_ = 0;  // where the next job starts in the current file
   std::int64_t segment_started_ns_ = 0;
   std::deque<Job> jobs_;

@@ -1,6 +1,11 @@
 #include "recorder/reader.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -32,10 +37,18 @@ std::uint64_t field_u64(const Record& r, Field f) {
   return parse_digits(std::string(r.get(f)), v) ? v : ~0ull;
 }
 
+// A clean shutdown seals every segment, and a gateway restarted after a crash seals what the crash
+// left open before it records anything: with no gateway recording into a core, an unsealed segment
+// lost its tail.
+constexpr const char* kNotSealed =
+    "the newest segment is not sealed and no gateway is recording into it: its tail was cut off "
+    "(or the gateway stopped abruptly and was not restarted, which seals it)";
+
 // Walks one core's segments, checking everything; stops at the first problem.
 struct CoreWalk {
   const std::string& key;
   VerifyReport& report;
+  bool live = false;  // a gateway records into this core now: its newest segment is open
   Hash chain{};
   std::uint64_t next_seq = 1;
 
@@ -67,9 +80,9 @@ struct CoreWalk {
       const ParseStatus st = parse_record(rest, r, size, &why);
       if (st == ParseStatus::Incomplete) {
         if (!last) return fail(where, "truncated record in a segment that has a successor");
+        if (!live) return fail(where, kNotSealed);
         report.notes.push_back(seg.relative + ": ignored " + std::to_string(rest.size()) +
-                               " bytes of a partial last record (written when the gateway "
-                               "stopped abruptly)");
+                               " bytes of a partial last record (being written)");
         break;
       }
       if (st == ParseStatus::Corrupt) return fail(where, why + " (record altered or damaged)");
@@ -104,7 +117,11 @@ struct CoreWalk {
           return fail(where,
                       "seal does not verify: the segment was altered, or another key sealed it");
         }
-        if (final && !last) return fail(where, "segment sealed as final but has a successor");
+        // Sealed as final and followed: the gateway was restarted after a clean shutdown (the
+        // successor's start record must continue this chain, checked when it is read).
+        if (final && !last) {
+          report.notes.push_back(seg.relative + ": the gateway restarted after this segment");
+        }
         if (!final && last) {
           return fail(where, "segment sealed for rotation but its successor (segment " +
                                  std::to_string(seg.seq + 1) + ") is missing");
@@ -123,9 +140,10 @@ struct CoreWalk {
     } else if (!sealed) {
       if (!last)
         return fail(seg.relative, "segment ends without a seal but has a successor (truncated)");
+      if (!live) return fail(seg.relative, kNotSealed);
       report.notes.push_back(seg.relative +
-                             ": last segment not sealed yet (the gateway is running, or stopped "
-                             "abruptly): its records are checked by CRC and chain only");
+                             ": last segment not sealed yet (the gateway is recording into it): "
+                             "its records are checked by CRC and chain only");
     }
     return true;
   }
@@ -177,6 +195,7 @@ VerifyReport verify_dir(const std::string& dir, const std::string& key) {
   while (i < segs.size() && report.ok) {
     CoreWalk walk{key, report};
     const unsigned core = segs[i].core;
+    walk.live = core_is_live(dir, core);
     for (; i < segs.size() && segs[i].core == core; ++i) {
       const bool last = i + 1 == segs.size() || segs[i + 1].core != core;
       if (!walk.segment(segs[i], last)) break;
@@ -199,6 +218,20 @@ ParseStatus for_each_in(std::string_view data,
   return st;
 }
 
+std::string lock_path(const std::string& dir, unsigned core) {
+  char name[32];
+  std::snprintf(name, sizeof name, "/core-%02u/.lock", core);
+  return dir + name;
+}
+
+bool core_is_live(const std::string& dir, unsigned core) {
+  const int fd = ::open(lock_path(dir, core).c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  const bool held = ::flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+  ::close(fd);
+  return held;
+}
+
 Resume resume_point(const std::string& dir, unsigned core) {
   Resume out;
   for (const auto& seg : list_segments(dir)) {
@@ -218,7 +251,15 @@ Resume resume_point(const std::string& dir, unsigned core) {
         },
         consumed, &why);
     out.last_valid_bytes = consumed;
+    out.zero_tail = 0;
     if (st == ParseStatus::Corrupt) {
+      // A crash with records in the page cache only (--record-durability none) can leave the
+      // file longer than what reached the disk, the rest zeros: that is a tail to cut, not damage.
+      const std::string data = read_all(seg.path);
+      if (data.find_first_not_of('\0', consumed) == std::string::npos) {
+        out.zero_tail = data.size() - consumed;
+        continue;
+      }
       out.ok = false;
       out.problem = seg.relative + " at offset " + std::to_string(consumed) + ": " + why +
                     " (run pgwarden verify; move the directory aside to start afresh)";

@@ -30,8 +30,14 @@ struct VerifyReport {
   std::uint64_t records = 0;
 };
 
-// Checks CRCs, record links, the hash chain across segments, segment sequence and seals.
+// Checks CRCs, record links, the hash chain across segments, segment sequence and seals. The
+// newest segment of a core may be unsealed only while a gateway records into it (holds its lock).
 VerifyReport verify_dir(const std::string& dir, const std::string& key);
+
+// The file a gateway holds locked (flock) in each core's directory while it records there.
+std::string lock_path(const std::string& dir, unsigned core);
+// True when a gateway holds that lock now.
+bool core_is_live(const std::string& dir, unsigned core);
 
 // Where a gateway appends after a restart: the state at the end of a core's last segment.
 struct Resume {
@@ -39,6 +45,7 @@ struct Resume {
   bool last_sealed = true;             // false: the gateway stopped abruptly; seal it on recovery
   std::uint64_t last_records = 0;      // complete records in the last segment
   std::uint64_t last_valid_bytes = 0;  // their length: a partial tail beyond is cut off
+  std::uint64_t zero_tail = 0;         // of which zeros (the file outgrew what reached the disk)
   Hash last_hash{};                    // chain hash after the last complete record
   std::string last_path;
   bool ok = true;

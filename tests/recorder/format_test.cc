@@ -3,7 +3,10 @@
 // tolerated.
 #include "recorder/format.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -300,21 +303,53 @@ TEST_F(RecordDir, SwappedSegmentFilesAreCaught) {
   EXPECT_NE(r.problem.find("core-00/00000001.pwrec: record 1"), std::string::npos) << r.problem;
 }
 
-TEST_F(RecordDir, PartialLastRecordAfterACrashIsTolerated) {
-  // The last segment of core 1 as a crash leaves it: no seal, half a record at the end.
+// Guarantee 11: a clean shutdown seals every segment, so with no gateway recording into a core an
+// unsealed segment lost its tail; while a gateway records (holds the core's lock) the newest one
+// is legitimately open and a partial record at its end is being written.
+TEST_F(RecordDir, AnUnsealedSegmentFailsUnlessAGatewayRecordsIntoIt) {
   std::string data = slurp(path(1, 1));
   const auto recs = records_of(data);
+  // The tail, seal included, cut off after a clean shutdown.
+  spit(path(1, 1), data.substr(0, recs[5].first));
+  VerifyReport r = verify();
+  EXPECT_FALSE(r.ok);
+  EXPECT_NE(r.problem.find("not sealed and no gateway is recording into it"), std::string::npos)
+      << r.problem;
+  // A partial record at the end, as a crash leaves it: the same without a gateway.
   spit(path(1, 1), data.substr(0, recs[5].first) + data.substr(recs[4].first, 7));
-  const VerifyReport r = verify();
+  EXPECT_FALSE(verify().ok);
+  // With a gateway holding the core's lock, it is the segment being written.
+  const int fd = ::open(lock_path(dir_.string(), 1).c_str(), O_RDWR | O_CREAT, 0600);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::flock(fd, LOCK_EX | LOCK_NB), 0);
+  EXPECT_TRUE(core_is_live(dir_.string(), 1));
+  r = verify();
   EXPECT_TRUE(r.ok) << r.problem;
   ASSERT_FALSE(r.notes.empty());
   EXPECT_NE(r.notes[0].find("partial last record"), std::string::npos) << r.notes[0];
+  ::close(fd);
+  EXPECT_FALSE(core_is_live(dir_.string(), 1));
   // Where a restarted gateway resumes: after the last complete record.
   const Resume resume = resume_point(dir_.string(), 1);
   EXPECT_TRUE(resume.ok);
   EXPECT_FALSE(resume.last_sealed);
   EXPECT_EQ(resume.last_records, 5u);
   EXPECT_EQ(resume.last_valid_bytes, recs[5].first);
+}
+
+// A crash with records only in the page cache can leave the file longer than what reached the
+// disk, the rest zeros: the restart cuts them like a partial record (garbage stays an error).
+TEST_F(RecordDir, AZeroFilledTailIsCutOnRestartButGarbageIsNot) {
+  std::string data = slurp(path(1, 1));
+  const auto recs = records_of(data);
+  spit(path(1, 1), data.substr(0, recs[5].first) + std::string(8192, '\0'));
+  const Resume resume = resume_point(dir_.string(), 1);
+  EXPECT_TRUE(resume.ok) << resume.problem;
+  EXPECT_EQ(resume.last_records, 5u);
+  EXPECT_EQ(resume.last_valid_bytes, recs[5].first);
+  EXPECT_EQ(resume.zero_tail, 8192u);
+  spit(path(1, 1), data.substr(0, recs[5].first) + std::string(100, '\0') + "garbage");
+  EXPECT_FALSE(resume_point(dir_.string(), 1).ok);
 }
 
 }  // namespace

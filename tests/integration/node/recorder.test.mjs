@@ -29,7 +29,8 @@ const until = async (cond, what) => {
   for (let i = 0; i < 100 && !cond(); i++) await sleep(100);
   assert.ok(cond(), what);
 };
-const segments = (recDir) => readdirSync(recDir).flatMap((c) => readdirSync(join(recDir, c)).map((f) => join(recDir, c, f)));
+const segments = (recDir) => readdirSync(recDir).flatMap((c) => readdirSync(join(recDir, c))
+  .filter((f) => f.endsWith('.pwrec')).sort().map((f) => join(recDir, c, f)));
 
 before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'pgw-rec-'));
@@ -292,3 +293,52 @@ test('a full record filesystem: statements refused with 58030, nothing forwarded
     spawnSync('umount', [mnt]);
   }
 });
+
+test('guarantee 11: verify fails on a tail cut after a clean shutdown; a restart cuts a zero-filled tail and seals it', async () => {
+  const rec = join(dir, 'rec-tail');
+  let gw = await startGateway(['--upstream', `127.0.0.1:${env.pgPort}`, '--threads', '1', '--record-dir', rec,
+    '--record-key-file', key, '--record-durability', 'none']);
+  let c = trusted(gw.port);
+  await c.connect();
+  for (let i = 0; i < 20; i++) await c.query(`SELECT ${i} AS tail_probe`);
+  await c.end();
+  // While the gateway records, its newest segment is open, and verify says so.
+  const live = await tool('verify', '--record-dir', rec, '--key-file', key);
+  assert.equal(live.code, 0, live.stdout);
+  assert.match(live.stdout + live.stderr, /not sealed yet/);
+  await stop(gw);
+  const clean = await tool('verify', '--record-dir', rec, '--key-file', key);
+  assert.equal(clean.code, 0, clean.stdout);
+  // The tail of the newest segment, its final seal included, cut off.
+  const last = segments(rec).at(-1);
+  const bytes = readFileSync(last);
+  writeFileSync(last, bytes.subarray(0, bytes.length - 200));
+  const cut = await tool('verify', '--record-dir', rec, '--key-file', key);
+  assert.equal(cut.code, 1, cut.stdout);
+  assert.match(cut.stdout + cut.stderr, /not sealed and no gateway is recording into it/);
+  writeFileSync(last, bytes); // restored: intact again
+  assert.equal((await tool('verify', '--record-dir', rec, '--key-file', key)).code, 0);
+  // A crash in none mode: the file outgrew what reached the disk, the rest zeros.
+  gw = await startGateway(['--upstream', `127.0.0.1:${env.pgPort}`, '--threads', '1', '--record-dir', rec,
+    '--record-key-file', key, '--record-durability', 'none']);
+  c = trusted(gw.port);
+  await c.connect();
+  for (let i = 0; i < 20; i++) await c.query(`SELECT ${i} AS zero_probe`);
+  await c.end();
+  await sleep(100);
+  gw.kill('SIGKILL');
+  await gw.exited;
+  const newest = segments(rec).at(-1);
+  writeFileSync(newest, Buffer.concat([readFileSync(newest), Buffer.alloc(8192)]));
+  gw = await startGateway(['--upstream', `127.0.0.1:${env.pgPort}`, '--threads', '1', '--record-dir', rec,
+    '--record-key-file', key]);
+  await until(() => /sealed it/.test(gw.log), gw.log);
+  await stop(gw);
+  const after = await tool('verify', '--record-dir', rec, '--key-file', key);
+  assert.equal(after.code, 0, after.stdout);
+  const seals = jsonl((await tool('export', '--record-dir', rec, '--format', 'jsonl')).stdout);
+  assert.ok(seals.length > 0);
+  const raw = readFileSync(newest).toString('latin1');
+  assert.match(raw, /zero-filled tail dropped/);
+});
+
