@@ -17,10 +17,13 @@ bool contains_ci(std::string_view s, std::string_view word) {
   return false;
 }
 
-// COPY FROM STDIN can only be a statement whose text names both keywords (the words cannot be
-// escaped, and neither functions nor PREPARE can run it).
+// COPY FROM STDIN can only be a statement whose text names COPY, FROM, and STDIN or STDOUT, which
+// PostgreSQL's grammar takes for the client in either direction (COPY t FROM STDOUT reads from
+// the client). Keywords cannot be escaped, and neither functions nor PREPARE can run COPY with
+// the client.
 bool may_copy_in(std::string_view sql) {
-  return contains_ci(sql, "copy") && contains_ci(sql, "stdin");
+  return contains_ci(sql, "copy") && contains_ci(sql, "from") &&
+         (contains_ci(sql, "stdin") || contains_ci(sql, "stdout"));
 }
 
 std::string_view body_cstring(Bytes whole, std::size_t& pos) {

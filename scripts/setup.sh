@@ -12,7 +12,7 @@ pkgs=(
   build-essential g++ cmake ninja-build pkg-config git clang-format
   liburing-dev libssl-dev libsimdjson-dev libhyperscan-dev libmimalloc-dev libpg-query-dev
   libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev
-  postgresql-15 postgresql-client-15 pgbouncer
+  postgresql-15 postgresql-client-15 postgresql-server-dev-15 pgbouncer
   procps iproute2 util-linux ca-certificates
 )
 
@@ -22,6 +22,16 @@ for p in "${pkgs[@]}"; do
 done
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
   missing+=(nodejs npm)
+fi
+
+# scripts/pg_regress.sh fetches PostgreSQL's regression suite with `apt-get source`: it needs
+# deb-src entries for the Debian archives this machine already uses.
+src_list=/etc/apt/sources.list.d/pgwarden-src.sources
+if [ ! -f "$src_list" ] && [ -f /etc/apt/sources.list.d/debian.sources ]; then
+  sed -E 's/^Types: deb$/Types: deb-src/' /etc/apt/sources.list.d/debian.sources > "$src_list"
+elif [ ! -f "$src_list" ] && [ -f /etc/apt/sources.list ]; then
+  grep -E '^deb ' /etc/apt/sources.list | grep -v '^deb-src' | sed 's/^deb /deb-src /' > "${src_list%.sources}.list" || :
+  touch "$src_list"
 fi
 
 # Always refresh the package lists first, as CI machines may hold stale ones.

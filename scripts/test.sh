@@ -92,6 +92,13 @@ add_summary "$logs/it.log"
 echo "== integration, node suites (ASan+UBSan gateway)"
 step "$logs/it-asan.log" bash tests/integration/run.sh build-asan --quick
 add_summary "$logs/it-asan.log"
+echo "== PostgreSQL's own regression suite, directly and through pgwarden"
+step "$logs/regress.log" bash scripts/pg_regress.sh build
+if [ "$step_rc" -eq 0 ] && grep -q "results identical through pgwarden: yes" "$logs/regress.log"; then
+  total_passed=$((total_passed + 1))
+else
+  total_failed=$((total_failed + 1))
+fi
 
 rm -rf "$logs"
 echo "$total_passed passed, $total_failed failed"

@@ -199,6 +199,15 @@ TEST(PipelineModelTest, CopyFromStdinIsABarrierUntilTheServerAnswers) {
   EXPECT_TRUE(d.model.settled());
 }
 
+// PostgreSQL reads COPY t FROM STDOUT from the client too (found by its regression suite).
+TEST(PipelineModelTest, CopyFromStdoutIsACopyFromTheClientToo) {
+  Driver d;
+  d.send(Q("copy donothingbrtrig_test from stdout"));
+  EXPECT_TRUE(d.model.input_barrier());
+  EXPECT_EQ(d.reply(msg('G', std::string(1, '\0') + s16(0))).divergence, nullptr);
+  EXPECT_TRUE(d.model.copy_in());
+}
+
 TEST(PipelineModelTest, AQueryThatIsNotCopyLiftsTheBarrierWithItsReplies) {
   Driver d;
   d.send(Q("SELECT 'copy from stdin'"));
