@@ -166,6 +166,7 @@ class alignas(16) Session final : public StageHost {
   void retire();
   void answer_locally(protocol::Request& r);
   void diverged(char type, const char* why);
+  void flush_upstream();
   protocol::Next pause_input(Pause why, protocol::Bytes keep, const std::byte* rest);
   void maybe_resume();
   bool pause_over() const;

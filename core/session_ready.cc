@@ -115,13 +115,25 @@ Next Session::on_frontend_message(const pr::Fragment& f, pr::Bytes whole) {
   for (std::size_t i = 0; i < front_len_; ++i) front_chain_[i]->on_frontend_done(m, r);
   retire();
   if (closing_ || finishing_) return Next::Stop;
-  return model_.input_barrier() ? pause_input(Pause::Barrier, {}, rest) : Next::Continue;
+  if (!model_.input_barrier()) return Next::Continue;
+  if (r != nullptr && r->kind == pr::RequestKind::Execute) flush_upstream();
+  return pause_input(Pause::Barrier, {}, rest);
+}
+
+// Input waits for the replies of an Execute that may start COPY FROM STDIN: the server holds
+// an Execute's replies until Sync or Flush unless it does start a COPY, so pgwarden asks it to
+// send them (a Flush has no reply and no other effect; an error is sent at once anyway).
+void Session::flush_upstream() {
+  static constexpr std::byte kFlush[5] = {std::byte{'H'}, std::byte{0}, std::byte{0}, std::byte{0},
+                                          std::byte{4}};
+  queue_copy(Peer::Upstream, kFlush);
 }
 
 // A refused message, answered in its place of the stream: a Query or FunctionCall by pgwarden
 // when its turn comes (ERROR and ReadyForQuery with the transaction status unchanged), anything
-// else by a stand-in upstream, an Execute of a portal nobody can have created, which fails so
-// that the server skips to Sync and rolls back what the pipeline did, as for its own errors.
+// else by a stand-in upstream that fails (a Parse of text that is not SQL, or an Execute of a
+// portal nobody can have created), so that the server skips to Sync and rolls back what the
+// pipeline did, as for its own errors.
 pr::Request* Session::refuse(const pr::FrontendView& v, std::string_view sqlstate,
                              const std::string& message) {
   PGW_INFO("session %016llx: %s refused: %s", static_cast<unsigned long long>(session_id_),
@@ -136,8 +148,14 @@ pr::Request* Session::refuse(const pr::FrontendView& v, std::string_view sqlstat
     r.tag_text = std::move(tag);
     return &r;
   }
+  // A refused Parse fails as PostgreSQL fails a Parse (the unnamed statement is dropped, a name
+  // is not created); anything else is an Execute of a portal nobody can have created.
   std::basic_string<std::byte> standin;
-  pr::append_execute(standin, standin_portal_, 0);
+  if (v.type == pr::fe::kParse) {
+    pr::append_parse(standin, v.name, standin_portal_);
+  } else {
+    pr::append_execute(standin, standin_portal_, 0);
+  }
   pr::FrontendView sv;
   std::string why;
   (void)pr::read_frontend(standin, sv, why);
@@ -328,6 +346,9 @@ void Session::decide_held(bool approved, std::string_view sqlstate, std::string 
   if (approved) {
     queue_copy(Peer::Upstream, msg);
     r = model_.commit(v);
+    if (r != nullptr && r->kind == pr::RequestKind::Execute && model_.input_barrier()) {
+      flush_upstream();
+    }
   } else {
     m.refuse(sqlstate, message);
     r = refuse(v, sqlstate, message);

@@ -241,6 +241,10 @@ Request* PipelineModel::commit(const FrontendView& v, Origin origin, std::uint8_
   Request& r = push(kind, origin);
   r.owner = owner;
   const bool live = r.state == RequestState::Queued;
+  if (kind == RequestKind::Parse || kind == RequestKind::Bind ||
+      kind == RequestKind::CloseStatement || kind == RequestKind::ClosePortal) {
+    r.name.assign(v.name);
+  }
   switch (kind) {
     case RequestKind::Query:
       if (live) {
@@ -332,18 +336,20 @@ void PipelineModel::skip_to_sync(std::size_t after) {
     r.state = RequestState::Skipped;
     if (barrier_ == r.id) barrier_ = 0;
     r.copy = Request::kCopyNone;
-    // What it would have created never was; what the name means now is not known: assume the
-    // worst (it may run COPY FROM STDIN).
-    // Unknown is kept conservative rather than exact.
-    if (r.kind == RequestKind::Parse || r.kind == RequestKind::CloseStatement) {
-      unnamed_statement_copy_ = true;
-      for (auto& [name, copy] : statements_) copy = true;
-    } else if (r.kind == RequestKind::Bind || r.kind == RequestKind::ClosePortal) {
-      unnamed_portal_copy_ = true;
-      for (auto& [name, copy] : portals_) copy = true;
-    }
+    name_unknown(r);
   }
   skipping_ = true;
+}
+
+void PipelineModel::name_unknown(const Request& r) {
+  const bool statement = r.kind == RequestKind::Parse || r.kind == RequestKind::CloseStatement;
+  const bool portal = r.kind == RequestKind::Bind || r.kind == RequestKind::ClosePortal;
+  if (!statement && !portal) return;
+  if (r.name.empty()) {
+    (statement ? unnamed_statement_copy_ : unnamed_portal_copy_) = true;
+  } else {
+    set_name(statement ? statements_ : portals_, r.name, true);
+  }
 }
 
 void PipelineModel::on_error(Request& r, Bytes whole, Event& ev) {
@@ -357,13 +363,7 @@ void PipelineModel::on_error(Request& r, Bytes whole, Event& ev) {
   if (!extended(r.kind)) return;  // ReadyForQuery follows
   r.state = RequestState::Done;
   ev.completes = true;
-  if (r.kind == RequestKind::Parse) {
-    unnamed_statement_copy_ = true;  // what the name means now is not known
-    for (auto& [name, copy] : statements_) copy = true;
-  } else if (r.kind == RequestKind::Bind) {
-    unnamed_portal_copy_ = true;
-    for (auto& [name, copy] : portals_) copy = true;
-  }
+  name_unknown(r);
   std::size_t index = 0;
   while (&at(index) != &r) ++index;
   skip_to_sync(index);

@@ -104,7 +104,8 @@ struct Request {
   bool described = false;     // DescribeStatement: the ParameterDescription came
   std::uint32_t results = 0;  // Query: statements completed so far
   std::uint64_t rows = 0;     // DataRows of the current result
-  ShapeRef shape;  // DescribePortal: what it tells; Execute: the description its rows follow
+  ShapeRef shape;    // DescribePortal: what it tells; Execute: the description its rows follow
+  std::string name;  // Parse, Bind, Close: the statement or portal it creates or drops
   std::uint64_t tag[2] = {0, 0};  // owned by the stages (the model never reads them)
   std::string tag_text;           // likewise (e.g. a refusal's message)
 
@@ -207,6 +208,9 @@ class PipelineModel {
   void on_error(Request& r, Bytes whole, Event& ev);
   void on_parameter_status(Bytes whole);
   void forget_name(std::unordered_map<std::string, bool>& names, std::string_view name);
+  // The server did not do what `r` asked (it failed or was skipped): what its name means now is
+  // not known, so running it may start COPY FROM STDIN, for all the model can tell.
+  void name_unknown(const Request& r);
   void set_name(std::unordered_map<std::string, bool>& names, std::string_view name, bool copy);
   bool portal_may_copy_in(std::string_view portal) const;
   Shape* new_shape();
@@ -256,6 +260,7 @@ void PipelineModel::retire(F&& f, L&& local) {
     f(static_cast<const Request&>(r));
     r.shape.reset();
     r.tag_text.clear();
+    r.name.clear();
     head_ = (head_ + 1) & (ring_.size() - 1);
     --count_;
   }

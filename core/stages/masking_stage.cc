@@ -97,11 +97,13 @@ void MaskingStage::catalog_changed() {
   host_.core().catalog->erase(cache_key());
 }
 
-// The catalog query goes upstream while nothing else is in flight, outside a failed transaction;
-// its replies never reach the client.
+// The catalog query goes upstream ahead of the client's next request, wherever the server will
+// run it as a request of its own: not inside an unsynced extended-protocol batch (it could be
+// skipped there) or a COPY. Its replies never reach the client. In a transaction the client's
+// earlier requests failed, it fails too: it is then sent again later.
 void MaskingStage::send_catalog_query() {
   const pr::PipelineModel& model = host_.model();
-  if (!catalog_due_ || catalog_pending_ || !model.settled() || model.tx_status() == 'E') return;
+  if (!catalog_due_ || catalog_pending_ || !model.answers_due() || model.input_barrier()) return;
   std::basic_string<std::byte> q;
   pr::append_query(q, catalog_query_);
   catalog_due_ = false;
@@ -171,6 +173,10 @@ void MaskingStage::on_own_reply(BackendMessage& m) {
     }
     case pr::be::kErrorResponse: {
       const auto e = pr::read_error(m.whole);
+      if (e && e->sqlstate == "25P02") {
+        catalog_due_ = true;  // the client's transaction had failed: ask again later
+        return;
+      }
       catalog_error_ = e ? e->message : std::string("unreadable error");
       return;
     }

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# The differential protocol fuzzer (tests/integration/node/differential_fuzz.mjs) for as long as
+# asked: a throwaway PostgreSQL 15, pgwarden in front of it with a policy, a masking profile and
+# recording on, and random frontend sequences sent to both. Ends with the fuzzer's summary and
+# fails on the first broken guarantee (printing the seed that replays it), on any model
+# divergence, and if the recording does not verify.
+# Usage: scripts/fuzz.sh SECONDS [BUILD_DIR] [SEED]
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+source "$here/lib.sh"
+seconds=${1:?usage: scripts/fuzz.sh SECONDS [BUILD_DIR] [SEED]}
+build=$(cd "${2:-$PGW_ROOT/build}" && pwd)
+seed=${3:-$(date +%s)}
+BIN="$build/core/pgwarden"
+[ -x "$BIN" ] || { echo "no pgwarden binary at $BIN" >&2; exit 2; }
+node_dir="$PGW_ROOT/tests/integration/node"
+[ -d "$node_dir/node_modules" ] || (cd "$node_dir" && npm ci --no-audit --no-fund --loglevel=error)
+
+work=$(mktemp -d /tmp/pgwarden-fuzz.XXXXXX)
+chmod 755 "$work"
+gw_pid=
+cleanup() {
+  if [ -n "$gw_pid" ]; then kill -9 "$gw_pid" 2>/dev/null || :; fi
+  pgw_pg_stop "$work/pg"
+  if [ -n "${PGW_FUZZ_KEEP:-}" ]; then echo "fuzz: kept $work"; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
+
+PG_PORT=$(pgw_free_port)
+pgw_pg_start "$work/pg" "$PG_PORT"
+export PGPASSWORD=$PGW_PG_PASSWORD PGUSER=$PGW_PG_USER PGDATABASE=postgres PGHOST=127.0.0.1
+psql -X -q -p "$PG_PORT" <<'SQL' >/dev/null
+CREATE ROLE fuzz LOGIN;
+CREATE TABLE fz_people (id int, name text, ssn text, email text, card text);
+INSERT INTO fz_people VALUES (1, 'Carol', '219-09-9999', 'carol.raw@example.net', '4111 1111 1111 1111'),
+  (2, 'Dave', '078-05-1120', 'dave.raw@example.org', 'none');
+CREATE TABLE fz_canary (id int);
+INSERT INTO fz_canary SELECT generate_series(1, 10);
+GRANT SELECT ON fz_people, fz_canary TO fuzz;
+GRANT ALL ON fz_canary TO fuzz;  -- only the policy stands between the fuzzer and the canary
+GRANT CREATE ON SCHEMA public TO fuzz;
+SQL
+hba="$work/pg/data/pg_hba.conf"
+{ echo "host all fuzz 127.0.0.1/32 trust"; cat "$hba"; } >"$work/hba" && cat "$work/hba" >"$hba"
+pgw_as_owner "$PG_BIN/pg_ctl" -D "$work/pg/data" reload >/dev/null
+
+cat >"$work/policy.json" <<'JSON'
+{"rules": [{"name": "fuzz", "users": ["fuzz"],
+            "deny": ["drop", "truncate", "delete_without_where", "update_without_where", "tautological_where"]}],
+ "masking": [{"name": "everyone",
+              "columns": [{"column": "ssn", "table": "public.fz_people", "action": "redact"}],
+              "detectors": {"email": "redact", "ssn": "redact", "card_number": "redact"}}]}
+JSON
+head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$work/seal.key"
+chmod 600 "$work/seal.key"
+"$BIN" --listen 127.0.0.1:0 --upstream "127.0.0.1:$PG_PORT" --threads 2 --no-pin \
+  --policy "$work/policy.json" --record-dir "$work/rec" --record-key-file "$work/seal.key" \
+  --admin-listen 127.0.0.1:0 --log-level "${PGW_FUZZ_LOG:-info}" 2>"$work/gw.log" &
+gw_pid=$!
+for _ in $(seq 100); do grep -q "listening on" "$work/gw.log" && break; sleep 0.1; done
+GW_PORT=$(grep -o 'listening on 127.0.0.1:[0-9]*' "$work/gw.log" | cut -d: -f2)
+ADMIN_PORT=$(grep -o 'admin endpoint on 127.0.0.1:[0-9]*' "$work/gw.log" | cut -d: -f2)
+[ -n "$GW_PORT" ] || { cat "$work/gw.log"; exit 1; }
+
+rc=0
+PGW_PORT=$GW_PORT PG_PORT=$PG_PORT PGW_BIN=$BIN PGW_REC_DIR="$work/rec" \
+  node "$node_dir/differential_fuzz.mjs" --seconds "$seconds" --seed "$seed" || rc=$?
+divergences=$(curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" |
+  awk '/^pgwarden_model_divergences_total/ { n += $NF } END { print n + 0 }')
+if [ "$divergences" != "0" ]; then
+  echo "fuzz: the pipeline model lost track $divergences times:"
+  grep "lost track" "$work/gw.log" | head
+  rc=1
+fi
+kill -TERM "$gw_pid"
+wait "$gw_pid" || rc=1
+gw_pid=
+if ! "$BIN" verify --record-dir "$work/rec" --key-file "$work/seal.key" >"$work/verify.log" 2>&1; then
+  echo "fuzz: the recording does not verify:"
+  cat "$work/verify.log"
+  rc=1
+fi
+if grep -q "runtime error\|AddressSanitizer" "$work/gw.log"; then
+  grep "runtime error\|AddressSanitizer" -A5 "$work/gw.log" | head -40
+  rc=1
+fi
+exit "$rc"
