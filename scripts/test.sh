@@ -92,6 +92,17 @@ add_summary "$logs/it.log"
 echo "== integration, node suites (ASan+UBSan gateway)"
 step "$logs/it-asan.log" bash tests/integration/run.sh build-asan --quick
 add_summary "$logs/it-asan.log"
+# one_check LOG CMD...: a step that counts as one test, passed when it exits 0.
+one_check() {
+  local log=$1
+  shift
+  step "$log" "$@"
+  if [ "$step_rc" -eq 0 ]; then total_passed=$((total_passed + 1)); else total_failed=$((total_failed + 1)); fi
+}
+echo "== differential protocol fuzzer (a minute), directly and through pgwarden"
+one_check "$logs/fuzz.log" bash scripts/fuzz.sh "${PGW_FUZZ_SECONDS:-60}" build
+echo "== libFuzzer on the pipeline model (30 s)"
+one_check "$logs/libfuzzer.log" bash scripts/libfuzzer.sh "${PGW_LIBFUZZER_SECONDS:-30}"
 echo "== PostgreSQL's own regression suite, directly and through pgwarden"
 step "$logs/regress.log" bash scripts/pg_regress.sh build
 if [ "$step_rc" -eq 0 ] && grep -q "results identical through pgwarden: yes" "$logs/regress.log"; then
