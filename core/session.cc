@@ -183,7 +183,7 @@ void Session::seal_output(Peer to) {
   c.plain_out.clear();
   if (c.plain_out.capacity() > kShrinkAbove) c.plain_out.shrink_to_fit();
   c.out.push_copy(tls_records_);
-  if (tls_records_.capacity() > kShrinkAbove) tls_records_ = {};
+  if (tls_records_.capacity() > kShrinkAbove) decltype(tls_records_)().swap(tls_records_);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -303,7 +303,7 @@ void Session::release_upstream() {
   if (!held_.empty()) {
     queue_copy(Peer::Upstream, held_);
     held_.clear();
-    if (held_.capacity() > kShrinkAbove) held_ = {};
+    if (held_.capacity() > kShrinkAbove) decltype(held_)().swap(held_);
     check_backpressure(Peer::Upstream);
   }
   set_client_held();

@@ -325,7 +325,7 @@ void Session::maybe_resume() {
     copy_fragments_ = copy;
   }
   resume_buf_.clear();
-  if (resume_buf_.capacity() > kShrinkAbove) resume_buf_ = {};
+  if (resume_buf_.capacity() > kShrinkAbove) decltype(resume_buf_)().swap(resume_buf_);
   if (!closing_ && !finishing_) {
     set_client_held();
     check_backpressure(Peer::Upstream);

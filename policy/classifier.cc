@@ -28,6 +28,7 @@ constexpr std::array<const char*, static_cast<std::size_t>(C::kCount)> kNames = 
     "copy_from",
     "copy_to",
     "copy_program",
+    "copy_options",
     "select_into",
     "ddl",
     "drop",
@@ -73,6 +74,20 @@ constexpr std::array<const char*, 45> kKeywords = {
 
 constexpr int kMaxDepth = 4;
 
+// Sets libpg_query's lexing of backslashes for the scope, and back.
+class ScsScope {
+ public:
+  explicit ScsScope(bool on) : saved_(standard_conforming_strings) {
+    standard_conforming_strings = on;
+  }
+  ~ScsScope() { standard_conforming_strings = saved_; }
+  ScsScope(const ScsScope&) = delete;
+  ScsScope& operator=(const ScsScope&) = delete;
+
+ private:
+  bool saved_;
+};
+
 struct Walker {
   const std::vector<std::string>& dangerous;
   Analysis& out;
@@ -82,6 +97,7 @@ struct Walker {
   struct Ctx {
     bool cte = false;
     bool explain_analyze = false;
+    bool definition = false;  // inside a definition that names functions (aggregate, operator...)
   };
 
   void add(C c) { out.classes |= bit(c); }
@@ -230,7 +246,13 @@ struct Walker {
   void function_call(sj::dom::element call) {
     sj::dom::array names;
     if (call["funcname"].get_array().get(names) != sj::SUCCESS || names.size() == 0) return;
-    const std::string name = ascii_lower(str(names.at(names.size() - 1).value_unsafe()));
+    named_function(str(names.at(names.size() - 1).value_unsafe()));
+  }
+
+  // A function the statement calls, or makes something call (an aggregate's transition function,
+  // an operator's, a cast's, a trigger's): as if it were called.
+  void named_function(std::string_view called) {
+    const std::string name = ascii_lower(called);
     if (name == "set_config") add(C::RoleChange);  // set_config('role', ...) is SET ROLE
     if (std::find(dangerous.begin(), dangerous.end(), name) != dangerous.end()) {
       add(C::DangerousFunction);
@@ -241,22 +263,47 @@ struct Walker {
   // A body we cannot see into (another language, a PL/pgSQL error): its own class.
   void opaque_body() { add(C::DynamicSql); }
 
+  // PostgreSQL lexes a body when it runs, under the standard_conforming_strings in force then:
+  // a body with a backslash is read both ways, whatever the statement around it gave.
+  template <class F>
+  bool both_readings(std::string_view text, F&& read) {
+    if (text.find('\\') == std::string_view::npos) return read();
+    bool any = false;
+    for (const bool scs : {true, false}) {
+      ScsScope scope(scs);
+      any = read() || any;
+    }
+    return any;
+  }
+
   void sql_body(std::string_view text) {
     if (depth >= kMaxDepth) return opaque_body();
-    Walker inner{dangerous, out, parsers, depth + 1};
-    if (!inner.parse(text)) opaque_body();
+    if (!both_readings(text, [&] {
+          Walker inner{dangerous, out, parsers, depth + 1};
+          return inner.parse(text);
+        })) {
+      opaque_body();
+    }
   }
 
   // PL/pgSQL (DO blocks and function bodies): every embedded SQL statement and expression is
   // classified; EXECUTE of a computed string is dynamic SQL.
   void plpgsql_body(std::string_view body) {
-    if (depth >= kMaxDepth || body.find("$pgw$") != std::string_view::npos) return opaque_body();
+    if (!both_readings(body, [&] { return plpgsql_reading(body); })) opaque_body();
+  }
+
+  // One reading of a PL/pgSQL body; false when it does not parse.
+  bool plpgsql_reading(std::string_view body) {
+    if (depth >= kMaxDepth || body.find("$pgw$") != std::string_view::npos) {
+      opaque_body();
+      return true;
+    }
     std::string fn = "CREATE FUNCTION pgw_body() RETURNS void LANGUAGE plpgsql AS $pgw$";
     fn.append(body).append("$pgw$");
     PgQueryPlpgsqlParseResult r = pg_query_parse_plpgsql(fn.c_str());
     if (r.error != nullptr || r.plpgsql_funcs == nullptr) {
       pg_query_free_plpgsql_parse_result(r);
-      return opaque_body();
+      return false;
     }
     std::vector<std::string> queries;
     bool dynamic = false;
@@ -282,6 +329,7 @@ struct Walker {
       Walker expr{dangerous, out, parsers, depth + 1};
       if (!expr.parse("SELECT " + std::string(e))) opaque_body();
     }
+    return true;
   }
 
   static void collect_plpgsql(sj::dom::element e, std::vector<std::string>& queries,
@@ -382,11 +430,19 @@ struct Walker {
         }
         continue;
       }
+      if (k == "String" && ctx.definition) named_function(str(e));
       if (k == "A_Const" || k == "ColumnRef" || k == "ResTarget" || k == "String" ||
           k == "A_Expr" || k == "TypeCast" || k == "ParamRef" || k == "BoolExpr" || k == "A_Star" ||
           k == "Integer" || k == "SortBy" || k == "JoinExpr") {
         walk(v, child);  // frequent, never a class by themselves
         continue;
+      }
+      if (k == "DefineStmt" || k == "CreateTrigStmt" || k == "CreateCastStmt" ||
+          k == "CreateOpClassStmt" || k == "CreateOpFamilyStmt" || k == "AlterOpFamilyStmt" ||
+          k == "CreateConversionStmt" || k == "CreateEventTrigStmt" || k == "CreateTransformStmt" ||
+          k == "AlterOperatorStmt" || k == "AlterTypeStmt" || k == "CreatePLangStmt" ||
+          k == "CreateFdwStmt" || k == "AlterFdwStmt") {
+        child.definition = true;  // the functions it names run later, called by the server
       }
       if (k == "SelectStmt") {
         add(C::Select);
@@ -397,6 +453,12 @@ struct Walker {
       } else if (k == "UpdateStmt") {
         write(C::Update, ctx);
         where(v, C::UpdateWithoutWhere);
+        // pg_settings' update rule calls set_config for every row it changes.
+        std::string_view rel;
+        if (v["relation"]["relname"].get_string().get(rel) == sj::SUCCESS &&
+            ascii_lower(rel) == "pg_settings") {
+          named_function("set_config");
+        }
       } else if (k == "DeleteStmt") {
         write(C::Delete, ctx);
         where(v, C::DeleteWithoutWhere);
@@ -411,6 +473,18 @@ struct Walker {
           write(C::CopyFrom, ctx);
         } else {
           add(C::CopyTo);
+          // Options that change how values are written (escaped, quoted) hide them from
+          // content detectors scanning the COPY data.
+          sj::dom::array opts;
+          if (v["options"].get_array().get(opts) == sj::SUCCESS) {
+            for (sj::dom::element o : opts) {
+              std::string_view n;
+              if (o["DefElem"]["defname"].get_string().get(n) != sj::SUCCESS) continue;
+              if (n == "delimiter" || n == "quote" || n == "escape" || n == "force_quote") {
+                add(C::CopyOptions);
+              }
+            }
+          }
         }
       } else if (k == "ExplainStmt") {
         add(C::Explain);
@@ -678,20 +752,6 @@ namespace {
 ClassSet every_class() {
   return (ClassSet{1} << static_cast<unsigned>(C::kCount)) - 1;
 }
-
-// Sets libpg_query's lexing of backslashes for the scope, and back.
-class ScsScope {
- public:
-  explicit ScsScope(bool on) : saved_(standard_conforming_strings) {
-    standard_conforming_strings = on;
-  }
-  ~ScsScope() { standard_conforming_strings = saved_; }
-  ScsScope(const ScsScope&) = delete;
-  ScsScope& operator=(const ScsScope&) = delete;
-
- private:
-  bool saved_;
-};
 
 }  // namespace
 

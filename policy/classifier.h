@@ -28,6 +28,7 @@ enum class StatementClass : std::uint8_t {
   CopyFrom,
   CopyTo,
   CopyProgram,
+  CopyOptions,  // COPY TO with DELIMITER, QUOTE, ESCAPE or FORCE_QUOTE (values written otherwise)
   SelectInto,
   Ddl,
   Drop,

@@ -196,19 +196,30 @@ std::optional<MaskAction> MaskProfile::action_for(const PiiFinding& f) const {
   return detect[static_cast<std::size_t>(f.kind)];
 }
 
+// It runs in the caller's session, under the caller's search_path: every function, operator and
+// type is named with its schema, so that nothing the caller created can stand in for them.
 std::string MaskProfile::catalog_query() const {
   if (columns.empty()) return {};
   std::string q;
   for (std::size_t i = 0; i < columns.size(); ++i) {
     const ColumnRule& r = columns[i];
     if (!q.empty()) q += " UNION ALL ";
-    q += "SELECT a.attrelid::int8, a.attnum, " + std::to_string(i) +
-         " FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON c.oid = a.attrelid"
-         " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
-         " WHERE a.attnum > 0 AND NOT a.attisdropped AND lower(a.attname) LIKE " +
-         sql_literal(like_pattern(r.column)) + " ESCAPE '!'";
-    if (!r.table.empty()) q += " AND lower(c.relname) = " + sql_literal(r.table);
-    if (!r.schema.empty()) q += " AND lower(n.nspname) = " + sql_literal(r.schema);
+    q += "SELECT a.attrelid::pg_catalog.int8, a.attnum, " + std::to_string(i) +
+         " FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c"
+         " ON c.oid OPERATOR(pg_catalog.=) a.attrelid JOIN pg_catalog.pg_namespace n"
+         " ON n.oid OPERATOR(pg_catalog.=) c.relnamespace"
+         " WHERE a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped"
+         " AND pg_catalog.lower(a.attname::pg_catalog.text) OPERATOR(pg_catalog.~~)"
+         " pg_catalog.like_escape(" +
+         sql_literal(like_pattern(r.column)) + "::pg_catalog.text, '!'::pg_catalog.text)";
+    if (!r.table.empty()) {
+      q += " AND pg_catalog.lower(c.relname::pg_catalog.text) OPERATOR(pg_catalog.=) " +
+           sql_literal(r.table) + "::pg_catalog.text";
+    }
+    if (!r.schema.empty()) {
+      q += " AND pg_catalog.lower(n.nspname::pg_catalog.text) OPERATOR(pg_catalog.=) " +
+           sql_literal(r.schema) + "::pg_catalog.text";
+    }
   }
   return q + " ORDER BY 3";
 }

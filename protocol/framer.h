@@ -132,9 +132,10 @@ class Assembler {
   void clear() noexcept { buf_.clear(); }
   // Gives back the memory of a large message once it has been handled.
   void shrink() noexcept {
-    if (buf_.capacity() > kKeep) buf_ = {};
+    if (buf_.capacity() > kKeep) decltype(buf_)().swap(buf_);
   }
   static constexpr std::size_t kKeep = 64u << 10;
+  std::size_t capacity() const noexcept { return buf_.capacity(); }
 
  private:
   std::basic_string<std::byte> buf_;

@@ -143,25 +143,39 @@ Request* PipelineModel::current() noexcept {
   return nullptr;
 }
 
-void PipelineModel::set_name(std::unordered_map<std::string, bool>& names, std::string_view name,
-                             bool copy) {
-  const auto it = names.find(std::string(name));
-  if (it != names.end()) {
-    it->second = copy;
-  } else {
-    names.emplace(name, copy);
-  }
+namespace {
+// PostgreSQL keys prepared statements and portals by their first NAMEDATALEN-1 bytes.
+std::string_view name_key(std::string_view name) {
+  return name.substr(0, 63);
+}
+}  // namespace
+
+bool PipelineModel::Names::may_copy(std::string_view name) const {
+  const auto it = map.find(std::string(name_key(name)));
+  return it != map.end() ? it->second.copy : overflowed;
 }
 
-void PipelineModel::forget_name(std::unordered_map<std::string, bool>& names,
-                                std::string_view name) {
-  names.erase(std::string(name));
+void PipelineModel::set_name(Names& names, std::string_view name, bool copy,
+                             std::uint64_t created) {
+  std::string key(name_key(name));
+  auto it = names.map.find(key);
+  if (it == names.map.end()) {
+    if (names.map.size() >= limits_.max_names) {
+      // Memory stays bounded: forget them all, and take any name not kept for the worst.
+      names.map.clear();
+      names.overflowed = true;
+    }
+    it = names.map.emplace(std::move(key), Named{}).first;
+  }
+  it->second = Named{copy, created};
+}
+
+void PipelineModel::forget_name(Names& names, std::string_view name) {
+  names.map.erase(std::string(name_key(name)));
 }
 
 bool PipelineModel::portal_may_copy_in(std::string_view portal) const {
-  if (portal.empty()) return unnamed_portal_copy_;
-  const auto it = portals_.find(std::string(portal));
-  return it != portals_.end() && it->second;
+  return portal.empty() ? unnamed_portal_copy_ : portals_.may_copy(portal);
 }
 
 PipelineModel::Fate PipelineModel::fate(const FrontendView& v) const noexcept {
@@ -259,21 +273,18 @@ Request* PipelineModel::commit(const FrontendView& v, Origin origin, std::uint8_
         if (v.name.empty()) {
           unnamed_statement_copy_ = copy;
         } else {
-          set_name(statements_, v.name, copy);
+          set_name(statements_, v.name, copy, r.id);
         }
       }
       break;
     case RequestKind::Bind:
       if (live) {
-        bool copy = unnamed_statement_copy_;
-        if (!v.statement.empty()) {
-          const auto it = statements_.find(std::string(v.statement));
-          copy = it != statements_.end() && it->second;
-        }
+        const bool copy =
+            v.statement.empty() ? unnamed_statement_copy_ : statements_.may_copy(v.statement);
         if (v.name.empty()) {
           unnamed_portal_copy_ = copy;
         } else {
-          set_name(portals_, v.name, copy);
+          set_name(portals_, v.name, copy, r.id);
         }
       }
       break;
@@ -348,7 +359,7 @@ void PipelineModel::name_unknown(const Request& r) {
   if (r.name.empty()) {
     (statement ? unnamed_statement_copy_ : unnamed_portal_copy_) = true;
   } else {
-    set_name(statement ? statements_ : portals_, r.name, true);
+    set_name(statement ? statements_ : portals_, r.name, true, r.id);
   }
 }
 
@@ -417,6 +428,10 @@ PipelineModel::Event PipelineModel::on_backend(char type, Bytes whole) {
       }
       if (whole.size() == 6) tx_status_ = static_cast<char>(whole[5]);
       if (copy_in_) break;  // never while the server reads COPY data
+      if (tx_status_ == 'I') {
+        // The transaction ended: the portals made before this point are gone.
+        std::erase_if(portals_.map, [&](const auto& p) { return p.second.created < r->id; });
+      }
       done();
       return ev;
     case be::kRowDescription:

@@ -124,7 +124,7 @@ class PipelineModel {
  public:
   struct Limits {
     std::size_t max_requests = 4096;  // in flight; past it the session stops reading the client
-    std::size_t max_names = 10000;    // named statements and portals tracked
+    std::size_t max_names = 10000;    // named statements, and portals, tracked (each)
   };
   PipelineModel() : PipelineModel(Limits{}) {}
   explicit PipelineModel(Limits limits);
@@ -193,6 +193,8 @@ class PipelineModel {
   int copy_format() const noexcept { return copy_format_; }
   const Request* front() const noexcept { return count_ == 0 ? nullptr : &at(0); }
   std::size_t in_flight() const noexcept { return count_; }
+  // Named statements and portals kept (bounded by Limits::max_names each).
+  std::size_t names_kept() const noexcept { return statements_.map.size() + portals_.map.size(); }
   // The command tag of the last CommandComplete (e.g. "DEALLOCATE ALL").
   std::string_view last_tag() const noexcept { return last_tag_; }
 
@@ -207,11 +209,21 @@ class PipelineModel {
   void skip_to_sync(std::size_t after);
   void on_error(Request& r, Bytes whole, Event& ev);
   void on_parameter_status(Bytes whole);
-  void forget_name(std::unordered_map<std::string, bool>& names, std::string_view name);
+  // What the model keeps of a named statement or portal.
+  struct Named {
+    bool copy = false;          // running it may start COPY FROM STDIN
+    std::uint64_t created = 0;  // id of the request that made it
+  };
+  struct Names {
+    std::unordered_map<std::string, Named> map;  // keys cut as PostgreSQL cuts them (63 bytes)
+    bool overflowed = false;  // more names than kept: one not kept may be anything
+    bool may_copy(std::string_view name) const;
+  };
+  void set_name(Names& names, std::string_view name, bool copy, std::uint64_t created);
+  void forget_name(Names& names, std::string_view name);
   // The server did not do what `r` asked (it failed or was skipped): what its name means now is
   // not known, so running it may start COPY FROM STDIN, for all the model can tell.
   void name_unknown(const Request& r);
-  void set_name(std::unordered_map<std::string, bool>& names, std::string_view name, bool copy);
   bool portal_may_copy_in(std::string_view portal) const;
   Shape* new_shape();
   void release(Shape* s) noexcept;
@@ -223,8 +235,8 @@ class PipelineModel {
   std::uint64_t next_id_ = 1;
   // Named statements and portals: whether running them may start COPY FROM STDIN. Unknown names
   // (SQL PREPARE, DECLARE, cursors opened in functions) cannot be COPY.
-  std::unordered_map<std::string, bool> statements_;
-  std::unordered_map<std::string, bool> portals_;
+  Names statements_;
+  Names portals_;
   bool unnamed_statement_copy_ = false;
   bool unnamed_portal_copy_ = false;
   // The request committed last (Flush aside): an Execute right after a Describe of its portal

@@ -53,14 +53,12 @@ cat >"$work/policy.json" <<'JSON'
 JSON
 head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$work/seal.key"
 chmod 600 "$work/seal.key"
-"$BIN" --listen 127.0.0.1:0 --upstream "127.0.0.1:$PG_PORT" --threads 2 --no-pin \
+pgw_gateway_start "$work/gw.log" "$BIN" --upstream "127.0.0.1:$PG_PORT" --threads 2 --no-pin \
   --policy "$work/policy.json" --record-dir "$work/rec" --record-key-file "$work/seal.key" \
-  --admin-listen 127.0.0.1:0 --log-level "${PGW_FUZZ_LOG:-info}" 2>"$work/gw.log" &
-gw_pid=$!
-for _ in $(seq 100); do grep -q "listening on" "$work/gw.log" && break; sleep 0.1; done
-GW_PORT=$(grep -o 'listening on 127.0.0.1:[0-9]*' "$work/gw.log" | cut -d: -f2)
-ADMIN_PORT=$(grep -o 'admin endpoint on 127.0.0.1:[0-9]*' "$work/gw.log" | cut -d: -f2)
-[ -n "$GW_PORT" ] || { cat "$work/gw.log"; exit 1; }
+  --admin-listen 127.0.0.1:0 --log-level "${PGW_FUZZ_LOG:-info}"
+gw_pid=$PGW_GW_PID
+GW_PORT=$PGW_GW_PORT
+ADMIN_PORT=$PGW_ADMIN_PORT
 
 rc=0
 PGW_PORT=$GW_PORT PG_PORT=$PG_PORT PGW_BIN=$BIN PGW_REC_DIR="$work/rec" \

@@ -71,6 +71,19 @@ pgw_wait_port() {
   return 1
 }
 
+# pgw_gateway_start LOG BIN ARGS...: starts pgwarden on a free loopback port in the background and
+# waits until it listens. Sets PGW_GW_PID, PGW_GW_PORT and, with --admin-listen, PGW_ADMIN_PORT.
+pgw_gateway_start() {
+  local log=$1 bin=$2
+  shift 2
+  "$bin" --listen 127.0.0.1:0 "$@" 2>"$log" &
+  PGW_GW_PID=$!
+  for _ in $(seq 100); do grep -q "listening on" "$log" && break; sleep 0.1; done
+  PGW_GW_PORT=$(grep -o 'listening on 127.0.0.1:[0-9]*' "$log" | cut -d: -f2)
+  PGW_ADMIN_PORT=$(grep -o 'admin endpoint on 127.0.0.1:[0-9]*' "$log" | cut -d: -f2 || :)
+  [ -n "$PGW_GW_PORT" ] || { cat "$log" >&2; kill "$PGW_GW_PID" 2>/dev/null; return 1; }
+}
+
 # Builds one CMake configuration: pgw_build DIR BUILD_TYPE [cmake args...].
 pgw_build() {
   local dir=$1 type=$2

@@ -117,6 +117,16 @@ void MaskingStage::on_frontend(FrontendMessage& m) {
   const MaskProfile* p = profile();
   if (p == nullptr || m.verdict != Verdict::Forward) return;
   send_catalog_query();
+  constexpr policy::ClassSet kCopyWithOptions = policy::bit(policy::StatementClass::CopyTo) |
+                                                policy::bit(policy::StatementClass::CopyOptions);
+  if (p->scans() && m.decision != nullptr &&
+      (m.decision->classes & kCopyWithOptions) == kCopyWithOptions) {
+    m.refuse(pr::sqlstate::kInsufficientPrivilege,
+             "pgwarden: COPY TO with DELIMITER, QUOTE, ESCAPE or FORCE_QUOTE cannot be masked by "
+             "masking profile \"" +
+                 p->name + "\"; use the default format");
+    return;
+  }
   if (!p->columns.empty() && m.decision != nullptr &&
       (m.decision->classes & policy::bit(policy::StatementClass::CopyTo)) != 0) {
     // Column rules cannot be applied to COPY's rows (they carry no column names).
@@ -131,6 +141,13 @@ void MaskingStage::on_frontend(FrontendMessage& m) {
     pr::append_describe(d, 'P', m.view.name);
     host_.send_own(d, kOwnerMasking);
   }
+}
+
+// A statement held for approval was judged without the classes reaching this stage: after an
+// approved one, the masked columns are read again (held statements are rare; DDL is what holds).
+void MaskingStage::on_held_decided(FrontendMessage& m, pr::Request* r) {
+  (void)r;
+  if (m.verdict != Verdict::Refuse) catalog_changed();
 }
 
 void MaskingStage::on_frontend_done(FrontendMessage& m, pr::Request* r) {
@@ -187,12 +204,17 @@ void MaskingStage::on_own_reply(BackendMessage& m) {
   }
   catalog_pending_ = false;
   if (!catalog_error_.empty()) {
-    PGW_WARN("session %016llx: masking: cannot resolve masked columns: %s",
-             static_cast<unsigned long long>(host_.session_id()), catalog_error_.c_str());
+    // The server's text stays in pgwarden's log (masked by the profile): it is not the client's.
+    const MaskProfile* prof = profile();
+    const std::string_view why = prof != nullptr ? for_record(catalog_error_) : "";
+    PGW_WARN("session %016llx: masking: cannot resolve masked columns: %.*s",
+             static_cast<unsigned long long>(host_.session_id()), static_cast<int>(why.size()),
+             why.data());
     m.verdict = Verdict::Fail;
     m.sqlstate = pr::sqlstate::kInternalError;
-    m.message = "pgwarden: cannot resolve the columns the masking rules name (" + catalog_error_ +
-                "); the session ends so that no value goes out unmasked";
+    m.message =
+        "pgwarden: cannot resolve the columns the masking rules name (the gateway log has "
+        "details); the session ends so that no value goes out unmasked";
     return;
   }
   if (catalog_due_) return;  // the rules changed meanwhile: this answer is already stale
@@ -264,6 +286,38 @@ void MaskingStage::mask_notification(BackendMessage& m, const MaskProfile& p) {
   replace(m);
 }
 
+// ParameterStatus: a setting's value can carry anything a statement put there (application_name
+// set from a table, say): findings are masked like free text.
+void MaskingStage::mask_parameter(BackendMessage& m, const MaskProfile& p) {
+  const std::string_view body = chars(m.whole, 5);
+  const std::size_t name_end = body.find('\0');
+  if (name_end == std::string_view::npos) return;
+  // The server's own settings carry no data (and clients parse some of them).
+  static constexpr std::string_view kServer[] = {"client_encoding",
+                                                 "DateStyle",
+                                                 "default_transaction_read_only",
+                                                 "in_hot_standby",
+                                                 "integer_datetimes",
+                                                 "IntervalStyle",
+                                                 "is_superuser",
+                                                 "server_encoding",
+                                                 "server_version",
+                                                 "session_authorization",
+                                                 "standard_conforming_strings",
+                                                 "TimeZone"};
+  for (const std::string_view n : kServer) {
+    if (body.substr(0, name_end) == n) return;
+  }
+  std::string_view value = body.substr(name_end + 1);
+  if (!value.empty() && value.back() == '\0') value.remove_suffix(1);
+  if (!host_.core().masker->mask_text(p, value, text_)) return;
+  std::string b(body.substr(0, name_end + 1));
+  b += text_;
+  b.push_back('\0');
+  with_body(out_, pr::be::kParameterStatus, b);
+  replace(m);
+}
+
 // FunctionCallResponse: one value of a type pgwarden does not know. A finding makes it NULL.
 void MaskingStage::mask_function_result(BackendMessage& m, const MaskProfile& p) {
   if (m.whole.size() < 9) return;
@@ -279,6 +333,9 @@ void MaskingStage::mask_function_result(BackendMessage& m, const MaskProfile& p)
 }
 
 void MaskingStage::on_backend(BackendMessage& m) {
+  // What the last message needed is queued by now: a large one gives its memory back.
+  if (out_.capacity() > kKeepBytes) decltype(out_)().swap(out_);
+  if (text_.capacity() > kKeepBytes) decltype(text_)().swap(text_);
   const pr::Request* r = m.request();
   if (r != nullptr && r->origin == pr::Origin::Gateway && r->owner == kOwnerMasking) {
     on_own_reply(m);
@@ -299,6 +356,9 @@ void MaskingStage::on_backend(BackendMessage& m) {
       return;
     case pr::be::kFunctionCallResponse:
       mask_function_result(m, *p);
+      return;
+    case pr::be::kParameterStatus:
+      mask_parameter(m, *p);
       return;
     case pr::be::kCopyOutResponse:
       if (!p->columns.empty()) {

@@ -23,6 +23,7 @@ class MaskingStage final : public Stage {
 
   void on_frontend(FrontendMessage& m) override;
   void on_frontend_done(FrontendMessage& m, protocol::Request* r) override;
+  void on_held_decided(FrontendMessage& m, protocol::Request* r) override;
   void on_backend(BackendMessage& m) override;
 
   // The caller's profile under the policy in force (null: values go out as they are). Picks up a
@@ -32,11 +33,8 @@ class MaskingStage final : public Stage {
   std::string_view for_record(std::string_view text);
   // Rows, COPY data, notices, notifications and function results must be read whole.
   bool reads_data() { return catalog_pending_ || profile() != nullptr; }
-  // Column rules apply: statements must be classified (COPY TO, DDL).
-  bool needs_classes() {
-    const policy::MaskProfile* p = profile();
-    return p != nullptr && !p->columns.empty();
-  }
+  // A profile applies: statements must be classified (COPY TO and its options, DDL).
+  bool needs_classes() { return profile() != nullptr; }
   // For the recording's session start: the profile, "exempt (NAME)" or "none".
   std::string label();
 
@@ -52,6 +50,7 @@ class MaskingStage final : public Stage {
   void mask_copy_data(BackendMessage& m, const policy::MaskProfile& p);
   void mask_notification(BackendMessage& m, const policy::MaskProfile& p);
   void mask_function_result(BackendMessage& m, const policy::MaskProfile& p);
+  void mask_parameter(BackendMessage& m, const policy::MaskProfile& p);
   void replace(BackendMessage& m);
 
   StageHost& host_;
@@ -71,6 +70,7 @@ class MaskingStage final : public Stage {
   std::string plan_rd_;
   std::uint64_t plan_key_ = 0;
   bool plan_valid_ = false;
+  static constexpr std::size_t kKeepBytes = 64u << 10;  // scratch kept between messages
   bool copy_header_ = false;  // the binary COPY in progress has not sent its header yet
   std::basic_string<std::byte> out_;
   std::string text_;

@@ -12,6 +12,29 @@ namespace pgwarden::core {
 namespace pr = pgwarden::protocol;
 using policy::Action;
 
+namespace {
+
+bool contains_ci(std::string_view s, std::string_view word) {
+  for (std::size_t i = 0; i + word.size() <= s.size(); ++i) {
+    std::size_t k = 0;
+    while (k < word.size() && (s[i + k] | 0x20) == word[k]) ++k;
+    if (k == word.size()) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+// PostgreSQL keys prepared statements by their first NAMEDATALEN-1 bytes.
+std::string PolicyStage::key(std::string_view name) {
+  return std::string(name.substr(0, 63));
+}
+
+bool PolicyStage::may_redefine_statements(std::string_view sql) {
+  return contains_ci(sql, "deallocate") || contains_ci(sql, "prepare") ||
+         contains_ci(sql, "discard") || contains_ci(sql, "execute");
+}
+
 const policy::Rule* PolicyStage::rule() {
   const policy::Policy* pol = host_.core().policy;
   if (pol == nullptr) return nullptr;
@@ -85,13 +108,14 @@ void PolicyStage::judge_text(FrontendMessage& m, std::string_view text) {
 }
 
 void PolicyStage::judge_bind(FrontendMessage& m) {
-  const auto it = named_.find(std::string(m.view.statement));
+  (void)rule();  // notices a reload
+  const auto it = named_.find(key(m.view.statement));
   if (it == named_.end()) {
     // Prepared with SQL PREPARE (judged then) or unknown: after a reload it cannot be judged
     // again under the new rules.
     if (reloaded_ && !m.view.statement.empty()) {
       m.refuse(pr::sqlstate::kInsufficientPrivilege,
-               "pgwarden: prepared statement \"" + std::string(m.view.statement) +
+               "pgwarden: prepared statement \"" + key(m.view.statement) +
                    "\" cannot be judged again under the reloaded policy; prepare it again");
     }
     return;
@@ -105,7 +129,7 @@ void PolicyStage::judge_bind(FrontendMessage& m) {
   if (n.policy == now) return;
   if (!n.kept) {
     m.refuse(pr::sqlstate::kInsufficientPrivilege,
-             "pgwarden: prepared statement \"" + std::string(m.view.statement) +
+             "pgwarden: prepared statement \"" + key(m.view.statement) +
                  "\" is too large to be judged again under the reloaded policy; prepare it "
                  "again");
     return;
@@ -149,7 +173,7 @@ void PolicyStage::on_frontend(FrontendMessage& m) {
     case pr::fe::kQuery:
     case pr::fe::kParse:
       if (m.view.type == pr::fe::kParse && !m.view.name.empty() &&
-          named_.size() >= kMaxStatements && named_.count(std::string(m.view.name)) == 0) {
+          named_.size() >= kMaxStatements && named_.count(key(m.view.name)) == 0) {
         m.refuse("54000", "pgwarden: too many prepared statements in this session (" +
                               std::to_string(kMaxStatements) + "); close some first");
         return;
@@ -171,12 +195,18 @@ void PolicyStage::on_frontend_done(FrontendMessage& m, pr::Request* r) {
   const policy::Policy* pol = host_.core().policy;
   if (pol == nullptr) return;
   const pr::FrontendView& v = m.view;
+  if (v.query && m.verdict != Verdict::Refuse && may_redefine_statements(v.text)) {
+    // SQL DEALLOCATE / PREPARE / DISCARD, or dynamic SQL that could run them, may give a name
+    // another statement: what pgwarden kept under that name no longer says what it is.
+    named_.clear();
+    named_bytes_ = 0;
+  }
   if (v.type == pr::fe::kQuery && m.verdict != Verdict::Refuse) {
     named_.erase(std::string());  // a simple Query replaces the unnamed statement
     return;
   }
   if (v.type == pr::fe::kClose && v.target == 'S' && m.verdict != Verdict::Refuse) {
-    const auto it = named_.find(std::string(v.name));
+    const auto it = named_.find(key(v.name));
     if (it != named_.end()) {
       named_bytes_ -= it->second.text.size();
       named_.erase(it);
@@ -184,14 +214,14 @@ void PolicyStage::on_frontend_done(FrontendMessage& m, pr::Request* r) {
     return;
   }
   if (v.type != pr::fe::kParse || m.verdict == Verdict::Hold) return;
-  Named& n = named_[std::string(v.name)];
+  Named& n = named_[key(v.name)];
   named_bytes_ -= n.text.size();
   n.kept = named_bytes_ + v.text.size() <= kMaxTextBytes;
   n.text.assign(n.kept ? v.text : std::string_view());
   named_bytes_ += n.text.size();
   n.policy = pol->id();
   n.refusal = m.verdict == Verdict::Refuse ? m.message : std::string();
-  if (r != nullptr && r->origin == pr::Origin::Client) r->tag_text.assign(v.name);
+  if (r != nullptr && r->origin == pr::Origin::Client) r->tag_text = key(v.name);
 }
 
 // A Parse the server did not run (it failed, or was skipped after an earlier error) created

@@ -32,6 +32,10 @@ class PolicyStage final : public Stage {
   // its profile has column rules.
   void set_masking(MaskingStage* m) noexcept { masking_ = m; }
 
+  // Whether `sql` may (re)define prepared statements: SQL DEALLOCATE, PREPARE, DISCARD, or
+  // EXECUTE of dynamic SQL that could run them (case-insensitive words in the text).
+  static bool may_redefine_statements(std::string_view sql);
+  static std::string key(std::string_view name);
   // Named statements tracked for judging them again after a reload.
   static constexpr std::size_t kMaxStatements = 10000;
   static constexpr std::size_t kMaxTextBytes = 4u << 20;

@@ -184,9 +184,10 @@ void RecordingStage::on_backend(BackendMessage& m) {
   const pr::Request* r = m.request();
   if (r == nullptr) return;
   if (r->origin == pr::Origin::Gateway) {
-    // A Describe pgwarden sent before an Execute failed: that is the Execute's outcome.
+    // A Describe pgwarden sent before an Execute failed: that is the Execute's outcome (the
+    // server skips the Execute; its retirement records this error for it).
     if (m.type == pr::be::kErrorResponse && m.verdict == Verdict::Forward) {
-      record_outcome(nullptr, m.type, m.delivered());
+      describe_error_.assign(reinterpret_cast<const char*>(m.whole.data()), m.whole.size());
     }
     return;
   }
@@ -212,6 +213,16 @@ void RecordingStage::on_backend(BackendMessage& m) {
 }
 
 void RecordingStage::on_retired(const pr::Request& r) {
+  if (r.kind == pr::RequestKind::Execute && r.origin == pr::Origin::Client &&
+      !describe_error_.empty()) {
+    const std::string error = std::move(describe_error_);
+    describe_error_.clear();
+    if (r.tag[0] != 0 && r.state == pr::RequestState::Skipped) {
+      record_outcome(&r, pr::be::kErrorResponse,
+                     pr::Bytes(reinterpret_cast<const std::byte*>(error.data()), error.size()));
+      return;
+    }
+  }
   if (r.tag[0] == 0 || !sink_.has_room()) return;
   if (r.state == pr::RequestState::Skipped) {
     rec::Payload& p = sink_.payload(host_.session_id());

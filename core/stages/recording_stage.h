@@ -58,6 +58,7 @@ class RecordingStage final : public Stage, public DurabilityWaiter {
   std::int64_t held_since_ns_ = 0;
   std::uint64_t copy_in_ = 0, copy_out_ = 0;
   std::uint64_t last_end_ = 0;  // strict: what must be durable before upstream bytes go
+  std::string describe_error_;  // the failed Describe pgwarden sent before an Execute
   bool holding_ = false;
 };
 

@@ -47,8 +47,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   std::string why;
   std::uint64_t local_answers = 0;
   auto retire = [&] {
-    model->retire([](const pr::Request& r) { check(r.state != pr::RequestState::Queued, "retired early"); },
-                  [&](pr::Request&) { ++local_answers; });
+    model->retire(
+        [](const pr::Request& r) { check(r.state != pr::RequestState::Queued, "retired early"); },
+        [&](pr::Request&) { ++local_answers; });
   };
   while (pos + 6 <= size) {
     const std::uint8_t control = data[pos++];

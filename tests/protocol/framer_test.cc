@@ -340,5 +340,22 @@ TEST(AssemblerTest, JoinsHeldPrefixAndFragments) {
   EXPECT_EQ(ByteString(whole.data(), whole.size()), m);
 }
 
+// Guarantee 7: a declared length reserves nothing before its bytes arrive, and the memory of a
+// large message is given back once it was handled.
+TEST(AssemblerTest, ADeclaredLengthReservesNothingAndALargeMessageIsGivenBack) {
+  Assembler a;
+  const ByteString head = bytes("Q") + u32(1u << 30) + bytes("SELECT");
+  const Fragment first{'Q', (1u << 30) + 1, 0, head, true, false};
+  EXPECT_TRUE(a.add(first, {}).empty());
+  EXPECT_LT(a.capacity(), 1u << 20);
+  const ByteString big(200000, std::byte{'x'});
+  Assembler b;
+  const Fragment whole{'Q', static_cast<std::uint32_t>(big.size()), 0, big, true, true};
+  EXPECT_EQ(b.add(whole, {}).size(), big.size());
+  EXPECT_GE(b.capacity(), big.size());
+  b.shrink();
+  EXPECT_LE(b.capacity(), Assembler::kKeep);
+}
+
 }  // namespace
 }  // namespace pgwarden::protocol

@@ -379,6 +379,57 @@ TEST(PipelineModelTest, AnswersDueOnlyAfterSync) {
   EXPECT_TRUE(d.model.answers_due());
 }
 
+// Guarantee 7: names are kept as PostgreSQL keys them (63 bytes) and their number is bounded;
+// portals end with their transaction.
+TEST(PipelineModelTest, NamesStayBoundedWhateverTheClientSends) {
+  PipelineModel model(PipelineModel::Limits{4096, 100});
+  const std::string long_name(1 << 20, 'n');
+  std::size_t i = 0;
+  for (; i < 300; ++i) {
+    const ByteString b = B(long_name + std::to_string(i), "");
+    FrontendView v;
+    std::string why;
+    ASSERT_TRUE(read_frontend(b, v, why));
+    model.commit(v);
+    const ByteString p = P(std::string("s") + std::to_string(i), "SELECT 1");
+    ASSERT_TRUE(read_frontend(p, v, why));
+    model.commit(v);
+  }
+  EXPECT_LE(model.names_kept(), 101u + 100u);  // one key for all the long names, 100 statements
+  // A COPY statement prepared before the overflow may no longer be known: assumed COPY.
+  const ByteString copy = P("c", "COPY t FROM STDIN");
+  FrontendView v;
+  std::string why;
+  ASSERT_TRUE(read_frontend(copy, v, why));
+  model.commit(v);
+  for (int k = 0; k < 200; ++k) {
+    const ByteString p = P(std::string("x") + std::to_string(k), "SELECT 1");
+    ASSERT_TRUE(read_frontend(p, v, why));
+    model.commit(v);
+  }
+  const ByteString bind = B("", "c");
+  ASSERT_TRUE(read_frontend(bind, v, why));
+  model.commit(v);
+  const ByteString exec = E("");
+  ASSERT_TRUE(read_frontend(exec, v, why));
+  model.commit(v);
+  EXPECT_TRUE(model.input_barrier());
+}
+
+TEST(PipelineModelTest, PortalsEndWithTheirTransaction) {
+  Driver d;
+  d.send(P("c", "COPY t FROM STDIN"));
+  d.send(B("p", "c"));
+  d.send(S());
+  d.reply(msg('1', ""));
+  d.reply(msg('2', ""));
+  d.reply(Z('I'));
+  // Portal p died with the implicit transaction: an Execute of "p" now runs whatever a later
+  // DECLARE made it, which cannot be COPY.
+  d.send(E("p"));
+  EXPECT_FALSE(d.model.input_barrier());
+}
+
 TEST(PipelineModelTest, GrowsPastItsInitialRing) {
   Driver d;
   for (int i = 0; i < 100; ++i) d.send(S());

@@ -173,6 +173,8 @@ test('the caller cannot leave the mapped role: SET ROLE and friends end the sess
     'SET ROLE postgres', 'set/**/role postgres', 'RESET ROLE', 'SET SESSION AUTHORIZATION postgres',
     "SELECT set_config('role', 'postgres', false)", 'SELECT 1; SET LOCAL ROLE postgres',
     "DO $$ BEGIN EXECUTE 'SET ROLE postgres'; END $$",
+    // Found by the parser, however spelled.
+    'SET U&"rol\\0065" = postgres', 'SET "ROLE" = postgres', "DO $$ BEGIN PERFORM 1; END $$",
   ];
   for (const sql of attempts) {
     const c = client('alice@example.com', await token('alice@example.com'));

@@ -137,6 +137,15 @@ test('a message before startup completed gets 08P01 and is not forwarded', async
   await expectFatal(w, '08P01', /before startup completed/);
 });
 
+test('before authentication, messages are capped as PostgreSQL caps them (64 KiB), before the body arrives', async () => {
+  const w = new Wire(env.gwPort);
+  await w.connected();
+  w.write(startupPacket({ user: 'postgres', database: 'postgres' }));
+  assert.ok(await w.next(['R']), 'expected an authentication request');
+  w.write(message('p', Buffer.alloc(16), 1 << 20)); // declares 1 MiB
+  await expectFatal(w, '08P01', /length/);
+});
+
 test('a non-password message during authentication gets 08P01', async () => {
   const w = new Wire(env.gwPort);
   await w.connected();

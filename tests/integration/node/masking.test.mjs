@@ -226,6 +226,20 @@ test('a raw client that never sends Describe: pgwarden describes the portal itse
   w.end();
 });
 
+test('COPY TO with options that escape or quote values differently is refused under content detectors', async () => {
+  const c = new pg.Client({ host: '127.0.0.1', port: gw.port, user: 'mask_support', password: 'support-pw', database: 'postgres' });
+  await c.connect();
+  for (const opts of ["DELIMITER '-'", "DELIMITER '@'", "FORMAT csv, QUOTE '9', FORCE_QUOTE *", "ESCAPE '!', FORMAT csv"]) {
+    await assert.rejects(c.query(`COPY (SELECT ssn, email FROM mask_customers) TO STDOUT WITH (${opts})`),
+      (e) => e.code === '42501' && /DELIMITER, QUOTE, ESCAPE or FORCE_QUOTE/.test(e.message), opts);
+  }
+  await c.end();
+  // The default format is masked as before.
+  const r = await psql(gw.port, 'mask_support', 'COPY (SELECT ssn, email FROM mask_customers ORDER BY id) TO STDOUT', { PGPASSWORD: 'support-pw' });
+  assert.equal(r.code, 0, r.stderr);
+  noRaw(r.stdout, 'default COPY output');
+});
+
 test('the exempt profile sees raw values, and its sessions say so in the recording', async () => {
   const other = await startGateway(['--upstream', `127.0.0.1:${env.pgPort}`, '--policy', policyFile(),
     '--record-dir', join(dir, 'rec-exempt'), '--record-key-file', join(dir, 'seal.key')]);

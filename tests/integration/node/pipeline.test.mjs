@@ -18,7 +18,8 @@ const POLICY = {
   rules: [{ name: 'guard', users: ['trusted'], deny: ['drop', 'delete_without_where', 'truncate'],
     require_approval: ['alter'] }],
   masking: [{ name: 'everyone',
-    columns: [{ column: 'ssn', table: 'public.pipe_people', action: 'redact' }],
+    columns: [{ column: 'ssn', table: 'public.pipe_people', action: 'redact' },
+      { column: 'secret', table: 'public.pipe_people', action: 'redact' }],
     detectors: { email: 'redact', ssn: 'redact', card_number: 'redact' } }],
 };
 const policyFile = () => join(dir, 'policy.json');
@@ -56,7 +57,7 @@ async function session(port = gw.port, user = 'trusted') {
 async function untilReady(w, timeoutMs = 5000) {
   const out = [];
   for (;;) {
-    const m = await w.next(['1', '2', '3', 'C', 'E', 'Z', 'T', 'D', 'n', 't', 's', 'I', 'G', 'H', 'd', 'c', 'V', 'A', 'N'], timeoutMs);
+    const m = await w.next(['1', '2', '3', 'C', 'E', 'Z', 'T', 'D', 'n', 't', 's', 'I', 'G', 'H', 'd', 'c', 'V', 'A', 'N', 'S'], timeoutMs);
     if (m === null) throw new Error('connection closed: ' + JSON.stringify(out.map((x) => x.type)));
     out.push(m);
     if (m.type === 'Z') return out;
@@ -66,6 +67,7 @@ const text = (msgs) => msgs.map((m) => m.body.toString('latin1')).join('\n');
 const noRaw = (s, what) => {
   assert.ok(!s.includes(SSN), `${what} shows the raw SSN`);
   assert.ok(!s.includes(EMAIL), `${what} shows the raw e-mail`);
+  assert.ok(!s.includes('TOP-SECRET-1'), `${what} shows the raw secret column`);
 };
 
 before(async () => {
@@ -75,9 +77,10 @@ before(async () => {
   chmodSync(key, 0o600);
   writeFileSync(policyFile(), JSON.stringify(POLICY));
   await direct('DROP TABLE IF EXISTS pipe_people, pipe_t, pipe_copy');
-  await direct('CREATE TABLE pipe_people (id int, name text, ssn text, email text, ssn_num int8, nums int8[])');
-  await direct('INSERT INTO pipe_people VALUES (1, $1, $2, $3, 4111111111111111, $4)',
+  await direct('CREATE TABLE pipe_people (id int, name text, ssn text, email text, ssn_num int8, nums int8[], secret text)');
+  await direct("INSERT INTO pipe_people VALUES (1, $1, $2, $3, 4111111111111111, $4, 'TOP-SECRET-1')",
     ['Carol', SSN, EMAIL, '{7,4111111111111111}']);
+  await direct('DROP FUNCTION IF EXISTS public.lower(name)');
   await direct('CREATE TABLE pipe_t (id int, note text)');
   await direct('CREATE TABLE pipe_copy (id int, note text)');
   await direct('GRANT ALL ON pipe_people, pipe_t, pipe_copy TO trusted');
@@ -92,6 +95,42 @@ after(async () => {
   gw.kill('SIGINT');
   await gw.exited;
   rmSync(dir, { recursive: true, force: true });
+});
+
+test('guarantee 1: a statement nested deeper than pgwarden analyses is refused, not forwarded as unparseable', async () => {
+  const deep = (n) => `${'abs('.repeat(n)}1${')'.repeat(n)}`;
+  // PostgreSQL itself parses and runs it...
+  assert.equal((await direct(`SELECT ${deep(600)} AS v`)).rows[0].v, 1);
+  await direct("INSERT INTO pipe_t VALUES (500, 'deep')");
+  // ...so pgwarden may not let a DELETE through because it could not read the tree.
+  const w = await session();
+  w.write(query(`DELETE FROM pipe_t WHERE id = ${deep(600)} OR true`));
+  const got = await untilReady(w);
+  assert.equal(got[0].type, 'E');
+  assert.equal(errorFields(got[0].body).C, '42501');
+  assert.match(errorFields(got[0].body).M, /cannot analyse/);
+  w.write(Buffer.concat([P('', `DELETE FROM pipe_t WHERE id = ${deep(600)} OR true`), B('', ''), E(''), S()]));
+  const ext = await untilReady(w);
+  assert.match(errorFields(ext.find((m) => m.type === 'E').body).M, /cannot analyse/);
+  w.end();
+  assert.equal((await direct('SELECT count(*) AS n FROM pipe_t WHERE id = 500')).rows[0].n, '1');
+  await direct('DELETE FROM pipe_t WHERE id = 500');
+});
+
+test('an Execute that may start COPY FROM STDIN behind a failed Bind does not stall the pipeline', async () => {
+  // Found by the differential fuzzer: after a failed Bind the model cannot tell whether the portal
+  // runs COPY, so it waits for the Execute's replies, which the server only sends on Flush.
+  const w = await session();
+  w.write(Buffer.concat([P('cp', 'COPY pipe_copy FROM STDIN'), B('p1', 'nonexistent'), S(),
+    B('p1', 'cp'), E('p1'), message('d', Buffer.from('7\tseven\n')), message('c'), S()]));
+  const first = await untilReady(w);
+  assert.equal(errorFields(first.find((m) => m.type === 'E').body).C, '26000');
+  const second = await untilReady(w);
+  assert.ok(second.some((m) => m.type === 'G'), JSON.stringify(second.map((m) => m.type)));
+  assert.ok(second.some((m) => m.type === 'C'));
+  w.end();
+  assert.equal((await direct('SELECT count(*) AS n FROM pipe_copy WHERE id = 7')).rows[0].n, '1');
+  await direct('DELETE FROM pipe_copy');
 });
 
 test('guarantee 3: a SQL cursor run by protocol Execute is masked by its own description', async () => {
@@ -234,6 +273,9 @@ test('guarantee 7: declared lengths reserve nothing, and pgwarden reads no state
 
 test('guarantee 8: the recording attributes each outcome to its statement and records skipped ones', async () => {
   const w = await session();
+  // An Execute of a portal that does not exist: pgwarden's own Describe before it fails.
+  w.write(Buffer.concat([E('nope_portal'), S()]));
+  assert.equal(errorFields((await untilReady(w))[0].body).C, '34000');
   w.write(Buffer.concat([P('', "INSERT INTO pipe_t VALUES (100, 'rec')"), B('', ''), E(''),
     P('', 'SELECT 1/(id - id) AS rec_div FROM pipe_people'), B('', ''), E(''), P('', "INSERT INTO pipe_t VALUES (101, 'skipped')"), B('', ''), E(''), S()]));
   await untilReady(w);
@@ -254,6 +296,8 @@ test('guarantee 8: the recording attributes each outcome to its statement and re
   assert.equal(outcome(div + 2).length, 1);
   for (const s of [skipped, skipped + 1, skipped + 2]) assert.equal(outcome(s)[0]?.command_tag, '(skipped)', JSON.stringify(events));
   assert.equal(outcome(div - 1)[0]?.command_tag, 'INSERT 0 1'); // the INSERT's Execute, rolled back at Sync
+  const nope = events.find((e) => e.type === 'execute' && e.portal === 'nope_portal').statement_seq;
+  assert.deepEqual(outcome(nope).map((e) => e.sqlstate ?? e.command_tag), ['34000'], JSON.stringify(events));
   assert.equal((await direct('SELECT count(*) AS n FROM pipe_t WHERE id >= 100')).rows[0].n, '0');
 });
 
@@ -347,6 +391,66 @@ test('guarantee 5 (relay mode with a policy): a role startup parameter is refuse
   w2.write(startupPacket({ user: 'trusted', database: 'postgres', options: '-c role=postgres' }));
   assert.equal(errorFields((await w2.next(['E', 'R', 'Z'])).body).C, '42501');
   w2.end();
+});
+
+// Found by an adversarial review: the catalog query ran under the caller's search_path, so a
+// public.lower(name) of the caller's made every column rule miss (and its error text reached the
+// client in pgwarden's FATAL).
+test('the masking catalog query cannot be hijacked through the search path', async () => {
+  await direct('GRANT CREATE ON SCHEMA public TO trusted');
+  const w = await session();
+  w.write(query("CREATE FUNCTION public.lower(name) RETURNS text LANGUAGE plpgsql IMMUTABLE AS $f$ BEGIN RAISE EXCEPTION 'leak: %', (SELECT string_agg(secret, ',') FROM pipe_people); END $f$"));
+  assert.equal((await untilReady(w))[0].type, 'C');
+  w.write(query('SELECT id, secret FROM pipe_people'));
+  const got = await untilReady(w);
+  noRaw(text(got), 'rows after a lower(name) of the caller');
+  assert.ok(got.some((m) => m.type === 'D'), JSON.stringify(got.map((m) => m.type)));
+  w.end();
+  await direct('DROP FUNCTION public.lower(name)');
+  await direct('REVOKE CREATE ON SCHEMA public FROM trusted');
+});
+
+test('a setting a statement fills with data is masked in ParameterStatus', async () => {
+  const w = await session();
+  w.write(query(`SET application_name = 'for ${EMAIL}'`));
+  const got = await untilReady(w);
+  const status = got.find((m) => m.type === 'S' && m.body.toString('latin1').startsWith('application_name'));
+  assert.ok(status, 'expected the application_name ParameterStatus');
+  noRaw(status.body.toString('latin1'), 'the ParameterStatus');
+  w.end();
+});
+
+test('a statement redefined by SQL DEALLOCATE and PREPARE is not judged by its old text after a reload', async () => {
+  const w = await session();
+  w.write(Buffer.concat([P('redef', 'SELECT 1'), S()]));
+  await untilReady(w);
+  w.write(query("DEALLOCATE redef; PREPARE redef AS UPDATE pipe_t SET note = 'redefined'"));
+  await untilReady(w);
+  const stricter = { ...POLICY, rules: [{ ...POLICY.rules[0], deny: [...POLICY.rules[0].deny, 'update_without_where'] }] };
+  writeFileSync(policyFile(), JSON.stringify(stricter));
+  assert.equal((await admin('POST', '/reload')).status, 200);
+  w.write(Buffer.concat([B('', 'redef'), E(''), S()]));
+  const got = await untilReady(w);
+  assert.equal(got[0].type, 'E');
+  assert.equal(errorFields(got[0].body).C, '42501');
+  writeFileSync(policyFile(), JSON.stringify(POLICY));
+  assert.equal((await admin('POST', '/reload')).status, 200);
+  w.end();
+  assert.equal((await direct("SELECT count(*) AS n FROM pipe_t WHERE note = 'redefined'")).rows[0].n, '0');
+});
+
+test('portal and statement names cannot make the gateway grow', async () => {
+  const before = rssKiB(gw.pid);
+  const w = await session();
+  const big = 'x'.repeat(1 << 20);
+  w.write(Buffer.concat([P('', 'SELECT 1'), S()]));
+  await untilReady(w);
+  for (let i = 0; i < 120; i++) {
+    w.write(Buffer.concat([B(`${String(i).padStart(8, '0')}${big}`, ''), S()]));
+    await untilReady(w);
+  }
+  w.end();
+  assert.ok(rssKiB(gw.pid) - before < 64 * 1024, `gateway grew by ${rssKiB(gw.pid) - before} KiB`);
 });
 
 test('the model never lost track: no divergence counted through all of the above', async () => {
