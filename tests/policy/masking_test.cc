@@ -481,9 +481,19 @@ TEST(MaskingPolicy, CatalogQueryQuotesNamesAndEscapesPatterns) {
       "q.json");
   ASSERT_TRUE(p.ok()) << p.error().message;
   const std::string q = (*p)->masking()[0].catalog_query();
-  EXPECT_NE(q.find("LIKE 'o''brien!_%' ESCAPE '!'"), std::string::npos) << q;
-  EXPECT_NE(q.find("lower(c.relname) = 't%'"), std::string::npos) << q;
-  EXPECT_NE(q.find("lower(n.nspname) = 'sales'"), std::string::npos) << q;
+  EXPECT_NE(q.find("pg_catalog.like_escape('o''brien!_%'::pg_catalog.text, '!'::pg_catalog.text)"),
+            std::string::npos)
+      << q;
+  EXPECT_NE(q.find("lower(c.relname::pg_catalog.text) OPERATOR(pg_catalog.=) 't%'"),
+            std::string::npos)
+      << q;
+  EXPECT_NE(q.find("lower(n.nspname::pg_catalog.text) OPERATOR(pg_catalog.=) 'sales'"),
+            std::string::npos)
+      << q;
+  // It runs under the caller's search_path: nothing in it may resolve outside pg_catalog.
+  for (const char* bare : {" lower(", " LIKE ", " = ", " > ", "::int8"}) {
+    EXPECT_EQ(q.find(bare), std::string::npos) << bare << " in " << q;
+  }
 }
 
 }  // namespace
