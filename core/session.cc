@@ -45,15 +45,11 @@ Session::Session(Worker& worker, int client_fd, std::int64_t now_ns)
     recording_->set_rows(worker.config().record_rows);
   }
   policy_.set_masking(&masking_);
-  front_chain_[front_len_++] = &role_guard_;
-  front_chain_[front_len_++] = &policy_;
-  front_chain_[front_len_++] = &masking_;
-  front_chain_[front_len_++] = &approvals_;
-  back_chain_[back_len_++] = &masking_;
-  if (recording_) {
-    front_chain_[front_len_++] = recording_.get();
-    back_chain_[back_len_++] = recording_.get();
-  }
+  all_.add(&role_guard_);
+  all_.add(&policy_);
+  all_.add(&masking_);
+  all_.add(&approvals_);
+  if (recording_) all_.add(recording_.get());
   std::uint64_t r[2] = {0, 0};
   if (::getrandom(r, sizeof r, 0) != sizeof r) r[0] = session_id_ * 0x9E3779B97F4A7C15ull;
   char name[64];
@@ -66,6 +62,35 @@ Session::Session(Worker& worker, int client_fd, std::int64_t now_ns)
 }
 
 Session::~Session() = default;
+
+// Which stages act now. Without a policy the policy stage judges nothing, approvals hold nothing
+// and masking masks nothing (a masking stage still owed replies to its own requests stays in
+// until the next change). The role guard acts once authentication enabled it; recording always.
+void Session::build_chains() noexcept {
+  const policy::Policy* pol = core().policy;
+  chains_for_ = pol != nullptr ? pol->id() : 0;
+  front_ = done_ = retired_ = back_ = Chain{};
+  if (role_guard_.enabled()) front_.add(&role_guard_);
+  if (pol != nullptr) {
+    front_.add(&policy_);
+    done_.add(&policy_);
+    retired_.add(&policy_);
+  }
+  masking_engaged_ = masking_.profile() != nullptr || model_.own_in_flight() != 0;
+  record_rows_ = recording_ && w_.config().record_rows != 0;
+  if (masking_engaged_) {
+    front_.add(&masking_);
+    done_.add(&masking_);
+    back_.add(&masking_);
+  }
+  if (pol != nullptr) front_.add(&approvals_);
+  if (recording_) {
+    front_.add(recording_.get());
+    done_.add(recording_.get());
+    retired_.add(recording_.get());
+    back_.add(recording_.get());
+  }
+}
 
 CoreServices& Session::core() noexcept {
   return w_.services();

@@ -200,9 +200,23 @@ class alignas(16) Session final : public StageHost {
   MaskingStage masking_;
   ApprovalStage approvals_;
   std::unique_ptr<RecordingStage> recording_;  // null: recording off
-  Stage* front_chain_[5] = {};
-  Stage* back_chain_[3] = {};
-  std::size_t front_len_ = 0, back_len_ = 0;
+  // The stages that act under the policy in force, per hook, in chain order (role guard, policy,
+  // masking, approvals, recording): a stage with nothing to do is left out, so a session without
+  // policy or recording pays for none of them. Rebuilt whenever the policy in force changes.
+  struct Chain {
+    Stage* stages[5] = {};
+    std::uint8_t len = 0;
+    void add(Stage* s) noexcept { stages[len++] = s; }
+    Stage* const* begin() const noexcept { return stages; }
+    Stage* const* end() const noexcept { return stages + len; }
+  };
+  Chain front_, done_, retired_, back_, all_;
+  std::uint64_t chains_for_ = ~std::uint64_t{0};  // the policy id they were built for (0: none)
+  bool masking_engaged_ = false;                  // masking is in the chains
+  bool record_rows_ = false;                      // the recording keeps rows
+  bool be_read_whole_ = false;                    // the backend message in progress is read whole
+  void refresh_chains() noexcept;                 // (session_ready.cc)
+  void build_chains() noexcept;
   std::string standin_portal_;  // a portal name nobody else can know: executing it fails
   std::basic_string<std::byte> refusal_out_;
   // Input paused: client bytes not processed yet, and the message held for an approver.

@@ -15,6 +15,11 @@ namespace pgwarden::core {
 namespace pr = pgwarden::protocol;
 using pr::Next;
 
+inline void Session::refresh_chains() noexcept {
+  const policy::Policy* pol = w_.services().policy;
+  if ((pol != nullptr ? pol->id() : 0) != chains_for_) build_chains();
+}
+
 Next Session::on_ready_frontend(const pr::Fragment& f) {
   if (f.first) {
     if (auth_.token_expired()) {
@@ -84,9 +89,10 @@ Next Session::on_frontend_message(const pr::Fragment& f, pr::Bytes whole) {
       break;
   }
   if (model_.full()) return pause_input(Pause::Full, whole, rest);
+  refresh_chains();
   if (v.query || v.type == pr::fe::kFunctionCall) ++w_.mutable_stats().statements;
   FrontendMessage m{v};
-  for (std::size_t i = 0; i < front_len_; ++i) front_chain_[i]->on_frontend(m);
+  for (Stage* s : front_) s->on_frontend(m);
   pr::Request* r = nullptr;
   switch (m.verdict) {
     case Verdict::Defer:
@@ -96,7 +102,7 @@ Next Session::on_frontend_message(const pr::Fragment& f, pr::Bytes whole) {
       return Next::Stop;
     case Verdict::Hold:
       held_msg_.assign(whole.data(), whole.size());
-      for (std::size_t i = 0; i < front_len_; ++i) front_chain_[i]->on_frontend_done(m, nullptr);
+      for (Stage* s : done_) s->on_frontend_done(m, nullptr);
       return pause_input(Pause::Held, {}, rest);
     case Verdict::Refuse:
       r = refuse(v, m.sqlstate, m.message);
@@ -112,7 +118,7 @@ Next Session::on_frontend_message(const pr::Fragment& f, pr::Bytes whole) {
       r = model_.commit(v);
       break;
   }
-  for (std::size_t i = 0; i < front_len_; ++i) front_chain_[i]->on_frontend_done(m, r);
+  for (Stage* s : done_) s->on_frontend_done(m, r);
   retire();
   if (closing_ || finishing_) return Next::Stop;
   if (!model_.input_barrier()) return Next::Continue;
@@ -185,9 +191,11 @@ void Session::answer_locally(pr::Request& r) {
 }
 
 void Session::retire() {
+  if (!model_.retire_due()) return;
+  refresh_chains();
   model_.retire(
       [this](const pr::Request& r) {
-        for (std::size_t i = 0; i < front_len_; ++i) front_chain_[i]->on_retired(r);
+        for (Stage* s : retired_) s->on_retired(r);
       },
       [this](pr::Request& r) { answer_locally(r); });
 }
@@ -195,19 +203,23 @@ void Session::retire() {
 bool Session::backend_read_whole(char type) {
   switch (type) {
     case pr::be::kDataRow:
-      return masking_.reads_data() || (recording_ && w_.config().record_rows != 0);
+      return record_rows_ || (masking_engaged_ && masking_.reads_data());
     case pr::be::kCopyData:
     case pr::be::kNoticeResponse:
     case pr::be::kNotificationResponse:
     case pr::be::kFunctionCallResponse:
-      return masking_.reads_data();
+      return masking_engaged_ && masking_.reads_data();
     default:
       return true;
   }
 }
 
 Next Session::on_ready_backend(const pr::Fragment& f) {
-  const bool read_whole = backend_read_whole(static_cast<char>(f.type));
+  refresh_chains();
+  // Decided on a message's first fragment, for all of it (a reload between its fragments
+  // applies from the next message).
+  if (f.first) be_read_whole_ = backend_read_whole(static_cast<char>(f.type));
+  const bool read_whole = be_read_whole_;
   if (!read_whole && !f.first) {
     forward(Peer::Client, f, be_);  // the rest of a message nobody inspects
     return Next::Continue;
@@ -243,7 +255,7 @@ Next Session::on_ready_backend(const pr::Fragment& f) {
     m.verdict = Verdict::Replace;
     m.out = refusal_out_;
   }
-  for (std::size_t i = 0; i < back_len_; ++i) back_chain_[i]->on_backend(m);
+  for (Stage* s : back_) s->on_backend(m);
   switch (m.verdict) {
     case Verdict::Replace:
       queue_copy(Peer::Client, m.out);
@@ -353,7 +365,7 @@ void Session::decide_held(bool approved, std::string_view sqlstate, std::string 
     m.refuse(sqlstate, message);
     r = refuse(v, sqlstate, message);
   }
-  for (std::size_t i = 0; i < front_len_; ++i) front_chain_[i]->on_held_decided(m, r);
+  for (Stage* s : all_) s->on_held_decided(m, r);
   retire();
   // What the client sent after the held message is read now (unless the approved message
   // itself may have started a COPY FROM STDIN).

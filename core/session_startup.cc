@@ -171,6 +171,7 @@ void Session::on_ready() {
   waiting_for_client_ = true;
   fe_.set_max_message_size(w_.config().max_message_size);
   role_guard_.set_enabled(auth_.guards_role());
+  build_chains();
   if (recording_) {
     std::string client = "?";
     sockaddr_storage ss{};

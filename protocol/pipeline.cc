@@ -6,13 +6,42 @@
 
 namespace pgwarden::protocol {
 namespace {
+constexpr std::size_t kKeepTagBytes = 1024;  // a slot keeps a buffer this large for its tag
 
+// PostgreSQL keys prepared statements and portals by their first NAMEDATALEN-1 bytes.
+std::string_view name_key(std::string_view name) {
+  return name.substr(0, 63);
+}
+
+// `word` (lower-case letters) occurs in `s`, in any case. Eight bytes at a time: only where a
+// byte is the word's first letter (in either case) is the rest compared.
 bool contains_ci(std::string_view s, std::string_view word) {
-  if (word.size() > s.size()) return false;
-  for (std::size_t i = 0; i + word.size() <= s.size(); ++i) {
-    std::size_t k = 0;
-    while (k < word.size() && (s[i + k] | 0x20) == word[k]) ++k;
-    if (k == word.size()) return true;
+  const std::size_t n = word.size();
+  if (n == 0 || n > s.size()) return false;
+  const std::size_t last = s.size() - n;  // the last place the word can start
+  auto matches_at = [&](std::size_t i) {
+    for (std::size_t k = 0; k < n; ++k) {
+      if ((s[i + k] | 0x20) != word[k]) return false;
+    }
+    return true;
+  };
+  constexpr std::uint64_t kOnes = 0x0101010101010101ull;
+  constexpr std::uint64_t kHigh = 0x8080808080808080ull;
+  const std::uint64_t first = kOnes * static_cast<unsigned char>(word[0]);
+  std::size_t i = 0;
+  for (; i + 8 <= last + 1; i += 8) {
+    std::uint64_t x;
+    std::memcpy(&x, s.data() + i, 8);
+    x = (x | (kOnes * 0x20)) ^ first;               // a zero byte where the first letter is
+    std::uint64_t hits = (x - kOnes) & ~x & kHigh;  // may flag a byte after a real hit too
+    while (hits != 0) {
+      const std::size_t at = i + static_cast<std::size_t>(__builtin_ctzll(hits)) / 8;
+      if (matches_at(at)) return true;
+      hits &= hits - 1;
+    }
+  }
+  for (; i <= last; ++i) {
+    if (matches_at(i)) return true;
   }
   return false;
 }
@@ -79,12 +108,7 @@ const char* request_kind_name(RequestKind k) {
   return "?";
 }
 
-void ShapeRef::reset() noexcept {
-  if (s_ != nullptr && --s_->refs_ == 0) s_->owner_->release(s_);
-  s_ = nullptr;
-}
-
-PipelineModel::PipelineModel(Limits limits) : limits_(limits), ring_(16) {
+PipelineModel::PipelineModel(Limits limits) : limits_(limits), ring_(16), mask_(15) {
   query_shape_ = ShapeRef(new_shape());
 }
 
@@ -118,19 +142,30 @@ void PipelineModel::release(Shape* s) noexcept {
 }
 
 Request& PipelineModel::push(RequestKind kind, Origin origin) {
-  if (count_ == ring_.size()) {
-    std::vector<Request> bigger(ring_.size() * 2);
+  if (count_ == mask_ + 1) {
+    std::vector<Request> bigger(2 * count_);
     for (std::size_t i = 0; i < count_; ++i) bigger[i] = std::move(at(i));
     ring_ = std::move(bigger);
+    mask_ = ring_.size() - 1;
     head_ = 0;
   }
-  Request& r = ring_[(head_ + count_) & (ring_.size() - 1)];
+  Request& r = ring_[(head_ + count_) & mask_];
   ++count_;
-  r = Request{};
+  if (origin == Origin::Gateway) ++own_;
+  // Reset field by field: the slot's strings keep their buffers for the next request.
   r.id = next_id_++;
   r.kind = kind;
   r.origin = origin;
-  if (skipping_ && kind != RequestKind::Sync) r.state = RequestState::Skipped;
+  r.state = skipping_ && kind != RequestKind::Sync ? RequestState::Skipped : RequestState::Queued;
+  r.owner = 0;
+  r.failed = r.may_copy_in = r.in_result = r.described = false;
+  r.copy = Request::kCopyNone;
+  r.results = 0;
+  r.rows = 0;
+  r.name.clear();
+  r.tag[0] = r.tag[1] = 0;
+  r.tag_text.clear();
+  if (r.tag_text.capacity() > kKeepTagBytes) std::string().swap(r.tag_text);
   return r;
 }
 
@@ -143,35 +178,34 @@ Request* PipelineModel::current() noexcept {
   return nullptr;
 }
 
-namespace {
-// PostgreSQL keys prepared statements and portals by their first NAMEDATALEN-1 bytes.
-std::string_view name_key(std::string_view name) {
-  return name.substr(0, 63);
-}
-}  // namespace
-
 bool PipelineModel::Names::may_copy(std::string_view name) const {
-  const auto it = map.find(std::string(name_key(name)));
+  if (copies == 0 && !overflowed) return false;  // the common case: no name runs COPY
+  const auto it = map.find(name_key(name));
   return it != map.end() ? it->second.copy : overflowed;
 }
 
 void PipelineModel::set_name(Names& names, std::string_view name, bool copy,
                              std::uint64_t created) {
-  std::string key(name_key(name));
+  const std::string_view key = name_key(name);
   auto it = names.map.find(key);
   if (it == names.map.end()) {
     if (names.map.size() >= limits_.max_names) {
       // Memory stays bounded: forget them all, and take any name not kept for the worst.
       names.map.clear();
+      names.copies = 0;
       names.overflowed = true;
     }
-    it = names.map.emplace(std::move(key), Named{}).first;
+    it = names.map.emplace(std::string(key), Named{}).first;
   }
+  names.copies += static_cast<std::size_t>(copy) - static_cast<std::size_t>(it->second.copy);
   it->second = Named{copy, created};
 }
 
 void PipelineModel::forget_name(Names& names, std::string_view name) {
-  names.map.erase(std::string(name_key(name)));
+  const auto it = names.map.find(name_key(name));
+  if (it == names.map.end()) return;
+  names.copies -= it->second.copy ? 1 : 0;
+  names.map.erase(it);
 }
 
 bool PipelineModel::portal_may_copy_in(std::string_view portal) const {
@@ -257,7 +291,7 @@ Request* PipelineModel::commit(const FrontendView& v, Origin origin, std::uint8_
   const bool live = r.state == RequestState::Queued;
   if (kind == RequestKind::Parse || kind == RequestKind::Bind ||
       kind == RequestKind::CloseStatement || kind == RequestKind::ClosePortal) {
-    r.name.assign(v.name);
+    r.name.assign(name_key(v.name));
   }
   switch (kind) {
     case RequestKind::Query:
@@ -430,7 +464,14 @@ PipelineModel::Event PipelineModel::on_backend(char type, Bytes whole) {
       if (copy_in_) break;  // never while the server reads COPY data
       if (tx_status_ == 'I') {
         // The transaction ended: the portals made before this point are gone.
-        std::erase_if(portals_.map, [&](const auto& p) { return p.second.created < r->id; });
+        for (auto it = portals_.map.begin(); it != portals_.map.end();) {
+          if (it->second.created >= r->id) {
+            ++it;
+            continue;
+          }
+          portals_.copies -= it->second.copy ? 1 : 0;
+          it = portals_.map.erase(it);
+        }
       }
       done();
       return ev;

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -182,6 +183,10 @@ class PipelineModel {
   // for each. A Local request at the front is handed to `local` (which answers it) first.
   template <class F, class L>
   void retire(F&& f, L&& local);
+  // retire() has something to do.
+  bool retire_due() const noexcept {
+    return count_ != 0 && (at(0).state != RequestState::Queued || at(0).origin == Origin::Local);
+  }
 
   // ---- state --------------------------------------------------------------------------------
   char tx_status() const noexcept { return tx_status_; }
@@ -193,6 +198,8 @@ class PipelineModel {
   int copy_format() const noexcept { return copy_format_; }
   const Request* front() const noexcept { return count_ == 0 ? nullptr : &at(0); }
   std::size_t in_flight() const noexcept { return count_; }
+  // Requests of pgwarden's own (Origin::Gateway) in flight.
+  std::size_t own_in_flight() const noexcept { return own_; }
   // Named statements and portals kept (bounded by Limits::max_names each).
   std::size_t names_kept() const noexcept { return statements_.map.size() + portals_.map.size(); }
   // The command tag of the last CommandComplete (e.g. "DEALLOCATE ALL").
@@ -200,10 +207,8 @@ class PipelineModel {
 
  private:
   friend class ShapeRef;
-  Request& at(std::size_t i) noexcept { return ring_[(head_ + i) & (ring_.size() - 1)]; }
-  const Request& at(std::size_t i) const noexcept {
-    return ring_[(head_ + i) & (ring_.size() - 1)];
-  }
+  Request& at(std::size_t i) noexcept { return ring_[(head_ + i) & mask_]; }
+  const Request& at(std::size_t i) const noexcept { return ring_[(head_ + i) & mask_]; }
   Request& push(RequestKind kind, Origin origin);
   Request* current() noexcept;  // the oldest request not yet answered
   void skip_to_sync(std::size_t after);
@@ -214,9 +219,17 @@ class PipelineModel {
     bool copy = false;          // running it may start COPY FROM STDIN
     std::uint64_t created = 0;  // id of the request that made it
   };
+  struct NameHash {
+    using is_transparent = void;  // found by string_view, without building a string
+    std::size_t operator()(std::string_view s) const noexcept {
+      return std::hash<std::string_view>{}(s);
+    }
+  };
   struct Names {
-    std::unordered_map<std::string, Named> map;  // keys cut as PostgreSQL cuts them (63 bytes)
+    std::unordered_map<std::string, Named, NameHash, std::equal_to<>>
+        map;                  // keys cut as PostgreSQL cuts them (63 bytes)
     bool overflowed = false;  // more names than kept: one not kept may be anything
+    std::size_t copies = 0;   // names kept whose running may start COPY FROM STDIN
     bool may_copy(std::string_view name) const;
   };
   void set_name(Names& names, std::string_view name, bool copy, std::uint64_t created);
@@ -230,8 +243,10 @@ class PipelineModel {
 
   Limits limits_;
   std::vector<Request> ring_;  // power-of-two capacity
+  std::size_t mask_ = 0;       // ring_.size() - 1
   std::size_t head_ = 0;
   std::size_t count_ = 0;
+  std::size_t own_ = 0;  // Gateway requests among them
   std::uint64_t next_id_ = 1;
   // Named statements and portals: whether running them may start COPY FROM STDIN. Unknown names
   // (SQL PREPARE, DECLARE, cursors opened in functions) cannot be COPY.
@@ -260,6 +275,11 @@ class PipelineModel {
   Shape* free_ = nullptr;
 };
 
+inline void ShapeRef::reset() noexcept {
+  if (s_ != nullptr && --s_->refs_ == 0) s_->owner_->release(s_);
+  s_ = nullptr;
+}
+
 template <class F, class L>
 void PipelineModel::retire(F&& f, L&& local) {
   while (count_ != 0) {
@@ -270,10 +290,9 @@ void PipelineModel::retire(F&& f, L&& local) {
     }
     if (r.state == RequestState::Queued) break;
     f(static_cast<const Request&>(r));
+    if (r.origin == Origin::Gateway) --own_;
     r.shape.reset();
-    r.tag_text.clear();
-    r.name.clear();
-    head_ = (head_ + 1) & (ring_.size() - 1);
+    head_ = (head_ + 1) & mask_;
     --count_;
   }
 }

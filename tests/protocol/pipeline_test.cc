@@ -199,6 +199,46 @@ TEST(PipelineModelTest, CopyFromStdinIsABarrierUntilTheServerAnswers) {
   EXPECT_TRUE(d.model.settled());
 }
 
+// The words that make a statement a possible COPY FROM STDIN are found wherever they stand, in
+// any case, next to any bytes (the search reads eight bytes at a time).
+TEST(PipelineModelTest, CopyWordsAreFoundAtEveryOffsetAndCase) {
+  const std::string fillers[] = {"", "c", "co", "cop", "xcopx", "\x80\xff", "ccccccc", "Y"};
+  auto naive = [](std::string_view s, std::string_view w) {
+    for (std::size_t i = 0; i + w.size() <= s.size(); ++i) {
+      std::size_t k = 0;
+      while (k < w.size() && (s[i + k] | 0x20) == w[k]) ++k;
+      if (k == w.size()) return true;
+    }
+    return false;
+  };
+  std::uint32_t seed = 7;
+  auto rnd = [&seed] { return seed = seed * 1103515245u + 12345u, (seed >> 16) & 0x7fff; };
+  int checked = 0;
+  for (int round = 0; round < 3000; ++round) {
+    std::string sql;
+    const char* words[] = {"copy", "from", "stdin", "stdout", "t", "select"};
+    const int parts = 1 + static_cast<int>(rnd() % 6);
+    for (int i = 0; i < parts; ++i) {
+      sql += fillers[rnd() % 8].substr(0, rnd() % 4);
+      std::string w = words[rnd() % 6];
+      if (rnd() % 5 == 0) w.pop_back();  // a near miss
+      for (char& c : w) {
+        if (rnd() % 2 == 0) c = static_cast<char>(c - 0x20);
+      }
+      sql += w;
+      sql += std::string(rnd() % 9, static_cast<char>('a' + rnd() % 26));
+    }
+    const bool expected =
+        naive(sql, "copy") && naive(sql, "from") && (naive(sql, "stdin") || naive(sql, "stdout"));
+    Driver d;
+    Request* r = d.send(Q(sql));
+    ASSERT_NE(r, nullptr);
+    ASSERT_EQ(r->may_copy_in, expected) << sql;
+    checked += expected ? 1 : 0;
+  }
+  EXPECT_GT(checked, 50);  // the generator does produce COPY FROM STDIN texts
+}
+
 // PostgreSQL reads COPY t FROM STDOUT from the client too (found by its regression suite).
 TEST(PipelineModelTest, CopyFromStdoutIsACopyFromTheClientToo) {
   Driver d;
