@@ -16,15 +16,7 @@ BIN="$build/core/pgwarden"
 node_dir="$PGW_ROOT/tests/integration/node"
 [ -d "$node_dir/node_modules" ] || (cd "$node_dir" && npm ci --no-audit --no-fund --loglevel=error)
 
-work=$(mktemp -d /tmp/pgwarden-fuzz.XXXXXX)
-chmod 755 "$work"
-gw_pid=
-cleanup() {
-  if [ -n "$gw_pid" ]; then kill -9 "$gw_pid" 2>/dev/null || :; fi
-  pgw_pg_stop "$work/pg"
-  if [ -n "${PGW_FUZZ_KEEP:-}" ]; then echo "fuzz: kept $work"; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
+pgw_work_dir fuzz "${PGW_FUZZ_KEEP:-}"
 
 PG_PORT=$(pgw_free_port)
 pgw_pg_start "$work/pg" "$PG_PORT"
@@ -63,23 +55,5 @@ ADMIN_PORT=$PGW_ADMIN_PORT
 rc=0
 PGW_PORT=$GW_PORT PG_PORT=$PG_PORT PGW_BIN=$BIN PGW_REC_DIR="$work/rec" \
   node "$node_dir/differential_fuzz.mjs" --seconds "$seconds" --seed "$seed" || rc=$?
-divergences=$(curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" |
-  awk '/^pgwarden_model_divergences_total/ { n += $NF } END { print n + 0 }')
-if [ "$divergences" != "0" ]; then
-  echo "fuzz: the pipeline model lost track $divergences times:"
-  grep "lost track" "$work/gw.log" | head
-  rc=1
-fi
-kill -TERM "$gw_pid"
-wait "$gw_pid" || rc=1
-gw_pid=
-if ! "$BIN" verify --record-dir "$work/rec" --key-file "$work/seal.key" >"$work/verify.log" 2>&1; then
-  echo "fuzz: the recording does not verify:"
-  cat "$work/verify.log"
-  rc=1
-fi
-if grep -q "runtime error\|AddressSanitizer" "$work/gw.log"; then
-  grep "runtime error\|AddressSanitizer" -A5 "$work/gw.log" | head -40
-  rc=1
-fi
+pgw_gateway_finish fuzz "$ADMIN_PORT" || rc=1
 exit "$rc"

@@ -60,6 +60,53 @@ pgw_pg_stop() {
   return 0
 }
 
+# pgw_work_dir NAME [KEEP]: a fresh temp directory in $work (readable by the PostgreSQL owner),
+# cleaned up on exit: the gateway in $gw_pid killed, the PostgreSQL in $work/pg stopped (processes
+# may already be gone), and the directory removed unless KEEP is non-empty.
+pgw_work_dir() {
+  work=$(mktemp -d "/tmp/pgwarden-$1.XXXXXX")
+  chmod 755 "$work"
+  gw_pid=
+  _pgw_work_name=$1
+  _pgw_work_keep=${2:-}
+  trap _pgw_work_cleanup EXIT
+}
+_pgw_work_cleanup() {
+  if [ -n "$gw_pid" ]; then kill -9 "$gw_pid" 2>/dev/null || :; fi
+  pgw_pg_stop "$work/pg"
+  if [ -n "$_pgw_work_keep" ]; then echo "$_pgw_work_name: kept $work"; else rm -rf "$work"; fi
+}
+
+# pgw_gateway_finish NAME ADMIN_PORT [errors]: how every run through the gateway ends. No model
+# divergence counted on the admin endpoint, no sanitizer report in $work/gw.log (with `errors`: no
+# ERROR line either), a clean exit on SIGTERM, and a recording in $work/rec that verifies with
+# $work/seal.key. Prints what failed and returns 1 if anything did.
+pgw_gateway_finish() {
+  local name=$1 admin=$2 rc=0 divergences pattern="runtime error\|AddressSanitizer"
+  [ "${3:-}" = errors ] && pattern="ERROR\|$pattern"
+  divergences=$(curl -s "http://127.0.0.1:$admin/metrics" |
+    awk '/^pgwarden_model_divergences_total/ { n += $NF } END { print n + 0 }')
+  if [ "$divergences" != "0" ]; then
+    echo "$name: the pipeline model lost track $divergences times:"
+    grep "lost track" "$work/gw.log" | head -20
+    rc=1
+  fi
+  if grep -q "$pattern" "$work/gw.log"; then
+    echo "$name: the gateway logged errors:"
+    grep "$pattern" -A5 "$work/gw.log" | head -40
+    rc=1
+  fi
+  kill -TERM "$gw_pid"
+  wait "$gw_pid" || rc=1
+  gw_pid=
+  if ! "$BIN" verify --record-dir "$work/rec" --key-file "$work/seal.key" >"$work/verify.log" 2>&1; then
+    echo "$name: the recording does not verify:"
+    cat "$work/verify.log"
+    rc=1
+  fi
+  return "$rc"
+}
+
 # pgw_wait_port PORT [SECONDS]: until something listens on 127.0.0.1:PORT.
 pgw_wait_port() {
   local port=$1 secs=${2:-20} i

@@ -43,15 +43,7 @@ done
 [ -n "$cache" ] || { echo "pg_regress: no source of postgresql-15 could be fetched (deb-src entry missing?)" >&2; exit 1; }
 echo "pg_regress: server $installed, suite from $(basename "$cache")"
 
-work=$(mktemp -d /tmp/pgwarden-regress.XXXXXX)
-chmod 755 "$work"
-gw_pid=
-cleanup() {
-  if [ -n "$gw_pid" ]; then kill -9 "$gw_pid" 2>/dev/null || :; fi
-  pgw_pg_stop "$work/pg"
-  if [ -n "${PGW_REGRESS_KEEP:-}" ]; then echo "pg_regress: kept $work"; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
+pgw_work_dir regress "${PGW_REGRESS_KEEP:-}"
 
 # The suite's C functions (regress, autoinc, refint), built against the installed server's headers.
 cp -r "$cache" "$work/regress"
@@ -110,26 +102,7 @@ if ! diff -u "$work/direct.status" "$work/gateway.status" >"$work/status.diff"; 
   [ -f "$work/out-gateway/regression.diffs" ] && head -100 "$work/out-gateway/regression.diffs"
   failed=1
 fi
-metrics=$(curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" || :)
-divergences=$(echo "$metrics" | awk '/^pgwarden_model_divergences_total/ { n += $NF } END { print n + 0 }')
-if [ "${divergences:-0}" != "0" ]; then
-  echo "pg_regress: the pipeline model lost track $divergences times:"
-  grep "lost track" "$work/gw.log" | head -20
-  failed=1
-fi
-if grep -q "ERROR\|runtime error\|AddressSanitizer" "$work/gw.log"; then
-  echo "pg_regress: the gateway logged errors:"
-  grep "ERROR\|runtime error\|AddressSanitizer" -A3 "$work/gw.log" | head -40
-  failed=1
-fi
-kill -TERM "$gw_pid"
-wait "$gw_pid" || failed=1
-gw_pid=
-if ! "$BIN" verify --record-dir "$work/rec" --key-file "$work/seal.key" >"$work/verify.log" 2>&1; then
-  echo "pg_regress: the recording does not verify:"
-  cat "$work/verify.log"
-  failed=1
-fi
+pgw_gateway_finish pg_regress "$ADMIN_PORT" errors || failed=1
 statements=$("$BIN" export --record-dir "$work/rec" --format jsonl | grep -c '"type":"query"' || :)
 echo "pg_regress: $(wc -l <"$work/gateway.status") tests, results identical through pgwarden:" \
   "$([ "$failed" -eq 0 ] && echo yes || echo NO); $statements statements recorded"

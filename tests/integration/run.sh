@@ -10,16 +10,7 @@ quick=${2:-}
 BIN="$build/core/pgwarden"
 [ -x "$BIN" ] || { echo "no pgwarden binary at $BIN" >&2; exit 2; }
 
-work=$(mktemp -d /tmp/pgwarden-it.XXXXXX)
-chmod 755 "$work"
-gw_pid=
-cleanup() {
-  # Processes may already be gone: cleanup must still reach the server stop below.
-  if [ -n "$gw_pid" ]; then kill -9 "$gw_pid" 2>/dev/null || :; fi
-  pgw_pg_stop "$work/pg"
-  rm -rf "$work"
-}
-trap cleanup EXIT
+pgw_work_dir it
 
 PG_PORT=$(pgw_free_port)
 pgw_pg_start "$work/pg" "$PG_PORT" "max_connections = 620"
