@@ -78,6 +78,7 @@ void Session::build_chains() noexcept {
   }
   masking_engaged_ = masking_.profile() != nullptr || model_.own_in_flight() != 0;
   record_rows_ = recording_ && w_.config().record_rows != 0;
+  if (!masking_engaged_) masking_.trim();
   if (masking_engaged_) {
     front_.add(&masking_);
     done_.add(&masking_);

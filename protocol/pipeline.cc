@@ -1,5 +1,6 @@
 #include "protocol/pipeline.h"
 
+#include <bit>
 #include <cstring>
 
 #include "protocol/message_types.h"
@@ -35,7 +36,9 @@ bool contains_ci(std::string_view s, std::string_view word) {
     x = (x | (kOnes * 0x20)) ^ first;               // a zero byte where the first letter is
     std::uint64_t hits = (x - kOnes) & ~x & kHigh;  // may flag a byte after a real hit too
     while (hits != 0) {
-      const std::size_t at = i + static_cast<std::size_t>(__builtin_ctzll(hits)) / 8;
+      const auto bit = static_cast<std::size_t>(__builtin_ctzll(hits));
+      const std::size_t at =
+          i + (std::endian::native == std::endian::little ? bit / 8 : 7 - bit / 8);
       if (matches_at(at)) return true;
       hits &= hits - 1;
     }

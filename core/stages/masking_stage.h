@@ -31,6 +31,9 @@ class MaskingStage final : public Stage {
   const policy::MaskProfile* profile();
   // Text going into the recording (statements, parameters), with the profile's findings masked.
   std::string_view for_record(std::string_view text);
+  // A large message's scratch memory goes back (the stage may leave the chain with it held).
+  void trim() noexcept;
+  std::size_t scratch_bytes() const noexcept { return out_.capacity() + text_.capacity(); }
   // Rows, COPY data, notices, notifications and function results must be read whole.
   bool reads_data() { return catalog_pending_ || profile() != nullptr; }
   // A profile applies: statements must be classified (COPY TO and its options, DDL).

@@ -45,6 +45,29 @@ TEST(MaskingStageTest, AnUndescribedExecuteIsDescribedByTheStageItself) {
   EXPECT_EQ(host.own.size(), 2u);
 }
 
+// Guarantee 7: the scratch memory a large masked row needed goes back, with the next message or
+// when the session leaves the stage out of its chain (trim).
+TEST(MaskingStageTest, ScratchMemoryOfALargeRowGoesBack) {
+  // Detectors only: no catalog query goes first.
+  FakeHost host(R"({"masking": [{"name": "m", "detectors": {"email": "redact"}}]})");
+  MaskingStage masking(host);
+  const std::vector<Stage*> chain{&masking};
+  host.frontend(chain, Bind("", "s"));
+  host.frontend(chain, DescribePortal(""));
+  host.frontend(chain, Execute(""));
+  host.frontend(chain, Sync());
+  host.backend(chain, msg('2', ""));
+  host.backend(chain, RowDescription({{"note", 0, 0}}));
+  std::string big;
+  for (int i = 0; i < 40000; ++i) big += "bob@example.com ";
+  const BackendMessage row = host.backend(chain, DataRow({big}));
+  ASSERT_EQ(row.verdict, Verdict::Replace);
+  EXPECT_EQ(delivered(row).find("bob@example.com"), std::string::npos);
+  EXPECT_GT(masking.scratch_bytes(), 256u << 10);
+  masking.trim();
+  EXPECT_LE(masking.scratch_bytes(), 128u << 10);
+}
+
 // Guarantee 9: a profile added by a reload applies from the next message of any kind; until its
 // column rules are resolved through the catalog, rows are masked blind (every value NULL).
 TEST(MaskingStageTest, AProfileAddedMidResultAppliesAtOnceAndBlindUntilResolved) {
