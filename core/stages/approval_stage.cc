@@ -43,6 +43,7 @@ void ApprovalStage::on_frontend(FrontendMessage& m) {
   id_ = approvals->request(std::move(p));
   waiting_ = true;
   since_ns_ = host_.core().now_ns;
+  policy_id_ = host_.core().policy->id();
   message_ =
       "pgwarden: statement held for approval under policy rule \"" + rule + "\" (" + d.reason + ")";
   m.verdict = Verdict::Hold;
@@ -63,6 +64,18 @@ void ApprovalStage::on_decision(const ApprovalDecision& d) {
 void ApprovalStage::finish(bool approved, const std::string& outcome) {
   waiting_ = false;
   PGW_INFO("approval %llu: %s", static_cast<unsigned long long>(id_), outcome.c_str());
+  const policy::Policy* pol = host_.core().policy;
+  if (approved && (pol == nullptr || pol->id() != policy_id_)) {
+    // The statement was judged under a policy no longer in force: the approval does not carry
+    // over to a judgement nobody made. It is refused; sent again, it is judged afresh.
+    const std::string why = outcome + ", but the policy was reloaded while it waited";
+    host_.decide_held(false, pr::sqlstate::kInsufficientPrivilege,
+                      message_ + " was " + why +
+                          "; send it again to have it judged under the "
+                          "policy in force",
+                      why);
+    return;
+  }
   host_.decide_held(approved, pr::sqlstate::kInsufficientPrivilege,
                     approved ? std::string() : message_ + " was " + outcome, outcome);
 }

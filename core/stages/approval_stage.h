@@ -30,7 +30,8 @@ class ApprovalStage final : public Stage {
   bool waiting_ = false;
   std::uint64_t id_ = 0;
   std::int64_t since_ns_ = 0;
-  std::string message_;  // "statement held for approval under policy rule ..."
+  std::string message_;          // "statement held for approval under policy rule ..."
+  std::uint64_t policy_id_ = 0;  // the policy it was held under
 };
 
 }  // namespace pgwarden::core

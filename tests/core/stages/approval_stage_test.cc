@@ -43,6 +43,37 @@ TEST(ApprovalStageTest, HeldStatementsAreDecidedOneByOneAndADenyWins) {
   EXPECT_NE(list2.find("DROP TABLE b"), std::string::npos);
 }
 
+// An approval means what the approver saw judged: when the policy is reloaded while a statement
+// waits, an approval arriving after it refuses the statement instead of running it unjudged.
+TEST(ApprovalStageTest, AnApprovalDoesNotOutliveThePolicyItWasJudgedUnder) {
+  FakeHost host(kHoldDrop);
+  Approvals registry;
+  host.core().approvals = &registry;
+  PolicyStage policy(host);
+  ApprovalStage approvals(host);
+  const std::vector<Stage*> chain{&policy, &approvals};
+  EXPECT_EQ(host.frontend(chain, Query("DROP TABLE a")).verdict, Verdict::Hold);
+  const std::string list = registry.list_json();
+  const std::uint64_t id = std::stoull(list.substr(list.find("\"id\":") + 5));
+  host.reload(R"({"rules": [{"name": "r", "deny": ["drop"]}]})");
+  ASSERT_TRUE(registry.decide(id, true, "alice"));
+  approvals.on_decision(ApprovalDecision{id, 42, true, "alice"});
+  ASSERT_EQ(host.decisions.size(), 1u);
+  EXPECT_FALSE(host.decisions[0].approved);
+  EXPECT_NE(host.decisions[0].message.find("reloaded while it waited"), std::string::npos)
+      << host.decisions[0].message;
+  // Under an unchanged policy an approval still runs the statement.
+  EXPECT_EQ(host.frontend(chain, Query("DROP TABLE b")).verdict, Verdict::Refuse);  // now denied
+  host.reload(kHoldDrop);
+  EXPECT_EQ(host.frontend(chain, Query("DROP TABLE c")).verdict, Verdict::Hold);
+  const std::string list2 = registry.list_json();
+  const std::uint64_t id2 = std::stoull(list2.substr(list2.find("\"id\":") + 5));
+  ASSERT_TRUE(registry.decide(id2, true, "alice"));
+  approvals.on_decision(ApprovalDecision{id2, 42, true, "alice"});
+  ASSERT_EQ(host.decisions.size(), 2u);
+  EXPECT_TRUE(host.decisions[1].approved);
+}
+
 TEST(ApprovalStageTest, TimesOutAsADenyAndWithoutTheAdminEndpointRefuses) {
   FakeHost host(kHoldDrop);
   Approvals registry;
