@@ -93,7 +93,8 @@ test('idle timeout: an idle session is ended with 57P05, a busy one is not', asy
 });
 
 test('backpressure: a client that stops reading does not make the gateway buffer the result', async () => {
-  const gw = await startGateway(['--upstream', `127.0.0.1:${env.pgPort}`, '--threads', '1', '--max-buffered-bytes', '256K']);
+  const gw = await startGateway(['--upstream', `127.0.0.1:${env.pgPort}`, '--threads', '1', '--max-buffered-bytes', '256K',
+    '--recv-buffers', '256']); // a 4 MiB ring: what stays resident of it is no growth
   try {
     const w = await readySession(gw.port);
     w.keepRows = false;

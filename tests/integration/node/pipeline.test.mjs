@@ -87,7 +87,11 @@ before(async () => {
   await direct('ALTER TABLE pipe_t OWNER TO trusted');
   gw = await startGateway(['--upstream', `127.0.0.1:${env.pgPort}`, '--policy', policyFile(),
     '--record-dir', join(dir, 'rec'), '--record-key-file', key, '--admin-listen', '127.0.0.1:0',
-    '--approval-timeout', '20', '--record-durability', 'strict']);
+    '--approval-timeout', '20', '--record-durability', 'strict',
+    // The receive ring (count x size per core) becomes resident as traffic cycles through it, a
+    // fixed cost of the host's core count. The memory bounds below are about what input makes the
+    // gateway hold, so they run on two cores with a small ring (4 MiB each).
+    '--threads', '2', '--recv-buffers', '256']);
 });
 
 after(async () => {
@@ -450,7 +454,8 @@ test('portal and statement names cannot make the gateway grow', async () => {
     await untilReady(w);
   }
   w.end();
-  assert.ok(rssKiB(gw.pid) - before < 64 * 1024, `gateway grew by ${rssKiB(gw.pid) - before} KiB`);
+  // 120 MiB of names went through; what stays is the ring and the allocator's per-core cache.
+  assert.ok(rssKiB(gw.pid) - before < 40 * 1024, `gateway grew by ${rssKiB(gw.pid) - before} KiB`);
 });
 
 test('the model never lost track: no divergence counted through all of the above', async () => {
