@@ -1,4 +1,5 @@
 #include "policy/classifier.h"
+#include "policy/parse_tree.h"
 
 #include <hs/hs.h>
 #include <pg_query.h>
@@ -18,59 +19,7 @@ namespace {
 
 namespace sj = simdjson;
 using C = StatementClass;
-
-constexpr std::array<const char*, static_cast<std::size_t>(C::kCount)> kNames = {
-    "select",
-    "insert",
-    "update",
-    "delete",
-    "merge",
-    "copy_from",
-    "copy_to",
-    "copy_program",
-    "copy_options",
-    "select_into",
-    "ddl",
-    "drop",
-    "truncate",
-    "alter",
-    "grant",
-    "rule",
-    "function",
-    "do_block",
-    "dynamic_sql",
-    "delete_without_where",
-    "update_without_where",
-    "tautological_where",
-    "write_in_cte",
-    "explain_analyze_write",
-    "role_change",
-    "dangerous_function",
-    "transaction",
-    "set",
-    "call",
-    "maintenance",
-    "lock",
-    "listen",
-    "cursor",
-    "prepare",
-    "explain",
-    "utility",
-    "unparseable",
-};
-
-// Keywords of every construct that is more than a plain read. A statement with none of them
-// (case-insensitively, anywhere, even inside literals) cannot be anything the policy restricts,
-// so it skips the parser. "u&" catches Unicode-escaped identifiers (U&"\0064...").
-constexpr std::array<const char*, 45> kKeywords = {
-    "insert",        "update",     "delete",  "merge",   "copy",     "drop",      "truncate",
-    "alter",         "create",     "grant",   "revoke",  "comment",  "security",  "call",
-    "execute",       "prepare",    "explain", "rule",    "function", "procedure", "role",
-    "authorization", "set_config", "into",    "vacuum",  "analy",    "cluster",   "reindex",
-    "checkpoint",    "lock",       "notify",  "listen",  "refresh",  "import",    "load",
-    "reassign",      "discard",    "u&",      "declare", "cursor",   "owned",     "policy",
-    "extension",     "nextval",    "share",
-};
+using namespace tree;  // NOLINT: the parse tree's readers
 
 constexpr int kMaxDepth = 4;
 
@@ -108,102 +57,13 @@ struct Walker {
     if (ctx.explain_analyze) add(C::ExplainAnalyzeWrite);
   }
 
-  static bool has(sj::dom::element obj, const char* key) { return obj[key].error() == sj::SUCCESS; }
-
-  static std::string_view str(sj::dom::element e) {
-    std::string_view s;
-    if (e["String"]["sval"].get_string().get(s) == sj::SUCCESS) return s;
-    return {};
-  }
-
-  // The constant inside an A_Const, as JSON without its location, or empty.
-  static std::string constant(sj::dom::element e) {
-    sj::dom::object c;
-    if (e["A_Const"].get_object().get(c) != sj::SUCCESS) return {};
-    std::string s;
-    for (auto f : c) {
-      if (f.key == "location") continue;
-      s += std::string(f.key) + ":" + sj::minify(f.value) + ";";
-    }
-    return s;
-  }
-
-  static std::string column(sj::dom::element e) {
-    sj::dom::element fields;
-    if (e["ColumnRef"]["fields"].get(fields) != sj::SUCCESS) return {};
-    return sj::minify(fields);
-  }
-
-  // Whether a condition refers to the row at all (a column anywhere in it).
-  static bool has_column(sj::dom::element e) {
-    const sj::dom::element_type t = e.type();
-    if (t == sj::dom::element_type::ARRAY) {
-      for (sj::dom::element c : sj::dom::array(e.get_array().value_unsafe())) {
-        if (has_column(c)) return true;
-      }
-      return false;
-    }
-    if (t != sj::dom::element_type::OBJECT) return false;
-    for (auto f : sj::dom::object(e.get_object().value_unsafe())) {
-      if (f.key == "ColumnRef" || has_column(f.value)) return true;
-    }
-    return false;
-  }
-
-  // A BoolExpr's operator (AND_EXPR, OR_EXPR, NOT_EXPR) and arguments.
-  static bool bool_expr(sj::dom::element e, std::string_view& op, sj::dom::array& args) {
-    sj::dom::element b;
-    return e["BoolExpr"].get(b) == sj::SUCCESS && b["boolop"].get_string().get(op) == sj::SUCCESS &&
-           b["args"].get_array().get(args) == sj::SUCCESS;
-  }
-
-  static std::string_view op_name(sj::dom::element expr) {
-    sj::dom::array name;
-    if (expr["name"].get_array().get(name) != sj::SUCCESS || name.size() != 1) return {};
-    return str(name.at(0).value_unsafe());
-  }
-
-  // Recognisably false whatever the row: WHERE false, 1 = 0, 'a' <> 'a', NOT true, f AND x...
-  static bool always_false(sj::dom::element e) {
-    static const std::string kFalse = "boolval:{};";
-    const std::string c = constant(e);
-    if (!c.empty()) return c == kFalse;
-    sj::dom::element arg;
-    if (e["TypeCast"]["arg"].get(arg) == sj::SUCCESS) {
-      const std::string v = constant(arg);
-      return v == kFalse || v == "sval:{\"sval\":\"f\"};" || v == "sval:{\"sval\":\"false\"};" ||
-             v == "sval:{\"sval\":\"off\"};" || v == "sval:{\"sval\":\"no\"};" || v == "ival:{};";
-    }
-    sj::dom::element expr;
-    if (e["A_Expr"].get(expr) == sj::SUCCESS) {
-      const std::string_view op = op_name(expr);
-      sj::dom::element l, r;
-      if (expr["lexpr"].get(l) != sj::SUCCESS || expr["rexpr"].get(r) != sj::SUCCESS) return false;
-      const std::string lc = constant(l), rc = constant(r);
-      if (lc.empty() || rc.empty()) return false;
-      return (op == "=" && lc != rc) || ((op == "<>" || op == "!=") && lc == rc);
-    }
-    std::string_view bop;
-    sj::dom::array args;
-    if (!bool_expr(e, bop, args)) return false;
-    if (bop == "NOT_EXPR" && args.size() == 1) {
-      return constant(args.at(0).value_unsafe()) == "boolval:{\"boolval\":true};";
-    }
-    bool any = false, all = true;
-    for (sj::dom::element a : args) {
-      const bool f = always_false(a);
-      any = any || f;
-      all = all && f;
-    }
-    return bop == "AND_EXPR" ? any : all;
-  }
-
-  // A WHERE that keeps every row: one that does not refer to the row at all (WHERE true,
-  // WHERE 1 = 1, WHERE 2 > 1, WHERE EXISTS (SELECT 1), ...) unless recognisably false;
-  // WHERE id = id; an OR with such an arm; an AND of only such parts. Deciding it by constant
-  // values makes the analysis depend on literals (see Analysis::literal_sensitive).
-  bool tautology(sj::dom::element e) {
-    if (!has_column(e)) {
+  // A condition that keeps every row of the target: one that does not refer to it at all (WHERE
+  // true, WHERE 1 = 1, WHERE 2 > 1, WHERE EXISTS (SELECT 1), a condition on another relation
+  // alone) unless recognisably false; WHERE id = id; an OR with such an arm; an AND of only such
+  // parts. Deciding it by constant values makes the analysis depend on literals (see
+  // Analysis::literal_sensitive).
+  bool tautology(sj::dom::element e, const Target* t) {
+    if (!refers_target(e, t)) {
       out.literal_sensitive = true;
       return !always_false(e);
     }
@@ -221,25 +81,61 @@ struct Walker {
     if (!bool_expr(e, bop, args)) return false;
     if (bop == "OR_EXPR") {
       for (sj::dom::element a : args) {
-        if (tautology(a)) return true;
+        if (tautology(a, t)) return true;
       }
       return false;
     }
     if (bop == "AND_EXPR") {
       for (sj::dom::element a : args) {
-        if (!tautology(a)) return false;
+        if (!tautology(a, t)) return false;
       }
       return true;
     }
     return false;
   }
 
-  void where(sj::dom::element stmt, C without) {
+  // DELETE / UPDATE: without WHERE, or with one that keeps every row of the target.
+  void where(sj::dom::element stmt, C without, const char* sources) {
+    Target t = target_of(stmt);
+    sj::dom::array from;
+    if (stmt[sources].get_array().get(from) == sj::SUCCESS) {
+      for (sj::dom::element rel : from) source_columns(rel, t);
+    }
     sj::dom::element w;
     if (stmt["whereClause"].get(w) != sj::SUCCESS) {
       add(without);
-    } else if (tautology(w)) {
+    } else if (tautology(w, &t)) {
       add(C::TautologicalWhere);
+    }
+  }
+
+  // MERGE: each WHEN MATCHED ... UPDATE / DELETE changes every row of the target that the join
+  // condition matches; unless the join condition or the action's own condition restricts the
+  // target, that is every row (ON true, ON 1 = 1, a condition on the source alone).
+  void merge(sj::dom::element stmt) {
+    Target t = target_of(stmt);
+    t.strict = true;
+    sj::dom::element source, join;
+    if (stmt["sourceRelation"].get(source) == sj::SUCCESS) source_columns(source, t);
+    const bool has_join = stmt["joinCondition"].get(join) == sj::SUCCESS;
+    if (has_join && !tautology(join, &t)) return;  // the join restricts the target
+    const bool join_refers = has_join && refers_target(join, &t);
+    sj::dom::array clauses;
+    if (stmt["mergeWhenClauses"].get_array().get(clauses) != sj::SUCCESS) return;
+    for (sj::dom::element c : clauses) {
+      const sj::dom::element w = c["MergeWhenClause"].value_unsafe();
+      bool matched = false;
+      if (w["matched"].get_bool().get(matched) != sj::SUCCESS || !matched) continue;
+      std::string_view cmd;
+      if (w["commandType"].get_string().get(cmd) != sj::SUCCESS) continue;
+      const C without = cmd == "CMD_UPDATE"   ? C::UpdateWithoutWhere
+                        : cmd == "CMD_DELETE" ? C::DeleteWithoutWhere
+                                              : C::kCount;
+      if (without == C::kCount) continue;  // DO NOTHING
+      sj::dom::element cond;
+      const bool has_cond = w["condition"].get(cond) == sj::SUCCESS;
+      if (has_cond && !tautology(cond, &t)) continue;  // the action restricts the target
+      add(join_refers || (has_cond && refers_target(cond, &t)) ? C::TautologicalWhere : without);
     }
   }
 
@@ -254,6 +150,13 @@ struct Walker {
   void named_function(std::string_view called) {
     const std::string name = ascii_lower(called);
     if (name == "set_config") add(C::RoleChange);  // set_config('role', ...) is SET ROLE
+    if (const ClassSet c = function_classes(name); c != 0) {
+      out.classes |= c;
+      if (std::find(out.classed_functions.begin(), out.classed_functions.end(), name) ==
+          out.classed_functions.end()) {
+        out.classed_functions.push_back(name);
+      }
+    }
     if (std::find(dangerous.begin(), dangerous.end(), name) != dangerous.end()) {
       add(C::DangerousFunction);
       if (out.dangerous_function.empty()) out.dangerous_function = name;
@@ -396,6 +299,8 @@ struct Walker {
       name = std::string(schema) + ".";
     }
     name += rel;
+    // The views over the file-reading functions (pg_hba_file_rules, pg_file_settings...).
+    out.classes |= function_classes(ascii_lower(rel)) & bit(C::ServerFile);
     if (std::find(out.tables.begin(), out.tables.end(), name) == out.tables.end()) {
       out.tables.push_back(std::move(name));
     }
@@ -452,7 +357,7 @@ struct Walker {
         write(C::Insert, ctx);
       } else if (k == "UpdateStmt") {
         write(C::Update, ctx);
-        where(v, C::UpdateWithoutWhere);
+        where(v, C::UpdateWithoutWhere, "fromClause");
         // pg_settings' update rule calls set_config for every row it changes.
         std::string_view rel;
         if (v["relation"]["relname"].get_string().get(rel) == sj::SUCCESS &&
@@ -461,14 +366,16 @@ struct Walker {
         }
       } else if (k == "DeleteStmt") {
         write(C::Delete, ctx);
-        where(v, C::DeleteWithoutWhere);
+        where(v, C::DeleteWithoutWhere, "usingClause");
       } else if (k == "MergeStmt") {
         write(C::Merge, ctx);
+        merge(v);
       } else if (k == "CopyStmt") {
         bool from = false, program = false;
         if (v["is_from"].get_bool().get(from) != sj::SUCCESS) from = false;
         if (v["is_program"].get_bool().get(program) != sj::SUCCESS) program = false;
         if (program) add(C::CopyProgram);
+        if (!program && has(v, "filename")) add(C::ServerFile);  // neither STDIN nor STDOUT
         if (from) {
           write(C::CopyFrom, ctx);
         } else {
@@ -629,88 +536,6 @@ int on_match(unsigned int, unsigned long long, unsigned long long, unsigned int,
 
 }  // namespace
 
-std::string ascii_lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
-
-const char* class_name(StatementClass c) {
-  return kNames[static_cast<std::size_t>(c)];
-}
-
-std::optional<StatementClass> class_from_name(std::string_view name) {
-  for (std::size_t i = 0; i < kNames.size(); ++i) {
-    if (name == kNames[i]) return static_cast<StatementClass>(i);
-  }
-  return std::nullopt;
-}
-
-std::string class_names(ClassSet s) {
-  std::string out;
-  for (std::size_t i = 0; i < kNames.size(); ++i) {
-    if ((s & (ClassSet{1} << i)) == 0) continue;
-    if (!out.empty()) out += ", ";
-    out += kNames[i];
-  }
-  return out;
-}
-
-ClassSet write_classes() {
-  ClassSet s = 0;
-  for (C c : {C::Insert,     C::Update,      C::Delete,
-              C::Merge,      C::CopyFrom,    C::CopyProgram,
-              C::SelectInto, C::Ddl,         C::Drop,
-              C::Truncate,   C::Alter,       C::Grant,
-              C::Rule,       C::Function,    C::DoBlock,
-              C::DynamicSql, C::RoleChange,  C::DangerousFunction,
-              C::Call,       C::Maintenance, C::Lock,
-              C::Listen,     C::Utility,     C::Unparseable}) {
-    s |= bit(c);
-  }
-  return s;
-}
-
-protocol::Result<std::shared_ptr<const Prefilter>> Prefilter::build(
-    const std::vector<std::string>& dangerous_functions, const std::vector<std::string>& extra) {
-  std::vector<std::string> literals(kKeywords.begin(), kKeywords.end());
-  for (const auto& f : dangerous_functions) literals.push_back(ascii_lower(f));
-  for (const auto& x : extra) literals.push_back(ascii_lower(x));
-  // Literals, escaped as regular expressions, plus DO as a whole word (as a substring it would
-  // send half of all statements to the parser).
-  std::vector<std::string> exprs;
-  for (const auto& lit : literals) {
-    std::string e;
-    for (const char c : lit) {
-      if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_') e.push_back('\\');
-      e.push_back(c);
-    }
-    exprs.push_back(std::move(e));
-  }
-  exprs.emplace_back("\\bdo\\b");
-  std::vector<const char*> patterns;
-  std::vector<unsigned> flags, ids;
-  for (std::size_t i = 0; i < exprs.size(); ++i) {
-    patterns.push_back(exprs[i].c_str());
-    flags.push_back(HS_FLAG_CASELESS | HS_FLAG_SINGLEMATCH);
-    ids.push_back(static_cast<unsigned>(i));
-  }
-  auto pf = std::shared_ptr<Prefilter>(new Prefilter());
-  hs_compile_error_t* err = nullptr;
-  if (hs_compile_multi(patterns.data(), flags.data(), ids.data(),
-                       static_cast<unsigned>(patterns.size()), HS_MODE_BLOCK, nullptr, &pf->db_,
-                       &err) != HS_SUCCESS) {
-    std::string why = err != nullptr ? err->message : "unknown error";
-    hs_free_compile_error(err);
-    return protocol::Error{protocol::Errc::Rejected, "cannot compile the pre-filter: " + why};
-  }
-  return std::shared_ptr<const Prefilter>(std::move(pf));
-}
-
-Prefilter::~Prefilter() {
-  hs_free_database(db_);
-}
-
 struct Classifier::Parsers {
   sj::dom::parser levels[kMaxDepth + 1];
 };
@@ -770,6 +595,12 @@ Analysis Classifier::analyze_parsed(std::string_view sql,
   a.classes |= off.classes;
   a.literal_sensitive = a.literal_sensitive || off.literal_sensitive;
   if (a.dangerous_function.empty()) a.dangerous_function = off.dangerous_function;
+  for (std::string& f : off.classed_functions) {
+    if (std::find(a.classed_functions.begin(), a.classed_functions.end(), f) ==
+        a.classed_functions.end()) {
+      a.classed_functions.push_back(std::move(f));
+    }
+  }
   for (std::string& t : off.tables) {
     if (std::find(a.tables.begin(), a.tables.end(), t) == a.tables.end()) {
       a.tables.push_back(std::move(t));

@@ -46,6 +46,9 @@ enum class StatementClass : std::uint8_t {
   ExplainAnalyzeWrite,
   RoleChange,
   DangerousFunction,
+  ServerFile,     // COPY to or from a server file, functions that read, list or write its files
+  WriteFunction,  // a function that changes something: sequences, large objects, slots, WAL...
+  QueryInString,  // a function that reads tables or runs a query named in a string argument
   Transaction,
   Set,  // SET / SHOW / RESET / DISCARD of ordinary settings
   Call,
@@ -69,13 +72,17 @@ std::optional<StatementClass> class_from_name(std::string_view name);
 std::string class_names(ClassSet s);  // "delete, delete_without_where"
 // Classes that change data, schema, privileges or the session's role, or run code.
 ClassSet write_classes();
+// The classes a call of the function makes (lower-case, last part of the name), whatever the
+// rule's dangerous_functions: server_file, write_function, query_in_string; 0 for most.
+ClassSet function_classes(std::string_view lower_name);
 
 struct Analysis {
   ClassSet classes = 0;
   bool parsed = false;              // went through the parser (pre-filter hit)
   std::vector<std::string> tables;  // "schema.name" or "name", lower-case as PostgreSQL folds
   std::string dangerous_function;   // the first one called
-  std::size_t statements = 0;       // in a multi-statement string
+  std::vector<std::string> classed_functions;  // calls that made a class by function_classes
+  std::size_t statements = 0;                  // in a multi-statement string
   // The decision looked at constant values (a WHERE that does not refer to the row): texts
   // differing only in numbers may be judged differently, so no shape-keyed caching.
   bool literal_sensitive = false;
@@ -84,6 +91,14 @@ struct Analysis {
   // would refuse too. Its classes are then every class (fail closed).
   bool unanalysable = false;
   std::string why_unanalysable;
+
+  // The first function called that makes class `c`, or empty.
+  std::string function_of(StatementClass c) const {
+    for (const std::string& f : classed_functions) {
+      if ((function_classes(f) & bit(c)) != 0) return f;
+    }
+    return {};
+  }
 };
 
 // Compiled pre-filter; immutable, shared by cores (each has its own scratch).

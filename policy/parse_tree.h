@@ -1,0 +1,51 @@
+// Readers of libpg_query's JSON parse tree (simdjson DOM) shared by the classifier's walker:
+// constants, columns, boolean structure, and which relation a condition refers to.
+#pragma once
+
+#include <simdjson.h>
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace pgwarden::policy::tree {
+
+namespace sj = simdjson;
+
+bool has(sj::dom::element obj, const char* key);
+// A String node's value, or empty.
+std::string_view str(sj::dom::element e);
+// The constant inside an A_Const, as JSON without its location, or empty.
+std::string constant(sj::dom::element e);
+// A ColumnRef's fields as JSON, or empty.
+std::string column(sj::dom::element e);
+// Whether a condition refers to the row at all (a column anywhere in it).
+bool has_column(sj::dom::element e);
+// A BoolExpr's operator (AND_EXPR, OR_EXPR, NOT_EXPR) and arguments.
+bool bool_expr(sj::dom::element e, std::string_view& op, sj::dom::array& args);
+// An A_Expr's operator when it has a one-part name.
+std::string_view op_name(sj::dom::element expr);
+// Recognisably false whatever the row: WHERE false, 1 = 0, 'a' <> 'a', NOT true, f AND x...
+bool always_false(sj::dom::element e);
+
+// The relation a DELETE, UPDATE or MERGE changes, as its columns are written in conditions:
+// by its alias if it has one, else by its name. Columns of the other relations (USING, FROM,
+// MERGE's source) are told apart by their qualifier, or by name where the statement lists them
+// (a subquery's, VALUES' or a function's columns, an alias list). An unqualified column of a
+// plain table is taken for the target's in DELETE and UPDATE; in MERGE only when every source
+// column is known (`strict`), since there it is the way to write a condition on the source.
+struct Target {
+  std::string qualifier;
+  std::vector<std::string> source_columns;
+  bool source_unknown = false;  // a source relation whose columns the statement does not list
+  bool strict = false;
+};
+
+// The target of a DELETE, UPDATE or MERGE statement (its "relation").
+Target target_of(sj::dom::element stmt);
+// Adds the columns a source relation (RangeVar, RangeSubselect, RangeFunction, JoinExpr) brings.
+void source_columns(sj::dom::element rel, Target& t);
+// Whether a condition refers to the target's row (with no target: to any row).
+bool refers_target(sj::dom::element e, const Target* t);
+
+}  // namespace pgwarden::policy::tree

@@ -1,0 +1,208 @@
+// Policy judgement of unusual SQL through pgwarden against a real PostgreSQL 15 (issue 14): MERGE
+// that cannot be scoped, server-side files, read_only against functions that change something,
+// forbidden tables named in strings, and the default dangerous_functions list reviewed against
+// the live server's catalog. Each refusal is pgwarden's (42501, nothing reaches the server), and
+// the same statement run directly shows what it would have done.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { env, withClient, startGateway, Wire, startupPacket, message, errorFields } from './lib.mjs';
+
+let dir, gw;
+const POLICY = {
+  rules: [
+    { name: 'agents', users: ['trusted'],
+      deny: ['delete_without_where', 'update_without_where', 'tautological_where', 'server_file',
+        'dangerous_function'] },
+    { name: 'readers', users: ['postgres'], read_only: true, forbidden_tables: ['hr_j.*', 'public.j_keys'] },
+  ],
+};
+// Catalog functions not executable by PUBLIC that only report: reviewed, not dangerous.
+const REPORT_ONLY = new Set(['pg_config', 'pg_get_backend_memory_contexts', 'pg_get_shmem_allocations',
+  'pg_stat_have_stats', 'pg_replication_origin_oid', 'pg_replication_origin_progress',
+  'pg_replication_origin_session_is_setup', 'pg_replication_origin_session_progress',
+  'pg_show_replication_origin_status']);
+
+const direct = (sql, params) => withClient(env.pgPort, (c) => c.query(sql, params));
+const asAgent = (fn) => withClient(gw.port, fn, { user: 'trusted', password: undefined });
+const asReader = (fn) => withClient(gw.port, fn);
+// The error a statement gets through the gateway (or null if it ran).
+async function refusal(run, sql, params) {
+  try {
+    await run((c) => c.query(sql, params));
+    return null;
+  } catch (e) {
+    return e;
+  }
+}
+function refusedByPgwarden(e, cls, sql) {
+  assert.ok(e, `${sql} ran`);
+  assert.equal(e.code, '42501', `${sql}: ${e.message}`);
+  assert.match(e.message, /^pgwarden: statement denied by policy rule/, sql);
+  if (cls) assert.match(e.message, new RegExp(`class ${cls}`), `${sql}: ${e.message}`);
+}
+
+before(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'pgw-judge-'));
+  writeFileSync(join(dir, 'policy.json'), JSON.stringify(POLICY));
+  await direct('DROP TABLE IF EXISTS j_orders, j_new, j_keys; DROP SCHEMA IF EXISTS hr_j CASCADE; DROP SEQUENCE IF EXISTS j_seq');
+  await direct('CREATE TABLE j_orders (id int PRIMARY KEY, amount int)');
+  await direct('CREATE TABLE j_new (id int, amount int, flag bool)');
+  await direct('INSERT INTO j_orders SELECT g, g * 10 FROM generate_series(1, 5) g');
+  await direct('INSERT INTO j_new VALUES (1, 111, true), (2, 222, false)');
+  await direct('GRANT ALL ON j_orders, j_new TO trusted');
+  await direct('CREATE SCHEMA hr_j; CREATE TABLE hr_j.pay (who text, salary int)');
+  await direct("INSERT INTO hr_j.pay VALUES ('carol', 123456)");
+  await direct("CREATE TABLE j_keys (k text); INSERT INTO j_keys VALUES ('key-9f8e7d')");
+  await direct('CREATE SEQUENCE j_seq');
+  gw = await startGateway(['--upstream', `127.0.0.1:${env.pgPort}`, '--policy', join(dir, 'policy.json')]);
+});
+
+after(async () => {
+  gw.kill('SIGINT');
+  await gw.exited;
+  rmSync(dir, { recursive: true, force: true });
+  await direct('DROP TABLE IF EXISTS j_orders, j_new, j_keys; DROP SCHEMA IF EXISTS hr_j CASCADE; DROP SEQUENCE IF EXISTS j_seq');
+});
+
+const orders = async () => (await direct('SELECT id, amount FROM j_orders ORDER BY id')).rows;
+
+test('MERGE that cannot be scoped is refused like unscoped UPDATE / DELETE; a scoped MERGE runs', async () => {
+  const before = await orders();
+  for (const [sql, cls] of [
+    ['MERGE INTO j_orders o USING j_new n ON true WHEN MATCHED THEN DELETE', 'delete_without_where'],
+    ['MERGE INTO j_orders o USING j_new n ON 1 = 1 WHEN MATCHED THEN UPDATE SET amount = 0', 'update_without_where'],
+    ['MERGE INTO j_orders o USING j_new n ON n.id = 1 WHEN MATCHED THEN DELETE', 'delete_without_where'],
+    ['MERGE INTO j_orders o USING j_new n ON o.id = n.id OR true WHEN MATCHED THEN DELETE', 'tautological_where'],
+    ['MERGE INTO j_orders o USING j_orders ON j_orders.id = 1 WHEN MATCHED THEN DELETE', 'delete_without_where'],
+    ['DELETE FROM j_orders o USING j_new n WHERE n.flag', 'tautological_where'],
+  ]) {
+    refusedByPgwarden(await refusal(asAgent, sql), cls, sql);
+  }
+  // Extended protocol, with a parameter: refused the same way.
+  refusedByPgwarden(await refusal(asAgent,
+    'MERGE INTO j_orders o USING (SELECT $1::int AS id) s ON s.id = 1 WHEN MATCHED THEN DELETE', [1]),
+  'delete_without_where', 'MERGE with a parameter');
+  assert.deepEqual(await orders(), before, 'nothing changed');
+  // What the first one would have done, directly (in a transaction rolled back).
+  const gone = await withClient(env.pgPort, async (c) => {
+    await c.query('BEGIN');
+    const r = await c.query('MERGE INTO j_orders o USING (SELECT 1 AS x) s ON true WHEN MATCHED THEN DELETE');
+    await c.query('ROLLBACK');
+    return r.rowCount;
+  });
+  assert.equal(gone, before.length, 'ON true deletes every row');
+  // Scoped by the join or by the action's condition: runs.
+  await asAgent((c) => c.query('MERGE INTO j_orders o USING j_new n ON o.id = n.id WHEN MATCHED THEN UPDATE SET amount = n.amount'));
+  await asAgent((c) => c.query('MERGE INTO j_orders o USING j_new n ON true WHEN MATCHED AND o.id = n.id AND n.id = 2 THEN UPDATE SET amount = 0'));
+  assert.deepEqual((await orders()).slice(0, 2), [{ id: 1, amount: 111 }, { id: 2, amount: 0 }]);
+});
+
+test('server-side files are one class: COPY to or from a file, lo_import / lo_export, pg_read_file, pg_ls_dir', async () => {
+  // Directly, a superuser reads the server's files.
+  assert.match((await direct("SELECT pg_read_file('PG_VERSION') AS v")).rows[0].v, /^15/);
+  for (const sql of ["COPY j_orders TO '/tmp/pgw-judge-out.csv'", "COPY j_orders FROM '/etc/hostname'",
+    "SELECT pg_read_file('PG_VERSION')", "SELECT * FROM pg_ls_dir('.')", "SELECT lo_import('/etc/hostname')",
+    "SELECT lo_export(1, '/tmp/pgw-judge-lo')", "SELECT (pg_stat_file('PG_VERSION')).size",
+    'SELECT * FROM pg_hba_file_rules']) {
+    refusedByPgwarden(await refusal(asAgent, sql), null, sql);
+    refusedByPgwarden(await refusal(asReader, sql), null, sql); // read_only refuses them too
+  }
+  // Lookalikes run.
+  await asAgent((c) => c.query("SELECT 'pg_read_file(''/etc/passwd'')' AS s"));
+  assert.equal((await asReader((c) => c.query('SELECT count(*) AS n FROM j_orders'))).rows[0].n, '5');
+});
+
+test('read_only means nothing changes: sequences, large objects, slots, notifications; reads still run', async () => {
+  const seq = async () => (await direct('SELECT last_value, is_called FROM j_seq')).rows[0];
+  const seqBefore = await seq();
+  const los = async () => Number((await direct('SELECT count(*) AS n FROM pg_largeobject_metadata')).rows[0].n);
+  const loBefore = await los();
+  for (const sql of ["SELECT nextval('j_seq')", "SELECT setval('j_seq', 42)", 'SELECT lo_create(0)',
+    "SELECT lo_from_bytea(0, 'x')", "SELECT pg_notify('j_channel', 'hello')", "NOTIFY j_channel, 'hello'",
+    "SELECT pg_create_physical_replication_slot('pgw_judge_slot')", 'SELECT pg_stat_reset()']) {
+    refusedByPgwarden(await refusal(asReader, sql), null, sql);
+  }
+  assert.deepEqual(await seq(), seqBefore, 'the sequence did not move');
+  assert.equal(await los(), loBefore, 'no large object was created');
+  assert.equal(Number((await direct("SELECT count(*) AS n FROM pg_replication_slots WHERE slot_name = 'pgw_judge_slot'")).rows[0].n), 0);
+  // Reads of the same objects run.
+  await asReader((c) => c.query('SELECT last_value FROM j_seq'));
+  await asReader((c) => c.query('SELECT * FROM pg_replication_slots'));
+  await asReader((c) => c.query('SELECT pg_advisory_xact_lock(7)')); // advisory locks change no data
+});
+
+test('read_only: a fast-path lo_creat (FunctionCall by OID) is refused like the SQL call', async () => {
+  const ro = join(dir, 'ro.json');
+  writeFileSync(ro, JSON.stringify({ rules: [{ name: 'ro', users: ['trusted'], read_only: true }] }));
+  const g = await startGateway(['--upstream', `127.0.0.1:${env.pgPort}`, '--policy', ro]);
+  try {
+    const los = async () => Number((await direct('SELECT count(*) AS n FROM pg_largeobject_metadata')).rows[0].n);
+    const before = await los();
+    const w = new Wire(g.port);
+    await w.connected();
+    w.write(startupPacket({ user: 'trusted', database: 'postgres' }));
+    assert.equal((await w.next(['Z', 'E'])).type, 'Z');
+    const body = Buffer.alloc(20);
+    let o = body.writeInt32BE(957, 0); // lo_creat
+    o = body.writeInt16BE(1, o);
+    o = body.writeInt16BE(1, o); // one argument format: binary
+    o = body.writeInt16BE(1, o);
+    o = body.writeInt32BE(4, o);
+    o = body.writeInt32BE(-1, o); // mode
+    body.writeInt16BE(1, o); // binary result
+    w.write(message('F', body));
+    const e = await w.next(['E', 'V']);
+    assert.equal(e.type, 'E');
+    assert.equal(errorFields(e.body).C, '42501');
+    assert.match(errorFields(e.body).M, /write_function lo_creat/);
+    assert.equal((await w.next(['Z'])).type, 'Z');
+    w.end();
+    assert.equal(await los(), before, 'no large object was created');
+  } finally {
+    g.kill('SIGINT');
+    await g.exited;
+  }
+});
+
+test('forbidden_tables: tables read through names in strings are refused with the tables themselves', async () => {
+  // Directly, query_to_xml reads the forbidden table.
+  assert.match((await direct("SELECT query_to_xml('SELECT * FROM hr_j.pay', true, false, '')::text AS x")).rows[0].x, /123456/);
+  for (const [sql, what] of [
+    ["SELECT query_to_xml('SELECT * FROM hr_j.pay', true, false, '')", 'query_in_string query_to_xml'],
+    ["SELECT table_to_xml('j_keys', true, false, '')", 'query_in_string table_to_xml'],
+    ["SELECT schema_to_xml('hr_j', true, false, '')", 'query_in_string schema_to_xml'],
+    ["SELECT database_to_xml(true, false, '')", 'query_in_string database_to_xml'],
+    ["SELECT ts_stat('SELECT to_tsvector(who) FROM hr_j.pay')", 'query_in_string ts_stat'],
+    ['SELECT * FROM hr_j.pay', 'table hr_j.pay'],
+    ['SELECT * FROM j_keys', 'table j_keys'],
+  ]) {
+    const e = await refusal(asReader, sql);
+    refusedByPgwarden(e, null, sql);
+    assert.ok(e.message.includes(what), `${sql}: ${e.message}`);
+  }
+  // A lookalike runs: the same text as a value, and an ordinary table.
+  assert.equal((await asReader((c) => c.query("SELECT 'SELECT * FROM hr_j.pay' AS s"))).rows[0].s, 'SELECT * FROM hr_j.pay');
+  assert.equal((await asReader((c) => c.query('SELECT count(*) AS n FROM j_new'))).rows[0].n, '2');
+});
+
+test('the default dangerous_functions cover every function PostgreSQL 15 keeps from PUBLIC, except report-only ones', async () => {
+  const { rows } = await direct(`SELECT DISTINCT proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+    WHERE nspname = 'pg_catalog' AND proacl IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM aclexplode(p.proacl) a WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE')
+    ORDER BY proname`);
+  assert.ok(rows.length >= 40, `only ${rows.length} restricted functions in the catalog?`);
+  const missed = [];
+  for (const { proname } of rows) {
+    if (REPORT_ONLY.has(proname)) continue;
+    const e = await refusal(asAgent, `SELECT pg_catalog.${proname}()`);
+    if (!e || e.code !== '42501' || !/dangerous_function|server_file/.test(e.message)) missed.push(`${proname}: ${e && e.message}`);
+  }
+  assert.deepEqual(missed, []);
+  // And the ones open to PUBLIC that signal or change settings.
+  for (const f of ['pg_terminate_backend', 'pg_cancel_backend', 'set_config', 'pg_create_logical_replication_slot']) {
+    refusedByPgwarden(await refusal(asAgent, `SELECT ${f}()`), null, f);
+  }
+});
