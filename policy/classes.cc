@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <unordered_map>
 
 #include "policy/classifier.h"
 
@@ -71,11 +72,10 @@ constexpr std::array<const char*, 45> kKeywords = {
 };
 
 // Functions whose call makes a class, whatever the rule's dangerous_functions say (matched by the
-// last part of the name, case-insensitively; `prefix` entries match every name starting so).
+// last part of the name, case-insensitively).
 struct FunctionClass {
   const char* name;
   ClassSet classes;
-  bool prefix = false;
 };
 
 constexpr ClassSet kFile = bit(C::ServerFile);
@@ -86,6 +86,7 @@ constexpr FunctionClass kFunctions[] = {
     // Files on the database server: read, listed, written.
     {"pg_read_file", kFile},
     {"pg_read_binary_file", kFile},
+    {"pg_read_file_old", kFile},
     {"pg_ls_dir", kFile},
     {"pg_stat_file", kFile},
     {"pg_ls_logdir", kFile},
@@ -107,6 +108,14 @@ constexpr FunctionClass kFunctions[] = {
     {"pg_file_unlink", kFile | kWrite},
     {"pg_file_sync", kFile},
     {"pg_logdir_ls", kFile},
+    {"pg_file_read", kFile},  // adminpack 1.0
+    {"pg_file_length", kFile},
+    {"pg_logfile_rotate", kFile | kWrite},
+    {"pg_get_wal_records_info", kFile},  // pg_walinspect: WAL files
+    {"pg_get_wal_records_info_till_end_of_wal", kFile},
+    {"pg_get_wal_record_info", kFile},
+    {"pg_get_wal_stats", kFile},
+    {"pg_get_wal_stats_till_end_of_wal", kFile},
     // Sequences and large objects.
     {"nextval", kWrite},
     {"setval", kWrite},
@@ -157,6 +166,17 @@ constexpr FunctionClass kFunctions[] = {
     {"pg_terminate_backend", kWrite},
     {"pg_cancel_backend", kWrite},
     {"pg_log_backend_memory_contexts", kWrite},
+    // Indexes, transaction ids, and contrib modules that change what they inspect.
+    {"brin_summarize_new_values", kWrite},
+    {"brin_summarize_range", kWrite},
+    {"brin_desummarize_range", kWrite},
+    {"gin_clean_pending_list", kWrite},
+    {"txid_current", kWrite},  // assigns a transaction id
+    {"pg_current_xact_id", kWrite},
+    {"pg_stat_statements_reset", kWrite},
+    {"heap_force_kill", kWrite},  // pg_surgery
+    {"heap_force_freeze", kWrite},
+    {"pg_truncate_visibility_map", kWrite},  // pg_visibility
     // Tables or queries named in a string: the parse tree shows a string, not a reference.
     {"query_to_xml", kString},
     {"query_to_xmlschema", kString},
@@ -174,21 +194,38 @@ constexpr FunctionClass kFunctions[] = {
     {"database_to_xml_and_xmlschema", kString},
     {"ts_stat", kString},
     {"ts_rewrite", kString},
-    {"dblink", kString, true},    // dblink, dblink_exec, dblink_open, dblink_build_sql_*...
-    {"crosstab", kString, true},  // tablefunc
-    {"connectby", kString},       // tablefunc
-    {"xpath_table", kString},     // xml2
+    {"dblink", kString},  // dblink: queries, and tables read by name
+    {"dblink_exec", kString},
+    {"dblink_open", kString},
+    {"dblink_fetch", kString},
+    {"dblink_send_query", kString},
+    {"dblink_get_result", kString},
+    {"dblink_build_sql_insert", kString},
+    {"dblink_build_sql_update", kString},
+    {"dblink_build_sql_delete", kString},
+    {"crosstab", kString},  // tablefunc
+    {"crosstab2", kString},
+    {"crosstab3", kString},
+    {"crosstab4", kString},
+    {"crosstab_hash", kString},
+    {"connectby", kString},
+    {"xpath_table", kString},   // xml2
+    {"get_raw_page", kString},  // pageinspect: a table's raw pages, by name
+    {"bt_metap", kString},
+    {"bt_page_stats", kString},
+    {"bt_page_items", kString},
 };
 
 }  // namespace
 
 ClassSet function_classes(std::string_view lower_name) {
-  ClassSet s = 0;
-  for (const FunctionClass& f : kFunctions) {
-    const std::string_view n(f.name);
-    if (f.prefix ? lower_name.substr(0, n.size()) == n : lower_name == n) s |= f.classes;
-  }
-  return s;
+  static const std::unordered_map<std::string_view, ClassSet> by_name = [] {
+    std::unordered_map<std::string_view, ClassSet> m;
+    for (const FunctionClass& f : kFunctions) m[f.name] |= f.classes;
+    return m;
+  }();
+  const auto it = by_name.find(lower_name);
+  return it == by_name.end() ? 0 : it->second;
 }
 
 std::string ascii_lower(std::string_view s) {

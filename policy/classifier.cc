@@ -106,6 +106,14 @@ struct Walker {
       add(without);
     } else if (tautology(w, &t)) {
       add(C::TautologicalWhere);
+      scope_hint(t);
+    }
+  }
+
+  void scope_hint(const Target& t) {
+    if (t.ambiguous && out.scope_hint.empty()) {
+      out.scope_hint =
+          "an unqualified column may be another relation's; qualify the target's columns";
     }
   }
 
@@ -114,7 +122,6 @@ struct Walker {
   // target, that is every row (ON true, ON 1 = 1, a condition on the source alone).
   void merge(sj::dom::element stmt) {
     Target t = target_of(stmt);
-    t.strict = true;
     sj::dom::element source, join;
     if (stmt["sourceRelation"].get(source) == sj::SUCCESS) source_columns(source, t);
     const bool has_join = stmt["joinCondition"].get(join) == sj::SUCCESS;
@@ -136,13 +143,44 @@ struct Walker {
       const bool has_cond = w["condition"].get(cond) == sj::SUCCESS;
       if (has_cond && !tautology(cond, &t)) continue;  // the action restricts the target
       add(join_refers || (has_cond && refers_target(cond, &t)) ? C::TautologicalWhere : without);
+      scope_hint(t);
     }
   }
 
   void function_call(sj::dom::element call) {
     sj::dom::array names;
     if (call["funcname"].get_array().get(names) != sj::SUCCESS || names.size() == 0) return;
-    named_function(str(names.at(names.size() - 1).value_unsafe()));
+    const std::string_view name = str(names.at(names.size() - 1).value_unsafe());
+    named_function(name);
+    if ((function_classes(ascii_lower(name)) & bit(C::QueryInString)) == 0) return;
+    sj::dom::array args;
+    if (call["args"].get_array().get(args) == sj::SUCCESS) {
+      for (sj::dom::element a : args) string_argument(a);
+    }
+  }
+
+  // An argument of a function that reads what a string names: a constant that parses as SQL is
+  // judged as the statement it is; another constant is taken for a table's name; anything
+  // computed is dynamic SQL (nobody can tell what it will name).
+  void string_argument(sj::dom::element a) {
+    sj::dom::element inner;
+    if (a["TypeCast"]["arg"].get(inner) == sj::SUCCESS) return string_argument(inner);
+    if (has(a, "A_Const")) {
+      std::string_view text;
+      if (a["A_Const"]["sval"]["sval"].get_string().get(text) != sj::SUCCESS) return;
+      if (text.empty()) return;
+      if (depth >= kMaxDepth) return opaque_body();
+      Walker sql{dangerous, out, parsers, depth + 1};
+      if (sql.parse(text)) return;
+      std::string name = ascii_lower(text);  // as regclass reads an unquoted name
+      std::erase(name, '"');
+      if (std::find(out.tables.begin(), out.tables.end(), name) == out.tables.end()) {
+        out.tables.push_back(std::move(name));
+      }
+      return;
+    }
+    const sj::dom::element_type t = a.type();
+    if (t == sj::dom::element_type::OBJECT && !has(a, "A_Const")) add(C::DynamicSql);
   }
 
   // A function the statement calls, or makes something call (an aggregate's transition function,
@@ -308,6 +346,46 @@ struct Walker {
 
   static bool starts(std::string_view s, std::string_view p) { return s.substr(0, p.size()) == p; }
 
+  // A boolean option set off as PostgreSQL reads it (defGetBoolean): 0, or a prefix of false
+  // or no, or of / off, in any case.
+  static bool option_off(sj::dom::element def) {
+    sj::dom::element arg;
+    if (def["arg"].get(arg) != sj::SUCCESS) return false;
+    sj::dom::element integer;
+    if (arg["Integer"].get(integer) == sj::SUCCESS) {
+      std::int64_t n = 0;
+      return integer["ival"].get_int64().get(n) != sj::SUCCESS || n == 0;
+    }
+    std::string_view raw = str(arg);
+    if (raw.empty()) return false;
+    const std::string v = ascii_lower(raw);
+    auto prefix_of = [&](std::string_view word, std::size_t min) {
+      return v.size() >= min && v.size() <= word.size() && word.substr(0, v.size()) == v;
+    };
+    return v == "0" || prefix_of("false", 1) || prefix_of("no", 1) || prefix_of("off", 2);
+  }
+
+  // The schemas of SET search_path (identifiers or strings, several in one string too).
+  void search_path(sj::dom::element args) {
+    sj::dom::array items;
+    if (args.get_array().get(items) != sj::SUCCESS) return;
+    for (sj::dom::element item : items) {
+      std::string_view text;
+      if (item["A_Const"]["sval"]["sval"].get_string().get(text) != sj::SUCCESS) continue;
+      std::size_t pos = 0;
+      while (pos <= text.size()) {
+        std::size_t comma = text.find(',', pos);
+        if (comma == std::string_view::npos) comma = text.size();
+        std::string name(text.substr(pos, comma - pos));
+        std::erase(name, ' ');
+        const bool quoted = name.size() >= 2 && name.front() == '"' && name.back() == '"';
+        name = quoted ? name.substr(1, name.size() - 2) : ascii_lower(name);
+        if (!name.empty()) out.search_path.push_back(std::move(name));
+        pos = comma + 1;
+      }
+    }
+  }
+
   static bool role_setting(std::string_view name) {
     const std::string n = ascii_lower(name);
     return n == "role" || n == "session_authorization";
@@ -329,6 +407,8 @@ struct Walker {
       // Node types are capitalised; field names are not (only withClause matters among them).
       if (k.empty() || k[0] < 'A' || k[0] > 'Z') {
         if (k == "withClause") child.cte = true;
+        // The relation of COPY, INSERT, UPDATE, DELETE and MERGE comes without its node name.
+        if (k == "relation" && has(v, "relname")) table(v);
         const sj::dom::element_type t = v.type();
         if (t == sj::dom::element_type::ARRAY || t == sj::dom::element_type::OBJECT) {
           walk(v, child);
@@ -336,6 +416,20 @@ struct Walker {
         continue;
       }
       if (k == "String" && ctx.definition) named_function(str(e));
+      if (k == "A_Indirection" || k == "ColumnRef") {
+        // (x).f and t.f call f(x) when f is no column: as if called.
+        sj::dom::array parts;
+        const char* list = k == "ColumnRef" ? "fields" : "indirection";
+        if (v[list].get_array().get(parts) == sj::SUCCESS) {
+          if (k == "A_Indirection") {
+            for (sj::dom::element part : parts) {
+              if (const std::string_view n = str(part); !n.empty()) named_function(n);
+            }
+          } else if (parts.size() >= 2) {
+            named_function(str(parts.at(parts.size() - 1).value_unsafe()));
+          }
+        }
+      }
       if (k == "A_Const" || k == "ColumnRef" || k == "ResTarget" || k == "String" ||
           k == "A_Expr" || k == "TypeCast" || k == "ParamRef" || k == "BoolExpr" || k == "A_Star" ||
           k == "Integer" || k == "SortBy" || k == "JoinExpr") {
@@ -401,18 +495,27 @@ struct Walker {
           for (sj::dom::element o : opts) {
             std::string_view n;
             if (o["DefElem"]["defname"].get_string().get(n) == sj::SUCCESS && n == "analyze") {
-              std::string_view val;
-              const bool off =
-                  o["DefElem"]["arg"]["String"]["sval"].get_string().get(val) == sj::SUCCESS &&
-                  (val == "false" || val == "off" || val == "0");
-              analyze = !off;
+              analyze = !option_off(o["DefElem"]);
             }
           }
         }
-        // Without ANALYZE nothing inside runs; with it, the statement runs for real.
-        if (!analyze) continue;
-        child.explain_analyze = true;
+        // Without ANALYZE nothing inside runs, but the plan tells about the tables it reads:
+        // their references count. With it, the statement runs for real.
         sj::dom::element q;
+        if (!analyze) {
+          if (v["query"].get(q) == sj::SUCCESS) {
+            Analysis plan;
+            Walker tables{dangerous, plan, parsers, depth};
+            tables.walk(q, {});
+            for (std::string& t : plan.tables) {
+              if (std::find(out.tables.begin(), out.tables.end(), t) == out.tables.end()) {
+                out.tables.push_back(std::move(t));
+              }
+            }
+          }
+          continue;
+        }
+        child.explain_analyze = true;
         if (v["query"].get(q) == sj::SUCCESS) walk(q, child);
         continue;
       } else if (k == "PrepareStmt" || k == "ExecuteStmt" || k == "DeallocateStmt") {
@@ -437,6 +540,7 @@ struct Walker {
         if (v["name"].get_string().get(name) != sj::SUCCESS) name = {};
         // Setting names are case-insensitive: SET "ROLE" is SET role.
         add(role_setting(name) ? C::RoleChange : C::Set);
+        if (ascii_lower(name) == "search_path") search_path(v["args"]);
       } else if (k == "VariableShowStmt" || k == "DiscardStmt") {
         add(C::Set);
       } else if (k == "AlterRoleSetStmt" || k == "AlterDatabaseSetStmt") {
@@ -448,6 +552,14 @@ struct Walker {
         }
       } else if (k == "TransactionStmt") {
         add(C::Transaction);
+        // Two-phase commit: PREPARE TRANSACTION keeps locks and rows past the session; COMMIT
+        // PREPARED applies another transaction's writes.
+        std::string_view kind;
+        if (v["kind"].get_string().get(kind) == sj::SUCCESS &&
+            (kind == "TRANS_STMT_PREPARE" || kind == "TRANS_STMT_COMMIT_PREPARED" ||
+             kind == "TRANS_STMT_ROLLBACK_PREPARED")) {
+          add(C::Utility);
+        }
       } else if (k == "CallStmt") {
         add(C::Call);
         sj::dom::element call;  // the FuncCall's fields, not wrapped in a "FuncCall" key
@@ -595,6 +707,8 @@ Analysis Classifier::analyze_parsed(std::string_view sql,
   a.classes |= off.classes;
   a.literal_sensitive = a.literal_sensitive || off.literal_sensitive;
   if (a.dangerous_function.empty()) a.dangerous_function = off.dangerous_function;
+  a.search_path.insert(a.search_path.end(), off.search_path.begin(), off.search_path.end());
+  if (a.scope_hint.empty()) a.scope_hint = off.scope_hint;
   for (std::string& f : off.classed_functions) {
     if (std::find(a.classed_functions.begin(), a.classed_functions.end(), f) ==
         a.classed_functions.end()) {

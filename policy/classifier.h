@@ -82,7 +82,10 @@ struct Analysis {
   std::vector<std::string> tables;  // "schema.name" or "name", lower-case as PostgreSQL folds
   std::string dangerous_function;   // the first one called
   std::vector<std::string> classed_functions;  // calls that made a class by function_classes
-  std::size_t statements = 0;                  // in a multi-statement string
+  std::vector<std::string> search_path;        // schemas a SET search_path names, lower-case
+  // Why a condition was found not to restrict its target when it may (unqualified columns).
+  std::string scope_hint;
+  std::size_t statements = 0;  // in a multi-statement string
   // The decision looked at constant values (a WHERE that does not refer to the row): texts
   // differing only in numbers may be judged differently, so no shape-keyed caching.
   bool literal_sensitive = false;

@@ -116,10 +116,10 @@ void source_columns(sj::dom::element rel, Target& t) {
       if (r["rarg"].get(side) == sj::SUCCESS) source_columns(side, t);
       continue;
     }
+    // An alias list names the first columns; the rest keep their names.
     sj::dom::array cols;
     if (r["alias"]["colnames"].get_array().get(cols) == sj::SUCCESS) {
       for (sj::dom::element c : cols) t.source_columns.emplace_back(str(c));
-      continue;
     }
     if (kind == "RangeSubselect") {
       select_columns(r["subquery"]["SelectStmt"], t);
@@ -129,9 +129,13 @@ void source_columns(sj::dom::element rel, Target& t) {
       if (r["alias"]["aliasname"].get_string().get(alias) == sj::SUCCESS) {
         t.source_columns.emplace_back(alias);
       }
+      bool ordinality = false;
+      if (r["ordinality"].get_bool().get(ordinality) == sj::SUCCESS && ordinality) {
+        t.source_columns.emplace_back("ordinality");
+      }
       t.source_unknown = true;  // a function returning a row type: columns from the catalog
     } else {
-      t.source_unknown = true;
+      t.source_unknown = true;  // a table, a CTE: its columns are in the catalog
     }
   }
 }
@@ -168,6 +172,31 @@ static void select_columns(sj::dom::element select, Target& t) {
   }
 }
 
+// The names a FROM list declares (aliases, else relation names).
+static void declared_names(sj::dom::element from, std::vector<std::string_view>& out) {
+  const sj::dom::element_type type = from.type();
+  if (type == sj::dom::element_type::ARRAY) {
+    for (sj::dom::element c : sj::dom::array(from.get_array().value_unsafe())) {
+      declared_names(c, out);
+    }
+    return;
+  }
+  if (type != sj::dom::element_type::OBJECT) return;
+  for (auto f : sj::dom::object(from.get_object().value_unsafe())) {
+    if (f.key == "JoinExpr") {
+      sj::dom::element side;
+      if (f.value["larg"].get(side) == sj::SUCCESS) declared_names(side, out);
+      if (f.value["rarg"].get(side) == sj::SUCCESS) declared_names(side, out);
+      continue;
+    }
+    std::string_view n;
+    if (f.value["alias"]["aliasname"].get_string().get(n) == sj::SUCCESS ||
+        f.value["relname"].get_string().get(n) == sj::SUCCESS) {
+      out.push_back(n);
+    }
+  }
+}
+
 bool refers_target(sj::dom::element e, const Target* t) {
   if (t == nullptr) return has_column(e);
   const sj::dom::element_type type = e.type();
@@ -179,17 +208,39 @@ bool refers_target(sj::dom::element e, const Target* t) {
   }
   if (type != sj::dom::element_type::OBJECT) return false;
   for (auto f : sj::dom::object(e.get_object().value_unsafe())) {
+    if (f.key == "CurrentOfExpr") return true;  // WHERE CURRENT OF: one row
     if (f.key == "ColumnRef") {
       sj::dom::array fields;
       if (f.value["fields"].get_array().get(fields) != sj::SUCCESS) continue;
       if (fields.size() >= 2) {
-        if (str(fields.at(fields.size() - 2).value_unsafe()) == t->qualifier) return true;
+        if (!t->qualifier.empty() &&
+            str(fields.at(fields.size() - 2).value_unsafe()) == t->qualifier) {
+          return true;
+        }
         continue;
       }
       const std::string_view name = str(fields.at(0).value_unsafe());
       const bool of_source = std::find(t->source_columns.begin(), t->source_columns.end(), name) !=
                              t->source_columns.end();
-      if (!of_source && !(t->strict && t->source_unknown)) return true;
+      if (of_source) continue;
+      if (!t->source_unknown && !t->in_subquery) return true;
+      t->ambiguous = true;  // another relation's, perhaps: it does not restrict the target
+      continue;
+    }
+    sj::dom::element from;
+    if (f.key == "SelectStmt" && f.value["fromClause"].get(from) == sj::SUCCESS) {
+      // A subquery: its FROM may shadow the target's name, and unqualified columns resolve to
+      // its own relations first.
+      std::vector<std::string_view> names;
+      declared_names(from, names);
+      Target inner = *t;
+      inner.in_subquery = true;
+      if (std::find(names.begin(), names.end(), t->qualifier) != names.end()) {
+        inner.qualifier.clear();
+      }
+      const bool refers = refers_target(f.value, &inner);
+      t->ambiguous = t->ambiguous || inner.ambiguous;
+      if (refers) return true;
       continue;
     }
     if (refers_target(f.value, t)) return true;

@@ -31,14 +31,16 @@ bool always_false(sj::dom::element e);
 // The relation a DELETE, UPDATE or MERGE changes, as its columns are written in conditions:
 // by its alias if it has one, else by its name. Columns of the other relations (USING, FROM,
 // MERGE's source) are told apart by their qualifier, or by name where the statement lists them
-// (a subquery's, VALUES' or a function's columns, an alias list). An unqualified column of a
-// plain table is taken for the target's in DELETE and UPDATE; in MERGE only when every source
-// column is known (`strict`), since there it is the way to write a condition on the source.
+// (a subquery's, VALUES' or a function's columns). An unqualified column counts as the target's
+// only when it cannot be another relation's: no source whose columns are in the catalog only (a
+// table, a CTE, a function), and not inside a subquery with a FROM of its own. pgwarden does not
+// read the catalog to judge a statement: qualify the target's columns.
 struct Target {
   std::string qualifier;
   std::vector<std::string> source_columns;
   bool source_unknown = false;  // a source relation whose columns the statement does not list
-  bool strict = false;
+  bool in_subquery = false;
+  mutable bool ambiguous = false;  // an unqualified column did not count (see above)
 };
 
 // The target of a DELETE, UPDATE or MERGE statement (its "relation").

@@ -15,6 +15,8 @@ enum Pattern : unsigned {
   kPhoneIntl,
   kPhoneUs,
   kIban,
+  kSsnKeyword,  // nine digits without separators after "SSN", "social security"...
+  kBuiltins,
   kCustomBase = 100,
 };
 
@@ -56,24 +58,81 @@ std::string digits_of(std::string_view s) {
   return d;
 }
 
-bool valid(unsigned id, std::string_view v, std::size_t b, std::size_t e) {
+bool is_hex(char c) {
+  return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+bool is_alnum(char c) {
+  return is_digit(c) || is_upper(c) || (c >= 'a' && c <= 'z');
+}
+
+// Digits glued to letters are a card number written into a word ("card4111...", "x4111...y"),
+// unless the word is a long run of hex digits: a hash or a UUID without dashes holds runs of
+// decimal digits by chance.
+bool inside_hex_token(std::string_view v, std::size_t b, std::size_t e) {
+  std::size_t lo = b, hi = e;
+  while (lo > 0 && is_alnum(v[lo - 1])) --lo;
+  while (hi < v.size() && is_alnum(v[hi])) ++hi;
+  if (lo == b && hi == e) return false;
+  for (std::size_t i = lo; i < hi; ++i) {
+    if (!is_hex(v[i])) return false;
+  }
+  return hi - lo >= 20;
+}
+
+bool card_digits(std::string_view m) {
+  const std::string d = digits_of(m);
+  return d.size() >= 13 && d.size() <= 19 && card_issuer(d) && luhn_valid(d);
+}
+
+bool ssn_digits(const std::string& d) {
+  if (d.size() != 9) return false;
+  const int area = std::stoi(d.substr(0, 3));
+  return area != 0 && area != 666 && area < 900 && d.substr(3, 2) != "00" && d.substr(5) != "0000";
+}
+
+// Validates a candidate; may narrow it to the part that holds the finding.
+bool valid(unsigned id, std::string_view v, std::size_t& b, std::size_t& e) {
   const std::string_view m = v.substr(b, e - b);
   switch (id) {
     case kCard: {
-      if (m.find("  ") != std::string_view::npos || m.find("--") != std::string_view::npos ||
-          m.find(" -") != std::string_view::npos || m.find("- ") != std::string_view::npos) {
-        return false;
+      // Part of a longer run of digits (the broad shape matches inside one): not a card.
+      if ((b > 0 && is_digit(v[b - 1])) || (e < v.size() && is_digit(v[e]))) return false;
+      if (inside_hex_token(v, b, e)) return false;
+      const bool mixed =
+          m.find("  ") != std::string_view::npos || m.find("--") != std::string_view::npos ||
+          m.find(" -") != std::string_view::npos || m.find("- ") != std::string_view::npos;
+      if (!mixed && card_digits(m) && stands_alone(v, b, e)) return true;
+      // A number beside it with a space between ("qty 2 4111 1111 1111 1111"): the groups
+      // between two spaces that make a card number on their own, leftmost and longest first.
+      std::size_t starts[32], ends[32], n = 0;
+      for (std::size_t i = 0; i < m.size() && n < 32;) {
+        std::size_t j = i;
+        while (j < m.size() && is_digit(m[j])) ++j;
+        starts[n] = i;
+        ends[n++] = j;
+        i = j + 1;
       }
-      const std::string d = digits_of(m);
-      return d.size() >= 13 && d.size() <= 19 && card_issuer(d) && luhn_valid(d) &&
-             stands_alone(v, b, e);
+      for (std::size_t i = 0; i < n; ++i) {
+        if (i > 0 && m[starts[i] - 1] != ' ') continue;
+        for (std::size_t j = n; j-- > i;) {
+          if (j + 1 < n && m[ends[j]] != ' ') continue;
+          const std::string_view part = m.substr(starts[i], ends[j] - starts[i]);
+          if (part.find('-') == std::string_view::npos && card_digits(part)) {
+            e = b + ends[j];
+            b += starts[i];
+            return true;
+          }
+        }
+      }
+      return false;
     }
-    case kSsn: {
-      const std::string d = digits_of(m);
-      if (d.size() != 9 || !stands_alone(v, b, e)) return false;
-      const int area = std::stoi(d.substr(0, 3));
-      return area != 0 && area != 666 && area < 900 && d.substr(3, 2) != "00" &&
-             d.substr(5) != "0000";
+    case kSsn:
+      return ssn_digits(digits_of(m)) && stands_alone(v, b, e);
+    case kSsnKeyword: {
+      // The match ends with the nine digits; the keyword before them is context, not the finding.
+      if (m.size() < 9 || (e < v.size() && is_digit(v[e]))) return false;
+      b = e - 9;
+      return ssn_digits(std::string(v.substr(b, 9)));
     }
     case kEmail:
       return m.find('@') != std::string_view::npos && m.front() != '.' && m.front() != '@';
@@ -97,6 +156,7 @@ PiiKind kind_of(unsigned id) {
     case kCard:
       return PiiKind::CardNumber;
     case kSsn:
+    case kSsnKeyword:
       return PiiKind::Ssn;
     case kEmail:
       return PiiKind::Email;
@@ -234,23 +294,24 @@ protocol::Result<std::shared_ptr<const PiiDetectors>> PiiDetectors::build(
     const std::vector<std::string>& custom) {
   // Broad shapes (cheap for Hyperscan's start-of-match tracking); the validators decide.
   std::vector<std::string> exprs = {
-      R"(\b\d[\d -]{11,22}\d\b)",
+      R"(\d[\d -]{11,22}\d)",
       R"(\b\d{3}[- ]\d{2}[- ]\d{4}\b)",
       R"([A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,24}\b)",
       R"(\+\d[\d .()-]{5,20}\d\b)",
       R"((?:\(\d{3}\) ?|\b\d{3}[ .-])\d{3}[ .-]\d{4}\b)",
       R"(\b[A-Z]{2}\d{2}[A-Z0-9 ]{10,40}[A-Z0-9]\b)",
+      R"((?:\b|_)(?:ssns?|ss#|ss ?no|social security(?: number| no)?|soc\.? ?sec\.?(?: no| number| #)?|taxpayer id(?: number)?)[^A-Za-z0-9]{0,6}\d{9})",
   };
-  std::vector<unsigned> ids = {kCard, kSsn, kEmail, kPhoneIntl, kPhoneUs, kIban};
+  std::vector<unsigned> ids = {kCard, kSsn, kEmail, kPhoneIntl, kPhoneUs, kIban, kSsnKeyword};
   for (std::size_t i = 0; i < custom.size(); ++i) {
     exprs.push_back(custom[i]);
     ids.push_back(kCustomBase + static_cast<unsigned>(i));
   }
   std::vector<const char*> patterns;
   std::vector<unsigned> flags;
-  for (const auto& e : exprs) {
-    patterns.push_back(e.c_str());
-    flags.push_back(HS_FLAG_SOM_LEFTMOST);
+  for (std::size_t i = 0; i < exprs.size(); ++i) {
+    patterns.push_back(exprs[i].c_str());
+    flags.push_back(HS_FLAG_SOM_LEFTMOST | (ids[i] == kSsnKeyword ? HS_FLAG_CASELESS : 0u));
   }
   auto d = std::shared_ptr<PiiDetectors>(new PiiDetectors());
   d->custom_ = custom.size();
@@ -262,8 +323,8 @@ protocol::Result<std::shared_ptr<const PiiDetectors>> PiiDetectors::build(
     const std::string why = err != nullptr ? err->message : "unknown error";
     hs_free_compile_error(err);
     return protocol::Error{protocol::Errc::Rejected,
-                           (bad >= static_cast<int>(kIban) + 1
-                                ? "custom pattern " + std::to_string(bad - kIban - 1) + ": "
+                           (bad >= static_cast<int>(kBuiltins)
+                                ? "custom pattern " + std::to_string(bad - kBuiltins) + ": "
                                 : std::string("detector: ")) +
                                why};
   }
@@ -296,11 +357,11 @@ bool PiiScanner::scan(std::string_view value, const PiiDetectors& detectors,
   std::vector<PiiFinding>& good = valid_;
   good.clear();
   for (std::size_t i = 0; i < candidates_.size(); ++i) {
-    const PiiFinding& c = candidates_[i];
-    if (!valid(ids_[i], value, c.begin, c.end)) continue;
+    std::size_t b = candidates_[i].begin, e = candidates_[i].end;
+    if (!valid(ids_[i], value, b, e)) continue;
     const auto custom =
         static_cast<std::uint16_t>(ids_[i] >= kCustomBase ? ids_[i] - kCustomBase : 0);
-    good.push_back({kind_of(ids_[i]), c.begin, c.end, custom});
+    good.push_back({kind_of(ids_[i]), b, e, custom});
   }
   // Leftmost first, longest first; keep those that do not overlap what is kept.
   std::sort(good.begin(), good.end(), [](const PiiFinding& a, const PiiFinding& b) {

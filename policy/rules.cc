@@ -202,6 +202,8 @@ pr::Result<std::shared_ptr<const Policy>> Policy::parse(std::string_view json,
         }
         // Any statement naming the table (or schema) is parsed, whatever its keywords.
         table_literals.push_back(rel == "*" ? name.substr(0, name.size() - 2) : rel);
+        table_literals.emplace_back("pg_stat");  // the statistics views (statistics_view)
+        table_literals.emplace_back("search_path");
       }
       if (!r.denylist.empty()) {
         std::vector<const char*> exprs;
@@ -270,6 +272,15 @@ namespace {
 int on_denylist(unsigned int id, unsigned long long, unsigned long long, unsigned int, void* ctx) {
   *static_cast<int*>(ctx) = static_cast<int>(id);
   return 1;
+}
+
+bool statistics_view(const std::string& table) {
+  const std::size_t dot = table.find('.');
+  if (dot != std::string::npos && table.compare(0, dot, "pg_catalog") != 0) return false;
+  const std::string_view rel =
+      dot == std::string::npos ? std::string_view(table) : std::string_view(table).substr(dot + 1);
+  return rel == "pg_stats" || rel == "pg_stats_ext" || rel == "pg_stats_ext_exprs" ||
+         rel == "pg_statistic" || rel == "pg_statistic_ext_data";
 }
 
 bool table_forbidden(const std::string& table, const std::string& entry) {
@@ -370,6 +381,10 @@ Decision PolicyEngine::decide(const Rule& rule, const Analysis& a) {
           d.reason += " " + a.dangerous_function + "()";
         } else if (const std::string f = a.function_of(cls); !f.empty()) {
           d.reason += " " + f + "()";
+        } else if (!a.scope_hint.empty() && (cls == StatementClass::TautologicalWhere ||
+                                             cls == StatementClass::UpdateWithoutWhere ||
+                                             cls == StatementClass::DeleteWithoutWhere)) {
+          d.reason += ": " + a.scope_hint;
         }
         break;
       }
@@ -393,6 +408,25 @@ Decision PolicyEngine::decide(const Rule& rule, const Analysis& a) {
       if (table_forbidden(t, f)) {
         d.action = Action::Deny;
         d.reason = "table " + t;
+        return d;
+      }
+    }
+    // The planner's statistics hold sample values of every table's columns.
+    if (!rule.forbidden_tables.empty() && statistics_view(t)) {
+      d.action = Action::Deny;
+      d.reason = "table " + t + ": it shows sample values of the forbidden tables";
+      return d;
+    }
+  }
+  // An unqualified name resolves through the search_path: one that reaches a forbidden schema
+  // ("schema.*") would make every unqualified name a possible reference. ("schema.table"
+  // entries match unqualified names whatever the path.)
+  for (const std::string& schema : a.search_path) {
+    for (const std::string& f : rule.forbidden_tables) {
+      if (f.size() == schema.size() + 2 && f.compare(0, schema.size(), schema) == 0 &&
+          f.compare(schema.size(), 2, ".*") == 0) {
+        d.action = Action::Deny;
+        d.reason = "search_path " + schema + ": it holds forbidden tables";
         return d;
       }
     }

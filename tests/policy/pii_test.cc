@@ -29,29 +29,37 @@ TEST(PiiCorpus, RecallAndFalsePositives) {
   ASSERT_TRUE(detectors.ok()) << detectors.error().message;
   PiiScanner scanner;
   std::vector<PiiFinding> found;
-  int must = 0, caught = 0, clean = 0, false_pos = 0, values = 0;
+  // Per "# --- " section of the corpus (one per detector class and its lookalikes).
+  struct Tally {
+    std::string section;
+    int must = 0, caught = 0, clean = 0, false_pos = 0;
+  };
+  std::vector<Tally> sections(1, Tally{"(no section)"});
+  int values = 0;
   std::string line;
   while (std::getline(in, line)) {
+    if (line.rfind("# --- ", 0) == 0) sections.push_back(Tally{line.substr(6)});
     if (line.empty() || line[0] == '#') continue;
     const auto t1 = line.find('\t'), t2 = line.find('\t', t1 + 1);
     ASSERT_NE(t2, std::string::npos) << line;
     const std::string expect = line.substr(0, t1), kind = line.substr(t1 + 1, t2 - t1 - 1);
     const std::string value = line.substr(t2 + 1);
     ++values;
+    Tally& t = sections.back();
     ASSERT_TRUE(scanner.scan(value, **detectors, found)) << value;
     if (expect == "mask") {
-      ++must;
+      ++t.must;
       bool hit = false;
       for (const PiiFinding& f : found) hit = hit || pii_kind_name(f.kind) == kind;
       if (hit) {
-        ++caught;
+        ++t.caught;
       } else {
         ADD_FAILURE() << "missed " << kind << " in: " << value;
       }
     } else {
-      ++clean;
+      ++t.clean;
       if (!found.empty()) {
-        ++false_pos;
+        ++t.false_pos;
         ADD_FAILURE() << "false positive " << pii_kind_name(found[0].kind) << " ["
                       << value.substr(found[0].begin, found[0].end - found[0].begin)
                       << "] in: " << value;
@@ -59,9 +67,22 @@ TEST(PiiCorpus, RecallAndFalsePositives) {
     }
   }
   EXPECT_GE(values, 100);
+  Tally all;
+  auto pct = [](int a, int b) { return b == 0 ? 0.0 : 100.0 * a / b; };
+  for (const Tally& t : sections) {
+    all.must += t.must;
+    all.caught += t.caught;
+    all.clean += t.clean;
+    all.false_pos += t.false_pos;
+    if (t.must + t.clean == 0) continue;
+    std::printf("  %-62s recall %3d/%-3d false positives %d/%d\n", t.section.c_str(), t.caught,
+                t.must, t.false_pos, t.clean);
+    EXPECT_GE(pct(t.caught, t.must), t.must == 0 ? 0.0 : 99.0) << t.section;
+    EXPECT_LE(pct(t.false_pos, t.clean), 1.0) << t.section;
+  }
   std::printf("pii corpus: %d values; recall %d/%d (%.1f%%), false positives %d/%d (%.1f%%)\n",
-              values, caught, must, 100.0 * caught / must, false_pos, clean,
-              100.0 * false_pos / clean);
+              values, all.caught, all.must, pct(all.caught, all.must), all.false_pos, all.clean,
+              pct(all.false_pos, all.clean));
 }
 
 TEST(PiiScanner, FindsEveryValueInOrderAndSurvivesHostileInput) {

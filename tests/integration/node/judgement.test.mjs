@@ -78,6 +78,9 @@ test('MERGE that cannot be scoped is refused like unscoped UPDATE / DELETE; a sc
     ['MERGE INTO j_orders o USING j_new n ON o.id = n.id OR true WHEN MATCHED THEN DELETE', 'tautological_where'],
     ['MERGE INTO j_orders o USING j_orders ON j_orders.id = 1 WHEN MATCHED THEN DELETE', 'delete_without_where'],
     ['DELETE FROM j_orders o USING j_new n WHERE n.flag', 'tautological_where'],
+    ['DELETE FROM j_orders USING j_new WHERE flag', 'tautological_where'],
+    ['DELETE FROM j_orders WHERE EXISTS (SELECT 1 FROM j_new j_orders WHERE j_orders.amount > 0)', 'tautological_where'],
+    ['MERGE INTO j_orders o USING (SELECT 1 AS a, 2 AS b) s(y) ON b = 2 WHEN MATCHED THEN DELETE', 'delete_without_where'],
   ]) {
     refusedByPgwarden(await refusal(asAgent, sql), cls, sql);
   }
@@ -106,7 +109,8 @@ test('server-side files are one class: COPY to or from a file, lo_import / lo_ex
   for (const sql of ["COPY j_orders TO '/tmp/pgw-judge-out.csv'", "COPY j_orders FROM '/etc/hostname'",
     "SELECT pg_read_file('PG_VERSION')", "SELECT * FROM pg_ls_dir('.')", "SELECT lo_import('/etc/hostname')",
     "SELECT lo_export(1, '/tmp/pgw-judge-lo')", "SELECT (pg_stat_file('PG_VERSION')).size",
-    'SELECT * FROM pg_hba_file_rules']) {
+    'SELECT * FROM pg_hba_file_rules', "SELECT ('PG_VERSION'::text).pg_read_file",
+    "SELECT query_to_xml('SELECT pg_read_file(''PG_VERSION'')', true, false, '')"]) {
     refusedByPgwarden(await refusal(asAgent, sql), null, sql);
     refusedByPgwarden(await refusal(asReader, sql), null, sql); // read_only refuses them too
   }
@@ -122,7 +126,8 @@ test('read_only means nothing changes: sequences, large objects, slots, notifica
   const loBefore = await los();
   for (const sql of ["SELECT nextval('j_seq')", "SELECT setval('j_seq', 42)", 'SELECT lo_create(0)',
     "SELECT lo_from_bytea(0, 'x')", "SELECT pg_notify('j_channel', 'hello')", "NOTIFY j_channel, 'hello'",
-    "SELECT pg_create_physical_replication_slot('pgw_judge_slot')", 'SELECT pg_stat_reset()']) {
+    "SELECT pg_create_physical_replication_slot('pgw_judge_slot')", 'SELECT pg_stat_reset()',
+    "SELECT ('j_seq'::regclass).nextval", 'SELECT (0::oid).lo_create', "COMMIT PREPARED 'pgw_judge_tx'"]) {
     refusedByPgwarden(await refusal(asReader, sql), null, sql);
   }
   assert.deepEqual(await seq(), seqBefore, 'the sequence did not move');
@@ -178,11 +183,20 @@ test('forbidden_tables: tables read through names in strings are refused with th
     ["SELECT ts_stat('SELECT to_tsvector(who) FROM hr_j.pay')", 'query_in_string ts_stat'],
     ['SELECT * FROM hr_j.pay', 'table hr_j.pay'],
     ['SELECT * FROM j_keys', 'table j_keys'],
+    ['COPY j_keys TO STDOUT', 'table j_keys'],
+    ['EXPLAIN SELECT * FROM hr_j.pay', 'table hr_j.pay'],
+    ["SELECT most_common_vals::text FROM pg_stats WHERE schemaname = 'hr_j'", 'table pg_stats'],
+    ['SET search_path TO hr_j, public', 'search_path hr_j'],
   ]) {
     const e = await refusal(asReader, sql);
     refusedByPgwarden(e, null, sql);
     assert.ok(e.message.includes(what), `${sql}: ${e.message}`);
   }
+  // Directly, an unqualified name reaches the forbidden schema once the search_path does.
+  assert.equal((await withClient(env.pgPort, async (c) => {
+    await c.query('SET search_path TO hr_j, public');
+    return c.query('SELECT salary FROM pay');
+  })).rows[0].salary, 123456);
   // A lookalike runs: the same text as a value, and an ordinary table.
   assert.equal((await asReader((c) => c.query("SELECT 'SELECT * FROM hr_j.pay' AS s"))).rows[0].s, 'SELECT * FROM hr_j.pay');
   assert.equal((await asReader((c) => c.query('SELECT count(*) AS n FROM j_new'))).rows[0].n, '2');
