@@ -19,16 +19,6 @@ namespace pr = pgwarden::protocol;
 
 constexpr std::string_view kRedacted = "REDACTED";
 
-std::optional<MaskAction> action_from(std::string_view s) {
-  if (s == "redact") return MaskAction::Redact;
-  if (s == "partial") return MaskAction::Partial;
-  if (s == "hash") return MaskAction::Hash;
-  if (s == "null") return MaskAction::Null;
-  return std::nullopt;
-}
-
-constexpr std::string_view kActions = "redact, partial, hash or null";
-
 // Case-insensitive match of `name` against a lower-case pattern where '*' matches any run.
 bool glob_match(std::string_view pattern, std::string_view name) {
   std::size_t p = 0, n = 0, star = std::string_view::npos, mark = 0;
@@ -210,161 +200,21 @@ std::string MaskProfile::catalog_query() const {
          " ON n.oid OPERATOR(pg_catalog.=) c.relnamespace"
          " WHERE a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped"
          " AND pg_catalog.lower(a.attname::pg_catalog.text) OPERATOR(pg_catalog.~~)"
-         " pg_catalog.like_escape(" +
-         sql_literal(like_pattern(r.column)) + "::pg_catalog.text, '!'::pg_catalog.text)";
+         " pg_catalog.lower(pg_catalog.like_escape(" +
+         sql_literal(like_pattern(r.column)) + "::pg_catalog.text, '!'::pg_catalog.text))";
+    // Names match whatever their case, quoted ("Email") or not, non-ASCII letters too.
     if (!r.table.empty()) {
-      q += " AND pg_catalog.lower(c.relname::pg_catalog.text) OPERATOR(pg_catalog.=) " +
-           sql_literal(r.table) + "::pg_catalog.text";
+      q += " AND pg_catalog.lower(c.relname::pg_catalog.text) OPERATOR(pg_catalog.=) "
+           "pg_catalog.lower(" +
+           sql_literal(r.table) + "::pg_catalog.text)";
     }
     if (!r.schema.empty()) {
-      q += " AND pg_catalog.lower(n.nspname::pg_catalog.text) OPERATOR(pg_catalog.=) " +
-           sql_literal(r.schema) + "::pg_catalog.text";
+      q += " AND pg_catalog.lower(n.nspname::pg_catalog.text) OPERATOR(pg_catalog.=) "
+           "pg_catalog.lower(" +
+           sql_literal(r.schema) + "::pg_catalog.text)";
     }
   }
   return q + " ORDER BY 3";
-}
-
-pr::Result<std::vector<MaskProfile>> parse_masking(const sj::dom::element& e,
-                                                   const std::string& file) {
-  std::vector<MaskProfile> out;
-  sj::dom::array profiles;
-  if (e.get_array().get(profiles) != sj::SUCCESS) {
-    return policy_error(file, "$.masking", "must be an array of masking profiles");
-  }
-  std::size_t index = 0;
-  for (sj::dom::element pe : profiles) {
-    const std::string at = "$.masking[" + std::to_string(index++) + "]";
-    sj::dom::object po;
-    if (pe.get_object().get(po) != sj::SUCCESS) return policy_error(file, at, "must be an object");
-    MaskProfile p;
-    std::vector<std::string> custom_patterns;
-    for (auto f : po) {
-      const std::string k(f.key);
-      const std::string path = at + "." + k;
-      if (k == "name") {
-        if (!json_name(f.value, p.name))
-          return policy_error(file, path, "must be a non-empty string");
-      } else if (k == "groups" || k == "users") {
-        if (!json_strings(f.value, k == "groups" ? p.groups : p.users)) {
-          return policy_error(file, path, "must be an array of strings");
-        }
-      } else if (k == "exempt") {
-        if (f.value.get_bool().get(p.exempt) != sj::SUCCESS) {
-          return policy_error(file, path, "must be true or false");
-        }
-      } else if (k == "columns") {
-        sj::dom::array cols;
-        if (f.value.get_array().get(cols) != sj::SUCCESS) {
-          return policy_error(file, path, "must be an array of column rules");
-        }
-        std::size_t ci = 0;
-        for (sj::dom::element ce : cols) {
-          const std::string cat = path + "[" + std::to_string(ci++) + "]";
-          sj::dom::object co;
-          if (ce.get_object().get(co) != sj::SUCCESS)
-            return policy_error(file, cat, "must be an object");
-          ColumnRule r;
-          bool have_action = false;
-          for (auto cf : co) {
-            const std::string ck(cf.key);
-            std::string_view s;
-            if (ck != "comment" && cf.value.get_string().get(s) != sj::SUCCESS) {
-              return policy_error(file, cat + "." + ck, "must be a string");
-            }
-            if (ck == "column") {
-              r.column = ascii_lower(s);
-            } else if (ck == "table") {
-              const std::string t = ascii_lower(s);
-              const std::size_t dot = t.find('.');
-              r.schema = dot == std::string::npos ? "" : t.substr(0, dot);
-              r.table = dot == std::string::npos ? t : t.substr(dot + 1);
-              if (r.table.empty() || r.table.find('.') != std::string::npos ||
-                  (dot != std::string::npos && r.schema.empty())) {
-                return policy_error(file, cat + ".table", "expected table or schema.table");
-              }
-            } else if (ck == "action") {
-              const auto a = action_from(s);
-              if (!a)
-                return policy_error(file, cat + ".action", "must be " + std::string(kActions));
-              r.action = *a;
-              have_action = true;
-            } else if (ck != "comment") {
-              return policy_error(file, cat + "." + ck,
-                                  "unknown key (expected column, table, action, comment)");
-            }
-          }
-          if (r.column.empty() ||
-              r.column.find_first_of(std::string_view("\0", 1)) != std::string::npos) {
-            return policy_error(file, cat + ".column",
-                                "every column rule needs a column name pattern");
-          }
-          if (!have_action)
-            return policy_error(file, cat + ".action", "missing (" + std::string(kActions) + ")");
-          p.columns.push_back(std::move(r));
-        }
-      } else if (k == "detectors") {
-        sj::dom::object dets;
-        if (f.value.get_object().get(dets) != sj::SUCCESS) {
-          return policy_error(file, path, "must be an object of detector: action");
-        }
-        for (auto df : dets) {
-          const std::string dk(df.key);
-          std::size_t kind = kBuiltinKinds;
-          for (std::size_t i = 0; i < kBuiltinKinds; ++i) {
-            if (dk == pii_kind_name(static_cast<PiiKind>(i))) kind = i;
-          }
-          if (kind == kBuiltinKinds) {
-            return policy_error(file, path + "." + dk,
-                                "unknown detector (expected card_number, ssn, email, phone, iban)");
-          }
-          std::string_view s;
-          const auto a =
-              df.value.get_string().get(s) == sj::SUCCESS ? action_from(s) : std::nullopt;
-          if (!a) return policy_error(file, path + "." + dk, "must be " + std::string(kActions));
-          p.detect[kind] = *a;
-        }
-      } else if (k == "custom") {
-        sj::dom::array cs;
-        if (f.value.get_array().get(cs) != sj::SUCCESS) {
-          return policy_error(file, path, "must be an array of {name, pattern, action}");
-        }
-        std::size_t ci = 0;
-        for (sj::dom::element ce : cs) {
-          const std::string cat = path + "[" + std::to_string(ci++) + "]";
-          std::string_view name, pattern, action;
-          if (ce["name"].get_string().get(name) != sj::SUCCESS || name.empty() ||
-              ce["pattern"].get_string().get(pattern) != sj::SUCCESS || pattern.empty() ||
-              ce["action"].get_string().get(action) != sj::SUCCESS) {
-            return policy_error(file, cat, "needs string members name, pattern and action");
-          }
-          const auto a = action_from(action);
-          if (!a) return policy_error(file, cat + ".action", "must be " + std::string(kActions));
-          p.custom_names.emplace_back(name);
-          p.custom_actions.push_back(*a);
-          custom_patterns.emplace_back(pattern);
-        }
-      } else if (k != "comment") {
-        return policy_error(
-            file, path,
-            "unknown key (expected name, groups, users, exempt, columns, detectors, "
-            "custom, comment)");
-      }
-    }
-    if (p.name.empty())
-      return policy_error(file, at + ".name", "every masking profile needs a name");
-    const bool any_detector =
-        std::any_of(p.detect.begin(), p.detect.end(), [](const auto& a) { return a.has_value(); });
-    if (p.exempt && (any_detector || !p.columns.empty() || !custom_patterns.empty())) {
-      return policy_error(file, at, "an exempt profile sees raw values: it cannot also mask");
-    }
-    if (any_detector || !custom_patterns.empty()) {
-      auto d = PiiDetectors::build(custom_patterns);
-      if (!d) return policy_error(file, at + ".custom", d.error().message);
-      p.detectors = *d;
-    }
-    out.push_back(std::move(p));
-  }
-  return out;
 }
 
 ValueKind value_kind(std::uint32_t oid, bool binary) {
@@ -462,14 +312,27 @@ bool Masker::scan(const MaskProfile& p, std::string_view v) {
   return true;
 }
 
-void Masker::apply_whole(MaskAction a, std::string_view v, std::string& out) const {
+void Masker::apply_whole(MaskAction a, std::string_view v, std::string& out) {
   switch (a) {
     case MaskAction::Hash:
       out += "pii_" + hex16(protocol::hmac_sha256(key_, v));
       return;
-    case MaskAction::Partial:
-      star_all_but_last(v, 4, true, out);
+    case MaskAction::Partial: {
+      // One finding of a built-in kind that is the whole value, spaces around it aside.
+      static const auto builtin = PiiDetectors::build();
+      if (builtin.ok() && whole_scanner_.scan(v, **builtin, whole_found_) &&
+          whole_found_.size() == 1 && whole_found_[0].kind != PiiKind::Custom &&
+          v.find_first_not_of(' ') == whole_found_[0].begin &&
+          v.find_last_not_of(' ') + 1 == whole_found_[0].end) {
+        const PiiFinding& f = whole_found_[0];
+        out.append(v.substr(0, f.begin));
+        apply_finding(a, f, v.substr(f.begin, f.end - f.begin), out);
+        out.append(v.substr(f.end));
+        return;
+      }
+      out += kRedacted;  // not recognisably its kind: nothing of it is shown
       return;
+    }
     case MaskAction::Redact:
     case MaskAction::Null:
       out += kRedacted;

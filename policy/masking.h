@@ -137,8 +137,10 @@ class Masker {
   bool mask_binary_copy(const MaskProfile& p, std::string_view in, bool& header, std::string& out);
   // A whole ErrorResponse/NoticeResponse: every human-readable field masked.
   bool mask_error(const MaskProfile& p, protocol::Bytes message, std::basic_string<std::byte>& out);
-  // The whole-value result of a column rule for a text value.
-  void apply_whole(MaskAction a, std::string_view value, std::string& out) const;
+  // The whole-value result of a column rule for a text value. `partial` keeps what it keeps of
+  // a card number, SSN, phone, IBAN or e-mail only when the value is one (built-in detectors);
+  // any other value (a placeholder, a malformed one) is hidden whole.
+  void apply_whole(MaskAction a, std::string_view value, std::string& out);
   const MaskCounts& counts() const noexcept { return counts_; }
 
  private:
@@ -154,6 +156,8 @@ class Masker {
                      std::string& out) const;
   std::string key_;
   PiiScanner scanner_;
+  PiiScanner whole_scanner_;  // built-in detectors for partial column rules (own scratch)
+  std::vector<PiiFinding> whole_found_;
   std::vector<PiiFinding> found_;
   std::vector<std::string> values_;  // per column, reused
   std::vector<Verdict> verdicts_;

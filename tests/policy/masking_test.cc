@@ -259,6 +259,21 @@ TEST_F(MaskingTest, ColumnRulesByNameAndThroughTheCatalog) {
   EXPECT_EQ(*w[0], "plain");
 }
 
+TEST_F(MaskingTest, PartialHidesWholeWhatDoesNotLookLikeItsKind) {
+  MaskedAttrs attrs;
+  attrs.action_of[MaskedAttrs::key(16384, 4)] = MaskAction::Partial;
+  const std::vector<Col> cols(9, Col{"s", 25, 0, 16384, 4});
+  const auto v = mask(cols,
+                      {"123-45-6789", " 4111 1111 1111 1111 ", "N/A", "TBD", "1234", "12-34", "",
+                       "unknown 123-45-6789", "bob@example.com"},
+                      nullptr, &attrs);
+  EXPECT_EQ(*v[0], "***-**-6789");
+  EXPECT_EQ(*v[1], " **** **** **** 1111 ");
+  // Placeholders and malformed values: nothing of them is shown.
+  for (std::size_t i = 2; i <= 7; ++i) EXPECT_EQ(*v[i], "REDACTED") << i;
+  EXPECT_EQ(*v[8], "b***@example.com");
+}
+
 TEST_F(MaskingTest, NullsAndNullActionsAndUnknownPlans) {
   const auto v = mask({{"a", 25}, {"b", 25}}, {std::nullopt, "x"});
   EXPECT_FALSE(v[0]);
@@ -481,13 +496,17 @@ TEST(MaskingPolicy, CatalogQueryQuotesNamesAndEscapesPatterns) {
       "q.json");
   ASSERT_TRUE(p.ok()) << p.error().message;
   const std::string q = (*p)->masking()[0].catalog_query();
-  EXPECT_NE(q.find("pg_catalog.like_escape('o''brien!_%'::pg_catalog.text, '!'::pg_catalog.text)"),
+  // Both sides through PostgreSQL's lower(): quoted and non-ASCII names match whatever their case.
+  EXPECT_NE(q.find("pg_catalog.lower(pg_catalog.like_escape('o''brien!_%'::pg_catalog.text, "
+                   "'!'::pg_catalog.text))"),
             std::string::npos)
       << q;
-  EXPECT_NE(q.find("lower(c.relname::pg_catalog.text) OPERATOR(pg_catalog.=) 't%'"),
+  EXPECT_NE(q.find("lower(c.relname::pg_catalog.text) OPERATOR(pg_catalog.=) "
+                   "pg_catalog.lower('t%'::pg_catalog.text)"),
             std::string::npos)
       << q;
-  EXPECT_NE(q.find("lower(n.nspname::pg_catalog.text) OPERATOR(pg_catalog.=) 'sales'"),
+  EXPECT_NE(q.find("lower(n.nspname::pg_catalog.text) OPERATOR(pg_catalog.=) "
+                   "pg_catalog.lower('sales'::pg_catalog.text)"),
             std::string::npos)
       << q;
   // It runs under the caller's search_path: nothing in it may resolve outside pg_catalog.
