@@ -228,6 +228,22 @@ ClassSet function_classes(std::string_view lower_name) {
   return it == by_name.end() ? 0 : it->second;
 }
 
+std::vector<std::string> split_search_path(std::string_view text) {
+  std::vector<std::string> out;
+  std::size_t pos = 0;
+  while (pos <= text.size()) {
+    std::size_t comma = text.find(',', pos);
+    if (comma == std::string_view::npos) comma = text.size();
+    std::string name(text.substr(pos, comma - pos));
+    std::erase_if(name, [](char c) { return c == ' ' || c == '\t'; });
+    const bool quoted = name.size() >= 2 && name.front() == '"' && name.back() == '"';
+    name = quoted ? name.substr(1, name.size() - 2) : ascii_lower(name);
+    if (!name.empty()) out.push_back(std::move(name));
+    pos = comma + 1;
+  }
+  return out;
+}
+
 std::string ascii_lower(std::string_view s) {
   std::string out(s);
   for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));

@@ -372,17 +372,7 @@ struct Walker {
     for (sj::dom::element item : items) {
       std::string_view text;
       if (item["A_Const"]["sval"]["sval"].get_string().get(text) != sj::SUCCESS) continue;
-      std::size_t pos = 0;
-      while (pos <= text.size()) {
-        std::size_t comma = text.find(',', pos);
-        if (comma == std::string_view::npos) comma = text.size();
-        std::string name(text.substr(pos, comma - pos));
-        std::erase(name, ' ');
-        const bool quoted = name.size() >= 2 && name.front() == '"' && name.back() == '"';
-        name = quoted ? name.substr(1, name.size() - 2) : ascii_lower(name);
-        if (!name.empty()) out.search_path.push_back(std::move(name));
-        pos = comma + 1;
-      }
+      for (std::string& name : split_search_path(text)) out.search_path.push_back(std::move(name));
     }
   }
 

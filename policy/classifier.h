@@ -68,6 +68,8 @@ constexpr ClassSet bit(StatementClass c) {
 }
 const char* class_name(StatementClass c);
 std::string ascii_lower(std::string_view s);  // as PostgreSQL folds unquoted identifiers
+// The schemas of a search_path value ("hr, \"Public\"" -> hr, Public), as PostgreSQL reads them.
+std::vector<std::string> split_search_path(std::string_view text);
 std::optional<StatementClass> class_from_name(std::string_view name);
 std::string class_names(ClassSet s);  // "delete, delete_without_where"
 // Classes that change data, schema, privileges or the session's role, or run code.

@@ -243,6 +243,17 @@ pr::Result<std::shared_ptr<const Policy>> Policy::parse(std::string_view json,
   return std::shared_ptr<const Policy>(std::move(p));
 }
 
+std::string Policy::forbidden_schema_in(std::string_view search_path) const {
+  for (const std::string& schema : split_search_path(search_path)) {
+    for (const Rule& r : rules_) {
+      for (const std::string& f : r.forbidden_tables) {
+        if (f == schema + ".*") return schema;
+      }
+    }
+  }
+  return {};
+}
+
 std::string refusal_message(const Decision& d) {
   const std::string rule = d.rule != nullptr ? d.rule->name : "?";
   if (d.action == Action::Hold) {

@@ -59,6 +59,8 @@ class Policy {
   const Prefilter& prefilter() const noexcept { return *prefilter_; }
   const std::vector<std::string>& dangerous_functions() const noexcept { return dangerous_; }
   std::uint64_t id() const noexcept { return id_; }
+  // The first schema of a search_path value that some rule forbids whole ("schema.*"), or "".
+  std::string forbidden_schema_in(std::string_view search_path) const;
 
  private:
   std::vector<Rule> rules_;

@@ -207,6 +207,15 @@ Next AuthStage::on_startup(const pr::StartupPacket& startup, pr::Bytes packet) {
   // Startup parameters and -c options are settings: none may change privileges (with a policy
   // in relay mode, a role one would step around its role_change rules).
   if (gateway || w.services().policy != nullptr) {
+    // A search_path reaching a schema some rule forbids whole would let unqualified names reach
+    // its tables (SET search_path is judged the same way).
+    const policy::Policy* pol = w.services().policy;
+    auto path_refusal = [&](std::string_view value) -> std::string {
+      const std::string schema = pol != nullptr ? pol->forbidden_schema_in(value) : std::string();
+      if (schema.empty()) return {};
+      return "pgwarden: the startup search_path names schema \"" + schema +
+             "\", whose tables the policy forbids; qualify names instead";
+    };
     std::string refusal;
     std::vector<std::string> protocol_options;
     pr::for_each_startup_param(startup.params, [&](std::string_view k, std::string_view v) {
@@ -221,11 +230,15 @@ Next AuthStage::on_startup(const pr::StartupPacket& startup, pr::Bytes packet) {
         refusal = error;
         for (const auto& [name, value] : settings) {
           if (refusal.empty()) refusal = startup_param_refusal(name, value, gateway);
+          if (refusal.empty() && policy::ascii_lower(name) == "search_path") {
+            refusal = path_refusal(value);
+          }
         }
         if (!gateway && refusal.rfind("pgwarden: the startup option", 0) == 0) refusal.clear();
         return;
       }
       refusal = startup_param_refusal(k, v, gateway);
+      if (refusal.empty() && policy::ascii_lower(k) == "search_path") refusal = path_refusal(v);
     });
     if (!refusal.empty()) {
       PGW_WARN("session: startup refused for \"%s\": %s", caller_.user.c_str(), refusal.c_str());

@@ -197,6 +197,11 @@ test('forbidden_tables: tables read through names in strings are refused with th
     await c.query('SET search_path TO hr_j, public');
     return c.query('SELECT salary FROM pay');
   })).rows[0].salary, 123456);
+  // Nor can the startup options set it (PGOPTIONS='-c search_path=hr_j').
+  const startup = await refusal((fn) => withClient(gw.port, fn, { options: '-c search_path=hr_j,public' }), 'SELECT 1');
+  assert.ok(startup, 'a startup search_path with a forbidden schema was accepted');
+  assert.equal(startup.code, '42501', startup.message);
+  assert.match(startup.message, /search_path names schema "hr_j"/);
   // A lookalike runs: the same text as a value, and an ordinary table.
   assert.equal((await asReader((c) => c.query("SELECT 'SELECT * FROM hr_j.pay' AS s"))).rows[0].s, 'SELECT * FROM hr_j.pay');
   assert.equal((await asReader((c) => c.query('SELECT count(*) AS n FROM j_new'))).rows[0].n, '2');
