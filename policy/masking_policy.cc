@@ -3,6 +3,7 @@
 
 #include "policy/classifier.h"
 #include "policy/masking.h"
+#include "policy/phone.h"
 #include "policy/policy_json.h"
 
 namespace pgwarden::policy {
@@ -38,6 +39,7 @@ pr::Result<std::vector<MaskProfile>> parse_masking(const sj::dom::element& e,
     if (pe.get_object().get(po) != sj::SUCCESS) return policy_error(file, at, "must be an object");
     MaskProfile p;
     std::vector<std::string> custom_patterns;
+    std::vector<std::string> phone_regions;
     for (auto f : po) {
       const std::string k(f.key);
       const std::string path = at + "." + k;
@@ -123,6 +125,21 @@ pr::Result<std::vector<MaskProfile>> parse_masking(const sj::dom::element& e,
           if (!a) return policy_error(file, path + "." + dk, "must be " + std::string(kActions));
           p.detect[kind] = *a;
         }
+      } else if (k == "phone_regions") {
+        sj::dom::array regions;
+        if (f.value.get_array().get(regions) != sj::SUCCESS) {
+          return policy_error(file, path, "must be an array of region codes (\"US\", \"GB\"...)");
+        }
+        std::size_t ri = 0;
+        for (sj::dom::element re : regions) {
+          std::string_view code;
+          const std::string rat = path + "[" + std::to_string(ri++) + "]";
+          if (re.get_string().get(code) != sj::SUCCESS || !phone_region_supported(code)) {
+            return policy_error(file, rat,
+                                "not a region libphonenumber knows (ISO 3166, e.g. \"GB\")");
+          }
+          phone_regions.emplace_back(code);
+        }
       } else if (k == "custom") {
         sj::dom::array cs;
         if (f.value.get_array().get(cs) != sj::SUCCESS) {
@@ -147,7 +164,7 @@ pr::Result<std::vector<MaskProfile>> parse_masking(const sj::dom::element& e,
         return policy_error(
             file, path,
             "unknown key (expected name, groups, users, exempt, columns, detectors, "
-            "custom, comment)");
+            "phone_regions, custom, comment)");
       }
     }
     if (p.name.empty())
@@ -158,7 +175,7 @@ pr::Result<std::vector<MaskProfile>> parse_masking(const sj::dom::element& e,
       return policy_error(file, at, "an exempt profile sees raw values: it cannot also mask");
     }
     if (any_detector || !custom_patterns.empty()) {
-      auto d = PiiDetectors::build(custom_patterns);
+      auto d = PiiDetectors::build(custom_patterns, phone_regions);
       if (!d) return policy_error(file, at + ".custom", d.error().message);
       p.detectors = *d;
     }

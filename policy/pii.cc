@@ -4,6 +4,8 @@
 
 #include <algorithm>
 
+#include "policy/phone.h"
+
 namespace pgwarden::policy {
 
 namespace {
@@ -15,7 +17,8 @@ enum Pattern : unsigned {
   kPhoneIntl,
   kPhoneUs,
   kIban,
-  kSsnKeyword,  // nine digits without separators after "SSN", "social security"...
+  kSsnKeyword,     // nine digits without separators after "SSN", "social security"...
+  kPhoneNational,  // a trunk prefix 0 and 8 to 15 more digits (GB, DE, FR and most others)
   kBuiltins,
   kCustomBase = 100,
 };
@@ -90,8 +93,23 @@ bool ssn_digits(const std::string& d) {
   return area != 0 && area != 666 && area < 900 && d.substr(3, 2) != "00" && d.substr(5) != "0000";
 }
 
+// Separators of a national phone number: at most one between groups, of one kind.
+bool phone_separators(std::string_view m) {
+  char sep = 0;
+  std::size_t count = 0;
+  for (std::size_t i = 0; i < m.size(); ++i) {
+    if (is_digit(m[i])) continue;
+    if (i > 0 && !is_digit(m[i - 1])) return false;
+    if (sep != 0 && m[i] != sep) return false;
+    sep = m[i];
+    ++count;
+  }
+  return count <= 4;
+}
+
 // Validates a candidate; may narrow it to the part that holds the finding.
-bool valid(unsigned id, std::string_view v, std::size_t& b, std::size_t& e) {
+bool valid(unsigned id, std::string_view v, std::size_t& b, std::size_t& e,
+           const std::vector<std::string>& regions) {
   const std::string_view m = v.substr(b, e - b);
   switch (id) {
     case kCard: {
@@ -138,11 +156,17 @@ bool valid(unsigned id, std::string_view v, std::size_t& b, std::size_t& e) {
       return m.find('@') != std::string_view::npos && m.front() != '.' && m.front() != '@';
     case kPhoneIntl: {
       const std::size_t n = digits_of(m).size();
-      return n >= 8 && n <= 15 && stands_alone(v, b, e);
+      return n >= 8 && n <= 15 && stands_alone(v, b, e) && phone_valid(m, true, regions);
     }
     case kPhoneUs: {
       const std::string d = digits_of(m);
-      return d.size() == 10 && d[0] >= '2' && d[3] >= '2' && stands_alone(v, b, e);
+      return d.size() == 10 && d[0] >= '2' && d[3] >= '2' && stands_alone(v, b, e) &&
+             phone_valid(m, false, {"US"});
+    }
+    case kPhoneNational: {
+      const std::size_t n = digits_of(m).size();
+      return n >= 9 && n <= 12 && stands_alone(v, b, e) && phone_separators(m) &&
+             phone_valid(m, false, regions);
     }
     case kIban:
       return m.find("  ") == std::string_view::npos && iban_valid(m);
@@ -162,6 +186,7 @@ PiiKind kind_of(unsigned id) {
       return PiiKind::Email;
     case kPhoneIntl:
     case kPhoneUs:
+    case kPhoneNational:
       return PiiKind::Phone;
     case kIban:
       return PiiKind::Iban;
@@ -211,7 +236,7 @@ bool is_word(char c) {
 }
 
 // The precise condition, one pass: an '@' (e-mail), a '+' before a digit (international phone),
-// 9 digits in one run of digits and " .()-" (card, SSN, national phone), or two capitals after
+// 9 digits in one run of digits and " .()-/" (card, SSN, national phone), or two capitals after
 // a word boundary followed by two digits (IBAN).
 bool builtin_shape(std::string_view v) noexcept {
   std::size_t run_digits = 0;
@@ -221,7 +246,7 @@ bool builtin_shape(std::string_view v) noexcept {
       if (++run_digits >= 9) return true;
       continue;
     }
-    if (c == ' ' || c == '.' || c == '(' || c == ')' || c == '-') continue;
+    if (c == ' ' || c == '.' || c == '(' || c == ')' || c == '-' || c == '/') continue;
     run_digits = 0;
     if (c == '@') return true;
     if (c == '+' && i + 1 < v.size() && is_digit(v[i + 1])) return true;
@@ -291,7 +316,7 @@ bool iban_valid(std::string_view iban) {
 }
 
 protocol::Result<std::shared_ptr<const PiiDetectors>> PiiDetectors::build(
-    const std::vector<std::string>& custom) {
+    const std::vector<std::string>& custom, const std::vector<std::string>& phone_regions) {
   // Broad shapes (cheap for Hyperscan's start-of-match tracking); the validators decide.
   std::vector<std::string> exprs = {
       R"(\d[\d -]{11,22}\d)",
@@ -301,8 +326,10 @@ protocol::Result<std::shared_ptr<const PiiDetectors>> PiiDetectors::build(
       R"((?:\(\d{3}\) ?|\b\d{3}[ .-])\d{3}[ .-]\d{4}\b)",
       R"(\b[A-Z]{2}\d{2}[A-Z0-9 ]{10,40}[A-Z0-9]\b)",
       R"((?:\b|_)(?:ssns?|ss#|ss ?no|social security(?: number| no)?|soc\.? ?sec\.?(?: no| number| #)?|taxpayer id(?: number)?)[^A-Za-z0-9]{0,6}\d{9})",
+      R"(\b0\d[\d ./-]{6,16}\d\b)",
   };
-  std::vector<unsigned> ids = {kCard, kSsn, kEmail, kPhoneIntl, kPhoneUs, kIban, kSsnKeyword};
+  std::vector<unsigned> ids = {kCard,    kSsn,  kEmail,      kPhoneIntl,
+                               kPhoneUs, kIban, kSsnKeyword, kPhoneNational};
   for (std::size_t i = 0; i < custom.size(); ++i) {
     exprs.push_back(custom[i]);
     ids.push_back(kCustomBase + static_cast<unsigned>(i));
@@ -315,6 +342,7 @@ protocol::Result<std::shared_ptr<const PiiDetectors>> PiiDetectors::build(
   }
   auto d = std::shared_ptr<PiiDetectors>(new PiiDetectors());
   d->custom_ = custom.size();
+  d->regions_ = phone_regions.empty() ? default_phone_regions() : phone_regions;
   hs_compile_error_t* err = nullptr;
   if (hs_compile_multi(patterns.data(), flags.data(), ids.data(),
                        static_cast<unsigned>(patterns.size()), HS_MODE_BLOCK, nullptr, &d->db_,
@@ -358,7 +386,7 @@ bool PiiScanner::scan(std::string_view value, const PiiDetectors& detectors,
   good.clear();
   for (std::size_t i = 0; i < candidates_.size(); ++i) {
     std::size_t b = candidates_[i].begin, e = candidates_[i].end;
-    if (!valid(ids_[i], value, b, e)) continue;
+    if (!valid(ids_[i], value, b, e, detectors.phone_regions())) continue;
     const auto custom =
         static_cast<std::uint16_t>(ids_[i] >= kCustomBase ? ids_[i] - kCustomBase : 0);
     good.push_back({kind_of(ids_[i]), b, e, custom});

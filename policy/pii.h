@@ -34,16 +34,20 @@ bool may_hold_builtin_pii(std::string_view value) noexcept;
 
 class PiiDetectors {
  public:
-  // The built-in detectors plus custom regular expressions (Hyperscan syntax).
+  // The built-in detectors plus custom regular expressions (Hyperscan syntax). National phone
+  // numbers are validated for `phone_regions` (empty: default_phone_regions()).
   static protocol::Result<std::shared_ptr<const PiiDetectors>> build(
-      const std::vector<std::string>& custom = {});
+      const std::vector<std::string>& custom = {},
+      const std::vector<std::string>& phone_regions = {});
   ~PiiDetectors();
   hs_database* db() const noexcept { return db_; }
   bool has_custom() const noexcept { return custom_ != 0; }
+  const std::vector<std::string>& phone_regions() const noexcept { return regions_; }
 
  private:
   hs_database* db_ = nullptr;
   std::size_t custom_ = 0;
+  std::vector<std::string> regions_;
 };
 
 class PiiScanner {

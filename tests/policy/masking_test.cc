@@ -274,6 +274,23 @@ TEST_F(MaskingTest, PartialHidesWholeWhatDoesNotLookLikeItsKind) {
   EXPECT_EQ(*v[8], "b***@example.com");
 }
 
+TEST(PiiPhones, NationalNumbersAreValidatedForTheProfilesRegions) {
+  auto gb = PiiDetectors::build({}, {"GB"});
+  auto fr = PiiDetectors::build({}, {"FR"});
+  ASSERT_TRUE(gb.ok() && fr.ok());
+  PiiScanner scanner;
+  std::vector<PiiFinding> found;
+  ASSERT_TRUE(scanner.scan("tel 020 7946 0958", **gb, found));
+  EXPECT_EQ(found.size(), 1u);
+  ASSERT_TRUE(scanner.scan("tel 020 7946 0958", **fr, found));
+  EXPECT_TRUE(found.empty());  // not a French number
+  ASSERT_TRUE(scanner.scan("tel 01 23 45 67 89", **fr, found));
+  EXPECT_EQ(found.size(), 1u);
+  // International numbers say their country: found whatever the regions.
+  ASSERT_TRUE(scanner.scan("tel +33 1 23 45 67 89", **gb, found));
+  EXPECT_EQ(found.size(), 1u);
+}
+
 TEST_F(MaskingTest, NullsAndNullActionsAndUnknownPlans) {
   const auto v = mask({{"a", 25}, {"b", 25}}, {std::nullopt, "x"});
   EXPECT_FALSE(v[0]);
@@ -466,6 +483,10 @@ TEST(MaskingPolicy, InvalidProfilesAreRejectedWithTheirPath) {
       {R"({"masking": [{"name": ""}]})", "$.masking[0].name: must be a non-empty string"},
       {R"({"masking": [{"name": 7}]})", "$.masking[0].name: must be a non-empty string"},
       {R"({"masking": [{"name": "a", "colour": 1}]})", "$.masking[0].colour: unknown key"},
+      {R"({"masking": [{"name": "a", "phone_regions": ["GB", "XX"]}]})",
+       "$.masking[0].phone_regions[1]: not a region libphonenumber knows"},
+      {R"({"masking": [{"name": "a", "phone_regions": "GB"}]})",
+       "$.masking[0].phone_regions: must be an array"},
       {R"({"masking": [{"name": "a", "columns": [{"column": "x", "action": "scramble"}]}]})",
        "$.masking[0].columns[0].action: must be redact, partial, hash or null"},
       {R"({"masking": [{"name": "a", "columns": [{"action": "null"}]}]})",

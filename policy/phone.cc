@@ -1,0 +1,41 @@
+#include "policy/phone.h"
+
+#include <phonenumbers/phonenumberutil.h>
+
+#include <set>
+
+namespace pgwarden::policy {
+
+namespace pn = i18n::phonenumbers;
+
+const std::vector<std::string>& default_phone_regions() {
+  static const std::vector<std::string> regions = {"US", "GB", "DE", "FR"};
+  return regions;
+}
+
+bool phone_region_supported(std::string_view region) {
+  static const std::set<std::string, std::less<>> supported = [] {
+    std::set<std::string> regions;
+    pn::PhoneNumberUtil::GetInstance()->GetSupportedRegions(&regions);
+    return std::set<std::string, std::less<>>(regions.begin(), regions.end());
+  }();
+  return supported.count(region) != 0;
+}
+
+bool phone_valid(std::string_view candidate, bool international,
+                 const std::vector<std::string>& regions) {
+  const pn::PhoneNumberUtil* util = pn::PhoneNumberUtil::GetInstance();
+  const std::string text(candidate);
+  auto valid_in = [&](const std::string& region) {
+    pn::PhoneNumber number;
+    return util->Parse(text, region, &number) == pn::PhoneNumberUtil::NO_PARSING_ERROR &&
+           util->IsValidNumber(number);
+  };
+  if (international) return valid_in("ZZ");  // the country code says where
+  for (const std::string& r : regions) {
+    if (valid_in(r)) return true;
+  }
+  return false;
+}
+
+}  // namespace pgwarden::policy
