@@ -241,14 +241,15 @@ struct Walker {
     }
     std::string fn = "CREATE FUNCTION pgw_body() RETURNS void LANGUAGE plpgsql AS $pgw$";
     fn.append(body).append("$pgw$");
-    PgQueryPlpgsqlParseResult r = pg_query_parse_plpgsql(fn.c_str());
-    if (r.error != nullptr || r.plpgsql_funcs == nullptr) {
-      pg_query_free_plpgsql_parse_result(r);
-      return false;
-    }
     std::vector<std::string> queries;
     bool dynamic = false;
     {
+      PgQueryPlpgsqlParseResult r = pg_query_parse_plpgsql(fn.c_str());
+      struct Free {  // also when the walk throws
+        PgQueryPlpgsqlParseResult& r;
+        ~Free() { pg_query_free_plpgsql_parse_result(r); }
+      } free_result{r};
+      if (r.error != nullptr || r.plpgsql_funcs == nullptr) return false;
       sj::dom::parser local;
       sj::dom::element tree;
       if (local.parse(std::string_view(r.plpgsql_funcs)).get(tree) != sj::SUCCESS) {
@@ -257,7 +258,6 @@ struct Walker {
         collect_plpgsql(tree, queries, dynamic);
       }
     }
-    pg_query_free_plpgsql_parse_result(r);
     if (dynamic) add(C::DynamicSql);
     for (const std::string& q : queries) {
       Walker inner{dangerous, out, parsers, depth + 1};
@@ -530,7 +530,10 @@ struct Walker {
         if (v["name"].get_string().get(name) != sj::SUCCESS) name = {};
         // Setting names are case-insensitive: SET "ROLE" is SET role.
         add(role_setting(name) ? C::RoleChange : C::Set);
-        if (ascii_lower(name) == "search_path") search_path(v["args"]);
+        sj::dom::element args;  // absent for RESET, SET ... TO DEFAULT, FROM CURRENT
+        if (ascii_lower(name) == "search_path" && v["args"].get(args) == sj::SUCCESS) {
+          search_path(args);
+        }
       } else if (k == "VariableShowStmt" || k == "DiscardStmt") {
         add(C::Set);
       } else if (k == "AlterRoleSetStmt" || k == "AlterDatabaseSetStmt") {
@@ -602,6 +605,10 @@ struct Walker {
   bool parse(std::string_view sql) {
     const std::string text(sql);  // NUL-terminated for libpg_query
     PgQueryParseResult r = pg_query_parse(text.c_str());
+    struct Free {  // also when the walk throws
+      PgQueryParseResult& r;
+      ~Free() { pg_query_free_parse_result(r); }
+    } free_result{r};
     bool ok = r.error == nullptr && r.parse_tree != nullptr;
     if (!ok && r.error != nullptr && r.error->message != nullptr &&
         std::string_view(r.error->message).find("stack depth") != std::string_view::npos) {
@@ -626,7 +633,6 @@ struct Walker {
         }
       }
     }
-    pg_query_free_parse_result(r);
     return ok;
   }
 };
@@ -725,9 +731,17 @@ Analysis Classifier::analyze_once(std::string_view sql,
   Analysis a;
   a.parsed = true;
   Walker w{dangerous_functions, a, parsers_->levels};
-  if (!w.parse(sql)) {
-    a.classes = bit(C::Unparseable);
-    a.tables.clear();
+  try {
+    if (!w.parse(sql)) {
+      a.classes = bit(C::Unparseable);
+      a.tables.clear();
+    }
+  } catch (const std::exception& e) {
+    // A tree the walker did not expect (a field read that is not there): refused, never a crash
+    // of the core that judges it (the parse results are freed as the walk unwinds).
+    a.unanalysable = true;
+    a.why_unanalysable =
+        std::string("its parse tree has a shape pgwarden does not follow (") + e.what() + ")";
   }
   if (a.unanalysable) a.classes = every_class();
   return a;

@@ -122,7 +122,12 @@ void source_columns(sj::dom::element rel, Target& t) {
       for (sj::dom::element c : cols) t.source_columns.emplace_back(str(c));
     }
     if (kind == "RangeSubselect") {
-      select_columns(r["subquery"]["SelectStmt"], t);
+      sj::dom::element select;
+      if (r["subquery"]["SelectStmt"].get(select) == sj::SUCCESS) {
+        select_columns(select, t);
+      } else {
+        t.source_unknown = true;
+      }
     } else if (kind == "RangeFunction") {
       // A function returning a scalar names its column after the alias or the function.
       std::string_view alias;
