@@ -19,6 +19,7 @@ enum Pattern : unsigned {
   kIban,
   kSsnKeyword,     // nine digits without separators after "SSN", "social security"...
   kPhoneNational,  // a trunk prefix 0 and 8 to 15 more digits (GB, DE, FR and most others)
+  kPhoneIntl00,    // the international prefix 00 instead of +
   kBuiltins,
   kCustomBase = 100,
 };
@@ -42,15 +43,29 @@ bool stands_alone(std::string_view v, std::size_t b, std::size_t e) {
   return true;
 }
 
-// A number in a card issuer's range (Visa, Mastercard, Amex, Discover, JCB, Diners, UnionPay,
-// Maestro): most Luhn-valid numbers that are not cards (ids, timestamps) start elsewhere.
+// A number of a card issuer's range and one of the lengths it issues (Visa, Mastercard, Amex,
+// Discover, JCB, Diners, UnionPay, Maestro): most Luhn-valid numbers that are not cards (IMEIs,
+// SIRETs, EAN-13 codes, ids, timestamps) start elsewhere or have another length.
 bool card_issuer(const std::string& d) {
+  const std::size_t n = d.size();
   const int two = (d[0] - '0') * 10 + (d[1] - '0');
-  const int four = two * 100 + (d[2] - '0') * 10 + (d[3] - '0');
-  return d[0] == '4' || (two >= 51 && two <= 55) || (four >= 2221 && four <= 2720) || two == 34 ||
-         two == 37 || four == 6011 || two == 65 || (four >= 6440 && four <= 6499) ||
-         (four >= 3528 && four <= 3589) || (four >= 3000 && four <= 3059) || two == 36 ||
-         two == 38 || two == 39 || two == 62 || two == 50 || (two >= 56 && two <= 69);
+  const int three = two * 10 + (d[2] - '0');
+  const int four = three * 10 + (d[3] - '0');
+  if (d[0] == '4') return n == 13 || n == 16 || n == 19;                           // Visa
+  if (two == 34 || two == 37) return n == 15;                                      // Amex
+  if ((two >= 51 && two <= 55) || (four >= 2221 && four <= 2720)) return n == 16;  // Mastercard
+  if ((three >= 300 && three <= 305) || two == 36 || two == 38 || two == 39) return n >= 14;
+  if (four == 6011 || two == 65 || (four >= 6440 && four <= 6499)) return n >= 16;  // Discover
+  if ((four >= 3528 && four <= 3589) || two == 62) return n >= 16;                  // JCB, UnionPay
+  return (two == 50 || (two >= 56 && two <= 69)) && n >= 13;                        // Maestro
+}
+
+// An EAN-13 barcode's check digit holds: a 13-digit number that is a product code.
+bool ean13(const std::string& d) {
+  if (d.size() != 13) return false;
+  int sum = 0;
+  for (std::size_t i = 0; i < 12; ++i) sum += (d[i] - '0') * (i % 2 == 0 ? 1 : 3);
+  return (10 - sum % 10) % 10 == d[12] - '0';
 }
 
 std::string digits_of(std::string_view s) {
@@ -84,7 +99,79 @@ bool inside_hex_token(std::string_view v, std::size_t b, std::size_t e) {
 
 bool card_digits(std::string_view m) {
   const std::string d = digits_of(m);
-  return d.size() >= 13 && d.size() <= 19 && card_issuer(d) && luhn_valid(d);
+  return d.size() >= 13 && d.size() <= 19 && card_issuer(d) && luhn_valid(d) && !ean13(d);
+}
+
+// Groups written the way cards are: one run, 4-4-4-4 (the last group 1 to 4 digits), or Amex's
+// and Diners' 4-6-5 and 4-6-4; separated by `sep` (' ' or '-').
+bool card_grouping(std::string_view part, char sep) {
+  std::size_t lens[8], n = 0, run = 0;
+  for (const char c : part) {
+    if (c == sep) {
+      if (run == 0 || n == 7) return false;
+      lens[n++] = run;
+      run = 0;
+    } else if (is_digit(c)) {
+      ++run;
+    } else {
+      return false;
+    }
+  }
+  if (run == 0) return false;
+  lens[n++] = run;
+  if (n == 1) return true;
+  if (n == 3 && lens[0] == 4 && lens[1] == 6 && (lens[2] == 5 || lens[2] == 4)) return true;
+  for (std::size_t i = 0; i + 1 < n; ++i) {
+    if (lens[i] != 4) return false;
+  }
+  return lens[n - 1] >= 1 && lens[n - 1] <= 4;
+}
+
+// The card number in a candidate of the broad shape (digits, spaces, dashes). The candidate may
+// start or end inside a longer number (Hyperscan reports the leftmost start for each end): that
+// partial number is dropped, and what a space sets apart from other numbers ("qty 2 4111 1111
+// 1111 1111", "2026-11-21 4111111111111111") is looked at on its own. [b, e) is narrowed to it.
+bool find_card(std::string_view v, std::size_t& b, std::size_t& e) {
+  std::string_view m = v.substr(b, e - b);
+  std::size_t lo = 0, hi = m.size();
+  if (b > 0 && is_digit(v[b - 1])) {  // cut inside a number: start after it
+    lo = m.find(' ');
+    if (lo == std::string_view::npos) return false;
+    ++lo;
+  }
+  if (e < v.size() && is_digit(v[e])) {
+    hi = m.rfind(' ');
+    if (hi == std::string_view::npos || hi <= lo) return false;
+  }
+  // Words: runs without spaces. A window of consecutive words one space apart, written as one
+  // card (one run, space groups, or dash groups inside one word), longest from the left first.
+  std::size_t starts[32], ends[32], n = 0;
+  for (std::size_t i = lo; i < hi && n < 32;) {
+    std::size_t j = i;
+    while (j < hi && m[j] != ' ') ++j;
+    if (j > i) {
+      starts[n] = i;
+      ends[n++] = j;
+    }
+    i = j + 1;
+  }
+  for (std::size_t i = 0; i < n; ++i) {
+    for (std::size_t j = n; j-- > i;) {
+      const std::string_view part = m.substr(starts[i], ends[j] - starts[i]);
+      const bool spaced = i != j;
+      if (spaced && part.find('-') != std::string_view::npos) continue;
+      if (!card_grouping(part, spaced ? ' ' : '-') || !card_digits(part)) continue;
+      const std::size_t nb = b + starts[i], ne = b + ends[j];
+      // Glued by a dash or dot to more digits (an account number, a date): not a card.
+      if (nb >= 2 && (v[nb - 1] == '-' || v[nb - 1] == '.') && is_digit(v[nb - 2])) continue;
+      if (ne + 1 < v.size() && (v[ne] == '-' || v[ne] == '.') && is_digit(v[ne + 1])) continue;
+      if (inside_hex_token(v, nb, ne)) continue;
+      b = nb;
+      e = ne;
+      return true;
+    }
+  }
+  return false;
 }
 
 bool ssn_digits(const std::string& d) {
@@ -107,56 +194,66 @@ bool phone_separators(std::string_view m) {
   return count <= 4;
 }
 
+// "tel", "phone", "mobile"... within the 24 bytes before `b`, in any case.
+bool phone_keyword_before(std::string_view v, std::size_t b) {
+  const std::size_t from = b > 24 ? b - 24 : 0;
+  std::string before(v.substr(from, b - from));
+  for (char& c : before) c = static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+  for (const char* k : {"tel", "phone", "mobil", "cell", "fax", "handy", "portable", "gsm"}) {
+    if (before.find(k) != std::string::npos) return true;
+  }
+  return false;
+}
+
 // Validates a candidate; may narrow it to the part that holds the finding.
 bool valid(unsigned id, std::string_view v, std::size_t& b, std::size_t& e,
            const std::vector<std::string>& regions) {
   const std::string_view m = v.substr(b, e - b);
   switch (id) {
-    case kCard: {
-      // Part of a longer run of digits (the broad shape matches inside one): not a card.
-      if ((b > 0 && is_digit(v[b - 1])) || (e < v.size() && is_digit(v[e]))) return false;
-      if (inside_hex_token(v, b, e)) return false;
-      const bool mixed =
-          m.find("  ") != std::string_view::npos || m.find("--") != std::string_view::npos ||
-          m.find(" -") != std::string_view::npos || m.find("- ") != std::string_view::npos;
-      if (!mixed && card_digits(m) && stands_alone(v, b, e)) return true;
-      // A number beside it with a space between ("qty 2 4111 1111 1111 1111"): the groups
-      // between two spaces that make a card number on their own, leftmost and longest first.
-      std::size_t starts[32], ends[32], n = 0;
-      for (std::size_t i = 0; i < m.size() && n < 32;) {
-        std::size_t j = i;
-        while (j < m.size() && is_digit(m[j])) ++j;
-        starts[n] = i;
-        ends[n++] = j;
-        i = j + 1;
-      }
-      for (std::size_t i = 0; i < n; ++i) {
-        if (i > 0 && m[starts[i] - 1] != ' ') continue;
-        for (std::size_t j = n; j-- > i;) {
-          if (j + 1 < n && m[ends[j]] != ' ') continue;
-          const std::string_view part = m.substr(starts[i], ends[j] - starts[i]);
-          if (part.find('-') == std::string_view::npos && card_digits(part)) {
-            e = b + ends[j];
-            b += starts[i];
-            return true;
-          }
-        }
-      }
-      return false;
-    }
+    case kCard:
+      return find_card(v, b, e);
     case kSsn:
       return ssn_digits(digits_of(m)) && stands_alone(v, b, e);
     case kSsnKeyword: {
-      // The match ends with the nine digits; the keyword before them is context, not the finding.
-      if (m.size() < 9 || (e < v.size() && is_digit(v[e]))) return false;
-      b = e - 9;
-      return ssn_digits(std::string(v.substr(b, 9)));
+      // The match ends with the number (3-2-4 digits, separators optional); the keyword before it
+      // is context, not the finding.
+      if (e < v.size() && is_digit(v[e])) return false;
+      std::size_t i = e, digits = 0;
+      while (i > b && digits < 9) {
+        if (is_digit(v[i - 1])) {
+          ++digits;
+          --i;
+        } else if (digits > 0 && i >= b + 2 && is_digit(v[i - 2])) {
+          --i;  // a separator between digits
+        } else {
+          break;
+        }
+      }
+      if (digits != 9 || (i > 0 && is_digit(v[i - 1]))) return false;
+      b = i;
+      return ssn_digits(digits_of(v.substr(b, e - b)));
     }
     case kEmail:
       return m.find('@') != std::string_view::npos && m.front() != '.' && m.front() != '@';
     case kPhoneIntl: {
       const std::size_t n = digits_of(m).size();
-      return n >= 8 && n <= 15 && stands_alone(v, b, e) && phone_valid(m, true, regions);
+      // A signed decimal (an ISO 6709 coordinate such as +49.4521018) is no number to call.
+      const std::size_t dot = m.find('.');
+      if (dot != std::string_view::npos && dot <= 4 &&
+          m.find_first_of(" ()-", 1) == std::string_view::npos &&
+          m.find('.', dot + 1) == std::string_view::npos) {
+        return false;
+      }
+      // A '+' says where the number starts: a number after it with a space between is another.
+      const bool glued = e + 1 < v.size() && (v[e] == '-' || v[e] == '.') && is_digit(v[e + 1]);
+      return n >= 8 && n <= 15 && !glued && phone_valid(m, true, regions);
+    }
+    case kPhoneIntl00: {
+      const std::size_t n = digits_of(m).size();
+      if (n < 10 || n > 17 || !stands_alone(v, b, e)) return false;
+      std::string plus(1, '+');
+      plus.append(m.data() + 2, m.size() - 2);
+      return phone_valid(plus, true, regions);
     }
     case kPhoneUs: {
       const std::string d = digits_of(m);
@@ -165,6 +262,9 @@ bool valid(unsigned id, std::string_view v, std::size_t& b, std::size_t& e,
     }
     case kPhoneNational: {
       const std::size_t n = digits_of(m).size();
+      // Unseparated, a zero-led number is as often an id, an ISBN or a routing number: it counts
+      // as a phone number only after a word that says so.
+      if (n == m.size() && !phone_keyword_before(v, b)) return false;
       return n >= 9 && n <= 12 && stands_alone(v, b, e) && phone_separators(m) &&
              phone_valid(m, false, regions);
     }
@@ -187,6 +287,7 @@ PiiKind kind_of(unsigned id) {
     case kPhoneIntl:
     case kPhoneUs:
     case kPhoneNational:
+    case kPhoneIntl00:
       return PiiKind::Phone;
     case kIban:
       return PiiKind::Iban;
@@ -325,11 +426,12 @@ protocol::Result<std::shared_ptr<const PiiDetectors>> PiiDetectors::build(
       R"(\+\d[\d .()-]{5,20}\d\b)",
       R"((?:\(\d{3}\) ?|\b\d{3}[ .-])\d{3}[ .-]\d{4}\b)",
       R"(\b[A-Z]{2}\d{2}[A-Z0-9 ]{10,40}[A-Z0-9]\b)",
-      R"((?:\b|_)(?:ssns?|ss#|ss ?no|social security(?: number| no)?|soc\.? ?sec\.?(?: no| number| #)?|taxpayer id(?: number)?)[^A-Za-z0-9]{0,6}\d{9})",
+      R"((?:ssns?(?:[ _-]?(?:no|number|num|nr))?|ss#|social[ _-]?security(?:[ _-]?(?:number|no|num|nr))?|soc\.? ?sec\.?(?: no| number| #)?|taxpayer[ _-]?id(?:[ _-]?number)?)[^0-9]{0,12}\d{3}[-. ]?\d{2}[-. ]?\d{4})",
       R"(\b0\d[\d ./-]{6,16}\d\b)",
+      R"(\b00[1-9][\d .()-]{6,20}\d\b)",
   };
-  std::vector<unsigned> ids = {kCard,    kSsn,  kEmail,      kPhoneIntl,
-                               kPhoneUs, kIban, kSsnKeyword, kPhoneNational};
+  std::vector<unsigned> ids = {kCard, kSsn,        kEmail,         kPhoneIntl,  kPhoneUs,
+                               kIban, kSsnKeyword, kPhoneNational, kPhoneIntl00};
   for (std::size_t i = 0; i < custom.size(); ++i) {
     exprs.push_back(custom[i]);
     ids.push_back(kCustomBase + static_cast<unsigned>(i));

@@ -202,6 +202,11 @@ test('forbidden_tables: tables read through names in strings are refused with th
   assert.ok(startup, 'a startup search_path with a forbidden schema was accepted');
   assert.equal(startup.code, '42501', startup.message);
   assert.match(startup.message, /search_path names schema "hr_j"/);
+  // Settings statements without a value are judged, not a crash (drivers send them routinely).
+  for (const sql of ['RESET search_path', 'SET search_path TO DEFAULT', 'RESET ALL']) {
+    await asReader((c) => c.query(sql));
+    await asAgent((c) => c.query(sql));
+  }
   // A lookalike runs: the same text as a value, and an ordinary table.
   assert.equal((await asReader((c) => c.query("SELECT 'SELECT * FROM hr_j.pay' AS s"))).rows[0].s, 'SELECT * FROM hr_j.pay');
   assert.equal((await asReader((c) => c.query('SELECT count(*) AS n FROM j_new'))).rows[0].n, '2');
