@@ -16,5 +16,8 @@ bool phone_region_supported(std::string_view region);
 // format of one of `regions`.
 bool phone_valid(std::string_view candidate, bool international,
                  const std::vector<std::string>& regions);
+// The same without the per-thread cache of recent answers (tests, benchmarks).
+bool phone_valid_uncached(std::string_view candidate, bool international,
+                          const std::vector<std::string>& regions);
 
 }  // namespace pgwarden::policy

@@ -486,9 +486,26 @@ bool PiiScanner::scan(std::string_view value, const PiiDetectors& detectors,
   if (candidates_.empty()) return true;
   std::vector<PiiFinding>& good = valid_;
   good.clear();
-  for (std::size_t i = 0; i < candidates_.size(); ++i) {
+  // Longest first for each start: a phone number's shorter readings (Hyperscan reports every
+  // end) need no validation of their own once a longer one holds (libphonenumber is the
+  // detectors' slowest step).
+  order_.resize(candidates_.size());
+  for (std::size_t i = 0; i < order_.size(); ++i) order_[i] = i;
+  std::sort(order_.begin(), order_.end(), [&](std::size_t x, std::size_t y) {
+    const PiiFinding& a = candidates_[x];
+    const PiiFinding& b = candidates_[y];
+    return a.begin != b.begin ? a.begin < b.begin : a.end > b.end;
+  });
+  std::size_t phone_from = 0, phone_to = 0;  // the last phone number found
+  for (const std::size_t i : order_) {
     std::size_t b = candidates_[i].begin, e = candidates_[i].end;
+    const bool phone = kind_of(ids_[i]) == PiiKind::Phone;
+    if (phone && b >= phone_from && e <= phone_to) continue;
     if (!valid(ids_[i], value, b, e, detectors.phone_regions())) continue;
+    if (phone) {
+      phone_from = b;
+      phone_to = e;
+    }
     const auto custom =
         static_cast<std::uint16_t>(ids_[i] >= kCustomBase ? ids_[i] - kCustomBase : 0);
     good.push_back({kind_of(ids_[i]), b, e, custom});

@@ -66,6 +66,7 @@ class PiiScanner {
   const hs_database* scratch_for_ = nullptr;
   std::vector<PiiFinding> candidates_;  // reused: no allocation per value once warm
   std::vector<unsigned> ids_;
+  std::vector<std::size_t> order_;
   std::vector<PiiFinding> valid_;
 };
 
