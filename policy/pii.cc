@@ -234,6 +234,8 @@ bool valid(unsigned id, std::string_view v, std::size_t& b, std::size_t& e,
       return ssn_digits(digits_of(v.substr(b, e - b)));
     }
     case kEmail:
+      // The top-level domain ends where no letter follows ("bob@example.com_deleted" too).
+      if (e < v.size() && ((v[e] >= 'a' && v[e] <= 'z') || is_upper(v[e]))) return false;
       return m.find('@') != std::string_view::npos && m.front() != '.' && m.front() != '@';
     case kPhoneIntl: {
       const std::size_t n = digits_of(m).size();
@@ -268,8 +270,22 @@ bool valid(unsigned id, std::string_view v, std::size_t& b, std::size_t& e,
       return n >= 9 && n <= 12 && stands_alone(v, b, e) && phone_separators(m) &&
              phone_valid(m, false, regions);
     }
-    case kIban:
-      return m.find("  ") == std::string_view::npos && iban_valid(m);
+    case kIban: {
+      if (m.find("  ") == std::string_view::npos && iban_valid(m)) return true;
+      // Another code before it (a VAT id: "DE123456789 DE89 3704..."): from each later start.
+      for (std::size_t i = 1; i + 4 <= m.size(); ++i) {
+        if (m[i - 1] != ' ' || !is_upper(m[i]) || !is_upper(m[i + 1]) || !is_digit(m[i + 2]) ||
+            !is_digit(m[i + 3])) {
+          continue;
+        }
+        const std::string_view rest = m.substr(i);
+        if (rest.find("  ") == std::string_view::npos && iban_valid(rest)) {
+          b += i;
+          return true;
+        }
+      }
+      return false;
+    }
     default:
       return true;  // custom patterns: the expression is the validator
   }
@@ -422,7 +438,7 @@ protocol::Result<std::shared_ptr<const PiiDetectors>> PiiDetectors::build(
   std::vector<std::string> exprs = {
       R"(\d[\d -]{11,22}\d)",
       R"(\b\d{3}[- ]\d{2}[- ]\d{4}\b)",
-      R"([A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,24}\b)",
+      R"([A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,24})",
       R"(\+\d[\d .()-]{5,20}\d\b)",
       R"((?:\(\d{3}\) ?|\b\d{3}[ .-])\d{3}[ .-]\d{4}\b)",
       R"(\b[A-Z]{2}\d{2}[A-Z0-9 ]{10,40}[A-Z0-9]\b)",
