@@ -343,6 +343,8 @@ void Masker::apply_whole(MaskAction a, std::string_view v, std::string& out) {
 void Masker::apply_finding(MaskAction a, const PiiFinding& f, std::string_view span,
                            std::string& out) const {
   const char* kind = pii_kind_name(f.kind);
+  // Written with look-alikes: what partial would keep is not what was validated.
+  if (f.lookalike && a == MaskAction::Partial) a = MaskAction::Redact;
   if (a == MaskAction::Hash) {
     // Normalised first, so the same number or address gives the same pseudonym however it was
     // written (joins and grouping on the masked value still work).
@@ -364,6 +366,10 @@ void Masker::apply_finding(MaskAction a, const PiiFinding& f, std::string_view s
   switch (f.kind) {
     case PiiKind::Email: {
       const std::size_t at = span.rfind('@');
+      if (at == std::string_view::npos) {
+        out += kRedacted;
+        return;
+      }
       out += span.substr(0, 1);
       out += "***";
       out += span.substr(at);

@@ -377,16 +377,56 @@ bool builtin_shape(std::string_view v) noexcept {
 
 }  // namespace
 
+namespace {
+
+// The ASCII character a UTF-8 look-alike at v[i] stands for (its length in `len`), or 0.
+char lookalike_at(std::string_view v, std::size_t i, std::size_t& len) noexcept {
+  const auto at = [&](std::size_t k) { return static_cast<unsigned char>(v[i + k]); };
+  const unsigned char b0 = at(0);
+  if (b0 == 0xC2 && i + 1 < v.size() && at(1) == 0xA0) {
+    len = 2;
+    return ' ';  // U+00A0 no-break space
+  }
+  if (i + 2 >= v.size() || (b0 != 0xE2 && b0 != 0xE3 && b0 != 0xEF)) return 0;
+  len = 3;
+  const unsigned char b1 = at(1), b2 = at(2);
+  if (b0 == 0xE2 && b1 == 0x80) {
+    if ((b2 >= 0x80 && b2 <= 0x8A) || b2 == 0xAF) return ' ';  // U+2000-200A, U+202F
+    if (b2 >= 0x90 && b2 <= 0x95) return '-';                  // U+2010-2015 dashes
+  }
+  if (b0 == 0xE2 && b1 == 0x88 && b2 == 0x92) return '-';  // U+2212 minus
+  if (b0 == 0xE3 && b1 == 0x80 && b2 == 0x80) return ' ';  // U+3000 ideographic space
+  if (b0 == 0xEF && b1 == 0xBC) {
+    if (b2 >= 0x90 && b2 <= 0x99) return static_cast<char>('0' + (b2 - 0x90));  // U+FF10-FF19
+    if (b2 == 0x8B) return '+';
+    if (b2 == 0xA0) return '@';
+  }
+  return 0;
+}
+
+}  // namespace
+
+bool has_lookalikes(std::string_view value) noexcept {
+  for (std::size_t i = 0; i < value.size(); ++i) {
+    if (static_cast<unsigned char>(value[i]) < 0xC2) continue;
+    std::size_t len = 0;
+    if (lookalike_at(value, i, len) != 0) return true;
+  }
+  return false;
+}
+
 bool may_hold_builtin_pii(std::string_view value) noexcept {
   if (value.size() < 6) return false;  // "a@b.co" is the shortest finding
   // First a branch-free count (the compiler vectorises it), then the precise shape.
-  std::size_t digits = 0, at = 0, upper = 0;
+  std::size_t digits = 0, at = 0, upper = 0, high = 0;
   for (const char c : value) {
     const auto u = static_cast<unsigned char>(c);
     digits += static_cast<unsigned char>(u - '0') < 10;
     upper += static_cast<unsigned char>(u - 'A') < 26;
     at += u == '@';
+    high += u >= 0xC2;
   }
+  if (high != 0 && has_lookalikes(value)) return true;  // the scan reads them as ASCII
   if (at == 0 && digits < 8 && (value.size() < 15 || upper < 2 || digits < 2)) return false;
   return builtin_shape(value);
 }
@@ -487,6 +527,29 @@ PiiScanner::~PiiScanner() {
 
 bool PiiScanner::scan(std::string_view value, const PiiDetectors& detectors,
                       std::vector<PiiFinding>& out) {
+  if (!has_lookalikes(value)) return scan_ascii(value, detectors, out);
+  // Scanned as read with the look-alikes in ASCII; findings map back to the value's bytes.
+  normalized_.clear();
+  origin_.clear();
+  for (std::size_t i = 0; i < value.size();) {
+    std::size_t len = 1;
+    const char c = static_cast<unsigned char>(value[i]) >= 0xC2 ? lookalike_at(value, i, len) : 0;
+    normalized_.push_back(c != 0 ? c : value[i]);
+    origin_.push_back(i);
+    i += c != 0 ? len : 1;
+  }
+  origin_.push_back(value.size());
+  if (!scan_ascii(normalized_, detectors, out)) return false;
+  for (PiiFinding& f : out) {
+    f.begin = origin_[f.begin];
+    f.end = origin_[f.end];
+    f.lookalike = true;
+  }
+  return true;
+}
+
+bool PiiScanner::scan_ascii(std::string_view value, const PiiDetectors& detectors,
+                            std::vector<PiiFinding>& out) {
   out.clear();
   if (scratch_for_ != detectors.db()) {
     if (hs_alloc_scratch(detectors.db(), &scratch_) != HS_SUCCESS) return false;

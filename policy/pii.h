@@ -25,12 +25,19 @@ struct PiiFinding {
   std::size_t begin;
   std::size_t end;           // one past the last byte
   std::uint16_t custom = 0;  // for Custom: which custom pattern (in build order)
+  // Found in the value as read with Unicode look-alikes (no-break and other spaces, dashes,
+  // fullwidth digits) taken for their ASCII characters: its bytes are not those the validators
+  // saw, so `partial` hides it whole.
+  bool lookalike = false;
 };
 
 // A necessary condition for any built-in detector to find something in `value`: an '@', a '+'
 // before a digit, 9 digits in one run of digits and separators, or an IBAN's start (two
 // capitals after a word boundary, two digits). Values failing it skip the Hyperscan scan.
 bool may_hold_builtin_pii(std::string_view value) noexcept;
+// Whether `value` holds a Unicode look-alike of a character the detectors read (a no-break or
+// other space, a dash, a fullwidth digit, plus or at sign).
+bool has_lookalikes(std::string_view value) noexcept;
 
 class PiiDetectors {
  public:
@@ -62,6 +69,10 @@ class PiiScanner {
   bool scan(std::string_view value, const PiiDetectors& detectors, std::vector<PiiFinding>& out);
 
  private:
+  bool scan_ascii(std::string_view value, const PiiDetectors& detectors,
+                  std::vector<PiiFinding>& out);
+  std::string normalized_;           // the value with look-alikes replaced
+  std::vector<std::size_t> origin_;  // per byte of normalized_ (and its end): the value's offset
   hs_scratch* scratch_ = nullptr;
   const hs_database* scratch_for_ = nullptr;
   std::vector<PiiFinding> candidates_;  // reused: no allocation per value once warm

@@ -291,6 +291,19 @@ TEST(PiiPhones, NationalNumbersAreValidatedForTheProfilesRegions) {
   EXPECT_EQ(found.size(), 1u);
 }
 
+TEST_F(MaskingTest, LookalikeFindingsAreHiddenWholeEvenUnderPartial) {
+  // A card written with no-break spaces, and one in fullwidth digits: partial keeps nothing.
+  const std::string nbsp = "paid 4111\u00a01111\u00a01111\u00a01111 ok";
+  const std::string wide =
+      "\uff14\uff11\uff11\uff11\uff11\uff11\uff11\uff11\uff11\uff11\uff11\uff11"
+      "\uff11\uff11\uff11\uff11";
+  std::string out;
+  ASSERT_TRUE(masker_.mask_text(*profile_, nbsp, out));
+  EXPECT_EQ(out, "paid REDACTED ok");
+  ASSERT_TRUE(masker_.mask_text(*profile_, wide, out));
+  EXPECT_EQ(out, "REDACTED");
+}
+
 TEST_F(MaskingTest, NullsAndNullActionsAndUnknownPlans) {
   const auto v = mask({{"a", 25}, {"b", 25}}, {std::nullopt, "x"});
   EXPECT_FALSE(v[0]);
