@@ -404,13 +404,59 @@ char lookalike_at(std::string_view v, std::size_t i, std::size_t& len) noexcept 
   return 0;
 }
 
+int hex_value(char c) noexcept {
+  if (is_digit(c)) return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// The printable ASCII character an escape at v[i] stands for (its length in `len`), or 0: URL
+// encoding (%40), HTML character references (&#64; &#x40;), JSON and JavaScript \u0040.
+char escape_at(std::string_view v, std::size_t i, std::size_t& len) noexcept {
+  unsigned code = 0;
+  if (v[i] == '%' && i + 2 < v.size()) {
+    const int hi = hex_value(v[i + 1]), lo = hex_value(v[i + 2]);
+    if (hi < 0 || lo < 0) return 0;
+    code = static_cast<unsigned>(hi * 16 + lo);
+    len = 3;
+  } else if (v[i] == '\\' && i + 5 < v.size() && v[i + 1] == 'u') {
+    for (std::size_t k = 2; k < 6; ++k) {
+      const int h = hex_value(v[i + k]);
+      if (h < 0) return 0;
+      code = code * 16 + static_cast<unsigned>(h);
+    }
+    len = 6;
+  } else if (v[i] == '&' && i + 3 < v.size() && v[i + 1] == '#') {
+    const bool hex = v[i + 2] == 'x' || v[i + 2] == 'X';
+    std::size_t k = i + (hex ? 3 : 2);
+    const std::size_t start = k;
+    while (k < v.size() && k - start < 6 && (hex ? hex_value(v[k]) >= 0 : is_digit(v[k]))) {
+      code = code * (hex ? 16 : 10) + static_cast<unsigned>(hex_value(v[k]));
+      ++k;
+    }
+    if (k == start || k >= v.size() || v[k] != ';') return 0;
+    len = k + 1 - i;
+  } else {
+    return 0;
+  }
+  return code >= 0x20 && code < 0x7F ? static_cast<char>(code) : 0;
+}
+
+// A look-alike or an escape at v[i] (see above), or 0.
+char decoded_at(std::string_view v, std::size_t i, std::size_t& len) noexcept {
+  const char c = v[i];
+  if (c == '%' || c == '&' || c == '\\') return escape_at(v, i, len);
+  if (static_cast<unsigned char>(c) >= 0xC2) return lookalike_at(v, i, len);
+  return 0;
+}
+
 }  // namespace
 
 bool has_lookalikes(std::string_view value) noexcept {
   for (std::size_t i = 0; i < value.size(); ++i) {
-    if (static_cast<unsigned char>(value[i]) < 0xC2) continue;
     std::size_t len = 0;
-    if (lookalike_at(value, i, len) != 0) return true;
+    if (decoded_at(value, i, len) != 0) return true;
   }
   return false;
 }
@@ -424,9 +470,9 @@ bool may_hold_builtin_pii(std::string_view value) noexcept {
     digits += static_cast<unsigned char>(u - '0') < 10;
     upper += static_cast<unsigned char>(u - 'A') < 26;
     at += u == '@';
-    high += u >= 0xC2;
+    high += u >= 0xC2 || u == '%' || u == '&' || u == '\\';
   }
-  if (high != 0 && has_lookalikes(value)) return true;  // the scan reads them as ASCII
+  if (high != 0 && has_lookalikes(value)) return true;  // the scan decodes them
   if (at == 0 && digits < 8 && (value.size() < 15 || upper < 2 || digits < 2)) return false;
   return builtin_shape(value);
 }
@@ -528,12 +574,12 @@ PiiScanner::~PiiScanner() {
 bool PiiScanner::scan(std::string_view value, const PiiDetectors& detectors,
                       std::vector<PiiFinding>& out) {
   if (!has_lookalikes(value)) return scan_ascii(value, detectors, out);
-  // Scanned as read with the look-alikes in ASCII; findings map back to the value's bytes.
+  // Scanned as read with look-alikes and escapes decoded; findings map back to the value's bytes.
   normalized_.clear();
   origin_.clear();
   for (std::size_t i = 0; i < value.size();) {
     std::size_t len = 1;
-    const char c = static_cast<unsigned char>(value[i]) >= 0xC2 ? lookalike_at(value, i, len) : 0;
+    const char c = decoded_at(value, i, len);
     normalized_.push_back(c != 0 ? c : value[i]);
     origin_.push_back(i);
     i += c != 0 ? len : 1;

@@ -26,8 +26,8 @@ struct PiiFinding {
   std::size_t end;           // one past the last byte
   std::uint16_t custom = 0;  // for Custom: which custom pattern (in build order)
   // Found in the value as read with Unicode look-alikes (no-break and other spaces, dashes,
-  // fullwidth digits) taken for their ASCII characters: its bytes are not those the validators
-  // saw, so `partial` hides it whole.
+  // fullwidth digits) taken for their ASCII characters, or with escapes decoded (%40, &#64;,
+  // \u0040): its bytes are not those the validators saw, so `partial` hides it whole.
   bool lookalike = false;
 };
 
@@ -36,7 +36,8 @@ struct PiiFinding {
 // capitals after a word boundary, two digits). Values failing it skip the Hyperscan scan.
 bool may_hold_builtin_pii(std::string_view value) noexcept;
 // Whether `value` holds a Unicode look-alike of a character the detectors read (a no-break or
-// other space, a dash, a fullwidth digit, plus or at sign).
+// other space, a dash, a fullwidth digit, plus or at sign) or an escape of a printable ASCII
+// character (URL %XX, HTML &#NN; / &#xHH;, JSON \uXXXX): such values are scanned decoded.
 bool has_lookalikes(std::string_view value) noexcept;
 
 class PiiDetectors {
@@ -71,7 +72,7 @@ class PiiScanner {
  private:
   bool scan_ascii(std::string_view value, const PiiDetectors& detectors,
                   std::vector<PiiFinding>& out);
-  std::string normalized_;           // the value with look-alikes replaced
+  std::string normalized_;           // the value with look-alikes and escapes decoded
   std::vector<std::size_t> origin_;  // per byte of normalized_ (and its end): the value's offset
   hs_scratch* scratch_ = nullptr;
   const hs_database* scratch_for_ = nullptr;
