@@ -40,6 +40,7 @@ enum class SessionState : std::uint8_t {
   UpstreamAuth,    // gateway auth: pgwarden logs in upstream with its own credential
   Authenticating,  // until the first ReadyForQuery (relay mode: the client's own auth exchange)
   Ready,           // steady state: the pipeline model and the stages run
+  Replicating,     // a replication connection a rule allowed: relayed raw, commands recorded
 };
 
 // One socket of the session.
@@ -156,6 +157,7 @@ class alignas(16) Session final : public StageHost {
 
   // The ready phase (session_ready.cc).
   protocol::Next on_ready_frontend(const protocol::Fragment& f);
+  protocol::Next on_replication_frontend(const protocol::Fragment& f);
   protocol::Next on_frontend_message(const protocol::Fragment& f, protocol::Bytes whole);
   protocol::Next on_ready_backend(const protocol::Fragment& f);
   bool backend_read_whole(char type);

@@ -21,6 +21,8 @@ Next Session::on_frontend(const pr::Fragment& f) {
   switch (state_) {
     case SessionState::Ready:
       return on_ready_frontend(f);
+    case SessionState::Replicating:
+      return on_replication_frontend(f);
     case SessionState::Startup: {
       fragment_end_ = f.bytes.data() + f.bytes.size();
       const pr::Bytes packet = fe_msg_.add(f, fe_.held_prefix());
@@ -139,6 +141,9 @@ Next Session::on_backend(const pr::Fragment& f) {
   switch (state_) {
     case SessionState::Ready:
       return on_ready_backend(f);
+    case SessionState::Replicating:
+      forward(Peer::Client, f, be_);  // replies, WAL and archives: as the server sends them
+      return Next::Continue;
     case SessionState::UpstreamAuth:
       return auth_.on_upstream_message(f);
     default:
@@ -164,14 +169,19 @@ Next Session::on_backend(const pr::Fragment& f) {
   return Next::Continue;
 }
 
-// The first ReadyForQuery: the pipeline model and the stages take over.
+// The first ReadyForQuery: the pipeline model and the stages take over (a replication
+// connection is relayed as it is: its protocol is not the one they follow).
 void Session::on_ready() {
-  state_ = SessionState::Ready;
   deadline_ns_ = 0;
   waiting_for_client_ = true;
   fe_.set_max_message_size(w_.config().max_message_size);
-  role_guard_.set_enabled(auth_.guards_role());
-  build_chains();
+  if (!auth_.replication_rule().empty()) {
+    state_ = SessionState::Replicating;
+  } else {
+    state_ = SessionState::Ready;
+    role_guard_.set_enabled(auth_.guards_role());
+    build_chains();
+  }
   if (recording_) {
     std::string client = "?";
     sockaddr_storage ss{};
@@ -179,8 +189,38 @@ void Session::on_ready() {
     if (::getpeername(client_.fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
       client = format_address(reinterpret_cast<sockaddr*>(&ss), len);
     }
-    recording_->record_start(client, client_.tls ? client_.tls->describe() : std::string("none"));
+    recording_->record_start(client, client_.tls ? client_.tls->describe() : std::string("none"),
+                             auth_.replication_rule());
   }
+}
+
+// A replication connection: every message goes on unchanged (COPY both ways, WAL, archives);
+// the commands (IDENTIFY_SYSTEM, BASE_BACKUP, START_REPLICATION, and SQL on a logical one) are
+// recorded, as allowed by the rule, before they go.
+Next Session::on_replication_frontend(const pr::Fragment& f) {
+  if (f.first && auth_.token_expired()) {
+    fail(pr::sqlstate::kInvalidAuthorization, "token expired");
+    return Next::Stop;
+  }
+  if (f.type != pr::fe::kQuery) {
+    forward(Peer::Upstream, f, fe_);
+    return Next::Continue;
+  }
+  if (f.first && f.size > w_.config().max_statement_size) {
+    fail(pr::sqlstate::kProgramLimitExceeded,
+         "pgwarden: a command larger than --max-statement-size");
+    return Next::Stop;
+  }
+  const bool in_place = f.first && f.last && f.offset == 0;
+  const pr::Bytes whole = in_place ? f.bytes : fe_msg_.add(f, fe_.held_prefix());
+  if (whole.empty()) return Next::Continue;
+  if (recording_ && !recording_->record_replication(whole)) {
+    fail(pr::sqlstate::kIoError, "pgwarden: the recording is not accepting records");
+    return Next::Stop;
+  }
+  forward_whole(Peer::Upstream, f, whole, fe_);
+  if (!in_place) fe_msg_.shrink();
+  return Next::Continue;
 }
 
 void Session::record_end() {

@@ -181,14 +181,16 @@ pr::Result<std::shared_ptr<const Policy>> Policy::parse(std::string_view json,
             }
             dst |= bit(*c);
           }
-        } else if (k == "read_only") {
-          if (rf.value.get_bool().get(r.read_only) != sj::SUCCESS) {
+        } else if (k == "read_only" || k == "replication") {
+          if (rf.value.get_bool().get(k == "read_only" ? r.read_only : r.replication) !=
+              sj::SUCCESS) {
             return policy_error(file, path, "must be true or false");
           }
         } else if (k != "comment") {
           return policy_error(file, path,
                               "unknown key (expected name, groups, users, deny, require_approval, "
-                              "allow, read_only, denylist, forbidden_tables, comment)");
+                              "allow, read_only, replication, denylist, forbidden_tables, "
+                              "comment)");
         }
       }
       if (r.name.empty()) return policy_error(file, at + ".name", "every rule needs a name");

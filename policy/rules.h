@@ -25,6 +25,10 @@ struct Rule {
   ClassSet approve = 0;  // require_approval
   ClassSet allow = 0;    // explicit exceptions to deny / read_only
   bool read_only = false;
+  // Replication connections (the `replication` startup parameter) are let through for the
+  // rule's callers, as raw streams: pg_basebackup and standbys copy the whole database unmasked
+  // and unjudged, so only a rule naming them allows it.
+  bool replication = false;
   std::vector<std::string> denylist;
   std::shared_ptr<hs_database> denylist_db;
   std::vector<std::string> forbidden_tables;  // "schema.table", "table" or "schema.*"

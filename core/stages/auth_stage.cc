@@ -204,6 +204,16 @@ Next AuthStage::on_startup(const pr::StartupPacket& startup, pr::Bytes packet) {
   caller_.application = pr::startup_param(startup.params, "application_name").value_or("");
   caller_.identity = caller_.role = caller_.user;
   const bool gateway = w.auth() != nullptr;
+  if (const auto repl = pr::startup_param(startup.params, "replication"); repl) {
+    const std::string v = policy::ascii_lower(*repl);
+    replication_ = v != "false" && v != "off" && v != "no" && v != "0";
+    replication_value_ = *repl;
+    // Relay: the caller is the startup user, known now; gateway: once authenticated, unless no
+    // rule allows replication to anyone.
+    if (replication_ && (!gateway || !any_replication_rule()) && !allow_replication()) {
+      return Next::Stop;
+    }
+  }
   // Startup parameters and -c options are settings: none may change privileges (with a policy
   // in relay mode, a role one would step around its role_change rules).
   if (gateway || w.services().policy != nullptr) {
@@ -219,7 +229,7 @@ Next AuthStage::on_startup(const pr::StartupPacket& startup, pr::Bytes packet) {
     std::string refusal;
     std::vector<std::string> protocol_options;
     pr::for_each_startup_param(startup.params, [&](std::string_view k, std::string_view v) {
-      if (!refusal.empty() || k == "user" || k == "database") return;
+      if (!refusal.empty() || k == "user" || k == "database" || k == "replication") return;
       if (k.substr(0, 5) == "_pq_.") {
         protocol_options.emplace_back(k);
         return;
@@ -310,17 +320,47 @@ Next AuthStage::on_client_message(const pr::Fragment& f) {
   }
   if (!step->reply.empty()) s_.queue_copy(Peer::Client, step->reply);
   if (!step->done) return Next::Continue;
-  start_upstream(client_auth_->caller());
-  return Next::Continue;
+  return start_upstream(client_auth_->caller()) ? Next::Continue : Next::Stop;
 }
 
-void AuthStage::start_upstream(const policy::AuthenticatedCaller& caller) {
+bool AuthStage::any_replication_rule() const {
+  const policy::Policy* pol = s_.w_.services().policy;
+  if (pol == nullptr) return false;
+  for (const policy::Rule& r : pol->rules()) {
+    if (r.replication) return true;
+  }
+  return false;
+}
+
+// A replication connection streams the whole database raw (pg_basebackup, standbys, logical
+// replication): only a policy rule that names its caller and says "replication": true lets it.
+bool AuthStage::allow_replication() {
+  const policy::Policy* pol = s_.w_.services().policy;
+  const policy::Rule* rule =
+      pol != nullptr ? pol->match(caller_.identity, caller_.groups) : nullptr;
+  if (rule != nullptr && rule->replication) {
+    replication_rule_ = rule->name;
+    PGW_INFO("session: replication connection of %s allowed by rule \"%s\"",
+             caller_.identity.c_str(), rule->name.c_str());
+    return true;
+  }
+  const std::string why =
+      "pgwarden: replication connections are refused unless a policy rule allows them for the "
+      "caller (\"replication\": true); " +
+      (rule != nullptr ? "rule \"" + rule->name + "\" does not" : std::string("no rule applies"));
+  PGW_WARN("session: replication connection of \"%s\" refused", caller_.identity.c_str());
+  s_.fail(pr::sqlstate::kInsufficientPrivilege, why);
+  return false;
+}
+
+bool AuthStage::start_upstream(const policy::AuthenticatedCaller& caller) {
   Worker& w = s_.w_;
   const policy::RoleMapping& m = *caller.mapping;
   caller_.identity = caller.identity;
   caller_.groups = caller.groups;
   caller_.method = caller.method;
   caller_.gateway = true;
+  if (replication_ && !allow_replication()) return false;
   token_expires_at_ = caller.expires_at;
   guard_role_ = !m.allow_role_change;
   PGW_INFO("session: %s authenticated (%s), groups mapped to role %s", caller_.identity.c_str(),
@@ -358,11 +398,13 @@ void AuthStage::start_upstream(const policy::AuthenticatedCaller& caller) {
   }
   params.emplace_back("user", m.role);
   params.emplace_back("database", database);
+  if (replication_) params.emplace_back("replication", replication_value_);
   s_.startup_packet_.clear();
   pr::append_startup_message(s_.startup_packet_, params);
   upstream_auth_ =
       std::make_unique<pr::UpstreamAuth>(m.role, w.auth()->upstream_passwords.find(m.role)->second);
   s_.connect_upstream();
+  return true;
 }
 
 Next AuthStage::on_upstream_message(const pr::Fragment& f) {

@@ -20,7 +20,8 @@ namespace pgwarden::core {
 class Session;
 
 // Startup parameters (and -c settings in `options`) a client may set. Never role or
-// session_authorization, nor a replication connection; with gateway authentication only the
+// session_authorization, nor a replication connection (allowed only by a rule, after
+// authentication: AuthStage::allow_replication); with gateway authentication only the
 // session settings that cannot change privileges (and custom dotted settings). Returns the
 // refusal, or empty.
 std::string startup_param_refusal(std::string_view name, std::string_view value, bool gateway);
@@ -43,12 +44,16 @@ class AuthStage {
   bool gateway() const noexcept { return client_auth_ != nullptr; }
   bool authenticated() const noexcept { return caller_.gateway; }
   bool guards_role() const noexcept { return guard_role_; }
+  // A replication connection a policy rule allowed: the rule's name (else empty).
+  const std::string& replication_rule() const noexcept { return replication_rule_; }
   const Caller& caller() const noexcept { return caller_; }
   // Upstream login (gateway authentication): what the upstream's TLS permits.
   protocol::UpstreamAuth* upstream() noexcept { return upstream_auth_.get(); }
 
  private:
-  void start_upstream(const policy::AuthenticatedCaller& caller);
+  bool start_upstream(const policy::AuthenticatedCaller& caller);
+  bool allow_replication();  // false: refused (the session is failing)
+  bool any_replication_rule() const;
   std::string peer_address() const;
 
   Session& s_;
@@ -59,6 +64,9 @@ class AuthStage {
   std::string peer_;                   // the client's address (gateway auth), for the throttle
   std::int64_t token_expires_at_ = 0;  // seconds since the epoch; 0 = no expiry
   bool guard_role_ = false;
+  bool replication_ = false;       // the client asked for a replication connection
+  std::string replication_value_;  // as it asked (true, database...)
+  std::string replication_rule_;   // the rule that allowed it
 };
 
 }  // namespace pgwarden::core

@@ -306,7 +306,8 @@ void RecordingStage::record_outcome(const pr::Request* r, char type, pr::Bytes w
   sink_.append(rec::RecordType::Outcome);
 }
 
-void RecordingStage::record_start(const std::string& client, const std::string& tls) {
+void RecordingStage::record_start(const std::string& client, const std::string& tls,
+                                  const std::string& replication_rule) {
   started_ = true;
   const Caller& c = host_.caller();
   rec::Payload& p = sink_.payload(host_.session_id());
@@ -318,8 +319,26 @@ void RecordingStage::record_start(const std::string& client, const std::string& 
       .add(rec::Field::Database, c.upstream_database.empty() ? c.database : c.upstream_database)
       .add(rec::Field::Role, c.role)
       .add(rec::Field::Tls, tls)
-      .add(rec::Field::Masking, masking_.label());
+      .add(rec::Field::Masking,
+           replication_rule.empty()
+               ? masking_.label()
+               : "none: replication connection allowed by rule \"" + replication_rule + "\"");
   sink_.append(rec::RecordType::SessionStart);
+}
+
+bool RecordingStage::record_replication(pr::Bytes query) {
+  if (!sink_.has_room()) return false;
+  std::string_view text(reinterpret_cast<const char*>(query.data()), query.size());
+  text.remove_prefix(std::min<std::size_t>(5, text.size()));
+  if (!text.empty() && text.back() == '\0') text.remove_suffix(1);
+  rec::Payload& out = sink_.payload(host_.session_id());
+  out.add(rec::Field::Statement, ++seq_)
+      .add_clipped(rec::Field::Text, masking_.for_record(text))
+      .add(rec::Field::Decision, "allow")
+      .add(rec::Field::Reason, "replication connection");
+  const std::uint64_t end = sink_.append(rec::RecordType::Query);
+  if (sink_.durability() == Durability::Strict) wait_durable(end);
+  return true;
 }
 
 void RecordingStage::record_end(const std::string& reason) {

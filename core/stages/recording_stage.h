@@ -29,7 +29,11 @@ class RecordingStage final : public Stage, public DurabilityWaiter {
   void on_close() override { sink_.forget(*this); }
 
   // The session became ready (or ended before that, after authentication began).
-  void record_start(const std::string& client, const std::string& tls);
+  // `replication_rule`: a replication connection that rule allowed (relayed raw, unmasked).
+  void record_start(const std::string& client, const std::string& tls,
+                    const std::string& replication_rule = {});
+  // A command of a replication connection (a whole Query message); false: no room to record.
+  bool record_replication(protocol::Bytes query);
   void record_end(const std::string& reason);
   // COPY data the client sent into a COPY FROM STDIN.
   void on_copy_in(std::uint64_t bytes) noexcept { copy_in_ += bytes; }

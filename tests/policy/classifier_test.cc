@@ -361,6 +361,19 @@ TEST(PolicyExample, ShippedExampleParsesAndDecidesSensibly) {
   EXPECT_EQ(judge({"dba-oncall"}, "DROP TABLE scratch"), Action::Allow);
   EXPECT_EQ(judge({}, "TRUNCATE orders"), Action::Deny);
   EXPECT_EQ(judge({}, "CREATE TABLE t (i int)"), Action::Allow);
+  // Replication connections: the backup group only.
+  EXPECT_TRUE((*p)->match("someone", {"backup"})->replication);
+  EXPECT_EQ(judge({"backup"}, "DELETE FROM orders WHERE id = 1"), Action::Deny);
+  for (const char* g : {"agents", "analysts", "dba-oncall"}) {
+    EXPECT_FALSE((*p)->match("someone", {g})->replication) << g;
+  }
+  EXPECT_FALSE((*p)->match("someone", {})->replication);
+}
+
+TEST(PolicyParse, ReplicationMustBeABoolean) {
+  auto p = Policy::parse(R"({"rules":[{"name":"r","replication":"yes"}]})", "p.json");
+  ASSERT_FALSE(p.ok());
+  EXPECT_NE(p.error().message.find("replication"), std::string::npos) << p.error().message;
 }
 
 }  // namespace

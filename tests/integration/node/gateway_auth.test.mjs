@@ -473,3 +473,39 @@ test('keys from --jwks-url over https: IdP down at start, loaded on retry, rotat
   assert.equal(plain.code, 2);
   assert.match(plain.stderr, /must use https/);
 });
+
+test('gateway authentication: a replication connection needs a rule naming the caller, checked once it is authenticated', async () => {
+  const rules = { rules: [{ name: 'backup', groups: ['oncall'], replication: true }, { name: 'rest', groups: ['analysts'] }] };
+  const mappings = JSON.parse(readFileSync(join(dir, 'policy.json'), 'utf8')).role_mappings;
+  writeFileSync(join(dir, 'repl-policy.json'), JSON.stringify({ role_mappings: mappings, ...rules }));
+  const g = await startGateway(['--upstream', `127.0.0.1:${env.pgPort}`, '--policy', join(dir, 'repl-policy.json'),
+    '--upstream-secrets', join(dir, 'secrets'), '--jwks-file', join(dir, 'jwks.json'), '--oidc-issuer', ISS,
+    '--oidc-audience', AUD, '--users-file', join(dir, 'users'), '--allow-plaintext-auth']);
+  await withClient(env.pgPort, (c) => c.query('ALTER ROLE writer REPLICATION'));
+  try {
+    const connect = async (user, password) => {
+      const c = new pg.Client({ host: '127.0.0.1', port: g.port, user, password, database: 'postgres', replication: 'database' });
+      await c.connect();
+      try {
+        return (await c.query('IDENTIFY_SYSTEM')).rows[0];
+      } finally {
+        await c.end().catch(() => {});
+      }
+    };
+    // An analyst (rule "rest") is refused after proving who it is; nothing reached the server as it.
+    await assert.rejects(connect('alice@example.com', await token('alice@example.com')), (e) => {
+      assert.equal(e.code, '42501', e.message);
+      assert.match(e.message, /replication connections are refused unless a policy rule allows them.*rule "rest" does not/);
+      return true;
+    });
+    // The on-call break-glass user's rule allows it: the upstream login as its role is a replication one.
+    const row = await connect('breakglass', 'glass-Breaker-9');
+    assert.match(row.systemid, /^\d+$/);
+    assert.ok(row.xlogpos, JSON.stringify(row));
+  } finally {
+    await withClient(env.pgPort, (c) => c.query('ALTER ROLE writer NOREPLICATION'));
+    g.kill('SIGINT');
+    g.kill('SIGINT');
+    await g.exited;
+  }
+});
