@@ -82,6 +82,7 @@ void Session::build_chains() noexcept {
   if (masking_engaged_) {
     front_.add(&masking_);
     done_.add(&masking_);
+    retired_.add(&masking_);
     back_.add(&masking_);
   }
   if (pol != nullptr) front_.add(&approvals_);

@@ -19,29 +19,6 @@ namespace pr = pgwarden::protocol;
 
 constexpr std::string_view kRedacted = "REDACTED";
 
-// Case-insensitive match of `name` against a lower-case pattern where '*' matches any run.
-bool glob_match(std::string_view pattern, std::string_view name) {
-  std::size_t p = 0, n = 0, star = std::string_view::npos, mark = 0;
-  while (n < name.size()) {
-    const char c =
-        static_cast<char>(name[n] >= 'A' && name[n] <= 'Z' ? name[n] - 'A' + 'a' : name[n]);
-    if (p < pattern.size() && pattern[p] == '*') {
-      star = p++;
-      mark = n;
-    } else if (p < pattern.size() && pattern[p] == c) {
-      ++p;
-      ++n;
-    } else if (star != std::string_view::npos) {
-      p = star + 1;
-      n = ++mark;
-    } else {
-      return false;
-    }
-  }
-  while (p < pattern.size() && pattern[p] == '*') ++p;
-  return p == pattern.size();
-}
-
 // A SQL string literal of `s` (quotes doubled; standard_conforming_strings does not matter
 // because the text never holds a backslash: LIKE uses '!' as its escape).
 std::string sql_literal(std::string_view s) {
@@ -149,6 +126,28 @@ bool inside_json_string(std::string_view v, std::size_t pos) {
 }
 
 }  // namespace
+
+bool glob_match(std::string_view pattern, std::string_view name) {
+  std::size_t p = 0, n = 0, star = std::string_view::npos, mark = 0;
+  while (n < name.size()) {
+    const char c =
+        static_cast<char>(name[n] >= 'A' && name[n] <= 'Z' ? name[n] - 'A' + 'a' : name[n]);
+    if (p < pattern.size() && pattern[p] == '*') {
+      star = p++;
+      mark = n;
+    } else if (p < pattern.size() && pattern[p] == c) {
+      ++p;
+      ++n;
+    } else if (star != std::string_view::npos) {
+      p = star + 1;
+      n = ++mark;
+    } else {
+      return false;
+    }
+  }
+  while (p < pattern.size() && pattern[p] == '*') ++p;
+  return p == pattern.size();
+}
 
 const char* mask_action_name(MaskAction a) {
   switch (a) {
@@ -262,7 +261,7 @@ ValueKind value_kind(std::uint32_t oid, bool binary) {
 }
 
 bool build_plan(const MaskProfile& profile, const MaskedAttrs* attrs, pr::Bytes m,
-                std::string_view formats, ResultPlan& plan) {
+                std::string_view formats, ResultPlan& plan, const ComputedRules* computed) {
   plan.columns.clear();
   plan.known = false;
   plan.active = false;
@@ -291,6 +290,9 @@ bool build_plan(const MaskProfile& profile, const MaskedAttrs* attrs, pr::Bytes 
     if (attrs != nullptr && table != 0) {
       const auto it = attrs->action_of.find(MaskedAttrs::key(table, attnum));
       if (it != attrs->action_of.end()) col.rule = it->second;
+    }
+    if (!col.rule && table == 0 && computed != nullptr) {
+      col.rule = c < computed->by_position.size() ? computed->by_position[c] : computed->any;
     }
     for (std::size_t r = 0; !col.rule && r < profile.columns.size(); ++r) {
       // Unqualified rules also match by the name the client sees (computed columns, aliases

@@ -32,6 +32,9 @@ namespace pgwarden::policy {
 bool audience_matches(const std::vector<std::string>& users, const std::vector<std::string>& groups,
                       std::string_view identity, const std::vector<std::string>& caller_groups);
 
+// Case-insensitive match of `name` against a lower-case pattern where '*' matches any run.
+bool glob_match(std::string_view pattern, std::string_view name);
+
 enum class MaskAction : std::uint8_t { Redact, Partial, Hash, Null };
 const char* mask_action_name(MaskAction a);
 
@@ -108,10 +111,20 @@ struct ResultPlan {
   bool active = false;  // something to do for at least one column
 };
 
+// Rules for the columns of a result the server computed (no table in the RowDescription), from
+// what the statement computed them from (policy/output_reads.h): per position when the
+// statement's outputs map one to one to the result's columns, else one for all.
+struct ComputedRules {
+  std::vector<std::optional<MaskAction>> by_position;
+  std::optional<MaskAction> any;  // columns past by_position, or all when not positional
+  bool active() const noexcept;
+};
+
 // Builds the plan for a whole RowDescription message. `formats` are Bind's result format codes
 // (empty: those in the RowDescription). False if the message is malformed.
 bool build_plan(const MaskProfile& profile, const MaskedAttrs* attrs,
-                protocol::Bytes row_description, std::string_view formats, ResultPlan& plan);
+                protocol::Bytes row_description, std::string_view formats, ResultPlan& plan,
+                const ComputedRules* computed = nullptr);
 
 struct MaskCounts {
   std::uint64_t values = 0;  // values changed (masked or nulled)

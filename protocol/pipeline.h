@@ -197,6 +197,8 @@ class PipelineModel {
   // COPY OUT in progress: its overall format (0 text, 1 binary).
   int copy_format() const noexcept { return copy_format_; }
   const Request* front() const noexcept { return count_ == 0 ? nullptr : &at(0); }
+  // The request the server is answering now (a notice's, say), or null.
+  const Request* answering() const noexcept { return const_cast<PipelineModel*>(this)->current(); }
   std::size_t in_flight() const noexcept { return count_; }
   // Requests of pgwarden's own (Origin::Gateway) in flight.
   std::size_t own_in_flight() const noexcept { return own_; }

@@ -49,6 +49,7 @@ void MaskingStage::update(const policy::Policy& pol) {
   if (m != nullptr && (m->exempt || (!m->scans() && m->columns.empty()))) m = nullptr;
   mask_ = m;
   plan_valid_ = false;
+  if (m == nullptr || m->columns.empty()) by_request_.clear();  // no reads are kept meanwhile
   std::string query = m != nullptr ? m->catalog_query() : std::string();
   if (query == catalog_query_ && attrs_current_) return;
   catalog_query_ = std::move(query);
@@ -135,6 +136,7 @@ void MaskingStage::on_frontend(FrontendMessage& m) {
                  p->name + "\" apply; use SELECT");
     return;
   }
+  if (!p->columns.empty() && refuse_copying(m, *p)) return;
   if (m.view.type == pr::fe::kExecute && !host_.model().execute_described(m.view)) {
     // Nobody described what this Execute runs: ask the server, right before it.
     std::basic_string<std::byte> d;
@@ -151,7 +153,7 @@ void MaskingStage::on_held_decided(FrontendMessage& m, pr::Request* r) {
 }
 
 void MaskingStage::on_frontend_done(FrontendMessage& m, pr::Request* r) {
-  (void)r;
+  remember_reads(m, r);
   if (m.decision == nullptr || (m.decision->classes & kCatalogChanging) == 0) return;
   if (m.verdict == Verdict::Forward || m.verdict == Verdict::Replace) catalog_changed();
 }
@@ -224,9 +226,11 @@ void MaskingStage::on_own_reply(BackendMessage& m) {
   (*host_.core().catalog)[cache_key()] = CatalogEntry{attrs_, host_.core().now_ns};
 }
 
-const policy::ResultPlan& MaskingStage::plan(const pr::ResultShape& shape, const MaskProfile& p) {
+const policy::ResultPlan& MaskingStage::plan(const pr::ResultShape& shape, const MaskProfile& p,
+                                             const pr::Request* r) {
   const std::uint64_t key =
       policy_id_ * 31 + reinterpret_cast<std::uintptr_t>(attrs_.get()) + (resolved() ? 1 : 0);
+  auto [reads, index] = p.columns.empty() ? std::pair<Reads, std::size_t>{} : current_reads(r);
   if (shape.shape == nullptr || !resolved()) {
     // Unknown shape, or column rules not resolved yet: every value handled blind.
     plan_valid_ = false;
@@ -236,11 +240,18 @@ const policy::ResultPlan& MaskingStage::plan(const pr::ResultShape& shape, const
     return plan_;
   }
   const std::string_view rd = chars(shape.row_description);
-  if (plan_valid_ && plan_key_ == key && rd == plan_rd_) return plan_;
+  if (plan_valid_ && plan_key_ == key && rd == plan_rd_ && reads == plan_reads_ &&
+      index == plan_index_) {
+    return plan_;
+  }
   plan_rd_.assign(rd);
   plan_key_ = key;
   plan_valid_ = true;
-  if (!policy::build_plan(p, attrs_.get(), shape.row_description, {}, plan_)) {
+  plan_reads_ = reads;
+  plan_index_ = index;
+  computed_ = reads ? policy::computed_rules(p, (*reads)[index]) : policy::ComputedRules{};
+  if (!policy::build_plan(p, attrs_.get(), shape.row_description, {}, plan_,
+                          computed_.active() ? &computed_ : nullptr)) {
     plan_.columns.clear();
     plan_.known = false;
     plan_.active = true;
@@ -255,7 +266,7 @@ void MaskingStage::replace(BackendMessage& m) {
 }
 
 void MaskingStage::mask_row(BackendMessage& m, const MaskProfile& p) {
-  const policy::ResultPlan& pl = plan(host_.model().current_result(), p);
+  const policy::ResultPlan& pl = plan(host_.model().current_result(), p, m.request());
   if (host_.core().masker->mask_row(p, pl, m.whole, out_)) replace(m);
 }
 
@@ -352,6 +363,7 @@ void MaskingStage::on_backend(BackendMessage& m) {
       return;
     case pr::be::kErrorResponse:
     case pr::be::kNoticeResponse:
+      if (!p->columns.empty() && withhold_error(m, *p)) return;
       if (host_.core().masker->mask_error(*p, m.whole, out_)) replace(m);
       return;
     case pr::be::kNotificationResponse:

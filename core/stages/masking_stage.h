@@ -11,9 +11,12 @@
 
 #include <memory>
 #include <string>
+#include <unordered_map>
+#include <vector>
 
 #include "core/stages/stage.h"
 #include "policy/masking.h"
+#include "policy/output_reads.h"
 
 namespace pgwarden::core {
 
@@ -25,6 +28,7 @@ class MaskingStage final : public Stage {
   void on_frontend_done(FrontendMessage& m, protocol::Request* r) override;
   void on_held_decided(FrontendMessage& m, protocol::Request* r) override;
   void on_backend(BackendMessage& m) override;
+  void on_retired(const protocol::Request& r) override { by_request_.erase(r.id); }
 
   // The caller's profile under the policy in force (null: values go out as they are). Picks up a
   // reloaded policy at once, whatever message is being handled.
@@ -48,13 +52,24 @@ class MaskingStage final : public Stage {
   void catalog_changed();
   bool resolved() const noexcept;
   std::string cache_key() const;
-  const policy::ResultPlan& plan(const protocol::ResultShape& shape, const policy::MaskProfile& p);
+  const policy::ResultPlan& plan(const protocol::ResultShape& shape, const policy::MaskProfile& p,
+                                 const protocol::Request* r);
   void mask_row(BackendMessage& m, const policy::MaskProfile& p);
   void mask_copy_data(BackendMessage& m, const policy::MaskProfile& p);
   void mask_notification(BackendMessage& m, const policy::MaskProfile& p);
   void mask_function_result(BackendMessage& m, const policy::MaskProfile& p);
   void mask_parameter(BackendMessage& m, const policy::MaskProfile& p);
   void replace(BackendMessage& m);
+  // Column rules that follow the data (policy/output_reads.h): what each statement's values are
+  // computed from, kept per request, prepared statement and portal while column rules apply.
+  using Reads = std::shared_ptr<const std::vector<policy::StatementReads>>;
+  Reads reads_for(std::string_view text);
+  bool refuse_copying(FrontendMessage& m, const policy::MaskProfile& p);
+  void remember_reads(FrontendMessage& m, protocol::Request* r);
+  // What the statement now answering computed its values from (null: nothing to go by), and
+  // which statement of the Reads it is.
+  std::pair<Reads, std::size_t> current_reads(const protocol::Request* r) const;
+  bool withhold_error(BackendMessage& m, const policy::MaskProfile& p);
 
   StageHost& host_;
   std::uint64_t policy_id_ = 0;
@@ -73,7 +88,19 @@ class MaskingStage final : public Stage {
   std::string plan_rd_;
   std::uint64_t plan_key_ = 0;
   bool plan_valid_ = false;
-  static constexpr std::size_t kKeepBytes = 64u << 10;  // scratch kept between messages
+  static constexpr std::size_t kKeepBytes = 64u << 10;   // scratch kept between messages
+  Reads pending_;                                        // of the Query or Parse in the chain now
+  std::unordered_map<std::uint64_t, Reads> by_request_;  // Query and Execute requests in flight
+  std::unordered_map<std::string, Reads> by_statement_, by_portal_;
+  struct CachedReads {
+    std::string key;
+    Reads reads;
+  };
+  std::vector<CachedReads> reads_cache_;  // by statement shape (numbers never matter here)
+  std::string shape_;
+  policy::ComputedRules computed_;
+  Reads plan_reads_;  // the plan's computed rules come from (*plan_reads_)[plan_index_]
+  std::size_t plan_index_ = 0;
   bool copy_header_ = false;  // the binary COPY in progress has not sent its header yet
   std::basic_string<std::byte> out_;
   std::string text_;

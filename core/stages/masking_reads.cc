@@ -1,0 +1,159 @@
+// The masking stage's column rules that follow the data (issue 14): what each statement's values
+// are computed from (policy/output_reads.h), kept per request, prepared statement and portal
+// while the caller's profile has column rules; computed result columns masked by it; errors and
+// notices of statements that read a masked column withheld; statements that would copy a masked
+// value where it can be read back unmasked refused.
+#include "core/stages/masking_stage.h"
+#include "core/worker.h"
+#include "policy/rules.h"
+#include "protocol/messages.h"
+#include "protocol/sqlstate.h"
+
+namespace pgwarden::core {
+
+namespace pr = pgwarden::protocol;
+using policy::MaskProfile;
+
+namespace {
+
+constexpr std::size_t kReadsCacheSize = 64;   // per session, direct-mapped
+constexpr std::size_t kMaxCachedText = 4096;  // longer texts are read every time
+constexpr std::size_t kMaxNames = 10000;      // statements and portals kept (each)
+
+// What a statement nobody told this stage about reads: anything (computed values are NULL, its
+// errors' texts withheld).
+const std::shared_ptr<const std::vector<policy::StatementReads>>& unknown_reads() {
+  static const auto r = [] {
+    std::vector<policy::StatementReads> v(1);
+    v[0].opaque = true;
+    return std::make_shared<const std::vector<policy::StatementReads>>(std::move(v));
+  }();
+  return r;
+}
+
+std::string name_of(const policy::ReadSet& r, const policy::ColumnRule& rule) {
+  if (r.whole_row) return "a whole row";
+  for (const std::string& n : r.names) {
+    if (policy::glob_match(rule.column, n)) return "column \"" + n + "\"";
+  }
+  return "a masked column";
+}
+
+}  // namespace
+
+MaskingStage::Reads MaskingStage::reads_for(std::string_view text) {
+  if (text.size() > kMaxCachedText) {
+    return std::make_shared<const std::vector<policy::StatementReads>>(
+        policy::statement_reads(text));
+  }
+  // Numbers never change what a statement reads: texts differing only in them share an entry.
+  const std::string_view key = policy::shape_of(text, shape_) ? std::string_view(shape_) : text;
+  if (reads_cache_.empty()) reads_cache_.resize(kReadsCacheSize);
+  CachedReads& e = reads_cache_[std::hash<std::string_view>{}(key) % kReadsCacheSize];
+  if (e.reads && e.key == key) return e.reads;
+  e.key.assign(key);
+  e.reads =
+      std::make_shared<const std::vector<policy::StatementReads>>(policy::statement_reads(text));
+  return e.reads;
+}
+
+// A write that stores a masked column's value elsewhere (another table or column, a setting, a
+// notification) would let the caller read it back unmasked: refused.
+bool MaskingStage::refuse_copying(FrontendMessage& m, const MaskProfile& p) {
+  pending_.reset();
+  if (!m.view.query) return false;
+  pending_ = reads_for(m.view.text);
+  for (const policy::StatementReads& s : *pending_) {
+    for (const auto* set : {&s.copied, &s.exported}) {
+      const policy::ColumnRule* rule = policy::rule_reading(p, *set);
+      if (rule == nullptr) continue;
+      m.refuse(pr::sqlstate::kInsufficientPrivilege,
+               "pgwarden: the statement would store a value of " + name_of(*set, *rule) +
+                   ", masked by profile \"" + p.name +
+                   "\", where it could be read back unmasked (a table, a setting or a "
+                   "notification)");
+      pending_.reset();
+      return true;
+    }
+  }
+  return false;
+}
+
+void MaskingStage::remember_reads(FrontendMessage& m, pr::Request* r) {
+  Reads reads = std::move(pending_);
+  pending_.reset();
+  const MaskProfile* p = profile();
+  if (p == nullptr || p->columns.empty() || r == nullptr ||
+      (m.verdict != Verdict::Forward && m.verdict != Verdict::Replace)) {
+    return;
+  }
+  const pr::FrontendView& v = m.view;
+  auto keep = [](std::unordered_map<std::string, Reads>& map, std::string_view name, Reads value) {
+    auto it = map.find(std::string(name));
+    if (it != map.end()) {
+      it->second = std::move(value);
+    } else if (map.size() < kMaxNames) {
+      map.emplace(std::string(name), std::move(value));
+    }  // past the bound it is not kept: running it is taken to read anything
+  };
+  auto find = [](const std::unordered_map<std::string, Reads>& map, std::string_view name) {
+    const auto it = map.find(std::string(name));
+    return it != map.end() ? it->second : unknown_reads();
+  };
+  switch (v.type) {
+    case pr::fe::kQuery:
+      by_request_[r->id] = reads ? reads : unknown_reads();
+      return;
+    case pr::fe::kParse:
+      keep(by_statement_, v.name, reads ? reads : unknown_reads());
+      return;
+    case pr::fe::kBind:
+      keep(by_portal_, v.name, find(by_statement_, v.statement));
+      return;
+    case pr::fe::kExecute:
+      by_request_[r->id] = find(by_portal_, v.name);
+      return;
+    case pr::fe::kClose:
+      (v.target == 'S' ? by_statement_ : by_portal_).erase(std::string(v.name));
+      return;
+    default:
+      return;
+  }
+}
+
+std::pair<MaskingStage::Reads, std::size_t> MaskingStage::current_reads(
+    const pr::Request* r) const {
+  if (r == nullptr || (r->kind != pr::RequestKind::Query && r->kind != pr::RequestKind::Execute)) {
+    return {};
+  }
+  const auto it = by_request_.find(r->id);
+  if (it == by_request_.end()) return {unknown_reads(), 0};
+  const std::size_t index = r->kind == pr::RequestKind::Query ? r->results : 0;
+  if (index >= it->second->size()) return {unknown_reads(), 0};
+  return {it->second, index};
+}
+
+// An error or notice of a statement that reads a masked column (anywhere: a condition's cast
+// fails quoting the value) or whose reads are out of sight: its texts are withheld, its
+// severity and SQLSTATE kept.
+bool MaskingStage::withhold_error(BackendMessage& m, const MaskProfile& p) {
+  // A notice answers no request of its own: it is the statement's the server is running.
+  const pr::Request* r = m.request() != nullptr ? m.request() : host_.model().answering();
+  const auto [reads, index] = current_reads(r);
+  if (!reads) return false;
+  const policy::StatementReads& s = (*reads)[index];
+  const policy::ColumnRule* rule = policy::rule_reading(p, s.anywhere);
+  if (rule == nullptr && !s.opaque) return false;
+  const auto e = pr::read_error(m.whole);
+  const std::string why = rule != nullptr ? "it reads " + name_of(s.anywhere, *rule)
+                                          : std::string("what it reads is out of pgwarden's sight");
+  out_.clear();
+  pr::append_error(out_, e ? e->severity : "ERROR", e ? e->sqlstate : "XX000",
+                   "pgwarden: the server's message is withheld: " + why + ", masked by profile \"" +
+                       p.name + "\"",
+                   m.type);
+  replace(m);
+  return true;
+}
+
+}  // namespace pgwarden::core

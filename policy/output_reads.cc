@@ -1,0 +1,423 @@
+#include "policy/output_reads.h"
+
+#include <pg_query.h>
+#include <simdjson.h>
+
+#include <algorithm>
+
+#include "policy/classifier.h"
+#include "policy/parse_tree.h"
+
+extern "C" __thread bool standard_conforming_strings;
+
+namespace pgwarden::policy {
+
+namespace {
+
+namespace sj = simdjson;
+using sj::dom::element;
+
+class ScsScope {
+ public:
+  explicit ScsScope(bool on) : saved_(standard_conforming_strings) {
+    standard_conforming_strings = on;
+  }
+  ~ScsScope() { standard_conforming_strings = saved_; }
+  ScsScope(const ScsScope&) = delete;
+  ScsScope& operator=(const ScsScope&) = delete;
+
+ private:
+  bool saved_;
+};
+
+bool child(element e, const char* key, element& out) {
+  return e[key].get(out) == sj::SUCCESS;
+}
+
+// The node inside a {"Type": {...}} wrapper, when it is of that type.
+bool node(element e, const char* type, element& out) {
+  return e.type() == sj::dom::element_type::OBJECT && child(e, type, out);
+}
+
+// Names a whole row may be written with: relations, their aliases, CTEs.
+void relation_names(element e, std::vector<std::string>& out) {
+  if (e.type() == sj::dom::element_type::ARRAY) {
+    for (element c : sj::dom::array(e.get_array().value_unsafe())) relation_names(c, out);
+    return;
+  }
+  if (e.type() != sj::dom::element_type::OBJECT) return;
+  for (auto f : sj::dom::object(e.get_object().value_unsafe())) {
+    std::string_view s;
+    if ((f.key == "relname" || f.key == "aliasname" || f.key == "ctename") &&
+        f.value.get_string().get(s) == sj::SUCCESS) {
+      out.emplace_back(s);
+    } else {
+      relation_names(f.value, out);
+    }
+  }
+}
+
+struct Walker {
+  std::vector<std::string> relations;
+
+  // Every column named under `e`.
+  void all(element e, ReadSet& into) {
+    if (e.type() == sj::dom::element_type::ARRAY) {
+      for (element c : sj::dom::array(e.get_array().value_unsafe())) all(c, into);
+      return;
+    }
+    if (e.type() != sj::dom::element_type::OBJECT) return;
+    for (auto f : sj::dom::object(e.get_object().value_unsafe())) {
+      if (f.key == "ColumnRef") {
+        column_ref(f.value, into);
+      } else {
+        all(f.value, into);
+      }
+    }
+  }
+
+  void column_ref(element ref, ReadSet& into) {
+    sj::dom::array fields;
+    if (ref["fields"].get_array().get(fields) != sj::SUCCESS || fields.size() == 0) return;
+    const element last = fields.at(fields.size() - 1).value_unsafe();
+    if (has(last, "A_Star")) {
+      into.whole_row = true;  // t.* (or * inside an expression)
+      return;
+    }
+    const std::string name(tree::str(last));
+    if (fields.size() == 1 &&
+        std::find(relations.begin(), relations.end(), name) != relations.end()) {
+      into.whole_row = true;  // a relation's name alone is its whole row
+    }
+    if (!name.empty()) into.add(name);
+  }
+
+  static bool has(element e, const char* key) { return tree::has(e, key); }
+
+  // What the rows a FROM item brings are computed from.
+  void from_item(element e, ReadSet& into) {
+    element n;
+    if (node(e, "RangeVar", n)) return;
+    if (node(e, "RangeSubselect", n)) {
+      element q;
+      if (child(n, "subquery", q)) produced(q, into);
+      return;
+    }
+    if (node(e, "JoinExpr", n)) {  // the join condition produces nothing
+      element side;
+      if (child(n, "larg", side)) from_item(side, into);
+      if (child(n, "rarg", side)) from_item(side, into);
+      return;
+    }
+    all(e, into);  // functions, XMLTABLE, TABLESAMPLE...: everything they name
+  }
+
+  void list(element e, const char* key, ReadSet& into, bool targets) {
+    sj::dom::array items;
+    if (e[key].get_array().get(items) != sj::SUCCESS) return;
+    for (element item : items) {
+      element rt, val;
+      if (targets && node(item, "ResTarget", rt) && child(rt, "val", val)) {
+        all(val, into);
+      } else if (key == std::string_view("fromClause")) {
+        from_item(item, into);
+      } else {
+        all(item, into);
+      }
+    }
+  }
+
+  void with(element e, ReadSet& into) {
+    sj::dom::array ctes;
+    if (e["withClause"]["ctes"].get_array().get(ctes) != sj::SUCCESS) return;
+    for (element c : ctes) {
+      element q;
+      if (c["CommonTableExpr"]["ctequery"].get(q) == sj::SUCCESS) produced(q, into);
+    }
+  }
+
+  // Everything a statement's result values may be computed from.
+  void produced(element e, ReadSet& into) {
+    element s;
+    if (node(e, "SelectStmt", s)) {
+      list(s, "targetList", into, true);
+      list(s, "valuesLists", into, false);
+      list(s, "fromClause", into, false);
+      with(s, into);
+      element side;
+      if (child(s, "larg", side)) produced(side, into);
+      if (child(s, "rarg", side)) produced(side, into);
+      return;
+    }
+    for (const char* type : {"InsertStmt", "UpdateStmt", "DeleteStmt"}) {
+      if (node(e, type, s)) {
+        list(s, "returningList", into, true);
+        list(s, "fromClause", into, false);
+        list(s, "usingClause", into, false);
+        with(s, into);
+        return;
+      }
+    }
+    all(e, into);
+  }
+
+  // Values a write stores somewhere (UPDATE SET x = f(x) keeps x's value in x: not counted).
+  void copied(element e, ReadSet& into) {
+    element s;
+    if (node(e, "InsertStmt", s)) {
+      element q;
+      if (child(s, "selectStmt", q)) produced(q, into);
+    } else if (node(e, "UpdateStmt", s) || node(e, "MergeStmt", s)) {
+      sj::dom::array items;
+      auto set_list = [&](element holder) {
+        if (holder["targetList"].get_array().get(items) != sj::SUCCESS) return;
+        for (element item : items) {
+          element rt, val;
+          if (!node(item, "ResTarget", rt) || !child(rt, "val", val)) continue;
+          std::string_view target;
+          if (rt["name"].get_string().get(target) != sj::SUCCESS) target = {};
+          ReadSet r;
+          all(val, r);
+          std::erase(r.names, std::string(target));
+          into.merge(r);
+        }
+      };
+      set_list(s);
+      list(s, "fromClause", into, false);
+      element src;
+      if (child(s, "sourceRelation", src)) from_item(src, into);
+      sj::dom::array whens;
+      if (s["mergeWhenClauses"].get_array().get(whens) == sj::SUCCESS) {
+        for (element w : whens) {
+          element mw;
+          if (!node(w, "MergeWhenClause", mw)) continue;
+          set_list(mw);
+          list(mw, "values", into, false);
+        }
+      }
+    } else if (node(e, "CreateTableAsStmt", s)) {
+      element q;
+      if (child(s, "query", q)) produced(q, into);
+    } else if (node(e, "SelectStmt", s) && has(s, "intoClause")) {
+      produced(e, into);
+    }
+    // Writes inside WITH, at any level.
+    for (const char* type : {"SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt"}) {
+      element w;
+      sj::dom::array ctes;
+      if (!node(e, type, w) || w["withClause"]["ctes"].get_array().get(ctes) != sj::SUCCESS) {
+        continue;
+      }
+      for (element c : ctes) {
+        element q;
+        if (c["CommonTableExpr"]["ctequery"].get(q) == sj::SUCCESS) copied(q, into);
+      }
+    }
+  }
+
+  // Arguments of functions that put a value where the session (or another) reads it back.
+  void exported(element e, ReadSet& into) {
+    if (e.type() == sj::dom::element_type::ARRAY) {
+      for (element c : sj::dom::array(e.get_array().value_unsafe())) exported(c, into);
+      return;
+    }
+    if (e.type() != sj::dom::element_type::OBJECT) return;
+    for (auto f : sj::dom::object(e.get_object().value_unsafe())) {
+      sj::dom::array name;
+      if (f.key == "FuncCall" && f.value["funcname"].get_array().get(name) == sj::SUCCESS &&
+          name.size() > 0) {
+        const std::string fn = ascii_lower(tree::str(name.at(name.size() - 1).value_unsafe()));
+        element args;
+        if ((fn == "set_config" || fn == "pg_notify") && child(f.value, "args", args)) {
+          all(args, into);
+        }
+      }
+      exported(f.value, into);
+    }
+  }
+
+  // The top level's output columns, one by one, when they map to the result's columns.
+  void outputs(element targets_holder, const char* key, StatementReads& out) {
+    sj::dom::array items;
+    if (targets_holder[key].get_array().get(items) != sj::SUCCESS) return;
+    out.positional = true;
+    for (element item : items) {
+      element rt, val, ref;
+      if (!node(item, "ResTarget", rt) || !child(rt, "val", val)) {
+        out.positional = false;
+        continue;
+      }
+      ReadSet r;
+      if (node(val, "ColumnRef", ref)) {
+        sj::dom::array fields;
+        if (ref["fields"].get_array().get(fields) == sj::SUCCESS && fields.size() > 0 &&
+            has(fields.at(fields.size() - 1).value_unsafe(), "A_Star")) {
+          out.positional = false;  // * expands to columns of its own (with their tables)
+        }
+      }
+      all(val, r);
+      out.outputs.push_back(std::move(r));
+    }
+    if (!out.positional) out.outputs.clear();
+  }
+
+  StatementReads statement(element stmt) {
+    StatementReads out;
+    relations.clear();
+    relation_names(stmt, relations);
+    for (std::string& r : relations) r = ascii_lower(r);
+    all(stmt, out.anywhere);
+    copied(stmt, out.copied);
+    exported(stmt, out.exported);
+    element s;
+    for (const char* type :
+         {"DoStmt", "ExecuteStmt", "FetchStmt", "CallStmt", "DeclareCursorStmt", "PrepareStmt"}) {
+      if (node(stmt, type, s)) out.opaque = true;  // its values come later, or from elsewhere
+    }
+    if (node(stmt, "SelectStmt", s)) {
+      std::string_view op;
+      const bool plain = (s["op"].get_string().get(op) != sj::SUCCESS || op == "SETOP_NONE") &&
+                         !has(s, "valuesLists");
+      if (plain) outputs(s, "targetList", out);
+      list(s, "fromClause", out.nested, false);
+      with(s, out.nested);
+      if (!plain) produced(stmt, out.nested);
+    } else if (node(stmt, "InsertStmt", s) || node(stmt, "UpdateStmt", s) ||
+               node(stmt, "DeleteStmt", s)) {
+      outputs(s, "returningList", out);
+      list(s, "fromClause", out.nested, false);
+      list(s, "usingClause", out.nested, false);
+      with(s, out.nested);
+    } else if (!out.opaque) {
+      produced(stmt, out.nested);  // EXPLAIN, COPY (query), SHOW...: whatever it names
+    }
+    if (!out.opaque) produced(stmt, out.produced);
+    return out;
+  }
+};
+
+bool read_once(std::string_view sql, std::vector<StatementReads>& out) {
+  const std::string text(sql);
+  PgQueryParseResult r = pg_query_parse(text.c_str());
+  struct Free {
+    PgQueryParseResult& r;
+    ~Free() { pg_query_free_parse_result(r); }
+  } free_result{r};
+  if (r.error != nullptr || r.parse_tree == nullptr) return false;
+  sj::dom::parser parser;
+  element tree;
+  if (parser.parse(std::string_view(r.parse_tree)).get(tree) != sj::SUCCESS) return false;
+  sj::dom::array stmts;
+  if (tree["stmts"].get_array().get(stmts) != sj::SUCCESS) return false;
+  Walker w;
+  for (element s : stmts) {
+    element stmt;
+    if (s["stmt"].get(stmt) == sj::SUCCESS) out.push_back(w.statement(stmt));
+  }
+  return true;
+}
+
+void merge_into(StatementReads& a, const StatementReads& b) {
+  if (!a.positional || !b.positional || a.outputs.size() != b.outputs.size()) {
+    a.positional = false;
+    a.outputs.clear();
+  } else {
+    for (std::size_t i = 0; i < a.outputs.size(); ++i) a.outputs[i].merge(b.outputs[i]);
+  }
+  a.nested.merge(b.nested);
+  a.produced.merge(b.produced);
+  a.anywhere.merge(b.anywhere);
+  a.copied.merge(b.copied);
+  a.exported.merge(b.exported);
+  a.opaque = a.opaque || b.opaque;
+}
+
+}  // namespace
+
+void ReadSet::add(std::string name) {
+  if (std::find(names.begin(), names.end(), name) == names.end()) names.push_back(std::move(name));
+}
+
+void ReadSet::merge(const ReadSet& o) {
+  for (const std::string& n : o.names) add(n);
+  whole_row = whole_row || o.whole_row;
+}
+
+std::vector<StatementReads> statement_reads(std::string_view sql) {
+  std::vector<StatementReads> out;
+  bool ok = false;
+  try {
+    {
+      ScsScope scope(true);
+      ok = read_once(sql, out);
+    }
+    if (sql.find('\\') != std::string_view::npos) {
+      std::vector<StatementReads> off;
+      ScsScope scope(false);
+      if (read_once(sql, off)) {
+        if (!ok || off.size() != out.size()) {
+          // The readings disagree on the statements: every one is every one's.
+          StatementReads all;
+          all.opaque = true;
+          for (const StatementReads& s : out) merge_into(all, s);
+          for (const StatementReads& s : off) merge_into(all, s);
+          out.assign(std::max(out.size(), off.size()), all);
+          ok = true;
+        } else {
+          for (std::size_t i = 0; i < out.size(); ++i) merge_into(out[i], off[i]);
+        }
+      }
+    }
+  } catch (const std::exception&) {
+    ok = false;
+  }
+  if (!ok) {
+    out.assign(1, StatementReads{});
+    out[0].opaque = true;  // unread: what it reads is unknown
+  }
+  return out;
+}
+
+const ColumnRule* rule_reading(const MaskProfile& p, const ReadSet& r) {
+  if (p.columns.empty()) return nullptr;
+  if (r.whole_row) return &p.columns.front();
+  for (const ColumnRule& rule : p.columns) {
+    for (const std::string& n : r.names) {
+      if (glob_match(rule.column, n)) return &rule;
+    }
+  }
+  return nullptr;
+}
+
+bool ComputedRules::active() const noexcept {
+  if (any) return true;
+  for (const auto& a : by_position) {
+    if (a) return true;
+  }
+  return false;
+}
+
+ComputedRules computed_rules(const MaskProfile& p, const StatementReads& s) {
+  ComputedRules out;
+  if (p.columns.empty()) return out;
+  // A computed value of unknown origin is NULL; one read from a masked column gets its rule.
+  if (s.opaque) {
+    out.any = MaskAction::Null;
+    return out;
+  }
+  const ColumnRule* nested = rule_reading(p, s.nested);
+  if (s.positional) {
+    for (const ReadSet& r : s.outputs) {
+      const ColumnRule* rule = rule_reading(p, r);
+      // A column of a subquery or CTE that computed it from a masked column.
+      if (rule == nullptr && nested != nullptr && !r.empty()) rule = nested;
+      out.by_position.push_back(rule != nullptr ? std::optional(rule->action) : std::nullopt);
+    }
+  }
+  if (const ColumnRule* rule = rule_reading(p, s.produced); rule != nullptr) {
+    out.any = rule->action;
+  }
+  return out;
+}
+
+}  // namespace pgwarden::policy

@@ -1,0 +1,146 @@
+// Column rules follow the data, through pgwarden against a real PostgreSQL 15 (issue 14): what the
+// server computes from a masked column (functions, casts, aggregates, whole rows, subqueries,
+// set-returning functions) is masked too, in simple and extended protocol; errors and notices of
+// statements that read a masked column are withheld; statements that would store a masked value
+// where it can be read back (a table, a setting, a notification) are refused. The profile has no
+// detectors: every change seen here is the column rules' doing.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { env, withClient, startGateway } from './lib.mjs';
+
+let dir, gw;
+const SECRET = 'AXQ-7781-ZZ';
+const POLICY = {
+  masking: [{ name: 'readers', columns: [
+    { column: 'secret_code', action: 'redact' },
+    { column: 'salary', table: 'mc_people', action: 'null' },
+  ] }],
+};
+const direct = (sql) => withClient(env.pgPort, (c) => c.query(sql));
+const as = (fn) => withClient(gw.port, fn, { user: 'trusted', password: undefined });
+const viaGateway = (q) => as((c) => c.query(q));
+const noSecret = (value, what) => {
+  const text = JSON.stringify(value);
+  assert.ok(!text.includes(SECRET) && !text.includes('7781') && !text.includes('123456'), `${what}: ${text}`);
+};
+
+before(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'pgw-maskc-'));
+  writeFileSync(join(dir, 'policy.json'), JSON.stringify(POLICY));
+  await direct('DROP TABLE IF EXISTS mc_people');
+  await direct('CREATE TABLE mc_people (id int, name text, secret_code text, salary int)');
+  await direct(`INSERT INTO mc_people VALUES (1, 'Carol', '${SECRET}', 123456), (2, 'Dave', 'BQZ-7781-YY', 654321)`);
+  await direct('GRANT SELECT ON mc_people TO trusted');
+  gw = await startGateway(['--upstream', `127.0.0.1:${env.pgPort}`, '--policy', join(dir, 'policy.json')]);
+});
+
+after(async () => {
+  gw.kill('SIGINT');
+  await gw.exited;
+  rmSync(dir, { recursive: true, force: true });
+  await direct('DROP TABLE IF EXISTS mc_people');
+});
+
+test('values computed from a masked column are masked; other computed values pass', async () => {
+  for (const sql of [
+    'SELECT lower(secret_code) AS v FROM mc_people',
+    'SELECT secret_code || \'\' AS v FROM mc_people',
+    'SELECT substr(secret_code, 5) AS v FROM mc_people',
+    'SELECT string_agg(secret_code, \',\') AS v FROM mc_people',
+    'SELECT (SELECT max(secret_code) FROM mc_people) AS v',
+    'SELECT x AS v FROM (SELECT upper(secret_code) AS x FROM mc_people) s',
+    'WITH c AS (SELECT secret_code AS x FROM mc_people) SELECT x || \'!\' AS v FROM c',
+    'SELECT unnest(string_to_array(secret_code, \'-\')) AS v FROM mc_people',
+    'SELECT u AS v FROM mc_people, unnest(string_to_array(secret_code, \'-\')) u',
+    'SELECT row_to_json(p) AS v FROM mc_people p',
+    'SELECT p::text AS v FROM mc_people p',
+    'SELECT to_jsonb(p.*) AS v FROM mc_people p',
+    'SELECT sum(salary) AS v FROM mc_people',
+    'SELECT salary + 0 AS v FROM mc_people',
+    'SELECT 1 AS v UNION ALL SELECT length(secret_code) FROM mc_people',
+  ]) {
+    const raw = (await direct(sql)).rows;
+    const { rows } = await viaGateway(sql);
+    assert.equal(rows.length, raw.length, sql);
+    noSecret(rows, sql);
+  }
+  // The same values direct carry the secret (so the checks above mean something).
+  assert.ok(JSON.stringify((await direct('SELECT lower(secret_code) AS v FROM mc_people')).rows).includes(SECRET.toLowerCase()));
+  // Computed values that read no masked column are untouched, beside masked ones.
+  const { rows } = await viaGateway('SELECT id * 2 AS d, upper(name) AS n, lower(secret_code) AS s, count(*) OVER () AS c FROM mc_people ORDER BY id');
+  assert.deepEqual(rows.map((r) => [r.d, r.n, r.c]), [[2, 'CAROL', '2'], [4, 'DAVE', '2']]);
+  assert.ok(rows.every((r) => r.s === 'REDACTED'), JSON.stringify(rows));
+  // A multi-statement Query: each statement's own outputs.
+  const results = await viaGateway('SELECT lower(name) AS a FROM mc_people ORDER BY id; SELECT md5(secret_code) AS b FROM mc_people');
+  assert.deepEqual(results[0].rows.map((r) => r.a), ['carol', 'dave']);
+  assert.ok(results[1].rows.every((r) => r.b === 'REDACTED'), JSON.stringify(results[1].rows));
+});
+
+test('extended protocol: unnamed and named prepared statements, re-executed, are masked the same', async () => {
+  await as(async (c) => {
+    for (let i = 0; i < 3; i++) {
+      const a = await c.query({ text: 'SELECT lower(secret_code) AS v, upper(name) AS n FROM mc_people WHERE id = $1', values: [1] });
+      assert.deepEqual(a.rows, [{ v: 'REDACTED', n: 'CAROL' }]);
+      const b = await c.query({ name: 'mc_named', text: 'SELECT salary * 1 AS v, id FROM mc_people WHERE id = $1', values: [2] });
+      assert.deepEqual(b.rows, [{ v: null, id: 2 }]);
+    }
+  });
+});
+
+test('errors and notices of statements that read a masked column are withheld, SQLSTATE kept', async () => {
+  for (const sql of ['SELECT secret_code::int FROM mc_people', 'SELECT 1 FROM mc_people WHERE secret_code::int > 0',
+    'SELECT salary::text::date FROM mc_people']) {
+    const d = await direct(sql).catch((e) => e);
+    assert.ok(d instanceof Error, sql);
+    const e = await viaGateway(sql).catch((x) => x);
+    assert.ok(e instanceof Error, sql);
+    assert.equal(e.code, d.code, sql);
+    assert.match(e.message, /^pgwarden: the server's message is withheld: it reads column "(secret_code|salary)"/);
+    noSecret([e.message, e.detail, e.hint, e.where], sql);
+  }
+  // An error that reads no masked column keeps the server's text.
+  const plain = await viaGateway('SELECT name::int FROM mc_people').catch((x) => x);
+  assert.match(plain.message, /invalid input syntax for type integer: "Carol"/);
+  // A DO block's notices: what it reads is out of sight.
+  await as(async (c) => {
+    const notices = [];
+    c.on('notice', (n) => notices.push(n.message));
+    await c.query("DO $$ BEGIN RAISE NOTICE 'code %', (SELECT secret_code FROM mc_people LIMIT 1); END $$");
+    assert.equal(notices.length, 1);
+    assert.match(notices[0], /withheld: what it reads is out of pgwarden's sight/);
+    noSecret(notices, 'DO notice');
+  });
+});
+
+test('statements that would store a masked value where it can be read back are refused', async () => {
+  for (const sql of [
+    'CREATE TEMP TABLE mc_copy AS SELECT secret_code AS a FROM mc_people',
+    'SELECT secret_code AS a INTO TEMP mc_copy FROM mc_people',
+    "SELECT set_config('mc.x', secret_code, false) FROM mc_people",
+    "SELECT pg_notify('mc_ch', p::text) FROM mc_people p",
+  ]) {
+    const e = await viaGateway(sql).catch((x) => x);
+    assert.ok(e instanceof Error, `${sql} ran`);
+    assert.equal(e.code, '42501', `${sql}: ${e.message}`);
+    assert.match(e.message, /would store a value of (column "secret_code"|a whole row), masked by profile "readers"/, sql);
+  }
+  await as(async (c) => {
+    // Nothing was stored: the setting is unset, and a temp table of other values is fine.
+    const s = await c.query("SELECT current_setting('mc.x', true) AS v");
+    assert.equal(s.rows[0].v, null);
+    await c.query('CREATE TEMP TABLE mc_ok AS SELECT id, upper(name) AS n FROM mc_people');
+    assert.equal((await c.query('SELECT count(*)::int AS n FROM mc_ok')).rows[0].n, 2);
+    // In a pipeline (extended protocol), the refusal is in its place and what follows runs.
+    const [r1, r2] = await Promise.allSettled([
+      c.query({ text: "SELECT set_config('mc.y', secret_code, false) FROM mc_people WHERE id = $1", values: [1] }),
+      c.query({ text: 'SELECT $1::int + 1 AS v', values: [1] }),
+    ]);
+    assert.equal(r1.status, 'rejected');
+    assert.equal(r1.reason.code, '42501');
+    assert.equal(r2.status, 'fulfilled');
+    assert.equal(r2.value.rows[0].v, 2);
+  });
+});

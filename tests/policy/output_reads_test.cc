@@ -1,0 +1,141 @@
+// What statements compute their values from (policy/output_reads.h), and the column rules that
+// follow from it: computed outputs of masked columns masked, lookalikes left alone.
+#include "policy/output_reads.h"
+
+#include <gtest/gtest.h>
+
+namespace pgwarden::policy {
+namespace {
+
+MaskProfile profile() {
+  MaskProfile p;
+  p.name = "p";
+  ColumnRule ssn;
+  ssn.column = "ssn";
+  ssn.action = MaskAction::Redact;
+  ColumnRule email;
+  email.column = "*email*";
+  email.table = "customers";
+  email.action = MaskAction::Hash;
+  p.columns = {ssn, email};
+  return p;
+}
+
+StatementReads one(const char* sql) {
+  auto v = statement_reads(sql);
+  EXPECT_EQ(v.size(), 1u) << sql;
+  return v.empty() ? StatementReads{} : v[0];
+}
+
+// The rule each output column of `sql` gets when the server computed it.
+std::vector<std::optional<MaskAction>> rules_of(const char* sql, std::size_t columns) {
+  const MaskProfile p = profile();
+  const ComputedRules r = computed_rules(p, one(sql));
+  std::vector<std::optional<MaskAction>> out;
+  for (std::size_t i = 0; i < columns; ++i) {
+    out.push_back(i < r.by_position.size() ? r.by_position[i] : r.any);
+  }
+  return out;
+}
+
+constexpr std::optional<MaskAction> kNone;
+constexpr std::optional<MaskAction> kRedact = MaskAction::Redact;
+constexpr std::optional<MaskAction> kHash = MaskAction::Hash;
+constexpr std::optional<MaskAction> kNull = MaskAction::Null;
+
+TEST(OutputReads, ComputedFromAMaskedColumnGetsItsRule) {
+  using V = std::vector<std::optional<MaskAction>>;
+  EXPECT_EQ(rules_of("SELECT lower(ssn), count(*), id + 1 FROM people", 3),
+            (V{kRedact, kNone, kNone}));
+  EXPECT_EQ(rules_of("SELECT SSN::int FROM people", 1), (V{kRedact}));
+  EXPECT_EQ(rules_of("SELECT \"SSN\" || '' FROM people", 1), (V{kRedact}));
+  EXPECT_EQ(rules_of("SELECT count(DISTINCT ssn), max(p.ssn) FROM people p", 2),
+            (V{kRedact, kRedact}));
+  EXPECT_EQ(rules_of("SELECT string_agg(work_email, ',') FROM customers", 1), (V{kHash}));
+  EXPECT_EQ(rules_of("SELECT (SELECT ssn FROM people LIMIT 1), 1", 2), (V{kRedact, kNone}));
+  EXPECT_EQ(rules_of("SELECT substr(ssn, 1, 3) AS a, substr(ssn, 5) AS b FROM people", 2),
+            (V{kRedact, kRedact}));
+  EXPECT_EQ(rules_of("SELECT unnest(string_to_array(ssn, '-')) FROM people", 1), (V{kRedact}));
+  // Through a subquery, a CTE or a function in FROM.
+  // (Any column read from a source that computed a masked value is masked: pgwarden does not
+  // follow which of the source's columns it is.)
+  EXPECT_EQ(rules_of("SELECT x, n, 1 FROM (SELECT lower(ssn) AS x, 1 AS n FROM people) s", 3),
+            (V{kRedact, kRedact, kNone}));
+  EXPECT_EQ(rules_of("WITH c AS (SELECT ssn AS x FROM people) SELECT upper(x) FROM c", 1),
+            (V{kRedact}));
+  EXPECT_EQ(rules_of("SELECT u FROM people, unnest(string_to_array(ssn, '-')) u", 1), (V{kRedact}));
+  EXPECT_EQ(rules_of("SELECT v.x || '' FROM people, LATERAL (VALUES (ssn)) v(x)", 1), (V{kRedact}));
+  // Whole rows: every column of the row, so the first rule's action.
+  EXPECT_EQ(rules_of("SELECT row_to_json(p) FROM people p", 1), (V{kRedact}));
+  EXPECT_EQ(rules_of("SELECT p::text, 1 FROM people p", 2), (V{kRedact, kNone}));
+  EXPECT_EQ(rules_of("SELECT to_jsonb(people.*) FROM people", 1), (V{kRedact}));
+  EXPECT_EQ(rules_of("SELECT ROW(t.*) FROM people t", 1), (V{kRedact}));
+  // Set operations and stars: every computed column, by what the whole statement produces.
+  EXPECT_EQ(rules_of("SELECT 1 UNION SELECT length(ssn) FROM people", 1), (V{kRedact}));
+  EXPECT_EQ(rules_of("SELECT *, lower(ssn) FROM people", 4),
+            (V{kRedact, kRedact, kRedact, kRedact}));
+  // RETURNING is output too.
+  EXPECT_EQ(rules_of("UPDATE people SET name = 'x' WHERE id = 1 RETURNING md5(ssn), id", 2),
+            (V{kRedact, kNone}));
+  // What only a condition reads is not an output value (inference through WHERE is out of reach).
+  EXPECT_EQ(rules_of("SELECT count(*) FROM people WHERE ssn LIKE '123%'", 1), (V{kNone}));
+  EXPECT_EQ(rules_of("SELECT o.total * 2 FROM orders o JOIN customers c ON c.email = o.email", 1),
+            (V{kNone}));
+  // Lookalikes: names that only contain the rule's name, or other columns.
+  EXPECT_EQ(rules_of("SELECT lower(ssn_verified::text), upper(name) FROM people", 2),
+            (V{kNone, kNone}));
+  // Out of sight: EXECUTE, FETCH, DO, CALL and unparseable text: every computed column NULL.
+  for (const char* sql :
+       {"EXECUTE q(1)", "FETCH 10 FROM c", "DO $$ BEGIN END $$", "CALL p()", "SELEC lower(ssn)"}) {
+    EXPECT_EQ(rules_of(sql, 1), (V{kNull})) << sql;
+  }
+}
+
+TEST(OutputReads, ReadsAnywhereCopiedAndExported) {
+  const MaskProfile p = profile();
+  EXPECT_NE(rule_reading(p, one("SELECT 1 FROM people WHERE ssn::int > 0").anywhere), nullptr);
+  EXPECT_EQ(rule_reading(p, one("SELECT 1 FROM people WHERE id > 0").anywhere), nullptr);
+  for (const char* sql : {
+           "INSERT INTO copy_t SELECT ssn FROM people",
+           "INSERT INTO copy_t (a) VALUES ((SELECT lower(ssn) FROM people LIMIT 1))",
+           "UPDATE people SET name = ssn",
+           "UPDATE people p SET name = q.ssn FROM people q WHERE q.id = p.id",
+           "CREATE TABLE copy_t AS SELECT ssn AS a FROM people",
+           "SELECT ssn AS a INTO copy_t FROM people",
+           "WITH w AS (INSERT INTO copy_t SELECT ssn FROM people RETURNING 1) SELECT * FROM w",
+           "MERGE INTO copy_t t USING people p ON t.id = p.id WHEN MATCHED THEN UPDATE SET a = "
+           "p.ssn",
+           "MERGE INTO copy_t t USING people p ON t.id = p.id WHEN NOT MATCHED THEN INSERT VALUES "
+           "(p.ssn)",
+       }) {
+    EXPECT_NE(rule_reading(p, one(sql).copied), nullptr) << sql;
+  }
+  for (const char* sql :
+       {"UPDATE people SET ssn = trim(ssn) WHERE id = 1",
+        "UPDATE people SET name = 'x' WHERE ssn = '1'",
+        "INSERT INTO people (ssn) VALUES ('123-45-6789')", "DELETE FROM people WHERE ssn = '1'"}) {
+    EXPECT_EQ(rule_reading(p, one(sql).copied), nullptr) << sql;
+  }
+  for (const char* sql : {"SELECT set_config('my.x', ssn, false) FROM people",
+                          "SELECT pg_notify('ch', p::text) FROM people p"}) {
+    EXPECT_NE(rule_reading(p, one(sql).exported), nullptr) << sql;
+  }
+  EXPECT_EQ(rule_reading(p, one("SELECT set_config('my.x', name, false) FROM people").exported),
+            nullptr);
+}
+
+TEST(OutputReads, StatementsOfAQueryStringAndBothBackslashReadings) {
+  const auto v = statement_reads("SELECT 1; SELECT lower(ssn) FROM people; SELECT 2");
+  ASSERT_EQ(v.size(), 3u);
+  const MaskProfile p = profile();
+  EXPECT_FALSE(computed_rules(p, v[0]).active());
+  EXPECT_TRUE(computed_rules(p, v[1]).active());
+  EXPECT_FALSE(computed_rules(p, v[2]).active());
+  // With standard_conforming_strings off the literal ends early and ssn is read.
+  const auto b = statement_reads("SELECT 'a\\', lower(ssn) --' FROM people");
+  ASSERT_EQ(b.size(), 1u);
+  EXPECT_TRUE(computed_rules(p, b[0]).active());
+}
+
+}  // namespace
+}  // namespace pgwarden::policy
