@@ -31,6 +31,17 @@ const std::shared_ptr<const std::vector<policy::StatementReads>>& unknown_reads(
   return r;
 }
 
+// Errors of these SQLSTATE classes are about names, state and resources, never a value: their
+// texts are kept (a missing prepared statement or table, a syntax error, a failed transaction).
+bool data_free(std::string_view sqlstate) {
+  static constexpr std::string_view kClasses[] = {"08", "0A", "25", "26", "28", "34", "3D",
+                                                  "3F", "40", "42", "53", "54", "55", "57"};
+  for (const std::string_view c : kClasses) {
+    if (sqlstate.substr(0, 2) == c) return true;
+  }
+  return false;
+}
+
 std::string name_of(const policy::ReadSet& r, const policy::ColumnRule& rule) {
   if (r.whole_row) return "a whole row";
   for (const std::string& n : r.names) {
@@ -135,7 +146,7 @@ std::pair<MaskingStage::Reads, std::size_t> MaskingStage::current_reads(
 
 // An error or notice of a statement that reads a masked column (anywhere: a condition's cast
 // fails quoting the value) or whose reads are out of sight: its texts are withheld, its
-// severity and SQLSTATE kept.
+// severity and SQLSTATE kept (unless the SQLSTATE's class never carries a value).
 bool MaskingStage::withhold_error(BackendMessage& m, const MaskProfile& p) {
   // A notice answers no request of its own: it is the statement's the server is running.
   const pr::Request* r = m.request() != nullptr ? m.request() : host_.model().answering();
@@ -145,13 +156,13 @@ bool MaskingStage::withhold_error(BackendMessage& m, const MaskProfile& p) {
   const policy::ColumnRule* rule = policy::rule_reading(p, s.anywhere);
   if (rule == nullptr && !s.opaque) return false;
   const auto e = pr::read_error(m.whole);
+  if (e && m.type == pr::be::kErrorResponse && data_free(e->sqlstate)) return false;
   const std::string why = rule != nullptr ? "it reads " + name_of(s.anywhere, *rule)
                                           : std::string("what it reads is out of pgwarden's sight");
   out_.clear();
-  pr::append_error(out_, e ? e->severity : "ERROR", e ? e->sqlstate : "XX000",
-                   "pgwarden: the server's message is withheld: " + why + ", masked by profile \"" +
-                       p.name + "\"",
-                   m.type);
+  pr::append_error(
+      out_, e ? e->severity : "ERROR", e ? e->sqlstate : "XX000",
+      "(message withheld by pgwarden: " + why + ", masked by profile \"" + p.name + "\")", m.type);
   replace(m);
   return true;
 }

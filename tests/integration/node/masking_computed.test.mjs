@@ -98,19 +98,24 @@ test('errors and notices of statements that read a masked column are withheld, S
     const e = await viaGateway(sql).catch((x) => x);
     assert.ok(e instanceof Error, sql);
     assert.equal(e.code, d.code, sql);
-    assert.match(e.message, /^pgwarden: the server's message is withheld: it reads column "(secret_code|salary)"/);
+    assert.match(e.message, /^\(message withheld by pgwarden: it reads column "(secret_code|salary)", masked by profile "readers"\)$/);
     noSecret([e.message, e.detail, e.hint, e.where], sql);
   }
-  // An error that reads no masked column keeps the server's text.
+  // An error that reads no masked column keeps the server's text; so do errors whose class never
+  // carries a value (a missing table or prepared statement, a syntax error).
   const plain = await viaGateway('SELECT name::int FROM mc_people').catch((x) => x);
   assert.match(plain.message, /invalid input syntax for type integer: "Carol"/);
+  const missing = await viaGateway('SELECT secret_code FROM mc_nope').catch((x) => x);
+  assert.match(missing.message, /relation "mc_nope" does not exist/);
+  const unprepared = await viaGateway('EXECUTE mc_nope').catch((x) => x);
+  assert.match(unprepared.message, /prepared statement "mc_nope" does not exist/);
   // A DO block's notices: what it reads is out of sight.
   await as(async (c) => {
     const notices = [];
     c.on('notice', (n) => notices.push(n.message));
     await c.query("DO $$ BEGIN RAISE NOTICE 'code %', (SELECT secret_code FROM mc_people LIMIT 1); END $$");
     assert.equal(notices.length, 1);
-    assert.match(notices[0], /withheld: what it reads is out of pgwarden's sight/);
+    assert.match(notices[0], /^\(message withheld by pgwarden: what it reads is out of pgwarden's sight/);
     noSecret(notices, 'DO notice');
   });
 });
