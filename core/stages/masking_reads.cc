@@ -90,9 +90,18 @@ bool MaskingStage::refuse_copying(FrontendMessage& m, const MaskProfile& p) {
   return false;
 }
 
+void MaskingStage::forget_reads(const FrontendMessage& m) {
+  if (m.view.type == pr::fe::kParse) by_statement_.erase(std::string(m.view.name));
+  if (m.view.type == pr::fe::kBind) by_portal_.erase(std::string(m.view.name));
+}
+
 void MaskingStage::remember_reads(FrontendMessage& m, pr::Request* r) {
   Reads reads = std::move(pending_);
   pending_.reset();
+  if (m.verdict == Verdict::Hold) {
+    held_reads_ = std::move(reads);  // until it is decided
+    return;
+  }
   const MaskProfile* p = profile();
   if (p == nullptr || p->columns.empty() || r == nullptr ||
       (m.verdict != Verdict::Forward && m.verdict != Verdict::Replace)) {

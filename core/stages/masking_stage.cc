@@ -116,7 +116,14 @@ void MaskingStage::send_catalog_query() {
 
 void MaskingStage::on_frontend(FrontendMessage& m) {
   const MaskProfile* p = profile();
-  if (p == nullptr || m.verdict != Verdict::Forward) return;
+  if (p == nullptr) return;
+  if (!p->columns.empty()) {
+    forget_reads(m);  // whatever becomes of it, an earlier statement's reads no longer apply
+    // A statement held for approval is checked now: an approval is no licence to copy a
+    // masked value out.
+    if (m.verdict == Verdict::Hold) refuse_copying(m, *p);
+  }
+  if (m.verdict != Verdict::Forward) return;
   send_catalog_query();
   constexpr policy::ClassSet kCopyWithOptions = policy::bit(policy::StatementClass::CopyTo) |
                                                 policy::bit(policy::StatementClass::CopyOptions);
@@ -148,7 +155,9 @@ void MaskingStage::on_frontend(FrontendMessage& m) {
 // A statement held for approval was judged without the classes reaching this stage: after an
 // approved one, the masked columns are read again (held statements are rare; DDL is what holds).
 void MaskingStage::on_held_decided(FrontendMessage& m, pr::Request* r) {
-  (void)r;
+  pending_ = std::move(held_reads_);
+  held_reads_.reset();
+  remember_reads(m, r);  // approved: what it reads, as for any statement that went upstream
   if (m.verdict != Verdict::Refuse) catalog_changed();
 }
 

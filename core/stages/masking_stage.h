@@ -66,6 +66,7 @@ class MaskingStage final : public Stage {
   Reads reads_for(std::string_view text);
   bool refuse_copying(FrontendMessage& m, const policy::MaskProfile& p);
   void remember_reads(FrontendMessage& m, protocol::Request* r);
+  void forget_reads(const FrontendMessage& m);
   // What the statement now answering computed its values from (null: nothing to go by), and
   // which statement of the Reads it is.
   std::pair<Reads, std::size_t> current_reads(const protocol::Request* r) const;
@@ -90,6 +91,7 @@ class MaskingStage final : public Stage {
   bool plan_valid_ = false;
   static constexpr std::size_t kKeepBytes = 64u << 10;   // scratch kept between messages
   Reads pending_;                                        // of the Query or Parse in the chain now
+  Reads held_reads_;                                     // of the one held for approval
   std::unordered_map<std::uint64_t, Reads> by_request_;  // Query and Execute requests in flight
   std::unordered_map<std::string, Reads> by_statement_, by_portal_;
   struct CachedReads {

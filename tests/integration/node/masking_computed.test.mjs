@@ -149,3 +149,24 @@ test('statements that would store a masked value where it can be read back are r
     assert.equal(r2.value.rows[0].v, 2);
   });
 });
+
+test('a statement held for approval is checked too: an approval is no licence to copy a masked value out', async () => {
+  writeFileSync(join(dir, 'held.json'), JSON.stringify({ ...POLICY,
+    rules: [{ name: 'holders', users: ['trusted'], require_approval: ['ddl', 'select_into'] }] }));
+  const held = await startGateway(['--upstream', `127.0.0.1:${env.pgPort}`, '--policy', join(dir, 'held.json')]);
+  try {
+    await withClient(held.port, async (c) => {
+      // Refused by masking before anyone is asked (no admin endpoint here: otherwise it would say so).
+      const e = await c.query('CREATE TEMP TABLE mc_held AS SELECT lower(secret_code) AS a FROM mc_people').catch((x) => x);
+      assert.equal(e.code, '42501');
+      assert.match(e.message, /would store a value of column "secret_code"/);
+      // A held statement copying nothing masked meets the approval rule as before.
+      const f = await c.query('CREATE TEMP TABLE mc_held AS SELECT id FROM mc_people').catch((x) => x);
+      assert.equal(f.code, '42501');
+      assert.match(f.message, /approval/);
+    }, { user: 'trusted', password: undefined });
+  } finally {
+    held.kill('SIGINT');
+    await held.exited;
+  }
+});
