@@ -57,6 +57,46 @@ void relation_names(element e, std::vector<std::string>& out) {
   }
 }
 
+bool has_key(element e, std::string_view key) {
+  if (e.type() == sj::dom::element_type::ARRAY) {
+    for (element c : sj::dom::array(e.get_array().value_unsafe())) {
+      if (has_key(c, key)) return true;
+    }
+    return false;
+  }
+  if (e.type() != sj::dom::element_type::OBJECT) return false;
+  for (auto f : sj::dom::object(e.get_object().value_unsafe())) {
+    if (f.key == key || has_key(f.value, key)) return true;
+  }
+  return false;
+}
+
+// Relations whose columns the statement renames (FROM t AS a(x, y)): what a renamed column is,
+// only the catalog knows.
+bool renames_columns(element e) {
+  if (e.type() == sj::dom::element_type::ARRAY) {
+    for (element c : sj::dom::array(e.get_array().value_unsafe())) {
+      if (renames_columns(c)) return true;
+    }
+    return false;
+  }
+  if (e.type() != sj::dom::element_type::OBJECT) return false;
+  for (auto f : sj::dom::object(e.get_object().value_unsafe())) {
+    element alias;
+    if ((f.key == "RangeVar" || f.key == "JoinExpr") &&
+        f.value["alias"].get(alias) == sj::SUCCESS && tree::has(alias, "colnames")) {
+      return true;
+    }
+    if (renames_columns(f.value)) return true;
+  }
+  return false;
+}
+
+bool statistics_relation(std::string_view name) {
+  return name == "pg_stats" || name == "pg_stats_ext" || name == "pg_stats_ext_exprs" ||
+         name == "pg_statistic" || name == "pg_statistic_ext" || name == "pg_statistic_ext_data";
+}
+
 struct Walker {
   std::vector<std::string> relations;
 
@@ -70,10 +110,20 @@ struct Walker {
     for (auto f : sj::dom::object(e.get_object().value_unsafe())) {
       if (f.key == "ColumnRef") {
         column_ref(f.value, into);
-      } else {
-        all(f.value, into);
+        continue;
       }
+      if (f.key == "FuncCall" &&
+          (function_classes(function_name(f.value)) & bit(StatementClass::QueryInString)) != 0) {
+        into.whole_row = true;  // query_to_xml('select ...'), table_to_xml, ts_stat...: anything
+      }
+      all(f.value, into);
     }
+  }
+
+  static std::string function_name(element call) {
+    sj::dom::array name;
+    if (call["funcname"].get_array().get(name) != sj::SUCCESS || name.size() == 0) return {};
+    return ascii_lower(tree::str(name.at(name.size() - 1).value_unsafe()));
   }
 
   void column_ref(element ref, ReadSet& into) {
@@ -178,7 +228,11 @@ struct Walker {
           if (rt["name"].get_string().get(target) != sj::SUCCESS) target = {};
           ReadSet r;
           all(val, r);
-          std::erase(r.names, std::string(target));
+          // SET x = f(x) keeps the row's own value in its column: only without a subquery or
+          // another relation that could bring a masked value of the same name.
+          if (!has(s, "fromClause") && !has(s, "sourceRelation") && !has_key(val, "SubLink")) {
+            std::erase(r.names, std::string(target));
+          }
           into.merge(r);
         }
       };
@@ -223,12 +277,15 @@ struct Walker {
     }
     if (e.type() != sj::dom::element_type::OBJECT) return;
     for (auto f : sj::dom::object(e.get_object().value_unsafe())) {
-      sj::dom::array name;
-      if (f.key == "FuncCall" && f.value["funcname"].get_array().get(name) == sj::SUCCESS &&
-          name.size() > 0) {
-        const std::string fn = ascii_lower(tree::str(name.at(name.size() - 1).value_unsafe()));
+      if (f.key == "FuncCall") {
+        const std::string fn = function_name(f.value);
         element args;
-        if ((fn == "set_config" || fn == "pg_notify") && child(f.value, "args", args)) {
+        // Settings, notifications, advisory lock keys (pg_locks shows them), and whatever a
+        // function that changes something stores (sequences, large objects, WAL messages).
+        if ((fn == "set_config" || fn == "pg_notify" || fn.rfind("pg_advisory", 0) == 0 ||
+             fn.rfind("pg_try_advisory", 0) == 0 ||
+             (function_classes(fn) & bit(StatementClass::WriteFunction)) != 0) &&
+            child(f.value, "args", args)) {
           all(args, into);
         }
       }
@@ -248,6 +305,12 @@ struct Walker {
         continue;
       }
       ReadSet r;
+      sj::dom::array ind;
+      if (node(val, "A_Indirection", ref) &&
+          ref["indirection"].get_array().get(ind) == sj::SUCCESS && ind.size() > 0 &&
+          has(ind.at(ind.size() - 1).value_unsafe(), "A_Star")) {
+        out.positional = false;  // (row).* expands to as many columns as the row has
+      }
       if (node(val, "ColumnRef", ref)) {
         sj::dom::array fields;
         if (ref["fields"].get_array().get(fields) == sj::SUCCESS && fields.size() > 0 &&
@@ -274,6 +337,20 @@ struct Walker {
          {"DoStmt", "ExecuteStmt", "FetchStmt", "CallStmt", "DeclareCursorStmt", "PrepareStmt"}) {
       if (node(stmt, type, s)) out.opaque = true;  // its values come later, or from elsewhere
     }
+    for (const char* type :
+         {"PrepareStmt", "DeallocateStmt", "DeclareCursorStmt", "ClosePortalStmt", "DiscardStmt"}) {
+      if (node(stmt, type, s)) out.renames = true;
+    }
+    for (const char* type : {"DoStmt", "CreateFunctionStmt", "RuleStmt", "CreateTrigStmt"}) {
+      if (node(stmt, type, s)) out.code = true;
+    }
+    if (node(stmt, "ViewStmt", s)) {
+      element q;
+      if (child(s, "query", q)) produced(q, out.copied);
+    }
+    for (const std::string& r : relations) {
+      if (statistics_relation(r)) out.statistics = true;
+    }
     if (node(stmt, "SelectStmt", s)) {
       std::string_view op;
       const bool plain = (s["op"].get_string().get(op) != sj::SUCCESS || op == "SETOP_NONE") &&
@@ -292,6 +369,14 @@ struct Walker {
       produced(stmt, out.nested);  // EXPLAIN, COPY (query), SHOW...: whatever it names
     }
     if (!out.opaque) produced(stmt, out.produced);
+    if (renames_columns(stmt)) {
+      for (ReadSet* r : {&out.nested, &out.produced, &out.anywhere, &out.copied, &out.exported}) {
+        if (!r->empty()) r->whole_row = true;
+      }
+      for (ReadSet& r : out.outputs) {
+        if (!r.empty()) r.whole_row = true;
+      }
+    }
     return out;
   }
 };
@@ -330,6 +415,9 @@ void merge_into(StatementReads& a, const StatementReads& b) {
   a.copied.merge(b.copied);
   a.exported.merge(b.exported);
   a.opaque = a.opaque || b.opaque;
+  a.renames = a.renames || b.renames;
+  a.code = a.code || b.code;
+  a.statistics = a.statistics || b.statistics;
 }
 
 }  // namespace
@@ -381,9 +469,15 @@ std::vector<StatementReads> statement_reads(std::string_view sql) {
 const ColumnRule* rule_reading(const MaskProfile& p, const ReadSet& r) {
   if (p.columns.empty()) return nullptr;
   if (r.whole_row) return &p.columns.front();
+  auto non_ascii = [](std::string_view s) {
+    return std::any_of(s.begin(), s.end(), [](char c) { return (c & 0x80) != 0; });
+  };
   for (const ColumnRule& rule : p.columns) {
     for (const std::string& n : r.names) {
       if (glob_match(rule.column, n)) return &rule;
+      // PostgreSQL folds non-ASCII letters too (the catalog query uses lower()); pgwarden folds
+      // only ASCII here, so a non-ASCII name may be the rule's in another case.
+      if (non_ascii(rule.column) && non_ascii(n)) return &rule;
     }
   }
   return nullptr;

@@ -30,12 +30,15 @@ struct ReadSet {
 struct StatementReads {
   bool positional = false;       // outputs[i] is what output column i is computed from
   std::vector<ReadSet> outputs;  // the top-level select list (or RETURNING)
-  ReadSet nested;       // value-producing places below the top level (FROM subqueries, CTEs...)
-  ReadSet produced;     // outputs and nested together
-  ReadSet anywhere;     // every column the statement names (conditions too)
-  ReadSet copied;       // values a write stores (INSERT, UPDATE SET, MERGE, CREATE TABLE AS, INTO)
-  ReadSet exported;     // arguments of set_config and pg_notify
-  bool opaque = false;  // what it returns is computed out of sight (DO, EXECUTE, FETCH, CALL)
+  ReadSet nested;        // value-producing places below the top level (FROM subqueries, CTEs...)
+  ReadSet produced;      // outputs and nested together
+  ReadSet anywhere;      // every column the statement names (conditions too)
+  ReadSet copied;        // values a write stores (INSERT, UPDATE SET, MERGE, CREATE TABLE AS, INTO)
+  ReadSet exported;      // arguments of set_config and pg_notify
+  bool opaque = false;   // what it returns is computed out of sight (DO, EXECUTE, FETCH, CALL)
+  bool renames = false;  // PREPARE, DEALLOCATE, DECLARE, CLOSE, DISCARD: names change meaning
+  bool code = false;     // DO, CREATE FUNCTION / RULE / TRIGGER: code pgwarden does not read
+  bool statistics = false;  // reads the planner's statistics (sample values of every column)
 };
 
 // One per statement of `sql`. A text PostgreSQL's parser refuses gives one opaque statement.

@@ -176,6 +176,19 @@ void append_describe(std::basic_string<std::byte>& out, char target, std::string
   put_cstr(out, name);
 }
 
+void append_close(std::basic_string<std::byte>& out, char target, std::string_view name) {
+  name = name.substr(0, name.find('\0'));
+  out.push_back(std::byte{fe::kClose});
+  put_u32(out, static_cast<std::uint32_t>(4 + 1 + name.size() + 1));
+  out.push_back(static_cast<std::byte>(target));
+  put_cstr(out, name);
+}
+
+void append_sync(std::basic_string<std::byte>& out) {
+  out.push_back(std::byte{fe::kSync});
+  put_u32(out, 4);
+}
+
 void append_execute(std::basic_string<std::byte>& out, std::string_view portal,
                     std::int32_t max_rows) {
   portal = portal.substr(0, portal.find('\0'));

@@ -204,10 +204,22 @@ Next AuthStage::on_startup(const pr::StartupPacket& startup, pr::Bytes packet) {
   caller_.application = pr::startup_param(startup.params, "application_name").value_or("");
   caller_.identity = caller_.role = caller_.user;
   const bool gateway = w.auth() != nullptr;
-  if (const auto repl = pr::startup_param(startup.params, "replication"); repl) {
-    const std::string v = policy::ascii_lower(*repl);
-    replication_ = v != "false" && v != "off" && v != "no" && v != "0";
-    replication_value_ = *repl;
+  // PostgreSQL takes the last of a repeated key: a repeated `replication` is refused, so that
+  // what pgwarden judged is what the server does.
+  int replication_keys = 0;
+  pr::for_each_startup_param(startup.params, [&](std::string_view k, std::string_view v) {
+    if (k != "replication") return;
+    ++replication_keys;
+    const std::string l = policy::ascii_lower(v);
+    replication_ = l != "false" && l != "off" && l != "no" && l != "0";
+    replication_value_ = v;
+  });
+  if (replication_keys > 1) {
+    s_.fail(pr::sqlstate::kProtocolViolation,
+            "pgwarden: the startup parameter \"replication\" is repeated");
+    return Next::Stop;
+  }
+  {
     // Relay: the caller is the startup user, known now; gateway: once authenticated, unless no
     // rule allows replication to anyone.
     if (replication_ && (!gateway || !any_replication_rule()) && !allow_replication()) {

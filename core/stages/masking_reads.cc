@@ -31,11 +31,11 @@ const std::shared_ptr<const std::vector<policy::StatementReads>>& unknown_reads(
   return r;
 }
 
-// Errors of these SQLSTATE classes are about names, state and resources, never a value: their
-// texts are kept (a missing prepared statement or table, a syntax error, a failed transaction).
+// Errors of these SQLSTATE classes are about the connection, the transaction and resources,
+// never a value: their texts are kept (a failed transaction, a serialization failure, a cancel).
 bool data_free(std::string_view sqlstate) {
-  static constexpr std::string_view kClasses[] = {"08", "0A", "25", "26", "28", "34", "3D",
-                                                  "3F", "40", "42", "53", "54", "55", "57"};
+  // (Not 42 or 3F: a cast to regclass or regproc quotes the value in a "does not exist".)
+  static constexpr std::string_view kClasses[] = {"08", "25", "40", "53", "57"};
   for (const std::string_view c : kClasses) {
     if (sqlstate.substr(0, 2) == c) return true;
   }
@@ -75,6 +75,19 @@ bool MaskingStage::refuse_copying(FrontendMessage& m, const MaskProfile& p) {
   if (!m.view.query) return false;
   pending_ = reads_for(m.view.text);
   for (const policy::StatementReads& s : *pending_) {
+    const char* why = s.code         ? "runs code pgwarden does not read (DO, or a function, rule "
+                                       "or trigger it defines), which could compute from a masked "
+                                       "column out of sight"
+                      : s.statistics ? "reads the planner's statistics, which hold sample values "
+                                       "of every column"
+                                     : nullptr;
+    if (why != nullptr) {
+      m.refuse(pr::sqlstate::kInsufficientPrivilege,
+               std::string("pgwarden: while the column rules of masking profile \"") + p.name +
+                   "\" apply, this statement is refused: it " + why);
+      pending_.reset();
+      return true;
+    }
     for (const auto* set : {&s.copied, &s.exported}) {
       const policy::ColumnRule* rule = policy::rule_reading(p, *set);
       if (rule == nullptr) continue;
@@ -123,12 +136,23 @@ void MaskingStage::remember_reads(FrontendMessage& m, pr::Request* r) {
   switch (v.type) {
     case pr::fe::kQuery:
       by_request_[r->id] = reads ? reads : unknown_reads();
+      for (const policy::StatementReads& s : reads ? *reads : *unknown_reads()) {
+        if (s.renames || s.opaque) {
+          // SQL-level PREPARE, DEALLOCATE, DECLARE, CLOSE (or code that may run them) change
+          // what names mean: what was kept of every name is forgotten.
+          by_statement_.clear();
+          by_portal_.clear();
+          portal_bound_.clear();
+          break;
+        }
+      }
       return;
     case pr::fe::kParse:
       keep(by_statement_, v.name, reads ? reads : unknown_reads());
       return;
     case pr::fe::kBind:
       keep(by_portal_, v.name, find(by_statement_, v.statement));
+      if (by_portal_.count(std::string(v.name)) != 0) portal_bound_[std::string(v.name)] = r->id;
       return;
     case pr::fe::kExecute:
       by_request_[r->id] = find(by_portal_, v.name);
@@ -138,6 +162,27 @@ void MaskingStage::remember_reads(FrontendMessage& m, pr::Request* r) {
       return;
     default:
       return;
+  }
+}
+
+// Portals end with their transaction: those bound before a ReadyForQuery outside a transaction
+// block are gone (not those a pipelining client bound since).
+void MaskingStage::portals_ended(std::uint64_t before) {
+  std::erase_if(portal_bound_, [&](const auto& e) {
+    if (e.second >= before) return false;
+    by_portal_.erase(e.first);
+    return true;
+  });
+}
+
+void MaskingStage::on_retired(const pr::Request& r) {
+  by_request_.erase(r.id);
+  if (copy_ && copy_->request == r.id) copy_.reset();
+  // A Parse or Bind the server did not carry out (it failed, or was skipped after an error):
+  // its name does not mean what was kept for it.
+  if (r.failed || r.state == pr::RequestState::Skipped) {
+    if (r.kind == pr::RequestKind::Parse) by_statement_.erase(r.name);
+    if (r.kind == pr::RequestKind::Bind) by_portal_.erase(r.name);
   }
 }
 
@@ -165,7 +210,8 @@ bool MaskingStage::withhold_error(BackendMessage& m, const MaskProfile& p) {
   const policy::ColumnRule* rule = policy::rule_reading(p, s.anywhere);
   if (rule == nullptr && !s.opaque) return false;
   const auto e = pr::read_error(m.whole);
-  if (e && m.type == pr::be::kErrorResponse && data_free(e->sqlstate)) return false;
+  // (Code out of sight may raise any SQLSTATE with any text.)
+  if (e && m.type == pr::be::kErrorResponse && !s.opaque && data_free(e->sqlstate)) return false;
   const std::string why = rule != nullptr ? "it reads " + name_of(s.anywhere, *rule)
                                           : std::string("what it reads is out of pgwarden's sight");
   out_.clear();

@@ -5,6 +5,7 @@
 
 #include "core/log.h"
 #include "core/worker.h"
+#include "policy/role_guard.h"
 #include "protocol/messages.h"
 #include "protocol/sqlstate.h"
 
@@ -136,11 +137,18 @@ void MaskingStage::on_frontend(FrontendMessage& m) {
     return;
   }
   if (!p->columns.empty() && m.decision != nullptr &&
-      (m.decision->classes & policy::bit(policy::StatementClass::CopyTo)) != 0) {
-    // Column rules cannot be applied to COPY's rows (they carry no column names).
+      (m.decision->classes & policy::bit(policy::StatementClass::CopyTo)) != 0 &&
+      !prepare_copy(m, *p)) {
+    return;  // refused
+  }
+  if (!p->columns.empty() && m.view.type == pr::fe::kFunctionCall &&
+      policy::fast_path_function(m.view.function) == nullptr) {
+    // A fast-path call has no SQL to read: what it computes from is out of sight (libpq's
+    // large-object calls read no column).
     m.refuse(pr::sqlstate::kInsufficientPrivilege,
-             "pgwarden: COPY TO is not allowed while the column rules of masking profile \"" +
-                 p->name + "\" apply; use SELECT");
+             "pgwarden: fast-path function calls are refused while the column rules of masking "
+             "profile \"" +
+                 p->name + "\" apply; call the function in SQL");
     return;
   }
   if (!p->columns.empty() && refuse_copying(m, *p)) return;
@@ -163,6 +171,13 @@ void MaskingStage::on_held_decided(FrontendMessage& m, pr::Request* r) {
 
 void MaskingStage::on_frontend_done(FrontendMessage& m, pr::Request* r) {
   remember_reads(m, r);
+  if (copy_ && copy_->request == 0 && m.view.type == pr::fe::kQuery) {
+    if (r != nullptr && m.verdict == Verdict::Forward) {
+      copy_->request = r->id;
+    } else {
+      copy_.reset();  // refused after all (or held): its description is not needed
+    }
+  }
   if (m.decision == nullptr || (m.decision->classes & kCatalogChanging) == 0) return;
   if (m.verdict == Verdict::Forward || m.verdict == Verdict::Replace) catalog_changed();
 }
@@ -171,6 +186,10 @@ void MaskingStage::on_frontend_done(FrontendMessage& m, pr::Request* r) {
 void MaskingStage::on_own_reply(BackendMessage& m) {
   const pr::Request& r = *m.request();
   m.verdict = Verdict::Drop;
+  if (r.kind != pr::RequestKind::Query && r.kind != pr::RequestKind::DescribePortal) {
+    on_copy_describe(m);
+    return;
+  }
   if (r.kind == pr::RequestKind::DescribePortal) {
     // Its error stands for the Execute's (which the server now skips): the client sees it.
     if (m.type == pr::be::kErrorResponse) m.verdict = Verdict::Forward;
@@ -281,10 +300,20 @@ void MaskingStage::mask_row(BackendMessage& m, const MaskProfile& p) {
 
 void MaskingStage::mask_copy_data(BackendMessage& m, const MaskProfile& p) {
   const bool binary = host_.model().copy_format() == 1;
-  const bool changed =
-      binary ? host_.core().masker->mask_binary_copy(p, chars(m.whole, 5), copy_header_, text_)
-             : host_.core().masker->mask_text(p, chars(m.whole, 5), text_);
+  std::string_view payload = chars(m.whole, 5);
+  bool changed = copy_rules_ && mask_copy_fields(m, payload);
+  if (m.verdict == Verdict::Fail) return;
+  if (p.scans()) {
+    const bool found = binary
+                           ? host_.core().masker->mask_binary_copy(p, payload, copy_header_, text_)
+                           : host_.core().masker->mask_text(p, payload, text_);
+    if (found) {
+      payload = text_;
+      changed = true;
+    }
+  }
   if (changed) {
+    if (payload.data() != text_.data()) text_.assign(payload);
     with_body(out_, pr::be::kCopyData, text_);
     replace(m);
   }
@@ -385,7 +414,11 @@ void MaskingStage::on_backend(BackendMessage& m) {
       mask_parameter(m, *p);
       return;
     case pr::be::kCopyOutResponse:
-      if (!p->columns.empty()) {
+      copy_rules_ = false;
+      if (!p->columns.empty() && copy_ && m.request() != nullptr &&
+          copy_->request == m.request()->id && copy_->described && !copy_->failed) {
+        start_copy(m, *p);
+      } else if (!p->columns.empty()) {
         // The statement check refuses COPY TO for such callers; this is the backstop (a COPY
         // the classifier did not see, e.g. inside a function).
         m.verdict = Verdict::Fail;
@@ -397,6 +430,12 @@ void MaskingStage::on_backend(BackendMessage& m) {
       return;
     case pr::be::kCopyData:
       mask_copy_data(m, *p);
+      return;
+    case pr::be::kReadyForQuery:
+      // Outside a transaction block every portal is gone (they end with their transaction).
+      if (m.whole.size() > 5 && static_cast<char>(m.whole[5]) == 'I' && m.request() != nullptr) {
+        portals_ended(m.request()->id);
+      }
       return;
     default:
       return;

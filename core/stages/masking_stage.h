@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "core/stages/stage.h"
+#include "policy/copy_rows.h"
 #include "policy/masking.h"
 #include "policy/output_reads.h"
 
@@ -28,7 +29,7 @@ class MaskingStage final : public Stage {
   void on_frontend_done(FrontendMessage& m, protocol::Request* r) override;
   void on_held_decided(FrontendMessage& m, protocol::Request* r) override;
   void on_backend(BackendMessage& m) override;
-  void on_retired(const protocol::Request& r) override { by_request_.erase(r.id); }
+  void on_retired(const protocol::Request& r) override;
 
   // The caller's profile under the policy in force (null: values go out as they are). Picks up a
   // reloaded policy at once, whatever message is being handled.
@@ -71,6 +72,12 @@ class MaskingStage final : public Stage {
   // which statement of the Reads it is.
   std::pair<Reads, std::size_t> current_reads(const protocol::Request* r) const;
   bool withhold_error(BackendMessage& m, const policy::MaskProfile& p);
+  // COPY TO STDOUT under column rules (masking_copy.cc): described upstream ahead of it, its
+  // rows masked field by field.
+  bool prepare_copy(FrontendMessage& m, const policy::MaskProfile& p);
+  void on_copy_describe(BackendMessage& m);
+  void start_copy(BackendMessage& m, const policy::MaskProfile& p);
+  bool mask_copy_fields(BackendMessage& m, std::string_view& payload);
 
   StageHost& host_;
   std::uint64_t policy_id_ = 0;
@@ -94,6 +101,8 @@ class MaskingStage final : public Stage {
   Reads held_reads_;                                     // of the one held for approval
   std::unordered_map<std::uint64_t, Reads> by_request_;  // Query and Execute requests in flight
   std::unordered_map<std::string, Reads> by_statement_, by_portal_;
+  std::unordered_map<std::string, std::uint64_t> portal_bound_;  // by the Bind request's id
+  void portals_ended(std::uint64_t before);
   struct CachedReads {
     std::string key;
     Reads reads;
@@ -103,6 +112,21 @@ class MaskingStage final : public Stage {
   policy::ComputedRules computed_;
   Reads plan_reads_;  // the plan's computed rules come from (*plan_reads_)[plan_index_]
   std::size_t plan_index_ = 0;
+  struct CopyOut {
+    policy::CopyFormat format;
+    Reads reads;                              // of its query (computed columns)
+    std::uint64_t request = 0;                // the client's COPY Query
+    std::uint64_t first_id = 0, last_id = 0;  // the describing requests
+    std::string rd;                           // the RowDescription of its rows
+    bool described = false;
+    bool failed = false;
+  };
+  std::unique_ptr<CopyOut> copy_;  // the COPY TO under column rules in flight
+  policy::ResultPlan copy_plan_;
+  bool copy_rules_ = false;         // the COPY now sending rows is masked field by field
+  bool copy_rules_header_ = false;  // its header is still to come
+  std::uint64_t copy_count_ = 0;    // names pgwarden's describing statements
+  std::string copy_row_;
   bool copy_header_ = false;  // the binary COPY in progress has not sent its header yet
   std::basic_string<std::byte> out_;
   std::string text_;

@@ -124,6 +124,75 @@ TEST(OutputReads, ReadsAnywhereCopiedAndExported) {
             nullptr);
 }
 
+// Found by an attack on the first version: each of these got a masked value out.
+TEST(OutputReads, AttackedShapes) {
+  using V = std::vector<std::optional<MaskAction>>;
+  const MaskProfile p = profile();
+  // Columns renamed by an alias list: only the catalog knows which is which.
+  EXPECT_EQ(rules_of("SELECT lower(x) FROM people p(a, b, x)", 1), (V{kRedact}));
+  EXPECT_EQ(
+      rules_of(
+          "SELECT string_agg(w, ',') FROM (people p JOIN (SELECT 1) q(o) ON true) AS j(a, b, w)",
+          1),
+      (V{kRedact}));
+  EXPECT_NE(rule_reading(p, one("SELECT x::int FROM people p(a, b, x)").anywhere), nullptr);
+  EXPECT_NE(rule_reading(p, one("CREATE TEMP TABLE c AS SELECT x FROM people p(a, b, x)").copied),
+            nullptr);
+  EXPECT_NE(
+      rule_reading(p, one("SELECT set_config('my.x', x, false) FROM people p(a, b, x)").exported),
+      nullptr);
+  // (row).* expands to several columns: positions after it are not the select list's.
+  EXPECT_EQ(rules_of("SELECT (ROW(1, 2)).*, upper(ssn) AS v, 1 AS z FROM people", 4),
+            (V{kRedact, kRedact, kRedact, kRedact}));
+  // A query in a string reads anything.
+  for (const char* sql : {"SELECT query_to_xml('select ssn from people', true, false, '')",
+                          "SELECT table_to_xml('people', true, false, '')",
+                          "SELECT word FROM ts_stat('select to_tsvector(ssn) from people')"}) {
+    EXPECT_EQ(rules_of(sql, 1), (V{kRedact})) << sql;
+    EXPECT_NE(rule_reading(p, one(sql).anywhere), nullptr) << sql;
+  }
+  // Stores the session or another can read back: large objects, sequences, advisory lock keys.
+  for (const char* sql : {"SELECT lo_from_bytea(0, convert_to(ssn, 'UTF8')) FROM people",
+                          "SELECT setval('s', length(ssn)) FROM people",
+                          "SELECT pg_advisory_lock(hashtext(ssn)) FROM people",
+                          "SELECT pg_logical_emit_message(true, 'x', ssn) FROM people"}) {
+    EXPECT_NE(rule_reading(p, one(sql).exported), nullptr) << sql;
+  }
+  // SET x = ... of the same name is exempt only for the row's own value.
+  EXPECT_NE(rule_reading(p, one("UPDATE tmp SET ssn = (SELECT ssn FROM people LIMIT 1)").copied),
+            nullptr);
+  EXPECT_NE(rule_reading(p, one("UPDATE tmp SET ssn = m.ssn FROM people m").copied), nullptr);
+  EXPECT_EQ(rule_reading(p, one("UPDATE people SET ssn = upper(ssn) WHERE id = 1").copied),
+            nullptr);
+  // Views store a query: one reading a masked column is a copy.
+  EXPECT_NE(rule_reading(p, one("CREATE TEMP VIEW v AS SELECT ssn AS x FROM people").copied),
+            nullptr);
+  EXPECT_EQ(rule_reading(p, one("CREATE VIEW v AS SELECT id FROM people").copied), nullptr);
+  // Code pgwarden does not read, the planner's statistics, and names that change meaning.
+  for (const char* sql :
+       {"DO $$ BEGIN END $$",
+        "CREATE FUNCTION pg_temp.f() RETURNS text LANGUAGE sql AS 'SELECT ssn FROM people'",
+        "CREATE RULE r AS ON INSERT TO t DO ALSO NOTIFY c"}) {
+    EXPECT_TRUE(one(sql).code) << sql;
+  }
+  EXPECT_TRUE(one("SELECT histogram_bounds FROM pg_stats WHERE tablename = 'people'").statistics);
+  EXPECT_TRUE(one("SELECT * FROM pg_catalog.pg_statistic").statistics);
+  for (const char* sql : {"PREPARE q AS SELECT 1", "DEALLOCATE q", "DECLARE c CURSOR FOR SELECT 1",
+                          "CLOSE c", "DISCARD ALL"}) {
+    EXPECT_TRUE(one(sql).renames) << sql;
+  }
+  EXPECT_FALSE(one("SELECT lower(ssn) FROM people").renames);
+}
+
+TEST(OutputReads, NonAsciiNamesMatchNonAsciiRulesWhateverTheirCase) {
+  MaskProfile p;
+  ColumnRule r;
+  r.column = "prénom";
+  p.columns = {r};
+  EXPECT_NE(rule_reading(p, one("SELECT lower(\"PRÉNOM\") FROM t").produced), nullptr);
+  EXPECT_EQ(rule_reading(p, one("SELECT lower(nom) FROM t").produced), nullptr);
+}
+
 TEST(OutputReads, StatementsOfAQueryStringAndBothBackslashReadings) {
   const auto v = statement_reads("SELECT 1; SELECT lower(ssn) FROM people; SELECT 2");
   ASSERT_EQ(v.size(), 3u);

@@ -49,7 +49,12 @@ const WRITES = () => [`INSERT INTO fz_work VALUES (${Math.floor(rnd() * 1000)}, 
   `UPDATE fz_work SET v = 'u' WHERE id = ${Math.floor(rnd() * 1000)}`];
 const DENIED = ['DELETE FROM fz_canary', 'TRUNCATE fz_canary', 'DROP TABLE fz_canary',
   'UPDATE fz_canary SET id = id', 'DELETE FROM fz_canary WHERE true',
-  "SELECT '\\' , $$ ' ; DROP TABLE fz_canary; -- $$", 'COPY fz_people (email) TO STDOUT'];
+  "SELECT '\\' , $$ ' ; DROP TABLE fz_canary; -- $$"];
+// COPY TO under the column rules: described ahead by pgwarden and masked field by field (one per
+// chunk, outside an open extended batch: otherwise pgwarden refuses it, as README says).
+const COPIES = ['COPY fz_people (email) TO STDOUT', 'COPY fz_people (id, ssn, email, name) TO STDOUT',
+  'COPY (SELECT ssn, lower(email) AS e FROM fz_people ORDER BY id) TO STDOUT (FORMAT csv, HEADER)',
+  'COPY fz_people TO STDOUT (FORMAT binary)', "COPY (SELECT ssn || '!' FROM fz_people) TO STDOUT"];
 const SESSION = ['BEGIN', 'COMMIT', 'ROLLBACK', 'SET standard_conforming_strings = off',
   'SET standard_conforming_strings = on', 'SET client_min_messages = notice', 'SAVEPOINT sp', 'RESET ALL',
   'PREPARE fzp AS SELECT ssn, email FROM fz_people', 'EXECUTE fzp', 'DEALLOCATE fzp', 'DEALLOCATE ALL',
@@ -82,6 +87,7 @@ function chunk() {
   const direct = [];
   let localRefusals = 0;
   let batchOpen = false;
+  let copied = false;
   const both = (m) => { gw.push(m); direct.push(m); };
   const n = 1 + Math.floor(rnd() * 8);
   for (let i = 0; i < n; i++) {
@@ -89,7 +95,9 @@ function chunk() {
     if (r < 0.25) {
       // A simple Query.
       const denied = chance(0.15);
-      const sql = denied ? pick(DENIED) : chance(0.5) ? pick(READS) : chance(0.5) ? pick(SESSION) : pick(WRITES());
+      const copy = !denied && !batchOpen && !copied && chance(0.15);
+      copied = copied || copy;
+      const sql = copy ? pick(COPIES) : denied ? pick(DENIED) : chance(0.5) ? pick(READS) : chance(0.5) ? pick(SESSION) : pick(WRITES());
       if (denied) {
         gw.push(query(sql));
         localRefusals++; // answered by pgwarden; the server never sees it
@@ -139,7 +147,10 @@ function chunk() {
       for (let k = 0; k < 1 + Math.floor(rnd() * 3); k++) both(message('d', Buffer.from(`${Math.floor(rnd() * 1000)}\tc\n`)));
       both(chance(0.8) ? message('c') : message('f', cstr('fuzz gave up')));
     } else if (r < 0.95) {
-      both(FunctionCall(pick([1598, 1299]))); // random(), now(): built-ins by OID (calls are allowed here)
+      // random(), now(): built-ins by OID. The policy allows calls, but the masking profile's
+      // column rules refuse fast-path calls other than libpq's large-object ones: pgwarden answers.
+      gw.push(FunctionCall(pick([1598, 1299])));
+      localRefusals++;
     } else if (!batchOpen) {
       both(query("SELECT 'caf\u00e9' AS accent"));
       unnamedRefused = false;

@@ -169,7 +169,7 @@ test('a unique violation whose DETAIL carries an e-mail is masked', async () => 
   }
 });
 
-test('COPY TO STDOUT: content detectors mask text and CSV; refused cleanly under column rules', async () => {
+test('COPY TO STDOUT: content detectors mask text and CSV; column rules mask it field by field', async () => {
   const pw = { PGPASSWORD: 'support-pw' };
   const text = await psql(gw.port, 'mask_support', '\\copy mask_customers(id, email, ssn, card, note, profile) to stdout', pw);
   assert.equal(text.code, 0, text.stderr);
@@ -179,12 +179,41 @@ test('COPY TO STDOUT: content detectors mask text and CSV; refused cleanly under
   assert.equal(csv.code, 0, csv.stderr);
   noRaw(csv.stdout, 'COPY csv');
   assert.equal(csv.stdout.trim().split('\n').length, 2);
-  // Column rules cannot be applied to COPY's rows: refused with 42501, the session stays usable.
+  // Under column rules (profile "everyone": ssn partial, *secret* null) pgwarden describes the
+  // COPY's columns upstream first, then masks each field as SELECT masks that column; the
+  // detectors run over the result.
+  const cols = 'id, ssn, secret_code, note';
+  const ruled = await psql(gw.port, 'trusted', `COPY (SELECT ${cols} FROM mask_customers ORDER BY id) TO STDOUT`);
+  assert.equal(ruled.code, 0, ruled.stderr);
+  noRaw(ruled.stdout, 'COPY text under column rules');
+  assert.deepEqual(ruled.stdout.trim().split('\n').map((l) => l.split('\t').slice(0, 3)),
+    [['1', '***-**-9999', '\\N'], ['2', '***-**-1120', '\\N']]);
+  const table = await psql(gw.port, 'trusted', 'COPY mask_customers (id, ssn, secret_code) TO STDOUT');
+  assert.equal(table.code, 0, table.stderr);
+  assert.deepEqual(table.stdout.trim().split('\n').sort(), ['1\t***-**-9999\t\\N', '2\t***-**-1120\t\\N']);
+  const whole = await psql(gw.port, 'trusted', 'COPY mask_customers TO STDOUT');
+  assert.equal(whole.code, 0, whole.stderr);
+  noRaw(whole.stdout, 'COPY of the whole table');
+  const csvRuled = await psql(gw.port, 'trusted', "COPY (SELECT id, lower(ssn) AS l, secret_code, note FROM mask_customers ORDER BY id) TO STDOUT (FORMAT csv, HEADER)");
+  assert.equal(csvRuled.code, 0, csvRuled.stderr);
+  noRaw(csvRuled.stdout, 'COPY csv under column rules');
+  const lines = csvRuled.stdout.trim().split('\n');
+  assert.equal(lines[0], 'id,l,secret_code,note'); // the header names the columns, untouched
+  // lower(ssn) is computed from ssn: its rule (partial) applies, as it would in a SELECT.
+  assert.match(lines[1], /^1,"\*\*\*-\*\*-9999",,called by REDACTED$/);
+  const bin = await new Promise((resolve) => execFile('psql', ['-X', '-h', '127.0.0.1', '-p', String(gw.port), '-U', 'trusted',
+    '-d', 'postgres', '-c', 'COPY mask_customers (id, ssn, secret_code, email) TO STDOUT (FORMAT binary)'],
+  { encoding: 'latin1', maxBuffer: 16 << 20 }, (err, stdout, stderr) => resolve({ code: err ? err.code : 0, stdout, stderr })));
+  assert.equal(bin.code, 0, bin.stderr);
+  noRaw(bin.stdout, 'COPY binary under column rules');
+  assert.ok(bin.stdout.startsWith('PGCOPY\n\xff\r\n\0'));
+  assert.ok(bin.stdout.includes('***-**-9999'));
+  // What pgwarden cannot describe that way is refused with 42501; the session stays usable.
   const c = trusted();
   await c.connect();
   try {
-    await assert.rejects(c.query('COPY mask_customers TO STDOUT'),
-      (e) => e.code === '42501' && /COPY TO is not allowed/.test(e.message));
+    await assert.rejects(c.query("COPY (SELECT E'\\\\x' || ssn FROM mask_customers) TO STDOUT"),
+      (e) => e.code === '42501' && /cannot be masked by the column rules.*backslash/.test(e.message));
     assert.equal((await c.query('SELECT 2 AS two')).rows[0].two, 2);
   } finally {
     await c.end();

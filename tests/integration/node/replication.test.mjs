@@ -9,7 +9,7 @@ import { mkdtempSync, writeFileSync, rmSync, existsSync, chmodSync } from 'node:
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFile, execFileSync } from 'node:child_process';
-import { env, withClient, startGateway } from './lib.mjs';
+import { env, withClient, startGateway, Wire, errorFields } from './lib.mjs';
 
 let dir, key;
 const run = (cmd, args) => new Promise((resolve) => execFile(cmd, args, { maxBuffer: 64 << 20 },
@@ -58,6 +58,18 @@ test('replication connections are refused without a rule that allows them, with 
       assert.notEqual(b.code, 0, 'pg_basebackup copied the database through pgwarden');
       assert.match(b.stderr, refusedMessage);
       assert.ok(!existsSync(join(out, 'base')), 'no data files were written');
+      // A repeated key (PostgreSQL takes the last one): refused whatever the values.
+      const body = Buffer.from('user\0postgres\0database\0postgres\0replication\0false\0replication\0true\0\0');
+      const head = Buffer.alloc(8);
+      head.writeInt32BE(8 + body.length, 0);
+      head.writeUInt32BE(196608, 4);
+      const w = new Wire(gw.port);
+      await w.connected();
+      w.write(Buffer.concat([head, body]));
+      const e = await w.next(['E', 'R', 'Z']);
+      assert.equal(e.type, 'E');
+      assert.match(errorFields(e.body).M, /"replication" is repeated/);
+      w.end();
       // replication=false (or off) is an ordinary connection and works.
       const plain = await run('psql', ['-X', '-w', '-At', '-d', conninfo(gw.port, 'replication=false'), '-c', 'SELECT 7']);
       assert.equal(plain.stdout.trim(), '7', plain.stderr);
