@@ -75,6 +75,7 @@ void Session::build_chains() noexcept {
     front_.add(&policy_);
     done_.add(&policy_);
     retired_.add(&policy_);
+    if (policy_.checks_search_path()) back_.add(&policy_);  // its own query's replies
   }
   masking_engaged_ = masking_.profile() != nullptr || model_.own_in_flight() != 0;
   record_rows_ = recording_ && w_.config().record_rows != 0;

@@ -203,7 +203,9 @@ void Session::retire() {
 bool Session::backend_read_whole(char type) {
   switch (type) {
     case pr::be::kDataRow:
-      return record_rows_ || (masking_engaged_ && masking_.reads_data());
+      // (pgwarden's own queries' rows are read whole too: the policy's search_path check.)
+      return record_rows_ || (masking_engaged_ && masking_.reads_data()) ||
+             model_.own_in_flight() != 0;
     case pr::be::kCopyData:
     case pr::be::kNoticeResponse:
     case pr::be::kNotificationResponse:

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <regex>
 
+#include "policy/classifier.h"
 #include "policy/parse_tree.h"
 
 namespace pgwarden::policy {
@@ -156,7 +157,14 @@ std::optional<CopyOutStatement> copy_out_statement(std::string_view sql, std::st
         if (def["arg"].get(arg) == sj::SUCCESS) {
           std::int64_t n = 0;
           if (arg["String"]["sval"].get_string().get(value) == sj::SUCCESS) {
-            on = value != "false" && value != "off" && value != "0";
+            // As PostgreSQL reads it (case-insensitive); anything else it refuses itself.
+            const std::string v = ascii_lower(value);
+            if (v == "false" || v == "off" || v == "0") {
+              on = false;
+            } else if (v != "true" && v != "on" && v != "1" && v != "match") {
+              why = "its HEADER value is not one pgwarden reads";
+              return std::nullopt;
+            }
           } else if (arg["Boolean"].error() == sj::SUCCESS) {
             if (arg["Boolean"]["boolval"].get_bool().get(on) != sj::SUCCESS) on = false;
           } else if (arg["Integer"].error() == sj::SUCCESS) {

@@ -37,6 +37,16 @@ bool MaskingStage::prepare_copy(FrontendMessage& m, const MaskProfile& p) {
     why = "it comes through the extended protocol (send it as a simple Query)";
   } else if (!model.answers_due() || model.input_barrier()) {
     why = "it is pipelined after extended-protocol messages not yet synced";
+  } else if (!model.settled()) {
+    // Settings in flight (client_encoding) and the transaction state must be known first.
+    m.verdict = Verdict::Defer;
+    return false;
+  } else if (model.tx_status() == 'I') {
+    // Its description and its rows must come from one snapshot under the same locks: otherwise
+    // another session could change a relation's columns in between.
+    why =
+        "run it inside a transaction block (BEGIN ... COMMIT), so that what pgwarden describes "
+        "is what it copies";
   } else if (copy_) {
     why = "another COPY TO is in flight";
   } else if (m.view.text.find('\\') != std::string_view::npos) {
@@ -98,7 +108,14 @@ void MaskingStage::on_copy_describe(BackendMessage& m) {
 }
 
 void MaskingStage::start_copy(BackendMessage& m, const MaskProfile& p) {
-  (void)m;
+  if (!splittable(host_.model().client_encoding())) {
+    m.verdict = Verdict::Fail;
+    m.sqlstate = pr::sqlstate::kInternalError;
+    m.message =
+        "pgwarden: the client encoding changed under a COPY TO masked by column rules; "
+        "the session ends so that no value goes out unmasked";
+    return;
+  }
   const auto& reads = copy_->reads;
   policy::ComputedRules computed;
   if (reads && !reads->empty()) computed = policy::computed_rules(p, (*reads)[0]);

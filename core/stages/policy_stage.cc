@@ -1,4 +1,5 @@
 #include "core/stages/policy_stage.h"
+#include "protocol/messages.h"
 
 #include <cstring>
 
@@ -167,8 +168,99 @@ void PolicyStage::judge_function_call(FrontendMessage& m) {
                " is named by OID only, so it counts as a dangerous_function)");
 }
 
+bool PolicyStage::checks_search_path() {
+  const policy::Rule* r = rule();
+  if (r == nullptr) return false;
+  for (const std::string& f : r->forbidden_tables) {
+    if (f.size() > 2 && f.compare(f.size() - 2, 2, ".*") == 0) return true;
+  }
+  return false;
+}
+
+// Before the first statement under such a rule (and again after a reload), the session's
+// search_path is read with a query of pgwarden's own; statements wait until it is answered.
+bool PolicyStage::search_path_pending(FrontendMessage& m) {
+  const std::uint64_t id = host_.core().policy->id();
+  if (path_ == PathCheck::None && path_policy_ != id) {
+    path_policy_ = id;
+    if (checks_search_path()) path_ = PathCheck::Due;
+  }
+  if (path_ == PathCheck::Pending) {
+    m.verdict = Verdict::Defer;
+    return true;
+  }
+  if (path_ != PathCheck::Due) return false;
+  const pr::PipelineModel& model = host_.model();
+  // In a failed transaction every statement but its end fails: checked after it.
+  if (model.tx_status() == 'E') return false;
+  if (!model.answers_due() || model.input_barrier()) {
+    m.refuse(pr::sqlstate::kInsufficientPrivilege,
+             "pgwarden: the session's search_path must be checked against the policy's forbidden "
+             "schemas first; send Sync and try again");
+    return true;
+  }
+  std::basic_string<std::byte> q;
+  pr::append_query(q, "SELECT pg_catalog.current_setting('search_path'), current_user");
+  host_.send_own(q, kOwnerPolicy);
+  path_ = PathCheck::Pending;
+  path_value_.clear();
+  path_user_.clear();
+  path_failed_ = false;
+  m.verdict = Verdict::Defer;
+  return true;
+}
+
+void PolicyStage::on_backend(BackendMessage& m) {
+  const pr::Request* r = m.request();
+  if (r == nullptr || r->origin != pr::Origin::Gateway || r->owner != kOwnerPolicy) return;
+  m.verdict = Verdict::Drop;
+  if (m.type == pr::be::kDataRow && m.whole.size() > 7) {
+    // Two text columns: the search_path and the role ("$user" in the path is its schema).
+    std::string_view p(reinterpret_cast<const char*>(m.whole.data()) + 7, m.whole.size() - 7);
+    for (std::string* out : {&path_value_, &path_user_}) {
+      if (p.size() < 4) break;
+      std::uint32_t len = 0;
+      for (int i = 0; i < 4; ++i) len = (len << 8) | static_cast<unsigned char>(p[i]);
+      p.remove_prefix(4);
+      if (len > p.size()) break;
+      out->assign(p.substr(0, len));
+      p.remove_prefix(len);
+    }
+    return;
+  }
+  if (m.type == pr::be::kErrorResponse) {
+    path_failed_ = true;  // unreadable: taken as naming a forbidden schema below
+    return;
+  }
+  if (m.type != pr::be::kReadyForQuery) return;
+  path_ = PathCheck::None;
+  const policy::Policy* pol = host_.core().policy;
+  if (pol == nullptr) return;
+  std::string path = path_value_;
+  for (const std::string& schema : policy::split_search_path(path_value_)) {
+    if (schema == "$user") path.append(", \"").append(path_user_).append("\"");
+  }
+  std::string schema = path_failed_ ? std::string("(unknown)") : pol->forbidden_schema_in(path);
+  if (schema.empty()) return;
+  m.verdict = Verdict::Fail;
+  m.sqlstate = pr::sqlstate::kInsufficientPrivilege;
+  m.message =
+      "pgwarden: this session's search_path (the role's or database's default) reaches schema \"";
+  m.message.append(schema).append(
+      "\", whose tables the policy forbids; unqualified names would reach them, so the session "
+      "ends (ask the DBA to change the default)");
+  path_refusal_ = m.message;  // and nothing the client sent meanwhile goes upstream
+}
+
 void PolicyStage::on_frontend(FrontendMessage& m) {
   if (host_.core().policy == nullptr || m.verdict != Verdict::Forward) return;
+  if (!path_refusal_.empty()) {
+    m.verdict = Verdict::Fail;
+    m.sqlstate = pr::sqlstate::kInsufficientPrivilege;
+    m.message = path_refusal_;
+    return;
+  }
+  if (search_path_pending(m)) return;
   switch (m.view.type) {
     case pr::fe::kQuery:
     case pr::fe::kParse:

@@ -25,6 +25,11 @@ class PolicyStage final : public Stage {
     on_frontend_done(m, r);
   }
   void on_retired(const protocol::Request& r) override;
+  void on_backend(BackendMessage& m) override;
+  // The caller's rule forbids a whole schema ("schema.*"): the session's own search_path (the
+  // role's or database's default) is read once, and a session whose path names such a schema
+  // ends, since unqualified names would reach its tables. Needs the backend chain meanwhile.
+  bool checks_search_path();
 
   // The caller's rule under the policy in force (null: none applies).
   const policy::Rule* rule();
@@ -45,6 +50,7 @@ class PolicyStage final : public Stage {
   void judge_bind(FrontendMessage& m);
   void judge_function_call(FrontendMessage& m);
   Verdict lexing_hazard(std::string_view text, std::string& why) const;
+  bool search_path_pending(FrontendMessage& m);
 
   struct Named {
     std::string text;          // empty when it was not kept (over kMaxTextBytes)
@@ -62,6 +68,12 @@ class PolicyStage final : public Stage {
   std::unordered_map<std::string, Named> named_;
   std::size_t named_bytes_ = 0;
   std::basic_string<std::byte> out_;
+  enum class PathCheck : std::uint8_t { None, Due, Pending };
+  PathCheck path_ = PathCheck::None;
+  std::uint64_t path_policy_ = 0;  // the policy the search_path was checked for
+  std::string path_value_, path_user_;
+  bool path_failed_ = false;
+  std::string path_refusal_;  // the check failed: the session is ending
 };
 
 }  // namespace pgwarden::core

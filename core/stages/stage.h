@@ -80,6 +80,7 @@ struct BackendMessage {
 
 // Owners of pgwarden's own upstream requests (Request::owner).
 inline constexpr std::uint8_t kOwnerMasking = 1;
+inline constexpr std::uint8_t kOwnerPolicy = 2;
 
 // What a stage may ask of its session.
 class StageHost {

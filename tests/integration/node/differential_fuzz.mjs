@@ -97,7 +97,13 @@ function chunk() {
       const denied = chance(0.15);
       const copy = !denied && !batchOpen && !copied && chance(0.15);
       copied = copied || copy;
-      const sql = copy ? pick(COPIES) : denied ? pick(DENIED) : chance(0.5) ? pick(READS) : chance(0.5) ? pick(SESSION) : pick(WRITES());
+      if (copy) {
+        // Inside a transaction block, as column rules require (a BEGIN inside one only warns).
+        for (const q of ['BEGIN', pick(COPIES), 'COMMIT']) both(query(q));
+        unnamedRefused = false;
+        continue;
+      }
+      const sql = denied ? pick(DENIED) : chance(0.5) ? pick(READS) : chance(0.5) ? pick(SESSION) : pick(WRITES());
       if (denied) {
         gw.push(query(sql));
         localRefusals++; // answered by pgwarden; the server never sees it

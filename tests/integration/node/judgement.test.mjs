@@ -17,6 +17,7 @@ const POLICY = {
       deny: ['delete_without_where', 'update_without_where', 'tautological_where', 'server_file',
         'dangerous_function'] },
     { name: 'readers', users: ['postgres'], read_only: true, forbidden_tables: ['hr_j.*', 'public.j_keys'] },
+    { name: 'pathers', users: ['j_path'], forbidden_tables: ['hr_j.*', 'j_path.*'] },
   ],
 };
 // Catalog functions not executable by PUBLIC that only report: reviewed, not dangerous.
@@ -210,6 +211,36 @@ test('forbidden_tables: tables read through names in strings are refused with th
   // A lookalike runs: the same text as a value, and an ordinary table.
   assert.equal((await asReader((c) => c.query("SELECT 'SELECT * FROM hr_j.pay' AS s"))).rows[0].s, 'SELECT * FROM hr_j.pay');
   assert.equal((await asReader((c) => c.query('SELECT count(*) AS n FROM j_new'))).rows[0].n, '2');
+});
+
+test("forbidden_tables holds whatever the role's or database's default search_path", async () => {
+  const asPather = (sql) => withClient(gw.port, (c) => c.query(sql), { user: 'j_path', password: 'j-path-pw' });
+  await direct('DROP SCHEMA IF EXISTS j_path CASCADE; DROP ROLE IF EXISTS j_path');
+  await direct("CREATE ROLE j_path LOGIN PASSWORD 'j-path-pw'");
+  await direct('GRANT USAGE ON SCHEMA hr_j TO j_path; GRANT SELECT ON hr_j.pay TO j_path');
+  try {
+    // The role's default reaches the forbidden schema: an unqualified name would reach its tables.
+    await direct('ALTER ROLE j_path SET search_path = hr_j, public');
+    const raw = await withClient(env.pgPort, (c) => c.query('SELECT who FROM pay'), { user: 'j_path', password: 'j-path-pw' });
+    assert.equal(raw.rows[0].who, 'carol'); // directly it does
+    const e = await asPather('SELECT who FROM pay').catch((x) => x);
+    assert.ok(e instanceof Error, 'an unqualified name reached the forbidden schema through the role default');
+    assert.equal(e.code, '42501', e.message);
+    assert.match(e.message, /search_path \(the role's or database's default\) reaches schema "hr_j"/);
+    // So does "$user" when a schema of the role's name is forbidden.
+    await direct('ALTER ROLE j_path RESET search_path; CREATE SCHEMA j_path AUTHORIZATION j_path');
+    const u = await asPather('SELECT 1').catch((x) => x);
+    assert.ok(u instanceof Error);
+    assert.match(u.message, /reaches schema "j_path"/);
+    // Without them, the session runs; the unqualified name no longer resolves there. ("$user"
+    // alone counts even before its schema exists: it could be created while the session runs.)
+    await direct('DROP SCHEMA j_path; ALTER ROLE j_path SET search_path = public');
+    assert.equal((await asPather('SELECT 1 AS one')).rows[0].one, 1);
+    const gone = await asPather('SELECT who FROM pay').catch((x) => x);
+    assert.equal(gone.code, '42P01');
+  } finally {
+    await direct('DROP SCHEMA IF EXISTS j_path CASCADE; REVOKE ALL ON hr_j.pay FROM j_path; REVOKE ALL ON SCHEMA hr_j FROM j_path; DROP ROLE IF EXISTS j_path');
+  }
 });
 
 test('the default dangerous_functions cover every function PostgreSQL 15 keeps from PUBLIC, except report-only ones', async () => {

@@ -47,6 +47,11 @@ const psql = (port, user, sql, extraEnv = {}) => new Promise((resolve) => execFi
   ['-X', '-h', '127.0.0.1', '-p', String(port), '-U', user, '-d', 'postgres', '-v', 'ON_ERROR_STOP=1', '-c', sql],
   { env: { ...process.env, ...extraEnv }, maxBuffer: 16 << 20 },
   (err, stdout, stderr) => resolve({ code: err ? err.code : 0, stdout, stderr })));
+// One statement inside BEGIN ... COMMIT (COPY TO under column rules needs a transaction block).
+const psqlTx = (port, user, sql, opts = {}) => new Promise((resolve) => execFile('psql',
+  ['-X', '-q', '-h', '127.0.0.1', '-p', String(port), '-U', user, '-d', 'postgres', '-v', 'ON_ERROR_STOP=1',
+    '-c', 'BEGIN', '-c', sql, '-c', 'COMMIT'],
+  { maxBuffer: 16 << 20, ...opts }, (err, stdout, stderr) => resolve({ code: err ? err.code : 0, stdout, stderr })));
 const noRaw = (text, what) => {
   for (const [k, v] of Object.entries(RAW)) assert.ok(!text.includes(v), `${what} shows raw ${k}: ${v}`);
 };
@@ -183,37 +188,57 @@ test('COPY TO STDOUT: content detectors mask text and CSV; column rules mask it 
   // COPY's columns upstream first, then masks each field as SELECT masks that column; the
   // detectors run over the result.
   const cols = 'id, ssn, secret_code, note';
-  const ruled = await psql(gw.port, 'trusted', `COPY (SELECT ${cols} FROM mask_customers ORDER BY id) TO STDOUT`);
+  // Outside a transaction block it is refused: its description and its rows must come from one
+  // snapshot under the same locks (another session could change a relation's columns between).
+  const auto = await psql(gw.port, 'trusted', 'COPY mask_customers (id, ssn) TO STDOUT');
+  assert.notEqual(auto.code, 0);
+  assert.match(auto.stderr, /inside a transaction block/);
+  const ruled = await psqlTx(gw.port, 'trusted', `COPY (SELECT ${cols} FROM mask_customers ORDER BY id) TO STDOUT`);
   assert.equal(ruled.code, 0, ruled.stderr);
   noRaw(ruled.stdout, 'COPY text under column rules');
   assert.deepEqual(ruled.stdout.trim().split('\n').map((l) => l.split('\t').slice(0, 3)),
     [['1', '***-**-9999', '\\N'], ['2', '***-**-1120', '\\N']]);
-  const table = await psql(gw.port, 'trusted', 'COPY mask_customers (id, ssn, secret_code) TO STDOUT');
+  const table = await psqlTx(gw.port, 'trusted', 'COPY mask_customers (id, ssn, secret_code) TO STDOUT');
   assert.equal(table.code, 0, table.stderr);
   assert.deepEqual(table.stdout.trim().split('\n').sort(), ['1\t***-**-9999\t\\N', '2\t***-**-1120\t\\N']);
-  const whole = await psql(gw.port, 'trusted', 'COPY mask_customers TO STDOUT');
+  const whole = await psqlTx(gw.port, 'trusted', 'COPY mask_customers TO STDOUT');
   assert.equal(whole.code, 0, whole.stderr);
   noRaw(whole.stdout, 'COPY of the whole table');
-  const csvRuled = await psql(gw.port, 'trusted', "COPY (SELECT id, lower(ssn) AS l, secret_code, note FROM mask_customers ORDER BY id) TO STDOUT (FORMAT csv, HEADER)");
+  const csvRuled = await psqlTx(gw.port, 'trusted', "COPY (SELECT id, lower(ssn) AS l, secret_code, note FROM mask_customers ORDER BY id) TO STDOUT (FORMAT csv, HEADER)");
   assert.equal(csvRuled.code, 0, csvRuled.stderr);
   noRaw(csvRuled.stdout, 'COPY csv under column rules');
   const lines = csvRuled.stdout.trim().split('\n');
   assert.equal(lines[0], 'id,l,secret_code,note'); // the header names the columns, untouched
   // lower(ssn) is computed from ssn: its rule (partial) applies, as it would in a SELECT.
   assert.match(lines[1], /^1,"\*\*\*-\*\*-9999",,called by REDACTED$/);
-  const bin = await new Promise((resolve) => execFile('psql', ['-X', '-h', '127.0.0.1', '-p', String(gw.port), '-U', 'trusted',
-    '-d', 'postgres', '-c', 'COPY mask_customers (id, ssn, secret_code, email) TO STDOUT (FORMAT binary)'],
-  { encoding: 'latin1', maxBuffer: 16 << 20 }, (err, stdout, stderr) => resolve({ code: err ? err.code : 0, stdout, stderr })));
+  const bin = await psqlTx(gw.port, 'trusted', 'COPY mask_customers (id, ssn, secret_code, email) TO STDOUT (FORMAT binary)',
+    { encoding: 'latin1' });
   assert.equal(bin.code, 0, bin.stderr);
   noRaw(bin.stdout, 'COPY binary under column rules');
   assert.ok(bin.stdout.startsWith('PGCOPY\n\xff\r\n\0'));
   assert.ok(bin.stdout.includes('***-**-9999'));
+  // HEADER is read as PostgreSQL reads it (case-insensitive): 'OFF' means no header row, so the
+  // first row is data and masked.
+  const off = await psqlTx(gw.port, 'trusted', "COPY mask_customers (id, ssn) TO STDOUT (HEADER 'OFF')");
+  assert.equal(off.code, 0, off.stderr);
+  noRaw(off.stdout, "HEADER 'OFF'");
   // What pgwarden cannot describe that way is refused with 42501; the session stays usable.
   const c = trusted();
   await c.connect();
   try {
+    await c.query('BEGIN');
     await assert.rejects(c.query("COPY (SELECT E'\\\\x' || ssn FROM mask_customers) TO STDOUT"),
       (e) => e.code === '42501' && /cannot be masked by the column rules.*backslash/.test(e.message));
+    await c.query('ROLLBACK');
+    // A client encoding whose characters can hold an ASCII byte, set in the same pipeline just
+    // before: the COPY waits until it is known, then is refused.
+    await c.query('BEGIN');
+    const [, copy] = await Promise.allSettled([c.query("SET client_encoding TO 'SJIS'"),
+      c.query('COPY mask_customers (id, ssn) TO STDOUT')]);
+    assert.equal(copy.status, 'rejected');
+    assert.match(copy.reason.message, /client encoding SJIS/);
+    await c.query('ROLLBACK');
+    await c.query("SET client_encoding TO 'UTF8'");
     assert.equal((await c.query('SELECT 2 AS two')).rows[0].two, 2);
   } finally {
     await c.end();
