@@ -137,8 +137,7 @@ std::optional<CopyOutStatement> copy_out_statement(std::string_view sql, std::st
   CopyOutStatement out;
   sj::dom::array options;
   bool csv = false;
-  std::string_view delimiter, quote, escape, null_string;
-  bool have_null = false;
+  std::string_view delimiter, quote, escape;
   if (copy["options"].get_array().get(options) == sj::SUCCESS) {
     for (element o : options) {
       element def;
@@ -180,8 +179,10 @@ std::optional<CopyOutStatement> copy_out_statement(std::string_view sql, std::st
       } else if (name == "escape") {
         if (!option_string(def, escape) || escape.size() != 1) return std::nullopt;
       } else if (name == "null") {
-        if (!option_string(def, null_string)) return std::nullopt;
-        have_null = true;
+        // A value equal to a chosen NULL string goes out as it is (PostgreSQL's own ambiguity):
+        // a guess of a masked value would be confirmed.
+        why = "its NULL option would let a value equal to it through";
+        return std::nullopt;
       } else if (name != "force_quote") {
         why = "its option " + std::string(name) + " is not one pgwarden reads COPY rows under";
         return std::nullopt;
@@ -196,7 +197,6 @@ std::optional<CopyOutStatement> copy_out_statement(std::string_view sql, std::st
   if (!delimiter.empty()) out.format.delimiter = delimiter[0];
   if (!quote.empty()) out.format.quote = quote[0];
   out.format.escape = !escape.empty() ? escape[0] : out.format.quote;
-  if (have_null) out.format.null_string.assign(null_string);
   element relation, query;
   if (copy["relation"].get(relation) == sj::SUCCESS) {
     std::string_view schema, rel;

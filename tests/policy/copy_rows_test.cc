@@ -17,14 +17,19 @@ TEST(CopyOut, DescribesTheTableColumnsOrTheQuery) {
   ASSERT_TRUE(c) << why;
   EXPECT_EQ(c->select_text, "SELECT \"a\", \"B\" FROM ONLY \"s\".\"T\"");
   EXPECT_EQ(c->format.kind, Kind::Text);
-  c = copy_out_statement(
-      "copy people to stdout with (format csv, header, delimiter ';', null 'n/a')", why);
+  c = copy_out_statement("copy people to stdout with (format csv, header, delimiter ';')", why);
   ASSERT_TRUE(c) << why;
   EXPECT_EQ(c->select_text, "SELECT * FROM ONLY \"people\"");
   EXPECT_EQ(c->format.kind, Kind::Csv);
   EXPECT_TRUE(c->format.header);
   EXPECT_EQ(c->format.delimiter, ';');
-  EXPECT_EQ(c->format.null_string, "n/a");
+  EXPECT_EQ(c->format.null_string, "");
+  // HEADER as PostgreSQL reads it; NULL strings refused (a value equal to one passes as is).
+  c = copy_out_statement("COPY people TO STDOUT (HEADER 'OFF')", why);
+  ASSERT_TRUE(c);
+  EXPECT_FALSE(c->format.header);
+  EXPECT_FALSE(copy_out_statement("COPY people TO STDOUT (HEADER 'maybe')", why));
+  EXPECT_FALSE(copy_out_statement("COPY people TO STDOUT (NULL 'x')", why));
   c = copy_out_statement("COPY people TO STDOUT CSV HEADER", why);
   ASSERT_TRUE(c);
   EXPECT_TRUE(c->format.header);
