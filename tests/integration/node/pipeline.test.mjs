@@ -403,8 +403,15 @@ test('guarantee 5 (relay mode with a policy): a role startup parameter is refuse
 test('the masking catalog query cannot be hijacked through the search path', async () => {
   await direct('GRANT CREATE ON SCHEMA public TO trusted');
   const w = await session();
-  w.write(query("CREATE FUNCTION public.lower(name) RETURNS text LANGUAGE plpgsql IMMUTABLE AS $f$ BEGIN RAISE EXCEPTION 'leak: %', (SELECT string_agg(secret, ',') FROM pipe_people); END $f$"));
-  assert.equal((await untilReady(w))[0].type, 'C');
+  const fn = "CREATE FUNCTION public.lower(name) RETURNS text LANGUAGE plpgsql IMMUTABLE AS $f$ BEGIN RAISE EXCEPTION 'leak: %', (SELECT string_agg(secret, ',') FROM pipe_people); END $f$";
+  // Under column rules the caller cannot define it through pgwarden (its code is out of sight)...
+  w.write(query(fn));
+  const refused = await untilReady(w);
+  assert.equal(refused[0].type, 'E');
+  assert.equal(errorFields(refused[0].body).C, '42501');
+  // ... but one defined otherwise (here directly, owned by the caller) must not hijack the query.
+  await direct(fn);
+  await direct('ALTER FUNCTION public.lower(name) OWNER TO trusted');
   w.write(query('SELECT id, secret FROM pipe_people'));
   const got = await untilReady(w);
   noRaw(text(got), 'rows after a lower(name) of the caller');
