@@ -4,7 +4,6 @@
 #include <simdjson.h>
 
 #include <cstring>
-#include <regex>
 
 #include "policy/classifier.h"
 #include "policy/parse_tree.h"
@@ -82,9 +81,34 @@ std::size_t matching_paren(std::string_view s, std::size_t open) {
   return std::string_view::npos;
 }
 
-const std::regex& location_members() {
-  static const std::regex r(R"(,?"(stmt_)?location":-?\d+|,?"stmt_len":\d+)");
-  return r;
+// `json` without its "location", "stmt_location" and "stmt_len" members (and the comma before
+// each): what two texts' trees of the same statement differ in.
+std::string without_locations(std::string_view json) {
+  std::string out;
+  out.reserve(json.size());
+  for (std::size_t i = 0; i < json.size();) {
+    bool cut = false;
+    for (const std::string_view key : {"\"location\":", "\"stmt_location\":", "\"stmt_len\":"}) {
+      if (json.compare(i, key.size(), key) != 0) continue;
+      std::size_t end = i + key.size();
+      if (end < json.size() && json[end] == '-') ++end;
+      while (end < json.size() && json[end] >= '0' && json[end] <= '9') ++end;
+      if (!out.empty() && out.back() == ',') out.pop_back();
+      i = end;
+      cut = true;
+      break;
+    }
+    if (cut) continue;
+    if (json[i] == '"') {  // a string: copied whole (a key inside one is not a member)
+      const std::size_t start = i++;
+      while (i < json.size() && json[i] != '"') i += json[i] == '\\' ? 2 : 1;
+      out.append(json.substr(start, std::min(i + 1, json.size()) - start));
+      ++i;
+      continue;
+    }
+    out += json[i++];
+  }
+  return out;
 }
 
 // The tree of the one statement `sql` holds, minified, without "location" members (to compare
@@ -106,7 +130,7 @@ std::string tree_without_locations(std::string_view sql) {
   }
   element stmt;
   if (stmts.at(0)["stmt"].get(stmt) != sj::SUCCESS) return {};
-  return std::regex_replace(sj::minify(stmt), location_members(), "");
+  return without_locations(sj::minify(stmt));
 }
 
 bool option_string(element def, std::string_view& out) {
@@ -221,7 +245,7 @@ std::optional<CopyOutStatement> copy_out_statement(std::string_view sql, std::st
     if (close == std::string_view::npos) return std::nullopt;
     out.select_text.assign(sql.substr(open + 1, close - open - 1));
     const std::string inner = tree_without_locations(out.select_text);
-    if (inner.empty() || inner != std::regex_replace(sj::minify(query), location_members(), "")) {
+    if (inner.empty() || inner != without_locations(sj::minify(query))) {
       why = "pgwarden could not tell its query's text apart";
       return std::nullopt;
     }
