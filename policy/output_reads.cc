@@ -389,7 +389,7 @@ bool read_once(std::string_view sql, std::vector<StatementReads>& out) {
     ~Free() { pg_query_free_parse_result(r); }
   } free_result{r};
   if (r.error != nullptr || r.parse_tree == nullptr) return false;
-  sj::dom::parser parser;
+  thread_local sj::dom::parser parser;  // one per core, its buffers reused
   element tree;
   if (parser.parse(std::string_view(r.parse_tree)).get(tree) != sj::SUCCESS) return false;
   sj::dom::array stmts;
