@@ -11,7 +11,6 @@
 
 // libpg_query's copy of PostgreSQL's lexer reads this per-thread setting (scan.l): with it off,
 // a backslash in '...' escapes the next character.
-extern "C" __thread bool standard_conforming_strings;
 
 namespace pgwarden::policy {
 
@@ -23,19 +22,7 @@ using namespace tree;  // NOLINT: the parse tree's readers
 
 constexpr int kMaxDepth = 4;
 
-// Sets libpg_query's lexing of backslashes for the scope, and back.
-class ScsScope {
- public:
-  explicit ScsScope(bool on) : saved_(standard_conforming_strings) {
-    standard_conforming_strings = on;
-  }
-  ~ScsScope() { standard_conforming_strings = saved_; }
-  ScsScope(const ScsScope&) = delete;
-  ScsScope& operator=(const ScsScope&) = delete;
-
- private:
-  bool saved_;
-};
+using tree::ScsScope;
 
 struct Walker {
   const std::vector<std::string>& dangerous;

@@ -114,17 +114,12 @@ std::string without_locations(std::string_view json) {
 // The tree of the one statement `sql` holds, minified, without "location" members (to compare
 // two texts' trees); empty when it is not one statement.
 std::string tree_without_locations(std::string_view sql) {
-  const std::string text(sql);
-  PgQueryParseResult r = pg_query_parse(text.c_str());
-  struct Free {
-    PgQueryParseResult& r;
-    ~Free() { pg_query_free_parse_result(r); }
-  } free_result{r};
-  if (r.error != nullptr || r.parse_tree == nullptr) return {};
+  const tree::Parsed parsed(sql);
+  if (!parsed.ok()) return {};
   sj::dom::parser parser;
   element tree;
   sj::dom::array stmts;
-  if (parser.parse(std::string_view(r.parse_tree)).get(tree) != sj::SUCCESS ||
+  if (parser.parse(parsed.json()).get(tree) != sj::SUCCESS ||
       tree["stmts"].get_array().get(stmts) != sj::SUCCESS || stmts.size() != 1) {
     return {};
   }
@@ -140,18 +135,13 @@ bool option_string(element def, std::string_view& out) {
 }  // namespace
 
 std::optional<CopyOutStatement> copy_out_statement(std::string_view sql, std::string& why) {
-  const std::string text(sql);
-  PgQueryParseResult r = pg_query_parse(text.c_str());
-  struct Free {
-    PgQueryParseResult& r;
-    ~Free() { pg_query_free_parse_result(r); }
-  } free_result{r};
+  const tree::Parsed parsed(sql);
   why = "it is not one COPY ... TO STDOUT statement";
-  if (r.error != nullptr || r.parse_tree == nullptr) return std::nullopt;
+  if (!parsed.ok()) return std::nullopt;
   sj::dom::parser parser;
   element tree, copy;
   sj::dom::array stmts;
-  if (parser.parse(std::string_view(r.parse_tree)).get(tree) != sj::SUCCESS ||
+  if (parser.parse(parsed.json()).get(tree) != sj::SUCCESS ||
       tree["stmts"].get_array().get(stmts) != sj::SUCCESS || stmts.size() != 1 ||
       stmts.at(0)["stmt"]["CopyStmt"].get(copy) != sj::SUCCESS || tree::has(copy, "is_from") ||
       tree::has(copy, "filename") || tree::has(copy, "is_program") ||

@@ -8,8 +8,6 @@
 #include "policy/classifier.h"
 #include "policy/parse_tree.h"
 
-extern "C" __thread bool standard_conforming_strings;
-
 namespace pgwarden::policy {
 
 namespace {
@@ -17,18 +15,7 @@ namespace {
 namespace sj = simdjson;
 using sj::dom::element;
 
-class ScsScope {
- public:
-  explicit ScsScope(bool on) : saved_(standard_conforming_strings) {
-    standard_conforming_strings = on;
-  }
-  ~ScsScope() { standard_conforming_strings = saved_; }
-  ScsScope(const ScsScope&) = delete;
-  ScsScope& operator=(const ScsScope&) = delete;
-
- private:
-  bool saved_;
-};
+using tree::ScsScope;
 
 bool child(element e, const char* key, element& out) {
   return e[key].get(out) == sj::SUCCESS;
@@ -382,16 +369,11 @@ struct Walker {
 };
 
 bool read_once(std::string_view sql, std::vector<StatementReads>& out) {
-  const std::string text(sql);
-  PgQueryParseResult r = pg_query_parse(text.c_str());
-  struct Free {
-    PgQueryParseResult& r;
-    ~Free() { pg_query_free_parse_result(r); }
-  } free_result{r};
-  if (r.error != nullptr || r.parse_tree == nullptr) return false;
+  const tree::Parsed parsed(sql);
+  if (!parsed.ok()) return false;
   thread_local sj::dom::parser parser;  // one per core, its buffers reused
   element tree;
-  if (parser.parse(std::string_view(r.parse_tree)).get(tree) != sj::SUCCESS) return false;
+  if (parser.parse(parsed.json()).get(tree) != sj::SUCCESS) return false;
   sj::dom::array stmts;
   if (tree["stmts"].get_array().get(stmts) != sj::SUCCESS) return false;
   Walker w;

@@ -2,13 +2,46 @@
 // constants, columns, boolean structure, and which relation a condition refers to.
 #pragma once
 
+#include <pg_query.h>
 #include <simdjson.h>
 
 #include <string>
 #include <string_view>
 #include <vector>
 
+extern "C" __thread bool standard_conforming_strings;  // libpg_query's lexer setting
+
 namespace pgwarden::policy::tree {
+
+// Sets libpg_query's lexing of backslashes for the scope, and back.
+class ScsScope {
+ public:
+  explicit ScsScope(bool on) : saved_(standard_conforming_strings) {
+    standard_conforming_strings = on;
+  }
+  ~ScsScope() { standard_conforming_strings = saved_; }
+  ScsScope(const ScsScope&) = delete;
+  ScsScope& operator=(const ScsScope&) = delete;
+
+ private:
+  bool saved_;
+};
+
+// One libpg_query parse of `sql`, freed with the object (also when a walk of it throws).
+class Parsed {
+ public:
+  explicit Parsed(std::string_view sql) : r_(pg_query_parse(std::string(sql).c_str())) {}
+  ~Parsed() { pg_query_free_parse_result(r_); }
+  Parsed(const Parsed&) = delete;
+  Parsed& operator=(const Parsed&) = delete;
+  // The parser accepted it: its tree as JSON.
+  bool ok() const noexcept { return r_.error == nullptr && r_.parse_tree != nullptr; }
+  std::string_view json() const noexcept { return r_.parse_tree; }
+  const PgQueryParseResult& result() const noexcept { return r_; }
+
+ private:
+  PgQueryParseResult r_;
+};
 
 namespace sj = simdjson;
 

@@ -79,15 +79,21 @@ void BM_ParsePath(benchmark::State& state) {
 }
 BENCHMARK(BM_ParsePath)->DenseRange(0, 4);
 
-// The parse path over every statement of the test corpus (all under 1 KB): each is timed on its
-// own and the median and 90th percentile across statements are reported.
-void BM_ParsePathCorpus(benchmark::State& state) {
+// The statements of the test corpus (all under 1 KB).
+std::vector<std::string> corpus_statements() {
   std::vector<std::string> corpus;
   std::ifstream in(std::string(PGW_BENCH_DATA) + "/statement_corpus.txt");
   for (std::string line; std::getline(in, line);) {
     if (line.empty() || line[0] == '#') continue;
     corpus.push_back(line.substr(line.find('\t', line.find('\t') + 1) + 1));
   }
+  return corpus;
+}
+
+// The parse path over every statement of the test corpus (all under 1 KB): each is timed on its
+// own and the median and 90th percentile across statements are reported.
+void BM_ParsePathCorpus(benchmark::State& state) {
+  const std::vector<std::string> corpus = corpus_statements();
   Classifier c;
   std::vector<double> ns(corpus.size());
   for (auto _ : state) {
@@ -110,12 +116,7 @@ BENCHMARK(BM_ParsePathCorpus)->Unit(benchmark::kMillisecond);
 // What column rules that follow the data cost a statement the masking stage has not seen (a cache
 // miss: texts differing only in numbers share an entry): statement_reads over the same corpus.
 void BM_StatementReadsCorpus(benchmark::State& state) {
-  std::vector<std::string> corpus;
-  std::ifstream in(std::string(PGW_BENCH_DATA) + "/statement_corpus.txt");
-  for (std::string line; std::getline(in, line);) {
-    if (line.empty() || line[0] == '#') continue;
-    corpus.push_back(line.substr(line.find('\t', line.find('\t') + 1) + 1));
-  }
+  const std::vector<std::string> corpus = corpus_statements();
   std::vector<double> ns(corpus.size());
   for (auto _ : state) {
     for (std::size_t i = 0; i < corpus.size(); ++i) {
