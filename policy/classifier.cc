@@ -139,11 +139,36 @@ struct Walker {
     if (call["funcname"].get_array().get(names) != sj::SUCCESS || names.size() == 0) return;
     const std::string_view name = str(names.at(names.size() - 1).value_unsafe());
     named_function(name);
+    if (ascii_lower(name) == "set_config") search_path_by_function(call);
     if ((function_classes(ascii_lower(name)) & bit(C::QueryInString)) == 0) return;
     sj::dom::array args;
     if (call["args"].get_array().get(args) == sj::SUCCESS) {
       for (sj::dom::element a : args) string_argument(a);
     }
+  }
+
+  // set_config('search_path', value, ...): the schemas, like SET's; a setting name or value
+  // computed at run time is a search_path nobody can read here (an empty entry).
+  void search_path_by_function(sj::dom::element call) {
+    sj::dom::array args;
+    std::string_view setting, value;
+    auto constant = [](sj::dom::element a, std::string_view& out) {
+      sj::dom::element inner;
+      while (a["TypeCast"]["arg"].get(inner) == sj::SUCCESS) a = inner;
+      return a["A_Const"]["sval"]["sval"].get_string().get(out) == sj::SUCCESS;
+    };
+    if (call["args"].get_array().get(args) != sj::SUCCESS || args.size() < 2 ||
+        !constant(args.at(0).value_unsafe(), setting)) {
+      out.search_path.emplace_back();
+      return;
+    }
+    if (ascii_lower(setting) != "search_path") return;
+    if (!constant(args.at(1).value_unsafe(), value)) {
+      out.search_path.emplace_back();
+      return;
+    }
+    for (std::string& schema : split_search_path(value))
+      out.search_path.push_back(std::move(schema));
   }
 
   // An argument of a function that reads what a string names: a constant that parses as SQL is

@@ -206,6 +206,7 @@ pr::Result<std::shared_ptr<const Policy>> Policy::parse(std::string_view json,
         table_literals.push_back(rel == "*" ? name.substr(0, name.size() - 2) : rel);
         table_literals.emplace_back("pg_stat");  // the statistics views (statistics_view)
         table_literals.emplace_back("search_path");
+        table_literals.emplace_back("set_config");  // set_config(computed, ...)
       }
       if (!r.denylist.empty()) {
         std::vector<const char*> exprs;
@@ -434,6 +435,22 @@ Decision PolicyEngine::decide(const Rule& rule, const Analysis& a) {
   // An unqualified name resolves through the search_path: one that reaches a forbidden schema
   // ("schema.*") would make every unqualified name a possible reference. ("schema.table"
   // entries match unqualified names whatever the path.)
+  const bool whole_schema = std::any_of(
+      rule.forbidden_tables.begin(), rule.forbidden_tables.end(),
+      [](const std::string& f) { return f.size() > 2 && f.compare(f.size() - 2, 2, ".*") == 0; });
+  const bool settings_written =
+      (a.classes & (bit(StatementClass::Update) | bit(StatementClass::Insert) |
+                    bit(StatementClass::Merge))) != 0 &&
+      (std::find(a.tables.begin(), a.tables.end(), "pg_settings") != a.tables.end() ||
+       std::find(a.tables.begin(), a.tables.end(), "pg_catalog.pg_settings") != a.tables.end());
+  if (whole_schema && (settings_written || std::find(a.search_path.begin(), a.search_path.end(),
+                                                     std::string()) != a.search_path.end())) {
+    d.action = Action::Deny;
+    d.reason =
+        "search_path set to a value pgwarden cannot read (set_config with a computed "
+        "argument, or pg_settings): it may reach forbidden tables";
+    return d;
+  }
   for (const std::string& schema : a.search_path) {
     for (const std::string& f : rule.forbidden_tables) {
       if (f.size() == schema.size() + 2 && f.compare(0, schema.size(), schema) == 0 &&

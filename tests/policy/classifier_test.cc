@@ -370,6 +370,29 @@ TEST(PolicyExample, ShippedExampleParsesAndDecidesSensibly) {
   EXPECT_FALSE((*p)->match("someone", {})->replication);
 }
 
+// Found by an attack: the search_path changed by set_config or pg_settings, not SET.
+TEST(PolicyRules, ForbiddenSchemaHoldsWhateverChangesTheSearchPath) {
+  auto p = Policy::parse(R"({"rules":[{"name":"r","forbidden_tables":["hr.*"]}]})", "p.json");
+  ASSERT_TRUE(p.ok()) << p.error().message;
+  PolicyEngine e;
+  const Rule* rule = &(*p)->rules()[0];
+  for (const char* sql :
+       {"SELECT set_config('search_path', 'hr', false)",
+        "SELECT set_config('Search_Path', 'public, \"hr\"', true)",
+        "SELECT set_config(name, 'x', false) FROM pg_settings",
+        "SELECT set_config('search_path', current_setting('search_path') || ',hr', false)",
+        "DO $$ BEGIN PERFORM set_config('search_path', 'hr', false); END $$",
+        "UPDATE pg_settings SET setting = 'hr' WHERE name = 'search_path'",
+        "UPDATE pg_catalog.pg_settings SET setting = 'x' WHERE name = 'search' || '_path'"}) {
+    EXPECT_EQ(e.judge(**p, rule, sql).action, Action::Deny) << sql;
+  }
+  for (const char* sql : {"SELECT set_config('search_path', 'public, app', false)",
+                          "SELECT set_config('application_name', 'x', false)",
+                          "SELECT setting FROM pg_settings WHERE name = 'search_path'"}) {
+    EXPECT_EQ(e.judge(**p, rule, sql).action, Action::Allow) << sql;
+  }
+}
+
 TEST(PolicyParse, ReplicationMustBeABoolean) {
   auto p = Policy::parse(R"({"rules":[{"name":"r","replication":"yes"}]})", "p.json");
   ASSERT_FALSE(p.ok());

@@ -238,6 +238,24 @@ test("forbidden_tables holds whatever the role's or database's default search_pa
     assert.equal((await asPather('SELECT 1 AS one')).rows[0].one, 1);
     const gone = await asPather('SELECT who FROM pay').catch((x) => x);
     assert.equal(gone.code, '42P01');
+    // Nor can the session change its path by other means than SET (found by an attack).
+    for (const sql of ["SELECT set_config('search_path', 'hr_j', false)",
+      "SELECT set_config('SEARCH_PATH', 'public, hr_j', true)",
+      "SELECT set_config(name, 'hr_j', false) FROM pg_settings WHERE name = 'search_path'",
+      "SELECT set_config('search_path', setting || ', hr_j', false) FROM pg_settings WHERE name = 'search_path'",
+      "DO $$ BEGIN PERFORM set_config('search_path', 'hr_j', false); END $$",
+      "UPDATE pg_settings SET setting = 'hr_j' WHERE name = 'search_path'",
+      "UPDATE pg_settings SET setting = 'hr_j' WHERE name = 'search' || '_path'"]) {
+      await withClient(gw.port, async (c) => {
+        const r = await c.query(sql).catch((x) => x);
+        assert.ok(r instanceof Error, `${sql} ran`);
+        assert.equal(r.code, '42501', `${sql}: ${r.message}`);
+        const after = await c.query('SELECT who FROM pay').catch((x) => x);
+        assert.equal(after.code, '42P01', `${sql}: the path reached hr_j`);
+      }, { user: 'j_path', password: 'j-path-pw' });
+    }
+    // Other settings through set_config are as before.
+    assert.equal((await asPather("SELECT set_config('application_name', 'x', false) AS v")).rows[0].v, 'x');
   } finally {
     await direct('DROP SCHEMA IF EXISTS j_path CASCADE; REVOKE ALL ON hr_j.pay FROM j_path; REVOKE ALL ON SCHEMA hr_j FROM j_path; DROP ROLE IF EXISTS j_path');
   }
