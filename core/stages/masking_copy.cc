@@ -41,12 +41,6 @@ bool MaskingStage::prepare_copy(FrontendMessage& m, const MaskProfile& p) {
     // Settings in flight (client_encoding) and the transaction state must be known first.
     m.verdict = Verdict::Defer;
     return false;
-  } else if (model.tx_status() == 'I') {
-    // Its description and its rows must come from one snapshot under the same locks: otherwise
-    // another session could change a relation's columns in between.
-    why =
-        "run it inside a transaction block (BEGIN ... COMMIT), so that what pgwarden describes "
-        "is what it copies";
   } else if (copy_) {
     why = "another COPY TO is in flight";
   } else if (m.view.text.find('\\') != std::string_view::npos) {
@@ -67,6 +61,11 @@ bool MaskingStage::prepare_copy(FrontendMessage& m, const MaskProfile& p) {
   copy_ = std::make_unique<CopyOut>();
   copy_->format = copy->format;
   copy_->reads = reads_for(copy->select_text);
+  // Its description and its rows must come from one transaction, under the describing Parse's
+  // locks: otherwise another session could change a relation's columns in between. A client
+  // outside a transaction block gets one of pgwarden's own around the two (its COPY's
+  // ReadyForQuery says idle, as it would have; what it sends next waits until it is closed).
+  copy_->wrapped = model.tx_status() == 'I';
   std::basic_string<std::byte> msg;
   auto send = [&] {
     const pr::Request* r = host_.send_own(msg, kOwnerMasking);
@@ -75,6 +74,10 @@ bool MaskingStage::prepare_copy(FrontendMessage& m, const MaskProfile& p) {
     if (copy_->first_id == 0) copy_->first_id = r->id;
     copy_->last_id = r->id;
   };
+  if (copy_->wrapped) {
+    pr::append_query(msg, "BEGIN");
+    send();
+  }
   pr::append_parse(msg, name, copy->select_text);
   send();
   pr::append_describe(msg, 'S', name);
@@ -98,6 +101,7 @@ void MaskingStage::on_copy_describe(BackendMessage& m) {
       return;
     case pr::be::kErrorResponse:
       copy_->failed = true;  // the COPY fails the same way, or is stopped at its first reply
+      if (copy_->error.empty()) copy_->error.assign(m.whole.data(), m.whole.size());
       return;
     case pr::be::kReadyForQuery:
       copy_->described = !copy_->rd.empty();
@@ -130,6 +134,34 @@ void MaskingStage::start_copy(BackendMessage& m, const MaskProfile& p) {
   copy_rules_ = true;
   copy_rules_header_ =
       copy_->format.kind == policy::CopyFormat::Kind::Binary || copy_->format.header;
+}
+
+// In pgwarden's block a failed describe leaves the block failed, and the COPY then says only
+// that (25P02): the client gets the describe's error instead, which is the COPY's own (the
+// same names resolved the same way).
+bool MaskingStage::copy_error(BackendMessage& m, const MaskProfile& p) {
+  if (!copy_ || !copy_->failed || copy_->error.empty() || m.request() == nullptr ||
+      copy_->request != m.request()->id) {
+    return false;
+  }
+  const auto e = pr::read_error(m.whole);
+  if (!e || e->sqlstate != "25P02") return false;
+  if (!host_.core().masker->mask_error(p, copy_->error, out_)) out_ = copy_->error;
+  replace(m);
+  return true;
+}
+
+// The COPY's ReadyForQuery, in pgwarden's block: the client hears "idle", as it would have
+// without the block, and pgwarden's COMMIT (a ROLLBACK after an error) closes it.
+void MaskingStage::end_copy_block(BackendMessage& m) {
+  out_.assign(m.whole.data(), m.whole.size());
+  if (out_.size() > 5) out_[5] = static_cast<std::byte>('I');
+  replace(m);
+  std::basic_string<std::byte> commit;
+  pr::append_query(commit, "COMMIT");
+  const pr::Request* r = host_.send_own(commit, kOwnerMasking);
+  copy_commit_id_ = r != nullptr ? r->id : 0;
+  copy_->wrapped = false;
 }
 
 bool MaskingStage::mask_copy_fields(BackendMessage& m, std::string_view& payload) {

@@ -178,6 +178,7 @@ void MaskingStage::portals_ended(std::uint64_t before) {
 void MaskingStage::on_retired(const pr::Request& r) {
   by_request_.erase(r.id);
   if (copy_ && copy_->request == r.id) copy_.reset();
+  if (r.id == copy_commit_id_) copy_commit_id_ = 0;
   // A Parse or Bind the server did not carry out (it failed, or was skipped after an error):
   // its name does not mean what was kept for it.
   if (r.failed || r.state == pr::RequestState::Skipped) {

@@ -116,6 +116,12 @@ void MaskingStage::send_catalog_query() {
 }
 
 void MaskingStage::on_frontend(FrontendMessage& m) {
+  if (m.verdict != Verdict::Fail && ((copy_ && copy_->wrapped) || copy_commit_id_ != 0)) {
+    // A COPY in a transaction block of pgwarden's own: whatever follows (refused or not) waits
+    // until the block is closed, and is judged then.
+    m.verdict = Verdict::Defer;
+    return;
+  }
   const MaskProfile* p = profile();
   if (p == nullptr) return;
   if (!p->columns.empty()) {
@@ -175,7 +181,15 @@ void MaskingStage::on_frontend_done(FrontendMessage& m, pr::Request* r) {
     if (r != nullptr && m.verdict == Verdict::Forward) {
       copy_->request = r->id;
     } else {
-      copy_.reset();  // refused after all (or held): its description is not needed
+      // Refused after all (a full recording): its description is not needed, and pgwarden's
+      // block around it is closed.
+      if (copy_->wrapped) {
+        std::basic_string<std::byte> commit;
+        pr::append_query(commit, "COMMIT");
+        const pr::Request* c = host_.send_own(commit, kOwnerMasking);
+        copy_commit_id_ = c != nullptr ? c->id : 0;
+      }
+      copy_.reset();
     }
   }
   if (m.decision == nullptr || (m.decision->classes & kCatalogChanging) == 0) return;
@@ -186,7 +200,9 @@ void MaskingStage::on_frontend_done(FrontendMessage& m, pr::Request* r) {
 void MaskingStage::on_own_reply(BackendMessage& m) {
   const pr::Request& r = *m.request();
   m.verdict = Verdict::Drop;
-  if (r.kind != pr::RequestKind::Query && r.kind != pr::RequestKind::DescribePortal) {
+  if (r.id == copy_commit_id_) return;  // the COMMIT that ends a COPY's own block
+  if ((r.kind != pr::RequestKind::Query && r.kind != pr::RequestKind::DescribePortal) ||
+      (copy_ && r.id >= copy_->first_id && r.id <= copy_->last_id)) {
     on_copy_describe(m);
     return;
   }
@@ -401,6 +417,7 @@ void MaskingStage::on_backend(BackendMessage& m) {
       return;
     case pr::be::kErrorResponse:
     case pr::be::kNoticeResponse:
+      if (m.type == pr::be::kErrorResponse && copy_error(m, *p)) return;
       if (!p->columns.empty() && withhold_error(m, *p)) return;
       if (host_.core().masker->mask_error(*p, m.whole, out_)) replace(m);
       return;
@@ -432,6 +449,10 @@ void MaskingStage::on_backend(BackendMessage& m) {
       mask_copy_data(m, *p);
       return;
     case pr::be::kReadyForQuery:
+      if (copy_ && copy_->wrapped && m.request() != nullptr && copy_->request == m.request()->id) {
+        end_copy_block(m);
+        return;
+      }
       // Outside a transaction block every portal is gone (they end with their transaction).
       if (m.whole.size() > 5 && static_cast<char>(m.whole[5]) == 'I' && m.request() != nullptr) {
         portals_ended(m.request()->id);

@@ -78,6 +78,8 @@ class MaskingStage final : public Stage {
   void on_copy_describe(BackendMessage& m);
   void start_copy(BackendMessage& m, const policy::MaskProfile& p);
   bool mask_copy_fields(BackendMessage& m, std::string_view& payload);
+  void end_copy_block(BackendMessage& m);
+  bool copy_error(BackendMessage& m, const policy::MaskProfile& p);
 
   StageHost& host_;
   std::uint64_t policy_id_ = 0;
@@ -119,13 +121,16 @@ class MaskingStage final : public Stage {
     std::uint64_t first_id = 0, last_id = 0;  // the describing requests
     std::string rd;                           // the RowDescription of its rows
     bool described = false;
+    bool wrapped = false;  // in a transaction block pgwarden opened for it (client was idle)
+    std::basic_string<std::byte> error;  // the describe's ErrorResponse, when it failed
     bool failed = false;
   };
   std::unique_ptr<CopyOut> copy_;  // the COPY TO under column rules in flight
   policy::ResultPlan copy_plan_;
-  bool copy_rules_ = false;         // the COPY now sending rows is masked field by field
-  bool copy_rules_header_ = false;  // its header is still to come
-  std::uint64_t copy_count_ = 0;    // names pgwarden's describing statements
+  bool copy_rules_ = false;           // the COPY now sending rows is masked field by field
+  bool copy_rules_header_ = false;    // its header is still to come
+  std::uint64_t copy_count_ = 0;      // names pgwarden's describing statements
+  std::uint64_t copy_commit_id_ = 0;  // the COMMIT ending a COPY's block, until answered
   std::string copy_row_;
   bool copy_header_ = false;  // the binary COPY in progress has not sent its header yet
   std::basic_string<std::byte> out_;

@@ -98,8 +98,8 @@ function chunk() {
       const copy = !denied && !batchOpen && !copied && chance(0.15);
       copied = copied || copy;
       if (copy) {
-        // Inside a transaction block, as column rules require (a BEGIN inside one only warns).
-        for (const q of ['BEGIN', pick(COPIES), 'COMMIT']) both(query(q));
+        // Alone (pgwarden opens a block of its own around it) or inside the client's block.
+        for (const q of chance(0.5) ? [pick(COPIES)] : ['BEGIN', pick(COPIES), 'COMMIT']) both(query(q));
         unnamedRefused = false;
         continue;
       }
