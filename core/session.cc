@@ -77,7 +77,8 @@ void Session::build_chains() noexcept {
     retired_.add(&policy_);
     if (policy_.checks_search_path()) back_.add(&policy_);  // its own query's replies
   }
-  masking_engaged_ = masking_.profile() != nullptr || model_.own_in_flight() != 0;
+  masking_engaged_ =
+      masking_.profile() != nullptr || model_.own_in_flight() != 0 || masking_.copy_in_flight();
   record_rows_ = recording_ && w_.config().record_rows != 0;
   if (!masking_engaged_) masking_.trim();
   if (masking_engaged_) {

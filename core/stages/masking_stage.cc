@@ -409,6 +409,12 @@ void MaskingStage::on_backend(BackendMessage& m) {
     on_own_reply(m);
     return;
   }
+  // pgwarden's block around a COPY is closed whatever became of the profile meanwhile.
+  if (m.type == pr::be::kReadyForQuery && copy_ && copy_->wrapped && r != nullptr &&
+      copy_->request == r->id) {
+    end_copy_block(m);
+    return;
+  }
   const MaskProfile* p = profile();
   if (p == nullptr || m.verdict != Verdict::Forward) return;
   switch (m.type) {
@@ -449,10 +455,6 @@ void MaskingStage::on_backend(BackendMessage& m) {
       mask_copy_data(m, *p);
       return;
     case pr::be::kReadyForQuery:
-      if (copy_ && copy_->wrapped && m.request() != nullptr && copy_->request == m.request()->id) {
-        end_copy_block(m);
-        return;
-      }
       // Outside a transaction block every portal is gone (they end with their transaction).
       if (m.whole.size() > 5 && static_cast<char>(m.whole[5]) == 'I' && m.request() != nullptr) {
         portals_ended(m.request()->id);

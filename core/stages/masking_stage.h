@@ -43,6 +43,9 @@ class MaskingStage final : public Stage {
   bool reads_data() { return catalog_pending_ || profile() != nullptr; }
   // A profile applies: statements must be classified (COPY TO and its options, DDL).
   bool needs_classes() { return profile() != nullptr; }
+  // A COPY it described, or the block it opened for one, is still in flight: the stage stays in
+  // the chains until they are done, whatever a reload did to the profile.
+  bool copy_in_flight() const noexcept { return copy_ != nullptr || copy_commit_id_ != 0; }
   // For the recording's session start: the profile, "exempt (NAME)" or "none".
   std::string label();
 

@@ -345,6 +345,34 @@ test('a reload changes masking for an open session', async () => {
   }
 });
 
+test("a reload that drops the caller's profile during a COPY pgwarden wrapped still closes its block", async () => {
+  const w = new Wire(gw.port);
+  w.keepRows = true;
+  await w.connected();
+  w.write(startupPacket({ user: 'trusted', database: 'postgres' }));
+  assert.equal((await w.next(['Z', 'E'])).type, 'Z');
+  try {
+    // Rows come after a second's sleep: the reload lands while the COPY runs in pgwarden's block.
+    w.write(message('Q', Buffer.from('COPY (SELECT id, ssn, pg_sleep(0.5) FROM mask_customers ORDER BY id) TO STDOUT\0')));
+    await sleep(300);
+    writeFileSync(policyFile(), JSON.stringify({ masking: POLICY.masking.filter((m) => m.name !== 'everyone') }));
+    gw.kill('SIGHUP');
+    const z = await w.next(['Z'], 10000);
+    assert.equal(z.body.toString('latin1'), 'I'); // idle, as without the block
+    // The block was closed: the next statement runs in a transaction of its own.
+    w.write(message('Q', Buffer.from('SELECT now() = statement_timestamp() AS own\0')));
+    const row = await w.next(['D', 'E'], 10000);
+    assert.equal(row.type, 'D');
+    assert.equal(row.body.toString('latin1', 6), 't');
+    assert.equal((await w.next(['Z'])).body.toString('latin1'), 'I');
+  } finally {
+    w.end();
+    writeFileSync(policyFile(), JSON.stringify(POLICY));
+    gw.kill('SIGHUP');
+    await sleep(300);
+  }
+});
+
 test('the recording holds no raw value; sessions are marked with their profile', async () => {
   // Rows (--record-rows), statements and parameters, errors: grep every segment file.
   await sleep(300); // batch durability flushes every few ms
