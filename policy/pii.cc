@@ -348,37 +348,6 @@ const char* pii_kind_name(PiiKind k) {
 
 namespace {
 
-bool is_word(char c) {
-  return is_digit(c) || is_upper(c) || (c >= 'a' && c <= 'z') || c == '_';
-}
-
-// The precise condition, one pass: an '@' (e-mail), a '+' before a digit (international phone),
-// 9 digits in one run of digits and " .()-/" (card, SSN, national phone), or two capitals after
-// a word boundary followed by two digits (IBAN).
-bool builtin_shape(std::string_view v) noexcept {
-  std::size_t run_digits = 0;
-  for (std::size_t i = 0; i < v.size(); ++i) {
-    const char c = v[i];
-    if (is_digit(c)) {
-      if (++run_digits >= 9) return true;
-      continue;
-    }
-    if (c == ' ' || c == '.' || c == '(' || c == ')' || c == '-' || c == '/') continue;
-    run_digits = 0;
-    if (c == '@') return true;
-    if (c == '+' && i + 1 < v.size() && is_digit(v[i + 1])) return true;
-    if (is_upper(c) && i + 3 < v.size() && is_upper(v[i + 1]) && is_digit(v[i + 2]) &&
-        is_digit(v[i + 3]) && (i == 0 || !is_word(v[i - 1]))) {
-      return true;
-    }
-  }
-  return false;
-}
-
-}  // namespace
-
-namespace {
-
 // The ASCII character a UTF-8 look-alike at v[i] stands for (its length in `len`), or 0.
 char lookalike_at(std::string_view v, std::size_t i, std::size_t& len) noexcept {
   const auto at = [&](std::size_t k) { return static_cast<unsigned char>(v[i + k]); };
@@ -459,22 +428,6 @@ bool has_lookalikes(std::string_view value) noexcept {
     if (decoded_at(value, i, len) != 0) return true;
   }
   return false;
-}
-
-bool may_hold_builtin_pii(std::string_view value) noexcept {
-  if (value.size() < 6) return false;  // "a@b.co" is the shortest finding
-  // First a branch-free count (the compiler vectorises it), then the precise shape.
-  std::size_t digits = 0, at = 0, upper = 0, high = 0;
-  for (const char c : value) {
-    const auto u = static_cast<unsigned char>(c);
-    digits += static_cast<unsigned char>(u - '0') < 10;
-    upper += static_cast<unsigned char>(u - 'A') < 26;
-    at += u == '@';
-    high += u >= 0xC2 || u == '%' || u == '&' || u == '\\';
-  }
-  if (high != 0 && has_lookalikes(value)) return true;  // the scan decodes them
-  if (at == 0 && digits < 8 && (value.size() < 15 || upper < 2 || digits < 2)) return false;
-  return builtin_shape(value);
 }
 
 bool luhn_valid(std::string_view digits) {

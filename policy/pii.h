@@ -35,6 +35,10 @@ struct PiiFinding {
 // before a digit, 9 digits in one run of digits and separators, or an IBAN's start (two
 // capitals after a word boundary, two digits). Values failing it skip the Hyperscan scan.
 bool may_hold_builtin_pii(std::string_view value) noexcept;
+namespace detail {
+// The same condition one byte at a time: the definition the vectorised gate is tested against.
+bool may_hold_builtin_pii_scalar(std::string_view value) noexcept;
+}  // namespace detail
 // Whether `value` holds a Unicode look-alike of a character the detectors read (a no-break or
 // other space, a dash, a fullwidth digit, plus or at sign) or an escape of a printable ASCII
 // character (URL %XX, HTML &#NN; / &#xHH;, JSON \uXXXX): such values are scanned decoded.

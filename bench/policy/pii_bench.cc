@@ -85,6 +85,54 @@ void BM_MemchrCleanBlock(benchmark::State& state) {
 }
 BENCHMARK(BM_MemchrCleanBlock);
 
+// The per-value gate alone (vectorised, and its scalar definition), per value of each kind the
+// clean rows above hold: short words, ids, a digit-rich note that reaches the shape checks, and
+// (3) a 1 KiB paragraph of prose with a few numbers in it.
+void gate_values(benchmark::State& state, bool (*gate)(std::string_view) noexcept) {
+  std::vector<std::string> values;
+  for (std::size_t i = 0; i < 1024; ++i) {
+    switch (state.range(0)) {
+      case 0:
+        values.push_back("customer " + std::to_string(i % 977));
+        break;
+      case 1:
+        values.push_back(std::to_string(100000 + i));
+        break;
+      case 2:
+        values.push_back("order " + std::to_string(i) +
+                         " packed in warehouse 7, carrier ups, tracking 1Z999AA1" +
+                         std::to_string(1000000 + i));
+        break;
+      default: {
+        std::string text;
+        while (text.size() < 1024) {
+          text += "The customer called on " + std::to_string(1 + i % 28) + " March about order " +
+                  std::to_string(4000 + i) +
+                  ", which arrived late; the replacement ships from the Leeds depot in 3 days. ";
+        }
+        values.push_back(std::move(text));
+      }
+    }
+  }
+  std::size_t bytes = 0;
+  for (const auto& v : values) bytes += v.size();
+  for (auto _ : state) {
+    std::size_t n = 0;
+    for (const auto& v : values) n += gate(v);
+    benchmark::DoNotOptimize(n);
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(values.size() * state.iterations()));
+  state.SetBytesProcessed(static_cast<std::int64_t>(bytes * state.iterations()));
+}
+void BM_PiiGate(benchmark::State& state) {
+  gate_values(state, &may_hold_builtin_pii);
+}
+void BM_PiiGateScalar(benchmark::State& state) {
+  gate_values(state, &detail::may_hold_builtin_pii_scalar);
+}
+BENCHMARK(BM_PiiGate)->Arg(0)->Arg(1)->Arg(2)->Arg(3);
+BENCHMARK(BM_PiiGateScalar)->Arg(0)->Arg(1)->Arg(2)->Arg(3);
+
 // libphonenumber's cost per phone number nobody asked about before (the detectors keep recent
 // answers per core): international, and national for the default regions.
 void BM_PhoneValidateDistinct(benchmark::State& state) {

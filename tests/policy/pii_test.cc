@@ -7,6 +7,7 @@
 
 #include <cstdio>
 #include <fstream>
+#include <random>
 
 namespace pgwarden::policy {
 namespace {
@@ -104,6 +105,47 @@ TEST(PiiScanner, FindsEveryValueInOrderAndSurvivesHostileInput) {
         std::string(20000, '@'), std::string(30000, ' ')}) {
     EXPECT_TRUE(scanner.scan(hostile, **detectors, found));
   }
+}
+
+// The vectorised gate computes exactly what its scalar definition does, on values built from the
+// bytes the gate tells apart, at every length around its 16- and 64-byte blocks, with every
+// pattern placed across a block boundary.
+TEST(PiiGate, VectorisedEqualsScalar) {
+  const std::string alphabet =
+      std::string("0123456789 .()-/@+AZaz_,:x%&\\") + "\xc2\xa0\xef\xbc\x91";
+  std::mt19937 rng(20261202);
+  int tried = 0, positive = 0;
+  for (int round = 0; round < 200000; ++round) {
+    const std::size_t len = rng() % 200;
+    std::string v;
+    // Mostly digits and separators (long runs) or mostly letters, so both answers occur.
+    const bool digity = rng() % 2 == 0;
+    for (std::size_t i = 0; i < len; ++i) {
+      v.push_back(digity && rng() % 4 != 0 ? "0123456789 -"[rng() % 12]
+                                           : alphabet[rng() % alphabet.size()]);
+    }
+    const bool want = detail::may_hold_builtin_pii_scalar(v);
+    ASSERT_EQ(may_hold_builtin_pii(v), want) << "value of " << v.size() << " bytes: " << v;
+    ++tried;
+    positive += want;
+  }
+  // Each shape with its first byte at every offset around the block boundaries.
+  for (const std::string shape : {"123 456 789", "+1", "xGB82", "a@b", "12345678-9", "\xc2\xa0"}) {
+    for (std::size_t at = 0; at < 140; ++at) {
+      for (const char fill : {'x', '1', ' ', 'A'}) {
+        std::string v(at, fill);
+        v += shape;
+        v += std::string(at % 7, fill == '1' ? 'y' : fill);
+        ASSERT_EQ(may_hold_builtin_pii(v), detail::may_hold_builtin_pii_scalar(v)) << v;
+        ++tried;
+      }
+    }
+  }
+  // Both answers were exercised, not one of them only.
+  EXPECT_GT(positive, 1000);
+  EXPECT_LT(positive, tried - 1000);
+  std::printf("[ gate      ] %d values, %d may hold PII: vectorised == scalar on all\n", tried,
+              positive);
 }
 
 }  // namespace
