@@ -26,7 +26,9 @@ bool node(element e, const char* type, element& out) {
   return e.type() == sj::dom::element_type::OBJECT && child(e, type, out);
 }
 
-// Names a whole row may be written with: relations, their aliases, CTEs.
+// Names a whole row of a table may be written with: relations, their aliases, joins' aliases,
+// CTEs. Not the aliases of subqueries and functions in FROM: the whole row of one of those is what
+// it computes, which its reads already hold (a name also used for a table stays a table's).
 void relation_names(element e, std::vector<std::string>& out) {
   if (e.type() == sj::dom::element_type::ARRAY) {
     for (element c : sj::dom::array(e.get_array().value_unsafe())) relation_names(c, out);
@@ -38,6 +40,12 @@ void relation_names(element e, std::vector<std::string>& out) {
     if ((f.key == "relname" || f.key == "aliasname" || f.key == "ctename") &&
         f.value.get_string().get(s) == sj::SUCCESS) {
       out.emplace_back(s);
+    } else if ((f.key == "RangeSubselect" || f.key == "RangeFunction" ||
+                f.key == "RangeTableFunc") &&
+               f.value.type() == sj::dom::element_type::OBJECT) {
+      for (auto g : sj::dom::object(f.value.get_object().value_unsafe())) {
+        if (g.key != "alias") relation_names(g.value, out);
+      }
     } else {
       relation_names(f.value, out);
     }
@@ -86,8 +94,13 @@ bool statistics_relation(std::string_view name) {
 
 struct Walker {
   std::vector<std::string> relations;
+  // Whether `all` reads values (what an expression is computed from) or every name (conditions
+  // too). A value is not computed from what only decides which rows or in what order: a
+  // subquery's conditions, a window's PARTITION BY and ORDER BY (inference through those is out
+  // of reach, as through WHERE).
+  bool values = true;
 
-  // Every column named under `e`.
+  // Every column named under `e` (see `values`).
   void all(element e, ReadSet& into) {
     if (e.type() == sj::dom::element_type::ARRAY) {
       for (element c : sj::dom::array(e.get_array().value_unsafe())) all(c, into);
@@ -97,6 +110,20 @@ struct Walker {
     for (auto f : sj::dom::object(e.get_object().value_unsafe())) {
       if (f.key == "ColumnRef") {
         column_ref(f.value, into);
+        continue;
+      }
+      if (values && f.key == "SubLink") {
+        element part;
+        if (child(f.value, "testexpr", part)) all(part, into);  // x IN (...), x = ANY (...)
+        if (child(f.value, "subselect", part)) produced(part, into);
+        continue;
+      }
+      // A window: FuncCall's "over" (unwrapped), or a WINDOW clause's WindowDef.
+      if (values && (f.key == "over" || f.key == "WindowDef") &&
+          f.value.type() == sj::dom::element_type::OBJECT) {
+        for (auto g : sj::dom::object(f.value.get_object().value_unsafe())) {
+          if (g.key != "partitionClause" && g.key != "orderClause") all(g.value, into);
+        }
         continue;
       }
       if (f.key == "FuncCall" &&
@@ -316,7 +343,9 @@ struct Walker {
     relations.clear();
     relation_names(stmt, relations);
     for (std::string& r : relations) r = ascii_lower(r);
+    values = false;
     all(stmt, out.anywhere);
+    values = true;
     copied(stmt, out.copied);
     exported(stmt, out.exported);
     element s;
@@ -494,6 +523,18 @@ ComputedRules computed_rules(const MaskProfile& p, const StatementReads& s) {
     out.any = rule->action;
   }
   return out;
+}
+
+ReadsRefusal refusal_of(const MaskProfile& p, const StatementReads& s) {
+  if (p.columns.empty()) return {};
+  if (s.code) return {ReadsRefusal::Code};
+  if (s.statistics) return {ReadsRefusal::Statistics};
+  for (const ReadSet* set : {&s.copied, &s.exported}) {
+    if (const ColumnRule* rule = rule_reading(p, *set); rule != nullptr) {
+      return {ReadsRefusal::Stores, rule, set};
+    }
+  }
+  return {};
 }
 
 }  // namespace pgwarden::policy

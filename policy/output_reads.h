@@ -9,6 +9,7 @@
 // could be read back unmasked (a table, a setting, a notification). Sans-I/O.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -51,5 +52,15 @@ const ColumnRule* rule_reading(const MaskProfile& p, const ReadSet& r);
 
 // The column rules for the computed output columns of a result of `s` (see ComputedRules).
 ComputedRules computed_rules(const MaskProfile& p, const StatementReads& s);
+
+// Why `s` is refused while the column rules of `p` apply: it runs code pgwarden does not read, it
+// reads the planner's statistics, or it stores a masked column's value where it could be read
+// back unmasked (`rule` and `set` then say which value).
+struct ReadsRefusal {
+  enum Why : std::uint8_t { None, Code, Statistics, Stores } why = None;
+  const ColumnRule* rule = nullptr;
+  const ReadSet* set = nullptr;
+};
+ReadsRefusal refusal_of(const MaskProfile& p, const StatementReads& s);
 
 }  // namespace pgwarden::policy

@@ -75,30 +75,27 @@ bool MaskingStage::refuse_copying(FrontendMessage& m, const MaskProfile& p) {
   if (!m.view.query) return false;
   pending_ = reads_for(m.view.text);
   for (const policy::StatementReads& s : *pending_) {
-    const char* why = s.code         ? "runs code pgwarden does not read (DO, or a function, rule "
-                                       "or trigger it defines), which could compute from a masked "
-                                       "column out of sight"
-                      : s.statistics ? "reads the planner's statistics, which hold sample values "
-                                       "of every column"
-                                     : nullptr;
-    if (why != nullptr) {
+    const policy::ReadsRefusal r = policy::refusal_of(p, s);
+    if (r.why == policy::ReadsRefusal::None) continue;
+    if (r.why == policy::ReadsRefusal::Stores) {
       m.refuse(pr::sqlstate::kInsufficientPrivilege,
-               std::string("pgwarden: while the column rules of masking profile \"") + p.name +
-                   "\" apply, this statement is refused: it " + why);
-      pending_.reset();
-      return true;
-    }
-    for (const auto* set : {&s.copied, &s.exported}) {
-      const policy::ColumnRule* rule = policy::rule_reading(p, *set);
-      if (rule == nullptr) continue;
-      m.refuse(pr::sqlstate::kInsufficientPrivilege,
-               "pgwarden: the statement would store a value of " + name_of(*set, *rule) +
+               "pgwarden: the statement would store a value of " + name_of(*r.set, *r.rule) +
                    ", masked by profile \"" + p.name +
                    "\", where it could be read back unmasked (a table, a setting or a "
                    "notification)");
-      pending_.reset();
-      return true;
+    } else {
+      const char* why = r.why == policy::ReadsRefusal::Code
+                            ? "runs code pgwarden does not read (DO, or a function, rule or "
+                              "trigger it defines), which could compute from a masked column out "
+                              "of sight"
+                            : "reads the planner's statistics, which hold sample values of every "
+                              "column";
+      m.refuse(pr::sqlstate::kInsufficientPrivilege,
+               std::string("pgwarden: while the column rules of masking profile \"") + p.name +
+                   "\" apply, this statement is refused: it " + why);
     }
+    pending_.reset();
+    return true;
   }
   return false;
 }

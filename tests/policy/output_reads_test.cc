@@ -4,6 +4,11 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <string>
+
 namespace pgwarden::policy {
 namespace {
 
@@ -204,6 +209,64 @@ TEST(OutputReads, StatementsOfAQueryStringAndBothBackslashReadings) {
   const auto b = statement_reads("SELECT 'a\\', lower(ssn) --' FROM people");
   ASSERT_EQ(b.size(), 1u);
   EXPECT_TRUE(computed_rules(p, b[0]).active());
+}
+
+// The corpus (tests/policy/data/computed_reads_corpus.txt): per class, the masked outputs,
+// withheld messages and refusals found (detection) and those given where nothing was to be
+// (false positives), reported and held to >= 99 % and <= 1 %. Each case must also hold on its own.
+TEST(OutputReads, CorpusDetectionAndFalsePositivesPerClass) {
+  std::ifstream in(std::string(PGW_TEST_DATA) + "/computed_reads_corpus.txt");
+  ASSERT_TRUE(in.good());
+  const MaskProfile p = profile();
+  struct Tally {
+    int positives = 0, found = 0, negatives = 0, false_positives = 0;
+  };
+  std::map<std::string, Tally> by_class;
+  std::string line;
+  int cases = 0;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    const auto t1 = line.find('\t'), t2 = line.find('\t', t1 + 1);
+    ASSERT_NE(t2, std::string::npos) << line;
+    const std::string cls = line.substr(0, t1), expect = line.substr(t1 + 1, t2 - t1 - 1),
+                      sql = line.substr(t2 + 1);
+    ++cases;
+    Tally& t = by_class[cls];
+    const StatementReads s = one(sql.c_str());
+    const bool refused = refusal_of(p, s).why != ReadsRefusal::None;
+    const auto score = [&t](bool want, bool got) {
+      (want ? t.positives : t.negatives)++;
+      if (want && got) ++t.found;
+      if (!want && got) ++t.false_positives;
+    };
+    score(expect == "refuse", refused);
+    EXPECT_EQ(refused, expect == "refuse") << sql;
+    if (expect == "refuse") continue;
+    const std::string outputs = expect.substr(0, expect.find(' '));
+    const bool withheld = outputs.find('M') != std::string::npos || expect.ends_with(" w");
+    const ComputedRules r = computed_rules(p, s);
+    for (std::size_t i = 0; i < outputs.size(); ++i) {
+      const auto& rule = i < r.by_position.size() ? r.by_position[i] : r.any;
+      score(outputs[i] == 'M', rule.has_value());
+      EXPECT_EQ(rule.has_value(), outputs[i] == 'M') << "output " << i + 1 << " of " << sql;
+    }
+    const bool got_withheld = s.opaque || rule_reading(p, s.anywhere) != nullptr;
+    score(withheld, got_withheld);
+    EXPECT_EQ(got_withheld, withheld) << "messages withheld: " << sql;
+  }
+  EXPECT_GT(cases, 150);
+  for (const auto& [cls, t] : by_class) {
+    const double detection = t.positives == 0 ? 1.0 : double(t.found) / t.positives;
+    const double fp = t.negatives == 0 ? 0.0 : double(t.false_positives) / t.negatives;
+    std::printf(
+        "[ computed  ] %-14s detection %3d/%3d (%5.1f %%), false positives %3d/%3d (%4.1f %%)\n",
+        cls.c_str(), t.found, t.positives, 100 * detection, t.false_positives, t.negatives,
+        100 * fp);
+    EXPECT_GE(detection, 0.99) << cls;
+    EXPECT_LE(fp, 0.01) << cls;
+    EXPECT_GT(t.positives, 0) << cls << ": a class without a case to find";
+    EXPECT_GT(t.negatives, 0) << cls << ": a class without a lookalike";
+  }
 }
 
 }  // namespace

@@ -77,6 +77,15 @@ test('values computed from a masked column are masked; other computed values pas
   const results = await viaGateway('SELECT lower(name) AS a FROM mc_people ORDER BY id; SELECT md5(secret_code) AS b FROM mc_people');
   assert.deepEqual(results[0].rows.map((r) => r.a), ['carol', 'dave']);
   assert.ok(results[1].rows.every((r) => r.b === 'REDACTED'), JSON.stringify(results[1].rows));
+  // What only chooses rows or their order is no value read (inference through conditions is out
+  // of reach, as through WHERE): a subquery's condition, a window's ORDER BY, the whole row of a
+  // subquery or function that reads no masked column.
+  const lookalikes = await viaGateway(
+    'SELECT (SELECT count(*) FROM mc_people WHERE secret_code IS NOT NULL) AS n, ' +
+      'row_number() OVER (ORDER BY p.secret_code) AS r, row_to_json(x) AS j ' +
+      'FROM mc_people p JOIN (SELECT id, name FROM mc_people) x ON x.id = p.id ORDER BY p.id');
+  assert.deepEqual(lookalikes.rows.map((r) => [r.n, Number(r.r) > 0, r.j.name]),
+    [['2', true, 'Carol'], ['2', true, 'Dave']]);
 });
 
 test('extended protocol: unnamed and named prepared statements, re-executed, are masked the same', async () => {
