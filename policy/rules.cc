@@ -483,9 +483,11 @@ void PolicyEngine::adopt(const Policy& policy) {
   policy_id_ = policy.id();
 }
 
-ClassSet PolicyEngine::classes_of(const Policy& policy, std::string_view sql) {
+ClassSet PolicyEngine::classes_of(const Policy& policy, std::string_view sql, bool always_parse) {
   adopt(policy);
-  if (!classifier_.needs_parse(sql, policy.prefilter())) return Classifier::plain_read().classes;
+  if (!always_parse && !classifier_.needs_parse(sql, policy.prefilter())) {
+    return Classifier::plain_read().classes;
+  }
   // Parsed texts are cached by exact text (entries without a rule: judge() never matches them).
   Entry& e = cache_[std::hash<std::string_view>{}(sql) % kCacheSize];
   if (e.policy == policy.id() && e.rule == nullptr && e.text == sql) {

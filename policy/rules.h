@@ -92,10 +92,17 @@ class PolicyEngine {
 
   Decision judge(const Policy& policy, const Rule* rule, std::string_view sql);
   // The statement's classes when no rule judged it (masking needs to see COPY TO and DDL).
-  ClassSet classes_of(const Policy& policy, std::string_view sql);
+  ClassSet classes_of(const Policy& policy, std::string_view sql) {
+    return classes_of(policy, sql, false);
+  }
+  // The same, parsed even where the pre-filter would take the text for a plain read.
+  ClassSet parsed_classes_of(const Policy& policy, std::string_view sql) {
+    return classes_of(policy, sql, true);
+  }
   std::uint64_t cache_hits() const noexcept { return hits_; }
 
  private:
+  ClassSet classes_of(const Policy& policy, std::string_view sql, bool always_parse);
   struct Entry;
   void adopt(const Policy& policy);
   Decision decide(const Rule& rule, const Analysis& a);

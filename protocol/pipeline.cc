@@ -233,6 +233,16 @@ PipelineModel::Fate PipelineModel::fate(const FrontendView& v) const noexcept {
   }
 }
 
+bool PipelineModel::runs_in_flight() const noexcept {
+  for (std::size_t i = 0; i < count_; ++i) {
+    const RequestKind k = at(i).kind;
+    if (k == RequestKind::Query || k == RequestKind::Execute || k == RequestKind::FunctionCall) {
+      return true;
+    }
+  }
+  return false;
+}
+
 bool PipelineModel::execute_described(const FrontendView& execute) const noexcept {
   if (last_portal_ != execute.name || !last_shape_) return false;
   return last_kind_ == RequestKind::DescribePortal || last_kind_ == RequestKind::Execute;

@@ -200,6 +200,9 @@ class PipelineModel {
   // The request the server is answering now (a notice's, say), or null.
   const Request* answering() const noexcept { return const_cast<PipelineModel*>(this)->current(); }
   std::size_t in_flight() const noexcept { return count_; }
+  // A request in flight runs a statement (Query, Execute, FunctionCall): the transaction state
+  // the last ReadyForQuery gave may no longer be the server's.
+  bool runs_in_flight() const noexcept;
   // Requests of pgwarden's own (Origin::Gateway) in flight.
   std::size_t own_in_flight() const noexcept { return own_; }
   // Named statements and portals kept (bounded by Limits::max_names each).

@@ -178,7 +178,10 @@ bool PolicyStage::checks_search_path() {
 }
 
 // Before the first statement under such a rule (and again after a reload), the session's
-// search_path is read with a query of pgwarden's own; statements wait until it is answered.
+// search_path is read with a query of pgwarden's own; statements wait until it is answered. The
+// query is sent when nothing is in flight, so that the transaction state is known: in a failed
+// transaction it would fail itself, and there nothing runs but a transaction's end (or ROLLBACK
+// TO SAVEPOINT, after which everything runs again): checked once that has run.
 bool PolicyStage::search_path_pending(FrontendMessage& m) {
   const std::uint64_t id = host_.core().policy->id();
   if (path_ == PathCheck::None && path_policy_ != id) {
@@ -190,10 +193,34 @@ bool PolicyStage::search_path_pending(FrontendMessage& m) {
     return true;
   }
   if (path_ != PathCheck::Due) return false;
+  // Only what runs or prepares a statement waits: Sync, Flush, Describe and Close go on.
+  const pr::FrontendView& v = m.view;
+  if (!v.query && v.type != pr::fe::kBind && v.type != pr::fe::kExecute &&
+      v.type != pr::fe::kFunctionCall) {
+    return false;
+  }
   const pr::PipelineModel& model = host_.model();
-  // In a failed transaction every statement but its end fails: checked after it.
-  if (model.tx_status() == 'E') return false;
-  if (!model.answers_due() || model.input_barrier()) {
+  if (model.tx_status() == 'E' && !model.runs_in_flight()) {
+    // Still in the failed transaction: what runs next fails, or ends it (or rolls back to a
+    // savepoint); what follows it waits below until its answer says which. A Query's later
+    // statements would run at once: only transaction control may share one.
+    if (v.type != pr::fe::kQuery) return false;
+    const policy::ClassSet classes =
+        host_.core().engine->parsed_classes_of(*host_.core().policy, v.text);
+    if (classes != 0 && (classes & ~policy::bit(policy::StatementClass::Transaction)) == 0) {
+      return false;
+    }
+    m.refuse(pr::sqlstate::kInsufficientPrivilege,
+             "pgwarden: the policy changed, and this session's search_path must be checked "
+             "against its forbidden schemas before anything else runs; end the failed "
+             "transaction (ROLLBACK) in a statement of its own first");
+    return true;
+  }
+  if (!model.settled()) {
+    if (model.answers_due() && !model.input_barrier()) {
+      m.verdict = Verdict::Defer;  // until what is in flight is answered
+      return true;
+    }
     m.refuse(pr::sqlstate::kInsufficientPrivilege,
              "pgwarden: the session's search_path must be checked against the policy's forbidden "
              "schemas first; send Sync and try again");

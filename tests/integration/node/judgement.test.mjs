@@ -8,7 +8,9 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { env, withClient, startGateway, Wire, startupPacket, message, errorFields } from './lib.mjs';
+import pg from 'pg';
+import postgres from 'postgres';
+import { env, pgConfig, withClient, startGateway, Wire, startupPacket, message, errorFields, sleep } from './lib.mjs';
 
 let dir, gw;
 const POLICY = {
@@ -258,6 +260,75 @@ test("forbidden_tables holds whatever the role's or database's default search_pa
     assert.equal((await asPather("SELECT set_config('application_name', 'x', false) AS v")).rows[0].v, 'x');
   } finally {
     await direct('DROP SCHEMA IF EXISTS j_path CASCADE; REVOKE ALL ON hr_j.pay FROM j_path; REVOKE ALL ON SCHEMA hr_j FROM j_path; DROP ROLE IF EXISTS j_path');
+  }
+});
+
+test('a reload that forbids a schema of the search_path holds in a failed transaction too: nothing runs before the check', async () => {
+  await direct('DROP ROLE IF EXISTS j_late');
+  await direct("CREATE ROLE j_late LOGIN PASSWORD 'j-late-pw'");
+  await direct('GRANT USAGE ON SCHEMA hr_j TO j_late; GRANT SELECT ON hr_j.pay TO j_late');
+  await direct('ALTER ROLE j_late SET search_path = hr_j, public');
+  const lax = structuredClone(POLICY);
+  lax.rules.push({ name: 'late', users: ['j_late'], forbidden_tables: ['public.j_keys'] });
+  const strict = structuredClone(POLICY);
+  strict.rules.push({ name: 'late', users: ['j_late'], forbidden_tables: ['hr_j.*'] });
+  const reload = async (policy) => {
+    writeFileSync(join(dir, 'policy.json'), JSON.stringify(policy));
+    gw.kill('SIGHUP');
+    await sleep(700); // the reload is picked up by every core
+  };
+  const as = { user: 'j_late', password: 'j-late-pw' };
+  // Each way: a session fails its transaction under the lax policy, the policy then forbids
+  // hr_j.*, and the session tries to get the row through its path (hr_j first) before pgwarden
+  // reads it. Directly, every one of these returns carol's row.
+  const attempts = {
+    'one Query: ROLLBACK TO SAVEPOINT, then the SELECT': async (c) => c.query('ROLLBACK TO SAVEPOINT s; SELECT who FROM pay'),
+    'one Query: ROLLBACK, then the SELECT': async (c) => c.query('ROLLBACK; SELECT who FROM pay'),
+  };
+  try {
+    for (const [name, attempt] of Object.entries(attempts)) {
+      await reload(lax);
+      const c = new pg.Client({ ...pgConfig(gw.port), ...as });
+      c.on('error', () => {});
+      await c.connect();
+      try {
+        await c.query('BEGIN; SAVEPOINT s');
+        assert.equal((await c.query('SELECT who FROM pay')).rows[0].who, 'carol', 'the lax policy allows it');
+        await c.query('SELECT 1/0').catch(() => {});
+        await reload(strict);
+        const r = await attempt(c).catch((x) => x);
+        assert.ok(r instanceof Error, `${name}: ran (${JSON.stringify(r && r.rows)})`);
+        assert.equal(r.code, '42501', `${name}: ${r.message}`);
+        assert.doesNotMatch(JSON.stringify(r), /carol/);
+        // A ROLLBACK of its own is let through; then the check ends the session.
+        await c.query('ROLLBACK');
+        const after = await c.query('SELECT who FROM pay').catch((x) => x);
+        assert.ok(after instanceof Error, `${name}: the SELECT after ROLLBACK ran`);
+        assert.match(after.message, /search_path .* reaches schema "hr_j"/, name);
+      } finally {
+        await c.end().catch(() => {});
+      }
+    }
+    // Pipelined (postgres.js sends both at once, each Parse/Bind/Execute/Sync): the SELECT waits
+    // for the ROLLBACK TO's answer, then for the check, which ends the session.
+    await reload(lax);
+    const sql = postgres({ ...pgConfig(gw.port), username: 'j_late', password: 'j-late-pw', max: 1, onnotice: () => {} });
+    try {
+      const seen = await sql.begin(async (tx) => {
+        await tx.unsafe('SAVEPOINT s');
+        await tx.unsafe('SELECT 1/0').catch(() => {});
+        await reload(strict);
+        return Promise.allSettled([tx.unsafe('ROLLBACK TO SAVEPOINT s'), tx.unsafe('SELECT who FROM pay')]);
+      }).catch((x) => [{ status: 'rejected', reason: x }]);
+      const select = seen[seen.length - 1];
+      assert.equal(select.status, 'rejected', `the pipelined SELECT ran: ${JSON.stringify(select.value)}`);
+      assert.doesNotMatch(JSON.stringify(seen), /carol/);
+    } finally {
+      await sql.end({ timeout: 1 }).catch(() => {});
+    }
+  } finally {
+    await reload(POLICY);
+    await direct('REVOKE ALL ON hr_j.pay FROM j_late; REVOKE ALL ON SCHEMA hr_j FROM j_late; DROP ROLE IF EXISTS j_late');
   }
 });
 
