@@ -86,7 +86,9 @@ enum class ValueKind : std::uint8_t {
 };
 ValueKind value_kind(std::uint32_t type_oid, bool binary);
 
-// Column (table OID, attribute number) pairs a profile masks, from its catalog query.
+// Column (table OID, attribute number) pairs a profile masks, from its catalog query; attribute
+// 0 (a whole row of the table, which the RowDescription gives for SELECT t FROM t) of each table
+// with a masked column too.
 struct MaskedAttrs {
   std::unordered_map<std::uint64_t, MaskAction> action_of;  // (oid << 16 | attnum) -> action
   static std::uint64_t key(std::uint32_t oid, std::int16_t attnum) {

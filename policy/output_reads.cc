@@ -149,11 +149,31 @@ struct Walker {
       return;
     }
     const std::string name(tree::str(last));
+    // Relation names are compared folded (a superset: "P" and p are different relations).
     if (fields.size() == 1 &&
-        std::find(relations.begin(), relations.end(), name) != relations.end()) {
+        std::find(relations.begin(), relations.end(), ascii_lower(name)) != relations.end()) {
       into.whole_row = true;  // a relation's name alone is its whole row
     }
+    // t.f is f(t) when t has no column f (attribute notation): the functions of PostgreSQL 15
+    // that take a whole row so (checked against its catalog), and hstore's.
+    if (fields.size() >= 2 && row_function(ascii_lower(name)) &&
+        std::find(relations.begin(), relations.end(),
+                  ascii_lower(tree::str(fields.at(0).value_unsafe()))) != relations.end()) {
+      into.whole_row = true;
+    }
     if (!name.empty()) into.add(name);
+  }
+
+  static bool row_function(std::string_view n) {
+    static constexpr std::string_view kNames[] = {
+        "array_agg",        "concat",     "count",
+        "hash_record",      "hstore",     "json_agg",
+        "json_build_array", "jsonb_agg",  "jsonb_build_array",
+        "num_nonnulls",     "num_nulls",  "pg_column_compression",
+        "pg_column_size",   "pg_typeof",  "quote_literal",
+        "quote_nullable",   "record_out", "record_send",
+        "row_to_json",      "to_json",    "to_jsonb"};
+    return std::find(std::begin(kNames), std::end(kNames), n) != std::end(kNames);
   }
 
   static bool has(element e, const char* key) { return tree::has(e, key); }
@@ -225,32 +245,88 @@ struct Walker {
     all(e, into);
   }
 
+  // The values of a SET list (`holder`'s targetList) of statement `stmt`.
+  void set_values(element stmt, element holder, ReadSet& into) {
+    sj::dom::array items;
+    if (holder["targetList"].get_array().get(items) != sj::SUCCESS) return;
+    for (element item : items) {
+      element rt, val;
+      if (!node(item, "ResTarget", rt) || !child(rt, "val", val)) continue;
+      std::string_view target;
+      if (rt["name"].get_string().get(target) != sj::SUCCESS) target = {};
+      ReadSet r;
+      all(val, r);
+      // SET x = f(x) keeps the row's own value in its column: only without a subquery or
+      // another relation that could bring a masked value of the same name.
+      if (!has(stmt, "fromClause") && !has(stmt, "sourceRelation") && !has_key(val, "SubLink")) {
+        std::erase(r.names, std::string(target));
+      }
+      into.merge(r);
+    }
+  }
+
   // Values a write stores somewhere (UPDATE SET x = f(x) keeps x's value in x: not counted).
+  // As for what a statement returns, what only chooses rows (conditions) is no value stored.
   void copied(element e, ReadSet& into) {
     element s;
+    // Statements that carry another: EXPLAIN ANALYZE runs it, PREPARE keeps it for EXECUTE,
+    // CREATE SCHEMA creates what it lists.
+    if (node(e, "ExplainStmt", s) || node(e, "PrepareStmt", s)) {
+      element q;
+      if (child(s, "query", q)) copied(q, into);
+      return;
+    }
+    if (node(e, "CreateSchemaStmt", s)) {
+      sj::dom::array elts;
+      if (s["schemaElts"].get_array().get(elts) == sj::SUCCESS) {
+        for (element x : elts) copied(x, into);
+      }
+      return;
+    }
+    if (node(e, "ViewStmt", s)) {
+      element q;
+      if (child(s, "query", q)) produced(q, into);
+      return;
+    }
+    if (node(e, "CopyStmt", s)) {
+      // COPY TO a server file or program stores what it reads where files are read back.
+      bool from = false;
+      if (s["is_from"].get_bool().get(from) != sj::SUCCESS) from = false;
+      if (!from && (has(s, "filename") || has(s, "is_program"))) {
+        element q;
+        if (child(s, "query", q)) {
+          produced(q, into);
+        } else {
+          into.whole_row = true;
+        }
+      }
+      return;
+    }
+    if (node(e, "AlterTableStmt", s)) {
+      // USING of a type change, generated columns, defaults: values a column gets from others.
+      element cmds;
+      if (child(s, "cmds", cmds)) all(cmds, into);
+      return;
+    }
+    if (node(e, "RenameStmt", s)) {
+      // Rules name columns (and tables): a renamed one would no longer be masked.
+      std::string_view type, sub;
+      if (s["renameType"].get_string().get(type) != sj::SUCCESS) type = {};
+      if (type == "OBJECT_COLUMN" && s["subname"].get_string().get(sub) == sj::SUCCESS) {
+        into.add(std::string(sub));
+      } else if (type == "OBJECT_TABLE" || type == "OBJECT_VIEW" || type == "OBJECT_MATVIEW" ||
+                 type == "OBJECT_FOREIGN_TABLE" || type == "OBJECT_SCHEMA") {
+        into.whole_row = true;
+      }
+      return;
+    }
     if (node(e, "InsertStmt", s)) {
       element q;
       if (child(s, "selectStmt", q)) produced(q, into);
+      element conflict;
+      if (child(s, "onConflictClause", conflict)) set_values(s, conflict, into);  // DO UPDATE SET
     } else if (node(e, "UpdateStmt", s) || node(e, "MergeStmt", s)) {
-      sj::dom::array items;
-      auto set_list = [&](element holder) {
-        if (holder["targetList"].get_array().get(items) != sj::SUCCESS) return;
-        for (element item : items) {
-          element rt, val;
-          if (!node(item, "ResTarget", rt) || !child(rt, "val", val)) continue;
-          std::string_view target;
-          if (rt["name"].get_string().get(target) != sj::SUCCESS) target = {};
-          ReadSet r;
-          all(val, r);
-          // SET x = f(x) keeps the row's own value in its column: only without a subquery or
-          // another relation that could bring a masked value of the same name.
-          if (!has(s, "fromClause") && !has(s, "sourceRelation") && !has_key(val, "SubLink")) {
-            std::erase(r.names, std::string(target));
-          }
-          into.merge(r);
-        }
-      };
-      set_list(s);
+      set_values(s, s, into);
       list(s, "fromClause", into, false);
       element src;
       if (child(s, "sourceRelation", src)) from_item(src, into);
@@ -259,13 +335,14 @@ struct Walker {
         for (element w : whens) {
           element mw;
           if (!node(w, "MergeWhenClause", mw)) continue;
-          set_list(mw);
+          set_values(s, mw, into);
           list(mw, "values", into, false);
         }
       }
     } else if (node(e, "CreateTableAsStmt", s)) {
-      element q;
+      element q, x;
       if (child(s, "query", q)) produced(q, into);
+      if (child(s, "query", q) && node(q, "ExecuteStmt", x)) into.whole_row = true;  // unseen
     } else if (node(e, "SelectStmt", s) && has(s, "intoClause")) {
       produced(e, into);
     }
@@ -296,8 +373,9 @@ struct Walker {
         element args;
         // Settings, notifications, advisory lock keys (pg_locks shows them), and whatever a
         // function that changes something stores (sequences, large objects, WAL messages).
-        if ((fn == "set_config" || fn == "pg_notify" || fn.rfind("pg_advisory", 0) == 0 ||
-             fn.rfind("pg_try_advisory", 0) == 0 ||
+        // setseed: random() gives the seed back.
+        if ((fn == "set_config" || fn == "pg_notify" || fn == "setseed" ||
+             fn.rfind("pg_advisory", 0) == 0 || fn.rfind("pg_try_advisory", 0) == 0 ||
              (function_classes(fn) & bit(StatementClass::WriteFunction)) != 0) &&
             child(f.value, "args", args)) {
           all(args, into);
@@ -360,10 +438,6 @@ struct Walker {
     for (const char* type : {"DoStmt", "CreateFunctionStmt", "RuleStmt", "CreateTrigStmt"}) {
       if (node(stmt, type, s)) out.code = true;
     }
-    if (node(stmt, "ViewStmt", s)) {
-      element q;
-      if (child(s, "query", q)) produced(q, out.copied);
-    }
     for (const std::string& r : relations) {
       if (statistics_relation(r)) out.statistics = true;
     }
@@ -376,10 +450,12 @@ struct Walker {
       with(s, out.nested);
       if (!plain) produced(stmt, out.nested);
     } else if (node(stmt, "InsertStmt", s) || node(stmt, "UpdateStmt", s) ||
-               node(stmt, "DeleteStmt", s)) {
+               node(stmt, "DeleteStmt", s) || node(stmt, "MergeStmt", s)) {
       outputs(s, "returningList", out);
       list(s, "fromClause", out.nested, false);
       list(s, "usingClause", out.nested, false);
+      element src;
+      if (child(s, "sourceRelation", src)) from_item(src, out.nested);
       with(s, out.nested);
     } else if (!out.opaque) {
       produced(stmt, out.nested);  // EXPLAIN, COPY (query), SHOW...: whatever it names
@@ -529,10 +605,16 @@ ReadsRefusal refusal_of(const MaskProfile& p, const StatementReads& s) {
   if (p.columns.empty()) return {};
   if (s.code) return {ReadsRefusal::Code};
   if (s.statistics) return {ReadsRefusal::Statistics};
+  const ColumnRule* nested = rule_reading(p, s.nested);
   for (const ReadSet* set : {&s.copied, &s.exported}) {
-    if (const ColumnRule* rule = rule_reading(p, *set); rule != nullptr) {
-      return {ReadsRefusal::Stores, rule, set};
+    const ColumnRule* rule = rule_reading(p, *set);
+    // A column of a subquery, CTE or function in FROM that computed it from a masked column
+    // (as for computed outputs: which of the source's columns is not followed).
+    if (rule == nullptr && !set->empty()) {
+      rule = nested;
+      if (rule != nullptr) return {ReadsRefusal::Stores, rule, &s.nested};
     }
+    if (rule != nullptr) return {ReadsRefusal::Stores, rule, set};
   }
   return {};
 }

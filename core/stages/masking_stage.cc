@@ -228,9 +228,12 @@ void MaskingStage::on_own_reply(BackendMessage& m) {
       const MaskProfile* prof = profile();
       if (prof != nullptr && building_ && v[2] >= 0 &&
           static_cast<std::size_t>(v[2]) < prof->columns.size()) {
-        building_->action_of.emplace(policy::MaskedAttrs::key(static_cast<std::uint32_t>(v[0]),
-                                                              static_cast<std::int16_t>(v[1])),
-                                     prof->columns[static_cast<std::size_t>(v[2])].action);
+        const auto table = static_cast<std::uint32_t>(v[0]);
+        const policy::MaskAction action = prof->columns[static_cast<std::size_t>(v[2])].action;
+        building_->action_of.emplace(
+            policy::MaskedAttrs::key(table, static_cast<std::int16_t>(v[1])), action);
+        // Attribute 0 is the whole row (SELECT t FROM t): it holds the masked column too.
+        building_->action_of.emplace(policy::MaskedAttrs::key(table, 0), action);
       }
       return;
     }

@@ -61,6 +61,10 @@ test('values computed from a masked column are masked; other computed values pas
     'SELECT sum(salary) AS v FROM mc_people',
     'SELECT salary + 0 AS v FROM mc_people',
     'SELECT 1 AS v UNION ALL SELECT length(secret_code) FROM mc_people',
+    // Found by a review: quoted aliases, and attribute notation (p.f is f(p)).
+    'SELECT "P" AS v FROM mc_people "P"',
+    'SELECT p.row_to_json AS v FROM mc_people p',
+    'SELECT p.concat AS v FROM mc_people p',
   ]) {
     const raw = (await direct(sql)).rows;
     const { rows } = await viaGateway(sql);
@@ -130,6 +134,12 @@ test('statements that would store a masked value where it can be read back are r
     'SELECT secret_code AS a INTO TEMP mc_copy FROM mc_people',
     "SELECT set_config('mc.x', secret_code, false) FROM mc_people",
     "SELECT pg_notify('mc_ch', p::text) FROM mc_people p",
+    // Found by a review: through a subquery or CTE, attribute notation, EXPLAIN ANALYZE, setseed.
+    "SELECT set_config('mc.x', x, false) FROM (SELECT secret_code AS x FROM mc_people) s",
+    "WITH c AS (SELECT secret_code AS x FROM mc_people) SELECT set_config('mc.x', (SELECT x FROM c LIMIT 1), false)",
+    "SELECT pg_notify('mc_ch', p.row_to_json::text) FROM mc_people p",
+    'EXPLAIN ANALYZE CREATE TEMP TABLE mc_copy AS SELECT secret_code FROM mc_people',
+    'SELECT setseed(ascii(secret_code) / 1000.0) FROM mc_people',
   ]) {
     const e = await viaGateway(sql).catch((x) => x);
     assert.ok(e instanceof Error, `${sql} ran`);
