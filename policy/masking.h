@@ -53,6 +53,10 @@ struct MaskProfile {
   std::vector<std::string> users;
   bool exempt = false;  // sees raw values (recorded as such)
   std::vector<ColumnRule> columns;
+  // "conditions": "refuse": a statement that names a masked column anywhere but in what it
+  // returns or stores (a condition, a join, ORDER BY, GROUP BY, a window) is refused, so masked
+  // values cannot be tested either (inference).
+  bool refuse_conditions = false;
   std::array<std::optional<MaskAction>, kBuiltinKinds> detect{};  // by PiiKind
   std::vector<std::string> custom_names;
   std::vector<MaskAction> custom_actions;

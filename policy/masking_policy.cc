@@ -54,6 +54,12 @@ pr::Result<std::vector<MaskProfile>> parse_masking(const sj::dom::element& e,
         if (f.value.get_bool().get(p.exempt) != sj::SUCCESS) {
           return policy_error(file, path, "must be true or false");
         }
+      } else if (k == "conditions") {
+        std::string_view v;
+        if (f.value.get_string().get(v) != sj::SUCCESS || (v != "refuse" && v != "allow")) {
+          return policy_error(file, path, "must be \"allow\" (the default) or \"refuse\"");
+        }
+        p.refuse_conditions = v == "refuse";
       } else if (k == "columns") {
         sj::dom::array cols;
         if (f.value.get_array().get(cols) != sj::SUCCESS) {
@@ -163,8 +169,8 @@ pr::Result<std::vector<MaskProfile>> parse_masking(const sj::dom::element& e,
       } else if (k != "comment") {
         return policy_error(
             file, path,
-            "unknown key (expected name, groups, users, exempt, columns, detectors, "
-            "phone_regions, custom, comment)");
+            "unknown key (expected name, groups, users, exempt, columns, conditions, "
+            "detectors, phone_regions, custom, comment)");
       }
     }
     if (p.name.empty())

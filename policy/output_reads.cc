@@ -112,6 +112,7 @@ struct Walker {
         column_ref(f.value, into);
         continue;
       }
+      if (!values && f.key == "SelectStmt") by_output(f.value);
       if (values && f.key == "SubLink") {
         element part;
         if (child(f.value, "testexpr", part)) all(part, into);  // x IN (...), x = ANY (...)
@@ -140,7 +141,74 @@ struct Walker {
     return ascii_lower(tree::str(name.at(name.size() - 1).value_unsafe()));
   }
 
+  // GROUP BY, ORDER BY and DISTINCT ON may name an output column by its position or alias
+  // (ORDER BY 1, GROUP BY s for ssn AS s): what that output reads is tested.
+  ReadSet tested_by_output;
+  void by_output(element sel) {
+    element holder = sel, left;
+    std::string_view op;
+    while (holder["op"].get_string().get(op) == sj::SUCCESS && op != "SETOP_NONE" &&
+           child(holder, "larg", left) && node(left, "SelectStmt", left)) {
+      holder = left;  // a set operation's columns are its first branch's
+    }
+    sj::dom::array targets;
+    if (holder["targetList"].get_array().get(targets) != sj::SUCCESS) return;
+    const auto target_reads = [&](std::size_t i) {
+      element rt, val;
+      if (i >= targets.size() || !node(targets.at(i).value_unsafe(), "ResTarget", rt) ||
+          !child(rt, "val", val)) {
+        return;
+      }
+      const bool was = values;
+      values = true;
+      all(val, tested_by_output);
+      values = was;
+    };
+    for (const char* key : {"groupClause", "sortClause", "distinctClause"}) {
+      sj::dom::array items;
+      if (sel[key].get_array().get(items) != sj::SUCCESS) continue;
+      for (element item : items) {
+        element n = item, sb, c, ref;
+        if (node(item, "SortBy", sb)) child(sb, "node", n);
+        std::int64_t k = 0;
+        if (node(n, "A_Const", c) && c["ival"]["ival"].get_int64().get(k) == sj::SUCCESS && k > 0) {
+          target_reads(static_cast<std::size_t>(k - 1));
+        } else if (node(n, "ColumnRef", ref)) {
+          sj::dom::array fields;
+          if (ref["fields"].get_array().get(fields) != sj::SUCCESS || fields.size() != 1) continue;
+          const std::string_view name = tree::str(fields.at(0).value_unsafe());
+          for (std::size_t i = 0; i < targets.size(); ++i) {
+            std::string_view alias;
+            if (targets.at(i)["ResTarget"]["name"].get_string().get(alias) == sj::SUCCESS &&
+                alias == name) {
+              target_reads(i);
+            }
+          }
+        }
+      }
+    }
+  }
+
+  // Where each column reference stands (its byte offset): read as a value (valued), or named
+  // at all (named, with what it names); those only named are tested.
+  std::vector<std::int64_t> valued;
+  std::vector<std::pair<std::int64_t, ReadSet>> named;
+  bool unknown = false;  // walking a statement whose value places are not known
+
   void column_ref(element ref, ReadSet& into) {
+    ReadSet r;
+    column_ref_names(ref, r);
+    std::int64_t at = -1;
+    if (ref["location"].get_int64().get(at) != sj::SUCCESS) at = -1;
+    if (values) {
+      if (!unknown) valued.push_back(at);
+    } else {
+      named.emplace_back(at, r);
+    }
+    into.merge(r);
+  }
+
+  void column_ref_names(element ref, ReadSet& into) {
     sj::dom::array fields;
     if (ref["fields"].get_array().get(fields) != sj::SUCCESS || fields.size() == 0) return;
     const element last = fields.at(fields.size() - 1).value_unsafe();
@@ -223,6 +291,15 @@ struct Walker {
   // Everything a statement's result values may be computed from.
   void produced(element e, ReadSet& into) {
     element s;
+    // Statements that carry a query: what it computes.
+    for (const char* type : {"ExplainStmt", "PrepareStmt", "DeclareCursorStmt", "CreateTableAsStmt",
+                             "ViewStmt", "CopyStmt"}) {
+      element q;
+      if (node(e, type, s) && child(s, "query", q)) {
+        produced(q, into);
+        return;
+      }
+    }
     if (node(e, "SelectStmt", s)) {
       list(s, "targetList", into, true);
       list(s, "valuesLists", into, false);
@@ -242,7 +319,18 @@ struct Walker {
         return;
       }
     }
+    if (node(e, "MergeStmt", s)) {  // returns no rows (PostgreSQL 15)
+      element src;
+      if (child(s, "sourceRelation", src)) from_item(src, into);
+      with(s, into);
+      return;
+    }
+    // Anything else: whatever it names may be in what it returns, but none of it counts as a
+    // value read for `tested` (only the places above are known to be values).
+    const bool was = unknown;
+    unknown = true;
     all(e, into);
+    unknown = was;
   }
 
   // The values of a SET list (`holder`'s targetList) of statement `stmt`.
@@ -421,6 +509,9 @@ struct Walker {
     relations.clear();
     relation_names(stmt, relations);
     for (std::string& r : relations) r = ascii_lower(r);
+    valued.clear();
+    named.clear();
+    tested_by_output = ReadSet{};
     values = false;
     all(stmt, out.anywhere);
     values = true;
@@ -461,8 +552,16 @@ struct Walker {
       produced(stmt, out.nested);  // EXPLAIN, COPY (query), SHOW...: whatever it names
     }
     if (!out.opaque) produced(stmt, out.produced);
+    // What is named but read as no value is tested (a reference without a location, if any,
+    // counts as tested).
+    out.tested.merge(tested_by_output);
+    std::sort(valued.begin(), valued.end());
+    for (const auto& [at, r] : named) {
+      if (at < 0 || !std::binary_search(valued.begin(), valued.end(), at)) out.tested.merge(r);
+    }
     if (renames_columns(stmt)) {
-      for (ReadSet* r : {&out.nested, &out.produced, &out.anywhere, &out.copied, &out.exported}) {
+      for (ReadSet* r :
+           {&out.nested, &out.produced, &out.anywhere, &out.copied, &out.exported, &out.tested}) {
         if (!r->empty()) r->whole_row = true;
       }
       for (ReadSet& r : out.outputs) {
@@ -499,6 +598,7 @@ void merge_into(StatementReads& a, const StatementReads& b) {
   a.nested.merge(b.nested);
   a.produced.merge(b.produced);
   a.anywhere.merge(b.anywhere);
+  a.tested.merge(b.tested);
   a.copied.merge(b.copied);
   a.exported.merge(b.exported);
   a.opaque = a.opaque || b.opaque;
@@ -615,6 +715,11 @@ ReadsRefusal refusal_of(const MaskProfile& p, const StatementReads& s) {
       if (rule != nullptr) return {ReadsRefusal::Stores, rule, &s.nested};
     }
     if (rule != nullptr) return {ReadsRefusal::Stores, rule, set};
+  }
+  if (p.refuse_conditions) {
+    if (const ColumnRule* rule = rule_reading(p, s.tested); rule != nullptr) {
+      return {ReadsRefusal::Tests, rule, &s.tested};
+    }
   }
   return {};
 }

@@ -34,6 +34,8 @@ struct StatementReads {
   ReadSet nested;        // value-producing places below the top level (FROM subqueries, CTEs...)
   ReadSet produced;      // outputs and nested together
   ReadSet anywhere;      // every column the statement names (conditions too)
+  ReadSet tested;        // columns named where no value is read or stored: conditions, joins,
+                         // ORDER BY, GROUP BY, LIMIT, windows' PARTITION BY / ORDER BY
   ReadSet copied;        // values a write stores (INSERT, UPDATE SET, MERGE, CREATE TABLE AS, INTO)
   ReadSet exported;      // arguments of set_config and pg_notify
   bool opaque = false;   // what it returns is computed out of sight (DO, EXECUTE, FETCH, CALL)
@@ -55,9 +57,10 @@ ComputedRules computed_rules(const MaskProfile& p, const StatementReads& s);
 
 // Why `s` is refused while the column rules of `p` apply: it runs code pgwarden does not read, it
 // reads the planner's statistics, or it stores a masked column's value where it could be read
-// back unmasked (`rule` and `set` then say which value).
+// back unmasked (`rule` and `set` then say which value), or (under "conditions": "refuse") it
+// tests a masked column in a condition.
 struct ReadsRefusal {
-  enum Why : std::uint8_t { None, Code, Statistics, Stores } why = None;
+  enum Why : std::uint8_t { None, Code, Statistics, Stores, Tests } why = None;
   const ColumnRule* rule = nullptr;
   const ReadSet* set = nullptr;
 };

@@ -77,7 +77,14 @@ bool MaskingStage::refuse_copying(FrontendMessage& m, const MaskProfile& p) {
   for (const policy::StatementReads& s : *pending_) {
     const policy::ReadsRefusal r = policy::refusal_of(p, s);
     if (r.why == policy::ReadsRefusal::None) continue;
-    if (r.why == policy::ReadsRefusal::Stores) {
+    if (r.why == policy::ReadsRefusal::Tests) {
+      m.refuse(pr::sqlstate::kInsufficientPrivilege,
+               "pgwarden: the statement tests " + name_of(*r.set, *r.rule) +
+                   ", masked by profile \"" + p.name +
+                   "\", in a condition (WHERE, JOIN, GROUP BY, ORDER BY, LIMIT, a window); the "
+                   "profile refuses that (\"conditions\": \"refuse\"), since conditions can "
+                   "infer a masked value");
+    } else if (r.why == policy::ReadsRefusal::Stores) {
       m.refuse(pr::sqlstate::kInsufficientPrivilege,
                "pgwarden: the statement would store a value of " + name_of(*r.set, *r.rule) +
                    ", masked by profile \"" + p.name +

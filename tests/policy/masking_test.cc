@@ -514,6 +514,8 @@ TEST(MaskingPolicy, InvalidProfilesAreRejectedWithTheirPath) {
        "$.masking[0].custom"},
       {R"({"masking": [{"name": "a", "exempt": true, "detectors": {"ssn": "null"}}]})",
        "exempt profile"},
+      {R"({"masking": [{"name": "a", "conditions": "deny"}]})",
+       "$.masking[0].conditions: must be \"allow\" (the default) or \"refuse\""},
   };
   for (const auto& [json, want] : cases) {
     auto p = Policy::parse(json, "bad.json");

@@ -164,6 +164,34 @@ test('statements that would store a masked value where it can be read back are r
   });
 });
 
+test('"conditions": "refuse" closes inference: a masked column may not be tested, only read masked', async () => {
+  // Without it, a condition matched against generated values reconstructs the value (documented).
+  const extract = 'SELECT c FROM mc_people p, generate_series(32, 126) c WHERE p.id = 1 AND c = ascii(substr(p.secret_code, 1, 1))';
+  assert.equal((await viaGateway(extract)).rows[0].c, SECRET.charCodeAt(0));
+  writeFileSync(join(dir, 'strict.json'), JSON.stringify({ masking: [{ ...POLICY.masking[0], conditions: 'refuse' }] }));
+  const strict = await startGateway(['--upstream', `127.0.0.1:${env.pgPort}`, '--policy', join(dir, 'strict.json')]);
+  try {
+    const run = (sql) => withClient(strict.port, (c) => c.query(sql), { user: 'trusted', password: undefined });
+    for (const sql of [extract,
+      "SELECT id FROM mc_people WHERE secret_code LIKE 'A%'",
+      'SELECT id FROM mc_people ORDER BY secret_code',
+      'SELECT secret_code AS s FROM mc_people ORDER BY s',
+      'SELECT (SELECT chr(g) FROM generate_series(0, 255) g OFFSET ascii(p.secret_code) LIMIT 1) FROM mc_people p',
+      'SELECT row_number() OVER (ORDER BY secret_code) FROM mc_people']) {
+      const e = await run(sql).catch((x) => x);
+      assert.ok(e instanceof Error, `${sql} ran`);
+      assert.equal(e.code, '42501', `${sql}: ${e.message}`);
+      assert.match(e.message, /tests column "secret_code", masked by profile "readers", in a condition/, sql);
+    }
+    // Reading it (masked) and testing other columns run.
+    const { rows } = await run("SELECT secret_code, lower(secret_code) AS l, name FROM mc_people WHERE name = 'Carol' ORDER BY id");
+    assert.deepEqual(rows, [{ secret_code: 'REDACTED', l: 'REDACTED', name: 'Carol' }]);
+  } finally {
+    strict.kill('SIGINT');
+    await strict.exited;
+  }
+});
+
 test('a statement held for approval is checked too: an approval is no licence to copy a masked value out', async () => {
   writeFileSync(join(dir, 'held.json'), JSON.stringify({ ...POLICY,
     rules: [{ name: 'holders', users: ['trusted'], require_approval: ['ddl', 'select_into'] }] }));
