@@ -113,6 +113,39 @@ struct Walker {
         continue;
       }
       if (!values && f.key == "SelectStmt") by_output(f.value);
+      if (!values && f.key == "JoinExpr") {
+        // JOIN ... USING (ssn) compares columns it names only as strings; NATURAL JOIN, every
+        // column the two sides share.
+        sj::dom::array using_cols;
+        if (f.value["usingClause"].get_array().get(using_cols) == sj::SUCCESS) {
+          for (element u : using_cols) tested_by_output.add(std::string(tree::str(u)));
+        }
+        bool natural = false;
+        if (f.value["isNatural"].get_bool().get(natural) == sj::SUCCESS && natural) {
+          tested_by_output.whole_row = true;
+        }
+      }
+      if (f.key == "A_Indirection") {
+        // (row).field: the field's name is read too, where the row is.
+        ReadSet fields;
+        sj::dom::array ind;
+        if (f.value["indirection"].get_array().get(ind) == sj::SUCCESS) {
+          for (element x : ind) {
+            element str;
+            if (node(x, "String", str)) fields.add(std::string(tree::str(x)));
+          }
+        }
+        element arg, ref;
+        if (child(f.value, "arg", arg) && node(arg, "ColumnRef", ref)) {
+          column_ref(ref, into, &fields);
+        } else {
+          if (child(f.value, "arg", arg)) all(arg, into);
+          into.merge(fields);
+          if (!values) named.emplace_back(-1, fields);
+        }
+        if (ind.size() > 0) all(f.value["indirection"].value_unsafe(), into);  // subscripts
+        continue;
+      }
       if (values && f.key == "SubLink") {
         element part;
         if (child(f.value, "testexpr", part)) all(part, into);  // x IN (...), x = ANY (...)
@@ -195,9 +228,10 @@ struct Walker {
   std::vector<std::pair<std::int64_t, ReadSet>> named;
   bool unknown = false;  // walking a statement whose value places are not known
 
-  void column_ref(element ref, ReadSet& into) {
+  void column_ref(element ref, ReadSet& into, const ReadSet* fields = nullptr) {
     ReadSet r;
     column_ref_names(ref, r);
+    if (fields != nullptr) r.merge(*fields);
     std::int64_t at = -1;
     if (ref["location"].get_int64().get(at) != sj::SUCCESS) at = -1;
     if (values) {
