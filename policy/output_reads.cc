@@ -112,7 +112,40 @@ struct Walker {
         column_ref(f.value, into);
         continue;
       }
-      if (!values && f.key == "SelectStmt") by_output(f.value);
+      if (f.key == "SelectStmt" || f.key == "larg" || f.key == "rarg") {
+        if (!values) by_output(f.value);
+        in_select(f.value, [&] { all(f.value, into); });
+        continue;
+      }
+      if (!values && (f.key == "IndexElem" || f.key == "StatsElem")) {
+        // Columns named as strings: ON CONFLICT (ssn), CREATE INDEX, CREATE STATISTICS.
+        tested_by_output.add(std::string(f.value["name"].get_string().value_unsafe()));
+      }
+      if (!values && f.key == "Constraint") {
+        sj::dom::array keys;
+        for (const char* k : {"keys", "including", "fk_attrs", "pk_attrs"}) {
+          if (f.value[k].get_array().get(keys) != sj::SUCCESS) continue;
+          for (element key : keys) tested_by_output.add(std::string(tree::str(key)));
+        }
+      }
+      if (!values && f.key == "onConflictClause" &&
+          has(f.value["infer"].value_unsafe(), "conname")) {
+        tested_by_output.whole_row = true;  // ON CONFLICT ON CONSTRAINT: its columns are unknown
+      }
+      if (!values && f.key == "SubLink") {
+        std::string_view type;
+        element sub, body;
+        if (f.value["subLinkType"].get_string().get(type) == sj::SUCCESS &&
+            type == "EXISTS_SUBLINK" && child(f.value, "subselect", sub) &&
+            node(sub, "SelectStmt", body)) {
+          // EXISTS reads no value of its select list (EXISTS (SELECT * ...)).
+          by_output(body);
+          for (auto g : sj::dom::object(body.get_object().value_unsafe())) {
+            if (g.key != "targetList") all(g.value, into);
+          }
+          continue;
+        }
+      }
       if (!values && f.key == "JoinExpr") {
         // JOIN ... USING (ssn) compares columns it names only as strings; NATURAL JOIN, every
         // column the two sides share.
@@ -147,9 +180,17 @@ struct Walker {
         continue;
       }
       if (values && f.key == "SubLink") {
-        element part;
+        element part, body;
         if (child(f.value, "testexpr", part)) all(part, into);  // x IN (...), x = ANY (...)
-        if (child(f.value, "subselect", part)) produced(part, into);
+        std::string_view type;
+        if (f.value["subLinkType"].get_string().get(type) == sj::SUCCESS &&
+            type == "EXISTS_SUBLINK" && child(f.value, "subselect", part) &&
+            node(part, "SelectStmt", body)) {
+          list(body, "fromClause", into, false);  // EXISTS reads no value of its select list
+          with(body, into);
+        } else if (child(f.value, "subselect", part)) {
+          produced(part, into);
+        }
         continue;
       }
       // A window: FuncCall's "over" (unwrapped), or a WINDOW clause's WindowDef.
@@ -181,8 +222,8 @@ struct Walker {
     element holder = sel, left;
     std::string_view op;
     while (holder["op"].get_string().get(op) == sj::SUCCESS && op != "SETOP_NONE" &&
-           child(holder, "larg", left) && node(left, "SelectStmt", left)) {
-      holder = left;  // a set operation's columns are its first branch's
+           child(holder, "larg", left)) {
+      holder = left;  // a set operation's columns are its first branch's (no wrapper)
     }
     sj::dom::array targets;
     if (holder["targetList"].get_array().get(targets) != sj::SUCCESS) return;
@@ -197,9 +238,24 @@ struct Walker {
       all(val, tested_by_output);
       values = was;
     };
+    // Items, with those inside ROLLUP, CUBE and GROUPING SETS.
+    std::vector<element> items;
+    const auto collect = [&items](auto&& self, element list) -> void {
+      if (list.type() != sj::dom::element_type::ARRAY) return;
+      for (element item : sj::dom::array(list.get_array().value_unsafe())) {
+        element gs, content;
+        if (node(item, "GroupingSet", gs) && child(gs, "content", content)) {
+          self(self, content);
+        } else {
+          items.push_back(item);
+        }
+      }
+    };
     for (const char* key : {"groupClause", "sortClause", "distinctClause"}) {
-      sj::dom::array items;
-      if (sel[key].get_array().get(items) != sj::SUCCESS) continue;
+      element list;
+      if (child(sel, key, list)) collect(collect, list);
+    }
+    {
       for (element item : items) {
         element n = item, sb, c, ref;
         if (node(item, "SortBy", sb)) child(sb, "node", n);
@@ -226,7 +282,18 @@ struct Walker {
   // at all (named, with what it names); those only named are tested.
   std::vector<std::int64_t> valued;
   std::vector<std::pair<std::int64_t, ReadSet>> named;
-  bool unknown = false;  // walking a statement whose value places are not known
+  bool unknown = false;     // walking a statement whose value places are not known
+  bool star_is_row = true;  // the SELECT being walked reads a table in FROM (see column_ref)
+
+  // Runs `walk` with star_is_row set for the SELECT body `body`.
+  template <typename F>
+  void in_select(element body, F&& walk) {
+    const bool was = star_is_row;
+    element from;
+    star_is_row = child(body, "fromClause", from) && has_key(from, "RangeVar");
+    walk();
+    star_is_row = was;
+  }
 
   void column_ref(element ref, ReadSet& into, const ReadSet* fields = nullptr) {
     ReadSet r;
@@ -247,7 +314,9 @@ struct Walker {
     if (ref["fields"].get_array().get(fields) != sj::SUCCESS || fields.size() == 0) return;
     const element last = fields.at(fields.size() - 1).value_unsafe();
     if (has(last, "A_Star")) {
-      into.whole_row = true;  // t.* (or * inside an expression)
+      // t.* (or * inside an expression); a bare * is a whole row only where its FROM has a
+      // table (else it is the columns of subqueries and functions, read where they are computed).
+      if (fields.size() > 1 || star_is_row) into.whole_row = true;
       return;
     }
     const std::string name(tree::str(last));
@@ -260,7 +329,8 @@ struct Walker {
     // that take a whole row so (checked against its catalog), and hstore's.
     if (fields.size() >= 2 && row_function(ascii_lower(name)) &&
         std::find(relations.begin(), relations.end(),
-                  ascii_lower(tree::str(fields.at(0).value_unsafe()))) != relations.end()) {
+                  ascii_lower(tree::str(fields.at(fields.size() - 2).value_unsafe()))) !=
+            relations.end()) {  // t.f, or schema.t.f
       into.whole_row = true;
     }
     if (!name.empty()) into.add(name);
@@ -295,7 +365,12 @@ struct Walker {
       if (child(n, "rarg", side)) from_item(side, into);
       return;
     }
-    all(e, into);  // functions, XMLTABLE, TABLESAMPLE...: everything they name
+    // Functions, XMLTABLE, TABLESAMPLE...: everything they name. Their arguments decide how
+    // many rows there are, too: not counted as values for `tested`.
+    const bool was = unknown;
+    unknown = true;
+    all(e, into);
+    unknown = was;
   }
 
   void list(element e, const char* key, ReadSet& into, bool targets) {
@@ -322,6 +397,17 @@ struct Walker {
     }
   }
 
+  // A SELECT's values (its body: a set operation's branches come without the node's wrapper).
+  void select_body(element s, ReadSet& into) {
+    in_select(s, [&] { list(s, "targetList", into, true); });
+    list(s, "valuesLists", into, false);
+    list(s, "fromClause", into, false);
+    with(s, into);
+    element side;
+    if (child(s, "larg", side)) select_body(side, into);
+    if (child(s, "rarg", side)) select_body(side, into);
+  }
+
   // Everything a statement's result values may be computed from.
   void produced(element e, ReadSet& into) {
     element s;
@@ -335,13 +421,7 @@ struct Walker {
       }
     }
     if (node(e, "SelectStmt", s)) {
-      list(s, "targetList", into, true);
-      list(s, "valuesLists", into, false);
-      list(s, "fromClause", into, false);
-      with(s, into);
-      element side;
-      if (child(s, "larg", side)) produced(side, into);
-      if (child(s, "rarg", side)) produced(side, into);
+      select_body(s, into);
       return;
     }
     for (const char* type : {"InsertStmt", "UpdateStmt", "DeleteStmt"}) {
@@ -425,9 +505,16 @@ struct Walker {
       return;
     }
     if (node(e, "AlterTableStmt", s)) {
-      // USING of a type change, generated columns, defaults: values a column gets from others.
-      element cmds;
-      if (child(s, "cmds", cmds)) all(cmds, into);
+      // USING of a type change, generated columns, defaults: values a column gets from others
+      // (a column definition's; a CHECK constraint stores nothing).
+      sj::dom::array cmds;
+      if (s["cmds"].get_array().get(cmds) != sj::SUCCESS) return;
+      for (element c : cmds) {
+        element def;
+        if (c["AlterTableCmd"]["def"].get(def) == sj::SUCCESS && has(def, "ColumnDef")) {
+          all(def, into);
+        }
+      }
       return;
     }
     if (node(e, "RenameStmt", s)) {
@@ -754,6 +841,9 @@ ReadsRefusal refusal_of(const MaskProfile& p, const StatementReads& s) {
     if (const ColumnRule* rule = rule_reading(p, s.tested); rule != nullptr) {
       return {ReadsRefusal::Tests, rule, &s.tested};
     }
+    // A condition on a column of a subquery, CTE or function in FROM that computed from a
+    // masked column (renamed there): which column is not followed.
+    if (!s.tested.empty() && nested != nullptr) return {ReadsRefusal::Tests, nested, &s.nested};
   }
   return {};
 }
