@@ -4,7 +4,9 @@
 // 64-bit mask per 64 bytes, and decides from the masks with the POPCNT instruction (every x86-64
 // CPU since 2008; checked once at start, the scalar gate otherwise). The scalar reference below
 // defines what the gate computes, and a unit test holds the two equal.
+#if defined(__x86_64__)
 #include <tmmintrin.h>
+#endif
 
 #include <bit>
 #include <cstdint>
@@ -59,6 +61,7 @@ bool too_plain(std::size_t size, std::size_t digits, std::size_t upper, std::siz
   return at == 0 && digits < 8 && (size < 15 || upper < 2 || digits < 2);
 }
 
+#if defined(__x86_64__)
 #define PGW_GATE_INLINE inline __attribute__((always_inline))
 
 // What follows runs only where the CPU has SSSE3 and POPCNT (every x86-64 CPU since 2008; checked
@@ -285,6 +288,12 @@ const bool kHasSimd = [] {
   __builtin_cpu_init();
   return __builtin_cpu_supports("popcnt") != 0 && __builtin_cpu_supports("ssse3") != 0;
 }();
+#else
+constexpr bool kHasSimd = false;  // other CPUs: the scalar gate
+bool vectorised_gate(std::string_view) noexcept {
+  return false;
+}
+#endif
 
 }  // namespace
 
