@@ -411,6 +411,8 @@ struct Walker {
         if (k == "withClause") child.cte = true;
         // The relation of COPY, INSERT, UPDATE, DELETE and MERGE comes without its node name.
         if (k == "relation" && has(v, "relname")) table(v);
+        // SELECT ... INTO t UNION ...: INTO is on a set operation's branch (no node name).
+        if ((k == "larg" || k == "rarg") && has(v, "intoClause")) write(C::SelectInto, ctx);
         const sj::dom::element_type t = v.type();
         if (t == sj::dom::element_type::ARRAY || t == sj::dom::element_type::OBJECT) {
           walk(v, child);

@@ -137,8 +137,8 @@ struct Walker {
         element sub, body;
         if (f.value["subLinkType"].get_string().get(type) == sj::SUCCESS &&
             type == "EXISTS_SUBLINK" && child(f.value, "subselect", sub) &&
-            node(sub, "SelectStmt", body)) {
-          // EXISTS reads no value of its select list (EXISTS (SELECT * ...)).
+            node(sub, "SelectStmt", body) && trivial_targets(body)) {
+          // EXISTS (SELECT 1 / * ...) reads no value of its select list.
           by_output(body);
           for (auto g : sj::dom::object(body.get_object().value_unsafe())) {
             if (g.key != "targetList") all(g.value, into);
@@ -185,8 +185,8 @@ struct Walker {
         std::string_view type;
         if (f.value["subLinkType"].get_string().get(type) == sj::SUCCESS &&
             type == "EXISTS_SUBLINK" && child(f.value, "subselect", part) &&
-            node(part, "SelectStmt", body)) {
-          list(body, "fromClause", into, false);  // EXISTS reads no value of its select list
+            node(part, "SelectStmt", body) && !has(body, "larg") && trivial_targets(body)) {
+          list(body, "fromClause", into, false);  // EXISTS (SELECT 1 / * ...): no value read
           with(body, into);
         } else if (child(f.value, "subselect", part)) {
           produced(part, into);
@@ -397,6 +397,29 @@ struct Walker {
     }
   }
 
+  // SELECT ... INTO, also as a set operation's first branch (where the parser puts it).
+  static bool select_into(element body) {
+    element left = body;
+    for (;;) {
+      if (has(left, "intoClause")) return true;
+      if (!child(left, "larg", left)) return false;
+    }
+  }
+
+  // A select list that computes nothing: constants, columns and stars (EXISTS (SELECT 1 ...),
+  // EXISTS (SELECT * ...)); EXISTS tells whether there are rows, and such a list quotes no value
+  // in an error.
+  static bool trivial_targets(element body) {
+    sj::dom::array items;
+    if (body["targetList"].get_array().get(items) != sj::SUCCESS) return true;
+    for (element item : items) {
+      element rt, val;
+      if (!node(item, "ResTarget", rt) || !child(rt, "val", val)) return false;
+      if (!has(val, "A_Const") && !has(val, "ColumnRef")) return false;
+    }
+    return true;
+  }
+
   // A SELECT's values (its body: a set operation's branches come without the node's wrapper).
   void select_body(element s, ReadSet& into) {
     in_select(s, [&] { list(s, "targetList", into, true); });
@@ -552,7 +575,7 @@ struct Walker {
       element q, x;
       if (child(s, "query", q)) produced(q, into);
       if (child(s, "query", q) && node(q, "ExecuteStmt", x)) into.whole_row = true;  // unseen
-    } else if (node(e, "SelectStmt", s) && has(s, "intoClause")) {
+    } else if (node(e, "SelectStmt", s) && select_into(s)) {
       produced(e, into);
     }
     // Writes inside WITH, at any level.
@@ -827,6 +850,14 @@ ReadsRefusal refusal_of(const MaskProfile& p, const StatementReads& s) {
   if (s.code) return {ReadsRefusal::Code};
   if (s.statistics) return {ReadsRefusal::Statistics};
   const ColumnRule* nested = rule_reading(p, s.nested);
+  // A function that stores a value of a column (set_config(..., x, ...)) in a statement that
+  // names a masked column anywhere: x may be that column under another name, in a subquery's
+  // own FROM (which the reads do not follow).
+  if (!s.exported.empty()) {
+    if (const ColumnRule* rule = rule_reading(p, s.anywhere); rule != nullptr) {
+      return {ReadsRefusal::Stores, rule, &s.anywhere};
+    }
+  }
   for (const ReadSet* set : {&s.copied, &s.exported}) {
     const ColumnRule* rule = rule_reading(p, *set);
     // A column of a subquery, CTE or function in FROM that computed it from a masked column
