@@ -246,9 +246,10 @@ pr::Result<std::shared_ptr<const Policy>> Policy::parse(std::string_view json,
   return std::shared_ptr<const Policy>(std::move(p));
 }
 
-std::string Policy::forbidden_schema_in(std::string_view search_path) const {
+std::string Policy::forbidden_schema_in(std::string_view search_path, const Rule* only) const {
   for (const std::string& schema : split_search_path(search_path)) {
     for (const Rule& r : rules_) {
+      if (only != nullptr && &r != only) continue;
       for (const std::string& f : r.forbidden_tables) {
         if (f == schema + ".*") return schema;
       }

@@ -63,8 +63,9 @@ class Policy {
   const Prefilter& prefilter() const noexcept { return *prefilter_; }
   const std::vector<std::string>& dangerous_functions() const noexcept { return dangerous_; }
   std::uint64_t id() const noexcept { return id_; }
-  // The first schema of a search_path value that some rule forbids whole ("schema.*"), or "".
-  std::string forbidden_schema_in(std::string_view search_path) const;
+  // The first schema of a search_path value that `only` (or, when null, any rule: before
+  // authentication the caller's rule is not known) forbids whole ("schema.*"), or "".
+  std::string forbidden_schema_in(std::string_view search_path, const Rule* only = nullptr) const;
 
  private:
   std::vector<Rule> rules_;

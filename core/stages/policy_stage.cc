@@ -267,7 +267,8 @@ void PolicyStage::on_backend(BackendMessage& m) {
   for (const std::string& schema : policy::split_search_path(path_value_)) {
     if (schema == "$user") path.append(", \"").append(path_user_).append("\"");
   }
-  std::string schema = path_failed_ ? std::string("(unknown)") : pol->forbidden_schema_in(path);
+  std::string schema =
+      path_failed_ ? std::string("(unknown)") : pol->forbidden_schema_in(path, rule());
   if (schema.empty()) return;
   m.verdict = Verdict::Fail;
   m.sqlstate = pr::sqlstate::kInsufficientPrivilege;

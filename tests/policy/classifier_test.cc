@@ -184,6 +184,26 @@ TEST(PolicyRules, FirstMatchingRuleByGroupOrUserElseDefault) {
   EXPECT_EQ((*none)->match("bob", {}), nullptr);
 }
 
+TEST(PolicyRules, ForbiddenSchemasOfASearchPathByRule) {
+  auto p = Policy::parse(R"({"rules": [
+      {"name": "a", "users": ["a"], "forbidden_tables": ["hr.*", "public.keys"]},
+      {"name": "b", "users": ["b"], "forbidden_tables": ["ops.*"]}]})",
+                         "p");
+  ASSERT_TRUE(p.ok()) << p.error().message;
+  const Rule* a = (*p)->match("a", {});
+  const Rule* b = (*p)->match("b", {});
+  // Before authentication (no rule yet): any rule's schema counts.
+  EXPECT_EQ((*p)->forbidden_schema_in("public, ops"), "ops");
+  EXPECT_EQ((*p)->forbidden_schema_in("\"$user\", hr"), "hr");
+  EXPECT_EQ((*p)->forbidden_schema_in("public"), "");  // public.keys is a table, not the schema
+  // A session's own rule only.
+  EXPECT_EQ((*p)->forbidden_schema_in("public, ops", a), "");
+  EXPECT_EQ((*p)->forbidden_schema_in("public, ops", b), "ops");
+  EXPECT_EQ((*p)->forbidden_schema_in("HR, ops", a), "hr");    // unquoted names fold
+  EXPECT_EQ((*p)->forbidden_schema_in("\"HR\", ops", a), "");  // a quoted one keeps its case
+  EXPECT_EQ((*p)->forbidden_schema_in("hr", a), "hr");
+}
+
 TEST(PolicyRules, ReadOnlyForbiddenTablesDenylistApprovalAndAllow) {
   auto p = Policy::parse(R"({"rules": [
       {"name": "ro", "groups": ["ro"], "read_only": true, "allow": ["set"]},
