@@ -70,22 +70,18 @@ ReadsRefusal refusal_of(const MaskProfile& p, const StatementReads& s) {
   const ColumnRule* nested = rule_reading(p, s.nested);
   // A function that stores a value of a column (set_config(..., x, ...)) in a statement that
   // names a masked column anywhere: x may be that column under another name, in a subquery's
-  // own FROM (which the reads do not follow).
+  // own FROM (which the reads do not follow). `anywhere` holds `exported` and `nested`.
   if (!s.exported.empty()) {
     if (const ColumnRule* rule = rule_reading(p, s.anywhere); rule != nullptr) {
       return {ReadsRefusal::Stores, rule, &s.anywhere};
     }
   }
-  for (const ReadSet* set : {&s.copied, &s.exported}) {
-    const ColumnRule* rule = rule_reading(p, *set);
-    // A column of a subquery, CTE or function in FROM that computed it from a masked column
-    // (as for computed outputs: which of the source's columns is not followed).
-    if (rule == nullptr && !set->empty()) {
-      rule = nested;
-      if (rule != nullptr) return {ReadsRefusal::Stores, rule, &s.nested};
-    }
-    if (rule != nullptr) return {ReadsRefusal::Stores, rule, set};
+  if (const ColumnRule* rule = rule_reading(p, s.copied); rule != nullptr) {
+    return {ReadsRefusal::Stores, rule, &s.copied};
   }
+  // A column of a subquery, CTE or function in FROM that computed it from a masked column (as
+  // for computed outputs: which of the source's columns is not followed).
+  if (!s.copied.empty() && nested != nullptr) return {ReadsRefusal::Stores, nested, &s.nested};
   if (p.refuse_conditions) {
     if (const ColumnRule* rule = rule_reading(p, s.tested); rule != nullptr) {
       return {ReadsRefusal::Tests, rule, &s.tested};
