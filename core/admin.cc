@@ -1,98 +1,219 @@
 #include "core/admin.h"
 
-#include <poll.h>
-#include <sys/socket.h>
-#include <unistd.h>
+#include <arpa/inet.h>
+#include <openssl/crypto.h>
+#include <simdjson.h>
 
 #include <cctype>
-#include <cerrno>
-#include <cstring>
+#include <ctime>
 #include <stdexcept>
 
+#include "core/admin_http.h"
+#include "core/auth_loader.h"
 #include "core/log.h"
 #include "core/worker.h"
+#include "protocol/json.h"
 
 namespace pgwarden::core {
 
 namespace {
 
-constexpr std::size_t kMaxRequest = 8192;
+constexpr std::size_t kMaxReason = 500;
 
-void send_all(int fd, const std::string& data) {
-  std::size_t done = 0;
-  while (done < data.size()) {
-    const ssize_t n = ::send(fd, data.data() + done, data.size() - done, MSG_NOSIGNAL);
-    if (n <= 0) return;
-    done += static_cast<std::size_t>(n);
-  }
+std::string lower(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
 }
 
-void respond(int fd, int status, const char* reason, const std::string& body,
-             const char* type = "text/plain; charset=utf-8") {
-  send_all(fd, "HTTP/1.1 " + std::to_string(status) + " " + reason + "\r\nContent-Type: " + type +
-                   "\r\nContent-Length: " + std::to_string(body.size()) +
-                   "\r\nConnection: close\r\n\r\n" + body);
+bool ip_literal(const std::string& host) {
+  unsigned char buf[16];
+  return ::inet_pton(AF_INET, host.c_str(), buf) == 1 ||
+         ::inet_pton(AF_INET6, host.c_str(), buf) == 1;
+}
+
+// "host", "host:port", "[v6]", "[v6]:port" -> host (lower case, no brackets) and port (0: none).
+bool split_host(const std::string& text, std::string& host, int& port) {
+  std::string rest;
+  port = 0;
+  if (!text.empty() && text.front() == '[') {
+    const std::size_t end = text.find(']');
+    if (end == std::string::npos) return false;
+    host = text.substr(1, end - 1);
+    rest = text.substr(end + 1);
+  } else {
+    const std::size_t colon = text.find(':');
+    host = text.substr(0, colon);
+    if (colon != std::string::npos) rest = text.substr(colon);
+  }
+  if (!rest.empty()) {
+    if (rest.size() < 2 || rest.size() > 6 || rest[0] != ':' ||
+        rest.find_first_not_of("0123456789", 1) != std::string::npos) {
+      return false;
+    }
+    port = std::stoi(rest.substr(1));
+  }
+  host = lower(host);
+  return !host.empty();
+}
+
+void reply(httplib::Response& res, int status, const std::string& body,
+           const char* type = "text/plain; charset=utf-8") {
+  res.status = status;
+  res.set_content(body, type);
+}
+
+std::string bearer_of(const httplib::Request& req) {
+  const std::string h = req.get_header_value("Authorization");
+  if (h.size() < 8 || lower(h.substr(0, 7)) != "bearer ") return {};
+  std::size_t start = 7;
+  while (start < h.size() && h[start] == ' ') ++start;
+  return h.substr(start);
+}
+
+// {"reason": "..."} (optional). Control characters become spaces; at most kMaxReason bytes, cut
+// at a character boundary.
+bool parse_reason(const std::string& body, std::string& reason, std::string& error) {
+  if (body.find_first_not_of(" \t\r\n") == std::string::npos) return true;
+  simdjson::dom::parser parser;
+  simdjson::dom::element doc;
+  simdjson::dom::object obj;
+  if (parser.parse(body).get(doc) != simdjson::SUCCESS ||
+      doc.get_object().get(obj) != simdjson::SUCCESS) {
+    error = "the body must be a JSON object such as {\"reason\": \"...\"}";
+    return false;
+  }
+  for (auto field : obj) {
+    std::string_view text;
+    if (field.key != "reason" || field.value.get_string().get(text) != simdjson::SUCCESS) {
+      error = "the body takes one member, \"reason\" (a string)";
+      return false;
+    }
+    if (text.size() > kMaxReason) {
+      std::size_t cut = kMaxReason;
+      while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;
+      text = text.substr(0, cut);
+    }
+    reason.assign(text);
+    for (char& c : reason) {
+      if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = ' ';
+    }
+  }
+  return true;
+}
+
+const char* outcome_json(Approvals::Outcome o) {
+  switch (o) {
+    case Approvals::Outcome::NotFound:
+      return "no pending approval with this id";
+    case Approvals::Outcome::NotApprover:
+      return "you are in none of the groups that approve statements of this rule";
+    case Approvals::Outcome::OwnStatement:
+      return "nobody decides their own statement (four eyes)";
+    case Approvals::Outcome::AlreadyCounted:
+      return "you approved this statement already; it needs another approver";
+    default:
+      return "";
+  }
 }
 
 }  // namespace
 
-AdminServer::AdminServer(const Address& listen, Control& control,
-                         std::function<std::string()> reload)
-    : control_(control), reload_(std::move(reload)) {
-  fd_ = ::socket(listen.family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
-  const int one = 1;
-  ::setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  if (fd_ < 0 || ::bind(fd_, listen.sa(), listen.len) != 0 || ::listen(fd_, 16) != 0) {
-    const int e = errno;
-    if (fd_ >= 0) ::close(fd_);
-    throw std::runtime_error("--admin-listen " + listen.text + ": " + std::strerror(e));
+AdminServer::AdminServer(const Address& listen, Control& control, AdminOptions options)
+    : control_(control), options_(std::move(options)) {
+  AdminHttpLimits limits;
+  limits.max_connections = options_.max_connections;
+  http_ = std::make_unique<AdminHttpServer>(limits, options_.tls);
+  routes();
+  const std::string where = format_address(listen.sa(), listen.len);
+  std::string host;
+  int port = 0;
+  if (!split_host(where, host, port)) throw std::runtime_error("--admin-listen " + listen.text);
+  const bool bound =
+      port == 0 ? (port = http_->bind_to_any_port(host)) > 0 : http_->bind_to_port(host, port);
+  if (!bound) {
+    throw std::runtime_error("--admin-listen " + listen.text + ": cannot listen (" +
+                             std::strerror(errno) + ")");
   }
-  sockaddr_storage addr{};
-  socklen_t len = sizeof addr;
-  ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len);
-  bound_ = format_address(reinterpret_cast<sockaddr*>(&addr), len);
-  thread_ = std::thread([this] { run(); });
+  port_ = port;
+  bound_host_ = host;
+  bound_ =
+      (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" + std::to_string(port);
+  thread_ = std::thread([this] { http_->listen_after_bind(); });
 }
 
 AdminServer::~AdminServer() {
-  stop_.store(true);
+  http_->stop();
   if (thread_.joinable()) thread_.join();
-  ::close(fd_);
 }
 
-void AdminServer::run() {
-  while (!stop_.load()) {
-    pollfd p{fd_, POLLIN, 0};
-    if (::poll(&p, 1, 200) != 1) continue;
-    const int c = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
-    if (c < 0) continue;
-    timeval tv{2, 0};
-    ::setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    ::setsockopt(c, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    handle(c);
-    ::close(c);
+bool AdminServer::host_allowed(const httplib::Request& req) const {
+  std::string host;
+  int port = 0;
+  if (!split_host(req.get_header_value("Host"), host, port)) return false;
+  const int default_port = options_.tls != nullptr ? 443 : 80;
+  if ((port != 0 ? port : default_port) != port_) return false;
+  // A DNS-rebinding page reaches us under its own name: only IP literals and names we were
+  // told about pass.
+  if (ip_literal(host) || host == "localhost") return true;
+  for (const auto& h : options_.hosts) {
+    if (lower(h) == host) return true;
   }
+  return false;
 }
 
-void AdminServer::handle(int fd) {
-  std::string req;
-  char buf[2048];
-  while (req.find("\r\n\r\n") == std::string::npos && req.size() < kMaxRequest) {
-    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
-    if (n <= 0) return;
-    req.append(buf, static_cast<std::size_t>(n));
+std::optional<AdminCaller> AdminServer::authenticate(const httplib::Request& req,
+                                                     httplib::Response& res) {
+  const std::string token = bearer_of(req);
+  const auto keys = options_.jwks != nullptr ? options_.jwks->get() : nullptr;
+  std::string why;
+  if (token.empty()) {
+    why = "no bearer token";
+  } else if (keys == nullptr) {
+    why = options_.jwks == nullptr ? "no identity provider keys are configured (--jwks-file or "
+                                     "--jwks-url)"
+                                   : "the identity provider's keys are not loaded yet";
+  } else {
+    policy::JwtVerifier verifier(options_.jwt);
+    auto id = verifier.verify(token, *keys, static_cast<std::int64_t>(std::time(nullptr)));
+    if (id) return AdminCaller{id->identity, id->groups};
+    if (verifier.last_kid_unknown()) options_.jwks->request_refresh();
+    why = id.error().message;
   }
-  const std::size_t sp1 = req.find(' ');
-  const std::size_t sp2 = sp1 == std::string::npos ? sp1 : req.find(' ', sp1 + 1);
-  if (sp2 == std::string::npos || req.find("\r\n\r\n") == std::string::npos) {
-    respond(fd, 400, "Bad Request", "malformed request\n");
-    return;
-  }
-  const std::string method = req.substr(0, sp1);
-  const std::string path = req.substr(sp1 + 1, sp2 - sp1 - 1);
-  if (path == "/healthz" && method == "GET") {
-    respond(fd, 200, "OK", "ok\n");
-  } else if (path == "/readyz" && method == "GET") {
+  PGW_WARN("admin: %s %s from %s refused: %s", req.method.c_str(), req.path.c_str(),
+           req.remote_addr.c_str(), why.c_str());
+  res.set_header("WWW-Authenticate", token.empty()
+                                         ? "Bearer realm=\"pgwarden\""
+                                         : "Bearer realm=\"pgwarden\", error=\"invalid_token\"");
+  reply(res, 401, token.empty() ? "a bearer token is required\n" : "invalid token: " + why + "\n");
+  return std::nullopt;
+}
+
+void AdminServer::routes() {
+  AdminHttpServer& s = *http_;
+  s.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+    if (!host_allowed(req)) {
+      reply(res, 421, "unexpected Host header (add the name with --admin-host)\n");
+      return httplib::Server::HandlerResponse::Handled;
+    }
+    if (req.has_header("Origin")) {
+      // Browsers send Origin on cross-site requests; only our own origin may call us.
+      const std::string origin = req.get_header_value("Origin");
+      const std::string scheme = options_.tls != nullptr ? "https://" : "http://";
+      httplib::Request as_host;
+      as_host.headers.emplace("Host", origin.substr(std::min(origin.size(), scheme.size())));
+      if (origin.rfind(scheme, 0) != 0 || !host_allowed(as_host)) {
+        reply(res, 403, "cross-origin requests are refused\n");
+        return httplib::Server::HandlerResponse::Handled;
+      }
+    }
+    return httplib::Server::HandlerResponse::Unhandled;
+  });
+  s.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr) {
+    reply(res, 500, "internal error\n");
+  });
+  s.Get("/healthz",
+        [](const httplib::Request&, httplib::Response& res) { reply(res, 200, "ok\n"); });
+  s.Get("/readyz", [this](const httplib::Request&, httplib::Response& res) {
     std::string why;
     if (control_.phase.load() != Control::Running) why += "draining\n";
     for (const Worker* w : control_.workers) {
@@ -100,59 +221,97 @@ void AdminServer::handle(int fd) {
         why += "recording failing on core " + std::to_string(w->index()) + "\n";
       }
     }
-    if (why.empty()) {
-      respond(fd, 200, "OK", "ready\n");
-    } else {
-      respond(fd, 503, "Service Unavailable", why);
-    }
-  } else if (path == "/metrics" && method == "GET") {
-    respond(fd, 200, "OK", metrics(), "text/plain; version=0.0.4");
-  } else if (path == "/reload" && method == "POST") {
-    const std::string error = reload_();
-    if (error.empty()) {
-      respond(fd, 200, "OK", "policy reloaded\n");
-    } else {
-      respond(fd, 422, "Unprocessable Entity", "keeping the old policy: " + error + "\n");
-    }
-  } else if (path == "/approvals" && method == "GET") {
-    respond(fd, 200, "OK", control_.approvals != nullptr ? control_.approvals->list_json() : "[]\n",
-            "application/json");
-  } else if (path.rfind("/approvals/", 0) == 0 && method == "POST" &&
-             control_.approvals != nullptr) {
-    // /approvals/ID/approve or /approvals/ID/deny, optionally ?by=NAME (recorded as approver).
-    std::string rest = path.substr(11);
-    std::string by;
-    if (const std::size_t q = rest.find('?'); q != std::string::npos) {
-      const std::string query = rest.substr(q + 1);
-      rest.resize(q);
-      if (query.rfind("by=", 0) == 0) by = query.substr(3, 64);
-    }
-    for (char& ch : by) {
-      if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '@' && ch != '.' && ch != '-' &&
-          ch != '_') {
-        ch = '_';
+    reply(res, why.empty() ? 200 : 503, why.empty() ? "ready\n" : why);
+  });
+  s.Get("/metrics", [this](const httplib::Request& req, httplib::Response& res) {
+    const std::string& scrape = options_.metrics_token;
+    const std::string token = bearer_of(req);
+    const bool scraper = !scrape.empty() && token.size() == scrape.size() &&
+                         CRYPTO_memcmp(token.data(), scrape.data(), scrape.size()) == 0;
+    if (!scraper) {
+      const auto caller = authenticate(req, res);
+      if (!caller) return;
+      const auto pol = control_.policy.load();
+      if (pol == nullptr || !caller->in_any(pol->admins())) {
+        reply(res, 403, "metrics are for the policy's admins (or --metrics-token-file)\n");
+        return;
       }
     }
-    const std::size_t slash = rest.find('/');
-    const std::string verb = slash == std::string::npos ? "" : rest.substr(slash + 1);
-    std::uint64_t id = 0;
-    const std::string digits = rest.substr(0, slash);
-    const bool numeric = !digits.empty() && digits.size() < 20 &&
-                         digits.find_first_not_of("0123456789") == std::string::npos;
-    if (numeric) id = std::stoull(digits);
-    if (!numeric || (verb != "approve" && verb != "deny")) {
-      respond(fd, 404, "Not Found", "use POST /approvals/ID/approve or /approvals/ID/deny\n");
-    } else if (control_.approvals->decide(id, verb == "approve",
-                                          by.empty() ? "the admin endpoint" : by)) {
-      respond(fd, 200, "OK", verb == "approve" ? "approved\n" : "denied\n");
-    } else {
-      respond(fd, 404, "Not Found", "no pending approval " + digits + "\n");
+    reply(res, 200, metrics(), "text/plain; version=0.0.4");
+  });
+  s.Post("/api/v1/reload", [this](const httplib::Request& req, httplib::Response& res) {
+    const auto caller = authenticate(req, res);
+    if (!caller) return;
+    const auto pol = control_.policy.load();
+    if (pol == nullptr || !caller->in_any(pol->admins())) {
+      reply(res, 403, "reloading is for the policy's admins\n");
+      return;
     }
-  } else if (path == "/healthz" || path == "/readyz" || path == "/metrics" || path == "/reload") {
-    respond(fd, 405, "Method Not Allowed", "method not allowed\n");
-  } else {
-    respond(fd, 404, "Not Found", "not found\n");
-  }
+    PGW_INFO("admin: %s (from %s) reloads the policy", caller->identity.c_str(),
+             req.remote_addr.c_str());
+    const std::string error = options_.reload();
+    if (error.empty()) {
+      reply(res, 200, "policy reloaded\n");
+    } else {
+      reply(res, 422, "keeping the old policy: " + error + "\n");
+    }
+  });
+  s.Get("/api/v1/approvals", [this](const httplib::Request& req, httplib::Response& res) {
+    const auto caller = authenticate(req, res);
+    if (!caller) return;
+    const auto pol = control_.policy.load();
+    static const std::vector<std::string> kNone;
+    const std::string list =
+        control_.approvals != nullptr
+            ? control_.approvals->list_json(*caller, pol != nullptr ? pol->admins() : kNone)
+            : "[]\n";
+    reply(res, 200, list, "application/json");
+  });
+  s.Post(R"(/api/v1/approvals/([0-9a-f]{16})/(approve|deny))", [this](const httplib::Request& req,
+                                                                      httplib::Response& res) {
+    const auto caller = authenticate(req, res);
+    if (!caller) return;
+    std::uint64_t id = 0;
+    std::string reason, error;
+    if (control_.approvals == nullptr || !parse_approval_id(req.matches[1], id)) {
+      reply(res, 404, "no pending approval with this id\n");
+      return;
+    }
+    if (!parse_reason(req.body, reason, error)) {
+      reply(res, 400, error + "\n");
+      return;
+    }
+    const bool approve = req.matches[2] == "approve";
+    const auto outcome = control_.approvals->decide(id, approve, *caller, reason);
+    const std::string text = req.matches[1];
+    PGW_INFO("admin: %s (from %s) %s approval %s%s%s: %s", caller->identity.c_str(),
+             req.remote_addr.c_str(), approve ? "approves" : "denies", text.c_str(),
+             reason.empty() ? "" : " because ", reason.c_str(),
+             outcome == Approvals::Outcome::Decided   ? "decided"
+             : outcome == Approvals::Outcome::Counted ? "counted, more approvals needed"
+                                                      : outcome_json(outcome));
+    std::string body = "{\"id\":\"" + text + "\",\"result\":";
+    switch (outcome) {
+      case Approvals::Outcome::Decided:
+        reply(res, 200, body + (approve ? "\"approved\"}\n" : "\"denied\"}\n"), "application/json");
+        return;
+      case Approvals::Outcome::Counted:
+        reply(res, 202, body + "\"counted: another approver must approve too\"}\n",
+              "application/json");
+        return;
+      case Approvals::Outcome::NotFound:
+        res.status = 404;
+        break;
+      case Approvals::Outcome::AlreadyCounted:
+        res.status = 409;
+        break;
+      default:
+        res.status = 403;
+    }
+    body = "{\"id\":\"" + text + "\",\"error\":";
+    protocol::append_json_string(body, outcome_json(outcome));
+    reply(res, res.status, body + "}\n", "application/json");
+  });
 }
 
 std::string AdminServer::metrics() const {
@@ -204,6 +363,10 @@ std::string AdminServer::metrics() const {
       "# HELP pgwarden_policy_version Policy reloads so far (0: no policy).\n"
       "# TYPE pgwarden_policy_version gauge\npgwarden_policy_version " +
       std::to_string(control_.policy_version.load()) + "\n";
+  out +=
+      "# HELP pgwarden_admin_connections Admin API connections open now.\n"
+      "# TYPE pgwarden_admin_connections gauge\npgwarden_admin_connections " +
+      std::to_string(http_->connections()) + "\n";
   return out;
 }
 

@@ -1,24 +1,47 @@
-// The admin endpoint (--admin-listen HOST:PORT, loopback only): GET /healthz, GET /readyz (503
-// while draining or while a core's recording fails), GET /metrics (Prometheus text format), and
-// POST /reload (reloads the policy, as SIGHUP does). One thread with blocking sockets and one
-// request per connection: off the data path, it only reads the workers' counters.
+// The admin API (--admin-listen): GET /healthz and /readyz for load balancers (no token); every
+// other endpoint takes `Authorization: Bearer <OIDC token>` verified like SQL callers' tokens
+// (same keys and issuer; --admin-audience), and the policy says who may do what: its "admins"
+// groups reload and see everything, a rule's "approvers" decide what the rule holds. GET /metrics
+// also takes a static scrape token (--metrics-token-file). Host and Origin are checked (DNS
+// rebinding, cross-site requests). Handlers run on the HTTP server's threads, never on a core;
+// they reach sessions only through the Approvals registry and the cores' mailboxes.
 #pragma once
 
-#include <atomic>
 #include <functional>
+#include <memory>
+#include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "core/address.h"
+#include "core/approvals.h"
+#include "policy/jwt.h"
+
+namespace httplib {
+struct Request;
+struct Response;
+}  // namespace httplib
 
 namespace pgwarden::core {
 
 struct Control;
+class AdminHttpServer;
+class TlsContext;
+
+struct AdminOptions {
+  std::function<std::string()> reload;       // reloads the policy: an error text, or empty
+  std::shared_ptr<const TlsContext> tls;     // null: plain HTTP (loopback only)
+  std::shared_ptr<policy::JwksSource> jwks;  // null: no bearer token is accepted
+  policy::JwtOptions jwt;
+  std::string metrics_token;       // empty: /metrics needs an admin's bearer token
+  std::vector<std::string> hosts;  // extra Host names (besides the listen address)
+  unsigned max_connections = 64;
+};
 
 class AdminServer {
  public:
-  // `reload` reloads the policy and returns an error text, or empty on success.
-  AdminServer(const Address& listen, Control& control, std::function<std::string()> reload);
+  AdminServer(const Address& listen, Control& control, AdminOptions options);
   ~AdminServer();
   AdminServer(const AdminServer&) = delete;
   AdminServer& operator=(const AdminServer&) = delete;
@@ -26,15 +49,18 @@ class AdminServer {
   const std::string& bound() const noexcept { return bound_; }  // "127.0.0.1:PORT"
 
  private:
-  void run();
-  void handle(int fd);
+  void routes();
+  bool host_allowed(const httplib::Request& req) const;
+  // The caller a bearer token proves, or nullopt with 401 set on `res`.
+  std::optional<AdminCaller> authenticate(const httplib::Request& req, httplib::Response& res);
   std::string metrics() const;
 
   Control& control_;
-  std::function<std::string()> reload_;
-  int fd_ = -1;
+  AdminOptions options_;
+  std::unique_ptr<AdminHttpServer> http_;
   std::string bound_;
-  std::atomic<bool> stop_{false};
+  std::string bound_host_;  // the listen address's host part, lower case
+  int port_ = 0;
   std::thread thread_;
 };
 

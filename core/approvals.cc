@@ -1,15 +1,59 @@
 #include "core/approvals.h"
 
-#include <ctime>
+#include <openssl/rand.h>
+
+#include <algorithm>
+#include <cstdio>
 
 #include "core/worker.h"
 #include "protocol/json.h"
 
 namespace pgwarden::core {
 
+namespace {
+
+bool same_identity(const std::string& a, const std::string& b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) ==
+                  std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
+std::string joined(const std::vector<std::string>& names) {
+  std::string out;
+  for (const auto& n : names) out += (out.empty() ? "" : ", ") + n;
+  return out;
+}
+
+}  // namespace
+
+bool AdminCaller::in_any(const std::vector<std::string>& wanted) const {
+  for (const auto& g : groups) {
+    if (std::find(wanted.begin(), wanted.end(), g) != wanted.end()) return true;
+  }
+  return false;
+}
+
+std::string approval_id_text(std::uint64_t id) {
+  char text[17];
+  std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(id));
+  return text;
+}
+
+bool parse_approval_id(const std::string& text, std::uint64_t& id) {
+  if (text.size() != 16 || text.find_first_not_of("0123456789abcdef") != std::string::npos) {
+    return false;
+  }
+  id = std::stoull(text, nullptr, 16);
+  return true;
+}
+
 std::uint64_t Approvals::request(Pending p) {
   std::lock_guard lock(mu_);
-  const std::uint64_t id = next_id_++;
+  std::uint64_t id = 0;
+  while (id == 0 || pending_.count(id) != 0) {
+    if (RAND_bytes(reinterpret_cast<unsigned char*>(&id), sizeof id) != 1) std::abort();
+  }
   pending_.emplace(id, std::move(p));
   return id;
 }
@@ -19,30 +63,46 @@ bool Approvals::withdraw(std::uint64_t id) {
   return pending_.erase(id) != 0;
 }
 
-bool Approvals::decide(std::uint64_t id, bool approved, const std::string& approver) {
-  Pending p;
+Approvals::Outcome Approvals::decide(std::uint64_t id, bool approved, const AdminCaller& by,
+                                     const std::string& reason) {
+  ApprovalDecision d{id, 0, approved, by.identity, reason};
+  unsigned core = 0;
   {
     std::lock_guard lock(mu_);
     const auto it = pending_.find(id);
-    if (it == pending_.end()) return false;
-    p = std::move(it->second);
+    if (it == pending_.end()) return Outcome::NotFound;
+    Pending& p = it->second;
+    if (!by.in_any(p.approvers)) return Outcome::NotApprover;
+    if (same_identity(by.identity, p.identity)) return Outcome::OwnStatement;
+    if (approved) {
+      for (const auto& a : p.approved_by) {
+        if (same_identity(a, by.identity)) return Outcome::AlreadyCounted;
+      }
+      p.approved_by.push_back(by.identity);
+      if (p.approved_by.size() < p.required) return Outcome::Counted;
+      d.approver = joined(p.approved_by);
+    }
+    d.session = p.session;
+    core = p.core;
     pending_.erase(it);
   }
-  if (workers_ != nullptr && p.core < workers_->size()) {
-    (*workers_)[p.core]->mailbox().post_approval(
-        ApprovalDecision{id, p.session, approved, approver});
+  if (workers_ != nullptr && core < workers_->size()) {
+    (*workers_)[core]->mailbox().post_approval(std::move(d));
   }
-  return true;
+  return Outcome::Decided;
 }
 
-std::string Approvals::list_json() const {
+std::string Approvals::list_json(const AdminCaller& by,
+                                 const std::vector<std::string>& admins) const {
+  const bool admin = by.in_any(admins);
   std::lock_guard lock(mu_);
   std::string out = "[";
   for (const auto& [id, p] : pending_) {
+    if (!admin && !by.in_any(p.approvers)) continue;
     if (out.size() > 1) out += ",";
     char session[20];
     std::snprintf(session, sizeof session, "%016llx", static_cast<unsigned long long>(p.session));
-    out += "{\"id\":" + std::to_string(id) + ",\"session\":\"" + session + "\",\"identity\":";
+    out += "{\"id\":\"" + approval_id_text(id) + "\",\"session\":\"" + session + "\",\"identity\":";
     protocol::append_json_string(out, p.identity);
     out += ",\"statement\":";
     protocol::append_json_string(out, p.statement);
@@ -50,7 +110,17 @@ std::string Approvals::list_json() const {
     protocol::append_json_string(out, p.rule);
     out += ",\"reason\":";
     protocol::append_json_string(out, p.reason);
-    out += ",\"requested_at_us\":" + std::to_string(p.requested_at_us) + "}";
+    out += ",\"approvers\":[";
+    for (std::size_t i = 0; i < p.approvers.size(); ++i) {
+      if (i > 0) out += ",";
+      protocol::append_json_string(out, p.approvers[i]);
+    }
+    out += "],\"approvals_required\":" + std::to_string(p.required) + ",\"approved_by\":[";
+    for (std::size_t i = 0; i < p.approved_by.size(); ++i) {
+      if (i > 0) out += ",";
+      protocol::append_json_string(out, p.approved_by[i]);
+    }
+    out += "],\"requested_at_us\":" + std::to_string(p.requested_at_us) + "}";
   }
   out += "]\n";
   return out;

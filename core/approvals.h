@@ -1,7 +1,9 @@
 // Statements held for a human's approval (rules' require_approval, with --admin-listen): a
-// process-wide registry the admin endpoint lists and decides, each entry owned by the core whose
-// session waits. A decision travels to that core's mailbox; the session then forwards or refuses
-// the statement. Off the data path (only held statements touch it), so a mutex is fine.
+// process-wide registry the admin API lists and decides, each entry owned by the core whose
+// session waits. Who may decide is fixed when the statement is held (the rule's approvers, or
+// the policy's admins); nobody decides their own statement, and a rule may want two approvers.
+// A decision travels to the owning core's mailbox; the session then forwards or refuses the
+// statement. Off the data path (only held statements touch it), so a mutex is fine.
 #pragma once
 
 #include <cstdint>
@@ -18,16 +20,32 @@ struct ApprovalDecision {
   std::uint64_t id = 0;
   std::uint64_t session = 0;
   bool approved = false;
-  std::string approver;
+  std::string approver;  // who decided (approved: every approver, comma-separated)
+  std::string reason;    // the approver's reason, may be empty
 };
+
+// An authenticated admin API caller (from the bearer token, never from the request).
+struct AdminCaller {
+  std::string identity;
+  std::vector<std::string> groups;
+  bool in_any(const std::vector<std::string>& wanted) const;
+};
+
+// Ids are random (not guessable from another request's) and shown as 16 hex digits.
+std::string approval_id_text(std::uint64_t id);
+bool parse_approval_id(const std::string& text, std::uint64_t& id);
 
 class Approvals {
  public:
   struct Pending {
     unsigned core = 0;
     std::uint64_t session = 0;
-    std::string identity, statement, rule, reason;
+    std::string identity;  // who asked
+    std::string statement, rule, reason;
+    std::vector<std::string> approvers;  // groups that may decide
+    unsigned required = 1;               // distinct approvals it takes
     std::int64_t requested_at_us = 0;
+    std::vector<std::string> approved_by;  // so far
   };
   // `workers` (indexed by core) must outlive this object; set before any session runs.
   void set_workers(const std::vector<Worker*>* workers) { workers_ = workers; }
@@ -35,13 +53,21 @@ class Approvals {
   std::uint64_t request(Pending p);
   // Withdraws a request (the session ended, or the wait timed out); false if already decided.
   bool withdraw(std::uint64_t id);
-  // Decides a pending request and posts the decision to its core; false if it is not pending.
-  bool decide(std::uint64_t id, bool approved, const std::string& approver);
-  std::string list_json() const;
+
+  enum class Outcome {
+    Decided,         // approved (enough approvals) or denied: posted to the session's core
+    Counted,         // one more approval; more are needed
+    NotFound,        // not pending (decided, withdrawn, or never held)
+    NotApprover,     // the caller is in none of the approver groups
+    OwnStatement,    // four eyes: the caller asked for it
+    AlreadyCounted,  // the caller approved it already
+  };
+  Outcome decide(std::uint64_t id, bool approved, const AdminCaller& by, const std::string& reason);
+  // The pending statements `by` may decide (admins: all), as a JSON array.
+  std::string list_json(const AdminCaller& by, const std::vector<std::string>& admins) const;
 
  private:
   mutable std::mutex mu_;
-  std::uint64_t next_id_ = 1;
   std::map<std::uint64_t, Pending> pending_;
   const std::vector<Worker*>* workers_ = nullptr;
 };

@@ -63,6 +63,17 @@ bool plaintext_tokens_ok(const Config& config, const Address& listen) {
   return config.allow_plaintext_auth && is_loopback(listen);
 }
 
+std::shared_ptr<policy::JwksSource> load_jwks(const Config& config) {
+  if (!config.oidc()) return nullptr;
+  auto source = std::make_shared<policy::JwksSource>();  // --jwks-url: filled by JwksFetcher
+  if (!config.jwks_file.empty()) {
+    auto jwks = policy::Jwks::parse(read_file(config.jwks_file));
+    if (!jwks) throw std::runtime_error(config.jwks_file + ": " + jwks.error().message);
+    source->set(*jwks);
+  }
+  return source;
+}
+
 std::shared_ptr<const policy::AuthConfig> load_auth_config(const Config& config,
                                                            const Address& listen) {
   auto cfg = std::make_shared<policy::AuthConfig>();
@@ -99,12 +110,7 @@ std::shared_ptr<const policy::AuthConfig> load_auth_config(const Config& config,
   }
 
   if (!config.jwks_file.empty() || !config.jwks_url.empty()) {
-    cfg->jwks = std::make_shared<policy::JwksSource>();  // --jwks-url: filled by JwksFetcher
-    if (!config.jwks_file.empty()) {
-      auto jwks = policy::Jwks::parse(read_file(config.jwks_file));
-      if (!jwks) throw std::runtime_error(config.jwks_file + ": " + jwks.error().message);
-      cfg->jwks->set(*jwks);
-    }
+    cfg->jwks = load_jwks(config);
     // Tokens arrive as a cleartext password: over TLS, or on loopback when explicitly allowed.
     if (config.tls_cert_file.empty() && !plaintext_tokens_ok(config, listen)) {
       throw std::runtime_error(

@@ -22,6 +22,10 @@ std::shared_ptr<const policy::Policy> load_policy(const std::string& file);
 // --mask-key-file. Throws naming the file and what the key is for.
 std::string load_key(const std::string& file, const char* what);
 
+// The identity provider's keys (--jwks-file now; --jwks-url: empty until fetched), or null when
+// neither is configured. Throws naming the file.
+std::shared_ptr<policy::JwksSource> load_jwks(const Config& config);
+
 // Throws std::runtime_error with the file and the reason. Never prints a secret.
 std::shared_ptr<const policy::AuthConfig> load_auth_config(const Config& config,
                                                            const Address& listen);

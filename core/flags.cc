@@ -105,9 +105,17 @@ Identity-aware PostgreSQL gateway. Clients connect to --listen; every session is
   --recv-buffers N            receive buffers per core, a power of two (default 2048)
   --recv-buffer-size SIZE     size of one receive buffer (default 16K)
   --log-level LEVEL           debug, info, warn or error (default info)
-  --admin-listen HOST:PORT    admin endpoint on a loopback address: GET /healthz, /readyz,
-                              /metrics (Prometheus), POST /reload (the policy, like SIGHUP),
-                              GET /approvals, POST /approvals/ID/approve|deny[?by=NAME]
+  --admin-listen HOST:PORT    the admin API: GET /healthz, /readyz (no token), /metrics, and
+                              /api/v1/approvals, /api/v1/reload (OIDC bearer tokens verified
+                              with --jwks-file/--jwks-url; the policy's "admins" and rules'
+                              "approvers" groups decide); beyond loopback only with TLS
+  --admin-tls-cert FILE, --admin-tls-key FILE
+                              PEM certificate chain and key of the admin API (HTTPS)
+  --admin-audience AUD        "aud" admin tokens must carry (repeatable; default --oidc-audience)
+  --admin-host NAME           a Host name the admin API answers to besides its listen address
+                              (repeatable; others get 421: DNS rebinding)
+  --metrics-token-file FILE   a static token (mode 0600) Prometheus may send for GET /metrics
+  --admin-max-connections N   concurrent admin connections; more are answered 503 (default 64)
   --approval-timeout SECS     a statement held for approval is refused after this (default 300)
   --tls-cert FILE, --tls-key FILE
                               PEM certificate chain and key: clients may use TLS 1.2+
@@ -196,6 +204,15 @@ ParsedFlags parse_flags(const std::vector<std::string>& args) {
        }},
       {"--log-level", [&](const std::string& v) { c.log_level = v; }},
       {"--admin-listen", [&](const std::string& v) { c.admin_listen = v; }},
+      {"--admin-tls-cert", [&](const std::string& v) { c.admin_tls_cert_file = v; }},
+      {"--admin-tls-key", [&](const std::string& v) { c.admin_tls_key_file = v; }},
+      {"--admin-audience", [&](const std::string& v) { c.admin_audiences.push_back(v); }},
+      {"--admin-host", [&](const std::string& v) { c.admin_hosts.push_back(v); }},
+      {"--metrics-token-file", [&](const std::string& v) { c.metrics_token_file = v; }},
+      {"--admin-max-connections",
+       [&](const std::string& v) {
+         c.admin_max_connections = parse_count("--admin-max-connections", v, 4096);
+       }},
       {"--approval-timeout",
        [&](const std::string& v) {
          c.approval_timeout_s = parse_seconds("--approval-timeout", v);
@@ -299,13 +316,18 @@ ParsedFlags parse_flags(const std::vector<std::string>& args) {
     if (c.max_buffered_bytes < c.recv_buffer_size) {
       throw std::runtime_error("--max-buffered-bytes must be at least --recv-buffer-size");
     }
-    const bool oidc = !c.jwks_file.empty() || !c.jwks_url.empty();
-    const bool any_auth = !c.upstream_secrets_file.empty() || oidc || !c.users_file.empty();
+    const bool oidc = c.oidc();
+    // Keys without --upstream-secrets verify the admin API's tokens only.
+    const bool any_auth = !c.upstream_secrets_file.empty() || !c.users_file.empty() ||
+                          (oidc && c.admin_listen.empty());
     if (any_auth && (c.policy_file.empty() || c.upstream_secrets_file.empty() ||
                      (!oidc && c.users_file.empty()))) {
       throw std::runtime_error(
           "gateway authentication needs --policy, --upstream-secrets and at least one of "
           "--jwks-file, --jwks-url or --users-file");
+    }
+    if (c.admin_tls_cert_file.empty() != c.admin_tls_key_file.empty()) {
+      throw std::runtime_error("--admin-tls-cert and --admin-tls-key go together");
     }
     if (!c.jwks_file.empty() && !c.jwks_url.empty()) {
       throw std::runtime_error("--jwks-file and --jwks-url exclude each other");
@@ -331,7 +353,7 @@ ParsedFlags parse_flags(const std::vector<std::string>& args) {
     if (c.tls_cert_file.empty() != c.tls_key_file.empty()) {
       throw std::runtime_error("--tls-cert and --tls-key go together");
     }
-    if (oidc && c.oidc_audiences.empty()) {
+    if (oidc && c.oidc_audiences.empty() && (c.gateway_auth() || c.admin_audiences.empty())) {
       throw std::runtime_error(
           "--jwks-file/--jwks-url need --oidc-audience (tokens for other services must not work)");
     }

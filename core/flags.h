@@ -24,9 +24,15 @@ struct Config {
   unsigned recv_buffer_size = 16384;
   bool pin_threads = true;
   std::string log_level = "info";
+  // The admin API (HOST:PORT; "" = off): /healthz /readyz /metrics and /api/v1/... (bearer
+  // tokens). Beyond loopback only with TLS.
   std::string admin_listen;
-  double approval_timeout_s = 300;  // a held statement not decided by then is refused  // loopback
-                                    // HOST:PORT for /healthz /readyz /metrics /reload; "" = off
+  std::string admin_tls_cert_file, admin_tls_key_file;
+  std::vector<std::string> admin_audiences;  // "aud" of admin tokens (default: oidc_audiences)
+  std::vector<std::string> admin_hosts;      // Host names accepted besides the listen address
+  std::string metrics_token_file;            // a static bearer token for GET /metrics
+  unsigned admin_max_connections = 64;
+  double approval_timeout_s = 300;  // a held statement not decided by then is refused
 
   // Gateway authentication (all of policy, upstream_secrets and jwks_file/users_file, or none).
   std::string policy_file;
@@ -66,6 +72,8 @@ struct Config {
   // Gateway authentication: pgwarden holds the upstream credentials. Without it, a --policy file
   // still judges statements (rules keyed on the startup user name).
   bool gateway_auth() const { return !upstream_secrets_file.empty(); }
+  // Keys to verify tokens with (SQL callers' with gateway authentication; the admin API's always).
+  bool oidc() const { return !jwks_file.empty() || !jwks_url.empty(); }
 };
 
 // Result of parsing: either a config to run, or text to print and an exit code.

@@ -6,6 +6,7 @@
 
 #include <openssl/opensslv.h>
 
+#include "core/admin_cli.h"
 #include "core/flags.h"
 #include "core/log.h"
 #include "core/server.h"
@@ -17,6 +18,8 @@ int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   // Offline tools: pgwarden sessions | replay | verify | export.
   if (int code = 0; pgwarden::recorder::run_tool(args, code)) return code;
+  // The admin API's client: pgwarden approvals list | approve ID | deny ID.
+  if (int code = 0; run_admin_command(args, code)) return code;
   ParsedFlags parsed = parse_flags(args);
   if (parsed.exit_now) {
     if (parsed.message == "version") {

@@ -13,6 +13,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <functional>
 #include <future>
 #include <memory>
 #include <mutex>
@@ -93,6 +94,34 @@ void raise_fd_limit() {
 
 }  // namespace
 
+// The admin API's settings; throws when it would listen beyond loopback without TLS (bearer
+// tokens travel) or a file cannot be read.
+static AdminOptions admin_options(const Config& config, std::shared_ptr<policy::JwksSource> jwks,
+                                  const std::function<std::string(const char*)>& reload) {
+  const Address where = resolve_address(config.admin_listen);
+  AdminOptions o;
+  if (!config.admin_tls_cert_file.empty()) {
+    o.tls = TlsContext::load(config.admin_tls_cert_file, config.admin_tls_key_file);
+  } else if (where.family() == AF_UNIX || !is_loopback(where)) {
+    throw std::runtime_error(
+        "--admin-listen must be a loopback HOST:PORT unless --admin-tls-cert/--admin-tls-key "
+        "are set (bearer tokens travel on it)");
+  }
+  o.reload = [reload] { return reload("admin /api/v1/reload"); };
+  o.jwks = std::move(jwks);
+  o.jwt.issuers = config.oidc_issuers;
+  o.jwt.audiences = config.admin_audiences.empty() ? config.oidc_audiences : config.admin_audiences;
+  o.jwt.identity_claim = config.identity_claim;
+  o.jwt.groups_claim = config.groups_claim;
+  o.jwt.clock_skew_s = static_cast<std::int64_t>(config.clock_skew_s);
+  if (!config.metrics_token_file.empty()) {
+    o.metrics_token = load_key(config.metrics_token_file, "the metrics scrape token");
+  }
+  o.hosts = config.admin_hosts;
+  o.max_connections = config.admin_max_connections;
+  return o;
+}
+
 int run_server(const Config& config) {
   const Address listen = resolve_address(config.listen);
   if (listen.family() == AF_UNIX) throw std::runtime_error("--listen must be HOST:PORT");
@@ -116,10 +145,12 @@ int run_server(const Config& config) {
   ::signal(SIGPIPE, SIG_IGN);
   // A file-size limit makes a segment write fail (EFBIG, refused like a full disk), not kill us.
   ::signal(SIGXFSZ, SIG_IGN);
+  // The identity provider's keys verify SQL callers' tokens and the admin API's.
+  const std::shared_ptr<policy::JwksSource> jwks = auth ? auth->jwks : load_jwks(config);
   std::unique_ptr<JwksFetcher> jwks_fetcher;
-  if (auth && !config.jwks_url.empty()) {
+  if (jwks && !config.jwks_url.empty()) {
     jwks_fetcher = std::make_unique<JwksFetcher>(config.jwks_url, config.jwks_ca_file,
-                                                 config.jwks_refresh_s, auth->jwks);
+                                                 config.jwks_refresh_s, jwks);
     const std::string error = jwks_fetcher->fetch_once();
     if (error.empty()) {
       PGW_INFO("jwks: keys loaded from %s", config.jwks_url.c_str());
@@ -239,18 +270,18 @@ int run_server(const Config& config) {
   };
   std::unique_ptr<AdminServer> admin;
   if (!config.admin_listen.empty()) {
-    const Address where = resolve_address(config.admin_listen);
-    if (where.family() == AF_UNIX || !is_loopback(where)) {
-      PGW_ERROR("cannot start: --admin-listen must be a loopback HOST:PORT (it has no auth)");
+    try {
+      admin = std::make_unique<AdminServer>(resolve_address(config.admin_listen), control,
+                                            admin_options(config, jwks, reload_policy));
+    } catch (const std::exception& e) {
+      PGW_ERROR("cannot start: %s", e.what());
       control.phase.store(Control::Stopping, std::memory_order_release);
       for (auto& w : workers) w->mailbox().wake();
       for (auto& t : pool) t.join();
       return 1;
     }
-    admin = std::make_unique<AdminServer>(where, control,
-                                          [&] { return reload_policy("admin /reload"); });
-    PGW_INFO("admin endpoint on %s (/healthz /readyz /metrics, POST /reload)",
-             admin->bound().c_str());
+    PGW_INFO("admin endpoint on %s (%s; /healthz /readyz /metrics /api/v1/...)",
+             admin->bound().c_str(), config.admin_tls_cert_file.empty() ? "http" : "https");
   }
   PGW_INFO("pgwarden listening on %s, upstream %s, %u worker threads, %s", bound.c_str(),
            upstream.text.c_str(), threads,

@@ -125,6 +125,12 @@ pr::Result<std::shared_ptr<const Policy>> Policy::parse(std::string_view json,
       for (const auto& n : names) p->dangerous_.push_back(ascii_lower(n));
       continue;
     }
+    if (key == "admins") {
+      if (!json_strings(field.value, p->admins_)) {
+        return policy_error(file, "$.admins", "must be an array of group names");
+      }
+      continue;
+    }
     if (key == "masking") {
       auto m = parse_masking(field.value, file);
       if (!m) return m.error();
@@ -135,7 +141,7 @@ pr::Result<std::shared_ptr<const Policy>> Policy::parse(std::string_view json,
       return policy_error(
           file, "$." + key,
           "unknown key (expected role_mappings, rules, masking, dangerous_functions, "
-          "comment)");
+          "admins, comment)");
     }
     sj::dom::array rules;
     if (field.value.get_array().get(rules) != sj::SUCCESS) {
@@ -155,11 +161,13 @@ pr::Result<std::shared_ptr<const Policy>> Policy::parse(std::string_view json,
           if (!json_name(rf.value, r.name)) {
             return policy_error(file, path, "must be a non-empty string");
           }
-        } else if (k == "groups" || k == "users" || k == "denylist" || k == "forbidden_tables") {
-          std::vector<std::string>& dst = k == "groups"     ? r.groups
-                                          : k == "users"    ? r.users
-                                          : k == "denylist" ? r.denylist
-                                                            : r.forbidden_tables;
+        } else if (k == "groups" || k == "users" || k == "denylist" || k == "forbidden_tables" ||
+                   k == "approvers") {
+          std::vector<std::string>& dst = k == "groups"      ? r.groups
+                                          : k == "users"     ? r.users
+                                          : k == "denylist"  ? r.denylist
+                                          : k == "approvers" ? r.approvers
+                                                             : r.forbidden_tables;
           if (!json_strings(rf.value, dst))
             return policy_error(file, path, "must be an array of strings");
         } else if (k == "deny" || k == "require_approval" || k == "allow") {
@@ -186,11 +194,17 @@ pr::Result<std::shared_ptr<const Policy>> Policy::parse(std::string_view json,
               sj::SUCCESS) {
             return policy_error(file, path, "must be true or false");
           }
+        } else if (k == "approvals_required") {
+          std::uint64_t n = 0;
+          if (rf.value.get_uint64().get(n) != sj::SUCCESS || n < 1 || n > 5) {
+            return policy_error(file, path, "must be a whole number from 1 to 5");
+          }
+          r.approvals_required = static_cast<unsigned>(n);
         } else if (k != "comment") {
           return policy_error(file, path,
                               "unknown key (expected name, groups, users, deny, require_approval, "
-                              "allow, read_only, replication, denylist, forbidden_tables, "
-                              "comment)");
+                              "approvers, approvals_required, allow, read_only, replication, "
+                              "denylist, forbidden_tables, comment)");
         }
       }
       if (r.name.empty()) return policy_error(file, at + ".name", "every rule needs a name");

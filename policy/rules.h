@@ -33,6 +33,10 @@ struct Rule {
   std::shared_ptr<hs_database> denylist_db;
   std::vector<std::string> forbidden_tables;  // "schema.table", "table" or "schema.*"
   bool parse_all = false;  // the rule restricts classes the pre-filter cannot tell apart
+  // Who decides the statements this rule holds (groups; empty: the policy's admins), and how
+  // many distinct approvers it takes. Nobody decides their own statement.
+  std::vector<std::string> approvers;
+  unsigned approvals_required = 1;
 
   bool matches(std::string_view identity, const std::vector<std::string>& caller_groups) const {
     return audience_matches(users, groups, identity, caller_groups);
@@ -63,6 +67,12 @@ class Policy {
   const Prefilter& prefilter() const noexcept { return *prefilter_; }
   const std::vector<std::string>& dangerous_functions() const noexcept { return dangerous_; }
   std::uint64_t id() const noexcept { return id_; }
+  // Groups that administer the gateway (sessions, kill, lock, reload) and decide holds of
+  // rules that name no approvers.
+  const std::vector<std::string>& admins() const noexcept { return admins_; }
+  const std::vector<std::string>& approvers_of(const Rule& r) const noexcept {
+    return r.approvers.empty() ? admins_ : r.approvers;
+  }
   // The first schema of a search_path value that `only` (or, when null, any rule: before
   // authentication the caller's rule is not known) forbids whole ("schema.*"), or "".
   std::string forbidden_schema_in(std::string_view search_path, const Rule* only = nullptr) const;
@@ -71,6 +81,7 @@ class Policy {
   std::vector<Rule> rules_;
   std::vector<MaskProfile> masking_;
   std::vector<std::string> dangerous_;
+  std::vector<std::string> admins_;
   std::shared_ptr<const Prefilter> prefilter_;
   std::uint64_t id_ = 0;
 };

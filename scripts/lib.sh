@@ -77,6 +77,14 @@ _pgw_work_cleanup() {
   if [ -n "$_pgw_work_keep" ]; then echo "$_pgw_work_name: kept $work"; else rm -rf "$work"; fi
 }
 
+# pgw_metrics_token: writes $work/metrics.token (mode 0600) and prints the flag that makes the
+# gateway accept it on GET /metrics.
+pgw_metrics_token() {
+  head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$work/metrics.token"
+  chmod 600 "$work/metrics.token"
+  echo "--metrics-token-file $work/metrics.token"
+}
+
 # pgw_gateway_finish NAME ADMIN_PORT [errors]: how every run through the gateway ends. No model
 # divergence counted on the admin endpoint, no sanitizer report in $work/gw.log (with `errors`: no
 # ERROR line either), a clean exit on SIGTERM, and a recording in $work/rec that verifies with
@@ -84,9 +92,16 @@ _pgw_work_cleanup() {
 pgw_gateway_finish() {
   local name=$1 admin=$2 rc=0 divergences pattern="runtime error\|AddressSanitizer"
   [ "${3:-}" = errors ] && pattern="ERROR\|$pattern"
-  divergences=$(curl -s "http://127.0.0.1:$admin/metrics" |
-    awk '/^pgwarden_model_divergences_total/ { n += $NF } END { print n + 0 }')
-  if [ "$divergences" != "0" ]; then
+  # /metrics takes the scrape token the gateway was started with (pgw_metrics_token).
+  if ! divergences=$(curl -sf -H "Authorization: Bearer $(cat "$work/metrics.token")" \
+    "http://127.0.0.1:$admin/metrics" |
+    awk '/^pgwarden_model_divergences_total/ { n += $NF; seen = 1 } END { print seen ? n : "none" }'); then
+    divergences=none
+  fi
+  if [ "$divergences" = none ]; then
+    echo "$name: could not read the model divergence counter from /metrics"
+    rc=1
+  elif [ "$divergences" != "0" ]; then
     echo "$name: the pipeline model lost track $divergences times:"
     grep "lost track" "$work/gw.log" | head -20
     rc=1

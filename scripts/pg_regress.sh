@@ -67,7 +67,7 @@ head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$work/seal.key"
 chmod 600 "$work/seal.key"
 pgw_gateway_start "$work/gw.log" "$BIN" --upstream "127.0.0.1:$PG_PORT" --threads 2 --no-pin \
   --policy "$work/policy.json" --record-dir "$work/rec" --record-key-file "$work/seal.key" \
-  --admin-listen 127.0.0.1:0
+  --admin-listen 127.0.0.1:0 $(pgw_metrics_token)
 gw_pid=$PGW_GW_PID
 GW_PORT=$PGW_GW_PORT
 ADMIN_PORT=$PGW_ADMIN_PORT

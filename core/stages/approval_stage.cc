@@ -36,10 +36,15 @@ void ApprovalStage::on_frontend(FrontendMessage& m) {
                     : "(bind of prepared statement \"" + std::string(m.view.statement) + "\")";
   p.rule = rule;
   p.reason = d.reason;
+  if (d.rule != nullptr) {
+    p.approvers = host_.core().policy->approvers_of(*d.rule);
+    p.required = d.rule->approvals_required;
+  }
   timespec ts{};
   clock_gettime(CLOCK_REALTIME, &ts);
   p.requested_at_us = std::int64_t(ts.tv_sec) * 1'000'000 + ts.tv_nsec / 1000;
   const std::string text = p.statement;
+  const std::size_t approver_groups = p.approvers.size();
   id_ = approvals->request(std::move(p));
   waiting_ = true;
   since_ns_ = host_.core().now_ns;
@@ -47,23 +52,28 @@ void ApprovalStage::on_frontend(FrontendMessage& m) {
   message_ =
       "pgwarden: statement held for approval under policy rule \"" + rule + "\" (" + d.reason + ")";
   m.verdict = Verdict::Hold;
+  const std::string id = approval_id_text(id_);
   PGW_WARN(
-      "approval %llu requested: %s wants to run [%.*s] (rule %s, %s); decide with POST "
-      "/approvals/%llu/approve or /deny on the admin endpoint",
-      static_cast<unsigned long long>(id_), host_.caller().identity.c_str(),
+      "approval %s requested: %s wants to run [%.*s] (rule %s, %s); decide with pgwarden "
+      "approvals approve|deny %s%s",
+      id.c_str(), host_.caller().identity.c_str(),
       static_cast<int>(std::min<std::size_t>(text.size(), 200)), text.data(), rule.c_str(),
-      d.reason.c_str(), static_cast<unsigned long long>(id_));
+      d.reason.c_str(), id.c_str(),
+      approver_groups == 0 ? " (the policy names no approvers or admins: nobody can approve it)"
+                           : "");
 }
 
 void ApprovalStage::on_decision(const ApprovalDecision& d) {
   if (!waiting_ || d.id != id_) return;
-  finish(d.approved, (d.approved ? "approved by " : "denied by ") +
-                         (d.approver.empty() ? std::string("an approver") : d.approver));
+  std::string outcome = (d.approved ? "approved by " : "denied by ") +
+                        (d.approver.empty() ? std::string("an approver") : d.approver);
+  if (!d.reason.empty()) outcome += ": " + d.reason;
+  finish(d.approved, outcome);
 }
 
 void ApprovalStage::finish(bool approved, const std::string& outcome) {
   waiting_ = false;
-  PGW_INFO("approval %llu: %s", static_cast<unsigned long long>(id_), outcome.c_str());
+  PGW_INFO("approval %s: %s", approval_id_text(id_).c_str(), outcome.c_str());
   const policy::Policy* pol = host_.core().policy;
   if (approved && (pol == nullptr || pol->id() != policy_id_)) {
     // The statement was judged under a policy no longer in force: the approval does not carry

@@ -8,7 +8,20 @@ namespace {
 
 using namespace testing;  // NOLINT
 
-constexpr const char* kHoldDrop = R"({"rules": [{"name": "r", "require_approval": ["drop"]}]})";
+constexpr const char* kHoldDrop =
+    R"({"admins": ["dba"], "rules": [{"name": "r", "require_approval": ["drop"]}]})";
+
+const AdminCaller kBob{"bob", {"dba"}};
+const AdminCaller kCarol{"carol", {"dba"}};
+
+// The id of the first pending statement in a list.
+std::uint64_t first_id(const std::string& list) {
+  std::uint64_t id = 0;
+  const std::size_t at = list.find("\"id\":\"");
+  EXPECT_NE(at, std::string::npos) << list;
+  EXPECT_TRUE(parse_approval_id(list.substr(at + 6, 16), id)) << list;
+  return id;
+}
 
 // Guarantee 6: a held statement waits for its own decision; a deny stands.
 TEST(ApprovalStageTest, HeldStatementsAreDecidedOneByOneAndADenyWins) {
@@ -20,25 +33,26 @@ TEST(ApprovalStageTest, HeldStatementsAreDecidedOneByOneAndADenyWins) {
   const std::vector<Stage*> chain{&policy, &approvals};
   EXPECT_EQ(host.frontend(chain, Query("DROP TABLE a")).verdict, Verdict::Hold);
   EXPECT_TRUE(approvals.waiting());
-  const std::string list = registry.list_json();
+  const std::string list = registry.list_json(kBob, {"dba"});
   EXPECT_NE(list.find("DROP TABLE a"), std::string::npos);
   // A decision for another id does nothing; one for this id decides it.
-  approvals.on_decision(ApprovalDecision{999, 42, true, "mallory"});
+  approvals.on_decision(ApprovalDecision{999, 42, true, "mallory", ""});
   EXPECT_TRUE(host.decisions.empty());
-  const std::uint64_t id = std::stoull(list.substr(list.find("\"id\":") + 5));
-  ASSERT_TRUE(registry.decide(id, false, "bob"));                 // what the admin endpoint does
-  EXPECT_FALSE(registry.decide(id, true, "carol"));               // decided once
-  approvals.on_decision(ApprovalDecision{id, 42, false, "bob"});  // what the mailbox delivers
+  const std::uint64_t id = first_id(list);
+  // What the admin API does, then what the mailbox delivers.
+  ASSERT_EQ(registry.decide(id, false, kBob, "not now"), Approvals::Outcome::Decided);
+  EXPECT_EQ(registry.decide(id, true, kCarol, ""), Approvals::Outcome::NotFound);  // decided once
+  approvals.on_decision(ApprovalDecision{id, 42, false, "bob", "not now"});
   ASSERT_EQ(host.decisions.size(), 1u);
   EXPECT_FALSE(host.decisions[0].approved);
-  EXPECT_NE(host.decisions[0].message.find("was denied by bob"), std::string::npos);
+  EXPECT_NE(host.decisions[0].message.find("was denied by bob: not now"), std::string::npos);
   EXPECT_FALSE(approvals.waiting());
   // An approval arriving after the deny changes nothing.
-  approvals.on_decision(ApprovalDecision{id, 42, true, "carol"});
+  approvals.on_decision(ApprovalDecision{id, 42, true, "carol", ""});
   EXPECT_EQ(host.decisions.size(), 1u);
   // The next held statement is a request of its own.
   EXPECT_EQ(host.frontend(chain, Query("DROP TABLE b")).verdict, Verdict::Hold);
-  const std::string list2 = registry.list_json();
+  const std::string list2 = registry.list_json(kBob, {"dba"});
   EXPECT_EQ(list2.find("DROP TABLE a"), std::string::npos);
   EXPECT_NE(list2.find("DROP TABLE b"), std::string::npos);
 }
@@ -53,11 +67,11 @@ TEST(ApprovalStageTest, AnApprovalDoesNotOutliveThePolicyItWasJudgedUnder) {
   ApprovalStage approvals(host);
   const std::vector<Stage*> chain{&policy, &approvals};
   EXPECT_EQ(host.frontend(chain, Query("DROP TABLE a")).verdict, Verdict::Hold);
-  const std::string list = registry.list_json();
-  const std::uint64_t id = std::stoull(list.substr(list.find("\"id\":") + 5));
+  const std::string list = registry.list_json(kBob, {"dba"});
+  const std::uint64_t id = first_id(list);
   host.reload(R"({"rules": [{"name": "r", "deny": ["drop"]}]})");
-  ASSERT_TRUE(registry.decide(id, true, "alice"));
-  approvals.on_decision(ApprovalDecision{id, 42, true, "alice"});
+  ASSERT_EQ(registry.decide(id, true, kBob, ""), Approvals::Outcome::Decided);
+  approvals.on_decision(ApprovalDecision{id, 42, true, "bob", ""});
   ASSERT_EQ(host.decisions.size(), 1u);
   EXPECT_FALSE(host.decisions[0].approved);
   EXPECT_NE(host.decisions[0].message.find("reloaded while it waited"), std::string::npos)
@@ -66,10 +80,10 @@ TEST(ApprovalStageTest, AnApprovalDoesNotOutliveThePolicyItWasJudgedUnder) {
   EXPECT_EQ(host.frontend(chain, Query("DROP TABLE b")).verdict, Verdict::Refuse);  // now denied
   host.reload(kHoldDrop);
   EXPECT_EQ(host.frontend(chain, Query("DROP TABLE c")).verdict, Verdict::Hold);
-  const std::string list2 = registry.list_json();
-  const std::uint64_t id2 = std::stoull(list2.substr(list2.find("\"id\":") + 5));
-  ASSERT_TRUE(registry.decide(id2, true, "alice"));
-  approvals.on_decision(ApprovalDecision{id2, 42, true, "alice"});
+  const std::string list2 = registry.list_json(kBob, {"dba"});
+  const std::uint64_t id2 = first_id(list2);
+  ASSERT_EQ(registry.decide(id2, true, kBob, ""), Approvals::Outcome::Decided);
+  approvals.on_decision(ApprovalDecision{id2, 42, true, "bob", ""});
   ASSERT_EQ(host.decisions.size(), 2u);
   EXPECT_TRUE(host.decisions[1].approved);
 }
@@ -88,13 +102,56 @@ TEST(ApprovalStageTest, TimesOutAsADenyAndWithoutTheAdminEndpointRefuses) {
   approvals.on_tick(host.core().now_ns + 2'000'000'000);
   ASSERT_EQ(host.decisions.size(), 1u);
   EXPECT_NE(host.decisions[0].message.find("not decided within 1 s"), std::string::npos);
-  EXPECT_EQ(registry.list_json(), "[]\n");
+  EXPECT_EQ(registry.list_json(kBob, {"dba"}), "[]\n");
   FakeHost bare(kHoldDrop);
   PolicyStage p2(bare);
   ApprovalStage a2(bare);
   const auto r = bare.frontend({&p2, &a2}, Query("DROP TABLE a"));
   EXPECT_EQ(r.verdict, Verdict::Refuse);
   EXPECT_NE(r.message.find("--admin-listen"), std::string::npos) << r.message;
+}
+
+// Who decides: the rule's approvers (else the policy's admins), never the requester (compared
+// without regard to case), and as many distinct people as the rule wants.
+TEST(ApprovalStageTest, FourEyesApproversAndTwoKeyRules) {
+  FakeHost host(R"({"admins": ["root"], "rules": [{"name": "r", "require_approval": ["drop"],)"
+                R"( "approvers": ["dba", "sec"], "approvals_required": 2}]})");
+  Approvals registry;
+  host.core().approvals = &registry;
+  PolicyStage policy(host);
+  ApprovalStage approvals(host);
+  const std::vector<Stage*> chain{&policy, &approvals};
+  EXPECT_EQ(host.frontend(chain, Query("DROP TABLE a")).verdict, Verdict::Hold);
+  const AdminCaller root{"root@example.com", {"root"}};
+  const AdminCaller self{"ALICE", {"dba"}};  // the requester ("alice") in another case
+  const AdminCaller outsider{"eve", {"analysts"}};
+  const AdminCaller sam{"sam", {"sec"}};
+  EXPECT_EQ(registry.list_json(outsider, {"root"}), "[]\n");  // nothing for them to decide
+  const std::uint64_t id = first_id(registry.list_json(root, {"root"}));  // admins see all
+  EXPECT_NE(registry.list_json(root, {"root"}).find("\"approvals_required\":2"), std::string::npos);
+  EXPECT_EQ(registry.decide(id, true, root, ""), Approvals::Outcome::NotApprover);
+  EXPECT_EQ(registry.decide(id, true, outsider, ""), Approvals::Outcome::NotApprover);
+  EXPECT_EQ(registry.decide(id, true, self, ""), Approvals::Outcome::OwnStatement);
+  EXPECT_EQ(registry.decide(id, false, self, ""), Approvals::Outcome::OwnStatement);
+  EXPECT_EQ(registry.decide(id, true, kBob, ""), Approvals::Outcome::Counted);
+  EXPECT_EQ(registry.decide(id, true, AdminCaller{"BOB", {"dba"}}, ""),
+            Approvals::Outcome::AlreadyCounted);
+  EXPECT_NE(registry.list_json(sam, {}).find("\"approved_by\":[\"bob\"]"), std::string::npos);
+  EXPECT_EQ(registry.decide(id, true, sam, ""), Approvals::Outcome::Decided);
+  EXPECT_EQ(registry.decide(id, true, kCarol, ""), Approvals::Outcome::NotFound);
+  approvals.on_decision(ApprovalDecision{id, 42, true, "bob, sam", ""});
+  ASSERT_EQ(host.decisions.size(), 1u);
+  EXPECT_TRUE(host.decisions[0].approved);
+}
+
+TEST(ApprovalIds, AreSixteenLowerCaseHexDigits) {
+  std::uint64_t id = 0;
+  EXPECT_TRUE(parse_approval_id("00000000000000ff", id));
+  EXPECT_EQ(id, 255u);
+  EXPECT_EQ(approval_id_text(255), "00000000000000ff");
+  for (const char* bad : {"", "ff", "00000000000000FF", "00000000000000fg", "000000000000000ff"}) {
+    EXPECT_FALSE(parse_approval_id(bad, id)) << bad;
+  }
 }
 
 }  // namespace

@@ -2,9 +2,10 @@
 // input, and spawning extra pgwarden instances with their own flags.
 import net from 'node:net';
 import { spawn, execFileSync } from 'node:child_process';
-import { readFileSync, writeFileSync, existsSync } from 'node:fs';
+import { readFileSync, writeFileSync, existsSync, chmodSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
+import * as jose from 'jose';
 
 export const env = {
   gwPort: Number(process.env.PGW_PORT),
@@ -175,4 +176,40 @@ export function makeCerts(dir, tag = 'server') {
   run('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', `${tag}.key`, '-out', `${tag}.csr`, '-subj', `/CN=localhost/O=${tag}`);
   run('x509', '-req', '-in', `${tag}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', `${tag}.pem`, '-days', '2', '-extfile', 'ext.cnf');
   return { ca: join(dir, 'ca.pem'), cert: join(dir, `${tag}.pem`), key: join(dir, `${tag}.key`) };
+}
+
+// A local identity provider for the admin API: an ES256 key, its JWKS file, and the tokens it
+// mints (`token(email, groups)`). `flags` make a gateway without gateway authentication verify
+// admin tokens with it; a gateway with gateway authentication uses `file` as its --jwks-file.
+export async function makeIdp(dir, { issuer = 'https://idp.test', audience = 'pgwarden-admin' } = {}) {
+  const { publicKey, privateKey } = await jose.generateKeyPair('ES256', { extractable: true });
+  const file = join(dir, 'admin-jwks.json');
+  writeFileSync(file, JSON.stringify({ keys: [{ ...(await jose.exportJWK(publicKey)), kid: 'admin-key', alg: 'ES256' }] }));
+  const token = (email, groups = [], { exp = '10m', aud = audience } = {}) => new jose.SignJWT({ email, groups })
+    .setProtectedHeader({ alg: 'ES256', kid: 'admin-key' }).setIssuer(issuer).setAudience(aud).setSubject(email)
+    .setIssuedAt().setExpirationTime(exp).sign(privateKey);
+  return { file, issuer, audience, token, flags: ['--jwks-file', file, '--oidc-issuer', issuer, '--admin-audience', audience] };
+}
+
+// A static scrape token for GET /metrics: the flag and the token.
+export function metricsToken(dir) {
+  const file = join(dir, 'metrics.token');
+  const token = 'm'.repeat(20) + Math.random().toString(36).slice(2).padEnd(12, 'x');
+  writeFileSync(file, token + '\n');
+  chmodSync(file, 0o600);
+  return { token, flags: ['--metrics-token-file', file] };
+}
+
+// The admin API's port, from a gateway's log.
+export const adminPort = (gw) => Number(/admin endpoint on 127\.0\.0\.1:(\d+)/.exec(gw.log)[1]);
+
+// One admin API request: { status, text, json() }.
+export async function adminCall(gw, method, path, { token, body, headers = {} } = {}) {
+  const h = { ...headers };
+  if (token) h.Authorization = `Bearer ${token}`;
+  const r = await fetch(`http://127.0.0.1:${adminPort(gw)}${path}`, {
+    method, headers: h, body: body === undefined ? undefined : (typeof body === 'string' ? body : JSON.stringify(body)),
+  });
+  const text = await r.text();
+  return { status: r.status, text, json: () => JSON.parse(text) };
 }

@@ -9,12 +9,13 @@ import { mkdtempSync, writeFileSync, chmodSync, rmSync, readFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
-import { env, withClient, startGateway, sleep, Wire, startupPacket, message, query, errorFields, rssKiB } from './lib.mjs';
+import { env, withClient, startGateway, sleep, Wire, startupPacket, message, query, errorFields, rssKiB, makeIdp, adminCall } from './lib.mjs';
 
-let dir, gw;
+let dir, gw, idp;
 const SSN = '219-09-9999';
 const EMAIL = 'carol.raw@example.net';
 const POLICY = {
+  admins: ['dba-oncall'],
   rules: [{ name: 'guard', users: ['trusted'], deny: ['drop', 'delete_without_where', 'truncate'],
     require_approval: ['alter'] }],
   masking: [{ name: 'everyone',
@@ -38,11 +39,9 @@ const S = () => message('S');
 const F = (oid, args = []) => message('F', Buffer.concat([i32(oid), i16(1), i16(1), i16(args.length),
   ...args.map((a) => Buffer.concat([i32(a.length), a])), i16(1)]));
 
-const admin = async (method, path) => {
-  const port = /admin endpoint on 127\.0\.0\.1:(\d+)/.exec(gw.log)[1];
-  const r = await fetch(`http://127.0.0.1:${port}${path}`, { method });
-  return { status: r.status, text: await r.text() };
-};
+// The admin API as `who`, a member of the policy's admins.
+const admin = async (method, path, who = 'alice') =>
+  adminCall(gw, method, path, { token: await idp.token(who, ['dba-oncall']) });
 const direct = (sql, params) => withClient(env.pgPort, (c) => c.query(sql, params));
 
 async function session(port = gw.port, user = 'trusted') {
@@ -85,7 +84,8 @@ before(async () => {
   await direct('CREATE TABLE pipe_copy (id int, note text)');
   await direct('GRANT ALL ON pipe_people, pipe_t, pipe_copy TO trusted');
   await direct('ALTER TABLE pipe_t OWNER TO trusted');
-  gw = await startGateway(['--upstream', `127.0.0.1:${env.pgPort}`, '--policy', policyFile(),
+  idp = await makeIdp(dir);
+  gw = await startGateway(['--upstream', `127.0.0.1:${env.pgPort}`, '--policy', policyFile(), ...idp.flags,
     '--record-dir', join(dir, 'rec'), '--record-key-file', key, '--admin-listen', '127.0.0.1:0',
     '--approval-timeout', '20', '--record-durability', 'strict',
     // The receive ring (count x size per core) becomes resident as traffic cycles through it, a
@@ -226,26 +226,26 @@ test('guarantee 6: two held statements in one write are decided one by one; a de
   let list = [];
   for (let i = 0; i < 50 && list.length === 0; i++) {
     await sleep(100);
-    list = JSON.parse((await admin('GET', '/approvals')).text);
+    list = JSON.parse((await admin('GET', '/api/v1/approvals')).text);
   }
   assert.equal(list.length, 1, 'one held statement at a time');
   assert.match(list[0].statement, /a1/);
   const rows = async () => Number((await direct('SELECT count(*) AS n FROM pipe_t')).rows[0].n);
   assert.equal(await rows(), 0, 'nothing behind the held statement ran');
-  assert.equal((await admin('POST', `/approvals/${list[0].id}/deny?by=bob`)).status, 200);
-  assert.equal((await admin('POST', `/approvals/${list[0].id}/approve?by=mallory`)).status, 404);
+  assert.equal((await admin('POST', `/api/v1/approvals/${list[0].id}/deny`, 'bob')).status, 200);
+  assert.equal((await admin('POST', `/api/v1/approvals/${list[0].id}/approve`, 'mallory')).status, 404);
   const denied = await untilReady(w);
   assert.match(errorFields(denied[0].body).M, /was denied by bob/);
   await untilReady(w); // the INSERT behind it
   for (let i = 0; i < 50; i++) {
-    list = JSON.parse((await admin('GET', '/approvals')).text);
+    list = JSON.parse((await admin('GET', '/api/v1/approvals')).text);
     if (list.length) break;
     await sleep(100);
   }
   assert.equal(list.length, 1);
   assert.match(list[0].statement, /a2/);
   assert.equal(await rows(), 1);
-  assert.equal((await admin('POST', `/approvals/${list[0].id}/approve?by=alice`)).status, 200);
+  assert.equal((await admin('POST', `/api/v1/approvals/${list[0].id}/approve`, 'alice')).status, 200);
   const approved = await untilReady(w);
   assert.equal(approved[0].type, 'C');
   await untilReady(w);
@@ -314,13 +314,13 @@ test('guarantee 9: after a reload a prepared statement is judged again when boun
   assert.equal((await untilReady(w))[0].type, '1');
   const stricter = { ...POLICY, rules: [{ ...POLICY.rules[0], deny: [...POLICY.rules[0].deny, 'update_without_where'] }] };
   writeFileSync(policyFile(), JSON.stringify(stricter));
-  assert.equal((await admin('POST', '/reload')).status, 200);
+  assert.equal((await admin('POST', '/api/v1/reload')).status, 200);
   w.write(Buffer.concat([B('', 'upd'), E(''), S()]));
   const got = await untilReady(w);
   assert.equal(got[0].type, 'E');
   assert.match(errorFields(got[0].body).M, /update_without_where/);
   writeFileSync(policyFile(), JSON.stringify(POLICY));
-  assert.equal((await admin('POST', '/reload')).status, 200);
+  assert.equal((await admin('POST', '/api/v1/reload')).status, 200);
   w.end();
 });
 
@@ -439,13 +439,13 @@ test('a statement redefined by SQL DEALLOCATE and PREPARE is not judged by its o
   await untilReady(w);
   const stricter = { ...POLICY, rules: [{ ...POLICY.rules[0], deny: [...POLICY.rules[0].deny, 'update_without_where'] }] };
   writeFileSync(policyFile(), JSON.stringify(stricter));
-  assert.equal((await admin('POST', '/reload')).status, 200);
+  assert.equal((await admin('POST', '/api/v1/reload')).status, 200);
   w.write(Buffer.concat([B('', 'redef'), E(''), S()]));
   const got = await untilReady(w);
   assert.equal(got[0].type, 'E');
   assert.equal(errorFields(got[0].body).C, '42501');
   writeFileSync(policyFile(), JSON.stringify(POLICY));
-  assert.equal((await admin('POST', '/reload')).status, 200);
+  assert.equal((await admin('POST', '/api/v1/reload')).status, 200);
   w.end();
   assert.equal((await direct("SELECT count(*) AS n FROM pipe_t WHERE note = 'redefined'")).rows[0].n, '0');
 });

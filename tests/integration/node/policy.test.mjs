@@ -9,11 +9,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import postgres from 'postgres';
-import { env, withClient, startGateway, sleep, Wire, startupPacket, message, query, errorFields } from './lib.mjs';
+import { env, withClient, startGateway, sleep, Wire, startupPacket, message, query, errorFields, makeIdp, adminCall } from './lib.mjs';
 
-let dir, gw, key;
+let dir, gw, key, idp;
 const policyFile = () => join(dir, 'policy.json');
 const RULES = {
+  admins: ['dba-oncall'],
   rules: [
     { name: 'guard', users: ['trusted'],
       deny: ['drop', 'truncate', 'delete_without_where', 'update_without_where', 'tautological_where',
@@ -34,12 +35,9 @@ const parse = (name, sql) => message('P', Buffer.concat([cstr(name), cstr(sql), 
 const bind = (stmt) => message('B', Buffer.concat([cstr(''), cstr(stmt), int16(0), int16(0), int16(0)]));
 const execute = () => message('E', Buffer.concat([cstr(''), int32(0)]));
 const sync = () => message('S');
-// The admin endpoint's port, from the gateway's log.
-const admin = async (method, path) => {
-  const port = /admin endpoint on 127\.0\.0\.1:(\d+)/.exec(gw.log)[1];
-  const r = await fetch(`http://127.0.0.1:${port}${path}`, { method });
-  return { status: r.status, text: await r.text() };
-};
+// The admin API, as `who` (a member of the policy's admins group) with an optional reason.
+const admin = async (method, path, who = 'alice', body) =>
+  adminCall(gw, method, path, { token: await idp.token(who, ['dba-oncall']), body });
 
 async function session(port = gw.port) {
   const w = new Wire(port);
@@ -71,9 +69,10 @@ before(async () => {
     await c.query('GRANT ALL ON policy_t, policy_secret TO trusted');
     await c.query('ALTER TABLE policy_t OWNER TO trusted'); // so an approved ALTER can run
   });
+  idp = await makeIdp(dir);
   gw = await startGateway(['--upstream', `127.0.0.1:${env.pgPort}`, '--policy', policyFile(),
     '--record-dir', join(dir, 'rec'), '--record-key-file', key, '--admin-listen', '127.0.0.1:0',
-    '--approval-timeout', '2']);
+    '--approval-timeout', '2', ...idp.flags]);
 });
 
 after(async () => {
@@ -297,8 +296,8 @@ test('pgbench tpcb-like passes the policy (its UPDATEs carry WHERE), and SIGHUP 
   await sleep(200);
 });
 
-test('admin endpoint: health, readiness, metrics, and POST /reload with the same validation as SIGHUP', async () => {
-  assert.deepEqual(await admin('GET', '/healthz'), { status: 200, text: 'ok\n' });
+test('admin API: health, readiness, metrics, and POST /api/v1/reload with the same validation as SIGHUP', async () => {
+  assert.equal((await adminCall(gw, 'GET', '/healthz')).text, 'ok\n');
   assert.equal((await admin('GET', '/readyz')).status, 200);
   const metrics = (await admin('GET', '/metrics')).text;
   assert.match(metrics, /# TYPE pgwarden_statements_refused_policy_total counter/);
@@ -308,30 +307,34 @@ test('admin endpoint: health, readiness, metrics, and POST /reload with the same
   assert.match(metrics, /^pgwarden_recording_failed\{core="0"\} 0$/m);
   assert.match(metrics, /^pgwarden_policy_version \d+$/m);
   assert.equal((await admin('GET', '/nope')).status, 404);
-  assert.equal((await admin('GET', '/reload')).status, 405);
+  assert.equal((await admin('GET', '/api/v1/reload')).status, 404);
+  assert.equal((await adminCall(gw, 'POST', '/api/v1/reload')).status, 401); // no token
+  assert.equal((await adminCall(gw, 'GET', '/metrics')).status, 401);
+  // A valid token of someone outside the admins group may not reload.
+  assert.equal((await adminCall(gw, 'POST', '/api/v1/reload', { token: await idp.token('mallory', ['analysts']) })).status, 403);
   writeFileSync(policyFile(), '{"rules": [{"name": "x", "read_only": "sometimes"}]}');
-  const bad = await admin('POST', '/reload');
+  const bad = await admin('POST', '/api/v1/reload');
   assert.equal(bad.status, 422);
   assert.match(bad.text, /keeping the old policy: .*policy\.json: \$\.rules\[0\]\.read_only: must be true or false/);
-  writeFileSync(policyFile(), JSON.stringify({ rules: [{ name: 'via-admin', users: ['trusted'], deny: ['select'] }] }));
-  assert.equal((await admin('POST', '/reload')).status, 200);
+  writeFileSync(policyFile(), JSON.stringify({ admins: ['dba-oncall'], rules: [{ name: 'via-admin', users: ['trusted'], deny: ['select'] }] }));
+  assert.equal((await admin('POST', '/api/v1/reload')).status, 200);
   const c = client();
   await c.connect();
   await assert.rejects(c.query('SELECT 1'), (e) => e.code === '42501' && /rule "via-admin" \(class select\)/.test(e.message));
   await c.end();
   writeFileSync(policyFile(), JSON.stringify(RULES));
-  assert.equal((await admin('POST', '/reload')).status, 200);
-  // It has no authentication, so it only listens on loopback.
+  assert.equal((await admin('POST', '/api/v1/reload')).status, 200);
+  // Bearer tokens travel on it: beyond loopback only with TLS.
   const exposed = await new Promise((resolve) => execFile(env.bin, ['--upstream', `127.0.0.1:${env.pgPort}`, '--listen', '127.0.0.1:0',
     '--admin-listen', '0.0.0.0:0'], (err, _o, stderr) => resolve({ code: err ? err.code : 0, stderr })));
   assert.equal(exposed.code, 1);
-  assert.match(exposed.stderr, /--admin-listen must be a loopback/);
+  assert.match(exposed.stderr, /--admin-listen must be a loopback HOST:PORT unless --admin-tls-cert/);
 });
 
 test('require_approval: the statement waits until someone approves or denies it on the admin endpoint', async () => {
   const pendingList = async () => {
     for (let i = 0; i < 50; i++) {
-      const list = JSON.parse((await admin('GET', '/approvals')).text);
+      const list = JSON.parse((await admin('GET', '/api/v1/approvals')).text);
       if (list.length > 0) return list;
       await sleep(50);
     }
@@ -347,31 +350,31 @@ test('require_approval: the statement waits until someone approves or denies it 
   assert.equal(first.identity, 'trusted');
   assert.equal(first.rule, 'guard');
   assert.equal(await hasColumn('approved_col'), false, 'nothing ran while held');
-  assert.equal((await admin('POST', `/approvals/${first.id}/approve?by=alice`)).status, 200);
+  assert.equal((await admin('POST', `/api/v1/approvals/${first.id}/approve`, 'alice')).status, 200);
   await approved;
   assert.equal(await hasColumn('approved_col'), true);
   // The rejection is awaited from the start: the refusal can arrive while the deny request is
   // still being answered, and a rejection with no handler yet fails the whole run.
   const denied = assert.rejects(c.query('ALTER TABLE policy_t ADD COLUMN denied_col int'),
-    (e) => e.code === '42501' && /held for approval under policy rule "guard" \(class alter\) was denied by bob/.test(e.message));
+    (e) => e.code === '42501' && /held for approval under policy rule "guard" \(class alter\) was denied by bob: not during the freeze$/.test(e.message));
   const [second] = await pendingList();
-  assert.equal((await admin('POST', `/approvals/${second.id}/deny?by=bob`)).status, 200);
+  assert.equal((await admin('POST', `/api/v1/approvals/${second.id}/deny`, 'bob', { reason: 'not during\nthe freeze' })).status, 200);
   await denied;
   assert.equal(await hasColumn('denied_col'), false);
   assert.equal((await c.query('SELECT 1 AS one')).rows[0].one, 1); // the session goes on
   await c.end();
-  assert.equal((await admin('POST', `/approvals/${second.id}/approve`)).status, 404); // already decided
+  assert.equal((await admin('POST', `/api/v1/approvals/${second.id}/approve`)).status, 404); // already decided
   // Extended protocol: a held Parse; denying it fails the pipeline as if the server had.
   const w = await session();
   w.write(Buffer.concat([parse('', 'ALTER TABLE policy_t ADD COLUMN piped_col int'), bind(''), execute(), sync()]));
   const [third] = await pendingList();
-  assert.equal((await admin('POST', `/approvals/${third.id}/deny?by=carol`)).status, 200);
+  assert.equal((await admin('POST', `/api/v1/approvals/${third.id}/deny`, 'carol')).status, 200);
   const got = await untilReady(w);
   assert.deepEqual(got.map((m) => m.type), ['E', 'Z']);
   assert.match(errorFields(got[0].body).M, /was denied by carol/);
   w.write(Buffer.concat([parse('', 'ALTER TABLE policy_t ADD COLUMN piped_col int'), bind(''), execute(), sync()]));
   const [fourth] = await pendingList();
-  assert.equal((await admin('POST', `/approvals/${fourth.id}/approve?by=dave`)).status, 200);
+  assert.equal((await admin('POST', `/api/v1/approvals/${fourth.id}/approve`, 'dave')).status, 200);
   assert.deepEqual((await untilReady(w)).map((m) => m.type), ['1', '2', 'C', 'Z']);
   w.end();
   assert.equal(await hasColumn('piped_col'), true);
@@ -379,7 +382,7 @@ test('require_approval: the statement waits until someone approves or denies it 
   await sleep(300);
   const events = (await tool('export', '--record-dir', join(dir, 'rec'), '--format', 'jsonl')).stdout.trim().split('\n').map((l) => JSON.parse(l));
   const approvals = events.filter((e) => e.type === 'approval');
-  for (const [who, decision] of [['alice', 'approved'], ['bob', 'denied'], ['carol', 'denied'], ['dave', 'approved']]) {
+  for (const [who, decision] of [['alice', 'approved'], ['bob: not during the freeze', 'denied'], ['carol', 'denied'], ['dave', 'approved']]) {
     assert.ok(approvals.some((e) => e.decision === decision && e.reason === `${decision} by ${who}` && e.duration_us > 0), who);
   }
   await withClient(env.pgPort, (d) => d.query('ALTER TABLE policy_t DROP COLUMN approved_col, DROP COLUMN piped_col'));

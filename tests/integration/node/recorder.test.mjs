@@ -8,7 +8,7 @@ import { mkdtempSync, writeFileSync, chmodSync, rmSync, readFileSync, readdirSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
-import { env, withClient, startGateway, sleep } from './lib.mjs';
+import { env, withClient, startGateway, sleep, metricsToken, adminCall } from './lib.mjs';
 
 let dir, key;
 
@@ -238,10 +238,10 @@ test('a full record filesystem: statements refused with 58030, nothing forwarded
   try {
     // Leave about 256 KiB free.
     spawnSync('dd', ['if=/dev/zero', `of=${join(mnt, 'filler')}`, 'bs=64k', 'count=60'], { encoding: 'utf8' });
+    const scrape = metricsToken(dir);
     gw = await startGateway(['--upstream', `127.0.0.1:${env.pgPort}`, '--threads', '1', '--record-dir', join(mnt, 'rec'),
-      '--record-key-file', key, '--record-durability', 'batch', '--admin-listen', '127.0.0.1:0']);
-    const adminPort = /admin endpoint on 127\.0\.0\.1:(\d+)/.exec(gw.log)[1];
-    const adminGet = async (path) => { const r = await fetch(`http://127.0.0.1:${adminPort}${path}`); return { status: r.status, text: await r.text() }; };
+      '--record-key-file', key, '--record-durability', 'batch', '--admin-listen', '127.0.0.1:0', ...scrape.flags]);
+    const adminGet = (path) => adminCall(gw, 'GET', path, { token: scrape.token });
     const c = trusted(gw.port);
     await c.connect();
     const pad = 'x'.repeat(8000);

@@ -1,0 +1,286 @@
+#include "core/admin_http.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <cstring>
+#include <ctime>
+#include <mutex>
+#include <thread>
+
+#include "core/tls.h"
+
+namespace pgwarden::core {
+
+namespace {
+
+std::int64_t mono_ns() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return std::int64_t(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
+std::int64_t ns_of(double seconds) {
+  return static_cast<std::int64_t>(seconds * 1e9);
+}
+
+// One thread per connection: a connection never waits for another to finish. The number of
+// connections is bounded in process_and_close_socket, which answers the excess at once.
+class ConnectionThreads final : public httplib::TaskQueue {
+ public:
+  void enqueue(std::function<void()> fn) override {
+    {
+      std::lock_guard lock(mu_);
+      ++running_;
+    }
+    std::thread([this, fn = std::move(fn)] {
+      fn();
+      std::lock_guard lock(mu_);
+      --running_;
+      done_.notify_all();
+    }).detach();
+  }
+  void shutdown() override {
+    std::unique_lock lock(mu_);
+    done_.wait(lock, [this] { return running_ == 0; });
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable done_;
+  unsigned running_ = 0;
+};
+
+// A connection's byte stream (plain or TLS) with deadlines: reads must finish by the request's
+// deadline, writes by the response's, however slowly the peer trickles bytes.
+class DeadlineStream final : public httplib::Stream {
+ public:
+  DeadlineStream(int fd, SSL* ssl, const AdminHttpLimits& limits)
+      : fd_(fd), ssl_(ssl), limits_(limits) {}
+
+  // A new request may start: its bytes must all arrive within request_s from now.
+  void begin_request() {
+    read_deadline_ = mono_ns() + ns_of(limits_.request_s);
+    writing_ = false;
+  }
+  // Data already received (buffered here or inside TLS) and not yet read.
+  bool has_buffered() const { return pos_ < len_ || (ssl_ != nullptr && SSL_pending(ssl_) > 0); }
+
+  bool is_readable() const override { return has_buffered() || wait(POLLIN, read_deadline_); }
+  bool is_writable() const override { return wait(POLLOUT, write_deadline()); }
+
+  ssize_t read(char* ptr, size_t size) override {
+    if (pos_ == len_) {
+      pos_ = len_ = 0;
+      while (true) {
+        const IoResult r = io_read(buf_, sizeof buf_);
+        if (r.n > 0) {
+          len_ = static_cast<std::size_t>(r.n);
+          break;
+        }
+        if (r.wait == 0) return r.n;  // closed or failed
+        if (!wait(r.wait, read_deadline_)) return -1;
+      }
+    }
+    const std::size_t n = std::min(size, len_ - pos_);
+    std::memcpy(ptr, buf_ + pos_, n);
+    pos_ += n;
+    return static_cast<ssize_t>(n);
+  }
+
+  ssize_t write(const char* ptr, size_t size) override {
+    if (!writing_) {
+      writing_ = true;
+      write_deadline_ = mono_ns() + ns_of(limits_.response_s);
+    }
+    std::size_t done = 0;
+    while (done < size) {
+      const IoResult r = io_write(ptr + done, size - done);
+      if (r.n > 0) {
+        done += static_cast<std::size_t>(r.n);
+        continue;
+      }
+      if (r.wait == 0 || !wait(r.wait, write_deadline_)) return done > 0 ? ssize_t(done) : -1;
+    }
+    return static_cast<ssize_t>(done);
+  }
+
+  void get_remote_ip_and_port(std::string& ip, int& port) const override {
+    sockaddr_storage a{};
+    socklen_t len = sizeof a;
+    if (::getpeername(fd_, reinterpret_cast<sockaddr*>(&a), &len) == 0) describe(a, ip, port);
+  }
+  void get_local_ip_and_port(std::string& ip, int& port) const override {
+    sockaddr_storage a{};
+    socklen_t len = sizeof a;
+    if (::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len) == 0) describe(a, ip, port);
+  }
+  socket_t socket() const override { return fd_; }
+
+ private:
+  struct IoResult {
+    ssize_t n = 0;   // > 0: bytes moved
+    short wait = 0;  // POLLIN/POLLOUT: retry when ready; 0: n is final (0 closed, -1 failed)
+  };
+
+  IoResult io_read(char* p, std::size_t n) {
+    if (ssl_ == nullptr) {
+      const ssize_t r = ::recv(fd_, p, n, MSG_DONTWAIT);
+      if (r >= 0) return {r, 0};
+      return errno == EAGAIN || errno == EINTR ? IoResult{0, POLLIN} : IoResult{-1, 0};
+    }
+    const int r = SSL_read(ssl_, p, static_cast<int>(std::min<std::size_t>(n, 1 << 30)));
+    return ssl_result(r);
+  }
+  IoResult io_write(const char* p, std::size_t n) {
+    if (ssl_ == nullptr) {
+      const ssize_t r = ::send(fd_, p, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+      if (r >= 0) return {r, r == 0 ? short(POLLOUT) : short(0)};
+      return errno == EAGAIN || errno == EINTR ? IoResult{0, POLLOUT} : IoResult{-1, 0};
+    }
+    const int r = SSL_write(ssl_, p, static_cast<int>(std::min<std::size_t>(n, 1 << 30)));
+    return ssl_result(r);
+  }
+  IoResult ssl_result(int r) {
+    if (r > 0) return {r, 0};
+    switch (SSL_get_error(ssl_, r)) {
+      case SSL_ERROR_WANT_READ:
+        return {0, POLLIN};
+      case SSL_ERROR_WANT_WRITE:
+        return {0, POLLOUT};
+      case SSL_ERROR_ZERO_RETURN:
+        return {0, 0};
+      default:
+        ERR_clear_error();
+        return {-1, 0};
+    }
+  }
+
+  std::int64_t write_deadline() const {
+    return writing_ ? write_deadline_ : mono_ns() + ns_of(limits_.response_s);
+  }
+  // Waits for `events` until `deadline`; false when it passed or the connection failed.
+  bool wait(short events, std::int64_t deadline) const {
+    while (true) {
+      const std::int64_t left = deadline - mono_ns();
+      if (left <= 0) return false;
+      pollfd p{fd_, events, 0};
+      const int r =
+          ::poll(&p, 1, static_cast<int>(std::min<std::int64_t>(left / 1'000'000 + 1, 1000)));
+      if (r > 0) return (p.revents & (events | POLLHUP | POLLERR)) != 0;
+      if (r < 0 && errno != EINTR) return false;
+    }
+  }
+  static void describe(const sockaddr_storage& a, std::string& ip, int& port) {
+    char text[INET6_ADDRSTRLEN] = {};
+    if (a.ss_family == AF_INET) {
+      const auto* v4 = reinterpret_cast<const sockaddr_in*>(&a);
+      ::inet_ntop(AF_INET, &v4->sin_addr, text, sizeof text);
+      port = ntohs(v4->sin_port);
+    } else if (a.ss_family == AF_INET6) {
+      const auto* v6 = reinterpret_cast<const sockaddr_in6*>(&a);
+      ::inet_ntop(AF_INET6, &v6->sin6_addr, text, sizeof text);
+      port = ntohs(v6->sin6_port);
+    }
+    ip = text;
+  }
+
+  int fd_;
+  SSL* ssl_;
+  const AdminHttpLimits& limits_;
+  std::int64_t read_deadline_ = 0;
+  std::int64_t write_deadline_ = 0;
+  bool writing_ = false;
+  char buf_[4096];
+  std::size_t pos_ = 0, len_ = 0;
+};
+
+}  // namespace
+
+AdminHttpServer::AdminHttpServer(const AdminHttpLimits& limits,
+                                 std::shared_ptr<const TlsContext> tls)
+    : limits_(limits), tls_(std::move(tls)) {
+  new_task_queue = [] { return new ConnectionThreads; };
+  set_payload_max_length(limits_.max_body);
+  set_keep_alive_max_count(limits_.max_requests);
+}
+
+AdminHttpServer::~AdminHttpServer() = default;
+
+bool AdminHttpServer::process_and_close_socket(socket_t sock) {
+  struct Slot {
+    std::atomic<unsigned>& n;
+    ~Slot() { n.fetch_sub(1, std::memory_order_relaxed); }
+  } slot{active_};
+  const bool over = active_.fetch_add(1, std::memory_order_relaxed) >= limits_.max_connections;
+  ::fcntl(sock, F_SETFL, ::fcntl(sock, F_GETFL) | O_NONBLOCK);
+  SSL* ssl = nullptr;
+  auto finish = [&] {
+    if (ssl != nullptr) {
+      SSL_shutdown(ssl);
+      SSL_free(ssl);
+    }
+    ::shutdown(sock, SHUT_RDWR);
+    ::close(sock);
+    return true;
+  };
+  if (over) {
+    if (tls_ == nullptr) {
+      static const char kBusy[] =
+          "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: "
+          "27\r\nConnection: close\r\n\r\ntoo many admin connections\n";
+      (void)!::send(sock, kBusy, sizeof kBusy - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+    }
+    return finish();
+  }
+  if (tls_ != nullptr) {
+    ssl = SSL_new(tls_->native());
+    if (ssl == nullptr) return finish();
+    SSL_set_fd(ssl, sock);
+  }
+  DeadlineStream stream(sock, ssl, limits_);
+  stream.begin_request();  // the handshake counts towards the first request's deadline
+  while (ssl != nullptr) {
+    const int r = SSL_accept(ssl);
+    if (r == 1) break;
+    const int e = SSL_get_error(ssl, r);
+    ERR_clear_error();
+    const bool ready = e == SSL_ERROR_WANT_READ    ? stream.is_readable()
+                       : e == SSL_ERROR_WANT_WRITE ? stream.is_writable()
+                                                   : false;
+    if (!ready) {
+      SSL_free(ssl);
+      ssl = nullptr;  // no close_notify on a failed handshake
+      return finish();
+    }
+  }
+  for (unsigned n = 0; n < limits_.max_requests; ++n) {
+    if (n > 0) {
+      // Keep-alive: wait for the next request's first byte, or give up; stop() ends the wait.
+      const std::int64_t until = mono_ns() + ns_of(limits_.keep_alive_s);
+      bool ready = stream.has_buffered();
+      while (!ready && mono_ns() < until && svr_sock_ != INVALID_SOCKET) {
+        pollfd p{sock, POLLIN, 0};
+        const int r = ::poll(&p, 1, 200);
+        if (r > 0) ready = true;
+        if (r < 0 && errno != EINTR) break;
+      }
+      if (!ready) break;
+      stream.begin_request();
+    }
+    bool closed = false;
+    const bool last = n + 1 == limits_.max_requests || svr_sock_ == INVALID_SOCKET;
+    if (!process_request(stream, last, closed, [](httplib::Request&) {}) || closed) break;
+  }
+  return finish();
+}
+
+}  // namespace pgwarden::core

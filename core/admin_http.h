@@ -1,0 +1,44 @@
+// The admin listener's HTTP transport: cpp-httplib (Debian's libcpp-httplib) parses requests and
+// routes them; this class owns the connections. Each connection gets its own thread (up to
+// --admin-max-connections), a deadline for each whole request and each whole response (not only
+// per read), optional TLS, and a keep-alive limit, so a slow or oversized request holds nothing
+// but its own connection: /healthz and everyone else's requests go on. Off the data path.
+#pragma once
+
+#include <httplib.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace pgwarden::core {
+
+class TlsContext;
+
+struct AdminHttpLimits {
+  double request_s = 10;        // from a request's first byte (or the connection) to its last
+  double response_s = 10;       // to write one response
+  double keep_alive_s = 5;      // idle time between requests on one connection
+  unsigned max_requests = 100;  // per connection
+  unsigned max_connections = 64;
+  std::size_t max_body = 64 * 1024;
+};
+
+class AdminHttpServer final : public httplib::Server {
+ public:
+  // `tls` null: plain HTTP.
+  AdminHttpServer(const AdminHttpLimits& limits, std::shared_ptr<const TlsContext> tls);
+  ~AdminHttpServer() override;
+
+  unsigned connections() const noexcept { return active_.load(std::memory_order_relaxed); }
+
+ private:
+  bool process_and_close_socket(socket_t sock) override;
+
+  AdminHttpLimits limits_;
+  std::shared_ptr<const TlsContext> tls_;
+  std::atomic<unsigned> active_{0};
+};
+
+}  // namespace pgwarden::core

@@ -1,0 +1,291 @@
+// The admin API end to end: held statements decided by people the policy names, proven by their
+// OIDC tokens (four eyes, two-approver rules), through the `pgwarden approvals` CLI while psql
+// waits; tokens, Host and Origin checked; and a listener that slow or oversized requests cannot
+// tie up. SQL callers log in with gateway authentication (tokens from the same local IdP).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import net from 'node:net';
+import https from 'node:https';
+import { mkdtempSync, writeFileSync, chmodSync, rmSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pg from 'pg';
+import { env, withClient, startGateway, sleep, makeIdp, adminCall, adminPort, makeCerts } from './lib.mjs';
+
+const SECRET = { adm_agent: 'agent-Upstream-Secret-1', adm_dba: 'dba-Upstream-Secret-2', adm_pay: 'pay-Upstream-Secret-3' };
+let dir, gw, idp;
+const tokens = {};
+const emails = {};
+
+const POLICY = {
+  admins: ['gateway-admins'],
+  role_mappings: [
+    { group: 'agents', role: 'adm_agent', database: 'postgres' },
+    { group: 'dba-oncall', role: 'adm_dba', database: 'postgres' },
+    { group: 'payments', role: 'adm_pay', database: 'postgres' },
+  ],
+  rules: [
+    { name: 'agents-hold', groups: ['agents'], require_approval: ['drop'], approvers: ['dba-oncall'] },
+    { name: 'dba-hold', groups: ['dba-oncall'], require_approval: ['drop'], approvers: ['dba-oncall'] },
+    { name: 'two-keys', groups: ['payments'], require_approval: ['truncate'], approvers: ['dba-oncall', 'security'],
+      approvals_required: 2 },
+  ],
+};
+
+const tool = (args, extraEnv = {}) => new Promise((resolve) => execFile(env.bin, args,
+  { env: { ...process.env, ...extraEnv } }, (err, stdout, stderr) => resolve({ code: err ? err.code : 0, stdout, stderr })));
+const cli = (who, ...args) => tool(['approvals', ...args, '--admin', `http://127.0.0.1:${adminPort(gw)}`],
+  { PGWARDEN_TOKEN: tokens[who] });
+const psql = (who, sql) => new Promise((resolve) => execFile('psql', ['-X', '-w', '-h', '127.0.0.1', '-p', String(gw.port),
+  '-U', emails[who], '-d', 'postgres', '-c', sql], { env: { ...process.env, PGPASSWORD: tokens[who] } },
+(err, stdout, stderr) => resolve({ code: err ? err.code : 0, stdout, stderr })));
+const api = (who, method, path, body) => adminCall(gw, method, path, { token: tokens[who], body });
+const tableExists = (name) => withClient(env.pgPort, async (c) =>
+  (await c.query('SELECT to_regclass($1) IS NOT NULL AS e', [name])).rows[0].e);
+
+// The pending approvals `who` may decide, once at least `n` are there.
+async function pending(who, n = 1, match = () => true) {
+  for (let i = 0; i < 100; i++) {
+    const list = (await api(who, 'GET', '/api/v1/approvals')).json().filter(match);
+    if (list.length >= n) return list;
+    await sleep(50);
+  }
+  throw new Error(`fewer than ${n} pending approvals`);
+}
+
+before(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'pgw-admin-'));
+  idp = await makeIdp(dir, { audience: 'pgwarden-it' });
+  await withClient(env.pgPort, async (c) => {
+    for (const [role, pw] of Object.entries(SECRET)) {
+      await c.query(`DROP ROLE IF EXISTS ${role}`);
+      await c.query(`CREATE ROLE ${role} LOGIN PASSWORD '${pw}'`);
+    }
+    await c.query('DROP SCHEMA IF EXISTS adm CASCADE');
+    await c.query('CREATE SCHEMA adm AUTHORIZATION adm_agent');
+    await c.query('GRANT ALL ON SCHEMA adm TO adm_dba, adm_pay');
+  });
+  writeFileSync(join(dir, 'policy.json'), JSON.stringify(POLICY));
+  writeFileSync(join(dir, 'secrets'), Object.entries(SECRET).map(([r, p]) => `${r} ${p}\n`).join(''));
+  chmodSync(join(dir, 'secrets'), 0o600);
+  writeFileSync(join(dir, 'seal.key'), 'a'.repeat(40));
+  chmodSync(join(dir, 'seal.key'), 0o600);
+  const people = {
+    agent: ['agent-7@example.com', ['agents']], dba: ['dana@example.com', ['dba-oncall']],
+    dba2: ['dmitri@example.com', ['dba-oncall']], sec: ['sam@example.com', ['security']],
+    payer: ['pat@example.com', ['payments']], analyst: ['ann@example.com', ['analysts']],
+    root: ['root@example.com', ['gateway-admins']],
+  };
+  for (const [k, [email, groups]] of Object.entries(people)) {
+    tokens[k] = await idp.token(email, groups);
+    emails[k] = email;
+  }
+  gw = await startGateway(['--upstream', `127.0.0.1:${env.pgPort}`, '--threads', '2', '--policy', join(dir, 'policy.json'),
+    '--upstream-secrets', join(dir, 'secrets'), '--jwks-file', idp.file, '--oidc-issuer', idp.issuer,
+    '--oidc-audience', idp.audience, '--allow-plaintext-auth', '--admin-listen', '127.0.0.1:0',
+    '--approval-timeout', '30', '--record-dir', join(dir, 'rec'), '--record-key-file', join(dir, 'seal.key')]);
+});
+
+after(async () => {
+  gw.kill('SIGINT');
+  gw.kill('SIGINT');
+  await gw.exited;
+  await withClient(env.pgPort, (c) => c.query('DROP SCHEMA IF EXISTS adm CASCADE'));
+  rmSync(dir, { recursive: true, force: true });
+});
+
+test('an agent\'s DROP TABLE waits in psql until a DBA approves it with the CLI; a deny carries its reason', async () => {
+  await withClient(env.pgPort, (c) => c.query('CREATE TABLE adm.doomed (id int); CREATE TABLE adm.kept (id int); ALTER TABLE adm.doomed OWNER TO adm_agent; ALTER TABLE adm.kept OWNER TO adm_agent'));
+  const run = psql('agent', 'DROP TABLE adm.doomed');
+  const [held] = await pending('dba', 1, (p) => /doomed/.test(p.statement));
+  assert.equal(held.identity, 'agent-7@example.com');
+  assert.equal(held.rule, 'agents-hold');
+  assert.deepEqual(held.approvers, ['dba-oncall']);
+  assert.match(held.id, /^[0-9a-f]{16}$/);
+  assert.equal(await tableExists('adm.doomed'), true, 'nothing ran while held');
+  // The list as the CLI prints it, then the decision.
+  const listed = await cli('dba', 'list');
+  assert.equal(listed.code, 0, listed.stderr);
+  assert.match(listed.stdout, new RegExp(`${held.id}.*agent-7@example.com.*agents-hold.*DROP TABLE adm.doomed`));
+  const approved = await cli('dba', 'approve', held.id);
+  assert.equal(approved.code, 0, approved.stderr);
+  const r = await run;
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /DROP TABLE/);
+  assert.equal(await tableExists('adm.doomed'), false);
+
+  const run2 = psql('agent', 'DROP TABLE adm.kept');
+  const [held2] = await pending('dba', 1, (p) => /kept/.test(p.statement));
+  const denied = await cli('dba2', 'deny', held2.id, '--reason', 'ask in #db-changes first');
+  assert.equal(denied.code, 0, denied.stderr);
+  const r2 = await run2;
+  assert.notEqual(r2.code, 0);
+  assert.match(r2.stderr, /held for approval under policy rule "agents-hold" \(class drop\) was denied by dmitri@example\.com: ask in #db-changes first/);
+  assert.equal(await tableExists('adm.kept'), true);
+  // Decided already: the CLI says so and fails.
+  const again = await cli('dba', 'approve', held2.id);
+  assert.equal(again.code, 1);
+  assert.match(again.stderr, /404/);
+  // The approver's identity (from the token) and the reason are in the recording.
+  await sleep(300);
+  const exp = await tool(['export', '--record-dir', join(dir, 'rec'), '--format', 'jsonl']);
+  const events = exp.stdout.trim().split('\n').map((l) => JSON.parse(l)).filter((e) => e.type === 'approval');
+  assert.ok(events.some((e) => e.decision === 'approved' && e.reason === 'approved by dana@example.com'), exp.stdout.slice(0, 2000));
+  assert.ok(events.some((e) => e.decision === 'denied' && e.reason === 'denied by dmitri@example.com: ask in #db-changes first'));
+});
+
+test('four eyes: nobody approves their own statement; a non-approver gets 403; two-key rules need two people', async () => {
+  await withClient(env.pgPort, (c) => c.query('CREATE TABLE adm.own (id int); ALTER TABLE adm.own OWNER TO adm_dba; CREATE TABLE adm.ledger (id int); ALTER TABLE adm.ledger OWNER TO adm_pay; INSERT INTO adm.ledger VALUES (1)'));
+  const own = psql('dba', 'DROP TABLE adm.own');
+  const [held] = await pending('dba', 1, (p) => /adm\.own/.test(p.statement));
+  const self = await api('dba', 'POST', `/api/v1/approvals/${held.id}/approve`);
+  assert.equal(self.status, 403);
+  assert.match(self.text, /nobody decides their own statement/);
+  // Not an approver of this rule (a valid token all the same), nor an admin.
+  assert.equal((await api('analyst', 'POST', `/api/v1/approvals/${held.id}/approve`)).status, 403);
+  assert.equal((await api('analyst', 'GET', '/api/v1/approvals')).json().length, 0, 'a non-approver sees nothing to decide');
+  // An admin of the gateway sees every pending statement but decides only where named.
+  assert.ok((await api('root', 'GET', '/api/v1/approvals')).json().some((p) => p.id === held.id));
+  assert.equal((await api('root', 'POST', `/api/v1/approvals/${held.id}/approve`)).status, 403);
+  assert.equal((await api('dba2', 'POST', `/api/v1/approvals/${held.id}/approve`)).status, 200);
+  assert.equal((await own).code, 0);
+  assert.equal(await tableExists('adm.own'), false);
+
+  const trunc = psql('payer', 'TRUNCATE adm.ledger');
+  const [two] = await pending('sec', 1, (p) => /ledger/.test(p.statement));
+  assert.equal(two.approvals_required, 2);
+  assert.equal((await api('dba', 'POST', `/api/v1/approvals/${two.id}/approve`)).status, 202);
+  assert.equal((await api('dba', 'POST', `/api/v1/approvals/${two.id}/approve`)).status, 409, 'the same person twice is one approval');
+  assert.deepEqual((await pending('sec', 1, (p) => p.id === two.id))[0].approved_by, ['dana@example.com']);
+  assert.equal(Number((await withClient(env.pgPort, (c) => c.query('SELECT count(*) AS n FROM adm.ledger'))).rows[0].n), 1);
+  assert.equal((await api('sec', 'POST', `/api/v1/approvals/${two.id}/approve`)).status, 200);
+  const r = await trunc;
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(Number((await withClient(env.pgPort, (c) => c.query('SELECT count(*) AS n FROM adm.ledger'))).rows[0].n), 0);
+});
+
+test('50 held statements across both cores, decided concurrently: each gets its own decision', async () => {
+  const clients = [];
+  for (let i = 0; i < 50; i++) {
+    const c = new pg.Client({ host: '127.0.0.1', port: gw.port, user: emails.agent, password: tokens.agent, database: 'postgres' });
+    await c.connect();
+    clients.push(c);
+  }
+  const results = clients.map((c, i) => c.query(`DROP TABLE IF EXISTS adm.never_${i}`).then(() => 'ran', (e) => e.message));
+  const list = await pending('dba', 50, (p) => /never_/.test(p.statement));
+  const decisions = await Promise.all(list.map((p) => {
+    const i = Number(/never_(\d+)/.exec(p.statement)[1]);
+    return api(i % 2 ? 'dba' : 'dba2', 'POST', `/api/v1/approvals/${p.id}/${i % 3 ? 'approve' : 'deny'}`, { reason: `case ${i}` });
+  }));
+  assert.deepEqual(decisions.map((d) => d.status), Array(50).fill(200));
+  const outcomes = await Promise.all(results);
+  outcomes.forEach((o, i) => {
+    if (i % 3) assert.equal(o, 'ran', `statement ${i}`);
+    else assert.match(o, new RegExp(`was denied by .*: case ${i}$`), `statement ${i}`);
+  });
+  await Promise.all(clients.map((c) => c.end()));
+});
+
+test('no token, a bad token, a token for another audience, a foreign Origin or Host: refused', async () => {
+  const path = '/api/v1/approvals';
+  const none = await adminCall(gw, 'GET', path);
+  assert.equal(none.status, 401);
+  assert.equal((await fetch(`http://127.0.0.1:${adminPort(gw)}${path}`)).headers.get('www-authenticate'), 'Bearer realm="pgwarden"');
+  assert.equal((await adminCall(gw, 'GET', path, { token: tokens.dba.slice(0, -4) + 'AAAA' })).status, 401);
+  const other = await idp.token('dana@example.com', ['dba-oncall'], { aud: 'some-other-service' });
+  assert.equal((await adminCall(gw, 'GET', path, { token: other })).status, 401);
+  const expired = await idp.token('dana@example.com', ['dba-oncall'], { exp: Math.floor(Date.now() / 1000) - 3600 });
+  assert.equal((await adminCall(gw, 'GET', path, { token: expired })).status, 401);
+  assert.equal((await adminCall(gw, 'GET', '/metrics', { token: tokens.dba })).status, 403, 'metrics are for admins');
+  assert.equal((await adminCall(gw, 'GET', '/metrics', { token: tokens.root })).status, 200);
+  // A page on another site cannot make the browser decide for its user.
+  const evil = await adminCall(gw, 'POST', `${path}/0123456789abcdef/approve`,
+    { token: tokens.dba, headers: { Origin: 'https://evil.example' } });
+  assert.equal(evil.status, 403);
+  assert.match(evil.text, /cross-origin/);
+  const same = await adminCall(gw, 'GET', path, { token: tokens.dba, headers: { Origin: `http://127.0.0.1:${adminPort(gw)}` } });
+  assert.equal(same.status, 200);
+  // DNS rebinding: the browser sends the attacker's name as Host.
+  const rebound = await rawRequest(`GET /healthz HTTP/1.1\r\nHost: rebind.evil.example:${adminPort(gw)}\r\nConnection: close\r\n\r\n`);
+  assert.match(rebound, /^HTTP\/1\.1 421 /);
+  const local = await rawRequest(`GET /healthz HTTP/1.1\r\nHost: localhost:${adminPort(gw)}\r\nConnection: close\r\n\r\n`);
+  assert.match(local, /^HTTP\/1\.1 200 /);
+});
+
+// Sends raw bytes to the admin port; resolves with everything it answered.
+function rawRequest(bytes) {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(adminPort(gw), '127.0.0.1', () => s.end(bytes));
+    let out = '';
+    s.on('data', (d) => { out += d; });
+    s.on('end', () => resolve(out));
+    s.on('error', reject);
+  });
+}
+
+test('slowloris and oversized requests hold only their own connection: /healthz answers at once', async () => {
+  const port = adminPort(gw);
+  // Ten connections trickling a request one byte every half second.
+  const slow = [];
+  for (let i = 0; i < 10; i++) {
+    const s = net.connect(port, '127.0.0.1');
+    s.on('error', () => {});
+    s.closedAt = null;
+    const started = Date.now();
+    s.on('close', () => { s.closedAt = Date.now() - started; });
+    const text = `GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nX-Slow: ${'a'.repeat(200)}`;
+    let k = 0;
+    s.timer = setInterval(() => { if (k < text.length && !s.destroyed) s.write(text[k++]); }, 500);
+    slow.push(s);
+  }
+  await sleep(1000);
+  for (let i = 0; i < 5; i++) {
+    const t0 = Date.now();
+    const r = await adminCall(gw, 'GET', '/healthz');
+    assert.equal(r.status, 200);
+    assert.ok(Date.now() - t0 < 1000, `healthz took ${Date.now() - t0} ms`);
+    await sleep(200);
+  }
+  // An oversized body and oversized headers are refused; others go on.
+  const big = await adminCall(gw, 'POST', '/api/v1/approvals/0123456789abcdef/deny', { token: tokens.dba, body: 'x'.repeat(200000) });
+  assert.equal(big.status, 413);
+  const hugeHeader = await rawRequest(`GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nX-Big: ${'b'.repeat(20000)}\r\n\r\n`);
+  assert.doesNotMatch(hugeHeader, /^HTTP\/1\.1 200/);
+  assert.equal((await adminCall(gw, 'GET', '/healthz')).status, 200);
+  // Each trickling request has 10 s to arrive whole: then its connection is closed.
+  await sleep(10500);
+  for (const s of slow) {
+    clearInterval(s.timer);
+    assert.ok(s.closedAt !== null && s.closedAt < 12000, `slow connection closed after ${s.closedAt} ms`);
+    s.destroy();
+  }
+});
+
+test('TLS: the admin API may listen beyond loopback only with a certificate; the CLI speaks HTTPS', async () => {
+  const certs = makeCerts(dir, 'admin');
+  const t = await startGateway(['--upstream', `127.0.0.1:${env.pgPort}`, '--policy', join(dir, 'policy.json'),
+    '--upstream-secrets', join(dir, 'secrets'), '--jwks-file', idp.file, '--oidc-issuer', idp.issuer,
+    '--oidc-audience', idp.audience, '--allow-plaintext-auth', '--admin-listen', '0.0.0.0:0',
+    '--admin-tls-cert', certs.cert, '--admin-tls-key', certs.key, '--admin-host', 'localhost']);
+  try {
+    const port = Number(/admin endpoint on 0\.0\.0\.0:(\d+) \(https/.exec(t.log)[1]);
+    const ok = await tool(['approvals', 'list', '--admin', `https://localhost:${port}`, '--ca-file', certs.ca],
+      { PGWARDEN_TOKEN: tokens.dba });
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.match(ok.stdout, /^ID\s+WAITS/);
+    // Without the CA the certificate is not trusted, and nothing is sent.
+    const untrusted = await tool(['approvals', 'list', '--admin', `https://localhost:${port}`], { PGWARDEN_TOKEN: tokens.dba });
+    assert.equal(untrusted.code, 1);
+    // Plain HTTP on the TLS port gets nothing useful.
+    const plain = await fetch(`http://127.0.0.1:${port}/healthz`).then((r) => r.status, () => 'refused');
+    assert.notEqual(plain, 200);
+    const health = await new Promise((resolve, reject) => https.get({ host: '127.0.0.1', port, path: '/healthz', ca: readFileSync(certs.ca), servername: 'localhost' },
+      (res) => { res.resume(); resolve(res.statusCode); }).on('error', reject));
+    assert.equal(health, 200);
+  } finally {
+    t.kill('SIGINT');
+    t.kill('SIGINT');
+    await t.exited;
+  }
+});
