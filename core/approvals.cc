@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <ctime>
 
 #include "core/worker.h"
 #include "protocol/json.h"
@@ -11,6 +12,23 @@
 namespace pgwarden::core {
 
 namespace {
+
+std::int64_t wall_us() {
+  timespec ts{};
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return std::int64_t(ts.tv_sec) * 1'000'000 + ts.tv_nsec / 1000;
+}
+
+std::string lowered(const std::string& s) {
+  std::string out = s;
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+std::string grant_key(const std::string& identity, const std::string& rule,
+                      const std::string& shape) {
+  return lowered(identity) + '\0' + rule + '\0' + shape;
+}
 
 bool same_identity(const std::string& a, const std::string& b) {
   return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
@@ -81,6 +99,12 @@ Approvals::Outcome Approvals::decide(std::uint64_t id, bool approved, const Admi
       p.approved_by.push_back(by.identity);
       if (p.approved_by.size() < p.required) return Outcome::Counted;
       d.approver = joined(p.approved_by);
+      if (p.grant_seconds > 0 && !p.shape.empty()) {
+        const std::int64_t now = wall_us();
+        std::erase_if(grants_, [now](const auto& g) { return g.second.until_us <= now; });
+        grants_[grant_key(p.identity, p.rule, p.shape)] =
+            Grant{p.policy_id, now + p.grant_seconds * 1'000'000, d.approver};
+      }
     }
     d.session = p.session;
     core = p.core;
@@ -90,6 +114,20 @@ Approvals::Outcome Approvals::decide(std::uint64_t id, bool approved, const Admi
     (*workers_)[core]->mailbox().post_approval(std::move(d));
   }
   return Outcome::Decided;
+}
+
+std::string Approvals::granted(const std::string& identity, const std::string& rule,
+                               const std::string& shape, std::uint64_t policy_id,
+                               std::int64_t now_us) {
+  std::lock_guard lock(mu_);
+  const auto it = grants_.find(grant_key(identity, rule, shape));
+  if (it == grants_.end()) return {};
+  if (it->second.until_us <= now_us || it->second.policy_id != policy_id) {
+    grants_.erase(it);  // expired, or granted under a policy no longer in force
+    return {};
+  }
+  const std::int64_t left_s = (it->second.until_us - now_us + 999'999) / 1'000'000;
+  return "JIT grant approved by " + it->second.by + ", " + std::to_string(left_s) + " s left";
 }
 
 std::string Approvals::list_json(const AdminCaller& by,

@@ -45,6 +45,7 @@ Session::Session(Worker& worker, int client_fd, std::int64_t now_ns)
     recording_->set_rows(worker.config().record_rows);
   }
   policy_.set_masking(&masking_);
+  approvals_.set_masking(&masking_);
   all_.add(&role_guard_);
   all_.add(&policy_);
   all_.add(&masking_);

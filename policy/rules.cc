@@ -200,10 +200,17 @@ pr::Result<std::shared_ptr<const Policy>> Policy::parse(std::string_view json,
             return policy_error(file, path, "must be a whole number from 1 to 5");
           }
           r.approvals_required = static_cast<unsigned>(n);
+        } else if (k == "grant_seconds") {
+          std::uint64_t n = 0;
+          if (rf.value.get_uint64().get(n) != sj::SUCCESS || n < 1 || n > 7 * 86400) {
+            return policy_error(file, path, "must be a whole number of seconds from 1 to 604800");
+          }
+          r.grant_seconds = static_cast<std::int64_t>(n);
         } else if (k != "comment") {
           return policy_error(file, path,
                               "unknown key (expected name, groups, users, deny, require_approval, "
-                              "approvers, approvals_required, allow, read_only, replication, "
+                              "approvers, approvals_required, grant_seconds, allow, read_only, "
+                              "replication, "
                               "denylist, forbidden_tables, comment)");
         }
       }

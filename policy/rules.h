@@ -37,6 +37,9 @@ struct Rule {
   // many distinct approvers it takes. Nobody decides their own statement.
   std::vector<std::string> approvers;
   unsigned approvals_required = 1;
+  // JIT grant: once approved, the same caller runs the same statement shape (constants aside)
+  // under this rule without a new hold for this long (0: every statement is held).
+  std::int64_t grant_seconds = 0;
 
   bool matches(std::string_view identity, const std::vector<std::string>& caller_groups) const {
     return audience_matches(users, groups, identity, caller_groups);

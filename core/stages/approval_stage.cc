@@ -6,6 +6,7 @@
 #include "core/log.h"
 #include "core/record_sink.h"
 #include "core/worker.h"
+#include "policy/parse_tree.h"
 #include "policy/rules.h"
 #include "protocol/sqlstate.h"
 
@@ -27,28 +28,50 @@ void ApprovalStage::on_frontend(FrontendMessage& m) {
     return;
   }
   const std::string rule = d.rule != nullptr ? d.rule->name : "";
+  const std::uint64_t policy_id = host_.core().policy->id();
+  timespec ts{};
+  clock_gettime(CLOCK_REALTIME, &ts);
+  const std::int64_t now_us = std::int64_t(ts.tv_sec) * 1'000'000 + ts.tv_nsec / 1000;
+  // A JIT grant (the rule's grant_seconds) covers the same caller's same statement shape.
+  std::string shape;
+  if (d.rule != nullptr && d.rule->grant_seconds > 0 && m.view.query) {
+    shape = policy::tree::grant_shape(m.view.text);
+    std::string grant = approvals->granted(host_.caller().identity, rule, shape, policy_id, now_us);
+    if (!grant.empty()) {
+      m.granted = true;
+      m.reason = std::move(grant);
+      PGW_INFO("session %016llx: %s runs a statement of rule %s under a %s",
+               static_cast<unsigned long long>(host_.session_id()), host_.caller().identity.c_str(),
+               rule.c_str(), m.reason.c_str());
+      return;
+    }
+  }
   Approvals::Pending p;
   p.core = host_.core().core;
   p.session = host_.session_id();
   p.identity = host_.caller().identity;
-  p.statement = m.view.query
-                    ? std::string(m.view.text)
-                    : "(bind of prepared statement \"" + std::string(m.view.statement) + "\")";
+  // Approvers (and the log) see the statement masked with the caller's profile's detectors: a
+  // held INSERT of card numbers does not show them.
+  p.statement = !m.view.query
+                    ? "(bind of prepared statement \"" + std::string(m.view.statement) + "\")"
+                : masking_ != nullptr ? std::string(masking_->for_record(m.view.text))
+                                      : std::string(m.view.text);
   p.rule = rule;
   p.reason = d.reason;
   if (d.rule != nullptr) {
     p.approvers = host_.core().policy->approvers_of(*d.rule);
     p.required = d.rule->approvals_required;
+    p.grant_seconds = d.rule->grant_seconds;
   }
-  timespec ts{};
-  clock_gettime(CLOCK_REALTIME, &ts);
-  p.requested_at_us = std::int64_t(ts.tv_sec) * 1'000'000 + ts.tv_nsec / 1000;
+  p.shape = std::move(shape);
+  p.policy_id = policy_id;
+  p.requested_at_us = now_us;
   const std::string text = p.statement;
   const std::size_t approver_groups = p.approvers.size();
   id_ = approvals->request(std::move(p));
   waiting_ = true;
   since_ns_ = host_.core().now_ns;
-  policy_id_ = host_.core().policy->id();
+  policy_id_ = policy_id;
   message_ =
       "pgwarden: statement held for approval under policy rule \"" + rule + "\" (" + d.reason + ")";
   m.verdict = Verdict::Hold;

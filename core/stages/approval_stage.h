@@ -9,6 +9,7 @@
 #include <string>
 
 #include "core/approvals.h"
+#include "core/stages/masking_stage.h"
 #include "core/stages/stage.h"
 
 namespace pgwarden::core {
@@ -22,11 +23,14 @@ class ApprovalStage final : public Stage {
   // A decision from the admin endpoint (through the mailbox).
   void on_decision(const ApprovalDecision& d);
   bool waiting() const noexcept { return waiting_; }
+  // Held statements are shown masked with the caller's profile (null: as they are).
+  void set_masking(MaskingStage* masking) { masking_ = masking; }
 
  private:
   void finish(bool approved, const std::string& outcome);
 
   StageHost& host_;
+  MaskingStage* masking_ = nullptr;
   bool waiting_ = false;
   std::uint64_t id_ = 0;
   std::int64_t since_ns_ = 0;

@@ -85,6 +85,7 @@ std::uint32_t RecordingStage::record_statement(const FrontendMessage& m, const c
       break;
   }
   add_decision(out, m, decision);
+  if (m.granted) out.add(rec::Field::Reason, m.reason);
   const std::uint64_t end = sink_.append(rt);
   if (sink_.durability() == Durability::Strict) wait_durable(end);
   return seq;
@@ -137,7 +138,9 @@ void RecordingStage::on_frontend(FrontendMessage& m) {
                      "); try again when recording works again");
         return;
       }
-      pending_seq_ = record_statement(m, m.decision != nullptr ? "allow" : "");
+      pending_seq_ = record_statement(m, m.decision == nullptr ? ""
+                                         : m.granted           ? "grant"
+                                                               : "allow");
       return;
     case Verdict::Hold:
       if (!sink_.has_room()) return;

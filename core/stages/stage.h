@@ -49,7 +49,8 @@ struct FrontendMessage {
   Verdict verdict = Verdict::Forward;
   std::string_view sqlstate;  // Refuse, Fail
   std::string message;        // Refuse, Fail: what the client is told
-  std::string reason;         // Refuse: why, for the recording (defaults to message)
+  std::string reason;  // Refuse: why, for the recording (defaults to message); granted: which grant
+  bool granted = false;  // Forward of a statement the policy holds, under a JIT grant
   // The policy stage's judgement of a Query, Parse or Bind, for the stages after it.
   const policy::Decision* decision = nullptr;
   std::basic_string<std::byte> replacement;  // Replace

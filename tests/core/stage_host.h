@@ -186,6 +186,8 @@ class FakeHost final : public StageHost {
     Verdict verdict;
     std::string message;
     protocol::Request* request;
+    bool granted = false;
+    std::string reason;
   };
   Result frontend(const std::vector<Stage*>& stages, const ByteString& m) {
     client_msgs.push_back(m);
@@ -211,7 +213,7 @@ class FakeHost final : public StageHost {
       r->tag_text = std::string(fm.sqlstate) + fm.message;
     }
     for (Stage* s : stages) s->on_frontend_done(fm, r);
-    return {fm.verdict, fm.message, r};
+    return {fm.verdict, fm.message, r, fm.granted, fm.reason};
   }
   // Feeds one server message to the model and `stages`; returns what the client would get.
   BackendMessage backend(const std::vector<Stage*>& stages, const ByteString& m) {

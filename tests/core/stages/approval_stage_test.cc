@@ -1,6 +1,7 @@
 #include "core/stages/approval_stage.h"
 
 #include "core/stages/policy_stage.h"
+#include "policy/parse_tree.h"
 #include "tests/core/stage_host.h"
 
 namespace pgwarden::core {
@@ -142,6 +143,41 @@ TEST(ApprovalStageTest, FourEyesApproversAndTwoKeyRules) {
   approvals.on_decision(ApprovalDecision{id, 42, true, "bob, sam", ""});
   ASSERT_EQ(host.decisions.size(), 1u);
   EXPECT_TRUE(host.decisions[0].approved);
+}
+
+// A JIT grant lets the same caller run the same shape (constants aside) under the same rule and
+// policy; another shape, a reload, or an expired grant holds again.
+TEST(ApprovalStageTest, JitGrantCoversTheSameShapeOnly) {
+  constexpr const char* kGrant =
+      R"({"rules": [{"name": "r", "require_approval": ["delete"], "approvers": ["dba"],)"
+      R"( "grant_seconds": 60}]})";
+  FakeHost host(kGrant);
+  Approvals registry;
+  host.core().approvals = &registry;
+  PolicyStage policy(host);
+  ApprovalStage approvals(host);
+  const std::vector<Stage*> chain{&policy, &approvals};
+  EXPECT_EQ(host.frontend(chain, Query("DELETE FROM t WHERE id = 1")).verdict, Verdict::Hold);
+  const std::uint64_t id = first_id(registry.list_json(kBob, {}));
+  ASSERT_EQ(registry.decide(id, true, kBob, ""), Approvals::Outcome::Decided);
+  approvals.on_decision(ApprovalDecision{id, 42, true, "bob", ""});
+  const auto again = host.frontend(chain, Query("DELETE FROM t WHERE id = 2"));
+  EXPECT_EQ(again.verdict, Verdict::Forward);
+  EXPECT_TRUE(again.granted);
+  EXPECT_NE(again.reason.find("JIT grant approved by bob"), std::string::npos) << again.reason;
+  EXPECT_EQ(host.frontend(chain, Query("DELETE FROM t WHERE id = 2 OR true")).verdict,
+            Verdict::Hold);
+  // Granted under a policy no longer in force: held again.
+  EXPECT_EQ(registry.withdraw(first_id(registry.list_json(kBob, {}))), true);
+  approvals.on_close();
+  ApprovalStage fresh(host);
+  host.reload(kGrant);
+  EXPECT_EQ(host.frontend({&policy, &fresh}, Query("DELETE FROM t WHERE id = 3")).verdict,
+            Verdict::Hold);
+  EXPECT_EQ(policy::tree::grant_shape("DELETE FROM t WHERE id = 1"),
+            policy::tree::grant_shape("DELETE FROM t WHERE id = 42"));
+  EXPECT_EQ(policy::tree::grant_shape("SELECT 'a'"), policy::tree::grant_shape("SELECT 'b'"));
+  EXPECT_NE(policy::tree::grant_shape("SELECT E'a\\'"), policy::tree::grant_shape("SELECT E'b\\'"));
 }
 
 TEST(ApprovalIds, AreSixteenLowerCaseHexDigits) {

@@ -24,13 +24,16 @@ const POLICY = {
     { group: 'agents', role: 'adm_agent', database: 'postgres' },
     { group: 'dba-oncall', role: 'adm_dba', database: 'postgres' },
     { group: 'payments', role: 'adm_pay', database: 'postgres' },
+    { group: 'support', role: 'adm_agent', database: 'postgres' },
   ],
   rules: [
     { name: 'agents-hold', groups: ['agents'], require_approval: ['drop'], approvers: ['dba-oncall'] },
     { name: 'dba-hold', groups: ['dba-oncall'], require_approval: ['drop'], approvers: ['dba-oncall'] },
     { name: 'two-keys', groups: ['payments'], require_approval: ['truncate'], approvers: ['dba-oncall', 'security'],
       approvals_required: 2 },
+    { name: 'jit', groups: ['support'], require_approval: ['delete', 'insert'], approvers: ['dba-oncall'], grant_seconds: 60 },
   ],
+  masking: [{ name: 'support-view', groups: ['support'], detectors: { card_number: 'redact', email: 'redact' } }],
 };
 
 const tool = (args, extraEnv = {}) => new Promise((resolve) => execFile(env.bin, args,
@@ -76,6 +79,7 @@ before(async () => {
     dba2: ['dmitri@example.com', ['dba-oncall']], sec: ['sam@example.com', ['security']],
     payer: ['pat@example.com', ['payments']], analyst: ['ann@example.com', ['analysts']],
     root: ['root@example.com', ['gateway-admins']],
+    support: ['sue@example.com', ['support']], support2: ['stan@example.com', ['support']],
   };
   for (const [k, [email, groups]] of Object.entries(people)) {
     tokens[k] = await idp.token(email, groups);
@@ -288,4 +292,45 @@ test('TLS: the admin API may listen beyond loopback only with a certificate; the
     t.kill('SIGINT');
     await t.exited;
   }
+});
+
+test('JIT grant: an approval covers the same caller\'s same statement shape for grant_seconds, nothing else', async () => {
+  await withClient(env.pgPort, (c) => c.query("CREATE TABLE adm.jit (id int, card text); ALTER TABLE adm.jit OWNER TO adm_agent; INSERT INTO adm.jit SELECT g, 'x' FROM generate_series(1, 9) g"));
+  const ids = async () => (await withClient(env.pgPort, (c) => c.query('SELECT id FROM adm.jit ORDER BY id'))).rows.map((r) => r.id);
+  const first = psql('support', 'DELETE FROM adm.jit WHERE id = 1');
+  const [held] = await pending('dba', 1, (p) => /adm\.jit/.test(p.statement));
+  assert.equal((await api('dba', 'POST', `/api/v1/approvals/${held.id}/approve`)).status, 200);
+  assert.equal((await first).code, 0);
+  // Same shape, another constant: runs at once, no new hold.
+  const t0 = Date.now();
+  const second = await psql('support', 'DELETE FROM adm.jit WHERE id = 2');
+  assert.equal(second.code, 0, second.stderr);
+  assert.ok(Date.now() - t0 < 5000);
+  assert.deepEqual(await ids(), [3, 4, 5, 6, 7, 8, 9]);
+  // Another shape, or another caller with the same shape: held as before (denied here).
+  for (const [who, sql] of [['support', 'DELETE FROM adm.jit WHERE id > 2'], ['support2', 'DELETE FROM adm.jit WHERE id = 3']]) {
+    const run = psql(who, sql);
+    const [h] = await pending('dba', 1, (p) => p.statement === sql);
+    assert.equal(h.identity, emails[who]);
+    assert.equal((await api('dba', 'POST', `/api/v1/approvals/${h.id}/deny`)).status, 200);
+    assert.notEqual((await run).code, 0);
+  }
+  assert.deepEqual(await ids(), [3, 4, 5, 6, 7, 8, 9]);
+  // What approvers see of a held statement is masked with the caller's profile.
+  const card = '4111 1111 1111 1111';
+  const ins = psql('support', `INSERT INTO adm.jit VALUES (10, '${card}'), (11, 'pat.doe@example.org')`);
+  const [h] = await pending('dba', 1, (p) => /INSERT INTO adm\.jit/.test(p.statement));
+  assert.ok(!h.statement.includes(card) && !h.statement.includes('pat.doe@example.org'), h.statement);
+  assert.match(h.statement, /INSERT INTO adm\.jit VALUES \(10, '.*'\)/);
+  const listed = await cli('dba', 'list');
+  assert.ok(!listed.stdout.includes(card));
+  assert.equal((await api('dba', 'POST', `/api/v1/approvals/${h.id}/deny`, { reason: 'no' })).status, 200);
+  await ins;
+  assert.ok(!gw.log.includes(card), 'the gateway log shows the masked text');
+  // The granted statement is recorded as such.
+  await sleep(300);
+  const exp = await tool(['export', '--record-dir', join(dir, 'rec'), '--format', 'jsonl']);
+  const rec = exp.stdout.trim().split('\n').map((l) => JSON.parse(l));
+  assert.ok(rec.some((e) => e.text === 'DELETE FROM adm.jit WHERE id = 2' && e.decision === 'grant' &&
+    /^JIT grant approved by dana@example\.com, \d+ s left$/.test(e.reason)), JSON.stringify(rec.filter((e) => /id = 2/.test(e.text || ''))));
 });
