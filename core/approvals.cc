@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <ctime>
 
+#include "core/notifier.h"
 #include "core/worker.h"
 #include "protocol/json.h"
 
@@ -43,6 +44,71 @@ std::string joined(const std::vector<std::string>& names) {
   return out;
 }
 
+void append_strings(std::string& out, const std::vector<std::string>& v) {
+  out += "[";
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    if (i > 0) out += ",";
+    protocol::append_json_string(out, v[i]);
+  }
+  out += "]";
+}
+
+// The members of a pending statement, as a JSON object left open.
+void append_pending(std::string& out, std::uint64_t id, const Approvals::Pending& p) {
+  char session[20];
+  std::snprintf(session, sizeof session, "%016llx", static_cast<unsigned long long>(p.session));
+  out += "{\"id\":\"" + approval_id_text(id) + "\",\"session\":\"" + session + "\",\"identity\":";
+  protocol::append_json_string(out, p.identity);
+  out += ",\"statement\":";
+  protocol::append_json_string(out, p.statement);
+  out += ",\"rule\":";
+  protocol::append_json_string(out, p.rule);
+  out += ",\"reason\":";
+  protocol::append_json_string(out, p.reason);
+  out += ",\"approvers\":";
+  append_strings(out, p.approvers);
+  out += ",\"approvals_required\":" + std::to_string(p.required) + ",\"approved_by\":";
+  append_strings(out, p.approved_by);
+  out += ",\"requested_at_us\":" + std::to_string(p.requested_at_us);
+}
+
+// Chat services (Slack, Teams) read `text` as markup: <...> makes links and mentions there.
+std::string chat_escaped(std::string_view s, std::size_t max) {
+  std::string out;
+  for (std::size_t i = 0; i < s.size() && i < max; ++i) {
+    const char c = s[i];
+    if (c == '&') {
+      out += "&amp;";
+    } else if (c == '<') {
+      out += "&lt;";
+    } else if (c == '>') {
+      out += "&gt;";
+    } else if (c == '`') {
+      out += '\'';
+    } else {
+      out += static_cast<unsigned char>(c) < 0x20 ? ' ' : c;
+    }
+  }
+  if (s.size() > max) out += "...";
+  return out;
+}
+
+// One notification: the pending statement, what happened, and a `text` line for chat.
+std::string event_json(std::uint64_t id, const Approvals::Pending& p, const std::string& event,
+                       const std::string& extra, const std::string& text) {
+  std::string out;
+  append_pending(out, id, p);
+  out += ",\"event\":\"" + event + "\"" + extra + ",\"text\":";
+  protocol::append_json_string(out, text);
+  out += "}";
+  return out;
+}
+
+std::string held_line(const Approvals::Pending& p) {
+  return chat_escaped(p.identity, 200) + " wants to run `" + chat_escaped(p.statement, 500) +
+         "` (rule " + chat_escaped(p.rule, 100) + ", " + chat_escaped(p.reason, 200) + ")";
+}
+
 }  // namespace
 
 bool AdminCaller::in_any(const std::vector<std::string>& wanted) const {
@@ -67,24 +133,49 @@ bool parse_approval_id(const std::string& text, std::uint64_t& id) {
 }
 
 std::uint64_t Approvals::request(Pending p) {
-  std::lock_guard lock(mu_);
   std::uint64_t id = 0;
-  while (id == 0 || pending_.count(id) != 0) {
-    if (RAND_bytes(reinterpret_cast<unsigned char*>(&id), sizeof id) != 1) std::abort();
+  std::string note;
+  {
+    std::lock_guard lock(mu_);
+    while (id == 0 || pending_.count(id) != 0) {
+      if (RAND_bytes(reinterpret_cast<unsigned char*>(&id), sizeof id) != 1) std::abort();
+    }
+    if (notifier_ != nullptr) {
+      const std::string hex = approval_id_text(id);
+      note = event_json(id, p, "approval.requested", "",
+                        "pgwarden: " + held_line(p) + ". Decide with: pgwarden approvals approve " +
+                            hex + "  (or deny " + hex + ")");
+    }
+    pending_.emplace(id, std::move(p));
   }
-  pending_.emplace(id, std::move(p));
+  if (!note.empty()) notifier_->notify("approval.requested", std::move(note));
   return id;
 }
 
-bool Approvals::withdraw(std::uint64_t id) {
-  std::lock_guard lock(mu_);
-  return pending_.erase(id) != 0;
+bool Approvals::withdraw(std::uint64_t id, const std::string& why) {
+  std::string note;
+  {
+    std::lock_guard lock(mu_);
+    const auto it = pending_.find(id);
+    if (it == pending_.end()) return false;
+    if (notifier_ != nullptr) {
+      std::string extra = ",\"decision\":";
+      protocol::append_json_string(extra, why);
+      note = event_json(
+          id, it->second, "approval.withdrawn", extra,
+          "pgwarden: no decision: " + held_line(it->second) + " " + chat_escaped(why, 200));
+    }
+    pending_.erase(it);
+  }
+  if (!note.empty()) notifier_->notify("approval.withdrawn", std::move(note));
+  return true;
 }
 
 Approvals::Outcome Approvals::decide(std::uint64_t id, bool approved, const AdminCaller& by,
                                      const std::string& reason) {
   ApprovalDecision d{id, 0, approved, by.identity, reason};
   unsigned core = 0;
+  std::string note, event;
   {
     std::lock_guard lock(mu_);
     const auto it = pending_.find(id);
@@ -97,7 +188,17 @@ Approvals::Outcome Approvals::decide(std::uint64_t id, bool approved, const Admi
         if (same_identity(a, by.identity)) return Outcome::AlreadyCounted;
       }
       p.approved_by.push_back(by.identity);
-      if (p.approved_by.size() < p.required) return Outcome::Counted;
+      if (p.approved_by.size() < p.required) {
+        if (notifier_ != nullptr) {
+          notifier_->notify(
+              "approval.counted",
+              event_json(id, p, "approval.counted", "",
+                         "pgwarden: " + chat_escaped(by.identity, 200) + " approved (" +
+                             std::to_string(p.approved_by.size()) + " of " +
+                             std::to_string(p.required) + "): " + held_line(p)));
+        }
+        return Outcome::Counted;
+      }
       d.approver = joined(p.approved_by);
       if (p.grant_seconds > 0 && !p.shape.empty()) {
         const std::int64_t now = wall_us();
@@ -108,8 +209,22 @@ Approvals::Outcome Approvals::decide(std::uint64_t id, bool approved, const Admi
     }
     d.session = p.session;
     core = p.core;
+    if (notifier_ != nullptr) {
+      event = "approval.decided";
+      std::string extra =
+          std::string(",\"decision\":\"") + (approved ? "approved" : "denied") + "\",\"by\":";
+      protocol::append_json_string(extra, d.approver);
+      extra += ",\"decision_reason\":";
+      protocol::append_json_string(extra, reason);
+      note = event_json(id, p, event, extra,
+                        "pgwarden: " + std::string(approved ? "approved" : "denied") + " by " +
+                            chat_escaped(d.approver, 300) +
+                            (reason.empty() ? "" : " (" + chat_escaped(reason, 500) + ")") + ": " +
+                            held_line(p));
+    }
     pending_.erase(it);
   }
+  if (!note.empty()) notifier_->notify(event, std::move(note));
   if (workers_ != nullptr && core < workers_->size()) {
     (*workers_)[core]->mailbox().post_approval(std::move(d));
   }
@@ -138,27 +253,8 @@ std::string Approvals::list_json(const AdminCaller& by,
   for (const auto& [id, p] : pending_) {
     if (!admin && !by.in_any(p.approvers)) continue;
     if (out.size() > 1) out += ",";
-    char session[20];
-    std::snprintf(session, sizeof session, "%016llx", static_cast<unsigned long long>(p.session));
-    out += "{\"id\":\"" + approval_id_text(id) + "\",\"session\":\"" + session + "\",\"identity\":";
-    protocol::append_json_string(out, p.identity);
-    out += ",\"statement\":";
-    protocol::append_json_string(out, p.statement);
-    out += ",\"rule\":";
-    protocol::append_json_string(out, p.rule);
-    out += ",\"reason\":";
-    protocol::append_json_string(out, p.reason);
-    out += ",\"approvers\":[";
-    for (std::size_t i = 0; i < p.approvers.size(); ++i) {
-      if (i > 0) out += ",";
-      protocol::append_json_string(out, p.approvers[i]);
-    }
-    out += "],\"approvals_required\":" + std::to_string(p.required) + ",\"approved_by\":[";
-    for (std::size_t i = 0; i < p.approved_by.size(); ++i) {
-      if (i > 0) out += ",";
-      protocol::append_json_string(out, p.approved_by[i]);
-    }
-    out += "],\"requested_at_us\":" + std::to_string(p.requested_at_us) + "}";
+    append_pending(out, id, p);
+    out += "}";
   }
   out += "]\n";
   return out;

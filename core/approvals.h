@@ -14,6 +14,7 @@
 
 namespace pgwarden::core {
 
+class Notifier;
 class Worker;
 
 struct ApprovalDecision {
@@ -54,10 +55,13 @@ class Approvals {
   };
   // `workers` (indexed by core) must outlive this object; set before any session runs.
   void set_workers(const std::vector<Worker*>* workers) { workers_ = workers; }
+  // Webhooks told of each held statement and decision (null: none). Set before sessions run.
+  void set_notifier(Notifier* notifier) { notifier_ = notifier; }
 
   std::uint64_t request(Pending p);
-  // Withdraws a request (the session ended, or the wait timed out); false if already decided.
-  bool withdraw(std::uint64_t id);
+  // Withdraws a request (`why`: the session ended, or the wait timed out); false if already
+  // decided.
+  bool withdraw(std::uint64_t id, const std::string& why = "withdrawn");
 
   enum class Outcome {
     Decided,         // approved (enough approvals) or denied: posted to the session's core
@@ -85,6 +89,7 @@ class Approvals {
   };
   std::map<std::string, Grant> grants_;  // by identity, rule and shape
   const std::vector<Worker*>* workers_ = nullptr;
+  Notifier* notifier_ = nullptr;
 };
 
 }  // namespace pgwarden::core

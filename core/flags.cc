@@ -117,6 +117,13 @@ Identity-aware PostgreSQL gateway. Clients connect to --listen; every session is
   --metrics-token-file FILE   a static token (mode 0600) Prometheus may send for GET /metrics
   --admin-max-connections N   concurrent admin connections; more are answered 503 (default 64)
   --approval-timeout SECS     a statement held for approval is refused after this (default 300)
+  --approval-webhook URL      POST each held statement and decision there as JSON with a "text"
+                              field (Slack/Teams incoming webhooks show it); repeatable; retried
+                              with backoff on failure, never delaying a session
+  --approval-webhook-secret-file FILE
+                              key (mode 0600, at least 32 bytes) signing webhook bodies:
+                              X-Pgwarden-Signature: sha256=HMAC-SHA256(key, body) in hex
+  --approval-webhook-ca FILE  CA certificates for https webhook receivers (default: system CAs)
   --tls-cert FILE, --tls-key FILE
                               PEM certificate chain and key: clients may use TLS 1.2+
                               (SSLRequest answered 'S'); reloaded on SIGHUP
@@ -217,6 +224,10 @@ ParsedFlags parse_flags(const std::vector<std::string>& args) {
        [&](const std::string& v) {
          c.approval_timeout_s = parse_seconds("--approval-timeout", v);
        }},
+      {"--approval-webhook", [&](const std::string& v) { c.approval_webhooks.push_back(v); }},
+      {"--approval-webhook-secret-file",
+       [&](const std::string& v) { c.approval_webhook_secret_file = v; }},
+      {"--approval-webhook-ca", [&](const std::string& v) { c.approval_webhook_ca_file = v; }},
       {"--policy", [&](const std::string& v) { c.policy_file = v; }},
       {"--tls-cert", [&](const std::string& v) { c.tls_cert_file = v; }},
       {"--tls-key", [&](const std::string& v) { c.tls_key_file = v; }},
@@ -325,6 +336,24 @@ ParsedFlags parse_flags(const std::vector<std::string>& args) {
       throw std::runtime_error(
           "gateway authentication needs --policy, --upstream-secrets and at least one of "
           "--jwks-file, --jwks-url or --users-file");
+    }
+    for (const auto& hook : c.approval_webhooks) {
+      const auto url = protocol::parse_url(hook);
+      if (!url) throw std::runtime_error("--approval-webhook: " + url.error().message);
+      if (!url->tls && !loopback_host(url->host)) {
+        throw std::runtime_error(
+            "--approval-webhook must use https (http only for a loopback host): statements "
+            "travel in it");
+      }
+    }
+    if (!c.approval_webhooks.empty() && c.approval_webhook_secret_file.empty()) {
+      throw std::runtime_error(
+          "--approval-webhook needs --approval-webhook-secret-file (receivers must be able to "
+          "tell pgwarden's notifications from forged ones)");
+    }
+    if (!c.approval_webhooks.empty() && c.admin_listen.empty()) {
+      throw std::runtime_error(
+          "--approval-webhook needs --admin-listen (without it nothing is held for approval)");
     }
     if (c.admin_tls_cert_file.empty() != c.admin_tls_key_file.empty()) {
       throw std::runtime_error("--admin-tls-cert and --admin-tls-key go together");

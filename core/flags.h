@@ -32,7 +32,10 @@ struct Config {
   std::vector<std::string> admin_hosts;      // Host names accepted besides the listen address
   std::string metrics_token_file;            // a static bearer token for GET /metrics
   unsigned admin_max_connections = 64;
-  double approval_timeout_s = 300;  // a held statement not decided by then is refused
+  double approval_timeout_s = 300;             // a held statement not decided by then is refused
+  std::vector<std::string> approval_webhooks;  // URLs told of each held statement and decision
+  std::string approval_webhook_secret_file;    // HMAC-SHA256 key signing their bodies
+  std::string approval_webhook_ca_file;        // CA certificates for https receivers
 
   // Gateway authentication (all of policy, upstream_secrets and jwks_file/users_file, or none).
   std::string policy_file;

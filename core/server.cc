@@ -24,8 +24,10 @@
 
 #include "core/admin.h"
 #include "core/auth_loader.h"
+#include "core/http_client.h"
 #include "core/jwks_fetcher.h"
 #include "core/log.h"
+#include "core/notifier.h"
 #include "core/worker.h"
 
 namespace pgwarden::core {
@@ -134,6 +136,7 @@ int run_server(const Config& config) {
                                                : static_cast<unsigned>(cpus.size());
   if (threads > protocol::kMaxCancelCores) throw std::runtime_error("--threads: at most 256");
   raise_fd_limit();
+  http_client_init();  // libcurl's global state, before any thread that uses it
 
   // Signals go to the main thread only: block them before any worker starts.
   sigset_t sigs;
@@ -168,6 +171,15 @@ int run_server(const Config& config) {
   // Holding statements for approval needs somewhere to approve them: the admin endpoint.
   Approvals approvals;
   approvals.set_workers(&control.workers);
+  std::unique_ptr<Notifier> notifier;
+  if (!config.approval_webhooks.empty()) {
+    NotifierOptions n;
+    n.urls = config.approval_webhooks;
+    n.secret = load_key(config.approval_webhook_secret_file, "the approval webhook key");
+    n.ca_file = config.approval_webhook_ca_file;
+    notifier = std::make_unique<Notifier>(std::move(n));
+    approvals.set_notifier(notifier.get());
+  }
   if (!config.admin_listen.empty()) control.approvals = &approvals;
   if (!config.tls_cert_file.empty()) {
     control.tls.set(TlsContext::load(config.tls_cert_file, config.tls_key_file));

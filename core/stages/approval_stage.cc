@@ -116,16 +116,17 @@ void ApprovalStage::finish(bool approved, const std::string& outcome) {
 void ApprovalStage::on_close() {
   if (!waiting_) return;
   waiting_ = false;
-  host_.core().approvals->withdraw(id_);
+  host_.core().approvals->withdraw(id_, "the session ended while it waited");
 }
 
 void ApprovalStage::on_tick(std::int64_t now_ns) {
   if (!waiting_) return;
   const double limit_s = host_.core().config->approval_timeout_s;
   if (now_ns - since_ns_ <= static_cast<std::int64_t>(limit_s * 1e9)) return;
-  if (!host_.core().approvals->withdraw(id_)) return;  // decided meanwhile: the mailbox has it
   char outcome[96];
   std::snprintf(outcome, sizeof outcome, "not decided within %g s", limit_s);
+  // Decided meanwhile: the mailbox has the decision.
+  if (!host_.core().approvals->withdraw(id_, outcome)) return;
   finish(false, outcome);
 }
 

@@ -7,6 +7,8 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import net from 'node:net';
 import https from 'node:https';
+import http from 'node:http';
+import { createHmac } from 'node:crypto';
 import { mkdtempSync, writeFileSync, chmodSync, rmSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -333,4 +335,79 @@ test('JIT grant: an approval covers the same caller\'s same statement shape for 
   const rec = exp.stdout.trim().split('\n').map((l) => JSON.parse(l));
   assert.ok(rec.some((e) => e.text === 'DELETE FROM adm.jit WHERE id = 2' && e.decision === 'grant' &&
     /^JIT grant approved by dana@example\.com, \d+ s left$/.test(e.reason)), JSON.stringify(rec.filter((e) => /id = 2/.test(e.text || ''))));
+});
+
+test('webhooks: signed notifications of each held statement and decision, retried on 500; a dead receiver delays nobody', async () => {
+  const secret = 'w'.repeat(40);
+  writeFileSync(join(dir, 'hook.key'), secret + '\n');
+  chmodSync(join(dir, 'hook.key'), 0o600);
+  // A receiver that fails the first two tries of every notification, then takes it.
+  const got = [];
+  const tries = new Map();
+  const receiver = http.createServer((req, res) => {
+    let body = '';
+    req.on('data', (d) => { body += d; });
+    req.on('end', () => {
+      const n = (tries.get(body) || 0) + 1;
+      tries.set(body, n);
+      if (n <= 2) { res.writeHead(500); res.end('try later'); return; }
+      got.push({ body, json: JSON.parse(body), sig: req.headers['x-pgwarden-signature'], event: req.headers['x-pgwarden-event'], tries: n });
+      res.writeHead(200);
+      res.end('ok');
+    });
+  });
+  // A receiver that accepts connections and never answers.
+  const dead = net.createServer(() => {});
+  await new Promise((r) => receiver.listen(0, '127.0.0.1', r));
+  await new Promise((r) => dead.listen(0, '127.0.0.1', r));
+  const h = await startGateway(['--upstream', `127.0.0.1:${env.pgPort}`, '--policy', join(dir, 'policy.json'),
+    '--upstream-secrets', join(dir, 'secrets'), '--jwks-file', idp.file, '--oidc-issuer', idp.issuer,
+    '--oidc-audience', idp.audience, '--allow-plaintext-auth', '--admin-listen', '127.0.0.1:0',
+    '--approval-webhook', `http://127.0.0.1:${dead.address().port}/hook`,
+    '--approval-webhook', `http://127.0.0.1:${receiver.address().port}/hook`,
+    '--approval-webhook-secret-file', join(dir, 'hook.key')]);
+  try {
+    await withClient(env.pgPort, (c) => c.query("CREATE TABLE adm.hooked (id int, card text); ALTER TABLE adm.hooked OWNER TO adm_agent"));
+    const c = new pg.Client({ host: '127.0.0.1', port: h.port, user: emails.support, password: tokens.support, database: 'postgres' });
+    await c.connect();
+    const t0 = Date.now();
+    const run = c.query("INSERT INTO adm.hooked VALUES (1, '4111 1111 1111 1111')").then(() => null, (e) => e);
+    let held;
+    for (let i = 0; i < 100 && !held; i++) {
+      held = (await adminCall(h, 'GET', '/api/v1/approvals', { token: tokens.dba })).json()[0];
+      if (!held) await sleep(50);
+    }
+    assert.ok(held, 'held');
+    assert.equal((await adminCall(h, 'POST', `/api/v1/approvals/${held.id}/deny`, { token: tokens.dba, body: { reason: 'use <!channel> the ticket' } })).status, 200);
+    assert.match((await run).message, /denied by dana@example\.com/);
+    assert.ok(Date.now() - t0 < 5000, `the dead receiver delayed the session: ${Date.now() - t0} ms`);
+    await c.end();
+    for (let i = 0; i < 200 && got.length < 2; i++) await sleep(50);
+    assert.equal(got.length, 2, JSON.stringify(got));
+    const [req, dec] = got;
+    for (const g of got) {
+      assert.equal(g.sig, 'sha256=' + createHmac('sha256', secret).update(g.body).digest('hex'), 'signed over the body');
+      assert.equal(g.tries, 3, 'delivered on the third try');
+    }
+    assert.equal(req.event, 'approval.requested');
+    assert.equal(req.json.id, held.id);
+    assert.equal(req.json.identity, 'sue@example.com');
+    assert.ok(!req.body.includes('4111 1111 1111 1111'), 'the statement is masked');
+    assert.ok(req.json.text.startsWith("pgwarden: sue@example.com wants to run `INSERT INTO adm.hooked VALUES (1, 'REDACTED')` (rule jit, class insert)"), req.json.text);
+    assert.ok(req.json.text.endsWith(`pgwarden approvals approve ${held.id}  (or deny ${held.id})`), req.json.text);
+    assert.equal(dec.event, 'approval.decided');
+    assert.equal(dec.json.decision, 'denied');
+    assert.equal(dec.json.by, 'dana@example.com');
+    assert.equal(dec.json.decision_reason, 'use <!channel> the ticket');
+    assert.ok(!dec.json.text.includes('<!channel>'), 'no chat mention injection: ' + dec.json.text);
+    assert.match(dec.json.text, /&lt;!channel&gt;/);
+  } finally {
+    h.kill('SIGINT');
+    h.kill('SIGINT');
+    const t1 = Date.now();
+    await h.exited;
+    assert.ok(Date.now() - t1 < 5000, 'a dead receiver does not hold up shutdown');
+    receiver.close();
+    dead.close();
+  }
 });
