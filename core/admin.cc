@@ -5,7 +5,9 @@
 #include <simdjson.h>
 
 #include <cctype>
+#include <chrono>
 #include <ctime>
+#include <future>
 #include <stdexcept>
 
 #include "core/admin_http.h"
@@ -101,6 +103,60 @@ bool parse_reason(const std::string& body, std::string& reason, std::string& err
   return true;
 }
 
+std::int64_t now_us() {
+  timespec ts{};
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return std::int64_t(ts.tv_sec) * 1'000'000 + ts.tv_nsec / 1000;
+}
+
+// {"name": "identity or group", "seconds": N, "reason": "..."}: `until_us` gets the duration.
+bool parse_lock(const std::string& body, AccessLock& lock, std::string& error) {
+  simdjson::dom::parser parser;
+  simdjson::dom::object obj;
+  if (parser.parse(body).get_object().get(obj) != simdjson::SUCCESS) {
+    error = "the body must be a JSON object: {\"name\": ..., \"seconds\": ..., \"reason\": ...}";
+    return false;
+  }
+  std::uint64_t seconds = 0;
+  for (auto field : obj) {
+    std::string_view text;
+    if (field.key == "seconds") {
+      if (field.value.get_uint64().get(seconds) != simdjson::SUCCESS || seconds < 1 ||
+          seconds > 366 * 86400) {
+        error = "\"seconds\" must be a whole number from 1 to 31622400";
+        return false;
+      }
+    } else if ((field.key == "name" || field.key == "reason") &&
+               field.value.get_string().get(text) == simdjson::SUCCESS) {
+      if (field.key == "name") {
+        lock.name.assign(text);
+      } else {
+        std::string r;
+        if (!parse_reason("{\"reason\":" + std::string(simdjson::to_string(field.value)) + "}", r,
+                          error)) {
+          return false;
+        }
+        lock.reason = r;
+      }
+    } else {
+      error =
+          "unexpected member \"" + std::string(field.key) + "\" (expected name, seconds, reason)";
+      return false;
+    }
+  }
+  if (lock.name.empty() || lock.name.size() > 256 ||
+      lock.name.find_first_of(std::string("\0\r\n", 3)) != std::string::npos) {
+    error = "\"name\" (an identity or a group, at most 256 bytes) is required";
+    return false;
+  }
+  if (seconds == 0) {
+    error = "\"seconds\" (how long the lock lasts) is required";
+    return false;
+  }
+  lock.until_us = static_cast<std::int64_t>(seconds) * 1'000'000;
+  return true;
+}
+
 const char* outcome_json(Approvals::Outcome o) {
   switch (o) {
     case Approvals::Outcome::NotFound:
@@ -188,6 +244,139 @@ std::optional<AdminCaller> AdminServer::authenticate(const httplib::Request& req
   return std::nullopt;
 }
 
+std::optional<AdminCaller> AdminServer::admin(const httplib::Request& req, httplib::Response& res,
+                                              const char* what) {
+  auto caller = authenticate(req, res);
+  if (!caller) return std::nullopt;
+  const auto pol = control_.policy.load();
+  if (pol == nullptr || !caller->in_any(pol->admins())) {
+    reply(res, 403, std::string(what) + " is for the policy's admins\n");
+    return std::nullopt;
+  }
+  return caller;
+}
+
+std::optional<std::vector<std::string>> AdminServer::ask_cores(AdminQuery::Kind kind,
+                                                               std::uint64_t session,
+                                                               const std::string& name,
+                                                               const std::string& message,
+                                                               httplib::Response& res) {
+  std::vector<AdminQueryPtr> queries;
+  std::vector<std::future<std::string>> answers;
+  for (Worker* w : control_.workers) {
+    auto q = std::make_shared<AdminQuery>();
+    q->kind = kind;
+    q->session = session;
+    q->name = name;
+    q->message = message;
+    answers.push_back(q->reply.get_future());
+    w->mailbox().post_query(q);
+    queries.push_back(std::move(q));
+  }
+  std::vector<std::string> out;
+  for (std::size_t i = 0; i < answers.size(); ++i) {
+    if (answers[i].wait_for(std::chrono::seconds(2)) != std::future_status::ready) {
+      reply(res, 503, "core " + std::to_string(i) + " did not answer\n");
+      return std::nullopt;
+    }
+    out.push_back(answers[i].get());
+  }
+  return out;
+}
+
+void AdminServer::session_routes() {
+  AdminHttpServer& s = *http_;
+  s.Get("/api/v1/sessions", [this](const httplib::Request& req, httplib::Response& res) {
+    if (!admin(req, res, "listing sessions")) return;
+    const auto parts = ask_cores(AdminQuery::Kind::List, 0, "", "", res);
+    if (!parts) return;
+    std::string body = "[";
+    for (const auto& p : *parts) {
+      if (p.empty()) continue;
+      if (body.size() > 1) body += ",";
+      body += p;
+    }
+    reply(res, 200, body + "]\n", "application/json");
+  });
+  s.Delete(R"(/api/v1/sessions/([0-9a-f]{16}))", [this](const httplib::Request& req,
+                                                        httplib::Response& res) {
+    const auto caller = admin(req, res, "ending sessions");
+    if (!caller) return;
+    std::string reason, error;
+    if (!parse_reason(req.body, reason, error)) {
+      reply(res, 400, error + "\n");
+      return;
+    }
+    const std::string id = req.matches[1];
+    const std::uint64_t session = std::stoull(id, nullptr, 16);
+    const std::string message =
+        "terminating connection due to administrator command: "
+        "pgwarden session ended by " +
+        caller->identity + (reason.empty() ? "" : " (" + reason + ")");
+    const auto parts = ask_cores(AdminQuery::Kind::Kill, session, "", message, res);
+    if (!parts) return;
+    std::size_t ended = 0;
+    for (const auto& p : *parts) ended += std::stoul(p);
+    PGW_WARN("admin: %s (from %s) ends session %s%s%s: %s", caller->identity.c_str(),
+             req.remote_addr.c_str(), id.c_str(), reason.empty() ? "" : " because ", reason.c_str(),
+             ended != 0 ? "ended" : "no such session");
+    if (ended == 0) {
+      reply(res, 404, "no open session " + id + "\n");
+    } else {
+      reply(res, 200, "{\"id\":\"" + id + "\",\"result\":\"ended\"}\n", "application/json");
+    }
+  });
+  s.Get("/api/v1/locks", [this](const httplib::Request& req, httplib::Response& res) {
+    if (!admin(req, res, "listing locks")) return;
+    reply(res, 200, control_.locks->list_json(now_us()), "application/json");
+  });
+  s.Post("/api/v1/locks", [this](const httplib::Request& req, httplib::Response& res) {
+    const auto caller = admin(req, res, "locking identities");
+    if (!caller) return;
+    AccessLock lock;
+    std::string error;
+    if (!parse_lock(req.body, lock, error)) {
+      reply(res, 400, error + "\n");
+      return;
+    }
+    lock.by = caller->identity;
+    lock.since_us = now_us();
+    lock.until_us += lock.since_us;
+    const AccessLock copy = lock;
+    control_.locks->add(std::move(lock));
+    // New logins are refused from now on; the sessions already open are ended.
+    const std::string message =
+        "terminating connection due to administrator command: "
+        "pgwarden: \"" +
+        copy.name + "\" was locked by " + copy.by +
+        (copy.reason.empty() ? "" : " (" + copy.reason + ")");
+    const auto parts = ask_cores(AdminQuery::Kind::KillMatching, 0, copy.name, message, res);
+    std::size_t ended = 0;
+    if (parts) {
+      for (const auto& p : *parts) ended += std::stoul(p);
+    }
+    PGW_WARN("admin: %s (from %s) locks \"%s\" for %lld s%s%s; %zu open sessions ended",
+             copy.by.c_str(), req.remote_addr.c_str(), copy.name.c_str(),
+             static_cast<long long>((copy.until_us - copy.since_us) / 1'000'000),
+             copy.reason.empty() ? "" : " because ", copy.reason.c_str(), ended);
+    if (!parts) return;  // 503 set: the lock stands, some sessions may remain
+    std::string body = "{\"name\":";
+    protocol::append_json_string(body, copy.name);
+    body += ",\"until_us\":" + std::to_string(copy.until_us) +
+            ",\"sessions_ended\":" + std::to_string(ended) + "}\n";
+    reply(res, 201, body, "application/json");
+  });
+  s.Delete(R"(/api/v1/locks/(.+))", [this](const httplib::Request& req, httplib::Response& res) {
+    const auto caller = admin(req, res, "removing locks");
+    if (!caller) return;
+    const std::string name = req.matches[1];
+    const bool removed = control_.locks->remove(name);
+    PGW_WARN("admin: %s (from %s) removes the lock on \"%s\": %s", caller->identity.c_str(),
+             req.remote_addr.c_str(), name.c_str(), removed ? "removed" : "there was none");
+    reply(res, removed ? 200 : 404, removed ? "unlocked\n" : "no such lock\n");
+  });
+}
+
 void AdminServer::routes() {
   AdminHttpServer& s = *http_;
   s.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
@@ -228,25 +417,13 @@ void AdminServer::routes() {
     const std::string token = bearer_of(req);
     const bool scraper = !scrape.empty() && token.size() == scrape.size() &&
                          CRYPTO_memcmp(token.data(), scrape.data(), scrape.size()) == 0;
-    if (!scraper) {
-      const auto caller = authenticate(req, res);
-      if (!caller) return;
-      const auto pol = control_.policy.load();
-      if (pol == nullptr || !caller->in_any(pol->admins())) {
-        reply(res, 403, "metrics are for the policy's admins (or --metrics-token-file)\n");
-        return;
-      }
-    }
+    if (!scraper && !admin(req, res, "/metrics (or the --metrics-token-file token)")) return;
     reply(res, 200, metrics(), "text/plain; version=0.0.4");
   });
+  session_routes();
   s.Post("/api/v1/reload", [this](const httplib::Request& req, httplib::Response& res) {
-    const auto caller = authenticate(req, res);
+    const auto caller = admin(req, res, "reloading the policy");
     if (!caller) return;
-    const auto pol = control_.policy.load();
-    if (pol == nullptr || !caller->in_any(pol->admins())) {
-      reply(res, 403, "reloading is for the policy's admins\n");
-      return;
-    }
     PGW_INFO("admin: %s (from %s) reloads the policy", caller->identity.c_str(),
              req.remote_addr.c_str());
     const std::string error = options_.reload();

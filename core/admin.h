@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "core/address.h"
+#include "core/admin_query.h"
 #include "core/approvals.h"
 #include "policy/jwt.h"
 
@@ -53,6 +54,16 @@ class AdminServer {
   bool host_allowed(const httplib::Request& req) const;
   // The caller a bearer token proves, or nullopt with 401 set on `res`.
   std::optional<AdminCaller> authenticate(const httplib::Request& req, httplib::Response& res);
+  // authenticate(), and the caller must be in the policy's admins (else 403 naming `what`).
+  std::optional<AdminCaller> admin(const httplib::Request& req, httplib::Response& res,
+                                   const char* what);
+  // Asks every core (through its mailbox) and waits up to 2 s for each answer; nullopt (and 503
+  // on `res`) when a core did not answer.
+  std::optional<std::vector<std::string>> ask_cores(AdminQuery::Kind kind, std::uint64_t session,
+                                                    const std::string& name,
+                                                    const std::string& message,
+                                                    httplib::Response& res);
+  void session_routes();
   std::string metrics() const;
 
   Control& control_;

@@ -3,6 +3,8 @@
 #include <httplib.h>
 #include <simdjson.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
@@ -21,15 +23,111 @@ constexpr const char* kUsage =
     "usage: pgwarden approvals list [--json]\n"
     "       pgwarden approvals approve ID [--reason TEXT]\n"
     "       pgwarden approvals deny ID [--reason TEXT]\n"
+    "       pgwarden sessions --live [--json]\n"
+    "       pgwarden kill SESSION [--reason TEXT]\n"
+    "       pgwarden lock NAME --for DURATION [--reason TEXT]   (NAME: identity or group;\n"
+    "                                                         DURATION: 90s, 15m, 1h, 2d)\n"
+    "       pgwarden unlock NAME\n"
+    "       pgwarden locks [--json]\n"
     "common flags:\n"
     "  --admin URL        the admin API (default $PGWARDEN_ADMIN, else http://127.0.0.1:9187)\n"
     "  --token-file FILE  your OIDC token (default: $PGWARDEN_TOKEN)\n"
     "  --ca-file FILE     CA certificates for an https admin API (default: system CAs)\n";
 
 struct CliArgs {
-  std::string admin, token_file, ca_file, reason, verb, id;
-  bool json = false;
+  std::string command;  // approvals, sessions, kill, lock, unlock, locks
+  std::string admin, token_file, ca_file, reason, verb, id, duration;
+  bool json = false, live = false;
 };
+
+// "90", "90s", "15m", "1h", "2d" -> seconds; 0 when malformed.
+std::uint64_t parse_duration(const std::string& text) {
+  if (text.empty() || text.size() > 12) return 0;
+  std::size_t digits = text.find_first_not_of("0123456789");
+  if (digits == 0) return 0;
+  const std::uint64_t n = std::stoull(text.substr(0, digits));
+  const std::string unit = digits == std::string::npos ? "s" : text.substr(digits);
+  const std::uint64_t scale = unit == "s"   ? 1
+                              : unit == "m" ? 60
+                              : unit == "h" ? 3600
+                              : unit == "d" ? 86400
+                                            : 0;
+  return n * scale;
+}
+
+std::string clean(std::string_view s, std::size_t max) {
+  std::string out(s.substr(0, max));
+  for (char& c : out) {
+    if (static_cast<unsigned char>(c) < 0x20) c = ' ';
+  }
+  return out + (s.size() > max ? "..." : "");
+}
+
+std::string percent_encoded(const std::string& s) {
+  static const char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  for (const char c : s) {
+    const auto u = static_cast<unsigned char>(c);
+    if (std::isalnum(u) || c == '-' || c == '_' || c == '.' || c == '@' || c == '~') {
+      out += c;
+    } else {
+      out += '%';
+      out += kHex[u >> 4];
+      out += kHex[u & 15];
+    }
+  }
+  return out;
+}
+
+int print_sessions(const std::string& body) {
+  simdjson::dom::parser parser;
+  simdjson::dom::array list;
+  if (parser.parse(body).get_array().get(list) != simdjson::SUCCESS) {
+    std::cerr << "pgwarden sessions: unexpected answer: " << body;
+    return 1;
+  }
+  std::printf("%-16s  %-24s  %-21s  %-12s  %-12s  %7s  %-22s  %s\n", "SESSION", "IDENTITY",
+              "CLIENT", "DATABASE", "ROLE", "AGE", "STATE", "STATEMENT");
+  for (simdjson::dom::element e : list) {
+    auto text_of = [&](const char* key) {
+      std::string_view v;
+      return e[key].get(v) == simdjson::SUCCESS ? v : std::string_view();
+    };
+    std::int64_t age = 0;
+    if (e["age_s"].get(age) != simdjson::SUCCESS) age = 0;
+    std::printf("%-16s  %-24s  %-21s  %-12s  %-12s  %6llds  %-22s  %s\n",
+                clean(text_of("id"), 16).c_str(), clean(text_of("identity"), 40).c_str(),
+                clean(text_of("client"), 40).c_str(), clean(text_of("database"), 30).c_str(),
+                clean(text_of("role"), 30).c_str(), static_cast<long long>(age),
+                clean(text_of("state"), 30).c_str(), clean(text_of("statement"), 80).c_str());
+  }
+  return 0;
+}
+
+int print_locks(const std::string& body) {
+  simdjson::dom::parser parser;
+  simdjson::dom::array list;
+  if (parser.parse(body).get_array().get(list) != simdjson::SUCCESS) {
+    std::cerr << "pgwarden locks: unexpected answer: " << body;
+    return 1;
+  }
+  std::printf("%-32s  %-10s  %-24s  %s\n", "NAME", "LEFT", "BY", "REASON");
+  const std::int64_t now = static_cast<std::int64_t>(std::time(nullptr));
+  for (simdjson::dom::element e : list) {
+    std::string_view name, by, reason;
+    std::int64_t until = 0;
+    if (e["name"].get(name) || e["by"].get(by) || e["reason"].get(reason) ||
+        e["until_us"].get(until)) {
+      continue;
+    }
+    const long long left = std::max<long long>(0, until / 1'000'000 - now);
+    char left_text[32];
+    std::snprintf(left_text, sizeof left_text, "%lldm%02llds", left / 60, left % 60);
+    std::printf("%-32s  %-10s  %-24s  %s\n", clean(name, 64).c_str(), left_text,
+                clean(by, 40).c_str(), clean(reason, 80).c_str());
+  }
+  return 0;
+}
 
 std::string read_token(const CliArgs& a) {
   std::string token;
@@ -115,27 +213,46 @@ int run(const CliArgs& a) {
   cli.set_connection_timeout(5);
   cli.set_read_timeout(15);
   cli.set_bearer_token_auth(token);
-  auto send = [&]() -> httplib::Result {
-    if (a.verb == "list") return cli.Get("/api/v1/approvals");
-    std::string body;
+  auto with_reason = [&](std::string body) {
     if (!a.reason.empty()) {
-      body = "{\"reason\":";
+      body += body.size() > 1 ? ",\"reason\":" : "\"reason\":";
       protocol::append_json_string(body, a.reason);
-      body += "}";
     }
-    return cli.Post("/api/v1/approvals/" + a.id + "/" + a.verb, body, "application/json");
+    return body + "}";
+  };
+  auto send = [&]() -> httplib::Result {
+    if (a.command == "sessions") return cli.Get("/api/v1/sessions");
+    if (a.command == "locks") return cli.Get("/api/v1/locks");
+    if (a.command == "kill") {
+      return cli.Delete("/api/v1/sessions/" + a.id, with_reason("{"), "application/json");
+    }
+    if (a.command == "unlock") {
+      return cli.Delete("/api/v1/locks/" + percent_encoded(a.id));
+    }
+    if (a.command == "lock") {
+      std::string body = "{\"name\":";
+      protocol::append_json_string(body, a.id);
+      body += ",\"seconds\":" + std::to_string(parse_duration(a.duration));
+      return cli.Post("/api/v1/locks", with_reason(body), "application/json");
+    }
+    if (a.verb == "list") return cli.Get("/api/v1/approvals");
+    return cli.Post("/api/v1/approvals/" + a.id + "/" + a.verb, with_reason("{"),
+                    "application/json");
   };
   const httplib::Result r = send();
+  const std::string who = "pgwarden " + a.command;
   if (!r) {
-    std::cerr << "pgwarden approvals: " << base << ": " << httplib::to_string(r.error()) << "\n";
+    std::cerr << who << ": " << base << ": " << httplib::to_string(r.error()) << "\n";
     return 1;
   }
-  if (r->status != 200 && r->status != 202) {
-    std::cerr << "pgwarden approvals: " << r->status << " " << r->body;
+  if (r->status < 200 || r->status > 299) {
+    std::cerr << who << ": " << r->status << " " << r->body;
     if (!r->body.empty() && r->body.back() != '\n') std::cerr << "\n";
     return 1;
   }
-  if (a.verb == "list" && !a.json) return print_list(r->body);
+  if (!a.json && a.command == "approvals" && a.verb == "list") return print_list(r->body);
+  if (!a.json && a.command == "sessions") return print_sessions(r->body);
+  if (!a.json && a.command == "locks") return print_locks(r->body);
   std::cout << r->body;
   return 0;
 }
@@ -143,8 +260,15 @@ int run(const CliArgs& a) {
 }  // namespace
 
 bool run_admin_command(const std::vector<std::string>& args, int& code) {
-  if (args.empty() || args[0] != "approvals") return false;
+  if (args.empty()) return false;
+  const std::string& cmd = args[0];
+  const bool live = std::find(args.begin(), args.end(), "--live") != args.end();
+  if (cmd != "approvals" && cmd != "kill" && cmd != "lock" && cmd != "unlock" && cmd != "locks" &&
+      !(cmd == "sessions" && live)) {
+    return false;  // `pgwarden sessions` without --live reads recordings (recorder/tools.h)
+  }
   CliArgs a;
+  a.command = cmd;
   try {
     std::vector<std::string> positional;
     for (std::size_t i = 1; i < args.size(); ++i) {
@@ -154,8 +278,8 @@ bool run_admin_command(const std::vector<std::string>& args, int& code) {
         code = 0;
         return true;
       }
-      if (name == "--json") {
-        a.json = true;
+      if (name == "--json" || name == "--live") {
+        (name == "--json" ? a.json : a.live) = true;
         continue;
       }
       if (name.rfind("--", 0) != 0) {
@@ -172,25 +296,41 @@ bool run_admin_command(const std::vector<std::string>& args, int& code) {
         a.ca_file = v;
       } else if (name == "--reason") {
         a.reason = v;
+      } else if (name == "--for" && cmd == "lock") {
+        a.duration = v;
       } else {
-        throw std::runtime_error("unknown flag: " + name);
+        throw std::runtime_error("unknown flag for " + cmd + ": " + name);
       }
     }
-    if (positional.empty()) throw std::runtime_error("expected list, approve ID or deny ID");
-    a.verb = positional[0];
-    if (a.verb == "list" && positional.size() == 1) {
-      // nothing more
-    } else if ((a.verb == "approve" || a.verb == "deny") && positional.size() == 2) {
-      a.id = positional[1];
-      if (a.id.size() != 16 || a.id.find_first_not_of("0123456789abcdef") != std::string::npos) {
-        throw std::runtime_error("an approval ID is 16 hex digits (see pgwarden approvals list)");
+    auto hex_id = [](const std::string& id, const char* what) {
+      if (id.size() != 16 || id.find_first_not_of("0123456789abcdef") != std::string::npos) {
+        throw std::runtime_error(std::string(what) + " is 16 hex digits");
       }
+    };
+    if (cmd == "approvals") {
+      if (positional.empty()) throw std::runtime_error("expected list, approve ID or deny ID");
+      a.verb = positional[0];
+      if (a.verb == "list" && positional.size() == 1) {
+        // nothing more
+      } else if ((a.verb == "approve" || a.verb == "deny") && positional.size() == 2) {
+        a.id = positional[1];
+        hex_id(a.id, "an approval ID (see pgwarden approvals list)");
+      } else {
+        throw std::runtime_error("expected list, approve ID or deny ID");
+      }
+    } else if (cmd == "sessions" || cmd == "locks") {
+      if (!positional.empty()) throw std::runtime_error(cmd + " takes no arguments");
     } else {
-      throw std::runtime_error("expected list, approve ID or deny ID");
+      if (positional.size() != 1) throw std::runtime_error(cmd + " takes one argument");
+      a.id = positional[0];
+      if (cmd == "kill") hex_id(a.id, "a session ID (see pgwarden sessions --live)");
+      if (cmd == "lock" && parse_duration(a.duration) == 0) {
+        throw std::runtime_error("lock needs --for DURATION (e.g. 90s, 15m, 1h, 2d)");
+      }
     }
     code = run(a);
   } catch (const std::exception& e) {
-    std::cerr << "pgwarden approvals: " << e.what() << "\n" << kUsage;
+    std::cerr << "pgwarden " << cmd << ": " << e.what() << "\n" << kUsage;
     code = 2;
   }
   return true;

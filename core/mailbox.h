@@ -12,6 +12,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "core/admin_query.h"
 #include "core/approvals.h"
 #include "protocol/startup.h"
 
@@ -42,6 +43,18 @@ class Mailbox {
     }
     wake();
   }
+  // From any thread: a question from the admin API about the owner's sessions.
+  void post_query(AdminQueryPtr q) {
+    {
+      std::lock_guard lock(mu_);
+      queries_.push_back(std::move(q));
+    }
+    wake();
+  }
+  std::vector<AdminQueryPtr> take_queries() {
+    std::lock_guard lock(mu_);
+    return std::exchange(queries_, {});
+  }
   std::vector<ApprovalDecision> take_approvals() {
     std::lock_guard lock(mu_);
     return std::exchange(approvals_, {});
@@ -63,6 +76,7 @@ class Mailbox {
   std::mutex mu_;
   std::vector<protocol::BackendKey> cancels_;
   std::vector<ApprovalDecision> approvals_;
+  std::vector<AdminQueryPtr> queries_;
 };
 
 }  // namespace pgwarden::core

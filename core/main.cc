@@ -17,9 +17,9 @@ int main(int argc, char** argv) {
   using namespace pgwarden::core;
   std::vector<std::string> args(argv + 1, argv + argc);
   // Offline tools: pgwarden sessions | replay | verify | export.
-  if (int code = 0; pgwarden::recorder::run_tool(args, code)) return code;
-  // The admin API's client: pgwarden approvals list | approve ID | deny ID.
+  // The admin API's client: approvals, sessions --live, kill, lock, unlock, locks.
   if (int code = 0; run_admin_command(args, code)) return code;
+  if (int code = 0; pgwarden::recorder::run_tool(args, code)) return code;
   ParsedFlags parsed = parse_flags(args);
   if (parsed.exit_now) {
     if (parsed.message == "version") {

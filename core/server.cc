@@ -180,7 +180,11 @@ int run_server(const Config& config) {
     notifier = std::make_unique<Notifier>(std::move(n));
     approvals.set_notifier(notifier.get());
   }
-  if (!config.admin_listen.empty()) control.approvals = &approvals;
+  Locks locks;
+  if (!config.admin_listen.empty()) {
+    control.approvals = &approvals;
+    control.locks = &locks;
+  }
   if (!config.tls_cert_file.empty()) {
     control.tls.set(TlsContext::load(config.tls_cert_file, config.tls_key_file));
     PGW_INFO("TLS: %s; TLS runs in user space (OpenSSL memory BIOs on the io_uring path)",

@@ -16,6 +16,7 @@ namespace pgwarden::core {
 struct Config;
 struct WorkerStats;
 class Approvals;
+class Locks;
 class RecordSink;
 
 // Masked columns resolved through the catalog, per database and profile query (per core).
@@ -36,6 +37,7 @@ struct CoreServices {
   policy::Masker* masker = nullptr;
   CatalogCache* catalog = nullptr;
   Approvals* approvals = nullptr;  // null: no admin endpoint, holds cannot be decided
+  const Locks* locks = nullptr;    // null: no admin endpoint, nobody can be locked out
   RecordSink* recorder = nullptr;  // null: recording off
   std::int64_t now_ns = 0;
 };

@@ -38,7 +38,7 @@ Session::Session(Worker& worker, int client_fd, std::int64_t now_ns)
       masking_(*this),
       approvals_(*this) {
   client_.fd = client_fd;
-  last_activity_ns_ = now_ns;
+  last_activity_ns_ = started_ns_ = now_ns;
   session_id_ = worker.new_session_id();
   if (RecordSink* sink = worker.services().recorder; sink != nullptr) {
     recording_ = std::make_unique<RecordingStage>(*this, *sink, masking_);

@@ -89,6 +89,10 @@ class alignas(16) Session final : public StageHost {
   // An approval for this session's held statement was decided (admin endpoint).
   void on_approval(const ApprovalDecision& d) { approvals_.on_decision(d); }
   std::uint64_t id() const noexcept { return session_id_; }
+  // The admin API (session_admin.cc): this session as a JSON object appended to `out`, and
+  // ending it with FATAL 57P01 `message` (recorded as the end reason).
+  void describe(std::string& out, std::int64_t now_ns);
+  void end_by_admin(const std::string& message);
 
   Conn& conn(Peer p) noexcept { return p == Peer::Client ? client_ : upstream_; }
   bool closing() const noexcept { return closing_; }
@@ -190,6 +194,8 @@ class alignas(16) Session final : public StageHost {
   std::uint16_t cur_bid_ = 0;     // receive buffer of the chunk being handled
   std::int64_t deadline_ns_ = 0;  // startup or finish deadline; 0 = none
   std::int64_t last_activity_ns_ = 0;
+  std::int64_t started_ns_ = 0;
+  std::string last_statement_;  // the last Query or Parse text (first 512 bytes), for the admin API
   protocol::BackendKey gateway_key_{};
   std::basic_string<std::byte> startup_packet_;  // what goes upstream once connected
   std::uint64_t session_id_ = 0;

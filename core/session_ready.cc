@@ -91,6 +91,7 @@ Next Session::on_frontend_message(const pr::Fragment& f, pr::Bytes whole) {
   if (model_.full()) return pause_input(Pause::Full, whole, rest);
   refresh_chains();
   if (v.query || v.type == pr::fe::kFunctionCall) ++w_.mutable_stats().statements;
+  if (v.query) last_statement_.assign(v.text.substr(0, 512));
   FrontendMessage m{v};
   for (Stage* s : front_) s->on_frontend(m);
   pr::Request* r = nullptr;

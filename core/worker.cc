@@ -124,6 +124,7 @@ void Worker::init() {
   services_.masker = &masker_;
   services_.catalog = &catalog_cache_;
   services_.approvals = control_.approvals;
+  services_.locks = control_.locks;
   services_.recorder = record_log_.get();
   services_.now_ns = now_ns_;
   services_.policy = policy_.get();
@@ -488,6 +489,7 @@ void Worker::on_wake() {
   for (const pr::BackendKey& key : mailbox_.take_cancels()) {
     if (const auto up = cancel_keys_.lookup(key)) forward_cancel(*up);
   }
+  for (const AdminQueryPtr& q : mailbox_.take_queries()) answer(*q);
   for (const ApprovalDecision& d : mailbox_.take_approvals()) {
     for (Session* s = sessions_; s != nullptr; s = s->next_) {
       if (s->id() == d.session) {
@@ -503,6 +505,39 @@ void Worker::on_wake() {
     grace_deadline_ns_ = now_ns_;  // second signal: skip the grace period
     check_deadlines();
   }
+}
+
+// The admin API asks about this core's sessions (list, end one, end those of a locked name).
+void Worker::answer(AdminQuery& q) {
+  std::string out;
+  std::size_t ended = 0;
+  for (Session* s = sessions_; s != nullptr;) {
+    Session* next = s->next_;
+    if (!s->closing()) {
+      switch (q.kind) {
+        case AdminQuery::Kind::List:
+          if (!out.empty()) out += ",";
+          s->describe(out, now_ns_);
+          break;
+        case AdminQuery::Kind::Kill:
+          if (s->id() == q.session) {
+            s->end_by_admin(q.message);
+            ++ended;
+          }
+          break;
+        case AdminQuery::Kind::KillMatching:
+          if (Locks::names(AccessLock{q.name, 0, 0, "", ""}, s->caller().identity,
+                           s->caller().groups)) {
+            s->end_by_admin(q.message);
+            ++ended;
+          }
+          break;
+      }
+      maybe_free(s);
+    }
+    s = next;
+  }
+  q.reply.set_value(q.kind == AdminQuery::Kind::List ? out : std::to_string(ended));
 }
 
 void Worker::begin_drain() {

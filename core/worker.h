@@ -16,6 +16,7 @@
 #include "core/address.h"
 #include "core/buffer_ring.h"
 #include "core/flags.h"
+#include "core/locks.h"
 #include "core/mailbox.h"
 #include "core/services.h"
 #include "core/session.h"
@@ -49,6 +50,8 @@ struct Control {
   std::atomic<std::uint64_t> policy_version{0};
   // Held statements (require_approval) when the admin endpoint is on; null otherwise.
   Approvals* approvals = nullptr;
+  // Identities and groups locked out by an administrator (read at each login).
+  Locks* locks = nullptr;
 };
 
 // A counter only its worker writes (no read-modify-write instruction on the data path); the
@@ -166,6 +169,7 @@ class Worker {
   void rearm_starved();
   void maybe_free(Session* s);
   void begin_drain();
+  void answer(AdminQuery& q);
   io_uring_sqe* sqe();
 
   unsigned index_;

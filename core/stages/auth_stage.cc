@@ -275,6 +275,7 @@ Next AuthStage::on_startup(const pr::StartupPacket& startup, pr::Bytes packet) {
     }
   }
   if (!gateway) {
+    if (locked_out()) return Next::Stop;
     // Relay: the client authenticates to PostgreSQL itself.
     s_.startup_packet_.assign(packet.data(), packet.size());
     s_.connect_upstream();
@@ -335,6 +336,22 @@ Next AuthStage::on_client_message(const pr::Fragment& f) {
   return start_upstream(client_auth_->caller()) ? Next::Continue : Next::Stop;
 }
 
+// An administrator locked this identity (or one of its groups) out: the login is refused.
+bool AuthStage::locked_out() {
+  const Locks* locks = s_.w_.services().locks;
+  if (locks == nullptr) return false;
+  const auto list = locks->snapshot();
+  const std::int64_t now_us = static_cast<std::int64_t>(std::time(nullptr)) * 1'000'000;
+  const AccessLock* l = Locks::find(list.get(), caller_.identity, caller_.groups, now_us);
+  if (l == nullptr) return false;
+  PGW_WARN("session: login of \"%s\" refused: locked out by %s (lock on %s)",
+           caller_.identity.c_str(), l->by.c_str(), l->name.c_str());
+  s_.fail(pr::sqlstate::kInvalidAuthorization,
+          "pgwarden: logins of \"" + caller_.identity + "\" are locked by an administrator (" +
+              l->by + ")" + (l->reason.empty() ? "" : ": " + l->reason));
+  return true;
+}
+
 bool AuthStage::any_replication_rule() const {
   const policy::Policy* pol = s_.w_.services().policy;
   if (pol == nullptr) return false;
@@ -372,6 +389,7 @@ bool AuthStage::start_upstream(const policy::AuthenticatedCaller& caller) {
   caller_.groups = caller.groups;
   caller_.method = caller.method;
   caller_.gateway = true;
+  if (locked_out()) return false;
   if (replication_ && !allow_replication()) return false;
   token_expires_at_ = caller.expires_at;
   guard_role_ = !m.allow_role_change;

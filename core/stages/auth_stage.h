@@ -53,6 +53,7 @@ class AuthStage {
  private:
   bool start_upstream(const policy::AuthenticatedCaller& caller);
   bool allow_replication();  // false: refused (the session is failing)
+  bool locked_out();
   bool any_replication_rule() const;
   std::string peer_address() const;
 

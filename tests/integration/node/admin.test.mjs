@@ -40,8 +40,10 @@ const POLICY = {
 
 const tool = (args, extraEnv = {}) => new Promise((resolve) => execFile(env.bin, args,
   { env: { ...process.env, ...extraEnv } }, (err, stdout, stderr) => resolve({ code: err ? err.code : 0, stdout, stderr })));
-const cli = (who, ...args) => tool(['approvals', ...args, '--admin', `http://127.0.0.1:${adminPort(gw)}`],
+// An admin command of the pgwarden CLI as `who` (token in PGWARDEN_TOKEN); `cli` for approvals.
+const cmd = (who, ...args) => tool([...args, '--admin', `http://127.0.0.1:${adminPort(gw)}`],
   { PGWARDEN_TOKEN: tokens[who] });
+const cli = (who, ...args) => cmd(who, 'approvals', ...args);
 const psql = (who, sql) => new Promise((resolve) => execFile('psql', ['-X', '-w', '-h', '127.0.0.1', '-p', String(gw.port),
   '-U', emails[who], '-d', 'postgres', '-c', sql], { env: { ...process.env, PGPASSWORD: tokens[who] } },
 (err, stdout, stderr) => resolve({ code: err ? err.code : 0, stdout, stderr })));
@@ -410,4 +412,66 @@ test('webhooks: signed notifications of each held statement and decision, retrie
     receiver.close();
     dead.close();
   }
+});
+
+test('live sessions: listed for admins with the statement masked; kill ends one with 57P01 naming the administrator; locks refuse logins', async () => {
+  const connect = async (who) => {
+    const c = new pg.Client({ host: '127.0.0.1', port: gw.port, user: emails[who], password: tokens[who], database: 'postgres', application_name: `app-${who}` });
+    c.ended = new Promise((resolve) => c.on('error', resolve));
+    await c.connect();
+    return c;
+  };
+  const sue = await connect('support');
+  await sue.query("SELECT '4111 1111 1111 1111' AS card");
+  const list = await api('root', 'GET', '/api/v1/sessions');
+  assert.equal(list.status, 200, list.text);
+  const mine = list.json().find((x) => x.identity === 'sue@example.com');
+  assert.ok(mine, list.text);
+  assert.match(mine.id, /^[0-9a-f]{16}$/);
+  assert.deepEqual(mine.groups, ['support']);
+  assert.equal(mine.role, 'adm_agent');
+  assert.equal(mine.database, 'postgres');
+  assert.equal(mine.application, 'app-support');
+  assert.equal(mine.state, 'idle');
+  assert.match(mine.client, /^127\.0\.0\.1:\d+$/);
+  assert.equal(mine.statement, "SELECT 'REDACTED' AS card");
+  assert.equal((await api('dba', 'GET', '/api/v1/sessions')).status, 403, 'sessions are for admins');
+  const cliList = await cmd('root', 'sessions', '--live');
+  assert.equal(cliList.code, 0, cliList.stderr);
+  assert.match(cliList.stdout, new RegExp(`${mine.id}\\s+sue@example.com\\s+127\\.0\\.0\\.1:\\d+\\s+postgres\\s+adm_agent`));
+  // Kill, from the CLI.
+  const killed = await cmd('root', 'kill', mine.id, '--reason', 'incident 42');
+  assert.equal(killed.code, 0, killed.stderr);
+  const err = await sue.ended;
+  assert.equal(err.code, '57P01');
+  assert.match(err.message, /pgwarden session ended by root@example\.com \(incident 42\)/);
+  assert.equal((await api('root', 'DELETE', `/api/v1/sessions/${mine.id}`)).status, 404, 'gone');
+  // Lock an identity: its open sessions end, new logins are refused, until unlocked.
+  const stan1 = await connect('support2');
+  const stan2 = await connect('support2');
+  const locked = await cmd('root', 'lock', 'stan@example.com', '--for', '1h', '--reason', 'offboarding');
+  assert.equal(locked.code, 0, locked.stderr);
+  assert.equal(JSON.parse(locked.stdout).sessions_ended, 2);
+  for (const c of [stan1, stan2]) {
+    const e = await c.ended;
+    assert.equal(e.code, '57P01');
+    assert.match(e.message, /"stan@example\.com" was locked by root@example\.com \(offboarding\)/);
+  }
+  await assert.rejects(connect('support2'), (e) => e.code === '28000' && /locked by an administrator \(root@example\.com\): offboarding/.test(e.message));
+  const locks = await cmd('root', 'locks');
+  assert.match(locks.stdout, /stan@example\.com\s+\d+m\d+s\s+root@example\.com\s+offboarding/);
+  // A group lock covers its members.
+  assert.equal((await api('root', 'POST', '/api/v1/locks', { name: 'support', seconds: 60 })).status, 201);
+  await assert.rejects(connect('support'), (e) => e.code === '28000');
+  assert.equal((await api('dba', 'POST', '/api/v1/locks', { name: 'support', seconds: 60 })).status, 403);
+  assert.equal((await api('root', 'POST', '/api/v1/locks', { name: 'x', seconds: 0 })).status, 400);
+  assert.equal((await cmd('root', 'unlock', 'stan@example.com')).code, 0);
+  assert.equal((await api('root', 'DELETE', '/api/v1/locks/support')).status, 200);
+  const back = await connect('support2');
+  await back.end();
+  // The end of each session names the administrator in the recording.
+  await sleep(300);
+  const exp = await tool(['export', '--record-dir', join(dir, 'rec'), '--format', 'jsonl']);
+  assert.match(exp.stdout, /57P01 terminating connection due to administrator command: pgwarden session ended by root@example\.com \(incident 42\)/);
+  assert.match(exp.stdout, /was locked by root@example\.com \(offboarding\)/);
 });

@@ -1,0 +1,41 @@
+// Access locks (POST /api/v1/locks): an identity or a group that may not log in until the lock
+// expires or is removed; its open sessions are ended when it is set. The list is an immutable
+// snapshot swapped whole, so a login reads it without a lock; only administrators change it.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace pgwarden::core {
+
+struct AccessLock {
+  std::string name;  // an identity (compared without regard to case) or a group
+  std::int64_t since_us = 0, until_us = 0;  // wall clock
+  std::string by, reason;
+};
+
+class Locks {
+ public:
+  using List = std::vector<AccessLock>;
+  // Sets (or replaces) the lock on `l.name`; expired locks are dropped.
+  void add(AccessLock l);
+  bool remove(const std::string& name);
+  std::shared_ptr<const List> snapshot() const { return current_.load(std::memory_order_acquire); }
+  std::string list_json(std::int64_t now_us) const;
+
+  // The lock in force on a caller at `now_us`, or null.
+  static const AccessLock* find(const List* locks, const std::string& identity,
+                                const std::vector<std::string>& groups, std::int64_t now_us);
+  static bool names(const AccessLock& l, const std::string& identity,
+                    const std::vector<std::string>& groups);
+
+ private:
+  std::mutex mu_;  // writers
+  std::atomic<std::shared_ptr<const List>> current_{std::make_shared<const List>()};
+};
+
+}  // namespace pgwarden::core
