@@ -1,6 +1,8 @@
 #include "core/admin.h"
 
 #include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <netinet/in.h>
 #include <openssl/crypto.h>
 #include <simdjson.h>
 
@@ -8,6 +10,7 @@
 #include <chrono>
 #include <ctime>
 #include <future>
+#include <set>
 #include <stdexcept>
 
 #include "core/admin_http.h"
@@ -25,6 +28,46 @@ constexpr std::size_t kMaxReason = 500;
 std::string lower(std::string s) {
   for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   return s;
+}
+
+// The text inet_ntop gives for an address literal ("" when it is none): one spelling each.
+std::string canonical_ip(const std::string& host) {
+  unsigned char buf[16];
+  char out[INET6_ADDRSTRLEN] = {};
+  if (::inet_pton(AF_INET, host.c_str(), buf) == 1) {
+    ::inet_ntop(AF_INET, buf, out, sizeof out);
+  } else if (::inet_pton(AF_INET6, host.c_str(), buf) == 1) {
+    ::inet_ntop(AF_INET6, buf, out, sizeof out);
+  }
+  return out;
+}
+
+// The addresses a Host or Origin may name: the one we listen on, or every address of this host
+// when we listen on all of them.
+std::set<std::string> listen_ips(const std::string& bound) {
+  std::set<std::string> out;
+  const std::string ip = canonical_ip(bound);
+  if (ip != "0.0.0.0" && ip != "::") {
+    out.insert(ip);
+    return out;
+  }
+  ifaddrs* list = nullptr;
+  if (::getifaddrs(&list) == 0) {
+    for (ifaddrs* a = list; a != nullptr; a = a->ifa_next) {
+      if (a->ifa_addr == nullptr) continue;
+      char text[INET6_ADDRSTRLEN] = {};
+      if (a->ifa_addr->sa_family == AF_INET) {
+        ::inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(a->ifa_addr)->sin_addr, text,
+                    sizeof text);
+      } else if (a->ifa_addr->sa_family == AF_INET6) {
+        ::inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6*>(a->ifa_addr)->sin6_addr, text,
+                    sizeof text);
+      }
+      if (text[0] != '\0') out.insert(text);
+    }
+    ::freeifaddrs(list);
+  }
+  return out;
 }
 
 bool ip_literal(const std::string& host) {
@@ -190,8 +233,10 @@ AdminServer::AdminServer(const Address& listen, Control& control, AdminOptions o
     throw std::runtime_error("--admin-listen " + listen.text + ": cannot listen (" +
                              std::strerror(errno) + ")");
   }
+  http_->widen_backlog();
   port_ = port;
   bound_host_ = host;
+  local_ips_ = listen_ips(host);
   bound_ =
       (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" + std::to_string(port);
   thread_ = std::thread([this] { http_->listen_after_bind(); });
@@ -208,9 +253,12 @@ bool AdminServer::host_allowed(const httplib::Request& req) const {
   if (!split_host(req.get_header_value("Host"), host, port)) return false;
   const int default_port = options_.tls != nullptr ? 443 : 80;
   if ((port != 0 ? port : default_port) != port_) return false;
-  // A DNS-rebinding page reaches us under its own name: only IP literals and names we were
-  // told about pass.
-  if (ip_literal(host) || host == "localhost") return true;
+  // A DNS-rebinding page reaches us under its own name: only our own addresses, localhost when
+  // we listen there, and the names we were told about pass.
+  if (ip_literal(host))
+    return canonical_ip(host) != "" && local_ips_.count(canonical_ip(host)) != 0;
+  if (host == "localhost")
+    return local_ips_.count("127.0.0.1") != 0 || local_ips_.count("::1") != 0;
   for (const auto& h : options_.hosts) {
     if (lower(h) == host) return true;
   }
@@ -231,7 +279,7 @@ std::optional<AdminCaller> AdminServer::authenticate(const httplib::Request& req
   } else {
     policy::JwtVerifier verifier(options_.jwt);
     auto id = verifier.verify(token, *keys, static_cast<std::int64_t>(std::time(nullptr)));
-    if (id) return AdminCaller{id->identity, id->groups};
+    if (id) return AdminCaller{id->identity, id->groups, id->principal};
     if (verifier.last_kid_unknown()) options_.jwks->request_refresh();
     why = id.error().message;
   }
@@ -381,8 +429,44 @@ void AdminServer::routes() {
   AdminHttpServer& s = *http_;
   s.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
     if (!host_allowed(req)) {
+      res.set_header("Connection", "close");
       reply(res, 421, "unexpected Host header (add the name with --admin-host)\n");
       return httplib::Server::HandlerResponse::Handled;
+    }
+    // Whatever is refused here leaves its body unread: the connection closes after the answer
+    // (else the body would be read as the next request). Only bodies with a Content-Length are
+    // taken, never compressed: a small request cannot become a large one.
+    const std::string& method = req.method;
+    const bool takes_body =
+        method == "POST" || method == "PUT" || method == "PATCH" || method == "DELETE";
+    const std::string length = req.get_header_value("Content-Length");
+    auto refuse = [&](int status, const char* why) {
+      res.set_header("Connection", "close");
+      reply(res, status, why);
+      return httplib::Server::HandlerResponse::Handled;
+    };
+    if (req.has_header("Transfer-Encoding")) {
+      return refuse(411, "send the body with a Content-Length (no Transfer-Encoding)\n");
+    }
+    if (req.has_header("Content-Encoding")) return refuse(415, "compressed bodies are refused\n");
+    if (req.get_header_value_count("Content-Length") > 1) {
+      return refuse(400, "one Content-Length, please\n");
+    }
+    if (takes_body && length.empty()) {
+      // RFC 9112 6.3: a request with neither Content-Length nor Transfer-Encoding has no body.
+      // httplib would read one until the peer closes; it is told the length is 0 instead (the
+      // request object is not const where httplib made it).
+      const_cast<httplib::Request&>(req).set_header("Content-Length", "0");
+    }
+    if (!length.empty() &&
+        (length.size() > 6 || length.find_first_not_of("0123456789") != std::string::npos)) {
+      return refuse(413, "the body is larger than 64 KiB\n");
+    }
+    if (!length.empty() && std::stoul(length) > 64 * 1024) {
+      return refuse(413, "the body is larger than 64 KiB\n");
+    }
+    if (!takes_body && !length.empty() && length != "0") {
+      return refuse(400, "this request takes no body\n");
     }
     if (req.has_header("Origin")) {
       // Browsers send Origin on cross-site requests; only our own origin may call us.
@@ -391,6 +475,7 @@ void AdminServer::routes() {
       httplib::Request as_host;
       as_host.headers.emplace("Host", origin.substr(std::min(origin.size(), scheme.size())));
       if (origin.rfind(scheme, 0) != 0 || !host_allowed(as_host)) {
+        res.set_header("Connection", "close");
         reply(res, 403, "cross-origin requests are refused\n");
         return httplib::Server::HandlerResponse::Handled;
       }

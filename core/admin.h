@@ -10,6 +10,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -70,7 +71,8 @@ class AdminServer {
   AdminOptions options_;
   std::unique_ptr<AdminHttpServer> http_;
   std::string bound_;
-  std::string bound_host_;  // the listen address's host part, lower case
+  std::string bound_host_;           // the listen address's host part, lower case
+  std::set<std::string> local_ips_;  // addresses a Host header may name
   int port_ = 0;
   std::thread thread_;
 };

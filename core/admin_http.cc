@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <condition_variable>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <mutex>
@@ -59,18 +60,35 @@ class ConnectionThreads final : public httplib::TaskQueue {
   unsigned running_ = 0;
 };
 
+bool health_probe(std::string_view line) {
+  for (std::string_view p : {"GET /healthz", "GET /readyz"}) {
+    if (line.substr(0, p.size()) == p &&
+        (line.size() == p.size() || line[p.size()] == ' ' || line[p.size()] == '?')) {
+      return true;
+    }
+  }
+  return false;
+}
+
 // A connection's byte stream (plain or TLS) with deadlines: reads must finish by the request's
-// deadline, writes by the response's, however slowly the peer trickles bytes.
+// deadline, writes by the response's, however slowly the peer trickles bytes. A request may not
+// read more than max_request_bytes (header lines, their number and the body together, whatever
+// the framing), and a response whose header says "Connection: close" closes the connection.
 class DeadlineStream final : public httplib::Stream {
  public:
   DeadlineStream(int fd, SSL* ssl, const AdminHttpLimits& limits)
       : fd_(fd), ssl_(ssl), limits_(limits) {}
 
-  // A new request may start: its bytes must all arrive within request_s from now.
-  void begin_request() {
-    read_deadline_ = mono_ns() + ns_of(limits_.request_s);
+  // A new request may start: its bytes must all arrive within `seconds` from now.
+  void begin_request(double seconds) {
+    read_deadline_ = mono_ns() + ns_of(seconds);
     writing_ = false;
+    consumed_ = 0;
   }
+  // Health-probe mode (a connection over --admin-max-connections): only GET /healthz or
+  // /readyz is read; any other request line fails the read.
+  void health_only() { health_only_ = true; }
+  bool close_requested() const { return close_requested_; }
   // Data already received (buffered here or inside TLS) and not yet read.
   bool has_buffered() const { return pos_ < len_ || (ssl_ != nullptr && SSL_pending(ssl_) > 0); }
 
@@ -78,6 +96,8 @@ class DeadlineStream final : public httplib::Stream {
   bool is_writable() const override { return wait(POLLOUT, write_deadline()); }
 
   ssize_t read(char* ptr, size_t size) override {
+    if (consumed_ >= limits_.max_request_bytes) return -1;
+    size = std::min(size, limits_.max_request_bytes - consumed_);
     if (pos_ == len_) {
       pos_ = len_ = 0;
       while (true) {
@@ -91,8 +111,20 @@ class DeadlineStream final : public httplib::Stream {
       }
     }
     const std::size_t n = std::min(size, len_ - pos_);
+    if (health_only_ && !line_checked_) {
+      for (std::size_t i = 0; i < n && !line_checked_; ++i) {
+        const char c = buf_[pos_ + i];
+        if (c == '\r' || c == '\n' || line_.size() >= 64) {
+          if (!health_probe(line_)) return -1;
+          line_checked_ = true;
+        } else {
+          line_ += c;
+        }
+      }
+    }
     std::memcpy(ptr, buf_ + pos_, n);
     pos_ += n;
+    consumed_ += n;
     return static_cast<ssize_t>(n);
   }
 
@@ -100,7 +132,10 @@ class DeadlineStream final : public httplib::Stream {
     if (!writing_) {
       writing_ = true;
       write_deadline_ = mono_ns() + ns_of(limits_.response_s);
+      head_.clear();
+      head_done_ = false;
     }
+    if (!head_done_) note_head(std::string_view(ptr, size));
     std::size_t done = 0;
     while (done < size) {
       const IoResult r = io_write(ptr + done, size - done);
@@ -164,6 +199,26 @@ class DeadlineStream final : public httplib::Stream {
     }
   }
 
+  // Reads the response's header block as it is written: "Connection: close" there (set by the
+  // handlers when a request's body was left unread) ends the connection after this response.
+  void note_head(std::string_view bytes) {
+    head_.append(bytes.substr(0, 16384 - std::min<std::size_t>(head_.size(), 16384)));
+    const std::size_t end = head_.find("\r\n\r\n");
+    if (end == std::string::npos && head_.size() < 16384) return;
+    head_done_ = true;
+    std::string head = head_.substr(0, end);
+    for (char& c : head) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (head.find("\r\nconnection: close") != std::string::npos) close_requested_ = true;
+    // An error httplib answers while parsing (400, 413, 414, 431...) may leave the rest of the
+    // request unread: nothing after it is taken as another request. The handlers' own refusals
+    // come after the whole body was read.
+    const int status = head.size() > 12 ? std::atoi(head.c_str() + 9) : 0;
+    if (status >= 400 && status != 401 && status != 403 && status != 404 && status != 409 &&
+        status != 422) {
+      close_requested_ = true;
+    }
+  }
+
   std::int64_t write_deadline() const {
     return writing_ ? write_deadline_ : mono_ns() + ns_of(limits_.response_s);
   }
@@ -199,6 +254,9 @@ class DeadlineStream final : public httplib::Stream {
   std::int64_t read_deadline_ = 0;
   std::int64_t write_deadline_ = 0;
   bool writing_ = false;
+  std::size_t consumed_ = 0;
+  bool health_only_ = false, line_checked_ = false, close_requested_ = false, head_done_ = false;
+  std::string line_, head_;
   char buf_[4096];
   std::size_t pos_ = 0, len_ = 0;
 };
@@ -215,12 +273,20 @@ AdminHttpServer::AdminHttpServer(const AdminHttpLimits& limits,
 
 AdminHttpServer::~AdminHttpServer() = default;
 
+void AdminHttpServer::widen_backlog() {
+  const socket_t fd = svr_sock_;
+  if (fd != INVALID_SOCKET) ::listen(fd, 1024);
+}
+
 bool AdminHttpServer::process_and_close_socket(socket_t sock) {
   struct Slot {
     std::atomic<unsigned>& n;
     ~Slot() { n.fetch_sub(1, std::memory_order_relaxed); }
   } slot{active_};
-  const bool over = active_.fetch_add(1, std::memory_order_relaxed) >= limits_.max_connections;
+  const unsigned before = active_.fetch_add(1, std::memory_order_relaxed);
+  // Over the cap, a connection may still carry one health probe (a few of them at a time, with a
+  // short deadline): a load balancer's /healthz is not starved by whoever holds the slots.
+  const bool probe_only = before >= limits_.max_connections;
   ::fcntl(sock, F_SETFL, ::fcntl(sock, F_GETFL) | O_NONBLOCK);
   SSL* ssl = nullptr;
   auto finish = [&] {
@@ -232,7 +298,7 @@ bool AdminHttpServer::process_and_close_socket(socket_t sock) {
     ::close(sock);
     return true;
   };
-  if (over) {
+  if (probe_only && before >= limits_.max_connections + limits_.probe_slots) {
     if (tls_ == nullptr) {
       static const char kBusy[] =
           "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: "
@@ -247,7 +313,9 @@ bool AdminHttpServer::process_and_close_socket(socket_t sock) {
     SSL_set_fd(ssl, sock);
   }
   DeadlineStream stream(sock, ssl, limits_);
-  stream.begin_request();  // the handshake counts towards the first request's deadline
+  const double first_s = probe_only ? limits_.probe_s : limits_.request_s;
+  stream.begin_request(first_s);  // the handshake counts towards the first request's deadline
+  if (probe_only) stream.health_only();
   while (ssl != nullptr) {
     const int r = SSL_accept(ssl);
     if (r == 1) break;
@@ -262,10 +330,12 @@ bool AdminHttpServer::process_and_close_socket(socket_t sock) {
       return finish();
     }
   }
-  for (unsigned n = 0; n < limits_.max_requests; ++n) {
+  const std::int64_t end_of_life = mono_ns() + ns_of(limits_.connection_s);
+  const unsigned max_requests = probe_only ? 1 : limits_.max_requests;
+  for (unsigned n = 0; n < max_requests; ++n) {
     if (n > 0) {
       // Keep-alive: wait for the next request's first byte, or give up; stop() ends the wait.
-      const std::int64_t until = mono_ns() + ns_of(limits_.keep_alive_s);
+      const std::int64_t until = std::min(mono_ns() + ns_of(limits_.keep_alive_s), end_of_life);
       bool ready = stream.has_buffered();
       while (!ready && mono_ns() < until && svr_sock_ != INVALID_SOCKET) {
         pollfd p{sock, POLLIN, 0};
@@ -274,11 +344,15 @@ bool AdminHttpServer::process_and_close_socket(socket_t sock) {
         if (r < 0 && errno != EINTR) break;
       }
       if (!ready) break;
-      stream.begin_request();
+      stream.begin_request(limits_.request_s);
     }
     bool closed = false;
-    const bool last = n + 1 == limits_.max_requests || svr_sock_ == INVALID_SOCKET;
-    if (!process_request(stream, last, closed, [](httplib::Request&) {}) || closed) break;
+    const bool last = n + 1 == max_requests || svr_sock_ == INVALID_SOCKET ||
+                      mono_ns() + ns_of(limits_.request_s) >= end_of_life;
+    if (!process_request(stream, last, closed, [](httplib::Request&) {}) || closed || last ||
+        stream.close_requested()) {
+      break;
+    }
   }
   return finish();
 }

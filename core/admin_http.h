@@ -1,7 +1,8 @@
 // The admin listener's HTTP transport: cpp-httplib (Debian's libcpp-httplib) parses requests and
 // routes them; this class owns the connections. Each connection gets its own thread (up to
-// --admin-max-connections), a deadline for each whole request and each whole response (not only
-// per read), optional TLS, and a keep-alive limit, so a slow or oversized request holds nothing
+// --admin-max-connections, plus a few that may only carry a health probe), a deadline for each
+// whole request and each whole response (not only per read), a byte budget per request, a
+// lifetime, optional TLS, and a keep-alive limit, so a slow or oversized request holds nothing
 // but its own connection: /healthz and everyone else's requests go on. Off the data path.
 #pragma once
 
@@ -20,9 +21,15 @@ struct AdminHttpLimits {
   double request_s = 10;        // from a request's first byte (or the connection) to its last
   double response_s = 10;       // to write one response
   double keep_alive_s = 5;      // idle time between requests on one connection
+  double connection_s = 60;     // a connection's whole life (then the client reconnects)
   unsigned max_requests = 100;  // per connection
   unsigned max_connections = 64;
+  // Beyond max_connections, this many more may each carry one GET /healthz or /readyz, read
+  // within probe_s; anything else over the cap is answered 503 or closed.
+  unsigned probe_slots = 16;
+  double probe_s = 2;
   std::size_t max_body = 64 * 1024;
+  std::size_t max_request_bytes = 16 * 1024 + 64 * 1024;  // header block and body together
 };
 
 class AdminHttpServer final : public httplib::Server {
@@ -32,6 +39,9 @@ class AdminHttpServer final : public httplib::Server {
   ~AdminHttpServer() override;
 
   unsigned connections() const noexcept { return active_.load(std::memory_order_relaxed); }
+  // After binding: a listen backlog that absorbs a burst of connections (httplib's is 5, and a
+  // dropped SYN delays a health probe by a second or more).
+  void widen_backlog();
 
  private:
   bool process_and_close_socket(socket_t sock) override;

@@ -182,12 +182,21 @@ Approvals::Outcome Approvals::decide(std::uint64_t id, bool approved, const Admi
     if (it == pending_.end()) return Outcome::NotFound;
     Pending& p = it->second;
     if (!by.in_any(p.approvers)) return Outcome::NotApprover;
-    if (same_identity(by.identity, p.identity)) return Outcome::OwnStatement;
+    // Four eyes: the same person by name or by account (a token without the e-mail claim, or
+    // with another spelling of it, still names the same issuer and subject).
+    if (same_identity(by.identity, p.identity) ||
+        (!by.principal.empty() && by.principal == p.principal)) {
+      return Outcome::OwnStatement;
+    }
     if (approved) {
-      for (const auto& a : p.approved_by) {
-        if (same_identity(a, by.identity)) return Outcome::AlreadyCounted;
+      for (std::size_t i = 0; i < p.approved_by.size(); ++i) {
+        if (same_identity(p.approved_by[i], by.identity) ||
+            (!by.principal.empty() && p.approved_principals[i] == by.principal)) {
+          return Outcome::AlreadyCounted;
+        }
       }
       p.approved_by.push_back(by.identity);
+      p.approved_principals.push_back(by.principal);
       if (p.approved_by.size() < p.required) {
         if (notifier_ != nullptr) {
           notifier_->notify(

@@ -29,6 +29,7 @@ struct ApprovalDecision {
 struct AdminCaller {
   std::string identity;
   std::vector<std::string> groups;
+  std::string principal;  // issuer and subject (policy::CallerIdentity::principal)
   bool in_any(const std::vector<std::string>& wanted) const;
 };
 
@@ -41,12 +42,14 @@ class Approvals {
   struct Pending {
     unsigned core = 0;
     std::uint64_t session = 0;
-    std::string identity;  // who asked
+    std::string identity;   // who asked
+    std::string principal;  // ... as issuer and subject ("" without gateway authentication)
     std::string statement, rule, reason;
     std::vector<std::string> approvers;  // groups that may decide
     unsigned required = 1;               // distinct approvals it takes
     std::int64_t requested_at_us = 0;
     std::vector<std::string> approved_by;  // so far
+    std::vector<std::string> approved_principals;
     // JIT grant (the rule's grant_seconds > 0): an approval lets `identity` run `shape` under
     // `rule` of policy `policy_id` without a new hold until it expires.
     std::string shape;

@@ -34,7 +34,14 @@ void log(LogLevel level, const char* fmt, ...) noexcept {
   va_start(ap, fmt);
   const int m = std::vsnprintf(line + n, sizeof line - n, fmt, ap);
   va_end(ap);
+  const int start = n;
   n = m < 0 ? n : (n + m >= static_cast<int>(sizeof line) - 1 ? sizeof line - 2 : n + m);
+  // Client text (statements, token headers, names) lands in messages: a control character
+  // must not start a forged line, nor reach a terminal as an escape.
+  for (int i = start; i < n; ++i) {
+    const auto c = static_cast<unsigned char>(line[i]);
+    if (c < 0x20 || c == 0x7f) line[i] = '?';
+  }
   line[n++] = '\n';
   [[maybe_unused]] ssize_t w = ::write(STDERR_FILENO, line, n);
 }

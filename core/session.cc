@@ -2,6 +2,7 @@
 // send queues, backpressure, holds, and winding down.
 #include "core/session.h"
 
+#include <poll.h>
 #include <sys/random.h>
 #include <unistd.h>
 
@@ -394,6 +395,15 @@ void Session::on_tick(std::int64_t now_ns) {
   if (closing_) return;
   approvals_.on_tick(now_ns);
   if (closing_) return;
+  // While a statement is held the client's input is not read: a client that went away (killed,
+  // or closed its socket) is noticed here, so its statement cannot be approved and run for no one.
+  if (approvals_.waiting() && client_.fd >= 0 && !client_.dead) {
+    pollfd p{client_.fd, POLLRDHUP, 0};
+    if (::poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0) {
+      on_eof(Peer::Client, 0);
+      return;
+    }
+  }
   if (deadline_ns_ != 0 && now_ns > deadline_ns_) {
     if (finishing_) {
       close();

@@ -88,6 +88,9 @@ class alignas(16) Session final : public StageHost {
   void seal_output(Peer to);
   // An approval for this session's held statement was decided (admin endpoint).
   void on_approval(const ApprovalDecision& d) { approvals_.on_decision(d); }
+  // A CancelRequest with this session's key: a statement held for approval is canceled.
+  void cancel_held() { approvals_.cancel_by_client(); }
+  const protocol::BackendKey& gateway_key() const noexcept { return gateway_key_; }
   std::uint64_t id() const noexcept { return session_id_; }
   // The admin API (session_admin.cc): this session as a JSON object appended to `out`, and
   // ending it with FATAL 57P01 `message` (recorded as the end reason).

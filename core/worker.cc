@@ -486,9 +486,7 @@ void Worker::arm_wake() {
 
 void Worker::on_wake() {
   arm_wake();
-  for (const pr::BackendKey& key : mailbox_.take_cancels()) {
-    if (const auto up = cancel_keys_.lookup(key)) forward_cancel(*up);
-  }
+  for (const pr::BackendKey& key : mailbox_.take_cancels()) cancel(key);
   for (const AdminQueryPtr& q : mailbox_.take_queries()) answer(*q);
   for (const ApprovalDecision& d : mailbox_.take_approvals()) {
     for (Session* s = sessions_; s != nullptr; s = s->next_) {
@@ -572,10 +570,25 @@ void Worker::route_cancel(pr::BackendKey gateway) {
   const auto core = pr::cancel_key_core(gateway.pid);
   if (!core || *core >= control_.workers.size()) return;  // not ours: ignored, as PostgreSQL does
   if (*core == index_) {
-    if (const auto up = cancel_keys_.lookup(gateway)) forward_cancel(*up);
+    cancel(gateway);
     return;
   }
   control_.workers[*core]->mailbox().post_cancel(gateway);
+}
+
+// A CancelRequest for one of this core's sessions: a statement it holds for approval is
+// canceled here (nothing of it runs upstream); whatever runs upstream gets the cancel too.
+void Worker::cancel(pr::BackendKey gateway) {
+  const auto up = cancel_keys_.lookup(gateway);
+  if (!up) return;
+  for (Session* s = sessions_; s != nullptr; s = s->next_) {
+    if (s->gateway_key() == gateway && !s->closing()) {
+      s->cancel_held();
+      maybe_free(s);
+      break;
+    }
+  }
+  forward_cancel(*up);
 }
 
 void Worker::forward_cancel(pr::BackendKey upstream_key) {

@@ -169,6 +169,7 @@ class Worker {
   void rearm_starved();
   void maybe_free(Session* s);
   void begin_drain();
+  void cancel(protocol::BackendKey gateway);
   void answer(AdminQuery& q);
   io_uring_sqe* sqe();
 

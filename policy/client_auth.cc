@@ -173,6 +173,7 @@ pr::Result<ClientAuth::Step> ClientAuth::on_message(pr::Bytes message, std::int6
         return rejected("token identity \"" + id->identity + "\" is not the user name \"" + user_ +
                         "\"");
       }
+      principal_ = std::move(id->principal);
       return finish(std::move(id->groups), "oidc", id->expires_at, std::move(id->identity));
     }
     case Stage::ScramInitial: {
@@ -196,6 +197,7 @@ pr::Result<ClientAuth::Step> ClientAuth::on_message(pr::Bytes message, std::int6
       if (!response) return rejected("malformed SASL response");
       auto fin = scram_->on_client_final(*response);
       if (!fin) return fin.error();
+      principal_ = "static:" + user_;
       auto step = finish(static_user_->groups, "scram", 0, user_);
       if (!step) return step;
       pr::ByteString reply;
@@ -219,8 +221,8 @@ pr::Result<ClientAuth::Step> ClientAuth::finish(std::vector<std::string> groups,
     return rejected("no upstream credential for role \"" + mapping->role + "\"");
   }
   stage_ = Stage::Done;
-  caller_ =
-      AuthenticatedCaller{std::move(identity), std::move(groups), method, expires_at, mapping};
+  caller_ = AuthenticatedCaller{std::move(identity), std::move(groups), method,
+                                expires_at,          mapping,           std::move(principal_)};
   return Step{{}, true};
 }
 

@@ -58,6 +58,7 @@ struct AuthenticatedCaller {
   const char* method = "";      // "oidc" or "scram"
   std::int64_t expires_at = 0;  // token expiry (seconds since the epoch); 0 = none
   const RoleMapping* mapping = nullptr;
+  std::string principal;  // CallerIdentity::principal, or "static:NAME" for a static user
 };
 
 // One client's authentication. Owned by the session's core.
@@ -98,6 +99,7 @@ class ClientAuth {
   const StaticUser* static_user_ = nullptr;
   std::optional<protocol::ScramServer> scram_;
   AuthenticatedCaller caller_;
+  std::string principal_;
 };
 
 }  // namespace pgwarden::policy

@@ -214,6 +214,9 @@ pr::Result<CallerIdentity> JwtVerifier::verify(std::string_view token, const Jwk
   if (!ident || ident->empty()) ident = string_member(claims, options_.fallback_identity_claim);
   if (!ident || !printable(*ident, 256)) return rejected("token has no usable identity claim");
   out.identity = std::string(*ident);
+  const auto sub = string_member(claims, "sub");
+  out.principal = "oidc:" + out.issuer + "#" +
+                  (sub && !sub->empty() ? std::string(*sub) : "identity:" + out.identity);
   simdjson::dom::element groups;
   if (claims[options_.groups_claim].get(groups) == simdjson::SUCCESS) {
     std::string_view one;

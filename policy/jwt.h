@@ -71,6 +71,9 @@ struct CallerIdentity {
   std::vector<std::string> groups;
   std::string issuer;
   std::int64_t expires_at = 0;  // "exp", seconds since the epoch
+  // Who the token is about, however it names them: issuer and "sub" (the identity claim when
+  // there is no "sub"). One person's tokens with different claims (email or not) share it.
+  std::string principal;
 };
 
 // Verifies tokens for one core: holds that core's simdjson parser. Not thread-safe.

@@ -50,6 +50,7 @@ void ApprovalStage::on_frontend(FrontendMessage& m) {
   p.core = host_.core().core;
   p.session = host_.session_id();
   p.identity = host_.caller().identity;
+  p.principal = host_.caller().principal;
   // Approvers (and the log) see the statement masked with the caller's profile's detectors: a
   // held INSERT of card numbers does not show them.
   p.statement = !m.view.query
@@ -111,6 +112,16 @@ void ApprovalStage::finish(bool approved, const std::string& outcome) {
   }
   host_.decide_held(approved, pr::sqlstate::kInsufficientPrivilege,
                     approved ? std::string() : message_ + " was " + outcome, outcome);
+}
+
+void ApprovalStage::cancel_by_client() {
+  if (!waiting_) return;
+  // Decided meanwhile: the decision is in the mailbox and stands.
+  if (!host_.core().approvals->withdraw(id_, "canceled by the client")) return;
+  waiting_ = false;
+  PGW_INFO("approval %s: canceled by the client", approval_id_text(id_).c_str());
+  host_.decide_held(false, pr::sqlstate::kQueryCanceled, "canceling statement due to user request",
+                    "canceled by the client");
 }
 
 void ApprovalStage::on_close() {

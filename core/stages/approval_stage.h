@@ -22,6 +22,9 @@ class ApprovalStage final : public Stage {
   void on_close() override;
   // A decision from the admin endpoint (through the mailbox).
   void on_decision(const ApprovalDecision& d);
+  // The client sent a CancelRequest: the held statement is refused (57014), as PostgreSQL
+  // cancels a running one, and its approval request withdrawn.
+  void cancel_by_client();
   bool waiting() const noexcept { return waiting_; }
   // Held statements are shown masked with the caller's profile (null: as they are).
   void set_masking(MaskingStage* masking) { masking_ = masking; }

@@ -388,6 +388,7 @@ bool AuthStage::start_upstream(const policy::AuthenticatedCaller& caller) {
   caller_.identity = caller.identity;
   caller_.groups = caller.groups;
   caller_.method = caller.method;
+  caller_.principal = caller.principal;
   caller_.gateway = true;
   if (locked_out()) return false;
   if (replication_ && !allow_replication()) return false;

@@ -40,6 +40,7 @@ struct Caller {
   std::string user, database, application;  // as the client asked at startup
   std::string role;                         // the mapped role (gateway), or the startup user
   std::string upstream_database;
+  std::string principal;  // gateway authentication: CallerIdentity::principal ("" when relayed)
 };
 
 // A whole frontend message of the ready phase on its way through the chain.

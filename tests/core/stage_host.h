@@ -146,6 +146,7 @@ class FakeHost final : public StageHost {
     services_.catalog = &catalog_;
     services_.now_ns = 1'000'000'000;
     caller_.identity = "alice";
+    caller_.principal = "oidc:https://idp.test#u-alice";
     caller_.role = "alice";
   }
   void reload(std::string_view policy_json) {

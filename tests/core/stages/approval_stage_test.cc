@@ -12,8 +12,8 @@ using namespace testing;  // NOLINT
 constexpr const char* kHoldDrop =
     R"({"admins": ["dba"], "rules": [{"name": "r", "require_approval": ["drop"]}]})";
 
-const AdminCaller kBob{"bob", {"dba"}};
-const AdminCaller kCarol{"carol", {"dba"}};
+const AdminCaller kBob{"bob", {"dba"}, "oidc:https://idp.test#u-bob"};
+const AdminCaller kCarol{"carol", {"dba"}, "oidc:https://idp.test#u-carol"};
 
 // The id of the first pending statement in a list.
 std::uint64_t first_id(const std::string& list) {
@@ -123,10 +123,12 @@ TEST(ApprovalStageTest, FourEyesApproversAndTwoKeyRules) {
   ApprovalStage approvals(host);
   const std::vector<Stage*> chain{&policy, &approvals};
   EXPECT_EQ(host.frontend(chain, Query("DROP TABLE a")).verdict, Verdict::Hold);
-  const AdminCaller root{"root@example.com", {"root"}};
-  const AdminCaller self{"ALICE", {"dba"}};  // the requester ("alice") in another case
-  const AdminCaller outsider{"eve", {"analysts"}};
-  const AdminCaller sam{"sam", {"sec"}};
+  const AdminCaller root{"root@example.com", {"root"}, ""};
+  const AdminCaller self{"ALICE", {"dba"}, ""};  // the requester ("alice") in another case
+  // The requester's account under another name (a token without the e-mail claim: "sub").
+  const AdminCaller self_by_sub{"u-alice", {"dba"}, "oidc:https://idp.test#u-alice"};
+  const AdminCaller outsider{"eve", {"analysts"}, ""};
+  const AdminCaller sam{"sam", {"sec"}, ""};
   EXPECT_EQ(registry.list_json(outsider, {"root"}), "[]\n");  // nothing for them to decide
   const std::uint64_t id = first_id(registry.list_json(root, {"root"}));  // admins see all
   EXPECT_NE(registry.list_json(root, {"root"}).find("\"approvals_required\":2"), std::string::npos);
@@ -134,8 +136,12 @@ TEST(ApprovalStageTest, FourEyesApproversAndTwoKeyRules) {
   EXPECT_EQ(registry.decide(id, true, outsider, ""), Approvals::Outcome::NotApprover);
   EXPECT_EQ(registry.decide(id, true, self, ""), Approvals::Outcome::OwnStatement);
   EXPECT_EQ(registry.decide(id, false, self, ""), Approvals::Outcome::OwnStatement);
+  EXPECT_EQ(registry.decide(id, true, self_by_sub, ""), Approvals::Outcome::OwnStatement);
   EXPECT_EQ(registry.decide(id, true, kBob, ""), Approvals::Outcome::Counted);
-  EXPECT_EQ(registry.decide(id, true, AdminCaller{"BOB", {"dba"}}, ""),
+  EXPECT_EQ(registry.decide(id, true, AdminCaller{"BOB", {"dba"}, ""}, ""),
+            Approvals::Outcome::AlreadyCounted);
+  // Bob again through a token that names him by subject only: the same approver.
+  EXPECT_EQ(registry.decide(id, true, AdminCaller{"u-bob", {"dba"}, kBob.principal}, ""),
             Approvals::Outcome::AlreadyCounted);
   EXPECT_NE(registry.list_json(sam, {}).find("\"approved_by\":[\"bob\"]"), std::string::npos);
   EXPECT_EQ(registry.decide(id, true, sam, ""), Approvals::Outcome::Decided);

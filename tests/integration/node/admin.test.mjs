@@ -13,7 +13,7 @@ import { mkdtempSync, writeFileSync, chmodSync, rmSync, readFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
-import { env, withClient, startGateway, sleep, makeIdp, adminCall, adminPort, makeCerts } from './lib.mjs';
+import { env, withClient, startGateway, sleep, makeIdp, adminCall, adminPort, makeCerts, rssKiB } from './lib.mjs';
 
 const SECRET = { adm_agent: 'agent-Upstream-Secret-1', adm_dba: 'dba-Upstream-Secret-2', adm_pay: 'pay-Upstream-Secret-3' };
 let dir, gw, idp;
@@ -474,4 +474,133 @@ test('live sessions: listed for admins with the statement masked; kill ends one 
   const exp = await tool(['export', '--record-dir', join(dir, 'rec'), '--format', 'jsonl']);
   assert.match(exp.stdout, /57P01 terminating connection due to administrator command: pgwarden session ended by root@example\.com \(incident 42\)/);
   assert.match(exp.stdout, /was locked by root@example\.com \(offboarding\)/);
+});
+
+// Raw bytes on one admin connection: everything answered until the server closes it (or 3 s).
+function rawExchange(bytes, { port = adminPort(gw), wait = 3000 } = {}) {
+  return new Promise((resolve) => {
+    const s = net.connect(port, '127.0.0.1', () => s.write(bytes));
+    let out = '';
+    const t0 = Date.now();
+    const timer = setTimeout(() => { s.destroy(); resolve({ out, closed: false, ms: Date.now() - t0 }); }, wait);
+    s.on('data', (d) => { out += d; });
+    s.on('close', () => { clearTimeout(timer); resolve({ out, closed: true, ms: Date.now() - t0 }); });
+    s.on('error', () => {});
+  });
+}
+const responses = (out) => (out.match(/^HTTP\/1\.1 \d{3}/gm) || []).length;
+
+test('hostile HTTP: compressed, chunked and length-less bodies, header floods and smuggled requests are refused and close the connection', async () => {
+  const port = adminPort(gw);
+  const host = `Host: 127.0.0.1:${port}`;
+  const rss0 = rssKiB(gw.pid);
+  // A 4 GiB brotli bomb is never decompressed; chunked and length-less bodies are not read.
+  const bomb = await rawExchange(`POST /api/v1/reload HTTP/1.1\r\n${host}\r\nContent-Encoding: br\r\nContent-Length: 4\r\n\r\nabcd`);
+  assert.match(bomb.out, /^HTTP\/1\.1 415 /);
+  assert.ok(bomb.closed);
+  const chunked = await rawExchange(`POST /api/v1/reload HTTP/1.1\r\n${host}\r\nTransfer-Encoding: chunked\r\n\r\n${'ffff\r\n' + 'x'.repeat(1000)}`);
+  assert.match(chunked.out, /^HTTP\/1\.1 411 /);
+  assert.ok(chunked.closed);
+  // Without a Content-Length a request has no body (RFC 9112): answered at once, not after 10 s.
+  const nolen = await rawExchange(`POST /api/v1/reload HTTP/1.1\r\n${host}\r\nConnection: close\r\n\r\n`);
+  assert.match(nolen.out, /^HTTP\/1\.1 401 /);
+  assert.ok(nolen.ms < 1000, `answered in ${nolen.ms} ms`);
+  const huge = await rawExchange(`POST /api/v1/reload HTTP/1.1\r\n${host}\r\nContent-Length: 99999999\r\n\r\n`);
+  assert.match(huge.out, /^HTTP\/1\.1 413 /);
+  // Endless headers, or one endless line: the request's byte budget ends it.
+  const flood = await rawExchange(`GET /healthz HTTP/1.1\r\n${host}\r\n${'a: b\r\n'.repeat(40000)}\r\n`);
+  assert.ok(flood.closed && responses(flood.out) <= 1 && !/^HTTP\/1\.1 200/.test(flood.out), flood.out.slice(0, 200));
+  assert.ok(rssKiB(gw.pid) - rss0 < 64 * 1024, 'memory stays bounded');
+  // A refused request's body is not read as the next request: one answer, then the connection ends.
+  const smuggled = `POST /api/v1/reload HTTP/1.1\r\n${host}\r\nContent-Length: 0\r\n\r\n`;
+  for (const carrier of [
+    `POST /api/v1/reload HTTP/1.1\r\n${host}\r\nOrigin: null\r\nContent-Length: ${smuggled.length}\r\n\r\n${smuggled}`,
+    `POST /api/v1/reload HTTP/1.1\r\nHost: evil.example:${port}\r\nContent-Length: ${smuggled.length}\r\n\r\n${smuggled}`,
+    `GET /healthz HTTP/1.1\r\n${host}\r\nContent-Length: ${smuggled.length}\r\n\r\n${smuggled}`,
+  ]) {
+    const r = await rawExchange(carrier);
+    assert.equal(responses(r.out), 1, r.out);
+    assert.doesNotMatch(r.out, /^HTTP\/1\.1 (200|401)/m, r.out);
+    assert.ok(r.closed);
+  }
+  // Only our own addresses pass as Host or Origin.
+  assert.match((await rawExchange(`GET /healthz HTTP/1.1\r\nHost: 8.8.8.8:${port}\r\n\r\n`)).out, /^HTTP\/1\.1 421 /);
+  const foreign = await adminCall(gw, 'GET', '/api/v1/approvals', { token: tokens.dba, headers: { Origin: `http://10.1.2.3:${port}` } });
+  assert.equal(foreign.status, 403);
+  // A token header crafted to forge log lines is logged on one line.
+  const forged = await idp.token('x@example.com', [], { kid: 'k\n2026-01-01T00:00:00.000000Z INFO admin: FORGED' });
+  assert.equal((await adminCall(gw, 'GET', '/api/v1/approvals', { token: forged })).status, 401);
+  await sleep(100);
+  assert.doesNotMatch(gw.log, /\nFORGED|\n2026-01-01T00:00:00.000000Z INFO admin: FORGED/);
+});
+
+test('more connections than --admin-max-connections: /healthz still answers, the rest get 503', async () => {
+  const port = adminPort(gw);
+  const idle = [];
+  for (let i = 0; i < 66; i++) {
+    const s = net.connect(port, '127.0.0.1');
+    s.on('error', () => {});
+    idle.push(s);
+  }
+  await sleep(500);
+  try {
+    for (let i = 0; i < 5; i++) {
+      const t0 = Date.now();
+      const r = await adminCall(gw, 'GET', '/healthz');
+      assert.equal(r.status, 200);
+      assert.ok(Date.now() - t0 < 1000);
+    }
+    const busy = await rawExchange(`GET /api/v1/approvals HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n\r\n`);
+    const open = /^pgwarden_admin_connections (\d+)$/m.exec((await adminCall(gw, 'GET', '/metrics', { token: tokens.root })).text);
+    assert.doesNotMatch(busy.out, /^HTTP\/1\.1 (200|401)/, `only health probes pass over the cap (${open && open[1]} open)`);
+  } finally {
+    for (const s of idle) s.destroy();
+  }
+});
+
+test('a held statement ends with its client: cancelled (57014) or disconnected, it is withdrawn and never runs', async () => {
+  await withClient(env.pgPort, (c) => c.query('CREATE TABLE adm.cancel_me (id int); ALTER TABLE adm.cancel_me OWNER TO adm_agent'));
+  const c = new pg.Client({ host: '127.0.0.1', port: gw.port, user: emails.agent, password: tokens.agent, database: 'postgres' });
+  await c.connect();
+  const run = c.query('DROP TABLE adm.cancel_me').then(() => null, (e) => e);
+  const [held] = await pending('dba', 1, (p) => /cancel_me/.test(p.statement));
+  // What psql sends on Ctrl-C: a CancelRequest with the session's key, on a new connection.
+  const cancel = Buffer.alloc(16);
+  cancel.writeInt32BE(16, 0);
+  cancel.writeInt32BE(80877102, 4);
+  cancel.writeInt32BE(c.processID, 8);
+  cancel.writeInt32BE(c.secretKey, 12);
+  await new Promise((resolve) => { const s = net.connect(gw.port, '127.0.0.1', () => s.end(cancel)); s.on('close', resolve); });
+  const err = await run;
+  assert.equal(err && err.code, '57014', String(err));
+  assert.equal((await api('dba', 'POST', `/api/v1/approvals/${held.id}/approve`)).status, 404, 'withdrawn');
+  assert.equal(await tableExists('adm.cancel_me'), true);
+  assert.equal((await c.query('SELECT 1 AS one')).rows[0].one, 1, 'the session goes on');
+  await c.end();
+  // psql killed while it waits: the statement is withdrawn within a tick or two.
+  const { spawn } = await import('node:child_process');
+  const p = spawn('psql', ['-X', '-w', '-h', '127.0.0.1', '-p', String(gw.port), '-U', emails.agent, '-d', 'postgres',
+    '-c', 'DROP TABLE adm.cancel_me'], { env: { ...process.env, PGPASSWORD: tokens.agent }, stdio: 'ignore' });
+  const [held2] = await pending('dba', 1, (x) => /cancel_me/.test(x.statement));
+  p.kill('SIGKILL');
+  let gone = false;
+  for (let i = 0; i < 40 && !gone; i++) {
+    await sleep(100);
+    gone = !(await api('dba', 'GET', '/api/v1/approvals')).json().some((x) => x.id === held2.id);
+  }
+  assert.ok(gone, 'withdrawn after the client died');
+  assert.equal((await api('dba', 'POST', `/api/v1/approvals/${held2.id}/approve`)).status, 404);
+  assert.equal(await tableExists('adm.cancel_me'), true);
+});
+
+test('four eyes holds across one person\'s tokens: an admin token without the e-mail claim is still the requester', async () => {
+  await withClient(env.pgPort, (c) => c.query('CREATE TABLE adm.mine (id int); ALTER TABLE adm.mine OWNER TO adm_dba'));
+  const run = psql('dba', 'DROP TABLE adm.mine');
+  const [held] = await pending('dba2', 1, (p) => /adm\.mine/.test(p.statement));
+  const subOnly = await idp.token(emails.dba, ['dba-oncall'], { withEmail: false });
+  const r = await adminCall(gw, 'POST', `/api/v1/approvals/${held.id}/approve`, { token: subOnly });
+  assert.equal(r.status, 403, r.text);
+  assert.match(r.text, /own statement/);
+  assert.equal((await api('dba2', 'POST', `/api/v1/approvals/${held.id}/deny`)).status, 200);
+  assert.notEqual((await run).code, 0);
 });

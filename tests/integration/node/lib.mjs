@@ -185,9 +185,11 @@ export async function makeIdp(dir, { issuer = 'https://idp.test', audience = 'pg
   const { publicKey, privateKey } = await jose.generateKeyPair('ES256', { extractable: true });
   const file = join(dir, 'admin-jwks.json');
   writeFileSync(file, JSON.stringify({ keys: [{ ...(await jose.exportJWK(publicKey)), kid: 'admin-key', alg: 'ES256' }] }));
-  const token = (email, groups = [], { exp = '10m', aud = audience } = {}) => new jose.SignJWT({ email, groups })
-    .setProtectedHeader({ alg: 'ES256', kid: 'admin-key' }).setIssuer(issuer).setAudience(aud).setSubject(email)
-    .setIssuedAt().setExpirationTime(exp).sign(privateKey);
+  // `withEmail: false` leaves the e-mail claim out (the identity is then "sub", the same account).
+  const token = (email, groups = [], { exp = '10m', aud = audience, withEmail = true, kid = 'admin-key' } = {}) =>
+    new jose.SignJWT(withEmail ? { email, groups } : { groups })
+      .setProtectedHeader({ alg: 'ES256', kid }).setIssuer(issuer).setAudience(aud).setSubject(email)
+      .setIssuedAt().setExpirationTime(exp).sign(privateKey);
   return { file, issuer, audience, token, flags: ['--jwks-file', file, '--oidc-issuer', issuer, '--admin-audience', audience] };
 }
 
