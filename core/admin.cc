@@ -8,10 +8,12 @@
 
 #include <cctype>
 #include <chrono>
+#include <cstring>
 #include <ctime>
 #include <future>
 #include <set>
 #include <stdexcept>
+#include <thread>
 
 #include "core/admin_http.h"
 #include "core/auth_loader.h"
@@ -239,10 +241,25 @@ AdminServer::AdminServer(const Address& listen, Control& control, AdminOptions o
   local_ips_ = listen_ips(host);
   bound_ =
       (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" + std::to_string(port);
-  thread_ = std::thread([this] { http_->listen_after_bind(); });
+  thread_ = std::thread([this, host] {
+    // httplib gives up listening on an accept() error it does not expect (ECONNABORTED, ENFILE,
+    // ENOBUFS...): listen again on the same port rather than leave the API dead.
+    while (true) {
+      http_->listen_after_bind();
+      if (stopping_.load()) return;
+      PGW_ERROR("admin: the listener stopped (%s); listening again", std::strerror(errno));
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      while (!stopping_.load() && !http_->bind_to_port(host, port_)) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(500));
+      }
+      if (stopping_.load()) return;
+      http_->widen_backlog();
+    }
+  });
 }
 
 AdminServer::~AdminServer() {
+  stopping_.store(true);
   http_->stop();
   if (thread_.joinable()) thread_.join();
 }
@@ -368,6 +385,7 @@ void AdminServer::session_routes() {
     PGW_WARN("admin: %s (from %s) ends session %s%s%s: %s", caller->identity.c_str(),
              req.remote_addr.c_str(), id.c_str(), reason.empty() ? "" : " because ", reason.c_str(),
              ended != 0 ? "ended" : "no such session");
+    record(*caller, req, "kill", id, ended != 0 ? "ended" : "not found", reason);
     if (ended == 0) {
       reply(res, 404, "no open session " + id + "\n");
     } else {
@@ -407,6 +425,10 @@ void AdminServer::session_routes() {
              copy.by.c_str(), req.remote_addr.c_str(), copy.name.c_str(),
              static_cast<long long>((copy.until_us - copy.since_us) / 1'000'000),
              copy.reason.empty() ? "" : " because ", copy.reason.c_str(), ended);
+    record(*caller, req, "lock", copy.name,
+           "locked for " + std::to_string((copy.until_us - copy.since_us) / 1'000'000) + " s (" +
+               std::to_string(ended) + " sessions ended)",
+           copy.reason);
     if (!parts) return;  // 503 set: the lock stands, some sessions may remain
     std::string body = "{\"name\":";
     protocol::append_json_string(body, copy.name);
@@ -421,8 +443,17 @@ void AdminServer::session_routes() {
     const bool removed = control_.locks->remove(name);
     PGW_WARN("admin: %s (from %s) removes the lock on \"%s\": %s", caller->identity.c_str(),
              req.remote_addr.c_str(), name.c_str(), removed ? "removed" : "there was none");
+    record(*caller, req, "unlock", name, removed ? "unlocked" : "not found");
     reply(res, removed ? 200 : 404, removed ? "unlocked\n" : "no such lock\n");
   });
+}
+
+void AdminServer::record(const AdminCaller& who, const httplib::Request& req, std::string action,
+                         std::string target, std::string result, std::string reason) {
+  if (control_.workers.empty()) return;
+  control_.workers[0]->mailbox().post_record(AdminRecord{who.identity, req.remote_addr,
+                                                         std::move(action), std::move(target),
+                                                         std::move(result), std::move(reason)});
 }
 
 void AdminServer::routes() {
@@ -449,6 +480,8 @@ void AdminServer::routes() {
       return refuse(411, "send the body with a Content-Length (no Transfer-Encoding)\n");
     }
     if (req.has_header("Content-Encoding")) return refuse(415, "compressed bodies are refused\n");
+    // Ranges of a small answer would only multiply it.
+    if (req.has_header("Range")) return refuse(416, "ranges are not served\n");
     if (req.get_header_value_count("Content-Length") > 1) {
       return refuse(400, "one Content-Length, please\n");
     }
@@ -512,6 +545,8 @@ void AdminServer::routes() {
     PGW_INFO("admin: %s (from %s) reloads the policy", caller->identity.c_str(),
              req.remote_addr.c_str());
     const std::string error = options_.reload();
+    record(*caller, req, "reload", "policy",
+           error.empty() ? "reloaded" : "kept the old policy: " + error);
     if (error.empty()) {
       reply(res, 200, "policy reloaded\n");
     } else {
@@ -552,6 +587,12 @@ void AdminServer::routes() {
              outcome == Approvals::Outcome::Decided   ? "decided"
              : outcome == Approvals::Outcome::Counted ? "counted, more approvals needed"
                                                       : outcome_json(outcome));
+    record(*caller, req, approve ? "approve" : "deny", text,
+           outcome == Approvals::Outcome::Decided ? (approve ? "approved" : "denied")
+           : outcome == Approvals::Outcome::Counted
+               ? "counted"
+               : std::string("refused: ") + outcome_json(outcome),
+           reason);
     std::string body = "{\"id\":\"" + text + "\",\"result\":";
     switch (outcome) {
       case Approvals::Outcome::Decided:

@@ -7,6 +7,7 @@
 // they reach sessions only through the Approvals registry and the cores' mailboxes.
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -65,6 +66,9 @@ class AdminServer {
                                                     const std::string& message,
                                                     httplib::Response& res);
   void session_routes();
+  // Records an administrator's action in core 0's recording (and nothing when recording is off).
+  void record(const AdminCaller& who, const httplib::Request& req, std::string action,
+              std::string target, std::string result, std::string reason = {});
   std::string metrics() const;
 
   Control& control_;
@@ -74,6 +78,7 @@ class AdminServer {
   std::string bound_host_;           // the listen address's host part, lower case
   std::set<std::string> local_ips_;  // addresses a Host header may name
   int port_ = 0;
+  std::atomic<bool> stopping_{false};
   std::thread thread_;
 };
 

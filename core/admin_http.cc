@@ -15,6 +15,7 @@
 #include <cstring>
 #include <ctime>
 #include <mutex>
+#include <system_error>
 #include <thread>
 
 #include "core/tls.h"
@@ -42,12 +43,17 @@ class ConnectionThreads final : public httplib::TaskQueue {
       std::lock_guard lock(mu_);
       ++running_;
     }
-    std::thread([this, fn = std::move(fn)] {
-      fn();
+    auto run = [this](std::function<void()> job) {
+      job();
       std::lock_guard lock(mu_);
       --running_;
       done_.notify_all();
-    }).detach();
+    };
+    try {
+      std::thread(run, fn).detach();
+    } catch (const std::system_error&) {
+      run(std::move(fn));  // no thread to be had: served here, the accept loop waits meanwhile
+    }
   }
   void shutdown() override {
     std::unique_lock lock(mu_);

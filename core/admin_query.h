@@ -24,4 +24,11 @@ struct AdminQuery {
 
 using AdminQueryPtr = std::shared_ptr<AdminQuery>;
 
+// An administrator's action, for core 0's recording (an `admin` record).
+struct AdminRecord {
+  std::string identity, client;  // who, from where
+  std::string action, target;    // what, on what
+  std::string result, reason;    // what came of it, and why they did it
+};
+
 }  // namespace pgwarden::core

@@ -51,6 +51,18 @@ class Mailbox {
     }
     wake();
   }
+  // From any thread: an administrator's action to record.
+  void post_record(AdminRecord r) {
+    {
+      std::lock_guard lock(mu_);
+      records_.push_back(std::move(r));
+    }
+    wake();
+  }
+  std::vector<AdminRecord> take_records() {
+    std::lock_guard lock(mu_);
+    return std::exchange(records_, {});
+  }
   std::vector<AdminQueryPtr> take_queries() {
     std::lock_guard lock(mu_);
     return std::exchange(queries_, {});
@@ -77,6 +89,7 @@ class Mailbox {
   std::vector<protocol::BackendKey> cancels_;
   std::vector<ApprovalDecision> approvals_;
   std::vector<AdminQueryPtr> queries_;
+  std::vector<AdminRecord> records_;
 };
 
 }  // namespace pgwarden::core

@@ -488,6 +488,17 @@ void Worker::on_wake() {
   arm_wake();
   for (const pr::BackendKey& key : mailbox_.take_cancels()) cancel(key);
   for (const AdminQueryPtr& q : mailbox_.take_queries()) answer(*q);
+  for (const AdminRecord& r : mailbox_.take_records()) {
+    if (record_log_ == nullptr || !record_log_->has_room()) continue;
+    recorder::Payload& p = record_log_->payload(0);
+    p.add(recorder::Field::Identity, r.identity)
+        .add(recorder::Field::Client, r.client)
+        .add(recorder::Field::Text, r.action)
+        .add(recorder::Field::Target, r.target)
+        .add(recorder::Field::Decision, r.result);
+    if (!r.reason.empty()) p.add(recorder::Field::Reason, r.reason);
+    record_log_->append(recorder::RecordType::Admin);
+  }
   for (const ApprovalDecision& d : mailbox_.take_approvals()) {
     for (Session* s = sessions_; s != nullptr; s = s->next_) {
       if (s->id() == d.session) {

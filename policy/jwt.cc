@@ -182,6 +182,8 @@ pr::Result<CallerIdentity> JwtVerifier::verify(std::string_view token, const Jwk
     }
   }
   CallerIdentity out;
+  // A NumericDate beyond year 9999 is no date (and would not fit the conversion).
+  if (!(*exp < 253402300800.0)) return rejected("token exp is out of range");
   out.expires_at = static_cast<std::int64_t>(*exp);
   const auto iss = string_member(claims, "iss");
   if (!options_.issuers.empty() &&

@@ -103,6 +103,8 @@ const char* type_name(RecordType t) {
       return "row";
     case RecordType::Approval:
       return "approval";
+    case RecordType::Admin:
+      return "admin";
   }
   return "unknown";
 }
@@ -180,6 +182,8 @@ const char* field_name(Field f) {
       return "classes";
     case Field::Masking:
       return "masking";
+    case Field::Target:
+      return "target";
   }
   return "unknown";
 }

@@ -36,6 +36,7 @@ enum class RecordType : std::uint8_t {
   Refused = 17,   // a statement pgwarden refused, and why
   Row = 19,       // one result row as the client received it (up to --record-rows per statement)
   Approval = 20,  // a held statement's decision: approved, denied or timed out, by whom, wait
+  Admin = 21,     // an administrator's action on the admin API (session id 0)
 };
 const char* type_name(RecordType t);
 
@@ -77,6 +78,7 @@ enum class Field : std::uint8_t {
   Rule = 40,      // the policy rule that decided
   Classes = 41,   // the statement classes it saw
   Masking = 42,   // session start: the masking profile, or "exempt (profile)", or "none"
+  Target = 43,    // admin: the session, approval or name acted on
 };
 const char* field_name(Field f);
 

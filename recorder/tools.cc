@@ -219,7 +219,7 @@ int cmd_sessions(const ToolArgs& a) {
   std::map<std::uint64_t, SessionSummary> sessions;
   std::vector<std::uint64_t> order;
   const std::string problem = for_each_record(a.dir, [&](const SegmentFile& seg, const Record& r) {
-    if (!is_event(r)) return;
+    if (!is_event(r) || r.type == RecordType::Admin) return;  // admin actions: export shows them
     auto [it, added] = sessions.try_emplace(r.session);
     SessionSummary& s = it->second;
     if (added) {
@@ -331,6 +331,10 @@ std::string describe(const Record& r) {
     case RecordType::Approval:
       return "  APPROVAL " + f(Field::Decision) + ": " + f(Field::Reason) + " after " +
              f(Field::DurationUs) + " us";
+    case RecordType::Admin:
+      return "ADMIN " + f(Field::Identity) + " from " + f(Field::Client) + ": " + f(Field::Text) +
+             " " + f(Field::Target) + " -> " + f(Field::Decision) +
+             (f(Field::Reason).empty() ? "" : " (" + f(Field::Reason) + ")");
     default:
       return type_name(r.type);
   }

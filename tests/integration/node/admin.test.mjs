@@ -141,6 +141,14 @@ test('an agent\'s DROP TABLE waits in psql until a DBA approves it with the CLI;
   const events = exp.stdout.trim().split('\n').map((l) => JSON.parse(l)).filter((e) => e.type === 'approval');
   assert.ok(events.some((e) => e.decision === 'approved' && e.reason === 'approved by dana@example.com'), exp.stdout.slice(0, 2000));
   assert.ok(events.some((e) => e.decision === 'denied' && e.reason === 'denied by dmitri@example.com: ask in #db-changes first'));
+  // Each administrator's action is an `admin` record of its own: who, from where, what, on what.
+  const admins = exp.stdout.trim().split('\n').map((l) => JSON.parse(l)).filter((e) => e.type === 'admin');
+  assert.ok(admins.some((e) => e.identity === 'dana@example.com' && e.client === '127.0.0.1' && e.text === 'approve' &&
+    e.target === held.id && e.decision === 'approved'), JSON.stringify(admins));
+  assert.ok(admins.some((e) => e.identity === 'dmitri@example.com' && e.text === 'deny' && e.target === held2.id &&
+    e.decision === 'denied' && e.reason === 'ask in #db-changes first'));
+  assert.ok(admins.some((e) => e.identity === 'dana@example.com' && e.text === 'approve' && e.target === held2.id &&
+    /^refused: no pending approval/.test(e.decision)), 'refused attempts too');
 });
 
 test('four eyes: nobody approves their own statement; a non-approver gets 403; two-key rules need two people', async () => {
@@ -474,6 +482,14 @@ test('live sessions: listed for admins with the statement masked; kill ends one 
   const exp = await tool(['export', '--record-dir', join(dir, 'rec'), '--format', 'jsonl']);
   assert.match(exp.stdout, /57P01 terminating connection due to administrator command: pgwarden session ended by root@example\.com \(incident 42\)/);
   assert.match(exp.stdout, /was locked by root@example\.com \(offboarding\)/);
+  const acts = exp.stdout.trim().split('\n').map((l) => JSON.parse(l)).filter((e) => e.type === 'admin' && e.identity === 'root@example.com');
+  for (const [text, target, decision] of [['kill', mine.id, 'ended'], ['lock', 'stan@example.com', 'locked for 3600 s (2 sessions ended)'],
+    ['unlock', 'stan@example.com', 'unlocked'], ['lock', 'support', 'locked for 60 s (0 sessions ended)']]) {
+    assert.ok(acts.some((e) => e.text === text && e.target === target && e.decision === decision), `${text} ${target}: ${JSON.stringify(acts)}`);
+  }
+  // Admin records are chained and sealed like every other: the recording still verifies.
+  const verified = await tool(['verify', '--record-dir', join(dir, 'rec'), '--key-file', join(dir, 'seal.key')]);
+  assert.equal(verified.code, 0, verified.stdout + verified.stderr);
 });
 
 // Raw bytes on one admin connection: everything answered until the server closes it (or 3 s).
