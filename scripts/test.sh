@@ -102,6 +102,8 @@ one_check() {
   step "$log" "$@"
   if [ "$step_rc" -eq 0 ]; then total_passed=$((total_passed + 1)); else total_failed=$((total_failed + 1)); fi
 }
+echo "== the demo, walked through (scripts/demo.sh --check)"
+one_check "$logs/demo.log" env PGW_DEMO_NO_SETUP=1 bash scripts/demo.sh --check
 echo "== differential protocol fuzzer (a minute), directly and through pgwarden"
 one_check "$logs/fuzz.log" bash scripts/fuzz.sh "${PGW_FUZZ_SECONDS:-60}" build
 echo "== libFuzzer on the pipeline model (30 s)"
