@@ -316,6 +316,7 @@ std::optional<AdminCaller> AdminServer::admin(const httplib::Request& req, httpl
   const auto pol = control_.policy.load();
   if (pol == nullptr || !caller->in_any(pol->admins())) {
     reply(res, 403, std::string(what) + " is for the policy's admins\n");
+    if (req.method != "GET") record(*caller, req, what, req.path, "refused: not an admin");
     return std::nullopt;
   }
   return caller;
@@ -368,18 +369,22 @@ void AdminServer::session_routes() {
     const auto caller = admin(req, res, "ending sessions");
     if (!caller) return;
     std::string reason, error;
+    const std::string id = req.matches[1];
     if (!parse_reason(req.body, reason, error)) {
       reply(res, 400, error + "\n");
+      record(*caller, req, "kill", id, "refused: " + error);
       return;
     }
-    const std::string id = req.matches[1];
     const std::uint64_t session = std::stoull(id, nullptr, 16);
     const std::string message =
         "terminating connection due to administrator command: "
         "pgwarden session ended by " +
         caller->identity + (reason.empty() ? "" : " (" + reason + ")");
     const auto parts = ask_cores(AdminQuery::Kind::Kill, session, "", message, res);
-    if (!parts) return;
+    if (!parts) {
+      record(*caller, req, "kill", id, "failed: a core did not answer", reason);
+      return;
+    }
     std::size_t ended = 0;
     for (const auto& p : *parts) ended += std::stoul(p);
     PGW_WARN("admin: %s (from %s) ends session %s%s%s: %s", caller->identity.c_str(),
@@ -403,6 +408,7 @@ void AdminServer::session_routes() {
     std::string error;
     if (!parse_lock(req.body, lock, error)) {
       reply(res, 400, error + "\n");
+      record(*caller, req, "lock", lock.name, "refused: " + error);
       return;
     }
     lock.by = caller->identity;
@@ -419,7 +425,15 @@ void AdminServer::session_routes() {
     const auto parts = ask_cores(AdminQuery::Kind::KillMatching, 0, copy.name, message, res);
     std::size_t ended = 0;
     if (parts) {
-      for (const auto& p : *parts) ended += std::stoul(p);
+      for (const auto& p : *parts) {
+        ended += std::stoul(p);
+        // The accounts of the ended sessions stay locked whatever identity claim they show.
+        for (std::size_t at = p.find('\n'); at != std::string::npos;) {
+          const std::size_t next = p.find('\n', at + 1);
+          control_.locks->learn(copy.name, p.substr(at + 1, next - at - 1));
+          at = next;
+        }
+      }
     }
     PGW_WARN("admin: %s (from %s) locks \"%s\" for %lld s%s%s; %zu open sessions ended",
              copy.by.c_str(), req.remote_addr.c_str(), copy.name.c_str(),
@@ -574,11 +588,12 @@ void AdminServer::routes() {
       reply(res, 404, "no pending approval with this id\n");
       return;
     }
+    const bool approve = req.matches[2] == "approve";
     if (!parse_reason(req.body, reason, error)) {
       reply(res, 400, error + "\n");
+      record(*caller, req, approve ? "approve" : "deny", req.matches[1], "refused: " + error);
       return;
     }
-    const bool approve = req.matches[2] == "approve";
     const auto outcome = control_.approvals->decide(id, approve, *caller, reason);
     const std::string text = req.matches[1];
     PGW_INFO("admin: %s (from %s) %s approval %s%s%s: %s", caller->identity.c_str(),

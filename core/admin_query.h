@@ -13,7 +13,8 @@ struct AdminQuery {
   enum class Kind : std::uint8_t {
     List,          // reply: the core's sessions as JSON objects joined by ','
     Kill,          // end session `session`; reply: "1" when this core had it, else "0"
-    KillMatching,  // end every session of identity or group `name`; reply: how many
+    KillMatching,  // end every session of identity or group `name`; reply: how many, then the
+                   // accounts (principals) of those sessions, one per line
   };
   Kind kind = Kind::List;
   std::uint64_t session = 0;

@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <ctime>
 
 #include "core/notifier.h"
 #include "core/worker.h"
@@ -13,23 +12,6 @@
 namespace pgwarden::core {
 
 namespace {
-
-std::int64_t wall_us() {
-  timespec ts{};
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return std::int64_t(ts.tv_sec) * 1'000'000 + ts.tv_nsec / 1000;
-}
-
-std::string lowered(const std::string& s) {
-  std::string out = s;
-  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
-
-std::string grant_key(const std::string& identity, const std::string& rule,
-                      const std::string& shape) {
-  return lowered(identity) + '\0' + rule + '\0' + shape;
-}
 
 bool same_identity(const std::string& a, const std::string& b) {
   return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
@@ -54,13 +36,26 @@ void append_strings(std::string& out, const std::vector<std::string>& v) {
 }
 
 // The members of a pending statement, as a JSON object left open.
-void append_pending(std::string& out, std::uint64_t id, const Approvals::Pending& p) {
+// The first `max` bytes of `s`, cut at a character boundary.
+std::string_view clipped(std::string_view s, std::size_t max) {
+  if (s.size() <= max) return s;
+  while (max > 0 && (static_cast<unsigned char>(s[max]) & 0xC0) == 0x80) --max;
+  return s.substr(0, max);
+}
+
+// `statement_max`: notifications carry at most this much of the statement (a held statement may
+// be megabytes; a queue of notifications for a slow receiver must stay small).
+void append_pending(std::string& out, std::uint64_t id, const Approvals::Pending& p,
+                    std::size_t statement_max = std::string::npos) {
   char session[20];
   std::snprintf(session, sizeof session, "%016llx", static_cast<unsigned long long>(p.session));
   out += "{\"id\":\"" + approval_id_text(id) + "\",\"session\":\"" + session + "\",\"identity\":";
   protocol::append_json_string(out, p.identity);
   out += ",\"statement\":";
-  protocol::append_json_string(out, p.statement);
+  protocol::append_json_string(out, clipped(p.statement, statement_max));
+  if (p.statement.size() > statement_max) {
+    out += ",\"statement_bytes\":" + std::to_string(p.statement.size());
+  }
   out += ",\"rule\":";
   protocol::append_json_string(out, p.rule);
   out += ",\"reason\":";
@@ -73,11 +68,15 @@ void append_pending(std::string& out, std::uint64_t id, const Approvals::Pending
 }
 
 // Chat services (Slack, Teams) read `text` as markup: <...> makes links and mentions there.
-std::string chat_escaped(std::string_view s, std::size_t max) {
+std::string chat_escaped(std::string_view whole, std::size_t max) {
   std::string out;
-  for (std::size_t i = 0; i < s.size() && i < max; ++i) {
-    const char c = s[i];
-    if (c == '&') {
+  const std::string_view s = clipped(whole, max);
+  for (const char c : s) {
+    if (c == '[') {
+      out += '(';  // no Markdown link: [text](url)
+    } else if (c == ']') {
+      out += ')';
+    } else if (c == '&') {
       out += "&amp;";
     } else if (c == '<') {
       out += "&lt;";
@@ -89,7 +88,7 @@ std::string chat_escaped(std::string_view s, std::size_t max) {
       out += static_cast<unsigned char>(c) < 0x20 ? ' ' : c;
     }
   }
-  if (s.size() > max) out += "...";
+  if (whole.size() > s.size()) out += "...";
   return out;
 }
 
@@ -97,7 +96,7 @@ std::string chat_escaped(std::string_view s, std::size_t max) {
 std::string event_json(std::uint64_t id, const Approvals::Pending& p, const std::string& event,
                        const std::string& extra, const std::string& text) {
   std::string out;
-  append_pending(out, id, p);
+  append_pending(out, id, p, 2000);
   out += ",\"event\":\"" + event + "\"" + extra + ",\"text\":";
   protocol::append_json_string(out, text);
   out += "}";
@@ -209,12 +208,6 @@ Approvals::Outcome Approvals::decide(std::uint64_t id, bool approved, const Admi
         return Outcome::Counted;
       }
       d.approver = joined(p.approved_by);
-      if (p.grant_seconds > 0 && !p.shape.empty()) {
-        const std::int64_t now = wall_us();
-        std::erase_if(grants_, [now](const auto& g) { return g.second.until_us <= now; });
-        grants_[grant_key(p.identity, p.rule, p.shape)] =
-            Grant{p.policy_id, now + p.grant_seconds * 1'000'000, d.approver};
-      }
     }
     d.session = p.session;
     core = p.core;
@@ -238,20 +231,6 @@ Approvals::Outcome Approvals::decide(std::uint64_t id, bool approved, const Admi
     (*workers_)[core]->mailbox().post_approval(std::move(d));
   }
   return Outcome::Decided;
-}
-
-std::string Approvals::granted(const std::string& identity, const std::string& rule,
-                               const std::string& shape, std::uint64_t policy_id,
-                               std::int64_t now_us) {
-  std::lock_guard lock(mu_);
-  const auto it = grants_.find(grant_key(identity, rule, shape));
-  if (it == grants_.end()) return {};
-  if (it->second.until_us <= now_us || it->second.policy_id != policy_id) {
-    grants_.erase(it);  // expired, or granted under a policy no longer in force
-    return {};
-  }
-  const std::int64_t left_s = (it->second.until_us - now_us + 999'999) / 1'000'000;
-  return "JIT grant approved by " + it->second.by + ", " + std::to_string(left_s) + " s left";
 }
 
 std::string Approvals::list_json(const AdminCaller& by,

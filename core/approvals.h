@@ -50,11 +50,6 @@ class Approvals {
     std::int64_t requested_at_us = 0;
     std::vector<std::string> approved_by;  // so far
     std::vector<std::string> approved_principals;
-    // JIT grant (the rule's grant_seconds > 0): an approval lets `identity` run `shape` under
-    // `rule` of policy `policy_id` without a new hold until it expires.
-    std::string shape;
-    std::uint64_t policy_id = 0;
-    std::int64_t grant_seconds = 0;
   };
   // `workers` (indexed by core) must outlive this object; set before any session runs.
   void set_workers(const std::vector<Worker*>* workers) { workers_ = workers; }
@@ -75,22 +70,12 @@ class Approvals {
     AlreadyCounted,  // the caller approved it already
   };
   Outcome decide(std::uint64_t id, bool approved, const AdminCaller& by, const std::string& reason);
-  // A JIT grant in force for this caller, rule, shape and policy at `now_us` (wall clock): who
-  // approved it and until when, for the recording; empty when there is none.
-  std::string granted(const std::string& identity, const std::string& rule,
-                      const std::string& shape, std::uint64_t policy_id, std::int64_t now_us);
   // The pending statements `by` may decide (admins: all), as a JSON array.
   std::string list_json(const AdminCaller& by, const std::vector<std::string>& admins) const;
 
  private:
   mutable std::mutex mu_;
   std::map<std::uint64_t, Pending> pending_;
-  struct Grant {
-    std::uint64_t policy_id = 0;
-    std::int64_t until_us = 0;
-    std::string by;
-  };
-  std::map<std::string, Grant> grants_;  // by identity, rule and shape
   const std::vector<Worker*>* workers_ = nullptr;
   Notifier* notifier_ = nullptr;
 };

@@ -64,6 +64,9 @@ HttpReply http_call(const HttpCall& call) {
   curl_easy_setopt(c, CURLOPT_SSLVERSION, static_cast<long>(CURL_SSLVERSION_TLSv1_2));
   curl_easy_setopt(c, CURLOPT_USERAGENT, "pgwarden");
   if (!call.ca_file.empty()) curl_easy_setopt(c, CURLOPT_CAINFO, call.ca_file.c_str());
+  // Plain http is allowed for loopback hosts only: such a call never goes through a proxy (which
+  // would carry it, signatures and keys included, in the clear, and could answer for the host).
+  if (call.url.rfind("http://", 0) == 0) curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
   if (call.cancel != nullptr) {
     curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
     curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);

@@ -1,7 +1,8 @@
 // Outgoing HTTP(S) off the data path (the JWKS fetcher, approval webhooks) through Debian's
 // libcurl: a total time limit, a response size limit, no redirects, certificates verified
 // (against `ca_file` when set), and the proxy from the environment (https_proxy, no_proxy...),
-// as curl does. Blocking: call it from a background thread only.
+// as curl does, for https only (plain http, allowed for loopback hosts, never uses a proxy).
+// Blocking: call it from a background thread only.
 #pragma once
 
 #include <atomic>

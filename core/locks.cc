@@ -38,16 +38,32 @@ bool Locks::remove(const std::string& name) {
 }
 
 bool Locks::names(const AccessLock& l, const std::string& identity,
-                  const std::vector<std::string>& groups) {
+                  const std::vector<std::string>& groups, const std::string& principal) {
   return iequal(l.name, identity) ||
-         std::find(groups.begin(), groups.end(), l.name) != groups.end();
+         std::find(groups.begin(), groups.end(), l.name) != groups.end() ||
+         (!principal.empty() &&
+          std::find(l.principals.begin(), l.principals.end(), principal) != l.principals.end());
+}
+
+void Locks::learn(const std::string& name, const std::string& principal) {
+  if (principal.empty()) return;
+  std::lock_guard lock(mu_);
+  auto next = std::make_shared<List>(*current_.load());
+  for (AccessLock& l : *next) {
+    if (iequal(l.name, name) && l.principals.size() < 64 &&
+        std::find(l.principals.begin(), l.principals.end(), principal) == l.principals.end()) {
+      l.principals.push_back(principal);
+    }
+  }
+  current_.store(std::move(next), std::memory_order_release);
 }
 
 const AccessLock* Locks::find(const List* locks, const std::string& identity,
-                              const std::vector<std::string>& groups, std::int64_t now_us) {
+                              const std::vector<std::string>& groups, const std::string& principal,
+                              std::int64_t now_us) {
   if (locks == nullptr) return nullptr;
   for (const AccessLock& l : *locks) {
-    if (l.until_us > now_us && names(l, identity, groups)) return &l;
+    if (l.until_us > now_us && names(l, identity, groups, principal)) return &l;
   }
   return nullptr;
 }

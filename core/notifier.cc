@@ -51,17 +51,20 @@ void Notifier::notify(const std::string& event, std::string body) {
     bool dropped = false;
     {
       std::lock_guard lock(t->mu);
-      if (t->queue.size() >= options_.max_queue) {
+      while (!t->queue.empty() && (t->queue.size() >= options_.max_queue ||
+                                   t->queued_bytes + body.size() > options_.max_queue_bytes)) {
+        t->queued_bytes -= t->queue.front().body.size();
         t->queue.pop_front();
         dropped = true;
       }
+      t->queued_bytes += body.size();
       t->queue.push_back(Item{event, body});
     }
     t->cv.notify_one();
     if (dropped) {
       failed_.fetch_add(1);
-      PGW_WARN("webhook %s: %zu notifications waiting; the oldest was dropped", t->url.c_str(),
-               options_.max_queue);
+      PGW_WARN("webhook %s: too many notifications waiting; the oldest were dropped",
+               t->url.c_str());
     }
   }
 }
@@ -106,6 +109,7 @@ void Notifier::run(Target& t) {
       if (stop_.load()) return;
       item = std::move(t.queue.front());
       t.queue.pop_front();
+      t.queued_bytes -= item.body.size();
     }
     if (deliver(t, item)) {
       delivered_.fetch_add(1);

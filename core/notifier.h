@@ -25,7 +25,8 @@ struct NotifierOptions {
   unsigned attempts = 5;         // first try included
   double first_backoff_s = 0.5;  // doubled after each failure
   double timeout_s = 10;         // per attempt
-  std::size_t max_queue = 1000;  // per URL
+  std::size_t max_queue = 1000;  // notifications per URL
+  std::size_t max_queue_bytes = 8u << 20;  // and their bytes
 };
 
 class Notifier {
@@ -53,6 +54,7 @@ class Notifier {
     std::mutex mu;
     std::condition_variable cv;
     std::deque<Item> queue;
+    std::size_t queued_bytes = 0;
     std::thread thread;
   };
   void run(Target& t);

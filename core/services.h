@@ -37,7 +37,7 @@ struct CoreServices {
   policy::Masker* masker = nullptr;
   CatalogCache* catalog = nullptr;
   Approvals* approvals = nullptr;  // null: no admin endpoint, holds cannot be decided
-  const Locks* locks = nullptr;    // null: no admin endpoint, nobody can be locked out
+  Locks* locks = nullptr;          // null: no admin endpoint, nobody can be locked out
   RecordSink* recorder = nullptr;  // null: recording off
   std::int64_t now_ns = 0;
 };

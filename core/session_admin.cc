@@ -79,6 +79,11 @@ void Session::describe(std::string& out, std::int64_t now_ns) {
 void Session::end_by_admin(const std::string& message) {
   PGW_WARN("session %016llx (%s): %s", static_cast<unsigned long long>(session_id_),
            caller().identity.c_str(), message.c_str());
+  // A statement running upstream is canceled (its transaction rolls back) rather than left to
+  // finish behind the Terminate.
+  if (state_ == SessionState::Ready && !model_.settled() && gateway_key_.pid != 0) {
+    w_.cancel_upstream(gateway_key_);
+  }
   fail(pr::sqlstate::kAdminShutdown, message);
 }
 

@@ -489,7 +489,12 @@ void Worker::on_wake() {
   for (const pr::BackendKey& key : mailbox_.take_cancels()) cancel(key);
   for (const AdminQueryPtr& q : mailbox_.take_queries()) answer(*q);
   for (const AdminRecord& r : mailbox_.take_records()) {
-    if (record_log_ == nullptr || !record_log_->has_room()) continue;
+    if (record_log_ == nullptr) continue;
+    if (!record_log_->has_room()) {
+      PGW_ERROR("admin action not recorded (the recording is failing): %s by %s on %s",
+                r.action.c_str(), r.identity.c_str(), r.target.c_str());
+      continue;
+    }
     recorder::Payload& p = record_log_->payload(0);
     p.add(recorder::Field::Identity, r.identity)
         .add(recorder::Field::Client, r.client)
@@ -535,8 +540,9 @@ void Worker::answer(AdminQuery& q) {
           }
           break;
         case AdminQuery::Kind::KillMatching:
-          if (Locks::names(AccessLock{q.name, 0, 0, "", ""}, s->caller().identity,
+          if (Locks::names(AccessLock{q.name, 0, 0, "", "", {}}, s->caller().identity,
                            s->caller().groups)) {
+            if (!s->caller().principal.empty()) out += "\n" + s->caller().principal;
             s->end_by_admin(q.message);
             ++ended;
           }
@@ -546,7 +552,7 @@ void Worker::answer(AdminQuery& q) {
     }
     s = next;
   }
-  q.reply.set_value(q.kind == AdminQuery::Kind::List ? out : std::to_string(ended));
+  q.reply.set_value(q.kind == AdminQuery::Kind::List ? out : std::to_string(ended) + out);
 }
 
 void Worker::begin_drain() {

@@ -170,6 +170,14 @@ class Worker {
   void maybe_free(Session* s);
   void begin_drain();
   void cancel(protocol::BackendKey gateway);
+
+ public:
+  // Cancels what the session with this key runs upstream (an administrator ends it).
+  void cancel_upstream(protocol::BackendKey gateway) {
+    if (const auto up = cancel_keys_.lookup(gateway)) forward_cancel(*up);
+  }
+
+ private:
   void answer(AdminQuery& q);
   io_uring_sqe* sqe();
 

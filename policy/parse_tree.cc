@@ -253,14 +253,4 @@ bool refers_target(sj::dom::element e, const Target* t) {
   return false;
 }
 
-std::string grant_shape(std::string_view sql) {
-  if (sql.find('\\') != std::string_view::npos) return std::string(sql);
-  PgQueryNormalizeResult r = pg_query_normalize(std::string(sql).c_str());
-  std::string out = r.error == nullptr && r.normalized_query != nullptr
-                        ? std::string(r.normalized_query)
-                        : std::string(sql);
-  pg_query_free_normalize_result(r);
-  return out;
-}
-
 }  // namespace pgwarden::policy::tree

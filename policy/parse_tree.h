@@ -83,10 +83,4 @@ void source_columns(sj::dom::element rel, Target& t);
 // Whether a condition refers to the target's row (with no target: to any row).
 bool refers_target(sj::dom::element e, const Target* t);
 
-// What JIT grants compare (a rule's grant_seconds): the statement with every constant replaced
-// by a placeholder (libpg_query's normalisation; the rest of the text as written). A text with a
-// backslash (lexed differently with standard_conforming_strings off) or that does not parse is
-// its own shape.
-std::string grant_shape(std::string_view sql);
-
 }  // namespace pgwarden::policy::tree

@@ -14,7 +14,34 @@ namespace pgwarden::core {
 
 namespace pr = pgwarden::protocol;
 
+std::string ApprovalStage::grant_key(const FrontendMessage& m) const {
+  const policy::Decision& d = *m.decision;
+  if (d.rule == nullptr || d.rule->grant_seconds <= 0 || m.view.type != pr::fe::kQuery) return {};
+  std::string shape;
+  if (!policy::shape_of(m.view.text, shape)) shape.assign(m.view.text);
+  return d.rule->name + '\0' + std::to_string(d.classes) + '\0' + shape;
+}
+
+void ApprovalStage::maybe_end_grants(const FrontendMessage& m) {
+  bool ends = m.decision != nullptr &&
+              (m.decision->classes & (policy::bit(policy::StatementClass::Set) |
+                                      policy::bit(policy::StatementClass::RoleChange))) != 0;
+  if (!ends && m.view.query) {
+    std::string text(m.view.text.substr(0, 1 << 20));
+    for (char& c : text) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    for (const char* w :
+         {"search_path", "reset", "discard", "set_config", "role", "authorization"}) {
+      ends = ends || text.find(w) != std::string::npos;
+    }
+  }
+  if (!ends) return;
+  PGW_INFO("session %016llx: JIT grants end (a statement may change what names mean)",
+           static_cast<unsigned long long>(host_.session_id()));
+  grants_.clear();
+}
+
 void ApprovalStage::on_frontend(FrontendMessage& m) {
+  if (!grants_.empty() && m.verdict == Verdict::Forward) maybe_end_grants(m);
   if (m.verdict != Verdict::Forward || m.decision == nullptr ||
       m.decision->action != policy::Action::Hold) {
     return;
@@ -32,19 +59,20 @@ void ApprovalStage::on_frontend(FrontendMessage& m) {
   timespec ts{};
   clock_gettime(CLOCK_REALTIME, &ts);
   const std::int64_t now_us = std::int64_t(ts.tv_sec) * 1'000'000 + ts.tv_nsec / 1000;
-  // A JIT grant (the rule's grant_seconds) covers the same caller's same statement shape.
-  std::string shape;
-  if (d.rule != nullptr && d.rule->grant_seconds > 0 && m.view.query) {
-    shape = policy::tree::grant_shape(m.view.text);
-    std::string grant = approvals->granted(host_.caller().identity, rule, shape, policy_id, now_us);
-    if (!grant.empty()) {
-      m.granted = true;
-      m.reason = std::move(grant);
-      PGW_INFO("session %016llx: %s runs a statement of rule %s under a %s",
-               static_cast<unsigned long long>(host_.session_id()), host_.caller().identity.c_str(),
-               rule.c_str(), m.reason.c_str());
-      return;
-    }
+  // A JIT grant (the rule's grant_seconds) covers this session's same statement shape, judged
+  // the same (rule and classes), under the same policy, until it expires.
+  std::string key = grant_key(m);
+  const std::int64_t now_ns = host_.core().now_ns;
+  std::erase_if(grants_, [&](const Grant& g) { return g.until_ns <= now_ns; });
+  for (const Grant& g : grants_) {
+    if (key.empty() || g.key != key || g.policy_id != policy_id) continue;
+    m.granted = true;
+    m.reason = "JIT grant approved by " + g.by + ", " +
+               std::to_string((g.until_ns - now_ns + 999'999'999) / 1'000'000'000) + " s left";
+    PGW_INFO("session %016llx: %s runs a statement of rule %s under a %s",
+             static_cast<unsigned long long>(host_.session_id()), host_.caller().identity.c_str(),
+             rule.c_str(), m.reason.c_str());
+    return;
   }
   Approvals::Pending p;
   p.core = host_.core().core;
@@ -62,10 +90,9 @@ void ApprovalStage::on_frontend(FrontendMessage& m) {
   if (d.rule != nullptr) {
     p.approvers = host_.core().policy->approvers_of(*d.rule);
     p.required = d.rule->approvals_required;
-    p.grant_seconds = d.rule->grant_seconds;
+    held_grant_s_ = key.empty() ? 0 : d.rule->grant_seconds;
   }
-  p.shape = std::move(shape);
-  p.policy_id = policy_id;
+  held_grant_key_ = std::move(key);
   p.requested_at_us = now_us;
   const std::string text = p.statement;
   const std::size_t approver_groups = p.approvers.size();
@@ -92,10 +119,11 @@ void ApprovalStage::on_decision(const ApprovalDecision& d) {
   std::string outcome = (d.approved ? "approved by " : "denied by ") +
                         (d.approver.empty() ? std::string("an approver") : d.approver);
   if (!d.reason.empty()) outcome += ": " + d.reason;
-  finish(d.approved, outcome);
+  finish(d.approved, outcome, d.approver);
 }
 
-void ApprovalStage::finish(bool approved, const std::string& outcome) {
+void ApprovalStage::finish(bool approved, const std::string& outcome,
+                           const std::string& approvers) {
   waiting_ = false;
   PGW_INFO("approval %s: %s", approval_id_text(id_).c_str(), outcome.c_str());
   const policy::Policy* pol = host_.core().policy;
@@ -110,6 +138,13 @@ void ApprovalStage::finish(bool approved, const std::string& outcome) {
                       why);
     return;
   }
+  if (approved && held_grant_s_ > 0 && !held_grant_key_.empty()) {
+    if (grants_.size() >= 64) grants_.erase(grants_.begin());  // the oldest goes
+    grants_.push_back(Grant{held_grant_key_, policy_id_,
+                            host_.core().now_ns + held_grant_s_ * 1'000'000'000, approvers});
+  }
+  held_grant_key_.clear();
+  held_grant_s_ = 0;
   host_.decide_held(approved, pr::sqlstate::kInsufficientPrivilege,
                     approved ? std::string() : message_ + " was " + outcome, outcome);
 }

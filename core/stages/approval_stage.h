@@ -30,7 +30,13 @@ class ApprovalStage final : public Stage {
   void set_masking(MaskingStage* masking) { masking_ = masking; }
 
  private:
-  void finish(bool approved, const std::string& outcome);
+  void finish(bool approved, const std::string& outcome, const std::string& approvers = {});
+  // JIT grants: the key of a simple Query under a rule with grant_seconds (its rule, classes and
+  // shape: numbers aside, any other constant as written), or "" when grants do not apply.
+  std::string grant_key(const FrontendMessage& m) const;
+  // A statement that can change what the same text means (search_path, role, RESET, DISCARD,
+  // set_config...) ends this session's grants.
+  void maybe_end_grants(const FrontendMessage& m);
 
   StageHost& host_;
   MaskingStage* masking_ = nullptr;
@@ -39,6 +45,16 @@ class ApprovalStage final : public Stage {
   std::int64_t since_ns_ = 0;
   std::string message_;          // "statement held for approval under policy rule ..."
   std::uint64_t policy_id_ = 0;  // the policy it was held under
+  std::string held_grant_key_;   // the held statement's grant key ("" when none)
+  std::int64_t held_grant_s_ = 0;
+  // This session's JIT grants: approved keys, under which policy, until when, approved by whom.
+  struct Grant {
+    std::string key;
+    std::uint64_t policy_id = 0;
+    std::int64_t until_ns = 0;
+    std::string by;
+  };
+  std::vector<Grant> grants_;
 };
 
 }  // namespace pgwarden::core

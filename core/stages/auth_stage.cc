@@ -338,12 +338,15 @@ Next AuthStage::on_client_message(const pr::Fragment& f) {
 
 // An administrator locked this identity (or one of its groups) out: the login is refused.
 bool AuthStage::locked_out() {
-  const Locks* locks = s_.w_.services().locks;
+  Locks* locks = s_.w_.services().locks;
   if (locks == nullptr) return false;
   const auto list = locks->snapshot();
   const std::int64_t now_us = static_cast<std::int64_t>(std::time(nullptr)) * 1'000'000;
-  const AccessLock* l = Locks::find(list.get(), caller_.identity, caller_.groups, now_us);
+  const AccessLock* l =
+      Locks::find(list.get(), caller_.identity, caller_.groups, caller_.principal, now_us);
   if (l == nullptr) return false;
+  // The account behind this login is locked under any name from now on.
+  locks->learn(l->name, caller_.principal);
   PGW_WARN("session: login of \"%s\" refused: locked out by %s (lock on %s)",
            caller_.identity.c_str(), l->by.c_str(), l->name.c_str());
   s_.fail(pr::sqlstate::kInvalidAuthorization,

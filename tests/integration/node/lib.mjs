@@ -186,9 +186,9 @@ export async function makeIdp(dir, { issuer = 'https://idp.test', audience = 'pg
   const file = join(dir, 'admin-jwks.json');
   writeFileSync(file, JSON.stringify({ keys: [{ ...(await jose.exportJWK(publicKey)), kid: 'admin-key', alg: 'ES256' }] }));
   // `withEmail: false` leaves the e-mail claim out (the identity is then "sub", the same account).
-  const token = (email, groups = [], { exp = '10m', aud = audience, withEmail = true, kid = 'admin-key' } = {}) =>
+  const token = (email, groups = [], { exp = '10m', aud = audience, withEmail = true, kid = 'admin-key', sub = email } = {}) =>
     new jose.SignJWT(withEmail ? { email, groups } : { groups })
-      .setProtectedHeader({ alg: 'ES256', kid }).setIssuer(issuer).setAudience(aud).setSubject(email)
+      .setProtectedHeader({ alg: 'ES256', kid }).setIssuer(issuer).setAudience(aud).setSubject(sub)
       .setIssuedAt().setExpirationTime(exp).sign(privateKey);
   return { file, issuer, audience, token, flags: ['--jwks-file', file, '--oidc-issuer', issuer, '--admin-audience', audience] };
 }
