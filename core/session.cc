@@ -47,6 +47,7 @@ Session::Session(Worker& worker, int client_fd, std::int64_t now_ns)
   }
   policy_.set_masking(&masking_);
   approvals_.set_masking(&masking_);
+  approvals_.set_policy(&policy_);
   all_.add(&role_guard_);
   all_.add(&policy_);
   all_.add(&masking_);

@@ -81,10 +81,14 @@ void ApprovalStage::on_frontend(FrontendMessage& m) {
   p.principal = host_.caller().principal;
   // Approvers (and the log) see the statement masked with the caller's profile's detectors: a
   // held INSERT of card numbers does not show them.
-  p.statement = !m.view.query
-                    ? "(bind of prepared statement \"" + std::string(m.view.statement) + "\")"
-                : masking_ != nullptr ? std::string(masking_->for_record(m.view.text))
-                                      : std::string(m.view.text);
+  const std::string_view prepared =
+      !m.view.query && policy_ != nullptr ? policy_->statement_text(m.view.statement) : "";
+  const std::string_view shown = m.view.query ? m.view.text : prepared;
+  p.statement = masking_ != nullptr ? std::string(masking_->for_record(shown)) : std::string(shown);
+  if (!m.view.query) {
+    p.statement = "(bind of prepared statement \"" + std::string(m.view.statement) + "\"" +
+                  (p.statement.empty() ? ")" : ": " + p.statement + ")");
+  }
   p.rule = rule;
   p.reason = d.reason;
   if (d.rule != nullptr) {

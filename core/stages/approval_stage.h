@@ -10,6 +10,7 @@
 
 #include "core/approvals.h"
 #include "core/stages/masking_stage.h"
+#include "core/stages/policy_stage.h"
 #include "core/stages/stage.h"
 
 namespace pgwarden::core {
@@ -28,6 +29,8 @@ class ApprovalStage final : public Stage {
   bool waiting() const noexcept { return waiting_; }
   // Held statements are shown masked with the caller's profile (null: as they are).
   void set_masking(MaskingStage* masking) { masking_ = masking; }
+  // A held Bind is shown with its prepared statement's text, which the policy stage keeps.
+  void set_policy(const PolicyStage* policy) { policy_ = policy; }
 
  private:
   void finish(bool approved, const std::string& outcome, const std::string& approvers = {});
@@ -40,6 +43,7 @@ class ApprovalStage final : public Stage {
 
   StageHost& host_;
   MaskingStage* masking_ = nullptr;
+  const PolicyStage* policy_ = nullptr;
   bool waiting_ = false;
   std::uint64_t id_ = 0;
   std::int64_t since_ns_ = 0;

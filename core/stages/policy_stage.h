@@ -41,6 +41,11 @@ class PolicyStage final : public Stage {
   // EXECUTE of dynamic SQL that could run them (case-insensitive words in the text).
   static bool may_redefine_statements(std::string_view sql);
   static std::string key(std::string_view name);
+  // The text of prepared statement `name` as it was parsed ("" when not kept or not known).
+  std::string_view statement_text(std::string_view name) const {
+    const auto it = named_.find(key(name));
+    return it != named_.end() ? std::string_view(it->second.text) : std::string_view();
+  }
   // Named statements tracked for judging them again after a reload.
   static constexpr std::size_t kMaxStatements = 10000;
   static constexpr std::size_t kMaxTextBytes = 4u << 20;

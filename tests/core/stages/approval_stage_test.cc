@@ -193,6 +193,28 @@ TEST(ApprovalStageTest, JitGrantCoversTheSameShapeOnly) {
   other.on_close();
 }
 
+// A Bind held after a reload shows approvers the prepared statement's text, not only its name.
+TEST(ApprovalStageTest, AHeldBindShowsItsStatementText) {
+  FakeHost host(
+      R"({"rules": [{"name": "r", "require_approval": ["drop"], "approvers": ["dba"]}]})");
+  Approvals registry;
+  host.core().approvals = &registry;
+  PolicyStage policy(host);
+  ApprovalStage approvals(host);
+  approvals.set_policy(&policy);
+  const std::vector<Stage*> chain{&policy, &approvals};
+  EXPECT_EQ(host.frontend(chain, Parse("s1", "DELETE FROM t WHERE id = 1")).verdict,
+            Verdict::Forward);
+  host.reload(
+      R"({"rules": [{"name": "r", "require_approval": ["delete"], "approvers": ["dba"]}]})");
+  EXPECT_EQ(host.frontend(chain, Bind("", "s1")).verdict, Verdict::Hold);
+  const std::string list = registry.list_json(kBob, {});
+  EXPECT_NE(list.find("(bind of prepared statement \\\"s1\\\": DELETE FROM t WHERE id = 1)"),
+            std::string::npos)
+      << list;
+  approvals.on_close();
+}
+
 TEST(ApprovalIds, AreSixteenLowerCaseHexDigits) {
   std::uint64_t id = 0;
   EXPECT_TRUE(parse_approval_id("00000000000000ff", id));
