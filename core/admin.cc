@@ -422,8 +422,9 @@ void AdminServer::session_routes() {
         "pgwarden: \"" +
         copy.name + "\" was locked by " + copy.by +
         (copy.reason.empty() ? "" : " (" + copy.reason + ")");
-    const auto parts = ask_cores(AdminQuery::Kind::KillMatching, 0, copy.name, message, res);
+    auto parts = ask_cores(AdminQuery::Kind::KillMatching, 0, copy.name, message, res);
     std::size_t ended = 0;
+    bool learned = false;
     if (parts) {
       for (const auto& p : *parts) {
         ended += std::stoul(p);
@@ -431,8 +432,16 @@ void AdminServer::session_routes() {
         for (std::size_t at = p.find('\n'); at != std::string::npos;) {
           const std::size_t next = p.find('\n', at + 1);
           control_.locks->learn(copy.name, p.substr(at + 1, next - at - 1));
+          learned = true;
           at = next;
         }
+      }
+    }
+    if (parts && learned) {
+      // Sessions of those accounts opened under another identity claim end too.
+      parts = ask_cores(AdminQuery::Kind::KillMatching, 0, copy.name, message, res);
+      if (parts) {
+        for (const auto& p : *parts) ended += std::stoul(p);
       }
     }
     PGW_WARN("admin: %s (from %s) locks \"%s\" for %lld s%s%s; %zu open sessions ended",

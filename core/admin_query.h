@@ -13,8 +13,8 @@ struct AdminQuery {
   enum class Kind : std::uint8_t {
     List,          // reply: the core's sessions as JSON objects joined by ','
     Kill,          // end session `session`; reply: "1" when this core had it, else "0"
-    KillMatching,  // end every session of identity or group `name`; reply: how many, then the
-                   // accounts (principals) of those sessions, one per line
+    KillMatching,  // end every session of identity or group `name` (or of an account the lock
+                   // on it learned); reply: how many, then their accounts, one per line
   };
   Kind kind = Kind::List;
   std::uint64_t session = 0;

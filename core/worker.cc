@@ -525,6 +525,14 @@ void Worker::on_wake() {
 void Worker::answer(AdminQuery& q) {
   std::string out;
   std::size_t ended = 0;
+  // KillMatching: the name, and the accounts the lock on it has learned.
+  AccessLock match{q.name, 0, 0, "", "", {}};
+  if (q.kind == AdminQuery::Kind::KillMatching && services_.locks != nullptr) {
+    const auto locks = services_.locks->snapshot();
+    for (const AccessLock& l : *locks) {
+      if (Locks::names(l, q.name, {})) match.principals = l.principals;
+    }
+  }
   for (Session* s = sessions_; s != nullptr;) {
     Session* next = s->next_;
     if (!s->closing()) {
@@ -540,8 +548,8 @@ void Worker::answer(AdminQuery& q) {
           }
           break;
         case AdminQuery::Kind::KillMatching:
-          if (Locks::names(AccessLock{q.name, 0, 0, "", "", {}}, s->caller().identity,
-                           s->caller().groups)) {
+          if (Locks::names(match, s->caller().identity, s->caller().groups,
+                           s->caller().principal)) {
             if (!s->caller().principal.empty()) out += "\n" + s->caller().principal;
             s->end_by_admin(q.message);
             ++ended;

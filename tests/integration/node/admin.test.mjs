@@ -498,10 +498,11 @@ test('live sessions: listed for admins with the statement masked; kill ends one 
   emails.stanSub = 'u-stan';
   const stan1 = await connect('support2');
   const stan2 = await connect('support2');
+  const stan3 = await connect('stanSub');  // the same account, identity u-stan
   const locked = await cmd('root', 'lock', 'stan@example.com', '--for', '1h', '--reason', 'offboarding');
   assert.equal(locked.code, 0, locked.stderr);
-  assert.equal(JSON.parse(locked.stdout).sessions_ended, 2);
-  for (const c of [stan1, stan2]) {
+  assert.equal(JSON.parse(locked.stdout).sessions_ended, 3, 'its sessions under either identity end');
+  for (const c of [stan1, stan2, stan3]) {
     const e = await c.ended;
     assert.equal(e.code, '57P01');
     assert.match(e.message, /"stan@example\.com" was locked by root@example\.com \(offboarding\)/);
@@ -526,7 +527,7 @@ test('live sessions: listed for admins with the statement masked; kill ends one 
   assert.match(exp.stdout, /57P01 terminating connection due to administrator command: pgwarden session ended by root@example\.com \(incident 42\)/);
   assert.match(exp.stdout, /was locked by root@example\.com \(offboarding\)/);
   const acts = exp.stdout.trim().split('\n').map((l) => JSON.parse(l)).filter((e) => e.type === 'admin' && e.identity === 'root@example.com');
-  for (const [text, target, decision] of [['kill', mine.id, 'ended'], ['lock', 'stan@example.com', 'locked for 3600 s (2 sessions ended)'],
+  for (const [text, target, decision] of [['kill', mine.id, 'ended'], ['lock', 'stan@example.com', 'locked for 3600 s (3 sessions ended)'],
     ['unlock', 'stan@example.com', 'unlocked'], ['lock', 'support', 'locked for 60 s (0 sessions ended)'],
     ['kill', running.id, 'ended']]) {
     assert.ok(acts.some((e) => e.text === text && e.target === target && e.decision === decision), `${text} ${target}: ${JSON.stringify(acts)}`);
