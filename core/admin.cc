@@ -18,6 +18,7 @@
 #include "core/admin_http.h"
 #include "core/auth_loader.h"
 #include "core/log.h"
+#include "core/mcp.h"
 #include "core/worker.h"
 #include "protocol/json.h"
 
@@ -105,16 +106,7 @@ bool split_host(const std::string& text, std::string& host, int& port) {
 
 void reply(httplib::Response& res, int status, const std::string& body,
            const char* type = "text/plain; charset=utf-8") {
-  res.status = status;
-  res.set_content(body, type);
-}
-
-std::string bearer_of(const httplib::Request& req) {
-  const std::string h = req.get_header_value("Authorization");
-  if (h.size() < 8 || lower(h.substr(0, 7)) != "bearer ") return {};
-  std::size_t start = 7;
-  while (start < h.size() && h[start] == ' ') ++start;
-  return h.substr(start);
+  http_reply(res, status, body, type);
 }
 
 // {"reason": "..."} (optional). Control characters become spaces; at most kMaxReason bytes, cut
@@ -284,7 +276,7 @@ bool AdminServer::host_allowed(const httplib::Request& req) const {
 
 std::optional<AdminCaller> AdminServer::authenticate(const httplib::Request& req,
                                                      httplib::Response& res) {
-  const std::string token = bearer_of(req);
+  const std::string token = bearer_token(req);
   const auto keys = options_.jwks != nullptr ? options_.jwks->get() : nullptr;
   std::string why;
   if (token.empty()) {
@@ -296,9 +288,15 @@ std::optional<AdminCaller> AdminServer::authenticate(const httplib::Request& req
   } else {
     policy::JwtVerifier verifier(options_.jwt);
     auto id = verifier.verify(token, *keys, static_cast<std::int64_t>(std::time(nullptr)));
-    if (id) return AdminCaller{id->identity, id->groups, id->principal};
-    if (verifier.last_kid_unknown()) options_.jwks->request_refresh();
-    why = id.error().message;
+    if (id && id->actors.empty()) return AdminCaller{id->identity, id->groups, id->principal};
+    if (id) {
+      // Approving, killing and locking are a person's acts: an agent acting for an
+      // administrator is not one.
+      why = "a token of an agent acting for someone (act claim) cannot administer the gateway";
+    } else {
+      if (verifier.last_kid_unknown()) options_.jwks->request_refresh();
+      why = id.error().message;
+    }
   }
   PGW_WARN("admin: %s %s from %s refused: %s", req.method.c_str(), req.path.c_str(),
            req.remote_addr.c_str(), why.c_str());
@@ -541,6 +539,7 @@ void AdminServer::routes() {
   s.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr) {
     reply(res, 500, "internal error\n");
   });
+  if (options_.mcp != nullptr) options_.mcp->install(s);
   s.Get("/healthz",
         [](const httplib::Request&, httplib::Response& res) { reply(res, 200, "ok\n"); });
   s.Get("/readyz", [this](const httplib::Request&, httplib::Response& res) {
@@ -555,7 +554,7 @@ void AdminServer::routes() {
   });
   s.Get("/metrics", [this](const httplib::Request& req, httplib::Response& res) {
     const std::string& scrape = options_.metrics_token;
-    const std::string token = bearer_of(req);
+    const std::string token = bearer_token(req);
     const bool scraper = !scrape.empty() && token.size() == scrape.size() &&
                          CRYPTO_memcmp(token.data(), scrape.data(), scrape.size()) == 0;
     if (!scraper && !admin(req, res, "/metrics (or the --metrics-token-file token)")) return;

@@ -30,6 +30,7 @@ namespace pgwarden::core {
 
 struct Control;
 class AdminHttpServer;
+class McpServer;
 class TlsContext;
 
 struct AdminOptions {
@@ -40,6 +41,7 @@ struct AdminOptions {
   std::string metrics_token;       // empty: /metrics needs an admin's bearer token
   std::vector<std::string> hosts;  // extra Host names (besides the listen address)
   unsigned max_connections = 64;
+  std::shared_ptr<McpServer> mcp;  // null: no MCP endpoint
 };
 
 class AdminServer {

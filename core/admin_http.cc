@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <condition_variable>
 #include <cstdlib>
 #include <cstring>
@@ -361,6 +362,23 @@ bool AdminHttpServer::process_and_close_socket(socket_t sock) {
     }
   }
   return finish();
+}
+
+void http_reply(httplib::Response& res, int status, const std::string& body, const char* type) {
+  res.status = status;
+  res.set_content(body, type);
+}
+
+std::string bearer_token(const httplib::Request& req) {
+  const std::string h = req.get_header_value("Authorization");
+  if (h.size() < 8) return {};
+  for (std::size_t i = 0; i < 7; ++i) {
+    if (static_cast<char>(std::tolower(static_cast<unsigned char>(h[i]))) != "bearer "[i])
+      return {};
+  }
+  std::size_t start = 7;
+  while (start < h.size() && h[start] == ' ') ++start;
+  return h.substr(start);
 }
 
 }  // namespace pgwarden::core

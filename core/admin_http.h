@@ -32,6 +32,12 @@ struct AdminHttpLimits {
   std::size_t max_request_bytes = 16 * 1024 + 64 * 1024;  // header block and body together
 };
 
+// Sets a response's status and body.
+void http_reply(httplib::Response& res, int status, const std::string& body,
+                const char* type = "text/plain; charset=utf-8");
+// The token of an `Authorization: Bearer ...` header, or "".
+std::string bearer_token(const httplib::Request& req);
+
 class AdminHttpServer final : public httplib::Server {
  public:
   // `tls` null: plain HTTP.

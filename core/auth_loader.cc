@@ -1,5 +1,7 @@
 #include "core/auth_loader.h"
 
+#include "policy/internal_login.h"
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/stat.h>
@@ -124,6 +126,7 @@ std::shared_ptr<const policy::AuthConfig> load_auth_config(const Config& config,
   cfg->jwt.groups_claim = config.groups_claim;
   cfg->jwt.clock_skew_s = static_cast<std::int64_t>(config.clock_skew_s);
 
+  if (!config.mcp_url.empty()) cfg->internal = std::make_shared<policy::InternalLogins>();
   if (!config.users_file.empty()) {
     auto users = policy::parse_users_file(read_file(config.users_file));
     if (!users) throw std::runtime_error(config.users_file + ": " + users.error().message);

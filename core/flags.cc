@@ -116,6 +116,11 @@ Identity-aware PostgreSQL gateway. Clients connect to --listen; every session is
                               (repeatable; others get 421: DNS rebinding)
   --metrics-token-file FILE   a static token (mode 0600) Prometheus may send for GET /metrics
   --admin-max-connections N   concurrent admin connections; more are answered 503 (default 64)
+  --mcp-url URL               serve MCP (Streamable HTTP) on the admin listener at this URL's
+                              path; tokens must carry it as audience (needs gateway auth)
+  --mcp-max-sessions N        concurrent MCP sessions (default 64)
+  --mcp-call-timeout SECS     a tool call, approval wait included, is canceled after this
+                              (default 60)
   --approval-timeout SECS     a statement held for approval is refused after this (default 300)
   --approval-webhook URL      POST each held statement and decision there as JSON with a "text"
                               field (Slack/Teams incoming webhooks show it); repeatable; retried
@@ -158,7 +163,7 @@ Gateway authentication (clients never hold a database credential):
                               every --jwks-refresh SECS (default 300), and early when a token
                               names an unknown kid (at most every 10 s)
   --jwks-ca FILE              CA certificates for an https --jwks-url (default: system CAs)
-  --oidc-issuer ISS           accepted "iss" (repeatable; default: any)
+  --oidc-issuer ISS           accepted "iss" (repeatable; required with --jwks-file/--jwks-url)
   --oidc-audience AUD         required "aud" (repeatable; needed with --jwks-file)
   --identity-claim NAME       claim naming the caller (default email, fallback sub)
   --groups-claim NAME         claim listing the caller's groups (default groups)
@@ -219,6 +224,15 @@ ParsedFlags parse_flags(const std::vector<std::string>& args) {
       {"--admin-max-connections",
        [&](const std::string& v) {
          c.admin_max_connections = parse_count("--admin-max-connections", v, 4096);
+       }},
+      {"--mcp-url", [&](const std::string& v) { c.mcp_url = v; }},
+      {"--mcp-max-sessions",
+       [&](const std::string& v) {
+         c.mcp_max_sessions = parse_count("--mcp-max-sessions", v, 4096);
+       }},
+      {"--mcp-call-timeout",
+       [&](const std::string& v) {
+         c.mcp_call_timeout_s = parse_seconds("--mcp-call-timeout", v);
        }},
       {"--approval-timeout",
        [&](const std::string& v) {
@@ -351,6 +365,16 @@ ParsedFlags parse_flags(const std::vector<std::string>& args) {
           "--approval-webhook needs --approval-webhook-secret-file (receivers must be able to "
           "tell pgwarden's notifications from forged ones)");
     }
+    if (!c.mcp_url.empty()) {
+      const auto url = protocol::parse_url(c.mcp_url);
+      if (!url) throw std::runtime_error("--mcp-url: " + url.error().message);
+      if (c.admin_listen.empty() || !c.gateway_auth() || !oidc) {
+        throw std::runtime_error(
+            "--mcp-url needs --admin-listen and gateway authentication with OIDC keys "
+            "(--policy, --upstream-secrets, --jwks-file/--jwks-url)");
+      }
+      if (c.mcp_call_timeout_s < 1) throw std::runtime_error("--mcp-call-timeout must be >= 1");
+    }
     if (!c.approval_webhooks.empty() && c.admin_listen.empty()) {
       throw std::runtime_error(
           "--approval-webhook needs --admin-listen (without it nothing is held for approval)");
@@ -381,6 +405,11 @@ ParsedFlags parse_flags(const std::vector<std::string>& args) {
     }
     if (c.tls_cert_file.empty() != c.tls_key_file.empty()) {
       throw std::runtime_error("--tls-cert and --tls-key go together");
+    }
+    if (oidc && c.oidc_issuers.empty()) {
+      throw std::runtime_error(
+          "--jwks-file/--jwks-url need --oidc-issuer (a key set may sign for more than one "
+          "issuer; tokens from any other must not work)");
     }
     if (oidc && c.oidc_audiences.empty() && (c.gateway_auth() || c.admin_audiences.empty())) {
       throw std::runtime_error(

@@ -32,6 +32,10 @@ struct Config {
   std::vector<std::string> admin_hosts;      // Host names accepted besides the listen address
   std::string metrics_token_file;            // a static bearer token for GET /metrics
   unsigned admin_max_connections = 64;
+  // The MCP endpoint (on the admin listener): its public URL (the tokens' audience); "" = off.
+  std::string mcp_url;
+  unsigned mcp_max_sessions = 64;
+  double mcp_call_timeout_s = 60;
   double approval_timeout_s = 300;             // a held statement not decided by then is refused
   std::vector<std::string> approval_webhooks;  // URLs told of each held statement and decision
   std::string approval_webhook_secret_file;    // HMAC-SHA256 key signing their bodies

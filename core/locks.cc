@@ -45,6 +45,11 @@ bool Locks::names(const AccessLock& l, const std::string& identity,
           std::find(l.principals.begin(), l.principals.end(), principal) != l.principals.end());
 }
 
+bool Locks::names_actor(const AccessLock& l, const std::vector<std::string>& actors) {
+  return std::any_of(actors.begin(), actors.end(),
+                     [&](const std::string& a) { return iequal(l.name, a); });
+}
+
 void Locks::learn(const std::string& name, const std::string& principal) {
   if (principal.empty()) return;
   std::lock_guard lock(mu_);

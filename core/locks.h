@@ -38,6 +38,8 @@ class Locks {
                                 const std::string& principal, std::int64_t now_us);
   static bool names(const AccessLock& l, const std::string& identity,
                     const std::vector<std::string>& groups, const std::string& principal = {});
+  // The lock names one of the agents acting for a caller (a token's act chain).
+  static bool names_actor(const AccessLock& l, const std::vector<std::string>& actors);
 
  private:
   std::mutex mu_;  // writers

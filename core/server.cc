@@ -27,6 +27,7 @@
 #include "core/http_client.h"
 #include "core/jwks_fetcher.h"
 #include "core/log.h"
+#include "core/mcp.h"
 #include "core/notifier.h"
 #include "core/worker.h"
 
@@ -122,6 +123,33 @@ static AdminOptions admin_options(const Config& config, std::shared_ptr<policy::
   o.hosts = config.admin_hosts;
   o.max_connections = config.admin_max_connections;
   return o;
+}
+
+// The MCP endpoint: its tool calls log in to pgwarden's own listener (`bound`; a wildcard
+// address is reached on loopback).
+static std::shared_ptr<McpServer> mcp_server(const Config& config, Control& control,
+                                             const std::shared_ptr<const policy::AuthConfig>& auth,
+                                             std::shared_ptr<policy::JwksSource> jwks,
+                                             const std::string& bound) {
+  McpOptions o;
+  o.url = config.mcp_url;
+  o.jwks = std::move(jwks);
+  o.jwt.issuers = config.oidc_issuers;
+  o.jwt.identity_claim = config.identity_claim;
+  o.jwt.groups_claim = config.groups_claim;
+  o.jwt.clock_skew_s = static_cast<std::int64_t>(config.clock_skew_s);
+  o.logins = auth->internal;
+  o.auth = auth.get();
+  const std::size_t colon = bound.rfind(':');
+  std::string host = bound.substr(0, colon);
+  if (host.size() > 1 && host.front() == '[') host = host.substr(1, host.size() - 2);
+  if (host == "0.0.0.0") host = "127.0.0.1";
+  if (host == "::") host = "::1";
+  o.gateway_host = host;
+  o.gateway_port = std::stoi(bound.substr(colon + 1));
+  o.max_sessions = config.mcp_max_sessions;
+  o.call_timeout_s = static_cast<int>(config.mcp_call_timeout_s);
+  return std::make_shared<McpServer>(control, std::move(o));
 }
 
 int run_server(const Config& config) {
@@ -287,8 +315,10 @@ int run_server(const Config& config) {
   std::unique_ptr<AdminServer> admin;
   if (!config.admin_listen.empty()) {
     try {
+      AdminOptions options = admin_options(config, jwks, reload_policy);
+      if (!config.mcp_url.empty()) options.mcp = mcp_server(config, control, auth, jwks, bound);
       admin = std::make_unique<AdminServer>(resolve_address(config.admin_listen), control,
-                                            admin_options(config, jwks, reload_policy));
+                                            std::move(options));
     } catch (const std::exception& e) {
       PGW_ERROR("cannot start: %s", e.what());
       control.phase.store(Control::Stopping, std::memory_order_release);

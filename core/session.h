@@ -99,6 +99,9 @@ class alignas(16) Session final : public StageHost {
 
   Conn& conn(Peer p) noexcept { return p == Peer::Client ? client_ : upstream_; }
   bool closing() const noexcept { return closing_; }
+  // An administrator ended it (it may still be finishing its replies): not ended, or counted,
+  // twice.
+  bool ended_by_admin() const noexcept { return ended_by_admin_; }
   // True when the session can be freed: closing and nothing in flight.
   bool releasable() const noexcept { return closing_ && inflight_ == 0; }
   void release_resources() noexcept;  // closes sockets, returns buffers and the cancel key
@@ -174,6 +177,9 @@ class alignas(16) Session final : public StageHost {
                                    protocol::Origin origin, std::uint8_t owner);
   void retire();
   void answer_locally(protocol::Request& r);
+  // A local answer's tag_text: this prefix and a command tag (else a SQLSTATE and a message).
+  static constexpr std::string_view kLocalSuccess = "\x01OK:";
+  void on_token_setting(const protocol::FrontendView& v, std::string_view token);
   void diverged(char type, const char* why);
   void flush_upstream();
   protocol::Next pause_input(Pause why, protocol::Bytes keep, const std::byte* rest);
@@ -210,6 +216,7 @@ class alignas(16) Session final : public StageHost {
   PolicyStage policy_;
   MaskingStage masking_;
   ApprovalStage approvals_;
+  bool ended_by_admin_ = false;
   std::unique_ptr<RecordingStage> recording_;  // null: recording off
   // The stages that act under the policy in force, per hook, in chain order (role guard, policy,
   // masking, approvals, recording): a stage with nothing to do is left out, so a session without

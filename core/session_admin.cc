@@ -77,6 +77,7 @@ void Session::describe(std::string& out, std::int64_t now_ns) {
 }
 
 void Session::end_by_admin(const std::string& message) {
+  ended_by_admin_ = true;
   PGW_WARN("session %016llx (%s): %s", static_cast<unsigned long long>(session_id_),
            caller().identity.c_str(), message.c_str());
   // A statement running upstream is canceled (its transaction rolls back) rather than left to

@@ -7,6 +7,7 @@
 #include "core/log.h"
 #include "core/session.h"
 #include "core/worker.h"
+#include "policy/token_setting.h"
 #include "protocol/messages.h"
 #include "protocol/sqlstate.h"
 
@@ -89,6 +90,18 @@ Next Session::on_frontend_message(const pr::Fragment& f, pr::Bytes whole) {
       break;
   }
   if (model_.full()) return pause_input(Pause::Full, whole, rest);
+  if (v.query) {
+    // Before any stage sees it: a text naming pgwarden.token is never judged, recorded, kept
+    // as the last statement or forwarded.
+    std::string_view token;
+    const policy::TokenSetting setting = policy::token_setting(v.text, token);
+    if (setting != policy::TokenSetting::None) {
+      on_token_setting(v, setting == policy::TokenSetting::Refresh ? token : std::string_view());
+      retire();
+      if (closing_ || finishing_) return Next::Stop;
+      return model_.input_barrier() ? pause_input(Pause::Barrier, {}, rest) : Next::Continue;
+    }
+  }
   refresh_chains();
   if (v.query || v.type == pr::fe::kFunctionCall) ++w_.mutable_stats().statements;
   if (v.query) last_statement_.assign(v.text.substr(0, 512));
@@ -183,9 +196,49 @@ pr::Request* Session::send_own(pr::Bytes message, std::uint8_t owner) {
   return model_.commit(v, pr::Origin::Gateway, owner);
 }
 
+// SET pgwarden.token = '<token>' (a simple Query of its own): a fresh token for this session,
+// answered by pgwarden (SET, in its place of the stream). Any other text naming the setting, and
+// the same in a Parse, is refused. The recording says a token was refreshed or refused, and why,
+// never the token.
+void Session::on_token_setting(const pr::FrontendView& v, std::string_view token) {
+  std::string note;
+  if (token.empty() || v.type != pr::fe::kQuery) {
+    note =
+        "refused: a statement naming pgwarden.token other than a simple Query "
+        "SET pgwarden.token = '<token>' of its own (its text is not recorded)";
+    refuse(v, pr::sqlstate::kFeatureNotSupported,
+           "pgwarden: pgwarden.token is taken only as a simple Query of its own: "
+           "SET pgwarden.token = '<token>'");
+  } else {
+    const AuthStage::Refresh r = auth_.refresh_token(token);
+    switch (r.kind) {
+      case AuthStage::Refresh::Taken:
+        note = "refreshed; the session's token now expires at " +
+               std::to_string(auth_.token_expires_at()) + " (seconds since the epoch)";
+        model_.commit_local(pr::RequestKind::Query).tag_text = std::string(kLocalSuccess) + "SET";
+        break;
+      case AuthStage::Refresh::Refused:
+        note = "refused: " + r.message;
+        refuse(v, pr::sqlstate::kInvalidAuthorization, r.message);
+        break;
+      case AuthStage::Refresh::EndSession:
+        note = "ended the session: " + r.message;
+        fail_after_replies(pr::sqlstate::kInvalidAuthorization, r.message);
+        break;
+    }
+  }
+  if (recording_) recording_->record_token(note);
+}
+
 void Session::answer_locally(pr::Request& r) {
   refusal_out_.clear();
   const std::string_view tag = r.tag_text;
+  if (tag.substr(0, kLocalSuccess.size()) == kLocalSuccess) {
+    pr::append_command_complete(refusal_out_, tag.substr(kLocalSuccess.size()));
+    pr::append_ready_for_query(refusal_out_, model_.tx_status());
+    queue_copy(Peer::Client, refusal_out_);
+    return;
+  }
   pr::append_error(refusal_out_, "ERROR", tag.substr(0, 5), tag.size() > 5 ? tag.substr(5) : "");
   pr::append_ready_for_query(refusal_out_, model_.tx_status());
   queue_copy(Peer::Client, refusal_out_);

@@ -535,7 +535,7 @@ void Worker::answer(AdminQuery& q) {
   }
   for (Session* s = sessions_; s != nullptr;) {
     Session* next = s->next_;
-    if (!s->closing()) {
+    if (!s->closing() && !(q.kind != AdminQuery::Kind::List && s->ended_by_admin())) {
       switch (q.kind) {
         case AdminQuery::Kind::List:
           if (!out.empty()) out += ",";
@@ -551,6 +551,10 @@ void Worker::answer(AdminQuery& q) {
           if (Locks::names(match, s->caller().identity, s->caller().groups,
                            s->caller().principal)) {
             if (!s->caller().principal.empty()) out += "\n" + s->caller().principal;
+            s->end_by_admin(q.message);
+            ++ended;
+          } else if (Locks::names_actor(match, s->caller().actors)) {
+            // An agent's lock ends the sessions it acts in, not its users' own accounts.
             s->end_by_admin(q.message);
             ++ended;
           }

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "policy/internal_login.h"
+
 namespace pgwarden::policy {
 
 namespace pr = pgwarden::protocol;
@@ -150,6 +152,11 @@ pr::Result<pr::ByteString> ClientAuth::start(std::string_view channel_binding) {
     pr::append_auth_request(out, pr::AuthCode::Sasl, mechanisms);
     return out;
   }
+  if (config_.internal != nullptr && user_.starts_with(InternalLogins::kUserPrefix)) {
+    stage_ = Stage::Internal;
+    pr::append_auth_request(out, pr::AuthCode::CleartextPassword);
+    return out;
+  }
   if (config_.jwks == nullptr)
     return rejected("no static user \"" + user_ + "\" and OIDC is not configured");
   stage_ = Stage::Token;
@@ -159,6 +166,17 @@ pr::Result<pr::ByteString> ClientAuth::start(std::string_view channel_binding) {
 
 pr::Result<ClientAuth::Step> ClientAuth::on_message(pr::Bytes message, std::int64_t now) {
   switch (stage_) {
+    case Stage::Internal: {
+      const auto password = pr::read_password_message(message);
+      if (!password) return rejected("malformed password message");
+      auto c = config_.internal->take(user_, *password, now);
+      if (!c) return rejected("not a pending internal login (expired, used or wrong password)");
+      principal_ = std::move(c->principal);
+      auto step = finish(std::move(c->groups), "mcp", 0, std::move(c->identity));
+      caller_.actors = std::move(c->actors);
+      caller_.client_id = std::move(c->client_id);
+      return step;
+    }
     case Stage::Token: {
       const auto token = pr::read_password_message(message);
       if (!token) return rejected("malformed password message");
@@ -174,7 +192,10 @@ pr::Result<ClientAuth::Step> ClientAuth::on_message(pr::Bytes message, std::int6
                         "\"");
       }
       principal_ = std::move(id->principal);
-      return finish(std::move(id->groups), "oidc", id->expires_at, std::move(id->identity));
+      auto step = finish(std::move(id->groups), "oidc", id->expires_at, std::move(id->identity));
+      caller_.actors = std::move(id->actors);
+      caller_.client_id = std::move(id->client_id);
+      return step;
     }
     case Stage::ScramInitial: {
       const auto initial = pr::read_sasl_initial_response(message);
@@ -221,8 +242,14 @@ pr::Result<ClientAuth::Step> ClientAuth::finish(std::vector<std::string> groups,
     return rejected("no upstream credential for role \"" + mapping->role + "\"");
   }
   stage_ = Stage::Done;
-  caller_ = AuthenticatedCaller{std::move(identity), std::move(groups), method,
-                                expires_at,          mapping,           std::move(principal_)};
+  caller_ = AuthenticatedCaller{std::move(identity),
+                                std::move(groups),
+                                method,
+                                expires_at,
+                                mapping,
+                                std::move(principal_),
+                                {},
+                                {}};
   return Step{{}, true};
 }
 

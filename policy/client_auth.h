@@ -31,6 +31,8 @@ struct StaticUser {
   std::vector<std::string> groups;
 };
 
+class InternalLogins;
+
 // Immutable after start-up; shared read-only by all cores.
 struct AuthConfig {
   std::shared_ptr<JwksSource> jwks;  // null: OIDC tokens are not accepted
@@ -38,6 +40,8 @@ struct AuthConfig {
   std::vector<StaticUser> users;
   std::vector<RoleMapping> roles;                                      // first match wins
   std::map<std::string, std::string, std::less<>> upstream_passwords;  // role -> password
+  // pgwarden's own logins (the MCP endpoint's sessions); null when there is no MCP endpoint.
+  std::shared_ptr<InternalLogins> internal;
 
   const StaticUser* find_user(std::string_view name) const;
   const RoleMapping* map_groups(const std::vector<std::string>& groups) const;
@@ -58,7 +62,9 @@ struct AuthenticatedCaller {
   const char* method = "";      // "oidc" or "scram"
   std::int64_t expires_at = 0;  // token expiry (seconds since the epoch); 0 = none
   const RoleMapping* mapping = nullptr;
-  std::string principal;  // CallerIdentity::principal, or "static:NAME" for a static user
+  std::string principal;            // CallerIdentity::principal, or "static:NAME" for a static user
+  std::vector<std::string> actors;  // CallerIdentity::actors (an agent acting for the user)
+  std::string client_id;            // CallerIdentity::client_id
 };
 
 // One client's authentication. Owned by the session's core.
@@ -88,7 +94,7 @@ class ClientAuth {
   }
 
  private:
-  enum class Stage : std::uint8_t { Start, Token, ScramInitial, ScramFinal, Done };
+  enum class Stage : std::uint8_t { Start, Token, Internal, ScramInitial, ScramFinal, Done };
   protocol::Result<Step> finish(std::vector<std::string> groups, const char* method,
                                 std::int64_t expires_at, std::string identity);
 

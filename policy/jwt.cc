@@ -47,6 +47,30 @@ bool printable(std::string_view s, std::size_t max_len) {
   });
 }
 
+// RFC 7519 section 4: a JSON object that repeats a member name has no one reading (parsers take
+// the first or the last); a token with one anywhere is refused rather than guessed at.
+bool repeats_a_name(simdjson::dom::element e, std::vector<std::string_view>& scratch) {
+  simdjson::dom::object obj;
+  simdjson::dom::array arr;
+  if (e.get_object().get(obj) == simdjson::SUCCESS) {
+    const std::size_t from = scratch.size();
+    for (auto field : obj) scratch.push_back(field.key);
+    std::sort(scratch.begin() + static_cast<std::ptrdiff_t>(from), scratch.end());
+    const bool repeated = std::adjacent_find(scratch.begin() + static_cast<std::ptrdiff_t>(from),
+                                             scratch.end()) != scratch.end();
+    scratch.resize(from);
+    if (repeated) return true;
+    for (auto field : obj) {
+      if (repeats_a_name(field.value, scratch)) return true;
+    }
+  } else if (e.get_array().get(arr) == simdjson::SUCCESS) {
+    for (simdjson::dom::element v : arr) {
+      if (repeats_a_name(v, scratch)) return true;
+    }
+  }
+  return false;
+}
+
 std::optional<std::string> b64_member(simdjson::dom::object obj, std::string_view key) {
   const auto v = string_member(obj, key);
   if (!v) return std::nullopt;
@@ -126,10 +150,14 @@ pr::Result<CallerIdentity> JwtVerifier::verify(std::string_view token, const Jwk
 
   // Header: which key, which algorithm. Nothing in the payload is looked at before the
   // signature is proven.
+  simdjson::dom::element header_doc;
   simdjson::dom::object header;
-  if (parser_.parse(*header_json).get_object().get(header) != simdjson::SUCCESS) {
+  if (parser_.parse(*header_json).get(header_doc) != simdjson::SUCCESS ||
+      header_doc.get_object().get(header) != simdjson::SUCCESS) {
     return rejected("token header is not a JSON object");
   }
+  std::vector<std::string_view> names;
+  if (repeats_a_name(header_doc, names)) return rejected("token header repeats a member name");
   const auto alg_name = string_member(header, "alg");
   if (!alg_name) return rejected("token header has no alg");
   const auto alg = sig_alg(*alg_name);
@@ -158,10 +186,13 @@ pr::Result<CallerIdentity> JwtVerifier::verify(std::string_view token, const Jwk
   const std::string signed_part(token.substr(0, dot2));
   if (!key->key.verify(signed_part, *signature)) return rejected("bad token signature");
 
+  simdjson::dom::element claims_doc;
   simdjson::dom::object claims;
-  if (parser_.parse(*payload_json).get_object().get(claims) != simdjson::SUCCESS) {
+  if (parser_.parse(*payload_json).get(claims_doc) != simdjson::SUCCESS ||
+      claims_doc.get_object().get(claims) != simdjson::SUCCESS) {
     return rejected("token payload is not a JSON object");
   }
+  if (repeats_a_name(claims_doc, names)) return rejected("token claims repeat a member name");
   const auto exp = number_member(claims, "exp");
   if (!exp) return rejected("token has no numeric exp");
   if (*exp + static_cast<double>(options_.clock_skew_s) <= static_cast<double>(now)) {
@@ -213,12 +244,50 @@ pr::Result<CallerIdentity> JwtVerifier::verify(std::string_view token, const Jwk
     if (!matched) return rejected("token audience is not accepted");
   }
   auto ident = string_member(claims, options_.identity_claim);
+  if (ident && !ident->empty() && options_.identity_claim == "email") {
+    // An address the provider has not verified is anybody's to claim.
+    simdjson::dom::element verified;
+    if (claims["email_verified"].get(verified) == simdjson::SUCCESS) {
+      bool yes = false;
+      std::string_view text;  // some providers send "true" as a string
+      if (verified.get_bool().get(yes) != simdjson::SUCCESS) {
+        yes = verified.get_string().get(text) == simdjson::SUCCESS && text == "true";
+      }
+      if (!yes) return rejected("token email is not verified (email_verified is not true)");
+    }
+  }
   if (!ident || ident->empty()) ident = string_member(claims, options_.fallback_identity_claim);
   if (!ident || !printable(*ident, 256)) return rejected("token has no usable identity claim");
   out.identity = std::string(*ident);
   const auto sub = string_member(claims, "sub");
   out.principal = "oidc:" + out.issuer + "#" +
                   (sub && !sub->empty() ? std::string(*sub) : "identity:" + out.identity);
+  // On behalf of: "act" names the agent, a nested "act" whoever that agent acts for, and so on.
+  if (has_member(claims, "act")) {
+    simdjson::dom::object act;
+    if (claims["act"].get_object().get(act) != simdjson::SUCCESS) {
+      return rejected("token act claim is not an object");
+    }
+    for (;;) {
+      const auto actor = string_member(act, "sub");
+      if (!actor || !printable(*actor, 256)) return rejected("token act claim has no usable sub");
+      if (out.actors.size() >= JwtOptions::kMaxActors) {
+        return rejected("token act chain is longer than " + std::to_string(JwtOptions::kMaxActors));
+      }
+      out.actors.emplace_back(*actor);
+      if (!has_member(act, "act")) break;
+      if (act["act"].get_object().get(act) != simdjson::SUCCESS) {
+        return rejected("token act claim is not an object");
+      }
+    }
+  }
+  for (const std::string_view claim : {"azp", "client_id"}) {
+    if (!has_member(claims, claim)) continue;
+    const auto id = string_member(claims, claim);
+    if (!id || !printable(*id, 256))
+      return rejected("token " + std::string(claim) + " is not a name");
+    if (out.client_id.empty()) out.client_id = std::string(*id);
+  }
   simdjson::dom::element groups;
   if (claims[options_.groups_claim].get(groups) == simdjson::SUCCESS) {
     std::string_view one;

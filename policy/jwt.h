@@ -64,6 +64,7 @@ struct JwtOptions {
   std::string groups_claim = "groups";
   std::int64_t clock_skew_s = 60;
   std::size_t max_token_bytes = 16 * 1024;
+  static constexpr std::size_t kMaxActors = 8;  // a longer "act" chain is refused
 };
 
 struct CallerIdentity {
@@ -74,6 +75,11 @@ struct CallerIdentity {
   // Who the token is about, however it names them: issuer and "sub" (the identity claim when
   // there is no "sub"). One person's tokens with different claims (email or not) share it.
   std::string principal;
+  // On behalf of (RFC 8693 "act"): the agent acting for the subject, then whoever it acts for
+  // in turn (nested "act"), each by its "sub". Empty: the subject acts itself.
+  std::vector<std::string> actors;
+  // The OAuth client the token was issued to ("azp", else "client_id"), or "".
+  std::string client_id;
 };
 
 // Verifies tokens for one core: holds that core's simdjson parser. Not thread-safe.

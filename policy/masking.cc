@@ -177,6 +177,19 @@ bool audience_matches(const std::vector<std::string>& users, const std::vector<s
   return false;
 }
 
+bool actor_audience_matches(const std::vector<std::string>& users,
+                            const std::vector<std::string>& groups,
+                            const std::vector<std::string>& actors,
+                            const std::vector<std::string>& actor_groups, const Who& who) {
+  if (who.actor.empty() || (actors.empty() && actor_groups.empty())) return false;
+  bool agent = std::find(actors.begin(), actors.end(), who.actor) != actors.end();
+  for (std::size_t i = 0; !agent && who.actor_groups != nullptr && i < actor_groups.size(); ++i) {
+    agent = std::find(who.actor_groups->begin(), who.actor_groups->end(), actor_groups[i]) !=
+            who.actor_groups->end();
+  }
+  return agent && audience_matches(users, groups, who.identity, *who.groups);
+}
+
 std::optional<MaskAction> MaskProfile::action_for(const PiiFinding& f) const {
   if (f.kind == PiiKind::Custom) {
     return f.custom < custom_actions.size() ? std::optional(custom_actions[f.custom])

@@ -32,6 +32,23 @@ namespace pgwarden::policy {
 bool audience_matches(const std::vector<std::string>& users, const std::vector<std::string>& groups,
                       std::string_view identity, const std::vector<std::string>& caller_groups);
 
+// Who a statement is for, as rules and masking profiles are matched: the user (identity, groups)
+// and, when an agent acts for them (a token's "act"), that agent and the groups the policy's
+// "may_act" gives it.
+struct Who {
+  std::string_view identity;
+  const std::vector<std::string>* groups = nullptr;
+  std::string_view actor;                                  // "": nobody acts for the user
+  const std::vector<std::string>* actor_groups = nullptr;  // null: none
+};
+
+// A rule or profile names actors or actor groups: it is for agents' sessions, and then also the
+// user's users/groups (when given) must match. Returns whether such an audience takes `who`.
+bool actor_audience_matches(const std::vector<std::string>& users,
+                            const std::vector<std::string>& groups,
+                            const std::vector<std::string>& actors,
+                            const std::vector<std::string>& actor_groups, const Who& who);
+
 // Case-insensitive match of `name` against a lower-case pattern where '*' matches any run.
 bool glob_match(std::string_view pattern, std::string_view name);
 
@@ -51,6 +68,8 @@ struct MaskProfile {
   std::string name;
   std::vector<std::string> groups;
   std::vector<std::string> users;
+  std::vector<std::string> actors;  // for agents' sessions (see Policy::mask_profile)
+  std::vector<std::string> actor_groups;
   bool exempt = false;  // sees raw values (recorded as such)
   std::vector<ColumnRule> columns;
   // "conditions": "refuse": a statement that names a masked column anywhere but in what it
@@ -65,6 +84,7 @@ struct MaskProfile {
   bool matches(std::string_view identity, const std::vector<std::string>& caller_groups) const {
     return audience_matches(users, groups, identity, caller_groups);
   }
+  bool for_agents() const noexcept { return !actors.empty() || !actor_groups.empty(); }
   bool scans() const noexcept { return detectors != nullptr; }
   // What a finding of `f` gets; nullopt when its detector is not enabled here.
   std::optional<MaskAction> action_for(const PiiFinding& f) const;

@@ -46,8 +46,12 @@ pr::Result<std::vector<MaskProfile>> parse_masking(const sj::dom::element& e,
       if (k == "name") {
         if (!json_name(f.value, p.name))
           return policy_error(file, path, "must be a non-empty string");
-      } else if (k == "groups" || k == "users") {
-        if (!json_strings(f.value, k == "groups" ? p.groups : p.users)) {
+      } else if (k == "groups" || k == "users" || k == "actors" || k == "actor_groups") {
+        std::vector<std::string>& dst = k == "groups"   ? p.groups
+                                        : k == "users"  ? p.users
+                                        : k == "actors" ? p.actors
+                                                        : p.actor_groups;
+        if (!json_strings(f.value, dst)) {
           return policy_error(file, path, "must be an array of strings");
         }
       } else if (k == "exempt") {
@@ -167,10 +171,10 @@ pr::Result<std::vector<MaskProfile>> parse_masking(const sj::dom::element& e,
           custom_patterns.emplace_back(pattern);
         }
       } else if (k != "comment") {
-        return policy_error(
-            file, path,
-            "unknown key (expected name, groups, users, exempt, columns, conditions, "
-            "detectors, phone_regions, custom, comment)");
+        return policy_error(file, path,
+                            "unknown key (expected name, groups, users, actors, actor_groups, "
+                            "exempt, columns, conditions, "
+                            "detectors, phone_regions, custom, comment)");
       }
     }
     if (p.name.empty())

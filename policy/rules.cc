@@ -64,9 +64,26 @@ ClassSet Rule::denied() const {
   return (deny | (read_only ? write_classes() : 0)) & ~allow;
 }
 
-const Rule* Policy::match(std::string_view identity, const std::vector<std::string>& groups) const {
+const Rule* Policy::match(const Who& who) const {
+  if (who.actor.empty()) {
+    for (const Rule& r : rules_) {
+      if (!r.for_agents() && r.matches(who.identity, *who.groups)) return &r;
+    }
+    return nullptr;
+  }
+  const MayAct* m = may_act(who.actor, *who.groups);
+  if (m == nullptr) return &no_agent_rule_;
+  const Who agent{who.identity, who.groups, who.actor, &m->actor_groups};
   for (const Rule& r : rules_) {
-    if (r.matches(identity, groups)) return &r;
+    if (actor_audience_matches(r.users, r.groups, r.actors, r.actor_groups, agent)) return &r;
+  }
+  return &no_agent_rule_;
+}
+
+const MayAct* Policy::may_act(std::string_view actor,
+                              const std::vector<std::string>& groups) const {
+  for (const MayAct& m : may_act_) {
+    if (m.actor == actor && audience_matches({}, m.for_groups, {}, groups)) return &m;
   }
   return nullptr;
 }
@@ -93,13 +110,59 @@ bool json_name(const sj::dom::element& e, std::string& out) {
   return true;
 }
 
-const MaskProfile* Policy::mask_profile(std::string_view identity,
-                                        const std::vector<std::string>& groups) const {
+const MaskProfile* Policy::mask_profile(const Who& who) const {
+  if (!who.actor.empty()) {
+    if (const MayAct* a = may_act(who.actor, *who.groups)) {
+      const Who agent{who.identity, who.groups, who.actor, &a->actor_groups};
+      for (const MaskProfile& m : masking_) {
+        if (actor_audience_matches(m.users, m.groups, m.actors, m.actor_groups, agent)) return &m;
+      }
+    }
+  }
   for (const MaskProfile& m : masking_) {
-    if (m.matches(identity, groups)) return &m;
+    if (!m.for_agents() && m.matches(who.identity, *who.groups)) return &m;
   }
   return nullptr;
 }
+
+namespace {
+
+// "may_act": [{"actor": "agent-7", "for_groups": ["analysts"], "actor_groups": ["ai-agents"]}]
+pr::Result<std::vector<MayAct>> parse_may_act(const sj::dom::element& e, const std::string& file) {
+  std::vector<MayAct> out;
+  sj::dom::array entries;
+  if (e.get_array().get(entries) != sj::SUCCESS) {
+    return policy_error(file, "$.may_act", "must be an array of {actor, for_groups, actor_groups}");
+  }
+  std::size_t i = 0;
+  for (sj::dom::element me : entries) {
+    const std::string at = "$.may_act[" + std::to_string(i++) + "]";
+    sj::dom::object mo;
+    if (me.get_object().get(mo) != sj::SUCCESS) return policy_error(file, at, "must be an object");
+    MayAct m;
+    for (auto f : mo) {
+      const std::string k(f.key);
+      if (k == "actor") {
+        if (!json_name(f.value, m.actor)) {
+          return policy_error(file, at + ".actor",
+                              "must be a non-empty string (the act claim's sub)");
+        }
+      } else if (k == "for_groups" || k == "actor_groups") {
+        if (!json_strings(f.value, k == "for_groups" ? m.for_groups : m.actor_groups)) {
+          return policy_error(file, at + "." + k, "must be an array of group names");
+        }
+      } else if (k != "comment") {
+        return policy_error(file, at + "." + k,
+                            "unknown key (expected actor, for_groups, actor_groups, comment)");
+      }
+    }
+    if (m.actor.empty()) return policy_error(file, at + ".actor", "every entry names its actor");
+    out.push_back(std::move(m));
+  }
+  return out;
+}
+
+}  // namespace
 
 pr::Result<std::shared_ptr<const Policy>> Policy::parse(std::string_view json,
                                                         const std::string& file) {
@@ -131,6 +194,12 @@ pr::Result<std::shared_ptr<const Policy>> Policy::parse(std::string_view json,
       }
       continue;
     }
+    if (key == "may_act") {
+      auto m = parse_may_act(field.value, file);
+      if (!m) return m.error();
+      p->may_act_ = std::move(*m);
+      continue;
+    }
     if (key == "masking") {
       auto m = parse_masking(field.value, file);
       if (!m) return m.error();
@@ -140,7 +209,7 @@ pr::Result<std::shared_ptr<const Policy>> Policy::parse(std::string_view json,
     if (key != "rules") {
       return policy_error(
           file, "$." + key,
-          "unknown key (expected role_mappings, rules, masking, dangerous_functions, "
+          "unknown key (expected role_mappings, rules, masking, may_act, dangerous_functions, "
           "admins, comment)");
     }
     sj::dom::array rules;
@@ -162,12 +231,14 @@ pr::Result<std::shared_ptr<const Policy>> Policy::parse(std::string_view json,
             return policy_error(file, path, "must be a non-empty string");
           }
         } else if (k == "groups" || k == "users" || k == "denylist" || k == "forbidden_tables" ||
-                   k == "approvers") {
-          std::vector<std::string>& dst = k == "groups"      ? r.groups
-                                          : k == "users"     ? r.users
-                                          : k == "denylist"  ? r.denylist
-                                          : k == "approvers" ? r.approvers
-                                                             : r.forbidden_tables;
+                   k == "approvers" || k == "actors" || k == "actor_groups") {
+          std::vector<std::string>& dst = k == "groups"         ? r.groups
+                                          : k == "users"        ? r.users
+                                          : k == "denylist"     ? r.denylist
+                                          : k == "approvers"    ? r.approvers
+                                          : k == "actors"       ? r.actors
+                                          : k == "actor_groups" ? r.actor_groups
+                                                                : r.forbidden_tables;
           if (!json_strings(rf.value, dst))
             return policy_error(file, path, "must be an array of strings");
         } else if (k == "deny" || k == "require_approval" || k == "allow") {
@@ -208,7 +279,8 @@ pr::Result<std::shared_ptr<const Policy>> Policy::parse(std::string_view json,
           r.grant_seconds = static_cast<std::int64_t>(n);
         } else if (k != "comment") {
           return policy_error(file, path,
-                              "unknown key (expected name, groups, users, deny, require_approval, "
+                              "unknown key (expected name, groups, users, actors, actor_groups, "
+                              "deny, require_approval, "
                               "approvers, approvals_required, grant_seconds, allow, read_only, "
                               "replication, "
                               "denylist, forbidden_tables, comment)");
@@ -263,6 +335,9 @@ pr::Result<std::shared_ptr<const Policy>> Policy::parse(std::string_view json,
   auto pf = Prefilter::build(p->dangerous_, table_literals);
   if (!pf) return policy_error(file, "$", pf.error().message);
   p->prefilter_ = *pf;
+  p->no_agent_rule_.name = "(no rule for this agent)";
+  p->no_agent_rule_.deny = bit(StatementClass::kCount) - 1;
+  p->no_agent_rule_.parse_all = true;
   p->id_ = next_policy_id.fetch_add(1);
   return std::shared_ptr<const Policy>(std::move(p));
 }

@@ -21,6 +21,10 @@ struct Rule {
   std::string name;
   std::vector<std::string> groups;  // caller in any of these groups...
   std::vector<std::string> users;   // ... or with one of these identities / user names
+  // A rule naming actors or actor groups is for sessions where one of these agents acts for the
+  // user (and then users/groups, when given, narrow the user); only such rules apply to them.
+  std::vector<std::string> actors;
+  std::vector<std::string> actor_groups;
   ClassSet deny = 0;
   ClassSet approve = 0;  // require_approval
   ClassSet allow = 0;    // explicit exceptions to deny / read_only
@@ -44,7 +48,16 @@ struct Rule {
   bool matches(std::string_view identity, const std::vector<std::string>& caller_groups) const {
     return audience_matches(users, groups, identity, caller_groups);
   }
+  bool for_agents() const noexcept { return !actors.empty() || !actor_groups.empty(); }
   ClassSet denied() const;  // deny (+ writes when read-only), minus allow
+};
+
+// "may_act": which agents may act for users (a token's "act"), for whom, and in which groups
+// rules and masking profiles see them.
+struct MayAct {
+  std::string actor;                    // the agent's "sub" in the token's act claim
+  std::vector<std::string> for_groups;  // empty: for anyone
+  std::vector<std::string> actor_groups;
 };
 
 enum class Action : std::uint8_t { Allow, Deny, Hold };
@@ -61,11 +74,26 @@ class Policy {
   // `file` names the source in error messages.
   static protocol::Result<std::shared_ptr<const Policy>> parse(std::string_view json,
                                                                const std::string& file);
-  const Rule* match(std::string_view identity, const std::vector<std::string>& groups) const;
+  // The first rule for the caller. A session where an agent acts for the user is matched only by
+  // rules for agents; when none takes it (or the agent may no longer act for the user) it gets
+  // a rule that denies every statement.
+  const Rule* match(const Who& who) const;
+  const Rule* match(std::string_view identity, const std::vector<std::string>& groups) const {
+    return match(Who{identity, &groups, {}, nullptr});
+  }
   const std::vector<Rule>& rules() const noexcept { return rules_; }
   // The first masking profile for the caller; null: none applies (values go out as they are).
+  // An agent's session takes the first profile for agents that matches it, else the first
+  // profile for the user as if nobody acted for them.
+  const MaskProfile* mask_profile(const Who& who) const;
   const MaskProfile* mask_profile(std::string_view identity,
-                                  const std::vector<std::string>& groups) const;
+                                  const std::vector<std::string>& groups) const {
+    return mask_profile(Who{identity, &groups, {}, nullptr});
+  }
+  // The "may_act" entry that lets `actor` act for a user in `groups`; null: it may not.
+  const MayAct* may_act(std::string_view actor, const std::vector<std::string>& groups) const;
+  // Whether any rule takes `who` (an agent's session) other than the deny-everything one.
+  bool has_rule_for(const Who& who) const { return match(who) != &no_agent_rule_; }
   const std::vector<MaskProfile>& masking() const noexcept { return masking_; }
   const Prefilter& prefilter() const noexcept { return *prefilter_; }
   const std::vector<std::string>& dangerous_functions() const noexcept { return dangerous_; }
@@ -85,6 +113,8 @@ class Policy {
   std::vector<MaskProfile> masking_;
   std::vector<std::string> dangerous_;
   std::vector<std::string> admins_;
+  std::vector<MayAct> may_act_;
+  Rule no_agent_rule_;
   std::shared_ptr<const Prefilter> prefilter_;
   std::uint64_t id_ = 0;
 };

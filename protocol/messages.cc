@@ -50,6 +50,12 @@ void append_ready_for_query(std::basic_string<std::byte>& out, char status) {
   out.push_back(std::byte(status));
 }
 
+void append_command_complete(std::basic_string<std::byte>& out, std::string_view tag) {
+  out.push_back(std::byte{'C'});
+  put_u32(out, static_cast<std::uint32_t>(4 + tag.size() + 1));
+  put_cstr(out, tag);
+}
+
 void append_query(std::basic_string<std::byte>& out, std::string_view sql) {
   out.push_back(std::byte{'Q'});
   put_u32(out, static_cast<std::uint32_t>(4 + sql.size() + 1));

@@ -19,6 +19,9 @@ void append_error(std::basic_string<std::byte>& out, std::string_view severity,
 // Appends ReadyForQuery ('Z') with transaction status 'I', 'T' or 'E'.
 void append_ready_for_query(std::basic_string<std::byte>& out, char status);
 
+// Appends CommandComplete ('C') with `tag` (e.g. "SET").
+void append_command_complete(std::basic_string<std::byte>& out, std::string_view tag);
+
 // Appends a simple Query ('Q').
 void append_query(std::basic_string<std::byte>& out, std::string_view sql);
 

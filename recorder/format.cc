@@ -105,6 +105,8 @@ const char* type_name(RecordType t) {
       return "approval";
     case RecordType::Admin:
       return "admin";
+    case RecordType::Token:
+      return "token";
   }
   return "unknown";
 }
@@ -184,6 +186,26 @@ const char* field_name(Field f) {
       return "masking";
     case Field::Target:
       return "target";
+    case Field::Actor:
+      return "actors";
+    case Field::ClientId:
+      return "client_id";
+    case Field::Intent:
+      return "intent";
+    case Field::TraceParent:
+      return "traceparent";
+    case Field::TraceState:
+      return "tracestate";
+    case Field::McpSession:
+      return "mcp_session";
+    case Field::McpCall:
+      return "mcp_call";
+    case Field::JsonRpcId:
+      return "jsonrpc_id";
+    case Field::Tool:
+      return "tool";
+    case Field::Arguments:
+      return "arguments";
   }
   return "unknown";
 }

@@ -37,6 +37,7 @@ enum class RecordType : std::uint8_t {
   Row = 19,       // one result row as the client received it (up to --record-rows per statement)
   Approval = 20,  // a held statement's decision: approved, denied or timed out, by whom, wait
   Admin = 21,     // an administrator's action on the admin API (session id 0)
+  Token = 22,     // the session's token was refreshed (SET pgwarden.token); never the token
 };
 const char* type_name(RecordType t);
 
@@ -74,11 +75,21 @@ enum class Field : std::uint8_t {
   Statement = 36,  // the statement record this outcome belongs to (its record number in session)
   Bytes = 37,
   Direction = 38,
-  Decision = 39,  // allow, deny or hold
-  Rule = 40,      // the policy rule that decided
-  Classes = 41,   // the statement classes it saw
-  Masking = 42,   // session start: the masking profile, or "exempt (profile)", or "none"
-  Target = 43,    // admin: the session, approval or name acted on
+  Decision = 39,     // allow, deny or hold
+  Rule = 40,         // the policy rule that decided
+  Classes = 41,      // the statement classes it saw
+  Masking = 42,      // session start: the masking profile, or "exempt (profile)", or "none"
+  Target = 43,       // admin: the session, approval or name acted on
+  Actor = 44,        // session start: an agent acting for the identity (repeated: the act chain)
+  ClientId = 45,     // session start: the OAuth client the token was issued to (azp)
+  Intent = 46,       // statement: why, as the caller said (sqlcommenter intent='...', MCP intent)
+  TraceParent = 47,  // statement: W3C traceparent linking it to the caller's trace
+  TraceState = 48,
+  McpSession = 49,  // statement of an MCP tool call: the MCP session (Mcp-Session-Id)
+  McpCall = 50,     // the call's ordinal in its MCP session
+  JsonRpcId = 51,   // the tools/call request's JSON-RPC id
+  Tool = 52,        // the tool called
+  Arguments = 53,   // the tool's arguments (JSON; the SQL is the statement's text)
 };
 const char* field_name(Field f);
 

@@ -88,7 +88,7 @@ std::string to_json(const SegmentFile& seg, const Record& r) {
   // Repeated fields become arrays; a NULL parameter is JSON null, in its place.
   std::map<std::string, std::vector<std::optional<std::string_view>>> lists;
   for (const auto& [f, v] : r.fields) {
-    if (f == Field::Param || f == Field::Groups || f == Field::Value) {
+    if (f == Field::Param || f == Field::Groups || f == Field::Value || f == Field::Actor) {
       lists[field_name(f)].emplace_back(v);
       continue;
     }
@@ -232,6 +232,7 @@ int cmd_sessions(const ToolArgs& a) {
     switch (r.type) {
       case RecordType::SessionStart:
         s.identity = r.get(Field::Identity);
+        if (!r.get(Field::Actor).empty()) s.identity += " via " + std::string(r.get(Field::Actor));
         s.client = r.get(Field::Client);
         s.database = r.get(Field::Database);
         s.role = r.get(Field::Role);
@@ -281,19 +282,32 @@ std::string describe(const Record& r) {
   auto f = [&](Field k) { return std::string(r.get(k)); };
   switch (r.type) {
     case RecordType::SessionStart: {
-      std::string groups;
+      std::string groups, actors;
       for (const auto& [k, v] : r.fields) {
         if (k == Field::Groups) groups += (groups.empty() ? "" : ",") + std::string(v);
+        if (k == Field::Actor) actors += (actors.empty() ? "" : " for ") + std::string(v);
       }
-      return "SESSION START identity=" + f(Field::Identity) + " groups=" + groups +
-             " auth=" + f(Field::Method) + " client=" + f(Field::Client) +
+      return "SESSION START identity=" + f(Field::Identity) +
+             (actors.empty() ? "" : " acted for by " + actors) +
+             (f(Field::ClientId).empty() ? "" : " client_id=" + f(Field::ClientId)) +
+             " groups=" + groups + " auth=" + f(Field::Method) + " client=" + f(Field::Client) +
              " database=" + f(Field::Database) + " role=" + f(Field::Role) +
              " application_name=" + f(Field::Application) + " tls=" + f(Field::Tls);
     }
     case RecordType::Query:
-      return "QUERY    " + f(Field::Text);
-    case RecordType::Parse:
-      return "PARSE    [" + f(Field::Name) + "] " + f(Field::Text);
+    case RecordType::Parse: {
+      // An MCP tool call shows as the call, then its statement.
+      std::string call;
+      if (!f(Field::Tool).empty()) {
+        call = "TOOL     " + f(Field::Tool) + " (MCP session " + f(Field::McpSession) + ", call #" +
+               f(Field::McpCall) + ", id " + f(Field::JsonRpcId) + ")" +
+               (f(Field::Arguments).empty() ? "" : " " + f(Field::Arguments)) + "\n  ";
+      }
+      if (!f(Field::Intent).empty()) call += "INTENT   " + f(Field::Intent) + "\n  ";
+      return call + (r.type == RecordType::Query
+                         ? "QUERY    " + f(Field::Text)
+                         : "PARSE    [" + f(Field::Name) + "] " + f(Field::Text));
+    }
     case RecordType::Bind: {
       std::string params;
       for (const auto& [k, v] : r.fields) {
@@ -331,6 +345,8 @@ std::string describe(const Record& r) {
     case RecordType::Approval:
       return "  APPROVAL " + f(Field::Decision) + ": " + f(Field::Reason) + " after " +
              f(Field::DurationUs) + " us";
+    case RecordType::Token:
+      return "TOKEN    " + f(Field::Reason);
     case RecordType::Admin:
       return "ADMIN " + f(Field::Identity) + " from " + f(Field::Client) + ": " + f(Field::Text) +
              " " + f(Field::Target) + " -> " + f(Field::Decision) +

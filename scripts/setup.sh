@@ -11,7 +11,7 @@ export DEBIAN_FRONTEND=noninteractive
 pkgs=(
   build-essential g++ cmake ninja-build pkg-config git clang-format clang-14 libclang-rt-14-dev
   liburing-dev libssl-dev libsimdjson-dev libhyperscan-dev libmimalloc-dev libpg-query-dev
-  libphonenumber-dev libcpp-httplib-dev libcurl4-openssl-dev
+  libphonenumber-dev libcpp-httplib-dev libcurl4-openssl-dev libpq-dev
   libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev
   postgresql-15 postgresql-client-15 postgresql-server-dev-15 pgbouncer
   procps iproute2 util-linux ca-certificates

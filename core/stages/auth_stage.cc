@@ -162,6 +162,10 @@ std::string startup_param_refusal(std::string_view name, std::string_view value,
   if (role_setting(n)) {
     return "pgwarden: the startup parameter \"" + std::string(name) + "\" is not allowed";
   }
+  if (n == "pgwarden.token") {
+    // A token goes in the password, or later in SET pgwarden.token; never to the server.
+    return "pgwarden: pgwarden.token is not a startup parameter (send the token as the password)";
+  }
   if (!gateway || n.find('.') != std::string::npos || allowed_setting(n)) return {};
   return "pgwarden: the startup parameter \"" + std::string(name) + "\" is not allowed";
 }
@@ -344,7 +348,20 @@ bool AuthStage::locked_out() {
   const std::int64_t now_us = static_cast<std::int64_t>(std::time(nullptr)) * 1'000'000;
   const AccessLock* l =
       Locks::find(list.get(), caller_.identity, caller_.groups, caller_.principal, now_us);
-  if (l == nullptr) return false;
+  if (l == nullptr) {
+    // An agent locked out cannot act for anyone (its users' own logins are not affected).
+    for (const AccessLock& a : *list) {
+      if (a.until_us > now_us && Locks::names_actor(a, caller_.actors)) {
+        PGW_WARN("session: login of \"%s\" refused: agent locked out by %s (lock on %s)",
+                 caller_.identity.c_str(), a.by.c_str(), a.name.c_str());
+        s_.fail(pr::sqlstate::kInvalidAuthorization,
+                "pgwarden: agent \"" + a.name + "\" is locked by an administrator (" + a.by + ")" +
+                    (a.reason.empty() ? "" : ": " + a.reason));
+        return true;
+      }
+    }
+    return false;
+  }
   // The account behind this login is locked under any name from now on.
   locks->learn(l->name, caller_.principal);
   PGW_WARN("session: login of \"%s\" refused: locked out by %s (lock on %s)",
@@ -353,6 +370,28 @@ bool AuthStage::locked_out() {
           "pgwarden: logins of \"" + caller_.identity + "\" are locked by an administrator (" +
               l->by + ")" + (l->reason.empty() ? "" : ": " + l->reason));
   return true;
+}
+
+// On behalf of: every agent in the token's act chain must be allowed to act for the user
+// (the policy's may_act), and some rule for agents must take the session.
+bool AuthStage::may_act() {
+  const policy::Policy* pol = s_.w_.services().policy;
+  std::string why;
+  for (const std::string& actor : caller_.actors) {
+    if (pol == nullptr || pol->may_act(actor, caller_.groups) == nullptr) {
+      why = "agent \"" + actor + "\" may not act for \"" + caller_.identity +
+            "\" (no may_act entry in the policy allows it)";
+      break;
+    }
+  }
+  if (why.empty() && !pol->has_rule_for(caller_.who())) {
+    why = "no policy rule is for agent \"" + caller_.actors.front() + "\" acting for \"" +
+          caller_.identity + "\"";
+  }
+  if (why.empty()) return true;
+  PGW_WARN("session: login refused: %s", why.c_str());
+  s_.fail(pr::sqlstate::kInvalidAuthorization, "pgwarden: " + why);
+  return false;
 }
 
 bool AuthStage::any_replication_rule() const {
@@ -368,8 +407,7 @@ bool AuthStage::any_replication_rule() const {
 // replication): only a policy rule that names its caller and says "replication": true lets it.
 bool AuthStage::allow_replication() {
   const policy::Policy* pol = s_.w_.services().policy;
-  const policy::Rule* rule =
-      pol != nullptr ? pol->match(caller_.identity, caller_.groups) : nullptr;
+  const policy::Rule* rule = pol != nullptr ? pol->match(caller_.who()) : nullptr;
   if (rule != nullptr && rule->replication) {
     replication_rule_ = rule->name;
     PGW_INFO("session: replication connection of %s allowed by rule \"%s\"",
@@ -392,8 +430,11 @@ bool AuthStage::start_upstream(const policy::AuthenticatedCaller& caller) {
   caller_.groups = caller.groups;
   caller_.method = caller.method;
   caller_.principal = caller.principal;
+  caller_.actors = caller.actors;
+  caller_.client_id = caller.client_id;
   caller_.gateway = true;
   if (locked_out()) return false;
+  if (!caller_.actors.empty() && !may_act()) return false;
   if (replication_ && !allow_replication()) return false;
   token_expires_at_ = caller.expires_at;
   guard_role_ = !m.allow_role_change;
@@ -476,6 +517,45 @@ Next AuthStage::on_upstream_message(const pr::Fragment& f) {
     s_.state_ = SessionState::Authenticating;
   }
   return Next::Continue;
+}
+
+AuthStage::Refresh AuthStage::refresh_token(std::string_view token) {
+  Worker& w = s_.w_;
+  if (client_auth_ == nullptr || token_expires_at_ == 0 || w.auth() == nullptr ||
+      w.auth()->jwks == nullptr) {
+    return {Refresh::Refused,
+            "pgwarden: this session did not log in with an OIDC token; there is none to refresh"};
+  }
+  const auto keys = w.auth()->jwks->get();
+  if (keys == nullptr)
+    return {Refresh::Refused, "pgwarden: the identity provider's keys are not loaded"};
+  policy::JwtVerifier& verifier = w.jwt_verifier();
+  auto id = verifier.verify(token, *keys, static_cast<std::int64_t>(std::time(nullptr)));
+  if (!id) {
+    if (verifier.last_kid_unknown()) w.auth()->jwks->request_refresh();
+    PGW_INFO("session: token refresh of %s refused: %s", caller_.identity.c_str(),
+             id.error().message.c_str());
+    return {Refresh::Refused,
+            "pgwarden: the new token is not valid (the gateway log has details); "
+            "the session goes on with its current token"};
+  }
+  // Another subject, agent, identity or set of groups is another caller: a session never
+  // changes hands, nor what its caller may do; the caller reconnects.
+  std::string why;
+  if (id->principal != caller_.principal || id->identity != caller_.identity) {
+    why = "the new token is for another subject";
+  } else if (id->actors != caller_.actors) {
+    why = "the new token names other agents acting for the user";
+  } else if (id->groups != caller_.groups) {
+    why = "the new token carries other groups; reconnect with it";
+  }
+  if (!why.empty()) {
+    PGW_WARN("session: token refresh of %s: %s; ending the session", caller_.identity.c_str(),
+             why.c_str());
+    return {Refresh::EndSession, "pgwarden: " + why + "; the session ends"};
+  }
+  token_expires_at_ = id->expires_at;
+  return {Refresh::Taken, {}};
 }
 
 bool AuthStage::token_expired() const {

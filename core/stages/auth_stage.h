@@ -41,6 +41,13 @@ class AuthStage {
   protocol::Next on_upstream_message(const protocol::Fragment& f);
   // The token the caller authenticated with has expired (never for static users and relay).
   bool token_expired() const;
+  // A fresh token (SET pgwarden.token): it must prove the same subject, actors and groups.
+  struct Refresh {
+    enum Kind : unsigned char { Taken, Refused, EndSession } kind = Refused;
+    std::string message;  // Refused, EndSession: for the client and the log
+  };
+  Refresh refresh_token(std::string_view token);
+  std::int64_t token_expires_at() const noexcept { return token_expires_at_; }
   bool gateway() const noexcept { return client_auth_ != nullptr; }
   bool authenticated() const noexcept { return caller_.gateway; }
   bool guards_role() const noexcept { return guard_role_; }
@@ -54,6 +61,7 @@ class AuthStage {
   bool start_upstream(const policy::AuthenticatedCaller& caller);
   bool allow_replication();  // false: refused (the session is failing)
   bool locked_out();
+  bool may_act();
   bool any_replication_rule() const;
   std::string peer_address() const;
 

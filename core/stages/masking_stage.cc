@@ -45,7 +45,7 @@ std::string_view chars(pr::Bytes b, std::size_t from = 0) {
 void MaskingStage::update(const policy::Policy& pol) {
   policy_id_ = pol.id();
   const Caller& c = host_.caller();
-  const MaskProfile* m = pol.mask_profile(c.identity, c.groups);
+  const MaskProfile* m = pol.mask_profile(c.who());
   exempt_ = m != nullptr && m->exempt ? m->name : std::string();
   if (m != nullptr && (m->exempt || (!m->scans() && m->columns.empty()))) m = nullptr;
   mask_ = m;

@@ -42,7 +42,7 @@ const policy::Rule* PolicyStage::rule() {
   if (rule_policy_ != pol->id()) {
     if (rule_policy_ != 0) reloaded_ = true;
     const Caller& c = host_.caller();
-    rule_ = pol->match(c.identity, c.groups);
+    rule_ = pol->match(c.who());
     rule_policy_ = pol->id();
   }
   return rule_;

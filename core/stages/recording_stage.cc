@@ -4,6 +4,7 @@
 #include "core/stages/masking_stage.h"
 #include "core/worker.h"
 #include "policy/rules.h"
+#include "policy/sqlcommenter.h"
 #include "protocol/messages.h"
 #include "protocol/sqlstate.h"
 
@@ -46,6 +47,23 @@ void RecordingStage::add_decision(rec::Payload& p, const FrontendMessage& m, con
       .add(rec::Field::Classes, policy::class_names(m.decision->classes));
 }
 
+// A sqlcommenter comment's intent and trace context, as their own fields (masked as the text is).
+void RecordingStage::add_comment_tags(rec::Payload& p, std::string_view sql) {
+  const bool mcp = host_.caller().method == "mcp";
+  const policy::CommentTags tags = policy::comment_tags(sql, mcp);
+  if (tags.empty()) return;
+  if (!tags.mcp_session.empty()) {
+    p.add(rec::Field::McpSession, tags.mcp_session)
+        .add(rec::Field::McpCall, tags.mcp_call)
+        .add(rec::Field::JsonRpcId, tags.jsonrpc_id)
+        .add(rec::Field::Tool, tags.tool);
+    if (!tags.arguments.empty()) p.add(rec::Field::Arguments, masking_.for_record(tags.arguments));
+  }
+  if (!tags.intent.empty()) p.add(rec::Field::Intent, masking_.for_record(tags.intent));
+  if (!tags.traceparent.empty()) p.add(rec::Field::TraceParent, tags.traceparent);
+  if (!tags.tracestate.empty()) p.add(rec::Field::TraceState, tags.tracestate);
+}
+
 std::uint32_t RecordingStage::record_statement(const FrontendMessage& m, const char* decision) {
   const pr::FrontendView& v = m.view;
   rec::Payload& out = sink_.payload(host_.session_id());
@@ -55,9 +73,11 @@ std::uint32_t RecordingStage::record_statement(const FrontendMessage& m, const c
   switch (v.type) {
     case pr::fe::kQuery:
       out.add_clipped(rec::Field::Text, masking_.for_record(v.text));
+      add_comment_tags(out, v.text);
       break;
     case pr::fe::kParse:
       out.add(rec::Field::Name, v.name).add_clipped(rec::Field::Text, masking_.for_record(v.text));
+      add_comment_tags(out, v.text);
       rt = rec::RecordType::Parse;
       break;
     case pr::fe::kBind:
@@ -96,7 +116,10 @@ void RecordingStage::record_refused(const FrontendMessage& m) {
   rec::Payload& r = sink_.payload(host_.session_id());
   pending_seq_ = ++seq_;
   r.add(rec::Field::Statement, pending_seq_);
-  if (m.view.query) r.add_clipped(rec::Field::Text, masking_.for_record(m.view.text));
+  if (m.view.query) {
+    r.add_clipped(rec::Field::Text, masking_.for_record(m.view.text));
+    add_comment_tags(r, m.view.text);
+  }
   if (m.view.type == pr::fe::kBind) r.add(rec::Field::Name, m.view.statement);
   r.add(rec::Field::Sqlstate, m.sqlstate)
       .add(rec::Field::Reason, m.reason.empty() ? m.message : m.reason);
@@ -316,6 +339,8 @@ void RecordingStage::record_start(const std::string& client, const std::string& 
   rec::Payload& p = sink_.payload(host_.session_id());
   p.add(rec::Field::Identity, c.identity);
   for (const std::string& g : c.groups) p.add(rec::Field::Groups, g);
+  for (const std::string& a : c.actors) p.add(rec::Field::Actor, a);
+  if (!c.client_id.empty()) p.add(rec::Field::ClientId, c.client_id);
   p.add(rec::Field::Method, c.method)
       .add(rec::Field::Client, client)
       .add(rec::Field::Application, c.application)
@@ -342,6 +367,16 @@ bool RecordingStage::record_replication(pr::Bytes query) {
   const std::uint64_t end = sink_.append(rec::RecordType::Query);
   if (sink_.durability() == Durability::Strict) wait_durable(end);
   return true;
+}
+
+void RecordingStage::record_token(const std::string& what) {
+  if (!sink_.has_room()) return;
+  const Caller& c = host_.caller();
+  rec::Payload& p = sink_.payload(host_.session_id());
+  p.add(rec::Field::Identity, c.identity);
+  for (const std::string& a : c.actors) p.add(rec::Field::Actor, a);
+  p.add(rec::Field::Reason, what);
+  sink_.append(rec::RecordType::Token);
 }
 
 void RecordingStage::record_end(const std::string& reason) {

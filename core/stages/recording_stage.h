@@ -35,6 +35,9 @@ class RecordingStage final : public Stage, public DurabilityWaiter {
   // A command of a replication connection (a whole Query message); false: no room to record.
   bool record_replication(protocol::Bytes query);
   void record_end(const std::string& reason);
+  // The session's token was refreshed, or a refresh was refused (`what`: which, and why).
+  void record_token(const std::string& what);
+  void add_comment_tags(recorder::Payload& p, std::string_view sql);
   // COPY data the client sent into a COPY FROM STDIN.
   void on_copy_in(std::uint64_t bytes) noexcept { copy_in_ += bytes; }
   bool started() const noexcept { return started_; }

@@ -41,6 +41,17 @@ struct Caller {
   std::string role;                         // the mapped role (gateway), or the startup user
   std::string upstream_database;
   std::string principal;  // gateway authentication: CallerIdentity::principal ("" when relayed)
+  // On behalf of: the agent acting for the user (first), then whoever it acts for in turn;
+  // empty when the user acts itself. And the OAuth client the token was issued to.
+  std::vector<std::string> actors;
+  std::string client_id;
+
+  // As rules and masking profiles see the caller.
+  policy::Who who() const noexcept {
+    return policy::Who{identity, &groups,
+                       actors.empty() ? std::string_view() : std::string_view(actors.front()),
+                       nullptr};
+  }
 };
 
 // A whole frontend message of the ready phase on its way through the chain.

@@ -58,7 +58,8 @@ TEST(FlagsTest, RejectsBadInputWithAClearMessage) {
 
 TEST(FlagsTest, OidcKeySourcesAndIdentitySetting) {
   const std::vector<std::string> base = {"--upstream",         "x:1", "--policy",        "p",
-                                         "--upstream-secrets", "s",   "--oidc-audience", "a"};
+                                         "--upstream-secrets", "s",   "--oidc-audience", "a",
+                                         "--oidc-issuer",      "i"};
   auto with = [&](std::vector<std::string> extra) {
     std::vector<std::string> args = base;
     args.insert(args.end(), extra.begin(), extra.end());
@@ -90,6 +91,12 @@ TEST(FlagsTest, OidcKeySourcesAndIdentitySetting) {
     const ParsedFlags p = with(bad);
     EXPECT_EQ(p.exit_code, 2) << bad[1] << " " << bad.back();
   }
+  // Keys without an issuer: a token any issuer signed with them would do.
+  const ParsedFlags no_issuer =
+      parse_flags({"--upstream", "x:1", "--policy", "p", "--upstream-secrets", "s",
+                   "--oidc-audience", "a", "--jwks-file", "k.json"});
+  EXPECT_EQ(no_issuer.exit_code, 2);
+  EXPECT_NE(no_issuer.message.find("--oidc-issuer"), std::string::npos) << no_issuer.message;
 }
 
 TEST(FlagsTest, HelpAndVersionExitCleanly) {

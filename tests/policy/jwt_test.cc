@@ -67,6 +67,15 @@ TEST_F(JwtCasesTest, EveryMintedCaseGetsTheExpectedDecision) {
       EXPECT_EQ(result->groups, groups) << name;
       EXPECT_EQ(result->issuer, options_.issuers[0]) << name;
       EXPECT_GT(result->expires_at, 0) << name;
+      std::vector<std::string> actors;
+      simdjson::dom::array want_actors;
+      if (c["actors"].get_array().get(want_actors) == simdjson::SUCCESS) {
+        for (simdjson::dom::element a : want_actors) actors.emplace_back(a.get_string().value());
+      }
+      EXPECT_EQ(result->actors, actors) << name;
+      std::string_view client_id;
+      if (c["client_id"].get_string().get(client_id) != simdjson::SUCCESS) client_id = "";
+      EXPECT_EQ(result->client_id, client_id) << name;
       accepted_ok += result.ok();
     } else {
       ++total_bad;

@@ -213,6 +213,11 @@ test('no token, a bad token, a token for another audience, a foreign Origin or H
   assert.equal((await adminCall(gw, 'GET', path, { token: other })).status, 401);
   const expired = await idp.token('dana@example.com', ['dba-oncall'], { exp: Math.floor(Date.now() / 1000) - 3600 });
   assert.equal((await adminCall(gw, 'GET', path, { token: expired })).status, 401);
+  // An agent acting for an administrator is not the administrator.
+  const acting = await idp.token('root@example.com', ['gateway-admins'], { claims: { act: { sub: 'agent-7' } } });
+  const asAgent = await adminCall(gw, 'GET', '/api/v1/sessions', { token: acting });
+  assert.equal(asAgent.status, 401);
+  assert.match(asAgent.text, /agent acting for someone/);
   assert.equal((await adminCall(gw, 'GET', '/metrics', { token: tokens.dba })).status, 403, 'metrics are for admins');
   assert.equal((await adminCall(gw, 'GET', '/metrics', { token: tokens.root })).status, 200);
   // A page on another site cannot make the browser decide for its user.

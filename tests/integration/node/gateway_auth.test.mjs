@@ -309,7 +309,7 @@ test('the recording names the caller, its groups and role, refusals, failed logi
 test('upstream secrets can come from an environment variable instead of a file', async () => {
   const proc = await startGateway(['--threads', '1', '--upstream', `127.0.0.1:${env.pgPort}`,
     '--policy', join(dir, 'policy.json'), '--upstream-secrets', 'env:PGW_TEST_SECRETS', '--jwks-file', join(dir, 'jwks.json'),
-    '--oidc-audience', AUD, '--allow-plaintext-auth'],
+    '--oidc-issuer', ISS, '--oidc-audience', AUD, '--allow-plaintext-auth'],
   { PGW_TEST_SECRETS: Object.entries(SECRET).map(([r, p]) => `${r} ${p}`).join('\n') });
   try {
     const c = new pg.Client({ host: '127.0.0.1', port: proc.port, user: 'alice@example.com', password: await token('alice@example.com'), database: 'postgres' });
@@ -330,7 +330,7 @@ test('start-up refuses a secrets file others can read, and OIDC on a non-loopbac
   chmodSync(join(dir, 'secrets'), 0o644);
   const run = (args) => new Promise((resolve) => execFile(env.bin, args, (err, _o, stderr) => resolve({ code: err ? err.code : 0, stderr })));
   const common = ['--upstream', `127.0.0.1:${env.pgPort}`, '--policy', join(dir, 'policy.json'), '--upstream-secrets', join(dir, 'secrets'),
-    '--jwks-file', join(dir, 'jwks.json'), '--oidc-audience', AUD, '--allow-plaintext-auth'];
+    '--jwks-file', join(dir, 'jwks.json'), '--oidc-issuer', ISS, '--oidc-audience', AUD, '--allow-plaintext-auth'];
   const leaky = await run(['--listen', '127.0.0.1:0', ...common]);
   assert.equal(leaky.code, 1);
   assert.match(leaky.stderr, /readable by others/);
@@ -469,7 +469,7 @@ test('keys from --jwks-url over https: IdP down at start, loaded on retry, rotat
   // Keys from plain http on another host could be swapped by anyone on the path: refused.
   const run = (args) => new Promise((resolve) => execFile(env.bin, args, (err, _o, stderr) => resolve({ code: err ? err.code : 0, stderr })));
   const plain = await run(['--upstream', `127.0.0.1:${env.pgPort}`, '--policy', join(dir, 'policy.json'),
-    '--upstream-secrets', join(dir, 'secrets'), '--jwks-url', 'http://idp.example.com/jwks', '--oidc-audience', AUD]);
+    '--upstream-secrets', join(dir, 'secrets'), '--jwks-url', 'http://idp.example.com/jwks', '--oidc-issuer', ISS, '--oidc-audience', AUD]);
   assert.equal(plain.code, 2);
   assert.match(plain.stderr, /must use https/);
 });

@@ -1,6 +1,7 @@
 // Shared helpers: environment of the running test servers, a raw v3 protocol client for hostile
 // input, and spawning extra pgwarden instances with their own flags.
 import net from 'node:net';
+import { createSign } from 'node:crypto';
 import { spawn, execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync, existsSync, chmodSync } from 'node:fs';
 import { join } from 'node:path';
@@ -186,11 +187,18 @@ export async function makeIdp(dir, { issuer = 'https://idp.test', audience = 'pg
   const file = join(dir, 'admin-jwks.json');
   writeFileSync(file, JSON.stringify({ keys: [{ ...(await jose.exportJWK(publicKey)), kid: 'admin-key', alg: 'ES256' }] }));
   // `withEmail: false` leaves the e-mail claim out (the identity is then "sub", the same account).
-  const token = (email, groups = [], { exp = '10m', aud = audience, withEmail = true, kid = 'admin-key', sub = email } = {}) =>
-    new jose.SignJWT(withEmail ? { email, groups } : { groups })
+  // `claims` adds claims (act, azp, email_verified...).
+  const token = (email, groups = [], { exp = '10m', aud = audience, withEmail = true, kid = 'admin-key', sub = email, claims = {} } = {}) =>
+    new jose.SignJWT({ ...(withEmail ? { email, groups } : { groups }), ...claims })
       .setProtectedHeader({ alg: 'ES256', kid }).setIssuer(issuer).setAudience(aud).setSubject(sub)
       .setIssuedAt().setExpirationTime(exp).sign(privateKey);
-  return { file, issuer, audience, token, flags: ['--jwks-file', file, '--oidc-issuer', issuer, '--admin-audience', audience] };
+  // A token signed over hand-written JSON (e.g. a claim name repeated, which no encoder writes).
+  const rawToken = async (headerText, payloadText) => {
+    const input = `${Buffer.from(headerText).toString('base64url')}.${Buffer.from(payloadText).toString('base64url')}`;
+    const sig = createSign('sha256').update(input).sign({ key: privateKey, dsaEncoding: 'ieee-p1363' });
+    return `${input}.${sig.toString('base64url')}`;
+  };
+  return { file, issuer, audience, token, rawToken, flags: ['--jwks-file', file, '--oidc-issuer', issuer, '--admin-audience', audience] };
 }
 
 // A static scrape token for GET /metrics: the flag and the token.

@@ -2,7 +2,7 @@
 // implementation independent of pgwarden's. Usage: node mint_jwt_cases.mjs OUT.json
 // Every token is minted for a fixed "now" so the committed file stays valid.
 import { writeFileSync } from 'node:fs';
-import { createHmac } from 'node:crypto';
+import { createHmac, sign as cryptoSign } from 'node:crypto';
 import * as jose from 'jose';
 
 const now = 1_900_000_000;
@@ -48,9 +48,15 @@ function hs256(header, payload, secret) {
   return `${input}.${createHmac('sha256', secret).update(input).digest('base64url')}`;
 }
 const claims = { iat: now - 60, exp: now + 3600, ...baseClaims };
+// RS256 over texts written by hand: JSON with a member name repeated, which no encoder emits.
+function rs256Text(headerText, payloadText) {
+  const input = `${b64(headerText)}.${b64(payloadText)}`;
+  return `${input}.${cryptoSign('sha256', Buffer.from(input), rsa.privateKey).toString('base64url')}`;
+}
+const claimsText = JSON.stringify(claims).slice(0, -1);
 
 const cases = [];
-const ok = (name, token, identity, groups) => cases.push({ name, token, expect: 'accept', identity, groups });
+const ok = (name, token, identity, groups, more = {}) => cases.push({ name, token, expect: 'accept', identity, groups, ...more });
 const bad = (name, token, reason) => cases.push({ name, token, expect: 'reject', reason });
 
 ok('rs256', await sign(rsa.privateKey, 'RS256', 'rsa1'), 'alice@example.com', ['analysts', 'oncall']);
@@ -64,6 +70,31 @@ ok('no groups claim', await sign(ec.privateKey, 'ES256', 'ec1', { groups: undefi
 ok('single group string', await sign(ec.privateKey, 'ES256', 'ec1', { groups: 'dba' }), 'alice@example.com', ['dba']);
 ok('expired within clock skew', await sign(rsa.privateKey, 'RS256', 'rsa1', { exp: now - 30 }), 'alice@example.com', ['analysts', 'oncall']);
 ok('nbf within clock skew', await sign(rsa.privateKey, 'RS256', 'rsa1', { nbf: now + 30 }), 'alice@example.com', ['analysts', 'oncall']);
+ok('email_verified true', await sign(ec.privateKey, 'ES256', 'ec1', { email_verified: true }), 'alice@example.com', ['analysts', 'oncall']);
+ok('email_verified false but no email (identity from sub)', await sign(ec.privateKey, 'ES256', 'ec1', { email: undefined, email_verified: false }), 'u-123', ['analysts', 'oncall']);
+ok('on behalf of (act)', await sign(ec.privateKey, 'ES256', 'ec1', { act: { sub: 'agent-7' }, azp: 'claude-desktop' }), 'alice@example.com', ['analysts', 'oncall'], { actors: ['agent-7'], client_id: 'claude-desktop' });
+ok('on behalf of, a chain', await sign(ec.privateKey, 'ES256', 'ec1', { act: { sub: 'agent-7', act: { sub: 'orchestrator' } }, client_id: 'svc' }), 'alice@example.com', ['analysts', 'oncall'], { actors: ['agent-7', 'orchestrator'], client_id: 'svc' });
+ok('repeated names in different objects', rs256Text('{"alg":"RS256","kid":"rsa1"}', `${claimsText},"act":{"sub":"agent-7","act":{"sub":"other"}}}`), 'alice@example.com', ['analysts', 'oncall'], { actors: ['agent-7', 'other'] });
+
+bad('claims repeat email', rs256Text('{"alg":"RS256","kid":"rsa1"}', `${claimsText},"email":"admin@example.com"}`), 'repeat');
+bad('claims repeat groups', rs256Text('{"alg":"RS256","kid":"rsa1"}', `${claimsText},"groups":["dba"]}`), 'repeat');
+bad('act repeats sub', rs256Text('{"alg":"RS256","kid":"rsa1"}', `${claimsText},"act":{"sub":"agent-7","sub":"root"}}`), 'repeat');
+bad('repeat inside an array of objects', rs256Text('{"alg":"RS256","kid":"rsa1"}', `${claimsText},"x":[{"a":1,"a":2}]}`), 'repeat');
+bad('header repeats kid', rs256Text('{"alg":"RS256","kid":"rsa1","kid":"rsa2"}', JSON.stringify(claims)), 'repeat');
+bad('header repeats alg', rs256Text('{"alg":"RS256","alg":"none","kid":"rsa1"}', JSON.stringify(claims)), 'repeat');
+bad('email_verified false', await sign(rsa.privateKey, 'RS256', 'rsa1', { email_verified: false }), 'not verified');
+bad('email_verified "false"', await sign(rsa.privateKey, 'RS256', 'rsa1', { email_verified: 'false' }), 'not verified');
+bad('email_verified null', await sign(rsa.privateKey, 'RS256', 'rsa1', { email_verified: null }), 'not verified');
+bad('act not an object', await sign(rsa.privateKey, 'RS256', 'rsa1', { act: 'agent-7' }), 'act');
+bad('act without sub', await sign(rsa.privateKey, 'RS256', 'rsa1', { act: { client_id: 'x' } }), 'act');
+bad('act sub with a newline', await sign(rsa.privateKey, 'RS256', 'rsa1', { act: { sub: 'agent\nFATAL' } }), 'act');
+bad('nested act not an object', await sign(rsa.privateKey, 'RS256', 'rsa1', { act: { sub: 'a', act: [1] } }), 'act');
+{
+  let chain = { sub: 'a9' };
+  for (let i = 8; i >= 0; --i) chain = { sub: `a${i}`, act: chain };
+  bad('act chain too long', await sign(rsa.privateKey, 'RS256', 'rsa1', { act: chain }), 'longer');
+}
+bad('azp not a string', await sign(rsa.privateKey, 'RS256', 'rsa1', { azp: 7 }), 'azp');
 
 bad('alg none, empty signature', raw({ alg: 'none' }, claims), 'base64url');
 bad('alg none with a signature', raw({ alg: 'none' }, claims, 'AAAA'), 'not accepted');

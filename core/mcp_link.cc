@@ -1,0 +1,212 @@
+#include "core/mcp_link.h"
+
+#include <libpq-fe.h>
+#include <poll.h>
+
+#include <algorithm>
+#include <chrono>
+
+namespace pgwarden::core {
+
+namespace {
+
+std::int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+constexpr std::size_t kMaxNotices = 20;
+
+void take_error(const PGresult* r, SqlResult& out) {
+  out.ok = false;
+  const char* state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+  const char* msg = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+  out.sqlstate = state != nullptr ? state : "";
+  out.message = msg != nullptr ? msg : PQresultErrorMessage(r);
+}
+
+}  // namespace
+
+std::unique_ptr<PgLink> PgLink::connect(const Params& p, std::string& error) {
+  const std::string port = std::to_string(p.port);
+  const char* keys[] = {"host",
+                        "port",
+                        "user",
+                        "password",
+                        "dbname",
+                        "sslmode",
+                        "connect_timeout",
+                        "application_name",
+                        nullptr};
+  const char* values[] = {p.host.c_str(),
+                          port.c_str(),
+                          p.user.c_str(),
+                          p.password.c_str(),
+                          p.database.c_str(),
+                          "prefer",
+                          "5",
+                          p.application_name.c_str(),
+                          nullptr};
+  PGconn* c = PQconnectdbParams(keys, values, 0);
+  if (c == nullptr || PQstatus(c) != CONNECTION_OK) {
+    error = c != nullptr ? PQerrorMessage(c) : "out of memory";
+    while (!error.empty() && (error.back() == '\n' || error.back() == ' ')) error.pop_back();
+    if (c != nullptr) PQfinish(c);
+    return nullptr;
+  }
+  std::unique_ptr<PgLink> link(new PgLink(c));
+  PQsetNoticeReceiver(
+      c,
+      [](void* arg, const PGresult* r) {
+        auto* notices = static_cast<std::vector<std::string>*>(arg);
+        const char* msg = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+        if (msg != nullptr && notices->size() < kMaxNotices) notices->emplace_back(msg);
+      },
+      &link->notices_);
+  PQsetnonblocking(c, 0);
+  return link;
+}
+
+PgLink::~PgLink() {
+  if (conn_ != nullptr) PQfinish(conn_);
+}
+
+bool PgLink::usable() const {
+  return !broken_ && PQstatus(conn_) == CONNECTION_OK;
+}
+
+bool PgLink::wait_readable(std::int64_t deadline_ms) {
+  for (;;) {
+    const std::int64_t left = deadline_ms - now_ms();
+    if (left <= 0) return false;
+    pollfd p{PQsocket(conn_), POLLIN, 0};
+    const int n = ::poll(&p, 1, static_cast<int>(left > 1000 ? 1000 : left));
+    if (n > 0) return true;
+    if (n < 0 && errno != EINTR) return false;
+  }
+}
+
+// Reads results until the statement is done (or the deadline): rows beyond the caps are counted,
+// not kept, so a huge result costs no memory.
+void PgLink::drain(SqlResult& out, std::size_t max_rows, std::size_t max_bytes,
+                   std::int64_t deadline) {
+  std::size_t bytes = 0;
+  bool first = true;
+  for (;;) {
+    while (PQisBusy(conn_)) {
+      if (!wait_readable(deadline) || PQconsumeInput(conn_) == 0) {
+        out.timed_out = now_ms() >= deadline;
+        if (!out.timed_out) broken_ = true;
+        return;
+      }
+    }
+    PGresult* r = PQgetResult(conn_);
+    if (r == nullptr) return;
+    switch (PQresultStatus(r)) {
+      case PGRES_SINGLE_TUPLE:
+      case PGRES_TUPLES_OK: {
+        if (first) {
+          for (int c = 0; c < PQnfields(r); ++c) out.columns.emplace_back(PQfname(r, c));
+          first = false;
+        }
+        for (int row = 0; row < PQntuples(r); ++row) {
+          ++out.row_count;
+          if (out.rows.size() >= max_rows || bytes >= max_bytes) {
+            out.truncated = true;
+            continue;
+          }
+          auto& values = out.rows.emplace_back();
+          for (int c = 0; c < PQnfields(r); ++c) {
+            if (PQgetisnull(r, row, c)) {
+              values.emplace_back(std::nullopt);
+            } else {
+              // A value larger than what is left of the budget is cut (and says so).
+              const auto len = static_cast<std::size_t>(PQgetlength(r, row, c));
+              const std::size_t room = bytes < max_bytes ? max_bytes - bytes : 0;
+              values.emplace_back(std::string(PQgetvalue(r, row, c), std::min(len, room)));
+              if (len > room) out.truncated = true;
+              bytes += values.back()->size();
+            }
+          }
+        }
+        if (PQresultStatus(r) == PGRES_TUPLES_OK) {
+          out.ok = true;
+          out.command = PQcmdStatus(r);
+        }
+        break;
+      }
+      case PGRES_COMMAND_OK:
+        out.ok = true;
+        out.command = PQcmdStatus(r);
+        break;
+      case PGRES_EMPTY_QUERY:
+        out.ok = false;
+        out.sqlstate = "42601";
+        out.message = "empty statement";
+        break;
+      case PGRES_FATAL_ERROR:
+      case PGRES_BAD_RESPONSE:
+      case PGRES_NONFATAL_ERROR:
+        take_error(r, out);
+        break;
+      default:  // COPY and the rest: not for tool calls
+        out.ok = false;
+        out.sqlstate = "0A000";
+        out.message = "pgwarden MCP: COPY and other streaming commands are not available to tools";
+        broken_ = true;  // the connection is mid-COPY; start a new one
+        break;
+    }
+    PQclear(r);
+  }
+}
+
+SqlResult PgLink::run(const std::string& sql, const std::vector<std::optional<std::string>>& params,
+                      std::size_t max_rows, std::size_t max_bytes, int timeout_ms) {
+  SqlResult out;
+  notices_.clear();
+  const std::int64_t deadline = now_ms() + timeout_ms;
+  std::vector<const char*> values;
+  for (const auto& p : params) values.push_back(p ? p->c_str() : nullptr);
+  if (PQsendQueryParams(conn_, sql.c_str(), static_cast<int>(values.size()), nullptr, values.data(),
+                        nullptr, nullptr, 0) == 0) {
+    out.sqlstate = "08006";
+    out.message = PQerrorMessage(conn_);
+    broken_ = true;
+    return out;
+  }
+  PQsetSingleRowMode(conn_);
+  drain(out, max_rows, max_bytes, deadline);
+  if (out.timed_out) {
+    // Cancel it (a held statement is withdrawn, a running one stopped) and wait a little for
+    // the connection to settle; otherwise it is dropped.
+    if (PGcancel* c = PQgetCancel(conn_)) {
+      char err[256];
+      PQcancel(c, err, sizeof err);
+      PQfreeCancel(c);
+    }
+    SqlResult rest;
+    drain(rest, 0, 0, now_ms() + 5000);
+    if (rest.timed_out) broken_ = true;
+    out.ok = false;
+    out.sqlstate = "57014";
+    out.message = "the statement did not finish within " + std::to_string(timeout_ms / 1000) +
+                  " s (waiting for approval, or running); it was canceled";
+  }
+  if (!broken_ && PQtransactionStatus(conn_) != PQTRANS_IDLE) {
+    // Each call is a transaction of its own: BEGIN and the like are not for tools.
+    SqlResult rb;
+    if (PQsendQuery(conn_, "ROLLBACK") != 0) drain(rb, 0, 0, now_ms() + 5000);
+    if (!rb.ok) broken_ = true;
+    out.ok = false;
+    out.sqlstate = "25000";
+    out.message =
+        "pgwarden MCP: a tool call runs one statement in a transaction of its own; transaction "
+        "control (BEGIN, COMMIT, ...) is not allowed, and what the call did was rolled back";
+  }
+  out.notices = std::move(notices_);
+  notices_.clear();
+  return out;
+}
+
+}  // namespace pgwarden::core

@@ -1,0 +1,94 @@
+#include "policy/token_setting.h"
+
+#include <cstring>
+
+namespace pgwarden::policy {
+
+namespace {
+
+char lower(char c) {
+  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c | 0x20) : c;
+}
+
+bool space(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
+
+// Case-insensitive `word` at `at`, not followed by an identifier character.
+bool word_at(std::string_view s, std::size_t at, std::string_view word) {
+  if (s.size() - at < word.size()) return false;
+  for (std::size_t i = 0; i < word.size(); ++i) {
+    if (lower(s[at + i]) != word[i]) return false;
+  }
+  const std::size_t end = at + word.size();
+  if (end == s.size()) return true;
+  const char c = lower(s[end]);
+  return !((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '$' ||
+           static_cast<unsigned char>(c) >= 0x80);
+}
+
+std::size_t skip_space(std::string_view s, std::size_t i) {
+  while (i < s.size() && space(s[i])) ++i;
+  return i;
+}
+
+// Whether the text names pgwarden.token in any spelling PostgreSQL reads as that name:
+// quotes, spaces and case aside ("PGWarden" . "token").
+bool names_setting(std::string_view sql) {
+  for (std::size_t i = 0; i + 8 <= sql.size(); ++i) {
+    if (lower(sql[i]) != 'p') continue;
+    std::size_t k = 0;
+    while (k < 8 && lower(sql[i + k]) == "pgwarden"[k]) ++k;
+    if (k < 8) continue;
+    std::size_t j = i + 8;
+    auto skip = [&] {
+      while (j < sql.size() && (space(sql[j]) || sql[j] == '"')) ++j;
+    };
+    skip();
+    if (j >= sql.size() || sql[j] != '.') continue;
+    ++j;
+    skip();
+    if (sql.size() - j >= 5 && lower(sql[j]) == 't' && lower(sql[j + 1]) == 'o' &&
+        lower(sql[j + 2]) == 'k' && lower(sql[j + 3]) == 'e' && lower(sql[j + 4]) == 'n') {
+      return true;
+    }
+  }
+  return false;
+}
+
+bool token_char(char c) {
+  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+         c == '_' || c == '.';
+}
+
+}  // namespace
+
+TokenSetting token_setting(std::string_view sql, std::string_view& token) {
+  if (!names_setting(sql)) return TokenSetting::None;
+  std::size_t i = skip_space(sql, 0);
+  if (!word_at(sql, i, "set")) return TokenSetting::Other;
+  i = skip_space(sql, i + 3);
+  if (word_at(sql, i, "session")) i = skip_space(sql, i + 7);
+  if (!word_at(sql, i, "pgwarden")) return TokenSetting::Other;
+  i += 8;
+  if (i >= sql.size() || sql[i] != '.') return TokenSetting::Other;
+  if (!word_at(sql, i + 1, "token")) return TokenSetting::Other;
+  i = skip_space(sql, i + 6);
+  if (i < sql.size() && sql[i] == '=') {
+    i = skip_space(sql, i + 1);
+  } else if (word_at(sql, i, "to")) {
+    i = skip_space(sql, i + 2);
+  } else {
+    return TokenSetting::Other;
+  }
+  if (i >= sql.size() || sql[i] != '\'') return TokenSetting::Other;
+  const std::size_t start = ++i;
+  while (i < sql.size() && token_char(sql[i])) ++i;
+  if (i >= sql.size() || sql[i] != '\'' || i == start) return TokenSetting::Other;
+  token = sql.substr(start, i - start);
+  i = skip_space(sql, i + 1);
+  if (i < sql.size() && sql[i] == ';') i = skip_space(sql, i + 1);
+  return i == sql.size() ? TokenSetting::Refresh : TokenSetting::Other;
+}
+
+}  // namespace pgwarden::policy
