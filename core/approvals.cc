@@ -51,6 +51,8 @@ void append_pending(std::string& out, std::uint64_t id, const Approvals::Pending
   std::snprintf(session, sizeof session, "%016llx", static_cast<unsigned long long>(p.session));
   out += "{\"id\":\"" + approval_id_text(id) + "\",\"session\":\"" + session + "\",\"identity\":";
   protocol::append_json_string(out, p.identity);
+  out += ",\"actors\":";
+  protocol::append_json_strings(out, p.actors);
   out += ",\"statement\":";
   protocol::append_json_string(out, clipped(p.statement, statement_max));
   if (p.statement.size() > statement_max) {
@@ -104,8 +106,10 @@ std::string event_json(std::uint64_t id, const Approvals::Pending& p, const std:
 }
 
 std::string held_line(const Approvals::Pending& p) {
-  return chat_escaped(p.identity, 200) + " wants to run `" + chat_escaped(p.statement, 500) +
-         "` (rule " + chat_escaped(p.rule, 100) + ", " + chat_escaped(p.reason, 200) + ")";
+  return chat_escaped(p.identity, 200) +
+         (p.actors.empty() ? "" : " (agent " + chat_escaped(p.actors.front(), 200) + " acting)") +
+         " wants to run `" + chat_escaped(p.statement, 500) + "` (rule " +
+         chat_escaped(p.rule, 100) + ", " + chat_escaped(p.reason, 200) + ")";
 }
 
 }  // namespace

@@ -44,6 +44,7 @@ class Approvals {
     std::uint64_t session = 0;
     std::string identity;   // who asked
     std::string principal;  // ... as issuer and subject ("" without gateway authentication)
+    std::vector<std::string> actors;  // agents acting for them (a token's act chain)
     std::string statement, rule, reason;
     std::vector<std::string> approvers;  // groups that may decide
     unsigned required = 1;               // distinct approvals it takes

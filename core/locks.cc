@@ -45,9 +45,11 @@ bool Locks::names(const AccessLock& l, const std::string& identity,
           std::find(l.principals.begin(), l.principals.end(), principal) != l.principals.end());
 }
 
-bool Locks::names_actor(const AccessLock& l, const std::vector<std::string>& actors) {
+bool Locks::names_actor(const AccessLock& l, const std::vector<std::string>& actors,
+                        const std::vector<std::string>& actor_groups) {
   return std::any_of(actors.begin(), actors.end(),
-                     [&](const std::string& a) { return iequal(l.name, a); });
+                     [&](const std::string& a) { return iequal(l.name, a); }) ||
+         std::find(actor_groups.begin(), actor_groups.end(), l.name) != actor_groups.end();
 }
 
 void Locks::learn(const std::string& name, const std::string& principal) {

@@ -38,8 +38,10 @@ class Locks {
                                 const std::string& principal, std::int64_t now_us);
   static bool names(const AccessLock& l, const std::string& identity,
                     const std::vector<std::string>& groups, const std::string& principal = {});
-  // The lock names one of the agents acting for a caller (a token's act chain).
-  static bool names_actor(const AccessLock& l, const std::vector<std::string>& actors);
+  // The lock names one of the agents acting for a caller (a token's act chain), or the agent's
+  // groups (the policy's may_act).
+  static bool names_actor(const AccessLock& l, const std::vector<std::string>& actors,
+                          const std::vector<std::string>& actor_groups);
 
  private:
   std::mutex mu_;  // writers

@@ -5,6 +5,7 @@
 #include <simdjson.h>
 
 #include <algorithm>
+#include <chrono>
 #include <ctime>
 #include <optional>
 
@@ -26,19 +27,25 @@ struct McpSession {
   std::string id;
   policy::CallerIdentity who;
   std::string client_name, client_version, protocol;
-  std::mutex mu;  // one tool call at a time
+  std::timed_mutex mu;  // one tool call at a time
   std::unique_ptr<PgLink> link;
   std::uint64_t calls = 0;
-  std::atomic<std::int64_t> last_used{0};
+  std::atomic<std::int64_t> last_used{0};  // milliseconds (steady clock)
 };
 
 namespace {
 
 constexpr std::string_view kProtocols[] = {"2025-11-25", "2025-06-18", "2025-03-26"};
 constexpr std::size_t kDefaultRows = 100;
+constexpr std::size_t kMaxSessionsPerCaller = 8;
 
 std::int64_t now_s() {
   return static_cast<std::int64_t>(std::time(nullptr));
+}
+std::int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
 }
 
 std::string random_id() {
@@ -97,11 +104,56 @@ const char* kTools = R"JSON([
 ])JSON";
 
 struct Call {
+  std::string probe;  // run first, judged like any statement: it must be allowed (describe_table)
   std::string sql;
   std::vector<std::optional<std::string>> params;
   std::string intent, arguments;
   std::size_t max_rows = kDefaultRows;
 };
+
+// A table name as the caller wrote it (name or schema.name; unquoted parts fold to lower case,
+// quoted ones are kept), every part quoted: nothing but a name reaches the statement.
+std::optional<std::string> quoted_name(std::string_view in) {
+  std::string out;
+  std::size_t i = 0, parts = 0;
+  while (i < in.size()) {
+    if (++parts > 2) return std::nullopt;
+    std::string part;
+    if (in[i] == '"') {
+      for (++i;; ++i) {
+        if (i >= in.size()) return std::nullopt;
+        if (in[i] == '"') {
+          if (i + 1 < in.size() && in[i + 1] == '"') {
+            part += '"';
+            ++i;
+            continue;
+          }
+          ++i;
+          break;
+        }
+        part += in[i];
+      }
+    } else {
+      while (i < in.size() && in[i] != '.') {
+        const auto c = static_cast<unsigned char>(in[i]);
+        if (!(std::isalnum(c) || c == '_' || c == '$' || c >= 0x80)) return std::nullopt;
+        part += static_cast<char>(std::tolower(c));
+        ++i;
+      }
+    }
+    if (part.empty() || part.find('\0') != std::string::npos) return std::nullopt;
+    if (!out.empty()) out += '.';
+    out += '"';
+    for (const char ch : part) out += ch == '"' ? std::string("\"\"") : std::string(1, ch);
+    out += '"';
+    if (i < in.size()) {
+      if (in[i] != '.' || i + 1 == in.size()) return std::nullopt;
+      ++i;
+    }
+  }
+  if (out.empty()) return std::nullopt;
+  return out;
+}
 
 // The tool's statement, from its arguments; `error` set when they are not what the tool takes.
 std::optional<Call> build_call(std::string_view tool, sj::dom::object args, std::size_t max_rows,
@@ -141,7 +193,8 @@ std::optional<Call> build_call(std::string_view tool, sj::dom::object args, std:
   if (!str("intent", c.intent, false)) return std::nullopt;
   if (tool == "query" || tool == "explain") {
     if (!str("sql", c.sql, true)) return std::nullopt;
-    if (tool == "explain") c.sql = "EXPLAIN " + c.sql;
+    // Never ANALYZE: the options come first, so the text cannot add its own.
+    if (tool == "explain") c.sql = "EXPLAIN (ANALYZE false, FORMAT TEXT) " + c.sql;
     sj::dom::element m;
     if (tool == "query" && args["max_rows"].get(m) == sj::SUCCESS) {
       std::int64_t n = 0;
@@ -171,6 +224,14 @@ std::optional<Call> build_call(std::string_view tool, sj::dom::object args, std:
   if (tool == "describe_table") {
     std::string table;
     if (!str("table", table, true)) return std::nullopt;
+    const auto name = quoted_name(table);
+    if (!name) {
+      error = "table must be a name or schema.name (quoted with \"...\" where needed)";
+      return std::nullopt;
+    }
+    // The policy judges a read of the table itself (forbidden tables stay forbidden).
+    c.probe = "SELECT * FROM " + *name + " WHERE false";
+    table = *name;
     c.sql =
         "SELECT a.attname AS column, pg_catalog.format_type(a.atttypid, a.atttypmod) AS type, "
         "NOT a.attnotnull AS nullable, pg_catalog.pg_get_expr(d.adbin, d.adrelid) AS default "
@@ -327,10 +388,10 @@ std::shared_ptr<McpSession> McpServer::find(const std::string& id) {
 }
 
 void McpServer::sweep() {
-  const std::int64_t now = now_s();
+  const std::int64_t now = now_ms();
   std::lock_guard lock(mu_);
   std::erase_if(sessions_, [&](const auto& kv) {
-    return now - kv.second->last_used.load() > options_.idle_timeout_s &&
+    return now - kv.second->last_used.load() > options_.idle_timeout_s * 1000 &&
            kv.second.use_count() == 1;
   });
 }
@@ -428,9 +489,27 @@ void McpServer::post(const httplib::Request& req, httplib::Response& res) {
         session->client_version = v.substr(0, 50);
       }
     }
-    session->last_used = now_s();
+    session->last_used = now_ms();
     {
       std::lock_guard lock(mu_);
+      // One caller cannot take every slot: beyond its share, its least recently used idle
+      // session makes room (a client that never sent DELETE is not locked out either).
+      std::shared_ptr<McpSession> oldest;
+      std::size_t own = 0;
+      for (const auto& [sid, other] : sessions_) {
+        if (other->who.principal != who->principal) continue;
+        ++own;
+        if (other.use_count() == 1 && (oldest == nullptr || other->last_used < oldest->last_used)) {
+          oldest = other;
+        }
+      }
+      if (own >= kMaxSessionsPerCaller) {
+        if (oldest == nullptr) {
+          return json_reply(res, 429,
+                            rpc_error(id, -32001, "too many MCP sessions of yours are busy"));
+        }
+        sessions_.erase(oldest->id);
+      }
       if (sessions_.size() >= options_.max_sessions) {
         return json_reply(res, 503,
                           rpc_error(id, -32001, "too many MCP sessions (--mcp-max-sessions)"));
@@ -461,12 +540,13 @@ void McpServer::post(const httplib::Request& req, httplib::Response& res) {
   const auto session = find(sid);
   if (session == nullptr) return json_reply(res, 404, rpc_error(id, -32001, "no such MCP session"));
   if (session->who.principal != who->principal || session->who.actors != who->actors ||
-      session->who.groups != who->groups) {
+      session->who.groups != who->groups || session->who.identity != who->identity ||
+      session->who.client_id != who->client_id) {
     PGW_WARN("mcp: session %s of %s used with a token of %s: refused", sid.c_str(),
              session->who.identity.c_str(), who->identity.c_str());
     return json_reply(res, 403, rpc_error(id, -32001, "the MCP session belongs to another caller"));
   }
-  session->last_used = now_s();
+  session->last_used = now_ms();
   if (!has_method || !has_id) {
     res.status = 202;  // a notification or a response: nothing to answer
     return;
@@ -494,7 +574,21 @@ void McpServer::post(const httplib::Request& req, httplib::Response& res) {
     if (meta["traceparent"].get_string().get(v) == sj::SUCCESS) traceparent = v.substr(0, 256);
     if (meta["tracestate"].get_string().get(v) == sj::SUCCESS) tracestate = v.substr(0, 512);
   }
-  std::lock_guard call_lock(session->mu);
+  // Tool calls hold an admin connection while they run: at most half of them may, so approvals,
+  // kills and locks always get through; and a call waits its turn on its session only so long.
+  struct InFlight {
+    std::atomic<unsigned>& n;
+    ~InFlight() { n.fetch_sub(1); }
+  } in_flight{in_flight_};
+  if (in_flight_.fetch_add(1) >= options_.max_calls) {
+    return json_reply(res, 503, rpc_error(id, -32001, "too many MCP tool calls in progress"));
+  }
+  std::unique_lock call_lock(session->mu, std::defer_lock);
+  if (!call_lock.try_lock_for(std::chrono::seconds(options_.call_timeout_s))) {
+    return json_reply(res, 200,
+                      rpc_result(id, text_error("pgwarden MCP: another call on this "
+                                                "MCP session is still running")));
+  }
   const std::uint64_t ordinal = ++session->calls;
   if (session->link == nullptr || !session->link->usable()) {
     session->link.reset();
@@ -515,11 +609,17 @@ void McpServer::post(const httplib::Request& req, httplib::Response& res) {
                      login->first,
                      login->second,
                      m->database.empty() ? "postgres" : m->database,
-                     ("mcp " + sid.substr(0, 8) + " " + session->client_name).substr(0, 63)};
+                     ("mcp " + session->client_name).substr(0, 63)};
     session->link = PgLink::connect(p, error);
     if (session->link == nullptr) {
       PGW_WARN("mcp: session %s: login through the gateway failed: %s", sid.c_str(), error.c_str());
-      return json_reply(res, 200, rpc_result(id, text_error("pgwarden MCP: " + error)));
+      // The server's refusal (locked, not allowed...) without where pgwarden listens.
+      const std::size_t fatal = error.find("FATAL:");
+      return json_reply(res, 200,
+                        rpc_result(id, text_error(fatal != std::string::npos
+                                                      ? "pgwarden MCP: " + error.substr(fatal)
+                                                      : "pgwarden MCP: could not open a "
+                                                        "session through the gateway")));
     }
   }
   // What the recording keeps beside the statement (pgwarden's own comment, read only from
@@ -533,9 +633,14 @@ void McpServer::post(const httplib::Request& req, httplib::Response& res) {
   if (!call->arguments.empty())
     comment += ",arguments='" + url_encode(call->arguments.substr(0, 1000)) + "'";
   comment += "*/ ";
+  if (!call->probe.empty()) {
+    const SqlResult probe =
+        session->link->run(comment + call->probe, {}, 0, 0, options_.call_timeout_s * 1000);
+    if (!probe.ok) return json_reply(res, 200, rpc_result(id, tool_result(probe)));
+  }
   const SqlResult r = session->link->run(comment + call->sql, call->params, call->max_rows,
                                          options_.max_result_bytes, options_.call_timeout_s * 1000);
-  session->last_used = now_s();
+  session->last_used = now_ms();
   return json_reply(res, 200, rpc_result(id, tool_result(r)));
 }
 

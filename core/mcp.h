@@ -41,6 +41,7 @@ struct McpOptions {
   std::string gateway_host;                  // pgwarden's listener, for the internal logins
   int gateway_port = 0;
   unsigned max_sessions = 64;
+  unsigned max_calls = 32;            // tool calls running at once (half the admin connections)
   int call_timeout_s = 60;            // a tool call (a held statement waits at most this long)
   std::int64_t idle_timeout_s = 900;  // an MCP session unused this long ends
   std::size_t max_rows = 1000;        // the most a call may ask for (default 100)
@@ -70,6 +71,7 @@ class McpServer {
   std::string path_;  // the URL's path (/mcp)
   mutable std::mutex mu_;
   std::map<std::string, std::shared_ptr<McpSession>> sessions_;
+  std::atomic<unsigned> in_flight_{0};
 };
 
 }  // namespace pgwarden::core

@@ -17,13 +17,21 @@ std::int64_t now_ms() {
 }
 
 constexpr std::size_t kMaxNotices = 20;
+constexpr std::size_t kMaxNoticeBytes = 1024;  // each notice, and an error's message, clipped
+constexpr std::size_t kMaxMessageBytes = 4096;
+
+std::string clipped(const char* s, std::size_t max) {
+  std::string out = s != nullptr ? s : "";
+  if (out.size() > max) out = out.substr(0, max) + "...";
+  return out;
+}
 
 void take_error(const PGresult* r, SqlResult& out) {
   out.ok = false;
   const char* state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
   const char* msg = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
   out.sqlstate = state != nullptr ? state : "";
-  out.message = msg != nullptr ? msg : PQresultErrorMessage(r);
+  out.message = clipped(msg != nullptr ? msg : PQresultErrorMessage(r), kMaxMessageBytes);
 }
 
 }  // namespace
@@ -61,7 +69,9 @@ std::unique_ptr<PgLink> PgLink::connect(const Params& p, std::string& error) {
       [](void* arg, const PGresult* r) {
         auto* notices = static_cast<std::vector<std::string>*>(arg);
         const char* msg = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
-        if (msg != nullptr && notices->size() < kMaxNotices) notices->emplace_back(msg);
+        if (msg != nullptr && notices->size() < kMaxNotices) {
+          notices->push_back(clipped(msg, kMaxNoticeBytes));
+        }
       },
       &link->notices_);
   PQsetnonblocking(c, 0);
@@ -103,6 +113,11 @@ void PgLink::drain(SqlResult& out, std::size_t max_rows, std::size_t max_bytes,
     }
     PGresult* r = PQgetResult(conn_);
     if (r == nullptr) return;
+    if (now_ms() >= deadline) {  // results that keep coming without a wait are bounded too
+      PQclear(r);
+      out.timed_out = true;
+      return;
+    }
     switch (PQresultStatus(r)) {
       case PGRES_SINGLE_TUPLE:
       case PGRES_TUPLES_OK: {
@@ -154,8 +169,9 @@ void PgLink::drain(SqlResult& out, std::size_t max_rows, std::size_t max_bytes,
         out.ok = false;
         out.sqlstate = "0A000";
         out.message = "pgwarden MCP: COPY and other streaming commands are not available to tools";
-        broken_ = true;  // the connection is mid-COPY; start a new one
-        break;
+        broken_ = true;  // the connection is mid-COPY: it is dropped, the next call opens another
+        PQclear(r);
+        return;
     }
     PQclear(r);
   }
@@ -171,7 +187,7 @@ SqlResult PgLink::run(const std::string& sql, const std::vector<std::optional<st
   if (PQsendQueryParams(conn_, sql.c_str(), static_cast<int>(values.size()), nullptr, values.data(),
                         nullptr, nullptr, 0) == 0) {
     out.sqlstate = "08006";
-    out.message = PQerrorMessage(conn_);
+    out.message = clipped(PQerrorMessage(conn_), kMaxMessageBytes);
     broken_ = true;
     return out;
   }

@@ -46,6 +46,8 @@ void Session::describe(std::string& out, std::int64_t now_ns) {
   out += "{\"id\":\"" + std::string(id) + "\",\"core\":" + std::to_string(w_.index()) +
          ",\"identity\":";
   pr::append_json_string(out, c.identity);
+  out += ",\"actors\":";
+  pr::append_json_strings(out, c.actors);
   out += ",\"groups\":[";
   for (std::size_t i = 0; i < c.groups.size(); ++i) {
     if (i > 0) out += ",";

@@ -553,7 +553,7 @@ void Worker::answer(AdminQuery& q) {
             if (!s->caller().principal.empty()) out += "\n" + s->caller().principal;
             s->end_by_admin(q.message);
             ++ended;
-          } else if (Locks::names_actor(match, s->caller().actors)) {
+          } else if (Locks::names_actor(match, s->caller().actors, s->caller().actor_groups)) {
             // An agent's lock ends the sessions it acts in, not its users' own accounts.
             s->end_by_admin(q.message);
             ++ended;

@@ -2,6 +2,8 @@
 
 #include <cstring>
 
+#include "policy/parse_tree.h"
+
 namespace pgwarden::policy {
 
 namespace {
@@ -41,8 +43,30 @@ bool names_setting(std::string_view sql) {
     while (k < 8 && lower(sql[i + k]) == "pgwarden"[k]) ++k;
     if (k < 8) continue;
     std::size_t j = i + 8;
+    // Spaces, quotes and comments (nested /* */, -- to the line's end) may stand between.
     auto skip = [&] {
-      while (j < sql.size() && (space(sql[j]) || sql[j] == '"')) ++j;
+      for (;;) {
+        if (j < sql.size() && (space(sql[j]) || sql[j] == '"')) {
+          ++j;
+        } else if (sql.substr(j, 2) == "--") {
+          while (j < sql.size() && sql[j] != '\n') ++j;
+        } else if (sql.substr(j, 2) == "/*") {
+          int depth = 0;
+          do {
+            if (sql.substr(j, 2) == "/*") {
+              ++depth;
+              j += 2;
+            } else if (sql.substr(j, 2) == "*/") {
+              --depth;
+              j += 2;
+            } else {
+              ++j;
+            }
+          } while (depth > 0 && j < sql.size());
+        } else {
+          return;
+        }
+      }
     };
     skip();
     if (j >= sql.size() || sql[j] != '.') continue;
@@ -56,6 +80,15 @@ bool names_setting(std::string_view sql) {
   return false;
 }
 
+bool contains_ci(std::string_view s, std::string_view word) {
+  for (std::size_t i = 0; i + word.size() <= s.size(); ++i) {
+    std::size_t k = 0;
+    while (k < word.size() && lower(s[i + k]) == word[k]) ++k;
+    if (k == word.size()) return true;
+  }
+  return false;
+}
+
 bool token_char(char c) {
   return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
          c == '_' || c == '.';
@@ -63,8 +96,20 @@ bool token_char(char c) {
 
 }  // namespace
 
+// Spellings only PostgreSQL's own lexer reads: Unicode escapes in identifiers or strings
+// (U&"pgw\0061rden", UESCAPE) and escape strings in set_config's arguments. Such texts are parsed
+// (libpg_query, as the server would) and refused if the tree names the setting.
+static bool names_setting_escaped(std::string_view sql) {
+  if (!contains_ci(sql, "u&") && !contains_ci(sql, "set_config")) return false;
+  const tree::Parsed parsed(sql);
+  if (!parsed.ok()) return contains_ci(sql, "u&");  // unreadable: refused when it may hide it
+  return contains_ci(parsed.json(), "pgwarden.token");
+}
+
 TokenSetting token_setting(std::string_view sql, std::string_view& token) {
-  if (!names_setting(sql)) return TokenSetting::None;
+  if (!names_setting(sql)) {
+    return names_setting_escaped(sql) ? TokenSetting::Other : TokenSetting::None;
+  }
   std::size_t i = skip_space(sql, 0);
   if (!word_at(sql, i, "set")) return TokenSetting::Other;
   i = skip_space(sql, i + 3);

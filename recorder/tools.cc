@@ -278,14 +278,32 @@ int cmd_sessions(const ToolArgs& a) {
   return problem.empty() ? 0 : 1;
 }
 
+// A recorded value for a terminal: control characters (escape sequences that could rewrite what
+// is on screen, carriage returns) become \xHH; newlines and tabs of statement texts stay.
+std::string for_terminal(std::string_view v) {
+  std::string out;
+  out.reserve(v.size());
+  for (const char ch : v) {
+    const auto c = static_cast<unsigned char>(ch);
+    if ((c < 0x20 && c != '\n' && c != '\t') || c == 0x7f) {
+      char esc[8];
+      std::snprintf(esc, sizeof esc, "\\x%02x", c);
+      out += esc;
+    } else {
+      out += ch;
+    }
+  }
+  return out;
+}
+
 std::string describe(const Record& r) {
-  auto f = [&](Field k) { return std::string(r.get(k)); };
+  auto f = [&](Field k) { return for_terminal(r.get(k)); };
   switch (r.type) {
     case RecordType::SessionStart: {
       std::string groups, actors;
       for (const auto& [k, v] : r.fields) {
-        if (k == Field::Groups) groups += (groups.empty() ? "" : ",") + std::string(v);
-        if (k == Field::Actor) actors += (actors.empty() ? "" : " for ") + std::string(v);
+        if (k == Field::Groups) groups += (groups.empty() ? "" : ",") + for_terminal(v);
+        if (k == Field::Actor) actors += (actors.empty() ? "" : " for ") + for_terminal(v);
       }
       return "SESSION START identity=" + f(Field::Identity) +
              (actors.empty() ? "" : " acted for by " + actors) +
@@ -311,7 +329,7 @@ std::string describe(const Record& r) {
     case RecordType::Bind: {
       std::string params;
       for (const auto& [k, v] : r.fields) {
-        if (k == Field::Param) params += (params.empty() ? "'" : ", '") + std::string(v) + "'";
+        if (k == Field::Param) params += (params.empty() ? "'" : ", '") + for_terminal(v) + "'";
         if (k == Field::ParamNull) params += params.empty() ? "NULL" : ", NULL";
       }
       return "BIND     portal=[" + f(Field::Portal) + "] statement=[" + f(Field::Name) +
@@ -322,7 +340,7 @@ std::string describe(const Record& r) {
     case RecordType::Row: {
       std::string values;
       for (const auto& [k, v] : r.fields) {
-        if (k == Field::Value) values += (values.empty() ? "" : " | ") + std::string(v);
+        if (k == Field::Value) values += (values.empty() ? "" : " | ") + for_terminal(v);
         if (k == Field::ValueNull) values += values.empty() ? "NULL" : " | NULL";
       }
       return "  row: " + values;

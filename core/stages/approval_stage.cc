@@ -78,6 +78,7 @@ void ApprovalStage::on_frontend(FrontendMessage& m) {
   p.core = host_.core().core;
   p.session = host_.session_id();
   p.identity = host_.caller().identity;
+  p.actors = host_.caller().actors;
   p.principal = host_.caller().principal;
   // Approvers (and the log) see the statement masked with the caller's profile's detectors: a
   // held INSERT of card numbers does not show them.

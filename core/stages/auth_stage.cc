@@ -9,6 +9,7 @@
 #include "core/session.h"
 #include "core/worker.h"
 #include "policy/classifier.h"
+#include "policy/internal_login.h"
 #include "protocol/messages.h"
 #include "protocol/sqlstate.h"
 
@@ -289,7 +290,12 @@ Next AuthStage::on_startup(const pr::StartupPacket& startup, pr::Bytes packet) {
   caller_.role.clear();
   client_params_.assign(startup.params.data(), startup.params.size());
   peer_ = peer_address();
-  if (w.auth_throttle().blocked(peer_, static_cast<std::int64_t>(std::time(nullptr)))) {
+  // pgwarden's own logins (MCP) come from loopback too: failed logins of others from there must
+  // not stop them, and theirs (256-bit one-time passwords) are not worth counting.
+  internal_ = w.auth()->internal != nullptr &&
+              caller_.user.starts_with(policy::InternalLogins::kUserPrefix);
+  if (!internal_ &&
+      w.auth_throttle().blocked(peer_, static_cast<std::int64_t>(std::time(nullptr)))) {
     PGW_WARN("session: %s refused: too many failed logins from this address", peer_.c_str());
     s_.fail(pr::sqlstate::kInvalidAuthorization,
             "too many failed authentication attempts from your address; try again later");
@@ -328,7 +334,9 @@ Next AuthStage::on_client_message(const pr::Fragment& f) {
     // The precise reason goes to our log only; the client learns nothing it could probe with.
     PGW_WARN("session: authentication failed for \"%s\" from %s: %s", caller_.user.c_str(),
              peer_.c_str(), step.error().message.c_str());
-    w.auth_throttle().record_failure(peer_, static_cast<std::int64_t>(std::time(nullptr)));
+    if (!internal_) {
+      w.auth_throttle().record_failure(peer_, static_cast<std::int64_t>(std::time(nullptr)));
+    }
     ++w.mutable_stats().auth_failures;
     s_.fail(w.auth()->find_user(caller_.user) != nullptr ? pr::sqlstate::kInvalidPassword
                                                          : pr::sqlstate::kInvalidAuthorization,
@@ -351,7 +359,7 @@ bool AuthStage::locked_out() {
   if (l == nullptr) {
     // An agent locked out cannot act for anyone (its users' own logins are not affected).
     for (const AccessLock& a : *list) {
-      if (a.until_us > now_us && Locks::names_actor(a, caller_.actors)) {
+      if (a.until_us > now_us && Locks::names_actor(a, caller_.actors, caller_.actor_groups)) {
         PGW_WARN("session: login of \"%s\" refused: agent locked out by %s (lock on %s)",
                  caller_.identity.c_str(), a.by.c_str(), a.name.c_str());
         s_.fail(pr::sqlstate::kInvalidAuthorization,
@@ -388,7 +396,10 @@ bool AuthStage::may_act() {
     why = "no policy rule is for agent \"" + caller_.actors.front() + "\" acting for \"" +
           caller_.identity + "\"";
   }
-  if (why.empty()) return true;
+  if (why.empty()) {
+    caller_.actor_groups = pol->may_act(caller_.actors.front(), caller_.groups)->actor_groups;
+    return true;
+  }
   PGW_WARN("session: login refused: %s", why.c_str());
   s_.fail(pr::sqlstate::kInvalidAuthorization, "pgwarden: " + why);
   return false;
@@ -433,8 +444,8 @@ bool AuthStage::start_upstream(const policy::AuthenticatedCaller& caller) {
   caller_.actors = caller.actors;
   caller_.client_id = caller.client_id;
   caller_.gateway = true;
-  if (locked_out()) return false;
   if (!caller_.actors.empty() && !may_act()) return false;
+  if (locked_out()) return false;
   if (replication_ && !allow_replication()) return false;
   token_expires_at_ = caller.expires_at;
   guard_role_ = !m.allow_role_change;
@@ -548,6 +559,9 @@ AuthStage::Refresh AuthStage::refresh_token(std::string_view token) {
     why = "the new token names other agents acting for the user";
   } else if (id->groups != caller_.groups) {
     why = "the new token carries other groups; reconnect with it";
+  }
+  if (why.empty() && id->client_id != caller_.client_id) {
+    why = "the new token was issued to another client (azp)";
   }
   if (!why.empty()) {
     PGW_WARN("session: token refresh of %s: %s; ending the session", caller_.identity.c_str(),

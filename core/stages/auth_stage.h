@@ -73,6 +73,7 @@ class AuthStage {
   std::string peer_;                   // the client's address (gateway auth), for the throttle
   std::int64_t token_expires_at_ = 0;  // seconds since the epoch; 0 = no expiry
   bool guard_role_ = false;
+  bool internal_ = false;          // one of pgwarden's own logins (the MCP endpoint's)
   bool replication_ = false;       // the client asked for a replication connection
   std::string replication_value_;  // as it asked (true, database...)
   std::string replication_rule_;   // the rule that allowed it

@@ -44,6 +44,7 @@ struct Caller {
   // On behalf of: the agent acting for the user (first), then whoever it acts for in turn;
   // empty when the user acts itself. And the OAuth client the token was issued to.
   std::vector<std::string> actors;
+  std::vector<std::string> actor_groups;  // the policy's may_act groups of the first actor
   std::string client_id;
 
   // As rules and masking profiles see the caller.

@@ -112,11 +112,20 @@ TEST(TokenSetting, TheExactFormIsTakenAndEveryOtherMentionRefused) {
         "SHOW pgwarden.token", "RESET pgwarden.token", "SET pgwarden.token = ''",
         "SET pgwarden.token = 'a''b'", "SET pgwarden.token = E'a.b'", "SET pgwarden.token = a.b",
         "/* c */ SET pgwarden.token = 'a.b.c'", "SET pgwarden.token = 'a b'",
-        "select 'PgWarden\" .  \"Token'"}) {
+        "select 'PgWarden\" .  \"Token'",
+        // Comments, and escapes only PostgreSQL's lexer reads (found by review):
+        "SET pgwarden/**/.token = 'a.b.c'", "SET pgwarden/* x /* y */ z */.token = 'a.b.c'",
+        "SET pgwarden.-- c\ntoken = 'a.b.c'", "SET U&\"pgw\\0061rden\".token = 'a.b.c'",
+        "SET pgwarden.U&\"t\\006Fken\" = 'a.b.c'",
+        "SET U&\"\\0070gwarden\" . U&\"!0074oken\" UESCAPE '!' = 'a.b.c'",
+        "SELECT set_config(E'\\160gwarden.\\164oken', 'x', false)",
+        "SELECT set_config(U&'pgwarden\\002Etoken', 'x', false)"}) {
     EXPECT_EQ(token_setting(sql, token), TokenSetting::Other) << sql;
   }
-  for (const char* sql : {"SELECT 1", "SET pgwarden.identity = 'x'", "SELECT pgwarden_token",
-                          "SET application_name = 'pgwarden'", "pgwarden", ""}) {
+  for (const char* sql :
+       {"SELECT 1", "SET pgwarden.identity = 'x'", "SELECT pgwarden_token",
+        "SELECT set_config('application_name', 'x', false)", "SELECT U&'d\\0061t\\+000061'",
+        "SET application_name = 'pgwarden'", "pgwarden", ""}) {
     EXPECT_EQ(token_setting(sql, token), TokenSetting::None) << sql;
   }
 }

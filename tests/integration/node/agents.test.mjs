@@ -130,6 +130,18 @@ test('an agent acting for a DBA runs as the DBA\'s role under the agents\' rule:
   assert.equal(counted.traceparent, TRACE);
 });
 
+test('replay shows what a caller wrote, escape sequences included, as text', async () => {
+  const c = await connect('ann@example.com', await idp.token('ann@example.com', ['analysts']));
+  await c.query("SELECT 1 /*intent='weekly%20report%1B%5B2K%1B%5B1A%0D'*/");
+  await c.end();
+  await sleep(300);
+  const rec = (await exported()).find((r) => r.type === 'query' && /weekly report/.test(r.intent || ''));
+  const out = await new Promise((resolve, reject) => execFile(env.bin, ['replay', '--record-dir', join(dir, 'rec'), '--session', rec.session],
+    { maxBuffer: 64 << 20 }, (err, stdout) => (err ? reject(err) : resolve(stdout))));
+  assert.match(out, /INTENT   weekly report\\x1b\[2K\\x1b\[1A\\x0d/);
+  assert.ok(!out.includes('\x1b'), 'a raw escape character in replay');
+});
+
 test('agents the policy does not let act for the user are refused at login, and so is every actor in a chain', async () => {
   const stranger = await loginError('ann@example.com', await idp.token('ann@example.com', ['analysts'], { claims: { act: { sub: 'stranger' } } }));
   assert.equal(stranger?.code, '28000');
@@ -193,6 +205,12 @@ test('psql: SET pgwarden.token keeps a session going past its first token\'s exp
   assert.notEqual(expired.code, 0);
   assert.match(expired.stderr, /token expired/);
   assert.doesNotMatch(expired.stdout, /after/);
+  // A token issued to another OAuth client ends the session too.
+  const withClientId = await idp.token('ann@example.com', ['analysts'], { claims: { azp: 'claude-code' } });
+  const rogue = await idp.token('ann@example.com', ['analysts'], { claims: { azp: 'rogue-tool' } });
+  const swapped = await psqlScript('ann@example.com', withClientId, `SET pgwarden.token = '${rogue}';\nSELECT 'still here';\n`);
+  assert.notEqual(swapped.code, 0);
+  assert.match(swapped.stderr, /another client/);
   // A token for someone else ends the session.
   const other = await idp.token('dana@example.com', ['dba']);
   const hijack = await psqlScript('ann@example.com', fresh, `SET pgwarden.token = '${other}';\nSELECT 'still here';\n`);
