@@ -58,13 +58,24 @@ const sql = (i) => `SELECT id, email, note FROM bench.people WHERE id = ${1 + (i
 
 const wire = new pg.Client({ host: '127.0.0.1', port: sqlPort, user: 'ann@example.com', password: await token('sql'), database: 'postgres' });
 await wire.connect();
+const mcpToken = await token(url);
 const mcp = new Client({ name: 'mcp-bench', version: '1.0.0' });
-await mcp.connect(new StreamableHTTPClientTransport(new URL(url), { requestInit: { headers: { Authorization: `Bearer ${await token(url)}` } } }));
+const transport = new StreamableHTTPClientTransport(new URL(url), { requestInit: { headers: { Authorization: `Bearer ${mcpToken}` } } });
+await mcp.connect(transport);
+// The same call as bare HTTP (no SDK), on the SDK's session: what the client library adds aside.
+const rawHeaders = { 'Content-Type': 'application/json', Accept: 'application/json, text/event-stream',
+  Authorization: `Bearer ${mcpToken}`, 'Mcp-Session-Id': transport.sessionId, 'MCP-Protocol-Version': '2025-11-25' };
 
 const targets = {
   wire: async (i) => {
     const r = await wire.query({ text: sql(i), values: [] });  // extended protocol, unnamed, as the MCP path
     if (r.rows[0].email !== 'REDACTED') throw new Error('unmasked');
+  },
+  raw: async (i) => {
+    const res = await fetch(url, { method: 'POST', headers: rawHeaders, body: JSON.stringify({ jsonrpc: '2.0', id: i,
+      method: 'tools/call', params: { name: 'query', arguments: { sql: sql(i), intent: 'benchmark' } } }) });
+    const r = (await res.json()).result;
+    if (r.isError || r.structuredContent.rows[0].email !== 'REDACTED') throw new Error(JSON.stringify(r));
   },
   mcp: async (i) => {
     const r = await mcp.callTool({ name: 'query', arguments: { sql: sql(i), intent: 'benchmark' } });
@@ -73,10 +84,12 @@ const targets = {
 };
 for (const t of Object.values(targets)) for (let i = 0; i < 50; i++) await t(i);  // warm up
 
-const results = { wire: [], mcp: [] };
+const results = { wire: [], raw: [], mcp: [] };
 const median = (a) => { const s = [...a].sort((x, y) => x - y); return s[Math.floor(s.length / 2)]; };
 for (let r = 0; r < rounds; r++) {
-  for (const name of r % 2 === 0 ? ['wire', 'mcp'] : ['mcp', 'wire']) {
+  const order = ['wire', 'raw', 'mcp'];
+  for (let k = 0; k < order.length; k++) {
+    const name = order[(k + r) % order.length];
     const lat = [];
     const c0 = cpu();
     const t0 = process.hrtime.bigint();
@@ -99,9 +112,13 @@ console.log(`${rounds} interleaved rounds of ${calls} sequential calls each; med
 console.log('| path | calls/s | p50 latency (µs) | p95 latency (µs) | pgwarden CPU per call (µs) |');
 console.log('|---|---:|---:|---:|---:|');
 const span = (a, k) => `${Math.round(median(a.map((x) => x[k])))} (${Math.round(Math.min(...a.map((x) => x[k])))}–${Math.round(Math.max(...a.map((x) => x[k])))})`;
-for (const name of ['wire', 'mcp']) {
+const label = { wire: 'SQL over the wire (node pg)', raw: 'MCP query tool, bare HTTP (fetch)', mcp: 'MCP query tool (official SDK client)' };
+for (const name of ['wire', 'raw', 'mcp']) {
   const a = results[name];
-  console.log(`| ${name === 'wire' ? 'SQL over the wire (node pg)' : 'MCP query tool (SDK, Streamable HTTP)'} | ${span(a, 'rate')} | ${span(a, 'p50')} | ${span(a, 'p95')} | ${span(a, 'cpu_us')} |`);
+  console.log(`| ${label[name]} | ${span(a, 'rate')} | ${span(a, 'p50')} | ${span(a, 'p95')} | ${span(a, 'cpu_us')} |`);
 }
-const added = median(results.mcp.map((x) => x.p50)) - median(results.wire.map((x) => x.p50));
-console.log(`\nadded latency per call (p50, MCP - wire): ${Math.round(added)} µs; throughput ratio MCP/wire: ${(median(results.mcp.map((x) => x.rate)) / median(results.wire.map((x) => x.rate))).toFixed(2)}`);
+for (const name of ['raw', 'mcp']) {
+  const added = median(results[name].map((x) => x.p50)) - median(results.wire.map((x) => x.p50));
+  console.log(`added latency per call (p50, ${label[name]} - wire): ${Math.round(added)} µs; throughput ratio: ` +
+    `${(median(results[name].map((x) => x.rate)) / median(results.wire.map((x) => x.rate))).toFixed(2)}`);
+}

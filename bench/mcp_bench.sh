@@ -18,7 +18,7 @@ while [ $# -gt 0 ]; do
     *) echo "usage: $0 [--rounds R] [--calls N]" >&2; exit 2 ;;
   esac
 done
-BIN="$PGW_ROOT/build/pgwarden"
+BIN="$PGW_ROOT/build/core/pgwarden"
 [ -x "$BIN" ] || pgw_build "$PGW_ROOT/build" Release >/dev/null
 [ -d "$PGW_ROOT/tests/integration/node/node_modules" ] ||
   (cd "$PGW_ROOT/tests/integration/node" && npm ci --no-audit --no-fund --loglevel=error)

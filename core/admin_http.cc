@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <poll.h>
@@ -295,6 +296,10 @@ bool AdminHttpServer::process_and_close_socket(socket_t sock) {
   // short deadline): a load balancer's /healthz is not starved by whoever holds the slots.
   const bool probe_only = before >= limits_.max_connections;
   ::fcntl(sock, F_SETFL, ::fcntl(sock, F_GETFL) | O_NONBLOCK);
+  // A response goes out as header and body writes: without this, the body waits for the
+  // client's delayed ACK (40 ms a request on Linux).
+  const int one = 1;
+  ::setsockopt(sock, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   SSL* ssl = nullptr;
   auto finish = [&] {
     if (ssl != nullptr) {
