@@ -609,7 +609,7 @@ void McpServer::post(const httplib::Request& req, httplib::Response& res) {
                      login->first,
                      login->second,
                      m->database.empty() ? "postgres" : m->database,
-                     ("mcp " + session->client_name).substr(0, 63)};
+                     ("mcp " + session->client_name + "/" + session->client_version).substr(0, 63)};
     session->link = PgLink::connect(p, error);
     if (session->link == nullptr) {
       PGW_WARN("mcp: session %s: login through the gateway failed: %s", sid.c_str(), error.c_str());

@@ -121,7 +121,7 @@ void PgLink::drain(SqlResult& out, std::size_t max_rows, std::size_t max_bytes,
     switch (PQresultStatus(r)) {
       case PGRES_SINGLE_TUPLE:
       case PGRES_TUPLES_OK: {
-        if (first) {
+        if (first && out.columns.empty()) {
           for (int c = 0; c < PQnfields(r); ++c) out.columns.emplace_back(PQfname(r, c));
           first = false;
         }
@@ -201,13 +201,17 @@ SqlResult PgLink::run(const std::string& sql, const std::vector<std::optional<st
       PQcancel(c, err, sizeof err);
       PQfreeCancel(c);
     }
-    SqlResult rest;
-    drain(rest, 0, 0, now_ms() + 5000);
-    if (rest.timed_out) broken_ = true;
-    out.ok = false;
-    out.sqlstate = "57014";
-    out.message = "the statement did not finish within " + std::to_string(timeout_ms / 1000) +
-                  " s (waiting for approval, or running); it was canceled";
+    // What comes next says what became of it: it may have finished (approved or done just
+    // then), and then the call reports what it did rather than a cancel that did not happen.
+    out.timed_out = false;
+    drain(out, max_rows, max_bytes, now_ms() + 5000);
+    if (out.timed_out) broken_ = true;
+    if (!out.ok || broken_) {
+      out.ok = false;
+      out.sqlstate = "57014";
+      out.message = "the statement did not finish within " + std::to_string(timeout_ms / 1000) +
+                    " s (waiting for approval, or running); it was canceled";
+    }
   }
   if (!broken_ && PQtransactionStatus(conn_) != PQTRANS_IDLE) {
     // Each call is a transaction of its own: BEGIN and the like are not for tools.

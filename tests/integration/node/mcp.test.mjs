@@ -86,7 +86,7 @@ before(async () => {
   gw = await startGateway(['--upstream', `127.0.0.1:${env.pgPort}`, '--threads', '2', '--policy', join(dir, 'policy.json'),
     '--upstream-secrets', join(dir, 'secrets'), '--jwks-file', idp.file, '--oidc-issuer', idp.issuer,
     '--oidc-audience', 'pgwarden-sql', '--admin-audience', 'pgwarden-admin', '--allow-plaintext-auth',
-    '--admin-listen', `127.0.0.1:${port}`, '--mcp-url', url, '--mcp-call-timeout', '20',
+    '--admin-listen', `127.0.0.1:${port}`, '--mcp-url', url, '--mcp-call-timeout', '5',
     '--record-dir', join(dir, 'rec'), '--record-key-file', join(dir, 'seal.key')]);
 });
 
@@ -275,6 +275,20 @@ test('an agent acting for a user: both recorded, the agents\' rule applies; a he
   assert.equal(done.isError, false, JSON.stringify(done));
   assert.equal(done.structuredContent.command, 'DELETE 1');
   assert.equal(await rows('SELECT count(*) AS n FROM mcpt.people'), 2);
+  // Nobody decides: the call says so after --mcp-call-timeout (5 s), the hold is withdrawn and
+  // nothing is deleted; a statement that runs too long is canceled the same way.
+  const t0 = Date.now();
+  const waited = await wes.callTool({ name: 'query', arguments: { sql: 'DELETE FROM mcpt.people WHERE id = 2' } });
+  assert.equal(waited.isError, true);
+  assert.equal(waited.structuredContent.sqlstate, '57014');
+  assert.match(waited.content[0].text, /did not finish within 5 s \(waiting for approval/);
+  assert.ok(Date.now() - t0 < 12000);
+  const still = (await adminCall(gw, 'GET', '/api/v1/approvals', { token: dba })).json();
+  assert.ok(!still.some((p) => /id = 2/.test(p.statement)), 'the hold is withdrawn');
+  assert.equal(await rows('SELECT count(*) AS n FROM mcpt.people'), 2);
+  const slow = await wes.callTool({ name: 'query', arguments: { sql: 'SELECT pg_sleep(30)' } });
+  assert.equal(slow.structuredContent.sqlstate, '57014');
+  assert.equal((await wes.callTool({ name: 'query', arguments: { sql: 'SELECT 1 AS one' } })).structuredContent.rows[0].one, '1');
   await wes.close();
 });
 
