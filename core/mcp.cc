@@ -38,6 +38,7 @@ namespace {
 constexpr std::string_view kProtocols[] = {"2025-11-25", "2025-06-18", "2025-03-26"};
 constexpr std::size_t kDefaultRows = 100;
 constexpr std::size_t kMaxSessionsPerCaller = 8;
+constexpr unsigned kMaxCallsPerCaller = 4;
 
 std::int64_t now_s() {
   return static_cast<std::int64_t>(std::time(nullptr));
@@ -46,6 +47,12 @@ std::int64_t now_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::steady_clock::now().time_since_epoch())
       .count();
+}
+
+// A token may go on with an MCP session only if it is the session's caller in every respect.
+bool same_caller(const policy::CallerIdentity& a, const policy::CallerIdentity& b) {
+  return a.principal == b.principal && a.actors == b.actors && a.groups == b.groups &&
+         a.identity == b.identity && a.client_id == b.client_id;
 }
 
 std::string random_id() {
@@ -402,7 +409,7 @@ void McpServer::end(const httplib::Request& req, httplib::Response& res) {
   const std::string id = req.get_header_value("Mcp-Session-Id");
   const auto session = find(id);
   if (session == nullptr) return json_reply(res, 404, rpc_error("", -32001, "no such MCP session"));
-  if (session->who.principal != who->principal || session->who.actors != who->actors) {
+  if (!same_caller(session->who, *who)) {
     return json_reply(res, 403, rpc_error("", -32001, "the MCP session belongs to another caller"));
   }
   {
@@ -539,9 +546,7 @@ void McpServer::post(const httplib::Request& req, httplib::Response& res) {
   }
   const auto session = find(sid);
   if (session == nullptr) return json_reply(res, 404, rpc_error(id, -32001, "no such MCP session"));
-  if (session->who.principal != who->principal || session->who.actors != who->actors ||
-      session->who.groups != who->groups || session->who.identity != who->identity ||
-      session->who.client_id != who->client_id) {
+  if (!same_caller(session->who, *who)) {
     PGW_WARN("mcp: session %s of %s used with a token of %s: refused", sid.c_str(),
              session->who.identity.c_str(), who->identity.c_str());
     return json_reply(res, 403, rpc_error(id, -32001, "the MCP session belongs to another caller"));
@@ -583,6 +588,25 @@ void McpServer::post(const httplib::Request& req, httplib::Response& res) {
   if (in_flight_.fetch_add(1) >= options_.max_calls) {
     return json_reply(res, 503, rpc_error(id, -32001, "too many MCP tool calls in progress"));
   }
+  // ... and no caller more than its share of them, running or waiting.
+  struct CallerShare {
+    McpServer& server;
+    std::string principal;
+    ~CallerShare() {
+      std::lock_guard lock(server.mu_);
+      if (--server.calls_of_[principal] == 0) server.calls_of_.erase(principal);
+    }
+  };
+  {
+    std::lock_guard lock(mu_);
+    if (calls_of_[who->principal] >= kMaxCallsPerCaller) {
+      if (calls_of_[who->principal] == 0) calls_of_.erase(who->principal);
+      return json_reply(res, 429,
+                        rpc_error(id, -32001, "too many tool calls of yours in progress"));
+    }
+    ++calls_of_[who->principal];
+  }
+  const CallerShare share{*this, who->principal};
   std::unique_lock call_lock(session->mu, std::defer_lock);
   if (!call_lock.try_lock_for(std::chrono::seconds(options_.call_timeout_s))) {
     return json_reply(res, 200,

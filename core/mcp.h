@@ -72,6 +72,7 @@ class McpServer {
   mutable std::mutex mu_;
   std::map<std::string, std::shared_ptr<McpSession>> sessions_;
   std::atomic<unsigned> in_flight_{0};
+  std::map<std::string, unsigned> calls_of_;  // tool calls running or waiting, by principal
 };
 
 }  // namespace pgwarden::core

@@ -111,13 +111,16 @@ void PgLink::drain(SqlResult& out, std::size_t max_rows, std::size_t max_bytes,
         return;
       }
     }
-    PGresult* r = PQgetResult(conn_);
-    if (r == nullptr) return;
-    if (now_ms() >= deadline) {  // results that keep coming without a wait are bounded too
-      PQclear(r);
+    // LISTEN's notifications are not for tools: freed as they come (libpq would keep them all).
+    while (PGnotify* n = PQnotifies(conn_)) PQfreemem(n);
+    // Results that keep coming without a wait are bounded too; one not taken yet stays for the
+    // drain after the cancel (it may be the statement's completion).
+    if (now_ms() >= deadline) {
       out.timed_out = true;
       return;
     }
+    PGresult* r = PQgetResult(conn_);
+    if (r == nullptr) return;
     switch (PQresultStatus(r)) {
       case PGRES_SINGLE_TUPLE:
       case PGRES_TUPLES_OK: {

@@ -36,7 +36,13 @@ std::size_t skip_space(std::string_view s, std::size_t i) {
 
 // Whether the text names pgwarden.token in any spelling PostgreSQL reads as that name:
 // quotes, spaces and case aside ("PGWarden" . "token").
+// A comment after "pgwarden" is read to its end, and may hold the next "pgwarden": after
+// kMaxComments of them the text counts as naming the setting (refused), so hostile texts cost
+// linear time, never quadratic.
+constexpr int kMaxComments = 16;
+
 bool names_setting(std::string_view sql) {
+  int comments = 0;
   for (std::size_t i = 0; i + 8 <= sql.size(); ++i) {
     if (lower(sql[i]) != 'p') continue;
     std::size_t k = 0;
@@ -49,8 +55,10 @@ bool names_setting(std::string_view sql) {
         if (j < sql.size() && (space(sql[j]) || sql[j] == '"')) {
           ++j;
         } else if (sql.substr(j, 2) == "--") {
+          if (++comments > kMaxComments) return false;
           while (j < sql.size() && sql[j] != '\n') ++j;
         } else if (sql.substr(j, 2) == "/*") {
+          if (++comments > kMaxComments) return false;
           int depth = 0;
           do {
             if (sql.substr(j, 2) == "/*") {
@@ -64,14 +72,14 @@ bool names_setting(std::string_view sql) {
             }
           } while (depth > 0 && j < sql.size());
         } else {
-          return;
+          return true;
         }
       }
     };
-    skip();
+    if (!skip()) return true;
     if (j >= sql.size() || sql[j] != '.') continue;
     ++j;
-    skip();
+    if (!skip()) return true;
     if (sql.size() - j >= 5 && lower(sql[j]) == 't' && lower(sql[j + 1]) == 'o' &&
         lower(sql[j + 2]) == 'k' && lower(sql[j + 3]) == 'e' && lower(sql[j + 4]) == 'n') {
       return true;

@@ -379,6 +379,16 @@ test('one caller cannot hold every MCP session, nor shut the endpoint out with f
   await assert.rejects(first.client.callTool({ name: 'query', arguments: { sql: 'SELECT 1' } }), /404|session/i);
   assert.equal((await clients[8].client.callTool({ name: 'query', arguments: { sql: 'SELECT 1' } })).isError, false);
   for (const c of clients.slice(1)) await c.transport.terminateSession();
+  // Its tool calls, running or waiting, have a share (4) of the endpoint's: the rest get 429.
+  const fresh = await connectClient(token);
+  const busy = fresh.transport.sessionId;
+  const statuses = await Promise.all([0, 1, 2, 3, 4, 5].map((i) => fetch(url, { method: 'POST',
+    headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${token}`, 'Mcp-Session-Id': busy },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 100 + i, method: 'tools/call', params: { name: 'query', arguments: { sql: 'SELECT pg_sleep(0.5)' } } }) })
+    .then((r) => r.status)));
+  assert.equal(statuses.filter((x) => x === 429).length, 2, statuses.join(','));
+  assert.equal(statuses.filter((x) => x === 200).length, 4, statuses.join(','));
+  await fresh.transport.terminateSession();
   // Failed wire logins from 127.0.0.1 throttle that address, not pgwarden's own logins.
   for (let i = 0; i < 12; i++) {
     const c = new (await import('pg')).default.Client({ host: '127.0.0.1', port: gw.port, user: 'ann@example.com', password: 'not-a-token', database: 'postgres' });
