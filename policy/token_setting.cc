@@ -114,7 +114,36 @@ static bool names_setting_escaped(std::string_view sql) {
   return contains_ci(parsed.json(), "pgwarden.token");
 }
 
+// Runs on every statement: memchr (vectorised) for the few bytes any spelling that matters must
+// contain — the 'w' of "pgwarden", the '&' of U&, the '_' of set_config — and a look around
+// each hit; only texts with one go on to the byte-by-byte readings above.
+static bool may_name_setting(std::string_view sql) {
+  const char* const begin = sql.data();
+  const char* const end = begin + sql.size();
+  auto hits = [&](char c, auto&& near) {
+    for (const char* p = begin; p < end;) {
+      p = static_cast<const char*>(std::memchr(p, c, static_cast<std::size_t>(end - p)));
+      if (p == nullptr) return false;
+      if (near(static_cast<std::size_t>(p - begin))) return true;
+      ++p;
+    }
+    return false;
+  };
+  auto at = [&](std::size_t pos, std::string_view word) {  // case-insensitive
+    if (pos > sql.size() || sql.size() - pos < word.size()) return false;
+    for (std::size_t k = 0; k < word.size(); ++k) {
+      if (lower(sql[pos + k]) != word[k]) return false;
+    }
+    return true;
+  };
+  auto pgwarden = [&](std::size_t w) { return w >= 2 && at(w - 2, "pgwarden"); };
+  return hits('w', pgwarden) || hits('W', pgwarden) ||
+         hits('&', [&](std::size_t a) { return a >= 1 && lower(sql[a - 1]) == 'u'; }) ||
+         hits('_', [&](std::size_t u) { return u >= 3 && at(u - 3, "set_config"); });
+}
+
 TokenSetting token_setting(std::string_view sql, std::string_view& token) {
+  if (!may_name_setting(sql)) return TokenSetting::None;
   if (!names_setting(sql)) {
     return names_setting_escaped(sql) ? TokenSetting::Other : TokenSetting::None;
   }
