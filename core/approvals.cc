@@ -58,6 +58,14 @@ void append_pending(std::string& out, std::uint64_t id, const Approvals::Pending
   if (p.statement.size() > statement_max) {
     out += ",\"statement_bytes\":" + std::to_string(p.statement.size());
   }
+  if (!p.tool.empty()) {
+    out += ",\"tool\":";
+    protocol::append_json_string(out, clipped(p.tool, 200));
+  }
+  if (!p.intent.empty()) {
+    out += ",\"intent\":";
+    protocol::append_json_string(out, clipped(p.intent, 1000));
+  }
   out += ",\"rule\":";
   protocol::append_json_string(out, p.rule);
   out += ",\"reason\":";
@@ -109,7 +117,9 @@ std::string held_line(const Approvals::Pending& p) {
   return chat_escaped(p.identity, 200) +
          (p.actors.empty() ? "" : " (agent " + chat_escaped(p.actors.front(), 200) + " acting)") +
          " wants to run `" + chat_escaped(p.statement, 500) + "` (rule " +
-         chat_escaped(p.rule, 100) + ", " + chat_escaped(p.reason, 200) + ")";
+         chat_escaped(p.rule, 100) + ", " + chat_escaped(p.reason, 200) + ")" +
+         (p.intent.empty() ? ""
+                           : "; intent, as the agent states it: " + chat_escaped(p.intent, 300));
 }
 
 }  // namespace

@@ -46,6 +46,7 @@ class Approvals {
     std::string principal;  // ... as issuer and subject ("" without gateway authentication)
     std::vector<std::string> actors;  // agents acting for them (a token's act chain)
     std::string statement, rule, reason;
+    std::string tool, intent;            // an MCP tool call's (what the agent says it is for)
     std::vector<std::string> approvers;  // groups that may decide
     unsigned required = 1;               // distinct approvals it takes
     std::int64_t requested_at_us = 0;

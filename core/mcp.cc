@@ -423,6 +423,7 @@ void McpServer::end(const httplib::Request& req, httplib::Response& res) {
 void McpServer::post(const httplib::Request& req, httplib::Response& res) {
   const auto who = authenticate(req, res);
   if (!who) return;
+  sweep();  // idle sessions end (and free their connection) whoever comes next
   const std::string type = req.get_header_value("Content-Type");
   if (type.rfind("application/json", 0) != 0) {
     return json_reply(res, 415, rpc_error("", -32700, "Content-Type must be application/json"));
@@ -481,7 +482,6 @@ void McpServer::post(const httplib::Request& req, httplib::Response& res) {
           res, 403,
           rpc_error(id, -32001, "no role mapping for the groups of \"" + who->identity + "\""));
     }
-    sweep();
     auto session = std::make_shared<McpSession>();
     session->id = random_id();
     session->who = *who;
@@ -500,11 +500,12 @@ void McpServer::post(const httplib::Request& req, httplib::Response& res) {
     {
       std::lock_guard lock(mu_);
       // One caller cannot take every slot: beyond its share, its least recently used idle
-      // session makes room (a client that never sent DELETE is not locked out either).
+      // session makes room (a client that never sent DELETE is not locked out either). A caller
+      // is the token's whole identity: an agent acting for alice never evicts alice's own.
       std::shared_ptr<McpSession> oldest;
       std::size_t own = 0;
       for (const auto& [sid, other] : sessions_) {
-        if (other->who.principal != who->principal) continue;
+        if (!same_caller(other->who, *who)) continue;
         ++own;
         if (other.use_count() == 1 && (oldest == nullptr || other->last_used < oldest->last_used)) {
           oldest = other;

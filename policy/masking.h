@@ -40,6 +40,9 @@ struct Who {
   const std::vector<std::string>* groups = nullptr;
   std::string_view actor;                                  // "": nobody acts for the user
   const std::vector<std::string>* actor_groups = nullptr;  // null: none
+  // The whole act chain (`actor` first), when known: rules apply only while the policy lets
+  // every agent in it act for the user (may_act); else the deny-everything rule does.
+  const std::vector<std::string>* chain = nullptr;
 };
 
 // A rule or profile names actors or actor groups: it is for agents' sessions, and then also the

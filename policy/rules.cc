@@ -73,6 +73,11 @@ const Rule* Policy::match(const Who& who) const {
   }
   const MayAct* m = may_act(who.actor, *who.groups);
   if (m == nullptr) return &no_agent_rule_;
+  if (who.chain != nullptr) {
+    for (const std::string& a : *who.chain) {
+      if (may_act(a, *who.groups) == nullptr) return &no_agent_rule_;
+    }
+  }
   const Who agent{who.identity, who.groups, who.actor, &m->actor_groups};
   for (const Rule& r : rules_) {
     if (actor_audience_matches(r.users, r.groups, r.actors, r.actor_groups, agent)) return &r;

@@ -98,4 +98,26 @@ CommentTags comment_tags(std::string_view sql, bool mcp) {
   return tags;
 }
 
+CommentTags application_tags(std::string_view application_name) {
+  CommentTags tags = comment_tags(application_name);
+  if (!tags.empty()) return tags;
+  // The pairs after the application's own name: "nightly-report intent='...',traceparent='...'".
+  const std::size_t sp = application_name.find(' ');
+  if (sp == std::string_view::npos) return {};
+  const std::string_view pairs = application_name.substr(sp + 1);
+  if (pairs.find('=') == std::string_view::npos || !parse_pairs(pairs, tags, false)) return {};
+  return tags;
+}
+
+std::string_view after_mcp_comment(std::string_view sql) {
+  std::size_t start = 0;
+  while (start < sql.size() && space(sql[start])) ++start;
+  if (sql.substr(start, 2) != "/*") return sql;
+  const std::size_t close = sql.find("*/", start + 2);
+  if (close == std::string_view::npos) return sql;
+  std::size_t rest = close + 2;
+  while (rest < sql.size() && space(sql[rest])) ++rest;
+  return sql.substr(rest);
+}
+
 }  // namespace pgwarden::policy

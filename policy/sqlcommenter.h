@@ -25,4 +25,13 @@ struct CommentTags {
 CommentTags comment_tags(std::string_view sql, bool mcp = false);
 inline constexpr std::size_t kMaxTagValue = 1024;
 
+// Wire clients may say the same for a whole session in application_name: the application's name,
+// then the pairs ("nightly-report intent='month%20end',traceparent='00-...'"), or a comment.
+// (PostgreSQL keeps 63 bytes of it; pgwarden reads what the client sent.)
+CommentTags application_tags(std::string_view application_name);
+
+// The statement after the leading comment pgwarden's MCP endpoint writes (its values are
+// URL-encoded, so its first "*/" ends it), and the blanks after it; all of `sql` without one.
+std::string_view after_mcp_comment(std::string_view sql);
+
 }  // namespace pgwarden::policy

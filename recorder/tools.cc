@@ -279,13 +279,17 @@ int cmd_sessions(const ToolArgs& a) {
 }
 
 // A recorded value for a terminal: control characters (escape sequences that could rewrite what
-// is on screen, carriage returns) become \xHH; newlines and tabs of statement texts stay.
-std::string for_terminal(std::string_view v) {
+// is on screen, carriage returns, newlines) become \xHH, so that no value can print a line that
+// looks like a record of its own. Statement texts keep their lines and tabs: each line after the
+// first is indented behind "  | ", where no record starts.
+std::string for_terminal(std::string_view v, bool lines = false) {
   std::string out;
   out.reserve(v.size());
   for (const char ch : v) {
     const auto c = static_cast<unsigned char>(ch);
-    if ((c < 0x20 && c != '\n' && c != '\t') || c == 0x7f) {
+    if (lines && c == '\n') {
+      out += "\n  | ";
+    } else if ((c < 0x20 && !(lines && c == '\t')) || c == 0x7f) {
       char esc[8];
       std::snprintf(esc, sizeof esc, "\\x%02x", c);
       out += esc;
@@ -297,7 +301,7 @@ std::string for_terminal(std::string_view v) {
 }
 
 std::string describe(const Record& r) {
-  auto f = [&](Field k) { return for_terminal(r.get(k)); };
+  auto f = [&](Field k) { return for_terminal(r.get(k), k == Field::Text); };
   switch (r.type) {
     case RecordType::SessionStart: {
       std::string groups, actors;

@@ -8,6 +8,7 @@
 #include "core/worker.h"
 #include "policy/parse_tree.h"
 #include "policy/rules.h"
+#include "policy/sqlcommenter.h"
 #include "protocol/sqlstate.h"
 
 namespace pgwarden::core {
@@ -84,7 +85,16 @@ void ApprovalStage::on_frontend(FrontendMessage& m) {
   // held INSERT of card numbers does not show them.
   const std::string_view prepared =
       !m.view.query && policy_ != nullptr ? policy_->statement_text(m.view.statement) : "";
-  const std::string_view shown = m.view.query ? m.view.text : prepared;
+  std::string_view shown = m.view.query ? m.view.text : prepared;
+  if (host_.caller().method == "mcp") {
+    // A tool call: approvers see the statement first and the call's intent beside it, not
+    // pgwarden's comment (a long intent there would push the statement out of what a
+    // notification shows).
+    const policy::CommentTags tags = policy::comment_tags(shown, true);
+    p.intent = masking_ != nullptr ? std::string(masking_->for_record(tags.intent)) : tags.intent;
+    p.tool = tags.tool;
+    shown = policy::after_mcp_comment(shown);
+  }
   p.statement = masking_ != nullptr ? std::string(masking_->for_record(shown)) : std::string(shown);
   if (!m.view.query) {
     p.statement = "(bind of prepared statement \"" + std::string(m.view.statement) + "\"" +

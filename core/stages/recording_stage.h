@@ -10,6 +10,7 @@
 
 #include "core/record_sink.h"
 #include "core/stages/stage.h"
+#include "policy/sqlcommenter.h"
 
 namespace pgwarden::core {
 
@@ -67,6 +68,8 @@ class RecordingStage final : public Stage, public DurabilityWaiter {
   std::uint64_t last_end_ = 0;  // strict: what must be durable before upstream bytes go
   std::string describe_error_;  // the failed Describe pgwarden sent before an Execute
   bool holding_ = false;
+  policy::CommentTags app_tags_;  // from the session's application_name
+  bool app_tags_read_ = false;
 };
 
 }  // namespace pgwarden::core

@@ -51,7 +51,7 @@ struct Caller {
   policy::Who who() const noexcept {
     return policy::Who{identity, &groups,
                        actors.empty() ? std::string_view() : std::string_view(actors.front()),
-                       nullptr};
+                       nullptr, &actors};
   }
 };
 

@@ -55,6 +55,15 @@ TEST(Agents, OnlyRulesForAgentsTakeAnAgentsSession) {
   EXPECT_TRUE(p->has_rule_for(Who{"ann", &analysts, "agent-7", nullptr}));
   EXPECT_EQ(p->match(Who{"ann", &analysts, "unknown-agent", nullptr})->name,
             "(no rule for this agent)");
+  // A chain: every agent in it must still be allowed for the user (after a reload, too).
+  const std::vector<std::string> allowed{"agent-7", "orchestrator"};
+  EXPECT_EQ(p->match(Who{"ann", &analysts, "agent-7", nullptr, &allowed})->name, "agents");
+  const std::vector<std::string> broken{"agent-7", "unknown-agent"};
+  EXPECT_EQ(p->match(Who{"ann", &analysts, "agent-7", nullptr, &broken})->name,
+            "(no rule for this agent)");
+  const std::vector<std::string> not_for_ann{"agent-7", "dba-bot"};
+  EXPECT_EQ(p->match(Who{"ann", &analysts, "agent-7", nullptr, &not_for_ann})->name,
+            "(no rule for this agent)");
 }
 
 TEST(Agents, MayActNamesWhoMayActForWhom) {
@@ -148,6 +157,31 @@ TEST(SqlCommenter, IntentAndTraceContextFromTheStatementsComment) {
   }
   const std::string big = "SELECT 1 /*intent='" + std::string(5000, 'a') + "'*/";
   EXPECT_EQ(comment_tags(big).intent.size(), kMaxTagValue);
+}
+
+TEST(SqlCommenter, ApplicationNameCarriesTheSessionsIntentAndTrace) {
+  const auto t = application_tags("nightly-report intent='month%20end',traceparent='00-ab-cd-01'");
+  EXPECT_EQ(t.intent, "month end");
+  EXPECT_EQ(t.traceparent, "00-ab-cd-01");
+  EXPECT_EQ(application_tags("app /*intent='x'*/").intent, "x");
+  // MCP keys are pgwarden's own: never taken from a client's application_name.
+  const auto m = application_tags("app mcp_session='s',tool='query',intent='y'");
+  EXPECT_EQ(m.intent, "y");
+  EXPECT_TRUE(m.mcp_session.empty());
+  EXPECT_TRUE(m.tool.empty());
+  for (const char* app :
+       {"", "psql", "my app", "app intent=unquoted", "app a='b' c='d'", "app intent='%zz'"}) {
+    EXPECT_TRUE(application_tags(app).empty()) << app;
+  }
+}
+
+TEST(SqlCommenter, TheStatementAfterTheMcpEndpointsComment) {
+  EXPECT_EQ(after_mcp_comment("/*mcp_session='a',intent='b%2A%2F'*/ DELETE FROM t"),
+            "DELETE FROM t");
+  EXPECT_EQ(after_mcp_comment("  /*x*/\n\tSELECT /* kept */ 1"), "SELECT /* kept */ 1");
+  EXPECT_EQ(after_mcp_comment("SELECT 1 /*intent='x'*/"), "SELECT 1 /*intent='x'*/");
+  EXPECT_EQ(after_mcp_comment("/* unterminated SELECT 1"), "/* unterminated SELECT 1");
+  EXPECT_EQ(after_mcp_comment(""), "");
 }
 
 }  // namespace

@@ -130,9 +130,29 @@ test('an agent acting for a DBA runs as the DBA\'s role under the agents\' rule:
   assert.equal(counted.traceparent, TRACE);
 });
 
+test('a wire client\'s application_name carries intent and trace context for its statements; a statement\'s own comment wins', async () => {
+  const token = await idp.token('ann@example.com', ['analysts']);
+  const c = new pg.Client({ host: '127.0.0.1', port: gw.port, user: 'ann@example.com', password: token, database: 'postgres',
+    application_name: `nightly-report intent='month%20end',traceparent='${TRACE}'` });
+  await c.connect();
+  await c.query('SELECT 41 AS from_app');
+  await c.query("SELECT 42 AS own /*intent='its%20own'*/");
+  await c.end();
+  await sleep(300);
+  const recs = await exported();
+  const fromApp = recs.find((r) => r.type === 'query' && /from_app/.test(r.text));
+  assert.equal(fromApp.intent, 'month end');
+  assert.equal(fromApp.traceparent, TRACE);
+  const own = recs.find((r) => r.type === 'query' && /AS own/.test(r.text));
+  assert.equal(own.intent, 'its own');
+  assert.equal(own.traceparent, TRACE);
+});
+
 test('replay shows what a caller wrote, escape sequences included, as text', async () => {
   const c = await connect('ann@example.com', await idp.token('ann@example.com', ['analysts']));
-  await c.query("SELECT 1 /*intent='weekly%20report%1B%5B2K%1B%5B1A%0D'*/");
+  await c.query("SELECT 1 /*intent='weekly%20report%1B%5B2K%1B%5B1A%0D%0A2026-01-01 00:00:00 +0.0s  QUERY    forged'*/");
+  // A statement's own lines are kept, indented where no record line starts.
+  await c.query('SELECT 2 /* multi\n2026-01-01 00:00:00 +0.0s  QUERY    forged too */');
   await c.end();
   await sleep(300);
   const rec = (await exported()).find((r) => r.type === 'query' && /weekly report/.test(r.intent || ''));
@@ -140,6 +160,13 @@ test('replay shows what a caller wrote, escape sequences included, as text', asy
     { maxBuffer: 64 << 20 }, (err, stdout) => (err ? reject(err) : resolve(stdout))));
   assert.match(out, /INTENT   weekly report\\x1b\[2K\\x1b\[1A\\x0d/);
   assert.ok(!out.includes('\x1b'), 'a raw escape character in replay');
+  assert.match(out, /weekly report\\x1b\[2K\\x1b\[1A\\x0d\\x0a2026-01-01/);
+  assert.match(out, /SELECT 2 \/\* multi\n  \| 2026-01-01 00:00:00 \+0\.0s  QUERY    forged too/);
+  // Every line is a record (it starts with its time) or indented under one: nothing forged.
+  for (const line of out.split('\n').filter((l) => l !== '')) {
+    assert.match(line, /^(\d{4}-\d\d-\d\d[ T]| )/, `a line no record starts: ${line}`);
+    assert.ok(!line.startsWith('2026-01-01'), `a forged record line: ${line}`);
+  }
 });
 
 test('agents the policy does not let act for the user are refused at login, and so is every actor in a chain', async () => {

@@ -260,7 +260,9 @@ test('an agent acting for a user: both recorded, the agents\' rule applies; a he
   assert.equal(start.identity, 'wes@example.com');
   // Wes himself (the writers' rule): his DELETE waits for a DBA, who approves it on the admin API.
   const { client: wes } = await connectClient(await mcpToken('wes@example.com', ['writers']));
-  const pending = wes.callTool({ name: 'query', arguments: { sql: 'DELETE FROM mcpt.people WHERE id = 3', intent: 'remove a duplicate' } });
+  // A long intent does not push the statement out of what approvers are shown.
+  const intent = 'remove a duplicate ' + 'x'.repeat(950);
+  const pending = wes.callTool({ name: 'query', arguments: { sql: 'DELETE FROM mcpt.people WHERE id = 3', intent } });
   const dba = await idp.token('dana@example.com', ['dba-oncall']);
   let held;
   for (let i = 0; i < 100 && !held; i++) {
@@ -269,7 +271,9 @@ test('an agent acting for a user: both recorded, the agents\' rule applies; a he
   }
   assert.ok(held, 'the tool call\'s statement is held');
   assert.equal(held.identity, 'wes@example.com');
-  assert.match(held.statement, /intent='remove%20a%20duplicate'/, 'the approver sees the intent');
+  assert.equal(held.statement, 'DELETE FROM mcpt.people WHERE id = 3', 'the statement, first and whole');
+  assert.equal(held.intent, intent, 'the approver sees the intent beside it');
+  assert.equal(held.tool, 'query');
   assert.equal((await adminCall(gw, 'POST', `/api/v1/approvals/${held.id}/approve`, { token: dba, body: { reason: 'ok' } })).status, 200);
   const done = await pending;
   assert.equal(done.isError, false, JSON.stringify(done));
