@@ -28,7 +28,6 @@ struct McpSession {
   policy::CallerIdentity who;
   std::string client_name, client_version, protocol;
   std::timed_mutex mu;  // one tool call at a time
-  std::unique_ptr<PgLink> link;
   std::uint64_t calls = 0;
   std::atomic<std::int64_t> last_used{0};  // milliseconds (steady clock)
 };
@@ -53,6 +52,26 @@ std::int64_t now_ms() {
 bool same_caller(const policy::CallerIdentity& a, const policy::CallerIdentity& b) {
   return a.principal == b.principal && a.actors == b.actors && a.groups == b.groups &&
          a.identity == b.identity && a.client_id == b.client_id;
+}
+
+// Who a pooled connection's session is for: a connection passes between callers only through
+// a handover (a new login, a new recorded session), never between tokens that differ.
+std::string caller_key(const policy::CallerIdentity& c) {
+  std::string k = c.principal + '\x1f' + c.identity + '\x1f' + c.client_id;
+  for (const auto& a : c.actors) k += "\x1f" + a;
+  k += '\x1e';
+  for (const auto& g : c.groups) k += "\x1f" + g;
+  return k;
+}
+
+policy::AuthenticatedCaller internal_caller(const policy::CallerIdentity& who) {
+  policy::AuthenticatedCaller c;
+  c.identity = who.identity;
+  c.groups = who.groups;
+  c.principal = who.principal;
+  c.actors = who.actors;
+  c.client_id = who.client_id;
+  return c;
 }
 
 std::string random_id() {
@@ -321,7 +340,9 @@ std::string text_error(std::string_view message) {
 }  // namespace
 
 McpServer::McpServer(Control& control, McpOptions options)
-    : control_(control), options_(std::move(options)) {
+    : control_(control),
+      options_(std::move(options)),
+      pool_(options_.pool_per_role, options_.pool_idle_ms) {
   options_.jwt.audiences = {options_.url};
   const std::size_t scheme = options_.url.find("://");
   const std::size_t slash =
@@ -615,28 +636,38 @@ void McpServer::post(const httplib::Request& req, httplib::Response& res) {
                                                 "MCP session is still running")));
   }
   const std::uint64_t ordinal = ++session->calls;
-  if (session->link == nullptr || !session->link->usable()) {
-    session->link.reset();
-    policy::AuthenticatedCaller c;
-    c.identity = who->identity;
-    c.groups = who->groups;
-    c.principal = who->principal;
-    c.actors = who->actors;
-    c.client_id = who->client_id;
-    const auto login = options_.logins->issue(std::move(c), now_s());
-    const policy::RoleMapping* m = options_.auth->map_groups(who->groups);
-    if (!login || m == nullptr) {
+  const policy::RoleMapping* m = options_.auth->map_groups(who->groups);
+  if (m == nullptr) {
+    return json_reply(res, 200,
+                      rpc_result(id, text_error("pgwarden MCP: no role mapping for your groups")));
+  }
+  const std::string database = m->database.empty() ? "postgres" : m->database;
+  const std::string pool_key = m->role + '\0' + database;
+  const std::string caller = caller_key(*who);
+  // A connection of the pool: this caller's own, or another's that passes to this caller (a
+  // one-time login of theirs; pgwarden resets the session); else a new one.
+  LinkPool::Lease lease = pool_.take(pool_key, caller);
+  std::unique_ptr<PgLink> link = std::move(lease.link);
+  if (link != nullptr && lease.caller != caller) {
+    const auto login = options_.logins->issue(internal_caller(*who), now_s());
+    if (!login || !link->hand_over(
+                      policy::InternalLogins::handover_token(login->first, login->second), error)) {
+      PGW_INFO("mcp: session %s: a pooled connection did not pass to %s (%s); opening another",
+               sid.c_str(), who->identity.c_str(), error.c_str());
+      link.reset();
+    }
+  }
+  if (link == nullptr) {
+    const auto login = options_.logins->issue(internal_caller(*who), now_s());
+    if (!login) {
       return json_reply(res, 200,
                         rpc_result(id, text_error("pgwarden MCP: cannot open a session now")));
     }
-    PgLink::Params p{options_.gateway_host,
-                     options_.gateway_port,
-                     login->first,
-                     login->second,
-                     m->database.empty() ? "postgres" : m->database,
-                     ("mcp " + session->client_name + "/" + session->client_version).substr(0, 63)};
-    session->link = PgLink::connect(p, error);
-    if (session->link == nullptr) {
+    const PgLink::Params p{
+        options_.gateway_host, options_.gateway_port, login->first, login->second, database,
+        "pgwarden MCP"};
+    link = PgLink::connect(p, error);
+    if (link == nullptr) {
       PGW_WARN("mcp: session %s: login through the gateway failed: %s", sid.c_str(), error.c_str());
       // The server's refusal (locked, not allowed...) without where pgwarden listens.
       const std::size_t fatal = error.find("FATAL:");
@@ -647,6 +678,14 @@ void McpServer::post(const httplib::Request& req, httplib::Response& res) {
                                                         "session through the gateway")));
     }
   }
+  // Back to the pool after the call, whatever it returns (unless it broke the connection).
+  struct GiveBack {
+    LinkPool& pool;
+    const std::string& key;
+    const std::string& caller;
+    std::unique_ptr<PgLink>& link;
+    ~GiveBack() { pool.give_back(key, caller, std::move(link)); }
+  } give_back{pool_, pool_key, caller, link};
   // What the recording keeps beside the statement (pgwarden's own comment, read only from
   // sessions of MCP logins, where it comes first).
   std::string comment = "/*mcp_session='" + sid + "',mcp_call='" + std::to_string(ordinal) +
@@ -657,14 +696,18 @@ void McpServer::post(const httplib::Request& req, httplib::Response& res) {
   if (!tracestate.empty()) comment += ",tracestate='" + url_encode(tracestate) + "'";
   if (!call->arguments.empty())
     comment += ",arguments='" + url_encode(call->arguments.substr(0, 1000)) + "'";
+  if (!session->client_name.empty()) {
+    comment +=
+        ",mcp_client='" + url_encode(session->client_name + "/" + session->client_version) + "'";
+  }
   comment += "*/ ";
   if (!call->probe.empty()) {
     const SqlResult probe =
-        session->link->run(comment + call->probe, {}, 0, 0, options_.call_timeout_s * 1000);
+        link->run(comment + call->probe, {}, 0, 0, options_.call_timeout_s * 1000);
     if (!probe.ok) return json_reply(res, 200, rpc_result(id, tool_result(probe)));
   }
-  const SqlResult r = session->link->run(comment + call->sql, call->params, call->max_rows,
-                                         options_.max_result_bytes, options_.call_timeout_s * 1000);
+  const SqlResult r = link->run(comment + call->sql, call->params, call->max_rows,
+                                options_.max_result_bytes, options_.call_timeout_s * 1000);
   session->last_used = now_ms();
   return json_reply(res, 200, rpc_result(id, tool_result(r)));
 }

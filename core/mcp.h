@@ -3,7 +3,8 @@
 // endpoint's URL, RFC 9728 metadata), and four tools — query, explain, list_tables,
 // describe_table — whose SQL runs through a pgwarden session of the caller's own (identity,
 // agent, role, policy, approvals, masking, recording), logged in with a one-time internal login.
-// Each MCP session is bound to its token's subject and agents and keeps one such connection.
+// Each MCP session is bound to its token's subject and agents; calls share pooled connections
+// (core/mcp_link.h), each passing to the call's caller before it runs.
 #pragma once
 
 #include <atomic>
@@ -14,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "core/mcp_link.h"
 #include "policy/jwt.h"
 
 namespace httplib {
@@ -41,10 +43,12 @@ struct McpOptions {
   std::string gateway_host;                  // pgwarden's listener, for the internal logins
   int gateway_port = 0;
   unsigned max_sessions = 64;
-  unsigned max_calls = 32;            // tool calls running at once (half the admin connections)
-  int call_timeout_s = 60;            // a tool call (a held statement waits at most this long)
-  std::int64_t idle_timeout_s = 900;  // an MCP session unused this long ends
-  std::size_t max_rows = 1000;        // the most a call may ask for (default 100)
+  unsigned pool_per_role = 4;          // idle connections kept per mapped role and database
+  std::int64_t pool_idle_ms = 60'000;  // an idle pooled connection is closed after this
+  unsigned max_calls = 32;             // tool calls running at once (half the admin connections)
+  int call_timeout_s = 60;             // a tool call (a held statement waits at most this long)
+  std::int64_t idle_timeout_s = 900;   // an MCP session unused this long ends
+  std::size_t max_rows = 1000;         // the most a call may ask for (default 100)
   std::size_t max_result_bytes = 256 * 1024;
 };
 
@@ -73,6 +77,7 @@ class McpServer {
   std::map<std::string, std::shared_ptr<McpSession>> sessions_;
   std::atomic<unsigned> in_flight_{0};
   std::map<std::string, unsigned> calls_of_;  // tool calls running or waiting, by principal
+  LinkPool pool_;                             // connections the calls share
 };
 
 }  // namespace pgwarden::core

@@ -107,7 +107,13 @@ void PgLink::drain(SqlResult& out, std::size_t max_rows, std::size_t max_bytes,
     while (PQisBusy(conn_)) {
       if (!wait_readable(deadline) || PQconsumeInput(conn_) == 0) {
         out.timed_out = now_ms() >= deadline;
-        if (!out.timed_out) broken_ = true;
+        if (!out.timed_out) {
+          broken_ = true;
+          out.ok = false;
+          out.sqlstate = "08006";
+          out.message = "pgwarden MCP: the connection through the gateway was lost: " +
+                        clipped(PQerrorMessage(conn_), kMaxMessageBytes);
+        }
         return;
       }
     }
@@ -178,6 +184,86 @@ void PgLink::drain(SqlResult& out, std::size_t max_rows, std::size_t max_bytes,
     }
     PQclear(r);
   }
+}
+
+bool PgLink::alive() {
+  if (!usable() || PQtransactionStatus(conn_) != PQTRANS_IDLE) return false;
+  // An idle session has nothing to say but its end (idle timeout, an administrator's kill or
+  // lock, a notification of a LISTEN): whatever arrived, the link is not lent again.
+  pollfd p{PQsocket(conn_), POLLIN, 0};
+  if (::poll(&p, 1, 0) != 0) broken_ = true;
+  return !broken_;
+}
+
+bool PgLink::hand_over(const std::string& token, std::string& error) {
+  SqlResult out;
+  // A simple Query of its own, as pgwarden takes pgwarden.token.
+  if (PQsendQuery(conn_, ("SET pgwarden.token = '" + token + "'").c_str()) == 0) {
+    broken_ = true;
+    error = clipped(PQerrorMessage(conn_), kMaxMessageBytes);
+    return false;
+  }
+  drain(out, 0, 0, now_ms() + 5000);
+  notices_.clear();
+  if (!out.ok || out.timed_out || !usable()) {
+    broken_ = true;
+    error = out.message.empty() ? "no answer" : out.message;
+    return false;
+  }
+  return true;
+}
+
+LinkPool::Lease LinkPool::take(const std::string& key, const std::string& caller) {
+  for (;;) {
+    Idle got;
+    std::vector<Idle> expired;
+    {
+      std::lock_guard lock(mu_);
+      const auto it = idle_.find(key);
+      if (it == idle_.end()) return {};
+      auto& v = it->second;
+      const std::int64_t now = now_ms();
+      for (auto i = v.begin(); i != v.end();) {
+        if (now - i->since_ms > idle_ms_) {
+          expired.push_back(std::move(*i));
+          i = v.erase(i);
+        } else {
+          ++i;
+        }
+      }
+      // The caller's own, else the most recently used (the last is the newest).
+      auto pick =
+          std::find_if(v.rbegin(), v.rend(), [&](const Idle& x) { return x.caller == caller; });
+      if (pick == v.rend()) pick = v.rbegin();
+      if (pick != v.rend()) {
+        got = std::move(*pick);
+        v.erase(std::next(pick).base());
+      }
+      if (v.empty()) idle_.erase(it);
+    }
+    expired.clear();  // closed outside the lock
+    if (got.link == nullptr) return {};
+    if (got.link->alive()) return {std::move(got.link), std::move(got.caller)};
+  }
+}
+
+void LinkPool::give_back(const std::string& key, std::string caller, std::unique_ptr<PgLink> link) {
+  if (link == nullptr || per_key_ == 0 || !link->alive()) return;
+  std::unique_ptr<PgLink> dropped;
+  std::lock_guard lock(mu_);
+  auto& v = idle_[key];
+  if (v.size() >= per_key_) {
+    dropped = std::move(v.front().link);  // the least recently used goes
+    v.erase(v.begin());
+  }
+  v.push_back(Idle{std::move(link), std::move(caller), now_ms()});
+}
+
+std::size_t LinkPool::idle() const {
+  std::lock_guard lock(mu_);
+  std::size_t n = 0;
+  for (const auto& [k, v] : idle_) n += v.size();
+  return n;
 }
 
 SqlResult PgLink::run(const std::string& sql, const std::vector<std::optional<std::string>>& params,

@@ -41,18 +41,7 @@ Session::Session(Worker& worker, int client_fd, std::int64_t now_ns)
   client_.fd = client_fd;
   last_activity_ns_ = started_ns_ = now_ns;
   session_id_ = worker.new_session_id();
-  if (RecordSink* sink = worker.services().recorder; sink != nullptr) {
-    recording_ = std::make_unique<RecordingStage>(*this, *sink, masking_);
-    recording_->set_rows(worker.config().record_rows);
-  }
-  policy_.set_masking(&masking_);
-  approvals_.set_masking(&masking_);
-  approvals_.set_policy(&policy_);
-  all_.add(&role_guard_);
-  all_.add(&policy_);
-  all_.add(&masking_);
-  all_.add(&approvals_);
-  if (recording_) all_.add(recording_.get());
+  link_stages();
   std::uint64_t r[2] = {0, 0};
   if (::getrandom(r, sizeof r, 0) != sizeof r) r[0] = session_id_ * 0x9E3779B97F4A7C15ull;
   char name[64];
@@ -65,6 +54,24 @@ Session::Session(Worker& worker, int client_fd, std::int64_t now_ns)
 }
 
 Session::~Session() = default;
+
+// The stages' links to each other, and a recording for the session in force (again when a pooled
+// session passes to another caller: session_handover.cc).
+void Session::link_stages() {
+  if (RecordSink* sink = w_.services().recorder; sink != nullptr) {
+    recording_ = std::make_unique<RecordingStage>(*this, *sink, masking_);
+    recording_->set_rows(w_.config().record_rows);
+  }
+  policy_.set_masking(&masking_);
+  approvals_.set_masking(&masking_);
+  approvals_.set_policy(&policy_);
+  all_ = Chain{};
+  all_.add(&role_guard_);
+  all_.add(&policy_);
+  all_.add(&masking_);
+  all_.add(&approvals_);
+  if (recording_) all_.add(recording_.get());
+}
 
 // Which stages act now. Without a policy the policy stage judges nothing, approvals hold nothing
 // and masking masks nothing (a masking stage still owed replies to its own requests stays in

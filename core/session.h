@@ -163,7 +163,15 @@ class alignas(16) Session final : public StageHost {
   void send_startup_upstream();
   void connect_upstream();
   void on_ready();
+  void start_recording();
   void record_end();
+  void link_stages();
+
+  // An internal (MCP endpoint) session passes to the endpoint's next caller (session_handover.cc).
+  void hand_over(const protocol::FrontendView& v, std::string_view login);
+  // Replies to pgwarden's own reset of a pooled session: dropped (a failure ends the session).
+  protocol::Next on_reset_reply(const BackendMessage& m);
+  void reset_upstream(bool discard);
 
   // The ready phase (session_ready.cc).
   protocol::Next on_ready_frontend(const protocol::Fragment& f);

@@ -7,6 +7,7 @@
 #include "core/log.h"
 #include "core/session.h"
 #include "core/worker.h"
+#include "policy/internal_login.h"
 #include "policy/token_setting.h"
 #include "protocol/messages.h"
 #include "protocol/sqlstate.h"
@@ -96,7 +97,12 @@ Next Session::on_frontend_message(const pr::Fragment& f, pr::Bytes whole) {
     std::string_view token;
     const policy::TokenSetting setting = policy::token_setting(v.text, token);
     if (setting != policy::TokenSetting::None) {
-      on_token_setting(v, setting == policy::TokenSetting::Refresh ? token : std::string_view());
+      if (setting == policy::TokenSetting::Refresh && auth_.internal() &&
+          token.starts_with(policy::InternalLogins::kHandoverPrefix)) {
+        hand_over(v, token);
+      } else {
+        on_token_setting(v, setting == policy::TokenSetting::Refresh ? token : std::string_view());
+      }
       retire();
       if (closing_ || finishing_) return Next::Stop;
       return model_.input_barrier() ? pause_input(Pause::Barrier, {}, rest) : Next::Continue;
@@ -302,8 +308,12 @@ Next Session::on_ready_backend(const pr::Fragment& f) {
   m.whole = whole;
   m.size = f.size;
   m.event = &ev;
-  if (ev.request != nullptr && ev.request->origin == pr::Origin::StandIn &&
-      m.type == pr::be::kErrorResponse) {
+  if (ev.request != nullptr && ev.request->origin == pr::Origin::Gateway &&
+      ev.request->owner == kOwnerSession) {
+    if (on_reset_reply(m) == Next::Stop) return Next::Stop;
+    if (m.type != pr::be::kParameterStatus) m.verdict = Verdict::Drop;
+  } else if (ev.request != nullptr && ev.request->origin == pr::Origin::StandIn &&
+             m.type == pr::be::kErrorResponse) {
     // The stand-in of a refused message failed, as meant: the client gets the refusal.
     const std::string_view tag = ev.request->tag_text;
     refusal_out_.clear();
@@ -311,7 +321,9 @@ Next Session::on_ready_backend(const pr::Fragment& f) {
     m.verdict = Verdict::Replace;
     m.out = refusal_out_;
   }
-  for (Stage* s : back_) s->on_backend(m);
+  if (m.verdict != Verdict::Drop) {
+    for (Stage* s : back_) s->on_backend(m);
+  }
   switch (m.verdict) {
     case Verdict::Replace:
       queue_copy(Peer::Client, m.out);

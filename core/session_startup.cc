@@ -181,17 +181,21 @@ void Session::on_ready() {
     state_ = SessionState::Ready;
     role_guard_.set_enabled(auth_.guards_role());
     build_chains();
+    if (auth_.internal()) reset_upstream(false);  // say who the pooled session's caller is
   }
-  if (recording_) {
-    std::string client = "?";
-    sockaddr_storage ss{};
-    socklen_t len = sizeof ss;
-    if (::getpeername(client_.fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
-      client = format_address(reinterpret_cast<sockaddr*>(&ss), len);
-    }
-    recording_->record_start(client, client_.tls ? client_.tls->describe() : std::string("none"),
-                             auth_.replication_rule());
+  start_recording();
+}
+
+void Session::start_recording() {
+  if (!recording_) return;
+  std::string client = "?";
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (::getpeername(client_.fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
+    client = format_address(reinterpret_cast<sockaddr*>(&ss), len);
   }
+  recording_->record_start(client, client_.tls ? client_.tls->describe() : std::string("none"),
+                           auth_.replication_rule());
 }
 
 // A replication connection: every message goes on unchanged (COPY both ways, WAL, archives);

@@ -34,6 +34,22 @@ std::optional<std::pair<std::string, std::string>> InternalLogins::issue(Authent
   return std::make_pair(std::move(user), password);
 }
 
+std::string InternalLogins::handover_token(std::string_view user, std::string_view password) {
+  if (!user.starts_with(kUserPrefix)) return {};
+  return std::string(kHandoverPrefix) + std::string(user.substr(kUserPrefix.size())) + "." +
+         std::string(password);
+}
+
+std::optional<std::pair<std::string, std::string>> InternalLogins::from_handover_token(
+    std::string_view token) {
+  if (!token.starts_with(kHandoverPrefix)) return std::nullopt;
+  token.remove_prefix(kHandoverPrefix.size());
+  const std::size_t dot = token.find('.');
+  if (dot == std::string_view::npos || dot == 0 || dot + 1 == token.size()) return std::nullopt;
+  return std::make_pair(std::string(kUserPrefix) + std::string(token.substr(0, dot)),
+                        std::string(token.substr(dot + 1)));
+}
+
 std::optional<AuthenticatedCaller> InternalLogins::take(std::string_view user,
                                                         std::string_view password,
                                                         std::int64_t now) {

@@ -21,6 +21,14 @@ class InternalLogins {
   static constexpr std::string_view kUserPrefix = "pgwarden-mcp:";
   static constexpr std::int64_t kValidSeconds = 10;
   static constexpr std::size_t kMaxPending = 1024;
+  // A pooled session of the endpoint passes to its next caller with a login of theirs, sent as
+  // SET pgwarden.token = '<kHandoverPrefix><user without kUserPrefix>.<password>' (the
+  // characters a token may have; a JWT never starts so).
+  static constexpr std::string_view kHandoverPrefix = "pgwarden-mcp-handover.";
+  static std::string handover_token(std::string_view user, std::string_view password);
+  // {user, password} of a handover token (nullopt when it is not one).
+  static std::optional<std::pair<std::string, std::string>> from_handover_token(
+      std::string_view token);
 
   // {user, password} that log `caller` in once before now + kValidSeconds (its `mapping` is
   // chosen at login); nullopt when too many logins are pending.

@@ -62,6 +62,7 @@ bool parse_pairs(std::string_view body, CommentTags& tags, bool mcp) {
       if (key == "jsonrpc_id") tags.jsonrpc_id = value;
       if (key == "tool") tags.tool = value;
       if (key == "arguments") tags.arguments = value;
+      if (key == "mcp_client") tags.mcp_client = value;
     }
     i = j + 1;
     while (i < body.size() && space(body[i])) ++i;

@@ -13,7 +13,7 @@ struct CommentTags {
   std::string intent, traceparent, tracestate;
   // Written by pgwarden's MCP endpoint (read only for its own sessions): the MCP session, the
   // call's ordinal in it, the JSON-RPC id, the tool and its arguments (JSON).
-  std::string mcp_session, mcp_call, jsonrpc_id, tool, arguments;
+  std::string mcp_session, mcp_call, jsonrpc_id, tool, arguments, mcp_client;
   bool empty() const noexcept {
     return intent.empty() && traceparent.empty() && tracestate.empty() && mcp_session.empty();
   }

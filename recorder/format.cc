@@ -206,6 +206,8 @@ const char* field_name(Field f) {
       return "tool";
     case Field::Arguments:
       return "arguments";
+    case Field::McpClient:
+      return "mcp_client";
   }
   return "unknown";
 }

@@ -90,6 +90,7 @@ enum class Field : std::uint8_t {
   JsonRpcId = 51,   // the tools/call request's JSON-RPC id
   Tool = 52,        // the tool called
   Arguments = 53,   // the tool's arguments (JSON; the SQL is the statement's text)
+  McpClient = 54,   // the MCP client (initialize's clientInfo: name/version)
 };
 const char* field_name(Field f);
 

@@ -322,7 +322,8 @@ std::string describe(const Record& r) {
       std::string call;
       if (!f(Field::Tool).empty()) {
         call = "TOOL     " + f(Field::Tool) + " (MCP session " + f(Field::McpSession) + ", call #" +
-               f(Field::McpCall) + ", id " + f(Field::JsonRpcId) + ")" +
+               f(Field::McpCall) + ", id " + f(Field::JsonRpcId) +
+               (f(Field::McpClient).empty() ? "" : ", client " + f(Field::McpClient)) + ")" +
                (f(Field::Arguments).empty() ? "" : " " + f(Field::Arguments)) + "\n  ";
       }
       if (!f(Field::Intent).empty()) call += "INTENT   " + f(Field::Intent) + "\n  ";

@@ -475,11 +475,13 @@ bool AuthStage::start_upstream(const policy::AuthenticatedCaller& caller) {
   if (database.empty()) database = m.role;
   caller_.role = m.role;
   caller_.upstream_database = database;
-  // The caller's identity reaches PostgreSQL's own logs and pg_stat_activity.
-  params.emplace_back("application_name", clip_name(caller_.identity + " via pgwarden" +
-                                                    (app.empty() ? "" : " (" + app + ")")));
+  // The caller's identity reaches PostgreSQL's own logs and pg_stat_activity. (A pooled session
+  // of the MCP endpoint passes from caller to caller: its startup values name none of them, so
+  // that RESET never brings back another's; it sets them once ready, as after each handover.)
+  params.emplace_back("application_name", internal_ ? std::string("pgwarden MCP endpoint (pooled)")
+                                                    : upstream_application(app));
   // And, if configured, a custom setting the database side can read: current_setting('NAME').
-  if (!w.config().identity_guc.empty()) {
+  if (!w.config().identity_guc.empty() && !internal_) {
     params.emplace_back(w.config().identity_guc, caller_.identity);
   }
   params.emplace_back("user", m.role);
@@ -491,6 +493,11 @@ bool AuthStage::start_upstream(const policy::AuthenticatedCaller& caller) {
       std::make_unique<pr::UpstreamAuth>(m.role, w.auth()->upstream_passwords.find(m.role)->second);
   s_.connect_upstream();
   return true;
+}
+
+std::string AuthStage::upstream_application(std::string_view app) const {
+  return clip_name(caller_.identity + " via pgwarden" +
+                   (app.empty() ? "" : " (" + std::string(app) + ")"));
 }
 
 Next AuthStage::on_upstream_message(const pr::Fragment& f) {

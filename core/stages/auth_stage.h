@@ -51,6 +51,17 @@ class AuthStage {
   bool gateway() const noexcept { return client_auth_ != nullptr; }
   bool authenticated() const noexcept { return caller_.gateway; }
   bool guards_role() const noexcept { return guard_role_; }
+  // One of pgwarden's own logins (the MCP endpoint's).
+  bool internal() const noexcept { return internal_; }
+  // A pooled internal session passes to the endpoint's next caller (session_handover.cc): the
+  // caller of one-time login `token`, who must map to this session's role and database (nullopt
+  // with `why` set when not); then adopt() makes it the session's caller, with the checks of a
+  // login (false: refused, the session is failing).
+  std::optional<policy::AuthenticatedCaller> handover_caller(std::string_view token,
+                                                             std::string& why);
+  bool adopt(const policy::AuthenticatedCaller& c);
+  // What PostgreSQL's application_name says for the caller (its identity, via pgwarden).
+  std::string upstream_application(std::string_view app) const;
   // A replication connection a policy rule allowed: the rule's name (else empty).
   const std::string& replication_rule() const noexcept { return replication_rule_; }
   const Caller& caller() const noexcept { return caller_; }

@@ -67,6 +67,7 @@ void RecordingStage::add_comment_tags(rec::Payload& p, std::string_view sql) {
         .add(rec::Field::McpCall, tags.mcp_call)
         .add(rec::Field::JsonRpcId, tags.jsonrpc_id)
         .add(rec::Field::Tool, tags.tool);
+    if (!tags.mcp_client.empty()) p.add(rec::Field::McpClient, tags.mcp_client);
     if (!tags.arguments.empty()) p.add(rec::Field::Arguments, masking_.for_record(tags.arguments));
   }
   if (!tags.intent.empty()) p.add(rec::Field::Intent, masking_.for_record(tags.intent));

@@ -95,6 +95,7 @@ struct BackendMessage {
 // Owners of pgwarden's own upstream requests (Request::owner).
 inline constexpr std::uint8_t kOwnerMasking = 1;
 inline constexpr std::uint8_t kOwnerPolicy = 2;
+inline constexpr std::uint8_t kOwnerSession = 3;  // the reset of a pooled session (handover)
 
 // What a stage may ask of its session.
 class StageHost {

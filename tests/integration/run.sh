@@ -123,7 +123,7 @@ unix_socket_upstream() {
 
 # PGW_NODE_SUITES="gateway_auth tls" narrows the node suites (for local iteration).
 suites=()
-for s in ${PGW_NODE_SUITES:-hostile clients lifecycle gateway_auth tls upstream_tls recorder policy judgement replication masking masking_values masking_computed pipeline admin agents mcp}; do
+for s in ${PGW_NODE_SUITES:-hostile clients lifecycle gateway_auth tls upstream_tls recorder policy judgement replication masking masking_values masking_computed pipeline admin agents mcp mcp_pool}; do
   suites+=("$here/node/$s.test.mjs")
 done
 node_suites() {

@@ -170,7 +170,9 @@ test('the SDK: initialize, list tools, query with intent and trace context; rows
   assert.equal(start.identity, 'ann@example.com');
   assert.equal(start.auth_method, 'mcp');
   assert.equal(start.role, 'mcp_reader');
-  assert.match(start.application_name, /claude-test/);
+  // Connections are pooled: the MCP client is named with each call, not by the session.
+  assert.equal(start.application_name, 'pgwarden MCP');
+  assert.equal(q.mcp_client, 'claude-test/1.0.0');
 });
 
 test('escapes come back isError with nothing changed: DROP, COMMIT; INSERT, BEGIN; a write under a read-only rule', async () => {
