@@ -3,8 +3,11 @@
 # PostgreSQL 15, one pgwarden with gateway authentication, a policy rule, a masking profile and
 # batch recording, then interleaved rounds of N sequential `query` calls through the MCP endpoint
 # (the official SDK's Streamable HTTP client) and N sequential executions of the same statement
-# through pgwarden's SQL listener (node `pg`, the same identity). Reports calls per second, the
-# median and p95 latency per call, the added latency, and pgwarden's CPU per call.
+# through pgwarden's SQL listener (node `pg`, the same identity); also the bare HTTP call by two
+# callers in turn (each call's pooled connection passes from the other caller: a handover per
+# call) and against a second pgwarden with --mcp-pool 0 (a login and a connection per call).
+# Reports calls per second, the median and p95 latency per call, the added latency, and
+# pgwarden's CPU per call.
 #   bench/mcp_bench.sh [--rounds R] [--calls N]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)

@@ -99,6 +99,16 @@ TEST(FlagsTest, OidcKeySourcesAndIdentitySetting) {
   EXPECT_NE(no_issuer.message.find("--oidc-issuer"), std::string::npos) << no_issuer.message;
 }
 
+TEST(FlagsTest, McpPool) {
+  EXPECT_EQ(parse_flags({"--upstream", "127.0.0.1:5432"}).config.mcp_pool, 4u);
+  const ParsedFlags p = parse_flags({"--upstream", "127.0.0.1:5432", "--mcp-pool", "0"});
+  ASSERT_FALSE(p.exit_now) << p.message;
+  EXPECT_EQ(p.config.mcp_pool, 0u);
+  const ParsedFlags big = parse_flags({"--upstream", "127.0.0.1:5432", "--mcp-pool", "999"});
+  EXPECT_TRUE(big.exit_now);
+  EXPECT_NE(big.message.find("--mcp-pool"), std::string::npos);
+}
+
 TEST(FlagsTest, HelpAndVersionExitCleanly) {
   EXPECT_EQ(parse_flags({"--help"}).exit_code, 0);
   EXPECT_NE(parse_flags({"--help"}).message.find("--upstream"), std::string::npos);

@@ -2,6 +2,7 @@
 // sessions, and how `SET pgwarden.token` is told apart from every other text naming the setting.
 #include <gtest/gtest.h>
 
+#include "policy/internal_login.h"
 #include "policy/rules.h"
 #include "policy/sqlcommenter.h"
 #include "policy/token_setting.h"
@@ -157,6 +158,36 @@ TEST(SqlCommenter, IntentAndTraceContextFromTheStatementsComment) {
   }
   const std::string big = "SELECT 1 /*intent='" + std::string(5000, 'a') + "'*/";
   EXPECT_EQ(comment_tags(big).intent.size(), kMaxTagValue);
+}
+
+TEST(InternalLogins, HandoverTokensCarryAOneTimeLoginOnce) {
+  InternalLogins logins;
+  AuthenticatedCaller c;
+  c.identity = "wes@example.com";
+  const auto login = logins.issue(c, 1000);
+  ASSERT_TRUE(login.has_value());
+  const std::string token = InternalLogins::handover_token(login->first, login->second);
+  ASSERT_TRUE(token.starts_with(InternalLogins::kHandoverPrefix));
+  // Only characters a pgwarden.token setting may carry.
+  EXPECT_EQ(
+      token.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_."),
+      std::string::npos);
+  const auto back = InternalLogins::from_handover_token(token);
+  ASSERT_TRUE(back.has_value());
+  EXPECT_EQ(back->first, login->first);
+  EXPECT_EQ(back->second, login->second);
+  EXPECT_EQ(logins.take(back->first, back->second, 1001)->identity, "wes@example.com");
+  EXPECT_FALSE(logins.take(back->first, back->second, 1001).has_value()) << "used once";
+  for (const char* bad :
+       {"", "eyJhbGciOi.x.y", "pgwarden-mcp-handover.", "pgwarden-mcp-handover.abc",
+        "pgwarden-mcp-handover..pw", "pgwarden-mcp-handover.abc."}) {
+    EXPECT_FALSE(InternalLogins::from_handover_token(bad).has_value()) << bad;
+  }
+  EXPECT_TRUE(InternalLogins::handover_token("someone", "pw").empty());
+  // Expired logins are refused.
+  const auto old = logins.issue(c, 1000);
+  EXPECT_FALSE(
+      logins.take(old->first, old->second, 1000 + InternalLogins::kValidSeconds).has_value());
 }
 
 TEST(SqlCommenter, ApplicationNameCarriesTheSessionsIntentAndTrace) {
