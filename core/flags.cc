@@ -121,6 +121,7 @@ Identity-aware PostgreSQL gateway. Clients connect to --listen; every session is
   --mcp-max-sessions N        concurrent MCP sessions (default 64)
   --mcp-pool N                idle connections tool calls share, per mapped role; a connection
                               passes between callers with DISCARD ALL (default 4; 0: none kept)
+  --mcp-pool-idle SECS        an idle pooled connection is closed after this (default 60)
   --mcp-call-timeout SECS     a tool call, approval wait included, is canceled after this
                               (default 60)
   --approval-timeout SECS     a statement held for approval is refused after this (default 300)
@@ -233,6 +234,8 @@ ParsedFlags parse_flags(const std::vector<std::string>& args) {
          c.mcp_max_sessions = parse_count("--mcp-max-sessions", v, 4096);
        }},
       {"--mcp-pool", [&](const std::string& v) { c.mcp_pool = parse_count("--mcp-pool", v, 256); }},
+      {"--mcp-pool-idle",
+       [&](const std::string& v) { c.mcp_pool_idle_s = parse_seconds("--mcp-pool-idle", v); }},
       {"--mcp-call-timeout",
        [&](const std::string& v) {
          c.mcp_call_timeout_s = parse_seconds("--mcp-call-timeout", v);

@@ -343,6 +343,17 @@ McpServer::McpServer(Control& control, McpOptions options)
     : control_(control),
       options_(std::move(options)),
       pool_(options_.pool_per_role, options_.pool_idle_ms) {
+  janitor_ = std::jthread([this](std::stop_token stop) {
+    std::unique_lock lock(janitor_mu_);
+    for (;;) {
+      janitor_cv_.wait_for(lock, stop, std::chrono::seconds(1), [] { return false; });
+      if (stop.stop_requested()) return;
+      lock.unlock();
+      sweep();
+      pool_.expire();
+      lock.lock();
+    }
+  });
   options_.jwt.audiences = {options_.url};
   const std::size_t scheme = options_.url.find("://");
   const std::size_t slash =

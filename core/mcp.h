@@ -8,11 +8,13 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "core/mcp_link.h"
@@ -78,6 +80,11 @@ class McpServer {
   std::atomic<unsigned> in_flight_{0};
   std::map<std::string, unsigned> calls_of_;  // tool calls running or waiting, by principal
   LinkPool pool_;                             // connections the calls share
+  // Every second, with or without requests: idle MCP sessions end and idle pooled
+  // connections close (what a caller left in its session goes with it). Stopped first.
+  std::condition_variable_any janitor_cv_;
+  std::mutex janitor_mu_;
+  std::jthread janitor_;
 };
 
 }  // namespace pgwarden::core

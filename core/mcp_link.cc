@@ -187,7 +187,7 @@ void PgLink::drain(SqlResult& out, std::size_t max_rows, std::size_t max_bytes,
 }
 
 bool PgLink::alive() {
-  if (!usable() || PQtransactionStatus(conn_) != PQTRANS_IDLE) return false;
+  if (retire_ || !usable() || PQtransactionStatus(conn_) != PQTRANS_IDLE) return false;
   // An idle session has nothing to say but its end (idle timeout, an administrator's kill or
   // lock, a notification of a LISTEN): whatever arrived, the link is not lent again.
   pollfd p{PQsocket(conn_), POLLIN, 0};
@@ -214,23 +214,14 @@ bool PgLink::hand_over(const std::string& token, std::string& error) {
 }
 
 LinkPool::Lease LinkPool::take(const std::string& key, const std::string& caller) {
+  expire();
   for (;;) {
     Idle got;
-    std::vector<Idle> expired;
     {
       std::lock_guard lock(mu_);
       const auto it = idle_.find(key);
       if (it == idle_.end()) return {};
       auto& v = it->second;
-      const std::int64_t now = now_ms();
-      for (auto i = v.begin(); i != v.end();) {
-        if (now - i->since_ms > idle_ms_) {
-          expired.push_back(std::move(*i));
-          i = v.erase(i);
-        } else {
-          ++i;
-        }
-      }
       // The caller's own, else the most recently used (the last is the newest).
       auto pick =
           std::find_if(v.rbegin(), v.rend(), [&](const Idle& x) { return x.caller == caller; });
@@ -241,13 +232,31 @@ LinkPool::Lease LinkPool::take(const std::string& key, const std::string& caller
       }
       if (v.empty()) idle_.erase(it);
     }
-    expired.clear();  // closed outside the lock
     if (got.link == nullptr) return {};
     if (got.link->alive()) return {std::move(got.link), std::move(got.caller)};
   }
 }
 
+void LinkPool::expire() {
+  std::vector<Idle> expired;  // closed outside the lock
+  std::lock_guard lock(mu_);
+  const std::int64_t now = now_ms();
+  for (auto it = idle_.begin(); it != idle_.end();) {
+    auto& v = it->second;
+    for (auto i = v.begin(); i != v.end();) {
+      if (now - i->since_ms > idle_ms_) {
+        expired.push_back(std::move(*i));
+        i = v.erase(i);
+      } else {
+        ++i;
+      }
+    }
+    it = v.empty() ? idle_.erase(it) : std::next(it);
+  }
+}
+
 void LinkPool::give_back(const std::string& key, std::string caller, std::unique_ptr<PgLink> link) {
+  expire();
   if (link == nullptr || per_key_ == 0 || !link->alive()) return;
   std::unique_ptr<PgLink> dropped;
   std::lock_guard lock(mu_);
@@ -290,6 +299,9 @@ SqlResult PgLink::run(const std::string& sql, const std::vector<std::optional<st
       PQcancel(c, err, sizeof err);
       PQfreeCancel(c);
     }
+    // The cancel may arrive after the statement finished, and then hit whatever runs next on
+    // this connection: it is never lent again (to another caller least of all).
+    retire_ = true;
     // What comes next says what became of it: it may have finished (approved or done just
     // then), and then the call reports what it did rather than a cancel that did not happen.
     out.timed_out = false;

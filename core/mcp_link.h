@@ -63,6 +63,7 @@ class PgLink {
   pg_conn* conn_ = nullptr;
   std::vector<std::string> notices_;
   bool broken_ = false;
+  bool retire_ = false;  // a cancel was sent: closed after this call, never pooled
 };
 
 // Idle links, per pool key (mapped role and database), each with the caller whose session it is
@@ -79,6 +80,8 @@ class LinkPool {
   // A link back after a call (kept if it is usable and there is room, else closed).
   void give_back(const std::string& key, std::string caller, std::unique_ptr<PgLink> link);
   std::size_t idle() const;
+  // Closes the links idle for longer than the limit (also done by give_back).
+  void expire();
 
  private:
   struct Idle {

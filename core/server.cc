@@ -150,6 +150,7 @@ static std::shared_ptr<McpServer> mcp_server(const Config& config, Control& cont
   o.gateway_port = std::stoi(bound.substr(colon + 1));
   o.max_sessions = config.mcp_max_sessions;
   o.pool_per_role = config.mcp_pool;
+  o.pool_idle_ms = static_cast<std::int64_t>(config.mcp_pool_idle_s * 1000);
   o.max_calls = std::max(1u, config.admin_max_connections / 2);
   o.call_timeout_s = static_cast<int>(config.mcp_call_timeout_s);
   return std::make_shared<McpServer>(control, std::move(o));

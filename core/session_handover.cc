@@ -8,6 +8,9 @@
 // the new caller, with a new session id; every stage starts afresh (policy, masking, approvals,
 // grants: nothing of the previous caller's carries over); PostgreSQL's side is reset with
 // DISCARD ALL, then application_name and the identity setting say who the caller is now.
+#include <sys/random.h>
+
+#include <cstdio>
 #include <memory>
 
 #include "core/log.h"
@@ -23,15 +26,19 @@ namespace pr = pgwarden::protocol;
 
 namespace {
 
-// An escape string constant (E'...'): the same whatever standard_conforming_strings says.
-std::string e_literal(std::string_view s) {
-  std::string out = "E'";
-  for (const char c : s) {
-    if (c == '\0') continue;
-    if (c == '\\' || c == '\'') out.push_back(c);
-    out.push_back(c);
+// A text value in SQL that no client_encoding or setting can read otherwise: hex digits only,
+// decoded and converted from UTF-8 by the server (a caller's identity is the caller's to choose:
+// quoting it would be read differently under an encoding whose characters can end in a
+// backslash, such as SJIS or GBK). A value that is not UTF-8 fails the reset, and the session.
+std::string text_value(std::string_view s) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out = "pg_catalog.convert_from(pg_catalog.decode('";
+  for (const char ch : s) {
+    const auto c = static_cast<unsigned char>(ch);
+    out.push_back(kHex[c >> 4]);
+    out.push_back(kHex[c & 15]);
   }
-  out += "'";
+  out += "', 'hex'), 'UTF8')";
   return out;
 }
 
@@ -83,8 +90,8 @@ bool AuthStage::adopt(const policy::AuthenticatedCaller& c) {
 }
 
 void Session::hand_over(const pr::FrontendView& v, std::string_view login) {
-  if (v.type != pr::fe::kQuery || !model_.settled() || model_.tx_status() != 'I' ||
-      pause_ != Pause::None) {
+  if (v.type != pr::fe::kQuery || !model_.settled() || !model_.answers_due() || model_.skipping() ||
+      model_.tx_status() != 'I' || pause_ != Pause::None || holding_upstream_) {
     // The endpoint sends it alone, between calls: anything else is not the endpoint.
     fail_after_replies(pr::sqlstate::kProtocolViolation,
                        "pgwarden: a pooled session passes to another caller only when idle");
@@ -122,6 +129,7 @@ void Session::hand_over(const pr::FrontendView& v, std::string_view login) {
   end_reason_.clear();
   last_statement_.clear();
   link_stages();
+  front_ = done_ = retired_ = back_ = Chain{};  // none acts until the next caller is adopted
   role_guard_.set_enabled(auth_.guards_role());
   if (!auth_.adopt(*next)) return;  // refused (agent not allowed, locked): recorded at the end
   build_chains();
@@ -137,17 +145,29 @@ void Session::reset_upstream(bool discard) {
   if (discard) {
     pr::append_query(q, "DISCARD ALL");
     send_own(q, kOwnerSession);
-  }
-  q.clear();
-  pr::append_query(
-      q, "SET application_name = " + e_literal(auth_.upstream_application(caller().application)));
-  send_own(q, kOwnerSession);
-  if (!w_.config().identity_guc.empty()) {
+    // DISCARD ALL keeps the random() seed: the previous caller could have fixed what comes next.
+    std::uint64_t r = 0;
+    if (::getrandom(&r, sizeof r, 0) != sizeof r) {
+      r = static_cast<std::uint64_t>(w_.now_ns()) * 0x9E3779B97F4A7C15ull;
+    }
+    char seed[64];
+    std::snprintf(seed, sizeof seed, "SELECT pg_catalog.setseed(%.17g)",
+                  static_cast<double>(r >> 11) / static_cast<double>(1ull << 53) * 2.0 - 1.0);
     q.clear();
-    pr::append_query(q, "SELECT pg_catalog.set_config(" + e_literal(w_.config().identity_guc) +
-                            ", " + e_literal(caller().identity) + ", false)");
+    pr::append_query(q, seed);
     send_own(q, kOwnerSession);
   }
+  // (Booleans come back, not the values: those may have no form in the client encoding.)
+  std::string set = "SELECT pg_catalog.set_config('application_name', " +
+                    text_value(auth_.upstream_application(caller().application)) +
+                    ", false) IS NOT NULL";
+  if (!w_.config().identity_guc.empty()) {
+    set += ", pg_catalog.set_config(" + text_value(w_.config().identity_guc) + ", " +
+           text_value(caller().identity) + ", false) IS NOT NULL";
+  }
+  q.clear();
+  pr::append_query(q, set);
+  send_own(q, kOwnerSession);
 }
 
 pr::Next Session::on_reset_reply(const BackendMessage& m) {

@@ -104,6 +104,8 @@ TEST(FlagsTest, McpPool) {
   const ParsedFlags p = parse_flags({"--upstream", "127.0.0.1:5432", "--mcp-pool", "0"});
   ASSERT_FALSE(p.exit_now) << p.message;
   EXPECT_EQ(p.config.mcp_pool, 0u);
+  EXPECT_EQ(parse_flags({"--upstream", "127.0.0.1:5432", "--mcp-pool-idle", "2.5"}).config.mcp_pool_idle_s,
+            2.5);
   const ParsedFlags big = parse_flags({"--upstream", "127.0.0.1:5432", "--mcp-pool", "999"});
   EXPECT_TRUE(big.exit_now);
   EXPECT_NE(big.message.find("--mcp-pool"), std::string::npos);

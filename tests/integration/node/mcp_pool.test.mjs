@@ -15,7 +15,7 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { env, withClient, startGateway, sleep, makeIdp, adminCall } from './lib.mjs';
 
-const SECRET = { pool_writer: 'pool-Writer-Secret-1', pool_reader: 'pool-Reader-Secret-2' };
+const SECRET = { pool_writer: 'pool-Writer-Secret-1', pool_reader: 'pool-Reader-Secret-2', pool_sjis: 'pool-Sjis-Secret-3' };
 let dir, gw, idp, port, url;
 
 const POLICY = {
@@ -26,6 +26,7 @@ const POLICY = {
     { group: 'ops', role: 'pool_writer', database: 'postgres' },
     { group: 'analysts', role: 'pool_reader', database: 'postgres' },
     { group: 'dba-oncall', role: 'pool_writer', database: 'postgres' },
+    { group: 'jp', role: 'pool_sjis', database: 'postgres' },
   ],
   rules: [
     { name: 'agents', actor_groups: ['ai-agents'], deny: ['drop', 'truncate', 'ddl'] },
@@ -33,6 +34,7 @@ const POLICY = {
     { name: 'ops', groups: ['ops'], read_only: true },
     { name: 'analysts', groups: ['analysts'], read_only: true },
     { name: 'dba', groups: ['dba-oncall'] },
+    { name: 'jp', groups: ['jp'], read_only: true },
   ],
   masking: [{ name: 'ops', groups: ['ops'], detectors: { email: 'redact' } }],
 };
@@ -79,6 +81,11 @@ before(async () => {
     await c.query('CREATE TABLE poolt.people (id int, email text)');
     await c.query("INSERT INTO poolt.people VALUES (1, 'alice@example.org')");
     await c.query('ALTER TABLE poolt.people OWNER TO pool_writer');
+    // A role whose sessions speak SJIS (where a character's second byte can be a backslash) and
+    // read \' as a quote: what a caller's identity carries must not become SQL there.
+    await c.query("ALTER ROLE pool_sjis SET client_encoding = 'SJIS'");
+    await c.query('ALTER ROLE pool_sjis SET backslash_quote = on');
+    await c.query('GRANT CREATE, USAGE ON SCHEMA poolt TO pool_sjis');
   });
   writeFileSync(join(dir, 'policy.json'), JSON.stringify(POLICY));
   writeFileSync(join(dir, 'secrets'), Object.entries(SECRET).map(([r, p]) => `${r} ${p}\n`).join(''));
@@ -88,7 +95,7 @@ before(async () => {
   gw = await startGateway(['--upstream', `127.0.0.1:${env.pgPort}`, '--threads', '2', '--policy', join(dir, 'policy.json'),
     '--upstream-secrets', join(dir, 'secrets'), '--jwks-file', idp.file, '--oidc-issuer', idp.issuer,
     '--oidc-audience', 'pgwarden-sql', '--admin-audience', 'pgwarden-admin', '--allow-plaintext-auth',
-    '--admin-listen', `127.0.0.1:${port}`, '--mcp-url', url, '--mcp-call-timeout', '5', '--mcp-pool', '2',
+    '--admin-listen', `127.0.0.1:${port}`, '--mcp-url', url, '--mcp-call-timeout', '5', '--mcp-pool', '2', '--mcp-pool-idle', '6',
     '--identity-guc', 'pgwarden.identity',
     '--record-dir', join(dir, 'rec'), '--record-key-file', join(dir, 'seal.key')]);
 });
@@ -156,15 +163,19 @@ test('nothing of one caller\'s session reaches the next: settings, temporary tab
   assert.equal((await sql(wes, 'CREATE TEMP TABLE wes_scratch AS SELECT 1 AS x')).isError, false);
   assert.equal((await sql(wes, 'SELECT pg_advisory_lock(4242)')).isError, false);
   assert.equal((await sql(wes, 'PREPARE wes_stmt AS SELECT 1')).isError, false);
+  // DISCARD ALL keeps random()'s seed: pgwarden seeds it afresh for the next caller.
+  assert.equal((await sql(wes, 'SELECT setseed(0.5)')).isError, false);
+  const seeded = await withClient(env.pgPort, async (c) => { await c.query('SELECT setseed(0.5)'); return (await c.query('SELECT random() AS r')).rows[0].r; });
   const next = await one(dana, "SELECT pg_backend_pid() AS pid, current_setting('search_path') AS sp, current_setting('work_mem') AS wm, " +
     "(SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()) AS locks, " +
-    "(SELECT count(*) FROM pg_prepared_statements) AS prepared, (SELECT count(*) FROM pg_class WHERE relname = 'wes_scratch') AS temps");
+    "(SELECT count(*) FROM pg_prepared_statements) AS prepared, (SELECT count(*) FROM pg_class WHERE relname = 'wes_scratch') AS temps, random() AS r");
   assert.equal(next.pid, first.pid, 'the same connection passed to dana');
   assert.equal(next.sp, '"$user", public');
   assert.notEqual(next.wm, '7MB');
   assert.equal(next.locks, '0');
   assert.equal(next.prepared, '0');
   assert.equal(next.temps, '0');
+  assert.notEqual(Number(next.r), seeded, 'the random() sequence the previous caller fixed');
   // RESET brings back no other caller's name either (the connection's startup values name none).
   assert.equal((await sql(dana, 'RESET application_name')).isError, false);
   const reset = await one(dana, "SELECT current_setting('application_name') AS app");
@@ -217,4 +228,36 @@ test('a wire client cannot use the handover: its session is not one of the endpo
   // Nor can anyone log in with a made-up internal login.
   const forged = new pg.Client({ host: '127.0.0.1', port: gw.port, user: 'pgwarden-mcp:abc', password: 'def', database: 'postgres' });
   await assert.rejects(forged.connect(), (e) => e.code === '28000' || e.code === '28P01');
+});
+
+test('an identity is never SQL: a quote after an SJIS lead byte in it changes nothing upstream', async () => {
+  const identity = "\u0555\\';CREATE TABLE poolt.pwned AS SELECT 1 x;--@example.com";
+  const token = await idp.token(identity, ['jp'], { aud: url });
+  const client = new Client({ name: 'sjis', version: '1' });
+  await client.connect(new StreamableHTTPClientTransport(new URL(url), { requestInit: { headers: { Authorization: `Bearer ${token}` } } }));
+  const r = await sql(client, 'SELECT 1 AS one');
+  assert.equal(r.isError, false, JSON.stringify(r.content));
+  // And once more through a handover from another caller of the same role.
+  const other = await mcp('kenji@example.com', ['jp']);
+  assert.equal((await sql(other, 'SELECT 2 AS two')).isError, false);
+  assert.equal((await sql(client, 'SELECT 3 AS three')).isError, false);
+  const pwned = await withClient(env.pgPort, async (c) => (await c.query("SELECT to_regclass('poolt.pwned') AS t")).rows[0].t);
+  assert.equal(pwned, null, 'a statement ran from within an identity');
+  await client.close();
+  await other.close();
+});
+
+test('idle pooled connections close after --mcp-pool-idle, requests or not; a canceled call\'s connection is not lent again', async () => {
+  const wes = await mcp('wes@example.com', ['writers']);
+  const first = await one(wes, 'SELECT pg_backend_pid() AS pid');
+  const slow = await sql(wes, 'SELECT pg_sleep(30)');
+  assert.equal(slow.structuredContent.sqlstate, '57014');
+  const next = await one(wes, 'SELECT pg_backend_pid() AS pid, pg_advisory_lock(777) AS l');
+  assert.notEqual(next.pid, first.pid, 'the connection a cancel was sent on');
+  await wes.close();
+  // Nobody calls: after --mcp-pool-idle (6 s) the connection closes, and its session's lock with it.
+  const alive = (pid) => withClient(env.pgPort, async (c) => Number((await c.query('SELECT count(*) AS n FROM pg_stat_activity WHERE pid = $1', [pid])).rows[0].n));
+  assert.equal(await alive(Number(next.pid)), 1);
+  await sleep(8500);
+  assert.equal(await alive(Number(next.pid)), 0);
 });
