@@ -241,7 +241,13 @@ function compare(gw, direct, localRefusals) {
   while (i < gw.length || j < direct.length) {
     const g = gw[i];
     const d = direct[j];
-    if (pgwardenError(g) && gw[i + 1]?.type === 'Z' && !standinEquivalent(d) && refusals < localRefusals) {
+    // A refused Query pgwarden answered itself, or a refused extended message's stand-in? When
+    // the direct run has a stand-in's error here too, the ReadyForQuery after it tells them apart
+    // in a transaction block (pgwarden's own answer leaves the status as it was; the stand-in's
+    // error aborts the block).
+    const local = pgwardenError(g) && gw[i + 1]?.type === 'Z' && refusals < localRefusals &&
+      (!standinEquivalent(d) || (direct[j + 1]?.type === 'Z' && shape(gw[i + 1]) !== shape(direct[j + 1])));
+    if (local) {
       refusals++; // pgwarden answered a refused Query itself: the direct run never sent it
       i += 2;
       continue;

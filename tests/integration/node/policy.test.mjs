@@ -35,6 +35,15 @@ const parse = (name, sql) => message('P', Buffer.concat([cstr(name), cstr(sql), 
 const bind = (stmt) => message('B', Buffer.concat([cstr(''), cstr(stmt), int16(0), int16(0), int16(0)]));
 const execute = () => message('E', Buffer.concat([cstr(''), int32(0)]));
 const sync = () => message('S');
+// SIGHUP, then wait until the gateway says the policy was reloaded (not a fixed sleep: a loaded
+// machine may take longer).
+async function reload() {
+  const before = (gw.log.match(/SIGHUP: policy reloaded/g) || []).length;
+  gw.kill('SIGHUP');
+  for (let i = 0; i < 200 && (gw.log.match(/SIGHUP: policy reloaded/g) || []).length === before; i++) await sleep(50);
+  assert.ok((gw.log.match(/SIGHUP: policy reloaded/g) || []).length > before, 'the policy was reloaded');
+}
+
 // The admin API, as `who` (a member of the policy's admins group) with an optional reason.
 const admin = async (method, path, who = 'alice', body) =>
   adminCall(gw, method, path, { token: await idp.token(who, ['dba-oncall']), body });
@@ -287,13 +296,11 @@ test('pgbench tpcb-like passes the policy (its UPDATEs carry WHERE), and SIGHUP 
   await c.connect();
   await c.query('SELECT 1');
   writeFileSync(policyFile(), JSON.stringify({ rules: [{ name: 'locked', users: ['trusted'], read_only: true }] }));
-  gw.kill('SIGHUP');
-  await sleep(300);
+  await reload();
   await assert.rejects(c.query("INSERT INTO policy_t VALUES (30, 'x')"), (e) => e.code === '42501' && /rule "locked"/.test(e.message));
   await c.end();
   writeFileSync(policyFile(), JSON.stringify(RULES));
-  gw.kill('SIGHUP');
-  await sleep(200);
+  await reload();
 });
 
 test('admin API: health, readiness, metrics, and POST /api/v1/reload with the same validation as SIGHUP', async () => {
