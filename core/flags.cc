@@ -115,6 +115,9 @@ Identity-aware PostgreSQL gateway. Clients connect to --listen; every session is
   --admin-host NAME           a Host name the admin API answers to besides its listen address
                               (repeatable; others get 421: DNS rebinding)
   --metrics-token-file FILE   a static token (mode 0600) Prometheus may send for GET /metrics
+  --max-connections N         client connections at once; more are refused with 53300 once
+                              their startup packet is read, as PostgreSQL does (default 10000;
+                              0: no limit)
   --admin-max-connections N   concurrent admin connections; more are answered 503 (default 64)
   --mcp-url URL               serve MCP (Streamable HTTP) on the admin listener at this URL's
                               path; tokens must carry it as audience (needs gateway auth)
@@ -224,6 +227,10 @@ ParsedFlags parse_flags(const std::vector<std::string>& args) {
       {"--admin-audience", [&](const std::string& v) { c.admin_audiences.push_back(v); }},
       {"--admin-host", [&](const std::string& v) { c.admin_hosts.push_back(v); }},
       {"--metrics-token-file", [&](const std::string& v) { c.metrics_token_file = v; }},
+      {"--max-connections",
+       [&](const std::string& v) {
+         c.max_connections = parse_count("--max-connections", v, 10'000'000);
+       }},
       {"--admin-max-connections",
        [&](const std::string& v) {
          c.admin_max_connections = parse_count("--admin-max-connections", v, 4096);

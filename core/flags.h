@@ -34,8 +34,9 @@ struct Config {
   unsigned admin_max_connections = 64;
   // The MCP endpoint (on the admin listener): its public URL (the tokens' audience); "" = off.
   std::string mcp_url;
+  unsigned max_connections = 10000;  // client connections at once (0: no limit)
   unsigned mcp_max_sessions = 64;
-  unsigned mcp_pool = 4;         // idle connections per mapped role
+  unsigned mcp_pool = 4;        // idle connections per mapped role
   double mcp_pool_idle_s = 60;  // an idle pooled connection is closed after this
   double mcp_call_timeout_s = 60;
   double approval_timeout_s = 300;             // a held statement not decided by then is refused

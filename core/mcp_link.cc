@@ -101,7 +101,7 @@ bool PgLink::wait_readable(std::int64_t deadline_ms) {
 // not kept, so a huge result costs no memory.
 void PgLink::drain(SqlResult& out, std::size_t max_rows, std::size_t max_bytes,
                    std::int64_t deadline) {
-  std::size_t bytes = 0;
+  std::size_t& bytes = kept_bytes_;  // one budget for the call, the drain after a cancel included
   bool first = true;
   for (;;) {
     while (PQisBusy(conn_)) {
@@ -279,6 +279,7 @@ SqlResult PgLink::run(const std::string& sql, const std::vector<std::optional<st
                       std::size_t max_rows, std::size_t max_bytes, int timeout_ms) {
   SqlResult out;
   notices_.clear();
+  kept_bytes_ = 0;
   const std::int64_t deadline = now_ms() + timeout_ms;
   std::vector<const char*> values;
   for (const auto& p : params) values.push_back(p ? p->c_str() : nullptr);

@@ -63,7 +63,8 @@ class PgLink {
   pg_conn* conn_ = nullptr;
   std::vector<std::string> notices_;
   bool broken_ = false;
-  bool retire_ = false;  // a cancel was sent: closed after this call, never pooled
+  bool retire_ = false;         // a cancel was sent: closed after this call, never pooled
+  std::size_t kept_bytes_ = 0;  // values kept by the call in progress
 };
 
 // Idle links, per pool key (mapped role and database), each with the caller whose session it is

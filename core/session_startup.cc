@@ -92,6 +92,13 @@ Next Session::on_startup_packet(pr::Bytes packet) {
     case pr::StartupKind::Startup:
       break;
   }
+  if (w_.too_many_connections()) {
+    // As PostgreSQL answers past max_connections, once the startup packet is read.
+    PGW_WARN("session: refused: more than --max-connections (%u) client connections",
+             w_.config().max_connections);
+    fail(pr::sqlstate::kTooManyConnections, "sorry, too many clients already");
+    return Next::Stop;
+  }
   fe_.set_typed(true);
   return auth_.on_startup(*parsed, packet);
 }

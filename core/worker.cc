@@ -66,6 +66,7 @@ Worker::~Worker() {
     sessions_ = s->next_;
     s->release_resources();
     delete s;
+    control_.connections.fetch_sub(1, std::memory_order_relaxed);
   }
   for (CancelForward* cf : cancel_forwards_) {
     ::close(cf->fd);
@@ -269,6 +270,7 @@ void Worker::maybe_free(Session* s) {
   s->release_resources();
   delete s;
   --session_count_;
+  control_.connections.fetch_sub(1, std::memory_order_relaxed);
   --stats_.sessions;
 }
 
@@ -440,6 +442,7 @@ void Worker::on_accept(int res, bool more) {
   if (sessions_ != nullptr) sessions_->prev_ = s;
   sessions_ = s;
   ++session_count_;
+  control_.connections.fetch_add(1, std::memory_order_relaxed);
   ++stats_.sessions;
   ++stats_.accepted;
   arm_recv(*s, Peer::Client);

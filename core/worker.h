@@ -52,6 +52,8 @@ struct Control {
   Approvals* approvals = nullptr;
   // Identities and groups locked out by an administrator (read at each login).
   Locks* locks = nullptr;
+  // Client connections open on all workers (--max-connections).
+  std::atomic<unsigned> connections{0};
 };
 
 // A counter only its worker writes (no read-modify-write instruction on the data path); the
@@ -127,6 +129,11 @@ class Worker {
   policy::Masker& masker() noexcept { return masker_; }
   // What the stages of this core's sessions use (refreshed between loop iterations).
   CoreServices& services() noexcept { return services_; }
+  // More client connections are open than --max-connections allows (0: no limit).
+  bool too_many_connections() const noexcept {
+    return config_.max_connections != 0 &&
+           control_.connections.load(std::memory_order_relaxed) > config_.max_connections;
+  }
   Approvals* approvals() noexcept { return control_.approvals; }
   policy::AuthThrottle& auth_throttle() noexcept { return throttle_; }
   BufferRing& buffers() noexcept { return *buffers_; }

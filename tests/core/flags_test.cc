@@ -99,12 +99,24 @@ TEST(FlagsTest, OidcKeySourcesAndIdentitySetting) {
   EXPECT_NE(no_issuer.message.find("--oidc-issuer"), std::string::npos) << no_issuer.message;
 }
 
+TEST(FlagsTest, MaxConnections) {
+  EXPECT_EQ(parse_flags({"--upstream", "127.0.0.1:5432"}).config.max_connections, 10000u);
+  EXPECT_EQ(parse_flags({"--upstream", "127.0.0.1:5432", "--max-connections", "0"})
+                .config.max_connections,
+            0u);
+  EXPECT_EQ(parse_flags({"--upstream", "127.0.0.1:5432", "--max-connections", "20k"})
+                .config.max_connections,
+            20u << 10);
+  EXPECT_TRUE(parse_flags({"--upstream", "127.0.0.1:5432", "--max-connections", "x"}).exit_now);
+}
+
 TEST(FlagsTest, McpPool) {
   EXPECT_EQ(parse_flags({"--upstream", "127.0.0.1:5432"}).config.mcp_pool, 4u);
   const ParsedFlags p = parse_flags({"--upstream", "127.0.0.1:5432", "--mcp-pool", "0"});
   ASSERT_FALSE(p.exit_now) << p.message;
   EXPECT_EQ(p.config.mcp_pool, 0u);
-  EXPECT_EQ(parse_flags({"--upstream", "127.0.0.1:5432", "--mcp-pool-idle", "2.5"}).config.mcp_pool_idle_s,
+  EXPECT_EQ(parse_flags({"--upstream", "127.0.0.1:5432", "--mcp-pool-idle", "2.5"})
+                .config.mcp_pool_idle_s,
             2.5);
   const ParsedFlags big = parse_flags({"--upstream", "127.0.0.1:5432", "--mcp-pool", "999"});
   EXPECT_TRUE(big.exit_now);

@@ -31,6 +31,45 @@ test('upstream unreachable: the client gets 08006 with a clear message', async (
   }
 });
 
+test('past --max-connections a login is refused with 53300, as PostgreSQL does; the others go on', async () => {
+  const gw = await startGateway(['--upstream', `127.0.0.1:${env.pgPort}`, '--threads', '2', '--max-connections', '3']);
+  const open = [];
+  try {
+    for (let i = 0; i < 3; i++) {
+      const c = new pg.Client(pgConfig(gw.port));
+      await c.connect();
+      open.push(c);
+    }
+    for (let i = 0; i < 2; i++) {
+      const extra = new pg.Client(pgConfig(gw.port));
+      await assert.rejects(extra.connect(), (e) => e.code === '53300' && e.message === 'sorry, too many clients already');
+    }
+    for (const c of open) assert.equal((await c.query('SELECT 1 AS one')).rows[0].one, 1);
+    // A cancel request is no client connection: it still reaches the server.
+    const slow = open[0].query('SELECT pg_sleep(30)');
+    await sleep(200);
+    const sock = net.connect(gw.port, '127.0.0.1');
+    await new Promise((r) => sock.once('connect', r));
+    const req = Buffer.alloc(16);
+    req.writeInt32BE(16, 0);
+    req.writeInt32BE(80877102, 4);
+    req.writeInt32BE(open[0].processID, 8);
+    req.writeInt32BE(open[0].secretKey, 12);
+    sock.end(req);
+    await assert.rejects(slow, (e) => e.code === '57014');
+    // One leaves: the next login is served.
+    await open.pop().end();
+    await sleep(100);
+    const again = new pg.Client(pgConfig(gw.port));
+    await again.connect();
+    open.push(again);
+    assert.equal((await again.query('SELECT 2 AS two')).rows[0].two, 2);
+  } finally {
+    for (const c of open) await c.end().catch(() => {});
+    await stopGateway(gw);
+  }
+});
+
 test('connect timeout: an upstream that never answers the handshake gets 08006 "timed out"', async () => {
   // A listener with a full backlog that never accepts: further SYNs are dropped, connect hangs.
   const port = await freePort();
