@@ -653,7 +653,9 @@ void McpServer::post(const httplib::Request& req, httplib::Response& res) {
                       rpc_result(id, text_error("pgwarden MCP: no role mapping for your groups")));
   }
   const std::string database = m->database.empty() ? "postgres" : m->database;
-  const std::string pool_key = m->role + '\0' + database;
+  // (A mapping that may change roles and one that may not never share a connection.)
+  const std::string pool_key =
+      m->role + '\0' + database + (m->allow_role_change ? "\0roles" : "\0role");
   const std::string caller = caller_key(*who);
   // A connection of the pool: this caller's own, or another's that passes to this caller (a
   // one-time login of theirs; pgwarden resets the session); else a new one.

@@ -26,20 +26,31 @@ namespace pr = pgwarden::protocol;
 
 namespace {
 
-// A text value in SQL that no client_encoding or setting can read otherwise: hex digits only,
-// decoded and converted from UTF-8 by the server (a caller's identity is the caller's to choose:
-// quoting it would be read differently under an encoding whose characters can end in a
-// backslash, such as SJIS or GBK). A value that is not UTF-8 fails the reset, and the session.
+// A text value in SQL that no client_encoding or setting can read otherwise: an escape string of
+// \xNN escapes only (pure ASCII; a caller's identity is the caller's to choose, and quoting it
+// would be read differently under an encoding whose characters can end in a backslash, such as
+// SJIS or GBK). The server gets the very bytes, unconverted, as it gets a startup parameter's:
+// the same identity setting over MCP as over the wire, whatever the database encoding.
 std::string text_value(std::string_view s) {
   static constexpr char kHex[] = "0123456789abcdef";
-  std::string out = "pg_catalog.convert_from(pg_catalog.decode('";
+  std::string out = "E'";
   for (const char ch : s) {
     const auto c = static_cast<unsigned char>(ch);
+    out += "\\x";
     out.push_back(kHex[c >> 4]);
     out.push_back(kHex[c & 15]);
   }
-  out += "', 'hex'), 'UTF8')";
+  out += "'";
   return out;
+}
+
+// application_name as PostgreSQL keeps it: printable ASCII, anything else '?' (as the server
+// would clean it; sent cleaned, no database encoding can refuse it).
+std::string ascii_name(std::string s) {
+  for (char& c : s) {
+    if (static_cast<unsigned char>(c) < 32 || static_cast<unsigned char>(c) > 126) c = '?';
+  }
+  return s;
 }
 
 }  // namespace
@@ -159,7 +170,7 @@ void Session::reset_upstream(bool discard) {
   }
   // (Booleans come back, not the values: those may have no form in the client encoding.)
   std::string set = "SELECT pg_catalog.set_config('application_name', " +
-                    text_value(auth_.upstream_application(caller().application)) +
+                    text_value(ascii_name(auth_.upstream_application(caller().application))) +
                     ", false) IS NOT NULL";
   if (!w_.config().identity_guc.empty()) {
     set += ", pg_catalog.set_config(" + text_value(w_.config().identity_guc) + ", " +

@@ -27,6 +27,7 @@ const POLICY = {
     { group: 'analysts', role: 'pool_reader', database: 'postgres' },
     { group: 'dba-oncall', role: 'pool_writer', database: 'postgres' },
     { group: 'jp', role: 'pool_sjis', database: 'postgres' },
+    { group: 'latin', role: 'pool_reader', database: 'pool_latin1' },
   ],
   rules: [
     { name: 'agents', actor_groups: ['ai-agents'], deny: ['drop', 'truncate', 'ddl'] },
@@ -35,6 +36,7 @@ const POLICY = {
     { name: 'analysts', groups: ['analysts'], read_only: true },
     { name: 'dba', groups: ['dba-oncall'] },
     { name: 'jp', groups: ['jp'], read_only: true },
+    { name: 'latin', groups: ['latin'], read_only: true },
   ],
   masking: [{ name: 'ops', groups: ['ops'], detectors: { email: 'redact' } }],
 };
@@ -86,6 +88,10 @@ before(async () => {
     await c.query("ALTER ROLE pool_sjis SET client_encoding = 'SJIS'");
     await c.query('ALTER ROLE pool_sjis SET backslash_quote = on');
     await c.query('GRANT CREATE, USAGE ON SCHEMA poolt TO pool_sjis');
+    // A database in an encoding other than UTF-8: identities reach it as the same bytes over MCP
+    // as over the wire (startup parameters are not converted).
+    await c.query('DROP DATABASE IF EXISTS pool_latin1');
+    await c.query("CREATE DATABASE pool_latin1 TEMPLATE template0 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C'");
   });
   writeFileSync(join(dir, 'policy.json'), JSON.stringify(POLICY));
   writeFileSync(join(dir, 'secrets'), Object.entries(SECRET).map(([r, p]) => `${r} ${p}\n`).join(''));
@@ -104,7 +110,10 @@ after(async () => {
   gw.kill('SIGINT');
   gw.kill('SIGINT');
   await gw.exited;
-  await withClient(env.pgPort, (c) => c.query('DROP SCHEMA IF EXISTS poolt CASCADE'));
+  await withClient(env.pgPort, async (c) => {
+    await c.query('DROP SCHEMA IF EXISTS poolt CASCADE');
+    await c.query('DROP DATABASE IF EXISTS pool_latin1 WITH (FORCE)');
+  });
   rmSync(dir, { recursive: true, force: true });
 });
 
@@ -260,4 +269,27 @@ test('idle pooled connections close after --mcp-pool-idle, requests or not; a ca
   assert.equal(await alive(Number(next.pid)), 1);
   await sleep(8500);
   assert.equal(await alive(Number(next.pid)), 0);
+});
+
+test('in a LATIN1 database an identity is the same over MCP as over the wire, and no identity is locked out', async () => {
+  const H = "SELECT md5(current_setting('pgwarden.identity', true)) AS h";
+  for (const identity of ['josé@example.com', '张伟@example.com', 'josÃ©@example.com']) {
+    const wire = new pg.Client({ host: '127.0.0.1', port: gw.port, user: identity, database: 'pool_latin1',
+      password: await idp.token(identity, ['latin'], { aud: 'pgwarden-sql' }) });
+    await wire.connect();
+    const overWire = (await wire.query(H)).rows[0].h;
+    await wire.end();
+    const client = await mcp(identity, ['latin']);
+    const overMcp = await one(client, H);
+    assert.equal(overMcp.h, overWire, `${identity}: the identity setting differs between MCP and the wire`);
+    await client.close();
+  }
+  // Two different identities never read as the same one.
+  const hashes = [];
+  for (const identity of ['josé@example.com', 'josÃ©@example.com']) {
+    const client = await mcp(identity, ['latin']);
+    hashes.push((await one(client, H)).h);
+    await client.close();
+  }
+  assert.notEqual(hashes[0], hashes[1]);
 });
