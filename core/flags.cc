@@ -91,7 +91,8 @@ Identity-aware PostgreSQL gateway. Clients connect to --listen; every session is
   --listen HOST:PORT          where clients connect (default 127.0.0.1:6432; port 0 = any)
   --upstream HOST:PORT|PATH   the PostgreSQL server; or a unix socket file, or the socket
                               directory with an optional :PORT (as libpq's host=/dir port=N)
-  --threads N                 worker threads, each pinned to a core (default: online cores)
+  --threads N                 worker threads, each pinned to a core (default: half the usable
+                              cores, at least 1)
   --no-pin                    do not pin worker threads to cores
   --max-buffered-bytes SIZE   per session and direction, memory queued for a slow reader
                               before reading from the other side pauses (default 512K)

@@ -70,10 +70,21 @@ RecordLog::~RecordLog() {
   }
 }
 
-std::int64_t RecordLog::now_us() const {
-  timespec ts{};
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return std::int64_t(ts.tv_sec) * 1'000'000 + ts.tv_nsec / 1000;
+// Record times come from the core's loop clock (read once per wake-up) plus the wall clock's
+// offset from it, re-read every 100 ms: no clock read per record.
+std::int64_t RecordLog::now_us() {
+  const std::int64_t mono = w_.now_ns();
+  if (mono == 0 || mono - offset_read_ns_ >= 100'000'000 || mono < offset_read_ns_) {
+    timespec real{}, steady{};
+    clock_gettime(CLOCK_REALTIME, &real);
+    clock_gettime(CLOCK_MONOTONIC, &steady);
+    const std::int64_t real_ns = std::int64_t(real.tv_sec) * 1'000'000'000 + real.tv_nsec;
+    const std::int64_t steady_ns = std::int64_t(steady.tv_sec) * 1'000'000'000 + steady.tv_nsec;
+    if (mono == 0) return real_ns / 1000;
+    wall_offset_ns_ = real_ns - steady_ns;
+    offset_read_ns_ = mono;
+  }
+  return (mono + wall_offset_ns_) / 1000;
 }
 
 int RecordLog::open_segment(std::uint64_t seq) {
@@ -99,7 +110,7 @@ void RecordLog::open() {
   const rec::Resume r = rec::resume_point(root, core_);
   if (!r.ok) throw std::runtime_error("recording: " + r.problem);
   std::uint64_t seq = r.last_seq + 1;
-  rec::Hash prev = r.last_hash;
+  std::string prev = r.last_tail;
   if (r.last_seq != 0 && !r.last_sealed) {
     if (r.last_records == 0) {
       ::unlink(r.last_path.c_str());  // created, nothing in it: reuse its number
@@ -112,11 +123,12 @@ void RecordLog::open() {
         throw std::runtime_error("cannot open " + r.last_path + ": " + std::strerror(errno));
       }
       const auto dropped = static_cast<std::uint64_t>(st.st_size) - r.last_valid_bytes;
-      writer_.resume(r.last_seq, r.last_hash, r.last_records, r.last_valid_bytes);
-      writer_.seal(now_us(), false,
-                   "recovered after an abrupt stop; " + std::to_string(dropped) +
-                       (r.zero_tail != 0 ? " bytes of a zero-filled tail dropped"
-                                         : " bytes of a partial record dropped"));
+      writer_.resume(r.version, r.last_seq, r.last_chain, r.last_records, r.last_valid_bytes);
+      writer_.seal(
+          now_us(), false,
+          "recovered after an abrupt stop; " + std::to_string(dropped) +
+              (r.zero_tail != 0 ? " bytes of a zero-filled tail dropped"
+                                : " bytes of a partial record or unchained batch dropped"));
       if (::ftruncate(fd, static_cast<off_t>(r.last_valid_bytes)) != 0 ||
           !write_all(fd, writer_.take(), r.last_valid_bytes) || ::fdatasync(fd) != 0) {
         const int e = errno;
@@ -128,7 +140,7 @@ void RecordLog::open() {
           "recording: %s was left unsealed by an abrupt stop; sealed it (%llu partial bytes "
           "dropped)",
           r.last_path.c_str(), static_cast<unsigned long long>(dropped));
-      prev = writer_.last_hash();
+      prev = writer_.tail();
     }
   }
   fd_ = open_segment(seq);
@@ -213,7 +225,7 @@ void RecordLog::rotate(std::int64_t now_ns) {
     set_failed("cannot create segment " + std::to_string(seq) + ": " + std::strerror(errno));
   file_offset_ = 0;
   segment_started_ns_ = now_ns;
-  writer_.begin(seq, writer_.last_hash(), now_us());
+  writer_.begin(seq, writer_.tail(), now_us());
   appended_ += writer_.pending_size();
 }
 

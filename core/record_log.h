@@ -63,7 +63,9 @@ class alignas(16) RecordLog final : public RecordSink {
     bool close_after = false;
   };
   std::uint64_t backlog() const noexcept { return appended_ - written_; }
-  std::int64_t now_us() const;
+  std::int64_t now_us();
+  std::int64_t wall_offset_ns_ = 0;  // CLOCK_REALTIME - CLOCK_MONOTONIC
+  std::int64_t offset_read_ns_ = 0;  // when (loop clock)
   int open_segment(std::uint64_t seq);
   void rotate(std::int64_t now_ns);
   void start_write();

@@ -163,9 +163,11 @@ int run_server(const Config& config) {
   std::shared_ptr<const policy::AuthConfig> auth;
   if (config.gateway_auth()) auth = load_auth_config(config, listen);
   const std::vector<int> cpus = usable_cpus();
+  // By default half the usable cores (at least one): the gateway usually shares its host with
+  // PostgreSQL or the clients, and each extra worker costs wake-ups (README, "Tuning threads").
   const unsigned threads = config.threads != 0 ? config.threads
-                           : cpus.empty()      ? 1u
-                                               : static_cast<unsigned>(cpus.size());
+                           : cpus.size() < 2   ? 1u
+                                               : static_cast<unsigned>(cpus.size() / 2);
   if (threads > protocol::kMaxCancelCores) throw std::runtime_error("--threads: at most 256");
   raise_fd_limit();
   http_client_init();  // libcurl's global state, before any thread that uses it

@@ -1,25 +1,31 @@
 #include "recorder/format.h"
 
 #include <openssl/evp.h>
+#include <openssl/rand.h>
 
 #include <algorithm>
 #include <charconv>
 #include <cstring>
 #include <memory>
+#include <stdexcept>
 
 namespace pgwarden::recorder {
 
 namespace {
 
+void store_le(char* p, std::uint64_t v, int n) {
+  for (int i = 0; i < n; ++i) p[i] = static_cast<char>(v >> (8 * i));
+}
+
 void put_u32(std::string& out, std::uint32_t v) {
   char b[4];
-  for (int i = 0; i < 4; ++i) b[i] = static_cast<char>(v >> (8 * i));
+  store_le(b, v, 4);
   out.append(b, 4);
 }
 
 void put_u64(std::string& out, std::uint64_t v) {
   char b[8];
-  for (int i = 0; i < 8; ++i) b[i] = static_cast<char>(v >> (8 * i));
+  store_le(b, v, 8);
   out.append(b, 8);
 }
 
@@ -83,6 +89,8 @@ const char* type_name(RecordType t) {
       return "segment_start";
     case RecordType::Seal:
       return "seal";
+    case RecordType::Chain:
+      return "chain";
     case RecordType::SessionStart:
       return "session_start";
     case RecordType::Query:
@@ -127,6 +135,12 @@ const char* field_name(Field f) {
       return "final";
     case Field::Mac:
       return "mac";
+    case Field::Salt:
+      return "salt";
+    case Field::Batch:
+      return "batch";
+    case Field::Crcs:
+      return "crcs";
     case Field::Identity:
       return "identity";
     case Field::Groups:
@@ -212,17 +226,27 @@ const char* field_name(Field f) {
   return "unknown";
 }
 
+void Payload::grow(std::size_t n) {
+  const std::size_t cap = std::max({cap_ * 2, size_ + n, std::size_t{512}});
+  std::unique_ptr<char[]> bigger(new char[cap]);
+  if (size_ != 0) std::memcpy(bigger.get(), buf_.get(), size_);
+  buf_ = std::move(bigger);
+  cap_ = cap;
+}
+
 void Payload::reset(std::int64_t ts_us, std::uint64_t session) {
-  buf_.clear();
-  put_u64(buf_, static_cast<std::uint64_t>(ts_us));
-  put_u64(buf_, session);
-  put_u64(buf_, 0);  // link, set when appended
+  size_ = 0;
+  char* p = extend(24);
+  store_le(p, static_cast<std::uint64_t>(ts_us), 8);
+  store_le(p + 8, session, 8);
+  store_le(p + 16, 0, 8);  // link, set when appended
 }
 
 Payload& Payload::add(Field f, std::string_view value) {
-  buf_.push_back(static_cast<char>(f));
-  put_u32(buf_, static_cast<std::uint32_t>(value.size()));
-  buf_.append(value);
+  char* p = extend(5 + value.size());
+  p[0] = static_cast<char>(f);
+  store_le(p + 1, value.size(), 4);
+  if (!value.empty()) std::memcpy(p + 5, value.data(), value.size());
   return *this;
 }
 
@@ -294,8 +318,8 @@ Hash chain_next(const Hash& prev, std::string_view record) {
   return out;
 }
 
-std::uint64_t link_of(const Hash& h) noexcept {
-  return get_le(reinterpret_cast<const char*>(h.data()), 8);
+std::uint64_t link_of(const unsigned char* chain) noexcept {
+  return get_le(reinterpret_cast<const char*>(chain), 8);
 }
 
 std::string hex(std::string_view bytes) {
@@ -321,31 +345,133 @@ std::string seal_input(const Hash& chain, unsigned core, std::uint64_t segment,
   return s;
 }
 
+std::string seal_input_v2(const Mac& chain, unsigned core, std::uint64_t segment,
+                          std::uint64_t records, bool final, std::string_view reason) {
+  std::string s("pgwarden-seal-v2");
+  s.append(reinterpret_cast<const char*>(chain.data()), chain.size());
+  put_u32(s, core);
+  put_u64(s, segment);
+  put_u64(s, records);
+  s.push_back(final ? '\1' : '\0');
+  s.append(reason);
+  return s;
+}
+
+// GMAC: AES-256-GCM over the batch as additional data, nothing encrypted. GHASH runs on the
+// CPU's carry-less multiply at about a byte per instruction; the nonce is the batch's ordinal,
+// never repeated under one segment's key (each segment start draws a fresh salt, and recovery
+// seals with the HMAC key, never with a segment's chain key).
+struct ChainMac::Impl {
+  EVP_CIPHER* aes = nullptr;
+  EVP_CIPHER_CTX* gcm = nullptr;
+};
+
+ChainMac::ChainMac() : impl_(std::make_unique<Impl>()) {
+  impl_->aes = EVP_CIPHER_fetch(nullptr, "AES-256-GCM", nullptr);
+  if (impl_->aes != nullptr) impl_->gcm = EVP_CIPHER_CTX_new();
+  if (impl_->gcm == nullptr) throw std::runtime_error("OpenSSL has no AES-256-GCM");
+}
+
+ChainMac::~ChainMac() {
+  EVP_CIPHER_CTX_free(impl_->gcm);
+  EVP_CIPHER_free(impl_->aes);
+}
+
+void ChainMac::set_key(std::string_view key, unsigned core, std::uint64_t segment,
+                       std::string_view salt) {
+  std::string info("pgwarden-chain-v2");
+  put_u32(info, core);
+  put_u64(info, segment);
+  info.append(salt);
+  const Hash k = hmac_sha256(key, info);
+  if (EVP_EncryptInit_ex(impl_->gcm, impl_->aes, nullptr, k.data(), nullptr) != 1) {
+    throw std::runtime_error("cannot key AES-256-GCM");
+  }
+}
+
+void ChainMac::start(std::uint64_t nonce) {
+  unsigned char iv[12] = {};
+  for (int i = 0; i < 8; ++i) iv[i] = static_cast<unsigned char>(nonce >> (8 * i));
+  if (EVP_EncryptInit_ex(impl_->gcm, nullptr, nullptr, nullptr, iv) != 1) {
+    throw std::runtime_error("cannot start GMAC");
+  }
+}
+
+void ChainMac::update(std::string_view bytes) {
+  int len = 0;
+  if (!bytes.empty() && EVP_EncryptUpdate(impl_->gcm, nullptr, &len,
+                                          reinterpret_cast<const unsigned char*>(bytes.data()),
+                                          static_cast<int>(bytes.size())) != 1) {
+    throw std::runtime_error("GMAC failed");
+  }
+}
+
+Mac ChainMac::finish() {
+  Mac out{};
+  unsigned char none[16];
+  int len = 0;
+  if (EVP_EncryptFinal_ex(impl_->gcm, none, &len) != 1 ||
+      EVP_CIPHER_CTX_ctrl(impl_->gcm, EVP_CTRL_GCM_GET_TAG, 16, out.data()) != 1) {
+    throw std::runtime_error("GMAC failed");
+  }
+  return out;
+}
+
+SegmentWriter::SegmentWriter(unsigned core, std::string key)
+    : core_(core), key_(std::move(key)), tail_(32, '\0') {}
+
 void SegmentWriter::put(RecordType type, std::string_view payload) {
-  put_u32(pending_, static_cast<std::uint32_t>(payload.size()));
-  pending_.push_back(static_cast<char>(type));
-  put_u32(pending_, 0);  // CRC32C, and the link in the payload: chain()
+  const std::size_t at = pending_.size();
+  char header[kHeaderSize] = {};
+  store_le(header, payload.size(), 4);
+  header[4] = static_cast<char>(type);
+  pending_.append(header, kHeaderSize);
   pending_.append(payload);
+  char* rec = pending_.data() + at;
+  // The link: the chain before this record's batch (version 1: before this record).
+  std::memcpy(rec + kHeaderSize + 16, version_ == 1 ? chain_v1_.data() : chain_.data(), 8);
+  std::uint32_t crc = crc32c(0, rec, 5);
+  crc = crc32c(crc, rec + kHeaderSize, payload.size());
+  store_le(rec + 5, crc, 4);
+  if (version_ == 1) {
+    chain_v1_ = chain_next(chain_v1_, std::string_view(rec, kHeaderSize + payload.size()));
+  } else {
+    char c[4];
+    store_le(c, crc, 4);
+    crcs_.append(c, 4);
+  }
   bytes_ += kHeaderSize + payload.size();
   ++records_;
 }
 
-void SegmentWriter::chain() {
-  while (chained_ < pending_.size()) {
-    char* rec = pending_.data() + chained_;
-    const auto len = static_cast<std::size_t>(get_le(rec, 4));
-    std::memcpy(rec + kHeaderSize + 16, chain_.data(), 8);  // the link
-    std::uint32_t crc = crc32c(0, rec, 5);
-    crc = crc32c(crc, rec + kHeaderSize, len);
-    for (int i = 0; i < 4; ++i) rec[5 + i] = static_cast<char>(crc >> (8 * i));
-    chain_ = chain_next(chain_, std::string_view(rec, kHeaderSize + len));
-    chained_ += kHeaderSize + len;
-  }
+void SegmentWriter::close_batch() {
+  if (version_ != 2 || batch_start_ == pending_.size()) return;
+  ++batch_;
+  scratch_.reset(last_ts_, 0);
+  scratch_.add(Field::Batch, batch_)
+      .add(Field::Records, crcs_.size() / 4)
+      .add(Field::Crcs, crcs_)
+      .add(Field::Mac, std::string_view("\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0", 16));
+  const std::string_view payload = scratch_.bytes();
+  // The MAC: over the chain value before the batch, the batch's records as written, and this
+  // record's payload up to its MAC (its link included).
+  std::memcpy(scratch_.data() + 16, chain_.data(), 8);
+  mac_.start(batch_);
+  mac_.update(std::string_view(reinterpret_cast<const char*>(chain_.data()), chain_.size()));
+  mac_.update(std::string_view(pending_).substr(batch_start_));
+  mac_.update(payload.substr(0, payload.size() - 16));
+  const Mac next = mac_.finish();
+  std::memcpy(scratch_.data() + payload.size() - 16, next.data(), next.size());
+  crcs_.clear();
+  put(RecordType::Chain, payload);
+  crcs_.clear();
+  chain_ = next;
+  batch_start_ = pending_.size();
 }
 
 std::string SegmentWriter::take() {
-  chain();
-  chained_ = 0;
+  close_batch();
+  batch_start_ = 0;
   // The next batch is likely as large as this one: one allocation now instead of regrowing.
   std::string out;
   out.reserve(std::min<std::size_t>(pending_.size(), 1u << 20));
@@ -353,51 +479,80 @@ std::string SegmentWriter::take() {
   return out;
 }
 
-const Hash& SegmentWriter::last_hash() {
-  chain();
-  return chain_;
-}
-
-void SegmentWriter::begin(std::uint64_t seq, const Hash& prev, std::int64_t ts_us) {
-  chain();  // the previous segment's records, if still pending
+void SegmentWriter::begin(std::uint64_t seq, std::string_view prev, std::int64_t ts_us) {
+  close_batch();  // the previous segment's records, if still pending
+  version_ = kFormatVersion;
   seq_ = seq;
   bytes_ = 0;
   records_ = 0;
-  chain_ = prev;
+  batch_ = 0;
+  chain_ = Mac{};
+  char salt[16];
+  if (RAND_bytes(reinterpret_cast<unsigned char*>(salt), sizeof salt) != 1) {
+    throw std::runtime_error("no random bytes for a segment's salt");
+  }
+  mac_.set_key(key_, core_, seq, std::string_view(salt, sizeof salt));
+  batch_start_ = pending_.size();
+  last_ts_ = ts_us;
   scratch_.reset(ts_us, 0);
-  scratch_.add(Field::Version, kFormatVersion)
+  scratch_.add(Field::Version, static_cast<std::uint64_t>(kFormatVersion))
       .add(Field::Core, core_)
       .add(Field::Segment, seq)
-      .add(Field::PrevHash, std::string_view(reinterpret_cast<const char*>(prev.data()), 32));
+      .add(Field::PrevHash, prev)
+      .add(Field::Salt, std::string_view(salt, sizeof salt));
   put(RecordType::SegmentStart, scratch_.bytes());
 }
 
 std::uint64_t SegmentWriter::append(RecordType type, const Payload& payload) {
+  last_ts_ = static_cast<std::int64_t>(get_le(payload.bytes().data(), 8));
   put(type, payload.bytes());
-  // Bytes nobody takes for a while (a write in flight, a failing disk) are chained every 256 KiB,
-  // so taking them never stalls on more than that.
-  if (pending_.size() - chained_ >= (256u << 10)) chain();
+  // A batch nobody takes for a while (a write in flight, a failing disk) is closed every 256 KiB,
+  // so its chain record stays small and taking it never stalls on more than that.
+  if (pending_.size() - batch_start_ >= (256u << 10)) close_batch();
   return bytes_;
 }
 
-void SegmentWriter::resume(std::uint64_t seq, const Hash& last, std::uint64_t records,
-                           std::uint64_t bytes) {
-  chain();
+void SegmentWriter::resume(int version, std::uint64_t seq, std::string_view chain,
+                           std::uint64_t records, std::uint64_t bytes) {
+  close_batch();
+  version_ = version;
   seq_ = seq;
-  chain_ = last;
   records_ = records;
   bytes_ = bytes;
+  batch_start_ = pending_.size();
+  crcs_.clear();
+  if (version == 1 && chain.size() == chain_v1_.size()) {
+    std::memcpy(chain_v1_.data(), chain.data(), chain.size());
+  } else if (version == 2 && chain.size() == chain_.size()) {
+    std::memcpy(chain_.data(), chain.data(), chain.size());
+  } else {
+    throw std::invalid_argument("resume: a chain value of the wrong size");
+  }
 }
 
 void SegmentWriter::seal(std::int64_t ts_us, bool final, std::string_view reason) {
-  chain();
-  const Hash mac = hmac_sha256(key_, seal_input(chain_, core_, seq_, records_ + 1, final));
+  close_batch();
   scratch_.reset(ts_us, 0);
-  scratch_.add(Field::Records, records_ + 1)
-      .add(Field::Final, final ? 1 : 0)
-      .add(Field::Mac, std::string_view(reinterpret_cast<const char*>(mac.data()), mac.size()));
-  if (!reason.empty()) scratch_.add(Field::Reason, reason);
-  put(RecordType::Seal, scratch_.bytes());
+  if (version_ == 1) {
+    const Hash mac = hmac_sha256(key_, seal_input(chain_v1_, core_, seq_, records_ + 1, final));
+    scratch_.add(Field::Records, records_ + 1)
+        .add(Field::Final, final ? 1 : 0)
+        .add(Field::Mac, std::string_view(reinterpret_cast<const char*>(mac.data()), mac.size()));
+    if (!reason.empty()) scratch_.add(Field::Reason, reason);
+    put(RecordType::Seal, scratch_.bytes());
+    tail_.assign(reinterpret_cast<const char*>(chain_v1_.data()), chain_v1_.size());
+  } else {
+    const Hash mac =
+        hmac_sha256(key_, seal_input_v2(chain_, core_, seq_, records_ + 1, final, reason));
+    scratch_.add(Field::Records, records_ + 1)
+        .add(Field::Final, final ? 1 : 0)
+        .add(Field::Mac, std::string_view(reinterpret_cast<const char*>(mac.data()), mac.size()));
+    if (!reason.empty()) scratch_.add(Field::Reason, reason);
+    put(RecordType::Seal, scratch_.bytes());
+    crcs_.clear();  // the seal is no batch's
+    tail_.assign(reinterpret_cast<const char*>(mac.data()), mac.size());
+  }
+  batch_start_ = pending_.size();
 }
 
 }  // namespace pgwarden::recorder

@@ -1,11 +1,14 @@
-// The on-disk record format (recorder/FORMAT.md, version 1): framed records (length, type,
-// CRC32C, payload) hash-chained with SHA-256 within and across the segments of one core, each
-// closed segment ending with an HMAC-SHA256 seal. Sans-I/O: SegmentWriter produces bytes, the
-// caller writes them; parse_record reads them back.
+// The on-disk record format (recorder/FORMAT.md, version 2): framed records (length, type,
+// CRC32C, payload), chained in batches: each batch of records (what one flush writes) ends with a
+// chain record listing their CRC32Cs under a GMAC (keyed per segment) over the previous
+// chain value and the batch's bytes; each closed segment ends with an HMAC-SHA256 seal. Version 1
+// (a SHA-256 chain step per record) is still read and verified. Sans-I/O: SegmentWriter produces
+// bytes, the caller writes them; parse_record reads them back.
 #pragma once
 
 #include <array>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -14,7 +17,7 @@
 
 namespace pgwarden::recorder {
 
-inline constexpr int kFormatVersion = 1;
+inline constexpr int kFormatVersion = 2;
 inline constexpr std::size_t kHeaderSize = 9;  // u32 payload length, u8 type, u32 CRC32C
 inline constexpr std::uint32_t kMaxPayload = 16u << 20;
 // Statement texts and parameters longer than this are recorded clipped, with the SHA-256 of the
@@ -22,10 +25,12 @@ inline constexpr std::uint32_t kMaxPayload = 16u << 20;
 inline constexpr std::size_t kMaxValue = 1u << 20;
 
 using Hash = std::array<unsigned char, 32>;
+using Mac = std::array<unsigned char, 16>;  // a version 2 chain value (GMAC)
 
 enum class RecordType : std::uint8_t {
   SegmentStart = 1,
   Seal = 2,
+  Chain = 3,  // version 2: closes a batch (batch, records, crcs, mac)
   SessionStart = 10,
   Query = 11,    // simple Query text
   Parse = 12,    // extended protocol: statement name and text
@@ -50,6 +55,8 @@ enum class Field : std::uint8_t {
   Records = 5,
   Final = 6,
   Mac = 7,
+  Salt = 8,   // version 2 segment start: 16 random bytes in the segment's chain key
+  Batch = 9,  // chain record: the batch's ordinal in its segment (1, 2, ...)
   Identity = 10,
   Groups = 11,
   Client = 12,
@@ -58,6 +65,7 @@ enum class Field : std::uint8_t {
   Role = 15,
   Tls = 16,
   Method = 17,
+  Crcs = 18,  // chain record: the CRC32C of each record of the batch, 4 bytes each, in order
   Text = 20,
   Name = 21,
   Portal = 22,
@@ -105,10 +113,21 @@ class Payload {
   Payload& add(Field f, std::uint64_t value);  // decimal text
   // Text fields longer than kMaxValue: clipped, plus TextSha256 of the whole value.
   Payload& add_clipped(Field f, std::string_view value);
-  std::string_view bytes() const noexcept { return buf_; }
+  std::string_view bytes() const noexcept { return std::string_view(buf_.get(), size_); }
+  char* data() noexcept { return buf_.get(); }
 
  private:
-  std::string buf_;
+  // Room for n more bytes at the end (a plain buffer: std::string would zero what it grows by).
+  char* extend(std::size_t n) {
+    if (cap_ - size_ < n) grow(n);
+    char* p = buf_.get() + size_;
+    size_ += n;
+    return p;
+  }
+  void grow(std::size_t n);
+
+  std::unique_ptr<char[]> buf_;
+  std::size_t size_ = 0, cap_ = 0;
 };
 
 struct Record {
@@ -125,56 +144,94 @@ enum class ParseStatus { Ok, Incomplete, Corrupt };
 ParseStatus parse_record(std::string_view bytes, Record& out, std::size_t& size,
                          std::string* why = nullptr);
 
-// Chain step: next = SHA-256(prev || record bytes).
+// Version 1 chain step: next = SHA-256(prev || record bytes).
 Hash chain_next(const Hash& prev, std::string_view record);
-std::uint64_t link_of(const Hash& h) noexcept;  // its first 8 bytes, little-endian
+std::uint64_t link_of(const unsigned char* chain) noexcept;  // first 8 bytes, little-endian
+inline std::uint64_t link_of(const Hash& h) noexcept {
+  return link_of(h.data());
+}
+inline std::uint64_t link_of(const Mac& m) noexcept {
+  return link_of(m.data());
+}
 using protocol::hmac_sha256;
 std::string hex(std::string_view bytes);
 
-// The seal's MAC input: the chain hash before the seal, and the seal's own facts.
+// The seal's MAC input. Version 1: the chain hash before the seal, and the seal's own facts.
 std::string seal_input(const Hash& chain, unsigned core, std::uint64_t segment,
                        std::uint64_t records, bool final);
+// Version 2: the last chain value, the seal's facts and its reason.
+std::string seal_input_v2(const Mac& chain, unsigned core, std::uint64_t segment,
+                          std::uint64_t records, bool final, std::string_view reason);
 
-// Appends records of one core to an in-memory buffer, keeping the hash chain. Sans-I/O.
-// append() only copies the record in; its link, CRC32C and chain step are computed when the bytes
-// are taken (take(), seal(), last_hash()) or 256 KiB have accumulated, in one warm loop over
-// everything appended meanwhile: on the gateway's hot path, hashing each record alone between
-// syscalls ran with cold caches.
+// GMAC (AES-256-GCM, the input as additional data) under a segment's chain key:
+// HMAC-SHA256(key, "pgwarden-chain-v2" || core (u32) || segment (u64) || salt). The nonce is the
+// batch's ordinal in its segment.
+class ChainMac {
+ public:
+  ChainMac();
+  ~ChainMac();
+  ChainMac(const ChainMac&) = delete;
+  ChainMac& operator=(const ChainMac&) = delete;
+  void set_key(std::string_view key, unsigned core, std::uint64_t segment, std::string_view salt);
+  void start(std::uint64_t nonce);  // a new MAC under the key; nonce: never twice per key
+  void update(std::string_view bytes);
+  Mac finish();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Appends records of one core to an in-memory buffer, in version 2. Sans-I/O. Each record is
+// complete (link, CRC32C) when appended; the batch of records not yet taken is closed by a chain
+// record when the bytes are taken (take(), seal()) or 256 KiB have accumulated: one MAC pass over
+// the batch, and nothing per record but its CRC32C.
 class SegmentWriter {
  public:
-  SegmentWriter(unsigned core, std::string key) : core_(core), key_(std::move(key)) {}
-  // Starts segment `seq` chained to `prev` (the previous segment's last hash, zeros at first).
-  void begin(std::uint64_t seq, const Hash& prev, std::int64_t ts_us);
+  SegmentWriter(unsigned core, std::string key);
+  // Starts segment `seq`. `prev`: what the previous segment's successor names (tail()), or 32
+  // zero bytes for a core's first segment.
+  void begin(std::uint64_t seq, std::string_view prev, std::int64_t ts_us);
   // Appends a record; returns its end offset within the segment.
   std::uint64_t append(RecordType type, const Payload& payload);
-  // Continues a segment found on disk (crash recovery), to seal it.
-  void resume(std::uint64_t seq, const Hash& last, std::uint64_t records, std::uint64_t bytes);
-  // Appends the seal (final: the gateway shut down cleanly; otherwise a successor follows).
-  // `reason` is recorded in the seal (e.g. that the segment was recovered after a crash).
+  // Continues a segment found on disk (crash recovery), only to seal it: `version` 1 with its
+  // SHA-256 chain hash (32 bytes), or 2 with its last chain value (16 bytes).
+  void resume(int version, std::uint64_t seq, std::string_view chain, std::uint64_t records,
+              std::uint64_t bytes);
+  // Closes the batch, then appends the seal (final: the gateway shut down cleanly; otherwise a
+  // successor follows). `reason` is recorded in the seal (e.g. that the segment was recovered).
   void seal(std::int64_t ts_us, bool final, std::string_view reason = {});
 
   // How many bytes were produced and not yet taken.
   std::size_t pending_size() const noexcept { return pending_.size(); }
-  // The bytes produced and not yet taken, complete (chained), and leaves none pending.
+  // The bytes produced and not yet taken, their batch closed, and leaves none pending.
   std::string take();
   std::uint64_t segment() const noexcept { return seq_; }
   std::uint64_t segment_bytes() const noexcept { return bytes_; }
   std::uint64_t records() const noexcept { return records_; }
-  // The chain hash after the last record appended.
-  const Hash& last_hash();
+  // What the next segment's start names: after seal(), the seal's MAC (version 2) or the chain
+  // hash after the seal (version 1).
+  const std::string& tail() const noexcept { return tail_; }
 
  private:
   void put(RecordType type, std::string_view payload);
-  void chain();  // completes the records from chained_ on: link, CRC32C, chain step
+  void close_batch();  // appends the chain record of the records since the last one
 
   unsigned core_;
   std::string key_;
+  int version_ = kFormatVersion;
   std::uint64_t seq_ = 0;
   std::uint64_t bytes_ = 0;
   std::uint64_t records_ = 0;
-  Hash chain_{};  // after the last chained record
+  std::uint64_t batch_ = 0;  // batches closed in this segment
+  std::int64_t last_ts_ = 0;
+  Mac chain_{};      // the last chain value (version 2)
+  Hash chain_v1_{};  // the SHA-256 chain (a version 1 segment being sealed)
+  ChainMac mac_;
   std::string pending_;
-  std::size_t chained_ = 0;  // pending_ up to here is complete
+  std::size_t batch_start_ = 0;  // pending_ from here is the open batch
+  std::string crcs_;             // of the open batch's records
+  std::string tail_;
   Payload scratch_;
 };
 

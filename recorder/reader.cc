@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -44,18 +45,111 @@ constexpr const char* kNotSealed =
     "the newest segment is not sealed and no gateway is recording into it: its tail was cut off "
     "(or the gateway stopped abruptly and was not restarted, which seals it)";
 
+std::string_view bytes_of(const Mac& m) {
+  return std::string_view(reinterpret_cast<const char*>(m.data()), m.size());
+}
+std::string_view bytes_of(const Hash& h) {
+  return std::string_view(reinterpret_cast<const char*>(h.data()), h.size());
+}
+
 // Walks one core's segments, checking everything; stops at the first problem.
 struct CoreWalk {
   const std::string& key;
   VerifyReport& report;
   bool live = false;  // a gateway records into this core now: its newest segment is open
-  Hash chain{};
+  std::string tail = std::string(32, '\0');  // what the next segment's start must name
   std::uint64_t next_seq = 1;
 
   bool fail(const std::string& where, const std::string& what) {
     report.ok = false;
     report.problem = where + ": " + what;
     return false;
+  }
+
+  // The state of one segment's walk.
+  struct Walk {
+    int version = 0;
+    Hash chain_v1{};
+    Mac chain{};
+    ChainMac mac;
+    std::uint64_t batch = 0;
+    std::uint64_t batch_first = 1;  // record number of the open batch's first record
+    std::string crcs;               // of the open batch's records, as their headers say
+    std::size_t batch_offset = 0;   // where the open batch begins in the file
+  };
+
+  // A version 2 chain record closing the open batch: its list against the records' headers
+  // (naming the first that differs), then its MAC.
+  bool close_batch(const SegmentFile& seg, std::string_view data, std::size_t offset,
+                   std::uint64_t number, const Record& r, std::string_view bytes, Walk& w) {
+    const std::string where = seg.relative + ": record " + std::to_string(number) + " at offset " +
+                              std::to_string(offset);
+    const std::string_view listed = r.get(Field::Crcs);
+    const std::string_view mac = r.get(Field::Mac);
+    if (listed.size() % 4 != 0 || mac.size() != 16 || bytes.substr(bytes.size() - 16) != mac) {
+      return fail(where, "malformed chain record (record altered or damaged)");
+    }
+    const std::size_t n = std::min(listed.size(), w.crcs.size()) / 4;
+    for (std::size_t i = 0; i <= n; ++i) {
+      if (i < n && listed.substr(i * 4, 4) == std::string_view(w.crcs).substr(i * 4, 4)) continue;
+      if (i == n && listed.size() == w.crcs.size()) break;
+      const std::uint64_t at = w.batch_first + i;
+      return fail(seg.relative + ": record " + std::to_string(at),
+                  at == number ? "hash chain broken: the batch this chain record closes lost "
+                                 "records (removed or moved)"
+                               : "hash chain broken: this record is not the one recorded here "
+                                 "(altered, removed, inserted or reordered)");
+    }
+    if (field_u64(r, Field::Batch) != w.batch + 1 || field_u64(r, Field::Records) != n) {
+      return fail(where, "hash chain broken: chain record out of order (batch " +
+                             std::to_string(w.batch + 1) + " expected)");
+    }
+    w.mac.start(w.batch + 1);
+    w.mac.update(bytes_of(w.chain));
+    w.mac.update(data.substr(w.batch_offset, offset - w.batch_offset));
+    w.mac.update(bytes.substr(kHeaderSize, bytes.size() - kHeaderSize - 16));
+    const Mac want = w.mac.finish();
+    if (bytes_of(want) != mac) {
+      return fail(seg.relative + ": records " + std::to_string(w.batch_first) + " to " +
+                      std::to_string(number),
+                  "hash chain broken: the batch's MAC does not verify: one of its records was "
+                  "altered keeping its CRC32C, or another key wrote it");
+    }
+    w.chain = want;
+    ++w.batch;
+    w.crcs.clear();
+    w.batch_first = number + 1;
+    w.batch_offset = offset + bytes.size();
+    return true;
+  }
+
+  bool check_seal(const std::string& where, const SegmentFile& seg, const Record& r,
+                  std::uint64_t number, bool last, const Walk& w) {
+    const bool final = r.get(Field::Final) == "1";
+    const std::string_view mac = r.get(Field::Mac);
+    if (w.version == 2 && !w.crcs.empty()) {
+      return fail(where, "hash chain broken: records before the seal are in no batch");
+    }
+    const Hash want =
+        w.version == 1 ? hmac_sha256(key, seal_input(w.chain_v1, seg.core, seg.seq, number, final))
+                       : hmac_sha256(key, seal_input_v2(w.chain, seg.core, seg.seq, number, final,
+                                                        r.get(Field::Reason)));
+    if (field_u64(r, Field::Records) != number) {
+      return fail(where, "seal counts another number of records");
+    }
+    if (mac != bytes_of(want)) {
+      return fail(where, "seal does not verify: the segment was altered, or another key sealed it");
+    }
+    // Sealed as final and followed: the gateway was restarted after a clean shutdown (the
+    // successor's start record must continue this chain, checked when it is read).
+    if (final && !last) {
+      report.notes.push_back(seg.relative + ": the gateway restarted after this segment");
+    }
+    if (!final && last) {
+      return fail(where, "segment sealed for rotation but its successor (segment " +
+                             std::to_string(seg.seq + 1) + ") is missing");
+    }
+    return true;
   }
 
   bool segment(const SegmentFile& seg, bool last) {
@@ -70,6 +164,7 @@ struct CoreWalk {
     std::string_view rest = data;
     std::uint64_t offset = 0, number = 0;
     bool sealed = false;
+    Walk w;
     while (!rest.empty()) {
       const std::string where = seg.relative + ": record " + std::to_string(number + 1) +
                                 " at offset " + std::to_string(offset);
@@ -86,52 +181,59 @@ struct CoreWalk {
         break;
       }
       if (st == ParseStatus::Corrupt) return fail(where, why + " (record altered or damaged)");
-      if (r.link != link_of(chain)) {
-        return fail(where,
-                    "hash chain broken: this record, or the one before it, was altered, removed "
-                    "or reordered");
-      }
-      if (number == 0) {
+      const std::string_view bytes = rest.substr(0, size);
+      ++number;
+      if (number == 1) {
         if (r.type != RecordType::SegmentStart)
           return fail(where, "segment does not begin with a start record");
+        const std::uint64_t version = field_u64(r, Field::Version);
+        if (version != 1 && version != 2) {
+          return fail(where, "unknown format version " + std::string(r.get(Field::Version)));
+        }
+        w.version = static_cast<int>(version);
         if (field_u64(r, Field::Core) != seg.core || field_u64(r, Field::Segment) != seg.seq) {
           return fail(where, "start record names another core or segment (file moved or renamed)");
         }
-        const std::string_view prev = r.get(Field::PrevHash);
-        if (prev.size() != 32 ||
-            !std::equal(prev.begin(), prev.end(), reinterpret_cast<const char*>(chain.data()))) {
-          return fail(where, "does not continue the previous segment's hash chain");
+        if (r.get(Field::PrevHash) != tail) {
+          return fail(where, "does not continue the previous segment's chain");
+        }
+        if (w.version == 1) {
+          if (tail.size() != 32)
+            return fail(where, "does not continue the previous segment's chain");
+          std::memcpy(w.chain_v1.data(), tail.data(), 32);
+        }
+        if (w.version == 2) {
+          if (r.get(Field::Salt).size() != 16) return fail(where, "start record without a salt");
+          w.mac.set_key(key, seg.core, seg.seq, r.get(Field::Salt));
         }
       } else if (r.type == RecordType::SegmentStart) {
         return fail(where, "unexpected segment start record");
       }
+      const std::uint64_t want_link = w.version == 1 ? link_of(w.chain_v1) : link_of(w.chain);
+      if (r.link != want_link) {
+        return fail(where,
+                    w.version == 1
+                        ? "hash chain broken: this record, or the one before it, was altered, "
+                          "removed or reordered"
+                        : "hash chain broken: this record belongs to another batch (moved or "
+                          "reordered)");
+      }
       if (r.type == RecordType::Seal) {
-        const bool final = r.get(Field::Final) == "1";
-        const std::string_view mac = r.get(Field::Mac);
-        const Hash want = hmac_sha256(key, seal_input(chain, seg.core, seg.seq, number + 1, final));
-        if (field_u64(r, Field::Records) != number + 1) {
-          return fail(where, "seal counts another number of records");
-        }
-        if (mac.size() != 32 ||
-            !std::equal(mac.begin(), mac.end(), reinterpret_cast<const char*>(want.data()))) {
-          return fail(where,
-                      "seal does not verify: the segment was altered, or another key sealed it");
-        }
-        // Sealed as final and followed: the gateway was restarted after a clean shutdown (the
-        // successor's start record must continue this chain, checked when it is read).
-        if (final && !last) {
-          report.notes.push_back(seg.relative + ": the gateway restarted after this segment");
-        }
-        if (!final && last) {
-          return fail(where, "segment sealed for rotation but its successor (segment " +
-                                 std::to_string(seg.seq + 1) + ") is missing");
-        }
+        if (!check_seal(where, seg, r, number, last, w)) return false;
         sealed = true;
       }
-      chain = chain_next(chain, rest.substr(0, size));
+      if (w.version == 1) {
+        w.chain_v1 = chain_next(w.chain_v1, bytes);
+        if (sealed) tail = std::string(bytes_of(w.chain_v1));
+      } else if (r.type == RecordType::Chain) {
+        if (!close_batch(seg, data, offset, number, r, bytes, w)) return false;
+      } else if (sealed) {
+        tail = std::string(r.get(Field::Mac));
+      } else {
+        w.crcs.append(bytes.substr(5, 4));
+      }
       rest.remove_prefix(size);
       offset += size;
-      ++number;
       ++report.records;
     }
     if (number == 0) {
@@ -143,7 +245,10 @@ struct CoreWalk {
       if (!live) return fail(seg.relative, kNotSealed);
       report.notes.push_back(seg.relative +
                              ": last segment not sealed yet (the gateway is recording into it): "
-                             "its records are checked by CRC and chain only");
+                             "its records are checked by CRC and chain only" +
+                             (w.crcs.empty() ? std::string()
+                                             : "; the last " + std::to_string(w.crcs.size() / 4) +
+                                                   " are not chained yet (being written)"));
     }
     return true;
   }
@@ -240,22 +345,44 @@ Resume resume_point(const std::string& dir, unsigned core) {
     out.last_path = seg.path;
     out.last_sealed = false;
     out.last_records = 0;
+    out.last_valid_bytes = 0;
+    out.version = 0;
+    out.last_chain.clear();
+    Hash chain_v1{};
+    if (out.last_tail.size() == 32) std::memcpy(chain_v1.data(), out.last_tail.data(), 32);
+    std::uint64_t records = 0;
     std::string why;
     std::size_t consumed = 0;
+    const std::string data = read_all(seg.path);
     const ParseStatus st = for_each_in(
-        read_all(seg.path),
+        data,
         [&](const Record& r, std::string_view bytes) {
-          out.last_hash = chain_next(out.last_hash, bytes);
+          ++records;
+          if (r.type == RecordType::SegmentStart && records == 1) {
+            out.version = field_u64(r, Field::Version) == 1 ? 1 : 2;
+          }
+          if (out.version == 1) {
+            // Version 1 (a gateway before the upgrade stopped abruptly): every record is chained.
+            chain_v1 = chain_next(chain_v1, bytes);
+            out.last_chain = std::string(bytes_of(chain_v1));
+          } else if (r.type == RecordType::Chain) {
+            out.last_chain = std::string(r.get(Field::Mac));
+          } else if (r.type != RecordType::Seal) {
+            return;  // complete only once its batch is chained
+          }
           out.last_sealed = r.type == RecordType::Seal;
-          ++out.last_records;
+          if (out.last_sealed) {
+            out.last_tail = out.version == 1 ? out.last_chain : std::string(r.get(Field::Mac));
+          }
+          out.last_records = records;
+          out.last_valid_bytes =
+              static_cast<std::uint64_t>(bytes.data() + bytes.size() - data.data());
         },
         consumed, &why);
-    out.last_valid_bytes = consumed;
     out.zero_tail = 0;
     if (st == ParseStatus::Corrupt) {
       // A crash with records in the page cache only (--record-durability none) can leave the
       // file longer than what reached the disk, the rest zeros: that is a tail to cut, not damage.
-      const std::string data = read_all(seg.path);
       if (data.find_first_not_of('\0', consumed) == std::string::npos) {
         out.zero_tail = data.size() - consumed;
         continue;

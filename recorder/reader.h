@@ -30,8 +30,10 @@ struct VerifyReport {
   std::uint64_t records = 0;
 };
 
-// Checks CRCs, record links, the hash chain across segments, segment sequence and seals. The
-// newest segment of a core may be unsealed only while a gateway records into it (holds its lock).
+// Checks CRCs, record links, the chain (version 1: per record; 2: per batch, naming the first
+// record that differs from its batch's chain record) across segments, segment sequence and seals.
+// The newest segment of a core may be unsealed only while a gateway records into it (holds its
+// lock).
 VerifyReport verify_dir(const std::string& dir, const std::string& key);
 
 // The file a gateway holds locked (flock) in each core's directory while it records there.
@@ -41,12 +43,15 @@ bool core_is_live(const std::string& dir, unsigned core);
 
 // Where a gateway appends after a restart: the state at the end of a core's last segment.
 struct Resume {
+  Resume() : last_tail(32, '\0') {}
   std::uint64_t last_seq = 0;          // 0: the core has no segment yet
   bool last_sealed = true;             // false: the gateway stopped abruptly; seal it on recovery
-  std::uint64_t last_records = 0;      // complete records in the last segment
+  int version = 0;                     // of the last segment
+  std::uint64_t last_records = 0;      // complete records (version 2: chained) in it
   std::uint64_t last_valid_bytes = 0;  // their length: a partial tail beyond is cut off
   std::uint64_t zero_tail = 0;         // of which zeros (the file outgrew what reached the disk)
-  Hash last_hash{};                    // chain hash after the last complete record
+  std::string last_chain;  // the chain value after them (version 1: SHA-256, 2: the last MAC)
+  std::string last_tail;   // what the last sealed segment's successor names (32 zeros: none)
   std::string last_path;
   bool ok = true;
   std::string problem;

@@ -125,7 +125,8 @@ std::string to_json(const SegmentFile& seg, const Record& r) {
 }
 
 bool is_event(const Record& r) {
-  return r.type != RecordType::SegmentStart && r.type != RecordType::Seal;
+  return r.type != RecordType::SegmentStart && r.type != RecordType::Seal &&
+         r.type != RecordType::Chain;
 }
 
 // Reads records as they are appended: remembers how far each segment file was read.

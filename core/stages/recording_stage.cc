@@ -42,9 +42,14 @@ bool RecordingStage::records(char type) {
 
 void RecordingStage::add_decision(rec::Payload& p, const FrontendMessage& m, const char* decision) {
   if (m.decision == nullptr) return;
+  // Statements of a session mostly repeat their classes: their names are built once per set.
+  if (m.decision->classes != classes_ || classes_text_.empty()) {
+    classes_ = m.decision->classes;
+    classes_text_ = policy::class_names(classes_);
+  }
   p.add(rec::Field::Decision, decision)
       .add(rec::Field::Rule, m.decision->rule != nullptr ? m.decision->rule->name : "(no rule)")
-      .add(rec::Field::Classes, policy::class_names(m.decision->classes));
+      .add(rec::Field::Classes, classes_text_);
 }
 
 // A sqlcommenter comment's intent and trace context, as their own fields (masked as the text is).

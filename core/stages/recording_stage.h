@@ -10,6 +10,7 @@
 
 #include "core/record_sink.h"
 #include "core/stages/stage.h"
+#include "policy/classifier.h"
 #include "policy/sqlcommenter.h"
 
 namespace pgwarden::core {
@@ -68,6 +69,8 @@ class RecordingStage final : public Stage, public DurabilityWaiter {
   std::uint64_t last_end_ = 0;  // strict: what must be durable before upstream bytes go
   std::string describe_error_;  // the failed Describe pgwarden sent before an Execute
   bool holding_ = false;
+  policy::ClassSet classes_ = 0;  // of the last statement recorded, and their names
+  std::string classes_text_;
   policy::CommentTags app_tags_;  // from the session's application_name
   bool app_tags_read_ = false;
 };

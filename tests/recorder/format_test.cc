@@ -1,6 +1,7 @@
 // Record format round trip, CRC, chain and seal, and what `verify` catches: altered, removed,
 // reordered or truncated records and segments, a wrong key; a partial last record after a crash is
-// tolerated.
+// tolerated. Version 2 (chained per batch) is written; version 1 (chained per record) still
+// verifies (recorder/format_v1_test.cc).
 #include "recorder/format.h"
 
 #include <fcntl.h>
@@ -55,22 +56,23 @@ class RecordDir : public ::testing::Test {
   }
   void TearDown() override { fs::remove_all(dir_); }
 
+  // Each segment: start, 2 queries, chain (taken), 3 queries, chain, seal: 9 records.
   void write_core(unsigned core, int segments) {
     SegmentWriter w(core, kKey);
-    Hash prev{};
     std::int64_t ts = 1'700'000'000'000'000;
     for (int seg = 1; seg <= segments; ++seg) {
-      w.begin(static_cast<std::uint64_t>(seg), prev, ts);
+      w.begin(static_cast<std::uint64_t>(seg), w.tail(), ts);
       Payload p;
+      std::string bytes;
       for (int i = 0; i < 5; ++i) {
         p.reset(++ts, 0x1000 + core);
         p.add(Field::Text, "SELECT " + std::to_string(seg * 100 + i)).add(Field::Rows, 1);
         w.append(RecordType::Query, p);
+        if (i == 1) bytes = w.take();
       }
       w.seal(++ts, seg == segments);
-      prev = w.last_hash();
       fs::create_directories(dir_ / ("core-0" + std::to_string(core)));
-      spit(path(core, seg), w.take());
+      spit(path(core, seg), bytes + w.take());
     }
   }
   std::string path(unsigned core, int seg) const {
@@ -83,7 +85,7 @@ class RecordDir : public ::testing::Test {
 
 TEST(Format, RoundTripsFieldsAndRejectsBitFlips) {
   SegmentWriter w(7, kKey);
-  w.begin(1, Hash{}, 42);
+  w.begin(1, w.tail(), 42);
   Payload p;
   p.reset(1'700'000'000'123'456, 0xabcdef);
   const std::string binary("a\0b\xff", 4);
@@ -96,7 +98,7 @@ TEST(Format, RoundTripsFieldsAndRejectsBitFlips) {
   ASSERT_EQ(parse_record(bytes, r, size), ParseStatus::Ok);  // the segment start
   bytes.remove_prefix(size);
   ASSERT_EQ(parse_record(bytes, r, size), ParseStatus::Ok);
-  EXPECT_EQ(size, bytes.size());
+  bytes = bytes.substr(0, size);  // a chain record follows
   EXPECT_EQ(r.type, RecordType::SessionStart);
   EXPECT_EQ(r.ts_us, 1'700'000'000'123'456);
   EXPECT_EQ(r.session, 0xabcdefu);
@@ -133,7 +135,7 @@ TEST(Format, LongValuesAreClippedWithTheirHash) {
   p.reset(0, 0);
   p.add_clipped(Field::Text, std::string(kMaxValue + 10, 'q'));
   SegmentWriter w(0, kKey);
-  w.begin(1, Hash{}, 0);
+  w.begin(1, w.tail(), 0);
   w.append(RecordType::Query, p);
   const std::string all = w.take();
   std::string_view bytes = all;
@@ -146,107 +148,168 @@ TEST(Format, LongValuesAreClippedWithTheirHash) {
   EXPECT_EQ(r.get(Field::TextSha256).size(), 64u);
 }
 
-// Records are completed (link, CRC, chain step) when their bytes are taken or 256 KiB pile up,
-// not when appended: taking after every record or once at the end gives the same bytes, and each
-// record's link and the final chain hash are those of the chain recomputed from the bytes alone.
-TEST(Format, BytesDoNotDependOnWhenTheyAreTaken) {
-  SegmentWriter each(3, kKey), once(3, kKey);
-  each.begin(5, Hash{}, 1);
-  once.begin(5, Hash{}, 1);
-  std::string taken = each.take();
+// Every take() closes the batch with a chain record: the CRC32C of each record since the last one,
+// in order, under a GMAC over the chain value before the batch; each record's link is that
+// value's first 8 bytes. A batch nobody takes is closed every 256 KiB.
+TEST(Format, EachTakeEndsWithAChainRecordOverItsBatch) {
+  SegmentWriter w(3, kKey);
+  w.begin(5, w.tail(), 1);
+  std::string all;
   Payload p;
   for (int i = 0; i < 20; ++i) {
     p.reset(100 + i, 0xfeed);
-    // Every fifth record is 100 KiB: untaken bytes pass 256 KiB, where append() chains them.
+    // Every fifth record is 100 KiB: untaken bytes pass 256 KiB, where append() closes a batch.
     const std::size_t size = i % 5 == 4 ? 100u << 10 : static_cast<std::size_t>(i) * 7;
     p.add(Field::Statement, static_cast<std::uint64_t>(i)).add(Field::Text, std::string(size, 'x'));
-    each.append(RecordType::Query, p);
-    once.append(RecordType::Query, p);
-    if (i % 3 != 0) taken += each.take();  // sometimes several records at once
-    EXPECT_EQ(each.pending_size() + taken.size(), once.pending_size());
+    w.append(RecordType::Query, p);
+    if (i % 3 != 0) {
+      const std::string taken = w.take();
+      Record last;
+      std::size_t n = 0;
+      ASSERT_EQ(
+          parse_record(std::string_view(taken).substr(records_of(taken).back().first), last, n),
+          ParseStatus::Ok);
+      EXPECT_EQ(last.type, RecordType::Chain) << "take " << i;
+      all += taken;
+    }
   }
-  each.seal(200, true);
-  once.seal(200, true);
-  taken += each.take();
-  const std::string whole = once.take();
-  EXPECT_EQ(taken, whole);
-  EXPECT_EQ(each.last_hash(), once.last_hash());
-  EXPECT_EQ(once.pending_size(), 0u);
-  EXPECT_EQ(once.take(), "");
+  w.seal(200, true);
+  all += w.take();
+  EXPECT_EQ(w.pending_size(), 0u);
+  EXPECT_EQ(w.take(), "");
 
-  Hash chain{};
-  std::size_t n = 0;
-  for (const auto& [at, size] : records_of(whole)) {
+  ChainMac mac;
+  Mac chain{};
+  std::string crcs;
+  std::size_t batch_from = 0, chains = 0, records = 0;
+  const auto recs = records_of(all);
+  for (const auto& [at, size] : recs) {
     Record r;
     std::size_t got = 0;
-    ASSERT_EQ(parse_record(std::string_view(whole).substr(at), r, got), ParseStatus::Ok);
-    EXPECT_EQ(r.link, link_of(chain)) << "record " << n;
-    chain = chain_next(chain, std::string_view(whole).substr(at, size));
-    ++n;
+    ASSERT_EQ(parse_record(std::string_view(all).substr(at), r, got), ParseStatus::Ok);
+    ++records;
+    if (r.type == RecordType::SegmentStart) {
+      ASSERT_EQ(r.get(Field::Version), "2");
+      mac.set_key(kKey, 3, 5, r.get(Field::Salt));
+    }
+    EXPECT_EQ(r.link, link_of(chain)) << "record " << records;
+    if (r.type == RecordType::Seal) break;
+    if (r.type != RecordType::Chain) {
+      crcs.append(all, at + 5, 4);
+      continue;
+    }
+    ++chains;
+    EXPECT_EQ(r.get(Field::Crcs), crcs);
+    EXPECT_EQ(r.get(Field::Batch), std::to_string(chains));
+    mac.start(chains);
+    mac.update(std::string_view(reinterpret_cast<const char*>(chain.data()), chain.size()));
+    mac.update(std::string_view(all).substr(batch_from, at - batch_from));
+    mac.update(std::string_view(all).substr(at + kHeaderSize, size - kHeaderSize - 16));
+    chain = mac.finish();
+    EXPECT_EQ(r.get(Field::Mac),
+              std::string_view(reinterpret_cast<const char*>(chain.data()), chain.size()));
+    crcs.clear();
+    batch_from = at + size;
   }
-  EXPECT_EQ(n, 22u);  // segment start, 20 queries, seal
-  EXPECT_EQ(chain, once.last_hash());
+  EXPECT_EQ(records, recs.size());
+  EXPECT_EQ(chains, 13u);  // the takes that had records
+  EXPECT_TRUE(crcs.empty());
+
+  // Untaken, a batch closes once 256 KiB accumulated.
+  SegmentWriter big(3, kKey);
+  big.begin(1, big.tail(), 1);
+  for (int i = 0; i < 4; ++i) {  // closed after the third (300 KiB), and by take()
+    p.reset(1, 1);
+    p.add(Field::Text, std::string(100u << 10, 'y'));
+    big.append(RecordType::Query, p);
+  }
+  const std::string four = big.take();
+  std::size_t closes = 0;
+  for (const auto& [at, size] : records_of(four)) {
+    closes += static_cast<unsigned char>(four[at + 4]) == static_cast<int>(RecordType::Chain);
+  }
+  EXPECT_EQ(closes, 2u);
 }
 
 TEST_F(RecordDir, IntactDirectoryVerifies) {
   const VerifyReport r = verify();
   EXPECT_TRUE(r.ok) << r.problem;
   EXPECT_EQ(r.segments, 4u);
-  EXPECT_EQ(r.records, 4u * 7u);
+  EXPECT_EQ(r.records, 4u * 9u);
 }
 
 TEST_F(RecordDir, WrongKeyFails) {
   const VerifyReport r = verify("another key entirely, 32 bytes..");
   EXPECT_FALSE(r.ok);
-  EXPECT_NE(r.problem.find("seal does not verify"), std::string::npos) << r.problem;
+  // The first batch's MAC, keyed like the seal, already tells.
+  EXPECT_NE(r.problem.find("another key wrote it"), std::string::npos) << r.problem;
 }
 
 TEST_F(RecordDir, AlteredByteIsNamed) {
   std::string data = slurp(path(0, 2));
   const auto recs = records_of(data);
-  data[recs[3].first + recs[3].second - 2] ^= 1;  // inside the 4th record's text
+  data[recs[4].first + recs[4].second - 2] ^= 1;  // inside the 5th record's text
   spit(path(0, 2), data);
   const VerifyReport r = verify();
   EXPECT_FALSE(r.ok);
-  EXPECT_NE(r.problem.find("core-00/00000002.pwrec: record 4 at offset"), std::string::npos)
+  EXPECT_NE(r.problem.find("core-00/00000002.pwrec: record 5 at offset"), std::string::npos)
       << r.problem;
 }
 
-// Rewrites a record and recomputes its CRC: the next record's link exposes it.
-TEST_F(RecordDir, AlteredRecordWithFixedCrcIsNamedByTheNextLink) {
+// Sets a record's CRC32C to what its bytes give now.
+void fix_crc(std::string& data, std::size_t at, std::size_t size) {
+  std::uint32_t crc = crc32c(0, data.data() + at, 5);
+  crc = crc32c(crc, data.data() + at + kHeaderSize, size - kHeaderSize);
+  for (int i = 0; i < 4; ++i) data[at + 5 + i] = static_cast<char>(crc >> (8 * i));
+}
+
+// Rewrites a record and recomputes its CRC: its batch's chain record lists another CRC32C.
+TEST_F(RecordDir, AlteredRecordWithFixedCrcIsNamedByItsChainRecord) {
   std::string data = slurp(path(0, 1));
   const auto recs = records_of(data);
   const std::size_t at = recs[2].first;
   data[at + recs[2].second - 1] = '9';  // "SELECT 101" -> "SELECT 109"
-  std::uint32_t crc = crc32c(0, data.data() + at, 5);
-  crc = crc32c(crc, data.data() + at + kHeaderSize, recs[2].second - kHeaderSize);
-  for (int i = 0; i < 4; ++i) data[at + 5 + i] = static_cast<char>(crc >> (8 * i));
+  fix_crc(data, at, recs[2].second);
   spit(path(0, 1), data);
   const VerifyReport r = verify();
   EXPECT_FALSE(r.ok);
-  EXPECT_NE(r.problem.find("core-00/00000001.pwrec: record 4"), std::string::npos) << r.problem;
+  EXPECT_NE(r.problem.find("core-00/00000001.pwrec: record 3"), std::string::npos) << r.problem;
   EXPECT_NE(r.problem.find("hash chain broken"), std::string::npos) << r.problem;
 }
 
-// An attacker without the key rewrites a record and recomputes every CRC and link after it:
-// only the seal can tell, and it does.
-TEST_F(RecordDir, RecomputedChainIsCaughtByTheSeal) {
-  const std::string original = slurp(path(0, 1));
-  const auto recs = records_of(original);
-  std::string data = original;
-  data[recs[2].first + recs[2].second - 1] = '9';
-  Hash chain{};
-  for (const auto& [at, size] : recs) {
-    for (int i = 0; i < 8; ++i) data[at + kHeaderSize + 16 + i] = static_cast<char>(chain[i]);
-    std::uint32_t crc = crc32c(0, data.data() + at, 5);
-    crc = crc32c(crc, data.data() + at + kHeaderSize, size - kHeaderSize);
-    for (int i = 0; i < 4; ++i) data[at + 5 + i] = static_cast<char>(crc >> (8 * i));
-    chain = chain_next(chain, std::string_view(data).substr(at, size));
-  }
+// An attacker without the key rewrites a record, recomputes its CRC and the one its chain record
+// lists (and that record's own CRC): the batch's MAC, keyed, does not verify.
+TEST_F(RecordDir, AlteredRecordWithItsListedCrcRewrittenFailsTheBatchMac) {
+  std::string data = slurp(path(0, 1));
+  const auto recs = records_of(data);
+  data[recs[5].first + recs[5].second - 1] = '9';  // "SELECT 103" -> "SELECT 109"
+  fix_crc(data, recs[5].first, recs[5].second);
+  Record chain;
+  std::size_t n = 0;
+  ASSERT_EQ(parse_record(std::string_view(data).substr(recs[7].first), chain, n), ParseStatus::Ok);
+  ASSERT_EQ(chain.type, RecordType::Chain);
+  const std::size_t listed = static_cast<std::size_t>(chain.get(Field::Crcs).data() - data.data());
+  data.replace(listed + 4, 4, data, recs[5].first + 5, 4);  // the 2nd record of the batch
+  fix_crc(data, recs[7].first, recs[7].second);
   spit(path(0, 1), data);
   const VerifyReport r = verify();
   EXPECT_FALSE(r.ok);
-  EXPECT_NE(r.problem.find("seal does not verify"), std::string::npos) << r.problem;
+  EXPECT_NE(r.problem.find("core-00/00000001.pwrec: records 5 to 8"), std::string::npos)
+      << r.problem;
+  EXPECT_NE(r.problem.find("MAC does not verify"), std::string::npos) << r.problem;
+}
+
+// Records moved from one batch into another carry the other batch's link.
+TEST_F(RecordDir, ARecordMovedToAnotherBatchIsNamed) {
+  std::string data = slurp(path(0, 3));
+  const auto recs = records_of(data);
+  const std::string moved = data.substr(recs[2].first, recs[2].second);
+  data.erase(recs[2].first, recs[2].second);
+  data.insert(recs[4].first - moved.size(), moved);  // into the second batch, first
+  spit(path(0, 3), data);
+  const VerifyReport r = verify();
+  EXPECT_FALSE(r.ok);
+  EXPECT_NE(r.problem.find("core-00/00000003.pwrec: record 3"), std::string::npos) << r.problem;
 }
 
 TEST_F(RecordDir, RemovedRecordIsNamed) {
@@ -262,18 +325,18 @@ TEST_F(RecordDir, RemovedRecordIsNamed) {
 TEST_F(RecordDir, ReorderedRecordsAreNamed) {
   std::string data = slurp(path(1, 1));
   const auto recs = records_of(data);
-  const std::string a = data.substr(recs[2].first, recs[2].second);
-  const std::string b = data.substr(recs[3].first, recs[3].second);
-  data.replace(recs[2].first, a.size() + b.size(), b + a);
+  const std::string a = data.substr(recs[4].first, recs[4].second);
+  const std::string b = data.substr(recs[5].first, recs[5].second);
+  data.replace(recs[4].first, a.size() + b.size(), b + a);
   spit(path(1, 1), data);
   const VerifyReport r = verify();
   EXPECT_FALSE(r.ok);
-  EXPECT_NE(r.problem.find("core-01/00000001.pwrec: record 3"), std::string::npos) << r.problem;
+  EXPECT_NE(r.problem.find("core-01/00000001.pwrec: record 5"), std::string::npos) << r.problem;
 }
 
 TEST_F(RecordDir, TruncatedSealedSegmentIsCaught) {
   std::string data = slurp(path(0, 1));
-  spit(path(0, 1), data.substr(0, records_of(data)[5].first));  // the seal cut off
+  spit(path(0, 1), data.substr(0, records_of(data)[8].first));  // the seal cut off
   const VerifyReport r = verify();
   EXPECT_FALSE(r.ok);
   EXPECT_NE(r.problem.find("core-00/00000001.pwrec"), std::string::npos) << r.problem;
@@ -310,13 +373,13 @@ TEST_F(RecordDir, AnUnsealedSegmentFailsUnlessAGatewayRecordsIntoIt) {
   std::string data = slurp(path(1, 1));
   const auto recs = records_of(data);
   // The tail, seal included, cut off after a clean shutdown.
-  spit(path(1, 1), data.substr(0, recs[5].first));
+  spit(path(1, 1), data.substr(0, recs[8].first));
   VerifyReport r = verify();
   EXPECT_FALSE(r.ok);
   EXPECT_NE(r.problem.find("not sealed and no gateway is recording into it"), std::string::npos)
       << r.problem;
   // A partial record at the end, as a crash leaves it: the same without a gateway.
-  spit(path(1, 1), data.substr(0, recs[5].first) + data.substr(recs[4].first, 7));
+  spit(path(1, 1), data.substr(0, recs[8].first) + data.substr(recs[4].first, 7));
   EXPECT_FALSE(verify().ok);
   // With a gateway holding the core's lock, it is the segment being written.
   const int fd = ::open(lock_path(dir_.string(), 1).c_str(), O_RDWR | O_CREAT, 0600);
@@ -333,8 +396,8 @@ TEST_F(RecordDir, AnUnsealedSegmentFailsUnlessAGatewayRecordsIntoIt) {
   const Resume resume = resume_point(dir_.string(), 1);
   EXPECT_TRUE(resume.ok);
   EXPECT_FALSE(resume.last_sealed);
-  EXPECT_EQ(resume.last_records, 5u);
-  EXPECT_EQ(resume.last_valid_bytes, recs[5].first);
+  EXPECT_EQ(resume.last_records, 8u);
+  EXPECT_EQ(resume.last_valid_bytes, recs[8].first);
 }
 
 // A crash with records only in the page cache can leave the file longer than what reached the
@@ -342,13 +405,13 @@ TEST_F(RecordDir, AnUnsealedSegmentFailsUnlessAGatewayRecordsIntoIt) {
 TEST_F(RecordDir, AZeroFilledTailIsCutOnRestartButGarbageIsNot) {
   std::string data = slurp(path(1, 1));
   const auto recs = records_of(data);
-  spit(path(1, 1), data.substr(0, recs[5].first) + std::string(8192, '\0'));
+  spit(path(1, 1), data.substr(0, recs[8].first) + std::string(8192, '\0'));
   const Resume resume = resume_point(dir_.string(), 1);
   EXPECT_TRUE(resume.ok) << resume.problem;
-  EXPECT_EQ(resume.last_records, 5u);
-  EXPECT_EQ(resume.last_valid_bytes, recs[5].first);
+  EXPECT_EQ(resume.last_records, 8u);
+  EXPECT_EQ(resume.last_valid_bytes, recs[8].first);
   EXPECT_EQ(resume.zero_tail, 8192u);
-  spit(path(1, 1), data.substr(0, recs[5].first) + std::string(100, '\0') + "garbage");
+  spit(path(1, 1), data.substr(0, recs[8].first) + std::string(100, '\0') + "garbage");
   EXPECT_FALSE(resume_point(dir_.string(), 1).ok);
 }
 
