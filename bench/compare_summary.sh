@@ -4,13 +4,13 @@
 # direct and PgBouncer, and with --recording, --policy or --masking each feature's paired cost.
 # pgbench_compare.sh runs it at the end; it also runs alone on a file kept with --results:
 #
-#   bench/compare_summary.sh RESULTS.tsv [--recording | --policy | --masking]
+#   bench/compare_summary.sh RESULTS.tsv [--recording | --policy | --masking | --full]
 set -euo pipefail
 
 results=$1
-recording= policy= masking=
+recording= policy= masking= full=
 case ${2:-} in
-  --recording) recording=1 ;; --policy) policy=1 ;; --masking) masking=1 ;; "") ;;
+  --recording) recording=1 ;; --policy) policy=1 ;; --masking) masking=1 ;; --full) full=1 ;; "") ;;
   *) echo "unknown argument $2" >&2; exit 2 ;;
 esac
 [ -s "$results" ] || { echo "no results in $results" >&2; exit 1; }
@@ -95,6 +95,21 @@ for name in "${workloads[@]}"; do
   fi
   if [ -n "$policy" ]; then
     vs_off "$name" policy 3
+    continue
+  fi
+  if [ -n "$full" ]; then
+    # Everything on against PgBouncer: TPS at least its, CPU per transaction at most 0.8x; with
+    # each target's spread over the rounds (min-max).
+    read -r g_tps _ g_cpu < "$work/med.pgwarden-full"
+    spread() {
+      awk -F'\t' -v n="$name" -v t="$1" -v c="$2" '$2 == n && $3 == t { print $c }' "$results" |
+        sort -g | awk '{ v[NR] = $1 } END { printf "%s-%s", v[1], v[NR] }'
+    }
+    awk -v n="$name" -v gt="$g_tps" -v bt="$b_tps" -v gc="$g_cpu" -v bc="$b_cpu" \
+      -v st="$(spread pgwarden-full 4)" -v sc="$(spread pgwarden-full 7)" \
+      -v bst="$(spread pgbouncer 4)" -v bsc="$(spread pgbouncer 7)" 'BEGIN {
+      printf "  -> %s, everything on: tps %.2fx pgbouncer (target >= 1: %s), cpu/10k tx %.2fx pgbouncer (target <= 0.80: %s); spread tps %s vs %s, cpu/10k %s vs %s\n",
+        n, gt / bt, (gt >= bt) ? "ok" : "BELOW", gc / bc, (gc <= 0.8 * bc) ? "ok" : "MISSED", st, bst, sc, bsc }'
     continue
   fi
   if [ -n "$recording" ]; then

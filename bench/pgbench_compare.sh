@@ -5,7 +5,8 @@
 # seconds (user+sys from /proc) per 10k transactions; medians over the rounds.
 #
 #   bench/pgbench_compare.sh [--rounds N] [--seconds S] [--clients C] [--scale S] [--tls]
-#                            [--recording] [--policy] [--masking] [--results FILE]
+#                            [--tls-both] [--full] [--recording] [--policy] [--masking]
+#                            [--results FILE]
 #
 # --results FILE keeps the per-round results (bench/compare_summary.sh prints the summary again
 # from it); by default they go to a temporary directory that is removed at the end.
@@ -13,9 +14,15 @@
 # --tls: every client connection uses TLS (PGSSLMODE=require): PostgreSQL itself with ssl=on for
 # the direct runs, pgwarden with --tls-cert/--tls-key, PgBouncer with client_tls_sslmode=require.
 #
-# pgwarden runs twice: with its default --threads (one per online core) and with --threads 1,
-# the setting for a small host that PostgreSQL and the clients share (PgBouncer is one thread).
+# --tls-both: TLS on both legs: as --tls, and pgwarden (--upstream-tls require) and PgBouncer
+# (server_tls_sslmode = require) also reach PostgreSQL over TLS.
 #
+# pgwarden runs twice: with its default --threads (half the usable cores) and with --threads 1
+# (PgBouncer is one thread).
+#
+# --full: instead, pgwarden runs once, with default flags and every guarantee on:
+# bench/full_policy.json (the usual deny list judged for every statement, a masking profile with
+# every content detector and column rules) and --record-durability batch.
 # --recording: instead, pgwarden (default threads) runs with recording off and with
 # --record-durability none, batch and strict, on the select-only workloads.
 # --policy: instead, pgwarden (default threads) runs without and with --policy
@@ -26,7 +33,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/../scripts/lib.sh"
 
-rounds=3 seconds=5 clients=16 scale=10 tls= recording= policy= masking= keep=
+rounds=3 seconds=5 clients=16 scale=10 tls= tls_both= full= recording= policy= masking= keep=
 while [ $# -gt 0 ]; do
   case $1 in
     --rounds) rounds=$2; shift 2 ;;
@@ -34,6 +41,8 @@ while [ $# -gt 0 ]; do
     --clients) clients=$2; shift 2 ;;
     --scale) scale=$2; shift 2 ;;
     --tls) tls=1; shift ;;
+    --tls-both) tls=1; tls_both=1; shift ;;
+    --full) full=1; shift ;;
     --recording) recording=1; shift ;;
     --policy) policy=1; shift ;;
     --masking) masking=1; shift ;;
@@ -42,7 +51,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-BIN="$PGW_ROOT/build/core/pgwarden"
+BIN=${BIN:-$PGW_ROOT/build/core/pgwarden}
 if [ ! -x "$BIN" ]; then pgw_build "$PGW_ROOT/build" Release >/dev/null; fi
 command -v pgbouncer >/dev/null || { echo "pgbouncer is not installed: run scripts/setup.sh" >&2; exit 1; }
 
@@ -79,7 +88,8 @@ if [ -n "$tls" ]; then
   tls_bouncer="client_tls_sslmode = require
 client_tls_cert_file = $work/tls/server.pem
 client_tls_key_file = $work/tls/server.key
-server_tls_sslmode = disable"
+server_tls_sslmode = $([ -n "$tls_both" ] && echo require || echo disable)"
+  [ -n "$tls_both" ] && tls_gw=(--tls-cert "$work/tls/server.pem" --tls-key "$work/tls/server.key" --upstream-tls require)
   export PGSSLMODE=require
 fi
 pgw_pg_start "$work/pg" "$pg_port" "${tls_pg[@]}"
@@ -88,7 +98,12 @@ pgbench -p "$pg_port" -i -s "$scale" -q >/dev/null 2>&1
 
 # The pgwarden variants: name -> extra flags.
 declare -A gw_flags
-if [ -n "$recording" ]; then
+if [ -n "$full" ]; then
+  openssl rand -hex 32 > "$work/seal.key"
+  chmod 600 "$work/seal.key"
+  gw_names=(pgwarden-full)
+  gw_flags[pgwarden-full]="--policy $PGW_ROOT/bench/full_policy.json --record-dir $work/rec --record-key-file $work/seal.key --record-durability batch"
+elif [ -n "$recording" ]; then
   openssl rand -hex 32 > "$work/seal.key"
   chmod 600 "$work/seal.key"
   gw_names=(pgwarden rec-none rec-batch rec-strict)
@@ -177,8 +192,8 @@ pid_of() {
   esac
 }
 
-echo "pgbench: -c $clients -j 2 -T $seconds, scale $scale, $rounds rounds, $(nproc) cores, client TLS: $([ -n "$tls" ] && echo on || echo off);" \
-  "pgwarden = default threads ($(nproc))$([ -n "$recording" ] && echo ", rec-MODE = recording with --record-durability MODE")$([ -n "$policy" ] && echo ", policy = with --policy policy/policy.example.json")$([ -n "$masking" ] && echo ", masking = with --policy bench/masking_policy.json")$([ -z "$recording$policy$masking" ] && echo ", pgwarden-1t = --threads 1")"
+echo "pgbench: -c $clients -j 2 -T $seconds, scale $scale, $rounds rounds, $(nproc) cores, TLS: $([ -n "$tls_both" ] && echo both legs || { [ -n "$tls" ] && echo client leg || echo off; });" \
+  "pgwarden = default threads$([ -n "$full" ] && echo ", pgwarden-full = default flags, everything on (bench/full_policy.json, batch recording)")$([ -n "$recording" ] && echo ", rec-MODE = recording with --record-durability MODE")$([ -n "$policy" ] && echo ", policy = with --policy policy/policy.example.json")$([ -n "$masking" ] && echo ", masking = with --policy bench/masking_policy.json")$([ -z "$recording$policy$masking" ] && echo ", pgwarden-1t = --threads 1")"
 for ((r = 1; r <= rounds; r++)); do
   for w in "${workloads[@]}"; do
     name=${w%%:*}
@@ -218,4 +233,5 @@ mode=""
 [ -n "$recording" ] && mode=--recording
 [ -n "$policy" ] && mode=--policy
 [ -n "$masking" ] && mode=--masking
+[ -n "$full" ] && mode=--full
 "$here/compare_summary.sh" "$results" $mode

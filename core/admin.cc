@@ -667,6 +667,10 @@ std::string AdminServer::metrics() const {
        &WorkerStats::recording_failed},
       {"pgwarden_record_bytes_total", "counter", "Bytes written to segment files.",
        &WorkerStats::record_bytes},
+      {"pgwarden_record_syncs_total", "counter",
+       "Segment writes made durable (synced writes and fdatasyncs); per transaction it falls as "
+       "sessions share them (group commit).",
+       &WorkerStats::record_syncs},
       {"pgwarden_auth_failures_total", "counter", "Failed gateway logins.",
        &WorkerStats::auth_failures},
       {"pgwarden_protocol_errors_total", "counter", "Protocol violations (08P01).",

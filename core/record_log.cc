@@ -215,7 +215,7 @@ void RecordLog::rotate(std::int64_t now_ns) {
   Job j;
   j.fd = fd_;
   j.file_offset = file_offset_;
-  j.data = writer_.take();
+  j.data = writer_.take();  // rotation: rare, a buffer of its own
   j.logical_end = appended_;
   j.close_after = true;
   jobs_.push_back(std::move(j));
@@ -260,7 +260,8 @@ void RecordLog::submit(std::int64_t now_ns) {
     Job j;
     j.fd = fd_;
     j.file_offset = file_offset_;
-    j.data = writer_.take();
+    j.data = std::move(spare_);
+    writer_.take_into(j.data);
     file_offset_ += j.data.size();
     j.logical_end = appended_;
     jobs_.push_back(std::move(j));
@@ -312,7 +313,9 @@ void RecordLog::on_write(int res, std::int64_t now_ns) {
   written_ = j.logical_end;
   const bool close_after = j.close_after;
   const int fd = j.fd;
-  jobs_.pop_front();
+  // Its buffer serves the next flush (unless a burst made it large).
+  if (jobs_.front().data.capacity() <= (1u << 20)) spare_ = std::move(jobs_.front().data);
+  jobs_.erase(jobs_.begin());
   if (close_after) {
     // The sealed segment is synced whatever the durability, then closed.
     sealed_fd_ = fd;
@@ -320,6 +323,7 @@ void RecordLog::on_write(int res, std::int64_t now_ns) {
     return;
   }
   if (durability_ != Durability::None) {  // written with RWF_DSYNC: durable now
+    w_.mutable_stats().record_syncs.add(1);
     synced_ = written_;
     release_waiters();
   }
@@ -332,6 +336,7 @@ void RecordLog::on_sync(int res, std::int64_t /*now_ns*/) {
     return;  // sealed_fd_ stays: submit() retries
   }
   clear_failure();
+  w_.mutable_stats().record_syncs.add(1);
   ::close(sealed_fd_);
   sealed_fd_ = -1;
   synced_ = std::max(synced_, sync_target_);

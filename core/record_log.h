@@ -11,7 +11,6 @@
 #include <liburing.h>
 
 #include <cstdint>
-#include <deque>
 #include <string>
 #include <vector>
 
@@ -88,7 +87,8 @@ class alignas(16) RecordLog final : public RecordSink {
   int lock_fd_ = -1;               // flock on core-NN/.lock, held while this gateway records
   std::uint64_t file_offset_ = 0;  // where the next job starts in the current file
   std::int64_t segment_started_ns_ = 0;
-  std::deque<Job> jobs_;
+  std::vector<Job> jobs_;  // a FIFO of at most a few: erase at the front keeps its capacity
+  std::string spare_;      // a written job's buffer, reused by the next (no allocation per flush)
   bool io_inflight_ = false;
   bool timer_armed_ = false;
   std::uint64_t sync_target_ = 0;      // logical offset the sync in flight covers

@@ -85,6 +85,7 @@ struct WorkerStats {
   Counter refused_recording;  // refused because they could not be recorded
   Counter recording_failed;   // 1 while this core's recording fails (gauge)
   Counter record_bytes;       // written to segment files
+  Counter record_syncs;       // durable writes (RWF_DSYNC) and fdatasyncs of segment files
   Counter masked;             // DataRow, CopyData, error and notice messages masking changed
   Counter model_divergences;  // sessions ended: a reply the pipeline model did not predict
 };

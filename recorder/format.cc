@@ -469,6 +469,13 @@ void SegmentWriter::close_batch() {
   batch_start_ = pending_.size();
 }
 
+void SegmentWriter::take_into(std::string& out) {
+  close_batch();
+  batch_start_ = 0;
+  out.clear();
+  out.swap(pending_);
+}
+
 std::string SegmentWriter::take() {
   close_batch();
   batch_start_ = 0;

@@ -206,6 +206,9 @@ class SegmentWriter {
   std::size_t pending_size() const noexcept { return pending_.size(); }
   // The bytes produced and not yet taken, their batch closed, and leaves none pending.
   std::string take();
+  // The same into `out`, which gives its buffer to what is produced next (no allocation when
+  // buffers are passed round).
+  void take_into(std::string& out);
   std::uint64_t segment() const noexcept { return seq_; }
   std::uint64_t segment_bytes() const noexcept { return bytes_; }
   std::uint64_t records() const noexcept { return records_; }
