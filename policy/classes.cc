@@ -313,6 +313,23 @@ protocol::Result<std::shared_ptr<const Prefilter>> Prefilter::build(
     ids.push_back(static_cast<unsigned>(i));
   }
   auto pf = std::shared_ptr<Prefilter>(new Prefilter());
+  // A literal whose match could take in a byte of a number that starts a token (shape_of): one
+  // that starts with a digit, '.', '+' or '-' (or is "e", or starts with "e" and a sign or digit:
+  // an exponent), or has a digit or '.' right after a byte that cannot precede a number.
+  auto ident = [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '$';
+  };
+  auto numeric = [](char c) { return std::isdigit(static_cast<unsigned char>(c)) || c == '.'; };
+  pf->numbers_unseen_ = std::none_of(literals.begin(), literals.end(), [&](const std::string& l) {
+    if (l.empty()) return true;
+    const char first = static_cast<char>(std::tolower(static_cast<unsigned char>(l[0])));
+    if (numeric(first) || first == '+' || first == '-') return true;
+    if (first == 'e' && (l.size() == 1 || numeric(l[1]) || l[1] == '+' || l[1] == '-')) return true;
+    for (std::size_t i = 1; i < l.size(); ++i) {
+      if (numeric(l[i]) && !ident(l[i - 1])) return true;
+    }
+    return false;
+  });
   hs_compile_error_t* err = nullptr;
   if (hs_compile_multi(patterns.data(), flags.data(), ids.data(),
                        static_cast<unsigned>(patterns.size()), HS_MODE_BLOCK, nullptr, &pf->db_,
@@ -326,6 +343,19 @@ protocol::Result<std::shared_ptr<const Prefilter>> Prefilter::build(
 
 Prefilter::~Prefilter() {
   hs_free_database(db_);
+}
+
+// Texts of one shape differ only in numbers that start a token. No literal can match a number's
+// bytes (numbers_unseen_), so every literal match lies in the text around them, the same in
+// each. Only \bdo\b looks past its match: at the byte before "do", which can be a number's
+// last byte (a digit in one text, a '.' in another: "1do", "1.do").
+bool Prefilter::same_for_shape(std::string_view shape) const noexcept {
+  if (!numbers_unseen_) return false;
+  for (std::size_t i = shape.find('\x01'); i != std::string_view::npos;
+       i = shape.find('\x01', i + 1)) {
+    if (i + 1 < shape.size() && (shape[i + 1] | 0x20) == 'd') return false;
+  }
+  return true;
 }
 
 }  // namespace pgwarden::policy

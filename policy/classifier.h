@@ -115,9 +115,13 @@ class Prefilter {
       const std::vector<std::string>& dangerous_functions, const std::vector<std::string>& extra);
   ~Prefilter();
   hs_database* db() const noexcept { return db_; }
+  // Whether the pre-filter answers the same for every text of shape `shape` (shape_of in
+  // rules.h): when no pattern can match across the numbers shape_of replaces, or next to one.
+  bool same_for_shape(std::string_view shape) const noexcept;
 
  private:
   hs_database* db_ = nullptr;
+  bool numbers_unseen_ = false;  // no literal can match a number's bytes (see build)
 };
 
 class Classifier {

@@ -1,9 +1,13 @@
 #include "policy/rules.h"
 
 #include <hs/hs.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 #include <simdjson.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cctype>
 #include <functional>
@@ -19,6 +23,9 @@ namespace pr = pgwarden::protocol;
 
 constexpr std::size_t kCacheSize = 1024;  // entries, direct-mapped by text hash
 constexpr std::size_t kMaxCachedText = 4096;
+// Shapes of plain reads (no pre-filter keyword), so that their texts are not scanned again.
+constexpr std::size_t kPlainCacheSize = 512;
+constexpr std::size_t kMaxPlainShape = 1024;
 
 // Reviewed against PostgreSQL 15's catalog: every pg_catalog function not executable by PUBLIC
 // (tests/integration/node/judgement.test.mjs checks that list against a live server), except
@@ -377,7 +384,8 @@ struct PolicyEngine::Entry {
 
 PolicyEngine::PolicyEngine()
     : cache_(std::make_unique<Entry[]>(kCacheSize)),
-      shape_cache_(std::make_unique<Entry[]>(kCacheSize)) {}
+      shape_cache_(std::make_unique<Entry[]>(kCacheSize)),
+      plain_cache_(std::make_unique<Entry[]>(kPlainCacheSize)) {}
 
 PolicyEngine::~PolicyEngine() {
   hs_free_scratch(scratch_);
@@ -414,49 +422,125 @@ bool table_forbidden(const std::string& table, const std::string& entry) {
   return rel == erel && (schema.empty() || schema == eschema);
 }
 
+// What shape_of does at a byte: copy it, give up, or look closer.
+enum ShapeByte : std::uint8_t { kCopy, kUnsafe, kDigit, kDot, kDollar, kDash, kSlash };
+
+constexpr std::array<std::uint8_t, 256> kShapeBytes = [] {
+  std::array<std::uint8_t, 256> t{};
+  for (int c = 0; c < 256; ++c) {
+    std::uint8_t k = kCopy;
+    if (c >= 0x80 || (c < 0x20 && c != '\t' && c != '\n' && c != '\r') || c == '\'' || c == '"' ||
+        c == '\\' || c == '`') {
+      k = kUnsafe;
+    } else if (c >= '0' && c <= '9') {
+      k = kDigit;
+    } else if (c == '.') {
+      k = kDot;
+    } else if (c == '$') {
+      k = kDollar;
+    } else if (c == '-') {
+      k = kDash;
+    } else if (c == '/') {
+      k = kSlash;
+    }
+    t[static_cast<std::size_t>(c)] = k;
+  }
+  return t;
+}();
+
+constexpr std::array<bool, 256> kIdentBytes = [] {
+  std::array<bool, 256> t{};
+  for (int c = 0; c < 256; ++c) {
+    t[static_cast<std::size_t>(c)] = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') ||
+                                     (c >= 'A' && c <= 'Z') || c == '_' || c == '$';
+  }
+  return t;
+}();
+
 }  // namespace
 
 // A key shared by texts that differ only in numeric constants: each number that starts a token
 // becomes one placeholder byte. Only for texts where that is unambiguous without a full lexer:
 // false when the text has quotes, dollar quoting, comments, backslashes, control or non-ASCII
-// bytes (then only the exact text is cached).
+// bytes (then only the exact text is cached). One pass over the text, a table lookup per byte;
+// the shape is never longer than the text, so it is written in place.
 bool shape_of(std::string_view sql, std::string& out) {
-  out.clear();
   const std::size_t n = sql.size();
-  auto digit = [](char c) { return c >= '0' && c <= '9'; };
-  auto ident = [&](char c) {
-    return digit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == '$';
-  };
-  for (std::size_t i = 0; i < n; ++i) {
-    const char c = sql[i];
-    const auto u = static_cast<unsigned char>(c);
-    if (u >= 0x80 || (u < 0x20 && c != ' ' && c != '\t' && c != '\n' && c != '\r') || c == '\'' ||
-        c == '"' || c == '\\' || c == '`') {
-      return false;
+  const auto* s = reinterpret_cast<const unsigned char*>(sql.data());
+  auto digit = [&](std::size_t i) { return i < n && s[i] >= '0' && s[i] <= '9'; };
+  auto after_ident = [&](std::size_t i) { return i > 0 && kIdentBytes[s[i - 1]]; };
+  out.resize(n);
+  char* o = out.data();  // never past out.data() + i: a 16-byte store at o stays inside
+  std::size_t i = 0;
+  while (i < n) {
+#if defined(__SSE2__)
+    if (i + 16 <= n) {
+      // 16 bytes at a time while none needs a closer look: below 0x20 or above 0x7f, "#$%&'
+      // (0x22-0x27), -./0-9 (0x2d-0x39), backslash or backquote (a superset of what is not kCopy).
+      const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i));
+      auto in = [&](char lo, char hi) {
+        return _mm_and_si128(_mm_cmpgt_epi8(x, _mm_set1_epi8(static_cast<char>(lo - 1))),
+                             _mm_cmplt_epi8(x, _mm_set1_epi8(static_cast<char>(hi + 1))));
+      };
+      const __m128i odd = _mm_or_si128(
+          _mm_or_si128(_mm_cmplt_epi8(x, _mm_set1_epi8(0x20)), in(0x22, 0x27)),
+          _mm_or_si128(in(0x2d, 0x39), _mm_or_si128(_mm_cmpeq_epi8(x, _mm_set1_epi8('\\')),
+                                                    _mm_cmpeq_epi8(x, _mm_set1_epi8('`')))));
+      const auto look = static_cast<unsigned>(_mm_movemask_epi8(odd));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(o), x);
+      const std::size_t plain = look == 0 ? 16 : static_cast<std::size_t>(__builtin_ctz(look));
+      o += plain;
+      i += plain;
+      if (look == 0) continue;
     }
-    if (c == '$' && !(i + 1 < n && digit(sql[i + 1]))) return false;  // dollar quoting
-    if ((c == '-' && i + 1 < n && sql[i + 1] == '-') ||
-        (c == '/' && i + 1 < n && sql[i + 1] == '*')) {
-      return false;
-    }
-    const bool starts_number = digit(c) || (c == '.' && i + 1 < n && digit(sql[i + 1]));
-    if (starts_number && !(i > 0 && ident(sql[i - 1]))) {
-      std::size_t j = i;
-      while (j < n && (digit(sql[j]) || sql[j] == '.')) ++j;
-      if (j < n && (sql[j] == 'e' || sql[j] == 'E')) {
-        std::size_t k = j + 1;
-        if (k < n && (sql[k] == '+' || sql[k] == '-')) ++k;
-        if (k < n && digit(sql[k])) {
-          j = k;
-          while (j < n && digit(sql[j])) ++j;
+#endif
+    const unsigned char c = s[i];
+    bool number = false;
+    switch (kShapeBytes[c]) {
+      case kCopy:
+        break;
+      case kUnsafe:
+        out.clear();
+        return false;
+      case kDigit:
+        number = !after_ident(i);
+        break;
+      case kDot:
+        number = digit(i + 1) && !after_ident(i);
+        break;
+      case kDollar:
+        if (!digit(i + 1)) {  // dollar quoting
+          out.clear();
+          return false;
         }
-      }
-      out.push_back('\x01');
-      i = j - 1;
+        break;
+      case kDash:
+      case kSlash:
+        if (i + 1 < n && s[i + 1] == (c == '-' ? '-' : '*')) {  // a comment
+          out.clear();
+          return false;
+        }
+        break;
+    }
+    if (!number) {
+      *o++ = static_cast<char>(c);
+      ++i;
       continue;
     }
-    out.push_back(c);
+    std::size_t j = i;
+    while (j < n && ((s[j] >= '0' && s[j] <= '9') || s[j] == '.')) ++j;
+    if (j < n && (s[j] == 'e' || s[j] == 'E')) {
+      std::size_t k = j + 1;
+      if (k < n && (s[k] == '+' || s[k] == '-')) ++k;
+      if (digit(k)) {
+        j = k;
+        while (digit(j)) ++j;
+      }
+    }
+    *o++ = '\x01';
+    i = j;
   }
+  out.resize(static_cast<std::size_t>(o - out.data()));
   return true;
 }
 
@@ -622,16 +706,42 @@ Decision PolicyEngine::judge(const Policy& policy, const Rule* rule, std::string
     ++hits_;
     return exact.decision;
   }
-  // A plain read (no pre-filter keyword) needs neither the shape nor the parser.
-  if (!rule->parse_all && !classifier_.needs_parse(sql, policy.prefilter())) {
-    return decide(*rule, Classifier::plain_read());
-  }
   // Texts that differ only in numbers (the simple protocol's literals) share a decision, unless
   // the analysis looked at a number's value.
   const bool shaped = cacheable && shape_of(sql, shape_);
-  Entry* by_shape = shaped ? &lookup(shape_cache_.get(), shape_) : nullptr;
-  if (by_shape != nullptr && by_shape->policy == policy.id() && by_shape->rule == rule &&
-      by_shape->text == shape_) {
+  shaped_ = shaped;
+  if (shaped) shaped_text_.assign(sql);
+  const std::size_t shape_hash = shaped ? std::hash<std::string_view>{}(shape_) : 0;
+  Entry* by_shape = shaped ? &shape_cache_[shape_hash % kCacheSize] : nullptr;
+  auto known = [&](const Entry* e) {
+    return e != nullptr && e->policy == policy.id() && e->rule == rule && e->text == shape_;
+  };
+  // Where the pre-filter answers alike for every text of the shape, what a text of it was found
+  // to be (a plain read, or parsed) holds for this one without scanning it.
+  const bool settled = shaped && policy.prefilter().same_for_shape(shape_);
+  Entry* plain = settled && !rule->parse_all && shape_.size() <= kMaxPlainShape
+                     ? &plain_cache_[shape_hash % kPlainCacheSize]
+                     : nullptr;
+  if (known(plain)) {
+    ++hits_;
+    return plain->decision;
+  }
+  if (settled && known(by_shape)) {
+    ++hits_;
+    return by_shape->decision;
+  }
+  // A plain read (no pre-filter keyword) needs no parser.
+  if (!rule->parse_all && !classifier_.needs_parse(sql, policy.prefilter())) {
+    Decision d = decide(*rule, Classifier::plain_read());
+    if (plain != nullptr) {
+      plain->policy = policy.id();
+      plain->rule = rule;
+      plain->text.assign(shape_);
+      plain->decision = d;
+    }
+    return d;
+  }
+  if (!settled && known(by_shape)) {
     ++hits_;
     return by_shape->decision;
   }

@@ -145,6 +145,14 @@ class PolicyEngine {
     return classes_of(policy, sql, true);
   }
   std::uint64_t cache_hits() const noexcept { return hits_; }
+  // The shape (shape_of) of the text judged last, when `sql` is that text and it had one: a
+  // stage that keys its own cache by shape need not read the statement again. The view lives
+  // until the next judge().
+  bool last_shape(std::string_view sql, std::string_view& shape) const noexcept {
+    if (!shaped_ || sql != shaped_text_) return false;
+    shape = shape_;
+    return true;
+  }
 
  private:
   ClassSet classes_of(const Policy& policy, std::string_view sql, bool always_parse);
@@ -157,7 +165,10 @@ class PolicyEngine {
   std::uint64_t policy_id_ = 0;
   std::unique_ptr<Entry[]> cache_;        // by exact text
   std::unique_ptr<Entry[]> shape_cache_;  // by text with numbers replaced (shape_of)
+  std::unique_ptr<Entry[]> plain_cache_;  // by shape, of plain reads (no pre-filter keyword)
   std::string shape_;
+  std::string shaped_text_;  // the text shape_ is the shape of, when shaped_
+  bool shaped_ = false;
   std::uint64_t hits_ = 0;
 };
 

@@ -3,6 +3,8 @@
 // while the caller's profile has column rules; computed result columns masked by it; errors and
 // notices of statements that read a masked column withheld; statements that would copy a masked
 // value where it can be read back unmasked refused.
+#include <algorithm>
+
 #include "core/stages/masking_stage.h"
 #include "core/worker.h"
 #include "policy/rules.h"
@@ -16,7 +18,8 @@ using policy::MaskProfile;
 
 namespace {
 
-constexpr std::size_t kReadsCacheSize = 64;   // per session, direct-mapped
+constexpr std::size_t kReadsCacheSize = 64;   // per session
+constexpr std::size_t kReadsWays = 4;         // set-associative
 constexpr std::size_t kMaxCachedText = 4096;  // longer texts are read every time
 constexpr std::size_t kMaxNames = 10000;      // statements and portals kept (each)
 
@@ -58,14 +61,31 @@ MaskingStage::Reads MaskingStage::reads_for(std::string_view text) {
         policy::statement_reads(text));
   }
   // Numbers never change what a statement reads: texts differing only in them share an entry.
-  const std::string_view key = policy::shape_of(text, shape_) ? std::string_view(shape_) : text;
+  // (The policy stage has mostly just judged this text, and kept its shape.)
+  std::string_view key = text;
+  const policy::PolicyEngine* engine = host_.core().engine;
+  if ((engine == nullptr || !engine->last_shape(text, key)) && policy::shape_of(text, shape_)) {
+    key = shape_;
+  }
   if (reads_cache_.empty()) reads_cache_.resize(kReadsCacheSize);
-  CachedReads& e = reads_cache_[std::hash<std::string_view>{}(key) % kReadsCacheSize];
-  if (e.reads && e.key == key) return e.reads;
-  e.key.assign(key);
-  e.reads =
+  // Four ways per set, the least recently used replaced: a few shapes that share a set do not
+  // push each other out on every statement.
+  const std::size_t set =
+      std::hash<std::string_view>{}(key) % (kReadsCacheSize / kReadsWays) * kReadsWays;
+  CachedReads* victim = &reads_cache_[set];
+  for (std::size_t w = 0; w < kReadsWays; ++w) {
+    CachedReads& e = reads_cache_[set + w];
+    if (e.reads && e.key == key) {
+      e.used = ++reads_clock_;
+      return e.reads;
+    }
+    if (e.used < victim->used) victim = &e;
+  }
+  victim->key.assign(key);
+  victim->reads =
       std::make_shared<const std::vector<policy::StatementReads>>(policy::statement_reads(text));
-  return e.reads;
+  victim->used = ++reads_clock_;
+  return victim->reads;
 }
 
 // A write that stores a masked column's value elsewhere (another table or column, a setting, a
@@ -108,8 +128,19 @@ bool MaskingStage::refuse_copying(FrontendMessage& m, const MaskProfile& p) {
 }
 
 void MaskingStage::forget_reads(const FrontendMessage& m) {
-  if (m.view.type == pr::fe::kParse) by_statement_.erase(std::string(m.view.name));
-  if (m.view.type == pr::fe::kBind) by_portal_.erase(std::string(m.view.name));
+  auto forget = [](std::unordered_map<std::string, Reads>& map, std::string_view name) {
+    // The unnamed statement and portal, named again by nearly every statement, stay as empty
+    // entries (an empty entry is no name): naming them again allocates nothing.
+    const auto it = map.find(std::string(name));
+    if (it == map.end()) return;
+    if (name.empty()) {
+      it->second.reset();
+    } else {
+      map.erase(it);
+    }
+  };
+  if (m.view.type == pr::fe::kParse) forget(by_statement_, m.view.name);
+  if (m.view.type == pr::fe::kBind) forget(by_portal_, m.view.name);
 }
 
 void MaskingStage::remember_reads(FrontendMessage& m, pr::Request* r) {
@@ -135,11 +166,11 @@ void MaskingStage::remember_reads(FrontendMessage& m, pr::Request* r) {
   };
   auto find = [](const std::unordered_map<std::string, Reads>& map, std::string_view name) {
     const auto it = map.find(std::string(name));
-    return it != map.end() ? it->second : unknown_reads();
+    return it != map.end() && it->second ? it->second : unknown_reads();
   };
   switch (v.type) {
     case pr::fe::kQuery:
-      by_request_[r->id] = reads ? reads : unknown_reads();
+      by_request_.put(r->id, reads ? reads : unknown_reads());
       for (const policy::StatementReads& s : reads ? *reads : *unknown_reads()) {
         if (s.renames || s.opaque) {
           // SQL-level PREPARE, DEALLOCATE, DECLARE, CLOSE (or code that may run them) change
@@ -159,7 +190,7 @@ void MaskingStage::remember_reads(FrontendMessage& m, pr::Request* r) {
       if (by_portal_.count(std::string(v.name)) != 0) portal_bound_[std::string(v.name)] = r->id;
       return;
     case pr::fe::kExecute:
-      by_request_[r->id] = find(by_portal_, v.name);
+      by_request_.put(r->id, find(by_portal_, v.name));
       return;
     case pr::fe::kClose:
       (v.target == 'S' ? by_statement_ : by_portal_).erase(std::string(v.name));
@@ -169,14 +200,58 @@ void MaskingStage::remember_reads(FrontendMessage& m, pr::Request* r) {
   }
 }
 
+void MaskingStage::InFlight::put(std::uint64_t id, Reads reads) {
+  if (head_ == v_.size() || v_.back().first < id) {
+    v_.emplace_back(id, std::move(reads));
+    return;
+  }
+  const auto it = std::lower_bound(v_.begin() + static_cast<std::ptrdiff_t>(head_), v_.end(), id,
+                                   [](const auto& e, std::uint64_t x) { return e.first < x; });
+  if (it != v_.end() && it->first == id) {
+    it->second = std::move(reads);
+  } else {
+    v_.emplace(it, id, std::move(reads));
+  }
+}
+
+const MaskingStage::Reads* MaskingStage::InFlight::find(std::uint64_t id) const {
+  const auto it = std::lower_bound(v_.begin() + static_cast<std::ptrdiff_t>(head_), v_.end(), id,
+                                   [](const auto& e, std::uint64_t x) { return e.first < x; });
+  return it != v_.end() && it->first == id && it->second ? &it->second : nullptr;
+}
+
+void MaskingStage::InFlight::erase(std::uint64_t id) {
+  const auto it = std::lower_bound(v_.begin() + static_cast<std::ptrdiff_t>(head_), v_.end(), id,
+                                   [](const auto& e, std::uint64_t x) { return e.first < x; });
+  if (it == v_.end() || it->first != id) return;
+  it->second.reset();
+  while (head_ < v_.size() && !v_[head_].second) ++head_;
+  if (head_ == v_.size()) {
+    clear();  // keeps the capacity
+  } else if (head_ >= 64 && head_ * 2 >= v_.size()) {
+    v_.erase(v_.begin(), v_.begin() + static_cast<std::ptrdiff_t>(head_));
+    head_ = 0;
+  }
+}
+
 // Portals end with their transaction: those bound before a ReadyForQuery outside a transaction
 // block are gone (not those a pipelining client bound since).
 void MaskingStage::portals_ended(std::uint64_t before) {
-  std::erase_if(portal_bound_, [&](const auto& e) {
-    if (e.second >= before) return false;
-    by_portal_.erase(e.first);
-    return true;
-  });
+  for (auto it = portal_bound_.begin(); it != portal_bound_.end();) {
+    if (it->second >= before) {
+      ++it;
+    } else if (it->first.empty()) {
+      // The unnamed portal, bound by nearly every statement: its entries stay, emptied (an
+      // empty entry is no portal), so binding it again allocates nothing.
+      const auto p = by_portal_.find(it->first);
+      if (p != by_portal_.end()) p->second.reset();
+      it->second = ~std::uint64_t{0};
+      ++it;
+    } else {
+      by_portal_.erase(it->first);
+      it = portal_bound_.erase(it);
+    }
+  }
 }
 
 void MaskingStage::on_retired(const pr::Request& r) {
@@ -196,11 +271,11 @@ std::pair<MaskingStage::Reads, std::size_t> MaskingStage::current_reads(
   if (r == nullptr || (r->kind != pr::RequestKind::Query && r->kind != pr::RequestKind::Execute)) {
     return {};
   }
-  const auto it = by_request_.find(r->id);
-  if (it == by_request_.end()) return {unknown_reads(), 0};
+  const Reads* reads = by_request_.find(r->id);
+  if (reads == nullptr) return {unknown_reads(), 0};
   const std::size_t index = r->kind == pr::RequestKind::Query ? r->results : 0;
-  if (index >= it->second->size()) return {unknown_reads(), 0};
-  return {it->second, index};
+  if (index >= (*reads)->size()) return {unknown_reads(), 0};
+  return {*reads, index};
 }
 
 // An error or notice of a statement that reads a masked column (anywhere: a condition's cast

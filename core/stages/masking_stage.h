@@ -101,18 +101,36 @@ class MaskingStage final : public Stage {
   std::string plan_rd_;
   std::uint64_t plan_key_ = 0;
   bool plan_valid_ = false;
-  static constexpr std::size_t kKeepBytes = 64u << 10;   // scratch kept between messages
-  Reads pending_;                                        // of the Query or Parse in the chain now
-  Reads held_reads_;                                     // of the one held for approval
-  std::unordered_map<std::uint64_t, Reads> by_request_;  // Query and Execute requests in flight
+  static constexpr std::size_t kKeepBytes = 64u << 10;  // scratch kept between messages
+  Reads pending_;                                       // of the Query or Parse in the chain now
+  Reads held_reads_;                                    // of the one held for approval
+  // What the Query and Execute requests in flight read, in request order (ids only grow): kept in
+  // a vector, found by binary search, erased as they retire; no allocation per request.
+  class InFlight {
+   public:
+    void put(std::uint64_t id, Reads reads);
+    const Reads* find(std::uint64_t id) const;
+    void erase(std::uint64_t id);
+    void clear() noexcept {
+      v_.clear();
+      head_ = 0;
+    }
+
+   private:
+    std::vector<std::pair<std::uint64_t, Reads>> v_;  // from head_ on; null Reads: retired
+    std::size_t head_ = 0;
+  };
+  InFlight by_request_;
   std::unordered_map<std::string, Reads> by_statement_, by_portal_;
   std::unordered_map<std::string, std::uint64_t> portal_bound_;  // by the Bind request's id
   void portals_ended(std::uint64_t before);
   struct CachedReads {
     std::string key;
     Reads reads;
+    std::uint64_t used = 0;  // reads_clock_ when last used (0: empty)
   };
   std::vector<CachedReads> reads_cache_;  // by statement shape (numbers never matter here)
+  std::uint64_t reads_clock_ = 0;
   std::string shape_;
   policy::ComputedRules computed_;
   Reads plan_reads_;  // the plan's computed rules come from (*plan_reads_)[plan_index_]

@@ -2,6 +2,9 @@
 #include "protocol/messages.h"
 
 #include <cstring>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "core/log.h"
 #include "core/stages/masking_stage.h"
@@ -15,14 +18,37 @@ using policy::Action;
 
 namespace {
 
-bool contains_ci(std::string_view s, std::string_view word) {
-  for (std::size_t i = 0; i + word.size() <= s.size(); ++i) {
+// Whether one of may_redefine_statements' words starts at `i` (ASCII letters in any case).
+bool redefining_word_at(std::string_view s, std::size_t i) {
+  static constexpr std::string_view kWords[] = {"deallocate", "prepare", "discard", "execute"};
+  for (const std::string_view w : kWords) {
+    if (i + w.size() > s.size()) continue;
     std::size_t k = 0;
-    while (k < word.size() && (s[i + k] | 0x20) == word[k]) ++k;
-    if (k == word.size()) return true;
+    while (k < w.size() && (s[i + k] | 0x20) == w[k]) ++k;
+    if (k == w.size()) return true;
   }
   return false;
 }
+
+#if defined(__SSE2__)
+// Whether a word starts at one of the 16 positions from `at`: `a` holds their bytes and `b` the
+// bytes one further (a word's first two letters, "de", "di", "pr" or "ex", in any case, make a
+// candidate; only candidates are compared whole).
+bool redefining_candidates(const char* a, const char* b, std::size_t at, std::string_view s) {
+  const __m128i case_bit = _mm_set1_epi8(0x20);
+  const __m128i x = _mm_or_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a)), case_bit);
+  const __m128i y = _mm_or_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b)), case_bit);
+  auto is = [](__m128i v, char c) { return _mm_cmpeq_epi8(v, _mm_set1_epi8(c)); };
+  const __m128i d = _mm_and_si128(is(x, 'd'), _mm_or_si128(is(y, 'e'), is(y, 'i')));
+  const __m128i p = _mm_and_si128(is(x, 'p'), is(y, 'r'));
+  const __m128i e = _mm_and_si128(is(x, 'e'), is(y, 'x'));
+  for (auto m = static_cast<unsigned>(_mm_movemask_epi8(_mm_or_si128(d, _mm_or_si128(p, e))));
+       m != 0; m &= m - 1) {
+    if (redefining_word_at(s, at + static_cast<std::size_t>(__builtin_ctz(m)))) return true;
+  }
+  return false;
+}
+#endif
 
 }  // namespace
 
@@ -31,9 +57,41 @@ std::string PolicyStage::key(std::string_view name) {
   return std::string(name.substr(0, 63));
 }
 
+// One pass: 16 positions at a time are checked for a word's first two letters ("de", "di", "pr",
+// "ex", in any case); only those are compared whole.
 bool PolicyStage::may_redefine_statements(std::string_view sql) {
-  return contains_ci(sql, "deallocate") || contains_ci(sql, "prepare") ||
-         contains_ci(sql, "discard") || contains_ci(sql, "execute");
+  const std::size_t n = sql.size();
+  std::size_t i = 0;
+#if defined(__SSE2__)
+  for (; i + 17 <= n; i += 16) {
+    if (redefining_candidates(sql.data() + i, sql.data() + i + 1, i, sql)) return true;
+  }
+  if (i < n) {
+    // The last positions: the same test on a copy padded with NUL bytes (never a candidate).
+    alignas(16) char tail[32] = {};
+    std::memcpy(tail, sql.data() + i, n - i);
+    if (redefining_candidates(tail, tail + 1, i, sql)) return true;
+  }
+  return false;
+#else
+  for (; i < n; ++i) {
+    if (redefining_word_at(sql, i)) return true;
+  }
+  return false;
+#endif
+}
+
+// Eight bytes at a time: whether any has its high bit set.
+bool PolicyStage::has_non_ascii(std::string_view text) noexcept {
+  std::uint64_t any = 0;
+  std::size_t i = 0;
+  for (; i + 8 <= text.size(); i += 8) {
+    std::uint64_t w;
+    std::memcpy(&w, text.data() + i, 8);
+    any |= w;
+  }
+  for (; i < text.size(); ++i) any |= static_cast<unsigned char>(text[i]);
+  return (any & 0x8080808080808080ull) != 0;
 }
 
 const policy::Rule* PolicyStage::rule() {
@@ -57,9 +115,7 @@ const policy::Rule* PolicyStage::rule() {
 // (no Sync since). (standard_conforming_strings needs no such care: texts with a backslash are
 // judged under both readings.)
 Verdict PolicyStage::lexing_hazard(std::string_view text, std::string& why) const {
-  bool high = false;
-  for (const char c : text) high = high || static_cast<unsigned char>(c) >= 0x80;
-  if (!high) return Verdict::Forward;
+  if (!has_non_ascii(text)) return Verdict::Forward;
   const pr::PipelineModel& model = host_.model();
   if (!model.settled()) {
     if (model.answers_due()) return Verdict::Defer;
@@ -322,7 +378,8 @@ void PolicyStage::on_frontend_done(FrontendMessage& m, pr::Request* r) {
     named_bytes_ = 0;
   }
   if (v.type == pr::fe::kQuery && m.verdict != Verdict::Refuse) {
-    named_.erase(std::string());  // a simple Query replaces the unnamed statement
+    // A simple Query replaces the unnamed statement.
+    if (!named_.empty()) named_.erase(std::string());
     return;
   }
   if (v.type == pr::fe::kClose && v.target == 'S' && m.verdict != Verdict::Refuse) {

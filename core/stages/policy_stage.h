@@ -40,6 +40,8 @@ class PolicyStage final : public Stage {
   // Whether `sql` may (re)define prepared statements: SQL DEALLOCATE, PREPARE, DISCARD, or
   // EXECUTE of dynamic SQL that could run them (case-insensitive words in the text).
   static bool may_redefine_statements(std::string_view sql);
+  // Whether `text` has a byte outside ASCII (lexing_hazard's test).
+  static bool has_non_ascii(std::string_view text) noexcept;
   static std::string key(std::string_view name);
   // The text of prepared statement `name` as it was parsed ("" when not kept or not known).
   std::string_view statement_text(std::string_view name) const {

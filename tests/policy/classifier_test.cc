@@ -337,6 +337,109 @@ TEST(ShapeCache, OnlyNumbersThatStartATokenAreReplacedAndOnlyInPlainTexts) {
   }
 }
 
+// shape_of as it was first written (a byte at a time, appending): the one-pass version must
+// give the same answer and the same key for every text.
+bool reference_shape_of(std::string_view sql, std::string& out) {
+  out.clear();
+  const std::size_t n = sql.size();
+  auto digit = [](char c) { return c >= '0' && c <= '9'; };
+  auto ident = [&](char c) {
+    return digit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == '$';
+  };
+  for (std::size_t i = 0; i < n; ++i) {
+    const char c = sql[i];
+    const auto u = static_cast<unsigned char>(c);
+    if (u >= 0x80 || (u < 0x20 && c != ' ' && c != '\t' && c != '\n' && c != '\r') || c == '\'' ||
+        c == '"' || c == '\\' || c == '`') {
+      return false;
+    }
+    if (c == '$' && !(i + 1 < n && digit(sql[i + 1]))) return false;
+    if ((c == '-' && i + 1 < n && sql[i + 1] == '-') ||
+        (c == '/' && i + 1 < n && sql[i + 1] == '*')) {
+      return false;
+    }
+    const bool starts_number = digit(c) || (c == '.' && i + 1 < n && digit(sql[i + 1]));
+    if (starts_number && !(i > 0 && ident(sql[i - 1]))) {
+      std::size_t j = i;
+      while (j < n && (digit(sql[j]) || sql[j] == '.')) ++j;
+      if (j < n && (sql[j] == 'e' || sql[j] == 'E')) {
+        std::size_t k = j + 1;
+        if (k < n && (sql[k] == '+' || sql[k] == '-')) ++k;
+        if (k < n && digit(sql[k])) {
+          j = k;
+          while (j < n && digit(sql[j])) ++j;
+        }
+      }
+      out.push_back('\x01');
+      i = j - 1;
+      continue;
+    }
+    out.push_back(c);
+  }
+  return true;
+}
+
+void expect_same_shape(std::string_view sql) {
+  std::string fast = "stale", slow;
+  const bool ok = shape_of(sql, fast);
+  ASSERT_EQ(ok, reference_shape_of(sql, slow)) << sql;
+  if (ok) {
+    ASSERT_EQ(fast, slow) << sql;
+  }
+}
+
+TEST(ShapeCache, OnePassShapeEqualsTheReferenceOnTrickyAndRandomTexts) {
+  for (const char* sql :
+       {"",
+        "1",
+        ".",
+        ".5",
+        "5.",
+        "$",
+        "$1",
+        "-",
+        "--",
+        "/",
+        "/*",
+        "e",
+        "1e",
+        "1e+",
+        "1e+5",
+        "1E-5x",
+        "1.2.3",
+        "a1 1a _1 $1 .1 1. x.1 x.y 1.e5 1.5e 1.5e-",
+        "SELECT 1",
+        "select 1 -- c",
+        "SELECT - -1, 2/3, 4/ *5",
+        "SELECT\t1\n,\r2",
+        "SELECT \x7f",
+        "SELECT \x1f",
+        "SELECT abalance FROM pgbench_accounts WHERE aid = 8125433;",
+        "UPDATE pgbench_accounts SET abalance = abalance + -4123 WHERE aid = 77;"}) {
+    expect_same_shape(sql);
+  }
+  for (const Case& c : load_corpus().cases) expect_same_shape(c.sql);
+  // Random texts over the bytes shape_of looks at, and a few it only copies.
+  // (Two texts in three from bytes that keep it shapeable, mostly; lengths that span several
+  // 16-byte blocks.)
+  static constexpr std::string_view kBytes[] = {
+      "09.eE+-$/*'\"\\` \t\n\r\x01\x7f\x80\xc3\xa9"
+      "aZ_(;x",
+      "0912.eE+-$/* \taZ_(x", "aaaaaaaabbbbbZZZ  ___(((,,,;1.e-"};
+  std::uint64_t seed = 0x9e3779b97f4a7c15ull;
+  for (int round = 0; round < 300000; ++round) {
+    const std::string_view bytes = kBytes[round % 3];
+    std::string sql;
+    seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+    const std::size_t len = (seed >> 33) % 56;
+    for (std::size_t i = 0; i < len; ++i) {
+      seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+      sql.push_back(bytes[(seed >> 33) % bytes.size()]);
+    }
+    expect_same_shape(sql);
+  }
+}
+
 TEST(ShapeCache, SharesDecisionsOnlyWhenNumbersCannotMatter) {
   auto p = Policy::parse(
       R"({"rules": [{"name": "r", "deny": ["tautological_where", "delete_without_where"],
@@ -417,6 +520,106 @@ TEST(PolicyParse, ReplicationMustBeABoolean) {
   auto p = Policy::parse(R"({"rules":[{"name":"r","replication":"yes"}]})", "p.json");
   ASSERT_FALSE(p.ok());
   EXPECT_NE(p.error().message.find("replication"), std::string::npos) << p.error().message;
+}
+
+// The pre-filter answers alike for texts of one shape unless a literal could match a number's
+// bytes, or \bdo\b could follow a number ("1do" has no word boundary, "1.do" has).
+TEST(ShapeCache, PrefilterIsSameForAShapeOnlyWhereNumbersCannotChangeItsAnswer) {
+  auto policy = [](const char* dangerous) {
+    auto p = Policy::parse(std::string(R"({"dangerous_functions": [)") + dangerous +
+                               R"(], "rules": [{"name": "r", "deny": ["dangerous_function"],
+                                  "forbidden_tables": ["s.t1", "x2"]}]})",
+                           "p");
+    EXPECT_TRUE(p.ok()) << p.error().message;
+    return *p;
+  };
+  const auto usual = policy(R"("pg_sleep", "lo_truncate64", "f.g")");
+  EXPECT_TRUE(usual->prefilter().same_for_shape("SELECT a FROM t WHERE id = \x01;"));
+  EXPECT_TRUE(usual->prefilter().same_for_shape("SELECT \x01 AS dx, \x01 do"));
+  EXPECT_FALSE(
+      usual->prefilter().same_for_shape("SELECT \x01"
+                                        "do"));
+  EXPECT_FALSE(
+      usual->prefilter().same_for_shape("SELECT \x01"
+                                        "DO"));
+  for (const char* d : {R"("e")", R"("E2x")", R"("e+")", R"("1f")", R"(".f")", R"("-f")",
+                        R"("f(1")", R"("f 2")", R"("f.2")", R"("f(.5")"}) {
+    EXPECT_FALSE(policy(d)->prefilter().same_for_shape("SELECT \x01")) << d;
+  }
+}
+
+// What the caches give for a text (by exact text, by shape, by the shape of a plain read) is what
+// an engine that never saw another text decides: texts that differ in their numbers, next to
+// keywords, "do" and exponents.
+TEST(ShapeCache, CachedDecisionsEqualUncachedOnesForTextsDifferingInNumbers) {
+  auto p = Policy::parse(R"({"dangerous_functions": ["pg_sleep", "lo_truncate64"],
+      "rules": [{"name": "r", "deny": ["delete_without_where", "tautological_where", "drop",
+                                       "dangerous_function", "unparseable"],
+                 "require_approval": ["ddl"], "forbidden_tables": ["s.t1", "x2"]},
+                {"name": "all", "groups": ["all"], "read_only": true, "deny": ["select"]}]})",
+                         "p");
+  ASSERT_TRUE(p.ok()) << p.error().message;
+  static constexpr const char* kTemplates[] = {
+      "SELECT abalance FROM pgbench_accounts WHERE aid = #;",
+      "SELECT #do",
+      "SELECT #do FROM t",
+      "SELECT # do",
+      "SELECT #e",
+      "SELECT #delete",
+      "SELECT x FROM t1 WHERE a = #",
+      "SELECT x FROM x2 WHERE a = #",
+      "DELETE FROM t WHERE # = #",
+      "DELETE FROM t WHERE id = #",
+      "UPDATE t SET v = v + # WHERE id = #",
+      "SELECT pg_sleep(#)",
+      "SELECT lo_truncate64(#, #)",
+      "CREATE TABLE t# (i int)",
+      "SELECT #.x FROM t",
+      "SELECT * FROM t LIMIT # OFFSET #",
+      "SELECT #::text do"};
+  static constexpr const char* kNumbers[] = {"1", "1.", "1.5", ".5", "1e5", "1E-5", "12", "0"};
+  const Rule* rules[] = {(*p)->match("x", {}), (*p)->match("x", {"all"})};
+  PolicyEngine cached;
+  for (int round = 0; round < 3; ++round) {
+    for (const char* t : kTemplates) {
+      for (std::size_t n = 0; n < std::size(kNumbers); ++n) {
+        std::string sql;
+        std::size_t k = n + static_cast<std::size_t>(round);
+        for (const char* c = t; *c != '\0'; ++c) {
+          if (*c == '#') {
+            sql += kNumbers[k++ % std::size(kNumbers)];
+          } else {
+            sql.push_back(*c);
+          }
+        }
+        for (const Rule* rule : rules) {
+          PolicyEngine fresh;
+          const Decision want = fresh.judge(**p, rule, sql);
+          const Decision got = cached.judge(**p, rule, sql);
+          EXPECT_EQ(got.action, want.action) << rule->name << ": " << sql;
+          EXPECT_EQ(got.classes, want.classes) << rule->name << ": " << sql;
+          EXPECT_EQ(got.reason, want.reason) << rule->name << ": " << sql;
+        }
+      }
+    }
+  }
+  EXPECT_GT(cached.cache_hits(), 0u);
+}
+
+TEST(ShapeCache, TheLastJudgedTextsShapeIsGivenOnlyForThatText) {
+  auto p = Policy::parse(R"({"rules": [{"name": "r", "deny": ["drop"]}]})", "p");
+  ASSERT_TRUE(p.ok()) << p.error().message;
+  const Rule* rule = (*p)->match("x", {});
+  PolicyEngine e;
+  std::string_view shape;
+  EXPECT_FALSE(e.last_shape("", shape));
+  e.judge(**p, rule, "SELECT a FROM t WHERE id = 5");
+  ASSERT_TRUE(e.last_shape("SELECT a FROM t WHERE id = 5", shape));
+  EXPECT_EQ(shape, "SELECT a FROM t WHERE id = \x01");
+  EXPECT_FALSE(e.last_shape("SELECT a FROM t WHERE id = 6", shape));
+  e.judge(**p, rule, "SELECT 'x' FROM t WHERE id = 5");  // no shape
+  EXPECT_FALSE(e.last_shape("SELECT 'x' FROM t WHERE id = 5", shape));
+  EXPECT_FALSE(e.last_shape("SELECT a FROM t WHERE id = 5", shape));
 }
 
 }  // namespace

@@ -75,5 +75,93 @@ TEST(PolicyStageTest, FastPathCallsAreJudgedByTheFunctionTheyName) {
   EXPECT_EQ(host.frontend(chain, call(2078)).verdict, Verdict::Refuse);  // unknown: set_config
 }
 
+// may_redefine_statements as it was first written: four case-insensitive substring searches.
+bool reference_may_redefine(std::string_view sql) {
+  auto contains_ci = [&](std::string_view word) {
+    for (std::size_t i = 0; i + word.size() <= sql.size(); ++i) {
+      std::size_t k = 0;
+      while (k < word.size() && (sql[i + k] | 0x20) == word[k]) ++k;
+      if (k == word.size()) return true;
+    }
+    return false;
+  };
+  return contains_ci("deallocate") || contains_ci("prepare") || contains_ci("discard") ||
+         contains_ci("execute");
+}
+
+bool reference_non_ascii(std::string_view text) {
+  for (const char c : text) {
+    if (static_cast<unsigned char>(c) >= 0x80) return true;
+  }
+  return false;
+}
+
+std::uint64_t next_random(std::uint64_t& seed) {
+  seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+  return seed >> 33;
+}
+
+// The one-pass search finds each word at every offset (across its 16-byte blocks and in the
+// tail), in any case, inside quotes and comments as well, and nothing the four searches did not.
+TEST(PolicyStageTest, RedefiningWordsAreFoundAsTheFourSubstringSearchesFoundThem) {
+  for (const char* sql : {"",
+                          "d",
+                          "de",
+                          "DEALLOCAT",
+                          "deallocate",
+                          "DEALLOCATE ALL",
+                          "DeAlLoCaTe s1",
+                          "PREPARE s AS",
+                          "discard all",
+                          "EXECUTE s",
+                          "SELECT 1",
+                          "SELECT '/*execute*/'",
+                          "SELECT 1 -- prepare",
+                          "SELECT \"Discard\" FROM t",
+                          "ex\xc3\xa9"
+                          "cute",
+                          "\xc4"
+                          "EALLOCATE",
+                          "@ISCARD",
+                          "`iscard",
+                          "D\x00ISCARD",
+                          "SELECT abalance FROM pgbench_accounts WHERE aid = 42;",
+                          "SELECT x FROM t WHERE description = 'the deallocation is not a word'",
+                          "SELECT preparedness, executed, discarded FROM t"}) {
+    EXPECT_EQ(PolicyStage::may_redefine_statements(sql), reference_may_redefine(sql)) << sql;
+  }
+  for (const std::string_view word : {"deallocate", "prepare", "discard", "EXECUTE"}) {
+    for (std::size_t before = 0; before < 40; ++before) {
+      for (std::size_t after = 0; after < 20; after += 3) {
+        std::string sql = std::string(before, 'e') + std::string(word) + std::string(after, 'd');
+        EXPECT_TRUE(PolicyStage::may_redefine_statements(sql)) << sql;
+        sql[before + word.size() - 1] = '\xe5';  // the last letter, with the high bit set
+        EXPECT_EQ(PolicyStage::may_redefine_statements(sql), reference_may_redefine(sql)) << sql;
+      }
+    }
+  }
+  static constexpr std::string_view kBytes = "dDeEaAlLoOcCtTpPrRiIsSxXuU \x80\xc4\xe5@`";
+  std::uint64_t seed = 7;
+  for (int round = 0; round < 100000; ++round) {
+    std::string sql(next_random(seed) % 64, ' ');
+    for (char& c : sql) c = kBytes[next_random(seed) % kBytes.size()];
+    ASSERT_EQ(PolicyStage::may_redefine_statements(sql), reference_may_redefine(sql)) << sql;
+  }
+}
+
+TEST(PolicyStageTest, NonAsciiBytesAreFoundAtEveryOffset) {
+  for (std::size_t len = 0; len < 40; ++len) {
+    std::string text(len, 'a');
+    EXPECT_FALSE(PolicyStage::has_non_ascii(text));
+    for (std::size_t at = 0; at < len; ++at) {
+      for (const char c : {'\x80', '\xff', '\xc3', '\x7f'}) {
+        text[at] = c;
+        EXPECT_EQ(PolicyStage::has_non_ascii(text), reference_non_ascii(text)) << len << " " << at;
+        text[at] = 'a';
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace pgwarden::core
