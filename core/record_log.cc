@@ -107,7 +107,7 @@ void RecordLog::open() {
                              (errno == EWOULDBLOCK ? std::string("another gateway records here")
                                                    : std::string(std::strerror(errno))));
   }
-  const rec::Resume r = rec::resume_point(root, core_);
+  const rec::Resume r = rec::resume_point(root, core_, writer_.key());
   if (!r.ok) throw std::runtime_error("recording: " + r.problem);
   std::uint64_t seq = r.last_seq + 1;
   std::string prev = r.last_tail;

@@ -346,14 +346,12 @@ std::string seal_input(const Hash& chain, unsigned core, std::uint64_t segment,
 }
 
 std::string seal_input_v2(const Mac& chain, unsigned core, std::uint64_t segment,
-                          std::uint64_t records, bool final, std::string_view reason) {
+                          std::string_view payload_before_mac) {
   std::string s("pgwarden-seal-v2");
   s.append(reinterpret_cast<const char*>(chain.data()), chain.size());
   put_u32(s, core);
   put_u64(s, segment);
-  put_u64(s, records);
-  s.push_back(final ? '\1' : '\0');
-  s.append(reason);
+  s.append(payload_before_mac);
   return s;
 }
 
@@ -549,12 +547,15 @@ void SegmentWriter::seal(std::int64_t ts_us, bool final, std::string_view reason
     put(RecordType::Seal, scratch_.bytes());
     tail_.assign(reinterpret_cast<const char*>(chain_v1_.data()), chain_v1_.size());
   } else {
-    const Hash mac =
-        hmac_sha256(key_, seal_input_v2(chain_, core_, seq_, records_ + 1, final, reason));
-    scratch_.add(Field::Records, records_ + 1)
-        .add(Field::Final, final ? 1 : 0)
-        .add(Field::Mac, std::string_view(reinterpret_cast<const char*>(mac.data()), mac.size()));
+    scratch_.add(Field::Records, records_ + 1).add(Field::Final, final ? 1 : 0);
     if (!reason.empty()) scratch_.add(Field::Reason, reason);
+    static constexpr char kZeros[32] = {};
+    scratch_.add(Field::Mac, std::string_view(kZeros, sizeof kZeros));
+    std::memcpy(scratch_.data() + 16, chain_.data(), 8);  // the link, as put() sets it
+    const std::string_view payload = scratch_.bytes();
+    const Hash mac = hmac_sha256(
+        key_, seal_input_v2(chain_, core_, seq_, payload.substr(0, payload.size() - 32)));
+    std::memcpy(scratch_.data() + payload.size() - 32, mac.data(), mac.size());
     put(RecordType::Seal, scratch_.bytes());
     crcs_.clear();  // the seal is no batch's
     tail_.assign(reinterpret_cast<const char*>(mac.data()), mac.size());

@@ -159,9 +159,10 @@ std::string hex(std::string_view bytes);
 // The seal's MAC input. Version 1: the chain hash before the seal, and the seal's own facts.
 std::string seal_input(const Hash& chain, unsigned core, std::uint64_t segment,
                        std::uint64_t records, bool final);
-// Version 2: the last chain value, the seal's facts and its reason.
+// Version 2: the last chain value, core and segment, and the seal record's whole payload up to its
+// MAC (the MAC is its last field): its time, counts, final flag and reason are all covered.
 std::string seal_input_v2(const Mac& chain, unsigned core, std::uint64_t segment,
-                          std::uint64_t records, bool final, std::string_view reason);
+                          std::string_view payload_before_mac);
 
 // GMAC (AES-256-GCM, the input as additional data) under a segment's chain key:
 // HMAC-SHA256(key, "pgwarden-chain-v2" || core (u32) || segment (u64) || salt). The nonce is the
@@ -210,6 +211,7 @@ class SegmentWriter {
   // buffers are passed round).
   void take_into(std::string& out);
   std::uint64_t segment() const noexcept { return seq_; }
+  const std::string& key() const noexcept { return key_; }
   std::uint64_t segment_bytes() const noexcept { return bytes_; }
   std::uint64_t records() const noexcept { return records_; }
   // What the next segment's start names: after seal(), the seal's MAC (version 2) or the chain

@@ -59,6 +59,7 @@ struct CoreWalk {
   bool live = false;  // a gateway records into this core now: its newest segment is open
   std::string tail = std::string(32, '\0');  // what the next segment's start must name
   std::uint64_t next_seq = 1;
+  bool v2_seen = false;  // a version 2 segment came before: version 1 may not follow
 
   bool fail(const std::string& where, const std::string& what) {
     report.ok = false;
@@ -124,16 +125,21 @@ struct CoreWalk {
   }
 
   bool check_seal(const std::string& where, const SegmentFile& seg, const Record& r,
-                  std::uint64_t number, bool last, const Walk& w) {
+                  std::string_view bytes, std::uint64_t number, bool last, const Walk& w) {
     const bool final = r.get(Field::Final) == "1";
     const std::string_view mac = r.get(Field::Mac);
     if (w.version == 2 && !w.crcs.empty()) {
       return fail(where, "hash chain broken: records before the seal are in no batch");
     }
+    if (w.version == 2 && (mac.size() != 32 || bytes.substr(bytes.size() - 32) != mac)) {
+      return fail(where, "malformed seal (record altered or damaged)");
+    }
     const Hash want =
-        w.version == 1 ? hmac_sha256(key, seal_input(w.chain_v1, seg.core, seg.seq, number, final))
-                       : hmac_sha256(key, seal_input_v2(w.chain, seg.core, seg.seq, number, final,
-                                                        r.get(Field::Reason)));
+        w.version == 1
+            ? hmac_sha256(key, seal_input(w.chain_v1, seg.core, seg.seq, number, final))
+            : hmac_sha256(
+                  key, seal_input_v2(w.chain, seg.core, seg.seq,
+                                     bytes.substr(kHeaderSize, bytes.size() - kHeaderSize - 32)));
     if (field_u64(r, Field::Records) != number) {
       return fail(where, "seal counts another number of records");
     }
@@ -160,7 +166,11 @@ struct CoreWalk {
     }
     ++next_seq;
     ++report.segments;
-    const std::string data = read_all(seg.path);
+    return walk(seg, read_all(seg.path), last);
+  }
+
+  // One segment's bytes (a whole file, or the part of an open one that recovery would seal).
+  bool walk(const SegmentFile& seg, std::string_view data, bool last) {
     std::string_view rest = data;
     std::uint64_t offset = 0, number = 0;
     bool sealed = false;
@@ -191,6 +201,12 @@ struct CoreWalk {
           return fail(where, "unknown format version " + std::string(r.get(Field::Version)));
         }
         w.version = static_cast<int>(version);
+        if (w.version == 1 && v2_seen) {
+          return fail(where,
+                      "a version 1 segment after version 2 ones: not written by this gateway "
+                      "(version 1 has no keyed chain; added or restored)");
+        }
+        v2_seen = v2_seen || w.version == 2;
         if (field_u64(r, Field::Core) != seg.core || field_u64(r, Field::Segment) != seg.seq) {
           return fail(where, "start record names another core or segment (file moved or renamed)");
         }
@@ -219,7 +235,7 @@ struct CoreWalk {
                           "reordered)");
       }
       if (r.type == RecordType::Seal) {
-        if (!check_seal(where, seg, r, number, last, w)) return false;
+        if (!check_seal(where, seg, r, bytes, number, last, w)) return false;
         sealed = true;
       }
       if (w.version == 1) {
@@ -337,8 +353,10 @@ bool core_is_live(const std::string& dir, unsigned core) {
   return held;
 }
 
-Resume resume_point(const std::string& dir, unsigned core) {
+Resume resume_point(const std::string& dir, unsigned core, const std::string& key) {
   Resume out;
+  bool v2_seen = false;
+  std::string tail_before;  // what the last segment's start must name
   for (const auto& seg : list_segments(dir)) {
     if (seg.core != core) continue;
     out.last_seq = seg.seq;
@@ -348,6 +366,7 @@ Resume resume_point(const std::string& dir, unsigned core) {
     out.last_valid_bytes = 0;
     out.version = 0;
     out.last_chain.clear();
+    tail_before = out.last_tail;
     Hash chain_v1{};
     if (out.last_tail.size() == 32) std::memcpy(chain_v1.data(), out.last_tail.data(), 32);
     std::uint64_t records = 0;
@@ -360,6 +379,8 @@ Resume resume_point(const std::string& dir, unsigned core) {
           ++records;
           if (r.type == RecordType::SegmentStart && records == 1) {
             out.version = field_u64(r, Field::Version) == 1 ? 1 : 2;
+            if (out.version == 1 && v2_seen) out.ok = false;
+            v2_seen = v2_seen || out.version == 2;
           }
           if (out.version == 1) {
             // Version 1 (a gateway before the upgrade stopped abruptly): every record is chained.
@@ -380,6 +401,12 @@ Resume resume_point(const std::string& dir, unsigned core) {
         },
         consumed, &why);
     out.zero_tail = 0;
+    if (!out.ok) {
+      out.problem = seg.relative +
+                    ": a version 1 segment after version 2 ones: not written by this gateway (run "
+                    "pgwarden verify; move the directory aside to start afresh)";
+      return out;
+    }
     if (st == ParseStatus::Corrupt) {
       // A crash with records in the page cache only (--record-durability none) can leave the
       // file longer than what reached the disk, the rest zeros: that is a tail to cut, not damage.
@@ -392,6 +419,30 @@ Resume resume_point(const std::string& dir, unsigned core) {
                     " (run pgwarden verify; move the directory aside to start afresh)";
       return out;
     }
+  }
+  if (out.last_seq == 0 || out.last_sealed || out.last_records == 0) return out;
+  // An open segment is sealed on recovery: the seal vouches only for what the keyed chain does.
+  const SegmentFile last{core, out.last_seq, out.last_path,
+                         segment_relative_path(core, out.last_seq)};
+  if (out.version == 1) {
+    out.ok = false;
+    out.problem = last.relative +
+                  ": a version 1 segment left open by an abrupt stop: this version does not seal "
+                  "records no key protects; run the version that wrote it once to seal it, or "
+                  "move the directory aside";
+    return out;
+  }
+  VerifyReport report;
+  CoreWalk walk{key, report};
+  walk.live = true;
+  walk.tail = tail_before;
+  walk.next_seq = out.last_seq;
+  if (!walk.walk(last, std::string_view(read_all(last.path)).substr(0, out.last_valid_bytes),
+                 true)) {
+    out.ok = false;
+    out.problem = report.problem +
+                  " (the open segment does not verify: not sealed; run pgwarden verify, move the "
+                  "directory aside to start afresh)";
   }
   return out;
 }

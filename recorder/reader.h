@@ -56,7 +56,9 @@ struct Resume {
   bool ok = true;
   std::string problem;
 };
-Resume resume_point(const std::string& dir, unsigned core);
+// Before sealing an open segment, its batches are checked with `key`: what does not verify is not
+// sealed (ok false); nor is an open version 1 segment, which no key protects.
+Resume resume_point(const std::string& dir, unsigned core, const std::string& key);
 
 // Calls fn(record, its bytes) for each complete record at the front of `data`; returns how the
 // walk ended: Incomplete at the end of the data or at a partial record, or Corrupt (with `why`).

@@ -108,6 +108,8 @@ echo "== differential protocol fuzzer (a minute), directly and through pgwarden"
 one_check "$logs/fuzz.log" bash scripts/fuzz.sh "${PGW_FUZZ_SECONDS:-60}" build
 echo "== libFuzzer on the pipeline model (30 s)"
 one_check "$logs/libfuzzer.log" bash scripts/libfuzzer.sh "${PGW_LIBFUZZER_SECONDS:-30}"
+echo "== no allocation per statement with every feature on (bench/alloc_count.sh --check)"
+one_check "$logs/alloc.log" env BIN=build/core/pgwarden bash bench/alloc_count.sh --tx 1000 --check 0.05
 echo "== PostgreSQL's own regression suite, directly and through pgwarden"
 step "$logs/regress.log" bash scripts/pg_regress.sh build
 if [ "$step_rc" -eq 0 ] && grep -q "results identical through pgwarden: yes" "$logs/regress.log"; then

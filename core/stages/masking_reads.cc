@@ -53,6 +53,33 @@ std::string name_of(const policy::ReadSet& r, const policy::ColumnRule& rule) {
   return "a masked column";
 }
 
+// Whether a number the shape stands for can be an ordinal that says what is read (ORDER BY 1,
+// GROUP BY 2, DISTINCT ON (1), ROLLUP (1, 2): the first or second select-list entry): one right
+// after "by", "(" or "," in a text that has "order", "group" or "distinct" anywhere.
+bool ordinal_possible(std::string_view shape, std::string_view text) {
+  bool after_list = false;
+  for (std::size_t i = shape.find('\x01'); i != std::string_view::npos && !after_list;
+       i = shape.find('\x01', i + 1)) {
+    std::size_t j = i;
+    while (j > 0 && (shape[j - 1] == ' ' || shape[j - 1] == '\t' || shape[j - 1] == '\n' ||
+                     shape[j - 1] == '\r')) {
+      --j;
+    }
+    const char c = j > 0 ? static_cast<char>(shape[j - 1] | 0x20) : '\0';
+    after_list = c == '(' || c == ',' || c == 'y';
+  }
+  if (!after_list) return false;
+  auto has = [&](std::string_view word) {
+    for (std::size_t i = 0; i + word.size() <= text.size(); ++i) {
+      std::size_t k = 0;
+      while (k < word.size() && static_cast<char>(text[i + k] | 0x20) == word[k]) ++k;
+      if (k == word.size()) return true;
+    }
+    return false;
+  };
+  return has("order") || has("group") || has("distinct");
+}
+
 }  // namespace
 
 MaskingStage::Reads MaskingStage::reads_for(std::string_view text) {
@@ -60,13 +87,15 @@ MaskingStage::Reads MaskingStage::reads_for(std::string_view text) {
     return std::make_shared<const std::vector<policy::StatementReads>>(
         policy::statement_reads(text));
   }
-  // Numbers never change what a statement reads: texts differing only in them share an entry.
-  // (The policy stage has mostly just judged this text, and kept its shape.)
+  // Numbers do not change what a statement reads, but for ordinals: texts differing only in
+  // numbers share an entry unless one may be an ordinal. (The policy stage has mostly just
+  // judged this text, and kept its shape.)
   std::string_view key = text;
   const policy::PolicyEngine* engine = host_.core().engine;
   if ((engine == nullptr || !engine->last_shape(text, key)) && policy::shape_of(text, shape_)) {
     key = shape_;
   }
+  if (key.data() != text.data() && ordinal_possible(key, text)) key = text;
   if (reads_cache_.empty()) reads_cache_.resize(kReadsCacheSize);
   // Four ways per set, the least recently used replaced: a few shapes that share a set do not
   // push each other out on every statement.

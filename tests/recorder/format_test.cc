@@ -299,6 +299,33 @@ TEST_F(RecordDir, AlteredRecordWithItsListedCrcRewrittenFailsTheBatchMac) {
   EXPECT_NE(r.problem.find("MAC does not verify"), std::string::npos) << r.problem;
 }
 
+// The seal's MAC covers its whole payload: its time and any field added to it, not only its counts.
+TEST_F(RecordDir, ASealWithItsTimeChangedOrAFieldAddedFails) {
+  const std::string original = slurp(path(0, 2));
+  const auto recs = records_of(original);
+  const auto [at, size] = recs[8];
+  std::string data = original;
+  data[at + kHeaderSize + 2] ^= 0x10;  // the seal's timestamp, days earlier
+  fix_crc(data, at, size);
+  spit(path(0, 2), data);
+  VerifyReport r = verify();
+  EXPECT_FALSE(r.ok);
+  EXPECT_NE(r.problem.find("seal does not verify"), std::string::npos) << r.problem;
+  // A field inserted before the MAC, the record's length adjusted.
+  data = original.substr(0, at);
+  std::string seal = original.substr(at, size);
+  seal.insert(kHeaderSize + 24, std::string("\x06\x01\0\0\0"
+                                            "0",
+                                            6));  // final = 0, first
+  const auto len = static_cast<std::uint32_t>(seal.size() - kHeaderSize);
+  for (int i = 0; i < 4; ++i) seal[static_cast<std::size_t>(i)] = static_cast<char>(len >> (8 * i));
+  fix_crc(seal, 0, seal.size());
+  spit(path(0, 2), data + seal);
+  r = verify();
+  EXPECT_FALSE(r.ok);
+  EXPECT_NE(r.problem.find("seal"), std::string::npos) << r.problem;
+}
+
 // Records moved from one batch into another carry the other batch's link.
 TEST_F(RecordDir, ARecordMovedToAnotherBatchIsNamed) {
   std::string data = slurp(path(0, 3));
@@ -393,7 +420,7 @@ TEST_F(RecordDir, AnUnsealedSegmentFailsUnlessAGatewayRecordsIntoIt) {
   ::close(fd);
   EXPECT_FALSE(core_is_live(dir_.string(), 1));
   // Where a restarted gateway resumes: after the last complete record.
-  const Resume resume = resume_point(dir_.string(), 1);
+  const Resume resume = resume_point(dir_.string(), 1, kKey);
   EXPECT_TRUE(resume.ok);
   EXPECT_FALSE(resume.last_sealed);
   EXPECT_EQ(resume.last_records, 8u);
@@ -406,13 +433,13 @@ TEST_F(RecordDir, AZeroFilledTailIsCutOnRestartButGarbageIsNot) {
   std::string data = slurp(path(1, 1));
   const auto recs = records_of(data);
   spit(path(1, 1), data.substr(0, recs[8].first) + std::string(8192, '\0'));
-  const Resume resume = resume_point(dir_.string(), 1);
+  const Resume resume = resume_point(dir_.string(), 1, kKey);
   EXPECT_TRUE(resume.ok) << resume.problem;
   EXPECT_EQ(resume.last_records, 8u);
   EXPECT_EQ(resume.last_valid_bytes, recs[8].first);
   EXPECT_EQ(resume.zero_tail, 8192u);
   spit(path(1, 1), data.substr(0, recs[8].first) + std::string(100, '\0') + "garbage");
-  EXPECT_FALSE(resume_point(dir_.string(), 1).ok);
+  EXPECT_FALSE(resume_point(dir_.string(), 1, kKey).ok);
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <openssl/evp.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -127,22 +128,25 @@ TEST_F(V1Dir, AVersion1DirectoryVerifiesAndNamesAnAlteredRecord) {
   EXPECT_NE(r.problem.find("hash chain broken"), std::string::npos) << r.problem;
 }
 
-// A version 1 gateway stopped abruptly; the upgraded one seals that segment as version 1 and
-// continues the core with version 2 segments chained to it.
-TEST_F(V1Dir, RecoveryAfterTheUpgradeSealsVersion1AndContinuesWithVersion2) {
+// A version 1 gateway stopped abruptly: the upgraded one does not seal that segment (no key
+// protects its records: anyone could have written them) and says why. A version 1 segment sealed
+// by a clean stop is continued by version 2 segments chained to it.
+TEST_F(V1Dir, AnOpenVersion1SegmentIsNotSealedButASealedOneIsContinued) {
   spit(path(1), v1_.segment(0, 1, 3, true, false));
   const std::string open = v1_.segment(0, 2, 3, false, false);
   spit(path(2), open + std::string("\x30\0\0", 3));  // and a partial record
-  const Resume r = resume_point(dir_.string(), 0);
+  Resume r = resume_point(dir_.string(), 0, kKey);
+  EXPECT_FALSE(r.ok);
+  EXPECT_NE(r.problem.find("version 1 segment left open"), std::string::npos) << r.problem;
+
+  V1Writer again;
+  spit(path(1), again.segment(0, 1, 3, true, false));
+  spit(path(2), again.segment(0, 2, 3, true, true));
+  r = resume_point(dir_.string(), 0, kKey);
   ASSERT_TRUE(r.ok) << r.problem;
-  EXPECT_EQ(r.version, 1);
-  EXPECT_FALSE(r.last_sealed);
-  EXPECT_EQ(r.last_valid_bytes, open.size());
+  EXPECT_TRUE(r.last_sealed);
   SegmentWriter w(0, kKey);
-  w.resume(r.version, r.last_seq, r.last_chain, r.last_records, r.last_valid_bytes);
-  w.seal(5, false, "recovered");
-  spit(path(2), open + w.take());
-  w.begin(3, w.tail(), 6);
+  w.begin(3, r.last_tail, 6);
   Payload p;
   p.reset(7, 0x88);
   p.add(Field::Text, "SELECT 1");
@@ -152,6 +156,45 @@ TEST_F(V1Dir, RecoveryAfterTheUpgradeSealsVersion1AndContinuesWithVersion2) {
   const VerifyReport v = verify_dir(dir_.string(), kKey);
   EXPECT_TRUE(v.ok) << v.problem;
   EXPECT_EQ(v.segments, 3u);
+}
+
+// A version 1 segment chained to a version 2 seal (forged: version 1 has no keyed chain) fails
+// verify, and a gateway restarted over it refuses to seal it.
+TEST_F(V1Dir, AVersion1SegmentAfterVersion2IsRefused) {
+  SegmentWriter w(0, kKey);
+  w.begin(1, w.tail(), 1);
+  w.seal(2, true);
+  spit(path(1), w.take());
+  // The forger chains a version 1 segment to the seal's MAC, which it can read.
+  Payload p;
+  p.reset(3, 0);
+  p.add(Field::Version, 1)
+      .add(Field::Core, 0)
+      .add(Field::Segment, 2)
+      .add(Field::PrevHash, w.tail());
+  std::string forged;
+  {
+    std::string payload(p.bytes());
+    Hash chain{};
+    std::memcpy(chain.data(), w.tail().data(), 32);
+    for (int i = 0; i < 8; ++i) payload[16 + i] = static_cast<char>(chain[i]);
+    std::string rec;
+    put_le(rec, payload.size(), 4);
+    rec.push_back(static_cast<char>(RecordType::SegmentStart));
+    put_le(rec, 0, 4);
+    rec += payload;
+    std::uint32_t crc = crc32c(0, rec.data(), 5);
+    crc = crc32c(crc, rec.data() + kHeaderSize, payload.size());
+    for (int i = 0; i < 4; ++i) rec[5 + i] = static_cast<char>(crc >> (8 * i));
+    forged = rec;
+  }
+  spit(path(2), forged);
+  const VerifyReport v = verify_dir(dir_.string(), kKey);
+  EXPECT_FALSE(v.ok);
+  EXPECT_NE(v.problem.find("version 1 segment after version 2"), std::string::npos) << v.problem;
+  const Resume r = resume_point(dir_.string(), 0, kKey);
+  EXPECT_FALSE(r.ok);
+  EXPECT_NE(r.problem.find("version 1 segment after version 2"), std::string::npos) << r.problem;
 }
 
 // Version 2: records an abrupt stop left after the last chain record are not vouched for by the
@@ -172,7 +215,7 @@ TEST_F(V1Dir, Version2RecoveryCutsUnchainedRecordsAndLaundersNothing) {
   std::string unchained = w.take();
   unchained.resize(unchained.size() - 40);  // its chain record never reached the disk
   spit(path(1), chained + unchained);
-  Resume r = resume_point(dir_.string(), 0);
+  Resume r = resume_point(dir_.string(), 0, kKey);
   ASSERT_TRUE(r.ok) << r.problem;
   EXPECT_EQ(r.version, 2);
   EXPECT_EQ(r.last_valid_bytes, chained.size());
@@ -192,16 +235,13 @@ TEST_F(V1Dir, Version2RecoveryCutsUnchainedRecordsAndLaundersNothing) {
   crc = crc32c(crc, data.data() + rec_at + kHeaderSize, size - kHeaderSize);
   for (int i = 0; i < 4; ++i) data[rec_at + 5 + i] = static_cast<char>(crc >> (8 * i));
   spit(path(1), data + unchained);
-  r = resume_point(dir_.string(), 0);
+  r = resume_point(dir_.string(), 0, kKey);
+  EXPECT_FALSE(r.ok);  // recovery does not seal what the keyed chain does not vouch for
+  EXPECT_NE(r.problem.find("hash chain broken"), std::string::npos) << r.problem;
+  // Unaltered, the same recovery seals, and the result verifies.
+  spit(path(1), chained + unchained);
+  r = resume_point(dir_.string(), 0, kKey);
   ASSERT_TRUE(r.ok) << r.problem;
-  SegmentWriter again(0, kKey);
-  again.resume(r.version, r.last_seq, r.last_chain, r.last_records, r.last_valid_bytes);
-  again.seal(20, true, "recovered");
-  spit(path(1), data.substr(0, r.last_valid_bytes) + again.take());
-  const VerifyReport v = verify_dir(dir_.string(), kKey);
-  EXPECT_FALSE(v.ok);
-  EXPECT_NE(v.problem.find("hash chain broken"), std::string::npos) << v.problem;
-  // Unaltered, the same recovery verifies.
   SegmentWriter clean(0, kKey);
   clean.resume(r.version, r.last_seq, r.last_chain, r.last_records, r.last_valid_bytes);
   clean.seal(20, true, "recovered");

@@ -183,6 +183,20 @@ test('"conditions": "refuse" closes inference: a masked column may not be tested
       assert.equal(e.code, '42501', `${sql}: ${e.message}`);
       assert.match(e.message, /tests column "secret_code", masked by profile "readers", in a condition/, sql);
     }
+    // An ordinal says which column is tested: texts that differ only in it are judged each
+    // (the reads cache is keyed by shape, numbers aside, but not where a number may be one).
+    await withClient(strict.port, async (c) => {
+      const o = await c.query('SELECT name, secret_code FROM mc_people ORDER BY 1');
+      assert.equal(o.rows.length, 2);
+      const f = await c.query('SELECT name, secret_code FROM mc_people ORDER BY 2').catch((x) => x);
+      assert.ok(f instanceof Error, 'ORDER BY 2 ran after ORDER BY 1');
+      assert.equal(f.code, '42501', f.message);
+      const d = await c.query('SELECT DISTINCT ON (1) name, secret_code FROM mc_people');
+      assert.equal(d.rows.length, 2);
+      const e = await c.query('SELECT DISTINCT ON (2) name, secret_code FROM mc_people').catch((x) => x);
+      assert.ok(e instanceof Error, 'DISTINCT ON (2) ran after DISTINCT ON (1)');
+      assert.equal(e.code, '42501', e.message);
+    }, { user: 'trusted', password: undefined });
     // Reading it (masked) and testing other columns run.
     const { rows } = await run("SELECT secret_code, lower(secret_code) AS l, name FROM mc_people WHERE name = 'Carol' ORDER BY id");
     assert.deepEqual(rows, [{ secret_code: 'REDACTED', l: 'REDACTED', name: 'Carol' }]);
