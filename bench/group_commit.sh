@@ -29,7 +29,7 @@ openssl rand -hex 32 >"$work/seal.key"
 chmod 600 "$work/seal.key"
 token_flags=$(pgw_metrics_token)
 declare -A port admin pid
-trap 'kill -9 ${pid[batch]:-} ${pid[strict]:-} 2>/dev/null; _pgw_work_cleanup' EXIT
+trap 'kill -9 ${pid[batch]:-} ${pid[strict]:-} 2>/dev/null || :; _pgw_work_cleanup' EXIT
 for mode in batch strict; do
   # shellcheck disable=SC2086
   pgw_gateway_start "$work/$mode.log" "$BIN" --upstream "127.0.0.1:$pg_port" \
