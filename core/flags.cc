@@ -90,10 +90,11 @@ Identity-aware PostgreSQL gateway. Clients connect to --listen; every session is
 
   --listen HOST:PORT          where clients connect (default 127.0.0.1:6432; port 0 = any)
   --upstream HOST:PORT|PATH   the PostgreSQL server; or a unix socket file, or the socket
-                              directory with an optional :PORT (as libpq's host=/dir port=N)
+                              directory with an optional :PORT (as libpq's host=/dir port=N);
+                              required
   --threads N                 worker threads, each pinned to a core (default: half the usable
                               cores, at least 1)
-  --no-pin                    do not pin worker threads to cores
+  --no-pin                    do not pin worker threads to cores (default: pinned)
   --max-buffered-bytes SIZE   per session and direction, memory queued for a slow reader
                               before reading from the other side pauses (default 512K)
   --max-message-size SIZE     largest protocol message accepted (default 1073741823)
@@ -110,18 +111,22 @@ Identity-aware PostgreSQL gateway. Clients connect to --listen; every session is
                               /api/v1/approvals, /api/v1/reload (OIDC bearer tokens verified
                               with --jwks-file/--jwks-url; the policy's "admins" and rules'
                               "approvers" groups decide); beyond loopback only with TLS
+                              (default: off)
   --admin-tls-cert FILE, --admin-tls-key FILE
                               PEM certificate chain and key of the admin API (HTTPS)
+                              (default: none, plain HTTP on loopback)
   --admin-audience AUD        "aud" admin tokens must carry (repeatable; default --oidc-audience)
   --admin-host NAME           a Host name the admin API answers to besides its listen address
-                              (repeatable; others get 421: DNS rebinding)
+                              (repeatable; others get 421: DNS rebinding; default: none)
   --metrics-token-file FILE   a static token (mode 0600) Prometheus may send for GET /metrics
+                              (default: none, admins' tokens only)
   --max-connections N         client connections at once; more are refused with 53300 once
                               their startup packet is read, as PostgreSQL does (default 10000;
                               0: no limit)
   --admin-max-connections N   concurrent admin connections; more are answered 503 (default 64)
   --mcp-url URL               serve MCP (Streamable HTTP) on the admin listener at this URL's
-                              path; tokens must carry it as audience (needs gateway auth)
+                              path; tokens must carry it as audience (needs gateway auth;
+                              default: off)
   --mcp-max-sessions N        concurrent MCP sessions (default 64)
   --mcp-pool N                idle connections tool calls share, per mapped role; a connection
                               passes between callers with DISCARD ALL (default 4; 0: none kept)
@@ -131,14 +136,15 @@ Identity-aware PostgreSQL gateway. Clients connect to --listen; every session is
   --approval-timeout SECS     a statement held for approval is refused after this (default 300)
   --approval-webhook URL      POST each held statement and decision there as JSON with a "text"
                               field (Slack/Teams incoming webhooks show it); repeatable; retried
-                              with backoff on failure, never delaying a session
+                              with backoff on failure, never delaying a session (default: none)
   --approval-webhook-secret-file FILE
                               key (mode 0600, at least 32 bytes) signing webhook bodies:
                               X-Pgwarden-Signature: sha256=HMAC-SHA256(key, body) in hex
+                              (default: none; required with --approval-webhook)
   --approval-webhook-ca FILE  CA certificates for https webhook receivers (default: system CAs)
   --tls-cert FILE, --tls-key FILE
                               PEM certificate chain and key: clients may use TLS 1.2+
-                              (SSLRequest answered 'S'); reloaded on SIGHUP
+                              (SSLRequest answered 'S'); reloaded on SIGHUP (default: off)
   --upstream-tls MODE         TLS to the upstream, as libpq's sslmode: disable, prefer (default),
                               require, verify-ca, verify-full (not used on unix sockets)
   --upstream-tls-ca FILE      CA certificates for verify-ca/verify-full (default: system CAs)
@@ -146,7 +152,9 @@ Identity-aware PostgreSQL gateway. Clients connect to --listen; every session is
 
 Recording (tamper-evident session recordings; read them with pgwarden sessions|replay|verify|export):
   --record-dir DIR            record every session under DIR/core-NN/NNNNNNNN.pwrec
+                              (default: off)
   --record-key-file FILE      key (at least 32 bytes, mode 0600) for the segments' HMAC seals
+                              (default: none; required with --record-dir)
   --record-durability MODE    none (page cache), batch (synced writes every few ms; default),
                               or strict (a statement goes upstream only once its record is synced)
   --record-batch-ms MS        none/batch: write records out (batch: synced, RWF_DSYNC) at most
@@ -154,45 +162,55 @@ Recording (tamper-evident session recordings; read them with pgwarden sessions|r
                               about this much in batch mode
   --record-segment-size SIZE  rotate segments at this size (default 64M)
   --record-segment-age SECS   ... or this age (default 300): the open segment is unsealed
-  --record-max-backlog SIZE   unwritten records per core before statements are refused (64M)
+  --record-max-backlog SIZE   unwritten records per core before statements are refused
+                              (default 64M)
   --record-rows N             also record the first N result rows of each statement (default 0)
 
 Gateway authentication (clients never hold a database credential):
   --policy FILE               JSON with "role_mappings": [{"group", "role", "database"}],
                               statement "rules" and "masking" profiles (policy.example.json);
-                              rules and masking reload on SIGHUP
+                              rules and masking reload on SIGHUP (default: none)
   --mask-key-file FILE        key (at least 32 bytes, mode 0600) of the "hash" masking action's
                               pseudonyms (default: a random key per start, so pseudonyms change)
   --upstream-secrets FILE     lines "role password": the only database credentials (mode 0600);
                               or env:NAME to read them from environment variable NAME
+                              (default: none, clients log in to PostgreSQL themselves)
   --jwks-file FILE            identity provider keys: clients send an OIDC token as password
+                              (default: none)
   --jwks-url URL              or fetch them (https; http only from loopback) at start and
-                              every --jwks-refresh SECS (default 300), and early when a token
-                              names an unknown kid (at most every 10 s)
+                              every --jwks-refresh, and early when a token
+                              names an unknown kid (at most every 10 s) (default: none)
+  --jwks-refresh SECS         how often --jwks-url is fetched again (default 300)
   --jwks-ca FILE              CA certificates for an https --jwks-url (default: system CAs)
-  --oidc-issuer ISS           accepted "iss" (repeatable; required with --jwks-file/--jwks-url)
-  --oidc-audience AUD         required "aud" (repeatable; needed with --jwks-file)
+  --oidc-issuer ISS           accepted "iss" (repeatable; required with --jwks-file/--jwks-url;
+                              default: none)
+  --oidc-audience AUD         required "aud" (repeatable; needed with --jwks-file; default: none)
   --identity-claim NAME       claim naming the caller (default email, fallback sub)
   --groups-claim NAME         claim listing the caller's groups (default groups)
   --identity-guc NAME         also set custom setting NAME (e.g. pgwarden.identity) to the caller's
-                              identity upstream (application_name always carries it)
+                              identity upstream (application_name always carries it;
+                              default: none)
   --clock-skew SECS           tolerance on exp/nbf/iat (default 60)
   --token-grace SECS          how long past exp a session may run (default 0)
   --users-file FILE           static users: lines "name SCRAM-SHA-256$... group,group"
+                              (default: none)
   --allow-plaintext-auth      also accept tokens without TLS, on a loopback --listen only
+                              (default: off)
   --auth-failure-limit N      failed logins per source address and window before refusing
                               that address until the window ends (per core; default 10, 0 = off)
   --auth-failure-window SECS  (default 60)
-  --version, --help
+  --version, --help           print the version, or this text, and exit
 Sizes accept K, M and G suffixes.
 )";
 }
 
-ParsedFlags parse_flags(const std::vector<std::string>& args) {
-  ParsedFlags out;
-  Config& c = out.config;
-  using Setter = std::function<void(const std::string&)>;
-  const std::map<std::string, Setter> with_value = {
+namespace {
+
+using Setter = std::function<void(const std::string&)>;
+
+// The flags that take a value, each with what it sets in `c`: the parser's one list of them.
+std::map<std::string, Setter> value_flags(Config& c) {
+  return {
       {"--listen", [&](const std::string& v) { c.listen = v; }},
       {"--upstream", [&](const std::string& v) { c.upstream = v; }},
       {"--threads", [&](const std::string& v) { c.threads = parse_count("--threads", v, 256); }},
@@ -307,6 +325,32 @@ ParsedFlags parse_flags(const std::vector<std::string>& args) {
       {"--token-grace",
        [&](const std::string& v) { c.token_grace_s = parse_seconds("--token-grace", v); }},
   };
+}
+
+// Flags without a value: the setting each changes, and to what.
+struct Switch {
+  bool Config::*field;
+  bool value;
+};
+const std::map<std::string, Switch> kSwitches = {
+    {"--no-pin", {&Config::pin_threads, false}},
+    {"--allow-plaintext-auth", {&Config::allow_plaintext_auth, true}},
+};
+
+}  // namespace
+
+std::vector<std::string> flag_names() {
+  Config c;
+  std::vector<std::string> names{"--help", "--version"};
+  for (const auto& [name, set] : value_flags(c)) names.push_back(name);
+  for (const auto& [name, sw] : kSwitches) names.push_back(name);
+  return names;
+}
+
+ParsedFlags parse_flags(const std::vector<std::string>& args) {
+  ParsedFlags out;
+  Config& c = out.config;
+  const std::map<std::string, Setter> with_value = value_flags(c);
   try {
     for (std::size_t i = 0; i < args.size(); ++i) {
       std::string name = args[i];
@@ -327,12 +371,9 @@ ParsedFlags parse_flags(const std::vector<std::string>& args) {
         out.message = "version";
         return out;
       }
-      if (name == "--no-pin") {
-        c.pin_threads = false;
-        continue;
-      }
-      if (name == "--allow-plaintext-auth") {
-        c.allow_plaintext_auth = true;
+      if (const auto sw = kSwitches.find(name); sw != kSwitches.end()) {
+        if (has_value) throw std::runtime_error(name + " takes no value");
+        c.*(sw->second.field) = sw->second.value;
         continue;
       }
       const auto it = with_value.find(name);

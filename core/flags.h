@@ -98,4 +98,7 @@ ParsedFlags parse_flags(const std::vector<std::string>& args);
 
 std::string usage();
 
+// Every flag the parser accepts (for the test that holds --help and README.md to it).
+std::vector<std::string> flag_names();
+
 }  // namespace pgwarden::core
