@@ -262,4 +262,14 @@ std::string Approvals::list_json(const AdminCaller& by,
   return out;
 }
 
+Approvals::Waiting Approvals::waiting() const {
+  std::lock_guard lock(mu_);
+  Waiting w;
+  w.count = pending_.size();
+  for (const auto& [id, p] : pending_) {
+    if (w.oldest_us == 0 || p.requested_at_us < w.oldest_us) w.oldest_us = p.requested_at_us;
+  }
+  return w;
+}
+
 }  // namespace pgwarden::core

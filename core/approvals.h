@@ -74,6 +74,12 @@ class Approvals {
   Outcome decide(std::uint64_t id, bool approved, const AdminCaller& by, const std::string& reason);
   // The pending statements `by` may decide (admins: all), as a JSON array.
   std::string list_json(const AdminCaller& by, const std::vector<std::string>& admins) const;
+  // For /metrics: statements waiting now, and when the oldest was held (0: none).
+  struct Waiting {
+    std::size_t count = 0;
+    std::int64_t oldest_us = 0;
+  };
+  Waiting waiting() const;
 
  private:
   mutable std::mutex mu_;

@@ -267,6 +267,7 @@ void RecordLog::submit(std::int64_t now_ns) {
     jobs_.push_back(std::move(j));
   }
   if (!jobs_.empty()) {
+    if (jobs_.front().done == 0) write_started_ns_ = now_ns;
     start_write();
   } else if (writer_.pending_size() != 0 && !timer_armed_) {
     io_uring_sqe* e = w_.get_sqe();
@@ -310,6 +311,7 @@ void RecordLog::on_write(int res, std::int64_t now_ns) {
     return;
   }
   clear_failure();
+  w_.mutable_stats().record_flush.observe(now_ns - write_started_ns_);
   written_ = j.logical_end;
   const bool close_after = j.close_after;
   const int fd = j.fd;

@@ -90,6 +90,7 @@ class alignas(16) RecordLog final : public RecordSink {
   std::vector<Job> jobs_;  // a FIFO of at most a few: erase at the front keeps its capacity
   std::string spare_;      // a written job's buffer, reused by the next (no allocation per flush)
   bool io_inflight_ = false;
+  std::int64_t write_started_ns_ = 0;  // the write in flight (for its latency)
   bool timer_armed_ = false;
   std::uint64_t sync_target_ = 0;      // logical offset the sync in flight covers
   std::int64_t pending_since_ns_ = 0;  // when the oldest unwritten record was appended

@@ -331,6 +331,11 @@ void Session::set_client_held() {
 }
 
 void Session::hold_upstream() {
+  if (!holding_upstream_) {
+    ++hold_gen_;
+    hold_since_ns_ = w_.now_ns();
+    released_ns_[hold_gen_ % kReleases] = 0;
+  }
   holding_upstream_ = true;
   set_client_held();
 }
@@ -338,6 +343,11 @@ void Session::hold_upstream() {
 void Session::release_upstream() {
   if (!holding_upstream_) return;
   holding_upstream_ = false;
+  released_ns_[hold_gen_ % kReleases] = w_.now_ns();
+  if (held_statements_ != 0) {
+    w_.mutable_stats().gateway_latency.observe(w_.now_ns() - hold_since_ns_, held_statements_);
+    held_statements_ = 0;
+  }
   if (closing_ || finishing_) return;
   if (!held_.empty()) {
     queue_copy(Peer::Upstream, held_);
@@ -353,6 +363,7 @@ void Session::release_upstream() {
 
 void Session::on_connected(int result) {
   if (closing_ || finishing_) return;
+  w_.mutable_stats().upstream_up.set(result < 0 ? 0 : 1);
   if (result < 0) {
     ++w_.mutable_stats().upstream_failures;
     const char* why = result == -ECANCELED ? "connection timed out" : std::strerror(-result);

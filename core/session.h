@@ -184,6 +184,9 @@ class alignas(16) Session final : public StageHost {
   protocol::Request* send_upstream(protocol::Bytes bytes, const protocol::FrontendView& v,
                                    protocol::Origin origin, std::uint8_t owner);
   void retire();
+  void note_sent(protocol::Request* r);
+  void note_completed(const protocol::Request& r);
+  void count_decision(const FrontendMessage& m);
   void answer_locally(protocol::Request& r);
   // A local answer's tag_text: this prefix and a command tag (else a SQLSTATE and a message).
   static constexpr std::string_view kLocalSuccess = "\x01OK:";
@@ -253,6 +256,13 @@ class alignas(16) Session final : public StageHost {
   // Upstream-bound bytes held until the recording stage releases them (strict recording).
   bool holding_upstream_ = false;
   std::basic_string<std::byte> held_;
+  // For the latency histograms: statements committed while upstream is held go at the release
+  // of their hold (generation hold_gen_; a request keeps -generation in sent_ns).
+  static constexpr std::uint64_t kReleases = 8;
+  std::uint64_t hold_gen_ = 0;
+  std::int64_t hold_since_ns_ = 0;
+  std::uint32_t held_statements_ = 0;
+  std::int64_t released_ns_[kReleases] = {};
   // TLS.
   std::basic_string<std::byte> tls_plain_in_;  // decrypted bytes of the current read
   std::basic_string<std::byte> tls_records_;   // encrypted bytes of the current flush

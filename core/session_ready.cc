@@ -121,6 +121,7 @@ Next Session::on_frontend_message(const pr::Fragment& f, pr::Bytes whole) {
       fail_after_replies(m.sqlstate, m.message);
       return Next::Stop;
     case Verdict::Hold:
+      if (m.decision != nullptr) count_decision(m);
       held_msg_.assign(whole.data(), whole.size());
       for (Stage* s : done_) s->on_frontend_done(m, nullptr);
       return pause_input(Pause::Held, {}, rest);
@@ -130,14 +131,17 @@ Next Session::on_frontend_message(const pr::Fragment& f, pr::Bytes whole) {
     case Verdict::Replace:
       queue_copy(Peer::Upstream, m.replacement);
       r = model_.commit(v);
+      note_sent(r);
       break;
     case Verdict::Drop:
       break;
     case Verdict::Forward:
       forward_whole(Peer::Upstream, f, whole, fe_);
       r = model_.commit(v);
+      note_sent(r);
       break;
   }
+  if (m.decision != nullptr) count_decision(m);
   for (Stage* s : done_) s->on_frontend_done(m, r);
   retire();
   if (closing_ || finishing_) return Next::Stop;
@@ -303,6 +307,8 @@ Next Session::on_ready_backend(const pr::Fragment& f) {
     diverged(static_cast<char>(f.type), ev.divergence);
     return Next::Stop;
   }
+  if (ev.completes && ev.request != nullptr && ev.request->sent_ns != 0)
+    note_completed(*ev.request);
   BackendMessage m;
   m.type = static_cast<char>(f.type);
   m.whole = whole;
@@ -426,6 +432,7 @@ void Session::decide_held(bool approved, std::string_view sqlstate, std::string 
   if (approved) {
     queue_copy(Peer::Upstream, msg);
     r = model_.commit(v);
+    note_sent(r);
     if (r != nullptr && r->kind == pr::RequestKind::Execute && model_.input_barrier()) {
       flush_upstream();
     }
@@ -439,6 +446,49 @@ void Session::decide_held(bool approved, std::string_view sqlstate, std::string 
   // itself may have started a COPY FROM STDIN).
   pause_ = Pause::Barrier;
   maybe_resume();
+}
+
+// A client's Query or Execute went upstream (or, while strict recording holds upstream-bound
+// bytes, will go at the release): noted for the latency histograms.
+void Session::note_sent(pr::Request* r) {
+  if (r == nullptr || r->origin != pr::Origin::Client ||
+      (r->kind != pr::RequestKind::Query && r->kind != pr::RequestKind::Execute)) {
+    return;
+  }
+  if (holding_upstream_) {
+    ++held_statements_;
+    r->sent_ns = -static_cast<std::int64_t>(hold_gen_);
+  } else {
+    w_.note_forwarded_statement();
+    r->sent_ns = w_.now_ns();
+  }
+}
+
+// Its last reply came: its time upstream, from when its bytes went there.
+void Session::note_completed(const pr::Request& r) {
+  const std::int64_t sent =
+      r.sent_ns > 0 ? r.sent_ns : released_ns_[static_cast<std::uint64_t>(-r.sent_ns) % kReleases];
+  if (sent > 0) w_.mutable_stats().upstream_latency.observe(w_.now_ns() - sent);
+}
+
+void Session::count_decision(const FrontendMessage& m) {
+  WorkerStats& st = w_.mutable_stats();
+  // The policy's own judgement (a refusal by a later stage, e.g. recording, is not a deny).
+  switch (m.decision->action) {
+    case policy::Action::Deny:
+      ++st.decided_deny;
+      break;
+    case policy::Action::Hold:
+      ++(m.granted ? st.decided_allow : st.decided_hold);
+      break;
+    default:
+      ++st.decided_allow;
+  }
+  if (!m.view.query && m.view.type != pr::fe::kParse) return;
+  for (policy::ClassSet c = m.decision->classes; c != 0; c &= c - 1) {
+    const auto i = static_cast<std::size_t>(__builtin_ctzll(c));
+    if (i < st.classes.size()) ++st.classes[i];
+  }
 }
 
 }  // namespace pgwarden::core

@@ -160,6 +160,11 @@ void Worker::run() {
   arm_tick();
   arm_wake();
   while (!terminated_) {
+    if (iter_statements_ != 0) {
+      // From the start of the iteration that read them to their sends' submission.
+      stats_.gateway_latency.observe(monotonic_ns() - now_ns_, iter_statements_);
+      iter_statements_ = 0;
+    }
     flush_sends();
     if (record_log_) record_log_->submit(now_ns_);
     if (buffers_->publish() != 0) rearm_starved();

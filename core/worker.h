@@ -18,6 +18,7 @@
 #include "core/flags.h"
 #include "core/locks.h"
 #include "core/mailbox.h"
+#include "core/metrics.h"
 #include "core/services.h"
 #include "core/session.h"
 #include "core/tls.h"
@@ -56,23 +57,8 @@ struct Control {
   std::atomic<unsigned> connections{0};
 };
 
-// A counter only its worker writes (no read-modify-write instruction on the data path); the
-// admin thread reads it for /metrics.
-class Counter {
- public:
-  void operator++() noexcept { add(1); }
-  void operator--() noexcept { add(~std::uint64_t{0}); }
-  void add(std::uint64_t n) noexcept {
-    v_.store(v_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
-  }
-  void set(std::uint64_t n) noexcept { v_.store(n, std::memory_order_relaxed); }
-  std::uint64_t get() const noexcept { return v_.load(std::memory_order_relaxed); }
-
- private:
-  std::atomic<std::uint64_t> v_{0};
-};
-
-// Counters a worker keeps for itself; read by /metrics and in the stop log.
+// Counters a worker keeps for itself: only it writes them (no read-modify-write instruction on
+// the data path); the admin thread reads them for /metrics and the stop log prints some.
 struct WorkerStats {
   Counter accepted;
   Counter sessions;  // open now
@@ -88,6 +74,19 @@ struct WorkerStats {
   Counter record_syncs;       // durable writes (RWF_DSYNC) and fdatasyncs of segment files
   Counter masked;             // DataRow, CopyData, error and notice messages masking changed
   Counter model_divergences;  // sessions ended: a reply the pipeline model did not predict
+  Counter upstream_up;        // 1 once an upstream connection succeeded, 0 after one failed
+  // Judged statements (Query, Parse, Bind) by the policy's verdict, and held ones by outcome.
+  Counter decided_allow, decided_deny, decided_hold;
+  Counter approvals_approved, approvals_refused, approvals_canceled;
+  // Query and Parse messages the policy classified, per class (a statement may have several).
+  std::array<Counter, static_cast<std::size_t>(policy::StatementClass::kCount)> classes{};
+  // Latencies: what the gateway adds to a statement before it goes upstream; a statement's time
+  // upstream, from going there to its last reply; a held statement's wait for its decision; a
+  // recording write (with its sync) from submission to completion.
+  Histogram gateway_latency{kLatencyBounds};
+  Histogram upstream_latency{kLatencyBounds};
+  Histogram approval_wait{kWaitBounds};
+  Histogram record_flush{kLatencyBounds};
 };
 
 class Worker {
@@ -128,6 +127,7 @@ class Worker {
   const policy::Policy* policy() noexcept { return policy_.get(); }
   policy::PolicyEngine& policy_engine() noexcept { return policy_engine_; }
   policy::Masker& masker() noexcept { return masker_; }
+  const policy::Masker& masker_view() const noexcept { return masker_; }
   // What the stages of this core's sessions use (refreshed between loop iterations).
   CoreServices& services() noexcept { return services_; }
   // More client connections are open than --max-connections allows (0: no limit).
@@ -140,6 +140,9 @@ class Worker {
   BufferRing& buffers() noexcept { return *buffers_; }
   std::int64_t now_ns() const noexcept { return now_ns_; }
   WorkerStats& mutable_stats() noexcept { return stats_; }
+  // A client statement went upstream in this loop iteration (its gateway latency is observed
+  // when the iteration's sends are submitted).
+  void note_forwarded_statement() noexcept { ++iter_statements_; }
   void arm_recv(Session& s, Peer p);
   void want_send(Session& s, Peer p);
   // Stops a multishot receive (backpressure, winding down).
@@ -219,6 +222,7 @@ class Worker {
   std::vector<std::pair<Session*, Peer>> starved_;
   std::unordered_set<CancelForward*> cancel_forwards_;
   std::int64_t now_ns_ = 0;
+  std::uint32_t iter_statements_ = 0;
   std::int64_t grace_deadline_ns_ = 0;
   std::int64_t hard_deadline_ns_ = 0;
   bool draining_ = false;

@@ -327,7 +327,12 @@ bool Masker::scan(const MaskProfile& p, std::string_view v) {
   return true;
 }
 
+const char* Masker::detector_name(std::size_t i) noexcept {
+  return i >= kByColumnRule ? "column" : pii_kind_name(static_cast<PiiKind>(i));
+}
+
 void Masker::apply_whole(MaskAction a, std::string_view v, std::string& out) {
+  note_replaced(kByColumnRule);
   switch (a) {
     case MaskAction::Hash:
       out += "pii_" + hex16(protocol::hmac_sha256(key_, v));
@@ -423,6 +428,7 @@ void Masker::replace_findings(const MaskProfile& p, std::string_view v, std::str
   out.clear();
   std::size_t pos = 0;
   for (const PiiFinding& f : found_) {
+    note_replaced(static_cast<std::size_t>(f.kind));
     out.append(v.substr(pos, f.begin - pos));
     const std::string_view span = v.substr(f.begin, f.end - f.begin);
     if (same_length) {

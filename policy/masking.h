@@ -10,6 +10,7 @@
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -184,6 +185,13 @@ class Masker {
   // any other value (a placeholder, a malformed one) is hidden whole.
   void apply_whole(MaskAction a, std::string_view value, std::string& out);
   const MaskCounts& counts() const noexcept { return counts_; }
+  // Values replaced, by what found them: a PiiKind's detector, or kByColumnRule (for /metrics:
+  // read by another thread, written only by this core's).
+  static constexpr std::size_t kByColumnRule = static_cast<std::size_t>(PiiKind::Custom) + 1;
+  static const char* detector_name(std::size_t i) noexcept;
+  std::uint64_t replaced_by(std::size_t i) const noexcept {
+    return by_detector_[i].load(std::memory_order_relaxed);
+  }
 
  private:
   enum class Verdict : std::uint8_t { Keep, Replace, Null };
@@ -205,6 +213,11 @@ class Masker {
   std::vector<Verdict> verdicts_;
   std::string decimal_;
   MaskCounts counts_;
+  std::array<std::atomic<std::uint64_t>, kByColumnRule + 1> by_detector_{};
+  void note_replaced(std::size_t i) noexcept {
+    by_detector_[i].store(by_detector_[i].load(std::memory_order_relaxed) + 1,
+                          std::memory_order_relaxed);
+  }
 };
 
 }  // namespace pgwarden::policy

@@ -167,6 +167,7 @@ Request& PipelineModel::push(RequestKind kind, Origin origin) {
   r.rows = 0;
   r.name.clear();
   r.tag[0] = r.tag[1] = 0;
+  r.sent_ns = 0;
   r.tag_text.clear();
   if (r.tag_text.capacity() > kKeepTagBytes) std::string().swap(r.tag_text);
   return r;

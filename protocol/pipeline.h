@@ -108,6 +108,7 @@ struct Request {
   ShapeRef shape;    // DescribePortal: what it tells; Execute: the description its rows follow
   std::string name;  // Parse, Bind, Close: the statement or portal it creates or drops
   std::uint64_t tag[2] = {0, 0};  // owned by the stages (the model never reads them)
+  std::int64_t sent_ns = 0;       // the session's, for /metrics (the model never reads it)
   std::string tag_text;           // likewise (e.g. a refusal's message)
 
   static constexpr std::uint8_t kCopyNone = 0;

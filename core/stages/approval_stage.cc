@@ -140,6 +140,7 @@ void ApprovalStage::on_decision(const ApprovalDecision& d) {
 void ApprovalStage::finish(bool approved, const std::string& outcome,
                            const std::string& approvers) {
   waiting_ = false;
+  ended(approved ? &WorkerStats::approvals_approved : &WorkerStats::approvals_refused);
   PGW_INFO("approval %s: %s", approval_id_text(id_).c_str(), outcome.c_str());
   const policy::Policy* pol = host_.core().policy;
   if (approved && (pol == nullptr || pol->id() != policy_id_)) {
@@ -169,6 +170,7 @@ void ApprovalStage::cancel_by_client() {
   // Decided meanwhile: the decision is in the mailbox and stands.
   if (!host_.core().approvals->withdraw(id_, "canceled by the client")) return;
   waiting_ = false;
+  ended(&WorkerStats::approvals_canceled);
   PGW_INFO("approval %s: canceled by the client", approval_id_text(id_).c_str());
   host_.decide_held(false, pr::sqlstate::kQueryCanceled, "canceling statement due to user request",
                     "canceled by the client");
@@ -177,7 +179,16 @@ void ApprovalStage::cancel_by_client() {
 void ApprovalStage::on_close() {
   if (!waiting_) return;
   waiting_ = false;
+  ended(&WorkerStats::approvals_canceled);
   host_.core().approvals->withdraw(id_, "the session ended while it waited");
+}
+
+// The wait is over: how long it took, and how it ended (for /metrics).
+void ApprovalStage::ended(Counter WorkerStats::*outcome) {
+  WorkerStats* st = host_.core().stats;
+  if (st == nullptr) return;
+  ++(st->*outcome);
+  st->approval_wait.observe(host_.core().now_ns - since_ns_);
 }
 
 void ApprovalStage::on_tick(std::int64_t now_ns) {

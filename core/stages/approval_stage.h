@@ -9,6 +9,7 @@
 #include <string>
 
 #include "core/approvals.h"
+#include "core/metrics.h"
 #include "core/stages/masking_stage.h"
 #include "core/stages/policy_stage.h"
 #include "core/stages/stage.h"
@@ -47,6 +48,7 @@ class ApprovalStage final : public Stage {
   bool waiting_ = false;
   std::uint64_t id_ = 0;
   std::int64_t since_ns_ = 0;
+  void ended(Counter WorkerStats::*outcome);
   std::string message_;          // "statement held for approval under policy rule ..."
   std::uint64_t policy_id_ = 0;  // the policy it was held under
   std::string held_grant_key_;   // the held statement's grant key ("" when none)

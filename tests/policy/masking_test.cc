@@ -157,6 +157,9 @@ TEST_F(MaskingTest, ProfilesMatchByGroupAndExemptionIsKept) {
 }
 
 TEST_F(MaskingTest, ContentDetectorsReplaceOnlyTheFindingInTextValues) {
+  const auto by = [&](PiiKind k) { return masker_.replaced_by(static_cast<std::size_t>(k)); };
+  const std::uint64_t cards = by(PiiKind::CardNumber), ssns = by(PiiKind::Ssn),
+                      custom = by(PiiKind::Custom), phones = by(PiiKind::Phone);
   bool changed = false;
   const auto v = mask({{"note", 25}, {"id", 23}},
                       {"card 4111 1111 1111 1111, ssn 123-45-6789 by EMP-004211", "7"}, &changed);
@@ -167,6 +170,13 @@ TEST_F(MaskingTest, ContentDetectorsReplaceOnlyTheFindingInTextValues) {
       mask({{"phone", 1043}, {"iban", 25}}, {"call (415) 555-2671", "DE89 3704 0044 0532 0130 00"});
   EXPECT_EQ(*p[0], "call (***) ***-2671");
   EXPECT_EQ(*p[1], "DE** **** **** **** **30 00");
+  // Counted for /metrics by the detector that found each value.
+  EXPECT_EQ(by(PiiKind::CardNumber), cards + 1);
+  EXPECT_EQ(by(PiiKind::Ssn), ssns + 1);
+  EXPECT_EQ(by(PiiKind::Custom), custom + 1);
+  EXPECT_EQ(by(PiiKind::Phone), phones + 1);
+  EXPECT_STREQ(Masker::detector_name(static_cast<std::size_t>(PiiKind::CardNumber)), "card_number");
+  EXPECT_STREQ(Masker::detector_name(Masker::kByColumnRule), "column");
 }
 
 TEST_F(MaskingTest, CleanRowsAreNotCopied) {
@@ -239,6 +249,7 @@ TEST_F(MaskingTest, BinaryIntegersAndNumericsAreDecodedBeforeScanning) {
 }
 
 TEST_F(MaskingTest, ColumnRulesByNameAndThroughTheCatalog) {
+  const std::uint64_t by_rule = masker_.replaced_by(Masker::kByColumnRule);
   MaskedAttrs attrs;
   attrs.action_of[MaskedAttrs::key(16384, 4)] = MaskAction::Partial;  // public.customers.ssn
   // Aliased ("s") but the table OID and column number say it is customers.ssn.
@@ -254,6 +265,7 @@ TEST_F(MaskingTest, ColumnRulesByNameAndThroughTheCatalog) {
   EXPECT_FALSE(v[2]);  // redact on an int4: NULL, never "REDACTED" in an integer column
   EXPECT_EQ(v[3]->rfind("pii_", 0), 0u);
   EXPECT_EQ(*v[4], "no ssn here");  // another table's ssn: the qualified rule does not apply
+  EXPECT_EQ(masker_.replaced_by(Masker::kByColumnRule), by_rule + 2);  // the ssn and the api_key
   // Without the catalog, the qualified rule cannot match by name alone.
   const auto w = mask({{"ssn", 25, 0, 16384, 4}}, {"plain"});
   EXPECT_EQ(*w[0], "plain");

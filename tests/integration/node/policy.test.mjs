@@ -394,3 +394,51 @@ test('require_approval: the statement waits until someone approves or denies it 
   }
   await withClient(env.pgPort, (d) => d.query('ALTER TABLE policy_t DROP COLUMN approved_col, DROP COLUMN piped_col'));
 });
+
+// Metric families parsed from the Prometheus text: name{labels} -> value.
+function samples(text, name) {
+  const out = [];
+  const re = new RegExp(`^${name}(?:\\{([^}]*)\\})? (\\S+)$`, 'gm');
+  for (const m of text.matchAll(re)) out.push({ labels: m[1] || '', value: Number(m[2]) });
+  return out;
+}
+
+test('metrics: latency histograms, judgements by decision and class, approvals and the upstream', async () => {
+  const c = client();
+  await c.connect();
+  for (let i = 0; i < 20; i++) await c.query('SELECT $1::int AS n', [i]);
+  await assert.rejects(c.query('DELETE FROM policy_t'), (e) => e.code === '42501');
+  await c.end();
+  const text = (await admin('GET', '/metrics')).text;
+  for (const h of ['pgwarden_statement_gateway_seconds', 'pgwarden_upstream_seconds', 'pgwarden_record_flush_seconds',
+    'pgwarden_approval_wait_seconds']) {
+    assert.match(text, new RegExp(`^# TYPE ${h} histogram$`, 'm'));
+    const buckets = samples(text, `${h}_bucket`).filter((s) => s.labels.startsWith('core="0"'));
+    assert.ok(buckets.length > 10, `${h} has its buckets`);
+    for (let i = 1; i < buckets.length; i++) assert.ok(buckets[i].value >= buckets[i - 1].value, `${h}: cumulative`);
+    const [count] = samples(text, `${h}_count`).filter((s) => s.labels === 'core="0"');
+    assert.equal(buckets.at(-1).value, count.value, `${h}: +Inf equals the count`);
+    assert.match(buckets.at(-1).labels, /le="\+Inf"/);
+  }
+  const count = (h) => samples(text, `${h}_count`).reduce((a, s) => a + s.value, 0);
+  const sum = (h) => samples(text, `${h}_sum`).reduce((a, s) => a + s.value, 0);
+  assert.ok(count('pgwarden_statement_gateway_seconds') >= 20, 'every statement sent is observed');
+  assert.ok(count('pgwarden_upstream_seconds') >= 20 && sum('pgwarden_upstream_seconds') > 0);
+  // The statements were recorded (batch durability): the writes were timed.
+  assert.ok(count('pgwarden_record_flush_seconds') >= 1);
+  // The require_approval test before this one held statements and decided them.
+  assert.ok(count('pgwarden_approval_wait_seconds') >= 1, 'approval waits observed');
+  const decision = (d) => samples(text, 'pgwarden_decisions_total').filter((s) => s.labels.includes(`decision="${d}"`))
+    .reduce((a, s) => a + s.value, 0);
+  assert.ok(decision('allow') >= 20);
+  assert.ok(decision('deny') >= 1);
+  assert.ok(decision('hold') >= 1 && decision('approved') >= 1);
+  const klass = (k) => samples(text, 'pgwarden_statements_by_class_total').filter((s) => s.labels.includes(`class="${k}"`))
+    .reduce((a, s) => a + s.value, 0);
+  assert.ok(klass('select') >= 20);
+  assert.ok(klass('delete_without_where') >= 1);
+  assert.equal(samples(text, 'pgwarden_approvals_pending')[0].value, 0);
+  assert.equal(samples(text, 'pgwarden_approval_oldest_wait_seconds')[0].value, 0);
+  assert.equal(samples(text, 'pgwarden_upstream_up').find((s) => s.labels === 'core="0"').value, 1);
+  assert.ok(samples(text, 'pgwarden_masked_values_total').some((s) => s.labels.includes('detector="email"')));
+});
