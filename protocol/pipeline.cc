@@ -146,13 +146,16 @@ void PipelineModel::release(Shape* s) noexcept {
 
 Request& PipelineModel::push(RequestKind kind, Origin origin) {
   if (count_ == mask_ + 1) {
-    std::vector<Request> bigger(2 * count_);
-    for (std::size_t i = 0; i < count_; ++i) bigger[i] = std::move(at(i));
+    // The slots move, the requests in them do not.
+    std::vector<std::unique_ptr<Request>> bigger(2 * count_);
+    for (std::size_t i = 0; i < count_; ++i) bigger[i] = std::move(ring_[(head_ + i) & mask_]);
     ring_ = std::move(bigger);
     mask_ = ring_.size() - 1;
     head_ = 0;
   }
-  Request& r = ring_[(head_ + count_) & mask_];
+  std::unique_ptr<Request>& slot = ring_[(head_ + count_) & mask_];
+  if (slot == nullptr) slot = std::make_unique<Request>();
+  Request& r = *slot;
   ++count_;
   if (origin == Origin::Gateway) ++own_;
   // Reset field by field: the slot's strings keep their buffers for the next request.

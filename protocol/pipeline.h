@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -213,8 +214,8 @@ class PipelineModel {
 
  private:
   friend class ShapeRef;
-  Request& at(std::size_t i) noexcept { return ring_[(head_ + i) & mask_]; }
-  const Request& at(std::size_t i) const noexcept { return ring_[(head_ + i) & mask_]; }
+  Request& at(std::size_t i) noexcept { return *ring_[(head_ + i) & mask_]; }
+  const Request& at(std::size_t i) const noexcept { return *ring_[(head_ + i) & mask_]; }
   Request& push(RequestKind kind, Origin origin);
   Request* current() noexcept;  // the oldest request not yet answered
   void skip_to_sync(std::size_t after);
@@ -248,8 +249,12 @@ class PipelineModel {
   void release(Shape* s) noexcept;
 
   Limits limits_;
-  std::vector<Request> ring_;  // power-of-two capacity
-  std::size_t mask_ = 0;       // ring_.size() - 1
+  // Power-of-two capacity. Requests are allocated once per slot, on its first use, and never
+  // move: a Request* or Event::request stays valid while the ring grows (a stage may send its
+  // own request while another's reply is being handled), and a session that never had more
+  // than one request in flight holds one.
+  std::vector<std::unique_ptr<Request>> ring_;
+  std::size_t mask_ = 0;  // ring_.size() - 1
   std::size_t head_ = 0;
   std::size_t count_ = 0;
   std::size_t own_ = 0;  // Gateway requests among them
@@ -301,6 +306,7 @@ void PipelineModel::retire(F&& f, L&& local) {
     head_ = (head_ + 1) & mask_;
     --count_;
   }
+  if (count_ == 0) head_ = 0;  // the next request reuses the first slot
 }
 
 }  // namespace pgwarden::protocol

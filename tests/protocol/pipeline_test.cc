@@ -102,6 +102,28 @@ TEST(PipelineModelTest, SimpleQueryRowsFollowItsRowDescription) {
   EXPECT_EQ(d.retired[0].second, RequestState::Done);
 }
 
+// A stage may send its own request while a reply is being handled (masking's COMMIT after a
+// wrapped COPY) or right after a client message was committed (masking's Describe): the ring
+// grows, and the request the handler holds must stay where it is.
+TEST(PipelineModelTest, RequestsStayPutWhenTheRingGrows) {
+  Driver d;
+  Request* first = d.send(Q("SELECT 1"));
+  ASSERT_NE(first, nullptr);
+  const std::uint64_t first_id = first->id;
+  std::vector<Request*> held{first};
+  for (int i = 0; i < 100; ++i) held.push_back(d.send(Q("SELECT 2")));  // grows several times
+  for (std::size_t i = 0; i < held.size(); ++i) {
+    EXPECT_EQ(held[i]->id, first_id + i);
+    EXPECT_EQ(held[i]->kind, RequestKind::Query);
+  }
+  // A reply's event points at its request; an own request sent now does not move it.
+  const auto ev = d.model.on_backend('C', CC("SELECT 1"));
+  ASSERT_EQ(ev.request, first);
+  for (int i = 0; i < 200; ++i) d.send(Q("COMMIT"), Origin::Gateway);
+  EXPECT_EQ(ev.request->id, first_id);
+  EXPECT_EQ(ev.request->results, 1u);
+}
+
 TEST(PipelineModelTest, EachReplyOfAPipelineBelongsToItsMessage) {
   Driver d;
   Request* p = d.send(P("", "SELECT 1"));
