@@ -295,7 +295,7 @@ std::vector<SegmentFile> list_segments(const std::string& dir) {
         continue;
       }
       out.push_back(
-          SegmentFile{static_cast<unsigned>(core), seq, f.path().string(), name + "/" + fname});
+          SegmentFile{static_cast<unsigned>(core), seq, f.path().string(), name + "/" + fname, {}});
     }
   }
   std::sort(out.begin(), out.end(), [](const SegmentFile& a, const SegmentFile& b) {
@@ -422,8 +422,8 @@ Resume resume_point(const std::string& dir, unsigned core, const std::string& ke
   }
   if (out.last_seq == 0 || out.last_sealed || out.last_records == 0) return out;
   // An open segment is sealed on recovery: the seal vouches only for what the keyed chain does.
-  const SegmentFile last{core, out.last_seq, out.last_path,
-                         segment_relative_path(core, out.last_seq)};
+  const SegmentFile last{
+      core, out.last_seq, out.last_path, segment_relative_path(core, out.last_seq), {}};
   if (out.version == 1) {
     out.ok = false;
     out.problem = last.relative +
@@ -447,15 +447,70 @@ Resume resume_point(const std::string& dir, unsigned core, const std::string& ke
   return out;
 }
 
-std::string for_each_record(const std::string& dir,
-                            const std::function<void(const SegmentFile&, const Record&)>& fn) {
-  std::string problem;
-  for (const auto& seg : list_segments(dir)) {
+namespace {
+
+// One core of one directory: its segments in order, the one being read, its records parsed.
+struct Stream {
+  std::vector<SegmentFile> segs;
+  std::size_t next = 0;
+  std::string data;
+  std::vector<Record> records;  // views into `data`
+  std::size_t pos = 0;
+  const SegmentFile* seg = nullptr;
+};
+
+// Loads the stream's next segment with records; false at its end.
+bool advance(Stream& s, std::string& problem) {
+  while (s.next < s.segs.size()) {
+    const SegmentFile& seg = s.segs[s.next++];
+    s.data = read_all(seg.path);
+    s.records.clear();
+    s.pos = 0;
+    s.seg = &seg;
     std::string why;
     std::size_t consumed = 0;
     const ParseStatus st = for_each_in(
-        read_all(seg.path), [&](const Record& r, std::string_view) { fn(seg, r); }, consumed, &why);
-    if (st == ParseStatus::Corrupt && problem.empty()) problem = seg.relative + ": " + why;
+        s.data, [&](const Record& r, std::string_view) { s.records.push_back(r); }, consumed, &why);
+    if (st == ParseStatus::Corrupt && problem.empty()) {
+      problem = (seg.instance.empty() ? "" : seg.instance + "/") + seg.relative + ": " + why;
+    }
+    if (!s.records.empty()) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+std::string for_each_record(const std::vector<std::string>& dirs,
+                            const std::function<void(const SegmentFile&, const Record&)>& fn) {
+  std::string problem;
+  // Built whole before any is read: records point into each stream's own buffer.
+  std::vector<Stream> streams;
+  for (const std::string& dir : dirs) {
+    for (SegmentFile& seg : list_segments(dir)) {
+      if (dirs.size() > 1) seg.instance = dir;
+      if (streams.empty() || streams.back().segs.back().core != seg.core ||
+          streams.back().segs.back().instance != seg.instance) {
+        streams.emplace_back();
+      }
+      streams.back().segs.push_back(std::move(seg));
+    }
+  }
+  std::vector<Stream*> live;
+  for (Stream& s : streams) {
+    if (advance(s, problem)) live.push_back(&s);
+  }
+  while (!live.empty()) {
+    // The earliest record at the front of any stream (streams are few: cores x directories).
+    std::size_t best = 0;
+    for (std::size_t i = 1; i < live.size(); ++i) {
+      if (live[i]->records[live[i]->pos].ts_us < live[best]->records[live[best]->pos].ts_us) {
+        best = i;
+      }
+    }
+    Stream& s = *live[best];
+    fn(*s.seg, s.records[s.pos]);
+    if (++s.pos == s.records.size() && !advance(s, problem)) live.erase(live.begin() + best);
   }
   return problem;
 }

@@ -16,6 +16,7 @@ struct SegmentFile {
   std::uint64_t seq = 0;
   std::string path;      // full path
   std::string relative;  // core-NN/SSSSSSSS.pwrec
+  std::string instance;  // the record directory it came from, when several are read together
 };
 
 // Segments under `dir`, ordered by core then sequence. Files not named like segments are ignored.
@@ -67,10 +68,13 @@ ParseStatus for_each_in(std::string_view data,
                         const std::function<void(const Record&, std::string_view)>& fn,
                         std::size_t& consumed, std::string* why = nullptr);
 
-// Calls `fn` for every readable record of every core (core by core, in order). A partial record
-// at the end of a segment ends that segment; a corrupt one ends it too and is reported on
-// stderr by the caller via the return value (the first problem, or empty).
-std::string for_each_record(const std::string& dir,
+// Calls `fn` for every readable record of every core of every directory (several gateways'
+// recordings read together), ordered by time: each core's records in the order written, merged
+// by timestamp. With more than one directory, each SegmentFile names its directory as its
+// instance. A partial record at the end of a segment ends that segment; a corrupt one ends it
+// too and is reported via the return value (the first problem, or empty). Holds one segment per
+// core and directory in memory at a time.
+std::string for_each_record(const std::vector<std::string>& dirs,
                             const std::function<void(const SegmentFile&, const Record&)>& fn);
 
 }  // namespace pgwarden::recorder

@@ -17,7 +17,8 @@ namespace pgwarden::recorder {
 namespace {
 
 struct ToolArgs {
-  std::string dir;
+  std::vector<std::string> dirs;  // one per gateway instance, read together
+  std::string instance;           // replay: the directory whose session is meant
   std::string key_file;
   std::string user;
   std::string table;
@@ -85,6 +86,10 @@ std::string to_json(const SegmentFile& seg, const Record& r) {
   out += ",\"session\":";
   protocol::append_json_string(out, session_id(r.session));
   out += ",\"core\":" + std::to_string(seg.core);
+  if (!seg.instance.empty()) {
+    out += ",\"instance\":";
+    protocol::append_json_string(out, seg.instance);
+  }
   // Repeated fields become arrays; a NULL parameter is JSON null, in its place.
   std::map<std::string, std::vector<std::optional<std::string_view>>> lists;
   for (const auto& [f, v] : r.fields) {
@@ -159,15 +164,21 @@ int cmd_verify(const ToolArgs& a) {
   if (!in) throw std::runtime_error("cannot read " + a.key_file);
   std::string key((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   while (!key.empty() && (key.back() == '\n' || key.back() == '\r')) key.pop_back();
-  const VerifyReport r = verify_dir(a.dir, key);
-  for (const auto& n : r.notes) std::cout << "note: " << n << "\n";
-  if (!r.ok) {
-    std::cout << "FAILED: " << r.problem << "\n";
-    return 1;
+  // Each instance's directory is its own chain: verified one by one, every one must pass.
+  int failed = 0;
+  for (const std::string& dir : a.dirs) {
+    const std::string who = a.dirs.size() > 1 ? dir + ": " : "";
+    const VerifyReport r = verify_dir(dir, key);
+    for (const auto& n : r.notes) std::cout << who << "note: " << n << "\n";
+    if (!r.ok) {
+      std::cout << who << "FAILED: " << r.problem << "\n";
+      failed = 1;
+      continue;
+    }
+    std::cout << who << "intact: " << r.segments << " segments, " << r.records
+              << " records; CRCs, hash chain and seals verified\n";
   }
-  std::cout << "intact: " << r.segments << " segments, " << r.records
-            << " records; CRCs, hash chain and seals verified\n";
-  return 0;
+  return failed;
 }
 
 int cmd_export(const ToolArgs& a) {
@@ -178,11 +189,11 @@ int cmd_export(const ToolArgs& a) {
     std::cout << to_json(seg, r) << "\n";
   };
   if (!a.follow) {
-    const std::string problem = for_each_record(a.dir, emit);
+    const std::string problem = for_each_record(a.dirs, emit);
     if (!problem.empty()) std::cerr << "pgwarden export: stopped reading " << problem << "\n";
     return problem.empty() ? 0 : 1;
   }
-  Follower f(a.dir);
+  Follower f(a.dirs.front());
   while (true) {
     f.poll(emit);
     std::cout.flush();
@@ -191,6 +202,7 @@ int cmd_export(const ToolArgs& a) {
 }
 
 struct SessionSummary {
+  std::string instance;
   std::uint64_t id = 0;
   unsigned core = 0;
   std::int64_t start_us = 0, end_us = 0;
@@ -217,17 +229,21 @@ bool mentions_table(std::string_view text, const std::string& table) {
 }
 
 int cmd_sessions(const ToolArgs& a) {
-  std::map<std::uint64_t, SessionSummary> sessions;
-  std::vector<std::uint64_t> order;
-  const std::string problem = for_each_record(a.dir, [&](const SegmentFile& seg, const Record& r) {
+  // Keyed by instance too: two gateways could (rarely) draw the same session id.
+  using Key = std::pair<std::string, std::uint64_t>;
+  std::map<Key, SessionSummary> sessions;
+  std::vector<Key> order;
+  const std::string problem = for_each_record(a.dirs, [&](const SegmentFile& seg, const Record& r) {
     if (!is_event(r) || r.type == RecordType::Admin) return;  // admin actions: export shows them
-    auto [it, added] = sessions.try_emplace(r.session);
+    const Key key{seg.instance, r.session};
+    auto [it, added] = sessions.try_emplace(key);
     SessionSummary& s = it->second;
     if (added) {
+      s.instance = seg.instance;
       s.id = r.session;
       s.core = seg.core;
       s.start_us = r.ts_us;
-      order.push_back(r.session);
+      order.push_back(key);
     }
     s.end_us = r.ts_us;
     switch (r.type) {
@@ -260,20 +276,21 @@ int cmd_sessions(const ToolArgs& a) {
   });
   std::printf("%-16s  %-30s  %-30s  %-24s  %-21s  %-12s  %-12s  %5s  %4s  %s\n", "SESSION",
               "STARTED (UTC)", "ENDED", "IDENTITY", "CLIENT", "DATABASE", "ROLE", "STMTS", "ERRS",
-              "END");
-  for (const std::uint64_t id : order) {
-    const SessionSummary& s = sessions[id];
+              a.dirs.size() > 1 ? "END  (INSTANCE)" : "END");
+  for (const Key& key : order) {
+    const SessionSummary& s = sessions[key];
     if (!a.user.empty() && s.identity != a.user) continue;
     if (s.start_us < a.since_us) continue;
     if (a.until_us != 0 && s.start_us > a.until_us) continue;
     if (!a.table.empty() && !s.table_hit) continue;
-    std::printf("%-16s  %-30s  %-30s  %-24s  %-21s  %-12s  %-12s  %5llu  %4llu  %s\n",
+    std::printf("%-16s  %-30s  %-30s  %-24s  %-21s  %-12s  %-12s  %5llu  %4llu  %s%s%s%s\n",
                 session_id(s.id).c_str(), format_time(s.start_us, false).c_str(),
                 s.end_reason.empty() ? "-" : format_time(s.end_us, false).c_str(),
                 s.identity.c_str(), s.client.c_str(), s.database.c_str(), s.role.c_str(),
                 static_cast<unsigned long long>(s.statements),
                 static_cast<unsigned long long>(s.errors + s.refused),
-                s.end_reason.empty() ? "(open)" : s.end_reason.c_str());
+                s.end_reason.empty() ? "(open)" : s.end_reason.c_str(),
+                s.instance.empty() ? "" : "  (", s.instance.c_str(), s.instance.empty() ? "" : ")");
   }
   if (!problem.empty()) std::cerr << "pgwarden sessions: stopped reading " << problem << "\n";
   return problem.empty() ? 0 : 1;
@@ -391,9 +408,19 @@ int cmd_replay(const ToolArgs& a) {
   bool found = false;
   std::int64_t first = 0, prev = 0;
   bool ended = false;
+  // Two instances could (rarely) have drawn the same id: one session is shown, never a mix.
+  std::string instance;
+  std::string other;
   auto show = [&](const SegmentFile& seg, const Record& r) {
     if (r.session != id || !is_event(r)) return;
-    if (!found) first = prev = r.ts_us;
+    if (!a.instance.empty() && seg.instance != a.instance) return;
+    if (!found) {
+      first = prev = r.ts_us;
+      instance = seg.instance;
+    } else if (seg.instance != instance) {
+      other = seg.instance;
+      return;
+    }
     found = true;
     if (a.speed > 0 && r.ts_us > prev) {
       std::this_thread::sleep_for(
@@ -414,15 +441,20 @@ int cmd_replay(const ToolArgs& a) {
     throw std::runtime_error("--format: expected text or jsonl");
   }
   if (!a.follow) {
-    const std::string problem = for_each_record(a.dir, show);
+    const std::string problem = for_each_record(a.dirs, show);
     if (!problem.empty()) std::cerr << "pgwarden replay: stopped reading " << problem << "\n";
     if (!found) {
-      std::cerr << "pgwarden replay: no session " << a.session << " in " << a.dir << "\n";
+      std::cerr << "pgwarden replay: no session " << a.session << " in the record directories\n";
+      return 1;
+    }
+    if (!other.empty()) {
+      std::cerr << "pgwarden replay: session " << a.session << " is in " << instance << " and in "
+                << other << " (shown: " << instance << "); name one with --instance DIR\n";
       return 1;
     }
     return problem.empty() ? 0 : 1;
   }
-  Follower f(a.dir);
+  Follower f(a.dirs.front());
   while (!ended) {
     f.poll(show);
     if (!ended) std::this_thread::sleep_for(std::chrono::milliseconds(200));
@@ -430,11 +462,14 @@ int cmd_replay(const ToolArgs& a) {
   return 0;
 }
 
-const char* kUsage = R"(pgwarden tools read a record directory without a running gateway:
+const char* kUsage = R"(pgwarden tools read record directories without a running gateway:
   pgwarden sessions --record-dir D [--user U] [--since T] [--until T] [--table NAME]
-  pgwarden replay   --record-dir D --session ID [--follow] [--speed X] [--format text|jsonl]
+  pgwarden replay   --record-dir D --session ID [--instance D] [--follow] [--speed X]
+                    [--format text|jsonl]
   pgwarden verify   --record-dir D --key-file K
   pgwarden export   --record-dir D --format jsonl [--since T] [--until T] [--follow]
+--record-dir is repeatable: several gateways' directories are read together, ordered by time
+(each record names its instance; verify checks each directory's chain; --follow takes one).
 Times are UTC: 2026-11-21T14:50:00Z, 2026-11-21 14:50:00, 2026-11-21, or epoch seconds.
 )";
 
@@ -460,7 +495,9 @@ bool run_tool(const std::vector<std::string>& args, int& exit_code) {
       if (i + 1 >= args.size()) throw std::runtime_error(name + " needs a value");
       const std::string& v = args[++i];
       if (name == "--record-dir") {
-        a.dir = v;
+        a.dirs.push_back(v);
+      } else if (name == "--instance") {
+        a.instance = v;
       } else if (name == "--key-file") {
         a.key_file = v;
       } else if (name == "--user") {
@@ -482,7 +519,10 @@ bool run_tool(const std::vector<std::string>& args, int& exit_code) {
         throw std::runtime_error("unknown flag for " + cmd + ": " + name);
       }
     }
-    if (a.dir.empty()) throw std::runtime_error(cmd + " needs --record-dir");
+    if (a.dirs.empty()) throw std::runtime_error(cmd + " needs --record-dir");
+    if (a.follow && a.dirs.size() > 1) {
+      throw std::runtime_error("--follow reads one --record-dir (run one per instance)");
+    }
     if (cmd == "verify") {
       exit_code = cmd_verify(a);
     } else if (cmd == "export") {
