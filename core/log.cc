@@ -137,9 +137,11 @@ void writer_loop(unsigned generation) {
   char line[kMaxLogLine];
   std::unique_lock lk(s.mu);
   while (s.generation == generation) {
-    s.limiter.sweep(mono_ns(), [&](const LogLimiter::Summary& sum) {
-      push(s, line, format_summary(line, sum));
-    });
+    // At a stop, summaries of windows still open go out too.
+    s.limiter.sweep(
+        mono_ns(),
+        [&](const LogLimiter::Summary& sum) { push(s, line, format_summary(line, sum)); },
+        s.stopping);
     const std::int64_t stop = s.stop_deadline_ns.load(std::memory_order_relaxed);
     if (s.stopping && mono_ns() >= stop) {  // out of time: what is left is lost
       for (std::uint64_t i = s.popped; i < s.pushed; ++i) {

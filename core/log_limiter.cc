@@ -19,8 +19,8 @@ LogLimiter::Slot* LogLimiter::find(const void* site) noexcept {
   return nullptr;
 }
 
-bool LogLimiter::take_summary(Slot& slot, std::int64_t now_ns, Summary& out) noexcept {
-  if (now_ns - slot.window_start < kWindowNs) return false;
+bool LogLimiter::take_summary(Slot& slot, std::int64_t now_ns, Summary& out, bool now) noexcept {
+  if (now_ns - slot.window_start < kWindowNs && !(now && slot.suppressed > 0)) return false;
   const bool had = slot.suppressed > 0;
   if (had) {
     out = slot.last;

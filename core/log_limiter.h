@@ -46,14 +46,16 @@ class LogLimiter {
   bool admit(const void* site, std::int64_t now_ns, LogLevel level, int core,
              std::string_view message, Summary& pending, bool& has_pending) noexcept;
 
-  // Summaries of windows that are over; each is passed to `emit` once. Cheap when none waits.
+  // Summaries of windows that are over (with `all`, of every window that suppressed lines: at
+  // exit); each is passed to `emit` once. Cheap when none waits.
   template <typename F>
-  void sweep(std::int64_t now_ns, F&& emit) {
+  void sweep(std::int64_t now_ns, F&& emit, bool all = false) {
     if (waiting_ == 0) return;
     Summary s;
     for (Slot& slot : slots_) {
-      if (slot.site != nullptr && take_summary(slot, now_ns, s))
+      if (slot.site != nullptr && take_summary(slot, now_ns, s, all)) {
         emit(static_cast<const Summary&>(s));
+      }
     }
   }
 
@@ -68,7 +70,7 @@ class LogLimiter {
     Summary last;
   };
   Slot* find(const void* site) noexcept;
-  bool take_summary(Slot& slot, std::int64_t now_ns, Summary& out) noexcept;
+  bool take_summary(Slot& slot, std::int64_t now_ns, Summary& out, bool now = false) noexcept;
 
   unsigned per_second_;
   std::size_t waiting_ = 0;  // slots with suppressed lines not yet summarised

@@ -51,6 +51,16 @@ TEST(LogLimiterTest, AFloodFromOneSiteIsBoundedAndCounted) {
   EXPECT_TRUE(r.admit(kSiteA, 5000 * kMs));
 }
 
+TEST(LogLimiterTest, AtExitOpenWindowsAreSummarisedToo) {
+  Flood r;
+  for (int i = 0; i < 30; ++i) r.admit(kSiteA, i * kMs);
+  for (int i = 0; i < 5; ++i) r.admit(kSiteB, i * kMs);
+  r.limiter->sweep(
+      100 * kMs, [&](const LogLimiter::Summary& s) { r.summaries.push_back(s); }, true);
+  ASSERT_EQ(r.summaries.size(), 1u);  // B suppressed nothing
+  EXPECT_EQ(r.summaries[0].repeated, 10u);
+}
+
 TEST(LogLimiterTest, AnotherSiteIsUnaffected) {
   Flood r;
   for (int i = 0; i < 100; ++i) r.admit(kSiteA, i * kMs);
