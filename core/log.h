@@ -2,7 +2,7 @@
 // or JSON, core/log_line.h) and queues it in a bounded buffer; one logger thread writes it out.
 // A full queue drops lines and counts them; a flood from one call site is rate-limited
 // (core/log_limiter.h). Before start_log_writer() and after stop_log_writer(), lines are written
-// directly (waiting at most a moment for stderr). Off the data path except for errors.
+// directly (waiting at most a second for stderr). Off the data path except for errors.
 #pragma once
 
 #include <cstdarg>
