@@ -5,6 +5,7 @@
 
 #include "core/admin.h"
 #include "core/admin_http.h"
+#include "core/log.h"
 #include "core/worker.h"
 #include "policy/classifier.h"
 #include "policy/masking.h"
@@ -161,6 +162,15 @@ std::string AdminServer::metrics() const {
       "# HELP pgwarden_admin_connections Admin API connections open now.\n"
       "# TYPE pgwarden_admin_connections gauge\npgwarden_admin_connections " +
       std::to_string(http_->connections()) + "\n";
+  out +=
+      "# HELP pgwarden_log_lines_dropped_total Log lines lost because stderr was too slow (or "
+      "failing).\n# TYPE pgwarden_log_lines_dropped_total counter\n"
+      "pgwarden_log_lines_dropped_total " +
+      std::to_string(log_lines_dropped()) +
+      "\n# HELP pgwarden_log_lines_suppressed_total Log lines not written by the per-message "
+      "rate limit (--log-rate-limit).\n# TYPE pgwarden_log_lines_suppressed_total counter\n"
+      "pgwarden_log_lines_suppressed_total " +
+      std::to_string(log_lines_suppressed()) + "\n";
   return out;
 }
 

@@ -107,6 +107,11 @@ Identity-aware PostgreSQL gateway. Clients connect to --listen; every session is
   --recv-buffers N            receive buffers per core, a power of two (default 2048)
   --recv-buffer-size SIZE     size of one receive buffer (default 16K)
   --log-level LEVEL           debug, info, warn or error (default info)
+  --log-format FORMAT         text (default: "TIME LEVEL message") or json (one object a line:
+                              time, level, msg, core, ...); written by a logger thread, so a
+                              slow stderr never stalls a core (lines are dropped and counted)
+  --log-rate-limit N          lines one message (call site) may write per second; the rest are
+                              counted in one "repeated K times" line (default 20; 0: no limit)
   --admin-listen HOST:PORT    the admin API: GET /healthz, /readyz (no token), /metrics, and
                               /api/v1/approvals, /api/v1/reload (OIDC bearer tokens verified
                               with --jwks-file/--jwks-url; the policy's "admins" and rules'
@@ -240,6 +245,11 @@ std::map<std::string, Setter> value_flags(Config& c) {
          c.recv_buffer_size = parse_count("--recv-buffer-size", v, 1u << 20);
        }},
       {"--log-level", [&](const std::string& v) { c.log_level = v; }},
+      {"--log-format", [&](const std::string& v) { c.log_format = v; }},
+      {"--log-rate-limit",
+       [&](const std::string& v) {
+         c.log_rate_limit = parse_count("--log-rate-limit", v, 1'000'000);
+       }},
       {"--admin-listen", [&](const std::string& v) { c.admin_listen = v; }},
       {"--admin-tls-cert", [&](const std::string& v) { c.admin_tls_cert_file = v; }},
       {"--admin-tls-key", [&](const std::string& v) { c.admin_tls_key_file = v; }},
@@ -489,6 +499,9 @@ ParsedFlags parse_flags(const std::vector<std::string>& args) {
     if (c.log_level != "debug" && c.log_level != "info" && c.log_level != "warn" &&
         c.log_level != "error") {
       throw std::runtime_error("--log-level: expected debug, info, warn or error");
+    }
+    if (c.log_format != "text" && c.log_format != "json") {
+      throw std::runtime_error("--log-format: expected text or json");
     }
   } catch (const std::exception& e) {
     out.exit_now = true;

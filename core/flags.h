@@ -24,6 +24,8 @@ struct Config {
   unsigned recv_buffer_size = 16384;
   bool pin_threads = true;
   std::string log_level = "info";
+  std::string log_format = "text";  // text or json, one line per message
+  unsigned log_rate_limit = 20;     // lines per call site per second (0: no limit)
   // The admin API (HOST:PORT; "" = off): /healthz /readyz /metrics and /api/v1/... (bearer
   // tokens). Beyond loopback only with TLS.
   std::string admin_listen;

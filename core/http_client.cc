@@ -5,6 +5,8 @@
 #include <memory>
 #include <mutex>
 
+#include "protocol/http.h"
+
 namespace pgwarden::core {
 
 namespace {
@@ -93,6 +95,27 @@ HttpReply http_call(const HttpCall& call) {
   }
   curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &reply.status);
   return reply;
+}
+
+std::string url_for_log(std::string_view url, bool keep_path) {
+  const auto u = protocol::parse_url(url);
+  if (!u) return "(a URL that does not parse)";
+  std::string out = u->tls ? "https://" : "http://";
+  const bool v6 = u->host.find(':') != std::string::npos;
+  if (v6) out += '[';
+  out += u->host;
+  if (v6) out += ']';
+  out += ':';
+  out += std::to_string(u->port);
+  const std::string_view target = u->target;
+  const std::size_t query = target.find('?');
+  if (!keep_path) {
+    out += target == "/" ? "/" : "/...";
+  } else {
+    out += target.substr(0, query);
+    if (query != std::string_view::npos) out += "?...";
+  }
+  return out;
 }
 
 }  // namespace pgwarden::core

@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace pgwarden::core {
@@ -32,5 +33,10 @@ struct HttpReply {
 void http_client_init();
 
 HttpReply http_call(const HttpCall& call);
+
+// A URL as the log shows it: scheme, host, port and, with `keep_path`, the path; never the query
+// (it may carry a key). Webhook URLs keep their secret in the path (Slack, Teams, Discord), so
+// theirs is shown as "/...".
+std::string url_for_log(std::string_view url, bool keep_path);
 
 }  // namespace pgwarden::core

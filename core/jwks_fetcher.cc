@@ -18,6 +18,7 @@ constexpr double kEarlyRefreshGapS = 10;
 JwksFetcher::JwksFetcher(std::string url, std::string ca_file, double refresh_s,
                          std::shared_ptr<policy::JwksSource> source)
     : url_text_(std::move(url)),
+      url_shown_(url_for_log(url_text_, true)),
       ca_file_(std::move(ca_file)),
       refresh_s_(refresh_s),
       source_(std::move(source)) {}
@@ -71,10 +72,10 @@ void JwksFetcher::run() {
     lock.lock();
     last = Clock::now();
     if (error.empty()) {
-      if (!have_keys || early) PGW_INFO("jwks: keys loaded from %s", url_text_.c_str());
+      if (!have_keys || early) PGW_INFO("jwks: keys loaded from %s", url_shown_.c_str());
       have_keys = true;
     } else {
-      PGW_WARN("jwks: fetching %s failed (%s); keeping the keys in force", url_text_.c_str(),
+      PGW_WARN("jwks: fetching %s failed (%s); keeping the keys in force", url_shown_.c_str(),
                error.c_str());
     }
   }

@@ -33,6 +33,7 @@ class JwksFetcher {
   void run();
 
   std::string url_text_;
+  std::string url_shown_;  // in the log
   std::string ca_file_;
   double refresh_s_;
   std::shared_ptr<policy::JwksSource> source_;

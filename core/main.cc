@@ -35,10 +35,14 @@ int main(int argc, char** argv) {
                 : lvl == "warn"  ? LogLevel::Warn
                 : lvl == "error" ? LogLevel::Error
                                  : LogLevel::Info);
+  set_log_format(parsed.config.log_format == "json" ? LogFormat::Json : LogFormat::Text);
+  set_log_rate_limit(parsed.config.log_rate_limit);
+  // Lines are queued from here on; leaving main flushes them (a bounded wait).
+  LogWriterScope log_writer;
   try {
     return run_server(parsed.config);
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "pgwarden: %s\n", e.what());
+    PGW_ERROR("pgwarden: %s", e.what());
     return 1;
   }
 }

@@ -14,6 +14,7 @@ Notifier::Notifier(NotifierOptions options) : options_(std::move(options)) {
   for (const auto& url : options_.urls) {
     targets_.push_back(std::make_unique<Target>());
     targets_.back()->url = url;
+    targets_.back()->shown = url_for_log(url, false);
   }
   for (auto& t : targets_) {
     Target& target = *t;
@@ -64,7 +65,7 @@ void Notifier::notify(const std::string& event, std::string body) {
     if (dropped) {
       failed_.fetch_add(1);
       PGW_WARN("webhook %s: too many notifications waiting; the oldest were dropped",
-               t->url.c_str());
+               t->shown.c_str());
     }
   }
 }
@@ -87,11 +88,11 @@ bool Notifier::deliver(Target& t, const Item& item) {
     const bool retry = !r.error.empty() || r.status >= 500 || r.status == 408 || r.status == 429;
     const std::string why = r.error.empty() ? "HTTP status " + std::to_string(r.status) : r.error;
     if (!retry || attempt == options_.attempts) {
-      PGW_WARN("webhook %s: %s notification not delivered after %u attempts (%s)", t.url.c_str(),
+      PGW_WARN("webhook %s: %s notification not delivered after %u attempts (%s)", t.shown.c_str(),
                item.event.c_str(), attempt, why.c_str());
       return false;
     }
-    PGW_INFO("webhook %s: attempt %u failed (%s); retrying in %g s", t.url.c_str(), attempt,
+    PGW_INFO("webhook %s: attempt %u failed (%s); retrying in %g s", t.shown.c_str(), attempt,
              why.c_str(), backoff);
     std::unique_lock lock(t.mu);
     t.cv.wait_for(lock, std::chrono::duration<double>(backoff), [this] { return stop_.load(); });

@@ -51,6 +51,7 @@ class Notifier {
   };
   struct Target {
     std::string url;
+    std::string shown;  // in the log: without its path, which may be its secret
     std::mutex mu;
     std::condition_variable cv;
     std::deque<Item> queue;

@@ -190,11 +190,11 @@ int run_server(const Config& config) {
                                                  config.jwks_refresh_s, jwks);
     const std::string error = jwks_fetcher->fetch_once();
     if (error.empty()) {
-      PGW_INFO("jwks: keys loaded from %s", config.jwks_url.c_str());
+      PGW_INFO("jwks: keys loaded from %s", url_for_log(config.jwks_url, true).c_str());
     } else {
       // Break-glass static users must still work while the identity provider is down.
       PGW_ERROR("jwks: fetching %s failed (%s); token logins fail until a retry succeeds",
-                config.jwks_url.c_str(), error.c_str());
+                url_for_log(config.jwks_url, true).c_str(), error.c_str());
     }
     jwks_fetcher->start();
   }
@@ -275,6 +275,7 @@ int run_server(const Config& config) {
   for (unsigned i = 0; i < threads; ++i) {
     pool.emplace_back([&, i] {
       Worker& w = *workers[i];
+      set_log_core(static_cast<int>(i));
       if (config.pin_threads && !cpus.empty()) {
         cpu_set_t set;
         CPU_ZERO(&set);

@@ -109,7 +109,7 @@ void ApprovalStage::on_frontend(FrontendMessage& m) {
   }
   held_grant_key_ = std::move(key);
   p.requested_at_us = now_us;
-  const std::string text = p.statement;
+  const std::size_t statement_bytes = p.statement.size();
   const std::size_t approver_groups = p.approvers.size();
   id_ = approvals->request(std::move(p));
   waiting_ = true;
@@ -119,12 +119,13 @@ void ApprovalStage::on_frontend(FrontendMessage& m) {
       "pgwarden: statement held for approval under policy rule \"" + rule + "\" (" + d.reason + ")";
   m.verdict = Verdict::Hold;
   const std::string id = approval_id_text(id_);
+  // The statement's text stays out of the log (its literals may be personal data masking's
+  // detectors do not know): approvers read it through the API, the recording keeps it.
   PGW_WARN(
-      "approval %s requested: %s wants to run [%.*s] (rule %s, %s); decide with pgwarden "
-      "approvals approve|deny %s%s",
-      id.c_str(), host_.caller().identity.c_str(),
-      static_cast<int>(std::min<std::size_t>(text.size(), 200)), text.data(), rule.c_str(),
-      d.reason.c_str(), id.c_str(),
+      "approval %s requested: %s wants to run a statement of %zu bytes (rule %s, %s); see it "
+      "with pgwarden approvals list, decide with pgwarden approvals approve|deny %s%s",
+      id.c_str(), host_.caller().identity.c_str(), statement_bytes, rule.c_str(), d.reason.c_str(),
+      id.c_str(),
       approver_groups == 0 ? " (the policy names no approvers or admins: nobody can approve it)"
                            : "");
 }

@@ -12,6 +12,8 @@ TEST(FlagsTest, DefaultsAndRequiredUpstream) {
   EXPECT_EQ(p.config.upstream, "127.0.0.1:5432");
   EXPECT_EQ(p.config.threads, 0u);
   EXPECT_EQ(p.config.record_batch_ms, 10u);
+  EXPECT_EQ(p.config.log_format, "text");
+  EXPECT_EQ(p.config.log_rate_limit, 20u);
   const ParsedFlags missing = parse_flags({});
   EXPECT_TRUE(missing.exit_now);
   EXPECT_EQ(missing.exit_code, 2);
@@ -19,10 +21,10 @@ TEST(FlagsTest, DefaultsAndRequiredUpstream) {
 }
 
 TEST(FlagsTest, ParsesValuesSizesAndEqualsForm) {
-  const ParsedFlags p =
-      parse_flags({"--upstream=/tmp/pg", "--listen", "0.0.0.0:7000", "--threads", "4",
-                   "--max-buffered-bytes", "2M", "--max-message-size=64K", "--idle-timeout", "1.5",
-                   "--shutdown-grace", "0", "--no-pin", "--record-batch-ms", "2"});
+  const ParsedFlags p = parse_flags(
+      {"--upstream=/tmp/pg", "--listen", "0.0.0.0:7000", "--threads", "4", "--max-buffered-bytes",
+       "2M", "--max-message-size=64K", "--idle-timeout", "1.5", "--shutdown-grace", "0", "--no-pin",
+       "--record-batch-ms", "2", "--log-format", "json", "--log-rate-limit=0"});
   ASSERT_FALSE(p.exit_now) << p.message;
   EXPECT_EQ(p.config.upstream, "/tmp/pg");
   EXPECT_EQ(p.config.threads, 4u);
@@ -32,6 +34,8 @@ TEST(FlagsTest, ParsesValuesSizesAndEqualsForm) {
   EXPECT_DOUBLE_EQ(p.config.shutdown_grace_s, 0);
   EXPECT_FALSE(p.config.pin_threads);
   EXPECT_EQ(p.config.record_batch_ms, 2u);
+  EXPECT_EQ(p.config.log_format, "json");
+  EXPECT_EQ(p.config.log_rate_limit, 0u);
 }
 
 TEST(FlagsTest, RejectsBadInputWithAClearMessage) {
@@ -45,6 +49,8 @@ TEST(FlagsTest, RejectsBadInputWithAClearMessage) {
       {"--upstream", "x:1", "--bogus"},
       {"--upstream"},
       {"--upstream", "x:1", "--log-level", "loud"},
+      {"--upstream", "x:1", "--log-format", "xml"},
+      {"--upstream", "x:1", "--log-rate-limit", "-1"},
       {"--upstream", "x:1", "--record-batch-ms", "0"},
       {"--upstream", "x:1", "--record-batch-ms", "1001"},
   };

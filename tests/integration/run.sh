@@ -121,6 +121,101 @@ unix_socket_upstream() {
   [ "$got" = "via unix socket|t" ]
 }
 
+# Garbage from N clients, one after another (each waits for its close): N protocol-violation
+# lines in the gateway's log.
+flood_garbage() {  # flood_garbage PORT N
+  python3 - "$1" "$2" <<'PY'
+import socket, sys
+port, n = int(sys.argv[1]), int(sys.argv[2])
+for i in range(n):
+    s = socket.create_connection(('127.0.0.1', port), timeout=10)  # a stalled gateway fails
+    s.sendall(b'\x00\x00\x00\x02garbage')  # a startup packet length no client sends
+    try:
+        s.recv(64)
+    except ConnectionResetError:
+        pass
+    s.close()
+PY
+}
+
+json_logs() {  # --log-format json: every stderr line is one JSON object, in UTF-8
+  local log="$work/gw_json.log" pid port rc=0
+  "$BIN" --listen 127.0.0.1:0 --upstream "127.0.0.1:$PG_PORT" --threads 2 --log-format json \
+    --log-level debug 2>"$log" &
+  pid=$!
+  for _ in $(seq 100); do grep -q "listening on" "$log" && break; sleep 0.1; done
+  port=$(grep -o 'listening on 127.0.0.1:[0-9]*' "$log" | cut -d: -f2)
+  [ -n "$port" ] || { cat "$log"; kill "$pid"; return 1; }
+  [ "$(psql -X -tA -p "$port" -c "SELECT 'through a gateway logging JSON'")" = \
+    "through a gateway logging JSON" ] || rc=1
+  psql -X -q -p "$port" -d no_such_database -c "SELECT 1" 2>/dev/null && rc=1
+  flood_garbage "$port" 50 || rc=1
+  kill -TERM "$pid"
+  wait "$pid" || rc=1
+  python3 - "$log" <<'PY' || rc=1
+import json, sys
+text = open(sys.argv[1], encoding='utf-8').read()  # strict: the log is valid UTF-8
+assert text.endswith('\n'), 'the log ends with a whole line'
+lines = [json.loads(l) for l in text[:-1].split('\n')]  # strict: no raw control characters
+for o in lines:
+    assert isinstance(o, dict) and {'time', 'level', 'msg'} <= o.keys(), o
+    assert o['level'] in ('debug', 'info', 'warn', 'error'), o
+msgs = [o['msg'] for o in lines]
+assert any('listening on' in m for m in msgs), msgs
+assert 'pgwarden stopped' in msgs, msgs[-5:]
+# 50 violations from one call site: 20 a second are written, the rest counted in summaries.
+flood = [o for o in lines if 'protocol violation from client' in o['msg']]
+written = [o for o in flood if 'repeated' not in o]
+assert 20 <= len(written) < 50, len(written)
+assert len(written) + sum(o.get('repeated', 0) for o in flood) == 50, flood
+assert any(o.get('core') == 1 for o in lines), 'worker lines name their core'
+print(len(lines), 'JSON lines,', len(written), 'of 50 violations written')
+PY
+  [ "$rc" -eq 0 ] || { tail -20 "$log"; return 1; }
+}
+
+# A gateway whose stderr is a pipe nobody reads: once the pipe and the log queue are full, log
+# lines are dropped and counted, while statements keep going through at full speed, and SIGTERM
+# still ends it promptly.
+stuck_stderr() {
+  local fifo="$work/stuck.fifo" port admin pid out done dropped started flood rc=0
+  mkfifo "$fifo"
+  exec 7<>"$fifo"  # holds the read end open; nothing ever reads it
+  port=$(pgw_free_port)
+  admin=$(pgw_free_port)
+  # shellcheck disable=SC2046
+  "$BIN" --listen "127.0.0.1:$port" --upstream "127.0.0.1:$PG_PORT" --threads 2 \
+    --log-level debug --log-rate-limit 0 --admin-listen "127.0.0.1:$admin" $(pgw_metrics_token) \
+    2>"$fifo" 7>&- &
+  pid=$!
+  pgw_wait_port "$port" && pgw_wait_port "$admin" || { kill "$pid"; return 1; }
+  flood_garbage "$port" 20000 &
+  flood=$!
+  out=$(timeout 60 pgbench -p "$port" -c 4 -j 2 -T 5 -n -S 2>&1) || rc=1
+  echo "$out" | grep -E "failed transactions|actually processed|latency average"
+  echo "$out" | grep -q "number of failed transactions: 0 " || rc=1
+  done=$(echo "$out" | sed -n 's/number of transactions actually processed: \([0-9]*\).*/\1/p')
+  [ "${done:-0}" -gt 1000 ] || rc=1
+  wait "$flood" || rc=1
+  [ "$(timeout 5 psql -X -tA -p "$port" -c "SELECT 'still served'")" = "still served" ] || rc=1
+  dropped=$(curl -sf -H "Authorization: Bearer $(cat "$work/metrics.token")" \
+    "http://127.0.0.1:$admin/metrics" | awk '/^pgwarden_log_lines_dropped_total/ { print $2 }')
+  echo "log lines dropped: ${dropped:-none}"
+  [ "${dropped:-0}" -gt 0 ] || rc=1
+  started=$SECONDS
+  kill -TERM "$pid"
+  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$pid" 2>/dev/null; then
+    echo "still running 10 s after SIGTERM"
+    kill -9 "$pid"
+    rc=1
+  fi
+  wait "$pid" || rc=1
+  echo "stopped in $((SECONDS - started)) s"
+  exec 7>&-
+  return "$rc"
+}
+
 # PGW_NODE_SUITES="gateway_auth tls" narrows the node suites (for local iteration).
 suites=()
 for s in ${PGW_NODE_SUITES:-hostile clients lifecycle gateway_auth tls upstream_tls recorder policy judgement replication masking masking_values masking_computed pipeline admin agents mcp mcp_pool}; do
@@ -154,6 +249,8 @@ if [ "$quick" != "--quick" ]; then
   check pgbench_pipeline_10s pipeline_script
   check psql_cancel_57014 psql_cancel
   check unix_socket_upstream unix_socket_upstream
+  check json_logs json_logs
+  check stuck_stderr_never_stalls_the_data_path stuck_stderr
 fi
 node_suites
 

@@ -365,6 +365,9 @@ test('JIT grant: an approval covers this session\'s same statement shape for gra
   assert.equal((await api('dba', 'POST', `/api/v1/approvals/${h.id}/deny`, { reason: 'no' })).status, 200);
   await ins;
   assert.ok(!gw.log.includes(card), 'the gateway log shows the masked text');
+  // The log names the held statement by its approval id and size, never by its text.
+  assert.ok(!gw.log.includes('pat.doe@example.org') && !gw.log.includes('INSERT INTO adm.jit VALUES'), 'statement text in the gateway log');
+  assert.match(gw.log, new RegExp(`approval ${h.id} requested: \\S+ wants to run a statement of \\d+ bytes`));
   // The granted statement is recorded as such.
   await sleep(300);
   const exp = await tool(['export', '--record-dir', join(dir, 'rec'), '--format', 'jsonl']);
