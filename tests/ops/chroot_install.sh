@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian package with dpkg into a throwaway root and runs it there as the service
 # would: the maintainer scripts create the user, /etc/pgwarden's group, the recording directory
-# and the seal key; the gateway, started as user pgwarden with the shipped pgwarden.env, records,
+# and the seal key; the gateway, started as user pgwarden with the shipped pgwarden.env and the
+# example policy in front of a throwaway PostgreSQL, judges, masks and records statements,
 # answers /healthz, reloads on SIGHUP, stops on SIGTERM and leaves a recording that verifies;
 # removal and purge keep the recordings and the key. No systemd: the unit is checked by
 # check_ops.sh. The root is the host's /usr, /etc and dpkg database under overlays (changes go
@@ -12,6 +13,7 @@ set -euo pipefail
 deb=$(realpath "${1:?usage: chroot_install.sh DEB}")
 if [ "${PGW_IN_NS:-}" != 1 ]; then
   work=$(mktemp -d)
+  chmod 755 "$work" # the throwaway PostgreSQL's owner reaches its directory inside
   rc=0
   env PGW_IN_NS=1 PGW_WORK="$work" unshare --mount --propagation private "$0" "$deb" || rc=$?
   # The overlays lived in the namespace, gone with it. Never delete through a mount anyway:
@@ -27,7 +29,8 @@ fi
 work=$PGW_WORK
 R=$work/root
 gw_pid=
-trap '[ -n "$gw_pid" ] && kill "$gw_pid" 2>/dev/null; :' EXIT
+source "$(dirname "$0")/../../scripts/lib.sh"
+trap '[ -n "$gw_pid" ] && kill "$gw_pid" 2>/dev/null; pgw_pg_stop "$work/pg"; :' EXIT
 failures=0
 ok() { echo "ok: $*"; }
 fail() {
@@ -88,12 +91,29 @@ check_stat /var/lib/pgwarden/recordings "700 pgwarden:pgwarden"
 in_root dpkg-query -W -f='${Conffiles}\n' pgwarden | grep -q '/etc/pgwarden/pgwarden.env' &&
   ok "dpkg registered the conffiles" || fail "dpkg has no conffiles for pgwarden"
 
-echo "-- the gateway as user pgwarden, with the shipped pgwarden.env"
+echo "-- the gateway as user pgwarden, with the shipped pgwarden.env and the example policy"
+PG_PORT=$(pgw_free_port)
+pgw_pg_start "$work/pg" "$PG_PORT"
 args=$(sed -n 's/^PGWARDEN_ARGS="\(.*\)"$/\1/p' "$R/etc/pgwarden/pgwarden.env")
-# Ports of its own (6432 and 9187 may be taken on this machine); the rest as shipped.
-args=$(sed 's/127.0.0.1:6432/127.0.0.1:0/; s/127.0.0.1:9187/127.0.0.1:0/' <<<"$args")
+# Ports of its own (6432 and 9187 may be taken on this machine) and the throwaway PostgreSQL;
+# the rest as shipped, plus the example policy, set up as an operator would.
+args=$(sed "s/127.0.0.1:6432/127.0.0.1:0/; s/127.0.0.1:9187/127.0.0.1:0/; s/--upstream 127.0.0.1:5432/--upstream 127.0.0.1:$PG_PORT/" <<<"$args")
+cp "$R/etc/pgwarden/policy.example.json" "$R/etc/pgwarden/policy.json"
+args="$args --policy /etc/pgwarden/policy.json"
+# As the unit runs it, short of systemd's namespaces and syscall filter: user pgwarden, no
+# capabilities (bounding set too), no_new_privs, and MemoryDenyWriteExecute's rule (no memory
+# both writable and executable, through prctl PR_SET_MDWE, Linux 6.3+) when the kernel has it.
+mdwe='import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.prctl(65, 1, 0, 0, 0) != 0:  # PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN
+    print("no PR_SET_MDWE: errno", ctypes.get_errno(), file=sys.stderr)
+else:
+    print("MDWE on", file=sys.stderr)
+os.execv(sys.argv[1], sys.argv[1:])'
 # shellcheck disable=SC2086 # split like systemd splits $PGWARDEN_ARGS
-chroot --userspec=pgwarden:pgwarden "$R" /usr/bin/pgwarden $args --threads 2 >"$work/gw.log" 2>&1 &
+chroot "$R" setpriv --reuid=pgwarden --regid=pgwarden --init-groups --no-new-privs \
+  --inh-caps=-all --bounding-set=-all python3 -c "$mdwe" /usr/bin/pgwarden $args --threads 2 \
+  >"$work/gw.log" 2>&1 &
 gw_pid=$!
 admin=
 for _ in $(seq 100); do
@@ -103,15 +123,27 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 if [ -n "$admin" ] && curl -fsS "http://$admin/healthz" >/dev/null; then
-  ok "started as pgwarden; /healthz answers on $admin"
+  ok "started as pgwarden (no capabilities, no_new_privs, $(head -1 "$work/gw.log")); /healthz answers on $admin"
 else
   fail "the gateway did not start: $(cat "$work/gw.log")"
   exit 1
 fi
 ls "$R/var/lib/pgwarden/recordings" | grep -q '^core-00$' && ok "records into /var/lib/pgwarden/recordings" || fail "no core-00 recording directory"
+gw_port=$(sed -n 's/.*pgwarden listening on 127.0.0.1:\([0-9]*\).*/\1/p' "$work/gw.log")
+export PGPASSWORD=$PGW_PG_PASSWORD
+conn="host=127.0.0.1 port=$gw_port user=$PGW_PG_USER dbname=postgres"
+out=$(psql -X "$conn" -Atc "SELECT 'write to ann.lee@example.com or call +1 415 555 2671'" 2>&1) || :
+if [ -n "$out" ] && ! grep -q 'ann.lee@example.com\|555 2671' <<<"$out"; then
+  ok "a statement judged, its row masked: $out"
+else
+  fail "masking through the installed gateway: $out"
+fi
+out=$(psql -X "$conn" -c "DROP TABLE IF EXISTS pgw_nothing" 2>&1) && fail "DROP was allowed: $out" ||
+  { grep -q 'policy' <<<"$out" && ok "DROP refused by the example policy" || fail "DROP: $out"; }
 kill -HUP "$gw_pid"
-sleep 0.3
-kill -0 "$gw_pid" 2>/dev/null && ok "SIGHUP: still running" || fail "SIGHUP ended the gateway"
+for _ in $(seq 50); do grep -q 'SIGHUP: policy reloaded' "$work/gw.log" && break; sleep 0.1; done
+grep -q 'SIGHUP: policy reloaded' "$work/gw.log" && kill -0 "$gw_pid" 2>/dev/null &&
+  ok "SIGHUP (systemctl reload): policy reloaded, still running" || fail "SIGHUP: $(tail -3 "$work/gw.log")"
 kill -TERM "$gw_pid"
 rc=0
 wait "$gw_pid" || rc=$?
@@ -124,6 +156,10 @@ if chroot --userspec=pgwarden:pgwarden "$R" /usr/bin/pgwarden verify --record-di
 else
   fail "pgwarden verify: $(cat "$work/verify.log")"
 fi
+chroot --userspec=pgwarden:pgwarden "$R" /usr/bin/pgwarden export --record-dir /var/lib/pgwarden/recordings \
+  --format jsonl >"$work/export.jsonl" 2>&1 || :
+grep -q 'DROP TABLE IF EXISTS pgw_nothing' "$work/export.jsonl" && ! grep -q 'ann.lee@example.com' "$work/export.jsonl" &&
+  ok "the recording holds the refused DROP and no unmasked e-mail" || fail "export: $(head -c 600 "$work/export.jsonl")"
 
 echo "-- reinstall (upgrade path), remove, purge"
 echo "# an operator's edit" >>"$R/etc/pgwarden/pgwarden.env"
