@@ -16,8 +16,9 @@ pkgs=(
   postgresql-15 postgresql-client-15 postgresql-server-dev-15 pgbouncer
   procps iproute2 util-linux ca-certificates curl
   # Packaging and operations checks (tests/ops/check_ops.sh): cpack's dpkg-shlibdeps and file,
-  # systemd-analyze, and promtool from Debian's prometheus package.
-  dpkg-dev file systemd prometheus
+  # systemd-analyze, systemd-nspawn (the unit run under systemd in a container), and promtool
+  # from Debian's prometheus package.
+  dpkg-dev file systemd systemd-container prometheus
 )
 
 missing=()

@@ -3,7 +3,8 @@
 # scripts, dependencies, the extracted binary runs), its systemd unit (`systemd-analyze verify`
 # and an offline security review), the Prometheus alert rules (`promtool check rules`, and
 # `promtool test rules` showing each alert fire) and the Grafana dashboard; tests/ops/
-# chroot_install.sh installs the package with dpkg into a throwaway root and runs it there.
+# chroot_install.sh installs the package with dpkg into a throwaway root and runs it there, and
+# tests/ops/systemd_boot.sh runs it as a service under systemd booted in a container.
 # Tools missing is a failure, not a skip: scripts/setup.sh installs them.
 # Usage: tests/ops/check_ops.sh [BUILD_DIR]   (a Release build; default build/)
 set -euo pipefail
@@ -12,11 +13,11 @@ build=${1:-$root/build}
 cd "$root"
 
 missing=()
-for tool in promtool systemd-analyze dpkg-deb dpkg-shlibdeps cpack python3 file curl unshare; do
+for tool in promtool systemd-analyze systemd-nspawn nsenter dpkg-deb dpkg-shlibdeps cpack python3 file curl unshare; do
   command -v "$tool" >/dev/null || missing+=("$tool")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
-  echo "FAIL: missing ${missing[*]} (scripts/setup.sh installs them: prometheus, systemd, dpkg-dev, file, curl)"
+  echo "FAIL: missing ${missing[*]} (scripts/setup.sh installs them: prometheus, systemd, systemd-container, dpkg-dev, file, curl)"
   exit 1
 fi
 
@@ -130,6 +131,15 @@ if bash tests/ops/chroot_install.sh "$deb" >"$work/chroot.log" 2>&1; then
 else
   cat "$work/chroot.log"
   fail "the install in a throwaway root"
+fi
+
+echo "-- under a real systemd in a container (tests/ops/systemd_boot.sh)"
+if bash tests/ops/systemd_boot.sh "$deb" >"$work/boot.log" 2>&1; then
+  grep '^ok' "$work/boot.log"
+  ok "the service starts, serves, reloads and stops under its hardening"
+else
+  cat "$work/boot.log"
+  fail "the service under systemd"
 fi
 
 echo "-- Prometheus alert rules"
