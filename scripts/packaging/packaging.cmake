@@ -23,10 +23,18 @@ set(CPACK_PACKAGE_NAME pgwarden)
 set(CPACK_PACKAGE_VERSION ${PROJECT_VERSION})
 set(CPACK_PACKAGING_INSTALL_PREFIX /usr)
 set(CPACK_PACKAGE_DESCRIPTION_SUMMARY "identity-aware PostgreSQL gateway")
+# CPack puts the summary first and indents these lines.
 set(CPACK_DEBIAN_PACKAGE_DESCRIPTION
-    "identity-aware PostgreSQL gateway\n pgwarden sits between clients and PostgreSQL: it authenticates callers (OIDC\n tokens, SCRAM), maps them to database roles, allows, denies or holds statements\n for approval, masks PII in results and writes a tamper-evident recording of\n every session.")
+    "pgwarden sits between clients and PostgreSQL: it authenticates callers (OIDC\ntokens, SCRAM), maps them to database roles, allows, denies or holds\nstatements for approval, masks PII in results and writes a tamper-evident\nrecording of every session.")
 set(PGW_DEB_MAINTAINER "pgwarden maintainers <maintainers@users.noreply.b-seed-8d5c5074.example>"
     CACHE STRING "Maintainer field of the Debian package")
+# Debian wants a changelog: one entry for this version, gzipped (SOURCE_DATE_EPOCH sets the date).
+string(TIMESTAMP PGW_DEB_DATE "%a, %d %b %Y %H:%M:%S +0000" UTC)
+configure_file(${PGW_PKG_DIR}/changelog.Debian.in ${CMAKE_BINARY_DIR}/packaging/changelog.Debian @ONLY)
+file(ARCHIVE_CREATE OUTPUT ${CMAKE_BINARY_DIR}/packaging/changelog.Debian.gz
+     PATHS ${CMAKE_BINARY_DIR}/packaging/changelog.Debian FORMAT raw COMPRESSION GZip
+     COMPRESSION_LEVEL 9)
+install(FILES ${CMAKE_BINARY_DIR}/packaging/changelog.Debian.gz DESTINATION share/doc/pgwarden)
 set(CPACK_DEBIAN_PACKAGE_MAINTAINER "${PGW_DEB_MAINTAINER}")
 set(CPACK_DEBIAN_PACKAGE_SECTION database)
 set(CPACK_DEBIAN_PACKAGE_PRIORITY optional)

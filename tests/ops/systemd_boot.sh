@@ -4,7 +4,8 @@
 # package there, and starts pgwarden.service with its hardening in force (user, no capabilities,
 # no_new_privs, the seccomp filter, ProtectSystem=strict, StateDirectory) in front of a
 # PostgreSQL reached through its socket directory: statements are judged, masked and recorded,
-# `systemctl reload` reloads the policy, `systemctl stop` drains, the recording verifies.
+# `systemctl reload` reloads the policy, `systemctl stop` drains, the recording verifies; the
+# seccomp filter is shown to be applied; an upgrade restarts the service and removal stops it.
 # Nothing of it reaches the host: the container, its mounts and files go when it stops.
 # Usage: tests/ops/systemd_boot.sh DEB   (as root; re-executes itself under unshare -m)
 set -euo pipefail
@@ -160,6 +161,22 @@ C systemctl start pgwarden >/dev/null 2>&1 || :
 sleep 1
 C systemctl is-active pgwarden >/dev/null 2>&1 && fail "pgwarden ran without io_uring_setup: is the filter applied?" ||
   ok "without io_uring_setup in the filter systemd stops it: $(C systemctl show -p ExecMainStatus -p Result --value pgwarden | tr '\n' ' ')"
+C rm -r /etc/systemd/system/pgwarden.service.d
+C systemctl daemon-reload
+
+# Upgrading restarts a running gateway; removing the package stops it. (A policy-rc.d that
+# forbids service actions, as in Docker images, would stop both: not in this container.)
+C rm -f /usr/sbin/policy-rc.d
+C systemctl reset-failed pgwarden >/dev/null 2>&1 || :
+C systemctl start pgwarden && sleep 0.5
+before=$(C systemctl show -p MainPID --value pgwarden)
+C dpkg -i /root/pgwarden.deb >"$work/upgrade.log" 2>&1 || fail "dpkg -i over itself: $(cat "$work/upgrade.log")"
+sleep 0.5
+after=$(C systemctl show -p MainPID --value pgwarden)
+C systemctl is-active pgwarden >/dev/null && [ "$after" != "$before" ] && [ "$after" != 0 ] &&
+  ok "dpkg -i over a running gateway restarts it (pid $before, then $after)" || fail "upgrade: pid $before, then $after"
+C dpkg -r pgwarden >"$work/remove.log" 2>&1 || fail "dpkg -r: $(cat "$work/remove.log")"
+C systemctl is-active pgwarden >/dev/null 2>&1 && fail "dpkg -r left the gateway running" || ok "dpkg -r stops it"
 
 stop_container
 [ "$failures" -eq 0 ] || {
