@@ -92,12 +92,16 @@ in_root dpkg-query -W -f='${Conffiles}\n' pgwarden | grep -q '/etc/pgwarden/pgwa
   ok "dpkg registered the conffiles" || fail "dpkg has no conffiles for pgwarden"
 
 echo "-- the gateway as user pgwarden, with the shipped pgwarden.env and the example policy"
-PG_PORT=$(pgw_free_port)
-pgw_pg_start "$work/pg" "$PG_PORT"
+# PostgreSQL on a unix socket only (no TCP port to race others for), its socket directory shown
+# to the gateway as /run/postgresql.
+PG_PORT=5432
+pgw_pg_start "$work/pg" "$PG_PORT" "listen_addresses = ''"
+mkdir -p "$R/run/postgresql"
+mount --bind "$work/pg" "$R/run/postgresql"
 args=$(sed -n 's/^PGWARDEN_ARGS="\(.*\)"$/\1/p' "$R/etc/pgwarden/pgwarden.env")
 # Ports of its own (6432 and 9187 may be taken on this machine) and the throwaway PostgreSQL;
 # the rest as shipped, plus the example policy, set up as an operator would.
-args=$(sed "s/127.0.0.1:6432/127.0.0.1:0/; s/127.0.0.1:9187/127.0.0.1:0/; s/--upstream 127.0.0.1:5432/--upstream 127.0.0.1:$PG_PORT/" <<<"$args")
+args=$(sed "s/127.0.0.1:6432/127.0.0.1:0/; s/127.0.0.1:9187/127.0.0.1:0/; s|--upstream 127.0.0.1:5432|--upstream /run/postgresql:$PG_PORT|" <<<"$args")
 cp "$R/etc/pgwarden/policy.example.json" "$R/etc/pgwarden/policy.json"
 args="$args --policy /etc/pgwarden/policy.json"
 # As the unit runs it, short of systemd's namespaces and syscall filter: user pgwarden, no
@@ -128,7 +132,7 @@ else
   fail "the gateway did not start: $(cat "$work/gw.log")"
   exit 1
 fi
-ls "$R/var/lib/pgwarden/recordings" | grep -q '^core-00$' && ok "records into /var/lib/pgwarden/recordings" || fail "no core-00 recording directory"
+[ -d "$R/var/lib/pgwarden/recordings/core-00" ] && ok "records into /var/lib/pgwarden/recordings" || fail "no core-00 recording directory"
 gw_port=$(sed -n 's/.*pgwarden listening on 127.0.0.1:\([0-9]*\).*/\1/p' "$work/gw.log")
 export PGPASSWORD=$PGW_PG_PASSWORD
 conn="host=127.0.0.1 port=$gw_port user=$PGW_PG_USER dbname=postgres"
