@@ -13,7 +13,7 @@ install(FILES ${PGW_PKG_DIR}/copyright ${PROJECT_SOURCE_DIR}/README.md
         DESTINATION share/doc/pgwarden)
 install(FILES ${PROJECT_SOURCE_DIR}/scripts/monitoring/pgwarden-alerts.yml
               ${PROJECT_SOURCE_DIR}/scripts/monitoring/pgwarden-dashboard.json
-        DESTINATION share/doc/pgwarden/monitoring)
+        DESTINATION share/pgwarden/monitoring)
 
 # `cpack` installs without building everything first: package.sh builds the binary alone.
 set(CMAKE_SKIP_INSTALL_ALL_DEPENDENCY ON)

@@ -41,8 +41,8 @@ ok "built $deb"
 dpkg-deb -c "$deb" >"$work/contents"
 for f in ./usr/bin/pgwarden ./lib/systemd/system/pgwarden.service ./etc/pgwarden/pgwarden.env \
   ./etc/pgwarden/policy.example.json ./usr/share/doc/pgwarden/copyright \
-  ./usr/share/doc/pgwarden/README.md ./usr/share/doc/pgwarden/monitoring/pgwarden-alerts.yml \
-  ./usr/share/doc/pgwarden/monitoring/pgwarden-dashboard.json; do
+  ./usr/share/doc/pgwarden/README.md ./usr/share/doc/pgwarden/changelog.Debian.gz \
+  ./usr/share/pgwarden/monitoring/pgwarden-alerts.yml ./usr/share/pgwarden/monitoring/pgwarden-dashboard.json; do
   grep -q " $f\$" "$work/contents" && ok "contains $f" || fail "$f is not in the package"
 done
 if awk '{print $2}' "$work/contents" | grep -qv '^root/root$'; then
