@@ -14,7 +14,11 @@ pkgs=(
   libphonenumber-dev libcpp-httplib-dev libcurl4-openssl-dev libpq-dev
   libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev
   postgresql-15 postgresql-client-15 postgresql-server-dev-15 pgbouncer
-  procps iproute2 util-linux ca-certificates
+  procps iproute2 util-linux ca-certificates curl
+  # Packaging and operations checks (tests/ops/check_ops.sh): cpack's dpkg-shlibdeps and file,
+  # systemd-analyze, systemd-nspawn (the unit run under systemd in a container), and promtool
+  # from Debian's prometheus package.
+  dpkg-dev file systemd systemd-container prometheus
 )
 
 missing=()

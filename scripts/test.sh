@@ -110,6 +110,8 @@ echo "== libFuzzer on the pipeline model (30 s)"
 one_check "$logs/libfuzzer.log" bash scripts/libfuzzer.sh "${PGW_LIBFUZZER_SECONDS:-30}"
 echo "== no allocation per statement with every feature on (bench/alloc_count.sh --check)"
 one_check "$logs/alloc.log" env BIN=build/core/pgwarden bash bench/alloc_count.sh --tx 1000 --check 0.05
+echo "== packaging and monitoring (tests/ops/check_ops.sh): the .deb, its unit, dpkg -i into a throwaway root, alert rules, dashboard"
+one_check "$logs/ops.log" bash tests/ops/check_ops.sh build
 echo "== PostgreSQL's own regression suite, directly and through pgwarden"
 step "$logs/regress.log" bash scripts/pg_regress.sh build
 if [ "$step_rc" -eq 0 ] && grep -q "results identical through pgwarden: yes" "$logs/regress.log"; then
