@@ -210,6 +210,13 @@ export function metricsToken(dir) {
   return { token, flags: ['--metrics-token-file', file] };
 }
 
+// Waits (up to 10 s) until a gateway's log matches `re`, then asserts it: the log reaches the
+// test through a pipe (and pgwarden's logger thread), after the replies it explains.
+export async function logMatch(gw, re) {
+  for (let i = 0; i < 200 && !re.test(gw.log || ''); i++) await new Promise((r) => setTimeout(r, 50));
+  if (!re.test(gw.log || '')) throw new Error(`the gateway log does not match ${re}:\n${gw.log}`);
+}
+
 // The admin API's port, from a gateway's log.
 export const adminPort = (gw) => Number(/admin endpoint on 127\.0\.0\.1:(\d+)/.exec(gw.log)[1]);
 

@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync, copyFileSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
-import { env, Wire, errorFields, startupPacket, startGateway, makeCerts, sleep } from './lib.mjs';
+import { env, Wire, errorFields, startupPacket, startGateway, makeCerts, sleep, logMatch } from './lib.mjs';
 
 let dir, gw, certs;
 
@@ -100,5 +100,5 @@ test('SIGHUP reloads the certificate for new sessions without dropping existing 
   assert.notEqual(await fileSerial(second.cert), await fileSerial(certs.cert));
   assert.equal((await survivor.query('SELECT 42 AS n')).rows[0].n, 42);
   await survivor.end();
-  assert.match(gw.log, /TLS certificate reloaded/);
+  await logMatch(gw, /TLS certificate reloaded/);
 });

@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync, copyFileSync, chownSync, chmodSync, readFileSync, 
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import pg from 'pg';
-import { env, pgConfig, withClient, startGateway, makeCerts, sleep } from './lib.mjs';
+import { env, pgConfig, withClient, startGateway, makeCerts, sleep, logMatch } from './lib.mjs';
 
 const pgDir = dirname(env.pgLog);
 let dir, certs, otherCa;
@@ -95,7 +95,7 @@ test('gateway authentication: pgwarden sends a cleartext password upstream only 
   });
   await throughGateway([...auth, '--upstream-tls', 'disable'], async (gw) => {
     await assert.rejects(login(gw), (e) => e.code === '28000' && /could not log in to the upstream/.test(e.message));
-    assert.match(gw.log, /cleartext over an unencrypted connection/);
+    await logMatch(gw, /cleartext over an unencrypted connection/);
   });
 });
 
