@@ -63,10 +63,11 @@ std::string AdminServer::metrics() const {
   }
   {
     static const char* kUpHelp =
-        "1 once this core's last upstream connection attempt succeeded, 0 if it failed (no "
-        "attempt yet: 0).";
+        "1 if this core's last upstream connection attempt succeeded, 0 if it failed (a core "
+        "that has made no attempt yet has no sample).";
     metric_header(out, "pgwarden_upstream_up", "gauge", kUpHelp);
     for (const Worker* w : control_.workers) {
+      if (w->stats().upstream_tried.get() == 0) continue;  // no attempt yet: no sample
       out += "pgwarden_upstream_up{core=\"" + std::to_string(w->index()) + "\"} " +
              std::to_string(w->stats().upstream_up.get()) + "\n";
     }

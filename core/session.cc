@@ -364,6 +364,7 @@ void Session::release_upstream() {
 void Session::on_connected(int result) {
   if (closing_ || finishing_) return;
   w_.mutable_stats().upstream_up.set(result < 0 ? 0 : 1);
+  w_.mutable_stats().upstream_tried.set(1);
   if (result < 0) {
     ++w_.mutable_stats().upstream_failures;
     const char* why = result == -ECANCELED ? "connection timed out" : std::strerror(-result);

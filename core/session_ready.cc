@@ -430,17 +430,21 @@ void Session::decide_held(bool approved, std::string_view sqlstate, std::string 
   m.reason = std::move(outcome);
   pr::Request* r = nullptr;
   if (approved) {
-    queue_copy(Peer::Upstream, msg);
     r = model_.commit(v);
-    note_sent(r);
-    if (r != nullptr && r->kind == pr::RequestKind::Execute && model_.input_barrier()) {
-      flush_upstream();
-    }
   } else {
     m.refuse(sqlstate, message);
     r = refuse(v, sqlstate, message);
   }
+  // The stages first: the recording's approval record (under strict durability, upstream-bound
+  // bytes are held from here until it is synced), then the statement's bytes.
   for (Stage* s : all_) s->on_held_decided(m, r);
+  if (approved) {
+    queue_copy(Peer::Upstream, msg);
+    note_sent(r);
+    if (r != nullptr && r->kind == pr::RequestKind::Execute && model_.input_barrier()) {
+      flush_upstream();
+    }
+  }
   retire();
   // What the client sent after the held message is read now (unless the approved message
   // itself may have started a COPY FROM STDIN).
@@ -466,8 +470,13 @@ void Session::note_sent(pr::Request* r) {
 
 // Its last reply came: its time upstream, from when its bytes went there.
 void Session::note_completed(const pr::Request& r) {
-  const std::int64_t sent =
-      r.sent_ns > 0 ? r.sent_ns : released_ns_[static_cast<std::uint64_t>(-r.sent_ns) % kReleases];
+  std::int64_t sent = r.sent_ns;
+  if (sent < 0) {
+    // Sent at the release of its hold, if that release is still among the last kReleases.
+    const auto gen = static_cast<std::uint64_t>(-sent);
+    if (hold_gen_ - gen >= kReleases) return;
+    sent = released_ns_[gen % kReleases];
+  }
   if (sent > 0) w_.mutable_stats().upstream_latency.observe(w_.now_ns() - sent);
 }
 
@@ -479,7 +488,10 @@ void Session::count_decision(const FrontendMessage& m) {
       ++st.decided_deny;
       break;
     case policy::Action::Hold:
-      ++(m.granted ? st.decided_allow : st.decided_hold);
+      // Held, or let through under a JIT grant, or refused at once (nobody can decide it).
+      ++(m.verdict == Verdict::Hold     ? st.decided_hold
+         : m.verdict == Verdict::Refuse ? st.decided_deny
+                                        : st.decided_allow);
       break;
     default:
       ++st.decided_allow;

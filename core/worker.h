@@ -74,7 +74,8 @@ struct WorkerStats {
   Counter record_syncs;       // durable writes (RWF_DSYNC) and fdatasyncs of segment files
   Counter masked;             // DataRow, CopyData, error and notice messages masking changed
   Counter model_divergences;  // sessions ended: a reply the pipeline model did not predict
-  Counter upstream_up;        // 1 once an upstream connection succeeded, 0 after one failed
+  Counter upstream_up;        // the last upstream connection attempt: 1 succeeded, 0 failed
+  Counter upstream_tried;     // 1 once there was an attempt (before it, upstream_up says nothing)
   // Judged statements (Query, Parse, Bind) by the policy's verdict, and held ones by outcome.
   Counter decided_allow, decided_deny, decided_hold;
   Counter approvals_approved, approvals_refused, approvals_canceled;

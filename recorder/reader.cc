@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <set>
 
 namespace pgwarden::recorder {
 
@@ -449,34 +450,41 @@ Resume resume_point(const std::string& dir, unsigned core, const std::string& ke
 
 namespace {
 
-// One core of one directory: its segments in order, the one being read, its records parsed.
+// One core of one directory: its segments in order, the one being read, and its next record
+// (parsed in place: a stream holds one segment's bytes and one record, never a segment's worth
+// of parsed records).
 struct Stream {
   std::vector<SegmentFile> segs;
   std::size_t next = 0;
   std::string data;
-  std::vector<Record> records;  // views into `data`
-  std::size_t pos = 0;
+  std::size_t off = 0;
+  Record head;  // views into `data`
   const SegmentFile* seg = nullptr;
 };
 
-// Loads the stream's next segment with records; false at its end.
+// Moves the stream to its next record, into the next segments as needed; false at its end.
 bool advance(Stream& s, std::string& problem) {
-  while (s.next < s.segs.size()) {
-    const SegmentFile& seg = s.segs[s.next++];
-    s.data = read_all(seg.path);
-    s.records.clear();
-    s.pos = 0;
-    s.seg = &seg;
-    std::string why;
-    std::size_t consumed = 0;
-    const ParseStatus st = for_each_in(
-        s.data, [&](const Record& r, std::string_view) { s.records.push_back(r); }, consumed, &why);
-    if (st == ParseStatus::Corrupt && problem.empty()) {
-      problem = (seg.instance.empty() ? "" : seg.instance + "/") + seg.relative + ": " + why;
+  for (;;) {
+    if (s.seg != nullptr && s.off < s.data.size()) {
+      std::size_t size = 0;
+      std::string why;
+      const ParseStatus st =
+          parse_record(std::string_view(s.data).substr(s.off), s.head, size, &why);
+      if (st == ParseStatus::Ok) {
+        s.off += size;
+        return true;
+      }
+      // A partial record ends the segment (an open one's tail); a corrupt one ends it too.
+      if (st == ParseStatus::Corrupt && problem.empty()) {
+        problem =
+            (s.seg->instance.empty() ? "" : s.seg->instance + "/") + s.seg->relative + ": " + why;
+      }
     }
-    if (!s.records.empty()) return true;
+    if (s.next >= s.segs.size()) return false;
+    s.seg = &s.segs[s.next++];
+    s.data = read_all(s.seg->path);
+    s.off = 0;
   }
-  return false;
 }
 
 }  // namespace
@@ -484,11 +492,19 @@ bool advance(Stream& s, std::string& problem) {
 std::string for_each_record(const std::vector<std::string>& dirs,
                             const std::function<void(const SegmentFile&, const Record&)>& fn) {
   std::string problem;
+  // The same directory named twice (or spelled two ways) is read once.
+  std::vector<std::string> unique;
+  std::set<std::string> seen;
+  for (const std::string& dir : dirs) {
+    std::error_code ec;
+    const std::string canon = fs::weakly_canonical(dir, ec).string();
+    if (seen.insert(ec ? dir : canon).second) unique.push_back(dir);
+  }
   // Built whole before any is read: records point into each stream's own buffer.
   std::vector<Stream> streams;
-  for (const std::string& dir : dirs) {
+  for (const std::string& dir : unique) {
     for (SegmentFile& seg : list_segments(dir)) {
-      if (dirs.size() > 1) seg.instance = dir;
+      if (unique.size() > 1) seg.instance = dir;
       if (streams.empty() || streams.back().segs.back().core != seg.core ||
           streams.back().segs.back().instance != seg.instance) {
         streams.emplace_back();
@@ -504,13 +520,11 @@ std::string for_each_record(const std::vector<std::string>& dirs,
     // The earliest record at the front of any stream (streams are few: cores x directories).
     std::size_t best = 0;
     for (std::size_t i = 1; i < live.size(); ++i) {
-      if (live[i]->records[live[i]->pos].ts_us < live[best]->records[live[best]->pos].ts_us) {
-        best = i;
-      }
+      if (live[i]->head.ts_us < live[best]->head.ts_us) best = i;
     }
     Stream& s = *live[best];
-    fn(*s.seg, s.records[s.pos]);
-    if (++s.pos == s.records.size() && !advance(s, problem)) live.erase(live.begin() + best);
+    fn(*s.seg, s.head);
+    if (!advance(s, problem)) live.erase(live.begin() + static_cast<std::ptrdiff_t>(best));
   }
   return problem;
 }

@@ -1,5 +1,6 @@
 #include "recorder/tools.h"
 
+#include <algorithm>
 #include <ctime>
 #include <fstream>
 #include <iostream>
@@ -17,9 +18,9 @@ namespace pgwarden::recorder {
 namespace {
 
 struct ToolArgs {
-  std::vector<std::string> dirs;  // one per gateway instance, read together
-  std::string instance;           // replay: the directory whose session is meant
-  std::string key_file;
+  std::vector<std::string> dirs;       // one per gateway instance, read together
+  std::string instance;                // replay: the directory whose session is meant
+  std::vector<std::string> key_files;  // verify: one for all directories, or one per directory
   std::string user;
   std::string table;
   std::string session;
@@ -158,15 +159,25 @@ class Follower {
   std::map<std::string, std::uint64_t> offsets_;
 };
 
-int cmd_verify(const ToolArgs& a) {
-  if (a.key_file.empty()) throw std::runtime_error("verify needs --key-file");
-  std::ifstream in(a.key_file, std::ios::binary);
-  if (!in) throw std::runtime_error("cannot read " + a.key_file);
+std::string read_key(const std::string& file) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) throw std::runtime_error("cannot read " + file);
   std::string key((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   while (!key.empty() && (key.back() == '\n' || key.back() == '\r')) key.pop_back();
+  return key;
+}
+
+int cmd_verify(const ToolArgs& a) {
+  if (a.key_files.empty()) throw std::runtime_error("verify needs --key-file");
+  if (a.key_files.size() != 1 && a.key_files.size() != a.dirs.size()) {
+    throw std::runtime_error(
+        "verify takes one --key-file for every --record-dir, or one per --record-dir (in order)");
+  }
   // Each instance's directory is its own chain: verified one by one, every one must pass.
   int failed = 0;
-  for (const std::string& dir : a.dirs) {
+  for (std::size_t i = 0; i < a.dirs.size(); ++i) {
+    const std::string& dir = a.dirs[i];
+    const std::string key = read_key(a.key_files[a.key_files.size() == 1 ? 0 : i]);
     const std::string who = a.dirs.size() > 1 ? dir + ": " : "";
     const VerifyReport r = verify_dir(dir, key);
     for (const auto& n : r.notes) std::cout << who << "note: " << n << "\n";
@@ -413,7 +424,7 @@ int cmd_replay(const ToolArgs& a) {
   std::string other;
   auto show = [&](const SegmentFile& seg, const Record& r) {
     if (r.session != id || !is_event(r)) return;
-    if (!a.instance.empty() && seg.instance != a.instance) return;
+    if (!a.instance.empty() && !seg.instance.empty() && seg.instance != a.instance) return;
     if (!found) {
       first = prev = r.ts_us;
       instance = seg.instance;
@@ -469,7 +480,8 @@ const char* kUsage = R"(pgwarden tools read record directories without a running
   pgwarden verify   --record-dir D --key-file K
   pgwarden export   --record-dir D --format jsonl [--since T] [--until T] [--follow]
 --record-dir is repeatable: several gateways' directories are read together, ordered by time
-(each record names its instance; verify checks each directory's chain; --follow takes one).
+(each record names its instance; verify checks each directory's chain, with one --key-file for
+all or one per directory; --follow takes one).
 Times are UTC: 2026-11-21T14:50:00Z, 2026-11-21 14:50:00, 2026-11-21, or epoch seconds.
 )";
 
@@ -499,7 +511,7 @@ bool run_tool(const std::vector<std::string>& args, int& exit_code) {
       } else if (name == "--instance") {
         a.instance = v;
       } else if (name == "--key-file") {
-        a.key_file = v;
+        a.key_files.push_back(v);
       } else if (name == "--user") {
         a.user = v;
       } else if (name == "--table") {
@@ -520,6 +532,10 @@ bool run_tool(const std::vector<std::string>& args, int& exit_code) {
       }
     }
     if (a.dirs.empty()) throw std::runtime_error(cmd + " needs --record-dir");
+    if (!a.instance.empty() &&
+        std::find(a.dirs.begin(), a.dirs.end(), a.instance) == a.dirs.end()) {
+      throw std::runtime_error("--instance must be one of the --record-dir values");
+    }
     if (a.follow && a.dirs.size() > 1) {
       throw std::runtime_error("--follow reads one --record-dir (run one per instance)");
     }

@@ -141,10 +141,11 @@ void ApprovalStage::on_decision(const ApprovalDecision& d) {
 void ApprovalStage::finish(bool approved, const std::string& outcome,
                            const std::string& approvers) {
   waiting_ = false;
-  ended(approved ? &WorkerStats::approvals_approved : &WorkerStats::approvals_refused);
   PGW_INFO("approval %s: %s", approval_id_text(id_).c_str(), outcome.c_str());
   const policy::Policy* pol = host_.core().policy;
-  if (approved && (pol == nullptr || pol->id() != policy_id_)) {
+  const bool stale = approved && (pol == nullptr || pol->id() != policy_id_);
+  ended(approved && !stale ? &WorkerStats::approvals_approved : &WorkerStats::approvals_refused);
+  if (stale) {
     // The statement was judged under a policy no longer in force: the approval does not carry
     // over to a judgement nobody made. It is refused; sent again, it is judged afresh.
     const std::string why = outcome + ", but the policy was reloaded while it waited";

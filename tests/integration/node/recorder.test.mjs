@@ -384,6 +384,18 @@ test('several instances: sessions, replay, export and verify read their director
   const ok = await tool('verify', '--record-dir', recA, '--record-dir', recB, '--key-file', key);
   assert.equal(ok.code, 0, ok.stdout + ok.stderr);
   assert.equal((ok.stdout.match(/: intact: /g) || []).length, 2, ok.stdout);
+  // One key per directory, in order; any other count of keys is refused.
+  assert.equal((await tool('verify', '--record-dir', recA, '--record-dir', recB, '--key-file', key, '--key-file', key)).code, 0);
+  assert.equal((await tool('verify', '--record-dir', recA, '--record-dir', recB, '--key-file', key, '--key-file', key,
+    '--key-file', key)).code, 2);
+  // The same directory named twice (two spellings) is read once, as one instance.
+  const single = jsonl((await tool('export', '--record-dir', recA, '--format', 'jsonl')).stdout);
+  const twice = jsonl((await tool('export', '--record-dir', recA, '--record-dir', `${recA}/`, '--format', 'jsonl')).stdout);
+  assert.equal(twice.length, single.length);
+  assert.ok(twice.every((e) => e.instance === undefined));
+  // --instance names one of the directories.
+  assert.equal((await tool('replay', '--record-dir', recA, '--record-dir', recB, '--session', sid, '--instance', '/elsewhere')).code, 2);
+  assert.equal((await tool('replay', '--record-dir', recA, '--record-dir', recB, '--session', sid, '--instance', recB)).code, 0);
   // One instance's recording altered: verify names that directory and fails.
   const seg = segments(recB)[0];
   const bytes = readFileSync(seg);
