@@ -30,13 +30,17 @@ constexpr const char* kUsage =
     "       pgwarden unlock NAME\n"
     "       pgwarden locks [--json]\n"
     "common flags:\n"
-    "  --admin URL        the admin API (default $PGWARDEN_ADMIN, else http://127.0.0.1:9187)\n"
+    "  --admin URL        the admin API (default $PGWARDEN_ADMIN, else http://127.0.0.1:9187);\n"
+    "                     repeatable (or $PGWARDEN_ADMIN=URL,URL): with several instances,\n"
+    "                     lists merge every instance's (INSTANCE column), approve/deny/kill go\n"
+    "                     to the one that has the ID, lock/unlock to all\n"
     "  --token-file FILE  your OIDC token (default: $PGWARDEN_TOKEN)\n"
     "  --ca-file FILE     CA certificates for an https admin API (default: system CAs)\n";
 
 struct CliArgs {
   std::string command;  // approvals, sessions, kill, lock, unlock, locks
-  std::string admin, token_file, ca_file, reason, verb, id, duration;
+  std::vector<std::string> admins;
+  std::string token_file, ca_file, reason, verb, id, duration;
   bool json = false, live = false;
 };
 
@@ -79,13 +83,24 @@ std::string percent_encoded(const std::string& s) {
   return out;
 }
 
-int print_sessions(const std::string& body) {
+// The INSTANCE column when several instances answered (their elements carry "instance").
+std::string instance_cell(simdjson::dom::element e, bool several) {
+  if (!several) return "";
+  std::string_view v;
+  if (e["instance"].get(v) != simdjson::SUCCESS) v = "";
+  char out[64];
+  std::snprintf(out, sizeof out, "%-21s  ", clean(v, 21).c_str());
+  return out;
+}
+
+int print_sessions(const std::string& body, bool several) {
   simdjson::dom::parser parser;
   simdjson::dom::array list;
   if (parser.parse(body).get_array().get(list) != simdjson::SUCCESS) {
     std::cerr << "pgwarden sessions: unexpected answer: " << body;
     return 1;
   }
+  if (several) std::printf("%-21s  ", "INSTANCE");
   std::printf("%-16s  %-24s  %-21s  %-12s  %-12s  %7s  %-22s  %s\n", "SESSION", "IDENTITY",
               "CLIENT", "DATABASE", "ROLE", "AGE", "STATE", "STATEMENT");
   for (simdjson::dom::element e : list) {
@@ -95,6 +110,7 @@ int print_sessions(const std::string& body) {
     };
     std::int64_t age = 0;
     if (e["age_s"].get(age) != simdjson::SUCCESS) age = 0;
+    std::fputs(instance_cell(e, several).c_str(), stdout);
     std::printf("%-16s  %-24s  %-21s  %-12s  %-12s  %6llds  %-22s  %s\n",
                 clean(text_of("id"), 16).c_str(), clean(text_of("identity"), 40).c_str(),
                 clean(text_of("client"), 40).c_str(), clean(text_of("database"), 30).c_str(),
@@ -104,13 +120,14 @@ int print_sessions(const std::string& body) {
   return 0;
 }
 
-int print_locks(const std::string& body) {
+int print_locks(const std::string& body, bool several) {
   simdjson::dom::parser parser;
   simdjson::dom::array list;
   if (parser.parse(body).get_array().get(list) != simdjson::SUCCESS) {
     std::cerr << "pgwarden locks: unexpected answer: " << body;
     return 1;
   }
+  if (several) std::printf("%-21s  ", "INSTANCE");
   std::printf("%-32s  %-10s  %-24s  %s\n", "NAME", "LEFT", "BY", "REASON");
   const std::int64_t now = static_cast<std::int64_t>(std::time(nullptr));
   for (simdjson::dom::element e : list) {
@@ -123,6 +140,7 @@ int print_locks(const std::string& body) {
     const long long left = std::max<long long>(0, until / 1'000'000 - now);
     char left_text[32];
     std::snprintf(left_text, sizeof left_text, "%lldm%02llds", left / 60, left % 60);
+    std::fputs(instance_cell(e, several).c_str(), stdout);
     std::printf("%-32s  %-10s  %-24s  %s\n", clean(name, 64).c_str(), left_text,
                 clean(by, 40).c_str(), clean(reason, 80).c_str());
   }
@@ -158,13 +176,14 @@ std::string age_of(std::int64_t since_us) {
   return out;
 }
 
-int print_list(const std::string& body) {
+int print_list(const std::string& body, bool several) {
   simdjson::dom::parser parser;
   simdjson::dom::array list;
   if (parser.parse(body).get_array().get(list) != simdjson::SUCCESS) {
     std::cerr << "pgwarden approvals: unexpected answer: " << body;
     return 1;
   }
+  if (several) std::printf("%-21s  ", "INSTANCE");
   std::printf("%-16s  %-6s  %-24s  %-16s  %-8s  %s\n", "ID", "WAITS", "REQUESTED BY", "RULE",
               "APPROVED", "STATEMENT");
   for (simdjson::dom::element e : list) {
@@ -187,6 +206,7 @@ int print_list(const std::string& body) {
     for (char& c : text) {
       if (static_cast<unsigned char>(c) < 0x20) c = ' ';
     }
+    std::fputs(instance_cell(e, several).c_str(), stdout);
     std::printf("%-16.*s  %-6s  %-24.*s  %-16.*s  %zu/%lld     %s%s\n", int(id.size()), id.data(),
                 age_of(since).c_str(), int(identity.size()), identity.data(), int(rule.size()),
                 rule.data(), approved, static_cast<long long>(required), text.c_str(),
@@ -195,17 +215,36 @@ int print_list(const std::string& body) {
   return 0;
 }
 
-int run(const CliArgs& a) {
-  std::string base = a.admin;
-  if (base.empty()) {
+// The admin URLs: --admin (repeatable), else $PGWARDEN_ADMIN (comma-separated), else loopback.
+std::vector<std::string> admin_urls(const CliArgs& a) {
+  std::vector<std::string> urls = a.admins;
+  if (urls.empty()) {
     const char* env = std::getenv("PGWARDEN_ADMIN");
-    base = env != nullptr && *env != '\0' ? env : "http://127.0.0.1:9187";
+    std::string list = env != nullptr && *env != '\0' ? env : "http://127.0.0.1:9187";
+    std::size_t start = 0;
+    while (start <= list.size()) {
+      const std::size_t comma = std::min(list.find(',', start), list.size());
+      if (comma > start) urls.push_back(list.substr(start, comma - start));
+      start = comma + 1;
+    }
   }
-  while (!base.empty() && base.back() == '/') base.pop_back();
-  if (base.rfind("http://", 0) != 0 && base.rfind("https://", 0) != 0) {
-    throw std::runtime_error("--admin must be an http:// or https:// URL");
+  for (std::string& base : urls) {
+    while (!base.empty() && base.back() == '/') base.pop_back();
+    if (base.rfind("http://", 0) != 0 && base.rfind("https://", 0) != 0) {
+      throw std::runtime_error("--admin must be an http:// or https:// URL: " + base);
+    }
   }
-  const std::string token = read_token(a);
+  if (urls.empty()) throw std::runtime_error("no admin URL");
+  return urls;
+}
+
+// One instance's answer: its status and body, or status 0 and the transport error.
+struct Answer {
+  int status = 0;
+  std::string body;
+};
+
+Answer call(const CliArgs& a, const std::string& base, const std::string& token) {
   httplib::Client cli(base);
   if (!cli.is_valid()) throw std::runtime_error("cannot use admin URL " + base);
   if (!a.ca_file.empty()) cli.set_ca_cert_path(a.ca_file.c_str());
@@ -240,21 +279,102 @@ int run(const CliArgs& a) {
                     "application/json");
   };
   const httplib::Result r = send();
+  if (!r) return Answer{0, httplib::to_string(r.error())};
+  return Answer{r->status, r->body};
+}
+
+// Several instances' JSON arrays as one, each element tagged with the instance that sent it.
+bool merge_lists(const std::vector<std::pair<std::string, std::string>>& bodies, std::string& out) {
+  simdjson::dom::parser parser;
+  out = "[";
+  for (const auto& [instance, body] : bodies) {
+    simdjson::dom::array list;
+    if (parser.parse(body).get_array().get(list) != simdjson::SUCCESS) return false;
+    for (simdjson::dom::element e : list) {
+      const std::string element = simdjson::minify(e);
+      if (element.size() < 2 || element.front() != '{') return false;
+      if (out.size() > 1) out += ',';
+      out += "{\"instance\":";
+      protocol::append_json_string(out, instance);
+      if (element.size() > 2) out += ',';
+      out.append(element, 1);
+    }
+  }
+  out += "]\n";
+  return true;
+}
+
+void report(const std::string& who, const std::string& base, const Answer& r) {
+  std::cerr << who << ": " << base << ": ";
+  if (r.status != 0) std::cerr << r.status << " ";
+  std::cerr << r.body;
+  if (r.body.empty() || r.body.back() != '\n') std::cerr << "\n";
+}
+
+int run(const CliArgs& a) {
+  const std::vector<std::string> urls = admin_urls(a);
+  const std::string token = read_token(a);
   const std::string who = "pgwarden " + a.command;
-  if (!r) {
-    std::cerr << who << ": " << base << ": " << httplib::to_string(r.error()) << "\n";
+  const bool several = urls.size() > 1;
+  const bool listing = a.command == "sessions" || a.command == "locks" || a.verb == "list";
+  const bool to_all = a.command == "lock" || a.command == "unlock";
+  int code = 0;
+  if (listing) {
+    // Every instance's list; one that does not answer is named, and the exit code says the
+    // list is incomplete.
+    std::vector<std::pair<std::string, std::string>> bodies;
+    for (const std::string& base : urls) {
+      const Answer r = call(a, base, token);
+      if (r.status < 200 || r.status > 299) {
+        report(who, base, r);
+        code = 1;
+        continue;
+      }
+      bodies.emplace_back(base.substr(base.find("://") + 3), r.body);
+    }
+    std::string body;
+    if (!several) {
+      if (bodies.empty()) return code;
+      body = bodies.front().second;
+    } else if (!merge_lists(bodies, body)) {
+      std::cerr << who << ": unexpected answer\n";
+      return 1;
+    }
+    int printed = 0;
+    if (a.json) {
+      std::cout << body;
+    } else if (a.command == "sessions") {
+      printed = print_sessions(body, several);
+    } else if (a.command == "locks") {
+      printed = print_locks(body, several);
+    } else {
+      printed = print_list(body, several);
+    }
+    return code != 0 ? code : printed;
+  }
+  // approve, deny, kill: the instance that has the ID (404 elsewhere); lock, unlock: all.
+  std::vector<std::pair<std::string, Answer>> missing;
+  bool done = false;
+  for (const std::string& base : urls) {
+    const Answer r = call(a, base, token);
+    if (r.status >= 200 && r.status <= 299) {
+      if (several) std::cout << base << ": ";
+      std::cout << r.body;
+      if (several && (r.body.empty() || r.body.back() != '\n')) std::cout << "\n";
+      done = true;
+      if (!to_all) break;
+    } else if (r.status == 404 && !to_all) {
+      missing.emplace_back(base, r);
+    } else {
+      report(who, base, r);
+      code = 1;
+    }
+  }
+  if (!done && code == 0) {
+    for (const auto& [base, r] : missing) report(who, base, r);
     return 1;
   }
-  if (r->status < 200 || r->status > 299) {
-    std::cerr << who << ": " << r->status << " " << r->body;
-    if (!r->body.empty() && r->body.back() != '\n') std::cerr << "\n";
-    return 1;
-  }
-  if (!a.json && a.command == "approvals" && a.verb == "list") return print_list(r->body);
-  if (!a.json && a.command == "sessions") return print_sessions(r->body);
-  if (!a.json && a.command == "locks") return print_locks(r->body);
-  std::cout << r->body;
-  return 0;
+  return code;
 }
 
 }  // namespace
@@ -289,7 +409,7 @@ bool run_admin_command(const std::vector<std::string>& args, int& code) {
       if (i + 1 >= args.size()) throw std::runtime_error(name + " needs a value");
       const std::string& v = args[++i];
       if (name == "--admin") {
-        a.admin = v;
+        a.admins.push_back(v);
       } else if (name == "--token-file") {
         a.token_file = v;
       } else if (name == "--ca-file") {

@@ -49,8 +49,11 @@ std::string AdminServer::metrics() const {
        &WorkerStats::protocol_errors},
       {"pgwarden_upstream_failures_total", "counter", "Upstream connections that failed.",
        &WorkerStats::upstream_failures},
-      {"pgwarden_cancels_forwarded_total", "counter", "CancelRequests forwarded upstream.",
+      {"pgwarden_cancels_forwarded_total", "counter", "CancelRequests sent upstream or to a peer.",
        &WorkerStats::cancels_forwarded},
+      {"pgwarden_cancels_to_peers_total", "counter",
+       "CancelRequests for another instance's key, forwarded to that peer.",
+       &WorkerStats::cancels_to_peers},
   };
   std::string out;
   for (const Metric& m : kMetrics) {

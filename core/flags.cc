@@ -82,6 +82,18 @@ unsigned parse_count(const std::string& flag, const std::string& v, std::uint64_
 
 }  // namespace
 
+PeerSpec parse_peer(const std::string& spec) {
+  const std::size_t eq = spec.find('=');
+  unsigned id = 0;
+  const char* end = spec.data() + (eq == std::string::npos ? 0 : eq);
+  const auto [p, ec] = std::from_chars(spec.data(), end, id);
+  if (eq == std::string::npos || ec != std::errc() || p != end || id < 1 || id > 31 ||
+      spec.find(':', eq) == std::string::npos || spec.size() == eq + 1 || spec[eq + 1] == '/') {
+    throw std::runtime_error("--peer: expected ID=HOST:PORT with ID 1-31, got: " + spec);
+  }
+  return PeerSpec{id, spec.substr(eq + 1)};
+}
+
 std::string usage() {
   return R"(usage: pgwarden --upstream HOST:PORT|SOCKET [flags]
 
@@ -129,6 +141,12 @@ Identity-aware PostgreSQL gateway. Clients connect to --listen; every session is
                               their startup packet is read, as PostgreSQL does (default 10000;
                               0: no limit)
   --admin-max-connections N   concurrent admin connections; more are answered 503 (default 64)
+  --peer-id N                 this instance's id, 1-31, carried in the cancel keys it hands out
+                              when several instances share a load balancer; 0: no peering
+                              (default 0)
+  --peer ID=HOST:PORT         another instance's --listen address: a CancelRequest for a key it
+                              issued is forwarded there (repeatable; the own id is ignored, so
+                              every instance may get the same list; default: none)
   --mcp-url URL               serve MCP (Streamable HTTP) on the admin listener at this URL's
                               path; tokens must carry it as audience (needs gateway auth;
                               default: off)
@@ -260,6 +278,8 @@ std::map<std::string, Setter> value_flags(Config& c) {
        [&](const std::string& v) {
          c.max_connections = parse_count("--max-connections", v, 10'000'000);
        }},
+      {"--peer-id", [&](const std::string& v) { c.peer_id = parse_count("--peer-id", v, 31); }},
+      {"--peer", [&](const std::string& v) { c.peers.push_back(v); }},
       {"--admin-max-connections",
        [&](const std::string& v) {
          c.admin_max_connections = parse_count("--admin-max-connections", v, 4096);
@@ -502,6 +522,15 @@ ParsedFlags parse_flags(const std::vector<std::string>& args) {
     }
     if (c.log_format != "text" && c.log_format != "json") {
       throw std::runtime_error("--log-format: expected text or json");
+    }
+    if (!c.peers.empty() && c.peer_id == 0) {
+      throw std::runtime_error("--peer needs --peer-id: this instance's own id");
+    }
+    std::vector<bool> seen(32);
+    for (const std::string& spec : c.peers) {
+      const PeerSpec p = parse_peer(spec);
+      if (seen[p.id]) throw std::runtime_error("--peer: id " + std::to_string(p.id) + " twice");
+      seen[p.id] = true;
     }
   } catch (const std::exception& e) {
     out.exit_now = true;

@@ -37,6 +37,11 @@ struct Config {
   // The MCP endpoint (on the admin listener): its public URL (the tokens' audience); "" = off.
   std::string mcp_url;
   unsigned max_connections = 10000;  // client connections at once (0: no limit)
+  // Several instances behind one load balancer: this instance's id (1..31, carried in the
+  // cancel keys it issues; 0: no peering) and the others' SQL listeners, "ID=HOST:PORT", to which
+  // a CancelRequest for their keys is forwarded.
+  unsigned peer_id = 0;
+  std::vector<std::string> peers;
   unsigned mcp_max_sessions = 64;
   unsigned mcp_pool = 4;        // idle connections per mapped role
   double mcp_pool_idle_s = 60;  // an idle pooled connection is closed after this
@@ -95,6 +100,13 @@ struct ParsedFlags {
   int exit_code = 0;
   std::string message;  // help, version or the error
 };
+
+// One --peer: "ID=HOST:PORT" with ID 1..31. Throws std::runtime_error.
+struct PeerSpec {
+  unsigned id;
+  std::string address;  // HOST:PORT
+};
+PeerSpec parse_peer(const std::string& spec);
 
 ParsedFlags parse_flags(const std::vector<std::string>& args);
 

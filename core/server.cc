@@ -202,6 +202,16 @@ int run_server(const Config& config) {
   std::string bound;
   const std::vector<int> fds = open_listeners(listen, threads, bound);
   Control control;
+  control.peers.resize(protocol::kMaxCancelPeer + 1);
+  for (const std::string& spec : config.peers) {
+    const PeerSpec peer = parse_peer(spec);
+    if (peer.id == config.peer_id) continue;  // the same list may be given to every instance
+    control.peers[peer.id] = resolve_address(peer.address);
+    if (control.peers[peer.id].family() == AF_UNIX) throw std::runtime_error("--peer: HOST:PORT");
+  }
+  if (config.peer_id != 0) {
+    PGW_INFO("peering: instance %u, %zu peers", config.peer_id, config.peers.size());
+  }
   // Holding statements for approval needs somewhere to approve them: the admin endpoint.
   Approvals approvals;
   approvals.set_workers(&control.workers);

@@ -56,7 +56,7 @@ Worker::Worker(unsigned index, const Config& config, const Address& upstream, in
       auth_(auth),
       masker_(control.mask_key),
       throttle_(config.auth_failure_limit, static_cast<std::int64_t>(config.auth_failure_window_s)),
-      cancel_keys_(index) {
+      cancel_keys_(index, config.peer_id) {
   if (auth_ != nullptr) jwt_ = std::make_unique<policy::JwtVerifier>(auth_->jwt);
 }
 
@@ -405,16 +405,16 @@ int Worker::connect_upstream(Session& s) {
   }
   s.conn(Peer::Upstream).fd = fd;
   // The connect and its timeout are linked: keep them in one submission.
-  submit_connect(fd, tag(&s, kConnect));
+  submit_connect(fd, tag(&s, kConnect), upstream_);
   ++s.inflight_;
   return 0;
 }
 
 // A connect to the upstream and its linked timeout, kept in one submission.
-void Worker::submit_connect(int fd, std::uint64_t user_data) {
+void Worker::submit_connect(int fd, std::uint64_t user_data, const Address& to) {
   if (io_uring_sq_space_left(&ring_) < 2) io_uring_submit(&ring_);
   io_uring_sqe* e = sqe();
-  io_uring_prep_connect(e, fd, upstream_.sa(), upstream_.len);
+  io_uring_prep_connect(e, fd, to.sa(), to.len);
   io_uring_sqe_set_data64(e, user_data);
   if (config_.connect_timeout_s > 0) {
     e->flags |= IOSQE_IO_LINK;
@@ -603,14 +603,26 @@ void Worker::release_cancel_key(pr::BackendKey gateway) noexcept {
   cancel_keys_.release(gateway);
 }
 
+// A CancelRequest read by this core: for another instance's key it goes to that peer (once:
+// a request a peer forwarded is never passed on again), for ours to the core that issued it.
 void Worker::route_cancel(pr::BackendKey gateway) {
-  const auto core = pr::cancel_key_core(gateway.pid);
-  if (!core || *core >= control_.workers.size()) return;  // not ours: ignored, as PostgreSQL does
-  if (*core == index_) {
+  const auto route = pr::cancel_key_route(gateway.pid);
+  if (!route) return;  // not ours: ignored, as PostgreSQL does
+  if (route->peer != config_.peer_id) {
+    if (route->forwarded || route->peer >= control_.peers.size()) return;
+    const Address& peer = control_.peers[route->peer];
+    if (peer.family() == 0) return;  // no such peer configured
+    ++stats_.cancels_to_peers;
+    forward_cancel(peer, {pr::cancel_key_mark_forwarded(gateway.pid), gateway.secret});
+    return;
+  }
+  gateway.pid = pr::cancel_key_unmark_forwarded(gateway.pid);
+  if (route->core >= control_.workers.size()) return;
+  if (route->core == index_) {
     cancel(gateway);
     return;
   }
-  control_.workers[*core]->mailbox().post_cancel(gateway);
+  control_.workers[route->core]->mailbox().post_cancel(gateway);
 }
 
 // A CancelRequest for one of this core's sessions: a statement it holds for approval is
@@ -625,19 +637,19 @@ void Worker::cancel(pr::BackendKey gateway) {
       break;
     }
   }
-  forward_cancel(*up);
+  forward_cancel(upstream_, *up);
 }
 
-void Worker::forward_cancel(pr::BackendKey upstream_key) {
-  const int fd = ::socket(upstream_.family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
+void Worker::forward_cancel(const Address& to, pr::BackendKey key) {
+  const int fd = ::socket(to.family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return;
   auto* cf = new CancelForward;
   cf->fd = fd;
   std::basic_string<std::byte> pkt;
-  pr::append_cancel_request(pkt, upstream_key);
+  pr::append_cancel_request(pkt, key);
   std::memcpy(cf->packet, pkt.data(), sizeof cf->packet);
   cancel_forwards_.insert(cf);
-  submit_connect(fd, tag(cf, kCancelConnect));
+  submit_connect(fd, tag(cf, kCancelConnect), to);
 }
 
 void Worker::on_cancel_forward(CancelForward* cf, bool sent, int res) {
@@ -650,7 +662,7 @@ void Worker::on_cancel_forward(CancelForward* cf, bool sent, int res) {
   if (sent && res == sizeof cf->packet) {
     ++stats_.cancels_forwarded;
   } else {
-    PGW_WARN("worker %u: could not forward a cancel request upstream: %s", index_,
+    PGW_WARN("worker %u: could not forward a cancel request: %s", index_,
              res < 0 ? std::strerror(-res) : "short write");
   }
   ::close(cf->fd);

@@ -53,6 +53,8 @@ struct Control {
   Approvals* approvals = nullptr;
   // Identities and groups locked out by an administrator (read at each login).
   Locks* locks = nullptr;
+  // The other instances' SQL listeners by --peer id (0..31; an unset one has family 0).
+  std::vector<Address> peers;
   // Client connections open on all workers (--max-connections).
   std::atomic<unsigned> connections{0};
 };
@@ -65,6 +67,7 @@ struct WorkerStats {
   Counter protocol_errors;
   Counter upstream_failures;
   Counter cancels_forwarded;
+  Counter cancels_to_peers;  // CancelRequests for another instance's key, passed on to it
   Counter auth_failures;
   Counter statements;         // Query, Parse and FunctionCall messages from clients
   Counter refused_policy;     // refused by the statement policy (deny or hold)
@@ -172,8 +175,9 @@ class Worker {
   void check_deadlines();
   void on_wake();
   void on_cancel_forward(CancelForward* cf, bool connected, int res);
-  void forward_cancel(protocol::BackendKey upstream_key);
-  void submit_connect(int fd, std::uint64_t user_data);
+  // Sends a CancelRequest with `key` to `to` (the upstream, or a peer instance).
+  void forward_cancel(const Address& to, protocol::BackendKey key);
+  void submit_connect(int fd, std::uint64_t user_data, const Address& to);
   void arm_accept();
   void arm_tick();
   void arm_wake();
@@ -186,7 +190,7 @@ class Worker {
  public:
   // Cancels what the session with this key runs upstream (an administrator ends it).
   void cancel_upstream(protocol::BackendKey gateway) {
-    if (const auto up = cancel_keys_.lookup(gateway)) forward_cancel(*up);
+    if (const auto up = cancel_keys_.lookup(gateway)) forward_cancel(upstream_, *up);
   }
 
  private:

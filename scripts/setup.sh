@@ -15,6 +15,8 @@ pkgs=(
   libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev
   postgresql-15 postgresql-client-15 postgresql-server-dev-15 pgbouncer
   procps iproute2 util-linux ca-certificates curl
+  # Several instances behind a load balancer (scripts/ha.sh, tests/integration/ha_test.sh).
+  haproxy
   # Packaging and operations checks (tests/ops/check_ops.sh): cpack's dpkg-shlibdeps and file,
   # systemd-analyze, systemd-nspawn (the unit run under systemd in a container), and promtool
   # from Debian's prometheus package.

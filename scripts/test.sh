@@ -95,6 +95,9 @@ echo "== integration, node suites (ASan+UBSan gateway)"
 step "$logs/it-asan.log" env ASAN_OPTIONS="$ASAN_OPTIONS:quarantine_size_mb=16" \
   bash tests/integration/run.sh build-asan --quick
 add_summary "$logs/it-asan.log"
+echo "== two instances behind HAProxy: cancels, SIGKILL mid-run, recordings (tests/integration/ha_test.sh)"
+step "$logs/ha.log" bash tests/integration/ha_test.sh build
+add_summary "$logs/ha.log"
 # one_check LOG CMD...: a step that counts as one test, passed when it exits 0.
 one_check() {
   local log=$1

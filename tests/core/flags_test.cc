@@ -116,6 +116,32 @@ TEST(FlagsTest, MaxConnections) {
   EXPECT_TRUE(parse_flags({"--upstream", "127.0.0.1:5432", "--max-connections", "x"}).exit_now);
 }
 
+TEST(FlagsTest, Peers) {
+  const ParsedFlags ok =
+      parse_flags({"--upstream", "127.0.0.1:5432", "--peer-id", "2", "--peer", "1=10.0.0.1:6432",
+                   "--peer", "2=10.0.0.2:6432", "--peer", "31=[::1]:6432"});
+  ASSERT_FALSE(ok.exit_now) << ok.message;
+  EXPECT_EQ(ok.config.peer_id, 2u);
+  EXPECT_EQ(ok.config.peers.size(), 3u);
+  EXPECT_EQ(parse_peer("31=[::1]:6432").id, 31u);
+  EXPECT_EQ(parse_peer("31=[::1]:6432").address, "[::1]:6432");
+  const auto error = [](std::vector<std::string> extra) {
+    std::vector<std::string> args{"--upstream", "127.0.0.1:5432"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    const ParsedFlags p = parse_flags(args);
+    EXPECT_EQ(p.exit_code, 2) << extra.back();
+    return p.message;
+  };
+  EXPECT_NE(error({"--peer", "1=h:1"}).find("--peer-id"), std::string::npos);
+  EXPECT_NE(error({"--peer-id", "32"}).find("at most 31"), std::string::npos);
+  for (const char* bad : {"0=h:1", "32=h:1", "x=h:1", "1=", "1=h", "=h:1", "1=/tmp/s:1", "h:1"}) {
+    EXPECT_NE(error({"--peer-id", "1", "--peer", bad}).find("ID=HOST:PORT"), std::string::npos)
+        << bad;
+  }
+  EXPECT_NE(error({"--peer-id", "1", "--peer", "2=a:1", "--peer", "2=b:1"}).find("twice"),
+            std::string::npos);
+}
+
 TEST(FlagsTest, McpPool) {
   EXPECT_EQ(parse_flags({"--upstream", "127.0.0.1:5432"}).config.mcp_pool, 4u);
   const ParsedFlags p = parse_flags({"--upstream", "127.0.0.1:5432", "--mcp-pool", "0"});

@@ -40,8 +40,16 @@ failed=0
 check() {  # check NAME FUNCTION: runs one test, output to a log shown on failure
   local name=$1
   shift
-  local started=$SECONDS
-  if ("$@") >"$work/$name.log" 2>&1; then
+  local started=$SECONDS rc=0
+  # Not `if (...)`: bash ignores `set -e` inside a condition, and every step must count.
+  set +e
+  (
+    set -e
+    "$@"
+  ) >"$work/$name.log" 2>&1
+  rc=$?
+  set -e
+  if [ "$rc" -eq 0 ]; then
     passed=$((passed + 1))
     echo "  ok    $name ($((SECONDS - started))s)"
   else
@@ -218,7 +226,7 @@ stuck_stderr() {
 
 # PGW_NODE_SUITES="gateway_auth tls" narrows the node suites (for local iteration).
 suites=()
-for s in ${PGW_NODE_SUITES:-hostile clients lifecycle gateway_auth tls upstream_tls recorder policy judgement replication masking masking_values masking_computed pipeline admin agents mcp mcp_pool}; do
+for s in ${PGW_NODE_SUITES:-hostile clients lifecycle gateway_auth tls upstream_tls recorder policy judgement replication masking masking_values masking_computed pipeline admin instances agents mcp mcp_pool}; do
   suites+=("$here/node/$s.test.mjs")
 done
 node_suites() {
