@@ -172,6 +172,7 @@ class Worker {
   void check_deadlines();
   void on_wake();
   void on_cancel_forward(CancelForward* cf, bool connected, int res);
+  void end_cancel_forward(CancelForward* cf);
   void forward_cancel(protocol::BackendKey upstream_key);
   void submit_connect(int fd, std::uint64_t user_data);
   void arm_accept();
@@ -232,6 +233,7 @@ class Worker {
   std::uint64_t wake_buf_ = 0;
   __kernel_timespec tick_{};
   __kernel_timespec connect_timeout_{};
+  __kernel_timespec cancel_wait_timeout_{};  // how long a forwarded cancel waits for the close
 };
 
 }  // namespace pgwarden::core
