@@ -61,13 +61,13 @@ PGPASSWORD=$APP_PW pgbench -i -s 1 -q -p "$PG_PORT" -U app_rw app >"$work/pgbenc
 # ---- PgBouncer 1.18: transaction pooling, SCRAM both ways, admin console ------------------------
 ADMIN_PW=$(openssl rand -hex 12)
 mkdir -p "$work/bouncer"
-BOUNCER_PORT=$(pgw_free_port)
-cat >"$work/bouncer/pgbouncer.ini" <<INI
+write_bouncer_ini() {  # write_bouncer_ini PORT
+  cat >"$work/bouncer/pgbouncer.ini" <<INI
 [databases]
 app = host=127.0.0.1 port=$PG_PORT dbname=app
 [pgbouncer]
 listen_addr = 127.0.0.1
-listen_port = $BOUNCER_PORT
+listen_port = $1
 unix_socket_dir =
 auth_type = scram-sha-256
 auth_file = $work/bouncer/userlist.txt
@@ -85,16 +85,33 @@ ignore_startup_parameters = pgwarden.identity
 logfile = $work/bouncer/pgbouncer.log
 pidfile = $work/bouncer/pgbouncer.pid
 INI
+}
 {
   echo "\"app_rw\" \"$app_verifier\""
   echo "\"pgb_admin\" \"$ADMIN_PW\""
 } >"$work/bouncer/userlist.txt"
 chmod 600 "$work/bouncer/userlist.txt"
-[ "$(id -u)" -eq 0 ] && chown -R postgres: "$work/bouncer"
-# PgBouncer refuses to run as root; runuser's PAM session resets the soft descriptor limit.
-pgw_as_owner bash -c "ulimit -n $nofile && exec pgbouncer -q $work/bouncer/pgbouncer.ini" &
-bouncer_job=$!
-pgw_wait_port "$BOUNCER_PORT" || { cat "$work/bouncer/pgbouncer.log"; exit 1; }
+# A port picked in advance may be taken meanwhile: retried with another.
+for attempt in 1 2 3 4 5; do
+  BOUNCER_PORT=$(pgw_free_port)
+  write_bouncer_ini "$BOUNCER_PORT"
+  [ "$(id -u)" -eq 0 ] && chown -R postgres: "$work/bouncer"
+  # PgBouncer refuses to run as root; runuser's PAM session resets the soft descriptor limit.
+  rm -f "$work/bouncer/pgbouncer.pid"
+  pgw_as_owner bash -c "ulimit -n $nofile && exec pgbouncer -q $work/bouncer/pgbouncer.ini" &
+  bouncer_job=$!
+  listening=
+  for _ in $(seq 100); do  # until it listens, or exits (its port was taken)
+    if ss -Hltn "sport = :$BOUNCER_PORT" | grep -q .; then listening=1 && break; fi
+    kill -0 "$bouncer_job" 2>/dev/null || break
+    sleep 0.1
+  done
+  [ -n "$listening" ] && break
+  kill -TERM "$(cat "$work/bouncer/pgbouncer.pid" 2>/dev/null)" 2>/dev/null || :
+  wait "$bouncer_job" || :
+  bouncer_job=
+  [ "$attempt" = 5 ] && { cat "$work/bouncer/pgbouncer.log"; exit 1; }
+done
 for _ in $(seq 50); do [ -s "$work/bouncer/pgbouncer.pid" ] && break; sleep 0.1; done
 bouncer_pid=$(cat "$work/bouncer/pgbouncer.pid")
 bouncer_admin() {  # bouncer_admin COMMAND: PgBouncer's admin console, unaligned, no header
