@@ -18,6 +18,7 @@ enum Op : std::uint64_t {
   kConnect,
   kCancelConnect,
   kCancelSend,
+  kCancelWait,
   kRecordWrite,
   kRecordSync,
   kRecordTimer,

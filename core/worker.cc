@@ -44,6 +44,7 @@ __kernel_timespec to_timespec(double seconds) noexcept {
 struct alignas(16) Worker::CancelForward {
   int fd = -1;
   std::byte packet[16]{};
+  std::byte scratch[16]{};  // whatever the upstream sends before it closes (nothing, normally)
 };
 
 Worker::Worker(unsigned index, const Config& config, const Address& upstream, int listen_fd,
@@ -108,6 +109,7 @@ void Worker::init() {
   buffers_ = std::make_unique<BufferRing>(&ring_, config_.recv_buffers, config_.recv_buffer_size);
   tick_.tv_nsec = kTickNs;
   connect_timeout_ = to_timespec(config_.connect_timeout_s);
+  cancel_wait_timeout_ = to_timespec(config_.connect_timeout_s > 0 ? config_.connect_timeout_s : 5);
   // Session ids: a random base per core and a counter, unique across cores and restarts.
   if (::getrandom(&session_id_base_, sizeof session_id_base_, 0) != sizeof session_id_base_) {
     session_id_base_ = static_cast<std::uint64_t>(monotonic_ns()) * 2654435761u;
@@ -261,6 +263,9 @@ void Worker::dispatch(io_uring_cqe* cqe) {
       return;
     case kCancelSend:
       on_cancel_forward(ptr_of<CancelForward>(ud), true, res);
+      return;
+    case kCancelWait:
+      end_cancel_forward(ptr_of<CancelForward>(ud));
       return;
   }
 }
@@ -652,6 +657,9 @@ void Worker::forward_cancel(const Address& to, pr::BackendKey key) {
   submit_connect(fd, tag(cf, kCancelConnect), to);
 }
 
+// After sending, the forward waits for the receiver (the upstream or a peer) to close the
+// connection, as libpq's PQcancel does: the close says the cancel was processed, and PgBouncer
+// drops a cancel whose sender hangs up before it has passed it on ("client unexpected eof").
 void Worker::on_cancel_forward(CancelForward* cf, bool sent, int res) {
   if (!sent && res >= 0) {
     io_uring_sqe* e = sqe();
@@ -661,10 +669,24 @@ void Worker::on_cancel_forward(CancelForward* cf, bool sent, int res) {
   }
   if (sent && res == sizeof cf->packet) {
     ++stats_.cancels_forwarded;
-  } else {
-    PGW_WARN("worker %u: could not forward a cancel request: %s", index_,
-             res < 0 ? std::strerror(-res) : "short write");
+    // The receive and its timeout are linked: keep them in one submission.
+    if (io_uring_sq_space_left(&ring_) < 2) io_uring_submit(&ring_);
+    io_uring_sqe* e = sqe();
+    io_uring_prep_recv(e, cf->fd, cf->scratch, sizeof cf->scratch, 0);
+    io_uring_sqe_set_data64(e, tag(cf, kCancelWait));
+    e->flags |= IOSQE_IO_LINK;
+    io_uring_sqe* t = sqe();
+    io_uring_prep_link_timeout(t, &cancel_wait_timeout_, 0);
+    io_uring_sqe_set_data64(t, kIgnore);
+    return;
   }
+  PGW_WARN("worker %u: could not forward a cancel request: %s", index_,
+           res < 0 ? std::strerror(-res) : "short write");
+  end_cancel_forward(cf);
+}
+
+// The upstream closed the connection (or sent something, failed, or the wait timed out).
+void Worker::end_cancel_forward(CancelForward* cf) {
   ::close(cf->fd);
   cancel_forwards_.erase(cf);
   delete cf;

@@ -175,6 +175,7 @@ class Worker {
   void check_deadlines();
   void on_wake();
   void on_cancel_forward(CancelForward* cf, bool connected, int res);
+  void end_cancel_forward(CancelForward* cf);
   // Sends a CancelRequest with `key` to `to` (the upstream, or a peer instance).
   void forward_cancel(const Address& to, protocol::BackendKey key);
   void submit_connect(int fd, std::uint64_t user_data, const Address& to);
@@ -236,6 +237,7 @@ class Worker {
   std::uint64_t wake_buf_ = 0;
   __kernel_timespec tick_{};
   __kernel_timespec connect_timeout_{};
+  __kernel_timespec cancel_wait_timeout_{};  // how long a forwarded cancel waits for the close
 };
 
 }  // namespace pgwarden::core

@@ -6,12 +6,13 @@ PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 PGW_PG_USER=postgres             # database superuser name
 PGW_PG_PASSWORD=pgwarden-test    # its password (SCRAM): a throwaway server's, nothing real
 
-# A free TCP port on 127.0.0.1.
+# A free TCP port on 127.0.0.1: no socket in any state uses it (a port still held by a closed
+# connection, e.g. after thousands of clients came and went, cannot always be bound).
 pgw_free_port() {
   local p
   while :; do
     p=$((20000 + RANDOM % 30000))
-    if ! ss -Hltn "sport = :$p" 2>/dev/null | grep -q .; then
+    if ! ss -Htan "sport = :$p" 2>/dev/null | grep -q .; then
       echo "$p"
       return
     fi

@@ -43,9 +43,9 @@ add_ctest() {  # add_ctest LOGFILE: adds ctest's own summary line to the totals
   total_passed=$((total_passed + total - failed))
   total_failed=$((total_failed + failed))
 }
-add_summary() {  # add_summary LOGFILE: adds a "N passed, N failed" line to the totals
+add_summary() {  # add_summary LOGFILE [NAME]: adds a "NAME: N passed, N failed" line to the totals
   local line
-  line=$(grep -E "^integration: [0-9]+ passed, [0-9]+ failed$" "$1" | tail -1)
+  line=$(grep -E "^${2:-integration}: [0-9]+ passed, [0-9]+ failed$" "$1" | tail -1)
   if [ -z "$line" ]; then
     total_failed=$((total_failed + 1))
     return
@@ -97,7 +97,10 @@ step "$logs/it-asan.log" env ASAN_OPTIONS="$ASAN_OPTIONS:quarantine_size_mb=16" 
 add_summary "$logs/it-asan.log"
 echo "== two instances behind HAProxy: cancels, SIGKILL mid-run, recordings (tests/integration/ha_test.sh)"
 step "$logs/ha.log" bash tests/integration/ha_test.sh build
-add_summary "$logs/ha.log"
+add_summary "$logs/ha.log" ha
+echo "== pooling behind pgwarden: PgBouncer in transaction mode, 2,000 clients on a pool of 20"
+step "$logs/pooling.log" bash tests/integration/pooling.sh build
+add_summary "$logs/pooling.log" pooling
 # one_check LOG CMD...: a step that counts as one test, passed when it exits 0.
 one_check() {
   local log=$1

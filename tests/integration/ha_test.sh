@@ -202,5 +202,5 @@ check sigkill_one_instance_clients_go_on_and_recordings_hold_every_commit kill_m
 grep -E "killed at|after the kill|acknowledged|missing|inserts recorded|restarted" \
   "$work/sigkill_one_instance_clients_go_on_and_recordings_hold_every_commit.log" | sed 's/^/        /'
 
-echo "integration: $passed passed, $failed failed"
+echo "ha: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
