@@ -428,6 +428,18 @@ void Session::decide_held(bool approved, std::string_view sqlstate, std::string 
   if (!pr::read_frontend(msg, v, why)) return;
   FrontendMessage m{v};
   m.reason = std::move(outcome);
+  if (approved) {
+    for (Stage* s : all_) {
+      s->on_held_approved(m);
+      if (m.verdict == Verdict::Refuse) break;
+    }
+    if (m.verdict == Verdict::Refuse) {
+      approved = false;
+      sqlstate = m.sqlstate;
+      message = m.message;
+      m.reason = message;
+    }
+  }
   pr::Request* r = nullptr;
   if (approved) {
     r = model_.commit(v);

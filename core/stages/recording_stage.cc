@@ -203,6 +203,20 @@ void RecordingStage::on_frontend_done(FrontendMessage& m, pr::Request* r) {
   pending_seq_ = 0;
 }
 
+// An approved statement runs only with its approval in the recording: who approved it is part
+// of what the recording must prove.
+void RecordingStage::on_held_approved(FrontendMessage& m) {
+  if (sink_.accepting() && sink_.has_room()) return;
+  ++host_.core().stats->refused_recording;
+  const std::string why = sink_.accepting() ? "the recording's backlog is full" : sink_.failure();
+  PGW_WARN("session %016llx: refused an approved statement: its approval cannot be recorded (%s)",
+           static_cast<unsigned long long>(host_.session_id()), why.c_str());
+  m.refuse(pr::sqlstate::kIoError,
+           "pgwarden: the approved statement was refused because its approval cannot be recorded "
+           "(" +
+               why + "); send it again when recording works again");
+}
+
 void RecordingStage::on_held_decided(FrontendMessage& m, pr::Request* r) {
   const bool approved = m.verdict != Verdict::Refuse;
   if (sink_.has_room()) {

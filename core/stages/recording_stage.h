@@ -24,6 +24,7 @@ class RecordingStage final : public Stage, public DurabilityWaiter {
 
   void on_frontend(FrontendMessage& m) override;
   void on_frontend_done(FrontendMessage& m, protocol::Request* r) override;
+  void on_held_approved(FrontendMessage& m) override;
   void on_held_decided(FrontendMessage& m, protocol::Request* r) override;
   void on_backend(BackendMessage& m) override;
   void on_retired(const protocol::Request& r) override;

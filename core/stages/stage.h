@@ -128,6 +128,9 @@ class Stage {
   // Its fate is sealed: sent upstream as `r`, refused (r: its stand-in or local answer), held
   // (r null) or ignored by the server (r null).
   virtual void on_frontend_done(FrontendMessage& m, protocol::Request* r) { (void)m, (void)r; }
+  // A held message was approved and is about to run: a stage that cannot let it run (the
+  // recording cannot take its approval record) refuses it with m.refuse(), and it is refused.
+  virtual void on_held_approved(FrontendMessage& m) { (void)m; }
   // A held message was decided: m.verdict is Forward (approved; sent upstream as `r`) or Refuse
   // (r: its stand-in or local answer); m.reason says by whom, or that the wait timed out.
   virtual void on_held_decided(FrontendMessage& m, protocol::Request* r) { (void)m, (void)r; }

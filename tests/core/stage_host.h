@@ -96,7 +96,7 @@ class MemorySink final : public RecordSink {
     return ++appended;
   }
   bool accepting() const noexcept override { return accepting_; }
-  bool has_room() const noexcept override { return true; }
+  bool has_room() const noexcept override { return room_; }
   const std::string& failure() const noexcept override { return failure_; }
   Durability durability() const noexcept override { return durability_; }
   std::uint64_t synced() const noexcept override { return synced_; }
@@ -122,6 +122,7 @@ class MemorySink final : public RecordSink {
   std::vector<Rec> records;
   std::uint64_t appended = 0;
   bool accepting_ = true;
+  bool room_ = true;
   Durability durability_ = Durability::Batch;
   std::string failure_ = "disk full";
 

@@ -73,6 +73,28 @@ TEST(RecordingStageTest, NothingGoesUnrecordedWhenRecordingFails) {
   EXPECT_EQ(r.host.frontend(r.chain, Parse("", "SELECT 1")).verdict, Verdict::Refuse);
 }
 
+// An approved statement runs only with its approval recorded: with no room for the record (or
+// recording failing), the approval turns into a refusal (58030).
+TEST(RecordingStageTest, AnApprovalThatCannotBeRecordedIsRefused) {
+  Recorded r;
+  const ByteString q = Query("SELECT 1");
+  protocol::FrontendView v;
+  std::string why;
+  ASSERT_TRUE(protocol::read_frontend(q, v, why)) << why;
+  FrontendMessage ok(v);
+  r.recording.on_held_approved(ok);
+  EXPECT_EQ(ok.verdict, Verdict::Forward);
+  for (const bool room : {false, true}) {
+    r.sink.room_ = room;
+    r.sink.accepting_ = room ? false : true;
+    FrontendMessage m(v);
+    r.recording.on_held_approved(m);
+    EXPECT_EQ(m.verdict, Verdict::Refuse);
+    EXPECT_EQ(m.sqlstate, "58030");
+    EXPECT_NE(m.message.find("approval cannot be recorded"), std::string::npos) << m.message;
+  }
+}
+
 TEST(RecordingStageTest, StrictModeHoldsUpstreamUntilDurable) {
   Recorded r;
   r.sink.durability_ = Durability::Strict;
