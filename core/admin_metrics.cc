@@ -54,6 +54,9 @@ std::string AdminServer::metrics() const {
       {"pgwarden_cancels_to_peers_total", "counter",
        "CancelRequests for another instance's key, forwarded to that peer.",
        &WorkerStats::cancels_to_peers},
+      {"pgwarden_cancels_dropped_total", "counter",
+       "CancelRequests dropped: too many were being forwarded at once.",
+       &WorkerStats::cancels_dropped},
   };
   std::string out;
   for (const Metric& m : kMetrics) {

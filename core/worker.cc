@@ -646,6 +646,15 @@ void Worker::cancel(pr::BackendKey gateway) {
 }
 
 void Worker::forward_cancel(const Address& to, pr::BackendKey key) {
+  // Anyone may send CancelRequests, and one for a peer's key is forwarded unchecked (the peer
+  // judges the secret): a flood toward a peer that is slow to answer must not eat this core's
+  // file descriptors. Past the bound, cancels are dropped (and counted).
+  if (cancel_forwards_.size() >= kMaxCancelForwards) {
+    ++stats_.cancels_dropped;
+    PGW_WARN("worker %u: %zu cancel requests are being forwarded already; dropped one", index_,
+             cancel_forwards_.size());
+    return;
+  }
   const int fd = ::socket(to.family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return;
   auto* cf = new CancelForward;

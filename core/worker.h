@@ -68,6 +68,7 @@ struct WorkerStats {
   Counter upstream_failures;
   Counter cancels_forwarded;
   Counter cancels_to_peers;  // CancelRequests for another instance's key, passed on to it
+  Counter cancels_dropped;   // not forwarded: kMaxCancelForwards were in flight
   Counter auth_failures;
   Counter statements;         // Query, Parse and FunctionCall messages from clients
   Counter refused_policy;     // refused by the statement policy (deny or hold)
@@ -92,6 +93,9 @@ struct WorkerStats {
   Histogram approval_wait{kWaitBounds};
   Histogram record_flush{kLatencyBounds};
 };
+
+// Cancel requests one core forwards at once (each holds a socket until the receiver closes it).
+inline constexpr std::size_t kMaxCancelForwards = 1024;
 
 class Worker {
  public:

@@ -170,6 +170,42 @@ test('a forwarded CancelRequest is never passed on again: peers that point at ea
   }
 });
 
+test('a flood of cancel requests for a peer that never answers holds a bounded number of sockets', async () => {
+  // "Instance 5" accepts connections and never closes them: each forward waits for its close
+  // (up to --connect-timeout), so without a bound the flood would take every file descriptor.
+  const held = [];
+  let closing = false;
+  const blackhole = net.createServer((s) => {
+    s.on('error', () => {});
+    if (closing) s.destroy(); else held.push(s);
+  });
+  await new Promise((r) => blackhole.listen(0, '127.0.0.1', r));
+  const port6 = await freePort();
+  const gw6 = await startGateway(['--listen', `127.0.0.1:${port6}`, '--threads', '1', '--upstream', `127.0.0.1:${env.pgPort}`,
+    '--admin-listen', '127.0.0.1:0', ...scrape.flags, '--peer-id', '6', '--peer', `5=127.0.0.1:${blackhole.address().port}`,
+    '--connect-timeout', '20']);
+  try {
+    const pid = (5 << 26) | (1 << 1) | 1;
+    for (let sent = 0; sent < 1400; sent += 100) {
+      await Promise.all(Array.from({ length: 100 }, (_, i) => sendCancel(port6, pid, sent + i)));
+    }
+    let dropped = 0;
+    for (let i = 0; i < 100 && (dropped = await counter(gw6, 'pgwarden_cancels_dropped_total')) === 0; i++) await sleep(50);
+    const forwarded = await counter(gw6, 'pgwarden_cancels_to_peers_total');
+    assert.ok(dropped > 0, 'past the bound, cancels are dropped');
+    assert.ok(held.length <= 1024, `${held.length} sockets reached the peer`);
+    assert.equal(forwarded, 1400);
+    // The gateway still serves.
+    await withClient(port6, async (c) => assert.equal((await c.query('SELECT 3 AS three')).rows[0].three, 3));
+  } finally {
+    closing = true;
+    for (const s of held) s.destroy();  // the forwards in flight end with their connections
+    gw6.kill('SIGINT');
+    await gw6.exited;
+    blackhole.close();
+  }
+});
+
 test('the CLI with several --admin URLs lists every instance, approves on the one that holds the ID, locks on all', async () => {
   await withClient(env.pgPort, (c) => c.query('CREATE TABLE ins.doomed (id int); ALTER TABLE ins.doomed OWNER TO ins_agent'));
   const agent = await connect('agent', port2);
