@@ -82,6 +82,9 @@ idle_transaction_timeout = 3
 query_wait_timeout = 30
 ; pgwarden sends --identity-guc at startup; PgBouncer 1.18 refuses unknown startup parameters
 ignore_startup_parameters = pgwarden.identity
+; DISCARD ALL whenever a transaction releases a server: no client's session settings (a
+; search_path into a schema another client's rules forbid) reach the next one (README)
+server_reset_query_always = ${PGW_POOL_RESET_ALWAYS:-1}
 logfile = $work/bouncer/pgbouncer.log
 pidfile = $work/bouncer/pgbouncer.pid
 INI
@@ -228,6 +231,21 @@ transaction_state() {
   echo "$got" | grep -qx "1234ms" || return 1
 }
 
+# One client leaves a session-level search_path on its server connection; no later client (and
+# PgBouncer hands the most recently used server out first) sees it.
+session_settings_reset() {
+  psql -X -q -c "SET search_path = leaked_schema, public" || return 1
+  local i got
+  for i in $(seq 30); do
+    got=$(psql -X -tA -c "SHOW search_path") || return 1
+    if [ "$got" = "leaked_schema, public" ]; then
+      echo "client $i got a server connection with another client's search_path"
+      return 1
+    fi
+  done
+  echo "  30 clients after it saw their own search_path ($got)"
+}
+
 # CLIENTS connections through pgwarden at once, each running a query; PostgreSQL serves them all
 # with at most POOL backends.
 many_clients() {
@@ -287,6 +305,7 @@ check pgbench_prepared_through_pgbouncer pgbench_chain -M prepared
 check node_pg_named_prepared_statements node_prepared
 check identity_in_application_name identity_through_pooler
 check set_local_inside_a_transaction transaction_state
+check session_settings_do_not_reach_the_next_client session_settings_reset
 check copy_through_pgbouncer copy_rows
 check cancel_through_pgbouncer cancel
 check "clients_${CLIENTS}_on_a_pool_of_${POOL}" many_clients
