@@ -273,7 +273,11 @@ many_clients() {
 
 check pgbench_simple_through_pgbouncer pgbench_chain -M simple
 check pgbench_extended_through_pgbouncer pgbench_chain -M extended
-check pgbench_prepared_through_pgbouncer pgbench_chain -M prepared
+# pgbench prepares each statement with a synchronous PQprepare the first time a client runs it,
+# which blocks the client's whole thread: with more clients per thread than the pool has servers,
+# a thread stuck waiting for a server for one client's first BEGIN holds its other clients idle in
+# their transactions, which PgBouncer's idle_transaction_timeout then ends. One thread per client.
+check pgbench_prepared_through_pgbouncer pgbench_chain -M prepared -j 32
 check node_pg_named_prepared_statements node_prepared
 check identity_in_application_name identity_through_pooler
 check set_local_inside_a_transaction transaction_state
