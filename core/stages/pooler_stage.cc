@@ -55,7 +55,12 @@ void PoolerStage::on_frontend(FrontendMessage& m) {
   if (v.type == pr::fe::kParse) {
     if (v.name.empty()) return;  // the unnamed statement is bounded by --max-statement-size
     const std::string_view key = key_of(v.name);
-    if (named_.find(key) != named_.end()) {
+    if (const auto it = named_.find(key); it != named_.end()) {
+      if (!it->second.confirmed && host_.model().answers_due()) {
+        // Its Parse, in an earlier batch, may yet fail and leave the name free: wait and see.
+        m.verdict = Verdict::Defer;
+        return;
+      }
       m.refuse(pr::sqlstate::kDuplicatePreparedStatement,
                "prepared statement \"" + std::string(key) + "\" already exists");
       return;
@@ -84,6 +89,7 @@ void PoolerStage::keep(Kept& k, const pr::FrontendView& v) {
   k.text.assign(v.text);
   k.types.assign(reinterpret_cast<const char*>(v.param_types.data()), v.param_types.size());
   k.created = host_.model().next_id();
+  k.confirmed = false;
 }
 
 void PoolerStage::inject(const Kept& k) {
@@ -181,7 +187,12 @@ bool PoolerStage::rewrite(const pr::FrontendView& v) {
 
 void PoolerStage::on_retired(const pr::Request& r) {
   if (r.kind != pr::RequestKind::Parse || r.origin != pr::Origin::Client) return;
-  if (!r.failed && r.state != pr::RequestState::Skipped) return;
+  if (!r.failed && r.state != pr::RequestState::Skipped) {
+    if (r.name.empty()) return;
+    const auto it = named_.find(std::string_view(r.name));
+    if (it != named_.end() && it->second.created == r.id) it->second.confirmed = true;
+    return;
+  }
   if (r.name.empty()) {
     if (has_unnamed_ && unnamed_.created == r.id) has_unnamed_ = false;
     return;

@@ -54,6 +54,7 @@ class PoolerStage final : public Stage {
     std::string text;
     std::string types;          // the Parse's parameter type OIDs, as sent (4 bytes each)
     std::uint64_t created = 0;  // id of the client's Parse that made it
+    bool confirmed = false;     // that Parse was answered (ParseComplete): the name exists
     std::size_t size() const noexcept { return text.size() + types.size(); }
   };
   // What the server's unnamed statement holds now, as far as this batch tells.

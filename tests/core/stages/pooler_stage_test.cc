@@ -351,6 +351,27 @@ TEST(PoolerStageTest, ADuplicateOrUnknownNameIsRefusedAsPostgresRefusesIt) {
   EXPECT_EQ(p.client(), "2 SELECT 1 C Z");  // the first text, as judged
 }
 
+// A Parse of a name whose first Parse, in an earlier batch, is not answered yet waits for the
+// answer: if the first failed, the name is free again.
+TEST(PoolerStageTest, ARepeatedNameWaitsForTheFirstParsesOutcome) {
+  Pooled p;
+  p.server.failing.insert("SELECT * FROM gone");
+  for (const auto& m : {Parse("s1", "SELECT * FROM gone"), Sync()}) p.send(m);
+  EXPECT_EQ(p.send(Parse("s1", "SELECT 1")), Verdict::Defer);
+  EXPECT_EQ(p.client(), "E42P01 Z");
+  EXPECT_EQ(p.send(Parse("s1", "SELECT 1")), Verdict::Forward);
+  p.send(Sync());
+  EXPECT_EQ(p.client(), "1 Z");
+  // Answered: a name in use is refused at once, also in the batch that made it.
+  EXPECT_EQ(p.send(Parse("s1", "SELECT 2")), Verdict::Refuse);
+  for (const auto& m : {Parse("s2", "SELECT 2"), Sync()}) p.send(m);
+  EXPECT_EQ(p.send(Parse("s2", "SELECT 3")), Verdict::Defer);
+  Pooled q;
+  for (const auto& m : {Parse("s1", "SELECT 1"), Parse("s1", "SELECT 2")}) q.send(m);
+  q.send(Sync());
+  EXPECT_EQ(q.client(), "1 E42P05 Z");
+}
+
 TEST(PoolerStageTest, KeptTextsAreBounded) {
   Pooled p;
   const std::string big(PoolerStage::kMaxBytes / 2, 'x');
