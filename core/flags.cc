@@ -172,6 +172,10 @@ Identity-aware PostgreSQL gateway. Clients connect to --listen; every session is
                               require, verify-ca, verify-full (not used on unix sockets)
   --upstream-tls-ca FILE      CA certificates for verify-ca/verify-full (default: system CAs)
   --upstream-tls-name NAME    name verify-full checks (default: the --upstream host)
+  --upstream-pooler MODE      none (default), or transaction: --upstream is a pooler in
+                              transaction mode (PgBouncer), where a named prepared statement
+                              would not outlive the transaction; pgwarden keeps each one and
+                              parses it again, unnamed, right before each use
 
 Recording (tamper-evident session recordings; read them with pgwarden sessions|replay|verify|export):
   --record-dir DIR            record every session under DIR/core-NN/NNNNNNNN.pwrec
@@ -310,6 +314,7 @@ std::map<std::string, Setter> value_flags(Config& c) {
       {"--upstream-tls", [&](const std::string& v) { c.upstream_tls = v; }},
       {"--upstream-tls-ca", [&](const std::string& v) { c.upstream_tls_ca_file = v; }},
       {"--upstream-tls-name", [&](const std::string& v) { c.upstream_tls_name = v; }},
+      {"--upstream-pooler", [&](const std::string& v) { c.upstream_pooler = v; }},
       {"--upstream-secrets", [&](const std::string& v) { c.upstream_secrets_file = v; }},
       {"--jwks-file", [&](const std::string& v) { c.jwks_file = v; }},
       {"--users-file", [&](const std::string& v) { c.users_file = v; }},
@@ -487,6 +492,9 @@ ParsedFlags parse_flags(const std::vector<std::string>& args) {
         c.upstream_tls != "verify-ca" && c.upstream_tls != "verify-full") {
       throw std::runtime_error(
           "--upstream-tls: expected disable, prefer, require, verify-ca or verify-full");
+    }
+    if (c.upstream_pooler != "none" && c.upstream_pooler != "transaction") {
+      throw std::runtime_error("--upstream-pooler: expected none or transaction");
     }
     if (c.tls_cert_file.empty() != c.tls_key_file.empty()) {
       throw std::runtime_error("--tls-cert and --tls-key go together");

@@ -73,6 +73,9 @@ struct Config {
   std::string upstream_tls = "prefer";  // disable, prefer, require, verify-ca, verify-full
   std::string upstream_tls_ca_file;
   std::string upstream_tls_name;  // verify-full: name to check (default: --upstream's host)
+  // What runs between pgwarden and PostgreSQL: none, or transaction (a pooler such as PgBouncer
+  // in transaction mode: no named prepared statement is left on the server).
+  std::string upstream_pooler = "none";
   // Recording (off unless record_dir is set).
   std::string record_dir;
   std::string record_key_file;

@@ -37,7 +37,9 @@ Session::Session(Worker& worker, int client_fd, std::int64_t now_ns)
       role_guard_(*this),
       policy_(*this),
       masking_(*this),
-      approvals_(*this) {
+      approvals_(*this),
+      pooler_(*this),
+      pooled_(worker.config().upstream_pooler == "transaction") {
   client_.fd = client_fd;
   last_activity_ns_ = started_ns_ = now_ns;
   session_id_ = worker.new_session_id();
@@ -80,6 +82,11 @@ void Session::build_chains() noexcept {
   const policy::Policy* pol = core().policy;
   chains_for_ = pol != nullptr ? pol->id() : 0;
   front_ = done_ = retired_ = back_ = Chain{};
+  if (pooled_) {
+    front_.add(&pooler_);
+    retired_.add(&pooler_);
+    back_.add(&pooler_);
+  }
   if (role_guard_.enabled()) front_.add(&role_guard_);
   if (pol != nullptr) {
     front_.add(&policy_);

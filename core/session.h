@@ -1,7 +1,8 @@
 // One client connection and its upstream connection: the transport. Sockets, TLS, framing,
 // backpressure, pausing and resuming input, holding upstream-bound bytes; in the ready phase it
 // feeds every message to the pipeline model once and runs the stages (core/stages/) over it:
-//   client  -> framer -> role guard -> policy -> masking -> approvals -> recording -> upstream
+//   client  -> framer -> (pooler) -> role guard -> policy -> masking -> approvals -> recording
+//           -> (the pooler's rewrite) -> upstream
 //   upstream -> framer -> model -> masking -> recording -> client
 // Unchanged messages are forwarded from the receive buffer they arrived in. A Session lives on
 // the core that accepted it, for life; its Worker does all I/O on its behalf and frees it only
@@ -20,6 +21,7 @@
 #include "core/stages/auth_stage.h"
 #include "core/stages/masking_stage.h"
 #include "core/stages/policy_stage.h"
+#include "core/stages/pooler_stage.h"
 #include "core/stages/recording_stage.h"
 #include "core/stages/role_guard_stage.h"
 #include "core/tls.h"
@@ -227,13 +229,16 @@ class alignas(16) Session final : public StageHost {
   PolicyStage policy_;
   MaskingStage masking_;
   ApprovalStage approvals_;
+  PoolerStage pooler_;
+  bool pooled_ = false;  // --upstream-pooler transaction: the pooler stage rewrites statements
   bool ended_by_admin_ = false;
   std::unique_ptr<RecordingStage> recording_;  // null: recording off
-  // The stages that act under the policy in force, per hook, in chain order (role guard, policy,
-  // masking, approvals, recording): a stage with nothing to do is left out, so a session without
-  // policy or recording pays for none of them. Rebuilt whenever the policy in force changes.
+  // The stages that act under the policy in force, per hook, in chain order (pooler, role guard,
+  // policy, masking, approvals, recording): a stage with nothing to do is left out, so a session
+  // without policy or recording pays for none of them. Rebuilt whenever the policy in force
+  // changes.
   struct Chain {
-    Stage* stages[5] = {};
+    Stage* stages[6] = {};
     std::uint8_t len = 0;
     void add(Stage* s) noexcept { stages[len++] = s; }
     Stage* const* begin() const noexcept { return stages; }

@@ -134,6 +134,8 @@ void Session::hand_over(const pr::FrontendView& v, std::string_view login) {
   std::construct_at(&masking_, *this);
   std::destroy_at(&approvals_);
   std::construct_at(&approvals_, *this);
+  std::destroy_at(&pooler_);
+  std::construct_at(&pooler_, *this);
   recording_.reset();
   session_id_ = w_.new_session_id();
   started_ns_ = w_.now_ns();

@@ -136,8 +136,13 @@ Next Session::on_frontend_message(const pr::Fragment& f, pr::Bytes whole) {
     case Verdict::Drop:
       break;
     case Verdict::Forward:
-      forward_whole(Peer::Upstream, f, whole, fe_);
-      r = model_.commit(v);
+      if (pooled_ && pooler_.rewrite(v)) {
+        queue_copy(Peer::Upstream, pooler_.out());
+        r = model_.commit(v, pr::Origin::Client, 0, pooler_.prelude());
+      } else {
+        forward_whole(Peer::Upstream, f, whole, fe_);
+        r = model_.commit(v);
+      }
       note_sent(r);
       break;
   }
@@ -307,6 +312,11 @@ Next Session::on_ready_backend(const pr::Fragment& f) {
     diverged(static_cast<char>(f.type), ev.divergence);
     return Next::Stop;
   }
+  if (ev.prelude) {
+    // The ParseComplete of the pooler stage's Parse before a Bind or Describe: not the client's.
+    if (!whole.empty() && whole.data() != f.bytes.data()) be_msg_.shrink();
+    return Next::Continue;
+  }
   if (ev.completes && ev.request != nullptr && ev.request->sent_ns != 0)
     note_completed(*ev.request);
   BackendMessage m;
@@ -441,8 +451,9 @@ void Session::decide_held(bool approved, std::string_view sqlstate, std::string 
     }
   }
   pr::Request* r = nullptr;
+  const bool rewritten = approved && pooled_ && pooler_.rewrite(v);
   if (approved) {
-    r = model_.commit(v);
+    r = model_.commit(v, pr::Origin::Client, 0, rewritten && pooler_.prelude());
   } else {
     m.refuse(sqlstate, message);
     r = refuse(v, sqlstate, message);
@@ -451,7 +462,7 @@ void Session::decide_held(bool approved, std::string_view sqlstate, std::string 
   // bytes are held from here until it is synced), then the statement's bytes.
   for (Stage* s : all_) s->on_held_decided(m, r);
   if (approved) {
-    queue_copy(Peer::Upstream, msg);
+    queue_copy(Peer::Upstream, rewritten ? pooler_.out() : pr::Bytes(msg));
     note_sent(r);
     if (r != nullptr && r->kind == pr::RequestKind::Execute && model_.input_barrier()) {
       flush_upstream();

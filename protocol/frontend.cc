@@ -205,4 +205,33 @@ void append_copy_fail(std::basic_string<std::byte>& out, std::string_view messag
   put_cstr(out, message);
 }
 
+void append_parse_typed(std::basic_string<std::byte>& out, std::string_view name,
+                        std::string_view sql, Bytes param_types) {
+  name = name.substr(0, name.find('\0'));
+  sql = sql.substr(0, sql.find('\0'));
+  out.push_back(std::byte{fe::kParse});
+  put_u32(out, static_cast<std::uint32_t>(4 + name.size() + 1 + sql.size() + 1 + 2 +
+                                          param_types.size()));
+  put_cstr(out, name);
+  put_cstr(out, sql);
+  const auto n = static_cast<std::uint16_t>(param_types.size() / 4);
+  out.push_back(static_cast<std::byte>(n >> 8));
+  out.push_back(static_cast<std::byte>(n & 0xff));
+  out.append(param_types.data(), param_types.size());
+}
+
+void append_bind_of(std::basic_string<std::byte>& out, const FrontendView& bind,
+                    std::string_view statement) {
+  statement = statement.substr(0, statement.find('\0'));
+  // What follows the statement name (formats, values, result formats) is copied as it is.
+  const std::size_t rest_at = 5 + bind.name.size() + 1 + bind.statement.size() + 1;
+  const Bytes rest = bind.whole.subspan(rest_at);
+  out.push_back(std::byte{fe::kBind});
+  put_u32(out, static_cast<std::uint32_t>(4 + bind.name.size() + 1 + statement.size() + 1 +
+                                          rest.size()));
+  put_cstr(out, bind.name);
+  put_cstr(out, statement);
+  out.append(rest.data(), rest.size());
+}
+
 }  // namespace pgwarden::protocol

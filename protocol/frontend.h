@@ -63,5 +63,11 @@ void append_sync(std::basic_string<std::byte>& out);
 void append_execute(std::basic_string<std::byte>& out, std::string_view portal,
                     std::int32_t max_rows);
 void append_copy_fail(std::basic_string<std::byte>& out, std::string_view message);
+// A Parse of `sql` as statement `name` with `param_types` (OIDs, 4 bytes each, as a Parse's).
+void append_parse_typed(std::basic_string<std::byte>& out, std::string_view name,
+                        std::string_view sql, Bytes param_types);
+// `bind` (read by read_frontend) again, naming `statement` instead of the statement it names.
+void append_bind_of(std::basic_string<std::byte>& out, const FrontendView& bind,
+                    std::string_view statement);
 
 }  // namespace pgwarden::protocol

@@ -164,7 +164,7 @@ Request& PipelineModel::push(RequestKind kind, Origin origin) {
   r.origin = origin;
   r.state = skipping_ && kind != RequestKind::Sync ? RequestState::Skipped : RequestState::Queued;
   r.owner = 0;
-  r.failed = r.may_copy_in = r.in_result = r.described = false;
+  r.failed = r.may_copy_in = r.in_result = r.described = r.prelude = false;
   r.copy = Request::kCopyNone;
   r.results = 0;
   r.rows = 0;
@@ -252,7 +252,8 @@ bool PipelineModel::execute_described(const FrontendView& execute) const noexcep
   return last_kind_ == RequestKind::DescribePortal || last_kind_ == RequestKind::Execute;
 }
 
-Request* PipelineModel::commit(const FrontendView& v, Origin origin, std::uint8_t owner) {
+Request* PipelineModel::commit(const FrontendView& v, Origin origin, std::uint8_t owner,
+                               bool prelude) {
   switch (fate(v)) {
     case Fate::Terminate:
       terminated_ = true;
@@ -306,6 +307,8 @@ Request* PipelineModel::commit(const FrontendView& v, Origin origin, std::uint8_
   Request& r = push(kind, origin);
   r.owner = owner;
   const bool live = r.state == RequestState::Queued;
+  r.prelude =
+      prelude && live && (kind == RequestKind::Bind || kind == RequestKind::DescribeStatement);
   if (kind == RequestKind::Parse || kind == RequestKind::Bind ||
       kind == RequestKind::CloseStatement || kind == RequestKind::ClosePortal) {
     r.name.assign(name_key(v.name));
@@ -418,6 +421,7 @@ void PipelineModel::on_error(Request& r, Bytes whole, Event& ev) {
   ev.fatal = is_fatal(whole);
   r.failed = true;
   r.in_result = false;
+  r.prelude = false;  // the prelude's error, or the request's own: either way, this one's
   if (r.copy == Request::kCopyIn) copy_in_ = false;
   if (barrier_ == r.id) barrier_ = 0;
   r.copy = Request::kCopyNone;
@@ -467,6 +471,16 @@ PipelineModel::Event PipelineModel::on_backend(char type, Bytes whole) {
     return ev;
   }
   const RequestKind k = r->kind;
+  if (r->prelude) {
+    // Nothing of the request's own comes before its prelude's ParseComplete.
+    if (type != be::kParseComplete) {
+      ev.divergence = "a reply before the ParseComplete of pgwarden's Parse";
+      return ev;
+    }
+    r->prelude = false;
+    ev.prelude = true;
+    return ev;
+  }
   auto done = [&] {
     r->state = RequestState::Done;
     ev.completes = true;

@@ -111,6 +111,10 @@ struct Request {
   std::uint64_t tag[2] = {0, 0};  // owned by the stages (the model never reads them)
   std::int64_t sent_ns = 0;       // the session's, for /metrics (the model never reads it)
   std::string tag_text;           // likewise (e.g. a refusal's message)
+  // Bind or DescribeStatement: pgwarden sent a Parse of the unnamed statement right before it
+  // (--upstream-pooler transaction). Its ParseComplete comes first and is not the client's; its
+  // error is this request's (the server then skips this request, as it would after its own error).
+  bool prelude = false;
 
   static constexpr std::uint8_t kCopyNone = 0;
   static constexpr std::uint8_t kCopyMaybe = 1;  // may still start COPY FROM STDIN
@@ -148,8 +152,10 @@ class PipelineModel {
   Fate fate(const FrontendView& v) const noexcept;
   // The message goes upstream now (its fate was not Violation). Returns the request it became,
   // or null when it gets no reply. A request committed while the server skips to Sync is
-  // committed Skipped. Stages may fill its tags.
-  Request* commit(const FrontendView& v, Origin origin = Origin::Client, std::uint8_t owner = 0);
+  // committed Skipped. Stages may fill its tags. `prelude`: a Bind or Describe of a statement
+  // that goes upstream behind a Parse of pgwarden's own (Request::prelude).
+  Request* commit(const FrontendView& v, Origin origin = Origin::Client, std::uint8_t owner = 0,
+                  bool prelude = false);
   // A refused Query or FunctionCall answered by pgwarden when its turn comes (ERROR and
   // ReadyForQuery), unless the server would have skipped it.
   Request& commit_local(RequestKind kind);
@@ -177,6 +183,7 @@ class PipelineModel {
     bool completes = false;            // its last reply
     bool fatal = false;                // an ErrorResponse with severity FATAL or PANIC
     const char* divergence = nullptr;  // the model did not predict this message: fail closed
+    bool prelude = false;  // the ParseComplete of a request's prelude: not for the client
   };
   // A backend message of the ready phase. `whole` is needed for T, Z, S, E, C, G, H, W; other
   // types may pass an empty span.
@@ -202,6 +209,8 @@ class PipelineModel {
   // The request the server is answering now (a notice's, say), or null.
   const Request* answering() const noexcept { return const_cast<PipelineModel*>(this)->current(); }
   std::size_t in_flight() const noexcept { return count_; }
+  // The id the next committed request gets.
+  std::uint64_t next_id() const noexcept { return next_id_; }
   // A request in flight runs a statement (Query, Execute, FunctionCall): the transaction state
   // the last ReadyForQuery gave may no longer be the server's.
   bool runs_in_flight() const noexcept;

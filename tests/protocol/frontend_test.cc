@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <deque>
 
 #include "tests/protocol/test_util.h"
@@ -135,6 +136,36 @@ TEST(FrontendViewTest, EncodersRoundTrip) {
     pos += len;
   }
   EXPECT_EQ(types, (std::vector<char>{'D', 'E', 'f'}));
+}
+
+// The pooler stage's rewrites: a Parse with its parameter types under another name, and a Bind
+// naming another statement with everything else as it was.
+TEST(FrontendViewTest, ParsesAndBindsAreRewrittenUnderAnotherName) {
+  FrontendView p;
+  std::string why;
+  ASSERT_TRUE(reads(msg('P', z("s1") + z("SELECT $1, $2") + s16(2) + s32(23) + s32(25)), p, why));
+  ByteString parse;
+  append_parse_typed(parse, "", p.text, p.param_types);
+  FrontendView q;
+  ASSERT_TRUE(reads(parse, q, why)) << why;
+  EXPECT_EQ(q.name, "");
+  EXPECT_EQ(q.text, "SELECT $1, $2");
+  EXPECT_EQ(q.param_count, 2);
+  EXPECT_TRUE(std::equal(q.param_types.begin(), q.param_types.end(), p.param_types.begin(),
+                         p.param_types.end()));
+  const std::string rest = s16(1) + s16(1) + s16(2) + s32(4) + "abcd" + s32(0xffffffff) + s16(0);
+  FrontendView b;
+  ASSERT_TRUE(reads(msg('B', z("portal") + z("s1") + rest), b, why)) << why;
+  ByteString bind;
+  append_bind_of(bind, b, "");
+  EXPECT_EQ(bind, msg('B', z("portal") + z("") + rest));
+  bind.clear();
+  append_bind_of(bind, b, "a longer statement name");
+  FrontendView c;
+  ASSERT_TRUE(reads(bind, c, why)) << why;
+  EXPECT_EQ(c.name, "portal");
+  EXPECT_EQ(c.statement, "a longer statement name");
+  EXPECT_EQ(c.param_count, 2);
 }
 
 }  // namespace

@@ -68,11 +68,11 @@ struct Driver {
   std::vector<std::pair<std::uint64_t, RequestState>> retired;
   std::vector<std::uint64_t> answered_locally;
 
-  Request* send(const ByteString& m, Origin origin = Origin::Client) {
+  Request* send(const ByteString& m, Origin origin = Origin::Client, bool prelude = false) {
     FrontendView v;
     std::string why;
     EXPECT_TRUE(read_frontend(m, v, why)) << why;
-    return model.commit(v, origin);
+    return model.commit(v, origin, 0, prelude);
   }
   PipelineModel::Event reply(const ByteString& m) {
     auto ev = model.on_backend(static_cast<char>(m[0]), m);
@@ -393,6 +393,60 @@ TEST(PipelineModelTest, RepliesItDidNotPredictAreDivergences) {
     d.send(Q("START_REPLICATION"));
     EXPECT_NE(d.reply(msg('W', std::string(1, '\0') + s16(0))).divergence, nullptr);
   }
+}
+
+// --upstream-pooler transaction: a Bind or Describe of a named statement goes upstream behind an
+// unnamed Parse of pgwarden's own. Its ParseComplete is marked for dropping; the request's own
+// replies follow it.
+TEST(PipelineModelTest, APreludeParseCompleteComesFirstAndIsNotTheClients) {
+  Driver d;
+  Request* b = d.send(B("", "s1"), Origin::Client, /*prelude=*/true);
+  Request* ds = d.send(DS("s1"), Origin::Client, /*prelude=*/true);
+  Request* s = d.send(S());
+  ASSERT_TRUE(b->prelude);
+  auto ev = d.reply(msg('1', ""));
+  EXPECT_TRUE(ev.prelude);
+  EXPECT_EQ(ev.request, b);
+  EXPECT_FALSE(ev.completes);
+  ev = d.reply(msg('2', ""));
+  EXPECT_FALSE(ev.prelude);
+  EXPECT_TRUE(ev.completes);
+  EXPECT_TRUE(d.reply(msg('1', "")).prelude);
+  EXPECT_EQ(d.reply(msg('t', s16(0))).request, ds);
+  EXPECT_TRUE(d.reply(msg('n', "")).completes);
+  EXPECT_EQ(d.reply(Z()).request, s);
+  EXPECT_TRUE(d.model.settled());
+}
+
+// The prelude's error is the Bind's: the Bind failed, the rest up to Sync is skipped.
+TEST(PipelineModelTest, APreludeErrorIsTheRequestsAndSkipsToSync) {
+  Driver d;
+  Request* b = d.send(B("", "s1"), Origin::Client, true);
+  Request* e = d.send(E(""));
+  Request* s = d.send(S());
+  const std::uint64_t ids[] = {b->id, e->id, s->id};
+  const auto ev = d.reply(Err());
+  EXPECT_EQ(ev.request, b);
+  EXPECT_TRUE(ev.completes);
+  EXPECT_FALSE(ev.prelude);
+  EXPECT_EQ(d.reply(Z()).request->id, ids[2]);
+  ASSERT_EQ(d.retired.size(), 3u);
+  EXPECT_EQ(d.retired[0].first, ids[0]);
+  EXPECT_EQ(d.retired[1], std::make_pair(ids[1], RequestState::Skipped));
+  EXPECT_TRUE(d.model.settled());
+}
+
+TEST(PipelineModelTest, NoReplyOfTheRequestComesBeforeItsPrelude) {
+  Driver d;
+  d.send(B("", "s1"), Origin::Client, true);
+  EXPECT_NE(d.model.on_backend('2', msg('2', "")).divergence, nullptr);
+  // Skipped requests have no prelude: the server skips the Parse before them too.
+  Driver k;
+  k.send(B("", "missing"));
+  k.reply(Err());  // the Bind failed before the client sent Sync
+  Request* late = k.send(B("", "s1"), Origin::Client, true);
+  EXPECT_EQ(late->state, RequestState::Skipped);
+  EXPECT_FALSE(late->prelude);
 }
 
 TEST(PipelineModelTest, AsynchronousMessagesAnswerNothing) {

@@ -1,0 +1,222 @@
+#include "core/stages/pooler_stage.h"
+
+#include <sys/random.h>
+
+#include <cstdio>
+
+#include "protocol/message_types.h"
+#include "protocol/sqlstate.h"
+
+namespace pgwarden::core {
+
+namespace pr = pgwarden::protocol;
+
+namespace {
+
+// PostgreSQL keys prepared statements by their first NAMEDATALEN-1 bytes.
+std::string_view key_of(std::string_view name) {
+  return name.substr(0, 63);
+}
+
+// The statement a Bind or Describe('S') runs against; false for anything else.
+bool statement_used(const pr::FrontendView& v, std::string_view& name) {
+  if (v.type == pr::fe::kBind) {
+    name = v.statement;
+    return true;
+  }
+  if (v.type == pr::fe::kDescribe && v.target == 'S') {
+    name = v.name;
+    return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+PoolerStage::PoolerStage(StageHost& host) : host_(host) {
+  std::uint64_t r[2] = {0, 0};
+  if (::getrandom(r, sizeof r, 0) != sizeof r) r[0] = host.session_id() * 0x9E3779B97F4A7C15ull;
+  char name[64];
+  std::snprintf(name, sizeof name, "pgwarden none %016llx%016llx",
+                static_cast<unsigned long long>(r[0]), static_cast<unsigned long long>(r[1]));
+  nobody_ = name;
+}
+
+void PoolerStage::refuse_missing(FrontendMessage& m, std::string_view name) const {
+  m.refuse(pr::sqlstate::kInvalidSqlStatementName,
+           name.empty()
+               ? std::string("unnamed prepared statement does not exist")
+               : "prepared statement \"" + std::string(key_of(name)) + "\" does not exist");
+}
+
+void PoolerStage::on_frontend(FrontendMessage& m) {
+  if (m.verdict != Verdict::Forward) return;
+  const pr::FrontendView& v = m.view;
+  if (v.type == pr::fe::kParse) {
+    if (v.name.empty()) return;  // the unnamed statement is bounded by --max-statement-size
+    const std::string_view key = key_of(v.name);
+    if (const auto it = named_.find(key); it != named_.end()) {
+      if (!it->second.confirmed && host_.model().answers_due()) {
+        // Its Parse, in an earlier batch, may yet fail and leave the name free: wait and see.
+        m.verdict = Verdict::Defer;
+        return;
+      }
+      m.refuse(pr::sqlstate::kDuplicatePreparedStatement,
+               "prepared statement \"" + std::string(key) + "\" already exists");
+      return;
+    }
+    if (named_.size() >= kMaxStatements ||
+        bytes_ + v.text.size() + v.param_types.size() > kMaxBytes) {
+      m.refuse(pr::sqlstate::kProgramLimitExceeded,
+               "pgwarden: this session's prepared statements would exceed what pgwarden keeps "
+               "for them behind a transaction-mode pooler (" +
+                   std::to_string(kMaxStatements) + " statements, " +
+                   std::to_string(kMaxBytes >> 20) + " MiB of text); close some first");
+    }
+    return;
+  }
+  std::string_view name;
+  if (!statement_used(v, name)) return;
+  if (name.empty()) {
+    if (holds_ != Holds::Client && !has_unnamed_) refuse_missing(m, name);
+  } else if (named_.find(key_of(name)) == named_.end()) {
+    // Never sent on by name: on a pooled server the name could be another client's.
+    refuse_missing(m, name);
+  }
+}
+
+void PoolerStage::keep(Kept& k, const pr::FrontendView& v) {
+  k.text.assign(v.text);
+  k.types.assign(reinterpret_cast<const char*>(v.param_types.data()), v.param_types.size());
+  k.created = host_.model().next_id();
+  k.confirmed = false;
+}
+
+void PoolerStage::inject(const Kept& k) {
+  pr::append_parse_typed(
+      out_, "", k.text,
+      pr::Bytes(reinterpret_cast<const std::byte*>(k.types.data()), k.types.size()));
+  prelude_ = true;
+}
+
+void PoolerStage::forget(std::string_view key) {
+  const auto it = named_.find(key);
+  if (it == named_.end()) return;
+  bytes_ -= it->second.size();
+  named_.erase(it);
+  if (holds_ == Holds::Named && holds_name_ == key) holds_ = Holds::Unknown;
+}
+
+bool PoolerStage::rewrite_use(const pr::FrontendView& v, std::string_view name) {
+  std::string_view target = "";  // what the rewritten message names
+  if (name.empty()) {
+    if (holds_ == Holds::Client) return false;  // the client's own, parsed in this batch
+    if (has_unnamed_) {
+      inject(unnamed_);
+      holds_ = Holds::Client;
+    } else {
+      target = nobody_;  // fails upstream (an approval outlived the Parse): nothing else runs
+    }
+  } else {
+    const std::string_view key = key_of(name);
+    const auto it = named_.find(key);
+    if (it == named_.end()) {
+      target = nobody_;
+    } else if (holds_ != Holds::Named || holds_name_ != key) {
+      inject(it->second);
+      holds_ = Holds::Named;
+      holds_name_.assign(key);
+    }
+  }
+  if (v.type == pr::fe::kBind) {
+    pr::append_bind_of(out_, v, target);
+  } else {
+    pr::append_describe(out_, 'S', target);
+  }
+  return true;
+}
+
+bool PoolerStage::rewrite(const pr::FrontendView& v) {
+  out_.clear();
+  prelude_ = false;
+  switch (v.type) {
+    case pr::fe::kSync:
+      holds_ = Holds::Unknown;  // the pooler may give the next batch another server
+      return false;
+    case pr::fe::kQuery:
+      // A simple Query drops the unnamed statement; it ends with ReadyForQuery, after which the
+      // pooler may give the client another server.
+      has_unnamed_ = false;
+      holds_ = Holds::Unknown;
+      return false;
+    case pr::fe::kParse: {
+      if (v.name.empty()) {
+        keep(unnamed_, v);
+        has_unnamed_ = true;
+        holds_ = Holds::Client;
+        return false;
+      }
+      const std::string_view key = key_of(v.name);
+      Kept& k = named_[std::string(key)];
+      bytes_ -= k.size();
+      keep(k, v);
+      bytes_ += k.size();
+      pr::append_parse_typed(out_, "", v.text, v.param_types);
+      holds_ = Holds::Named;
+      holds_name_.assign(key);
+      return true;
+    }
+    case pr::fe::kClose:
+      if (v.target != 'S') return false;
+      if (v.name.empty()) {
+        has_unnamed_ = false;
+        if (holds_ == Holds::Client) holds_ = Holds::Unknown;
+        return false;
+      }
+      // Forgotten here; upstream a Close of a name nobody has answers CloseComplete and does
+      // nothing ("It is not an error to issue Close against a nonexistent statement").
+      forget(key_of(v.name));
+      pr::append_close(out_, 'S', nobody_);
+      return true;
+    default: {
+      std::string_view name;
+      return statement_used(v, name) && rewrite_use(v, name);
+    }
+  }
+}
+
+void PoolerStage::on_retired(const pr::Request& r) {
+  if (r.kind != pr::RequestKind::Parse || r.origin != pr::Origin::Client) return;
+  if (!r.failed && r.state != pr::RequestState::Skipped) {
+    if (r.name.empty()) return;
+    const auto it = named_.find(std::string_view(r.name));
+    if (it != named_.end() && it->second.created == r.id) it->second.confirmed = true;
+    return;
+  }
+  if (r.name.empty()) {
+    if (has_unnamed_ && unnamed_.created == r.id) has_unnamed_ = false;
+    return;
+  }
+  const auto it = named_.find(std::string_view(r.name));
+  if (it != named_.end() && it->second.created == r.id) forget(r.name);
+}
+
+void PoolerStage::on_backend(BackendMessage& m) {
+  if (m.type != pr::be::kCommandComplete || !m.from_client_request() || m.whole.size() < 6) return;
+  std::string_view tag(reinterpret_cast<const char*>(m.whole.data()) + 5, m.whole.size() - 5);
+  tag = tag.substr(0, tag.find('\0'));
+  if (tag != "DEALLOCATE ALL" && tag != "DISCARD ALL") return;
+  // The names made before the statement are gone; those parsed after it (pipelined) are not.
+  const std::uint64_t id = m.request()->id;
+  for (auto it = named_.begin(); it != named_.end();) {
+    if (it->second.created >= id) {
+      ++it;
+      continue;
+    }
+    bytes_ -= it->second.size();
+    if (holds_ == Holds::Named && holds_name_ == it->first) holds_ = Holds::Unknown;
+    it = named_.erase(it);
+  }
+}
+
+}  // namespace pgwarden::core
