@@ -18,6 +18,10 @@ inline ByteString DescribeStatement(std::string_view name) {
 inline ByteString CloseStatement(std::string_view name) {
   return msg('C', std::string("S") + z(name));
 }
+// A fast-path FunctionCall of `oid`, no arguments, text result.
+inline ByteString FunctionCall(std::int32_t oid) {
+  return msg('F', s32(oid) + s16(0) + s16(0) + s16(0));
+}
 
 // PostgreSQL's side, reduced to what the stage relies on: named and unnamed statements, portals,
 // skipping to Sync after an error, and a pooler in transaction mode behind it: at each Sync or
@@ -74,6 +78,15 @@ class PooledServer {
       return;
     }
     if (skipping_) return;
+    if (v.type == 'F') {
+      // A fast-path call: its result and ReadyForQuery, even in the middle of an extended batch
+      // (postgres.c sets send_ready_for_query after it); the unnamed statement is kept, but at
+      // ReadyForQuery the pooler may give the client another server.
+      reply(msg('V', s32(1) + "1"));
+      reply(Ready());
+      next_server();
+      return;
+    }
     switch (v.type) {
       case 'P':
         if (v.name.empty()) statements_.erase("");
@@ -415,6 +428,48 @@ TEST(PoolerStageTest, ThePolicySeesTheClientsNames) {
   }
   EXPECT_EQ(p.client(), "1 Z 2 SELECT 1 C Z");
   EXPECT_EQ(p.server.named_parses, 0);
+}
+
+// ATTACK: a FunctionCall ends with ReadyForQuery, like a Query, so the pooler may hand the rest of
+// the batch another server; the stage still believes the server's unnamed statement is the
+// client's (or pgwarden's Parse of a name), so the Bind runs another client's unnamed statement.
+TEST(PoolerStageTest, AFunctionCallMidBatchLetsTheServerChange) {
+  Pooled p;
+  for (const auto& m :
+       {Parse("", "SELECT mine"), FunctionCall(1), Bind("", ""), Execute(""), Sync()}) {
+    EXPECT_EQ(p.send(m), Verdict::Forward);
+  }
+  EXPECT_EQ(p.client(), "1 V Z 2 SELECT mine C Z");
+  for (const auto& m :
+       {Parse("s1", "SELECT named"), FunctionCall(1), Bind("", "s1"), Execute(""), Sync()}) {
+    EXPECT_EQ(p.send(m), Verdict::Forward);
+  }
+  EXPECT_EQ(p.client(), "1 V Z 2 SELECT named C Z");
+}
+
+// ATTACK: the client's Close of its unnamed statement also drops what pgwarden's Parse of a name
+// put there; the stage still thinks it holds the name and sends the Bind without its prelude.
+TEST(PoolerStageTest, ClosingTheUnnamedStatementDropsPgwardensParseToo) {
+  Pooled p;
+  for (const auto& m :
+       {Parse("s1", "SELECT 1"), CloseStatement(""), Bind("", "s1"), Execute(""), Sync()}) {
+    EXPECT_EQ(p.send(m), Verdict::Forward);
+  }
+  EXPECT_EQ(p.client(), "1 3 2 SELECT 1 C Z");  // PostgreSQL: s1 is untouched by Close('')
+}
+
+// ATTACK: a Close skipped after an error in its batch closes nothing in PostgreSQL, but the stage
+// forgot the name when the Close went upstream: the name's later Binds are refused.
+TEST(PoolerStageTest, ASkippedCloseKeepsTheName) {
+  Pooled p;
+  for (const auto& m : {Parse("s1", "SELECT 1"), Sync()}) p.send(m);
+  EXPECT_EQ(p.client(), "1 Z");
+  for (const auto& m : {Execute("no such portal"), CloseStatement("s1"), Sync()}) p.send(m);
+  EXPECT_EQ(p.client(), "E34000 Z");  // the Close was skipped: s1 still exists
+  for (const auto& m : {Bind("", "s1"), Execute(""), Sync()}) {
+    EXPECT_EQ(p.send(m), Verdict::Forward);
+  }
+  EXPECT_EQ(p.client(), "2 SELECT 1 C Z");
 }
 
 }  // namespace
