@@ -149,6 +149,11 @@ bool PoolerStage::rewrite(const pr::FrontendView& v) {
       has_unnamed_ = false;
       holds_ = Holds::Unknown;
       return false;
+    case pr::fe::kFunctionCall:
+      // It ends with ReadyForQuery too, even inside a batch: the rest of the batch may run on
+      // another server (the client's unnamed statement is kept, to be parsed again).
+      holds_ = Holds::Unknown;
+      return false;
     case pr::fe::kParse: {
       if (v.name.empty()) {
         keep(unnamed_, v);
@@ -170,7 +175,7 @@ bool PoolerStage::rewrite(const pr::FrontendView& v) {
       if (v.target != 'S') return false;
       if (v.name.empty()) {
         has_unnamed_ = false;
-        if (holds_ == Holds::Client) holds_ = Holds::Unknown;
+        holds_ = Holds::Unknown;  // it also drops what pgwarden's Parse of a name put there
         return false;
       }
       // Forgotten here; upstream a Close of a name nobody has answers CloseComplete and does
