@@ -29,8 +29,9 @@ inline ByteString FunctionCall(std::int32_t oid) {
 // client's unnamed statement and a statement of its own under any name the test plants.
 class PooledServer {
  public:
-  std::set<std::string> failing;               // texts whose Parse fails (42P01)
-  std::map<std::string, std::string> planted;  // another server's named statements
+  std::set<std::string> failing;                       // texts whose Parse fails (42P01)
+  std::map<std::string, std::string> planted;          // another server's named statements
+  std::map<std::string, std::string> planted_portals;  // another client's WITH HOLD cursors
   int switches = 0;
   int named_parses = 0;  // named statements ever created (must stay 0)
   ByteString replies;
@@ -56,7 +57,7 @@ class PooledServer {
     ++switches;
     statements_ = planted;
     statements_[""] = "SELECT another client's statement";
-    portals_.clear();
+    portals_ = planted_portals;
   }
   void handle(const pr::FrontendView& v) {
     if (v.type == 'S') {
@@ -470,6 +471,19 @@ TEST(PoolerStageTest, ASkippedCloseKeepsTheName) {
     EXPECT_EQ(p.send(m), Verdict::Forward);
   }
   EXPECT_EQ(p.client(), "2 SELECT 1 C Z");
+}
+
+// ATTACK: a WITH HOLD cursor another client left on a pooled server is a portal that outlives its
+// transaction; Execute (or Describe, or Close) of it by name in a later batch reads (or drops)
+// the other client's rows. PostgreSQL would give this client 34000: its own portals ended with
+// its transaction, and it opened none by that name.
+TEST(PoolerStageTest, AnotherClientsHoldableCursorIsNotThisClientsPortal) {
+  Pooled p;
+  p.server.planted_portals["c"] = "another client's row";
+  for (const auto& m : {Parse("", "SELECT 1"), Sync()}) p.send(m);
+  EXPECT_EQ(p.client(), "1 Z");
+  for (const auto& m : {Execute("c"), Sync()}) p.send(m);
+  EXPECT_EQ(p.client(), "E34000 Z");
 }
 
 }  // namespace
