@@ -67,6 +67,7 @@ class PooledServer {
       return;
     }
     if (v.type == 'Q') {
+      if (skipping_) return;  // postgres.c ignores every message but Sync till Sync
       statements_.erase("");
       if (v.text == "DEALLOCATE ALL") {
         for (auto it = statements_.begin(); it != statements_.end();) {
@@ -484,6 +485,20 @@ TEST(PoolerStageTest, AnotherClientsHoldableCursorIsNotThisClientsPortal) {
   EXPECT_EQ(p.client(), "1 Z");
   for (const auto& m : {Execute("c"), Sync()}) p.send(m);
   EXPECT_EQ(p.client(), "E34000 Z");
+}
+
+// ATTACK: a simple Query that the server skips (an error earlier in its batch: PostgreSQL ignores
+// everything up to Sync) does not drop the unnamed statement, but the stage forgets the client's.
+TEST(PoolerStageTest, ASkippedQueryKeepsTheUnnamedStatement) {
+  Pooled p;
+  for (const auto& m : {Parse("", "SELECT mine"), Sync()}) p.send(m);
+  EXPECT_EQ(p.client(), "1 Z");
+  for (const auto& m : {Execute("no such portal"), Query("SELECT 0"), Sync()}) p.send(m);
+  EXPECT_EQ(p.client(), "E34000 Z");
+  for (const auto& m : {Bind("", ""), Execute(""), Sync()}) {
+    EXPECT_EQ(p.send(m), Verdict::Forward);
+  }
+  EXPECT_EQ(p.client(), "2 SELECT mine C Z");
 }
 
 }  // namespace
