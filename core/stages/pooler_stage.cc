@@ -146,6 +146,7 @@ bool PoolerStage::rewrite(const pr::FrontendView& v) {
     case pr::fe::kQuery:
       // A simple Query drops the unnamed statement; it ends with ReadyForQuery, after which the
       // pooler may give the client another server.
+      dropped_by_query_ = has_unnamed_ ? host_.model().next_id() : 0;
       has_unnamed_ = false;
       holds_ = Holds::Unknown;
       return false;
@@ -156,6 +157,7 @@ bool PoolerStage::rewrite(const pr::FrontendView& v) {
       return false;
     case pr::fe::kParse: {
       if (v.name.empty()) {
+        dropped_by_query_ = 0;
         keep(unnamed_, v);
         has_unnamed_ = true;
         holds_ = Holds::Client;
@@ -175,6 +177,7 @@ bool PoolerStage::rewrite(const pr::FrontendView& v) {
       if (v.target != 'S') return false;
       if (v.name.empty()) {
         has_unnamed_ = false;
+        dropped_by_query_ = 0;
         holds_ = Holds::Unknown;  // it also drops what pgwarden's Parse of a name put there
         return false;
       }
@@ -191,6 +194,13 @@ bool PoolerStage::rewrite(const pr::FrontendView& v) {
 }
 
 void PoolerStage::on_retired(const pr::Request& r) {
+  if (r.kind == pr::RequestKind::Query && r.origin == pr::Origin::Client &&
+      r.id == dropped_by_query_) {
+    // Skipped, the Query dropped nothing (postgres.c ignores all but Sync till Sync).
+    if (r.state == pr::RequestState::Skipped) has_unnamed_ = true;
+    dropped_by_query_ = 0;
+    return;
+  }
   if (r.kind != pr::RequestKind::Parse || r.origin != pr::Origin::Client) return;
   if (!r.failed && r.state != pr::RequestState::Skipped) {
     if (r.name.empty()) return;

@@ -82,6 +82,9 @@ class PoolerStage final : public Stage {
   std::size_t bytes_ = 0;  // Kept::size() of named_
   Kept unnamed_;           // the client's last unnamed Parse (when has_unnamed_)
   bool has_unnamed_ = false;
+  // A simple Query dropped unnamed_ (its id), unless the server skips it (an error earlier in its
+  // batch): then unnamed_ is the client's again, if nothing changed it since.
+  std::uint64_t dropped_by_query_ = 0;
   Holds holds_ = Holds::Unknown;
   std::string holds_name_;
   std::string nobody_;  // a statement name nobody has: Close of it is a no-op, Bind of it fails
