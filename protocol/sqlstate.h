@@ -16,6 +16,7 @@ inline constexpr std::string_view kQueryCanceled = "57014";
 inline constexpr std::string_view kInsufficientPrivilege = "42501";
 inline constexpr std::string_view kDuplicatePreparedStatement = "42P05";
 inline constexpr std::string_view kInvalidSqlStatementName = "26000";
+inline constexpr std::string_view kInvalidCursorName = "34000";
 inline constexpr std::string_view kTooManyConnections = "53300";
 inline constexpr std::string_view kProgramLimitExceeded = "54000";
 inline constexpr std::string_view kIoError = "58030";

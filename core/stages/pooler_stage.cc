@@ -75,6 +75,22 @@ void PoolerStage::on_frontend(FrontendMessage& m) {
     }
     return;
   }
+  // A named portal: only one the client bound in this transaction (the server may hold other
+  // clients' WITH HOLD cursors). A Close of another is answered without touching it (rewrite).
+  const bool portal_use =
+      v.type == pr::fe::kExecute || (v.type == pr::fe::kDescribe && v.target == 'P');
+  if (portal_use && !v.name.empty() && portals_.find(key_of(v.name)) == portals_.end()) {
+    m.refuse(pr::sqlstate::kInvalidCursorName,
+             "portal \"" + std::string(key_of(v.name)) + "\" does not exist");
+    return;
+  }
+  if (v.type == pr::fe::kBind && !v.name.empty() && portals_.size() >= kMaxPortals &&
+      portals_.find(key_of(v.name)) == portals_.end()) {
+    m.refuse(pr::sqlstate::kProgramLimitExceeded,
+             "pgwarden: more than " + std::to_string(kMaxPortals) +
+                 " named portals in one transaction behind a transaction-mode pooler");
+    return;
+  }
   std::string_view name;
   if (!statement_used(v, name)) return;
   if (name.empty()) {
@@ -174,7 +190,17 @@ bool PoolerStage::rewrite(const pr::FrontendView& v) {
       return true;
     }
     case pr::fe::kClose:
-      if (v.target != 'S') return false;
+      if (v.target == 'P') {
+        if (v.name.empty()) return false;
+        const auto it = portals_.find(key_of(v.name));
+        if (it != portals_.end()) {
+          portals_.erase(it);
+          return false;
+        }
+        // Not one of the client's: maybe another client's cursor, which stays untouched.
+        pr::append_close(out_, 'P', nobody_);
+        return true;
+      }
       if (v.name.empty()) {
         has_unnamed_ = false;
         dropped_by_query_ = 0;
@@ -187,6 +213,9 @@ bool PoolerStage::rewrite(const pr::FrontendView& v) {
       pr::append_close(out_, 'S', nobody_);
       return true;
     default: {
+      if (v.type == pr::fe::kBind && !v.name.empty()) {
+        portals_[std::string(key_of(v.name))] = host_.model().next_id();
+      }
       std::string_view name;
       return statement_used(v, name) && rewrite_use(v, name);
     }
@@ -217,6 +246,16 @@ void PoolerStage::on_retired(const pr::Request& r) {
 }
 
 void PoolerStage::on_backend(BackendMessage& m) {
+  if (m.type == pr::be::kReadyForQuery && m.whole.size() >= 6 &&
+      static_cast<char>(m.whole[5]) == 'I') {
+    // Out of a transaction: the portals bound before this point are gone, and the pooler may
+    // give the next transaction another server.
+    const std::uint64_t id = m.request() != nullptr ? m.request()->id : ~std::uint64_t{0};
+    for (auto it = portals_.begin(); it != portals_.end();) {
+      it = it->second < id ? portals_.erase(it) : std::next(it);
+    }
+    return;
+  }
   if (m.type != pr::be::kCommandComplete || !m.from_client_request() || m.whole.size() < 6) return;
   std::string_view tag(reinterpret_cast<const char*>(m.whole.data()) + 5, m.whole.size() - 5);
   tag = tag.substr(0, tag.find('\0'));

@@ -87,6 +87,10 @@ class PoolerStage final : public Stage {
   std::uint64_t dropped_by_query_ = 0;
   Holds holds_ = Holds::Unknown;
   std::string holds_name_;
+  // Named portals the client bound in its current transaction, with the Bind's request id: on a
+  // pooled server any other named portal (a WITH HOLD cursor) may be another client's.
+  std::unordered_map<std::string, std::uint64_t, NameHash, std::equal_to<>> portals_;
+  static constexpr std::size_t kMaxPortals = 10000;
   std::string nobody_;  // a statement name nobody has: Close of it is a no-op, Bind of it fails
   std::basic_string<std::byte> out_;
   bool prelude_ = false;

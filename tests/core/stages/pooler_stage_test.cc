@@ -487,6 +487,17 @@ TEST(PoolerStageTest, AnotherClientsHoldableCursorIsNotThisClientsPortal) {
   EXPECT_EQ(p.client(), "E34000 Z");
 }
 
+// A portal the client binds is its own for the transaction; once out of it (ReadyForQuery 'I') the
+// next batch may run on another server, and the name is refused, not sent on.
+TEST(PoolerStageTest, NamedPortalsLastTheTransactionOnly) {
+  Pooled p;
+  for (const auto& m : {Parse("", "SELECT 1"), Bind("p1", ""), Execute("p1"), Sync()}) p.send(m);
+  EXPECT_EQ(p.client(), "1 2 SELECT 1 C Z");
+  EXPECT_EQ(p.send(Execute("p1")), Verdict::Refuse);
+  p.send(Sync());
+  EXPECT_EQ(p.client(), "E34000 Z");
+}
+
 // ATTACK: a simple Query that the server skips (an error earlier in its batch: PostgreSQL ignores
 // everything up to Sync) does not drop the unnamed statement, but the stage forgets the client's.
 TEST(PoolerStageTest, ASkippedQueryKeepsTheUnnamedStatement) {
