@@ -460,20 +460,6 @@ TEST(PoolerStageTest, ClosingTheUnnamedStatementDropsPgwardensParseToo) {
   EXPECT_EQ(p.client(), "1 3 2 SELECT 1 C Z");  // PostgreSQL: s1 is untouched by Close('')
 }
 
-// ATTACK: a Close skipped after an error in its batch closes nothing in PostgreSQL, but the stage
-// forgot the name when the Close went upstream: the name's later Binds are refused.
-TEST(PoolerStageTest, ASkippedCloseKeepsTheName) {
-  Pooled p;
-  for (const auto& m : {Parse("s1", "SELECT 1"), Sync()}) p.send(m);
-  EXPECT_EQ(p.client(), "1 Z");
-  for (const auto& m : {Execute("no such portal"), CloseStatement("s1"), Sync()}) p.send(m);
-  EXPECT_EQ(p.client(), "E34000 Z");  // the Close was skipped: s1 still exists
-  for (const auto& m : {Bind("", "s1"), Execute(""), Sync()}) {
-    EXPECT_EQ(p.send(m), Verdict::Forward);
-  }
-  EXPECT_EQ(p.client(), "2 SELECT 1 C Z");
-}
-
 // ATTACK: a WITH HOLD cursor another client left on a pooled server is a portal that outlives its
 // transaction; Execute (or Describe, or Close) of it by name in a later batch reads (or drops)
 // the other client's rows. PostgreSQL would give this client 34000: its own portals ended with
