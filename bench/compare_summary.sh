@@ -118,7 +118,8 @@ for name in "${workloads[@]}"; do
     vs_off "$name" rec-strict
     continue
   fi
-  for g in pgwarden pgwarden-1t; do
+  for g in "${targets[@]}"; do
+    case $g in direct | pgbouncer) continue ;; esac
     read -r g_tps _ g_cpu < "$work/med.$g"
     awk -v n="$name" -v g="$g" -v gt="$g_tps" -v bt="$b_tps" -v gc="$g_cpu" -v bc="$b_cpu" 'BEGIN {
       ok1 = (gt >= bt); ok2 = (gc <= 0.7 * bc)

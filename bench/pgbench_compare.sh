@@ -6,7 +6,19 @@
 #
 #   bench/pgbench_compare.sh [--rounds N] [--seconds S] [--clients C] [--scale S] [--tls]
 #                            [--tls-both] [--full] [--recording] [--policy] [--masking]
-#                            [--results FILE]
+#                            [--results FILE] [--gw NAME=FLAGS ...] [--workloads select|tpcb]
+#                            [--warmup W]
+#
+# --warmup W (default 2): each pgbench runs W + S seconds, and only the last S count (TPS from
+# its per-second progress lines, CPU sampled at the W-second line and at the end). Every new
+# client connection is a new PostgreSQL backend through pgwarden and directly, but PgBouncer
+# keeps its server connections from one run to the next: a fresh backend runs at about half
+# speed for its first second or two (page faults into shared memory, empty catalog caches), so
+# a short run without warm-up measures that, not the proxy. --warmup 0: the whole run counts.
+#
+# --gw NAME=FLAGS (repeatable): instead, run one pgwarden per --gw, named NAME, with FLAGS added
+# (e.g. --gw pinned= --gw unpinned=--no-pin): A/B tests of a flag in the same run.
+# --workloads select|tpcb: only the select-only or only the tpcb-like workloads.
 #
 # --results FILE keeps the per-round results (bench/compare_summary.sh prints the summary again
 # from it); by default they go to a temporary directory that is removed at the end.
@@ -34,6 +46,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 source "$here/../scripts/lib.sh"
 
 rounds=3 seconds=5 clients=16 scale=10 tls= tls_both= full= recording= policy= masking= keep=
+only= custom=() warmup=2
 while [ $# -gt 0 ]; do
   case $1 in
     --rounds) rounds=$2; shift 2 ;;
@@ -47,6 +60,9 @@ while [ $# -gt 0 ]; do
     --policy) policy=1; shift ;;
     --masking) masking=1; shift ;;
     --results) keep=$2; shift 2 ;;
+    --gw) custom+=("$2"); shift 2 ;;
+    --workloads) only=$2; shift 2 ;;
+    --warmup) warmup=$2; shift 2 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -98,7 +114,13 @@ pgbench -p "$pg_port" -i -s "$scale" -q >/dev/null 2>&1
 
 # The pgwarden variants: name -> extra flags.
 declare -A gw_flags
-if [ -n "$full" ]; then
+if [ ${#custom[@]} -gt 0 ]; then
+  gw_names=()
+  for c in "${custom[@]}"; do
+    gw_names+=("${c%%=*}")
+    gw_flags[${c%%=*}]=${c#*=}
+  done
+elif [ -n "$full" ]; then
   openssl rand -hex 32 > "$work/seal.key"
   chmod 600 "$work/seal.key"
   gw_names=(pgwarden-full)
@@ -172,6 +194,26 @@ fi
 ticks=$(getconf CLK_TCK)
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 
+# run_pgbench PORT PID ARGS...: one pgbench run of $warmup + $seconds seconds; sets $out (its
+# output) and $before / $after (PID's CPU ticks at the end of the warm-up and at the end). The
+# progress lines are read as they come, by bash itself: sampling must not wake anything else.
+run_pgbench() {
+  local port=$1 pid=$2 line st
+  shift 2
+  before=0 after=0 out=
+  [ -n "$pid" ] && [ "$warmup" -eq 0 ] && before=$(cpu_ticks "$pid")
+  while IFS= read -r line; do
+    out+=$line$'\n'
+    if [ -n "$pid" ] && [ "$warmup" -gt 0 ] && [[ $line == "progress: $warmup.0 s"* ]]; then
+      read -r -a st < "/proc/$pid/stat"
+      before=$((st[13] + st[14]))
+    fi
+  done < <(pgbench -p "$port" -n -c "$clients" -j 2 -T $((warmup + seconds)) \
+    $([ "$warmup" -gt 0 ] && echo "-P 1") "$@" 2>&1)
+  [ -n "$pid" ] && after=$(cpu_ticks "$pid")
+  return 0
+}
+
 results=${keep:-$work/results.tsv}
 : > "$results"
 workloads=("select-only simple:-S -M simple" "select-only prepared:-S -M prepared")
@@ -180,6 +222,10 @@ if [ -n "$policy" ]; then
 elif [ -z "$recording$masking" ]; then
   workloads+=("tpcb-like simple:-M simple" "tpcb-like prepared:-M prepared")
 fi
+case $only in
+  select) workloads=("${workloads[@]:0:2}") ;;
+  tpcb) workloads=("tpcb-like simple:-M simple" "tpcb-like prepared:-M prepared") ;;
+esac
 targets=(direct "${gw_names[@]}" pgbouncer)
 port_of() {
   case $1 in
@@ -192,7 +238,7 @@ pid_of() {
   esac
 }
 
-echo "pgbench: -c $clients -j 2 -T $seconds, scale $scale, $rounds rounds, $(nproc) cores, TLS: $([ -n "$tls_both" ] && echo both legs || { [ -n "$tls" ] && echo client leg || echo off; });" \
+echo "pgbench: -c $clients -j 2 -T $seconds after ${warmup}s of warm-up, scale $scale, $rounds rounds, $(nproc) cores, TLS: $([ -n "$tls_both" ] && echo both legs || { [ -n "$tls" ] && echo client leg || echo off; });" \
   "pgwarden = default threads$([ -n "$full" ] && echo ", pgwarden-full = default flags, everything on (bench/full_policy.json, batch recording)")$([ -n "$recording" ] && echo ", rec-MODE = recording with --record-durability MODE")$([ -n "$policy" ] && echo ", policy = with --policy policy/policy.example.json")$([ -n "$masking" ] && echo ", masking = with --policy bench/masking_policy.json")$([ -z "$recording$policy$masking" ] && echo ", pgwarden-1t = --threads 1")"
 for ((r = 1; r <= rounds; r++)); do
   for w in "${workloads[@]}"; do
@@ -205,12 +251,8 @@ for ((r = 1; r <= rounds; r++)); do
     for t in "${order[@]}"; do
       sync
       pid=$(pid_of "$t")
-      before=0
-      [ -n "$pid" ] && before=$(cpu_ticks "$pid")
       # shellcheck disable=SC2086
-      out=$(pgbench -p "$(port_of "$t")" -n -c "$clients" -j 2 -T "$seconds" $args 2>&1)
-      after=0
-      [ -n "$pid" ] && after=$(cpu_ticks "$pid")
+      run_pgbench "$(port_of "$t")" "$pid" $args
       tps=$(echo "$out" | sed -n 's/^tps = \([0-9.]*\).*/\1/p')
       lat=$(echo "$out" | sed -n 's/^latency average = \([0-9.]*\) ms/\1/p')
       tx=$(echo "$out" | sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p')
@@ -219,6 +261,13 @@ for ((r = 1; r <= rounds; r++)); do
         echo "pgbench failed against $t:"
         echo "$out"
         exit 1
+      fi
+      if [ "$warmup" -gt 0 ]; then
+        # The measured window: every transaction (pgbench's own count) less those of the warm-up
+        # (its progress lines, one per second); CPU is sampled at the same two points.
+        read -r tx tps lat < <(echo "$out" | awk -v w="$warmup" -v s="$seconds" -v c="$clients" -v all="$tx" '
+          /^progress: / { if ($2 + 0 <= w + 0.5) warm += $4 }
+          END { n = all - int(warm + 0.5); r = n / s; printf "%d %.1f %.3f\n", n, r, (r > 0) ? c / r * 1000 : 0 }')
       fi
       cpu=$(awk -v a="$after" -v b="$before" -v t="$ticks" 'BEGIN { printf "%.3f", (a - b) / t }')
       per10k=$(awk -v c="$cpu" -v n="$tx" 'BEGIN { printf "%.4f", (n > 0) ? c / n * 10000 : 0 }')
