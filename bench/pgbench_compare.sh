@@ -9,11 +9,11 @@
 #                            [--results FILE] [--gw NAME=FLAGS ...] [--workloads select|tpcb]
 #                            [--warmup W]
 #
-# --warmup W (default 2): each pgbench runs W + S seconds, and only the last S count (TPS from
+# --warmup W (default 4): each pgbench runs W + S seconds, and only the last S count (TPS from
 # its per-second progress lines, CPU sampled at the W-second line and at the end). Every new
 # client connection is a new PostgreSQL backend through pgwarden and directly, but PgBouncer
 # keeps its server connections from one run to the next: a fresh backend runs at about half
-# speed for its first second or two (page faults into shared memory, empty catalog caches), so
+# speed for its first seconds (page faults into shared memory, empty catalog caches), so
 # a short run without warm-up measures that, not the proxy. --warmup 0: the whole run counts.
 #
 # --gw NAME=FLAGS (repeatable): instead, run one pgwarden per --gw, named NAME, with FLAGS added
@@ -46,7 +46,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 source "$here/../scripts/lib.sh"
 
 rounds=3 seconds=5 clients=16 scale=10 tls= tls_both= full= recording= policy= masking= keep=
-only= custom=() warmup=2
+only= custom=() warmup=4
 while [ $# -gt 0 ]; do
   case $1 in
     --rounds) rounds=$2; shift 2 ;;

@@ -712,6 +712,7 @@ Decision PolicyEngine::judge(const Policy& policy, const Rule* rule, std::string
   shaped_ = shaped;
   if (shaped) shaped_text_.assign(sql);
   const std::size_t shape_hash = shaped ? std::hash<std::string_view>{}(shape_) : 0;
+  shape_hash_ = shape_hash;
   Entry* by_shape = shaped ? &shape_cache_[shape_hash % kCacheSize] : nullptr;
   auto known = [&](const Entry* e) {
     return e != nullptr && e->policy == policy.id() && e->rule == rule && e->text == shape_;

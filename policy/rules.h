@@ -148,9 +148,12 @@ class PolicyEngine {
   // The shape (shape_of) of the text judged last, when `sql` is that text and it had one: a
   // stage that keys its own cache by shape need not read the statement again. The view lives
   // until the next judge().
-  bool last_shape(std::string_view sql, std::string_view& shape) const noexcept {
+  // `hash`, when given, gets std::hash of the shape (already computed for the engine's cache).
+  bool last_shape(std::string_view sql, std::string_view& shape,
+                  std::size_t* hash = nullptr) const noexcept {
     if (!shaped_ || sql != shaped_text_) return false;
     shape = shape_;
+    if (hash != nullptr) *hash = shape_hash_;
     return true;
   }
 
@@ -168,6 +171,7 @@ class PolicyEngine {
   std::unique_ptr<Entry[]> plain_cache_;  // by shape, of plain reads (no pre-filter keyword)
   std::string shape_;
   std::string shaped_text_;  // the text shape_ is the shape of, when shaped_
+  std::size_t shape_hash_ = 0;
   bool shaped_ = false;
   std::uint64_t hits_ = 0;
 };

@@ -76,8 +76,7 @@ bool parse_pairs(std::string_view body, CommentTags& tags, bool mcp) {
 
 }  // namespace
 
-CommentTags comment_tags(std::string_view sql, bool mcp) {
-  CommentTags tags;
+std::string_view comment_body(std::string_view sql, bool mcp) {
   std::size_t end = sql.size();
   while (end > 0 && (space(sql[end - 1]) || sql[end - 1] == ';')) --end;
   std::string_view body;
@@ -94,7 +93,13 @@ CommentTags comment_tags(std::string_view sql, bool mcp) {
       if (close != std::string_view::npos) body = sql.substr(start + 2, close - start - 2);
     }
   }
+  return body;
+}
+
+CommentTags comment_tags(std::string_view sql, bool mcp) {
+  const std::string_view body = comment_body(sql, mcp);
   if (body.empty() || body.find('=') == std::string_view::npos) return {};
+  CommentTags tags;
   if (!parse_pairs(body, tags, mcp)) return {};
   return tags;
 }

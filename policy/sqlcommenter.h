@@ -23,6 +23,8 @@ struct CommentTags {
 // Each value is clipped to kMaxTagValue bytes. `mcp`: only the leading comment is read (the one
 // pgwarden's MCP endpoint writes; the caller's SQL follows it), with the MCP keys too.
 CommentTags comment_tags(std::string_view sql, bool mcp = false);
+// The text of the comment comment_tags() reads (empty when there is none): no tag without it.
+std::string_view comment_body(std::string_view sql, bool mcp = false);
 inline constexpr std::size_t kMaxTagValue = 1024;
 
 // Wire clients may say the same for a whole session in application_name: the application's name,

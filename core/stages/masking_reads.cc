@@ -91,16 +91,23 @@ MaskingStage::Reads MaskingStage::reads_for(std::string_view text) {
   // numbers share an entry unless one may be an ordinal. (The policy stage has mostly just
   // judged this text, and kept its shape.)
   std::string_view key = text;
+  std::size_t hash = 0;
+  bool hashed = false;
   const policy::PolicyEngine* engine = host_.core().engine;
-  if ((engine == nullptr || !engine->last_shape(text, key)) && policy::shape_of(text, shape_)) {
+  if (engine != nullptr && engine->last_shape(text, key, &hash)) {
+    hashed = true;
+  } else if (policy::shape_of(text, shape_)) {
     key = shape_;
   }
-  if (key.data() != text.data() && ordinal_possible(key, text)) key = text;
+  if (key.data() != text.data() && ordinal_possible(key, text)) {
+    key = text;
+    hashed = false;
+  }
+  if (!hashed) hash = std::hash<std::string_view>{}(key);
   if (reads_cache_.empty()) reads_cache_.resize(kReadsCacheSize);
   // Four ways per set, the least recently used replaced: a few shapes that share a set do not
   // push each other out on every statement.
-  const std::size_t set =
-      std::hash<std::string_view>{}(key) % (kReadsCacheSize / kReadsWays) * kReadsWays;
+  const std::size_t set = hash % (kReadsCacheSize / kReadsWays) * kReadsWays;
   CachedReads* victim = &reads_cache_[set];
   for (std::size_t w = 0; w < kReadsWays; ++w) {
     CachedReads& e = reads_cache_[set + w];
@@ -157,10 +164,10 @@ bool MaskingStage::refuse_copying(FrontendMessage& m, const MaskProfile& p) {
 }
 
 void MaskingStage::forget_reads(const FrontendMessage& m) {
-  auto forget = [](std::unordered_map<std::string, Reads>& map, std::string_view name) {
+  auto forget = [](ByName<Reads>& map, std::string_view name) {
     // The unnamed statement and portal, named again by nearly every statement, stay as empty
     // entries (an empty entry is no name): naming them again allocates nothing.
-    const auto it = map.find(std::string(name));
+    const auto it = map.find(name);
     if (it == map.end()) return;
     if (name.empty()) {
       it->second.reset();
@@ -185,16 +192,19 @@ void MaskingStage::remember_reads(FrontendMessage& m, pr::Request* r) {
     return;
   }
   const pr::FrontendView& v = m.view;
-  auto keep = [](std::unordered_map<std::string, Reads>& map, std::string_view name, Reads value) {
-    auto it = map.find(std::string(name));
+  // Whether the name is kept (past the bound it is not: running it is taken to read anything).
+  auto keep = [](ByName<Reads>& map, std::string_view name, Reads value) {
+    auto it = map.find(name);
     if (it != map.end()) {
       it->second = std::move(value);
-    } else if (map.size() < kMaxNames) {
-      map.emplace(std::string(name), std::move(value));
-    }  // past the bound it is not kept: running it is taken to read anything
+      return true;
+    }
+    if (map.size() >= kMaxNames) return false;
+    map.emplace(std::string(name), std::move(value));
+    return true;
   };
-  auto find = [](const std::unordered_map<std::string, Reads>& map, std::string_view name) {
-    const auto it = map.find(std::string(name));
+  auto find = [](const ByName<Reads>& map, std::string_view name) {
+    const auto it = map.find(name);
     return it != map.end() && it->second ? it->second : unknown_reads();
   };
   switch (v.type) {
@@ -215,8 +225,14 @@ void MaskingStage::remember_reads(FrontendMessage& m, pr::Request* r) {
       keep(by_statement_, v.name, reads ? reads : unknown_reads());
       return;
     case pr::fe::kBind:
-      keep(by_portal_, v.name, find(by_statement_, v.statement));
-      if (by_portal_.count(std::string(v.name)) != 0) portal_bound_[std::string(v.name)] = r->id;
+      if (keep(by_portal_, v.name, find(by_statement_, v.statement))) {
+        const auto it = portal_bound_.find(v.name);
+        if (it != portal_bound_.end()) {
+          it->second = r->id;
+        } else {
+          portal_bound_.emplace(std::string(v.name), r->id);
+        }
+      }
       return;
     case pr::fe::kExecute:
       by_request_.put(r->id, find(by_portal_, v.name));

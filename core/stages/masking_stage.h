@@ -121,8 +121,16 @@ class MaskingStage final : public Stage {
     std::size_t head_ = 0;
   };
   InFlight by_request_;
-  std::unordered_map<std::string, Reads> by_statement_, by_portal_;
-  std::unordered_map<std::string, std::uint64_t> portal_bound_;  // by the Bind request's id
+  struct NameHash {
+    using is_transparent = void;  // found by string_view, without building a string
+    std::size_t operator()(std::string_view s) const noexcept {
+      return std::hash<std::string_view>{}(s);
+    }
+  };
+  template <class T>
+  using ByName = std::unordered_map<std::string, T, NameHash, std::equal_to<>>;
+  ByName<Reads> by_statement_, by_portal_;
+  ByName<std::uint64_t> portal_bound_;  // by the Bind request's id
   void portals_ended(std::uint64_t before);
   struct CachedReads {
     std::string key;

@@ -55,13 +55,15 @@ void RecordingStage::add_decision(rec::Payload& p, const FrontendMessage& m, con
 // A sqlcommenter comment's intent and trace context, as their own fields (masked as the text is).
 void RecordingStage::add_comment_tags(rec::Payload& p, std::string_view sql) {
   const bool mcp = host_.caller().method == "mcp";
+  if (!mcp && !app_tags_read_) {
+    // What application_name says for the session, where the statement says nothing itself.
+    app_tags_ = policy::application_tags(host_.caller().application);
+    app_tags_read_ = true;
+  }
+  // Most statements carry no comment: nothing to parse (nor tags to build) for them.
+  if (policy::comment_body(sql, mcp).empty() && (mcp || app_tags_.empty())) return;
   policy::CommentTags tags = policy::comment_tags(sql, mcp);
   if (!mcp) {
-    // What application_name says for the session, where the statement says nothing itself.
-    if (!app_tags_read_) {
-      app_tags_ = policy::application_tags(host_.caller().application);
-      app_tags_read_ = true;
-    }
     if (tags.intent.empty()) tags.intent = app_tags_.intent;
     if (tags.traceparent.empty()) tags.traceparent = app_tags_.traceparent;
     if (tags.tracestate.empty()) tags.tracestate = app_tags_.tracestate;
