@@ -277,6 +277,7 @@ AdminHttpServer::AdminHttpServer(const AdminHttpLimits& limits,
   new_task_queue = [] { return new ConnectionThreads; };
   set_payload_max_length(limits_.max_body);
   set_keep_alive_max_count(limits_.max_requests);
+  set_keep_alive_timeout(static_cast<time_t>(limits_.keep_alive_s));
 }
 
 AdminHttpServer::~AdminHttpServer() = default;
@@ -347,7 +348,8 @@ bool AdminHttpServer::process_and_close_socket(socket_t sock) {
   for (unsigned n = 0; n < max_requests; ++n) {
     if (n > 0) {
       // Keep-alive: wait for the next request's first byte, or give up; stop() ends the wait.
-      const std::int64_t until = std::min(mono_ns() + ns_of(limits_.keep_alive_s), end_of_life);
+      // Twice the advertised time (see AdminHttpLimits::keep_alive_s).
+      const std::int64_t until = std::min(mono_ns() + ns_of(2 * limits_.keep_alive_s), end_of_life);
       bool ready = stream.has_buffered();
       while (!ready && mono_ns() < until && svr_sock_ != INVALID_SOCKET) {
         pollfd p{sock, POLLIN, 0};

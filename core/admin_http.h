@@ -18,9 +18,13 @@ namespace pgwarden::core {
 class TlsContext;
 
 struct AdminHttpLimits {
-  double request_s = 10;        // from a request's first byte (or the connection) to its last
-  double response_s = 10;       // to write one response
-  double keep_alive_s = 5;      // idle time between requests on one connection
+  double request_s = 10;   // from a request's first byte (or the connection) to its last
+  double response_s = 10;  // to write one response
+  // Idle time between requests on one connection, as advertised in `Keep-Alive: timeout=`. The
+  // connection stays open twice as long: a client's idle timer may fire late (undici's coarse
+  // timers fall behind on a loaded host), and a request written to a connection the server has
+  // just closed fails at the client with no answer at all.
+  double keep_alive_s = 5;
   double connection_s = 60;     // a connection's whole life (then the client reconnects)
   unsigned max_requests = 100;  // per connection
   unsigned max_connections = 64;

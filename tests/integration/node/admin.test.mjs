@@ -632,6 +632,37 @@ test('more connections than --admin-max-connections: /healthz still answers, the
   }
 });
 
+test('a kept-alive connection outlives its advertised Keep-Alive timeout: a client whose idle timer fires late still gets an answer', async () => {
+  // HTTP clients reuse an idle connection until the server's `Keep-Alive: timeout=` hint (less a
+  // margin) runs out on their own timers, which run late on a loaded host (undici's, under the
+  // MCP SDK, tick at most twice a second). A POST written to a connection the server has just
+  // closed fails with no answer ("fetch failed"), so the server holds idle connections longer than
+  // it says. Here the client's event loop stalls past the hint, then reuses the connection.
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  const call = (method, path) => new Promise((resolve, reject) => {
+    const headers = method === 'POST' ? { 'Content-Type': 'application/json', 'Content-Length': '2' } : {};
+    const req = http.request({ host: '127.0.0.1', port: adminPort(gw), method, path, agent, headers }, (res) => {
+      let text = '';
+      res.on('data', (d) => { text += d; });
+      res.on('end', () => resolve({ status: res.statusCode, keepAlive: res.headers['keep-alive'], reused: req.reusedSocket, text }));
+    });
+    req.on('error', reject);
+    req.end(method === 'POST' ? '{}' : undefined);
+  });
+  try {
+    const first = await call('GET', '/healthz');
+    assert.equal(first.status, 200);
+    const hint = Number(/timeout=(\d+)/.exec(first.keepAlive ?? '')?.[1]);
+    assert.ok(hint >= 1, `Keep-Alive: ${first.keepAlive}`);
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, hint * 1000 + 1500);  // the stall
+    const late = await call('POST', '/api/v1/locks');
+    assert.equal(late.reused, true, 'the request went out on the idle connection');
+    assert.equal(late.status, 401, late.text);
+  } finally {
+    agent.destroy();
+  }
+});
+
 test('a held statement ends with its client: cancelled (57014) or disconnected, it is withdrawn and never runs', async () => {
   await withClient(env.pgPort, (c) => c.query('CREATE TABLE adm.cancel_me (id int); ALTER TABLE adm.cancel_me OWNER TO adm_agent'));
   const c = new pg.Client({ host: '127.0.0.1', port: gw.port, user: emails.agent, password: tokens.agent, database: 'postgres' });
