@@ -14,9 +14,9 @@
 #include <memory>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <vector>
 
+#include "protocol/by_name.h"
 #include "protocol/frontend.h"
 
 namespace pgwarden::protocol {
@@ -235,15 +235,8 @@ class PipelineModel {
     bool copy = false;          // running it may start COPY FROM STDIN
     std::uint64_t created = 0;  // id of the request that made it
   };
-  struct NameHash {
-    using is_transparent = void;  // found by string_view, without building a string
-    std::size_t operator()(std::string_view s) const noexcept {
-      return std::hash<std::string_view>{}(s);
-    }
-  };
   struct Names {
-    std::unordered_map<std::string, Named, NameHash, std::equal_to<>>
-        map;                  // keys cut as PostgreSQL cuts them (63 bytes)
+    ByName<Named> map;        // keys cut as PostgreSQL cuts them (63 bytes)
     bool overflowed = false;  // more names than kept: one not kept may be anything
     std::size_t copies = 0;   // names kept whose running may start COPY FROM STDIN
     bool may_copy(std::string_view name) const;

@@ -13,10 +13,6 @@ namespace pgwarden::recorder {
 
 namespace {
 
-void store_le(char* p, std::uint64_t v, int n) {
-  for (int i = 0; i < n; ++i) p[i] = static_cast<char>(v >> (8 * i));
-}
-
 void put_u32(std::string& out, std::uint32_t v) {
   char b[4];
   store_le(b, v, 4);
@@ -232,22 +228,6 @@ void Payload::grow(std::size_t n) {
   if (size_ != 0) std::memcpy(bigger.get(), buf_.get(), size_);
   buf_ = std::move(bigger);
   cap_ = cap;
-}
-
-void Payload::reset(std::int64_t ts_us, std::uint64_t session) {
-  size_ = 0;
-  char* p = extend(24);
-  store_le(p, static_cast<std::uint64_t>(ts_us), 8);
-  store_le(p + 8, session, 8);
-  store_le(p + 16, 0, 8);  // link, set when appended
-}
-
-Payload& Payload::add(Field f, std::string_view value) {
-  char* p = extend(5 + value.size());
-  p[0] = static_cast<char>(f);
-  store_le(p + 1, value.size(), 4);
-  if (!value.empty()) std::memcpy(p + 5, value.data(), value.size());
-  return *this;
 }
 
 Payload& Payload::add(Field f, std::uint64_t value) {

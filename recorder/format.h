@@ -7,7 +7,9 @@
 #pragma once
 
 #include <array>
+#include <bit>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -104,12 +106,34 @@ const char* field_name(Field f);
 
 std::uint32_t crc32c(std::uint32_t crc, const void* data, std::size_t n) noexcept;
 
+// The low n bytes of v at p, little-endian (one store where the constant n is inlined).
+inline void store_le(char* p, std::uint64_t v, std::size_t n) noexcept {
+  if constexpr (std::endian::native == std::endian::little) {
+    std::memcpy(p, &v, n);
+  } else {
+    for (std::size_t i = 0; i < n; ++i) p[i] = static_cast<char>(v >> (8 * i));
+  }
+}
+
 // Builds one record payload: u64 timestamp (UTC microseconds), u64 session id, u64 link (the
 // first 8 bytes of the chain hash before this record, filled in by SegmentWriter), then fields.
 class Payload {
  public:
-  void reset(std::int64_t ts_us, std::uint64_t session);
-  Payload& add(Field f, std::string_view value);
+  // (reset and add are inline: a statement's records take a dozen fields.)
+  void reset(std::int64_t ts_us, std::uint64_t session) {
+    size_ = 0;
+    char* p = extend(24);
+    store_le(p, static_cast<std::uint64_t>(ts_us), 8);
+    store_le(p + 8, session, 8);
+    store_le(p + 16, 0, 8);  // link, set when appended
+  }
+  Payload& add(Field f, std::string_view value) {
+    char* p = extend(5 + value.size());
+    p[0] = static_cast<char>(f);
+    store_le(p + 1, value.size(), 4);
+    if (!value.empty()) std::memcpy(p + 5, value.data(), value.size());
+    return *this;
+  }
   Payload& add(Field f, std::uint64_t value);  // decimal text
   // Text fields longer than kMaxValue: clipped, plus TextSha256 of the whole value.
   Payload& add_clipped(Field f, std::string_view value);

@@ -11,13 +11,13 @@
 
 #include <memory>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include "core/stages/stage.h"
 #include "policy/copy_rows.h"
 #include "policy/masking.h"
 #include "policy/output_reads.h"
+#include "protocol/by_name.h"
 
 namespace pgwarden::core {
 
@@ -121,14 +121,8 @@ class MaskingStage final : public Stage {
     std::size_t head_ = 0;
   };
   InFlight by_request_;
-  struct NameHash {
-    using is_transparent = void;  // found by string_view, without building a string
-    std::size_t operator()(std::string_view s) const noexcept {
-      return std::hash<std::string_view>{}(s);
-    }
-  };
   template <class T>
-  using ByName = std::unordered_map<std::string, T, NameHash, std::equal_to<>>;
+  using ByName = protocol::ByName<T>;
   ByName<Reads> by_statement_, by_portal_;
   ByName<std::uint64_t> portal_bound_;  // by the Bind request's id
   void portals_ended(std::uint64_t before);

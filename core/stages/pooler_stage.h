@@ -18,9 +18,9 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 
 #include "core/stages/stage.h"
+#include "protocol/by_name.h"
 
 namespace pgwarden::core {
 
@@ -71,16 +71,10 @@ class PoolerStage final : public Stage {
   void forget(std::string_view key);
   void refuse_missing(FrontendMessage& m, std::string_view name) const;
 
-  struct NameHash {
-    using is_transparent = void;
-    std::size_t operator()(std::string_view s) const noexcept {
-      return std::hash<std::string_view>{}(s);
-    }
-  };
   StageHost& host_;
-  std::unordered_map<std::string, Kept, NameHash, std::equal_to<>> named_;  // keys cut at 63 bytes
-  std::size_t bytes_ = 0;  // Kept::size() of named_
-  Kept unnamed_;           // the client's last unnamed Parse (when has_unnamed_)
+  protocol::ByName<Kept> named_;  // keys cut at 63 bytes
+  std::size_t bytes_ = 0;         // Kept::size() of named_
+  Kept unnamed_;                  // the client's last unnamed Parse (when has_unnamed_)
   bool has_unnamed_ = false;
   // A simple Query dropped unnamed_ (its id), unless the server skips it (an error earlier in its
   // batch): then unnamed_ is the client's again, if nothing changed it since.
@@ -89,7 +83,7 @@ class PoolerStage final : public Stage {
   std::string holds_name_;
   // Named portals the client bound in its current transaction, with the Bind's request id: on a
   // pooled server any other named portal (a WITH HOLD cursor) may be another client's.
-  std::unordered_map<std::string, std::uint64_t, NameHash, std::equal_to<>> portals_;
+  protocol::ByName<std::uint64_t> portals_;
   static constexpr std::size_t kMaxPortals = 10000;
   std::string nobody_;  // a statement name nobody has: Close of it is a no-op, Bind of it fails
   std::basic_string<std::byte> out_;

@@ -1,0 +1,23 @@
+// A map keyed by a statement's, portal's or other object's name, found by string_view without
+// building a string: the per-message lookups of the pipeline model and the stages.
+#pragma once
+
+#include <cstddef>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+namespace pgwarden::protocol {
+
+struct NameHash {
+  using is_transparent = void;
+  std::size_t operator()(std::string_view s) const noexcept {
+    return std::hash<std::string_view>{}(s);
+  }
+};
+
+template <class T>
+using ByName = std::unordered_map<std::string, T, NameHash, std::equal_to<>>;
+
+}  // namespace pgwarden::protocol
