@@ -7,7 +7,7 @@
 #   bench/pgbench_compare.sh [--rounds N] [--seconds S] [--clients C] [--scale S] [--tls]
 #                            [--tls-both] [--full] [--recording] [--policy] [--masking]
 #                            [--results FILE] [--gw NAME=FLAGS ...] [--workloads select|tpcb]
-#                            [--warmup W] [--by-process]
+#                            [--warmup W]
 #
 # --warmup W (default 4): each pgbench runs W + S seconds, and only the last S count (TPS from
 # its per-second progress lines, CPU sampled at the W-second line and at the end). Every new
@@ -15,10 +15,6 @@
 # keeps its server connections from one run to the next: a fresh backend runs at about half
 # speed for its first seconds (page faults into shared memory, empty catalog caches), so
 # a short run without warm-up measures that, not the proxy. --warmup 0: the whole run counts.
-#
-# --by-process: also sample every CPU (perf record -a) over the measured seconds and print each
-# run's CPU per transaction by process: PostgreSQL's backends, the proxy (its io_uring workers
-# included), pgbench, idle. On a host the three share, TPS follows the sum, not the proxy's part.
 #
 # --gw NAME=FLAGS (repeatable): instead, run one pgwarden per --gw, named NAME, with FLAGS added
 # (e.g. --gw pinned= --gw unpinned=--no-pin): A/B tests of a flag in the same run.
@@ -50,7 +46,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 source "$here/../scripts/lib.sh"
 
 rounds=3 seconds=5 clients=16 scale=10 tls= tls_both= full= recording= policy= masking= keep=
-only= custom=() warmup=4 by_process=
+only= custom=() warmup=4
 while [ $# -gt 0 ]; do
   case $1 in
     --rounds) rounds=$2; shift 2 ;;
@@ -67,18 +63,9 @@ while [ $# -gt 0 ]; do
     --gw) custom+=("$2"); shift 2 ;;
     --workloads) only=$2; shift 2 ;;
     --warmup) warmup=$2; shift 2 ;;
-    --by-process)
-      command -v perf >/dev/null || { echo "--by-process needs perf (linux-perf)" >&2; exit 2; }
-      by_process=1
-      shift
-      ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
-if [ -n "$by_process" ] && [ "$warmup" -eq 0 ]; then
-  echo "--by-process samples the measured seconds after the warm-up: it needs --warmup > 0" >&2
-  exit 2
-fi
 
 BIN=${BIN:-$PGW_ROOT/build/core/pgwarden}
 if [ ! -x "$BIN" ]; then pgw_build "$PGW_ROOT/build" Release >/dev/null; fi
@@ -211,41 +198,20 @@ cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 # output) and $before / $after (PID's CPU ticks at the end of the warm-up and at the end). The
 # progress lines are read as they come, by bash itself: sampling must not wake anything else.
 run_pgbench() {
-  local port=$1 pid=$2 line st perf_pid=
+  local port=$1 pid=$2 line st
   shift 2
   before=0 after=0 out=
   [ -n "$pid" ] && [ "$warmup" -eq 0 ] && before=$(cpu_ticks "$pid")
   while IFS= read -r line; do
     out+=$line$'\n'
-    if [ "$warmup" -gt 0 ] && [[ $line == "progress: $warmup.0 s"* ]]; then
-      if [ -n "$pid" ]; then
-        read -r -a st < "/proc/$pid/stat"
-        before=$((st[13] + st[14]))
-      fi
-      if [ -n "$by_process" ]; then
-        perf record -q -a -F 999 -o "$work/perf.data" -- sleep "$seconds" >/dev/null 2>&1 &
-        perf_pid=$!
-      fi
+    if [ -n "$pid" ] && [ "$warmup" -gt 0 ] && [[ $line == "progress: $warmup.0 s"* ]]; then
+      read -r -a st < "/proc/$pid/stat"
+      before=$((st[13] + st[14]))
     fi
   done < <(pgbench -p "$port" -n -c "$clients" -j 2 -T $((warmup + seconds)) \
     $([ "$warmup" -gt 0 ] && echo "-P 1") "$@" 2>&1)
   [ -n "$pid" ] && after=$(cpu_ticks "$pid")
-  if [ -n "$perf_pid" ]; then wait "$perf_pid" || :; fi
   return 0
-}
-
-# by_process TX: the last run's samples (999 a second on every CPU) as microseconds per
-# transaction, by process.
-by_process() {
-  perf report -i "$work/perf.data" --sort comm --stdio -n 2>/dev/null | awk -v tx="$1" '
-    /^ +[0-9.]+%/ {
-      c = $3
-      if (c ~ /^(pgwarden|pgbouncer|iou-wrk)/) c = "proxy"
-      else if (c != "postgres" && c != "pgbench" && c != "swapper") c = "other"
-      v[c] += $2 / 999 * 1e6 / tx
-    }
-    END { printf "      by process, us/tx: postgres %.1f  proxy %.1f  pgbench %.1f  idle %.1f  other %.1f\n",
-      v["postgres"], v["proxy"], v["pgbench"], v["swapper"], v["other"] }'
 }
 
 results=${keep:-$work/results.tsv}
@@ -308,7 +274,6 @@ for ((r = 1; r <= rounds; r++)); do
       printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\n" "$r" "$name" "$t" "$tps" "$lat" "$cpu" "$per10k" >> "$results"
       printf "  round %d  %-22s %-11s tps %9.1f  lat %6.3f ms  cpu %6.3f s  cpu/10k tx %7.4f s\n" \
         "$r" "$name" "$t" "$tps" "$lat" "$cpu" "$per10k"
-      if [ -n "$by_process" ]; then by_process "$tx"; fi
     done
   done
 done
