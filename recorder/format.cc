@@ -15,13 +15,13 @@ namespace {
 
 void put_u32(std::string& out, std::uint32_t v) {
   char b[4];
-  store_le(b, v, 4);
+  store_le<4>(b, v);
   out.append(b, 4);
 }
 
 void put_u64(std::string& out, std::uint64_t v) {
   char b[8];
-  store_le(b, v, 8);
+  store_le<8>(b, v);
   out.append(b, 8);
 }
 
@@ -401,7 +401,7 @@ SegmentWriter::SegmentWriter(unsigned core, std::string key)
 void SegmentWriter::put(RecordType type, std::string_view payload) {
   const std::size_t at = pending_.size();
   char header[kHeaderSize] = {};
-  store_le(header, payload.size(), 4);
+  store_le<4>(header, payload.size());
   header[4] = static_cast<char>(type);
   pending_.append(header, kHeaderSize);
   pending_.append(payload);
@@ -410,12 +410,12 @@ void SegmentWriter::put(RecordType type, std::string_view payload) {
   std::memcpy(rec + kHeaderSize + 16, version_ == 1 ? chain_v1_.data() : chain_.data(), 8);
   std::uint32_t crc = crc32c(0, rec, 5);
   crc = crc32c(crc, rec + kHeaderSize, payload.size());
-  store_le(rec + 5, crc, 4);
+  store_le<4>(rec + 5, crc);
   if (version_ == 1) {
     chain_v1_ = chain_next(chain_v1_, std::string_view(rec, kHeaderSize + payload.size()));
   } else {
     char c[4];
-    store_le(c, crc, 4);
+    store_le<4>(c, crc);
     crcs_.append(c, 4);
   }
   bytes_ += kHeaderSize + payload.size();

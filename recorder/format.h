@@ -106,12 +106,14 @@ const char* field_name(Field f);
 
 std::uint32_t crc32c(std::uint32_t crc, const void* data, std::size_t n) noexcept;
 
-// The low n bytes of v at p, little-endian (one store where the constant n is inlined).
-inline void store_le(char* p, std::uint64_t v, std::size_t n) noexcept {
+// The low N bytes of v at p, little-endian (one store on a little-endian CPU).
+template <std::size_t N>
+inline void store_le(char* p, std::uint64_t v) noexcept {
+  static_assert(N >= 1 && N <= 8);
   if constexpr (std::endian::native == std::endian::little) {
-    std::memcpy(p, &v, n);
+    std::memcpy(p, &v, N);
   } else {
-    for (std::size_t i = 0; i < n; ++i) p[i] = static_cast<char>(v >> (8 * i));
+    for (std::size_t i = 0; i < N; ++i) p[i] = static_cast<char>(v >> (8 * i));
   }
 }
 
@@ -123,14 +125,14 @@ class Payload {
   void reset(std::int64_t ts_us, std::uint64_t session) {
     size_ = 0;
     char* p = extend(24);
-    store_le(p, static_cast<std::uint64_t>(ts_us), 8);
-    store_le(p + 8, session, 8);
-    store_le(p + 16, 0, 8);  // link, set when appended
+    store_le<8>(p, static_cast<std::uint64_t>(ts_us));
+    store_le<8>(p + 8, session);
+    store_le<8>(p + 16, 0);  // link, set when appended
   }
   Payload& add(Field f, std::string_view value) {
     char* p = extend(5 + value.size());
     p[0] = static_cast<char>(f);
-    store_le(p + 1, value.size(), 4);
+    store_le<4>(p + 1, value.size());
     if (!value.empty()) std::memcpy(p + 5, value.data(), value.size());
     return *this;
   }
