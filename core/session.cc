@@ -28,7 +28,8 @@ std::int64_t seconds_ns(double s) {
 }  // namespace
 
 Session::Session(Worker& worker, int client_fd, std::int64_t now_ns)
-    : w_(worker),
+    : StageHost(worker.services()),
+      w_(worker),
       // Before authentication completes a client may send only small messages, as PostgreSQL
       // allows (PG_MAX_AUTH_TOKEN_LENGTH): the limit rises once the session is ready.
       fe_(pr::Side::Frontend, kMaxAuthMessage, /*typed=*/false),
@@ -111,10 +112,6 @@ void Session::build_chains() noexcept {
     retired_.add(recording_.get());
     back_.add(recording_.get());
   }
-}
-
-CoreServices& Session::core() noexcept {
-  return w_.services();
 }
 
 // ---------------------------------------------------------------------------------------------

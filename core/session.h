@@ -111,7 +111,6 @@ class alignas(16) Session final : public StageHost {
 
   // StageHost.
   protocol::PipelineModel& model() noexcept override { return model_; }
-  CoreServices& core() noexcept override;
   const Caller& caller() const noexcept override { return auth_.caller(); }
   std::uint64_t session_id() const noexcept override { return session_id_; }
   protocol::Request* send_own(protocol::Bytes message, std::uint8_t owner) override;

@@ -12,8 +12,9 @@ namespace pgwarden::protocol {
 
 struct NameHash {
   using is_transparent = void;
+  // The unnamed statement and portal, named by nearly every message, are not hashed.
   std::size_t operator()(std::string_view s) const noexcept {
-    return std::hash<std::string_view>{}(s);
+    return s.empty() ? 0 : std::hash<std::string_view>{}(s);
   }
 };
 

@@ -4,7 +4,6 @@
 #include <openssl/rand.h>
 
 #include <algorithm>
-#include <charconv>
 #include <cstring>
 #include <memory>
 #include <stdexcept>
@@ -228,12 +227,6 @@ void Payload::grow(std::size_t n) {
   if (size_ != 0) std::memcpy(bigger.get(), buf_.get(), size_);
   buf_ = std::move(bigger);
   cap_ = cap;
-}
-
-Payload& Payload::add(Field f, std::uint64_t value) {
-  char digits[24];
-  const auto res = std::to_chars(digits, digits + sizeof digits, value);
-  return add(f, std::string_view(digits, static_cast<std::size_t>(res.ptr - digits)));
 }
 
 Payload& Payload::add_clipped(Field f, std::string_view value) {

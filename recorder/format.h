@@ -136,7 +136,24 @@ class Payload {
     if (!value.empty()) std::memcpy(p + 5, value.data(), value.size());
     return *this;
   }
-  Payload& add(Field f, std::uint64_t value);  // decimal text
+  // Decimal text, written in place two digits at a time.
+  Payload& add(Field f, std::uint64_t value) {
+    const std::size_t n = decimal_width(value);
+    char* p = extend(5 + n);
+    p[0] = static_cast<char>(f);
+    store_le<4>(p + 1, n);
+    char* d = p + 5 + n;
+    for (; value >= 100; value /= 100) {
+      d -= 2;
+      std::memcpy(d, kDigitPairs + value % 100 * 2, 2);
+    }
+    if (value >= 10) {
+      std::memcpy(d - 2, kDigitPairs + value * 2, 2);
+    } else {
+      d[-1] = static_cast<char>('0' + value);
+    }
+    return *this;
+  }
   // Text fields longer than kMaxValue: clipped, plus TextSha256 of the whole value.
   Payload& add_clipped(Field f, std::string_view value);
   std::string_view bytes() const noexcept { return std::string_view(buf_.get(), size_); }
@@ -151,6 +168,26 @@ class Payload {
     return p;
   }
   void grow(std::size_t n);
+  // Digits of v in decimal: log10 from its bit width, corrected by one comparison.
+  static std::size_t decimal_width(std::uint64_t v) noexcept {
+    static constexpr std::array<std::uint64_t, 20> kPow10 = [] {
+      std::array<std::uint64_t, 20> a{};
+      std::uint64_t x = 1;
+      for (std::uint64_t& e : a) {
+        e = x;
+        x *= 10;  // (wraps after the last: unused)
+      }
+      return a;
+    }();
+    const std::uint64_t w = v | 1;  // 0 has one digit (and no power of ten >= 10 is odd)
+    const auto t =
+        static_cast<std::size_t>(std::bit_width(w) * 1233 >> 12);  // 1233/4096 ~ log10(2)
+    return t + 1 - (w < kPow10[t] ? 1 : 0);
+  }
+  static constexpr char kDigitPairs[] =
+      "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+      "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+      "8081828384858687888990919293949596979899";
 
   std::unique_ptr<char[]> buf_;
   std::size_t size_ = 0, cap_ = 0;

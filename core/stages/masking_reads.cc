@@ -265,7 +265,7 @@ const MaskingStage::Reads* MaskingStage::InFlight::find(std::uint64_t id) const 
   return it != v_.end() && it->first == id && it->second ? &it->second : nullptr;
 }
 
-void MaskingStage::InFlight::erase(std::uint64_t id) {
+void MaskingStage::InFlight::erase_kept(std::uint64_t id) {
   const auto it = std::lower_bound(v_.begin() + static_cast<std::ptrdiff_t>(head_), v_.end(), id,
                                    [](const auto& e, std::uint64_t x) { return e.first < x; });
   if (it == v_.end() || it->first != id) return;

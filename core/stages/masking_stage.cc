@@ -103,7 +103,7 @@ void MaskingStage::catalog_changed() {
 // run it as a request of its own: not inside an unsynced extended-protocol batch (it could be
 // skipped there) or a COPY. Its replies never reach the client. In a transaction the client's
 // earlier requests failed, it fails too: it is then sent again later.
-void MaskingStage::send_catalog_query() {
+void MaskingStage::send_catalog_query_now() {
   const pr::PipelineModel& model = host_.model();
   if (!catalog_due_ || catalog_pending_ || !model.answers_due() || model.input_barrier()) return;
   std::basic_string<std::byte> q;

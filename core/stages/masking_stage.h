@@ -51,7 +51,11 @@ class MaskingStage final : public Stage {
 
  private:
   void update(const policy::Policy& pol);
-  void send_catalog_query();
+  // Sends the catalog query when it is due and the session is settled.
+  void send_catalog_query() {
+    if (catalog_due_) send_catalog_query_now();
+  }
+  void send_catalog_query_now();
   void on_own_reply(BackendMessage& m);
   void catalog_changed();
   bool resolved() const noexcept;
@@ -110,13 +114,17 @@ class MaskingStage final : public Stage {
    public:
     void put(std::uint64_t id, Reads reads);
     const Reads* find(std::uint64_t id) const;
-    void erase(std::uint64_t id);
+    void erase(std::uint64_t id) {
+      // Most requests retiring (Bind, Describe, Sync) were never kept: ids below the first kept.
+      if (head_ != v_.size() && id >= v_[head_].first) erase_kept(id);
+    }
     void clear() noexcept {
       v_.clear();
       head_ = 0;
     }
 
    private:
+    void erase_kept(std::uint64_t id);
     std::vector<std::pair<std::uint64_t, Reads>> v_;  // from head_ on; null Reads: retired
     std::size_t head_ = 0;
   };

@@ -100,9 +100,11 @@ inline constexpr std::uint8_t kOwnerSession = 3;  // the reset of a pooled sessi
 // What a stage may ask of its session.
 class StageHost {
  public:
+  explicit StageHost(CoreServices& core) noexcept : core_(&core) {}
   virtual ~StageHost() = default;
   virtual protocol::PipelineModel& model() noexcept = 0;
-  virtual CoreServices& core() noexcept = 0;
+  // The session's core (not virtual: nearly every stage reads it for nearly every message).
+  CoreServices& core() noexcept { return *core_; }
   virtual const Caller& caller() const noexcept = 0;
   virtual std::uint64_t session_id() const noexcept = 0;
   // Sends a message of pgwarden's own upstream, committed as a Gateway request of `owner`.
@@ -118,6 +120,9 @@ class StageHost {
   // Ends the session now, or after the replies already due.
   virtual void fail(std::string_view sqlstate, std::string_view message) = 0;
   virtual void fail_after_replies(std::string_view sqlstate, const std::string& message) = 0;
+
+ private:
+  CoreServices* core_;
 };
 
 class Stage {

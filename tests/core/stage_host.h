@@ -135,7 +135,7 @@ class MemorySink final : public RecordSink {
 // A session without sockets: stages under test run against it.
 class FakeHost final : public StageHost {
  public:
-  explicit FakeHost(std::string_view policy_json = "{}") : masker_("k") {
+  explicit FakeHost(std::string_view policy_json = "{}") : StageHost(services_), masker_("k") {
     auto p = policy::Policy::parse(policy_json, "test-policy.json");
     EXPECT_TRUE(p.ok()) << (p.ok() ? "" : p.error().message);
     if (p.ok()) policy_ = *p;
@@ -158,7 +158,6 @@ class FakeHost final : public StageHost {
   }
 
   protocol::PipelineModel& model() noexcept override { return model_; }
-  CoreServices& core() noexcept override { return services_; }
   const Caller& caller() const noexcept override { return caller_; }
   std::uint64_t session_id() const noexcept override { return 42; }
   protocol::Request* send_own(protocol::Bytes message, std::uint8_t owner) override {

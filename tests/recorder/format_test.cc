@@ -122,6 +122,31 @@ TEST(Format, RoundTripsFieldsAndRejectsBitFlips) {
   }
 }
 
+TEST(Format, NumbersAreDecimalTextAtEveryWidth) {
+  std::vector<std::uint64_t> values = {0, 1, 9, 10, 99, 100, 999'999, 1'000'000};
+  for (std::uint64_t v = 1; v <= UINT64_MAX / 10; v *= 10) {
+    values.insert(values.end(), {v * 10 - 1, v * 10, v * 10 + 1, v * 15});
+  }
+  values.push_back(UINT64_MAX);
+  for (const std::uint64_t v : values) {
+    Payload p;
+    p.reset(0, 0);
+    p.add(Field::Rows, v).add(Field::Tag, "after");
+    SegmentWriter w(0, kKey);
+    w.begin(1, w.tail(), 0);
+    w.append(RecordType::Outcome, p);
+    const std::string all = w.take();
+    std::string_view bytes = all;
+    Record r;
+    std::size_t size = 0;
+    ASSERT_EQ(parse_record(bytes, r, size), ParseStatus::Ok);  // the segment start
+    bytes.remove_prefix(size);
+    ASSERT_EQ(parse_record(bytes, r, size), ParseStatus::Ok);
+    EXPECT_EQ(r.get(Field::Rows), std::to_string(v));
+    EXPECT_EQ(r.get(Field::Tag), "after");  // the field after it starts where it should
+  }
+}
+
 TEST(Format, Crc32cMatchesTheStandardCheckValue) {
   EXPECT_EQ(crc32c(0, "123456789", 9), 0xE3069283u);
   const std::string long_text(1000, 'x');
