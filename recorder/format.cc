@@ -230,8 +230,9 @@ void Payload::grow(std::size_t n) {
 }
 
 Payload& Payload::add_clipped(Field f, std::string_view value) {
-  if (value.size() <= kMaxValue) return add(f, value);
-  add(f, value.substr(0, kMaxValue));
+  const std::size_t limit = std::min(kMaxValue, size_ < kMaxValues ? kMaxValues - size_ : 0);
+  if (value.size() <= limit) return add(f, value);
+  add(f, value.substr(0, limit));
   unsigned char digest[32];
   unsigned int len = 0;
   EVP_Digest(value.data(), value.size(), digest, &len, sha256(), nullptr);

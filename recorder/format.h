@@ -25,6 +25,10 @@ inline constexpr std::uint32_t kMaxPayload = 16u << 20;
 // Statement texts and parameters longer than this are recorded clipped, with the SHA-256 of the
 // whole value.
 inline constexpr std::size_t kMaxValue = 1u << 20;
+// A record's values together: past this, each value is clipped to what is left of it (down to
+// nothing), with its SHA-256. A Bind or a row carries up to 65,535 values of up to 1 GiB in all;
+// clipped this way its record stays under kMaxPayload (8 MiB, plus 74 bytes per value at most).
+inline constexpr std::size_t kMaxValues = 8u << 20;
 
 using Hash = std::array<unsigned char, 32>;
 using Mac = std::array<unsigned char, 16>;  // a version 2 chain value (GMAC)
@@ -154,7 +158,8 @@ class Payload {
     }
     return *this;
   }
-  // Text fields longer than kMaxValue: clipped, plus TextSha256 of the whole value.
+  // Text fields longer than kMaxValue (or than what is left of kMaxValues): clipped, plus
+  // TextSha256 of the whole value.
   Payload& add_clipped(Field f, std::string_view value);
   std::string_view bytes() const noexcept { return std::string_view(buf_.get(), size_); }
   char* data() noexcept { return buf_.get(); }

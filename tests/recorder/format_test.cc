@@ -171,6 +171,42 @@ TEST(Format, LongValuesAreClippedWithTheirHash) {
   EXPECT_EQ(r.get(Field::TextSha256).size(), 64u);
 }
 
+// A record's values together are bounded: a Bind of 65,535 parameters or a row of as many
+// columns (up to 1 GiB in all) is recorded clipped, each value past the budget with its hash, and
+// its record stays readable (under kMaxPayload).
+TEST(Format, ManyLongValuesStayInOneReadableRecord) {
+  Payload p;
+  p.reset(0, 0);
+  const std::string big(kMaxValue + 1, 'b'), small(100, 's');
+  for (int i = 0; i < 10; ++i) p.add_clipped(Field::Param, big);
+  for (int i = 0; i < 65525; ++i) p.add_clipped(Field::Param, small);
+  SegmentWriter w(0, kKey);
+  w.begin(1, w.tail(), 0);
+  w.append(RecordType::Bind, p);
+  const std::string all = w.take();
+  std::string_view bytes = all;
+  Record r;
+  std::size_t size = 0;
+  ASSERT_EQ(parse_record(bytes, r, size), ParseStatus::Ok);
+  bytes.remove_prefix(size);
+  std::string why;
+  ASSERT_EQ(parse_record(bytes, r, size, &why), ParseStatus::Ok) << why;
+  EXPECT_LE(size - kHeaderSize, kMaxPayload);
+  std::size_t params = 0, hashes = 0, value_bytes = 0;
+  for (const auto& [f, v] : r.fields) {
+    if (f == Field::Param) ++params, value_bytes += v.size();
+    if (f == Field::TextSha256) ++hashes;
+  }
+  EXPECT_EQ(params, 65535u);
+  EXPECT_LE(value_bytes, kMaxValues);
+  // All ten long values are clipped (the first ones at kMaxValue); so is every short one past the
+  // budget, down to nothing.
+  EXPECT_EQ(r.fields[0].second.size(), kMaxValue);
+  EXPECT_GT(hashes, 65525u - 100);
+  EXPECT_EQ(r.fields.back().first, Field::TextSha256);
+  EXPECT_EQ(r.fields[r.fields.size() - 2].second, "");
+}
+
 // Every take() closes the batch with a chain record: the CRC32C of each record since the last one,
 // in order, under a GMAC over the chain value before the batch; each record's link is that
 // value's first 8 bytes. A batch nobody takes is closed every 256 KiB.

@@ -52,6 +52,41 @@ TEST(RecordingStageTest, OutcomesBelongToTheirRequestsAndSkippedOnesAreRecordedS
             (std::vector<std::string>{"3:INSERT 0 1", "5:22P02", "6:(skipped)", "7:(skipped)"}));
 }
 
+// However many long parameters a Bind carries, its record stays readable: under the format's
+// record limit, the values past the record's budget clipped with their hashes.
+TEST(RecordingStageTest, ABindOfManyLongParametersStaysOneReadableRecord) {
+  Recorded r;
+  const std::string value(rec::kMaxValue + 7, 'v');
+  std::string body = z("") + z("") + s16(0) + s16(20);
+  for (int i = 0; i < 20; ++i) body += s32(static_cast<std::uint32_t>(value.size())) + value;
+  body += s16(0);
+  r.host.frontend(r.chain, Parse("", "SELECT $1"));
+  r.host.frontend(r.chain, msg('B', body));
+  ASSERT_EQ(r.sink.records.size(), 2u);
+  ASSERT_EQ(r.sink.records[1].type, rec::RecordType::Bind);
+  const std::string& payload = r.sink.records[1].payload;
+  EXPECT_LE(payload.size(), rec::kMaxPayload);
+  EXPECT_GT(payload.size(), rec::kMaxValues);
+  std::string bytes(rec::kHeaderSize, '\0');
+  rec::store_le<4>(bytes.data(), payload.size());
+  bytes[4] = static_cast<char>(rec::RecordType::Bind);
+  bytes += payload;
+  std::uint32_t crc = rec::crc32c(0, bytes.data(), 5);
+  crc = rec::crc32c(crc, payload.data(), payload.size());
+  rec::store_le<4>(bytes.data() + 5, crc);
+  rec::Record parsed;
+  std::size_t size = 0;
+  std::string why;
+  ASSERT_EQ(rec::parse_record(bytes, parsed, size, &why), rec::ParseStatus::Ok) << why;
+  std::size_t params = 0, hashes = 0;
+  for (const auto& [f, v] : parsed.fields) {
+    params += f == rec::Field::Param;
+    hashes += f == rec::Field::TextSha256;
+  }
+  EXPECT_EQ(params, 20u);
+  EXPECT_EQ(hashes, 20u);
+}
+
 TEST(RecordingStageTest, RefusalsAreRecordedWithTheirOutcome) {
   Recorded r;
   r.host.frontend(r.chain, Query("DROP TABLE t"));  // refused: answered locally
