@@ -164,6 +164,15 @@ std::uint64_t RecordLog::append(rec::RecordType type) {
   return appended_;
 }
 
+std::uint64_t RecordLog::extend_last(rec::RecordType type, std::uint64_t end, rec::Field f,
+                                     std::uint64_t value) {
+  if (end != appended_) return 0;
+  const std::size_t before = writer_.pending_size();
+  if (!writer_.extend_last(type, f, value)) return 0;
+  appended_ += writer_.pending_size() - before;
+  return appended_;
+}
+
 void RecordLog::wait_durable(DurabilityWaiter& w, std::uint64_t offset) {
   for (auto& [who, until] : waiters_) {
     if (who == &w) {

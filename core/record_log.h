@@ -41,6 +41,8 @@ class alignas(16) RecordLog final : public RecordSink {
   bool has_room() const noexcept override { return backlog() < max_backlog_; }
   recorder::Payload& payload(std::uint64_t session) override;
   std::uint64_t append(recorder::RecordType type) override;
+  std::uint64_t extend_last(recorder::RecordType type, std::uint64_t end, recorder::Field f,
+                            std::uint64_t value) override;
   std::uint64_t synced() const noexcept override { return synced_; }
   void wait_durable(DurabilityWaiter& w, std::uint64_t offset) override;
   void forget(DurabilityWaiter& w) override;

@@ -26,6 +26,11 @@ class RecordSink {
   virtual recorder::Payload& payload(std::uint64_t session) = 0;
   // Appends the payload from payload(); returns the logical offset at which it ends.
   virtual std::uint64_t append(recorder::RecordType type) = 0;
+  // Adds a number field to the record that ended at `end` (as append() returned), when nothing
+  // was appended since, it is of `type` and it is not yet being written; returns its new end, or
+  // 0 when it cannot be (then append a record of its own).
+  virtual std::uint64_t extend_last(recorder::RecordType type, std::uint64_t end, recorder::Field f,
+                                    std::uint64_t value) = 0;
   // False while writing fails or the unwritten backlog is over its bound.
   virtual bool accepting() const noexcept = 0;
   // Room for records that are not statements (outcomes, session ends) while writing fails.

@@ -215,6 +215,8 @@ const char* field_name(Field f) {
       return "tool";
     case Field::Arguments:
       return "arguments";
+    case Field::Executed:
+      return "executed";
     case Field::McpClient:
       return "mcp_client";
   }
@@ -417,7 +419,8 @@ void SegmentWriter::put(RecordType type, std::string_view payload) {
 }
 
 void SegmentWriter::close_batch() {
-  if (version_ != 2 || batch_start_ == pending_.size()) return;
+  last_at_ = kNoRecord;
+  if (version_ < 2 || batch_start_ == pending_.size()) return;
   ++batch_;
   scratch_.reset(last_ts_, 0);
   scratch_.add(Field::Batch, batch_)
@@ -458,9 +461,11 @@ std::string SegmentWriter::take() {
   return out;
 }
 
-void SegmentWriter::begin(std::uint64_t seq, std::string_view prev, std::int64_t ts_us) {
+void SegmentWriter::begin(std::uint64_t seq, std::string_view prev, std::int64_t ts_us,
+                          int version) {
+  if (version < 2 || version > kFormatVersion) throw std::invalid_argument("begin: version");
   close_batch();  // the previous segment's records, if still pending
-  version_ = kFormatVersion;
+  version_ = version;
   seq_ = seq;
   bytes_ = 0;
   records_ = 0;
@@ -474,7 +479,7 @@ void SegmentWriter::begin(std::uint64_t seq, std::string_view prev, std::int64_t
   batch_start_ = pending_.size();
   last_ts_ = ts_us;
   scratch_.reset(ts_us, 0);
-  scratch_.add(Field::Version, static_cast<std::uint64_t>(kFormatVersion))
+  scratch_.add(Field::Version, static_cast<std::uint64_t>(version))
       .add(Field::Core, core_)
       .add(Field::Segment, seq)
       .add(Field::PrevHash, prev)
@@ -484,11 +489,33 @@ void SegmentWriter::begin(std::uint64_t seq, std::string_view prev, std::int64_t
 
 std::uint64_t SegmentWriter::append(RecordType type, const Payload& payload) {
   last_ts_ = static_cast<std::int64_t>(get_le(payload.bytes().data(), 8));
+  const std::size_t at = pending_.size();
   put(type, payload.bytes());
+  last_at_ = at;
   // A batch nobody takes for a while (a write in flight, a failing disk) is closed every 256 KiB,
   // so its chain record stays small and taking it never stalls on more than that.
   if (pending_.size() - batch_start_ >= (256u << 10)) close_batch();
   return bytes_;
+}
+
+bool SegmentWriter::extend_last(RecordType type, Field f, std::uint64_t value) {
+  if (last_at_ == kNoRecord || version_ < 3 ||
+      static_cast<RecordType>(static_cast<unsigned char>(pending_[last_at_ + 4])) != type) {
+    return false;
+  }
+  scratch_.reset(0, 0);
+  scratch_.add(f, value);
+  const std::string_view field = scratch_.bytes().substr(24);
+  pending_.append(field);
+  char* rec = pending_.data() + last_at_;
+  const std::size_t size = pending_.size() - last_at_ - kHeaderSize;
+  store_le<4>(rec, size);
+  std::uint32_t crc = crc32c(0, rec, 5);
+  crc = crc32c(crc, rec + kHeaderSize, size);
+  store_le<4>(rec + 5, crc);
+  store_le<4>(crcs_.data() + crcs_.size() - 4, crc);  // the batch's last: this record's
+  bytes_ += field.size();
+  return true;
 }
 
 void SegmentWriter::resume(int version, std::uint64_t seq, std::string_view chain,
@@ -502,7 +529,7 @@ void SegmentWriter::resume(int version, std::uint64_t seq, std::string_view chai
   crcs_.clear();
   if (version == 1 && chain.size() == chain_v1_.size()) {
     std::memcpy(chain_v1_.data(), chain.data(), chain.size());
-  } else if (version == 2 && chain.size() == chain_.size()) {
+  } else if (version >= 2 && chain.size() == chain_.size()) {
     std::memcpy(chain_.data(), chain.data(), chain.size());
   } else {
     throw std::invalid_argument("resume: a chain value of the wrong size");

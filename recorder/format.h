@@ -1,4 +1,4 @@
-// The on-disk record format (recorder/FORMAT.md, version 2): framed records (length, type,
+// The on-disk record format (recorder/FORMAT.md, version 3): framed records (length, type,
 // CRC32C, payload), chained in batches: each batch of records (what one flush writes) ends with a
 // chain record listing their CRC32Cs under a GMAC (keyed per segment) over the previous
 // chain value and the batch's bytes; each closed segment ends with an HMAC-SHA256 seal. Version 1
@@ -19,7 +19,7 @@
 
 namespace pgwarden::recorder {
 
-inline constexpr int kFormatVersion = 2;
+inline constexpr int kFormatVersion = 3;
 inline constexpr std::size_t kHeaderSize = 9;  // u32 payload length, u8 type, u32 CRC32C
 inline constexpr std::uint32_t kMaxPayload = 16u << 20;
 // Statement texts and parameters longer than this are recorded clipped, with the SHA-256 of the
@@ -105,6 +105,9 @@ enum class Field : std::uint8_t {
   Tool = 52,        // the tool called
   Arguments = 53,   // the tool's arguments (JSON; the SQL is the statement's text)
   McpClient = 54,   // the MCP client (initialize's clientInfo: name/version)
+  // Bind (version 3): the statement_seq of the Execute that ran its portal right after it,
+  // recorded in the bind record instead of an execute record of its own.
+  Executed = 55,
 };
 const char* field_name(Field f);
 
@@ -260,9 +263,15 @@ class SegmentWriter {
   SegmentWriter(unsigned core, std::string key);
   // Starts segment `seq`. `prev`: what the previous segment's successor names (tail()), or 32
   // zero bytes for a core's first segment.
-  void begin(std::uint64_t seq, std::string_view prev, std::int64_t ts_us);
+  // `version`: 2 writes what a version 2 gateway wrote (for tests of upgrades).
+  void begin(std::uint64_t seq, std::string_view prev, std::int64_t ts_us,
+             int version = kFormatVersion);
   // Appends a record; returns its end offset within the segment.
   std::uint64_t append(RecordType type, const Payload& payload);
+  // Adds a number field to the record appended last, when it is of `type` and still in the open
+  // batch (not taken, no chain record after it): its length and CRC32C are rewritten. False when
+  // it cannot be (the caller appends a record of its own).
+  bool extend_last(RecordType type, Field f, std::uint64_t value);
   // Continues a segment found on disk (crash recovery), only to seal it: `version` 1 with its
   // SHA-256 chain hash (32 bytes), or 2 with its last chain value (16 bytes).
   void resume(int version, std::uint64_t seq, std::string_view chain, std::uint64_t records,
@@ -303,7 +312,9 @@ class SegmentWriter {
   ChainMac mac_;
   std::string pending_;
   std::size_t batch_start_ = 0;  // pending_ from here is the open batch
-  std::string crcs_;             // of the open batch's records
+  static constexpr std::size_t kNoRecord = ~std::size_t{0};
+  std::size_t last_at_ = kNoRecord;  // the record append() put last, while it may be extended
+  std::string crcs_;                 // of the open batch's records
   std::string tail_;
   Payload scratch_;
 };

@@ -129,10 +129,10 @@ struct CoreWalk {
                   std::string_view bytes, std::uint64_t number, bool last, const Walk& w) {
     const bool final = r.get(Field::Final) == "1";
     const std::string_view mac = r.get(Field::Mac);
-    if (w.version == 2 && !w.crcs.empty()) {
+    if (w.version >= 2 && !w.crcs.empty()) {
       return fail(where, "hash chain broken: records before the seal are in no batch");
     }
-    if (w.version == 2 && (mac.size() != 32 || bytes.substr(bytes.size() - 32) != mac)) {
+    if (w.version >= 2 && (mac.size() != 32 || bytes.substr(bytes.size() - 32) != mac)) {
       return fail(where, "malformed seal (record altered or damaged)");
     }
     const Hash want =
@@ -198,7 +198,7 @@ struct CoreWalk {
         if (r.type != RecordType::SegmentStart)
           return fail(where, "segment does not begin with a start record");
         const std::uint64_t version = field_u64(r, Field::Version);
-        if (version != 1 && version != 2) {
+        if (version < 1 || version > static_cast<std::uint64_t>(kFormatVersion)) {
           return fail(where, "unknown format version " + std::string(r.get(Field::Version)));
         }
         w.version = static_cast<int>(version);
@@ -207,7 +207,7 @@ struct CoreWalk {
                       "a version 1 segment after version 2 ones: not written by this gateway "
                       "(version 1 has no keyed chain; added or restored)");
         }
-        v2_seen = v2_seen || w.version == 2;
+        v2_seen = v2_seen || w.version >= 2;
         if (field_u64(r, Field::Core) != seg.core || field_u64(r, Field::Segment) != seg.seq) {
           return fail(where, "start record names another core or segment (file moved or renamed)");
         }
@@ -219,7 +219,7 @@ struct CoreWalk {
             return fail(where, "does not continue the previous segment's chain");
           std::memcpy(w.chain_v1.data(), tail.data(), 32);
         }
-        if (w.version == 2) {
+        if (w.version >= 2) {
           if (r.get(Field::Salt).size() != 16) return fail(where, "start record without a salt");
           w.mac.set_key(key, seg.core, seg.seq, r.get(Field::Salt));
         }
@@ -489,6 +489,20 @@ bool advance(Stream& s, std::string& problem) {
 
 }  // namespace
 
+void each_event(const Record& r, const std::function<void(const Record&)>& fn) {
+  fn(r);
+  if (r.type != RecordType::Bind) return;
+  const std::string_view executed = r.get(Field::Executed);
+  if (executed.empty()) return;
+  Record e;
+  e.type = RecordType::Execute;
+  e.ts_us = r.ts_us;
+  e.session = r.session;
+  e.link = r.link;
+  e.fields = {{Field::Statement, executed}, {Field::Portal, r.get(Field::Portal)}};
+  fn(e);
+}
+
 std::string for_each_record(const std::vector<std::string>& dirs,
                             const std::function<void(const SegmentFile&, const Record&)>& fn) {
   std::string problem;
@@ -523,7 +537,7 @@ std::string for_each_record(const std::vector<std::string>& dirs,
       if (live[i]->head.ts_us < live[best]->head.ts_us) best = i;
     }
     Stream& s = *live[best];
-    fn(*s.seg, s.head);
+    each_event(s.head, [&](const Record& r) { fn(*s.seg, r); });
     if (!advance(s, problem)) live.erase(live.begin() + static_cast<std::ptrdiff_t>(best));
   }
   return problem;

@@ -68,12 +68,19 @@ ParseStatus for_each_in(std::string_view data,
                         const std::function<void(const Record&, std::string_view)>& fn,
                         std::size_t& consumed, std::string* why = nullptr);
 
+// A bind record that names the Execute run right after it (version 3, Field::Executed) stands for
+// both: fn is called with the bind, then with that execute as a record of its own (its time and
+// session the bind's; its statement_seq and portal), as versions 1 and 2 recorded it. Any other
+// record: fn is called with it.
+void each_event(const Record& r, const std::function<void(const Record&)>& fn);
+
 // Calls `fn` for every readable record of every core of every directory (several gateways'
 // recordings read together), ordered by time: each core's records in the order written, merged
 // by timestamp. With more than one directory, each SegmentFile names its directory as its
 // instance. A partial record at the end of a segment ends that segment; a corrupt one ends it
 // too and is reported via the return value (the first problem, or empty). Holds one segment per
-// core and directory in memory at a time.
+// core and directory in memory at a time. Bind records that stand for their Execute too are
+// passed as both (each_event).
 std::string for_each_record(const std::vector<std::string>& dirs,
                             const std::function<void(const SegmentFile&, const Record&)>& fn);
 

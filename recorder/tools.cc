@@ -75,7 +75,7 @@ std::string session_id(std::uint64_t s) {
 
 bool numeric_field(Field f) {
   return f == Field::DurationUs || f == Field::Rows || f == Field::Statement || f == Field::Bytes ||
-         f == Field::Core || f == Field::Segment || f == Field::Records;
+         f == Field::Core || f == Field::Segment || f == Field::Records || f == Field::Executed;
 }
 
 // One event as a JSON object (the export schema, recorder/FORMAT.md).
@@ -149,7 +149,11 @@ class Follower {
                              std::istreambuf_iterator<char>());
       std::size_t consumed = 0;
       for_each_in(
-          data, [&](const Record& r, std::string_view) { fn(seg, r); }, consumed);
+          data,
+          [&](const Record& r, std::string_view) {
+            each_event(r, [&](const Record& e) { fn(seg, e); });
+          },
+          consumed);
       done += consumed;
     }
   }

@@ -84,6 +84,18 @@ void RecordingStage::add_comment_tags(rec::Payload& p, std::string_view sql) {
 
 std::uint32_t RecordingStage::record_statement(const FrontendMessage& m, const char* decision) {
   const pr::FrontendView& v = m.view;
+  // The usual extended-protocol statement (Bind, Execute): an Execute of the portal just bound,
+  // with nothing recorded since and nothing to say of its own, goes into the bind's record.
+  if (v.type == pr::fe::kExecute && bind_end_ != 0 && m.decision == nullptr && !m.granted &&
+      v.name == bind_portal_) {
+    const std::uint64_t end =
+        sink_.extend_last(rec::RecordType::Bind, bind_end_, rec::Field::Executed, seq_ + 1ull);
+    bind_end_ = 0;
+    if (end != 0) {
+      if (sink_.durability() == Durability::Strict) wait_durable(end);
+      return ++seq_;
+    }
+  }
   rec::Payload& out = sink_.payload(host_.session_id());
   const std::uint32_t seq = ++seq_;
   out.add(rec::Field::Statement, seq);
@@ -125,6 +137,11 @@ std::uint32_t RecordingStage::record_statement(const FrontendMessage& m, const c
   add_decision(out, m, decision);
   if (m.granted) out.add(rec::Field::Reason, m.reason);
   const std::uint64_t end = sink_.append(rt);
+  bind_end_ = 0;
+  if (rt == rec::RecordType::Bind) {
+    bind_end_ = end;
+    bind_portal_.assign(v.name);
+  }
   if (sink_.durability() == Durability::Strict) wait_durable(end);
   return seq;
 }

@@ -65,6 +65,10 @@ class RecordingStage final : public Stage, public DurabilityWaiter {
   std::uint32_t seq_ = 0;
   std::uint32_t pending_seq_ = 0;  // of the message in the chain now
   std::uint32_t held_seq_ = 0;     // of the message held for approval
+  // The bind record this session appended last (its end, 0: none) and its portal: an Execute of
+  // that portal with nothing recorded since goes into it (Field::Executed).
+  std::uint64_t bind_end_ = 0;
+  std::string bind_portal_;
   std::int64_t held_since_ns_ = 0;
   std::uint64_t copy_in_ = 0, copy_out_ = 0;
   std::uint64_t last_end_ = 0;  // strict: what must be durable before upstream bytes go

@@ -95,6 +95,15 @@ class MemorySink final : public RecordSink {
     records.push_back({type, std::string(p_.bytes())});
     return ++appended;
   }
+  std::uint64_t extend_last(recorder::RecordType type, std::uint64_t end, recorder::Field f,
+                            std::uint64_t value) override {
+    if (end != appended || records.empty() || records.back().type != type) return 0;
+    recorder::Payload field;
+    field.reset(0, 0);
+    field.add(f, value);
+    records.back().payload += field.bytes().substr(24);
+    return ++appended;
+  }
   bool accepting() const noexcept override { return accepting_; }
   bool has_room() const noexcept override { return room_; }
   const std::string& failure() const noexcept override { return failure_; }

@@ -248,7 +248,7 @@ TEST(Format, EachTakeEndsWithAChainRecordOverItsBatch) {
     ASSERT_EQ(parse_record(std::string_view(all).substr(at), r, got), ParseStatus::Ok);
     ++records;
     if (r.type == RecordType::SegmentStart) {
-      ASSERT_EQ(r.get(Field::Version), "2");
+      ASSERT_EQ(r.get(Field::Version), std::to_string(kFormatVersion));
       mac.set_key(kKey, 3, 5, r.get(Field::Salt));
     }
     EXPECT_EQ(r.link, link_of(chain)) << "record " << records;

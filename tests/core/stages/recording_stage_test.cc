@@ -87,6 +87,52 @@ TEST(RecordingStageTest, ABindOfManyLongParametersStaysOneReadableRecord) {
   EXPECT_EQ(hashes, 20u);
 }
 
+// An Execute of the portal just bound goes into the bind's record (one record for the usual
+// extended-protocol statement); one of another portal, or after another record, has its own.
+TEST(RecordingStageTest, AnExecuteOfThePortalJustBoundGoesIntoItsRecord) {
+  Recorded r;
+  r.host.frontend(r.chain, Parse("s", "SELECT 1"));  // 1
+  r.host.frontend(r.chain, Bind("", "s"));           // 2
+  r.host.frontend(r.chain, Execute(""));             // 3: into 2
+  r.host.frontend(r.chain, Bind("a", "s"));          // 4
+  r.host.frontend(r.chain, Execute("b"));            // 5: another portal
+  r.host.frontend(r.chain, Bind("", "s"));           // 6
+  r.host.frontend(r.chain, Query("SELECT 2"));       // 7
+  r.host.frontend(r.chain, Execute(""));             // 8: after another record
+  r.host.frontend(r.chain, Sync());
+  const auto& recs = r.sink.records;
+  std::vector<std::string> got;
+  for (std::size_t i = 0; i < recs.size(); ++i) {
+    got.push_back(std::string(rec::type_name(recs[i].type)) + ":" +
+                  r.sink.field(i, rec::Field::Statement) + ":" +
+                  r.sink.field(i, rec::Field::Executed));
+  }
+  EXPECT_EQ(got, (std::vector<std::string>{"parse:1:<none>", "bind:2:3", "bind:4:<none>",
+                                           "execute:5:<none>", "bind:6:<none>", "query:7:<none>",
+                                           "execute:8:<none>"}));
+  // Its outcome is the execute's.
+  r.host.backend(r.chain, msg('1', ""));
+  r.host.backend(r.chain, msg('2', ""));
+  r.host.backend(r.chain, msg('C', z("SELECT 1")));
+  EXPECT_EQ(r.outcomes(), (std::vector<std::string>{"3:SELECT 1"}));
+}
+
+// Strict recording waits for the extended record, as for one of its own.
+TEST(RecordingStageTest, StrictModeWaitsForTheExtendedBindRecord) {
+  Recorded r;
+  r.sink.durability_ = Durability::Strict;
+  r.host.frontend(r.chain, Parse("", "SELECT 1"));
+  r.host.frontend(r.chain, Bind("", ""));
+  r.sink.sync_all();
+  EXPECT_FALSE(r.host.holding);
+  r.host.frontend(r.chain, Execute(""));
+  ASSERT_EQ(r.sink.records.size(), 2u);
+  EXPECT_EQ(r.sink.field(1, rec::Field::Executed), "3");
+  EXPECT_TRUE(r.host.holding);
+  r.sink.sync_all();
+  EXPECT_FALSE(r.host.holding);
+}
+
 TEST(RecordingStageTest, RefusalsAreRecordedWithTheirOutcome) {
   Recorded r;
   r.host.frontend(r.chain, Query("DROP TABLE t"));  // refused: answered locally

@@ -1,0 +1,134 @@
+// Version 3: an Execute that follows its Bind goes into the bind record (Field::Executed), which
+// the writer extends only while it is the last record of the open batch; readers pass it on as
+// both events; verify still catches an altered extended record; version 2 segments (written
+// before the change) still verify, and version 3 segments continue them.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+
+#include "recorder/format.h"
+#include "recorder/reader.h"
+
+namespace pgwarden::recorder {
+namespace {
+
+namespace fs = std::filesystem;
+const std::string kKey = "0123456789abcdef0123456789abcdef";
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+void spit(const std::string& path, const std::string& data) {
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << data;
+}
+
+class V3Dir : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("pgw-v3-" + std::to_string(::getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_ / "core-00");
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  std::string path(int seg) const {
+    return (dir_ / segment_relative_path(0, static_cast<std::uint64_t>(seg))).string();
+  }
+  // One statement's records: a bind of `portal`, extended by its execute when `version` allows.
+  bool bind(SegmentWriter& w, std::int64_t ts, std::uint64_t seq, std::string_view portal) {
+    Payload p;
+    p.reset(ts, 0xab);
+    p.add(Field::Statement, seq).add(Field::Portal, portal).add(Field::Name, "s1");
+    p.add(Field::Param, "42");
+    w.append(RecordType::Bind, p);
+    return w.extend_last(RecordType::Bind, Field::Executed, seq + 1);
+  }
+  void query(SegmentWriter& w, std::int64_t ts) {
+    Payload p;
+    p.reset(ts, 0xab);
+    p.add(Field::Statement, 9).add(Field::Text, "SELECT 1");
+    w.append(RecordType::Query, p);
+  }
+  // (type, statement_seq, portal) of every event the tools see.
+  std::vector<std::string> events() const {
+    std::vector<std::string> out;
+    const std::string problem = for_each_record({dir_.string()}, [&](const SegmentFile&,
+                                                                     const Record& r) {
+      out.push_back(std::string(type_name(r.type)) + ":" + std::string(r.get(Field::Statement)) +
+                    ":" + std::string(r.get(Field::Portal)));
+    });
+    EXPECT_EQ(problem, "");
+    return out;
+  }
+  fs::path dir_;
+};
+
+TEST_F(V3Dir, AnExtendedBindVerifiesAndReadsAsBindThenExecute) {
+  SegmentWriter w(0, kKey);
+  w.begin(1, w.tail(), 100);
+  EXPECT_TRUE(bind(w, 101, 1, "p"));
+  // Only a record of the type named is extended.
+  EXPECT_FALSE(w.extend_last(RecordType::Execute, Field::Executed, 5));
+  std::string bytes = w.take();
+  // Taken (being written): the record is closed.
+  EXPECT_FALSE(w.extend_last(RecordType::Bind, Field::Executed, 3));
+  query(w, 102);
+  // Another record came last.
+  EXPECT_FALSE(w.extend_last(RecordType::Bind, Field::Executed, 3));
+  EXPECT_TRUE(bind(w, 103, 3, ""));
+  w.seal(104, true);
+  spit(path(1), bytes + w.take());
+
+  const VerifyReport v = verify_dir(dir_.string(), kKey);
+  EXPECT_TRUE(v.ok) << v.problem;
+  EXPECT_EQ(v.records, 7u);  // start, bind, chain, query, bind, chain, seal
+  EXPECT_EQ(events(), (std::vector<std::string>{
+                          "segment_start::", "bind:1:p", "execute:2:p",
+                          "chain::", "query:9:", "bind:3:", "execute:4:", "chain::", "seal::"}));
+
+  // The extended field altered, its CRC32C left: named.
+  std::string data = slurp(path(1));
+  const std::size_t at =
+      data.find(std::string("\x37\x01\x00\x00\x00"
+                            "2",
+                            6));
+  ASSERT_NE(at, std::string::npos);
+  data[at + 5] = '7';
+  spit(path(1), data);
+  const VerifyReport altered = verify_dir(dir_.string(), kKey);
+  EXPECT_FALSE(altered.ok);
+  EXPECT_NE(altered.problem.find("record 2"), std::string::npos) << altered.problem;
+}
+
+// Version 2 segments (no record is extended) verify and read as written, and a version 3 segment
+// continues their chain.
+TEST_F(V3Dir, Version2SegmentsStillVerifyAndAreContinued) {
+  SegmentWriter w(0, kKey);
+  w.begin(1, w.tail(), 100, 2);
+  EXPECT_FALSE(bind(w, 101, 1, "p"));  // version 2 has no executed field
+  Payload p;
+  p.reset(102, 0xab);
+  p.add(Field::Statement, 2).add(Field::Portal, "p");
+  w.append(RecordType::Execute, p);
+  w.seal(103, false);
+  spit(path(1), w.take());
+  w.begin(2, w.tail(), 104);
+  EXPECT_TRUE(bind(w, 105, 3, "p"));
+  w.seal(106, true);
+  spit(path(2), w.take());
+
+  const VerifyReport v = verify_dir(dir_.string(), kKey);
+  EXPECT_TRUE(v.ok) << v.problem;
+  EXPECT_EQ(v.segments, 2u);
+  EXPECT_EQ(events(), (std::vector<std::string>{"segment_start::", "bind:1:p", "execute:2:p",
+                                                "chain::", "seal::", "segment_start::", "bind:3:p",
+                                                "execute:4:p", "chain::", "seal::"}));
+}
+
+}  // namespace
+}  // namespace pgwarden::recorder
