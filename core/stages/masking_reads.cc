@@ -176,7 +176,7 @@ void MaskingStage::forget_reads(const FrontendMessage& m) {
     }
   };
   if (m.view.type == pr::fe::kParse) forget(by_statement_, m.view.name);
-  if (m.view.type == pr::fe::kBind) forget(by_portal_, m.view.name);
+  if (m.view.type == pr::fe::kBind) portals_.forget(m.view.name);
 }
 
 void MaskingStage::remember_reads(FrontendMessage& m, pr::Request* r) {
@@ -215,8 +215,7 @@ void MaskingStage::remember_reads(FrontendMessage& m, pr::Request* r) {
           // SQL-level PREPARE, DEALLOCATE, DECLARE, CLOSE (or code that may run them) change
           // what names mean: what was kept of every name is forgotten.
           by_statement_.clear();
-          by_portal_.clear();
-          portal_bound_.clear();
+          portals_.clear();
           break;
         }
       }
@@ -225,20 +224,19 @@ void MaskingStage::remember_reads(FrontendMessage& m, pr::Request* r) {
       keep(by_statement_, v.name, reads ? reads : unknown_reads());
       return;
     case pr::fe::kBind:
-      if (keep(by_portal_, v.name, find(by_statement_, v.statement))) {
-        const auto it = portal_bound_.find(v.name);
-        if (it != portal_bound_.end()) {
-          it->second = r->id;
-        } else {
-          portal_bound_.emplace(std::string(v.name), r->id);
-        }
-      }
+      portals_.keep(v.name, find(by_statement_, v.statement), r->id);
       return;
-    case pr::fe::kExecute:
-      by_request_.put(r->id, find(by_portal_, v.name));
+    case pr::fe::kExecute: {
+      const Reads& reads = portals_.find(v.name);
+      by_request_.put(r->id, reads ? reads : unknown_reads());
       return;
+    }
     case pr::fe::kClose:
-      (v.target == 'S' ? by_statement_ : by_portal_).erase(std::string(v.name));
+      if (v.target == 'S') {
+        by_statement_.erase(std::string(v.name));
+      } else {
+        portals_.erase(v.name);
+      }
       return;
     default:
       return;
@@ -279,24 +277,38 @@ void MaskingStage::InFlight::erase_kept(std::uint64_t id) {
   }
 }
 
+void MaskingStage::Portals::forget_named(std::string_view name) {
+  const auto it = named_.find(name);
+  if (it != named_.end()) named_.erase(it);
+}
+
+bool MaskingStage::Portals::keep_named(std::string_view name, Reads reads, std::uint64_t bind_id) {
+  const auto it = named_.find(name);
+  if (it != named_.end()) {
+    it->second = {std::move(reads), bind_id};
+    return true;
+  }
+  if (named_.size() >= kMaxNames) return false;
+  named_.emplace(std::string(name), Bound{std::move(reads), bind_id});
+  return true;
+}
+
+const MaskingStage::Reads& MaskingStage::Portals::find_named(std::string_view name) const {
+  static const Reads kNone;
+  const auto it = named_.find(name);
+  return it != named_.end() ? it->second.reads : kNone;
+}
+
+void MaskingStage::Portals::clear() noexcept {
+  unnamed_ = {};
+  named_.clear();
+}
+
 // Portals end with their transaction: those bound before a ReadyForQuery outside a transaction
 // block are gone (not those a pipelining client bound since).
-void MaskingStage::portals_ended(std::uint64_t before) {
-  for (auto it = portal_bound_.begin(); it != portal_bound_.end();) {
-    if (it->second >= before) {
-      ++it;
-    } else if (it->first.empty()) {
-      // The unnamed portal, bound by nearly every statement: its entries stay, emptied (an
-      // empty entry is no portal), so binding it again allocates nothing.
-      const auto p = by_portal_.find(it->first);
-      if (p != by_portal_.end()) p->second.reset();
-      it->second = ~std::uint64_t{0};
-      ++it;
-    } else {
-      by_portal_.erase(it->first);
-      it = portal_bound_.erase(it);
-    }
-  }
+void MaskingStage::Portals::ended(std::uint64_t before) {
+  if (unnamed_.bind_id < before) unnamed_ = {};
+  std::erase_if(named_, [&](const auto& e) { return e.second.bind_id < before; });
 }
 
 void MaskingStage::on_retired(const pr::Request& r) {
@@ -307,7 +319,7 @@ void MaskingStage::on_retired(const pr::Request& r) {
   // its name does not mean what was kept for it.
   if (r.failed || r.state == pr::RequestState::Skipped) {
     if (r.kind == pr::RequestKind::Parse) by_statement_.erase(r.name);
-    if (r.kind == pr::RequestKind::Bind) by_portal_.erase(r.name);
+    if (r.kind == pr::RequestKind::Bind) portals_.erase(r.name);
   }
 }
 

@@ -460,7 +460,7 @@ void MaskingStage::on_backend(BackendMessage& m) {
     case pr::be::kReadyForQuery:
       // Outside a transaction block every portal is gone (they end with their transaction).
       if (m.whole.size() > 5 && static_cast<char>(m.whole[5]) == 'I' && m.request() != nullptr) {
-        portals_ended(m.request()->id);
+        portals_.ended(m.request()->id);
       }
       return;
     default:

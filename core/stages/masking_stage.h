@@ -131,9 +131,43 @@ class MaskingStage final : public Stage {
   InFlight by_request_;
   template <class T>
   using ByName = protocol::ByName<T>;
-  ByName<Reads> by_statement_, by_portal_;
-  ByName<std::uint64_t> portal_bound_;  // by the Bind request's id
-  void portals_ended(std::uint64_t before);
+  ByName<Reads> by_statement_;
+  // What each portal reads, and the Bind request that bound it. The unnamed portal, bound by
+  // nearly every statement, has a slot of its own: nothing hashed or compared for it.
+  class Portals {
+   public:
+    void forget(std::string_view name) {  // bound again: what was kept no longer applies
+      if (name.empty()) {
+        unnamed_.reads.reset();
+      } else {
+        forget_named(name);
+      }
+    }
+    // False past the bound on names kept (then running it is taken to read anything).
+    bool keep(std::string_view name, Reads reads, std::uint64_t bind_id) {
+      if (!name.empty()) return keep_named(name, std::move(reads), bind_id);
+      unnamed_ = {std::move(reads), bind_id};
+      return true;
+    }
+    const Reads& find(std::string_view name) const {  // null: nothing kept
+      return name.empty() ? unnamed_.reads : find_named(name);
+    }
+    void erase(std::string_view name) { forget(name); }  // closed, or its Bind failed
+    void clear() noexcept;
+    void ended(std::uint64_t before);  // those bound before request `before` are gone
+
+   private:
+    struct Bound {
+      Reads reads;
+      std::uint64_t bind_id = 0;
+    };
+    void forget_named(std::string_view name);
+    bool keep_named(std::string_view name, Reads reads, std::uint64_t bind_id);
+    const Reads& find_named(std::string_view name) const;
+    Bound unnamed_;
+    ByName<Bound> named_;
+  };
+  Portals portals_;
   struct CachedReads {
     std::string key;
     Reads reads;
