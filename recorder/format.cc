@@ -231,7 +231,7 @@ void Payload::grow(std::size_t n) {
   cap_ = cap;
 }
 
-Payload& Payload::add_clipped(Field f, std::string_view value) {
+Payload& Payload::add_clipping(Field f, std::string_view value) {
   const std::size_t limit = std::min(kMaxValue, size_ < kMaxValues ? kMaxValues - size_ : 0);
   if (value.size() <= limit) return add(f, value);
   add(f, value.substr(0, limit));
@@ -487,10 +487,24 @@ void SegmentWriter::begin(std::uint64_t seq, std::string_view prev, std::int64_t
   put(RecordType::SegmentStart, scratch_.bytes());
 }
 
+// No reader would accept a record over kMaxPayload (and the rest of its segment would be lost to
+// them): what is kept is that it was too large. (Values are clipped to stay far below: see
+// kMaxValues.)
+void SegmentWriter::put_oversized(RecordType type, std::string_view payload) {
+  scratch_.reset(last_ts_, get_le(payload.data() + 8, 8));
+  scratch_.add(Field::Reason, "(a record of " + std::to_string(payload.size()) +
+                                  " bytes, over the format's limit: not kept)");
+  put(type, scratch_.bytes());
+}
+
 std::uint64_t SegmentWriter::append(RecordType type, const Payload& payload) {
   last_ts_ = static_cast<std::int64_t>(get_le(payload.bytes().data(), 8));
   const std::size_t at = pending_.size();
-  put(type, payload.bytes());
+  if (payload.bytes().size() > kMaxPayload) [[unlikely]] {
+    put_oversized(type, payload.bytes());
+  } else {
+    put(type, payload.bytes());
+  }
   last_at_ = at;
   // A batch nobody takes for a while (a write in flight, a failing disk) is closed every 256 KiB,
   // so its chain record stays small and taking it never stalls on more than that.
@@ -500,13 +514,15 @@ std::uint64_t SegmentWriter::append(RecordType type, const Payload& payload) {
 
 bool SegmentWriter::extend_last(RecordType type, Field f, std::uint64_t value) {
   if (last_at_ == kNoRecord || version_ < 3 ||
-      static_cast<RecordType>(static_cast<unsigned char>(pending_[last_at_ + 4])) != type) {
+      static_cast<RecordType>(static_cast<unsigned char>(pending_[last_at_ + 4])) != type ||
+      pending_.size() - last_at_ - kHeaderSize + 5 + 20 > kMaxPayload) {
     return false;
   }
-  scratch_.reset(0, 0);
-  scratch_.add(f, value);
-  const std::string_view field = scratch_.bytes().substr(24);
-  pending_.append(field);
+  char field[5 + 20];
+  const std::size_t digits = Payload::decimal_width(value);
+  Payload::put_number(field, f, value, digits);
+  const std::size_t n = 5 + digits;
+  pending_.append(field, n);
   char* rec = pending_.data() + last_at_;
   const std::size_t size = pending_.size() - last_at_ - kHeaderSize;
   store_le<4>(rec, size);
@@ -514,7 +530,7 @@ bool SegmentWriter::extend_last(RecordType type, Field f, std::uint64_t value) {
   crc = crc32c(crc, rec + kHeaderSize, size);
   store_le<4>(rec + 5, crc);
   store_le<4>(crcs_.data() + crcs_.size() - 4, crc);  // the batch's last: this record's
-  bytes_ += field.size();
+  bytes_ += n;
   return true;
 }
 

@@ -146,10 +146,14 @@ class Payload {
   // Decimal text, written in place two digits at a time.
   Payload& add(Field f, std::uint64_t value) {
     const std::size_t n = decimal_width(value);
-    char* p = extend(5 + n);
+    put_number(extend(5 + n), f, value, n);
+    return *this;
+  }
+  // A number field's bytes (tag, length, `digits` = decimal_width(value) digits) at p.
+  static void put_number(char* p, Field f, std::uint64_t value, std::size_t digits) noexcept {
     p[0] = static_cast<char>(f);
-    store_le<4>(p + 1, n);
-    char* d = p + 5 + n;
+    store_le<4>(p + 1, digits);
+    char* d = p + 5 + digits;
     for (; value >= 100; value /= 100) {
       d -= 2;
       std::memcpy(d, kDigitPairs + value % 100 * 2, 2);
@@ -159,23 +163,7 @@ class Payload {
     } else {
       d[-1] = static_cast<char>('0' + value);
     }
-    return *this;
   }
-  // Text fields longer than kMaxValue (or than what is left of kMaxValues): clipped, plus
-  // TextSha256 of the whole value.
-  Payload& add_clipped(Field f, std::string_view value);
-  std::string_view bytes() const noexcept { return std::string_view(buf_.get(), size_); }
-  char* data() noexcept { return buf_.get(); }
-
- private:
-  // Room for n more bytes at the end (a plain buffer: std::string would zero what it grows by).
-  char* extend(std::size_t n) {
-    if (cap_ - size_ < n) grow(n);
-    char* p = buf_.get() + size_;
-    size_ += n;
-    return p;
-  }
-  void grow(std::size_t n);
   // Digits of v in decimal: log10 from its bit width, corrected by one comparison.
   static std::size_t decimal_width(std::uint64_t v) noexcept {
     static constexpr std::array<std::uint64_t, 20> kPow10 = [] {
@@ -192,6 +180,25 @@ class Payload {
         static_cast<std::size_t>(std::bit_width(w) * 1233 >> 12);  // 1233/4096 ~ log10(2)
     return t + 1 - (w < kPow10[t] ? 1 : 0);
   }
+  // Text fields longer than kMaxValue (or than what is left of kMaxValues): clipped, plus
+  // TextSha256 of the whole value.
+  Payload& add_clipped(Field f, std::string_view value) {
+    if (value.size() <= kMaxValue && size_ + value.size() <= kMaxValues) return add(f, value);
+    return add_clipping(f, value);
+  }
+  std::string_view bytes() const noexcept { return std::string_view(buf_.get(), size_); }
+  char* data() noexcept { return buf_.get(); }
+
+ private:
+  // Room for n more bytes at the end (a plain buffer: std::string would zero what it grows by).
+  char* extend(std::size_t n) {
+    if (cap_ - size_ < n) grow(n);
+    char* p = buf_.get() + size_;
+    size_ += n;
+    return p;
+  }
+  void grow(std::size_t n);
+  Payload& add_clipping(Field f, std::string_view value);
   static constexpr char kDigitPairs[] =
       "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
       "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
@@ -297,6 +304,7 @@ class SegmentWriter {
 
  private:
   void put(RecordType type, std::string_view payload);
+  [[gnu::cold, gnu::noinline]] void put_oversized(RecordType type, std::string_view payload);
   void close_batch();  // appends the chain record of the records since the last one
 
   unsigned core_;

@@ -333,6 +333,16 @@ std::string for_terminal(std::string_view v, bool lines = false) {
   return out;
 }
 
+// A bind's parameters (a fast-path call's arguments), quoted, NULL as NULL.
+std::string params_of(const Record& r) {
+  std::string params;
+  for (const auto& [k, v] : r.fields) {
+    if (k == Field::Param) params += (params.empty() ? "'" : ", '") + for_terminal(v) + "'";
+    if (k == Field::ParamNull) params += params.empty() ? "NULL" : ", NULL";
+  }
+  return params;
+}
+
 std::string describe(const Record& r) {
   auto f = [&](Field k) { return for_terminal(r.get(k), k == Field::Text); };
   switch (r.type) {
@@ -360,19 +370,16 @@ std::string describe(const Record& r) {
                (f(Field::Arguments).empty() ? "" : " " + f(Field::Arguments)) + "\n  ";
       }
       if (!f(Field::Intent).empty()) call += "INTENT   " + f(Field::Intent) + "\n  ";
-      return call + (r.type == RecordType::Query
-                         ? "QUERY    " + f(Field::Text)
-                         : "PARSE    [" + f(Field::Name) + "] " + f(Field::Text));
+      // (A fast-path function call is a query record with its arguments as params.)
+      const std::string params = params_of(r);
+      return call +
+             (r.type == RecordType::Query
+                  ? "QUERY    " + f(Field::Text) + (params.empty() ? "" : " args=(" + params + ")")
+                  : "PARSE    [" + f(Field::Name) + "] " + f(Field::Text));
     }
-    case RecordType::Bind: {
-      std::string params;
-      for (const auto& [k, v] : r.fields) {
-        if (k == Field::Param) params += (params.empty() ? "'" : ", '") + for_terminal(v) + "'";
-        if (k == Field::ParamNull) params += params.empty() ? "NULL" : ", NULL";
-      }
+    case RecordType::Bind:
       return "BIND     portal=[" + f(Field::Portal) + "] statement=[" + f(Field::Name) +
-             "] params=(" + params + ")";
-    }
+             "] params=(" + params_of(r) + ")";
     case RecordType::Execute:
       return "EXECUTE  portal=[" + f(Field::Portal) + "]";
     case RecordType::Row: {

@@ -82,18 +82,34 @@ void RecordingStage::add_comment_tags(rec::Payload& p, std::string_view sql) {
   if (!tags.tracestate.empty()) p.add(rec::Field::TraceState, tags.tracestate);
 }
 
+// A Bind's parameters, or a fast-path call's arguments: text as sent, binary as \x hex, NULL.
+void RecordingStage::add_params(rec::Payload& out, const pr::FrontendView& v) {
+  pr::for_each_param(v, [&](std::uint16_t, std::string_view value, bool null, bool binary) {
+    if (null) {
+      out.add(rec::Field::ParamNull, "");
+    } else if (binary) {
+      out.add_clipped(rec::Field::Param, "\\x" + rec::hex(masking_.for_record(value)));
+    } else {
+      out.add_clipped(rec::Field::Param, masking_.for_record(value));
+    }
+  });
+}
+
 std::uint32_t RecordingStage::record_statement(const FrontendMessage& m, const char* decision) {
   const pr::FrontendView& v = m.view;
   // The usual extended-protocol statement (Bind, Execute): an Execute of the portal just bound,
-  // with nothing recorded since and nothing to say of its own, goes into the bind's record.
+  // read with it (in the same pass of the loop: their time is one), with nothing recorded since
+  // and nothing to say of its own, goes into the bind's record.
   if (v.type == pr::fe::kExecute && bind_end_ != 0 && m.decision == nullptr && !m.granted &&
-      v.name == bind_portal_) {
+      bind_ns_ == host_.core().now_ns && v.name == bind_portal_) {
+    const std::uint32_t seq = seq_ + 1;  // (wraps as the counter does)
     const std::uint64_t end =
-        sink_.extend_last(rec::RecordType::Bind, bind_end_, rec::Field::Executed, seq_ + 1ull);
+        sink_.extend_last(rec::RecordType::Bind, bind_end_, rec::Field::Executed, seq);
     bind_end_ = 0;
     if (end != 0) {
+      seq_ = seq;
       if (sink_.durability() == Durability::Strict) wait_durable(end);
-      return ++seq_;
+      return seq;
     }
   }
   rec::Payload& out = sink_.payload(host_.session_id());
@@ -106,30 +122,24 @@ std::uint32_t RecordingStage::record_statement(const FrontendMessage& m, const c
       add_comment_tags(out, v.text);
       break;
     case pr::fe::kParse:
-      out.add(rec::Field::Name, v.name).add_clipped(rec::Field::Text, masking_.for_record(v.text));
+      out.add_clipped(rec::Field::Name, v.name)
+          .add_clipped(rec::Field::Text, masking_.for_record(v.text));
       add_comment_tags(out, v.text);
       rt = rec::RecordType::Parse;
       break;
     case pr::fe::kBind:
       rt = rec::RecordType::Bind;
-      out.add(rec::Field::Portal, v.name).add(rec::Field::Name, v.statement);
-      pr::for_each_param(v, [&](std::uint16_t, std::string_view value, bool null, bool binary) {
-        if (null) {
-          out.add(rec::Field::ParamNull, "");
-        } else if (binary) {
-          out.add_clipped(rec::Field::Param, "\\x" + rec::hex(masking_.for_record(value)));
-        } else {
-          out.add_clipped(rec::Field::Param, masking_.for_record(value));
-        }
-      });
+      out.add_clipped(rec::Field::Portal, v.name).add_clipped(rec::Field::Name, v.statement);
+      add_params(out, v);
       break;
     case pr::fe::kFunctionCall:
       out.add(rec::Field::Text,
               "(fast-path call of the function with OID " + std::to_string(v.function) + ")");
+      add_params(out, v);  // its arguments
       break;
     case pr::fe::kExecute:
       rt = rec::RecordType::Execute;
-      out.add(rec::Field::Portal, v.name);
+      out.add_clipped(rec::Field::Portal, v.name);
       break;
     default:
       break;
@@ -140,6 +150,7 @@ std::uint32_t RecordingStage::record_statement(const FrontendMessage& m, const c
   bind_end_ = 0;
   if (rt == rec::RecordType::Bind) {
     bind_end_ = end;
+    bind_ns_ = host_.core().now_ns;
     bind_portal_.assign(v.name);
   }
   if (sink_.durability() == Durability::Strict) wait_durable(end);
@@ -155,9 +166,9 @@ void RecordingStage::record_refused(const FrontendMessage& m) {
     r.add_clipped(rec::Field::Text, masking_.for_record(m.view.text));
     add_comment_tags(r, m.view.text);
   }
-  if (m.view.type == pr::fe::kBind) r.add(rec::Field::Name, m.view.statement);
+  if (m.view.type == pr::fe::kBind) r.add_clipped(rec::Field::Name, m.view.statement);
   r.add(rec::Field::Sqlstate, m.sqlstate)
-      .add(rec::Field::Reason, m.reason.empty() ? m.message : m.reason);
+      .add_clipped(rec::Field::Reason, m.reason.empty() ? m.message : m.reason);
   add_decision(r, m, "deny");
   sink_.append(rec::RecordType::Refused);
 }

@@ -49,6 +49,7 @@ class RecordingStage final : public Stage, public DurabilityWaiter {
 
  private:
   static bool records(char type);
+  void add_params(recorder::Payload& out, const protocol::FrontendView& v);
   std::uint32_t record_statement(const FrontendMessage& m, const char* decision);
   void record_refused(const FrontendMessage& m);
   void record_outcome(const protocol::Request* r, char type, protocol::Bytes whole);
@@ -66,8 +67,9 @@ class RecordingStage final : public Stage, public DurabilityWaiter {
   std::uint32_t pending_seq_ = 0;  // of the message in the chain now
   std::uint32_t held_seq_ = 0;     // of the message held for approval
   // The bind record this session appended last (its end, 0: none) and its portal: an Execute of
-  // that portal with nothing recorded since goes into it (Field::Executed).
+  // that portal read in the same pass, with nothing recorded since, goes into it (Executed).
   std::uint64_t bind_end_ = 0;
+  std::int64_t bind_ns_ = 0;  // the loop's time when it was read
   std::string bind_portal_;
   std::int64_t held_since_ns_ = 0;
   std::uint64_t copy_in_ = 0, copy_out_ = 0;

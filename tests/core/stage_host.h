@@ -97,7 +97,10 @@ class MemorySink final : public RecordSink {
   }
   std::uint64_t extend_last(recorder::RecordType type, std::uint64_t end, recorder::Field f,
                             std::uint64_t value) override {
-    if (end != appended || records.empty() || records.back().type != type) return 0;
+    // (A record reported durable was written out: it cannot change.)
+    if (end != appended || end <= synced_ || records.empty() || records.back().type != type) {
+      return 0;
+    }
     recorder::Payload field;
     field.reset(0, 0);
     field.add(f, value);

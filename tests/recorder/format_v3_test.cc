@@ -105,6 +105,29 @@ TEST_F(V3Dir, AnExtendedBindVerifiesAndReadsAsBindThenExecute) {
   EXPECT_NE(altered.problem.find("record 2"), std::string::npos) << altered.problem;
 }
 
+// The last line of defence: a payload over the format's limit (values are clipped far below it)
+// is kept as a record saying so, and the segment stays readable and verifies.
+TEST_F(V3Dir, ARecordOverTheLimitIsKeptAsANote) {
+  SegmentWriter w(0, kKey);
+  w.begin(1, w.tail(), 100);
+  Payload p;
+  p.reset(101, 0xab);
+  p.add(Field::Portal, std::string(kMaxPayload, 'x'));
+  w.append(RecordType::Execute, p);
+  query(w, 102);
+  w.seal(103, true);
+  spit(path(1), w.take());
+  const VerifyReport v = verify_dir(dir_.string(), kKey);
+  EXPECT_TRUE(v.ok) << v.problem;
+  std::vector<std::string> reasons;
+  for_each_record({dir_.string()}, [&](const SegmentFile&, const Record& r) {
+    if (r.type == RecordType::Execute) reasons.emplace_back(r.get(Field::Reason));
+  });
+  ASSERT_EQ(reasons.size(), 1u);
+  EXPECT_NE(reasons[0].find("over the format's limit"), std::string::npos) << reasons[0];
+  EXPECT_EQ(events().back(), "seal::");
+}
+
 // Version 2 segments (no record is extended) verify and read as written, and a version 3 segment
 // continues their chain.
 TEST_F(V3Dir, Version2SegmentsStillVerifyAndAreContinued) {

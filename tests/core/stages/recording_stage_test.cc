@@ -117,20 +117,73 @@ TEST(RecordingStageTest, AnExecuteOfThePortalJustBoundGoesIntoItsRecord) {
   EXPECT_EQ(r.outcomes(), (std::vector<std::string>{"3:SELECT 1"}));
 }
 
-// Strict recording waits for the extended record, as for one of its own.
+// Strict recording waits for the extended record, as for one of its own; a bind record already
+// durable (written out) is not extended.
 TEST(RecordingStageTest, StrictModeWaitsForTheExtendedBindRecord) {
   Recorded r;
   r.sink.durability_ = Durability::Strict;
   r.host.frontend(r.chain, Parse("", "SELECT 1"));
   r.host.frontend(r.chain, Bind("", ""));
-  r.sink.sync_all();
-  EXPECT_FALSE(r.host.holding);
   r.host.frontend(r.chain, Execute(""));
   ASSERT_EQ(r.sink.records.size(), 2u);
   EXPECT_EQ(r.sink.field(1, rec::Field::Executed), "3");
   EXPECT_TRUE(r.host.holding);
   r.sink.sync_all();
   EXPECT_FALSE(r.host.holding);
+  r.host.frontend(r.chain, Bind("", ""));
+  r.sink.sync_all();
+  r.host.frontend(r.chain, Execute(""));
+  ASSERT_EQ(r.sink.records.size(), 4u);
+  EXPECT_EQ(r.sink.records[3].type, rec::RecordType::Execute);
+  EXPECT_EQ(r.sink.field(2, rec::Field::Executed), "<none>");
+  EXPECT_TRUE(r.host.holding);
+}
+
+// An Execute read later than its Bind (another pass of the loop: the client waited for
+// BindComplete) has its own record, with its own time.
+TEST(RecordingStageTest, AnExecuteReadLaterHasItsOwnRecord) {
+  Recorded r;
+  r.host.frontend(r.chain, Bind("", ""));
+  r.host.core().now_ns += 2'000'000'000;
+  r.host.frontend(r.chain, Execute(""));
+  ASSERT_EQ(r.sink.records.size(), 2u);
+  EXPECT_EQ(r.sink.records[1].type, rec::RecordType::Execute);
+  EXPECT_EQ(r.sink.field(0, rec::Field::Executed), "<none>");
+}
+
+// Names are clipped like values: no portal or statement name, however long, makes a record the
+// readers refuse (an Execute is judged by no policy: anyone may send one).
+TEST(RecordingStageTest, LongNamesKeepRecordsReadable) {
+  Recorded r;
+  const std::string huge(16'777'190, 'p');
+  r.host.frontend(r.chain, Execute(huge));
+  r.host.frontend(r.chain, Parse(huge, "SELECT 1"));
+  std::string body = z(std::string(11'500'000, 'q')) + z("") + s16(0) + s16(65535);
+  for (int i = 0; i < 65535; ++i) body += s32(1) + "x";
+  body += s16(0);
+  r.host.frontend(r.chain, msg('B', body));
+  ASSERT_EQ(r.sink.records.size(), 3u);
+  for (const auto& rec : r.sink.records) {
+    EXPECT_LE(rec.payload.size(), rec::kMaxPayload) << rec::type_name(rec.type);
+  }
+  EXPECT_EQ(r.sink.field(0, rec::Field::Portal).size(), rec::kMaxValue);
+  EXPECT_EQ(r.sink.field(0, rec::Field::TextSha256).size(), 64u);
+}
+
+// A fast-path function call is recorded with its arguments, as a Bind is with its parameters.
+TEST(RecordingStageTest, AFastPathCallIsRecordedWithItsArguments) {
+  Recorded r;
+  // lo_open(16384, 0x20000): two binary arguments; then a call with a text argument and a NULL.
+  r.host.frontend(r.chain, msg('F', s32(952) + s16(1) + s16(1) + s16(2) + s32(4) +
+                                        std::string("\0\0\x40\0", 4) + s32(4) +
+                                        std::string("\0\x02\0\0", 4) + s16(1)));
+  r.host.frontend(r.chain,
+                  msg('F', s32(1) + s16(0) + s16(2) + s32(3) + "abc" + s32(0xffffffff) + s16(0)));
+  ASSERT_EQ(r.sink.records.size(), 2u);
+  EXPECT_EQ(r.sink.field(0, rec::Field::Text), "(fast-path call of the function with OID 952)");
+  EXPECT_EQ(r.sink.field(0, rec::Field::Param), "\\x00004000");
+  EXPECT_EQ(r.sink.field(1, rec::Field::Param), "abc");
+  EXPECT_EQ(r.sink.field(1, rec::Field::ParamNull), "");
 }
 
 TEST(RecordingStageTest, RefusalsAreRecordedWithTheirOutcome) {

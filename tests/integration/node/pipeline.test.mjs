@@ -295,7 +295,11 @@ test('guarantee 8: the recording attributes each outcome to its statement and re
   const outcome = (s) => events.filter((e) => e.type === 'outcome' && e.statement_seq === s);
   const div = seq('parse', /rec_div/);
   const skipped = seq('parse', /'skipped'/);
-  // Parse, Bind and Execute of each statement are numbered in order.
+  // Parse, Bind and Execute of each statement are numbered in order (an Execute written with its
+  // Bind is kept in the bind's record, and read back as an event of its own, right after it).
+  const at = (type, n) => events.findIndex((e) => e.type === type && e.statement_seq === n);
+  assert.ok(at('bind', div + 1) >= 0 && at('execute', div + 2) === at('bind', div + 1) + 1, JSON.stringify(events));
+  assert.equal(events[at('execute', div + 2)].portal, '');
   assert.equal(outcome(div + 2)[0]?.sqlstate, '22012', JSON.stringify(events));
   assert.equal(outcome(div + 2).length, 1);
   for (const s of [skipped, skipped + 1, skipped + 2]) assert.equal(outcome(s)[0]?.command_tag, '(skipped)', JSON.stringify(events));
