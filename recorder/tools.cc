@@ -91,9 +91,28 @@ std::string to_json(const SegmentFile& seg, const Record& r) {
     out += ",\"instance\":";
     protocol::append_json_string(out, seg.instance);
   }
-  // Repeated fields become arrays; a NULL parameter is JSON null, in its place.
+  // Repeated fields become arrays; a NULL parameter is JSON null, in its place. A clipped value's
+  // hash (text_sha256, right after it) is named for it: `text_sha256`, `statement_sha256`,
+  // `portal_sha256`...; for a parameter or column, in `params_sha256` or `values_sha256`, an
+  // array in step with the values (null where a value was whole).
   std::map<std::string, std::vector<std::optional<std::string_view>>> lists;
+  Field prev = Field::Version;
   for (const auto& [f, v] : r.fields) {
+    const Field before = prev;
+    prev = f;
+    if (f == Field::TextSha256 && before != Field::Text) {
+      const bool listed = before == Field::Param || before == Field::Value;
+      const std::string key = std::string(field_name(before)) + "_sha256";
+      if (listed) {
+        auto& hashes = lists[key];
+        hashes.resize(lists[field_name(before)].size());
+        hashes.back() = v;
+      } else {
+        out += ",\"" + key + "\":";
+        protocol::append_json_string(out, v);
+      }
+      continue;
+    }
     if (f == Field::Param || f == Field::Groups || f == Field::Value || f == Field::Actor) {
       lists[field_name(f)].emplace_back(v);
       continue;
@@ -111,6 +130,10 @@ std::string to_json(const SegmentFile& seg, const Record& r) {
     } else {
       protocol::append_json_string(out, v);
     }
+  }
+  for (const char* base : {"params", "values"}) {
+    const auto h = lists.find(std::string(base) + "_sha256");
+    if (h != lists.end()) h->second.resize(lists[base].size());
   }
   for (const auto& [name, values] : lists) {
     out += ",\"";

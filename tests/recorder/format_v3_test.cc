@@ -7,10 +7,13 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <iterator>
+#include <sstream>
 
 #include "recorder/format.h"
 #include "recorder/reader.h"
+#include "recorder/tools.h"
 
 namespace pgwarden::recorder {
 namespace {
@@ -126,6 +129,47 @@ TEST_F(V3Dir, ARecordOverTheLimitIsKeptAsANote) {
   ASSERT_EQ(reasons.size(), 1u);
   EXPECT_NE(reasons[0].find("over the format's limit"), std::string::npos) << reasons[0];
   EXPECT_EQ(events().back(), "seal::");
+}
+
+// Export names each clipped value's hash for it: a clipped name's as `statement_sha256`, a
+// clipped parameter's in `params_sha256`, in step with the parameters (null where whole).
+TEST_F(V3Dir, ExportNamesEachHashForItsValue) {
+  SegmentWriter w(0, kKey);
+  w.begin(1, w.tail(), 100);
+  Payload p;
+  p.reset(101, 0xab);
+  p.add(Field::Statement, 1)
+      .add(Field::Portal, "")
+      .add_clipped(Field::Name, std::string(kMaxValue + 1, 'n'));
+  p.add(Field::Param, "1").add_clipped(Field::Param, std::string(kMaxValue + 1, 'v'));
+  p.add(Field::ParamNull, "").add(Field::Param, "4");
+  w.append(RecordType::Bind, p);
+  // (A record this large closes its batch: the Execute has a record of its own.)
+  EXPECT_FALSE(w.extend_last(RecordType::Bind, Field::Executed, 2));
+  p.reset(101, 0xab);
+  p.add(Field::Statement, 2).add(Field::Portal, "");
+  w.append(RecordType::Execute, p);
+  w.seal(102, true);
+  spit(path(1), w.take());
+  std::ostringstream out;
+  std::streambuf* const saved = std::cout.rdbuf(out.rdbuf());
+  int rc = -1;
+  const bool ran = run_tool({"export", "--record-dir", dir_.string(), "--format", "jsonl"}, rc);
+  std::cout.rdbuf(saved);
+  ASSERT_TRUE(ran);
+  EXPECT_EQ(rc, 0);
+  std::vector<std::string> lines;
+  std::istringstream in(out.str());
+  for (std::string l; std::getline(in, l);) lines.push_back(l);
+  ASSERT_EQ(lines.size(), 2u) << out.str().substr(0, 300);
+  const std::string& bind = lines[0];
+  EXPECT_NE(bind.find("\"statement_sha256\":\""), std::string::npos);
+  EXPECT_EQ(bind.find("\"text_sha256\""), std::string::npos);
+  const std::size_t at = bind.find("\"params_sha256\":[null,\"");
+  ASSERT_NE(at, std::string::npos) << bind.substr(0, 200);
+  EXPECT_NE(bind.find("\",null,null]", at), std::string::npos);
+  EXPECT_NE(lines[1].find("\"type\":\"execute\""), std::string::npos) << lines[1];
+  EXPECT_NE(lines[1].find("\"statement_seq\":2"), std::string::npos) << lines[1];
 }
 
 // Version 2 segments (no record is extended) verify and read as written, and a version 3 segment
