@@ -21,4 +21,10 @@ struct NameHash {
 template <class T>
 using ByName = std::unordered_map<std::string, T, NameHash, std::equal_to<>>;
 
+// PostgreSQL keys prepared statements and portals by their first NAMEDATALEN-1 bytes: two names
+// that share those are one object upstream, and every map of names keys them so.
+inline std::string_view name_key(std::string_view name) noexcept {
+  return name.substr(0, 63);
+}
+
 }  // namespace pgwarden::protocol

@@ -9,11 +9,6 @@ namespace pgwarden::protocol {
 namespace {
 constexpr std::size_t kKeepTagBytes = 1024;  // a slot keeps a buffer this large for its tag
 
-// PostgreSQL keys prepared statements and portals by their first NAMEDATALEN-1 bytes.
-std::string_view name_key(std::string_view name) {
-  return name.substr(0, 63);
-}
-
 // `word` (lower-case letters) occurs in `s`, in any case. Eight bytes at a time: only where a
 // byte is the word's first letter (in either case) is the rest compared.
 bool contains_ci(std::string_view s, std::string_view word) {

@@ -164,18 +164,18 @@ bool MaskingStage::refuse_copying(FrontendMessage& m, const MaskProfile& p) {
 }
 
 void MaskingStage::forget_reads(const FrontendMessage& m) {
-  auto forget = [](ByName<Reads>& map, std::string_view name) {
-    // The unnamed statement and portal, named again by nearly every statement, stay as empty
-    // entries (an empty entry is no name): naming them again allocates nothing.
-    const auto it = map.find(name);
-    if (it == map.end()) return;
-    if (name.empty()) {
-      it->second.reset();
-    } else {
-      map.erase(it);
+  if (m.view.type == pr::fe::kParse) {
+    // The unnamed statement, named again by nearly every statement, stays as an empty entry (an
+    // empty entry is no name): naming it again allocates nothing.
+    const auto it = by_statement_.find(pr::name_key(m.view.name));
+    if (it != by_statement_.end()) {
+      if (m.view.name.empty()) {
+        it->second = {};
+      } else {
+        by_statement_.erase(it);
+      }
     }
-  };
-  if (m.view.type == pr::fe::kParse) forget(by_statement_, m.view.name);
+  }
   if (m.view.type == pr::fe::kBind) portals_.forget(m.view.name);
 }
 
@@ -192,23 +192,12 @@ void MaskingStage::remember_reads(FrontendMessage& m, pr::Request* r) {
     return;
   }
   const pr::FrontendView& v = m.view;
-  // Whether the name is kept (past the bound it is not: running it is taken to read anything).
-  auto keep = [](ByName<Reads>& map, std::string_view name, Reads value) {
-    auto it = map.find(name);
-    if (it != map.end()) {
-      it->second = std::move(value);
-      return true;
-    }
-    if (map.size() >= kMaxNames) return false;
-    map.emplace(std::string(name), std::move(value));
-    return true;
-  };
-  auto find = [](const ByName<Reads>& map, std::string_view name) {
-    const auto it = map.find(name);
-    return it != map.end() && it->second ? it->second : unknown_reads();
-  };
   switch (v.type) {
+    case pr::fe::kSync:
+      last_sync_ = r->id;
+      return;
     case pr::fe::kQuery:
+      last_sync_ = r->id;
       by_request_.put(r->id, reads ? reads : unknown_reads());
       for (const policy::StatementReads& s : reads ? *reads : *unknown_reads()) {
         if (s.renames || s.opaque) {
@@ -220,20 +209,29 @@ void MaskingStage::remember_reads(FrontendMessage& m, pr::Request* r) {
         }
       }
       return;
-    case pr::fe::kParse:
-      keep(by_statement_, v.name, reads ? reads : unknown_reads());
+    case pr::fe::kParse: {
+      // (Past the bound on names a statement is not kept: running it is taken to read anything.)
+      Statement kept{reads ? std::move(reads) : unknown_reads(), r->id};
+      const std::string_view key = pr::name_key(v.name);
+      const auto it = by_statement_.find(key);
+      if (it != by_statement_.end()) {
+        it->second = std::move(kept);
+      } else if (by_statement_.size() < kMaxNames) {
+        by_statement_.emplace(std::string(key), std::move(kept));
+      }
       return;
+    }
     case pr::fe::kBind:
-      portals_.keep(v.name, find(by_statement_, v.statement), r->id);
+      portals_.keep(v.name, statement_reads(pr::name_key(v.statement)), r->id);
       return;
     case pr::fe::kExecute: {
-      const Reads& reads = portals_.find(v.name);
+      const Reads& reads = portals_.find(v.name, last_sync_);
       by_request_.put(r->id, reads ? reads : unknown_reads());
       return;
     }
     case pr::fe::kClose:
       if (v.target == 'S') {
-        by_statement_.erase(std::string(v.name));
+        by_statement_.erase(std::string(pr::name_key(v.name)));
       } else {
         portals_.erase(v.name);
       }
@@ -277,6 +275,26 @@ void MaskingStage::InFlight::erase_kept(std::uint64_t id) {
   }
 }
 
+MaskingStage::Reads MaskingStage::statement_reads(std::string_view name) const {
+  const auto it = by_statement_.find(name);
+  if (it == by_statement_.end() || !it->second.reads) return unknown_reads();
+  const Statement& s = it->second;
+  return s.unconfirmed == 0 || s.unconfirmed > last_sync_ ? s.reads : unknown_reads();
+}
+
+const MaskingStage::Reads& MaskingStage::Portals::unconfirmed(const Bound& b) {
+  return b.reads ? unknown_reads() : b.reads;
+}
+
+void MaskingStage::Portals::confirm(std::string_view name, std::uint64_t bind_id) {
+  if (name.empty()) {
+    if (unnamed_.bind_id == bind_id) unnamed_.confirmed = true;
+    return;
+  }
+  const auto it = named_.find(name);
+  if (it != named_.end() && it->second.bind_id == bind_id) it->second.confirmed = true;
+}
+
 void MaskingStage::Portals::forget_named(std::string_view name) {
   const auto it = named_.find(name);
   if (it != named_.end()) named_.erase(it);
@@ -293,10 +311,10 @@ bool MaskingStage::Portals::keep_named(std::string_view name, Reads reads, std::
   return true;
 }
 
-const MaskingStage::Reads& MaskingStage::Portals::find_named(std::string_view name) const {
-  static const Reads kNone;
+const MaskingStage::Portals::Bound& MaskingStage::Portals::find_named(std::string_view name) const {
+  static const Bound kNone;
   const auto it = named_.find(name);
-  return it != named_.end() ? it->second.reads : kNone;
+  return it != named_.end() ? it->second : kNone;
 }
 
 void MaskingStage::Portals::clear() noexcept {
@@ -320,6 +338,11 @@ void MaskingStage::on_retired(const pr::Request& r) {
   if (r.failed || r.state == pr::RequestState::Skipped) {
     if (r.kind == pr::RequestKind::Parse) by_statement_.erase(r.name);
     if (r.kind == pr::RequestKind::Bind) portals_.erase(r.name);
+  } else if (r.kind == pr::RequestKind::Parse) {
+    const auto it = by_statement_.find(r.name);
+    if (it != by_statement_.end() && it->second.unconfirmed == r.id) it->second.unconfirmed = 0;
+  } else if (r.kind == pr::RequestKind::Bind) {
+    portals_.confirm(r.name, r.id);
   }
 }
 

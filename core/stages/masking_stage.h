@@ -131,28 +131,42 @@ class MaskingStage final : public Stage {
   InFlight by_request_;
   template <class T>
   using ByName = protocol::ByName<T>;
-  ByName<Reads> by_statement_;
+  // What each prepared statement reads, and its Parse's request id until the server carried it
+  // out (0 then). Past a Sync (or Query) after an unanswered Parse, a Bind of its name gets
+  // unknown reads: had the Parse failed (the name existed), the Bind runs what was there before.
+  struct Statement {
+    Reads reads;
+    std::uint64_t unconfirmed = 0;
+  };
+  ByName<Statement> by_statement_;
+  std::uint64_t last_sync_ = 0;  // the last Sync or Query request the client sent
+  Reads statement_reads(std::string_view name) const;
   // What each portal reads, and the Bind request that bound it. The unnamed portal, bound by
   // nearly every statement, has a slot of its own: nothing hashed or compared for it.
   class Portals {
    public:
+    // (Names are keyed as PostgreSQL keys them: protocol::name_key.)
     void forget(std::string_view name) {  // bound again: what was kept no longer applies
       if (name.empty()) {
         unnamed_.reads.reset();
       } else {
-        forget_named(name);
+        forget_named(protocol::name_key(name));
       }
     }
     // False past the bound on names kept (then running it is taken to read anything).
     bool keep(std::string_view name, Reads reads, std::uint64_t bind_id) {
-      if (!name.empty()) return keep_named(name, std::move(reads), bind_id);
+      if (!name.empty()) return keep_named(protocol::name_key(name), std::move(reads), bind_id);
       unnamed_ = {std::move(reads), bind_id};
       return true;
     }
-    const Reads& find(std::string_view name) const {  // null: nothing kept
-      return name.empty() ? unnamed_.reads : find_named(name);
+    // Null: nothing kept. Unknown reads (opaque) for a portal whose Bind is unanswered with a
+    // Sync (or Query) after it, `last_sync`: had the Bind failed, the portal there before runs.
+    const Reads& find(std::string_view name, std::uint64_t last_sync) const {
+      const Bound& b = name.empty() ? unnamed_ : find_named(protocol::name_key(name));
+      return b.confirmed || b.bind_id > last_sync ? b.reads : unconfirmed(b);
     }
-    void erase(std::string_view name) { forget(name); }  // closed, or its Bind failed
+    void confirm(std::string_view name, std::uint64_t bind_id);  // the server carried it out
+    void erase(std::string_view name) { forget(name); }          // closed, or its Bind failed
     void clear() noexcept;
     void ended(std::uint64_t before);  // those bound before request `before` are gone
 
@@ -160,10 +174,12 @@ class MaskingStage final : public Stage {
     struct Bound {
       Reads reads;
       std::uint64_t bind_id = 0;
+      bool confirmed = false;
     };
     void forget_named(std::string_view name);
     bool keep_named(std::string_view name, Reads reads, std::uint64_t bind_id);
-    const Reads& find_named(std::string_view name) const;
+    const Bound& find_named(std::string_view name) const;
+    static const Reads& unconfirmed(const Bound& b);
     Bound unnamed_;
     ByName<Bound> named_;
   };

@@ -52,9 +52,9 @@ bool redefining_candidates(const char* a, const char* b, std::size_t at, std::st
 
 }  // namespace
 
-// PostgreSQL keys prepared statements by their first NAMEDATALEN-1 bytes.
+// As PostgreSQL keys prepared statements (protocol::name_key).
 std::string PolicyStage::key(std::string_view name) {
-  return std::string(name.substr(0, 63));
+  return std::string(protocol::name_key(name));
 }
 
 // One pass: 16 positions at a time are checked for a word's first two letters ("de", "di", "pr",

@@ -13,11 +13,6 @@ namespace pr = pgwarden::protocol;
 
 namespace {
 
-// PostgreSQL keys prepared statements by their first NAMEDATALEN-1 bytes.
-std::string_view key_of(std::string_view name) {
-  return name.substr(0, 63);
-}
-
 // The statement a Bind or Describe('S') runs against; false for anything else.
 bool statement_used(const pr::FrontendView& v, std::string_view& name) {
   if (v.type == pr::fe::kBind) {
@@ -46,7 +41,7 @@ void PoolerStage::refuse_missing(FrontendMessage& m, std::string_view name) cons
   m.refuse(pr::sqlstate::kInvalidSqlStatementName,
            name.empty()
                ? std::string("unnamed prepared statement does not exist")
-               : "prepared statement \"" + std::string(key_of(name)) + "\" does not exist");
+               : "prepared statement \"" + std::string(pr::name_key(name)) + "\" does not exist");
 }
 
 void PoolerStage::on_frontend(FrontendMessage& m) {
@@ -54,7 +49,7 @@ void PoolerStage::on_frontend(FrontendMessage& m) {
   const pr::FrontendView& v = m.view;
   if (v.type == pr::fe::kParse) {
     if (v.name.empty()) return;  // the unnamed statement is bounded by --max-statement-size
-    const std::string_view key = key_of(v.name);
+    const std::string_view key = pr::name_key(v.name);
     if (const auto it = named_.find(key); it != named_.end()) {
       if (!it->second.confirmed && host_.model().answers_due()) {
         // Its Parse, in an earlier batch, may yet fail and leave the name free: wait and see.
@@ -79,13 +74,13 @@ void PoolerStage::on_frontend(FrontendMessage& m) {
   // clients' WITH HOLD cursors). A Close of another is answered without touching it (rewrite).
   const bool portal_use =
       v.type == pr::fe::kExecute || (v.type == pr::fe::kDescribe && v.target == 'P');
-  if (portal_use && !v.name.empty() && portals_.find(key_of(v.name)) == portals_.end()) {
+  if (portal_use && !v.name.empty() && portals_.find(pr::name_key(v.name)) == portals_.end()) {
     m.refuse(pr::sqlstate::kInvalidCursorName,
-             "portal \"" + std::string(key_of(v.name)) + "\" does not exist");
+             "portal \"" + std::string(pr::name_key(v.name)) + "\" does not exist");
     return;
   }
   if (v.type == pr::fe::kBind && !v.name.empty() && portals_.size() >= kMaxPortals &&
-      portals_.find(key_of(v.name)) == portals_.end()) {
+      portals_.find(pr::name_key(v.name)) == portals_.end()) {
     m.refuse(pr::sqlstate::kProgramLimitExceeded,
              "pgwarden: more than " + std::to_string(kMaxPortals) +
                  " named portals in one transaction behind a transaction-mode pooler");
@@ -95,7 +90,7 @@ void PoolerStage::on_frontend(FrontendMessage& m) {
   if (!statement_used(v, name)) return;
   if (name.empty()) {
     if (holds_ != Holds::Client && !has_unnamed_) refuse_missing(m, name);
-  } else if (named_.find(key_of(name)) == named_.end()) {
+  } else if (named_.find(pr::name_key(name)) == named_.end()) {
     // Never sent on by name: on a pooled server the name could be another client's.
     refuse_missing(m, name);
   }
@@ -134,7 +129,7 @@ bool PoolerStage::rewrite_use(const pr::FrontendView& v, std::string_view name) 
       target = nobody_;  // fails upstream (an approval outlived the Parse): nothing else runs
     }
   } else {
-    const std::string_view key = key_of(name);
+    const std::string_view key = pr::name_key(name);
     const auto it = named_.find(key);
     if (it == named_.end()) {
       target = nobody_;
@@ -179,7 +174,7 @@ bool PoolerStage::rewrite(const pr::FrontendView& v) {
         holds_ = Holds::Client;
         return false;
       }
-      const std::string_view key = key_of(v.name);
+      const std::string_view key = pr::name_key(v.name);
       Kept& k = named_[std::string(key)];
       bytes_ -= k.size();
       keep(k, v);
@@ -192,7 +187,7 @@ bool PoolerStage::rewrite(const pr::FrontendView& v) {
     case pr::fe::kClose:
       if (v.target == 'P') {
         if (v.name.empty()) return false;
-        const auto it = portals_.find(key_of(v.name));
+        const auto it = portals_.find(pr::name_key(v.name));
         if (it != portals_.end()) {
           portals_.erase(it);
           return false;
@@ -209,12 +204,12 @@ bool PoolerStage::rewrite(const pr::FrontendView& v) {
       }
       // Forgotten here; upstream a Close of a name nobody has answers CloseComplete and does
       // nothing ("It is not an error to issue Close against a nonexistent statement").
-      forget(key_of(v.name));
+      forget(pr::name_key(v.name));
       pr::append_close(out_, 'S', nobody_);
       return true;
     default: {
       if (v.type == pr::fe::kBind && !v.name.empty()) {
-        portals_[std::string(key_of(v.name))] = host_.model().next_id();
+        portals_[std::string(pr::name_key(v.name))] = host_.model().next_id();
       }
       std::string_view name;
       return statement_used(v, name) && rewrite_use(v, name);

@@ -101,6 +101,109 @@ TEST(MaskingStageTest, AProfileAddedMidResultAppliesAtOnceAndBlindUntilResolved)
   EXPECT_NE(delivered(r2).find("x REDACTED"), std::string::npos);
 }
 
+// PostgreSQL keys statements and portals by their first 63 bytes: two longer names that share them
+// name one statement upstream, and the stage keys them so. A failed Parse of the second (it
+// exists) leaves nothing of its own behind: the Bind runs what the first Parse defined, and its
+// computed column of a masked one is masked.
+TEST(MaskingStageTest, NamesAreKeyedByTheirFirst63BytesAsUpstream) {
+  FakeHost host(
+      R"({"masking": [{"name": "m", "columns": [{"column": "ssn", "action": "redact"}]}]})");
+  MaskingStage masking(host);
+  const std::vector<Stage*> chain{&masking};
+  const std::string a = std::string(63, 'n') + "a", b = std::string(63, 'n') + "b";
+  host.frontend(chain, Parse(a, "SELECT lower(ssn) AS v FROM t"));
+  host.frontend(chain, Sync());
+  host.backend(chain, msg('C', z("SELECT 0")));  // the catalog query
+  host.backend(chain, Ready());
+  host.backend(chain, msg('1', ""));
+  host.backend(chain, Ready());
+  host.frontend(chain, Parse(b, "SELECT lower(note) AS v FROM t"));
+  host.frontend(chain, Sync());
+  host.backend(chain, Error("42P05", "prepared statement already exists"));
+  host.backend(chain, Ready());
+  for (const std::string& portal : {std::string(), std::string(64, 'p')}) {
+    host.frontend(chain, Bind(portal, b));
+    host.frontend(chain, DescribePortal(portal));
+    host.frontend(chain, Execute(portal));
+    host.frontend(chain, Sync());
+    host.backend(chain, msg('2', ""));
+    host.backend(chain, RowDescription({{"v", 0, 0}}));
+    const BackendMessage row = host.backend(chain, DataRow({"secret-value"}));
+    EXPECT_EQ(row.verdict, Verdict::Replace) << "portal of " << portal.size() << " bytes";
+    EXPECT_EQ(delivered(row).find("secret-value"), std::string::npos);
+    host.backend(chain, msg('C', z("SELECT 1")));
+    host.backend(chain, Ready());
+  }
+}
+
+// A Parse (or Bind) of a name that exists fails upstream, and what was there stays. Past a Sync
+// after it, before its answer, a Bind (Execute) of the name cannot go by the new text: it gets
+// unknown reads, and a computed column of a masked one is masked.
+TEST(MaskingStageTest, ANameRedefinedPastASyncIsNotTakenAtItsWord) {
+  FakeHost host(
+      R"({"masking": [{"name": "m", "columns": [{"column": "ssn", "action": "redact"}]}]})");
+  MaskingStage masking(host);
+  const std::vector<Stage*> chain{&masking};
+  auto masked_row = [&](const char* value) {
+    host.backend(chain, RowDescription({{"v", 0, 0}}));
+    const BackendMessage row = host.backend(chain, DataRow({value}));
+    EXPECT_EQ(row.verdict, Verdict::Replace) << value;
+    EXPECT_EQ(delivered(row).find(value), std::string::npos);
+    host.backend(chain, msg('C', z("SELECT 1")));
+  };
+  host.frontend(chain, Parse("s", "SELECT lower(ssn) AS v FROM t"));
+  host.frontend(chain, Parse("s2", "SELECT lower(ssn) AS v FROM t"));
+  host.frontend(chain, Parse("n", "SELECT lower(note) AS v FROM t"));
+  host.frontend(chain, Sync());
+  host.backend(chain, msg('C', z("SELECT 0")));  // the catalog query
+  host.backend(chain, Ready());
+  for (int i = 0; i < 3; ++i) host.backend(chain, msg('1', ""));
+  host.backend(chain, Ready());
+  // One write: the new definition fails (42P05); the Bind behind the Sync runs the old one.
+  host.frontend(chain, Parse("s", "SELECT lower(note) AS v FROM t"));
+  host.frontend(chain, Sync());
+  host.frontend(chain, Bind("", "s"));
+  host.frontend(chain, DescribePortal(""));
+  host.frontend(chain, Execute(""));
+  host.frontend(chain, Sync());
+  host.backend(chain, Error("42P05", "prepared statement \"s\" already exists"));
+  host.backend(chain, Ready());
+  host.backend(chain, msg('2', ""));
+  masked_row("secret-1");
+  host.backend(chain, Ready());
+  // A portal: bound in a block, bound again (42P03) past a savepoint, run after the rollback.
+  host.frontend(chain, Query("BEGIN"));
+  host.backend(chain, msg('C', z("BEGIN")));
+  host.backend(chain, Ready('T'));
+  host.frontend(chain, Query("SAVEPOINT sp"));
+  host.backend(chain, msg('C', z("SAVEPOINT")));
+  host.backend(chain, Ready('T'));
+  host.frontend(chain, Bind("p", "s2"));
+  host.frontend(chain, Sync());
+  host.backend(chain, msg('2', ""));
+  host.backend(chain, Ready('T'));
+  host.frontend(chain, Bind("p", "n"));
+  host.frontend(chain, Sync());
+  host.frontend(chain, Query("ROLLBACK TO SAVEPOINT sp"));
+  host.frontend(chain, DescribePortal("p"));
+  host.frontend(chain, Execute("p"));
+  host.frontend(chain, Sync());
+  host.backend(chain, Error("42P03", "cursor \"p\" already exists"));
+  host.backend(chain, Ready('E'));
+  host.backend(chain, msg('C', z("ROLLBACK")));
+  host.backend(chain, Ready('T'));
+  masked_row("secret-2");
+  host.backend(chain, Ready('T'));
+  // Answered, a definition is taken at its word again.
+  host.frontend(chain, Bind("", "n"));
+  host.frontend(chain, DescribePortal(""));
+  host.frontend(chain, Execute(""));
+  host.frontend(chain, Sync());
+  host.backend(chain, msg('2', ""));
+  host.backend(chain, RowDescription({{"v", 0, 0}}));
+  EXPECT_EQ(host.backend(chain, DataRow({"plain"})).verdict, Verdict::Forward);
+}
+
 // Guarantee 4: notifications and function results carry data too.
 TEST(MaskingStageTest, NotificationsAndFunctionResultsAreMasked) {
   FakeHost host(R"({"masking": [{"name": "m", "detectors": {"email": "redact"}}]})");
