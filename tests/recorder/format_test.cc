@@ -10,24 +10,15 @@
 #include <unistd.h>
 
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 
 #include "recorder/reader.h"
+#include "tests/recorder/record_files.h"
 
 namespace pgwarden::recorder {
 namespace {
 
 namespace fs = std::filesystem;
-const std::string kKey = "0123456789abcdef0123456789abcdef";
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
-void spit(const std::string& path, const std::string& data) {
-  std::ofstream(path, std::ios::binary | std::ios::trunc) << data;
-}
+using namespace test_files;  // NOLINT: kKey, slurp, spit, first_record
 
 // Offsets of the records in a segment file.
 std::vector<std::pair<std::size_t, std::size_t>> records_of(const std::string& data) {
@@ -157,16 +148,10 @@ TEST(Format, LongValuesAreClippedWithTheirHash) {
   Payload p;
   p.reset(0, 0);
   p.add_clipped(Field::Text, std::string(kMaxValue + 10, 'q'));
-  SegmentWriter w(0, kKey);
-  w.begin(1, w.tail(), 0);
-  w.append(RecordType::Query, p);
-  const std::string all = w.take();
-  std::string_view bytes = all;
+  std::string bytes;
   Record r;
   std::size_t size = 0;
-  ASSERT_EQ(parse_record(bytes, r, size), ParseStatus::Ok);
-  bytes.remove_prefix(size);
-  ASSERT_EQ(parse_record(bytes, r, size), ParseStatus::Ok);
+  ASSERT_EQ(first_record(RecordType::Query, p, bytes, r, size), ParseStatus::Ok);
   EXPECT_EQ(r.get(Field::Text).size(), kMaxValue);
   EXPECT_EQ(r.get(Field::TextSha256).size(), 64u);
 }
@@ -180,17 +165,10 @@ TEST(Format, ManyLongValuesStayInOneReadableRecord) {
   const std::string big(kMaxValue + 1, 'b'), small(100, 's');
   for (int i = 0; i < 10; ++i) p.add_clipped(Field::Param, big);
   for (int i = 0; i < 65525; ++i) p.add_clipped(Field::Param, small);
-  SegmentWriter w(0, kKey);
-  w.begin(1, w.tail(), 0);
-  w.append(RecordType::Bind, p);
-  const std::string all = w.take();
-  std::string_view bytes = all;
+  std::string bytes, why;
   Record r;
   std::size_t size = 0;
-  ASSERT_EQ(parse_record(bytes, r, size), ParseStatus::Ok);
-  bytes.remove_prefix(size);
-  std::string why;
-  ASSERT_EQ(parse_record(bytes, r, size, &why), ParseStatus::Ok) << why;
+  ASSERT_EQ(first_record(RecordType::Bind, p, bytes, r, size, &why), ParseStatus::Ok) << why;
   EXPECT_LE(size - kHeaderSize, kMaxPayload);
   std::size_t params = 0, hashes = 0, value_bytes = 0;
   for (const auto& [f, v] : r.fields) {

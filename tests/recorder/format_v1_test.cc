@@ -8,25 +8,16 @@
 
 #include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 
 #include "recorder/format.h"
 #include "recorder/reader.h"
+#include "tests/recorder/record_files.h"
 
 namespace pgwarden::recorder {
 namespace {
 
 namespace fs = std::filesystem;
-const std::string kKey = "0123456789abcdef0123456789abcdef";
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
-void spit(const std::string& path, const std::string& data) {
-  std::ofstream(path, std::ios::binary | std::ios::trunc) << data;
-}
+using namespace test_files;  // NOLINT: kKey, slurp, spit, first_record
 
 void put_le(std::string& out, std::uint64_t v, int n) {
   for (int i = 0; i < n; ++i) out.push_back(static_cast<char>(v >> (8 * i)));

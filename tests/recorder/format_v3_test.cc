@@ -6,28 +6,19 @@
 #include <unistd.h>
 
 #include <filesystem>
-#include <fstream>
 #include <iostream>
-#include <iterator>
 #include <sstream>
 
 #include "recorder/format.h"
 #include "recorder/reader.h"
 #include "recorder/tools.h"
+#include "tests/recorder/record_files.h"
 
 namespace pgwarden::recorder {
 namespace {
 
 namespace fs = std::filesystem;
-const std::string kKey = "0123456789abcdef0123456789abcdef";
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
-void spit(const std::string& path, const std::string& data) {
-  std::ofstream(path, std::ios::binary | std::ios::trunc) << data;
-}
+using namespace test_files;  // NOLINT: kKey, slurp, spit, first_record
 
 class V3Dir : public ::testing::Test {
  protected:
