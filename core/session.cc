@@ -83,35 +83,25 @@ void Session::build_chains() noexcept {
   const policy::Policy* pol = core().policy;
   chains_for_ = pol != nullptr ? pol->id() : 0;
   front_ = done_ = retired_ = back_ = Chain{};
-  if (pooled_) {
-    front_.add(&pooler_);
-    retired_.add(&pooler_);
-    back_.add(&pooler_);
-  }
-  if (role_guard_.enabled()) front_.add(&role_guard_);
+  const auto add = [this](Stage* s, bool front, bool done, bool retired, bool back) {
+    const Interest in = s->interest();
+    if (front) front_.add(s, in.frontend);
+    if (done) done_.add(s, in.frontend_done);
+    if (retired) retired_.add(s, in.retired);
+    if (back) back_.add(s, in.backend);
+  };
+  if (pooled_) add(&pooler_, true, false, true, true);
+  if (role_guard_.enabled()) add(&role_guard_, true, false, false, false);
   if (pol != nullptr) {
-    front_.add(&policy_);
-    done_.add(&policy_);
-    retired_.add(&policy_);
-    if (policy_.checks_search_path()) back_.add(&policy_);  // its own query's replies
+    add(&policy_, true, true, true, policy_.checks_search_path());  // back: its own query's replies
   }
   masking_engaged_ =
       masking_.profile() != nullptr || model_.own_in_flight() != 0 || masking_.copy_in_flight();
   record_rows_ = recording_ && w_.config().record_rows != 0;
   if (!masking_engaged_) masking_.trim();
-  if (masking_engaged_) {
-    front_.add(&masking_);
-    done_.add(&masking_);
-    retired_.add(&masking_);
-    back_.add(&masking_);
-  }
-  if (pol != nullptr) front_.add(&approvals_);
-  if (recording_) {
-    front_.add(recording_.get());
-    done_.add(recording_.get());
-    retired_.add(recording_.get());
-    back_.add(recording_.get());
-  }
+  if (masking_engaged_) add(&masking_, true, true, true, true);
+  if (pol != nullptr) add(&approvals_, true, false, false, false);
+  if (recording_) add(recording_.get(), true, true, true, true);
 }
 
 // ---------------------------------------------------------------------------------------------

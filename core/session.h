@@ -236,13 +236,7 @@ class alignas(16) Session final : public StageHost {
   // policy, masking, approvals, recording): a stage with nothing to do is left out, so a session
   // without policy or recording pays for none of them. Rebuilt whenever the policy in force
   // changes.
-  struct Chain {
-    Stage* stages[6] = {};
-    std::uint8_t len = 0;
-    void add(Stage* s) noexcept { stages[len++] = s; }
-    Stage* const* begin() const noexcept { return stages; }
-    Stage* const* end() const noexcept { return stages + len; }
-  };
+  using Chain = StageChain;
   Chain front_, done_, retired_, back_, all_;
   std::uint64_t chains_for_ = ~std::uint64_t{0};  // the policy id they were built for (0: none)
   bool masking_engaged_ = false;                  // masking is in the chains

@@ -112,7 +112,7 @@ Next Session::on_frontend_message(const pr::Fragment& f, pr::Bytes whole) {
   if (v.query || v.type == pr::fe::kFunctionCall) ++w_.mutable_stats().statements;
   if (v.query) last_statement_.assign(v.text.substr(0, 512));
   FrontendMessage m{v};
-  for (Stage* s : front_) s->on_frontend(m);
+  front_.each(v.type, false, [&m](Stage* s) { s->on_frontend(m); });
   pr::Request* r = nullptr;
   switch (m.verdict) {
     case Verdict::Defer:
@@ -123,7 +123,7 @@ Next Session::on_frontend_message(const pr::Fragment& f, pr::Bytes whole) {
     case Verdict::Hold:
       if (m.decision != nullptr) count_decision(m);
       held_msg_.assign(whole.data(), whole.size());
-      for (Stage* s : done_) s->on_frontend_done(m, nullptr);
+      done_.each(v.type, false, [&m](Stage* s) { s->on_frontend_done(m, nullptr); });
       return pause_input(Pause::Held, {}, rest);
     case Verdict::Refuse:
       r = refuse(v, m.sqlstate, m.message);
@@ -147,7 +147,7 @@ Next Session::on_frontend_message(const pr::Fragment& f, pr::Bytes whole) {
       break;
   }
   if (m.decision != nullptr) count_decision(m);
-  for (Stage* s : done_) s->on_frontend_done(m, r);
+  done_.each(v.type, false, [&m, r](Stage* s) { s->on_frontend_done(m, r); });
   retire();
   if (closing_ || finishing_) return Next::Stop;
   if (!model_.input_barrier()) return Next::Continue;
@@ -264,7 +264,7 @@ void Session::retire() {
   refresh_chains();
   model_.retire(
       [this](const pr::Request& r) {
-        for (Stage* s : retired_) s->on_retired(r);
+        retired_.each(r.kind, false, [&r](Stage* s) { s->on_retired(r); });
       },
       [this](pr::Request& r) { answer_locally(r); });
 }
@@ -338,7 +338,9 @@ Next Session::on_ready_backend(const pr::Fragment& f) {
     m.out = refusal_out_;
   }
   if (m.verdict != Verdict::Drop) {
-    for (Stage* s : back_) s->on_backend(m);
+    // Replies to pgwarden's own requests reach every stage: the one that sent it drops them.
+    const bool own = ev.request != nullptr && ev.request->origin == pr::Origin::Gateway;
+    back_.each(m.type, own, [&m](Stage* s) { s->on_backend(m); });
   }
   switch (m.verdict) {
     case Verdict::Replace:

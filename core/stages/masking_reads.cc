@@ -69,15 +69,30 @@ bool ordinal_possible(std::string_view shape, std::string_view text) {
     after_list = c == '(' || c == ',' || c == 'y';
   }
   if (!after_list) return false;
-  auto has = [&](std::string_view word) {
-    for (std::size_t i = 0; i + word.size() <= text.size(); ++i) {
-      std::size_t k = 0;
-      while (k < word.size() && static_cast<char>(text[i + k] | 0x20) == word[k]) ++k;
-      if (k == word.size()) return true;
+  // One pass: only where one of the words starts is it compared.
+  const auto at = [&](std::size_t i, std::string_view word) {
+    if (i + word.size() > text.size()) return false;
+    for (std::size_t k = 1; k < word.size(); ++k) {
+      if (static_cast<char>(text[i + k] | 0x20) != word[k]) return false;
     }
-    return false;
+    return true;
   };
-  return has("order") || has("group") || has("distinct");
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    switch (static_cast<char>(text[i] | 0x20)) {
+      case 'o':
+        if (at(i, "order")) return true;
+        break;
+      case 'g':
+        if (at(i, "group")) return true;
+        break;
+      case 'd':
+        if (at(i, "distinct")) return true;
+        break;
+      default:
+        break;
+    }
+  }
+  return false;
 }
 
 }  // namespace

@@ -30,6 +30,21 @@ class MaskingStage final : public Stage {
   void on_held_decided(FrontendMessage& m, protocol::Request* r) override;
   void on_backend(BackendMessage& m) override;
   void on_retired(const protocol::Request& r) override;
+  // Every frontend message (a COPY's block defers them all; the catalog query goes ahead of
+  // any); what changes names, reads or the last Sync; messages that carry values, COPY's, and
+  // ReadyForQuery (portals end); requests whose reads or names are kept.
+  Interest interest() const noexcept override {
+    namespace fe = protocol::fe;
+    namespace be = protocol::be;
+    using K = protocol::RequestKind;
+    return {TypeSet::all(),
+            TypeSet{fe::kQuery, fe::kParse, fe::kBind, fe::kExecute, fe::kClose, fe::kSync,
+                    fe::kFunctionCall},
+            TypeSet{be::kDataRow, be::kErrorResponse, be::kNoticeResponse,
+                    be::kNotificationResponse, be::kFunctionCallResponse, be::kParameterStatus,
+                    be::kCopyOutResponse, be::kCopyData, be::kReadyForQuery},
+            TypeSet{K::Query, K::Parse, K::Bind, K::Execute}};
+  }
 
   // The caller's profile under the policy in force (null: values go out as they are). Picks up a
   // reloaded policy at once, whatever message is being handled.

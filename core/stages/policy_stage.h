@@ -25,6 +25,13 @@ class PolicyStage final : public Stage {
     on_frontend_done(m, r);
   }
   void on_retired(const protocol::Request& r) override;
+  // Every frontend message (a pending search_path check defers them all); what defines or
+  // drops a statement; Parses that fail.
+  Interest interest() const noexcept override {
+    namespace fe = protocol::fe;
+    return {TypeSet::all(), TypeSet{fe::kQuery, fe::kParse, fe::kClose}, TypeSet::all(),
+            TypeSet{protocol::RequestKind::Parse}};
+  }
   void on_backend(BackendMessage& m) override;
   // The caller's rule forbids a whole schema ("schema.*"): the session's own search_path (the
   // role's or database's default) is read once, and a session whose path names such a schema

@@ -42,14 +42,21 @@ bool RecordingStage::records(char type) {
 
 void RecordingStage::add_decision(rec::Payload& p, const FrontendMessage& m, const char* decision) {
   if (m.decision == nullptr) return;
-  // Statements of a session mostly repeat their classes: their names are built once per set.
-  if (m.decision->classes != classes_ || classes_text_.empty()) {
-    classes_ = m.decision->classes;
-    classes_text_ = policy::class_names(classes_);
-  }
   p.add(rec::Field::Decision, decision)
       .add(rec::Field::Rule, m.decision->rule != nullptr ? m.decision->rule->name : "(no rule)")
-      .add(rec::Field::Classes, classes_text_);
+      .add(rec::Field::Classes, class_names(m.decision->classes));
+}
+
+// Statements of a session mostly repeat their classes: their names are built once per set.
+const std::string& RecordingStage::class_names(policy::ClassSet set) {
+  for (const ClassNames& c : class_names_) {
+    if (c.set == set && !c.text.empty()) return c.text;
+  }
+  ClassNames& c = class_names_[class_names_next_];
+  class_names_next_ = static_cast<std::uint8_t>((class_names_next_ + 1) % std::size(class_names_));
+  c.set = set;
+  c.text = policy::class_names(set);
+  return c.text;
 }
 
 // A sqlcommenter comment's intent and trace context, as their own fields (masked as the text is).

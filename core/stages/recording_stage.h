@@ -28,6 +28,17 @@ class RecordingStage final : public Stage, public DurabilityWaiter {
   void on_held_decided(FrontendMessage& m, protocol::Request* r) override;
   void on_backend(BackendMessage& m) override;
   void on_retired(const protocol::Request& r) override;
+  // Statements (records()), their outcomes, rows and COPY data; requests that carry a record.
+  Interest interest() const noexcept override {
+    namespace fe = protocol::fe;
+    namespace be = protocol::be;
+    using K = protocol::RequestKind;
+    const TypeSet statements{fe::kQuery, fe::kParse, fe::kBind, fe::kExecute, fe::kFunctionCall};
+    return {statements, statements,
+            TypeSet{be::kCopyData, be::kDataRow, be::kCommandComplete, be::kEmptyQueryResponse,
+                    be::kPortalSuspended, be::kErrorResponse, be::kFunctionCallResponse},
+            TypeSet{K::Query, K::Parse, K::Bind, K::Execute, K::FunctionCall}};
+  }
   void on_record_durable() override;
   void on_close() override { sink_.forget(*this); }
 
@@ -76,8 +87,15 @@ class RecordingStage final : public Stage, public DurabilityWaiter {
   std::uint64_t last_end_ = 0;  // strict: what must be durable before upstream bytes go
   std::string describe_error_;  // the failed Describe pgwarden sent before an Execute
   bool holding_ = false;
-  policy::ClassSet classes_ = 0;  // of the last statement recorded, and their names
-  std::string classes_text_;
+  // The names of the class sets recorded last (a session's statements mostly cycle through a
+  // few sets: a transaction's BEGIN, UPDATE, SELECT, INSERT and COMMIT), replaced in turn.
+  struct ClassNames {
+    policy::ClassSet set = 0;
+    std::string text;  // "" : empty slot
+  };
+  ClassNames class_names_[4];
+  std::uint8_t class_names_next_ = 0;
+  const std::string& class_names(policy::ClassSet set);
   policy::CommentTags app_tags_;  // from the session's application_name
   bool app_tags_read_ = false;
 };

@@ -6,13 +6,16 @@
 // after a refusing or holding one sees that verdict and acts on it (the recording records it).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <initializer_list>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "core/services.h"
 #include "protocol/frontend.h"
+#include "protocol/message_types.h"
 #include "protocol/pipeline.h"
 
 namespace pgwarden::policy {
@@ -92,6 +95,69 @@ struct BackendMessage {
   }
 };
 
+// Which messages a stage's hook acts on: a set of message type bytes (frontend or backend), or
+// of request kinds (protocol::RequestKind as a byte). The session calls a hook only for what is
+// in its set, so a stage pays nothing for the messages it lets pass. Bytes of 128 and over are
+// always in (no message type uses them).
+class TypeSet {
+ public:
+  static constexpr TypeSet all() noexcept { return TypeSet(~std::uint64_t{0}, ~std::uint64_t{0}); }
+  constexpr TypeSet(std::initializer_list<char> types) noexcept {
+    for (const char t : types) add(static_cast<unsigned char>(t));
+  }
+  constexpr TypeSet(std::initializer_list<protocol::RequestKind> kinds) noexcept {
+    for (const protocol::RequestKind k : kinds) add(static_cast<unsigned char>(k));
+  }
+  constexpr bool has(char type) const noexcept {
+    const auto u = static_cast<unsigned char>(type);
+    return u >= 128 || ((bits_[u >> 6] >> (u & 63)) & 1) != 0;
+  }
+  constexpr bool has(protocol::RequestKind k) const noexcept { return has(static_cast<char>(k)); }
+
+ private:
+  constexpr TypeSet(std::uint64_t lo, std::uint64_t hi) noexcept : bits_{lo, hi} {}
+  constexpr void add(unsigned char u) noexcept {
+    if (u < 128) bits_[u >> 6] |= std::uint64_t{1} << (u & 63);
+  }
+  std::uint64_t bits_[2] = {0, 0};
+};
+
+// A chain's dispatch table has a slot per message type byte pgwarden knows (a request kind, in
+// the retired chain, has the slot of its value); every other byte shares the last slot, which
+// reaches every stage. Bytes sharing a slot reach the stages of all of them: never fewer.
+inline constexpr std::size_t kTypeSlots = 32;
+namespace detail {
+inline constexpr char kKnownTypes[] = "BCDEFHPQSXcdfp123AGIKNRTVWZnstv";  // frontend, then backend
+static_assert(sizeof kKnownTypes - 1 < kTypeSlots);
+struct SlotTable {
+  std::uint8_t slot[256];
+  constexpr SlotTable() : slot{} {
+    for (std::uint8_t& s : slot) s = kTypeSlots - 1;
+    for (std::size_t i = 0; i + 1 < sizeof kKnownTypes; ++i) {
+      slot[static_cast<unsigned char>(kKnownTypes[i])] = static_cast<std::uint8_t>(i);
+    }
+    for (unsigned k = 0; k < 10; ++k) slot[k] = static_cast<std::uint8_t>(k);  // request kinds
+  }
+};
+inline constexpr SlotTable kSlots;
+}  // namespace detail
+inline std::uint8_t type_slot(char type) noexcept {
+  return detail::kSlots.slot[static_cast<unsigned char>(type)];
+}
+template <class T>
+std::uint8_t type_slot(T kind) noexcept {
+  return type_slot(static_cast<char>(kind));
+}
+
+// What each hook of a stage acts on. Replies to pgwarden's own requests (Origin::Gateway) reach
+// every stage in the backend chain whatever their type.
+struct Interest {
+  TypeSet frontend = TypeSet::all();       // on_frontend, by frontend message type
+  TypeSet frontend_done = TypeSet::all();  // on_frontend_done, by frontend message type
+  TypeSet backend = TypeSet::all();        // on_backend, by backend message type
+  TypeSet retired = TypeSet::all();        // on_retired, by request kind
+};
+
 // Owners of pgwarden's own upstream requests (Request::owner).
 inline constexpr std::uint8_t kOwnerMasking = 1;
 inline constexpr std::uint8_t kOwnerPolicy = 2;
@@ -144,8 +210,41 @@ class Stage {
   // A request left the model, answered or skipped.
   virtual void on_retired(const protocol::Request& r) { (void)r; }
   virtual void on_tick(std::int64_t now_ns) { (void)now_ns; }
+  // Which messages the hooks above act on (read when the session builds its chains). Narrower
+  // than every message only where the hook provably does nothing with the rest.
+  virtual Interest interest() const noexcept { return {}; }
   // The session ends (before its resources go).
   virtual void on_close() {}
+};
+
+// The stages of one hook, in order, and which of them act on each message type (or request
+// kind): a bit per stage in each slot (Stage::interest, type_slot).
+struct StageChain {
+  Stage* stages[6] = {};
+  std::uint8_t len = 0;
+  std::uint8_t every = 0;
+  std::uint8_t by_slot[kTypeSlots] = {};
+  void add(Stage* s, TypeSet set = TypeSet::all()) noexcept {
+    const auto bit = static_cast<std::uint8_t>(1u << len);
+    for (unsigned b = 0; b < 256; ++b) {
+      if (set.has(static_cast<char>(b))) by_slot[type_slot(static_cast<char>(b))] |= bit;
+    }
+    by_slot[kTypeSlots - 1] |= bit;  // bytes pgwarden does not know reach every stage
+    every |= bit;
+    stages[len++] = s;
+  }
+  Stage* const* begin() const noexcept { return stages; }
+  Stage* const* end() const noexcept { return stages + len; }
+  // f(stage), in order, for each stage acting on `type` (every stage when `all`).
+  template <class T, class F>
+  void each(T type, bool all, F&& f) const {
+    unsigned mask = all ? every : by_slot[type_slot(type)];
+    while (mask != 0) {
+      const unsigned i = static_cast<unsigned>(__builtin_ctz(mask));
+      mask &= mask - 1;
+      f(stages[i]);
+    }
+  }
 };
 
 }  // namespace pgwarden::core

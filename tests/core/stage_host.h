@@ -194,6 +194,19 @@ class FakeHost final : public StageHost {
     fail(sqlstate, message);
   }
 
+  // The session's chains of `stages` (in order), by their interests.
+  struct Chains {
+    explicit Chains(const std::vector<Stage*>& stages) {
+      for (Stage* s : stages) {
+        const Interest in = s->interest();
+        front.add(s, in.frontend);
+        done.add(s, in.frontend_done);
+        back.add(s, in.backend);
+        retired.add(s, in.retired);
+      }
+    }
+    StageChain front, done, back, retired;
+  };
   // Runs one client message through `stages` (in order) and commits it as the session would.
   struct Result {
     Verdict verdict;
@@ -208,7 +221,9 @@ class FakeHost final : public StageHost {
     std::string why;
     EXPECT_TRUE(protocol::read_frontend(client_msgs.back(), v, why)) << why;
     FrontendMessage fm(v);
-    for (Stage* s : stages) s->on_frontend(fm);
+    // Each hook reaches the stages whose interest has the message, as in the session.
+    const Chains c(stages);
+    c.front.each(v.type, false, [&fm](Stage* s) { s->on_frontend(fm); });
     protocol::Request* r = nullptr;
     if (fm.verdict == Verdict::Forward || fm.verdict == Verdict::Replace) {
       r = model_.commit(v);
@@ -225,7 +240,7 @@ class FakeHost final : public StageHost {
       }
       r->tag_text = std::string(fm.sqlstate) + fm.message;
     }
-    for (Stage* s : stages) s->on_frontend_done(fm, r);
+    c.done.each(v.type, false, [&fm, r](Stage* s) { s->on_frontend_done(fm, r); });
     return {fm.verdict, fm.message, r, fm.granted, fm.reason};
   }
   // Feeds one server message to the model and `stages`; returns what the client would get.
@@ -239,10 +254,13 @@ class FakeHost final : public StageHost {
     bm.whole = kept;
     bm.size = static_cast<std::uint32_t>(kept.size());
     bm.event = &events.back();
-    for (Stage* s : stages) s->on_backend(bm);
+    const Chains c(stages);
+    const protocol::Request* req = bm.event->request;
+    c.back.each(bm.type, req != nullptr && req->origin == protocol::Origin::Gateway,
+                [&bm](Stage* s) { s->on_backend(bm); });
     model_.retire(
         [&](const protocol::Request& r) {
-          for (Stage* s : stages) s->on_retired(r);
+          c.retired.each(r.kind, false, [&r](Stage* s) { s->on_retired(r); });
         },
         [&](protocol::Request&) {});
     return bm;
