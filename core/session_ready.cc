@@ -50,6 +50,7 @@ Next Session::on_ready_frontend(const pr::Fragment& f) {
   if (whole.empty()) return Next::Continue;
   const Next next = on_frontend_message(f, whole);
   if (!in_place) fe_msg_.shrink();
+  if (masking_engaged_) masking_.trim();  // (the recording's masked text of it is taken)
   return next;
 }
 
@@ -360,6 +361,7 @@ Next Session::on_ready_backend(const pr::Fragment& f) {
       break;
   }
   if (!whole.empty() && whole.data() != f.bytes.data()) be_msg_.shrink();
+  if (masking_engaged_) masking_.trim();  // what it delivered is queued by now
   if (ev.fatal && end_reason_.empty()) {
     const auto e = pr::read_error(whole);
     end_reason_ = e ? e->sqlstate + " " + e->message : "the server ended the session";

@@ -55,8 +55,11 @@ std::string name_of(const policy::ReadSet& r, const policy::ColumnRule& rule) {
 
 // Whether a number the shape stands for can be an ordinal that says what is read (ORDER BY 1,
 // GROUP BY 2, DISTINCT ON (1), ROLLUP (1, 2): the first or second select-list entry): one right
-// after "by", "(" or "," in a text that has "order", "group" or "distinct" anywhere.
-bool ordinal_possible(std::string_view shape, std::string_view text) {
+// after "by", "(" or "," in a text that has "order", "group" or "distinct" anywhere. A function
+// of the shape alone: a shape has every letter of its text, and a number's place (\x01) keeps
+// the letters around it apart.
+bool ordinal_possible(std::string_view shape) {
+  const std::string_view text = shape;
   bool after_list = false;
   for (std::size_t i = shape.find('\x01'); i != std::string_view::npos && !after_list;
        i = shape.find('\x01', i + 1)) {
@@ -104,7 +107,8 @@ MaskingStage::Reads MaskingStage::reads_for(std::string_view text) {
   }
   // Numbers do not change what a statement reads, but for ordinals: texts differing only in
   // numbers share an entry unless one may be an ordinal. (The policy stage has mostly just
-  // judged this text, and kept its shape.)
+  // judged this text, and kept its shape.) An entry is kept under a shape only when no number
+  // of the shape can be an ordinal, so finding the shape is enough; else under the text.
   std::string_view key = text;
   std::size_t hash = 0;
   bool hashed = false;
@@ -114,25 +118,35 @@ MaskingStage::Reads MaskingStage::reads_for(std::string_view text) {
   } else if (policy::shape_of(text, shape_)) {
     key = shape_;
   }
-  if (key.data() != text.data() && ordinal_possible(key, text)) {
-    key = text;
-    hashed = false;
-  }
   if (!hashed) hash = std::hash<std::string_view>{}(key);
   if (reads_cache_.empty()) reads_cache_.resize(kReadsCacheSize);
   // Four ways per set, the least recently used replaced: a few shapes that share a set do not
   // push each other out on every statement.
-  const std::size_t set = hash % (kReadsCacheSize / kReadsWays) * kReadsWays;
-  CachedReads* victim = &reads_cache_[set];
-  for (std::size_t w = 0; w < kReadsWays; ++w) {
-    CachedReads& e = reads_cache_[set + w];
-    if (e.reads && e.key == key) {
-      e.used = ++reads_clock_;
-      return e.reads;
+  // (A shape and a text never match each other: a text with a \x01 of its own has no shape.)
+  bool shaped = key.data() != text.data();
+  const auto find = [this, &shaped](std::string_view k, std::size_t h) {
+    const std::size_t set = h % (kReadsCacheSize / kReadsWays) * kReadsWays;
+    CachedReads* victim = &reads_cache_[set];
+    for (std::size_t w = 0; w < kReadsWays; ++w) {
+      CachedReads& e = reads_cache_[set + w];
+      if (e.reads && e.shape == shaped && e.key == k) return std::pair{&e, true};
+      if (e.used < victim->used) victim = &e;
     }
-    if (e.used < victim->used) victim = &e;
+    return std::pair{victim, false};
+  };
+  auto [entry, found] = find(key, hash);
+  if (!found && shaped && ordinal_possible(key)) {
+    key = text;
+    shaped = false;
+    std::tie(entry, found) = find(key, std::hash<std::string_view>{}(key));
   }
+  if (found) {
+    entry->used = ++reads_clock_;
+    return entry->reads;
+  }
+  CachedReads* victim = entry;
   victim->key.assign(key);
+  victim->shape = shaped;
   victim->reads =
       std::make_shared<const std::vector<policy::StatementReads>>(policy::statement_reads(text));
   victim->used = ++reads_clock_;

@@ -400,13 +400,12 @@ void MaskingStage::mask_function_result(BackendMessage& m, const MaskProfile& p)
   replace(m);
 }
 
-void MaskingStage::trim() noexcept {
+void MaskingStage::release_scratch() noexcept {
   if (out_.capacity() > kKeepBytes) decltype(out_)().swap(out_);
   if (text_.capacity() > kKeepBytes) decltype(text_)().swap(text_);
 }
 
 void MaskingStage::on_backend(BackendMessage& m) {
-  trim();  // what the last message needed is queued by now
   const pr::Request* r = m.request();
   if (r != nullptr && r->origin == pr::Origin::Gateway && r->owner == kOwnerMasking) {
     on_own_reply(m);

@@ -51,8 +51,11 @@ class MaskingStage final : public Stage {
   const policy::MaskProfile* profile();
   // Text going into the recording (statements, parameters), with the profile's findings masked.
   std::string_view for_record(std::string_view text);
-  // A large message's scratch memory goes back (the stage may leave the chain with it held).
-  void trim() noexcept;
+  // A large message's scratch memory goes back: the session calls it once each message it read
+  // whole is handled (and when the stage leaves the chain), whichever stages that message reached.
+  void trim() noexcept {
+    if (out_.capacity() > kKeepBytes || text_.capacity() > kKeepBytes) release_scratch();
+  }
   std::size_t scratch_bytes() const noexcept { return out_.capacity() + text_.capacity(); }
   // Rows, COPY data, notices, notifications and function results must be read whole.
   bool reads_data() { return catalog_pending_ || profile() != nullptr; }
@@ -66,6 +69,7 @@ class MaskingStage final : public Stage {
 
  private:
   void update(const policy::Policy& pol);
+  void release_scratch() noexcept;
   // Sends the catalog query when it is due and the session is settled.
   void send_catalog_query() {
     if (catalog_due_) send_catalog_query_now();
@@ -201,6 +205,7 @@ class MaskingStage final : public Stage {
   Portals portals_;
   struct CachedReads {
     std::string key;
+    bool shape = false;  // key is a statement's shape (else its text)
     Reads reads;
     std::uint64_t used = 0;  // reads_clock_ when last used (0: empty)
   };
