@@ -20,6 +20,13 @@ class ApprovalStage final : public Stage {
  public:
   explicit ApprovalStage(StageHost& host) : host_(host) {}
   void on_frontend(FrontendMessage& m) override;
+  // It acts on statements the policy stage judged (a decision: Query, Parse, Bind, FunctionCall),
+  // and grants end on a Query's or Parse's text.
+  Interest interest() const noexcept override {
+    namespace fe = protocol::fe;
+    return {TypeSet{fe::kQuery, fe::kParse, fe::kBind, fe::kFunctionCall}, TypeSet::all(),
+            TypeSet::all(), TypeSet::all()};
+  }
   void on_tick(std::int64_t now_ns) override;
   void on_close() override;
   // A decision from the admin endpoint (through the mailbox).

@@ -2,6 +2,7 @@
 // request kind), in chain order; and a stage lets pass nothing it acts on. Every stage test runs
 // its messages through these chains (stage_host.h), so the masking, recording and policy
 // guarantees are tested as the session dispatches them.
+#include "core/stages/approval_stage.h"
 #include "core/stages/masking_stage.h"
 #include "core/stages/policy_stage.h"
 #include "core/stages/recording_stage.h"
@@ -174,6 +175,25 @@ TEST(StageInterestTest, MaskingChangesNoMessageOutsideItsInterest) {
   for (const char type : {'D', 'E', 'N', 'A', 'V', 'S', 'H', 'd', 'Z'}) {
     EXPECT_TRUE(in.backend.has(type)) << type;
   }
+}
+
+// Approvals act on what the policy stage decided: no other frontend message gets a decision.
+TEST(StageInterestTest, ApprovalsSeeEveryMessageThePolicyDecides) {
+  FakeHost host(R"({"rules": [{"name": "r", "deny": ["drop"], "require_approval": ["delete"]}]})");
+  PolicyStage policy(host);
+  ApprovalStage approvals(host);
+  const Interest in = approvals.interest();
+  for (unsigned b = 0; b < 128; ++b) {
+    const char type = static_cast<char>(b);
+    if (in.frontend.has(type)) continue;
+    protocol::FrontendView v;
+    v.type = type;
+    v.text = "DELETE FROM t";
+    FrontendMessage m(v);
+    policy.on_frontend(m);
+    EXPECT_EQ(m.decision, nullptr) << type;
+  }
+  for (const char type : {'Q', 'P', 'B', 'F'}) EXPECT_TRUE(in.frontend.has(type)) << type;
 }
 
 }  // namespace
