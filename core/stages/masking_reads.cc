@@ -54,8 +54,9 @@ std::string name_of(const policy::ReadSet& r, const policy::ColumnRule& rule) {
 }
 
 // Whether a number the shape stands for can be an ordinal that says what is read (ORDER BY 1,
-// GROUP BY 2, DISTINCT ON (1), ROLLUP (1, 2): the first or second select-list entry): one right
-// after "by", "(" or "," in a text that has "order", "group" or "distinct" anywhere. A function
+// GROUP BY 2, GROUP BY ALL 2, DISTINCT ON (1), ROLLUP (1, 2): the first or second select-list
+// entry): one right after "by", "all", "distinct", "(" or "," in a text that has "order",
+// "group" or "distinct" anywhere. A function
 // of the shape alone: a shape has every letter of its text, and a number's place (\x01) keeps
 // the letters around it apart.
 bool ordinal_possible(std::string_view shape) {
@@ -69,7 +70,8 @@ bool ordinal_possible(std::string_view shape) {
       --j;
     }
     const char c = j > 0 ? static_cast<char>(shape[j - 1] | 0x20) : '\0';
-    after_list = c == '(' || c == ',' || c == 'y';
+    // ("l" and "t": GROUP BY ALL 2, GROUP BY DISTINCT 2.)
+    after_list = c == '(' || c == ',' || c == 'y' || c == 'l' || c == 't';
   }
   if (!after_list) return false;
   // One pass: only where one of the words starts is it compared.

@@ -205,6 +205,22 @@ TEST(MaskingStageTest, ANameRedefinedPastASyncIsNotTakenAtItsWord) {
 }
 
 // Guarantee 4: notifications and function results carry data too.
+// Texts that differ only in a number share what they read, unless the number may be an ordinal:
+// after GROUP BY ALL or DISTINCT too, the second texts test the masked column and are refused.
+TEST(MaskingStageTest, AnOrdinalAfterGroupByAllOrDistinctIsNotSharedByShape) {
+  FakeHost host(R"({"masking": [{"name": "m", "conditions": "refuse",
+      "columns": [{"column": "ssn", "action": "redact"}]}]})");
+  MaskingStage masking(host);
+  const std::vector<Stage*> chain{&masking};
+  for (const char* q : {"ALL", "DISTINCT"}) {
+    const std::string head = std::string("SELECT count(*), ssn FROM people GROUP BY ") + q;
+    EXPECT_EQ(host.frontend(chain, Query(head + " 1")).verdict, Verdict::Forward) << q;
+    const auto second = host.frontend(chain, Query(head + " 2"));
+    EXPECT_EQ(second.verdict, Verdict::Refuse) << q;
+    EXPECT_NE(second.message.find("in a condition"), std::string::npos) << second.message;
+  }
+}
+
 TEST(MaskingStageTest, NotificationsAndFunctionResultsAreMasked) {
   FakeHost host(R"({"masking": [{"name": "m", "detectors": {"email": "redact"}}]})");
   MaskingStage masking(host);
