@@ -238,6 +238,7 @@ struct StageChain {
   // f(stage), in order, for each stage acting on `type` (every stage when `all`).
   template <class T, class F>
   void each(T type, bool all, F&& f) const {
+    if (every == 0) return;  // no stage acts (a bare relay)
     unsigned mask = all ? every : by_slot[type_slot(type)];
     while (mask != 0) {
       const unsigned i = static_cast<unsigned>(__builtin_ctz(mask));
