@@ -2,8 +2,9 @@
 // recording) is a Stage with its own state, run by the Session over the one pipeline model, in
 // the spirit of Envoy's network filters. For every ready-phase frontend message the chain runs in
 // order (role guard -> policy -> approvals -> recording) and ends in a verdict; for every backend
-// message (masking -> policy -> recording) likewise. Every stage sees every message; a stage
-// after a refusing or holding one sees that verdict and acts on it (the recording records it).
+// message (masking -> policy -> recording) likewise. Every stage in a chain sees every message
+// its interest() has; a stage after a refusing or holding one sees that verdict and acts on it
+// (the recording records it).
 #pragma once
 
 #include <cstddef>
