@@ -320,6 +320,8 @@ struct ScanContext {
 int on_candidate(unsigned int id, unsigned long long from, unsigned long long to, unsigned int,
                  void* ctx) {
   auto* c = static_cast<ScanContext*>(ctx);
+  // Past the bound the scan stops and the value is not scanned: masked whole (fail closed).
+  if (c->candidates->size() >= PiiScanner::kMaxCandidates) return 1;
   c->candidates->push_back(PiiFinding{static_cast<PiiKind>(0), static_cast<std::size_t>(from),
                                       static_cast<std::size_t>(to)});
   c->ids->push_back(id);
@@ -538,13 +540,19 @@ bool PiiScanner::scan(std::string_view value, const PiiDetectors& detectors,
     i += c != 0 ? len : 1;
   }
   origin_.push_back(value.size());
-  if (!scan_ascii(normalized_, detectors, out)) return false;
-  for (PiiFinding& f : out) {
-    f.begin = origin_[f.begin];
-    f.end = origin_[f.end];
-    f.lookalike = true;
+  const bool ok = scan_ascii(normalized_, detectors, out);
+  if (ok) {
+    for (PiiFinding& f : out) {
+      f.begin = origin_[f.begin];
+      f.end = origin_[f.end];
+      f.lookalike = true;
+    }
   }
-  return true;
+  if (origin_.capacity() > kKeepLookalikeMap) {  // nine bytes per byte of value: not kept
+    decltype(normalized_)().swap(normalized_);
+    decltype(origin_)().swap(origin_);
+  }
+  return ok;
 }
 
 bool PiiScanner::scan_ascii(std::string_view value, const PiiDetectors& detectors,

@@ -69,8 +69,15 @@ class PiiScanner {
   PiiScanner(const PiiScanner&) = delete;
   PiiScanner& operator=(const PiiScanner&) = delete;
 
+  // Hyperscan reports every end of every reading: a long run of digits is candidates at nearly
+  // every byte. Past this many in one value it is not scanned: the bookkeeping, kept per core
+  // for reuse, stays under about 40 MiB (a 16 MiB value would otherwise take most of a
+  // gigabyte). A look-alike value's byte map past kKeepLookalikeMap entries is not kept.
+  static constexpr std::size_t kMaxCandidates = std::size_t{1} << 19;
+  static constexpr std::size_t kKeepLookalikeMap = std::size_t{1} << 20;
   // Validated, non-overlapping findings in `value`, in order (cleared first). False if the
-  // value could not be scanned (then mask it whole: fail closed).
+  // value could not be scanned, or has more than kMaxCandidates candidates (then mask it whole:
+  // fail closed).
   bool scan(std::string_view value, const PiiDetectors& detectors, std::vector<PiiFinding>& out);
 
  private:

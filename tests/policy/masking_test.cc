@@ -179,6 +179,19 @@ TEST_F(MaskingTest, ContentDetectorsReplaceOnlyTheFindingInTextValues) {
   EXPECT_STREQ(Masker::detector_name(Masker::kByColumnRule), "column");
 }
 
+// A value too long in candidates to scan (a run of digits: candidates at nearly every end) is
+// not forwarded: it becomes NULL, and the row after it is masked as before.
+TEST_F(MaskingTest, AValueOfTooManyCandidatesIsHiddenWhole) {
+  const std::string digits(4 * PiiScanner::kMaxCandidates, '7');
+  bool changed = false;
+  const auto v = mask({{"note", 25}, {"id", 23}}, {digits, "7"}, &changed);
+  EXPECT_TRUE(changed);
+  EXPECT_FALSE(v[0].has_value());
+  EXPECT_EQ(*v[1], "7");
+  const auto after = mask({{"note", 25}}, {"ssn 123-45-6789"});
+  EXPECT_EQ(*after[0], "ssn REDACTED");
+}
+
 TEST_F(MaskingTest, CleanRowsAreNotCopied) {
   bool changed = true;
   const auto v = mask({{"note", 25}, {"n", 1700}, {"at", 1184}},

@@ -24,6 +24,24 @@ TEST(PiiValidators, LuhnAndIban) {
   EXPECT_FALSE(iban_valid("de89370400440532013000"));
 }
 
+// A value with more candidates than the scanner keeps is not scanned (masked whole by the
+// caller); values after it scan as before.
+TEST(PiiScanner, AValueOfTooManyCandidatesIsNotScanned) {
+  auto detectors = PiiDetectors::build();
+  ASSERT_TRUE(detectors.ok()) << detectors.error().message;
+  PiiScanner scanner;
+  std::vector<PiiFinding> found;
+  const std::string digits(4 * PiiScanner::kMaxCandidates, '1');  // candidates at most ends
+  EXPECT_FALSE(scanner.scan(digits, **detectors, found));
+  ASSERT_TRUE(scanner.scan("card 4111 1111 1111 1111, mail bob@example.com", **detectors, found));
+  EXPECT_EQ(found.size(), 2u);
+  // Many findings under the bound still scan.
+  std::string mails;
+  for (int i = 0; i < 20000; ++i) mails += "bob@example.com ";
+  ASSERT_TRUE(scanner.scan(mails, **detectors, found));
+  EXPECT_EQ(found.size(), 20000u);
+}
+
 TEST(PiiCorpus, RecallAndFalsePositives) {
   std::ifstream in(std::string(PGW_TEST_DATA) + "/pii_corpus.txt");
   auto detectors = PiiDetectors::build();
