@@ -56,9 +56,8 @@ std::string name_of(const policy::ReadSet& r, const policy::ColumnRule& rule) {
 // Whether a number the shape stands for can be an ordinal that says what is read (ORDER BY 1,
 // GROUP BY 2, GROUP BY ALL 2, DISTINCT ON (1), ROLLUP (1, 2): the first or second select-list
 // entry): one right after "by", "all", "distinct", "(" or "," in a text that has "order",
-// "group" or "distinct" anywhere. A function
-// of the shape alone: a shape has every letter of its text, and a number's place (\x01) keeps
-// the letters around it apart.
+// "group" or "distinct" anywhere. A function of the shape alone: a shape has every letter of its
+// text, and a number's place (\x01) keeps the letters around it apart.
 bool ordinal_possible(std::string_view shape) {
   const std::string_view text = shape;
   bool after_list = false;

@@ -13,6 +13,16 @@ namespace {
 
 using namespace testing;  // NOLINT
 
+// A server message as the session hands it to a stage, answering `ev`'s request.
+BackendMessage backend_message(const ByteString& whole, protocol::PipelineModel::Event& ev) {
+  BackendMessage m;
+  m.type = static_cast<char>(whole[0]);
+  m.whole = whole;
+  m.size = static_cast<std::uint32_t>(whole.size());
+  m.event = &ev;
+  return m;
+}
+
 // Logs each hook call as "<name><hook><type>".
 class Probe final : public Stage {
  public:
@@ -125,11 +135,7 @@ TEST(StageInterestTest, TheRecordingActsOnNothingOutsideItsInterest) {
     const char type = static_cast<char>(b);
     if (!in.backend.has(type)) {
       const ByteString whole = msg(type, body);
-      BackendMessage m;
-      m.type = type;
-      m.whole = whole;
-      m.size = static_cast<std::uint32_t>(whole.size());
-      m.event = &ev;
+      BackendMessage m = backend_message(whole, ev);
       recording.on_backend(m);
       EXPECT_EQ(m.verdict, Verdict::Forward) << type;
     }
@@ -163,11 +169,7 @@ TEST(StageInterestTest, MaskingChangesNoMessageOutsideItsInterest) {
     const char type = static_cast<char>(b);
     if (in.backend.has(type)) continue;
     const ByteString whole = msg(type, body);
-    BackendMessage m;
-    m.type = type;
-    m.whole = whole;
-    m.size = static_cast<std::uint32_t>(whole.size());
-    m.event = &ev;
+    BackendMessage m = backend_message(whole, ev);
     masking.on_backend(m);
     EXPECT_EQ(m.verdict, Verdict::Forward) << type;
   }
