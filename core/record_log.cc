@@ -157,6 +157,7 @@ rec::Payload& RecordLog::payload(std::uint64_t session) {
 }
 
 std::uint64_t RecordLog::append(rec::RecordType type) {
+  changed_ = true;
   const std::size_t before = writer_.pending_size();
   if (before == 0) pending_since_ns_ = w_.now_ns();
   writer_.append(type, payload_);
@@ -167,6 +168,7 @@ std::uint64_t RecordLog::append(rec::RecordType type) {
 std::uint64_t RecordLog::extend_last(rec::RecordType type, std::uint64_t end, rec::Field f,
                                      std::uint64_t value) {
   if (end != appended_) return 0;
+  changed_ = true;
   const std::size_t before = writer_.pending_size();
   if (!writer_.extend_last(type, f, value)) return 0;
   appended_ += writer_.pending_size() - before;
@@ -174,6 +176,7 @@ std::uint64_t RecordLog::extend_last(rec::RecordType type, std::uint64_t end, re
 }
 
 void RecordLog::wait_durable(DurabilityWaiter& w, std::uint64_t offset) {
+  changed_ = true;
   for (auto& [who, until] : waiters_) {
     if (who == &w) {
       until = std::max(until, offset);
@@ -240,6 +243,11 @@ void RecordLog::rotate(std::int64_t now_ns) {
 
 void RecordLog::submit(std::int64_t now_ns) {
   if (io_inflight_) return;
+  // Nothing appended or completed since the last call, and no deadline reached: nothing to
+  // decide (most loop iterations). Until the end below says otherwise, every call decides.
+  if (!changed_ && now_ns < recheck_ns_) return;
+  changed_ = false;
+  recheck_ns_ = now_ns;
   if (failed_ && now_ns < retry_at_ns_) return;
   if (fd_ < 0) {  // a rotation could not create the next file: retry
     fd_ = open_segment(writer_.segment());
@@ -284,6 +292,12 @@ void RecordLog::submit(std::int64_t now_ns) {
     io_uring_sqe_set_data64(e, tag(this, kRecordTimer));
     timer_armed_ = true;
   }
+  if (!failed_) {
+    // What time alone can make due: the batch's write, the segment's rotation.
+    recheck_ns_ = segment_started_ns_ + max_segment_age_ns_;
+    if (writer_.pending_size() != 0)
+      recheck_ns_ = std::min(recheck_ns_, pending_since_ns_ + batch_ns_);
+  }
 }
 
 void RecordLog::start_write() {
@@ -308,6 +322,7 @@ void RecordLog::start_sync() {
 
 void RecordLog::on_write(int res, std::int64_t now_ns) {
   io_inflight_ = false;
+  changed_ = true;
   if (res <= 0) {
     set_failed(std::string("writing a segment: ") + std::strerror(res == 0 ? ENOSPC : -res));
     return;
@@ -342,6 +357,7 @@ void RecordLog::on_write(int res, std::int64_t now_ns) {
 
 void RecordLog::on_sync(int res, std::int64_t /*now_ns*/) {
   io_inflight_ = false;
+  changed_ = true;
   if (res < 0) {
     set_failed(std::string("fdatasync: ") + std::strerror(-res));
     return;  // sealed_fd_ stays: submit() retries
@@ -356,6 +372,7 @@ void RecordLog::on_sync(int res, std::int64_t /*now_ns*/) {
 
 void RecordLog::on_timer(std::int64_t /*now_ns*/) {
   timer_armed_ = false;
+  changed_ = true;
 }
 
 void RecordLog::close() {

@@ -156,9 +156,7 @@ MaskingStage::Reads MaskingStage::reads_for(std::string_view text) {
 
 // A write that stores a masked column's value elsewhere (another table or column, a setting, a
 // notification) would let the caller read it back unmasked: refused.
-bool MaskingStage::refuse_copying(FrontendMessage& m, const MaskProfile& p) {
-  pending_.reset();
-  if (!m.view.query) return false;
+bool MaskingStage::refuse_copying_text(FrontendMessage& m, const MaskProfile& p) {
   pending_ = reads_for(m.view.text);
   for (const policy::StatementReads& s : *pending_) {
     const policy::ReadsRefusal r = policy::refusal_of(p, s);
@@ -193,20 +191,17 @@ bool MaskingStage::refuse_copying(FrontendMessage& m, const MaskProfile& p) {
   return false;
 }
 
-void MaskingStage::forget_reads(const FrontendMessage& m) {
-  if (m.view.type == pr::fe::kParse) {
-    // The unnamed statement, named again by nearly every statement, stays as an empty entry (an
-    // empty entry is no name): naming it again allocates nothing.
-    const auto it = by_statement_.find(pr::name_key(m.view.name));
-    if (it != by_statement_.end()) {
-      if (m.view.name.empty()) {
-        it->second = {};
-      } else {
-        by_statement_.erase(it);
-      }
+void MaskingStage::forget_statement(std::string_view name) {
+  // The unnamed statement, named again by nearly every statement, stays as an empty entry (an
+  // empty entry is no name): naming it again allocates nothing.
+  const auto it = by_statement_.find(pr::name_key(name));
+  if (it != by_statement_.end()) {
+    if (name.empty()) {
+      it->second = {};
+    } else {
+      by_statement_.erase(it);
     }
   }
-  if (m.view.type == pr::fe::kBind) portals_.forget(m.view.name);
 }
 
 void MaskingStage::remember_reads(FrontendMessage& m, pr::Request* r) {

@@ -91,9 +91,21 @@ class MaskingStage final : public Stage {
   // computed from, kept per request, prepared statement and portal while column rules apply.
   using Reads = std::shared_ptr<const std::vector<policy::StatementReads>>;
   Reads reads_for(std::string_view text);
-  bool refuse_copying(FrontendMessage& m, const policy::MaskProfile& p);
+  // Refuses a statement whose text (a Query or Parse) would copy a masked value out; keeps its
+  // reads for remember_reads. The messages of every prepared statement's run have no text.
+  bool refuse_copying(FrontendMessage& m, const policy::MaskProfile& p) {
+    pending_.reset();
+    return m.view.query && refuse_copying_text(m, p);
+  }
+  bool refuse_copying_text(FrontendMessage& m, const policy::MaskProfile& p);
   void remember_reads(FrontendMessage& m, protocol::Request* r);
-  void forget_reads(const FrontendMessage& m);
+  // Whatever becomes of a Parse or Bind, what an earlier statement or portal of its name read
+  // no longer applies.
+  void forget_reads(const FrontendMessage& m) {
+    if (m.view.type == protocol::fe::kParse) forget_statement(m.view.name);
+    if (m.view.type == protocol::fe::kBind) portals_.forget(m.view.name);
+  }
+  void forget_statement(std::string_view name);
   // What the statement now answering computed its values from (null: nothing to go by), and
   // which statement of the Reads it is.
   std::pair<Reads, std::size_t> current_reads(const protocol::Request* r) const;

@@ -52,11 +52,6 @@ bool redefining_candidates(const char* a, const char* b, std::size_t at, std::st
 
 }  // namespace
 
-// As PostgreSQL keys prepared statements (protocol::name_key).
-std::string PolicyStage::key(std::string_view name) {
-  return std::string(protocol::name_key(name));
-}
-
 // One pass: 16 positions at a time are checked for a word's first two letters ("de", "di", "pr",
 // "ex", in any case); only those are compared whole.
 bool PolicyStage::may_redefine_statements(std::string_view sql) {
@@ -166,13 +161,13 @@ void PolicyStage::judge_text(FrontendMessage& m, std::string_view text) {
 
 void PolicyStage::judge_bind(FrontendMessage& m) {
   (void)rule();  // notices a reload
-  const auto it = named_.find(key(m.view.statement));
+  const auto it = named_.find(pr::name_key(m.view.statement));
   if (it == named_.end()) {
     // Prepared with SQL PREPARE (judged then) or unknown: after a reload it cannot be judged
     // again under the new rules.
     if (reloaded_ && !m.view.statement.empty()) {
       m.refuse(pr::sqlstate::kInsufficientPrivilege,
-               "pgwarden: prepared statement \"" + key(m.view.statement) +
+               "pgwarden: prepared statement \"" + std::string(pr::name_key(m.view.statement)) +
                    "\" cannot be judged again under the reloaded policy; prepare it again");
     }
     return;
@@ -186,7 +181,7 @@ void PolicyStage::judge_bind(FrontendMessage& m) {
   if (n.policy == now) return;
   if (!n.kept) {
     m.refuse(pr::sqlstate::kInsufficientPrivilege,
-             "pgwarden: prepared statement \"" + key(m.view.statement) +
+             "pgwarden: prepared statement \"" + std::string(pr::name_key(m.view.statement)) +
                  "\" is too large to be judged again under the reloaded policy; prepare it "
                  "again");
     return;
@@ -238,7 +233,7 @@ bool PolicyStage::checks_search_path() {
 // query is sent when nothing is in flight, so that the transaction state is known: in a failed
 // transaction it would fail itself, and there nothing runs but a transaction's end (or ROLLBACK
 // TO SAVEPOINT, after which everything runs again): checked once that has run.
-bool PolicyStage::search_path_pending(FrontendMessage& m) {
+bool PolicyStage::search_path_check(FrontendMessage& m) {
   const std::uint64_t id = host_.core().policy->id();
   if (path_ == PathCheck::None && path_policy_ != id) {
     path_policy_ = id;
@@ -349,7 +344,7 @@ void PolicyStage::on_frontend(FrontendMessage& m) {
     case pr::fe::kQuery:
     case pr::fe::kParse:
       if (m.view.type == pr::fe::kParse && !m.view.name.empty() &&
-          named_.size() >= kMaxStatements && named_.count(key(m.view.name)) == 0) {
+          named_.size() >= kMaxStatements && named_.count(pr::name_key(m.view.name)) == 0) {
         m.refuse("54000", "pgwarden: too many prepared statements in this session (" +
                               std::to_string(kMaxStatements) + "); close some first");
         return;
@@ -383,7 +378,7 @@ void PolicyStage::on_frontend_done(FrontendMessage& m, pr::Request* r) {
     return;
   }
   if (v.type == pr::fe::kClose && v.target == 'S' && m.verdict != Verdict::Refuse) {
-    const auto it = named_.find(key(v.name));
+    const auto it = named_.find(pr::name_key(v.name));
     if (it != named_.end()) {
       named_bytes_ -= it->second.text.size();
       named_.erase(it);
@@ -391,14 +386,17 @@ void PolicyStage::on_frontend_done(FrontendMessage& m, pr::Request* r) {
     return;
   }
   if (v.type != pr::fe::kParse || m.verdict == Verdict::Hold) return;
-  Named& n = named_[key(v.name)];
+  const std::string_view name = pr::name_key(v.name);
+  auto at = named_.find(name);
+  if (at == named_.end()) at = named_.emplace(std::string(name), Named{}).first;
+  Named& n = at->second;
   named_bytes_ -= n.text.size();
   n.kept = named_bytes_ + v.text.size() <= kMaxTextBytes;
   n.text.assign(n.kept ? v.text : std::string_view());
   named_bytes_ += n.text.size();
   n.policy = pol->id();
   n.refusal = m.verdict == Verdict::Refuse ? m.message : std::string();
-  if (r != nullptr && r->origin == pr::Origin::Client) r->tag_text = key(v.name);
+  if (r != nullptr && r->origin == pr::Origin::Client) r->tag_text = name;
 }
 
 // A Parse the server did not run (it failed, or was skipped after an earlier error) created

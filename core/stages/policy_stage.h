@@ -10,6 +10,7 @@
 
 #include "core/stages/stage.h"
 #include "policy/rules.h"
+#include "protocol/by_name.h"
 
 namespace pgwarden::core {
 
@@ -49,10 +50,9 @@ class PolicyStage final : public Stage {
   static bool may_redefine_statements(std::string_view sql);
   // Whether `text` has a byte outside ASCII (lexing_hazard's test).
   static bool has_non_ascii(std::string_view text) noexcept;
-  static std::string key(std::string_view name);
   // The text of prepared statement `name` as it was parsed ("" when not kept or not known).
   std::string_view statement_text(std::string_view name) const {
-    const auto it = named_.find(key(name));
+    const auto it = named_.find(protocol::name_key(name));
     return it != named_.end() ? std::string_view(it->second.text) : std::string_view();
   }
   // Named statements tracked for judging them again after a reload.
@@ -64,7 +64,13 @@ class PolicyStage final : public Stage {
   void judge_bind(FrontendMessage& m);
   void judge_function_call(FrontendMessage& m);
   Verdict lexing_hazard(std::string_view text, std::string& why) const;
-  bool search_path_pending(FrontendMessage& m);
+  // Whether `m` waits for (or is refused by) the search_path check a policy with forbidden
+  // tables needs; nothing to decide, the usual case, is told inline.
+  bool search_path_pending(FrontendMessage& m) {
+    if (path_ == PathCheck::None && path_policy_ == host_.core().policy->id()) return false;
+    return search_path_check(m);
+  }
+  bool search_path_check(FrontendMessage& m);
 
   struct Named {
     std::string text;          // empty when it was not kept (over kMaxTextBytes)
@@ -79,7 +85,7 @@ class PolicyStage final : public Stage {
   bool reloaded_ = false;  // the policy changed during the session
   MaskingStage* masking_ = nullptr;
   policy::Decision decision_;
-  std::unordered_map<std::string, Named> named_;
+  protocol::ByName<Named> named_;
   std::size_t named_bytes_ = 0;
   std::basic_string<std::byte> out_;
   enum class PathCheck : std::uint8_t { None, Due, Pending };
