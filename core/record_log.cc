@@ -157,21 +157,23 @@ rec::Payload& RecordLog::payload(std::uint64_t session) {
 }
 
 std::uint64_t RecordLog::append(rec::RecordType type) {
-  changed_ = true;
   const std::size_t before = writer_.pending_size();
   if (before == 0) pending_since_ns_ = w_.now_ns();
   writer_.append(type, payload_);
-  appended_ += writer_.pending_size() - before;
+  const std::size_t after = writer_.pending_size();
+  appended_ += after - before;
+  // A first unwritten record starts the batch's deadline; enough of them make a write due now.
+  if (before == 0 || after >= kFlushBytes) changed_ = true;
   return appended_;
 }
 
 std::uint64_t RecordLog::extend_last(rec::RecordType type, std::uint64_t end, rec::Field f,
                                      std::uint64_t value) {
   if (end != appended_) return 0;
-  changed_ = true;
   const std::size_t before = writer_.pending_size();
   if (!writer_.extend_last(type, f, value)) return 0;
   appended_ += writer_.pending_size() - before;
+  if (writer_.pending_size() >= kFlushBytes) changed_ = true;
   return appended_;
 }
 

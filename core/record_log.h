@@ -92,8 +92,9 @@ class alignas(16) RecordLog final : public RecordSink {
   std::vector<Job> jobs_;  // a FIFO of at most a few: erase at the front keeps its capacity
   std::string spare_;      // a written job's buffer, reused by the next (no allocation per flush)
   bool io_inflight_ = false;
-  // submit() has something to decide: a record was appended, a write, sync or timer completed,
-  // or a strict session waits; else not before recheck_ns_ (a batch or segment deadline).
+  // submit() has something to decide: a batch began or grew past its size, a write, sync or
+  // timer completed, or a strict session waits; else not before recheck_ns_ (a batch's or the
+  // segment's deadline).
   bool changed_ = true;
   std::int64_t recheck_ns_ = 0;
   std::int64_t write_started_ns_ = 0;  // the write in flight (for its latency)

@@ -350,12 +350,12 @@ Prefilter::~Prefilter() {
 // each. Only \bdo\b looks past its match: at the byte before "do", which can be a number's
 // last byte (a digit in one text, a '.' in another: "1do", "1.do").
 bool Prefilter::same_for_shape(std::string_view shape) const noexcept {
-  if (!numbers_unseen_) return false;
-  for (std::size_t i = shape.find('\x01'); i != std::string_view::npos;
+  bool number_before_d = false;
+  for (std::size_t i = shape.find('\x01'); i != std::string_view::npos && !number_before_d;
        i = shape.find('\x01', i + 1)) {
-    if (i + 1 < shape.size() && (shape[i + 1] | 0x20) == 'd') return false;
+    number_before_d = i + 1 < shape.size() && (shape[i + 1] | 0x20) == 'd';
   }
-  return true;
+  return same_for_numbers(number_before_d);
 }
 
 }  // namespace pgwarden::policy

@@ -118,6 +118,10 @@ class Prefilter {
   // Whether the pre-filter answers the same for every text of shape `shape` (shape_of in
   // rules.h): when no pattern can match across the numbers shape_of replaces, or next to one.
   bool same_for_shape(std::string_view shape) const noexcept;
+  // The same, told by shape_of's `number_before_d` of the text (no pass over the shape).
+  bool same_for_numbers(bool number_before_d) const noexcept {
+    return numbers_unseen_ && !number_before_d;
+  }
 
  private:
   hs_database* db_ = nullptr;

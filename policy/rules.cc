@@ -464,8 +464,9 @@ constexpr std::array<bool, 256> kIdentBytes = [] {
 // false when the text has quotes, dollar quoting, comments, backslashes, control or non-ASCII
 // bytes (then only the exact text is cached). One pass over the text, a table lookup per byte;
 // the shape is never longer than the text, so it is written in place.
-bool shape_of(std::string_view sql, std::string& out) {
+bool shape_of(std::string_view sql, std::string& out, bool* number_before_d) {
   const std::size_t n = sql.size();
+  bool before_d = false;
   const auto* s = reinterpret_cast<const unsigned char*>(sql.data());
   auto digit = [&](std::size_t i) { return i < n && s[i] >= '0' && s[i] <= '9'; };
   auto after_ident = [&](std::size_t i) { return i > 0 && kIdentBytes[s[i - 1]]; };
@@ -538,9 +539,11 @@ bool shape_of(std::string_view sql, std::string& out) {
       }
     }
     *o++ = '\x01';
+    before_d = before_d || (j < n && (s[j] | 0x20) == 'd');
     i = j;
   }
   out.resize(static_cast<std::size_t>(o - out.data()));
+  if (number_before_d != nullptr) *number_before_d = before_d;
   return true;
 }
 
@@ -708,7 +711,8 @@ Decision PolicyEngine::judge(const Policy& policy, const Rule* rule, std::string
   }
   // Texts that differ only in numbers (the simple protocol's literals) share a decision, unless
   // the analysis looked at a number's value.
-  const bool shaped = cacheable && shape_of(sql, shape_);
+  bool number_before_d = false;
+  const bool shaped = cacheable && shape_of(sql, shape_, &number_before_d);
   shaped_ = shaped;
   if (shaped) shaped_text_.assign(sql);
   const std::size_t shape_hash = shaped ? std::hash<std::string_view>{}(shape_) : 0;
@@ -719,7 +723,7 @@ Decision PolicyEngine::judge(const Policy& policy, const Rule* rule, std::string
   };
   // Where the pre-filter answers alike for every text of the shape, what a text of it was found
   // to be (a plain read, or parsed) holds for this one without scanning it.
-  const bool settled = shaped && policy.prefilter().same_for_shape(shape_);
+  const bool settled = shaped && policy.prefilter().same_for_numbers(number_before_d);
   Entry* plain = settled && !rule->parse_all && shape_.size() <= kMaxPlainShape
                      ? &plain_cache_[shape_hash % kPlainCacheSize]
                      : nullptr;

@@ -120,8 +120,10 @@ class Policy {
 };
 
 // The key shared by texts that differ only in numeric constants, or false when the text has
-// quotes, dollar quoting, comments, backslashes, control or non-ASCII bytes. Exposed for tests.
-bool shape_of(std::string_view sql, std::string& out);
+// quotes, dollar quoting, comments, backslashes, control or non-ASCII bytes. With
+// `number_before_d`: whether a number is followed at once by "d" or "D" (Prefilter's
+// same_for_numbers). Exposed for tests.
+bool shape_of(std::string_view sql, std::string& out, bool* number_before_d = nullptr);
 
 // The error text a client gets for a refused statement.
 std::string refusal_message(const Decision& d);

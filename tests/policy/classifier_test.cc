@@ -542,6 +542,16 @@ TEST(ShapeCache, PrefilterIsSameForAShapeOnlyWhereNumbersCannotChangeItsAnswer) 
   EXPECT_FALSE(
       usual->prefilter().same_for_shape("SELECT \x01"
                                         "DO"));
+  // Told by shape_of while it shapes the text, the answer is the same.
+  for (const char* text : {"SELECT a FROM t WHERE id = 5;", "SELECT 1 AS dx, 2 do", "SELECT 1do",
+                           "SELECT 1.5DO", "SELECT 1e5d", "SELECT .5 do 7D"}) {
+    std::string shape;
+    bool number_before_d = false;
+    ASSERT_TRUE(shape_of(text, shape, &number_before_d)) << text;
+    EXPECT_EQ(usual->prefilter().same_for_numbers(number_before_d),
+              usual->prefilter().same_for_shape(shape))
+        << text;
+  }
   for (const char* d : {R"("e")", R"("E2x")", R"("e+")", R"("1f")", R"(".f")", R"("-f")",
                         R"("f(1")", R"("f 2")", R"("f.2")", R"("f(.5")"}) {
     EXPECT_FALSE(policy(d)->prefilter().same_for_shape("SELECT \x01")) << d;
