@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstring>
 #include <ctime>
+#include <limits>
 #include <stdexcept>
 
 #include "core/log.h"
@@ -156,14 +157,19 @@ rec::Payload& RecordLog::payload(std::uint64_t session) {
   return payload_;
 }
 
+bool RecordLog::due_by_size() const noexcept {
+  return writer_.pending_size() >= kFlushBytes || writer_.segment_bytes() >= max_segment_bytes_;
+}
+
 std::uint64_t RecordLog::append(rec::RecordType type) {
   const std::size_t before = writer_.pending_size();
   if (before == 0) pending_since_ns_ = w_.now_ns();
   writer_.append(type, payload_);
   const std::size_t after = writer_.pending_size();
   appended_ += after - before;
-  // A first unwritten record starts the batch's deadline; enough of them make a write due now.
-  if (before == 0 || after >= kFlushBytes) changed_ = true;
+  // A first unwritten record starts the batch's deadline; enough of them make a write due now,
+  // a full segment its rotation.
+  if (before == 0 || due_by_size()) changed_ = true;
   return appended_;
 }
 
@@ -173,7 +179,7 @@ std::uint64_t RecordLog::extend_last(rec::RecordType type, std::uint64_t end, re
   const std::size_t before = writer_.pending_size();
   if (!writer_.extend_last(type, f, value)) return 0;
   appended_ += writer_.pending_size() - before;
-  if (writer_.pending_size() >= kFlushBytes) changed_ = true;
+  if (due_by_size()) changed_ = true;
   return appended_;
 }
 
@@ -295,8 +301,12 @@ void RecordLog::submit(std::int64_t now_ns) {
     timer_armed_ = true;
   }
   if (!failed_) {
-    // What time alone can make due: the batch's write, the segment's rotation.
-    recheck_ns_ = segment_started_ns_ + max_segment_age_ns_;
+    // What time alone can make due: the batch's write, the segment's rotation (an age too
+    // large to add is never reached).
+    recheck_ns_ =
+        max_segment_age_ns_ > std::numeric_limits<std::int64_t>::max() - segment_started_ns_
+            ? std::numeric_limits<std::int64_t>::max()
+            : segment_started_ns_ + max_segment_age_ns_;
     if (writer_.pending_size() != 0)
       recheck_ns_ = std::min(recheck_ns_, pending_since_ns_ + batch_ns_);
   }

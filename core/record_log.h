@@ -64,6 +64,7 @@ class alignas(16) RecordLog final : public RecordSink {
     bool close_after = false;
   };
   std::uint64_t backlog() const noexcept { return appended_ - written_; }
+  bool due_by_size() const noexcept;  // a write (or a rotation) is due for what is pending
   std::int64_t now_us();
   std::int64_t wall_offset_ns_ = 0;  // CLOCK_REALTIME - CLOCK_MONOTONIC
   std::int64_t offset_read_ns_ = 0;  // when (loop clock)
