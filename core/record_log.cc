@@ -249,11 +249,8 @@ void RecordLog::rotate(std::int64_t now_ns) {
   appended_ += writer_.pending_size();
 }
 
-void RecordLog::submit(std::int64_t now_ns) {
-  if (io_inflight_) return;
-  // Nothing appended or completed since the last call, and no deadline reached: nothing to
-  // decide (most loop iterations). Until the end below says otherwise, every call decides.
-  if (!changed_ && now_ns < recheck_ns_) return;
+void RecordLog::decide(std::int64_t now_ns) {
+  // Until the end below says otherwise, every call decides.
   changed_ = false;
   recheck_ns_ = now_ns;
   if (failed_ && now_ns < retry_at_ns_) return;

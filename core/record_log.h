@@ -48,7 +48,12 @@ class alignas(16) RecordLog final : public RecordSink {
   void forget(DurabilityWaiter& w) override;
 
   // Worker hooks.
-  void submit(std::int64_t now_ns);  // once per loop iteration, before the ring is entered
+  // Once per loop iteration, before the ring is entered. Nothing appended or completed since
+  // the last call and no deadline reached, the usual case, is told inline.
+  void submit(std::int64_t now_ns) {
+    if (io_inflight_ || (!changed_ && now_ns < recheck_ns_)) return;
+    decide(now_ns);
+  }
   void on_write(int res, std::int64_t now_ns);
   void on_sync(int res, std::int64_t now_ns);
   void on_timer(std::int64_t now_ns);
@@ -65,6 +70,7 @@ class alignas(16) RecordLog final : public RecordSink {
   };
   std::uint64_t backlog() const noexcept { return appended_ - written_; }
   bool due_by_size() const noexcept;  // a write (or a rotation) is due for what is pending
+  void decide(std::int64_t now_ns);   // submit's work: start a write, a sync or the timer
   std::int64_t now_us();
   std::int64_t wall_offset_ns_ = 0;  // CLOCK_REALTIME - CLOCK_MONOTONIC
   std::int64_t offset_read_ns_ = 0;  // when (loop clock)

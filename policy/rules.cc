@@ -678,7 +678,7 @@ ClassSet PolicyEngine::classes_of(const Policy& policy, std::string_view sql, bo
     return Classifier::plain_read().classes;
   }
   // Parsed texts are cached by exact text (entries without a rule: judge() never matches them).
-  Entry& e = cache_[std::hash<std::string_view>{}(sql) % kCacheSize];
+  Entry& e = cache_[text_hash(sql) % kCacheSize];
   if (e.policy == policy.id() && e.rule == nullptr && e.text == sql) {
     ++hits_;
     return e.decision.classes;
@@ -701,7 +701,7 @@ Decision PolicyEngine::judge(const Policy& policy, const Rule* rule, std::string
   Decision listed;
   if (denylisted(*rule, sql, listed)) return listed;
   auto lookup = [&](Entry* table, std::string_view key) -> Entry& {
-    return table[std::hash<std::string_view>{}(key) % kCacheSize];
+    return table[text_hash(key) % kCacheSize];
   };
   const bool cacheable = sql.size() <= kMaxCachedText;
   Entry& exact = lookup(cache_.get(), sql);
@@ -715,7 +715,7 @@ Decision PolicyEngine::judge(const Policy& policy, const Rule* rule, std::string
   const bool shaped = cacheable && shape_of(sql, shape_, &number_before_d);
   shaped_ = shaped;
   if (shaped) shaped_text_.assign(sql);
-  const std::size_t shape_hash = shaped ? std::hash<std::string_view>{}(shape_) : 0;
+  const std::size_t shape_hash = shaped ? text_hash(shape_) : 0;
   shape_hash_ = shape_hash;
   Entry* by_shape = shaped ? &shape_cache_[shape_hash % kCacheSize] : nullptr;
   auto known = [&](const Entry* e) {

@@ -119,7 +119,7 @@ MaskingStage::Reads MaskingStage::reads_for(std::string_view text) {
   } else if (policy::shape_of(text, shape_)) {
     key = shape_;
   }
-  if (!hashed) hash = std::hash<std::string_view>{}(key);
+  if (!hashed) hash = policy::text_hash(key);
   if (reads_cache_.empty()) reads_cache_.resize(kReadsCacheSize);
   // Four ways per set, the least recently used replaced: a few shapes that share a set do not
   // push each other out on every statement.
@@ -139,7 +139,7 @@ MaskingStage::Reads MaskingStage::reads_for(std::string_view text) {
   if (!found && shaped && ordinal_possible(key)) {
     key = text;
     shaped = false;
-    std::tie(entry, found) = find(key, std::hash<std::string_view>{}(key));
+    std::tie(entry, found) = find(key, policy::text_hash(key));
   }
   if (found) {
     entry->used = ++reads_clock_;

@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <fstream>
 #include <iterator>
+#include <set>
 #include <sstream>
 
 #include "policy/rules.h"
@@ -556,6 +557,29 @@ TEST(ShapeCache, PrefilterIsSameForAShapeOnlyWhereNumbersCannotChangeItsAnswer) 
                         R"("f(1")", R"("f 2")", R"("f.2")", R"("f(.5")"}) {
     EXPECT_FALSE(policy(d)->prefilter().same_for_shape("SELECT \x01")) << d;
   }
+}
+
+// The caches' hash tells apart texts that differ in one byte, in length only, or in a trailing
+// NUL, and spreads them over the direct-mapped tables' slots.
+TEST(ShapeCache, TheTextHashSpreadsTextsOverTheSlots) {
+  const std::string base = "SELECT abalance FROM pgbench_accounts WHERE aid = ";
+  std::set<std::string> texts;
+  for (std::size_t n = 0; n <= base.size(); ++n) texts.insert(base.substr(0, n));
+  for (int n = 0; n < 4000; ++n) {
+    const std::string t = base + std::to_string(n);
+    texts.insert({t, t + ';', t + std::string(1, '\0')});
+  }
+  std::set<std::size_t> hashes;
+  std::vector<int> slots(1024);
+  for (const std::string& t : texts) {
+    hashes.insert(text_hash(t));
+    ++slots[text_hash(t) % slots.size()];
+  }
+  EXPECT_EQ(hashes.size(), texts.size());
+  EXPECT_NE(text_hash(""), text_hash(std::string_view("\0", 1)));
+  // About 12 texts a slot: none is far from it.
+  EXPECT_LT(*std::max_element(slots.begin(), slots.end()), 40);
+  EXPECT_GT(*std::min_element(slots.begin(), slots.end()), 0);
 }
 
 // What the caches give for a text (by exact text, by shape, by the shape of a plain read) is what
