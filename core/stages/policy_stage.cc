@@ -366,7 +366,8 @@ void PolicyStage::on_frontend_done(FrontendMessage& m, pr::Request* r) {
   const policy::Policy* pol = host_.core().policy;
   if (pol == nullptr) return;
   const pr::FrontendView& v = m.view;
-  if (v.query && m.verdict != Verdict::Refuse && may_redefine_statements(v.text)) {
+  if (v.query && m.verdict != Verdict::Refuse && !named_.empty() &&
+      may_redefine_statements(v.text)) {
     // SQL DEALLOCATE / PREPARE / DISCARD, or dynamic SQL that could run them, may give a name
     // another statement: what pgwarden kept under that name no longer says what it is.
     named_.clear();
