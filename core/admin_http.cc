@@ -143,17 +143,18 @@ class DeadlineStream final : public httplib::Stream {
       head_.clear();
       head_done_ = false;
     }
-    if (!head_done_) note_head(std::string_view(ptr, size));
-    std::size_t done = 0;
-    while (done < size) {
-      const IoResult r = io_write(ptr + done, size - done);
-      if (r.n > 0) {
-        done += static_cast<std::size_t>(r.n);
-        continue;
-      }
-      if (r.wait == 0 || !wait(r.wait, write_deadline_)) return done > 0 ? ssize_t(done) : -1;
-    }
-    return static_cast<ssize_t>(done);
+    if (head_done_) return send_all(ptr, size) ? static_cast<ssize_t>(size) : -1;
+    // The header block is held until it is whole: a response after which the connection closes
+    // must say so, or the client may send its next request into the closing connection.
+    const std::size_t taken = std::min(size, kMaxHead - head_.size());
+    head_.append(ptr, taken);
+    const std::size_t end = head_.find("\r\n\r\n");
+    if (end == std::string::npos && head_.size() < kMaxHead) return static_cast<ssize_t>(size);
+    head_done_ = true;
+    const std::string out = finish_head(end == std::string::npos ? head_.size() : end + 4);
+    const bool sent = send_all(out.data(), out.size()) && send_all(ptr + taken, size - taken);
+    head_.clear();
+    return sent ? static_cast<ssize_t>(size) : -1;
   }
 
   void get_remote_ip_and_port(std::string& ip, int& port) const override {
@@ -207,24 +208,55 @@ class DeadlineStream final : public httplib::Stream {
     }
   }
 
-  // Reads the response's header block as it is written: "Connection: close" there (set by the
-  // handlers when a request's body was left unread) ends the connection after this response.
-  void note_head(std::string_view bytes) {
-    head_.append(bytes.substr(0, 16384 - std::min<std::size_t>(head_.size(), 16384)));
-    const std::size_t end = head_.find("\r\n\r\n");
-    if (end == std::string::npos && head_.size() < 16384) return;
-    head_done_ = true;
-    std::string head = head_.substr(0, end);
-    for (char& c : head) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    if (head.find("\r\nconnection: close") != std::string::npos) close_requested_ = true;
+  static constexpr std::size_t kMaxHead = 16384;
+
+  bool send_all(const char* p, std::size_t n) {
+    std::size_t done = 0;
+    while (done < n) {
+      const IoResult r = io_write(p + done, n - done);
+      if (r.n > 0) {
+        done += static_cast<std::size_t>(r.n);
+        continue;
+      }
+      if (r.wait == 0 || !wait(r.wait, write_deadline_)) return false;
+    }
+    return true;
+  }
+
+  // The response's header block (head_'s first `len` bytes; what follows is body): "Connection:
+  // close" there (set by the handlers when a request's body was left unread) ends the connection
+  // after this response, and so does an error status httplib may answer while parsing. The head
+  // returned then says "Connection: close" and no Keep-Alive (httplib writes one unless the
+  // request asked to close), so the client sends nothing more on it.
+  std::string finish_head(std::size_t len) {
+    std::string lower = head_.substr(0, len);
+    for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    const bool says_close = lower.find("\r\nconnection: close\r\n") != std::string::npos;
+    if (says_close) close_requested_ = true;
     // An error httplib answers while parsing (400, 413, 414, 431...) may leave the rest of the
     // request unread: nothing after it is taken as another request. The handlers' own refusals
     // come after the whole body was read.
-    const int status = head.size() > 12 ? std::atoi(head.c_str() + 9) : 0;
+    const int status = lower.size() > 12 ? std::atoi(lower.c_str() + 9) : 0;
     if (status >= 400 && status != 401 && status != 403 && status != 404 && status != 409 &&
         status != 422) {
       close_requested_ = true;
     }
+    const bool whole = len >= 4 && lower.compare(len - 4, 4, "\r\n\r\n") == 0;
+    if (!close_requested_ || !whole) return head_;
+    std::string out;
+    out.reserve(head_.size() + 20);
+    std::size_t line = 0;
+    while (line < len - 2) {  // each header line but the blank one that ends the block
+      const std::size_t next = lower.find("\r\n", line) + 2;
+      const std::string_view name(lower.data() + line, next - line);
+      if (line == 0 || (name.rfind("keep-alive:", 0) != 0 && name.rfind("connection:", 0) != 0)) {
+        out.append(head_, line, next - line);
+      }
+      line = next;
+    }
+    out += "Connection: close\r\n\r\n";
+    out.append(head_, len, std::string::npos);
+    return out;
   }
 
   std::int64_t write_deadline() const {

@@ -572,6 +572,9 @@ test('hostile HTTP: compressed, chunked and length-less bodies, header floods an
   const bomb = await rawExchange(`POST /api/v1/reload HTTP/1.1\r\n${host}\r\nContent-Encoding: br\r\nContent-Length: 4\r\n\r\nabcd`);
   assert.match(bomb.out, /^HTTP\/1\.1 415 /);
   assert.ok(bomb.closed);
+  // The answer says the connection closes, and advertises no keep-alive.
+  assert.match(bomb.out, /\r\nConnection: close\r\n/);
+  assert.doesNotMatch(bomb.out, /\r\nKeep-Alive:/i);
   const chunked = await rawExchange(`POST /api/v1/reload HTTP/1.1\r\n${host}\r\nTransfer-Encoding: chunked\r\n\r\n${'ffff\r\n' + 'x'.repeat(1000)}`);
   assert.match(chunked.out, /^HTTP\/1\.1 411 /);
   assert.ok(chunked.closed);

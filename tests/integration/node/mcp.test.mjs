@@ -115,6 +115,44 @@ test('an OAuth resource server: 401 with resource metadata; only tokens for this
   }
 });
 
+// Raw bytes on one connection to the endpoint: everything answered until the server closes it.
+function rawExchange(bytes) {
+  return new Promise((resolve) => {
+    const s = net.connect(port, '127.0.0.1', () => s.write(bytes));
+    let out = '';
+    const timer = setTimeout(() => { s.destroy(); resolve({ out, closed: false }); }, 3000);
+    s.on('data', (d) => { out += d; });
+    s.on('close', () => { clearTimeout(timer); resolve({ out, closed: true }); });
+    s.on('error', () => {});
+  });
+}
+
+test('a response after which the endpoint closes the connection says "Connection: close"; the others keep it alive', async () => {
+  // The SDK's GET for an event stream is answered 405 after every initialize. When that answer
+  // advertised Keep-Alive but the connection closed, a client that sent its next POST on it at
+  // that moment got no answer ("fetch failed", now and then with concurrent connects).
+  const host = `Host: 127.0.0.1:${port}`;
+  const token = await mcpToken('ann@example.com', ['analysts']);
+  const next = `GET /healthz HTTP/1.1\r\n${host}\r\n\r\n`;
+  for (const [request, status] of [
+    [`GET /mcp HTTP/1.1\r\n${host}\r\n\r\n`, 405],
+    [`POST /mcp HTTP/1.1\r\n${host}\r\nAuthorization: Bearer ${token}\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\n{}`, 415],
+    [`POST /mcp HTTP/1.1\r\n${host}\r\nAuthorization: Bearer ${token}\r\nContent-Type: application/json\r\nContent-Length: 3\r\n\r\n{x}`, 400],
+    [`GET /mcp HTTP/7.0\r\n${host}\r\n\r\n`, 400],  // httplib's own, while parsing
+  ]) {
+    const r = await rawExchange(request + next);
+    assert.match(r.out, new RegExp(`^HTTP/1\\.1 ${status} `), `${status}: ${JSON.stringify(r.out)}`);
+    const head = r.out.slice(0, r.out.indexOf('\r\n\r\n') + 2);
+    assert.match(head, /\r\nConnection: close\r\n/, head);
+    assert.doesNotMatch(head, /\r\nKeep-Alive:/i, head);
+    assert.equal((r.out.match(/^HTTP\/1\.1 /gm) || []).length, 1, `nothing after it is answered: ${r.out}`);
+    assert.ok(r.closed, 'the connection closed');
+  }
+  const kept = await rawExchange(next + `GET /healthz HTTP/1.1\r\n${host}\r\nConnection: close\r\n\r\n`);
+  assert.equal((kept.out.match(/^HTTP\/1\.1 200 /gm) || []).length, 2, kept.out);
+  assert.match(kept.out, /\r\nKeep-Alive: timeout=\d+/);
+});
+
 test('the SDK: initialize, list tools, query with intent and trace context; rows masked; all recorded', async () => {
   const { client, transport } = await connectClient(await mcpToken('ann@example.com', ['analysts']), 'claude-test');
   try {
