@@ -42,6 +42,63 @@ TEST(PiiScanner, AValueOfTooManyCandidatesIsNotScanned) {
   EXPECT_EQ(found.size(), 20000u);
 }
 
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kSanitized = true;
+#else
+constexpr bool kSanitized = false;
+#endif
+
+// This process's resident memory (kB of /proc/self/status): VmRSS now, VmHWM its peak since
+// reset_peak().
+std::size_t status_kib(const std::string& field) {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(field + ":", 0) == 0) return std::stoul(line.substr(field.size() + 1));
+  }
+  return 0;
+}
+bool reset_peak() {
+  std::ofstream out("/proc/self/clear_refs");
+  out << "5";
+  out.flush();
+  return out.good();
+}
+
+// What a scan keeps and what it takes at its peak stay bounded for the largest value a statement
+// or row may carry (16 MiB, the default --max-statement-size), whatever the value holds: long
+// runs of digits (a candidate at nearly every byte), a million e-mail addresses, look-alike digits.
+TEST(PiiScanner, MemoryIsBoundedForTheLargestValues) {
+  if (!reset_peak()) GTEST_SKIP() << "cannot reset the peak RSS (/proc/self/clear_refs)";
+  auto detectors = PiiDetectors::build();
+  ASSERT_TRUE(detectors.ok()) << detectors.error().message;
+  PiiScanner scanner;
+  std::vector<PiiFinding> found;
+  const std::size_t size = std::size_t{16} << 20;
+  std::string mails, fullwidth;
+  while (mails.size() < size) mails += "bob@example.com ";
+  while (fullwidth.size() < size) fullwidth += "\xEF\xBC\x91";  // FULLWIDTH DIGIT ONE
+  const std::string digits(size, '7');
+  for (const std::string* v :
+       std::initializer_list<const std::string*>{&digits, &mails, &fullwidth}) {
+    const std::size_t before = status_kib("VmRSS");
+    ASSERT_TRUE(reset_peak());
+    const bool scanned = scanner.scan(*v, **detectors, found);
+    const std::size_t peak = status_kib("VmHWM"), after = status_kib("VmRSS");
+    std::printf(
+        "value of %zu MiB (%s): scanned %d, peak +%zu MiB, kept +%zu MiB\n", v->size() >> 20,
+        v == &digits  ? "digits"
+        : v == &mails ? "e-mails"
+                      : "full-width digits",
+        scanned, (peak - std::min(peak, before)) >> 10, (after - std::min(after, before)) >> 10);
+    EXPECT_FALSE(scanned) << "more candidates than kMaxCandidates: masked whole";
+    if (kSanitized) continue;
+    EXPECT_LT(peak - std::min(peak, before), 256u << 10) << "peak KiB over the start";
+    EXPECT_LT(after - std::min(after, before), 64u << 10) << "KiB kept after the scan";
+  }
+  if (kSanitized) GTEST_SKIP() << "memory bounds not checked under ASan (it keeps freed memory)";
+}
+
 TEST(PiiCorpus, RecallAndFalsePositives) {
   std::ifstream in(std::string(PGW_TEST_DATA) + "/pii_corpus.txt");
   auto detectors = PiiDetectors::build();
