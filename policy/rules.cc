@@ -380,6 +380,7 @@ struct PolicyEngine::Entry {
   const Rule* rule = nullptr;
   std::string text;
   Decision decision;
+  bool pii_free = false;  // of an entry keyed by shape: shape_free_of_builtin_pii(text)
 };
 
 PolicyEngine::PolicyEngine()
@@ -464,9 +465,11 @@ constexpr std::array<bool, 256> kIdentBytes = [] {
 // false when the text has quotes, dollar quoting, comments, backslashes, control or non-ASCII
 // bytes (then only the exact text is cached). One pass over the text, a table lookup per byte;
 // the shape is never longer than the text, so it is written in place.
-bool shape_of(std::string_view sql, std::string& out, bool* number_before_d) {
+bool shape_of(std::string_view sql, std::string& out, bool* number_before_d, std::size_t* digits,
+              bool* signed_exponent) {
   const std::size_t n = sql.size();
-  bool before_d = false;
+  bool before_d = false, plus = false;
+  std::size_t digit_count = 0;  // every digit goes by the switch below (the fast path skips none)
   const auto* s = reinterpret_cast<const unsigned char*>(sql.data());
   auto digit = [&](std::size_t i) { return i < n && s[i] >= '0' && s[i] <= '9'; };
   auto after_ident = [&](std::size_t i) { return i > 0 && kIdentBytes[s[i - 1]]; };
@@ -505,6 +508,7 @@ bool shape_of(std::string_view sql, std::string& out, bool* number_before_d) {
         return false;
       case kDigit:
         number = !after_ident(i);
+        digit_count += !number;  // a number's digits are counted with it
         break;
       case kDot:
         number = digit(i + 1) && !after_ident(i);
@@ -529,13 +533,14 @@ bool shape_of(std::string_view sql, std::string& out, bool* number_before_d) {
       continue;
     }
     std::size_t j = i;
-    while (j < n && ((s[j] >= '0' && s[j] <= '9') || s[j] == '.')) ++j;
+    while (j < n && ((s[j] >= '0' && s[j] <= '9') || s[j] == '.')) digit_count += s[j++] != '.';
     if (j < n && (s[j] == 'e' || s[j] == 'E')) {
       std::size_t k = j + 1;
       if (k < n && (s[k] == '+' || s[k] == '-')) ++k;
       if (digit(k)) {
+        plus = plus || s[k - 1] == '+';
         j = k;
-        while (digit(j)) ++j;
+        while (digit(j)) ++j, ++digit_count;
       }
     }
     *o++ = '\x01';
@@ -544,6 +549,21 @@ bool shape_of(std::string_view sql, std::string& out, bool* number_before_d) {
   }
   out.resize(static_cast<std::size_t>(o - out.data()));
   if (number_before_d != nullptr) *number_before_d = before_d;
+  if (digits != nullptr) *digits = digit_count;
+  if (signed_exponent != nullptr) *signed_exponent = plus;
+  return true;
+}
+
+bool shape_free_of_builtin_pii(std::string_view shape) noexcept {
+  auto upper = [&](std::size_t i) { return shape[i] >= 'A' && shape[i] <= 'Z'; };
+  auto digit = [&](std::size_t i) { return shape[i] >= '0' && shape[i] <= '9'; };
+  for (std::size_t i = 0; i < shape.size(); ++i) {
+    const auto c = static_cast<unsigned char>(shape[i]);
+    if (c == '@' || c == '+' || c == '%' || c == '&' || c == '\\' || c >= 0x80) return false;
+    if (i + 3 < shape.size() && upper(i) && upper(i + 1) && digit(i + 2) && digit(i + 3)) {
+      return false;
+    }
+  }
   return true;
 }
 
@@ -712,8 +732,10 @@ Decision PolicyEngine::judge(const Policy& policy, const Rule* rule, std::string
   // Texts that differ only in numbers (the simple protocol's literals) share a decision, unless
   // the analysis looked at a number's value.
   bool number_before_d = false;
-  const bool shaped = cacheable && shape_of(sql, shape_, &number_before_d);
+  const bool shaped =
+      cacheable && shape_of(sql, shape_, &number_before_d, &shaped_digits_, &shaped_plus_);
   shaped_ = shaped;
+  shape_pii_free_ = false;  // known below, from a cache entry of the shape or from the shape
   if (shaped) shaped_text_.assign(sql);
   const std::size_t shape_hash = shaped ? text_hash(shape_) : 0;
   shape_hash_ = shape_hash;
@@ -729,12 +751,15 @@ Decision PolicyEngine::judge(const Policy& policy, const Rule* rule, std::string
                      : nullptr;
   if (known(plain)) {
     ++hits_;
+    shape_pii_free_ = plain->pii_free;
     return plain->decision;
   }
   if (settled && known(by_shape)) {
     ++hits_;
+    shape_pii_free_ = by_shape->pii_free;
     return by_shape->decision;
   }
+  if (shaped) shape_pii_free_ = shape_free_of_builtin_pii(shape_);
   // A plain read (no pre-filter keyword) needs no parser.
   if (!rule->parse_all && !classifier_.needs_parse(sql, policy.prefilter())) {
     Decision d = decide(*rule, Classifier::plain_read());
@@ -743,6 +768,7 @@ Decision PolicyEngine::judge(const Policy& policy, const Rule* rule, std::string
       plain->rule = rule;
       plain->text.assign(shape_);
       plain->decision = d;
+      plain->pii_free = shape_pii_free_;
     }
     return d;
   }
@@ -752,14 +778,15 @@ Decision PolicyEngine::judge(const Policy& policy, const Rule* rule, std::string
   }
   const Analysis a = classifier_.analyze_parsed(sql, policy.dangerous_functions());
   Decision d = decide(*rule, a);
-  auto store = [&](Entry& e, std::string_view key) {
+  auto store = [&](Entry& e, std::string_view key, bool pii_free) {
     e.policy = policy.id();
     e.rule = rule;
     e.text.assign(key);
     e.decision = d;
+    e.pii_free = pii_free;
   };
-  if (cacheable) store(exact, sql);  // the same text again: no pre-filter, no shape
-  if (by_shape != nullptr && !a.literal_sensitive) store(*by_shape, shape_);
+  if (cacheable) store(exact, sql, false);  // the same text again: no pre-filter, no shape
+  if (by_shape != nullptr && !a.literal_sensitive) store(*by_shape, shape_, shape_pii_free_);
   return d;
 }
 

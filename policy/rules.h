@@ -14,6 +14,7 @@
 
 #include "policy/classifier.h"
 #include "policy/masking.h"
+#include "protocol/by_name.h"
 #include "protocol/result.h"
 
 namespace pgwarden::policy {
@@ -120,32 +121,24 @@ class Policy {
   std::uint64_t id_ = 0;
 };
 
-// The hash of a text or shape for the policy engine's and masking's caches, 8 bytes a step
-// (std::hash reads a byte at a time). Only for caches that compare their whole key: a collision
-// is a miss, never a wrong answer.
-inline std::size_t text_hash(std::string_view s) noexcept {
-  constexpr std::uint64_t kMul = 0x9E3779B97F4A7C15ull;
-  const auto mix = [](std::uint64_t x) {
-    const unsigned __int128 m = static_cast<unsigned __int128>(x) * kMul;
-    return static_cast<std::uint64_t>(m) ^ static_cast<std::uint64_t>(m >> 64);
-  };
-  std::uint64_t h = kMul ^ s.size();
-  std::size_t i = 0;
-  for (; i + 8 <= s.size(); i += 8) {
-    std::uint64_t w;
-    std::memcpy(&w, s.data() + i, 8);
-    h = mix(h ^ w);
-  }
-  std::uint64_t tail = 0;
-  if (i < s.size()) std::memcpy(&tail, s.data() + i, s.size() - i);
-  return static_cast<std::size_t>(mix(h ^ tail ^ (std::uint64_t{s.size() - i} << 59)));
-}
+// The hash of a text or shape for the policy engine's and masking's caches (see
+// protocol::text_hash). Only for caches that compare their whole key: a collision is a miss,
+// never a wrong answer.
+using protocol::text_hash;
 
 // The key shared by texts that differ only in numeric constants, or false when the text has
 // quotes, dollar quoting, comments, backslashes, control or non-ASCII bytes. With
 // `number_before_d`: whether a number is followed at once by "d" or "D" (Prefilter's
 // same_for_numbers). Exposed for tests.
-bool shape_of(std::string_view sql, std::string& out, bool* number_before_d = nullptr);
+// With `digits`: how many digits the text holds; with `signed_exponent`, whether a number's
+// exponent has a "+" (to the PII gate, a "+" before a digit may start a phone number).
+bool shape_of(std::string_view sql, std::string& out, bool* number_before_d = nullptr,
+              std::size_t* digits = nullptr, bool* signed_exponent = nullptr);
+// Whether no built-in PII detector (policy/pii.h) can match a text of this shape with fewer than
+// 9 digits in all: no '@', no '+' (a number may follow it), no '%' or '&' (escapes a look-alike
+// may hide behind), and no two capitals followed by two digits (an IBAN's start, whose digits
+// follow a letter and so are in the shape as written). A run of 9 digits needs 9 digits.
+bool shape_free_of_builtin_pii(std::string_view shape) noexcept;
 
 // The error text a client gets for a refused statement.
 std::string refusal_message(const Decision& d);
@@ -180,6 +173,12 @@ class PolicyEngine {
     if (hash != nullptr) *hash = shape_hash_;
     return true;
   }
+  // Whether `sql` is the text judged last and no built-in PII detector can match it, as its shape
+  // shows (shape_free_of_builtin_pii) with fewer than 9 digits in all: a stage that masks the
+  // text need not scan it. False whenever unsure (no shape, another text).
+  bool last_free_of_builtin_pii(std::string_view sql) const noexcept {
+    return shaped_ && shape_pii_free_ && shaped_digits_ < 9 && !shaped_plus_ && sql == shaped_text_;
+  }
 
  private:
   ClassSet classes_of(const Policy& policy, std::string_view sql, bool always_parse);
@@ -196,7 +195,10 @@ class PolicyEngine {
   std::string shape_;
   std::string shaped_text_;  // the text shape_ is the shape of, when shaped_
   std::size_t shape_hash_ = 0;
+  std::size_t shaped_digits_ = 0;  // digits in shaped_text_
   bool shaped_ = false;
+  bool shape_pii_free_ = false;  // shape_free_of_builtin_pii(shape_)
+  bool shaped_plus_ = false;     // a number of shaped_text_ has "e+"
   std::uint64_t hits_ = 0;
 };
 

@@ -577,6 +577,27 @@ TEST(ShapeCache, TheTextHashSpreadsTextsOverTheSlots) {
   }
   EXPECT_EQ(hashes.size(), texts.size());
   EXPECT_NE(text_hash(""), text_hash(std::string_view("\0", 1)));
+  // Short names (prepared statements and portals, 1 to 7 bytes, read by overlapping loads): each
+  // byte counts.
+  std::set<std::string> names;
+  for (int n = 0; n < 10000; ++n) names.insert("P_" + std::to_string(n));
+  for (const char* a :
+       {"abcd", "abdc", "abcde", "abxde", "abcdef", "abcxef", "abcdefg", "abcxefg", "abcdefx"}) {
+    names.insert(a);
+  }
+  // Every text of up to 8 bytes of "ab\0" (lengths must not cancel bytes).
+  std::vector<std::string> level{""};
+  for (int len = 1; len <= 8; ++len) {
+    std::vector<std::string> longer;
+    for (const std::string& t : level) {
+      for (const char c : {'a', 'b', '\0'}) longer.push_back(t + c);
+    }
+    names.insert(longer.begin(), longer.end());
+    level = std::move(longer);
+  }
+  std::set<std::size_t> name_hashes;
+  for (const std::string& t : names) name_hashes.insert(text_hash(t));
+  EXPECT_EQ(name_hashes.size(), names.size());
   // About 12 texts a slot: none is far from it.
   EXPECT_LT(*std::max_element(slots.begin(), slots.end()), 40);
   EXPECT_GT(*std::min_element(slots.begin(), slots.end()), 0);
