@@ -1,9 +1,6 @@
 #include "policy/rules.h"
 
 #include <hs/hs.h>
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
 #include <simdjson.h>
 
 #include <algorithm>
@@ -380,6 +377,7 @@ struct PolicyEngine::Entry {
   const Rule* rule = nullptr;
   std::string text;
   Decision decision;
+  std::size_t hash = 0;   // text_hash(text): most misses end here, without comparing texts
   bool pii_free = false;  // of an entry keyed by shape: shape_free_of_builtin_pii(text)
 };
 
@@ -423,149 +421,7 @@ bool table_forbidden(const std::string& table, const std::string& entry) {
   return rel == erel && (schema.empty() || schema == eschema);
 }
 
-// What shape_of does at a byte: copy it, give up, or look closer.
-enum ShapeByte : std::uint8_t { kCopy, kUnsafe, kDigit, kDot, kDollar, kDash, kSlash };
-
-constexpr std::array<std::uint8_t, 256> kShapeBytes = [] {
-  std::array<std::uint8_t, 256> t{};
-  for (int c = 0; c < 256; ++c) {
-    std::uint8_t k = kCopy;
-    if (c >= 0x80 || (c < 0x20 && c != '\t' && c != '\n' && c != '\r') || c == '\'' || c == '"' ||
-        c == '\\' || c == '`') {
-      k = kUnsafe;
-    } else if (c >= '0' && c <= '9') {
-      k = kDigit;
-    } else if (c == '.') {
-      k = kDot;
-    } else if (c == '$') {
-      k = kDollar;
-    } else if (c == '-') {
-      k = kDash;
-    } else if (c == '/') {
-      k = kSlash;
-    }
-    t[static_cast<std::size_t>(c)] = k;
-  }
-  return t;
-}();
-
-constexpr std::array<bool, 256> kIdentBytes = [] {
-  std::array<bool, 256> t{};
-  for (int c = 0; c < 256; ++c) {
-    t[static_cast<std::size_t>(c)] = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') ||
-                                     (c >= 'A' && c <= 'Z') || c == '_' || c == '$';
-  }
-  return t;
-}();
-
 }  // namespace
-
-// A key shared by texts that differ only in numeric constants: each number that starts a token
-// becomes one placeholder byte. Only for texts where that is unambiguous without a full lexer:
-// false when the text has quotes, dollar quoting, comments, backslashes, control or non-ASCII
-// bytes (then only the exact text is cached). One pass over the text, a table lookup per byte;
-// the shape is never longer than the text, so it is written in place.
-bool shape_of(std::string_view sql, std::string& out, bool* number_before_d, std::size_t* digits,
-              bool* signed_exponent) {
-  const std::size_t n = sql.size();
-  bool before_d = false, plus = false;
-  std::size_t digit_count = 0;  // every digit goes by the switch below (the fast path skips none)
-  const auto* s = reinterpret_cast<const unsigned char*>(sql.data());
-  auto digit = [&](std::size_t i) { return i < n && s[i] >= '0' && s[i] <= '9'; };
-  auto after_ident = [&](std::size_t i) { return i > 0 && kIdentBytes[s[i - 1]]; };
-  out.resize(n);
-  char* o = out.data();  // never past out.data() + i: a 16-byte store at o stays inside
-  std::size_t i = 0;
-  while (i < n) {
-#if defined(__SSE2__)
-    if (i + 16 <= n) {
-      // 16 bytes at a time while none needs a closer look: below 0x20 or above 0x7f, "#$%&'
-      // (0x22-0x27), -./0-9 (0x2d-0x39), backslash or backquote (a superset of what is not kCopy).
-      const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i));
-      auto in = [&](char lo, char hi) {
-        return _mm_and_si128(_mm_cmpgt_epi8(x, _mm_set1_epi8(static_cast<char>(lo - 1))),
-                             _mm_cmplt_epi8(x, _mm_set1_epi8(static_cast<char>(hi + 1))));
-      };
-      const __m128i odd = _mm_or_si128(
-          _mm_or_si128(_mm_cmplt_epi8(x, _mm_set1_epi8(0x20)), in(0x22, 0x27)),
-          _mm_or_si128(in(0x2d, 0x39), _mm_or_si128(_mm_cmpeq_epi8(x, _mm_set1_epi8('\\')),
-                                                    _mm_cmpeq_epi8(x, _mm_set1_epi8('`')))));
-      const auto look = static_cast<unsigned>(_mm_movemask_epi8(odd));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(o), x);
-      const std::size_t plain = look == 0 ? 16 : static_cast<std::size_t>(__builtin_ctz(look));
-      o += plain;
-      i += plain;
-      if (look == 0) continue;
-    }
-#endif
-    const unsigned char c = s[i];
-    bool number = false;
-    switch (kShapeBytes[c]) {
-      case kCopy:
-        break;
-      case kUnsafe:
-        out.clear();
-        return false;
-      case kDigit:
-        number = !after_ident(i);
-        digit_count += !number;  // a number's digits are counted with it
-        break;
-      case kDot:
-        number = digit(i + 1) && !after_ident(i);
-        break;
-      case kDollar:
-        if (!digit(i + 1)) {  // dollar quoting
-          out.clear();
-          return false;
-        }
-        break;
-      case kDash:
-      case kSlash:
-        if (i + 1 < n && s[i + 1] == (c == '-' ? '-' : '*')) {  // a comment
-          out.clear();
-          return false;
-        }
-        break;
-    }
-    if (!number) {
-      *o++ = static_cast<char>(c);
-      ++i;
-      continue;
-    }
-    std::size_t j = i;
-    while (j < n && ((s[j] >= '0' && s[j] <= '9') || s[j] == '.')) digit_count += s[j++] != '.';
-    if (j < n && (s[j] == 'e' || s[j] == 'E')) {
-      std::size_t k = j + 1;
-      if (k < n && (s[k] == '+' || s[k] == '-')) ++k;
-      if (digit(k)) {
-        plus = plus || s[k - 1] == '+';
-        j = k;
-        while (digit(j)) ++j, ++digit_count;
-      }
-    }
-    *o++ = '\x01';
-    before_d = before_d || (j < n && (s[j] | 0x20) == 'd');
-    i = j;
-  }
-  out.resize(static_cast<std::size_t>(o - out.data()));
-  if (number_before_d != nullptr) *number_before_d = before_d;
-  if (digits != nullptr) *digits = digit_count;
-  if (signed_exponent != nullptr) *signed_exponent = plus;
-  return true;
-}
-
-bool shape_free_of_builtin_pii(std::string_view shape) noexcept {
-  auto upper = [&](std::size_t i) { return shape[i] >= 'A' && shape[i] <= 'Z'; };
-  auto digit = [&](std::size_t i) { return shape[i] >= '0' && shape[i] <= '9'; };
-  for (std::size_t i = 0; i < shape.size(); ++i) {
-    const auto c = static_cast<unsigned char>(shape[i]);
-    if (c == '@' || c == '+' || c == '%' || c == '&' || c == '\\' || c >= 0x80) return false;
-    if (i + 3 < shape.size() && upper(i) && upper(i + 1) && digit(i + 2) && digit(i + 3)) {
-      return false;
-    }
-  }
-  return true;
-}
 
 bool PolicyEngine::denylisted(const Rule& rule, std::string_view sql, Decision& d) {
   if (!rule.denylist_db) return false;
@@ -698,8 +554,9 @@ ClassSet PolicyEngine::classes_of(const Policy& policy, std::string_view sql, bo
     return Classifier::plain_read().classes;
   }
   // Parsed texts are cached by exact text (entries without a rule: judge() never matches them).
-  Entry& e = cache_[text_hash(sql) % kCacheSize];
-  if (e.policy == policy.id() && e.rule == nullptr && e.text == sql) {
+  const std::size_t hash = text_hash(sql);
+  Entry& e = cache_[hash % kCacheSize];
+  if (e.hash == hash && e.policy == policy.id() && e.rule == nullptr && e.text == sql) {
     ++hits_;
     return e.decision.classes;
   }
@@ -708,6 +565,7 @@ ClassSet PolicyEngine::classes_of(const Policy& policy, std::string_view sql, bo
     e.policy = policy.id();
     e.rule = nullptr;
     e.text.assign(sql);
+    e.hash = hash;
     e.decision = Decision{};
     e.decision.classes = classes;
   }
@@ -720,12 +578,11 @@ Decision PolicyEngine::judge(const Policy& policy, const Rule* rule, std::string
   // The denylist looks at every byte, numbers included: on the text itself, never cached.
   Decision listed;
   if (denylisted(*rule, sql, listed)) return listed;
-  auto lookup = [&](Entry* table, std::string_view key) -> Entry& {
-    return table[text_hash(key) % kCacheSize];
-  };
   const bool cacheable = sql.size() <= kMaxCachedText;
-  Entry& exact = lookup(cache_.get(), sql);
-  if (exact.policy == policy.id() && exact.rule == rule && exact.text == sql) {
+  const std::size_t sql_hash = text_hash(sql);
+  Entry& exact = cache_[sql_hash % kCacheSize];
+  if (exact.hash == sql_hash && exact.policy == policy.id() && exact.rule == rule &&
+      exact.text == sql) {
     ++hits_;
     return exact.decision;
   }
@@ -741,7 +598,8 @@ Decision PolicyEngine::judge(const Policy& policy, const Rule* rule, std::string
   shape_hash_ = shape_hash;
   Entry* by_shape = shaped ? &shape_cache_[shape_hash % kCacheSize] : nullptr;
   auto known = [&](const Entry* e) {
-    return e != nullptr && e->policy == policy.id() && e->rule == rule && e->text == shape_;
+    return e != nullptr && e->hash == shape_hash && e->policy == policy.id() && e->rule == rule &&
+           e->text == shape_;
   };
   // Where the pre-filter answers alike for every text of the shape, what a text of it was found
   // to be (a plain read, or parsed) holds for this one without scanning it.
@@ -767,6 +625,7 @@ Decision PolicyEngine::judge(const Policy& policy, const Rule* rule, std::string
       plain->policy = policy.id();
       plain->rule = rule;
       plain->text.assign(shape_);
+      plain->hash = shape_hash;
       plain->decision = d;
       plain->pii_free = shape_pii_free_;
     }
@@ -778,15 +637,19 @@ Decision PolicyEngine::judge(const Policy& policy, const Rule* rule, std::string
   }
   const Analysis a = classifier_.analyze_parsed(sql, policy.dangerous_functions());
   Decision d = decide(*rule, a);
-  auto store = [&](Entry& e, std::string_view key, bool pii_free) {
+  auto store = [&](Entry& e, std::string_view key, std::size_t hash, bool pii_free) {
     e.policy = policy.id();
     e.rule = rule;
     e.text.assign(key);
+    e.hash = hash;
     e.decision = d;
     e.pii_free = pii_free;
   };
-  if (cacheable) store(exact, sql, false);  // the same text again: no pre-filter, no shape
-  if (by_shape != nullptr && !a.literal_sensitive) store(*by_shape, shape_, shape_pii_free_);
+  if (cacheable)
+    store(exact, sql, sql_hash, false);  // the same text again: no pre-filter, no shape
+  if (by_shape != nullptr && !a.literal_sensitive) {
+    store(*by_shape, shape_, shape_hash, shape_pii_free_);
+  }
   return d;
 }
 
