@@ -146,15 +146,29 @@ class DeadlineStream final : public httplib::Stream {
     if (head_done_) return send_all(ptr, size) ? static_cast<ssize_t>(size) : -1;
     // The header block is held until it is whole: a response after which the connection closes
     // must say so, or the client may send its next request into the closing connection.
-    const std::size_t taken = std::min(size, kMaxHead - head_.size());
-    head_.append(ptr, taken);
-    const std::size_t end = head_.find("\r\n\r\n");
-    if (end == std::string::npos && head_.size() < kMaxHead) return static_cast<ssize_t>(size);
-    head_done_ = true;
-    const std::string out = finish_head(end == std::string::npos ? head_.size() : end + 4);
-    const bool sent = send_all(out.data(), out.size()) && send_all(ptr + taken, size - taken);
-    head_.clear();
-    return sent ? static_cast<ssize_t>(size) : -1;
+    std::size_t used = 0;  // bytes of ptr taken into head_
+    while (true) {
+      const std::size_t taken = std::min(size - used, kMaxHead - head_.size());
+      head_.append(ptr + used, taken);
+      used += taken;
+      const std::size_t end = head_.find("\r\n\r\n");
+      if (end == std::string::npos && head_.size() < kMaxHead) return static_cast<ssize_t>(size);
+      const std::size_t len = end == std::string::npos ? head_.size() : end + 4;
+      bool interim = false;
+      const std::string head = finish_head(len, interim);
+      std::string rest = head_.substr(len);
+      head_.clear();
+      if (!send_all(head.data(), head.size())) return -1;
+      if (interim) {
+        // "100 Continue" (httplib's answer to Expect: 100-continue, before the request is
+        // routed): the final response's header block comes next, and is the one that counts.
+        head_ = std::move(rest);
+        continue;
+      }
+      head_done_ = true;
+      const bool sent = send_all(rest.data(), rest.size()) && send_all(ptr + used, size - used);
+      return sent ? static_cast<ssize_t>(size) : -1;
+    }
   }
 
   void get_remote_ip_and_port(std::string& ip, int& port) const override {
@@ -223,28 +237,30 @@ class DeadlineStream final : public httplib::Stream {
     return true;
   }
 
-  // The response's header block (head_'s first `len` bytes; what follows is body): "Connection:
-  // close" there (set by the handlers when a request's body was left unread) ends the connection
-  // after this response, and so does an error status httplib may answer while parsing. The head
+  // The response's header block (head_'s first `len` bytes), as it goes out. "Connection: close"
+  // there (set by the handlers when a request's body was left unread) ends the connection after
+  // this response, and so does an error status httplib may answer while parsing. The head
   // returned then says "Connection: close" and no Keep-Alive (httplib writes one unless the
-  // request asked to close), so the client sends nothing more on it.
-  std::string finish_head(std::size_t len) {
+  // request asked to close), so the client sends nothing more on it. An interim (1xx) response
+  // is returned as it is, and `interim` set: the final one follows.
+  std::string finish_head(std::size_t len, bool& interim) {
     std::string lower = head_.substr(0, len);
     for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    const bool says_close = lower.find("\r\nconnection: close\r\n") != std::string::npos;
-    if (says_close) close_requested_ = true;
+    const int status = lower.size() > 12 ? std::atoi(lower.c_str() + 9) : 0;
+    const bool whole = len >= 4 && lower.compare(len - 4, 4, "\r\n\r\n") == 0;
+    interim = whole && status >= 100 && status < 200;
+    if (interim) return head_.substr(0, len);
+    if (lower.find("\r\nconnection: close\r\n") != std::string::npos) close_requested_ = true;
     // An error httplib answers while parsing (400, 413, 414, 431...) may leave the rest of the
     // request unread: nothing after it is taken as another request. The handlers' own refusals
     // come after the whole body was read.
-    const int status = lower.size() > 12 ? std::atoi(lower.c_str() + 9) : 0;
     if (status >= 400 && status != 401 && status != 403 && status != 404 && status != 409 &&
         status != 422) {
       close_requested_ = true;
     }
-    const bool whole = len >= 4 && lower.compare(len - 4, 4, "\r\n\r\n") == 0;
-    if (!close_requested_ || !whole) return head_;
+    if (!close_requested_ || !whole) return head_.substr(0, len);
     std::string out;
-    out.reserve(head_.size() + 20);
+    out.reserve(len + 20);
     std::size_t line = 0;
     while (line < len - 2) {  // each header line but the blank one that ends the block
       const std::size_t next = lower.find("\r\n", line) + 2;
@@ -255,7 +271,6 @@ class DeadlineStream final : public httplib::Stream {
       line = next;
     }
     out += "Connection: close\r\n\r\n";
-    out.append(head_, len, std::string::npos);
     return out;
   }
 

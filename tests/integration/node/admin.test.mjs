@@ -600,6 +600,29 @@ test('hostile HTTP: compressed, chunked and length-less bodies, header floods an
     assert.doesNotMatch(r.out, /^HTTP\/1\.1 (200|401)/m, r.out);
     assert.ok(r.closed);
   }
+  // With "Expect: 100-continue", httplib answers 100 before the request is routed: the refusal
+  // that follows still closes the connection, and the unread body never runs as a request (it
+  // did: only the first header block of a response was looked at).
+  const inner = `GET /healthz HTTP/1.1\r\n${host}\r\n\r\n`;
+  for (const [headers, status] of [
+    [`Host: evil.example:${port}\r\nContent-Length: ${inner.length}`, 421],
+    [`${host}\r\nOrigin: null\r\nContent-Length: ${inner.length}`, 403],
+    [`${host}\r\nTransfer-Encoding: chunked`, 411],
+    [`${host}\r\nContent-Length: ${inner.length}\r\nContent-Encoding: gzip`, 415],
+  ]) {
+    const r = await rawExchange(`POST /api/v1/reload HTTP/1.1\r\n${headers}\r\nExpect: 100-continue\r\n\r\n${inner}`);
+    const finals = r.out.match(/^HTTP\/1\.1 [2-5]\d\d[^\r]*\r\n(?:[^\r]+\r\n)*\r\n/gm) || [];
+    assert.equal(finals.length, 1, `one final answer: ${r.out}`);
+    assert.match(finals[0], new RegExp(`^HTTP/1\\.1 ${status} `), r.out);
+    assert.match(finals[0], /\r\nConnection: close\r\n/, finals[0]);
+    assert.doesNotMatch(finals[0], /\r\nKeep-Alive:/i, finals[0]);
+    assert.ok(r.closed, 'the connection closed');
+  }
+  // A request that is let in gets its 100 and its answer, on a connection kept alive.
+  const cont = await rawExchange(`POST /api/v1/reload HTTP/1.1\r\n${host}\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n{}` +
+    `GET /healthz HTTP/1.1\r\n${host}\r\nConnection: close\r\n\r\n`);
+  assert.match(cont.out, /^HTTP\/1\.1 100 /, cont.out);
+  assert.match(cont.out, /\r\n\r\nHTTP\/1\.1 401 [^]*\r\nKeep-Alive: timeout=\d+[^]*HTTP\/1\.1 200 /, cont.out);
   // Only our own addresses pass as Host or Origin.
   assert.match((await rawExchange(`GET /healthz HTTP/1.1\r\nHost: 8.8.8.8:${port}\r\n\r\n`)).out, /^HTTP\/1\.1 421 /);
   const foreign = await adminCall(gw, 'GET', '/api/v1/approvals', { token: tokens.dba, headers: { Origin: `http://10.1.2.3:${port}` } });
