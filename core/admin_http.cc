@@ -78,6 +78,55 @@ bool health_probe(std::string_view line) {
   return false;
 }
 
+// The request line and header lines of a request, byte by byte as httplib reads them (it reads
+// a request's head one byte at a time, its body by length): httplib skips a header line it
+// cannot parse and goes on, so a Content-Length or Transfer-Encoding that a proxy in front reads
+// could go unseen here and the body run as a request. Refused instead, as RFC 9112 asks: a bare
+// CR or LF, a line folded onto the one before, a field line without a name or a colon or with
+// white space before it, a control byte.
+class HeaderCheck {
+ public:
+  void reset() { *this = HeaderCheck{}; }
+  bool done() const { return done_; }
+  // False when `c` makes the head malformed.
+  bool take(char c) {
+    if (cr_) {
+      cr_ = false;
+      if (c != '\n') return false;
+      if (len_ == 0) {
+        done_ = lines_ > 0;
+        return done_;  // an empty line ends the head (and cannot come first)
+      }
+      if (lines_ > 0 && !colon_) return false;
+      ++lines_;
+      len_ = 0;
+      colon_ = false;
+      return true;
+    }
+    if (c == '\r') {
+      cr_ = true;
+      return true;
+    }
+    const auto u = static_cast<unsigned char>(c);
+    if ((u < 0x20 && c != '\t') || u == 0x7f) return false;  // a bare LF among them
+    if (lines_ > 0 && !colon_) {
+      if ((c == ' ' || c == '\t') && len_ == 0) return false;  // obs-fold
+      if (c == ':') {
+        if (len_ == 0 || last_ == ' ' || last_ == '\t') return false;
+        colon_ = true;
+      }
+    }
+    last_ = c;
+    ++len_;
+    return true;
+  }
+
+ private:
+  std::size_t lines_ = 0, len_ = 0;  // lines ended (the request line first); bytes of this one
+  char last_ = 0;
+  bool cr_ = false, colon_ = false, done_ = false;
+};
+
 // A connection's byte stream (plain or TLS) with deadlines: reads must finish by the request's
 // deadline, writes by the response's, however slowly the peer trickles bytes. A request may not
 // read more than max_request_bytes (header lines, their number and the body together, whatever
@@ -92,7 +141,11 @@ class DeadlineStream final : public httplib::Stream {
     read_deadline_ = mono_ns() + ns_of(seconds);
     writing_ = false;
     consumed_ = 0;
+    header_.reset();
   }
+  // The request will be the connection's last (httplib closes after it, as for an HTTP/1.0
+  // request without "Connection: Keep-Alive"): its response says so.
+  void close_after() { close_requested_ = true; }
   // Health-probe mode (a connection over --admin-max-connections): only GET /healthz or
   // /readyz is read; any other request line fails the read.
   void health_only() { health_only_ = true; }
@@ -130,6 +183,9 @@ class DeadlineStream final : public httplib::Stream {
         }
       }
     }
+    for (std::size_t i = 0; i < n && !header_.done(); ++i) {
+      if (!header_.take(buf_[pos_ + i])) return -1;
+    }
     std::memcpy(ptr, buf_ + pos_, n);
     pos_ += n;
     consumed_ += n;
@@ -143,7 +199,11 @@ class DeadlineStream final : public httplib::Stream {
       head_.clear();
       head_done_ = false;
     }
-    if (head_done_) return send_all(ptr, size) ? static_cast<ssize_t>(size) : -1;
+    if (head_done_) {
+      if (send_all(ptr, size)) return static_cast<ssize_t>(size);
+      close_requested_ = true;
+      return -1;
+    }
     // The header block is held until it is whole: a response after which the connection closes
     // must say so, or the client may send its next request into the closing connection.
     std::size_t used = 0;  // bytes of ptr taken into head_
@@ -158,7 +218,10 @@ class DeadlineStream final : public httplib::Stream {
       const std::string head = finish_head(len, interim);
       std::string rest = head_.substr(len);
       head_.clear();
-      if (!send_all(head.data(), head.size())) return -1;
+      if (!send_all(head.data(), head.size())) {
+        close_requested_ = true;  // a head cut short: nothing more on this connection
+        return -1;
+      }
       if (interim) {
         // "100 Continue" (httplib's answer to Expect: 100-continue, before the request is
         // routed): the final response's header block comes next, and is the one that counts.
@@ -167,6 +230,7 @@ class DeadlineStream final : public httplib::Stream {
       }
       head_done_ = true;
       const bool sent = send_all(rest.data(), rest.size()) && send_all(ptr + used, size - used);
+      if (!sent) close_requested_ = true;
       return sent ? static_cast<ssize_t>(size) : -1;
     }
   }
@@ -312,6 +376,7 @@ class DeadlineStream final : public httplib::Stream {
   std::size_t consumed_ = 0;
   bool health_only_ = false, line_checked_ = false, close_requested_ = false, head_done_ = false;
   std::string line_, head_;
+  HeaderCheck header_;
   char buf_[4096];
   std::size_t pos_ = 0, len_ = 0;
 };
@@ -410,8 +475,17 @@ bool AdminHttpServer::process_and_close_socket(socket_t sock) {
     bool closed = false;
     const bool last = n + 1 == max_requests || svr_sock_ == INVALID_SOCKET ||
                       mono_ns() + ns_of(limits_.request_s) >= end_of_life;
-    if (!process_request(stream, last, closed, [](httplib::Request&) {}) || closed || last ||
-        stream.close_requested()) {
+    if (!process_request(stream, last, closed,
+                         [&stream](httplib::Request& req) {
+                           // httplib's own rule (before the response is written): an HTTP/1.0
+                           // request closes the connection unless it says exactly "Connection:
+                           // Keep-Alive".
+                           if (req.version == "HTTP/1.0" &&
+                               req.get_header_value("Connection") != "Keep-Alive") {
+                             stream.close_after();
+                           }
+                         }) ||
+        closed || last || stream.close_requested()) {
       break;
     }
   }

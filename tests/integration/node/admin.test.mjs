@@ -618,6 +618,32 @@ test('hostile HTTP: compressed, chunked and length-less bodies, header floods an
     assert.doesNotMatch(finals[0], /\r\nKeep-Alive:/i, finals[0]);
     assert.ok(r.closed, 'the connection closed');
   }
+  // Header lines httplib would skip (a bare LF, white space before the colon, a folded line, a
+  // line without a colon) are refused: a proxy in front may read them, and the body would run as
+  // a request here.
+  for (const head of [
+    `POST /api/v1/reload HTTP/1.1\r\n${host}\r\nContent-Length: ${inner.length}\n\r\n`,
+    `POST /api/v1/reload HTTP/1.1\r\n${host}\r\nContent-Length : ${inner.length}\r\n\r\n`,
+    `POST /api/v1/reload HTTP/1.1\r\n${host}\r\nX-A: b\r\n Content-Length: ${inner.length}\r\n\r\n`,
+    `POST /api/v1/reload HTTP/1.1\r\n${host}\r\nContent-Length: ${inner.length}\r\nno colon\r\n\r\n`,
+    `POST /api/v1/reload HTTP/1.1\n${host}\r\nContent-Length: ${inner.length}\r\n\r\n`,
+  ]) {
+    const r = await rawExchange(head + inner);
+    assert.ok(responses(r.out) <= 1, r.out);
+    if (responses(r.out) === 1) {
+      assert.match(r.out, /^HTTP\/1\.1 400 [^]*\r\nConnection: close\r\n/, r.out);
+      assert.doesNotMatch(r.out, /\r\nKeep-Alive:/i, r.out);
+    }
+    assert.ok(r.closed, `closed after ${JSON.stringify(head)}`);
+  }
+  // HTTP/1.0 closes after each request unless it asks otherwise: the answer says so.
+  const old = await rawExchange(`GET /healthz HTTP/1.0\r\n${host}\r\n\r\n`);
+  assert.match(old.out, /^HTTP\/1\.1 200 [^]*\r\nConnection: close\r\n/, old.out);
+  assert.doesNotMatch(old.out, /\r\nKeep-Alive:/i, old.out);
+  assert.ok(old.closed);
+  const kept = await rawExchange(`GET /healthz HTTP/1.0\r\n${host}\r\nConnection: Keep-Alive\r\n\r\n`, { wait: 1000 });
+  assert.match(kept.out, /\r\nKeep-Alive: timeout=\d+/, kept.out);
+  assert.ok(!kept.closed, 'kept alive as asked');
   // A request that is let in gets its 100 and its answer, on a connection kept alive.
   const cont = await rawExchange(`POST /api/v1/reload HTTP/1.1\r\n${host}\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n{}` +
     `GET /healthz HTTP/1.1\r\n${host}\r\nConnection: close\r\n\r\n`);
