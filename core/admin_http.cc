@@ -83,7 +83,8 @@ bool health_probe(std::string_view line) {
 // cannot parse and goes on, so a Content-Length or Transfer-Encoding that a proxy in front reads
 // could go unseen here and the body run as a request. Refused instead, as RFC 9112 asks: a bare
 // CR or LF, a line folded onto the one before, a field line without a name or a colon or with
-// white space before it, a control byte.
+// white space before it, a control byte. And a Content-Length of anything but digits: httplib
+// percent-decodes header values ("%35" would be 5 here and nothing to a proxy).
 class HeaderCheck {
  public:
   void reset() { *this = HeaderCheck{}; }
@@ -100,7 +101,8 @@ class HeaderCheck {
       if (lines_ > 0 && !colon_) return false;
       ++lines_;
       len_ = 0;
-      colon_ = false;
+      colon_ = length_ = false;
+      name_.clear();
       return true;
     }
     if (c == '\r') {
@@ -114,7 +116,12 @@ class HeaderCheck {
       if (c == ':') {
         if (len_ == 0 || last_ == ' ' || last_ == '\t') return false;
         colon_ = true;
+        length_ = name_ == "content-length";
+      } else if (name_.size() < 16) {
+        name_ += static_cast<char>(std::tolower(u));
       }
+    } else if (length_ && (c < '0' || c > '9') && c != ' ' && c != '\t') {
+      return false;
     }
     last_ = c;
     ++len_;
@@ -124,7 +131,8 @@ class HeaderCheck {
  private:
   std::size_t lines_ = 0, len_ = 0;  // lines ended (the request line first); bytes of this one
   char last_ = 0;
-  bool cr_ = false, colon_ = false, done_ = false;
+  std::string name_;  // of this field line, lower case, its first 16 bytes
+  bool cr_ = false, colon_ = false, done_ = false, length_ = false;
 };
 
 // A connection's byte stream (plain or TLS) with deadlines: reads must finish by the request's

@@ -627,6 +627,9 @@ test('hostile HTTP: compressed, chunked and length-less bodies, header floods an
     `POST /api/v1/reload HTTP/1.1\r\n${host}\r\nX-A: b\r\n Content-Length: ${inner.length}\r\n\r\n`,
     `POST /api/v1/reload HTTP/1.1\r\n${host}\r\nContent-Length: ${inner.length}\r\nno colon\r\n\r\n`,
     `POST /api/v1/reload HTTP/1.1\n${host}\r\nContent-Length: ${inner.length}\r\n\r\n`,
+    // httplib percent-decodes header values: "%34%38" would be 48 here, nothing to a proxy.
+    `POST /api/v1/reload HTTP/1.1\r\n${host}\r\nContent-Length: ${[...String(inner.length)].map((d) => '%3' + d).join('')}\r\n\r\n`,
+    `POST /api/v1/reload HTTP/1.1\r\n${host}\r\ncontent-LENGTH: %u0034${String(inner.length).slice(1)}\r\n\r\n`,
   ]) {
     const r = await rawExchange(head + inner);
     assert.ok(responses(r.out) <= 1, r.out);
