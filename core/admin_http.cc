@@ -117,7 +117,7 @@ class HeaderCheck {
         if (len_ == 0 || last_ == ' ' || last_ == '\t') return false;
         colon_ = true;
         length_ = name_ == "content-length";
-      } else if (name_.size() < 16) {
+      } else if (name_.size() < 15) {  // within the string's own buffer: no allocation
         name_ += static_cast<char>(std::tolower(u));
       }
     } else if (length_ && (c < '0' || c > '9') && c != ' ' && c != '\t') {
@@ -131,7 +131,7 @@ class HeaderCheck {
  private:
   std::size_t lines_ = 0, len_ = 0;  // lines ended (the request line first); bytes of this one
   char last_ = 0;
-  std::string name_;  // of this field line, lower case, its first 16 bytes
+  std::string name_;  // of this field line, lower case, its first 15 bytes
   bool cr_ = false, colon_ = false, done_ = false, length_ = false;
 };
 

@@ -588,10 +588,12 @@ Decision PolicyEngine::judge(const Policy& policy, const Rule* rule, std::string
   }
   // Texts that differ only in numbers (the simple protocol's literals) share a decision, unless
   // the analysis looked at a number's value.
-  bool number_before_d = false;
+  bool number_before_d = false, signed_exponent = false;
+  std::size_t digits = 0;
   const bool shaped =
-      cacheable && shape_of(sql, shape_, &number_before_d, &shaped_digits_, &shaped_plus_);
+      cacheable && shape_of(sql, shape_, &number_before_d, &digits, &signed_exponent);
   shaped_ = shaped;
+  numbers_pii_free_ = digits < 9 && !signed_exponent;
   shape_pii_free_ = false;  // known below, from a cache entry of the shape or from the shape
   if (shaped) shaped_text_.assign(sql);
   const std::size_t shape_hash = shaped ? text_hash(shape_) : 0;
@@ -645,8 +647,8 @@ Decision PolicyEngine::judge(const Policy& policy, const Rule* rule, std::string
     e.decision = d;
     e.pii_free = pii_free;
   };
-  if (cacheable)
-    store(exact, sql, sql_hash, false);  // the same text again: no pre-filter, no shape
+  // The same text again: no pre-filter, no shape.
+  if (cacheable) store(exact, sql, sql_hash, false);
   if (by_shape != nullptr && !a.literal_sensitive) {
     store(*by_shape, shape_, shape_hash, shape_pii_free_);
   }

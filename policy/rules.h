@@ -177,7 +177,7 @@ class PolicyEngine {
   // shows (shape_free_of_builtin_pii) with fewer than 9 digits in all: a stage that masks the
   // text need not scan it. False whenever unsure (no shape, another text).
   bool last_free_of_builtin_pii(std::string_view sql) const noexcept {
-    return shaped_ && shape_pii_free_ && shaped_digits_ < 9 && !shaped_plus_ && sql == shaped_text_;
+    return shaped_ && shape_pii_free_ && numbers_pii_free_ && sql == shaped_text_;
   }
 
  private:
@@ -195,10 +195,9 @@ class PolicyEngine {
   std::string shape_;
   std::string shaped_text_;  // the text shape_ is the shape of, when shaped_
   std::size_t shape_hash_ = 0;
-  std::size_t shaped_digits_ = 0;  // digits in shaped_text_
   bool shaped_ = false;
-  bool shape_pii_free_ = false;  // shape_free_of_builtin_pii(shape_)
-  bool shaped_plus_ = false;     // a number of shaped_text_ has "e+"
+  bool shape_pii_free_ = false;    // shape_free_of_builtin_pii(shape_)
+  bool numbers_pii_free_ = false;  // shaped_text_ has under 9 digits and no "e+" exponent
   std::uint64_t hits_ = 0;
 };
 
