@@ -164,7 +164,7 @@ bool RecordLog::due_by_size() const noexcept {
 std::uint64_t RecordLog::append(rec::RecordType type) {
   const std::size_t before = writer_.pending_size();
   if (before == 0) pending_since_ns_ = w_.now_ns();
-  writer_.append(type, payload_);
+  writer_.append_in_place(type, payload_);
   const std::size_t after = writer_.pending_size();
   appended_ += after - before;
   // A first unwritten record starts the batch's deadline; enough of them make a write due now,

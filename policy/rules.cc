@@ -7,6 +7,7 @@
 #include <array>
 #include <atomic>
 #include <cctype>
+#include <cstring>
 #include <functional>
 
 #include "policy/policy_json.h"
@@ -579,15 +580,9 @@ Decision PolicyEngine::judge(const Policy& policy, const Rule* rule, std::string
   Decision listed;
   if (denylisted(*rule, sql, listed)) return listed;
   const bool cacheable = sql.size() <= kMaxCachedText;
-  const std::size_t sql_hash = text_hash(sql);
-  Entry& exact = cache_[sql_hash % kCacheSize];
-  if (exact.hash == sql_hash && exact.policy == policy.id() && exact.rule == rule &&
-      exact.text == sql) {
-    ++hits_;
-    return exact.decision;
-  }
   // Texts that differ only in numbers (the simple protocol's literals) share a decision, unless
-  // the analysis looked at a number's value.
+  // the analysis looked at a number's value. The shape is looked up first: a text with numbers is
+  // seldom seen twice, and its shape's entry holds what its own would.
   bool number_before_d = false, signed_exponent = false;
   std::size_t digits = 0;
   const bool shaped =
@@ -618,6 +613,16 @@ Decision PolicyEngine::judge(const Policy& policy, const Rule* rule, std::string
     ++hits_;
     shape_pii_free_ = by_shape->pii_free;
     return by_shape->decision;
+  }
+  // A text without numbers is its own shape, and has its hash.
+  const bool own_shape = shaped && shape_.size() == sql.size() &&
+                         std::memchr(shape_.data(), '\x01', shape_.size()) == nullptr;
+  const std::size_t sql_hash = own_shape ? shape_hash : text_hash(sql);
+  Entry& exact = cache_[sql_hash % kCacheSize];
+  if (exact.hash == sql_hash && exact.policy == policy.id() && exact.rule == rule &&
+      exact.text == sql) {
+    ++hits_;
+    return exact.decision;
   }
   if (shaped) shape_pii_free_ = shape_free_of_builtin_pii(shape_);
   // A plain read (no pre-filter keyword) needs no parser.

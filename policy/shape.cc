@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
@@ -67,21 +68,31 @@ bool shape_of(std::string_view sql, std::string& out, bool* number_before_d, std
   out.resize(n);
   char* o = out.data();  // never past out.data() + i: a 16-byte store at o stays inside
   std::size_t i = 0;
+#if defined(__SSE2__)
+  // The bytes that need a closer look, as a mask (a superset of what is not kCopy): below 0x20 or
+  // above 0x7f, "#$%&' (0x22-0x27), -./0-9 (0x2d-0x39), backslash or backquote. A range is one
+  // signed comparison after a shift that puts its first byte at -128.
+  const __m128i space = _mm_set1_epi8(0x20), backslash = _mm_set1_epi8('\\'),
+                backquote = _mm_set1_epi8('`');
+  const __m128i quotes_shift = _mm_set1_epi8(static_cast<char>(0x80 - 0x22)),
+                quotes_end = _mm_set1_epi8(static_cast<char>(-128 + 6));
+  const __m128i numbers_shift = _mm_set1_epi8(static_cast<char>(0x80 - 0x2d)),
+                numbers_end = _mm_set1_epi8(static_cast<char>(-128 + 13));
+  const auto look_at = [&](std::size_t at) {
+    const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + at));
+    const __m128i odd = _mm_or_si128(
+        _mm_or_si128(_mm_cmplt_epi8(x, space),
+                     _mm_cmplt_epi8(_mm_add_epi8(x, quotes_shift), quotes_end)),
+        _mm_or_si128(_mm_cmplt_epi8(_mm_add_epi8(x, numbers_shift), numbers_end),
+                     _mm_or_si128(_mm_cmpeq_epi8(x, backslash), _mm_cmpeq_epi8(x, backquote))));
+    return std::pair{x, static_cast<unsigned>(_mm_movemask_epi8(odd))};
+  };
+#endif
   while (i < n) {
 #if defined(__SSE2__)
     if (i + 16 <= n) {
-      // 16 bytes at a time while none needs a closer look: below 0x20 or above 0x7f, "#$%&'
-      // (0x22-0x27), -./0-9 (0x2d-0x39), backslash or backquote (a superset of what is not kCopy).
-      const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i));
-      auto in = [&](char lo, char hi) {
-        return _mm_and_si128(_mm_cmpgt_epi8(x, _mm_set1_epi8(static_cast<char>(lo - 1))),
-                             _mm_cmplt_epi8(x, _mm_set1_epi8(static_cast<char>(hi + 1))));
-      };
-      const __m128i odd = _mm_or_si128(
-          _mm_or_si128(_mm_cmplt_epi8(x, _mm_set1_epi8(0x20)), in(0x22, 0x27)),
-          _mm_or_si128(in(0x2d, 0x39), _mm_or_si128(_mm_cmpeq_epi8(x, _mm_set1_epi8('\\')),
-                                                    _mm_cmpeq_epi8(x, _mm_set1_epi8('`')))));
-      const auto look = static_cast<unsigned>(_mm_movemask_epi8(odd));
+      // 16 bytes at a time while none needs a closer look.
+      const auto [x, look] = look_at(i);
       _mm_storeu_si128(reinterpret_cast<__m128i*>(o), x);
       const std::size_t plain = look == 0 ? 16 : static_cast<std::size_t>(__builtin_ctz(look));
       o += plain;

@@ -80,7 +80,7 @@ std::string_view comment_body(std::string_view sql, bool mcp) {
   std::size_t end = sql.size();
   while (end > 0 && (space(sql[end - 1]) || sql[end - 1] == ';')) --end;
   std::string_view body;
-  if (!mcp && end >= 4 && sql.substr(end - 2, 2) == "*/") {
+  if (!mcp && end >= 4 && sql[end - 1] == '/' && sql[end - 2] == '*') {
     const std::size_t open = sql.rfind("/*", end - 2);
     if (open != std::string_view::npos && open + 2 <= end - 2)
       body = sql.substr(open + 2, end - 4 - open);
@@ -88,7 +88,7 @@ std::string_view comment_body(std::string_view sql, bool mcp) {
   if (body.empty()) {
     std::size_t start = 0;
     while (start < sql.size() && space(sql[start])) ++start;
-    if (sql.substr(start, 2) == "/*") {
+    if (start + 1 < sql.size() && sql[start] == '/' && sql[start + 1] == '*') {
       const std::size_t close = sql.find("*/", start + 2);
       if (close != std::string_view::npos) body = sql.substr(start + 2, close - start - 2);
     }

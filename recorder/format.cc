@@ -225,8 +225,8 @@ const char* field_name(Field f) {
 
 void Payload::grow(std::size_t n) {
   const std::size_t cap = std::max({cap_ * 2, size_ + n, std::size_t{512}});
-  std::unique_ptr<char[]> bigger(new char[cap]);
-  if (size_ != 0) std::memcpy(bigger.get(), buf_.get(), size_);
+  std::unique_ptr<char[]> bigger(new char[kHeaderSize + cap]);
+  if (size_ != 0) std::memcpy(bigger.get() + kHeaderSize, buf_.get() + kHeaderSize, size_);
   buf_ = std::move(bigger);
   cap_ = cap;
 }
@@ -394,31 +394,55 @@ Mac ChainMac::finish() {
 SegmentWriter::SegmentWriter(unsigned core, std::string key)
     : core_(core), key_(std::move(key)), tail_(32, '\0') {}
 
+namespace {
+
+// The CRC32C of the record at `rec` (its length, type and payload), stored in its header.
+std::uint32_t put_crc(char* rec) noexcept {
+  std::uint32_t crc = crc32c(0, rec, 5);
+  crc = crc32c(crc, rec + kHeaderSize, get_le(rec, 4));
+  store_le<4>(rec + 5, crc);
+  return crc;
+}
+
+}  // namespace
+
 void SegmentWriter::put(RecordType type, std::string_view payload) {
+  finish_open();
   const std::size_t at = pending_.size();
   char header[kHeaderSize] = {};
-  store_le<4>(header, payload.size());
-  header[4] = static_cast<char>(type);
   pending_.append(header, kHeaderSize);
   pending_.append(payload);
-  char* rec = pending_.data() + at;
+  frame(pending_.data() + at, type, payload.size());
+}
+
+void SegmentWriter::frame(char* rec, RecordType type, std::size_t payload_size) {
+  store_le<4>(rec, payload_size);
+  rec[4] = static_cast<char>(type);
   // The link: the chain before this record's batch (version 1: before this record).
   std::memcpy(rec + kHeaderSize + 16, version_ == 1 ? chain_v1_.data() : chain_.data(), 8);
-  std::uint32_t crc = crc32c(0, rec, 5);
-  crc = crc32c(crc, rec + kHeaderSize, payload.size());
-  store_le<4>(rec + 5, crc);
+  const std::uint32_t crc = put_crc(rec);
   if (version_ == 1) {
-    chain_v1_ = chain_next(chain_v1_, std::string_view(rec, kHeaderSize + payload.size()));
+    chain_v1_ = chain_next(chain_v1_, std::string_view(rec, kHeaderSize + payload_size));
   } else {
     char c[4];
     store_le<4>(c, crc);
     crcs_.append(c, 4);
   }
-  bytes_ += kHeaderSize + payload.size();
+  bytes_ += kHeaderSize + payload_size;
   ++records_;
 }
 
+void SegmentWriter::finish_open() {
+  if (open_at_ == kNoRecord) return;
+  char* rec = pending_.data() + open_at_;
+  open_at_ = kNoRecord;
+  char c[4];
+  store_le<4>(c, put_crc(rec));
+  crcs_.append(c, 4);
+}
+
 void SegmentWriter::close_batch() {
+  finish_open();
   last_at_ = kNoRecord;
   if (version_ < 2 || batch_start_ == pending_.size()) return;
   ++batch_;
@@ -505,6 +529,32 @@ std::uint64_t SegmentWriter::append(RecordType type, const Payload& payload) {
   } else {
     put(type, payload.bytes());
   }
+  return appended(at);
+}
+
+std::uint64_t SegmentWriter::append_in_place(RecordType type, Payload& payload) {
+  const std::string_view bytes = payload.bytes();
+  if (bytes.size() > kMaxPayload || bytes.size() < 24) [[unlikely]] {
+    return append(type, payload);
+  }
+  if (version_ == 1) return append(type, payload);  // (only sealed: never appended to)
+  finish_open();
+  last_ts_ = static_cast<std::int64_t>(get_le(bytes.data(), 8));
+  const std::size_t at = pending_.size();
+  // Its CRC32C waits until another record follows or the batch is closed: an Execute that
+  // extends it (extend_last) then costs no second pass over it.
+  char* rec = payload.header();
+  store_le<4>(rec, bytes.size());
+  rec[4] = static_cast<char>(type);
+  std::memcpy(rec + kHeaderSize + 16, chain_.data(), 8);
+  pending_.append(rec, kHeaderSize + bytes.size());
+  open_at_ = at;
+  bytes_ += kHeaderSize + bytes.size();
+  ++records_;
+  return appended(at);
+}
+
+std::uint64_t SegmentWriter::appended(std::size_t at) {
   last_at_ = at;
   // A batch nobody takes for a while (a write in flight, a failing disk) is closed every 256 KiB,
   // so its chain record stays small and taking it never stalls on more than that.
@@ -526,11 +576,9 @@ bool SegmentWriter::extend_last(RecordType type, Field f, std::uint64_t value) {
   char* rec = pending_.data() + last_at_;
   const std::size_t size = pending_.size() - last_at_ - kHeaderSize;
   store_le<4>(rec, size);
-  std::uint32_t crc = crc32c(0, rec, 5);
-  crc = crc32c(crc, rec + kHeaderSize, size);
-  store_le<4>(rec + 5, crc);
-  store_le<4>(crcs_.data() + crcs_.size() - 4, crc);  // the batch's last: this record's
   bytes_ += n;
+  if (open_at_ == last_at_) return true;  // its CRC32C is still to be taken (finish_open)
+  store_le<4>(crcs_.data() + crcs_.size() - 4, put_crc(rec));  // the batch's last: this record's
   return true;
 }
 

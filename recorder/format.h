@@ -126,6 +126,8 @@ inline void store_le(char* p, std::uint64_t v) noexcept {
 
 // Builds one record payload: u64 timestamp (UTC microseconds), u64 session id, u64 link (the
 // first 8 bytes of the chain hash before this record, filled in by SegmentWriter), then fields.
+// The buffer keeps room for the record's header in front of the payload, so that a writer can
+// frame the record where it was built and copy it once (SegmentWriter::append_in_place).
 class Payload {
  public:
   // (reset and add are inline: a statement's records take a dozen fields.)
@@ -186,14 +188,18 @@ class Payload {
     if (value.size() <= kMaxValue && size_ + value.size() <= kMaxValues) return add(f, value);
     return add_clipping(f, value);
   }
-  std::string_view bytes() const noexcept { return std::string_view(buf_.get(), size_); }
-  char* data() noexcept { return buf_.get(); }
+  std::string_view bytes() const noexcept {
+    return buf_ ? std::string_view(buf_.get() + kHeaderSize, size_) : std::string_view();
+  }
+  char* data() noexcept { return buf_.get() + kHeaderSize; }
+  // The kHeaderSize bytes in front of data() (once a field or reset gave the payload a buffer).
+  char* header() noexcept { return buf_.get(); }
 
  private:
   // Room for n more bytes at the end (a plain buffer: std::string would zero what it grows by).
   char* extend(std::size_t n) {
     if (cap_ - size_ < n) grow(n);
-    char* p = buf_.get() + size_;
+    char* p = buf_.get() + kHeaderSize + size_;
     size_ += n;
     return p;
   }
@@ -262,7 +268,7 @@ class ChainMac {
 };
 
 // Appends records of one core to an in-memory buffer, in version 2. Sans-I/O. Each record is
-// complete (link, CRC32C) when appended; the batch of records not yet taken is closed by a chain
+// complete (link, CRC32C) when taken; the batch of records not yet taken is closed by a chain
 // record when the bytes are taken (take(), seal()) or 256 KiB have accumulated: one MAC pass over
 // the batch, and nothing per record but its CRC32C.
 class SegmentWriter {
@@ -275,6 +281,11 @@ class SegmentWriter {
              int version = kFormatVersion);
   // Appends a record; returns its end offset within the segment.
   std::uint64_t append(RecordType type, const Payload& payload);
+  // The same, framing the record in the room `payload` keeps in front of it (its link field is
+  // set there): the same bytes, copied once. Its CRC32C is taken when the next record is
+  // appended or the batch is closed (take(), seal()), so it may be extended (extend_last) at
+  // no extra cost: pending bytes are only complete once taken.
+  std::uint64_t append_in_place(RecordType type, Payload& payload);
   // Adds a number field to the record appended last, when it is of `type` and still in the open
   // batch (not taken, no chain record after it): its length and CRC32C are rewritten. False when
   // it cannot be (the caller appends a record of its own).
@@ -304,6 +315,11 @@ class SegmentWriter {
 
  private:
   void put(RecordType type, std::string_view payload);
+  // Fills in the header (length, type, CRC32C) and link of the record framed at `rec`, and takes
+  // its CRC32C into the batch (version 1: its hash into the chain).
+  void frame(char* rec, RecordType type, std::size_t payload_size);
+  std::uint64_t appended(std::size_t at);  // after a record appended at `at`: its end offset
+  void finish_open();
   [[gnu::cold, gnu::noinline]] void put_oversized(RecordType type, std::string_view payload);
   void close_batch();  // appends the chain record of the records since the last one
 
@@ -322,7 +338,10 @@ class SegmentWriter {
   std::size_t batch_start_ = 0;  // pending_ from here is the open batch
   static constexpr std::size_t kNoRecord = ~std::size_t{0};
   std::size_t last_at_ = kNoRecord;  // the record append() put last, while it may be extended
-  std::string crcs_;                 // of the open batch's records
+  // The record append_in_place() put last, while its CRC32C (in its header and in crcs_) is not
+  // yet taken: finish_open() takes it before anything else is appended or the batch is closed.
+  std::size_t open_at_ = kNoRecord;
+  std::string crcs_;  // of the open batch's records
   std::string tail_;
   Payload scratch_;
 };

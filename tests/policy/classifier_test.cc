@@ -454,6 +454,15 @@ TEST(ShapeCache, SharesDecisionsOnlyWhenNumbersCannotMatter) {
   EXPECT_EQ(e.judge(**p, rule, "DELETE FROM t WHERE 1 = 1").action, Action::Deny);
   EXPECT_EQ(e.judge(**p, rule, "DELETE FROM t WHERE 3 = 3").action, Action::Deny);
   EXPECT_EQ(e.judge(**p, rule, "DELETE FROM t WHERE 3 = 4").action, Action::Allow);
+  // Such a text seen again is found by its own text (the shape's entry is looked up first and
+  // holds nothing for it), with numbers or without (a text that is its own shape).
+  const auto seen = e.cache_hits();
+  EXPECT_EQ(e.judge(**p, rule, "DELETE FROM t WHERE true").action, Action::Deny);
+  EXPECT_EQ(e.judge(**p, rule, "DELETE FROM t WHERE 1 = 2").action, Action::Allow);
+  EXPECT_EQ(e.judge(**p, rule, "DELETE FROM t WHERE 1 = 1").action, Action::Deny);
+  EXPECT_EQ(e.cache_hits(), seen + 2);
+  EXPECT_EQ(e.judge(**p, rule, "DELETE FROM t WHERE true").action, Action::Deny);
+  EXPECT_EQ(e.cache_hits(), seen + 3);
   // Literals compared with a column do not change the decision: judged once per shape.
   const auto before = e.cache_hits();
   EXPECT_EQ(e.judge(**p, rule, "UPDATE a SET b = b + 5 WHERE id = 17").action, Action::Allow);

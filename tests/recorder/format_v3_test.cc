@@ -39,14 +39,14 @@ class V3Dir : public ::testing::Test {
     p.reset(ts, 0xab);
     p.add(Field::Statement, seq).add(Field::Portal, portal).add(Field::Name, "s1");
     p.add(Field::Param, "42");
-    w.append(RecordType::Bind, p);
+    w.append_in_place(RecordType::Bind, p);  // as the gateway does (its CRC32C taken later)
     return w.extend_last(RecordType::Bind, Field::Executed, seq + 1);
   }
   void query(SegmentWriter& w, std::int64_t ts) {
     Payload p;
     p.reset(ts, 0xab);
     p.add(Field::Statement, 9).add(Field::Text, "SELECT 1");
-    w.append(RecordType::Query, p);
+    w.append_in_place(RecordType::Query, p);
   }
   // (type, statement_seq, portal) of every event the tools see.
   std::vector<std::string> events() const {
@@ -97,6 +97,55 @@ TEST_F(V3Dir, AnExtendedBindVerifiesAndReadsAsBindThenExecute) {
   const VerifyReport altered = verify_dir(dir_.string(), kKey);
   EXPECT_FALSE(altered.ok);
   EXPECT_NE(altered.problem.find("record 2"), std::string::npos) << altered.problem;
+}
+
+// A record framed where its payload was built (append_in_place, what the gateway uses) has the
+// bytes of the same record appended by copy, extended or not, small or grown, over the limit or
+// not; and the segment verifies.
+TEST_F(V3Dir, ARecordFramedInPlaceIsTheRecordAppendedByCopy) {
+  SegmentWriter by_copy(0, kKey), in_place(0, kKey);
+  by_copy.begin(1, by_copy.tail(), 100);
+  in_place.begin(1, in_place.tail(), 100);
+  const auto both = [&](RecordType type, std::int64_t ts, std::string_view text) {
+    Payload p;
+    p.reset(ts, 0xab);
+    p.add(Field::Statement, static_cast<std::uint64_t>(ts)).add_clipped(Field::Text, text);
+    EXPECT_EQ(by_copy.append(type, p), in_place.append_in_place(type, p));
+  };
+  both(RecordType::Bind, 101, "x");
+  EXPECT_TRUE(by_copy.extend_last(RecordType::Bind, Field::Executed, 2));
+  EXPECT_TRUE(in_place.extend_last(RecordType::Bind, Field::Executed, 2));
+  both(RecordType::Query, 102, "SELECT 1");
+  both(RecordType::Query, 103, std::string(100'000, 'q'));  // past the buffer's first size
+  {  // a payload over the limit: kept as a note either way
+    Payload p;
+    p.reset(104, 0xab);
+    p.add(Field::Portal, std::string(kMaxPayload, 'x'));
+    EXPECT_EQ(by_copy.append(RecordType::Execute, p),
+              in_place.append_in_place(RecordType::Execute, p));
+  }
+  both(RecordType::Outcome, 105, "");
+  const std::string a = by_copy.take(), b = in_place.take();
+  ASSERT_EQ(a.size(), b.size());
+  // Record by record: all equal but the segment start (its salt) and the chain record (its MAC).
+  std::size_t at = 0, records = 0;
+  while (at < a.size()) {
+    Record ra, rb;
+    std::size_t na = 0, nb = 0;
+    ASSERT_EQ(parse_record(std::string_view(a).substr(at), ra, na), ParseStatus::Ok);
+    ASSERT_EQ(parse_record(std::string_view(b).substr(at), rb, nb), ParseStatus::Ok);
+    ASSERT_EQ(na, nb);
+    if (ra.type != RecordType::SegmentStart && ra.type != RecordType::Chain) {
+      EXPECT_EQ(a.substr(at, na), b.substr(at, nb)) << "record " << records;
+    }
+    at += na;
+    ++records;
+  }
+  EXPECT_EQ(records, 7u);  // start, bind, query, query, note, outcome, chain
+  in_place.seal(106, true);
+  spit(path(1), b + in_place.take());
+  const VerifyReport v = verify_dir(dir_.string(), kKey);
+  EXPECT_TRUE(v.ok) << v.problem;
 }
 
 // The last line of defence: a payload over the format's limit (values are clipped far below it)
