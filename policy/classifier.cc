@@ -501,6 +501,13 @@ struct Walker {
             if (o["DefElem"]["defname"].get_string().get(n) == sj::SUCCESS && n == "analyze") {
               analyze = !option_off(o["DefElem"]);
             }
+            // ANALYZE 0 and ANALYZE 1 are texts of one shape that run differently: an option
+            // given as a number makes the decision depend on its value.
+            sj::dom::element arg;
+            if (o["DefElem"]["arg"].get(arg) == sj::SUCCESS &&
+                (has(arg, "Integer") || has(arg, "Float"))) {
+              out.literal_sensitive = true;
+            }
           }
         }
         // Without ANALYZE nothing inside runs, but the plan tells about the tables it reads:

@@ -474,6 +474,35 @@ TEST(ShapeCache, SharesDecisionsOnlyWhenNumbersCannotMatter) {
   EXPECT_EQ(e.judge(**p, rule, "SELECT pg_sleep(1000)").action, Action::Deny);
 }
 
+// EXPLAIN (ANALYZE 0) runs nothing and EXPLAIN (ANALYZE 1) runs its statement: texts of one shape
+// judged apart, in either order, and each found again by its own text (attacker review: the
+// first judged was kept for the shape, and ANALYZE 1 DELETE FROM t then ran unrefused).
+TEST(ShapeCache, AnOptionGivenAsANumberIsJudgedByItsValue) {
+  auto p = Policy::parse(
+      R"({"rules": [{"name": "r", "deny": ["delete_without_where", "explain_analyze_write"]}]})",
+      "p");
+  ASSERT_TRUE(p.ok()) << p.error().message;
+  const Rule* rule = (*p)->match("x", {});
+  const std::string off = "EXPLAIN (ANALYZE 0) DELETE FROM t",
+                    on = "EXPLAIN (ANALYZE 1) DELETE FROM t",
+                    on_too = "EXPLAIN (ANALYZE 2, VERBOSE 0) DELETE FROM t",
+                    off_float = "EXPLAIN (ANALYZE 0.0) DELETE FROM t";
+  for (int order = 0; order < 2; ++order) {
+    PolicyEngine e;
+    const std::vector<std::string> texts = order == 0
+                                               ? std::vector<std::string>{off, on, on_too, off}
+                                               : std::vector<std::string>{on, off, on, off_float};
+    for (int round = 0; round < 2; ++round) {
+      for (const std::string& t : texts) {
+        PolicyEngine fresh;
+        EXPECT_EQ(e.judge(**p, rule, t).action, fresh.judge(**p, rule, t).action) << t;
+      }
+    }
+    EXPECT_EQ(e.judge(**p, rule, off).action, Action::Allow);
+    EXPECT_EQ(e.judge(**p, rule, on).action, Action::Deny);
+  }
+}
+
 TEST(PolicyExample, ShippedExampleParsesAndDecidesSensibly) {
   std::ifstream in(std::string(PGW_TEST_DATA) + "/../../../policy/policy.example.json");
   const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
