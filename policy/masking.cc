@@ -489,7 +489,14 @@ bool Masker::mask_row(const MaskProfile& p, const ResultPlan& plan, pr::Bytes ro
   if (!plan.active || row.size() < 7) return false;
   const std::uint16_t n = get_u16(row.data() + 5);
   if (values_.size() < n) values_.resize(n);
-  verdicts_.assign(n, Verdict::Keep);
+  // Each value's verdict, kept only once one is not Keep (most rows keep every value).
+  bool changed = false;
+  const auto decided = [&](std::uint16_t c, Verdict v) {
+    if (v == Verdict::Keep) return;
+    if (!changed) verdicts_.assign(n, Verdict::Keep);
+    changed = true;
+    verdicts_[c] = v;
+  };
   const bool blind_null = !plan.known && !p.columns.empty();
   MaskColumn blind;  // no RowDescription: looked into every way it could be read
   blind.type_oid = kUnknownType;
@@ -498,7 +505,6 @@ bool Masker::mask_row(const MaskProfile& p, const ResultPlan& plan, pr::Bytes ro
   // (what mask_value would decide first, without the call).
   const bool gate_decides = p.scans() && !p.detectors->has_custom();
   std::size_t i = 7;
-  bool changed = false;
   for (std::uint16_t c = 0; c < n; ++c) {
     if (row.size() - i < 4) return false;  // malformed: the client sees what the server sent
     const auto len = static_cast<std::int32_t>(get_u32(row.data() + i));
@@ -508,8 +514,7 @@ bool Masker::mask_row(const MaskProfile& p, const ResultPlan& plan, pr::Bytes ro
     const std::string_view v = as_chars(row.data() + i, static_cast<std::size_t>(len));
     i += static_cast<std::size_t>(len);
     if (blind_null) {
-      verdicts_[c] = Verdict::Null;
-      changed = true;
+      decided(c, Verdict::Null);
       continue;
     }
     const MaskColumn& col = c < known ? plan.columns[c] : blind;
@@ -518,8 +523,7 @@ bool Masker::mask_row(const MaskProfile& p, const ResultPlan& plan, pr::Bytes ro
                        !may_hold_builtin_pii(v)))) {
       continue;  // Keep
     }
-    verdicts_[c] = mask_value(p, col, v, values_[c]);
-    changed = changed || verdicts_[c] != Verdict::Keep;
+    decided(c, mask_value(p, col, v, values_[c]));
   }
   if (!changed) return false;
   out.clear();

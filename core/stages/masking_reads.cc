@@ -287,6 +287,10 @@ const MaskingStage::Reads* MaskingStage::InFlight::find(std::uint64_t id) const 
 }
 
 void MaskingStage::InFlight::erase_kept(std::uint64_t id) {
+  if (head_ + 1 == v_.size() && v_[head_].first == id) {  // the only one kept: none left
+    clear();
+    return;
+  }
   const auto it = std::lower_bound(v_.begin() + static_cast<std::ptrdiff_t>(head_), v_.end(), id,
                                    [](const auto& e, std::uint64_t x) { return e.first < x; });
   if (it == v_.end() || it->first != id) return;
