@@ -108,6 +108,24 @@ test('psql: denied statements get 42501 naming rule and class, nothing runs, the
   await withClient(env.pgPort, (c) => c.query('DELETE FROM policy_t WHERE id = 1'));
 });
 
+test('EXPLAIN (ANALYZE 0) then (ANALYZE 1) of a DELETE: one shape, judged apart; the second is refused and nothing is deleted', async () => {
+  // The policy's caches share a decision between texts that differ only in numbers, unless the
+  // number decides: ANALYZE 0 runs nothing, ANALYZE 1 runs the DELETE (attacker review).
+  await withClient(env.pgPort, (c) => c.query("INSERT INTO policy_t VALUES (7, 'keep')"));
+  const c = client();
+  await c.connect();
+  try {
+    const plan = await c.query('EXPLAIN (ANALYZE 0) DELETE FROM policy_t');
+    assert.ok(plan.rows.length > 0);
+    await assert.rejects(c.query('EXPLAIN (ANALYZE 1) DELETE FROM policy_t'),
+      (e) => e.code === '42501' && /denied by policy rule "guard"/.test(e.message));
+  } finally {
+    await c.end();
+  }
+  assert.equal(await count(), 1);
+  await withClient(env.pgPort, (c2) => c2.query('DELETE FROM policy_t WHERE id = 7'));
+});
+
 test('extended protocol: a denied statement mid-pipeline rolls back the implicit transaction and skips the rest', async () => {
   const w = await session();
   w.write(Buffer.concat([
