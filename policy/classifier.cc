@@ -756,6 +756,9 @@ Analysis Classifier::analyze_once(std::string_view sql,
     if (!w.parse(sql)) {
       a.classes = bit(C::Unparseable);
       a.tables.clear();
+      // Whether a text parses can depend on its numbers (1.1.1 does not where 1 does; nor 1.5
+      // where a whole number must be): never a decision for its shape (attacker review).
+      a.literal_sensitive = true;
     }
   } catch (const std::exception& e) {
     // A tree the walker did not expect (a field read that is not there): refused, never a crash
@@ -764,7 +767,10 @@ Analysis Classifier::analyze_once(std::string_view sql,
     a.why_unanalysable =
         std::string("its parse tree has a shape pgwarden does not follow (") + e.what() + ")";
   }
-  if (a.unanalysable) a.classes = every_class();
+  if (a.unanalysable) {
+    a.classes = every_class();
+    a.literal_sensitive = true;  // (as above: kept for its own text only)
+  }
   return a;
 }
 

@@ -784,6 +784,7 @@ std::vector<StatementReads> statement_reads(std::string_view sql) {
   if (!ok) {
     out.assign(1, StatementReads{});
     out[0].opaque = true;  // unread: what it reads is unknown
+    out[0].unread = true;
   }
   return out;
 }

@@ -42,6 +42,9 @@ struct StatementReads {
   bool renames = false;  // PREPARE, DEALLOCATE, DECLARE, CLOSE, DISCARD: names change meaning
   bool code = false;     // DO, CREATE FUNCTION / RULE / TRIGGER: code pgwarden does not read
   bool statistics = false;  // reads the planner's statistics (sample values of every column)
+  // The text did not parse (nor could be read): what it reads is unknown, and it says nothing
+  // of another text of its shape (1.1.1 does not parse where 1 does).
+  bool unread = false;
 };
 
 // One per statement of `sql`. A text PostgreSQL's parser refuses gives one opaque statement.

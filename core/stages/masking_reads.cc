@@ -146,10 +146,17 @@ MaskingStage::Reads MaskingStage::reads_for(std::string_view text) {
     return entry->reads;
   }
   CachedReads* victim = entry;
+  auto reads =
+      std::make_shared<const std::vector<policy::StatementReads>>(policy::statement_reads(text));
+  // A text that did not parse is kept under no shape: a text of its shape may parse (1.1.1
+  // against 1), and read what this one was not found to (attacker review).
+  if (shaped && std::any_of(reads->begin(), reads->end(),
+                            [](const policy::StatementReads& s) { return s.unread; })) {
+    return reads;
+  }
   victim->key.assign(key);
   victim->shape = shaped;
-  victim->reads =
-      std::make_shared<const std::vector<policy::StatementReads>>(policy::statement_reads(text));
+  victim->reads = std::move(reads);
   victim->used = ++reads_clock_;
   return victim->reads;
 }

@@ -503,6 +503,31 @@ TEST(ShapeCache, AnOptionGivenAsANumberIsJudgedByItsValue) {
   }
 }
 
+// Whether a text parses can depend on its numbers: 1.1.1 does not parse where 1 does, nor 1.5 where
+// a whole number must be (attacker review: the unparseable first was allowed, kept for the shape,
+// and its parseable twin then ran unjudged).
+TEST(ShapeCache, AnUnparseableTextSaysNothingOfItsShape) {
+  auto p = Policy::parse(
+      R"({"rules": [{"name": "r", "deny": ["drop", "truncate"], "require_approval": ["delete"]}]})",
+      "p");
+  ASSERT_TRUE(p.ok()) << p.error().message;
+  const Rule* rule = (*p)->match("x", {});
+  const std::pair<const char*, const char*> pairs[] = {
+      {"DROP TABLE users; SELECT 1.1.1", "DROP TABLE users; SELECT 1"},
+      {"DELETE FROM orders WHERE id = 1.1.1", "DELETE FROM orders WHERE id = 1"},
+      {"TRUNCATE orders; SELECT 1..2", "TRUNCATE orders; SELECT 12"},
+      {"DROP TABLE t; FETCH 1.5 FROM c", "DROP TABLE t; FETCH 1 FROM c"},
+  };
+  for (const auto& [unparseable, twin] : pairs) {
+    PolicyEngine e, fresh;
+    EXPECT_EQ(e.judge(**p, rule, unparseable).action, Action::Allow) << unparseable;
+    const Action expected = fresh.judge(**p, rule, twin).action;
+    EXPECT_NE(expected, Action::Allow) << twin;
+    EXPECT_EQ(e.judge(**p, rule, twin).action, expected) << twin;
+    EXPECT_EQ(e.judge(**p, rule, twin).action, expected) << twin;  // and from the cache
+  }
+}
+
 TEST(PolicyExample, ShippedExampleParsesAndDecidesSensibly) {
   std::ifstream in(std::string(PGW_TEST_DATA) + "/../../../policy/policy.example.json");
   const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());

@@ -221,6 +221,27 @@ TEST(MaskingStageTest, AnOrdinalAfterGroupByAllOrDistinctIsNotSharedByShape) {
   }
 }
 
+// A text that does not parse says nothing of another of its shape: 1.1.1 does not parse where 1
+// does (attacker review: the first's unknown reads were kept for the shape, and the second then
+// stored a masked column elsewhere, or tested it, unrefused).
+TEST(MaskingStageTest, ATextThatDoesNotParseIsNotSharedByShape) {
+  FakeHost host(R"({"masking": [{"name": "m", "conditions": "refuse",
+      "columns": [{"column": "ssn", "action": "redact"}]}]})");
+  MaskingStage masking(host);
+  const std::vector<Stage*> chain{&masking};
+  int table = 0;
+  for (const char* bad : {"1.1.1", "1..2"}) {
+    for (const char* head : {"INSERT INTO stash@ SELECT ssn FROM people WHERE id = ",
+                             "SELECT count(*) FROM people@ WHERE ssn > "}) {
+      std::string sql = head;
+      sql.replace(sql.find('@'), 1, std::to_string(++table));  // a shape not seen before
+      // The server refuses the first (a syntax error): nothing to refuse here.
+      EXPECT_EQ(host.frontend(chain, Query(sql + bad)).verdict, Verdict::Forward) << sql << bad;
+      EXPECT_EQ(host.frontend(chain, Query(sql + "1")).verdict, Verdict::Refuse) << sql << bad;
+    }
+  }
+}
+
 TEST(MaskingStageTest, NotificationsAndFunctionResultsAreMasked) {
   FakeHost host(R"({"masking": [{"name": "m", "detectors": {"email": "redact"}}]})");
   MaskingStage masking(host);

@@ -126,6 +126,22 @@ test('EXPLAIN (ANALYZE 0) then (ANALYZE 1) of a DELETE: one shape, judged apart;
   await withClient(env.pgPort, (c2) => c2.query('DELETE FROM policy_t WHERE id = 7'));
 });
 
+test('a text that does not parse (1.1.1) then its parseable twin (1): one shape, the twin is still judged', async () => {
+  await withClient(env.pgPort, (c) => c.query("INSERT INTO policy_t VALUES (8, 'keep')"));
+  const c = client();
+  await c.connect();
+  try {
+    // The server refuses the first itself (a syntax error): nothing of it runs.
+    await assert.rejects(c.query('DELETE FROM policy_t; SELECT 1.1.1'), (e) => e.code === '42601');
+    await assert.rejects(c.query('DELETE FROM policy_t; SELECT 1'),
+      (e) => e.code === '42501' && /class delete_without_where/.test(e.message));
+  } finally {
+    await c.end();
+  }
+  assert.equal(await count(), 1);
+  await withClient(env.pgPort, (c2) => c2.query('DELETE FROM policy_t WHERE id = 8'));
+});
+
 test('extended protocol: a denied statement mid-pipeline rolls back the implicit transaction and skips the rest', async () => {
   const w = await session();
   w.write(Buffer.concat([
