@@ -82,10 +82,13 @@ void Session::link_stages() {
 void Session::build_chains() noexcept {
   const policy::Policy* pol = core().policy;
   chains_for_ = pol != nullptr ? pol->id() : 0;
-  front_ = done_ = retired_ = back_ = Chain{};
+  front_ = front_gated_ = done_ = retired_ = back_ = Chain{};
   const auto add = [this](Stage* s, bool front, bool done, bool retired, bool back) {
     const Interest in = s->interest();
-    if (front) front_.add(s, in.frontend);
+    if (front) {
+      front_.add(s, in.frontend);
+      front_gated_.add(s, in.gates ? TypeSet::all() : in.frontend);
+    }
     if (done) done_.add(s, in.frontend_done);
     if (retired) retired_.add(s, in.retired);
     if (back) back_.add(s, in.backend);

@@ -236,8 +236,9 @@ class alignas(16) Session final : public StageHost {
   // policy, masking, approvals, recording): a stage with nothing to do is left out, so a session
   // without policy or recording pays for none of them. Rebuilt whenever the policy in force
   // changes.
+  // front_gated_ is the frontend chain while a stage gates input (Stage::gates_input).
   using Chain = StageChain;
-  Chain front_, done_, retired_, back_, all_;
+  Chain front_, front_gated_, done_, retired_, back_, all_;
   std::uint64_t chains_for_ = ~std::uint64_t{0};  // the policy id they were built for (0: none)
   bool masking_engaged_ = false;                  // masking is in the chains
   bool record_rows_ = false;                      // the recording keeps rows

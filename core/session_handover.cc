@@ -142,7 +142,8 @@ void Session::hand_over(const pr::FrontendView& v, std::string_view login) {
   end_reason_.clear();
   last_statement_.clear();
   link_stages();
-  front_ = done_ = retired_ = back_ = Chain{};  // none acts until the next caller is adopted
+  front_ = front_gated_ = done_ = retired_ = back_ =
+      Chain{};  // none acts until the next caller is adopted
   role_guard_.set_enabled(auth_.guards_role());
   if (!auth_.adopt(*next)) return;  // refused (agent not allowed, locked): recorded at the end
   build_chains();

@@ -113,7 +113,12 @@ Next Session::on_frontend_message(const pr::Fragment& f, pr::Bytes whole) {
   if (v.query || v.type == pr::fe::kFunctionCall) ++w_.mutable_stats().statements;
   if (v.query) last_statement_.assign(v.text.substr(0, 512));
   FrontendMessage m{v};
-  front_.each(v.type, false, [&m](Stage* s) { s->on_frontend(m); });
+  // The stages that gate input are read through their concrete types (no virtual call); a
+  // stage outside the chains gates nothing.
+  if (front_gated_.every != 0) {  // (a bare relay has no stage to call)
+    const bool gated = (masking_engaged_ && masking_.gates_input()) || policy_.gates_input();
+    (gated ? front_gated_ : front_).each(v.type, false, [&m](Stage* s) { s->on_frontend(m); });
+  }
   pr::Request* r = nullptr;
   switch (m.verdict) {
     case Verdict::Defer:

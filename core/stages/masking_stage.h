@@ -30,20 +30,21 @@ class MaskingStage final : public Stage {
   void on_held_decided(FrontendMessage& m, protocol::Request* r) override;
   void on_backend(BackendMessage& m) override;
   void on_retired(const protocol::Request& r) override;
-  // Every frontend message (a COPY's block defers them all; the catalog query goes ahead of
-  // any); what changes names, reads or the last Sync; messages that carry values, COPY's, and
-  // ReadyForQuery (portals end); requests whose reads or names are kept.
+  // What runs or names a statement (every frontend message while a COPY's block defers them
+  // all or the catalog query is due to go ahead of any); what changes names, reads or the last
+  // Sync; messages that carry values, COPY's, and ReadyForQuery (portals end); requests whose
+  // reads or names are kept.
   Interest interest() const noexcept override {
     namespace fe = protocol::fe;
     namespace be = protocol::be;
     using K = protocol::RequestKind;
-    return {TypeSet::all(),
+    return {TypeSet{fe::kQuery, fe::kParse, fe::kBind, fe::kExecute, fe::kFunctionCall},
             TypeSet{fe::kQuery, fe::kParse, fe::kBind, fe::kExecute, fe::kClose, fe::kSync,
                     fe::kFunctionCall},
             TypeSet{be::kDataRow, be::kErrorResponse, be::kNoticeResponse,
                     be::kNotificationResponse, be::kFunctionCallResponse, be::kParameterStatus,
                     be::kCopyOutResponse, be::kCopyData, be::kReadyForQuery},
-            TypeSet{K::Query, K::Parse, K::Bind, K::Execute}};
+            TypeSet{K::Query, K::Parse, K::Bind, K::Execute}, true};
   }
 
   // The caller's profile under the policy in force (null: values go out as they are). Picks up a
@@ -64,6 +65,10 @@ class MaskingStage final : public Stage {
   // A COPY it described, or the block it opened for one, is still in flight: the stage stays in
   // the chains until they are done, whatever a reload did to the profile.
   bool copy_in_flight() const noexcept { return copy_ != nullptr || copy_commit_id_ != 0; }
+  // Outside the types of its interest, on_frontend acts only on these: the COPY block's deferral
+  // and the catalog query. (A reloaded profile is picked up when the session rebuilds its
+  // chains, before the message.)
+  bool gates_input() const noexcept override { return copy_in_flight() || catalog_due_; }
   // For the recording's session start: the profile, "exempt (NAME)" or "none".
   std::string label();
 

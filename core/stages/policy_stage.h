@@ -26,12 +26,21 @@ class PolicyStage final : public Stage {
     on_frontend_done(m, r);
   }
   void on_retired(const protocol::Request& r) override;
-  // Every frontend message (a pending search_path check defers them all); what defines or
-  // drops a statement; Parses that fail.
+  // What it judges (every frontend message while a search_path check is due, pending or
+  // refused: it defers or refuses them all); what defines or drops a statement; Parses that fail.
   Interest interest() const noexcept override {
     namespace fe = protocol::fe;
-    return {TypeSet::all(), TypeSet{fe::kQuery, fe::kParse, fe::kClose}, TypeSet::all(),
-            TypeSet{protocol::RequestKind::Parse}};
+    return {TypeSet{fe::kQuery, fe::kParse, fe::kBind, fe::kFunctionCall},
+            TypeSet{fe::kQuery, fe::kParse, fe::kClose}, TypeSet::all(),
+            TypeSet{protocol::RequestKind::Parse}, true};
+  }
+  // Everything on_frontend does to a message outside the judged types is search_path_pending's
+  // and the refusal's: it has nothing to do while the check is settled (as search_path_pending
+  // tells it) under the policy in force.
+  bool gates_input() const noexcept override {
+    const policy::Policy* pol = host_.core().policy;
+    return pol != nullptr &&
+           (!path_refusal_.empty() || path_ != PathCheck::None || path_policy_ != pol->id());
   }
   void on_backend(BackendMessage& m) override;
   // The caller's rule forbids a whole schema ("schema.*"): the session's own search_path (the

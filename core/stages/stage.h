@@ -157,6 +157,9 @@ struct Interest {
   TypeSet frontend_done = TypeSet::all();  // on_frontend_done, by frontend message type
   TypeSet backend = TypeSet::all();        // on_backend, by backend message type
   TypeSet retired = TypeSet::all();        // on_retired, by request kind
+  // While Stage::gates_input() says so, on_frontend sees every frontend message, whatever
+  // `frontend` says (a stage that can make all input wait: a COPY block of its own, a check).
+  bool gates = false;
 };
 
 // Owners of pgwarden's own upstream requests (Request::owner).
@@ -214,6 +217,10 @@ class Stage {
   // Which messages the hooks above act on (read when the session builds its chains). Narrower
   // than every message only where the hook provably does nothing with the rest.
   virtual Interest interest() const noexcept { return {}; }
+  // A stage whose interest `gates`: whether its on_frontend must now see every frontend message
+  // (it may make them wait). Read from its state for each message, never cached: the session
+  // reads it through the concrete stage (Session::on_frontend_message), tests through this.
+  virtual bool gates_input() const noexcept { return false; }
   // The session ends (before its resources go).
   virtual void on_close() {}
 };

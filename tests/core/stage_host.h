@@ -200,12 +200,13 @@ class FakeHost final : public StageHost {
       for (Stage* s : stages) {
         const Interest in = s->interest();
         front.add(s, in.frontend);
+        front_gated.add(s, in.gates ? TypeSet::all() : in.frontend);
         done.add(s, in.frontend_done);
         back.add(s, in.backend);
         retired.add(s, in.retired);
       }
     }
-    StageChain front, done, back, retired;
+    StageChain front, front_gated, done, back, retired;
   };
   // Runs one client message through `stages` (in order) and commits it as the session would.
   struct Result {
@@ -223,7 +224,9 @@ class FakeHost final : public StageHost {
     FrontendMessage fm(v);
     // Each hook reaches the stages whose interest has the message, as in the session.
     const Chains c(stages);
-    c.front.each(v.type, false, [&fm](Stage* s) { s->on_frontend(fm); });
+    bool gated = false;
+    for (const Stage* s : stages) gated = gated || s->gates_input();
+    (gated ? c.front_gated : c.front).each(v.type, false, [&fm](Stage* s) { s->on_frontend(fm); });
     protocol::Request* r = nullptr;
     if (fm.verdict == Verdict::Forward || fm.verdict == Verdict::Replace) {
       r = model_.commit(v);

@@ -179,6 +179,92 @@ TEST(StageInterestTest, MaskingChangesNoMessageOutsideItsInterest) {
   }
 }
 
+// Masking's and policy's frontend hooks see only what they judge, except while they gate input:
+// then every message, since they may make each wait. Outside their sets, while they do not gate,
+// the hooks act on nothing (no verdict, no message of their own).
+TEST(StageInterestTest, MaskingAndPolicyActOnNoOtherFrontendMessageWhileTheyDoNotGate) {
+  FakeHost host(kEverything);
+  MaskingStage masking(host);
+  PolicyStage policy(host);
+  const std::vector<Stage*> chain{&policy, &masking};
+  (void)masking.profile();             // as the session does when it builds its chains
+  EXPECT_TRUE(masking.gates_input());  // the catalog query is due
+  EXPECT_TRUE(policy.gates_input());   // the search_path check is not yet settled
+  host.frontend(chain, Sync());
+  ASSERT_EQ(host.own.size(), 1u);  // the catalog query, ahead of even a Sync
+  EXPECT_EQ(static_cast<char>(host.own[0][0]), 'Q');
+  host.backend(chain, msg('C', z("SELECT 0")));
+  host.backend(chain, Ready());
+  host.backend(chain, Ready());  // the Sync's
+  ASSERT_FALSE(masking.gates_input());
+  ASSERT_FALSE(policy.gates_input());
+  for (Stage* s : chain) {
+    const Interest in = s->interest();
+    EXPECT_TRUE(in.gates);
+    for (unsigned b = 0; b < 128; ++b) {
+      const char type = static_cast<char>(b);
+      if (in.frontend.has(type)) continue;
+      protocol::FrontendView v;
+      v.type = type;
+      v.text = "COPY t TO STDOUT";
+      FrontendMessage m(v);
+      s->on_frontend(m);
+      EXPECT_EQ(m.verdict, Verdict::Forward) << type;
+      EXPECT_EQ(m.decision, nullptr) << type;
+    }
+  }
+  EXPECT_EQ(host.own.size(), 1u);
+  for (const char type : {'Q', 'P', 'B', 'E', 'F'}) {
+    EXPECT_TRUE(masking.interest().frontend.has(type)) << type;
+  }
+  for (const char type : {'Q', 'P', 'B', 'F'}) {
+    EXPECT_TRUE(policy.interest().frontend.has(type)) << type;
+  }
+}
+
+// While masking's own transaction block around a COPY TO is open, every client message waits,
+// a Sync or a Describe as much as a statement.
+TEST(StageInterestTest, MaskingDefersEveryMessageWhileItsCopyBlockIsOpen) {
+  FakeHost host(kEverything);
+  MaskingStage masking(host);
+  PolicyStage policy(host);
+  policy.set_masking(&masking);
+  const std::vector<Stage*> chain{&policy, &masking};
+  host.frontend(chain, Query("SELECT 1"));  // the catalog query goes first
+  host.backend(chain, msg('C', z("SELECT 0")));
+  host.backend(chain, Ready());
+  host.backend(chain, msg('C', z("SELECT 1")));
+  host.backend(chain, Ready());
+  ASSERT_FALSE(masking.gates_input());
+  EXPECT_EQ(host.frontend(chain, Query("COPY t TO STDOUT")).verdict, Verdict::Forward);
+  EXPECT_TRUE(masking.gates_input());
+  for (const ByteString& m : {Sync(), DescribePortal(""), msg('H', "")}) {
+    EXPECT_EQ(host.frontend(chain, m).verdict, Verdict::Defer) << static_cast<char>(m[0]);
+  }
+}
+
+// While the search_path check a forbidden schema needs is in flight, every client message waits;
+// once the path is found to reach the schema, every one is refused.
+TEST(StageInterestTest, PolicyHoldsEveryMessageWhileItsSearchPathCheckIsOpen) {
+  FakeHost host(R"({"rules": [{"name": "r", "forbidden_tables": ["secret.*"]}]})");
+  PolicyStage policy(host);
+  const std::vector<Stage*> chain{&policy};
+  EXPECT_EQ(host.frontend(chain, Query("SELECT 1")).verdict, Verdict::Defer);
+  ASSERT_EQ(host.own.size(), 1u);  // the check
+  EXPECT_TRUE(policy.gates_input());
+  for (const ByteString& m : {Sync(), DescribePortal(""), msg('H', "")}) {
+    EXPECT_EQ(host.frontend(chain, m).verdict, Verdict::Defer) << static_cast<char>(m[0]);
+  }
+  host.backend(chain, RowDescription({{"current_setting", 0, 0}, {"current_user", 0, 0}}));
+  host.backend(chain, DataRow({"secret, public", "app"}));
+  host.backend(chain, msg('C', z("SELECT 1")));
+  host.backend(chain, Ready());
+  EXPECT_TRUE(policy.gates_input());
+  for (const ByteString& m : {Sync(), DescribePortal(""), Query("SELECT 1")}) {
+    EXPECT_EQ(host.frontend(chain, m).verdict, Verdict::Fail) << static_cast<char>(m[0]);
+  }
+}
+
 // Approvals act on what the policy stage decided: no other frontend message gets a decision.
 TEST(StageInterestTest, ApprovalsSeeEveryMessageThePolicyDecides) {
   FakeHost host(R"({"rules": [{"name": "r", "deny": ["drop"], "require_approval": ["delete"]}]})");
