@@ -145,6 +145,18 @@ class Payload {
     if (!value.empty()) std::memcpy(p + 5, value.data(), value.size());
     return *this;
   }
+  // Fields encoded beforehand (encode), as they are.
+  Payload& add_fields(std::string_view encoded) {
+    std::memcpy(extend(encoded.size()), encoded.data(), encoded.size());
+    return *this;
+  }
+  // A text field's bytes, as add writes them, appended to `out`.
+  static void encode(std::string& out, Field f, std::string_view value) {
+    char head[5];
+    head[0] = static_cast<char>(f);
+    store_le<4>(head + 1, value.size());
+    out.append(head, 5).append(value);
+  }
   // Decimal text, written in place two digits at a time.
   Payload& add(Field f, std::uint64_t value) {
     const std::size_t n = decimal_width(value);

@@ -42,21 +42,29 @@ bool RecordingStage::records(char type) {
 
 void RecordingStage::add_decision(rec::Payload& p, const FrontendMessage& m, const char* decision) {
   if (m.decision == nullptr) return;
-  p.add(rec::Field::Decision, decision)
-      .add(rec::Field::Rule, m.decision->rule != nullptr ? m.decision->rule->name : "(no rule)")
-      .add(rec::Field::Classes, class_names(m.decision->classes));
-}
-
-// Statements of a session mostly repeat their classes: their names are built once per set.
-const std::string& RecordingStage::class_names(policy::ClassSet set) {
-  for (const ClassNames& c : class_names_) {
-    if (c.set == set && !c.text.empty()) return c.text;
+  const policy::Decision& d = *m.decision;
+  const policy::Policy* pol = host_.core().policy;
+  const std::uint64_t policy_id = pol != nullptr ? pol->id() : 0;
+  const std::string_view said(decision);
+  for (const DecisionFields& c : decision_fields_) {
+    if (c.rule == d.rule && c.classes == d.classes && c.policy == policy_id && c.decision == said &&
+        !c.bytes.empty()) {
+      p.add_fields(c.bytes);
+      return;
+    }
   }
-  ClassNames& c = class_names_[class_names_next_];
-  class_names_next_ = static_cast<std::uint8_t>((class_names_next_ + 1) % std::size(class_names_));
-  c.set = set;
-  c.text = policy::class_names(set);
-  return c.text;
+  DecisionFields& c = decision_fields_[decision_fields_next_];
+  decision_fields_next_ =
+      static_cast<std::uint8_t>((decision_fields_next_ + 1) % std::size(decision_fields_));
+  c.decision.assign(said);
+  c.rule = d.rule;
+  c.policy = policy_id;
+  c.classes = d.classes;
+  c.bytes.clear();
+  rec::Payload::encode(c.bytes, rec::Field::Decision, said);
+  rec::Payload::encode(c.bytes, rec::Field::Rule, d.rule != nullptr ? d.rule->name : "(no rule)");
+  rec::Payload::encode(c.bytes, rec::Field::Classes, policy::class_names(d.classes));
+  p.add_fields(c.bytes);
 }
 
 // A sqlcommenter comment's intent and trace context, as their own fields (masked as the text is).

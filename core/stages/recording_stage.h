@@ -87,15 +87,19 @@ class RecordingStage final : public Stage, public DurabilityWaiter {
   std::uint64_t last_end_ = 0;  // strict: what must be durable before upstream bytes go
   std::string describe_error_;  // the failed Describe pgwarden sent before an Execute
   bool holding_ = false;
-  // The names of the class sets recorded last (a session's statements mostly cycle through a
-  // few sets: a transaction's BEGIN, UPDATE, SELECT, INSERT and COMMIT), replaced in turn.
-  struct ClassNames {
-    policy::ClassSet set = 0;
-    std::string text;  // "" : empty slot
+  // The decision fields recorded last, encoded (a session's statements mostly cycle through a
+  // few: a transaction's BEGIN, UPDATE, SELECT, INSERT and COMMIT), replaced in turn. An entry
+  // is keyed by all that its bytes say: the decision, the rule (of the policy with that id) and
+  // the class set.
+  struct DecisionFields {
+    std::string decision;
+    const policy::Rule* rule = nullptr;
+    std::uint64_t policy = 0;
+    policy::ClassSet classes = 0;
+    std::string bytes;  // "" : empty slot
   };
-  ClassNames class_names_[4];
-  std::uint8_t class_names_next_ = 0;
-  const std::string& class_names(policy::ClassSet set);
+  DecisionFields decision_fields_[8];
+  std::uint8_t decision_fields_next_ = 0;
   policy::CommentTags app_tags_;  // from the session's application_name
   bool app_tags_read_ = false;
 };

@@ -198,6 +198,51 @@ TEST(RecordingStageTest, RefusalsAreRecordedWithTheirOutcome) {
   EXPECT_EQ(r.outcomes(), (std::vector<std::string>{"1:42501"}));
 }
 
+// Each statement's record says its own decision, rule and classes, however often a session
+// repeats or cycles through them, and after a reload renames the rule.
+TEST(RecordingStageTest, EachRecordSaysItsOwnDecisionRuleAndClasses) {
+  Recorded r;
+  const std::vector<std::string> texts = {"SELECT 1",
+                                          "BEGIN",
+                                          "UPDATE t SET a = 1",
+                                          "INSERT INTO t VALUES (1)",
+                                          "DELETE FROM t",
+                                          "COMMIT",
+                                          "DROP TABLE t",
+                                          "CREATE TABLE x (a int)",
+                                          "TRUNCATE t",
+                                          "SET work_mem = 1",
+                                          "VACUUM t",
+                                          "GRANT SELECT ON t TO u",
+                                          "SELECT 2",
+                                          "DELETE FROM t",
+                                          "BEGIN",
+                                          "DROP TABLE u"};
+  for (const std::string rule : {"r", "renamed"}) {
+    if (rule != "r") r.host.reload(R"({"rules": [{"name": "renamed", "deny": ["drop"]}]})");
+    auto p =
+        policy::Policy::parse(R"({"rules": [{"name": ")" + rule + R"(", "deny": ["drop"]}]})", "p");
+    ASSERT_TRUE(p.ok());
+    policy::PolicyEngine engine;
+    for (int round = 0; round < 2; ++round) {
+      for (const std::string& text : texts) {
+        const std::size_t before = r.sink.records.size();
+        r.host.frontend(r.chain, Query(text));
+        ASSERT_EQ(r.sink.records.size(), before + 1) << text;
+        const policy::Decision d = engine.judge(**p, (*p)->match("x", {}), text);
+        EXPECT_EQ(r.sink.field(before, rec::Field::Decision),
+                  d.action == policy::Action::Deny ? "deny" : "allow")
+            << text;
+        EXPECT_EQ(r.sink.field(before, rec::Field::Rule), rule) << text;
+        EXPECT_EQ(r.sink.field(before, rec::Field::Classes), policy::class_names(d.classes))
+            << text;
+        r.host.model().retire([&](const protocol::Request& q) { r.recording.on_retired(q); },
+                              [](protocol::Request&) {});
+      }
+    }
+  }
+}
+
 TEST(RecordingStageTest, NothingGoesUnrecordedWhenRecordingFails) {
   Recorded r;
   r.sink.accepting_ = false;
