@@ -574,6 +574,8 @@ ClassSet PolicyEngine::classes_of(const Policy& policy, std::string_view sql, bo
 }
 
 Decision PolicyEngine::judge(const Policy& policy, const Rule* rule, std::string_view sql) {
+  ++serial_;
+  shaped_ = false;  // (until this text's shape is known)
   if (rule == nullptr) return Decision{};
   adopt(policy);
   // The denylist looks at every byte, numbers included: on the text itself, never cached.
@@ -590,7 +592,6 @@ Decision PolicyEngine::judge(const Policy& policy, const Rule* rule, std::string
   shaped_ = shaped;
   numbers_pii_free_ = digits < 9 && !signed_exponent;
   shape_pii_free_ = false;  // known below, from a cache entry of the shape or from the shape
-  if (shaped) shaped_text_.assign(sql);
   const std::size_t shape_hash = shaped ? text_hash(shape_) : 0;
   shape_hash_ = shape_hash;
   Entry* by_shape = shaped ? &shape_cache_[shape_hash % kCacheSize] : nullptr;

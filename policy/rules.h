@@ -162,22 +162,25 @@ class PolicyEngine {
     return classes_of(policy, sql, true);
   }
   std::uint64_t cache_hits() const noexcept { return hits_; }
-  // The shape (shape_of) of the text judged last, when `sql` is that text and it had one: a
-  // stage that keys its own cache by shape need not read the statement again. The view lives
-  // until the next judge().
-  // `hash`, when given, gets std::hash of the shape (already computed for the engine's cache).
-  bool last_shape(std::string_view sql, std::string_view& shape,
+  // Each judge() call's number (from 1): what it learnt of its text is asked for by it, so a
+  // stage need not compare texts. A caller keeps the number of the call that judged its text.
+  std::uint64_t serial() const noexcept { return serial_; }
+  // The shape (shape_of) of the text judged by call `serial`, when that was the last call and the
+  // text had one: a stage that keys its own cache by shape need not read the statement again.
+  // The view lives until the next judge(). `hash`, when given, gets text_hash of the shape
+  // (already computed for the engine's cache).
+  bool last_shape(std::uint64_t serial, std::string_view& shape,
                   std::size_t* hash = nullptr) const noexcept {
-    if (!shaped_ || sql != shaped_text_) return false;
+    if (serial != serial_ || !shaped_) return false;
     shape = shape_;
     if (hash != nullptr) *hash = shape_hash_;
     return true;
   }
-  // Whether `sql` is the text judged last and no built-in PII detector can match it, as its shape
-  // shows (shape_free_of_builtin_pii) with fewer than 9 digits in all: a stage that masks the
-  // text need not scan it. False whenever unsure (no shape, another text).
-  bool last_free_of_builtin_pii(std::string_view sql) const noexcept {
-    return shaped_ && shape_pii_free_ && numbers_pii_free_ && sql == shaped_text_;
+  // Whether the text judged by call `serial` (the last one) is one no built-in PII detector can
+  // match, as its shape shows (shape_free_of_builtin_pii) with fewer than 9 digits in all: a
+  // stage that masks the text need not scan it. False whenever unsure (no shape, another call).
+  bool last_free_of_builtin_pii(std::uint64_t serial) const noexcept {
+    return serial == serial_ && shaped_ && shape_pii_free_ && numbers_pii_free_;
   }
 
  private:
@@ -193,11 +196,11 @@ class PolicyEngine {
   std::unique_ptr<Entry[]> shape_cache_;  // by text with numbers replaced (shape_of)
   std::unique_ptr<Entry[]> plain_cache_;  // by shape, of plain reads (no pre-filter keyword)
   std::string shape_;
-  std::string shaped_text_;  // the text shape_ is the shape of, when shaped_
+  std::uint64_t serial_ = 0;  // judge() calls so far
   std::size_t shape_hash_ = 0;
   bool shaped_ = false;
   bool shape_pii_free_ = false;    // shape_free_of_builtin_pii(shape_)
-  bool numbers_pii_free_ = false;  // shaped_text_ has under 9 digits and no "e+" exponent
+  bool numbers_pii_free_ = false;  // the text has under 9 digits and no "e+" exponent
   std::uint64_t hits_ = 0;
 };
 

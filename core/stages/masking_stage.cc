@@ -467,13 +467,14 @@ void MaskingStage::on_backend(BackendMessage& m) {
   }
 }
 
-std::string_view MaskingStage::for_record(std::string_view text) {
+std::string_view MaskingStage::for_record(std::string_view text, std::uint64_t judged) {
   const MaskProfile* p = profile();
   if (p == nullptr || !p->scans()) return text;
   // A statement the policy stage has just judged may be known free of every built-in detector's
   // shape by its own (policy::shape_free_of_builtin_pii): no scan then, unless custom detectors.
   const policy::PolicyEngine* engine = host_.core().engine;
-  if (!p->detectors->has_custom() && engine != nullptr && engine->last_free_of_builtin_pii(text)) {
+  if (!p->detectors->has_custom() && engine != nullptr && judged != 0 &&
+      engine->last_free_of_builtin_pii(judged)) {
     return text;
   }
   return host_.core().masker->mask_text(*p, text, text_) ? std::string_view(text_) : text;

@@ -51,7 +51,8 @@ class MaskingStage final : public Stage {
   // reloaded policy at once, whatever message is being handled.
   const policy::MaskProfile* profile();
   // Text going into the recording (statements, parameters), with the profile's findings masked.
-  std::string_view for_record(std::string_view text);
+  // `judged`: FrontendMessage::judged, when `text` is that message's text.
+  std::string_view for_record(std::string_view text, std::uint64_t judged = 0);
   // A large message's scratch memory goes back: the session calls it once each message it read
   // whole is handled (and when the stage leaves the chain), whichever stages that message reached.
   void trim() noexcept {
@@ -95,7 +96,7 @@ class MaskingStage final : public Stage {
   // Column rules that follow the data (policy/output_reads.h): what each statement's values are
   // computed from, kept per request, prepared statement and portal while column rules apply.
   using Reads = std::shared_ptr<const std::vector<policy::StatementReads>>;
-  Reads reads_for(std::string_view text);
+  Reads reads_for(std::string_view text, std::uint64_t judged = 0);
   // Refuses a statement whose text (a Query or Parse) would copy a masked value out; keeps its
   // reads for remember_reads. The messages of every prepared statement's run have no text.
   bool refuse_copying(FrontendMessage& m, const policy::MaskProfile& p) {
@@ -225,7 +226,11 @@ class MaskingStage final : public Stage {
     bool shape = false;  // key is a statement's shape (else its text)
     Reads reads;
     std::uint64_t used = 0;  // reads_clock_ when last used (0: empty)
+    // refusal_of found none of `reads` refused by this profile (of the policy with this id).
+    const policy::MaskProfile* passes = nullptr;
+    std::uint64_t passes_policy = 0;
   };
+  CachedReads* last_entry_ = nullptr;  // the entry reads_for answered from (null: none)
   std::vector<CachedReads> reads_cache_;  // by statement shape (numbers never matter here)
   std::uint64_t reads_clock_ = 0;
   std::string shape_;

@@ -161,6 +161,9 @@ void PolicyStage::judge_text(FrontendMessage& m, std::string_view text) {
       break;
   }
   decision_ = engine.judge(pol, rule(), text);
+  if (text.data() == m.view.text.data() && text.size() == m.view.text.size()) {
+    m.judged = engine.serial();
+  }
   if (decision_.rule == nullptr && masking_ != nullptr && masking_->needs_classes()) {
     decision_.classes = engine.classes_of(pol, text);
   }

@@ -133,12 +133,12 @@ std::uint32_t RecordingStage::record_statement(const FrontendMessage& m, const c
   rec::RecordType rt = rec::RecordType::Query;
   switch (v.type) {
     case pr::fe::kQuery:
-      out.add_clipped(rec::Field::Text, masking_.for_record(v.text));
+      out.add_clipped(rec::Field::Text, masking_.for_record(v.text, m.judged));
       add_comment_tags(out, v.text);
       break;
     case pr::fe::kParse:
       out.add_clipped(rec::Field::Name, v.name)
-          .add_clipped(rec::Field::Text, masking_.for_record(v.text));
+          .add_clipped(rec::Field::Text, masking_.for_record(v.text, m.judged));
       add_comment_tags(out, v.text);
       rt = rec::RecordType::Parse;
       break;
@@ -178,7 +178,7 @@ void RecordingStage::record_refused(const FrontendMessage& m) {
   pending_seq_ = ++seq_;
   r.add(rec::Field::Statement, pending_seq_);
   if (m.view.query) {
-    r.add_clipped(rec::Field::Text, masking_.for_record(m.view.text));
+    r.add_clipped(rec::Field::Text, masking_.for_record(m.view.text, m.judged));
     add_comment_tags(r, m.view.text);
   }
   if (m.view.type == pr::fe::kBind) r.add_clipped(rec::Field::Name, m.view.statement);

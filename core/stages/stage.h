@@ -70,6 +70,9 @@ struct FrontendMessage {
   bool granted = false;  // Forward of a statement the policy holds, under a JIT grant
   // The policy stage's judgement of a Query, Parse or Bind, for the stages after it.
   const policy::Decision* decision = nullptr;
+  // PolicyEngine::serial() of the call that judged view.text itself (0: none did): what it
+  // learnt of the text (its shape) is asked for by this number.
+  std::uint64_t judged = 0;
   std::basic_string<std::byte> replacement;  // Replace
   void refuse(std::string_view state, std::string text) {
     verdict = Verdict::Refuse;

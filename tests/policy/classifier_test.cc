@@ -724,20 +724,34 @@ TEST(ShapeCache, CachedDecisionsEqualUncachedOnesForTextsDifferingInNumbers) {
   EXPECT_GT(cached.cache_hits(), 0u);
 }
 
-TEST(ShapeCache, TheLastJudgedTextsShapeIsGivenOnlyForThatText) {
-  auto p = Policy::parse(R"({"rules": [{"name": "r", "deny": ["drop"]}]})", "p");
+TEST(ShapeCache, TheLastJudgedTextsShapeIsGivenOnlyToItsOwnCall) {
+  auto p = Policy::parse(
+      R"({"rules": [{"name": "r", "deny": ["drop"], "denylist": ["pg_sleep\\(\\s*[0-9]{3,}"]}]})",
+      "p");
   ASSERT_TRUE(p.ok()) << p.error().message;
   const Rule* rule = (*p)->match("x", {});
   PolicyEngine e;
   std::string_view shape;
-  EXPECT_FALSE(e.last_shape("", shape));
+  EXPECT_FALSE(e.last_shape(e.serial(), shape));  // nothing judged yet
   e.judge(**p, rule, "SELECT a FROM t WHERE id = 5");
-  ASSERT_TRUE(e.last_shape("SELECT a FROM t WHERE id = 5", shape));
+  const std::uint64_t first = e.serial();
+  ASSERT_TRUE(e.last_shape(first, shape));
   EXPECT_EQ(shape, "SELECT a FROM t WHERE id = \x01");
-  EXPECT_FALSE(e.last_shape("SELECT a FROM t WHERE id = 6", shape));
+  EXPECT_TRUE(e.last_free_of_builtin_pii(first));
   e.judge(**p, rule, "SELECT 'x' FROM t WHERE id = 5");  // no shape
-  EXPECT_FALSE(e.last_shape("SELECT 'x' FROM t WHERE id = 5", shape));
-  EXPECT_FALSE(e.last_shape("SELECT a FROM t WHERE id = 5", shape));
+  EXPECT_NE(e.serial(), first);
+  EXPECT_FALSE(e.last_shape(e.serial(), shape));
+  EXPECT_FALSE(e.last_shape(first, shape));  // another call since
+  EXPECT_FALSE(e.last_free_of_builtin_pii(first));
+  e.judge(**p, rule, "SELECT a FROM t WHERE id = 5");
+  const std::uint64_t third = e.serial();
+  ASSERT_TRUE(e.last_shape(third, shape));
+  e.judge(**p, rule, "SELECT pg_sleep(1000)");  // denied by the denylist, before any shape
+  EXPECT_FALSE(e.last_shape(third, shape));
+  EXPECT_FALSE(e.last_shape(e.serial(), shape));
+  EXPECT_FALSE(e.last_free_of_builtin_pii(e.serial()));
+  e.judge(**p, nullptr, "SELECT 1");  // no rule: nothing judged
+  EXPECT_FALSE(e.last_shape(e.serial(), shape));
 }
 
 }  // namespace

@@ -135,7 +135,7 @@ TEST(PiiGate, AStatementsShapeProvesItFreeOnlyWhereTheGateFindsNothing) {
     const bool gate = may_hold_builtin_pii(sql);
     EXPECT_EQ(gate, detail::may_hold_builtin_pii_scalar(sql)) << sql;
     gated += gate;
-    if (!engine.last_free_of_builtin_pii(sql)) continue;
+    if (!engine.last_free_of_builtin_pii(engine.serial())) continue;
     ++free;
     EXPECT_FALSE(gate) << "proved free, yet the gate would scan: " << sql;
   }
@@ -144,20 +144,22 @@ TEST(PiiGate, AStatementsShapeProvesItFreeOnlyWhereTheGateFindsNothing) {
   EXPECT_GT(gated, 3000);
   // Nothing is known of a text but the one judged last, nor of one without a shape.
   engine.judge(**policy, rule, "SELECT a FROM t WHERE id = 12345");
-  EXPECT_TRUE(engine.last_free_of_builtin_pii("SELECT a FROM t WHERE id = 12345"));
-  EXPECT_FALSE(engine.last_free_of_builtin_pii("SELECT a FROM t WHERE id = 12346"));
+  const std::uint64_t judged = engine.serial();
+  EXPECT_TRUE(engine.last_free_of_builtin_pii(judged));
+  engine.judge(**policy, rule, "SELECT a FROM t WHERE id = 12346");
+  EXPECT_FALSE(engine.last_free_of_builtin_pii(judged));
   for (const char* unsure : {"SELECT a FROM t WHERE id = 123456789", "SELECT 1234 - 56789",
                              "SELECT 'x'", "SELECT 1 -- bob@example.com", "SELECT +1",
                              "SELECT a FROM DE89", "SELECT 5 % 3", "SELECT a@b"}) {
     engine.judge(**policy, rule, unsure);
-    EXPECT_FALSE(engine.last_free_of_builtin_pii(unsure)) << unsure;
+    EXPECT_FALSE(engine.last_free_of_builtin_pii(engine.serial())) << unsure;
   }
   // Cached by shape: a second text of the shape is known free without a new look at the shape,
   // and a text of another shape is not taken for it.
   engine.judge(**policy, rule, "SELECT a FROM t WHERE id = 7");
-  EXPECT_TRUE(engine.last_free_of_builtin_pii("SELECT a FROM t WHERE id = 7"));
+  EXPECT_TRUE(engine.last_free_of_builtin_pii(engine.serial()));
   engine.judge(**policy, rule, "SELECT a FROM t WHERE id = 77777777 AND DE = 1");
-  EXPECT_FALSE(engine.last_free_of_builtin_pii("SELECT a FROM t WHERE id = 77777777 AND DE = 1"));
+  EXPECT_FALSE(engine.last_free_of_builtin_pii(engine.serial()));
 }
 
 TEST(PiiCorpus, RecallAndFalsePositives) {

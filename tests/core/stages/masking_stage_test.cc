@@ -1,4 +1,5 @@
 #include "core/stages/masking_stage.h"
+#include "core/stages/policy_stage.h"
 
 #include "tests/core/stage_host.h"
 
@@ -208,16 +209,20 @@ TEST(MaskingStageTest, ANameRedefinedPastASyncIsNotTakenAtItsWord) {
 // Texts that differ only in a number share what they read, unless the number may be an ordinal:
 // after GROUP BY ALL or DISTINCT too, the second texts test the masked column and are refused.
 TEST(MaskingStageTest, AnOrdinalAfterGroupByAllOrDistinctIsNotSharedByShape) {
-  FakeHost host(R"({"masking": [{"name": "m", "conditions": "refuse",
-      "columns": [{"column": "ssn", "action": "redact"}]}]})");
-  MaskingStage masking(host);
-  const std::vector<Stage*> chain{&masking};
-  for (const char* q : {"ALL", "DISTINCT"}) {
-    const std::string head = std::string("SELECT count(*), ssn FROM people GROUP BY ") + q;
-    EXPECT_EQ(host.frontend(chain, Query(head + " 1")).verdict, Verdict::Forward) << q;
-    const auto second = host.frontend(chain, Query(head + " 2"));
-    EXPECT_EQ(second.verdict, Verdict::Refuse) << q;
-    EXPECT_NE(second.message.find("in a condition"), std::string::npos) << second.message;
+  for (const bool judged : {false, true}) {  // the policy's shape of the text, or its own
+    FakeHost host(R"({"masking": [{"name": "m", "conditions": "refuse",
+      "columns": [{"column": "ssn", "action": "redact"}]}], "rules": [{"name": "r"}]})");
+    MaskingStage masking(host);
+    PolicyStage policy(host);
+    const std::vector<Stage*> chain =
+        judged ? std::vector<Stage*>{&policy, &masking} : std::vector<Stage*>{&masking};
+    for (const char* q : {"ALL", "DISTINCT"}) {
+      const std::string head = std::string("SELECT count(*), ssn FROM people GROUP BY ") + q;
+      EXPECT_EQ(host.frontend(chain, Query(head + " 1")).verdict, Verdict::Forward) << q;
+      const auto second = host.frontend(chain, Query(head + " 2"));
+      EXPECT_EQ(second.verdict, Verdict::Refuse) << q;
+      EXPECT_NE(second.message.find("in a condition"), std::string::npos) << second.message;
+    }
   }
 }
 
@@ -225,19 +230,48 @@ TEST(MaskingStageTest, AnOrdinalAfterGroupByAllOrDistinctIsNotSharedByShape) {
 // does (attacker review: the first's unknown reads were kept for the shape, and the second then
 // stored a masked column elsewhere, or tested it, unrefused).
 TEST(MaskingStageTest, ATextThatDoesNotParseIsNotSharedByShape) {
-  FakeHost host(R"({"masking": [{"name": "m", "conditions": "refuse",
-      "columns": [{"column": "ssn", "action": "redact"}]}]})");
-  MaskingStage masking(host);
-  const std::vector<Stage*> chain{&masking};
-  int table = 0;
-  for (const char* bad : {"1.1.1", "1..2"}) {
-    for (const char* head : {"INSERT INTO stash@ SELECT ssn FROM people WHERE id = ",
-                             "SELECT count(*) FROM people@ WHERE ssn > "}) {
-      std::string sql = head;
-      sql.replace(sql.find('@'), 1, std::to_string(++table));  // a shape not seen before
-      // The server refuses the first (a syntax error): nothing to refuse here.
-      EXPECT_EQ(host.frontend(chain, Query(sql + bad)).verdict, Verdict::Forward) << sql << bad;
-      EXPECT_EQ(host.frontend(chain, Query(sql + "1")).verdict, Verdict::Refuse) << sql << bad;
+  for (const bool judged : {false, true}) {  // the policy's shape of the text, or its own
+    FakeHost host(R"({"masking": [{"name": "m", "conditions": "refuse",
+      "columns": [{"column": "ssn", "action": "redact"}]}], "rules": [{"name": "r"}]})");
+    MaskingStage masking(host);
+    PolicyStage policy(host);
+    const std::vector<Stage*> chain =
+        judged ? std::vector<Stage*>{&policy, &masking} : std::vector<Stage*>{&masking};
+    int table = 0;
+    for (const char* bad : {"1.1.1", "1..2"}) {
+      for (const char* head : {"INSERT INTO stash@ SELECT ssn FROM people WHERE id = ",
+                               "SELECT count(*) FROM people@ WHERE ssn > "}) {
+        std::string sql = head;
+        sql.replace(sql.find('@'), 1, std::to_string(++table));  // a shape not seen before
+        // The server refuses the first (a syntax error): nothing to refuse here.
+        EXPECT_EQ(host.frontend(chain, Query(sql + bad)).verdict, Verdict::Forward) << sql << bad;
+        EXPECT_EQ(host.frontend(chain, Query(sql + "1")).verdict, Verdict::Refuse) << sql << bad;
+      }
+    }
+  }
+}
+
+// A statement's reads found refused by nothing under one profile are judged again under the
+// next: a reload to a profile that refuses conditions refuses the text it let pass, from the
+// same cache entry (and the same shape, with the policy's judgement in front or not).
+TEST(MaskingStageTest, ReadsThatPassedOneProfileAreJudgedAgainUnderTheNext) {
+  constexpr const char* kAllows = R"({"masking": [{"name": "m",
+      "columns": [{"column": "ssn", "action": "redact"}]}], "rules": [{"name": "r"}]})";
+  constexpr const char* kRefuses = R"({"masking": [{"name": "m", "conditions": "refuse",
+      "columns": [{"column": "ssn", "action": "redact"}]}], "rules": [{"name": "r"}]})";
+  for (const bool judged : {false, true}) {
+    FakeHost host(kAllows);
+    MaskingStage masking(host);
+    PolicyStage policy(host);
+    const std::vector<Stage*> chain =
+        judged ? std::vector<Stage*>{&policy, &masking} : std::vector<Stage*>{&masking};
+    for (const char* json : {kAllows, kRefuses, kAllows, kRefuses}) {
+      host.reload(json);
+      const Verdict want = json == kRefuses ? Verdict::Refuse : Verdict::Forward;
+      for (const char* id : {"1", "2", "1"}) {
+        const std::string sql = std::string("SELECT id FROM people WHERE ssn > 'a' AND id = ") + id;
+        EXPECT_EQ(host.frontend(chain, Query(sql)).verdict, want) << judged << " " << sql;
+      }
     }
   }
 }
