@@ -40,15 +40,13 @@ bool RecordingStage::records(char type) {
          type == pr::fe::kExecute || type == pr::fe::kFunctionCall;
 }
 
-void RecordingStage::add_decision(rec::Payload& p, const FrontendMessage& m, const char* decision) {
-  if (m.decision == nullptr) return;
-  const policy::Decision& d = *m.decision;
+void RecordingStage::add_decision_fields(rec::Payload& p, const policy::Decision& d,
+                                         const char* decision) {
   const policy::Policy* pol = host_.core().policy;
   const std::uint64_t policy_id = pol != nullptr ? pol->id() : 0;
-  const std::string_view said(decision);
   for (const DecisionFields& c : decision_fields_) {
-    if (c.rule == d.rule && c.classes == d.classes && c.policy == policy_id && c.decision == said &&
-        !c.bytes.empty()) {
+    if (c.decision == decision && c.rule == d.rule && c.classes == d.classes &&
+        c.policy == policy_id) {
       p.add_fields(c.bytes);
       return;
     }
@@ -56,12 +54,12 @@ void RecordingStage::add_decision(rec::Payload& p, const FrontendMessage& m, con
   DecisionFields& c = decision_fields_[decision_fields_next_];
   decision_fields_next_ =
       static_cast<std::uint8_t>((decision_fields_next_ + 1) % std::size(decision_fields_));
-  c.decision.assign(said);
+  c.decision = decision;
   c.rule = d.rule;
   c.policy = policy_id;
   c.classes = d.classes;
   c.bytes.clear();
-  rec::Payload::encode(c.bytes, rec::Field::Decision, said);
+  rec::Payload::encode(c.bytes, rec::Field::Decision, decision);
   rec::Payload::encode(c.bytes, rec::Field::Rule, d.rule != nullptr ? d.rule->name : "(no rule)");
   rec::Payload::encode(c.bytes, rec::Field::Classes, policy::class_names(d.classes));
   p.add_fields(c.bytes);

@@ -65,7 +65,12 @@ class RecordingStage final : public Stage, public DurabilityWaiter {
   void record_refused(const FrontendMessage& m);
   void record_outcome(const protocol::Request* r, char type, protocol::Bytes whole);
   void record_row(const protocol::Request& r, protocol::Bytes whole);
-  void add_decision(recorder::Payload& p, const FrontendMessage& m, const char* decision);
+  // `decision`: a string literal ("allow", "grant", "hold", "deny", ""), kept by address. (Most
+  // messages have no decision of their own: a Bind of a statement judged at its Parse.)
+  void add_decision(recorder::Payload& p, const FrontendMessage& m, const char* decision) {
+    if (m.decision != nullptr) add_decision_fields(p, *m.decision, decision);
+  }
+  void add_decision_fields(recorder::Payload& p, const policy::Decision& d, const char* decision);
   void wait_durable(std::uint64_t end);
 
   StageHost& host_;
@@ -92,11 +97,11 @@ class RecordingStage final : public Stage, public DurabilityWaiter {
   // is keyed by all that its bytes say: the decision, the rule (of the policy with that id) and
   // the class set.
   struct DecisionFields {
-    std::string decision;
+    const char* decision = nullptr;  // a string literal (null: empty slot)
     const policy::Rule* rule = nullptr;
     std::uint64_t policy = 0;
     policy::ClassSet classes = 0;
-    std::string bytes;  // "" : empty slot
+    std::string bytes;
   };
   DecisionFields decision_fields_[8];
   std::uint8_t decision_fields_next_ = 0;

@@ -222,8 +222,9 @@ TEST(StageInterestTest, MaskingAndPolicyActOnNoOtherFrontendMessageWhileTheyDoNo
   }
 }
 
-// While masking's own transaction block around a COPY TO is open, every client message waits,
-// a Sync or a Describe as much as a statement.
+// While masking's own transaction block around a COPY TO is open, every client message the
+// stages see waits: a Sync, Describe or Close as much as a statement. (Flush goes upstream
+// without reaching a stage, before and after.)
 TEST(StageInterestTest, MaskingDefersEveryMessageWhileItsCopyBlockIsOpen) {
   FakeHost host(kEverything);
   MaskingStage masking(host);
@@ -238,7 +239,7 @@ TEST(StageInterestTest, MaskingDefersEveryMessageWhileItsCopyBlockIsOpen) {
   ASSERT_FALSE(masking.gates_input());
   EXPECT_EQ(host.frontend(chain, Query("COPY t TO STDOUT")).verdict, Verdict::Forward);
   EXPECT_TRUE(masking.gates_input());
-  for (const ByteString& m : {Sync(), DescribePortal(""), msg('H', "")}) {
+  for (const ByteString& m : {Sync(), DescribePortal(""), msg('C', "P" + z(""))}) {
     EXPECT_EQ(host.frontend(chain, m).verdict, Verdict::Defer) << static_cast<char>(m[0]);
   }
 }
@@ -252,7 +253,7 @@ TEST(StageInterestTest, PolicyHoldsEveryMessageWhileItsSearchPathCheckIsOpen) {
   EXPECT_EQ(host.frontend(chain, Query("SELECT 1")).verdict, Verdict::Defer);
   ASSERT_EQ(host.own.size(), 1u);  // the check
   EXPECT_TRUE(policy.gates_input());
-  for (const ByteString& m : {Sync(), DescribePortal(""), msg('H', "")}) {
+  for (const ByteString& m : {Sync(), DescribePortal(""), msg('C', "P" + z(""))}) {
     EXPECT_EQ(host.frontend(chain, m).verdict, Verdict::Defer) << static_cast<char>(m[0]);
   }
   host.backend(chain, RowDescription({{"current_setting", 0, 0}, {"current_user", 0, 0}}));
