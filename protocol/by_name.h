@@ -9,6 +9,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 
 namespace pgwarden::protocol {
 
@@ -54,6 +55,62 @@ struct NameHash {
 
 template <class T>
 using ByName = std::unordered_map<std::string, T, NameHash, std::equal_to<>>;
+
+// A ByName that remembers where its last lookup found its name: the statements a session binds
+// again and again are found by one comparison. Every change to the map forgets it (an iterator
+// may not survive a rehash), so what is remembered is always in the map.
+template <class T>
+class RecentByName {
+  using Map = ByName<T>;
+
+ public:
+  using iterator = typename Map::iterator;
+  using const_iterator = typename Map::const_iterator;
+  RecentByName() = default;
+  RecentByName(const RecentByName& o) : map_(o.map_) {}
+  RecentByName& operator=(const RecentByName& o) {
+    map_ = o.map_;
+    recent_ = map_.end();
+    return *this;
+  }
+  iterator find(std::string_view key) { return find_recent(key); }
+  const_iterator find(std::string_view key) const { return find_recent(key); }
+  iterator end() noexcept { return map_.end(); }
+  const_iterator end() const noexcept { return map_.end(); }
+  std::size_t size() const noexcept { return map_.size(); }
+  bool empty() const noexcept { return map_.empty(); }
+  std::size_t count(std::string_view key) const { return find(key) != end() ? 1 : 0; }
+  template <class... A>
+  std::pair<iterator, bool> emplace(A&&... a) {
+    recent_ = map_.end();
+    return map_.emplace(std::forward<A>(a)...);
+  }
+  iterator erase(iterator it) {
+    recent_ = map_.end();
+    return map_.erase(it);
+  }
+  std::size_t erase(std::string_view key) {
+    const iterator it = find(key);
+    if (it == end()) return 0;
+    erase(it);
+    return 1;
+  }
+  void clear() noexcept {
+    recent_ = map_.end();
+    map_.clear();
+  }
+
+ private:
+  // (A lookup through a const map remembers too: the memory is not the map's contents.)
+  iterator find_recent(std::string_view key) const {
+    if (recent_ != map_.end() && recent_->first == key) return recent_;
+    const iterator it = map_.find(key);
+    if (it != map_.end()) recent_ = it;
+    return it;
+  }
+  mutable Map map_;
+  mutable iterator recent_ = map_.end();
+};
 
 // PostgreSQL keys prepared statements and portals by their first NAMEDATALEN-1 bytes: two names
 // that share those are one object upstream, and every map of names keys them so.

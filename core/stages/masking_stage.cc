@@ -67,8 +67,7 @@ void MaskingStage::update(const policy::Policy& pol) {
   }
 }
 
-const MaskProfile* MaskingStage::profile() {
-  const policy::Policy* pol = host_.core().policy;
+const MaskProfile* MaskingStage::profile_changed(const policy::Policy* pol) {
   if (pol == nullptr) {
     mask_ = nullptr;
     return nullptr;

@@ -49,7 +49,11 @@ class MaskingStage final : public Stage {
 
   // The caller's profile under the policy in force (null: values go out as they are). Picks up a
   // reloaded policy at once, whatever message is being handled.
-  const policy::MaskProfile* profile();
+  const policy::MaskProfile* profile() {
+    const policy::Policy* pol = host_.core().policy;
+    if (pol != nullptr && pol->id() == policy_id_) return mask_;
+    return profile_changed(pol);
+  }
   // Text going into the recording (statements, parameters), with the profile's findings masked.
   // `judged`: FrontendMessage::judged, when `text` is that message's text.
   std::string_view for_record(std::string_view text, std::uint64_t judged = 0);
@@ -75,6 +79,7 @@ class MaskingStage final : public Stage {
 
  private:
   void update(const policy::Policy& pol);
+  const policy::MaskProfile* profile_changed(const policy::Policy* pol);
   void release_scratch() noexcept;
   // Sends the catalog query when it is due and the session is settled.
   void send_catalog_query() {
@@ -175,7 +180,7 @@ class MaskingStage final : public Stage {
     Reads reads;
     std::uint64_t unconfirmed = 0;
   };
-  ByName<Statement> by_statement_;
+  protocol::RecentByName<Statement> by_statement_;
   std::uint64_t last_sync_ = 0;  // the last Sync or Query request the client sent
   Reads statement_reads(std::string_view name) const;
   // What each portal reads, and the Bind request that bound it. The unnamed portal, bound by

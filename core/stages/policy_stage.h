@@ -94,7 +94,7 @@ class PolicyStage final : public Stage {
   bool reloaded_ = false;  // the policy changed during the session
   MaskingStage* masking_ = nullptr;
   policy::Decision decision_;
-  protocol::ByName<Named> named_;
+  protocol::RecentByName<Named> named_;
   std::size_t named_bytes_ = 0;
   std::basic_string<std::byte> out_;
   enum class PathCheck : std::uint8_t { None, Due, Pending };
