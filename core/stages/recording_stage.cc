@@ -40,13 +40,26 @@ bool RecordingStage::records(char type) {
          type == pr::fe::kExecute || type == pr::fe::kFunctionCall;
 }
 
-void RecordingStage::add_decision_fields(rec::Payload& p, const policy::Decision& d,
-                                         const char* decision) {
+const char* RecordingStage::said_text(Said s) noexcept {
+  switch (s) {
+    case Said::Allow:
+      return "allow";
+    case Said::Grant:
+      return "grant";
+    case Said::Hold:
+      return "hold";
+    case Said::Deny:
+      return "deny";
+  }
+  return "deny";
+}
+
+void RecordingStage::add_decision_fields(rec::Payload& p, const policy::Decision& d, Said said) {
   const policy::Policy* pol = host_.core().policy;
   const std::uint64_t policy_id = pol != nullptr ? pol->id() : 0;
   for (const DecisionFields& c : decision_fields_) {
-    if (c.decision == decision && c.rule == d.rule && c.classes == d.classes &&
-        c.policy == policy_id) {
+    if (c.said == said && c.rule == d.rule && c.classes == d.classes && c.policy == policy_id &&
+        !c.bytes.empty()) {
       p.add_fields(c.bytes);
       return;
     }
@@ -54,12 +67,12 @@ void RecordingStage::add_decision_fields(rec::Payload& p, const policy::Decision
   DecisionFields& c = decision_fields_[decision_fields_next_];
   decision_fields_next_ =
       static_cast<std::uint8_t>((decision_fields_next_ + 1) % std::size(decision_fields_));
-  c.decision = decision;
+  c.said = said;
   c.rule = d.rule;
   c.policy = policy_id;
   c.classes = d.classes;
   c.bytes.clear();
-  rec::Payload::encode(c.bytes, rec::Field::Decision, decision);
+  rec::Payload::encode(c.bytes, rec::Field::Decision, said_text(said));
   rec::Payload::encode(c.bytes, rec::Field::Rule, d.rule != nullptr ? d.rule->name : "(no rule)");
   rec::Payload::encode(c.bytes, rec::Field::Classes, policy::class_names(d.classes));
   p.add_fields(c.bytes);
@@ -108,7 +121,7 @@ void RecordingStage::add_params(rec::Payload& out, const pr::FrontendView& v) {
   });
 }
 
-std::uint32_t RecordingStage::record_statement(const FrontendMessage& m, const char* decision) {
+std::uint32_t RecordingStage::record_statement(const FrontendMessage& m, Said said) {
   const pr::FrontendView& v = m.view;
   // The usual extended-protocol statement (Bind, Execute): an Execute of the portal just bound,
   // read with it (in the same pass of the loop: their time is one), with nothing recorded since
@@ -157,7 +170,7 @@ std::uint32_t RecordingStage::record_statement(const FrontendMessage& m, const c
     default:
       break;
   }
-  add_decision(out, m, decision);
+  add_decision(out, m, said);
   if (m.granted) out.add(rec::Field::Reason, m.reason);
   const std::uint64_t end = sink_.append(rt);
   bind_end_ = 0;
@@ -182,7 +195,7 @@ void RecordingStage::record_refused(const FrontendMessage& m) {
   if (m.view.type == pr::fe::kBind) r.add_clipped(rec::Field::Name, m.view.statement);
   r.add(rec::Field::Sqlstate, m.sqlstate)
       .add_clipped(rec::Field::Reason, m.reason.empty() ? m.message : m.reason);
-  add_decision(r, m, "deny");
+  add_decision(r, m, Said::Deny);
   sink_.append(rec::RecordType::Refused);
 }
 
@@ -220,13 +233,11 @@ void RecordingStage::on_frontend(FrontendMessage& m) {
                      "); try again when recording works again");
         return;
       }
-      pending_seq_ = record_statement(m, m.decision == nullptr ? ""
-                                         : m.granted           ? "grant"
-                                                               : "allow");
+      pending_seq_ = record_statement(m, m.granted ? Said::Grant : Said::Allow);
       return;
     case Verdict::Hold:
       if (!sink_.has_room()) return;
-      pending_seq_ = held_seq_ = record_statement(m, "hold");
+      pending_seq_ = held_seq_ = record_statement(m, Said::Hold);
       held_since_ns_ = host_.core().now_ns;
       return;
     case Verdict::Refuse:

@@ -61,16 +61,18 @@ class RecordingStage final : public Stage, public DurabilityWaiter {
  private:
   static bool records(char type);
   void add_params(recorder::Payload& out, const protocol::FrontendView& v);
-  std::uint32_t record_statement(const FrontendMessage& m, const char* decision);
+  // What a record says of the policy's decision on its statement.
+  enum class Said : std::uint8_t { Allow, Grant, Hold, Deny };
+  static const char* said_text(Said s) noexcept;
+  std::uint32_t record_statement(const FrontendMessage& m, Said said);
   void record_refused(const FrontendMessage& m);
   void record_outcome(const protocol::Request* r, char type, protocol::Bytes whole);
   void record_row(const protocol::Request& r, protocol::Bytes whole);
-  // `decision`: a string literal ("allow", "grant", "hold", "deny", ""), kept by address. (Most
-  // messages have no decision of their own: a Bind of a statement judged at its Parse.)
-  void add_decision(recorder::Payload& p, const FrontendMessage& m, const char* decision) {
-    if (m.decision != nullptr) add_decision_fields(p, *m.decision, decision);
+  // (Most messages have no decision of their own: a Bind of a statement judged at its Parse.)
+  void add_decision(recorder::Payload& p, const FrontendMessage& m, Said said) {
+    if (m.decision != nullptr) add_decision_fields(p, *m.decision, said);
   }
-  void add_decision_fields(recorder::Payload& p, const policy::Decision& d, const char* decision);
+  void add_decision_fields(recorder::Payload& p, const policy::Decision& d, Said said);
   void wait_durable(std::uint64_t end);
 
   StageHost& host_;
@@ -97,11 +99,11 @@ class RecordingStage final : public Stage, public DurabilityWaiter {
   // is keyed by all that its bytes say: the decision, the rule (of the policy with that id) and
   // the class set.
   struct DecisionFields {
-    const char* decision = nullptr;  // a string literal (null: empty slot)
+    Said said = Said::Allow;
     const policy::Rule* rule = nullptr;
     std::uint64_t policy = 0;
     policy::ClassSet classes = 0;
-    std::string bytes;
+    std::string bytes;  // "" : empty slot
   };
   DecisionFields decision_fields_[8];
   std::uint8_t decision_fields_next_ = 0;

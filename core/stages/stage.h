@@ -71,7 +71,8 @@ struct FrontendMessage {
   // The policy stage's judgement of a Query, Parse or Bind, for the stages after it.
   const policy::Decision* decision = nullptr;
   // PolicyEngine::serial() of the call that judged view.text itself (0: none did): what it
-  // learnt of the text (its shape) is asked for by this number.
+  // learnt of the text (its shape) is asked for by this number, of the same engine (the
+  // worker's, core().engine: numbers of two engines say nothing of each other).
   std::uint64_t judged = 0;
   std::basic_string<std::byte> replacement;  // Replace
   void refuse(std::string_view state, std::string text) {
