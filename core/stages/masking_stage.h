@@ -235,7 +235,7 @@ class MaskingStage final : public Stage {
     const policy::MaskProfile* passes = nullptr;
     std::uint64_t passes_policy = 0;
   };
-  CachedReads* last_entry_ = nullptr;  // the entry reads_for answered from (null: none)
+  CachedReads* last_entry_ = nullptr;     // the entry reads_for answered from (null: none)
   std::vector<CachedReads> reads_cache_;  // by statement shape (numbers never matter here)
   std::uint64_t reads_clock_ = 0;
   std::string shape_;
