@@ -142,6 +142,27 @@ TEST(Format, Crc32cMatchesTheStandardCheckValue) {
   // Hardware and table paths agree on split input.
   EXPECT_EQ(crc32c(crc32c(0, long_text.data(), 333), long_text.data() + 333, 667),
             crc32c(0, long_text.data(), 1000));
+  // Every length and alignment, against a bit-at-a-time CRC32C (Castagnoli, reflected), whole
+  // and split at every point.
+  std::string bytes;
+  for (int i = 0; i < 48; ++i) bytes += static_cast<char>(i * 37 + 11);
+  const auto reference = [](const char* p, std::size_t n) {
+    std::uint32_t c = 0xFFFFFFFFu;
+    for (std::size_t i = 0; i < n; ++i) {
+      c ^= static_cast<unsigned char>(p[i]);
+      for (int k = 0; k < 8; ++k) c = (c >> 1) ^ (0x82F63B78u & (0u - (c & 1u)));
+    }
+    return ~c;
+  };
+  for (std::size_t at = 0; at < 8; ++at) {
+    for (std::size_t n = 0; at + n <= bytes.size(); ++n) {
+      const char* p = bytes.data() + at;
+      ASSERT_EQ(crc32c(0, p, n), reference(p, n)) << at << " " << n;
+      for (std::size_t cut = 0; cut <= n; ++cut) {
+        ASSERT_EQ(crc32c(crc32c(0, p, cut), p + cut, n - cut), reference(p, n)) << at << n << cut;
+      }
+    }
+  }
 }
 
 TEST(Format, LongValuesAreClippedWithTheirHash) {
