@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The summary of a bench/pgbench_compare.sh run, from its per-round results (TSV: round,
-# workload, target, tps, latency ms, cpu s, cpu s per 10k tx): medians per target, ratios to
+# workload, target, tps, latency ms, cpu s, cpu s per 10k tx, host idle %): medians per target, ratios to
 # direct and PgBouncer, and with --recording, --policy or --masking each feature's paired cost.
 # pgbench_compare.sh runs it at the end; it also runs alone on a file kept with --results:
 #
@@ -68,7 +68,13 @@ vs_off() {
 rounds=$(cut -f1 "$results" | sort -u | wc -l)
 echo
 echo "Medians over $rounds rounds (ratios to direct and PgBouncer are of medians; \"->\" lines: paired per round):"
-printf "%-22s %-11s %10s %9s %10s %13s %9s\n" workload target tps lat_ms tps/direct cpu/10k_tx_s vs_bouncer
+printf "%-22s %-11s %10s %9s %10s %13s %9s %6s\n" workload target tps lat_ms tps/direct cpu/10k_tx_s vs_bouncer idle%
+# idle_median WORKLOAD TARGET: the median share of the host's CPU time left idle while the
+# target ran (column 8; "-" in files from before it was recorded).
+idle_median() {
+  awk -F'\t' -v n="$1" -v t="$2" '$2 == n && $3 == t && NF >= 8 { print $8 }' "$results" |
+    sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
 for name in "${workloads[@]}"; do
   for t in "${targets[@]}"; do
     # Median of each column (tps, latency, cpu/10k) over the rounds, taken separately.
@@ -84,10 +90,11 @@ for name in "${workloads[@]}"; do
   read -r b_tps b_lat b_cpu < "$work/med.pgbouncer"
   for t in "${targets[@]}"; do
     read -r tps lat cpu < "$work/med.$t"
-    awk -v n="$name" -v t="$t" -v tps="$tps" -v lat="$lat" -v cpu="$cpu" -v d="$d_tps" -v b="$b_cpu" 'BEGIN {
+    awk -v n="$name" -v t="$t" -v tps="$tps" -v lat="$lat" -v cpu="$cpu" -v d="$d_tps" -v b="$b_cpu" \
+      -v idle="$(idle_median "$name" "$t")" 'BEGIN {
       vs = (t == "direct") ? "-" : sprintf("%.2fx", (b > 0) ? cpu / b : 0)
       c = (t == "direct") ? "-" : sprintf("%.4f", cpu)
-      printf "%-22s %-11s %10.1f %9.3f %10.3f %13s %9s\n", n, t, tps, lat, tps / d, c, vs }'
+      printf "%-22s %-11s %10.1f %9.3f %10.3f %13s %9s %6s\n", n, t, tps, lat, tps / d, c, vs, idle }'
   done
   if [ -n "$masking" ]; then
     vs_off "$name" masking 5

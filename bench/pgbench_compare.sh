@@ -2,7 +2,8 @@
 # pgbench against one throwaway PostgreSQL: direct, through pgwarden, and through PgBouncer
 # (session mode), interleaved in rounds (each in a new random order, after a `sync`) so machine
 # noise hits all three alike. Prints TPS, mean latency, ratios to direct, and each proxy's CPU
-# seconds (user+sys from /proc) per 10k transactions; medians over the rounds.
+# seconds (user+sys from /proc) per 10k transactions, and the share of the host's CPU time left
+# idle meanwhile (/proc/stat); medians over the rounds.
 #
 #   bench/pgbench_compare.sh [--rounds N] [--seconds S] [--clients C] [--scale S] [--tls]
 #                            [--tls-both] [--full] [--recording] [--policy] [--masking]
@@ -193,6 +194,15 @@ fi
 
 ticks=$(getconf CLK_TCK)
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+# host_ticks: the host's idle (idle + iowait) and total CPU ticks, from the first line of
+# /proc/stat. A proxy that keeps a CPU idle while clients wait costs TPS without costing CPU.
+host_ticks() {
+  local _c u n s i w rest
+  read -r _c u n s i w rest < /proc/stat
+  local t=$((u + n + s + i + w)) x
+  for x in $rest; do t=$((t + x)); done
+  echo "$((i + w)) $t"
+}
 
 # run_pgbench PORT PID ARGS...: one pgbench run of $warmup + $seconds seconds; sets $out (its
 # output) and $before / $after (PID's CPU ticks at the end of the warm-up and at the end). The
@@ -202,15 +212,18 @@ run_pgbench() {
   shift 2
   before=0 after=0 out=
   [ -n "$pid" ] && [ "$warmup" -eq 0 ] && before=$(cpu_ticks "$pid")
+  [ "$warmup" -eq 0 ] && host_before=$(host_ticks)
   while IFS= read -r line; do
     out+=$line$'\n'
     if [ -n "$pid" ] && [ "$warmup" -gt 0 ] && [[ $line == "progress: $warmup.0 s"* ]]; then
       read -r -a st < "/proc/$pid/stat"
       before=$((st[13] + st[14]))
     fi
+    if [ "$warmup" -gt 0 ] && [[ $line == "progress: $warmup.0 s"* ]]; then host_before=$(host_ticks); fi
   done < <(pgbench -p "$port" -n -c "$clients" -j 2 -T $((warmup + seconds)) \
     $([ "$warmup" -gt 0 ] && echo "-P 1") "$@" 2>&1)
   [ -n "$pid" ] && after=$(cpu_ticks "$pid")
+  host_after=$(host_ticks)
   return 0
 }
 
@@ -271,9 +284,11 @@ for ((r = 1; r <= rounds; r++)); do
       fi
       cpu=$(awk -v a="$after" -v b="$before" -v t="$ticks" 'BEGIN { printf "%.3f", (a - b) / t }')
       per10k=$(awk -v c="$cpu" -v n="$tx" 'BEGIN { printf "%.4f", (n > 0) ? c / n * 10000 : 0 }')
-      printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\n" "$r" "$name" "$t" "$tps" "$lat" "$cpu" "$per10k" >> "$results"
-      printf "  round %d  %-22s %-11s tps %9.1f  lat %6.3f ms  cpu %6.3f s  cpu/10k tx %7.4f s\n" \
-        "$r" "$name" "$t" "$tps" "$lat" "$cpu" "$per10k"
+      idle=$(awk -v a="$host_after" -v b="$host_before" 'BEGIN { split(a, x, " "); split(b, y, " ")
+        t = x[2] - y[2]; printf "%.1f", (t > 0) ? (x[1] - y[1]) * 100 / t : 0 }')
+      printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n" "$r" "$name" "$t" "$tps" "$lat" "$cpu" "$per10k" "$idle" >> "$results"
+      printf "  round %d  %-22s %-11s tps %9.1f  lat %6.3f ms  cpu %6.3f s  cpu/10k tx %7.4f s  host idle %5.1f%%\n" \
+        "$r" "$name" "$t" "$tps" "$lat" "$cpu" "$per10k" "$idle"
     done
   done
 done
