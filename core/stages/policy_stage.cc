@@ -281,7 +281,10 @@ bool PolicyStage::search_path_check(FrontendMessage& m) {
              "transaction (ROLLBACK) in a statement of its own first");
     return true;
   }
-  if (!model.settled()) {
+  // The check runs as a request of its own: not inside an unsynced extended-protocol batch,
+  // where the server may be skipping to Sync (it would never be answered) or would run it among
+  // the client's messages.
+  if (!model.settled() || !model.answers_due()) {
     if (model.answers_due() && !model.input_barrier()) {
       m.verdict = Verdict::Defer;  // until what is in flight is answered
       return true;

@@ -178,7 +178,9 @@ class FakeHost final : public StageHost {
     std::string why;
     const ByteString& kept = own.back();
     EXPECT_TRUE(protocol::read_frontend(kept, v, why)) << why;
-    return model_.commit(v, protocol::Origin::Gateway, owner);
+    protocol::Request* r = model_.commit(v, protocol::Origin::Gateway, owner);
+    log_sent(v, r);
+    return r;
   }
   void send_client(protocol::Bytes bytes) override { to_client.append(bytes.data(), bytes.size()); }
   void hold_upstream() override { holding = true; }
@@ -194,11 +196,12 @@ class FakeHost final : public StageHost {
     fail(sqlstate, message);
   }
 
-  // The session's chains of `stages` (in order), by their interests.
+  // The session's chains of `stages` (in order), by their interests; or, with `every_hook`,
+  // chains that call every hook of every stage for every message (what the interests narrow).
   struct Chains {
-    explicit Chains(const std::vector<Stage*>& stages) {
+    Chains(const std::vector<Stage*>& stages, bool every_hook) {
       for (Stage* s : stages) {
-        const Interest in = s->interest();
+        const Interest in = every_hook ? Interest{} : s->interest();
         front.add(s, in.frontend);
         front_gated.add(s, in.gates ? TypeSet::all() : in.frontend);
         done.add(s, in.frontend_done);
@@ -223,13 +226,17 @@ class FakeHost final : public StageHost {
     EXPECT_TRUE(protocol::read_frontend(client_msgs.back(), v, why)) << why;
     FrontendMessage fm(v);
     // Each hook reaches the stages whose interest has the message, as in the session.
-    const Chains c(stages);
+    const Chains c(stages, every_hook);
     bool gated = false;
     for (const Stage* s : stages) gated = gated || s->gates_input();
     (gated ? c.front_gated : c.front).each(v.type, false, [&fm](Stage* s) { s->on_frontend(fm); });
     protocol::Request* r = nullptr;
+    if (fm.verdict == Verdict::Defer) {
+      return {fm.verdict, fm.message, nullptr, fm.granted, fm.reason};  // input waits: no fate yet
+    }
     if (fm.verdict == Verdict::Forward || fm.verdict == Verdict::Replace) {
       r = model_.commit(v);
+      log_sent(v, r);
     } else if (fm.verdict == Verdict::Refuse) {
       if (v.type == 'Q' || v.type == 'F') {
         r = &model_.commit_local(protocol::RequestKind::Query);
@@ -240,6 +247,7 @@ class FakeHost final : public StageHost {
         protocol::FrontendView sv;
         EXPECT_TRUE(protocol::read_frontend(own.back(), sv, why));
         r = model_.commit(sv, protocol::Origin::StandIn);
+        log_sent(sv, r);
       }
       r->tag_text = std::string(fm.sqlstate) + fm.message;
     }
@@ -257,17 +265,27 @@ class FakeHost final : public StageHost {
     bm.whole = kept;
     bm.size = static_cast<std::uint32_t>(kept.size());
     bm.event = &events.back();
-    const Chains c(stages);
+    const Chains c(stages, every_hook);
     const protocol::Request* req = bm.event->request;
     c.back.each(bm.type, req != nullptr && req->origin == protocol::Origin::Gateway,
                 [&bm](Stage* s) { s->on_backend(bm); });
-    model_.retire(
-        [&](const protocol::Request& r) {
-          c.retired.each(r.kind, false, [&r](Stage* s) { s->on_retired(r); });
-        },
-        [&](protocol::Request&) {});
+    retire(c);
     return bm;
   }
+  // Pops what is answered (and answers refusals whose turn came), as the session does after
+  // each message.
+  void retire(const std::vector<Stage*>& stages) { retire(Chains(stages, every_hook)); }
+
+  // Every hook of every stage for every message, whatever their interests (Chains).
+  bool every_hook = false;
+  // What went upstream, in order: the messages a server would answer.
+  struct Sent {
+    char type;
+    protocol::Origin origin;
+    std::string name, statement, text;
+    char target;
+  };
+  std::vector<Sent> sent;
 
   Caller caller_;
   Config config_;
@@ -283,6 +301,18 @@ class FakeHost final : public StageHost {
   std::vector<Decision> decisions;
 
  private:
+  void retire(const Chains& c) {
+    model_.retire(
+        [&](const protocol::Request& r) {
+          c.retired.each(r.kind, false, [&r](Stage* s) { s->on_retired(r); });
+        },
+        [&](protocol::Request&) {});
+  }
+  void log_sent(const protocol::FrontendView& v, const protocol::Request* r) {
+    if (r == nullptr) return;
+    sent.push_back({v.type, r->origin, std::string(v.name), std::string(v.statement),
+                    std::string(v.text), v.target});
+  }
   protocol::PipelineModel model_;
   std::shared_ptr<const policy::Policy> policy_;
   CoreServices services_;

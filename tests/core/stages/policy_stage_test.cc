@@ -39,6 +39,45 @@ TEST(PolicyStageTest, ANamedStatementIsJudgedAgainAfterAReload) {
   EXPECT_EQ(host.frontend(chain, Bind("", "prepared_by_sql")).verdict, Verdict::Refuse);
 }
 
+// The search_path check is a query of pgwarden's own: it never goes inside an unsynced
+// extended-protocol batch. There the server may be skipping to Sync after an error (it would
+// discard the check, and the session would wait for its answer forever) or would run it among
+// the client's messages. What needs the check is refused until a Sync ends the batch.
+TEST(PolicyStageTest, TheSearchPathCheckWaitsForTheExtendedBatchToEnd) {
+  for (const bool error : {true, false}) {
+    FakeHost host(R"({"rules": [{"name": "r", "forbidden_tables": ["secret.*"]}]})");
+    PolicyStage policy(host);
+    const std::vector<Stage*> chain{&policy};
+    // Describe and Close need no check: they open the batch.
+    if (error) {
+      EXPECT_EQ(host.frontend(chain, DescribePortal("nope")).verdict, Verdict::Forward);
+      host.backend(chain, Error("34000", "portal \"nope\" does not exist"));
+      ASSERT_TRUE(host.model().skipping());
+    } else {
+      EXPECT_EQ(host.frontend(chain, msg('C', "P" + z(""))).verdict, Verdict::Forward);
+      host.backend(chain, msg('3', ""));
+    }
+    ASSERT_TRUE(host.model().settled());
+    for (const ByteString& m : {Query("SELECT 1"), Parse("", "SELECT 1"), Bind("", "")}) {
+      EXPECT_EQ(host.frontend(chain, m).verdict, Verdict::Refuse) << static_cast<char>(m[0]);
+    }
+    const auto checks = [&host] {
+      int n = 0;
+      for (const FakeHost::Sent& s : host.sent) n += s.origin == protocol::Origin::Gateway;
+      return n;
+    };
+    EXPECT_EQ(checks(), 0);
+    // (Outside the skip, the refused Query is answered by pgwarden, the first stand-in fails
+    // and the server skips the rest.)
+    host.retire(chain);
+    if (!error) host.backend(chain, Error("34000", "portal \"standin\" does not exist"));
+    host.frontend(chain, Sync());
+    host.backend(chain, Ready());
+    EXPECT_EQ(host.frontend(chain, Query("SELECT 1")).verdict, Verdict::Defer);
+    EXPECT_EQ(checks(), 1);  // the check, now as a request of its own
+  }
+}
+
 // Guarantee 2: a text whose reading depends on client_encoding waits while requests that may
 // change it are in flight, and is refused when they cannot be answered before it.
 TEST(PolicyStageTest, NonAsciiTextsWaitOrAreRefusedWhileTheEncodingMayChange) {

@@ -175,6 +175,46 @@ test('read_only: a fast-path lo_creat (FunctionCall by OID) is refused like the 
   }
 });
 
+// The search_path check forbidden_tables needs is a query of pgwarden's own. A Query sent after
+// an extended-protocol error and before Sync is skipped by the server; so would the check be if
+// it went then, and the session used to wait for its answer forever (found by the stage
+// dispatch differential test). Now it goes only once the batch is synced, and the session
+// answers as PostgreSQL does.
+test('forbidden_tables: a Query skipped after an extended-protocol error does not stall the session', async () => {
+  const policy = join(dir, 'fb.json');
+  writeFileSync(policy, JSON.stringify({ rules: [{ name: 'fb', users: ['trusted'], forbidden_tables: ['hr_j.*'] }] }));
+  const g = await startGateway(['--upstream', `127.0.0.1:${env.pgPort}`, '--policy', policy]);
+  try {
+    const run = async (port) => {
+      const w = new Wire(port);
+      await w.connected();
+      w.write(startupPacket({ user: 'trusted', database: 'postgres' }));
+      assert.equal((await w.next(['Z', 'E'])).type, 'Z');
+      w.messages = [];
+      // The Describe's error comes back (Flush) before the Query is sent: nothing is in flight.
+      w.write(Buffer.concat([message('D', Buffer.from('Pnope\0')), message('H')]));
+      const seen = [`E${errorFields((await w.next(['E'])).body).C}`];
+      await sleep(50);
+      w.write(Buffer.concat([message('Q', Buffer.from('SELECT 1\0')), message('S')]));
+      for (let m = await w.next(['E', 'T', 'D', 'C', 'Z']); m && m.type !== 'Z'; m = await w.next(['E', 'T', 'D', 'C', 'Z'])) {
+        seen.push(m.type === 'E' ? `E${errorFields(m.body).C}` : m.type);
+      }
+      w.write(message('Q', Buffer.from('SELECT 42 AS n\0')));
+      const row = await w.next(['D', 'E']);
+      seen.push(row.type === 'D' ? row.body.toString('latin1', 6) : `E${errorFields(row.body).C}`);
+      assert.equal((await w.next(['Z'])).type, 'Z');
+      w.end();
+      return seen;
+    };
+    const direct = await run(env.pgPort);
+    assert.deepEqual(direct, ['E34000', '42']);
+    assert.deepEqual(await run(g.port), direct);
+  } finally {
+    g.kill('SIGINT');
+    await g.exited;
+  }
+});
+
 test('forbidden_tables: tables read through names in strings are refused with the tables themselves', async () => {
   // Directly, query_to_xml reads the forbidden table.
   assert.match((await direct("SELECT query_to_xml('SELECT * FROM hr_j.pay', true, false, '')::text AS x")).rows[0].x, /123456/);
