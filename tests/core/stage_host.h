@@ -165,7 +165,11 @@ class FakeHost final : public StageHost {
   void reload(std::string_view policy_json) {
     auto p = policy::Policy::parse(policy_json, "test-policy.json");
     ASSERT_TRUE(p.ok());
-    policy_ = *p;
+    use(*p);
+  }
+  // A reload to a policy parsed once (several hosts may share it, as workers do).
+  void use(std::shared_ptr<const policy::Policy> p) {
+    policy_ = std::move(p);
     services_.policy = policy_.get();
   }
 

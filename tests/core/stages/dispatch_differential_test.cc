@@ -191,13 +191,10 @@ class FakeServer {
 
 // One session: its stages in the session's order, on a host that dispatches one way.
 struct World {
-  World(const char* policy_json, bool every_hook)
-      : host(policy_json),
-        masking(host),
-        policy(host),
-        approvals(host),
-        recording(host, sink, masking) {
+  World(std::shared_ptr<const policy::Policy> pol, bool every_hook)
+      : masking(host), policy(host), approvals(host), recording(host, sink, masking) {
     host.every_hook = every_hook;
+    host.use(std::move(pol));
     policy.set_masking(&masking);
     approvals.set_policy(&policy);
     approvals.set_masking(&masking);
@@ -227,6 +224,7 @@ const char* const kSql[] = {
     "SELECT * FROM secret.t",
     "SET search_path TO public",
     "SELECT ssn FROM people; SELECT 1/0",
+    "SELECT 'caf\xc3\xa9' AS note",  // non-ASCII: waits while the encoding may change
 };
 const char* const kCopy = "COPY people TO STDOUT";
 
@@ -294,11 +292,37 @@ void expect_same(World& a, World& b, Compared& done, const std::string& where) {
   ASSERT_EQ(a.policy.gates_input(), b.policy.gates_input()) << where;
 }
 
+// The usual deny list, masking by column and by content, and a forbidden schema (whose
+// search_path check gates input while it is open).
+constexpr const char* kPolicy = R"({"rules": [{"name": "r", "deny": ["drop"],
+      "forbidden_tables": ["secret.*"]}],
+    "masking": [{"name": "m", "columns": [{"column": "ssn", "action": "redact"}],
+                 "detectors": {"email": "redact", "ssn": "redact"}}]})";
+// Without the forbidden schema: no search_path check, only masking can gate.
+constexpr const char* kNoSchemaRule = R"({"rules": [{"name": "r", "deny": ["drop"]}],
+    "masking": [{"name": "m", "columns": [{"column": "ssn", "action": "redact"}],
+                 "detectors": {"email": "redact", "ssn": "redact"}}]})";
+
+// What reloads cycle through, each parsed once.
+const std::vector<std::shared_ptr<const policy::Policy>>& policies() {
+  static const auto all = [] {
+    std::vector<std::shared_ptr<const policy::Policy>> out;
+    for (const char* json : {kPolicy, kNoSchemaRule, R"({"rules": [{"name": "r", "deny": ["drop"],
+          "forbidden_tables": ["secret.*"]}]})"}) {
+      auto p = policy::Policy::parse(json, "test-policy.json");
+      EXPECT_TRUE(p.ok());
+      out.push_back(p.ok() ? *p : nullptr);
+    }
+    return out;
+  }();
+  return all;
+}
+
 // Runs one seeded conversation of `steps` client messages; returns how many were deferred (the
 // gating path) so the caller can see it was exercised.
-int converse(const char* policy, unsigned seed, int steps, std::string& log) {
-  World a(policy, false);
-  World b(policy, true);
+int converse(std::size_t first, unsigned seed, int steps, std::string& log) {
+  World a(policies()[first], false);
+  World b(policies()[first], true);
   FakeServer server;
   std::mt19937 rng(seed);
   std::size_t answered = 0;
@@ -306,7 +330,15 @@ int converse(const char* policy, unsigned seed, int steps, std::string& log) {
   ByteString pending;
   int deferred = 0;
   Compared done;
+  std::size_t reloads = first;
   for (int step = 0; step < steps && !::testing::Test::HasFatalFailure(); ++step) {
+    if (pending.empty() && rng() % 60 == 0) {
+      // A reload: the next policy in turn, in both sessions (each judges again, checks the
+      // search_path again, and masks by the new profile).
+      reloads = (reloads + 1) % policies().size();
+      a.host.use(policies()[reloads]);
+      b.host.use(policies()[reloads]);
+    }
     if (pending.empty()) pending = random_message(rng);
     const std::string where = "seed " + std::to_string(seed) + " step " + std::to_string(step);
     log += static_cast<char>(pending[0]);
@@ -362,24 +394,13 @@ int converse(const char* policy, unsigned seed, int steps, std::string& log) {
   return deferred;
 }
 
-// The usual deny list, masking by column and by content, and a forbidden schema (whose
-// search_path check gates input while it is open).
-constexpr const char* kPolicy = R"({"rules": [{"name": "r", "deny": ["drop"],
-      "forbidden_tables": ["secret.*"]}],
-    "masking": [{"name": "m", "columns": [{"column": "ssn", "action": "redact"}],
-                 "detectors": {"email": "redact", "ssn": "redact"}}]})";
-// Without the forbidden schema: no search_path check, only masking can gate.
-constexpr const char* kNoSchemaRule = R"({"rules": [{"name": "r", "deny": ["drop"]}],
-    "masking": [{"name": "m", "columns": [{"column": "ssn", "action": "redact"}],
-                 "detectors": {"email": "redact", "ssn": "redact"}}]})";
-
 TEST(DispatchDifferentialTest, NarrowedHooksChangeNothingAnyoneSees) {
   int deferred = 0;
   std::size_t messages = 0;
-  for (const char* policy : {kPolicy, kNoSchemaRule}) {
-    for (unsigned seed = 1; seed <= 10; ++seed) {
+  for (const std::size_t first : {0u, 1u}) {  // (and reloads to the others)
+    for (unsigned seed = 1; seed <= 25; ++seed) {
       std::string log;
-      deferred += converse(policy, seed, 300, log);
+      deferred += converse(first, seed, 300, log);
       ASSERT_FALSE(::testing::Test::HasFailure()) << "messages: " << log;
       messages += log.size();
     }
