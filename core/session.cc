@@ -95,8 +95,12 @@ void Session::build_chains() noexcept {
   };
   if (pooled_) add(&pooler_, true, false, true, true);
   if (role_guard_.enabled()) add(&role_guard_, true, false, false, false);
+  // Back: the replies to its own query. A check sent under an earlier policy is still answered
+  // to it (never to the client), whatever the policy now says.
   if (pol != nullptr) {
-    add(&policy_, true, true, true, policy_.checks_search_path());  // back: its own query's replies
+    add(&policy_, true, true, true, policy_.check_in_flight() || policy_.checks_search_path());
+  } else if (policy_.check_in_flight()) {
+    add(&policy_, false, false, false, true);
   }
   masking_engaged_ =
       masking_.profile() != nullptr || model_.own_in_flight() != 0 || masking_.copy_in_flight();

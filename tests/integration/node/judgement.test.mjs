@@ -215,6 +215,50 @@ test('forbidden_tables: a Query skipped after an extended-protocol error does no
   }
 });
 
+// A reload that lands while the search_path check is in flight (found by attacker review): the
+// check's replies are still pgwarden's. They used to go to the client as the answer to its
+// statement (the new policy no longer checked paths, so its stage left the chain), and the
+// statement then waited for a check that had already ended. The session's backend is stopped
+// (SIGSTOP) so that the reload surely comes first.
+test('forbidden_tables: a reload while the search_path check is in flight neither leaks its answer nor stalls', async () => {
+  const policy = join(dir, 'inflight.json');
+  writeFileSync(policy, JSON.stringify({ rules: [{ name: 'fb', users: ['trusted'], forbidden_tables: ['hr_j.*'] }] }));
+  const g = await startGateway(['--upstream', `127.0.0.1:${env.pgPort}`, '--policy', policy]);
+  let pid = 0;
+  try {
+    const w = new Wire(g.port);
+    await w.connected();
+    w.write(startupPacket({ user: 'trusted', database: 'postgres', application_name: 'pgw-inflight' }));
+    assert.equal((await w.next(['Z', 'E'])).type, 'Z');
+    pid = (await direct("SELECT pid FROM pg_stat_activity WHERE application_name = 'pgw-inflight'")).rows[0].pid;
+    process.kill(pid, 'SIGSTOP');
+    w.messages = [];
+    w.write(message('Q', Buffer.from('SELECT 7 AS seven\0'))); // waits for the check, now upstream
+    await sleep(300);
+    writeFileSync(policy, JSON.stringify({ rules: [{ name: 'plain', users: ['trusted'], deny: ['drop'] }] }));
+    g.kill('SIGHUP');
+    await sleep(700); // the reload is picked up by every core
+    process.kill(pid, 'SIGCONT');
+    pid = 0;
+    const seen = [];
+    for (let m = await w.next(['T', 'D', 'C', 'E', 'Z']); m; m = await w.next(['T', 'D', 'C', 'E', 'Z'])) {
+      if (m.type === 'T') seen.push(`T:${m.body.toString('latin1', 2, m.body.indexOf(0, 2))}`);
+      else if (m.type === 'D') seen.push(`D:${m.body.toString('latin1', 6)}`);
+      else if (m.type === 'E') seen.push(`E:${errorFields(m.body).C}`);
+      else seen.push(m.type);
+      if (m.type === 'Z') break;
+    }
+    assert.deepEqual(seen, ['T:seven', 'D:7', 'C', 'Z']);
+    w.write(message('Q', Buffer.from('SELECT 8 AS eight\0')));
+    assert.equal((await w.next(['D'])).body.toString('latin1', 6), '8');
+    w.end();
+  } finally {
+    if (pid) process.kill(pid, 'SIGCONT');
+    g.kill('SIGINT');
+    await g.exited;
+  }
+});
+
 test('forbidden_tables: tables read through names in strings are refused with the tables themselves', async () => {
   // Directly, query_to_xml reads the forbidden table.
   assert.match((await direct("SELECT query_to_xml('SELECT * FROM hr_j.pay', true, false, '')::text AS x")).rows[0].x, /123456/);
