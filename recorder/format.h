@@ -138,10 +138,14 @@ class Payload {
     store_le<8>(p + 8, session);
     store_le<8>(p + 16, 0);  // link, set when appended
   }
+  // A field's 5-byte head at p: its tag and its value's length (little-endian).
+  static void put_head(char* p, Field f, std::size_t length) noexcept {
+    p[0] = static_cast<char>(f);
+    store_le<4>(p + 1, length);
+  }
   Payload& add(Field f, std::string_view value) {
     char* p = extend(5 + value.size());
-    p[0] = static_cast<char>(f);
-    store_le<4>(p + 1, value.size());
+    put_head(p, f, value.size());
     if (!value.empty()) std::memcpy(p + 5, value.data(), value.size());
     return *this;
   }
@@ -153,8 +157,7 @@ class Payload {
   // A text field's bytes, as add writes them, appended to `out`.
   static void encode(std::string& out, Field f, std::string_view value) {
     char head[5];
-    head[0] = static_cast<char>(f);
-    store_le<4>(head + 1, value.size());
+    put_head(head, f, value.size());
     out.append(head, 5).append(value);
   }
   // Decimal text, written in place two digits at a time.
@@ -165,8 +168,7 @@ class Payload {
   }
   // A number field's bytes (tag, length, `digits` = decimal_width(value) digits) at p.
   static void put_number(char* p, Field f, std::uint64_t value, std::size_t digits) noexcept {
-    p[0] = static_cast<char>(f);
-    store_le<4>(p + 1, digits);
+    put_head(p, f, digits);
     char* d = p + 5 + digits;
     for (; value >= 100; value /= 100) {
       d -= 2;
