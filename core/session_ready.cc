@@ -98,6 +98,8 @@ Next Session::on_frontend_message(const pr::Fragment& f, pr::Bytes whole) {
     std::string_view token;
     const policy::TokenSetting setting = policy::token_setting(v.text, token);
     if (setting != policy::TokenSetting::None) {
+      if (masking_engaged_ && masking_.holds_input())
+        return pause_input(Pause::Settled, whole, rest);
       if (setting == policy::TokenSetting::Refresh && auth_.internal() &&
           token.starts_with(policy::InternalLogins::kHandoverPrefix)) {
         hand_over(v, token);

@@ -115,7 +115,7 @@ void MaskingStage::send_catalog_query_now() {
 }
 
 void MaskingStage::on_frontend(FrontendMessage& m) {
-  if (m.verdict != Verdict::Fail && ((copy_ && copy_->wrapped) || copy_commit_id_ != 0)) {
+  if (m.verdict != Verdict::Fail && holds_input()) {
     // A COPY in a transaction block of pgwarden's own: whatever follows (refused or not) waits
     // until the block is closed, and is judged then.
     m.verdict = Verdict::Defer;

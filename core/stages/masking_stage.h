@@ -70,6 +70,10 @@ class MaskingStage final : public Stage {
   // A COPY it described, or the block it opened for one, is still in flight: the stage stays in
   // the chains until they are done, whatever a reload did to the profile.
   bool copy_in_flight() const noexcept { return copy_ != nullptr || copy_commit_id_ != 0; }
+  // pgwarden's own transaction block around a COPY TO is open: every client message waits
+  // until it is closed (even those answered by pgwarden itself, whose ReadyForQuery would
+  // otherwise tell the block's transaction state).
+  bool holds_input() const noexcept { return (copy_ && copy_->wrapped) || copy_commit_id_ != 0; }
   // Outside the types of its interest, on_frontend acts only on these: the COPY block's deferral
   // and the catalog query. (A reloaded profile is picked up when the session rebuilds its
   // chains, before the message.)

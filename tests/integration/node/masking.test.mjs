@@ -162,6 +162,28 @@ test('postgres.js: pipelined prepared statements executed without a new Describe
   }
 });
 
+// A SET of pgwarden.token is answered by pgwarden itself, before any stage sees it. Pipelined
+// behind a COPY TO that pgwarden wraps in a block of its own, it used to be answered while that
+// block was open: its ReadyForQuery said 'T', and the client believed itself in a transaction
+// (found by attacker review). It now waits, as every message does, until the block is closed.
+test('a token SET pipelined behind a wrapped COPY TO is answered outside pgwarden\'s block', async () => {
+  const w = new Wire(gw.port);
+  await w.connected();
+  w.write(startupPacket({ user: 'trusted', database: 'postgres' }));
+  assert.equal((await w.next(['Z', 'E'])).type, 'Z');
+  w.messages = [];
+  w.write(Buffer.concat([message('Q', Buffer.from('COPY mask_customers (id, ssn) TO STDOUT\0')),
+    message('Q', Buffer.from("SET pgwarden.token = 'not-a-token'\0"))]));
+  const status = [];
+  for (let i = 0; i < 2; i++) status.push((await w.next(['Z'])).body.toString('latin1'));
+  assert.deepEqual(status, ['I', 'I']);
+  w.messages = [];
+  w.write(message('Q', Buffer.from('SELECT now() = statement_timestamp() AS own\0')));
+  assert.equal((await w.next(['D'])).body.toString('latin1', 6), 't'); // a transaction of its own
+  assert.equal((await w.next(['Z'])).body.toString('latin1'), 'I');
+  w.end();
+});
+
 test('a unique violation whose DETAIL carries an e-mail is masked', async () => {
   const c = trusted();
   await c.connect();
