@@ -95,11 +95,11 @@ void Session::build_chains() noexcept {
   };
   if (pooled_) add(&pooler_, true, false, true, true);
   if (role_guard_.enabled()) add(&role_guard_, true, false, false, false);
-  // Back: the replies to its own query. A check sent under an earlier policy is still answered
+  // Back: the replies to its own query. A check due or sent under an earlier policy is answered
   // to it (never to the client), whatever the policy now says.
   if (pol != nullptr) {
-    add(&policy_, true, true, true, policy_.check_in_flight() || policy_.checks_search_path());
-  } else if (policy_.check_in_flight()) {
+    add(&policy_, true, true, true, policy_.check_open() || policy_.checks_search_path());
+  } else if (policy_.check_open()) {
     add(&policy_, false, false, false, true);
   }
   masking_engaged_ =

@@ -249,9 +249,10 @@ bool PolicyStage::checks_search_path() {
 // TO SAVEPOINT, after which everything runs again): checked once that has run.
 bool PolicyStage::search_path_check(FrontendMessage& m) {
   const std::uint64_t id = host_.core().policy->id();
-  if (path_ == PathCheck::None && path_policy_ != id) {
+  // A check not yet sent is decided again under a new policy (which may need none).
+  if (path_ != PathCheck::Pending && path_policy_ != id) {
     path_policy_ = id;
-    if (checks_search_path()) path_ = PathCheck::Due;
+    path_ = checks_search_path() ? PathCheck::Due : PathCheck::None;
   }
   if (path_ == PathCheck::Pending) {
     m.verdict = Verdict::Defer;

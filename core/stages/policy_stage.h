@@ -47,8 +47,9 @@ class PolicyStage final : public Stage {
   // role's or database's default) is read once, and a session whose path names such a schema
   // ends, since unqualified names would reach its tables. Needs the backend chain meanwhile.
   bool checks_search_path();
-  // The search_path check is in flight: its replies are this stage's whatever the policy now.
-  bool check_in_flight() const noexcept { return path_ == PathCheck::Pending; }
+  // A search_path check is due or in flight: its replies are this stage's whatever the policy
+  // is when they come.
+  bool check_open() const noexcept { return path_ != PathCheck::None; }
 
   // The caller's rule under the policy in force (null: none applies).
   const policy::Rule* rule();

@@ -78,6 +78,27 @@ TEST(PolicyStageTest, TheSearchPathCheckWaitsForTheExtendedBatchToEnd) {
   }
 }
 
+// A check that became due under one policy but was not yet sent (it waits for what is in
+// flight) is decided again under the next: a policy without a schema rule sends none.
+TEST(PolicyStageTest, ACheckNotYetSentIsDecidedAgainAfterAReload) {
+  constexpr const char* kPlain = R"({"rules": [{"name": "plain", "deny": ["drop"]}]})";
+  FakeHost host(kPlain);
+  PolicyStage policy(host);
+  const std::vector<Stage*> chain{&policy};
+  EXPECT_EQ(host.frontend(chain, Query("SELECT pg_sleep(1)")).verdict, Verdict::Forward);
+  host.reload(R"({"rules": [{"name": "r", "forbidden_tables": ["secret.*"]}]})");
+  EXPECT_EQ(host.frontend(chain, Query("SELECT 7")).verdict, Verdict::Defer);
+  EXPECT_TRUE(policy.check_open());  // due, behind the sleep
+  host.reload(kPlain);
+  host.backend(chain, RowDescription({{"pg_sleep", 0, 0}}));
+  host.backend(chain, DataRow({""}));
+  host.backend(chain, msg('C', z("SELECT 1")));
+  host.backend(chain, Ready());
+  EXPECT_EQ(host.frontend(chain, Query("SELECT 7")).verdict, Verdict::Forward);
+  EXPECT_FALSE(policy.check_open());
+  for (const FakeHost::Sent& s : host.sent) EXPECT_NE(s.origin, protocol::Origin::Gateway);
+}
+
 // Guarantee 2: a text whose reading depends on client_encoding waits while requests that may
 // change it are in flight, and is refused when they cannot be answered before it.
 TEST(PolicyStageTest, NonAsciiTextsWaitOrAreRefusedWhileTheEncodingMayChange) {

@@ -259,6 +259,47 @@ test('forbidden_tables: a reload while the search_path check is in flight neithe
   }
 });
 
+// The same with the check not yet sent (found by the review of the fix above): a statement
+// waits behind a slow one for a check a reload made due, and a second reload drops the schema
+// rule before the check goes. It is decided again under the policy in force: none is sent.
+test('forbidden_tables: a check made due and then dropped by two reloads neither leaks nor stalls', async () => {
+  const policy = join(dir, 'due.json');
+  const plain = { rules: [{ name: 'plain', users: ['trusted'], deny: ['drop'] }] };
+  const reload = async (p) => {
+    writeFileSync(policy, JSON.stringify(p));
+    g.kill('SIGHUP');
+    await sleep(700); // the reload is picked up by every core
+  };
+  writeFileSync(policy, JSON.stringify(plain));
+  const g = await startGateway(['--upstream', `127.0.0.1:${env.pgPort}`, '--policy', policy]);
+  try {
+    const w = new Wire(g.port);
+    await w.connected();
+    w.write(startupPacket({ user: 'trusted', database: 'postgres' }));
+    assert.equal((await w.next(['Z', 'E'])).type, 'Z');
+    w.messages = [];
+    w.write(message('Q', Buffer.from('SELECT pg_sleep(2.5)\0')));
+    await sleep(100);
+    await reload({ rules: [{ name: 'fb', users: ['trusted'], forbidden_tables: ['hr_j.*'] }] });
+    w.write(message('Q', Buffer.from('SELECT 7 AS seven\0'))); // waits behind the sleep
+    await sleep(100);
+    await reload(plain);
+    const seen = [];
+    for (let zs = 0; zs < 2;) {
+      const m = await w.next(['T', 'D', 'E', 'Z']);
+      if (m.type === 'T') seen.push(`T:${m.body.toString('latin1', 2, m.body.indexOf(0, 2))}`);
+      else if (m.type === 'D') seen.push(`D:${m.body.toString('latin1', 6)}`);
+      else if (m.type === 'E') seen.push(`E:${errorFields(m.body).C}`);
+      else zs++;
+    }
+    assert.deepEqual(seen, ['T:pg_sleep', 'D:', 'T:seven', 'D:7']);
+    w.end();
+  } finally {
+    g.kill('SIGINT');
+    await g.exited;
+  }
+});
+
 test('forbidden_tables: tables read through names in strings are refused with the tables themselves', async () => {
   // Directly, query_to_xml reads the forbidden table.
   assert.match((await direct("SELECT query_to_xml('SELECT * FROM hr_j.pay', true, false, '')::text AS x")).rows[0].x, /123456/);
