@@ -27,7 +27,7 @@ done
 BIN=${BIN:-$PGW_ROOT/build/core/pgwarden}
 if [ ! -x "$BIN" ]; then pgw_build "$PGW_ROOT/build" Release >/dev/null; fi
 command -v pgbouncer >/dev/null || { echo "pgbouncer is not installed: run scripts/setup.sh" >&2; exit 1; }
-command -v perf >/dev/null || { echo "perf is not installed: run scripts/setup.sh" >&2; exit 1; }
+command -v perf >/dev/null || { echo "perf is not installed: apt-get install linux-perf" >&2; exit 1; }
 
 work=$(mktemp -d /tmp/pgwarden-hostcounts.XXXXXX)
 chmod 755 "$work"
