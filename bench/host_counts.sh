@@ -60,25 +60,8 @@ for g in bare full; do
   pids+=($!)
 done
 port[pgbouncer]=$(pgw_free_port)
-mkdir -p "$work/bouncer"
-cat > "$work/bouncer/pgbouncer.ini" <<INI
-[databases]
-postgres = host=127.0.0.1 port=$pg_port dbname=postgres
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = ${port[pgbouncer]}
-unix_socket_dir =
-auth_type = scram-sha-256
-auth_file = $work/bouncer/users.txt
-pool_mode = session
-max_client_conn = 500
-default_pool_size = 100
-logfile = $work/bouncer/pgbouncer.log
-INI
-echo "\"$PGW_PG_USER\" \"$PGW_PG_PASSWORD\"" > "$work/bouncer/users.txt"
-[ "$(id -u)" -eq 0 ] && chown -R postgres: "$work/bouncer"
-pgw_as_owner pgbouncer -q "$work/bouncer/pgbouncer.ini" &
-pids+=($!)
+pgw_bouncer_start "$work/bouncer" "$pg_port" "${port[pgbouncer]}"
+pids+=("$PGW_BOUNCER_PID")
 for t in bare full pgbouncer; do pgw_wait_port "${port[$t]}"; done
 
 events=sched:sched_switch,raw_syscalls:sys_enter,io_uring:io_uring_submit_req,irq:softirq_entry

@@ -156,26 +156,8 @@ for g in "${gw_names[@]}"; do
 done
 
 bouncer_port=$(pgw_free_port)
-mkdir -p "$work/bouncer"
-cat > "$work/bouncer/pgbouncer.ini" <<INI
-[databases]
-postgres = host=127.0.0.1 port=$pg_port dbname=postgres
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $bouncer_port
-unix_socket_dir =
-auth_type = scram-sha-256
-auth_file = $work/bouncer/users.txt
-pool_mode = session
-max_client_conn = 500
-default_pool_size = 100
-logfile = $work/bouncer/pgbouncer.log
-$tls_bouncer
-INI
-echo "\"$PGW_PG_USER\" \"$PGW_PG_PASSWORD\"" > "$work/bouncer/users.txt"
-[ "$(id -u)" -eq 0 ] && chown -R postgres: "$work/bouncer"
-pgw_as_owner pgbouncer -q "$work/bouncer/pgbouncer.ini" &
-bouncer_pid=$!
+pgw_bouncer_start "$work/bouncer" "$pg_port" "$bouncer_port" "$tls_bouncer"
+bouncer_pid=$PGW_BOUNCER_PID
 for port in "${gw_port[@]}" "$bouncer_port"; do
   pgw_wait_port "$port" || { cat "$work"/pgwarden*.log "$work/bouncer/pgbouncer.log" >&2; exit 1; }
 done

@@ -184,6 +184,17 @@ void append_close(std::basic_string<std::byte>& out, char target, std::string_vi
   put_cstr(out, name);
 }
 
+void append_bind(std::basic_string<std::byte>& out, std::string_view portal,
+                 std::string_view statement) {
+  portal = portal.substr(0, portal.find('\0'));
+  statement = statement.substr(0, statement.find('\0'));
+  out.push_back(std::byte{fe::kBind});
+  put_u32(out, static_cast<std::uint32_t>(4 + portal.size() + 1 + statement.size() + 1 + 6));
+  put_cstr(out, portal);
+  put_cstr(out, statement);
+  for (int i = 0; i < 6; ++i) out.push_back(std::byte{0});  // no formats, parameters or results
+}
+
 void append_sync(std::basic_string<std::byte>& out) {
   out.push_back(std::byte{fe::kSync});
   put_u32(out, 4);

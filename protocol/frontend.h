@@ -59,6 +59,9 @@ void for_each_param(const FrontendView& v, F&& f) {
 // Encoders for the frontend messages pgwarden sends on its own.
 void append_describe(std::basic_string<std::byte>& out, char target, std::string_view name);
 void append_close(std::basic_string<std::byte>& out, char target, std::string_view name);
+// A Bind of `statement` (no parameters) to `portal`, its results in text.
+void append_bind(std::basic_string<std::byte>& out, std::string_view portal,
+                 std::string_view statement);
 void append_sync(std::basic_string<std::byte>& out);
 void append_execute(std::basic_string<std::byte>& out, std::string_view portal,
                     std::int32_t max_rows);

@@ -134,6 +134,34 @@ pgw_wait_port() {
   return 1
 }
 
+# pgw_bouncer_start DIR PG_PORT PORT [EXTRA]: starts PgBouncer in the background on
+# 127.0.0.1:PORT in front of the PostgreSQL on PG_PORT (session pooling, SCRAM as $PGW_PG_USER),
+# its files in DIR; EXTRA (lines) goes into its [pgbouncer] section. Sets PGW_BOUNCER_PID (the
+# process started: runuser's when run as root). The caller waits for the port.
+pgw_bouncer_start() {
+  local dir=$1 pg_port=$2 port=$3 extra=${4:-}
+  mkdir -p "$dir"
+  cat >"$dir/pgbouncer.ini" <<INI
+[databases]
+postgres = host=127.0.0.1 port=$pg_port dbname=postgres
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $port
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = $dir/users.txt
+pool_mode = session
+max_client_conn = 500
+default_pool_size = 100
+logfile = $dir/pgbouncer.log
+$extra
+INI
+  echo "\"$PGW_PG_USER\" \"$PGW_PG_PASSWORD\"" >"$dir/users.txt"
+  if [ "$(id -u)" -eq 0 ]; then chown -R postgres: "$dir"; fi
+  pgw_as_owner pgbouncer -q "$dir/pgbouncer.ini" &
+  PGW_BOUNCER_PID=$!
+}
+
 # pgw_gateway_start LOG BIN ARGS...: starts pgwarden on a free loopback port in the background and
 # waits until it listens. Sets PGW_GW_PID, PGW_GW_PORT and, with --admin-listen, PGW_ADMIN_PORT.
 pgw_gateway_start() {

@@ -105,13 +105,11 @@ void MaskingStage::catalog_changed() {
 void MaskingStage::send_catalog_query_now() {
   const pr::PipelineModel& model = host_.model();
   if (!catalog_due_ || catalog_pending_ || !model.answers_due() || model.input_barrier()) return;
-  std::basic_string<std::byte> q;
-  pr::append_query(q, catalog_query_);
   catalog_due_ = false;
   catalog_pending_ = true;
   building_ = std::make_unique<policy::MaskedAttrs>();
   catalog_error_.clear();
-  host_.send_own(q, kOwnerMasking);
+  catalog_batch_ = host_.send_own_statements(kOwnerMasking, {catalog_query_});
 }
 
 void MaskingStage::on_frontend(FrontendMessage& m) {
@@ -200,14 +198,13 @@ void MaskingStage::on_own_reply(BackendMessage& m) {
   const pr::Request& r = *m.request();
   m.verdict = Verdict::Drop;
   if (r.id == copy_commit_id_) return;  // the COMMIT that ends a COPY's own block
-  if ((r.kind != pr::RequestKind::Query && r.kind != pr::RequestKind::DescribePortal) ||
-      (copy_ && r.id >= copy_->first_id && r.id <= copy_->last_id)) {
+  if (!catalog_batch_.contains(r.id)) {
+    if (r.kind == pr::RequestKind::DescribePortal) {
+      // Its error stands for the Execute's (which the server now skips): the client sees it.
+      if (m.type == pr::be::kErrorResponse) m.verdict = Verdict::Forward;
+      return;
+    }
     on_copy_describe(m);
-    return;
-  }
-  if (r.kind == pr::RequestKind::DescribePortal) {
-    // Its error stands for the Execute's (which the server now skips): the client sees it.
-    if (m.type == pr::be::kErrorResponse) m.verdict = Verdict::Forward;
     return;
   }
   switch (m.type) {

@@ -145,6 +145,7 @@ class MaskingStage final : public Stage {
   std::string catalog_error_;
   bool catalog_due_ = false;      // to be sent when the session is settled
   bool catalog_pending_ = false;  // sent, not yet answered
+  OwnBatch catalog_batch_;        // its requests
   bool attrs_current_ = false;    // attrs_ answer catalog_query_ and no DDL ran since
   // The plan of the rows now arriving, rebuilt when their description changes.
   policy::ResultPlan plan_;

@@ -2,6 +2,7 @@
 #include "protocol/messages.h"
 
 #include <cstring>
+#include <iterator>
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
@@ -295,12 +296,14 @@ bool PolicyStage::search_path_check(FrontendMessage& m) {
              "schemas first; send Sync and try again");
     return true;
   }
-  std::basic_string<std::byte> q;
-  pr::append_query(q, "SELECT pg_catalog.current_setting('search_path'), current_user");
-  host_.send_own(q, kOwnerPolicy);
+  // SHOW takes no snapshot (a SELECT would: in REPEATABLE READ it would fix the client's
+  // transaction snapshot, and SET TRANSACTION would then fail), and the batch leaves the
+  // client's unnamed statement and portal alone.
+  host_.send_own_statements(kOwnerPolicy,
+                            {"SHOW search_path", "SHOW role", "SHOW session_authorization"});
   path_ = PathCheck::Pending;
-  path_value_.clear();
-  path_user_.clear();
+  for (std::string& value : path_values_) value.clear();
+  path_rows_ = 0;
   path_failed_ = false;
   m.verdict = Verdict::Defer;
   return true;
@@ -310,18 +313,18 @@ void PolicyStage::on_backend(BackendMessage& m) {
   const pr::Request* r = m.request();
   if (r == nullptr || r->origin != pr::Origin::Gateway || r->owner != kOwnerPolicy) return;
   m.verdict = Verdict::Drop;
-  if (m.type == pr::be::kDataRow && m.whole.size() > 7) {
-    // Two text columns: the search_path and the role ("$user" in the path is its schema).
-    std::string_view p(reinterpret_cast<const char*>(m.whole.data()) + 7, m.whole.size() - 7);
-    for (std::string* out : {&path_value_, &path_user_}) {
-      if (p.size() < 4) break;
-      std::uint32_t len = 0;
-      for (int i = 0; i < 4; ++i) len = (len << 8) | static_cast<unsigned char>(p[i]);
-      p.remove_prefix(4);
-      if (len > p.size()) break;
-      out->assign(p.substr(0, len));
-      p.remove_prefix(len);
+  if (m.type == pr::be::kDataRow) {
+    // One text column per SHOW, in the order sent.
+    std::string_view p(reinterpret_cast<const char*>(m.whole.data()), m.whole.size());
+    std::uint32_t len = 0;
+    if (p.size() < 11 || path_rows_ >= std::size(path_values_)) {
+      path_failed_ = true;
+      return;
     }
+    for (int i = 7; i < 11; ++i) len = (len << 8) | static_cast<unsigned char>(p[i]);
+    p.remove_prefix(11);
+    if (len > p.size()) len = 0, path_failed_ = true;
+    path_values_[path_rows_++].assign(p.substr(0, len));
     return;
   }
   if (m.type == pr::be::kErrorResponse) {
@@ -332,9 +335,13 @@ void PolicyStage::on_backend(BackendMessage& m) {
   path_ = PathCheck::None;
   const policy::Policy* pol = host_.core().policy;
   if (pol == nullptr) return;
-  std::string path = path_value_;
-  for (const std::string& schema : policy::split_search_path(path_value_)) {
-    if (schema == "$user") path.append(", \"").append(path_user_).append("\"");
+  if (path_rows_ != std::size(path_values_)) path_failed_ = true;
+  // "$user" in the path is the current user's schema: the role SET ROLE chose, if any, else
+  // the session user (no role can be named "none").
+  const std::string& user = path_values_[1] != "none" ? path_values_[1] : path_values_[2];
+  std::string path = path_values_[0];
+  for (const std::string& schema : policy::split_search_path(path_values_[0])) {
+    if (schema == "$user") path.append(", \"").append(user).append("\"");
   }
   std::string schema =
       path_failed_ ? std::string("(unknown)") : pol->forbidden_schema_in(path, rule());

@@ -103,7 +103,9 @@ class PolicyStage final : public Stage {
   enum class PathCheck : std::uint8_t { None, Due, Pending };
   PathCheck path_ = PathCheck::None;
   std::uint64_t path_policy_ = 0;  // the policy the search_path was checked for
-  std::string path_value_, path_user_;
+  // The check's answers, in order: search_path, role ("none" unless SET ROLE), session user.
+  std::string path_values_[3];
+  std::size_t path_rows_ = 0;
   bool path_failed_ = false;
   std::string path_refusal_;  // the check failed: the session is ending
 };

@@ -171,6 +171,18 @@ inline constexpr std::uint8_t kOwnerMasking = 1;
 inline constexpr std::uint8_t kOwnerPolicy = 2;
 inline constexpr std::uint8_t kOwnerSession = 3;  // the reset of a pooled session (handover)
 
+// The requests of one batch of pgwarden's own statements (StageHost::send_own_statements).
+struct OwnBatch {
+  std::uint64_t first = 0;
+  std::uint64_t last = 0;
+  bool contains(std::uint64_t id) const noexcept { return first != 0 && id >= first && id <= last; }
+};
+
+// The name of the statement and portal pgwarden's own statements run as. A client that names
+// one of its own so makes pgwarden's Parse or Bind fail, which its stage takes as a failed
+// query (the session ends, or the statement waiting for it is refused): it harms only itself.
+inline constexpr std::string_view kOwnStatementName = "pgwarden.own";
+
 // What a stage may ask of its session.
 class StageHost {
  public:
@@ -183,6 +195,12 @@ class StageHost {
   virtual std::uint64_t session_id() const noexcept = 0;
   // Sends a message of pgwarden's own upstream, committed as a Gateway request of `owner`.
   virtual protocol::Request* send_own(protocol::Bytes message, std::uint8_t owner) = 0;
+  // Runs `statements` upstream as one extended-protocol batch of pgwarden's own, each parsed,
+  // bound, executed (text results, no row limit) and closed as kOwnStatementName, then a Sync.
+  // Unlike a simple Query, this leaves the client's unnamed statement and portal as they were;
+  // each statement's replies are a ParseComplete, a BindComplete, its rows and CommandComplete,
+  // two CloseCompletes (or an ErrorResponse, and nothing more until the ReadyForQuery).
+  OwnBatch send_own_statements(std::uint8_t owner, std::initializer_list<std::string_view> sqls);
   virtual void send_client(protocol::Bytes bytes) = 0;
   // Upstream-bound bytes wait from now until release_upstream() (strict recording).
   virtual void hold_upstream() = 0;

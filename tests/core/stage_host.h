@@ -276,6 +276,36 @@ class FakeHost final : public StageHost {
     retire(c);
     return bm;
   }
+  // The server's answer to a batch of pgwarden's own statements (send_own_statements): for
+  // each, ParseComplete, BindComplete, its rows, CommandComplete and two CloseCompletes; then
+  // ReadyForQuery with `status`. Returns what each reply became.
+  std::vector<BackendMessage> answer_own(const std::vector<Stage*>& stages,
+                                         const std::vector<std::vector<ByteString>>& rows,
+                                         char status = 'I') {
+    std::vector<BackendMessage> out;
+    for (const std::vector<ByteString>& statement : rows) {
+      out.push_back(backend(stages, msg('1', "")));
+      out.push_back(backend(stages, msg('2', "")));
+      for (const ByteString& row : statement) out.push_back(backend(stages, row));
+      out.push_back(backend(stages, msg('C', z("SELECT " + std::to_string(statement.size())))));
+      for (int i = 0; i < 2; ++i) out.push_back(backend(stages, msg('3', "")));
+    }
+    out.push_back(backend(stages, Ready(status)));
+    return out;
+  }
+  // The SQL of each of pgwarden's own statements sent so far (send_own_statements), in order.
+  std::vector<std::string> own_statements() const {
+    std::vector<std::string> out;
+    for (const ByteString& m : own) {
+      protocol::FrontendView v;
+      std::string why;
+      if (protocol::read_frontend(m, v, why) && v.type == protocol::fe::kParse &&
+          v.name == kOwnStatementName) {
+        out.emplace_back(v.text);
+      }
+    }
+    return out;
+  }
   // Pops what is answered (and answers refusals whose turn came), as the session does after
   // each message.
   void retire(const std::vector<Stage*>& stages) { retire(Chains(stages, every_hook)); }

@@ -114,9 +114,7 @@ class FakeServer {
     if (starts(sql, "SELECT a.attrelid")) {  // masking's catalog query
       return RowDescription({{"attrelid", 0, 0}, {"attnum", 0, 0}, {"rule", 0, 0}});
     }
-    if (sql.find("search_path") != std::string_view::npos) {  // policy's check
-      return RowDescription({{"current_setting", 0, 0}, {"current_user", 0, 0}});
-    }
+    if (starts(sql, "SHOW ")) return RowDescription({{std::string(sql.substr(5)), 0, 0}});
     if (reads_people(sql)) return RowDescription({{"ssn", 16384, 1}, {"email", 16384, 2}});
     return RowDescription({{"note", 0, 0}});
   }
@@ -144,10 +142,11 @@ class FakeServer {
       if (simple) out_.push_back(description(sql));
       out_.push_back(DataRow({"16384", "1", "0"}));
       put('C', z("SELECT 1"));
-    } else if (sql.find("search_path") != std::string_view::npos && starts(sql, "SELECT")) {
+    } else if (starts(sql, "SHOW ")) {  // the policy's check: search_path, role, session user
       if (simple) out_.push_back(description(sql));
-      out_.push_back(DataRow({"public", "app"}));
-      put('C', z("SELECT 1"));
+      const std::string_view name = sql.substr(5);
+      out_.push_back(DataRow({name == "search_path" ? "public" : name == "role" ? "none" : "app"}));
+      put('C', z("SHOW"));
     } else if (reads_people(sql)) {
       if (simple) out_.push_back(description(sql));
       out_.push_back(DataRow({"219-09-9999", "bob@example.com"}));

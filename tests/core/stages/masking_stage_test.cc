@@ -25,12 +25,16 @@ TEST(MaskingStageTest, AnUndescribedExecuteIsDescribedByTheStageItself) {
   const std::vector<Stage*> chain{&masking};
   host.frontend(chain, Bind("c", "s"));
   host.frontend(chain, Execute("c"));
-  ASSERT_EQ(host.own.size(), 2u);
-  EXPECT_EQ(static_cast<char>(host.own[0][0]), 'Q');  // the catalog query, first
-  EXPECT_EQ(static_cast<char>(host.own[1][0]), 'D');  // Describe 'P' "c", before the Execute
+  // The catalog query first, as a batch of its own (Parse, Bind, Execute, two Closes, Sync),
+  // then Describe 'P' "c", before the Execute.
+  ASSERT_EQ(host.own.size(), 7u);
+  ASSERT_EQ(host.own_statements().size(), 1u);
+  EXPECT_EQ(static_cast<char>(host.own[5][0]), 'S');
+  EXPECT_EQ(static_cast<char>(host.own[6][0]), 'D');
   host.frontend(chain, Sync());
-  EXPECT_EQ(host.backend(chain, msg('C', z("SELECT 0"))).verdict, Verdict::Drop);
-  EXPECT_EQ(host.backend(chain, Ready()).verdict, Verdict::Drop);
+  for (const BackendMessage& m : host.answer_own(chain, {{}})) {
+    EXPECT_EQ(m.verdict, Verdict::Drop) << m.type;
+  }
   host.backend(chain, msg('2', ""));
   const BackendMessage t = host.backend(chain, RowDescription({{"ssn", 0, 0}}));
   EXPECT_EQ(t.verdict, Verdict::Drop);  // the client did not ask for it
@@ -43,7 +47,7 @@ TEST(MaskingStageTest, AnUndescribedExecuteIsDescribedByTheStageItself) {
   host.frontend(chain, Bind("", "s"));
   host.frontend(chain, DescribePortal(""));
   host.frontend(chain, Execute(""));
-  EXPECT_EQ(host.own.size(), 2u);
+  EXPECT_EQ(host.own.size(), 7u);
 }
 
 // Guarantee 7: the scratch memory a large masked row needed goes back, with the next message or
@@ -88,11 +92,12 @@ TEST(MaskingStageTest, AProfileAddedMidResultAppliesAtOnceAndBlindUntilResolved)
   host.backend(chain, Ready());
   // Settled now: the catalog query goes ahead of the next request.
   host.frontend(chain, Query("SELECT 1"));
-  ASSERT_EQ(host.own.size(), 1u);
-  EXPECT_EQ(static_cast<char>(host.own[0][0]), 'Q');
-  EXPECT_EQ(host.backend(chain, RowDescription({{"attrelid", 0, 0}})).verdict, Verdict::Drop);
-  EXPECT_EQ(host.backend(chain, msg('C', z("SELECT 0"))).verdict, Verdict::Drop);
-  EXPECT_EQ(host.backend(chain, Ready()).verdict, Verdict::Drop);
+  ASSERT_EQ(host.own_statements().size(), 1u);
+  EXPECT_EQ(host.own_statements()[0],
+            host.core().policy->mask_profile(host.caller().who())->catalog_query());
+  for (const BackendMessage& m : host.answer_own(chain, {{}})) {
+    EXPECT_EQ(m.verdict, Verdict::Drop) << m.type;
+  }
   // Resolved: rows follow their description again (ssn by name, e-mail by detector).
   host.backend(chain, RowDescription({{"ssn", 0, 0}, {"note", 0, 0}}));
   const BackendMessage r2 = host.backend(chain, DataRow({"078-05-1120", "x bob@example.com"}));
@@ -114,8 +119,7 @@ TEST(MaskingStageTest, NamesAreKeyedByTheirFirst63BytesAsUpstream) {
   const std::string a = std::string(63, 'n') + "a", b = std::string(63, 'n') + "b";
   host.frontend(chain, Parse(a, "SELECT lower(ssn) AS v FROM t"));
   host.frontend(chain, Sync());
-  host.backend(chain, msg('C', z("SELECT 0")));  // the catalog query
-  host.backend(chain, Ready());
+  host.answer_own(chain, {{}});  // the catalog query
   host.backend(chain, msg('1', ""));
   host.backend(chain, Ready());
   host.frontend(chain, Parse(b, "SELECT lower(note) AS v FROM t"));
@@ -156,8 +160,7 @@ TEST(MaskingStageTest, ANameRedefinedPastASyncIsNotTakenAtItsWord) {
   host.frontend(chain, Parse("s2", "SELECT lower(ssn) AS v FROM t"));
   host.frontend(chain, Parse("n", "SELECT lower(note) AS v FROM t"));
   host.frontend(chain, Sync());
-  host.backend(chain, msg('C', z("SELECT 0")));  // the catalog query
-  host.backend(chain, Ready());
+  host.answer_own(chain, {{}});  // the catalog query
   for (int i = 0; i < 3; ++i) host.backend(chain, msg('1', ""));
   host.backend(chain, Ready());
   // One write: the new definition fails (42P05); the Bind behind the Sync runs the old one.

@@ -74,7 +74,11 @@ TEST(PolicyStageTest, TheSearchPathCheckWaitsForTheExtendedBatchToEnd) {
     host.frontend(chain, Sync());
     host.backend(chain, Ready());
     EXPECT_EQ(host.frontend(chain, Query("SELECT 1")).verdict, Verdict::Defer);
-    EXPECT_EQ(checks(), 1);  // the check, now as a request of its own
+    // The check, now as a batch of its own: three SHOWs (16 messages), ending in a Sync.
+    EXPECT_EQ(host.own_statements(), (std::vector<std::string>{"SHOW search_path", "SHOW role",
+                                                               "SHOW session_authorization"}));
+    EXPECT_EQ(checks(), 16);
+    EXPECT_EQ(host.sent.back().type, 'S');
   }
 }
 
@@ -219,6 +223,35 @@ TEST(PolicyStageTest, NonAsciiBytesAreFoundAtEveryOffset) {
         EXPECT_EQ(PolicyStage::has_non_ascii(text), reference_non_ascii(text)) << len << " " << at;
         text[at] = 'a';
       }
+    }
+  }
+}
+
+// The check reads the search_path, the role and the session user with SHOW (no snapshot taken):
+// "$user" in the path is the role SET ROLE chose, else the session user. An answer missing a row
+// counts as a forbidden schema.
+TEST(PolicyStageTest, TheCheckResolvesUserFromTheRoleElseTheSessionUser) {
+  struct Case {
+    const char* role;
+    const char* session_user;
+    std::size_t rows;  // of the three SHOWs
+    bool refused;
+  };
+  for (const Case& c : {Case{"none", "secret", 3, true}, Case{"none", "app", 3, false},
+                        Case{"secret", "app", 3, true}, Case{"app", "secret", 3, false},
+                        Case{"none", "app", 2, true}}) {
+    FakeHost host(R"({"rules": [{"name": "r", "forbidden_tables": ["secret.*"]}]})");
+    PolicyStage policy(host);
+    const std::vector<Stage*> chain{&policy};
+    EXPECT_EQ(host.frontend(chain, Query("SELECT 1")).verdict, Verdict::Defer);
+    std::vector<std::vector<ByteString>> rows{
+        {DataRow({"\"$user\", public"})}, {DataRow({c.role})}, {DataRow({c.session_user})}};
+    rows.back().resize(c.rows - 2);
+    const BackendMessage ready = host.answer_own(chain, rows).back();
+    EXPECT_EQ(ready.verdict, c.refused ? Verdict::Fail : Verdict::Drop)
+        << c.role << " " << c.session_user << " " << c.rows;
+    if (c.refused && c.rows == 3) {
+      EXPECT_NE(ready.message.find("\"secret\""), std::string::npos) << ready.message;
     }
   }
 }

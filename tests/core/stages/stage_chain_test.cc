@@ -191,10 +191,9 @@ TEST(StageInterestTest, MaskingAndPolicyActOnNoOtherFrontendMessageWhileTheyDoNo
   EXPECT_TRUE(masking.gates_input());  // the catalog query is due
   EXPECT_TRUE(policy.gates_input());   // the search_path check is not yet settled
   host.frontend(chain, Sync());
-  ASSERT_EQ(host.own.size(), 1u);  // the catalog query, ahead of even a Sync
-  EXPECT_EQ(static_cast<char>(host.own[0][0]), 'Q');
-  host.backend(chain, msg('C', z("SELECT 0")));
-  host.backend(chain, Ready());
+  ASSERT_EQ(host.own_statements().size(), 1u);  // the catalog query, ahead of even a Sync
+  const std::size_t own = host.own.size();
+  host.answer_own(chain, {{}});
   host.backend(chain, Ready());  // the Sync's
   ASSERT_FALSE(masking.gates_input());
   ASSERT_FALSE(policy.gates_input());
@@ -213,7 +212,7 @@ TEST(StageInterestTest, MaskingAndPolicyActOnNoOtherFrontendMessageWhileTheyDoNo
       EXPECT_EQ(m.decision, nullptr) << type;
     }
   }
-  EXPECT_EQ(host.own.size(), 1u);
+  EXPECT_EQ(host.own.size(), own);
   for (const char type : {'Q', 'P', 'B', 'E', 'F'}) {
     EXPECT_TRUE(masking.interest().frontend.has(type)) << type;
   }
@@ -232,8 +231,7 @@ TEST(StageInterestTest, MaskingDefersEveryMessageWhileItsCopyBlockIsOpen) {
   policy.set_masking(&masking);
   const std::vector<Stage*> chain{&policy, &masking};
   host.frontend(chain, Query("SELECT 1"));  // the catalog query goes first
-  host.backend(chain, msg('C', z("SELECT 0")));
-  host.backend(chain, Ready());
+  host.answer_own(chain, {{}});
   host.backend(chain, msg('C', z("SELECT 1")));
   host.backend(chain, Ready());
   ASSERT_FALSE(masking.gates_input());
@@ -251,15 +249,12 @@ TEST(StageInterestTest, PolicyHoldsEveryMessageWhileItsSearchPathCheckIsOpen) {
   PolicyStage policy(host);
   const std::vector<Stage*> chain{&policy};
   EXPECT_EQ(host.frontend(chain, Query("SELECT 1")).verdict, Verdict::Defer);
-  ASSERT_EQ(host.own.size(), 1u);  // the check
+  ASSERT_EQ(host.own_statements().size(), 3u);  // the check
   EXPECT_TRUE(policy.gates_input());
   for (const ByteString& m : {Sync(), DescribePortal(""), msg('C', "P" + z(""))}) {
     EXPECT_EQ(host.frontend(chain, m).verdict, Verdict::Defer) << static_cast<char>(m[0]);
   }
-  host.backend(chain, RowDescription({{"current_setting", 0, 0}, {"current_user", 0, 0}}));
-  host.backend(chain, DataRow({"secret, public", "app"}));
-  host.backend(chain, msg('C', z("SELECT 1")));
-  host.backend(chain, Ready());
+  host.answer_own(chain, {{DataRow({"secret, public"})}, {DataRow({"none"})}, {DataRow({"app"})}});
   EXPECT_TRUE(policy.gates_input());
   for (const ByteString& m : {Sync(), DescribePortal(""), Query("SELECT 1")}) {
     EXPECT_EQ(host.frontend(chain, m).verdict, Verdict::Fail) << static_cast<char>(m[0]);

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import postgres from 'postgres';
-import { env, pgConfig, withClient, startGateway, Wire, startupPacket, message, errorFields, sleep } from './lib.mjs';
+import { env, pgConfig, withClient, startGateway, readySession, unnamedStatementAcross, logMatch, message, errorFields, sleep } from './lib.mjs';
 
 let dir, gw;
 const POLICY = {
@@ -149,10 +149,7 @@ test('read_only: a fast-path lo_creat (FunctionCall by OID) is refused like the 
   try {
     const los = async () => Number((await direct('SELECT count(*) AS n FROM pg_largeobject_metadata')).rows[0].n);
     const before = await los();
-    const w = new Wire(g.port);
-    await w.connected();
-    w.write(startupPacket({ user: 'trusted', database: 'postgres' }));
-    assert.equal((await w.next(['Z', 'E'])).type, 'Z');
+    const w = await readySession(g.port);
     const body = Buffer.alloc(20);
     let o = body.writeInt32BE(957, 0); // lo_creat
     o = body.writeInt16BE(1, o);
@@ -186,10 +183,7 @@ test('forbidden_tables: a Query skipped after an extended-protocol error does no
   const g = await startGateway(['--upstream', `127.0.0.1:${env.pgPort}`, '--policy', policy]);
   try {
     const run = async (port) => {
-      const w = new Wire(port);
-      await w.connected();
-      w.write(startupPacket({ user: 'trusted', database: 'postgres' }));
-      assert.equal((await w.next(['Z', 'E'])).type, 'Z');
+      const w = await readySession(port);
       w.messages = [];
       // The Describe's error comes back (Flush) before the Query is sent: nothing is in flight.
       w.write(Buffer.concat([message('D', Buffer.from('Pnope\0')), message('H')]));
@@ -226,10 +220,7 @@ test('forbidden_tables: a reload while the search_path check is in flight neithe
   const g = await startGateway(['--upstream', `127.0.0.1:${env.pgPort}`, '--policy', policy]);
   let pid = 0;
   try {
-    const w = new Wire(g.port);
-    await w.connected();
-    w.write(startupPacket({ user: 'trusted', database: 'postgres', application_name: 'pgw-inflight' }));
-    assert.equal((await w.next(['Z', 'E'])).type, 'Z');
+    const w = await readySession(g.port, { application_name: 'pgw-inflight' });
     pid = (await direct("SELECT pid FROM pg_stat_activity WHERE application_name = 'pgw-inflight'")).rows[0].pid;
     process.kill(pid, 'SIGSTOP');
     w.messages = [];
@@ -273,10 +264,7 @@ test('forbidden_tables: a check made due and then dropped by two reloads neither
   writeFileSync(policy, JSON.stringify(plain));
   const g = await startGateway(['--upstream', `127.0.0.1:${env.pgPort}`, '--policy', policy]);
   try {
-    const w = new Wire(g.port);
-    await w.connected();
-    w.write(startupPacket({ user: 'trusted', database: 'postgres' }));
-    assert.equal((await w.next(['Z', 'E'])).type, 'Z');
+    const w = await readySession(g.port);
     w.messages = [];
     w.write(message('Q', Buffer.from('SELECT pg_sleep(2.5)\0')));
     await sleep(100);
@@ -294,6 +282,31 @@ test('forbidden_tables: a check made due and then dropped by two reloads neither
     }
     assert.deepEqual(seen, ['T:pg_sleep', 'D:', 'T:seven', 'D:7']);
     w.end();
+  } finally {
+    g.kill('SIGINT');
+    await g.exited;
+  }
+});
+
+// The search_path check a reload makes due runs inside the client's transaction block, ahead of
+// its next statement. It used to be a simple Query of a SELECT: that replaced the unnamed
+// statement of the client's earlier batch (its Bind then failed with 26000) and took the
+// transaction's snapshot (SET TRANSACTION then failed with 25001). Now it is a batch of SHOWs of
+// its own, and the client sees what it sees directly.
+test('forbidden_tables: the check a reload makes due leaves the unnamed statement and the snapshot alone', async () => {
+  const policy = join(dir, 'own.json');
+  writeFileSync(policy, JSON.stringify({ rules: [{ name: 'plain', users: ['trusted'], deny: ['drop'] }] }));
+  const g = await startGateway(['--upstream', `127.0.0.1:${env.pgPort}`, '--policy', policy]);
+  try {
+    const expected = await unnamedStatementAcross(env.pgPort, async () => {});
+    assert.deepEqual(expected, ['C', 'C', 'D:42', 'C', 'D:serializable', 'C', 'C']);
+    const seen = await unnamedStatementAcross(g.port, async () => {
+      writeFileSync(policy, JSON.stringify({ rules: [{ name: 'fb', users: ['trusted'], forbidden_tables: ['hr_j.*'] }] }));
+      g.kill('SIGHUP');
+      await logMatch(g, /policy reloaded/);
+      await sleep(700); // the reload is picked up by every core
+    });
+    assert.deepEqual(seen, expected);
   } finally {
     g.kill('SIGINT');
     await g.exited;

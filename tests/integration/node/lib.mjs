@@ -126,14 +126,53 @@ export class Wire {
   }
 }
 
-// A session as role 'trusted' (trust auth in the test cluster), ready for queries.
-export async function readySession(port) {
+// A session as role 'trusted' (trust auth in the test cluster), ready for queries; `params`
+// adds to or replaces the startup parameters.
+export async function readySession(port, params = {}) {
   const w = new Wire(port);
   await w.connected();
-  w.write(startupPacket({ user: 'trusted', database: 'postgres' }));
+  w.write(startupPacket({ user: 'trusted', database: 'postgres', ...params }));
   const z = await w.next(['Z', 'E']);
   if (!z || z.type !== 'Z') throw new Error('startup failed: ' + JSON.stringify(z && errorFields(z.body)));
   return w;
+}
+
+// What a client sees of state pgwarden's own queries could disturb, with `between()` (a reload)
+// run after the client prepared the unnamed statement and opened a transaction block: whether
+// SET TRANSACTION still runs (no snapshot was taken), and whether the unnamed statement of the
+// earlier batch still binds. Until then, everything goes as named statements (a simple Query
+// would replace the unnamed statement, a Parse of a SELECT would take the snapshot).
+// `isolation: false` leaves SET TRANSACTION out.
+export async function unnamedStatementAcross(port, between, { isolation = true } = {}) {
+  const w = await readySession(port);
+  const seen = [];
+  const answers = async () => {
+    for (;;) {
+      const m = await w.next(['C', 'D', 'E', 'Z'], 10000);
+      if (m.type === 'Z') return;
+      seen.push(m.type === 'E' ? `E:${errorFields(m.body).C}` : m.type === 'D' ? `D:${m.body.toString('latin1', 6)}` : 'C');
+    }
+  };
+  const cstr = (s) => Buffer.from(s + '\0');
+  const run = (statement) => Buffer.concat([message('B', Buffer.concat([cstr(''), cstr(statement), Buffer.alloc(6)])),
+    message('E', Buffer.concat([cstr(''), Buffer.alloc(4)])), message('S')]);
+  const named = async (name, sql) => {
+    w.write(Buffer.concat([message('P', Buffer.concat([cstr(name), cstr(sql), Buffer.alloc(2)])), run(name)]));
+    await answers();
+  };
+  w.write(Buffer.concat([message('P', Buffer.concat([cstr(''), cstr('SELECT 42 AS n'), Buffer.alloc(2)])), message('S')]));
+  await answers();
+  await named('b', 'BEGIN');
+  await between();
+  if (isolation) await named('t', 'SET TRANSACTION ISOLATION LEVEL SERIALIZABLE');
+  w.write(run(''));
+  await answers();
+  w.write(query('SHOW transaction_isolation'));
+  await answers();
+  w.write(query('COMMIT'));
+  await answers();
+  w.end();
+  return seen;
 }
 
 // Starts another pgwarden with extra flags; resolves once it listens.

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import postgres from 'postgres';
-import { env, withClient, startGateway, sleep, Wire, startupPacket, message } from './lib.mjs';
+import { env, withClient, startGateway, sleep, Wire, startupPacket, message, unnamedStatementAcross } from './lib.mjs';
 
 let dir, gw;
 const policyFile = () => join(dir, 'policy.json');
@@ -364,6 +364,33 @@ test('a reload changes masking for an open session', async () => {
     writeFileSync(policyFile(), JSON.stringify(POLICY));
     gw.kill('SIGHUP');
     await c.end();
+  }
+});
+
+// The catalog query a change of column rules makes due goes ahead of the client's next message
+// as a batch of pgwarden's own: the unnamed statement of the client's earlier batch still binds
+// (as a simple Query, it used to be replaced: 26000).
+test('the catalog query a reload makes due leaves the unnamed statement of an earlier batch alone', async () => {
+  const opts = { isolation: false };
+  const expected = await unnamedStatementAcross(env.pgPort, async () => {}, opts);
+  assert.deepEqual(expected, ['C', 'D:42', 'C', 'D:read committed', 'C', 'C']);
+  try {
+    const seen = await unnamedStatementAcross(gw.port, async () => {
+      const next = structuredClone(POLICY);
+      next.masking[2].columns.push({ column: 'note', table: 'public.mask_customers', action: 'null' });
+      writeFileSync(policyFile(), JSON.stringify(next));
+      gw.kill('SIGHUP');
+      await sleep(700); // the reload is picked up by every core
+    }, opts);
+    assert.deepEqual(seen, expected);
+    // The new rule is in force (its catalog query ran): the note is NULL now.
+    await withClient(gw.port, async (c) => {
+      assert.equal((await c.query('SELECT note FROM mask_customers WHERE id = 2')).rows[0].note, null);
+    }, { user: 'trusted', password: undefined });
+  } finally {
+    writeFileSync(policyFile(), JSON.stringify(POLICY));
+    gw.kill('SIGHUP');
+    await sleep(700);
   }
 });
 
