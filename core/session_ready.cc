@@ -283,8 +283,10 @@ bool Session::backend_read_whole(char type) {
       // (pgwarden's own queries' rows are read whole too: the policy's search_path check.)
       return record_rows_ || (masking_engaged_ && masking_.reads_data()) ||
              model_.own_in_flight() != 0;
-    case pr::be::kCopyData:
     case pr::be::kNoticeResponse:
+      // (Read whole while pgwarden's own requests are in flight: their notices are dropped.)
+      return (masking_engaged_ && masking_.reads_data()) || model_.own_in_flight() != 0;
+    case pr::be::kCopyData:
     case pr::be::kNotificationResponse:
     case pr::be::kFunctionCallResponse:
       return masking_engaged_ && masking_.reads_data();
@@ -320,8 +322,12 @@ Next Session::on_ready_backend(const pr::Fragment& f) {
     diverged(static_cast<char>(f.type), ev.divergence);
     return Next::Stop;
   }
-  if (ev.prelude) {
-    // The ParseComplete of the pooler stage's Parse before a Bind or Describe: not the client's.
+  const pr::Request* answering =
+      f.type == pr::be::kNoticeResponse && read_whole ? model_.answering() : nullptr;
+  if (ev.prelude || (answering != nullptr && answering->origin == pr::Origin::Gateway)) {
+    // The ParseComplete of the pooler stage's Parse before a Bind or Describe, or a notice
+    // raised while the server ran one of pgwarden's own requests (client_min_messages and the
+    // debug_print_* settings are the client's to set): not the client's.
     if (!whole.empty() && whole.data() != f.bytes.data()) be_msg_.shrink();
     return Next::Continue;
   }

@@ -2,6 +2,12 @@
 
 #include "core/stages/stage.h"
 
+#include <openssl/rand.h>
+#include <sys/random.h>
+
+#include <cstdio>
+#include <cstdlib>
+
 #include "protocol/frontend.h"
 #include "protocol/messages.h"
 
@@ -9,8 +15,22 @@ namespace pgwarden::core {
 
 namespace pr = protocol;
 
+const std::string& StageHost::own_name() {
+  if (!own_name_.empty()) return own_name_;
+  unsigned long long r[2] = {0, 0};
+  if (::getrandom(r, sizeof r, 0) != static_cast<ssize_t>(sizeof r) &&
+      RAND_bytes(reinterpret_cast<unsigned char*>(r), sizeof r) != 1) {
+    std::abort();  // a guessable name would let one client break another's session
+  }
+  char hex[33];
+  std::snprintf(hex, sizeof hex, "%016llx%016llx", r[0], r[1]);
+  own_name_.assign(kOwnStatementPrefix).append(hex);
+  return own_name_;
+}
+
 OwnBatch StageHost::send_own_statements(std::uint8_t owner,
                                         std::initializer_list<std::string_view> sqls) {
+  const std::string& name = own_name();
   OwnBatch batch;
   std::basic_string<std::byte> msg;
   const auto send = [&] {
@@ -20,17 +40,21 @@ OwnBatch StageHost::send_own_statements(std::uint8_t owner,
     if (batch.first == 0) batch.first = r->id;
     batch.last = r->id;
   };
+  const auto close = [&] {
+    pr::append_close(msg, 'P', name);
+    send();
+    pr::append_close(msg, 'S', name);
+    send();
+  };
+  close();
   for (const std::string_view sql : sqls) {
-    pr::append_parse(msg, kOwnStatementName, sql);
+    pr::append_parse(msg, name, sql);
     send();
-    pr::append_bind(msg, kOwnStatementName, kOwnStatementName);
+    pr::append_bind(msg, name, name);
     send();
-    pr::append_execute(msg, kOwnStatementName, 0);
+    pr::append_execute(msg, name, 0);
     send();
-    pr::append_close(msg, 'P', kOwnStatementName);
-    send();
-    pr::append_close(msg, 'S', kOwnStatementName);
-    send();
+    close();
   }
   pr::append_sync(msg);
   send();

@@ -178,10 +178,10 @@ struct OwnBatch {
   bool contains(std::uint64_t id) const noexcept { return first != 0 && id >= first && id <= last; }
 };
 
-// The name of the statement and portal pgwarden's own statements run as. A client that names
-// one of its own so makes pgwarden's Parse or Bind fail, which its stage takes as a failed
-// query (the session ends, or the statement waiting for it is refused): it harms only itself.
-inline constexpr std::string_view kOwnStatementName = "pgwarden.own";
+// The names of the statement and portal pgwarden's own statements run as: this prefix and 128
+// random bits, drawn once per session. No client can name one of its own so, in this session or
+// (through a pooler upstream) in another one that gets its server connection next.
+inline constexpr std::string_view kOwnStatementPrefix = "pgwarden.own.";
 
 // What a stage may ask of its session.
 class StageHost {
@@ -195,12 +195,16 @@ class StageHost {
   virtual std::uint64_t session_id() const noexcept = 0;
   // Sends a message of pgwarden's own upstream, committed as a Gateway request of `owner`.
   virtual protocol::Request* send_own(protocol::Bytes message, std::uint8_t owner) = 0;
-  // Runs `statements` upstream as one extended-protocol batch of pgwarden's own, each parsed,
-  // bound, executed (text results, no row limit) and closed as kOwnStatementName, then a Sync.
-  // Unlike a simple Query, this leaves the client's unnamed statement and portal as they were;
-  // each statement's replies are a ParseComplete, a BindComplete, its rows and CommandComplete,
-  // two CloseCompletes (or an ErrorResponse, and nothing more until the ReadyForQuery).
+  // Runs `statements` upstream as one extended-protocol batch of pgwarden's own: the session's
+  // own statement and portal closed first (left over if an earlier batch failed between its
+  // Parse and its Closes), then each statement parsed, bound, executed (text results, no row
+  // limit) and closed under those names, then a Sync. Unlike a simple Query, this leaves the
+  // client's unnamed statement and portal as they were. The replies: two CloseCompletes; for
+  // each statement a ParseComplete, a BindComplete, its rows and CommandComplete, two
+  // CloseCompletes (or an ErrorResponse, and nothing more until the ReadyForQuery).
   OwnBatch send_own_statements(std::uint8_t owner, std::initializer_list<std::string_view> sqls);
+  // The session's name for its own statement and portal (kOwnStatementPrefix and random bits).
+  const std::string& own_name();
   virtual void send_client(protocol::Bytes bytes) = 0;
   // Upstream-bound bytes wait from now until release_upstream() (strict recording).
   virtual void hold_upstream() = 0;
@@ -215,6 +219,7 @@ class StageHost {
 
  private:
   CoreServices* core_;
+  std::string own_name_;
 };
 
 class Stage {

@@ -276,13 +276,14 @@ class FakeHost final : public StageHost {
     retire(c);
     return bm;
   }
-  // The server's answer to a batch of pgwarden's own statements (send_own_statements): for
-  // each, ParseComplete, BindComplete, its rows, CommandComplete and two CloseCompletes; then
-  // ReadyForQuery with `status`. Returns what each reply became.
+  // The server's answer to a batch of pgwarden's own statements (send_own_statements): two
+  // CloseCompletes, then for each statement ParseComplete, BindComplete, its rows, CommandComplete
+  // and two CloseCompletes; then ReadyForQuery with `status`. Returns what each reply became.
   std::vector<BackendMessage> answer_own(const std::vector<Stage*>& stages,
                                          const std::vector<std::vector<ByteString>>& rows,
                                          char status = 'I') {
     std::vector<BackendMessage> out;
+    for (int i = 0; i < 2; ++i) out.push_back(backend(stages, msg('3', "")));
     for (const std::vector<ByteString>& statement : rows) {
       out.push_back(backend(stages, msg('1', "")));
       out.push_back(backend(stages, msg('2', "")));
@@ -300,7 +301,7 @@ class FakeHost final : public StageHost {
       protocol::FrontendView v;
       std::string why;
       if (protocol::read_frontend(m, v, why) && v.type == protocol::fe::kParse &&
-          v.name == kOwnStatementName) {
+          v.name.substr(0, kOwnStatementPrefix.size()) == kOwnStatementPrefix) {
         out.emplace_back(v.text);
       }
     }

@@ -25,12 +25,12 @@ TEST(MaskingStageTest, AnUndescribedExecuteIsDescribedByTheStageItself) {
   const std::vector<Stage*> chain{&masking};
   host.frontend(chain, Bind("c", "s"));
   host.frontend(chain, Execute("c"));
-  // The catalog query first, as a batch of its own (Parse, Bind, Execute, two Closes, Sync),
-  // then Describe 'P' "c", before the Execute.
-  ASSERT_EQ(host.own.size(), 7u);
+  // The catalog query first, as a batch of its own (two Closes, Parse, Bind, Execute, two
+  // Closes, Sync), then Describe 'P' "c", before the Execute.
+  ASSERT_EQ(host.own.size(), 9u);
   ASSERT_EQ(host.own_statements().size(), 1u);
-  EXPECT_EQ(static_cast<char>(host.own[5][0]), 'S');
-  EXPECT_EQ(static_cast<char>(host.own[6][0]), 'D');
+  EXPECT_EQ(static_cast<char>(host.own[7][0]), 'S');
+  EXPECT_EQ(static_cast<char>(host.own[8][0]), 'D');
   host.frontend(chain, Sync());
   for (const BackendMessage& m : host.answer_own(chain, {{}})) {
     EXPECT_EQ(m.verdict, Verdict::Drop) << m.type;
@@ -47,7 +47,7 @@ TEST(MaskingStageTest, AnUndescribedExecuteIsDescribedByTheStageItself) {
   host.frontend(chain, Bind("", "s"));
   host.frontend(chain, DescribePortal(""));
   host.frontend(chain, Execute(""));
-  EXPECT_EQ(host.own.size(), 7u);
+  EXPECT_EQ(host.own.size(), 9u);
 }
 
 // Guarantee 7: the scratch memory a large masked row needed goes back, with the next message or

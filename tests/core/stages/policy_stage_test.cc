@@ -74,10 +74,10 @@ TEST(PolicyStageTest, TheSearchPathCheckWaitsForTheExtendedBatchToEnd) {
     host.frontend(chain, Sync());
     host.backend(chain, Ready());
     EXPECT_EQ(host.frontend(chain, Query("SELECT 1")).verdict, Verdict::Defer);
-    // The check, now as a batch of its own: three SHOWs (16 messages), ending in a Sync.
+    // The check, now as a batch of its own: three SHOWs (18 messages), ending in a Sync.
     EXPECT_EQ(host.own_statements(), (std::vector<std::string>{"SHOW search_path", "SHOW role",
                                                                "SHOW session_authorization"}));
-    EXPECT_EQ(checks(), 16);
+    EXPECT_EQ(checks(), 18);
     EXPECT_EQ(host.sent.back().type, 'S');
   }
 }

@@ -261,6 +261,21 @@ TEST(StageInterestTest, PolicyHoldsEveryMessageWhileItsSearchPathCheckIsOpen) {
   }
 }
 
+// pgwarden's own statement and portal are named with 128 random bits per session: no client
+// can name one of its own so, here or (through a pooler upstream) in another session.
+TEST(StageInterestTest, EachSessionNamesItsOwnStatementsWithRandomBitsOfItsOwn) {
+  FakeHost a(kEverything), b(kEverything);
+  EXPECT_EQ(a.own_name(), a.own_name());
+  EXPECT_NE(a.own_name(), b.own_name());
+  for (const std::string& name : {a.own_name(), b.own_name()}) {
+    ASSERT_EQ(name.size(), kOwnStatementPrefix.size() + 32) << name;
+    EXPECT_EQ(name.substr(0, kOwnStatementPrefix.size()), kOwnStatementPrefix);
+    EXPECT_EQ(name.find_first_not_of("0123456789abcdef", kOwnStatementPrefix.size()),
+              std::string::npos)
+        << name;
+  }
+}
+
 // Approvals act on what the policy stage decided: no other frontend message gets a decision.
 TEST(StageInterestTest, ApprovalsSeeEveryMessageThePolicyDecides) {
   FakeHost host(R"({"rules": [{"name": "r", "deny": ["drop"], "require_approval": ["delete"]}]})");

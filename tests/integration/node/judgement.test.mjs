@@ -313,6 +313,44 @@ test('forbidden_tables: the check a reload makes due leaves the unnamed statemen
   }
 });
 
+// Notices the server raises while it runs pgwarden's own check (here the DEBUG lines of its
+// transaction, which client_min_messages = debug5 asks for) are not the client's: it gets those
+// of its own statement, as directly (found by attacker review).
+test("forbidden_tables: notices raised by the check a reload makes due do not reach the client", async () => {
+  const policy = join(dir, 'notices.json');
+  writeFileSync(policy, JSON.stringify({ rules: [{ name: 'plain', users: ['trusted'], deny: ['drop'] }] }));
+  const g = await startGateway(['--upstream', `127.0.0.1:${env.pgPort}`, '--policy', policy]);
+  const run = async (port, between) => {
+    const w = await readySession(port);
+    const notices = async () => {
+      const out = [];
+      for (let m = await w.next(['N', 'Z']); m.type !== 'Z'; m = await w.next(['N', 'Z'])) out.push(errorFields(m.body).M);
+      return out;
+    };
+    w.write(message('Q', Buffer.from('SET client_min_messages = debug5\0')));
+    await notices();
+    await between();
+    w.write(message('Q', Buffer.from('SELECT 1\0')));
+    const seen = await notices();
+    w.end();
+    return seen;
+  };
+  try {
+    const expected = await run(env.pgPort, async () => {});
+    assert.ok(expected.some((m) => /StartTransaction/.test(m)), JSON.stringify(expected));
+    const seen = await run(g.port, async () => {
+      writeFileSync(policy, JSON.stringify({ rules: [{ name: 'fb', users: ['trusted'], forbidden_tables: ['hr_j.*'] }] }));
+      g.kill('SIGHUP');
+      await logMatch(g, /policy reloaded/);
+      await sleep(700); // the reload is picked up by every core
+    });
+    assert.deepEqual(seen, expected);
+  } finally {
+    g.kill('SIGINT');
+    await g.exited;
+  }
+});
+
 test('forbidden_tables: tables read through names in strings are refused with the tables themselves', async () => {
   // Directly, query_to_xml reads the forbidden table.
   assert.match((await direct("SELECT query_to_xml('SELECT * FROM hr_j.pay', true, false, '')::text AS x")).rows[0].x, /123456/);
