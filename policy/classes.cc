@@ -228,18 +228,54 @@ ClassSet function_classes(std::string_view lower_name) {
   return it == by_name.end() ? 0 : it->second;
 }
 
+// As PostgreSQL's SplitIdentifierString: names separated by commas, whitespace around them
+// skipped (its scanner's: space, tab, newline, carriage return, form feed; vertical tab too, as
+// PostgreSQL 16 skips it), a quoted name taken as it is with "" for a quote, an unquoted one
+// folded to lower case, each cut to 63 bytes (at a UTF-8 character's start). A list PostgreSQL
+// would refuse yields the names read up to the fault (it sets no path at all).
 std::vector<std::string> split_search_path(std::string_view text) {
+  const auto space = [](char c) {
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+  };
+  const auto truncate = [](std::string& name) {
+    constexpr std::size_t kMaxIdentifier = 63;  // NAMEDATALEN - 1
+    if (name.size() <= kMaxIdentifier) return;
+    std::size_t cut = kMaxIdentifier;
+    while (cut > 0 && (static_cast<unsigned char>(name[cut]) & 0xc0) == 0x80) --cut;
+    name.resize(cut);
+  };
   std::vector<std::string> out;
-  std::size_t pos = 0;
-  while (pos <= text.size()) {
-    std::size_t comma = text.find(',', pos);
-    if (comma == std::string_view::npos) comma = text.size();
-    std::string name(text.substr(pos, comma - pos));
-    std::erase_if(name, [](char c) { return c == ' ' || c == '\t'; });
-    const bool quoted = name.size() >= 2 && name.front() == '"' && name.back() == '"';
-    name = quoted ? name.substr(1, name.size() - 2) : ascii_lower(name);
+  std::size_t i = 0;
+  while (i < text.size() && space(text[i])) ++i;
+  while (i < text.size()) {
+    std::string name;
+    if (text[i] == '"') {
+      for (++i;; ++i) {
+        if (i >= text.size()) return out;  // mismatched quotes
+        if (text[i] == '"') {
+          if (i + 1 < text.size() && text[i + 1] == '"') {
+            name.push_back('"');
+            ++i;
+            continue;
+          }
+          ++i;
+          break;
+        }
+        name.push_back(text[i]);
+      }
+    } else {
+      const std::size_t start = i;
+      while (i < text.size() && text[i] != ',' && !space(text[i])) ++i;
+      if (i == start) return out;  // an empty unquoted name
+      name = ascii_lower(text.substr(start, i - start));
+    }
+    truncate(name);
     if (!name.empty()) out.push_back(std::move(name));
-    pos = comma + 1;
+    while (i < text.size() && space(text[i])) ++i;
+    if (i == text.size()) break;
+    if (text[i] != ',') return out;  // invalid syntax
+    ++i;
+    while (i < text.size() && space(text[i])) ++i;
   }
   return out;
 }

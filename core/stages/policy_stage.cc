@@ -255,6 +255,23 @@ bool PolicyStage::search_path_check(FrontendMessage& m) {
     path_policy_ = id;
     path_ = checks_search_path() ? PathCheck::Due : PathCheck::None;
   }
+  if (path_in_block_ && path_ == PathCheck::None && host_.model().tx_status() == 'I') {
+    // Checked inside a transaction block, whose SET LOCAL values (and role) ended with it.
+    path_in_block_ = false;
+    path_ = PathCheck::Due;
+  }
+  if (path_ == PathCheck::Rearm) {
+    // A statement that moves "$user" was bound: the Executes of its batch go on; the Sync, or
+    // the next statement, makes the check due (in the batch, that statement is refused below).
+    if (m.view.type == pr::fe::kSync) {
+      path_ = PathCheck::Due;
+      return false;
+    }
+    if (!m.view.query && m.view.type != pr::fe::kBind && m.view.type != pr::fe::kFunctionCall) {
+      return false;
+    }
+    path_ = PathCheck::Due;
+  }
   if (path_ == PathCheck::Pending) {
     m.verdict = Verdict::Defer;
     return true;
@@ -309,6 +326,61 @@ bool PolicyStage::search_path_check(FrontendMessage& m) {
   return true;
 }
 
+namespace {
+
+bool contains_ascii_ci(std::string_view text, std::string_view word) noexcept {
+  if (word.empty() || text.size() < word.size()) return false;
+  for (std::size_t i = 0; i + word.size() <= text.size(); ++i) {
+    std::size_t k = 0;
+    while (k < word.size() && std::tolower(static_cast<unsigned char>(text[i + k])) ==
+                                  static_cast<unsigned char>(word[k])) {
+      ++k;
+    }
+    if (k == word.size()) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+// Words of statements that may change whose schema "$user" in the search_path names, or set a
+// path naming it (case-insensitive): a candidate is classified in full (follow_path_user).
+bool PolicyStage::may_move_path_user(std::string_view text) noexcept {
+  for (const std::string_view w : {"$user", "role", "authorization", "reset", "discard"}) {
+    if (contains_ascii_ci(text, w)) return true;
+  }
+  return false;
+}
+
+// The check runs again after a statement that may change whose schema "$user" names (a role
+// change, a path naming "$user", RESET, DISCARD) or, after a check inside a transaction block,
+// one that ends it or rolls back to a savepoint (SET LOCAL values end with it). Inside one Query,
+// statements after it would run first, each resolving unqualified names anew: a Query that
+// holds anything but role changes, settings and transaction control with it is refused. (One
+// statement resolves its own names before it runs, so a Parse may hold anything.)
+void PolicyStage::follow_path_user(FrontendMessage& m, std::string_view text) {
+  namespace pc = policy;
+  const pc::ClassSet classes = host_.core().engine->parsed_classes_of(*host_.core().policy, text);
+  const bool moves = (classes & pc::bit(pc::StatementClass::RoleChange)) != 0 ||
+                     contains_ascii_ci(text, "$user") ||
+                     ((classes & pc::bit(pc::StatementClass::Set)) != 0 &&
+                      (contains_ascii_ci(text, "reset") || contains_ascii_ci(text, "discard"))) ||
+                     (path_in_block_ && (classes & pc::bit(pc::StatementClass::Transaction)) != 0);
+  if (!moves) return;
+  constexpr pc::ClassSet kOnItsOwn = pc::bit(pc::StatementClass::RoleChange) |
+                                     pc::bit(pc::StatementClass::Set) |
+                                     pc::bit(pc::StatementClass::Transaction);
+  if (m.view.type == pr::fe::kQuery && (classes & ~kOnItsOwn) != 0) {
+    m.refuse(pr::sqlstate::kInsufficientPrivilege,
+             "pgwarden: under a policy rule that forbids whole schemas, a role change, RESET, "
+             "DISCARD, a search_path naming \"$user\" (or, after a reload inside a transaction "
+             "block, its end) goes in a Query of its own: the schemas the search_path then "
+             "reaches are checked before the next statement runs");
+    return;
+  }
+  moves_path_user_ = true;
+}
+
 void PolicyStage::on_backend(BackendMessage& m) {
   const pr::Request* r = m.request();
   if (r == nullptr || r->origin != pr::Origin::Gateway || r->owner != kOwnerPolicy) return;
@@ -333,6 +405,7 @@ void PolicyStage::on_backend(BackendMessage& m) {
   }
   if (m.type != pr::be::kReadyForQuery) return;
   path_ = PathCheck::None;
+  path_in_block_ = m.whole.size() > 5 && static_cast<char>(m.whole[5]) != 'I';
   const policy::Policy* pol = host_.core().policy;
   if (pol == nullptr) return;
   if (path_rows_ != std::size(path_values_)) path_failed_ = true;
@@ -375,9 +448,18 @@ void PolicyStage::on_frontend(FrontendMessage& m) {
         return;
       }
       judge_text(m, m.view.text);
+      moves_path_user_ = false;
+      if (m.verdict == Verdict::Forward && path_policy_ == host_.core().policy->id() &&
+          checks_search_path() && (path_in_block_ || may_move_path_user(m.view.text))) {
+        follow_path_user(m, m.view.text);
+      }
       return;
     case pr::fe::kBind:
       judge_bind(m);
+      if (m.verdict == Verdict::Forward && path_ == PathCheck::None) {
+        const auto it = named_.find(pr::name_key(m.view.statement));
+        if (it != named_.end() && it->second.moves_path_user) path_ = PathCheck::Rearm;
+      }
       return;
     case pr::fe::kFunctionCall:
       judge_function_call(m);
@@ -390,6 +472,10 @@ void PolicyStage::on_frontend(FrontendMessage& m) {
 void PolicyStage::on_frontend_done(FrontendMessage& m, pr::Request* r) {
   const policy::Policy* pol = host_.core().policy;
   if (pol == nullptr) return;
+  if (m.verdict == Verdict::Hold) {
+    held_moves_path_user_ = moves_path_user_;  // decided when the approval is
+    moves_path_user_ = false;
+  }
   const pr::FrontendView& v = m.view;
   if (v.query && m.verdict != Verdict::Refuse && !named_.empty() &&
       may_redefine_statements(v.text)) {
@@ -401,6 +487,10 @@ void PolicyStage::on_frontend_done(FrontendMessage& m, pr::Request* r) {
   if (v.type == pr::fe::kQuery && m.verdict != Verdict::Refuse) {
     // A simple Query replaces the unnamed statement.
     if (!named_.empty()) named_.erase(std::string());
+    if (moves_path_user_ && m.verdict == Verdict::Forward && path_ == PathCheck::None) {
+      path_ = PathCheck::Due;
+    }
+    moves_path_user_ = false;
     return;
   }
   if (v.type == pr::fe::kClose && v.target == 'S' && m.verdict != Verdict::Refuse) {
@@ -422,6 +512,8 @@ void PolicyStage::on_frontend_done(FrontendMessage& m, pr::Request* r) {
   named_bytes_ += n.text.size();
   n.policy = pol->id();
   n.refusal = m.verdict == Verdict::Refuse ? m.message : std::string();
+  n.moves_path_user = moves_path_user_;
+  moves_path_user_ = false;
   if (r != nullptr && r->origin == pr::Origin::Client) r->tag_text = name;
 }
 

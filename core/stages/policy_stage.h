@@ -23,6 +23,8 @@ class PolicyStage final : public Stage {
   void on_frontend(FrontendMessage& m) override;
   void on_frontend_done(FrontendMessage& m, protocol::Request* r) override;
   void on_held_decided(FrontendMessage& m, protocol::Request* r) override {
+    moves_path_user_ = held_moves_path_user_;
+    held_moves_path_user_ = false;
     on_frontend_done(m, r);
   }
   void on_retired(const protocol::Request& r) override;
@@ -79,16 +81,24 @@ class PolicyStage final : public Stage {
   // Whether `m` waits for (or is refused by) the search_path check a policy with forbidden
   // tables needs; nothing to decide, the usual case, is told inline.
   bool search_path_pending(FrontendMessage& m) {
-    if (path_ == PathCheck::None && path_policy_ == host_.core().policy->id()) return false;
+    if (path_ == PathCheck::None && !path_in_block_ && path_policy_ == host_.core().policy->id()) {
+      return false;
+    }
     return search_path_check(m);
   }
   bool search_path_check(FrontendMessage& m);
+  // Under a rule that forbids whole schemas, a statement that may change whose schema "$user"
+  // names (a role change, a path naming "$user", RESET or DISCARD): the check runs again after
+  // it. Refuses a Query that would run other statements after it unchecked. `text` is judged.
+  void follow_path_user(FrontendMessage& m, std::string_view text);
+  static bool may_move_path_user(std::string_view text) noexcept;
 
   struct Named {
-    std::string text;          // empty when it was not kept (over kMaxTextBytes)
-    bool kept = false;         // text kept for judging it again
-    std::uint64_t policy = 0;  // the policy it was last judged under
-    std::string refusal;       // it was refused: binding it is refused too
+    std::string text;              // empty when it was not kept (over kMaxTextBytes)
+    bool kept = false;             // text kept for judging it again
+    std::uint64_t policy = 0;      // the policy it was last judged under
+    std::string refusal;           // it was refused: binding it is refused too
+    bool moves_path_user = false;  // running it makes the search_path check due again
   };
 
   StageHost& host_;
@@ -100,9 +110,14 @@ class PolicyStage final : public Stage {
   protocol::RecentByName<Named> named_;
   std::size_t named_bytes_ = 0;
   std::basic_string<std::byte> out_;
-  enum class PathCheck : std::uint8_t { None, Due, Pending };
+  // Rearm: a statement that moves "$user" was bound; its batch's Executes go, and the check is
+  // due at the next statement or Sync.
+  enum class PathCheck : std::uint8_t { None, Rearm, Due, Pending };
   PathCheck path_ = PathCheck::None;
-  std::uint64_t path_policy_ = 0;  // the policy the search_path was checked for
+  bool path_in_block_ = false;    // checked inside a transaction block: again once it has ended
+  bool moves_path_user_ = false;  // the message being judged moves "$user" (follow_path_user)
+  bool held_moves_path_user_ = false;  // so does the message held for approval
+  std::uint64_t path_policy_ = 0;      // the policy the search_path was checked for
   // The check's answers, in order: search_path, role ("none" unless SET ROLE), session user.
   std::string path_values_[3];
   std::size_t path_rows_ = 0;

@@ -185,6 +185,33 @@ TEST(PolicyRules, FirstMatchingRuleByGroupOrUserElseDefault) {
   EXPECT_EQ((*none)->match("bob", {}), nullptr);
 }
 
+// A search_path value is read as PostgreSQL reads it (SplitIdentifierString): any whitespace of
+// its scanner around names (a newline hid a schema from the old reading, found by attacker
+// review), quoted names with "" and commas in them, unquoted ones folded, 63-byte names.
+TEST(PolicyRules, SearchPathsAreSplitAsPostgreSQLSplitsThem) {
+  using V = std::vector<std::string>;
+  EXPECT_EQ(split_search_path("public,\nfinance"), (V{"public", "finance"}));
+  EXPECT_EQ(split_search_path("\r\f\v\tpublic \n,\n FINANCE\n"), (V{"public", "finance"}));
+  EXPECT_EQ(split_search_path("\"$user\", public"), (V{"$user", "public"}));
+  EXPECT_EQ(split_search_path("\"my schema\", \"a,b\", \"q\"\"t\""),
+            (V{"my schema", "a,b", "q\"t"}));
+  EXPECT_EQ(split_search_path("\"Mixed\",Mixed"), (V{"Mixed", "mixed"}));
+  EXPECT_EQ(split_search_path(""), V{});
+  EXPECT_EQ(split_search_path("  "), V{});
+  const std::string forbidden(63, 'f');
+  EXPECT_EQ(split_search_path(forbidden + "tail"), V{forbidden});
+  EXPECT_EQ(split_search_path("\"" + forbidden + "TAIL\""), V{forbidden});
+  // Cut at a character's start: 62 ASCII bytes and a two-byte character.
+  EXPECT_EQ(split_search_path(std::string(62, 'x') + "\xc3\xa9"), V{std::string(62, 'x')});
+  // What PostgreSQL refuses sets no path: the names read so far are kept.
+  EXPECT_EQ(split_search_path("a b"), V{"a"});
+  EXPECT_EQ(split_search_path("a, \"open"), V{"a"});
+  auto p = Policy::parse(R"({"rules": [{"name": "a", "forbidden_tables": ["finance.*"]}]})", "p");
+  ASSERT_TRUE(p.ok()) << p.error().message;
+  EXPECT_EQ((*p)->forbidden_schema_in("public,\nfinance"), "finance");
+  EXPECT_EQ((*p)->forbidden_schema_in("public,\"finance\""), "finance");
+}
+
 TEST(PolicyRules, ForbiddenSchemasOfASearchPathByRule) {
   auto p = Policy::parse(R"({"rules": [
       {"name": "a", "users": ["a"], "forbidden_tables": ["hr.*", "public.keys"]},

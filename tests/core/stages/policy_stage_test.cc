@@ -256,5 +256,98 @@ TEST(PolicyStageTest, TheCheckResolvesUserFromTheRoleElseTheSessionUser) {
   }
 }
 
+// After the check passed, a statement that may change whose schema "$user" names makes it due
+// again before the next statement (found by attacker review: SET ROLE to a role named like a
+// forbidden schema, or SET search_path = "$user", then unqualified names reached it unchecked).
+// A Query that would run other statements after such a one, unchecked, is refused.
+TEST(PolicyStageTest, WhatMovesUserInThePathMakesTheCheckDueAgain) {
+  FakeHost host(R"({"rules": [{"name": "r", "forbidden_tables": ["finance.*"]}]})");
+  PolicyStage policy(host);
+  const std::vector<Stage*> chain{&policy};
+  const auto checked = [&](const char* role) {
+    return host
+        .answer_own(chain,
+                    {{DataRow({"\"$user\", public"})}, {DataRow({role})}, {DataRow({"app"})}})
+        .back();
+  };
+  const auto run = [&](const char* sql) {
+    SCOPED_TRACE(sql);
+    const auto v = host.frontend(chain, Query(sql)).verdict;
+    if (v == Verdict::Forward) {
+      host.backend(chain, msg('C', z("SET")));
+      host.backend(chain, Ready());
+    }
+    host.retire(chain);  // a refusal is answered in its turn
+    return v;
+  };
+  EXPECT_EQ(host.frontend(chain, Query("SELECT 1")).verdict, Verdict::Defer);
+  EXPECT_EQ(checked("none").verdict, Verdict::Drop);
+  EXPECT_EQ(run("SELECT 1"), Verdict::Forward);
+  EXPECT_EQ(run("SELECT role FROM staff"), Verdict::Forward);  // a word, not a role change
+  EXPECT_EQ(host.own_statements().size(), 3u);
+  for (const char* mixed :
+       {"SET ROLE finance; SELECT * FROM pay", "SET search_path = \"$user\"; SELECT * FROM pay",
+        "SELECT set_config('role', 'finance', false), 1; SELECT * FROM pay"}) {
+    EXPECT_EQ(run(mixed), Verdict::Refuse) << mixed;
+  }
+  EXPECT_EQ(host.own_statements().size(), 3u);
+  std::size_t checks = 1;
+  for (const char* moves : {"SET ROLE finance", "SET search_path = \"$user\", public", "RESET ALL",
+                            "DISCARD ALL", "SET SESSION AUTHORIZATION app"}) {
+    EXPECT_EQ(run(moves), Verdict::Forward) << moves;
+    EXPECT_EQ(host.frontend(chain, Query("SELECT * FROM pay")).verdict, Verdict::Defer) << moves;
+    EXPECT_EQ(host.own_statements().size(), 3 * ++checks) << moves;
+    EXPECT_EQ(checked("app").verdict, Verdict::Drop) << moves;
+  }
+  // The role now names the forbidden schema: the session ends.
+  EXPECT_EQ(run("SET ROLE finance"), Verdict::Forward);
+  EXPECT_EQ(host.frontend(chain, Query("SELECT * FROM pay")).verdict, Verdict::Defer);
+  EXPECT_EQ(checked("finance").verdict, Verdict::Fail);
+}
+
+// The same through the extended protocol: the Executes of the batch that binds such a statement
+// go on; the next statement in it waits or is refused, and after the Sync the check runs.
+TEST(PolicyStageTest, ABoundRoleChangeMakesTheCheckDueAtTheEndOfItsBatch) {
+  FakeHost host(R"({"rules": [{"name": "r", "forbidden_tables": ["finance.*"]}]})");
+  PolicyStage policy(host);
+  const std::vector<Stage*> chain{&policy};
+  EXPECT_EQ(host.frontend(chain, Query("SELECT 1")).verdict, Verdict::Defer);
+  host.answer_own(chain, {{DataRow({"\"$user\""})}, {DataRow({"none"})}, {DataRow({"app"})}});
+  EXPECT_EQ(host.frontend(chain, Parse("r", "SET ROLE finance")).verdict, Verdict::Forward);
+  EXPECT_EQ(host.frontend(chain, Sync()).verdict, Verdict::Forward);
+  host.backend(chain, msg('1', ""));
+  host.backend(chain, Ready());
+  EXPECT_EQ(host.frontend(chain, Bind("", "r")).verdict, Verdict::Forward);
+  EXPECT_EQ(host.frontend(chain, Execute("")).verdict, Verdict::Forward);
+  EXPECT_NE(host.frontend(chain, Parse("", "SELECT * FROM pay")).verdict, Verdict::Forward);
+  EXPECT_EQ(host.own_statements().size(), 3u);
+}
+
+// A check answered inside a transaction block read its SET LOCAL values: it runs again once
+// the block has ended, and a Query that ends the block and runs more after it is refused.
+TEST(PolicyStageTest, ACheckInsideATransactionBlockRunsAgainAfterIt) {
+  FakeHost host(R"({"rules": [{"name": "r", "forbidden_tables": ["finance.*"]}]})");
+  PolicyStage policy(host);
+  const std::vector<Stage*> chain{&policy};
+  const std::vector<std::vector<ByteString>> answer{
+      {DataRow({"public"})}, {DataRow({"none"})}, {DataRow({"app"})}};
+  EXPECT_EQ(host.frontend(chain, Query("BEGIN")).verdict, Verdict::Defer);
+  host.answer_own(chain, answer);
+  EXPECT_EQ(host.frontend(chain, Query("BEGIN")).verdict, Verdict::Forward);
+  host.backend(chain, msg('C', z("BEGIN")));
+  host.backend(chain, Ready('T'));
+  // A reload (the same rules) makes the check due again, inside the block.
+  host.reload(R"({"rules": [{"name": "r", "forbidden_tables": ["finance.*"]}]})");
+  EXPECT_EQ(host.frontend(chain, Query("SELECT 1")).verdict, Verdict::Defer);
+  host.answer_own(chain, answer, 'T');
+  EXPECT_EQ(host.frontend(chain, Query("COMMIT; SELECT * FROM pay")).verdict, Verdict::Refuse);
+  host.retire(chain);
+  EXPECT_EQ(host.frontend(chain, Query("COMMIT")).verdict, Verdict::Forward);
+  host.backend(chain, msg('C', z("COMMIT")));
+  host.backend(chain, Ready('I'));
+  EXPECT_EQ(host.frontend(chain, Query("SELECT * FROM pay")).verdict, Verdict::Defer);
+  EXPECT_EQ(host.own_statements().size(), 9u);
+}
+
 }  // namespace
 }  // namespace pgwarden::core

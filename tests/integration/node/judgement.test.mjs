@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import postgres from 'postgres';
-import { env, pgConfig, withClient, startGateway, readySession, unnamedStatementAcross, logMatch, message, errorFields, sleep } from './lib.mjs';
+import { env, pgConfig, withClient, startGateway, Wire, readySession, unnamedStatementAcross, logMatch, startupPacket, message, errorFields, sleep } from './lib.mjs';
 
 let dir, gw;
 const POLICY = {
@@ -348,6 +348,55 @@ test("forbidden_tables: notices raised by the check a reload makes due do not re
   } finally {
     g.kill('SIGINT');
     await g.exited;
+  }
+});
+
+// Found by attacker review: the check resolved "$user" once, so a role change afterwards (here
+// in relay mode, where the rule allows it) let unqualified names reach the schema named like the
+// new role; and a startup search_path with a newline between names hid a schema from
+// pgwarden's reading, not from PostgreSQL's.
+test('forbidden_tables: a role change runs the check again; a search_path is read as PostgreSQL reads it', async () => {
+  const policy = join(dir, 'user.json');
+  writeFileSync(policy, JSON.stringify({ rules: [{ name: 'fb', users: ['trusted'], forbidden_tables: ['hr_j.*'] }] }));
+  await direct('DROP ROLE IF EXISTS hr_j');
+  await direct('CREATE ROLE hr_j NOLOGIN; GRANT hr_j TO trusted; GRANT USAGE ON SCHEMA hr_j TO hr_j, trusted; GRANT SELECT ON hr_j.pay TO hr_j');
+  const g = await startGateway(['--upstream', `127.0.0.1:${env.pgPort}`, '--policy', policy]);
+  const answer = async (w, sql) => {
+    w.write(message('Q', Buffer.from(sql + '\0')));
+    const out = [];
+    for (let m = await w.next(['D', 'E', 'Z']); m && m.type !== 'Z'; m = await w.next(['D', 'E', 'Z'])) {
+      out.push(m.type === 'E' ? `E:${errorFields(m.body).C}` : `D:${m.body.toString('latin1', 6, 6 + m.body.readInt32BE(2))}`);
+      if (m.type === 'E' && errorFields(m.body).S === 'FATAL') break;
+    }
+    return out;
+  };
+  try {
+    // Directly, the role's schema comes first in the default path ("$user", public).
+    const d = await readySession(env.pgPort);
+    assert.deepEqual(await answer(d, 'SET ROLE hr_j'), []);
+    assert.deepEqual(await answer(d, 'SELECT who FROM pay'), ['D:carol']);
+    d.end();
+    const w = await readySession(g.port);
+    assert.deepEqual(await answer(w, 'SELECT 1'), ['D:1']);
+    assert.deepEqual(await answer(w, 'SET ROLE hr_j; SELECT who FROM pay'), ['E:42501']);
+    assert.deepEqual(await answer(w, 'SET ROLE hr_j'), []);
+    assert.deepEqual(await answer(w, 'SELECT who FROM pay'), ['E:42501']); // the session ends
+    assert.ok(await w.closedWithin(3000));
+    // A newline separates names for PostgreSQL as a space does.
+    const n = await readySession(env.pgPort, { search_path: 'public,\nhr_j' });
+    assert.deepEqual(await answer(n, 'SELECT current_schemas(false)'), ['D:{public,hr_j}']);
+    n.end();
+    const t = new Wire(g.port);
+    await t.connected();
+    t.write(startupPacket({ user: 'trusted', database: 'postgres', search_path: 'public,\nhr_j' }));
+    const e = await t.next(['Z', 'E']);
+    assert.equal(e.type, 'E');
+    assert.equal(errorFields(e.body).C, '42501');
+    t.end();
+  } finally {
+    g.kill('SIGINT');
+    await g.exited;
+    await direct('REVOKE USAGE ON SCHEMA hr_j FROM trusted; DROP OWNED BY hr_j; DROP ROLE IF EXISTS hr_j');
   }
 });
 
