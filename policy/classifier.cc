@@ -167,8 +167,10 @@ struct Walker {
       out.search_path.emplace_back();
       return;
     }
-    for (std::string& schema : split_search_path(value))
+    for (std::string& schema : split_search_path(value)) {
+      if (schema == "$user") out.classes |= kPathMoves;
       out.search_path.push_back(std::move(schema));
+    }
   }
 
   // An argument of a function that reads what a string names: a constant that parses as SQL is
@@ -552,11 +554,27 @@ struct Walker {
         // Setting names are case-insensitive: SET "ROLE" is SET role.
         add(role_setting(name) ? C::RoleChange : C::Set);
         sj::dom::element args;  // absent for RESET, SET ... TO DEFAULT, FROM CURRENT
-        if (ascii_lower(name) == "search_path" && v["args"].get(args) == sj::SUCCESS) {
-          search_path(args);
+        std::string_view kind;
+        if (v["kind"].get_string().get(kind) == sj::SUCCESS && kind == "VAR_RESET_ALL") {
+          out.classes |= kPathMoves;
         }
-      } else if (k == "VariableShowStmt" || k == "DiscardStmt") {
+        if (ascii_lower(name) == "search_path") {
+          const std::size_t before = out.search_path.size();
+          if (v["args"].get(args) == sj::SUCCESS) search_path(args);
+          if (out.search_path.size() == before ||
+              std::find(out.search_path.begin() + static_cast<std::ptrdiff_t>(before),
+                        out.search_path.end(), "$user") != out.search_path.end()) {
+            out.classes |= kPathMoves;  // the default, or whatever "$user" names
+          }
+        }
+      } else if (k == "VariableShowStmt") {
         add(C::Set);
+      } else if (k == "DiscardStmt") {
+        add(C::Set);
+        std::string_view target;
+        if (v["target"].get_string().get(target) != sj::SUCCESS || target == "DISCARD_ALL") {
+          out.classes |= kPathMoves;
+        }
       } else if (k == "AlterRoleSetStmt" || k == "AlterDatabaseSetStmt") {
         add(C::Alter);
         add(C::Ddl);

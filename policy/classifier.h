@@ -66,6 +66,13 @@ using ClassSet = std::uint64_t;
 constexpr ClassSet bit(StatementClass c) {
   return ClassSet{1} << static_cast<unsigned>(c);
 }
+// Not a class (no policy names it): set beside the classes of a statement after which the
+// search_path may reach schemas nobody judged from its text: SET or RESET of search_path to its
+// default, or naming "$user" (however spelled), RESET ALL, DISCARD ALL.
+inline constexpr ClassSet kPathMoves = ClassSet{1} << 63;
+// Not a class either: a text of more than one statement (PolicyEngine::classes_of sets it).
+inline constexpr ClassSet kMultiStatement = ClassSet{1} << 62;
+static_assert(static_cast<unsigned>(StatementClass::kCount) < 62);
 const char* class_name(StatementClass c);
 std::string ascii_lower(std::string_view s);  // as PostgreSQL folds unquoted identifiers
 // The schemas of a search_path value ("hr, \"Public\"" -> hr, Public), as PostgreSQL reads them.

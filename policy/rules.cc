@@ -561,7 +561,8 @@ ClassSet PolicyEngine::classes_of(const Policy& policy, std::string_view sql, bo
     ++hits_;
     return e.decision.classes;
   }
-  const ClassSet classes = classifier_.analyze_parsed(sql, policy.dangerous_functions()).classes;
+  const Analysis a = classifier_.analyze_parsed(sql, policy.dangerous_functions());
+  const ClassSet classes = a.classes | (a.statements > 1 ? kMultiStatement : 0);
   if (sql.size() <= kMaxCachedText) {
     e.policy = policy.id();
     e.rule = nullptr;

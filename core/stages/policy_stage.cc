@@ -207,6 +207,41 @@ void PolicyStage::judge_bind(FrontendMessage& m) {
   } else if (decision_.action == Action::Allow) {
     n.policy = now;  // a held Bind is judged again the next time
   }
+  // Whether it moves the path, under the rules now in force.
+  n.moves_path_user = checks_search_path() && moves_path(host_.core().engine->parsed_classes_of(
+                                                  *host_.core().policy, n.text));
+}
+
+// A Bind of a statement that moves the path makes its portal one whose Execute does; a portal
+// bound again to another statement no longer does.
+void PolicyStage::bind_portal(const FrontendMessage& m) {
+  const auto it = named_.find(pr::name_key(m.view.statement));
+  const bool moves = it != named_.end() && it->second.moves_path_user;
+  const std::string_view portal = pr::name_key(m.view.name);
+  if (!moves) {
+    if (!moving_portals_.empty()) forget_portal(portal);
+    return;
+  }
+  if (moving_portal(portal)) return;
+  if (moving_portals_.size() >= kMaxMovingPortals) {
+    // Too many to follow: each Execute counts as one that moves the path.
+    path_ = path_ == PathCheck::None ? PathCheck::Rearm : path_;
+    return;
+  }
+  moving_portals_.emplace_back(portal);
+}
+
+bool PolicyStage::moving_portal(std::string_view portal) const noexcept {
+  const std::string_view key = pr::name_key(portal);
+  for (const std::string& p : moving_portals_) {
+    if (p == key) return true;
+  }
+  return false;
+}
+
+void PolicyStage::forget_portal(std::string_view portal) {
+  const std::string_view key = pr::name_key(portal);
+  std::erase_if(moving_portals_, [key](const std::string& p) { return p == key; });
 }
 
 // A fast-path call is judged like the statement it amounts to: one of the large-object functions
@@ -326,57 +361,54 @@ bool PolicyStage::search_path_check(FrontendMessage& m) {
   return true;
 }
 
-namespace {
-
-bool contains_ascii_ci(std::string_view text, std::string_view word) noexcept {
-  if (word.empty() || text.size() < word.size()) return false;
-  for (std::size_t i = 0; i + word.size() <= text.size(); ++i) {
-    std::size_t k = 0;
-    while (k < word.size() && std::tolower(static_cast<unsigned char>(text[i + k])) ==
-                                  static_cast<unsigned char>(word[k])) {
-      ++k;
-    }
-    if (k == word.size()) return true;
-  }
-  return false;
+// Whether running a statement of `classes` may leave the search_path reaching schemas nobody
+// judged from a text: a role change ("$user" names the new role's schema), a path set to its
+// default or naming "$user" (kPathMoves), or, after a check inside a transaction block, the
+// block's end or a rollback to a savepoint (SET LOCAL values end with them); EXECUTE, FETCH or
+// CALL once the session stored such a statement (PREPARE, DECLARE).
+bool PolicyStage::moves_path(policy::ClassSet classes) const noexcept {
+  namespace pc = policy;
+  constexpr pc::ClassSet kStored = pc::bit(pc::StatementClass::Prepare) |
+                                   pc::bit(pc::StatementClass::Cursor) |
+                                   pc::bit(pc::StatementClass::Call);
+  return (classes & (pc::bit(pc::StatementClass::RoleChange) | pc::kPathMoves)) != 0 ||
+         (path_in_block_ && (classes & pc::bit(pc::StatementClass::Transaction)) != 0) ||
+         (stored_move_ && (classes & kStored) != 0);
 }
 
-}  // namespace
-
-// Words of statements that may change whose schema "$user" in the search_path names, or set a
-// path naming it (case-insensitive): a candidate is classified in full (follow_path_user).
-bool PolicyStage::may_move_path_user(std::string_view text) noexcept {
-  for (const std::string_view w : {"$user", "role", "authorization", "reset", "discard"}) {
-    if (contains_ascii_ci(text, w)) return true;
-  }
-  return false;
-}
-
-// The check runs again after a statement that may change whose schema "$user" names (a role
-// change, a path naming "$user", RESET, DISCARD) or, after a check inside a transaction block,
-// one that ends it or rolls back to a savepoint (SET LOCAL values end with it). Inside one Query,
-// statements after it would run first, each resolving unqualified names anew: a Query that
-// holds anything but role changes, settings and transaction control with it is refused. (One
-// statement resolves its own names before it runs, so a Parse may hold anything.)
+// The check runs again after a statement that moves the path (moves_path), before the next one.
+// Inside one Query, statements after it would run first, each resolving unqualified names anew:
+// a Query of several statements that holds anything but role changes, settings, transaction
+// control, EXECUTE and FETCH with it is refused. A DO block or a routine that moves the path runs
+// its own statements after it unchecked: refused, in a Parse too (one plain statement resolves its
+// names before it runs, so a Parse may hold anything else).
 void PolicyStage::follow_path_user(FrontendMessage& m, std::string_view text) {
   namespace pc = policy;
   const pc::ClassSet classes = host_.core().engine->parsed_classes_of(*host_.core().policy, text);
-  const bool moves = (classes & pc::bit(pc::StatementClass::RoleChange)) != 0 ||
-                     contains_ascii_ci(text, "$user") ||
-                     ((classes & pc::bit(pc::StatementClass::Set)) != 0 &&
-                      (contains_ascii_ci(text, "reset") || contains_ascii_ci(text, "discard"))) ||
-                     (path_in_block_ && (classes & pc::bit(pc::StatementClass::Transaction)) != 0);
-  if (!moves) return;
-  constexpr pc::ClassSet kOnItsOwn = pc::bit(pc::StatementClass::RoleChange) |
-                                     pc::bit(pc::StatementClass::Set) |
-                                     pc::bit(pc::StatementClass::Transaction);
-  if (m.view.type == pr::fe::kQuery && (classes & ~kOnItsOwn) != 0) {
+  if (!moves_path(classes)) return;
+  constexpr pc::ClassSet kOnItsOwn =
+      pc::bit(pc::StatementClass::RoleChange) | pc::bit(pc::StatementClass::Set) |
+      pc::bit(pc::StatementClass::Transaction) | pc::bit(pc::StatementClass::Prepare) |
+      pc::bit(pc::StatementClass::Cursor) | pc::kPathMoves;
+  constexpr pc::ClassSet kRoutines = pc::bit(pc::StatementClass::DoBlock) |
+                                     pc::bit(pc::StatementClass::Function) |
+                                     pc::bit(pc::StatementClass::Call);
+  const bool own_move = (classes & (pc::bit(pc::StatementClass::RoleChange) | pc::kPathMoves)) != 0;
+  if ((m.view.type == pr::fe::kQuery && (classes & pc::kMultiStatement) != 0 &&
+       (classes & ~(kOnItsOwn | pc::kMultiStatement)) != 0) ||
+      (own_move && (classes & kRoutines) != 0)) {
     m.refuse(pr::sqlstate::kInsufficientPrivilege,
-             "pgwarden: under a policy rule that forbids whole schemas, a role change, RESET, "
-             "DISCARD, a search_path naming \"$user\" (or, after a reload inside a transaction "
-             "block, its end) goes in a Query of its own: the schemas the search_path then "
-             "reaches are checked before the next statement runs");
+             "pgwarden: under a policy rule that forbids whole schemas, a role change, a "
+             "search_path set to its default or naming \"$user\", RESET ALL or DISCARD ALL (or, "
+             "after a reload inside a transaction block, its end) goes in a Query of its own, and "
+             "never in a DO block or routine: the schemas the search_path then reaches are "
+             "checked before the next statement runs");
     return;
+  }
+  // A stored statement that moves the path (PREPARE, DECLARE) moves it again when it runs.
+  if (own_move && (classes & (pc::bit(pc::StatementClass::Prepare) |
+                              pc::bit(pc::StatementClass::Cursor))) != 0) {
+    stored_move_ = true;
   }
   moves_path_user_ = true;
 }
@@ -406,6 +438,7 @@ void PolicyStage::on_backend(BackendMessage& m) {
   if (m.type != pr::be::kReadyForQuery) return;
   path_ = PathCheck::None;
   path_in_block_ = m.whole.size() > 5 && static_cast<char>(m.whole[5]) != 'I';
+  if (!path_in_block_) moving_portals_.clear();  // portals end with their transaction
   const policy::Policy* pol = host_.core().policy;
   if (pol == nullptr) return;
   if (path_rows_ != std::size(path_values_)) path_failed_ = true;
@@ -450,16 +483,20 @@ void PolicyStage::on_frontend(FrontendMessage& m) {
       judge_text(m, m.view.text);
       moves_path_user_ = false;
       if (m.verdict == Verdict::Forward && path_policy_ == host_.core().policy->id() &&
-          checks_search_path() && (path_in_block_ || may_move_path_user(m.view.text))) {
+          checks_search_path()) {
         follow_path_user(m, m.view.text);
       }
       return;
     case pr::fe::kBind:
       judge_bind(m);
-      if (m.verdict == Verdict::Forward && path_ == PathCheck::None) {
-        const auto it = named_.find(pr::name_key(m.view.statement));
-        if (it != named_.end() && it->second.moves_path_user) path_ = PathCheck::Rearm;
-      }
+      if (m.verdict == Verdict::Forward) bind_portal(m);
+      return;
+    case pr::fe::kExecute:
+      // (Seen while portals that move the path are open: gates_input.)
+      if (path_ == PathCheck::None && moving_portal(m.view.name)) path_ = PathCheck::Rearm;
+      return;
+    case pr::fe::kClose:
+      if (m.view.target == 'P') forget_portal(m.view.name);
       return;
     case pr::fe::kFunctionCall:
       judge_function_call(m);

@@ -7,6 +7,7 @@
 
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "core/stages/stage.h"
 #include "policy/rules.h"
@@ -41,8 +42,8 @@ class PolicyStage final : public Stage {
   // tells it) under the policy in force.
   bool gates_input() const noexcept override {
     const policy::Policy* pol = host_.core().policy;
-    return pol != nullptr &&
-           (!path_refusal_.empty() || path_ != PathCheck::None || path_policy_ != pol->id());
+    return pol != nullptr && (!path_refusal_.empty() || path_ != PathCheck::None ||
+                              path_policy_ != pol->id() || !moving_portals_.empty());
   }
   void on_backend(BackendMessage& m) override;
   // The caller's rule forbids a whole schema ("schema.*"): the session's own search_path (the
@@ -91,7 +92,10 @@ class PolicyStage final : public Stage {
   // names (a role change, a path naming "$user", RESET or DISCARD): the check runs again after
   // it. Refuses a Query that would run other statements after it unchecked. `text` is judged.
   void follow_path_user(FrontendMessage& m, std::string_view text);
-  static bool may_move_path_user(std::string_view text) noexcept;
+  bool moves_path(policy::ClassSet classes) const noexcept;
+  void bind_portal(const FrontendMessage& m);
+  bool moving_portal(std::string_view portal) const noexcept;
+  void forget_portal(std::string_view portal);
 
   struct Named {
     std::string text;              // empty when it was not kept (over kMaxTextBytes)
@@ -117,7 +121,11 @@ class PolicyStage final : public Stage {
   bool path_in_block_ = false;    // checked inside a transaction block: again once it has ended
   bool moves_path_user_ = false;  // the message being judged moves "$user" (follow_path_user)
   bool held_moves_path_user_ = false;  // so does the message held for approval
-  std::uint64_t path_policy_ = 0;      // the policy the search_path was checked for
+  bool stored_move_ = false;  // a PREPARE or DECLARE of a statement that moves the path ran
+  // Portals bound to statements that move the path: their Executes make the check due again.
+  static constexpr std::size_t kMaxMovingPortals = 64;
+  std::vector<std::string> moving_portals_;
+  std::uint64_t path_policy_ = 0;  // the policy the search_path was checked for
   // The check's answers, in order: search_path, role ("none" unless SET ROLE), session user.
   std::string path_values_[3];
   std::size_t path_rows_ = 0;

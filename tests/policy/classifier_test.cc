@@ -212,6 +212,26 @@ TEST(PolicyRules, SearchPathsAreSplitAsPostgreSQLSplitsThem) {
   EXPECT_EQ((*p)->forbidden_schema_in("public,\"finance\""), "finance");
 }
 
+// What may leave the search_path naming schemas nobody judged from the text carries the
+// kPathMoves mark (found by attacker review: a word scan missed escaped spellings).
+TEST(PolicyRules, StatementsThatMoveTheSearchPathAreMarked) {
+  auto p = Policy::parse(R"({"rules": [{"name": "a", "forbidden_tables": ["finance.*"]}]})", "p");
+  ASSERT_TRUE(p.ok()) << p.error().message;
+  PolicyEngine e;
+  for (const char* moves :
+       {"SET search_path TO DEFAULT", "RESET search_path", "SET LOCAL search_path = DEFAULT",
+        "SET search_path = \"$user\", public", "SET search_path TO E'\\x24user'",
+        "SET search_path TO U&\"\\0024user\"", "RESET ALL", "DISCARD ALL",
+        "SELECT set_config('search_path', '$user', false)"}) {
+    EXPECT_NE(e.parsed_classes_of(**p, moves) & kPathMoves, 0u) << moves;
+  }
+  for (const char* stays : {"SET search_path = public", "SET statement_timeout = 0", "SHOW role",
+                            "DISCARD PLANS", "RESET statement_timeout", "SELECT 'RESET ALL'"}) {
+    EXPECT_EQ(e.parsed_classes_of(**p, stays) & kPathMoves, 0u) << stays;
+  }
+  EXPECT_EQ(class_names(kPathMoves | bit(StatementClass::Set)), "set");  // no name of its own
+}
+
 TEST(PolicyRules, ForbiddenSchemasOfASearchPathByRule) {
   auto p = Policy::parse(R"({"rules": [
       {"name": "a", "users": ["a"], "forbidden_tables": ["hr.*", "public.keys"]},

@@ -349,5 +349,107 @@ TEST(PolicyStageTest, ACheckInsideATransactionBlockRunsAgainAfterIt) {
   EXPECT_EQ(host.own_statements().size(), 9u);
 }
 
+// Found by the review of the first version (which scanned the text for words). What moves the
+// path is found by its classes: escaped spellings, a path set to its default.
+constexpr const char* kFinance = R"({"rules": [{"name": "r", "forbidden_tables": ["finance.*"]}]})";
+const std::vector<std::vector<ByteString>> kPathPasses{
+    {DataRow({"\"$user\", public"})}, {DataRow({"none"})}, {DataRow({"app"})}};
+
+TEST(PolicyStageTest, WhatMovesThePathIsFoundByItsClassesNotItsWords) {
+  FakeHost host(kFinance);
+  PolicyStage policy(host);
+  const std::vector<Stage*> chain{&policy};
+  EXPECT_EQ(host.frontend(chain, Query("SELECT 1")).verdict, Verdict::Defer);
+  host.answer_own(chain, kPathPasses);
+  const auto run = [&](const char* sql) {
+    const Verdict v = host.frontend(chain, Query(sql)).verdict;
+    if (v == Verdict::Forward) {
+      host.backend(chain, msg('C', z("SET")));
+      host.backend(chain, Ready());
+    }
+    host.retire(chain);
+    return v;
+  };
+  for (const char* mixed : {"SET U&\"rol\\0065\" TO finance; SELECT * FROM pay",
+                            "SELECT set_config(E'\\x72ole', 'finance', false); SELECT * FROM pay",
+                            "SET search_path TO DEFAULT; SELECT * FROM pay",
+                            "SET search_path TO E'\\x24user'; SELECT * FROM pay"}) {
+    EXPECT_EQ(run(mixed), Verdict::Refuse) << mixed;
+  }
+  std::size_t checks = 3;
+  for (const char* moves : {"SET U&\"rol\\0065\" TO finance", "SET search_path TO DEFAULT",
+                            "SET search_path TO E'\\x24user'", "RESET search_path",
+                            "SELECT set_config('role', 'finance', false)"}) {
+    EXPECT_EQ(run(moves), Verdict::Forward) << moves;
+    EXPECT_EQ(host.frontend(chain, Query("SELECT * FROM pay")).verdict, Verdict::Defer) << moves;
+    EXPECT_EQ(host.own_statements().size(), checks += 3) << moves;
+    host.answer_own(chain, kPathPasses);
+  }
+}
+
+// A statement prepared before the reload that brought the rule, bound in one batch and executed
+// in the next: its Execute is what moves the path.
+TEST(PolicyStageTest, TheExecuteOfAPortalThatMovesThePathMakesTheCheckDue) {
+  FakeHost host(R"({"rules": [{"name": "plain", "deny": ["drop"]}]})");
+  PolicyStage policy(host);
+  const std::vector<Stage*> chain{&policy};
+  EXPECT_EQ(host.frontend(chain, Parse("r", "SET ROLE finance")).verdict, Verdict::Forward);
+  host.frontend(chain, Sync());
+  host.backend(chain, msg('1', ""));
+  host.backend(chain, Ready());
+  host.reload(kFinance);
+  EXPECT_EQ(host.frontend(chain, Query("BEGIN")).verdict, Verdict::Defer);
+  host.answer_own(chain, kPathPasses);
+  EXPECT_EQ(host.frontend(chain, Query("BEGIN")).verdict, Verdict::Forward);
+  host.backend(chain, msg('C', z("BEGIN")));
+  host.backend(chain, Ready('T'));
+  EXPECT_EQ(host.frontend(chain, Bind("p", "r")).verdict, Verdict::Forward);
+  host.frontend(chain, Sync());
+  host.backend(chain, msg('2', ""));
+  host.backend(chain, Ready('T'));
+  EXPECT_EQ(host.frontend(chain, Query("SELECT 1")).verdict, Verdict::Forward);  // p not run
+  host.backend(chain, msg('C', z("SELECT 1")));
+  host.backend(chain, Ready('T'));
+  EXPECT_EQ(host.own_statements().size(), 3u);
+  EXPECT_EQ(host.frontend(chain, Execute("p")).verdict, Verdict::Forward);
+  EXPECT_NE(host.frontend(chain, Parse("", "SELECT * FROM pay")).verdict, Verdict::Forward);
+  EXPECT_EQ(host.own_statements().size(), 3u);
+}
+
+// A DO block that changes the role runs its own statements after it: refused. A stored
+// statement that moves the path (PREPARE) moves it again when it runs (EXECUTE).
+TEST(PolicyStageTest, RoutinesAndStoredStatementsThatMoveThePath) {
+  FakeHost host(kFinance);
+  PolicyStage policy(host);
+  const std::vector<Stage*> chain{&policy};
+  EXPECT_EQ(host.frontend(chain, Query("SELECT 1")).verdict, Verdict::Defer);
+  host.answer_own(chain, kPathPasses);
+  EXPECT_EQ(host.frontend(chain, Parse("", "DO $$BEGIN SET ROLE finance; END$$")).verdict,
+            Verdict::Refuse);
+  FakeHost host2(kFinance);
+  PolicyStage policy2(host2);
+  const std::vector<Stage*> chain2{&policy2};
+  EXPECT_EQ(host2.frontend(chain2, Query("SELECT 1")).verdict, Verdict::Defer);
+  host2.answer_own(chain2, kPathPasses);
+  EXPECT_EQ(
+      host2.frontend(chain2, Parse("", "PREPARE q AS SELECT set_config('role', 'finance', false)"))
+          .verdict,
+      Verdict::Forward);
+  EXPECT_EQ(host2.frontend(chain2, Bind("", "")).verdict, Verdict::Forward);
+  EXPECT_EQ(host2.frontend(chain2, Execute("")).verdict, Verdict::Forward);
+  host2.frontend(chain2, Sync());
+  host2.backend(chain2, msg('1', ""));
+  host2.backend(chain2, msg('2', ""));
+  host2.backend(chain2, msg('C', z("PREPARE")));
+  host2.backend(chain2, Ready());
+  EXPECT_EQ(host2.frontend(chain2, Query("SELECT 1")).verdict, Verdict::Defer);  // (after Sync)
+  host2.answer_own(chain2, kPathPasses);
+  EXPECT_EQ(host2.frontend(chain2, Query("EXECUTE q")).verdict, Verdict::Forward);
+  host2.backend(chain2, msg('C', z("SELECT 1")));
+  host2.backend(chain2, Ready());
+  EXPECT_EQ(host2.frontend(chain2, Query("SELECT * FROM pay")).verdict, Verdict::Defer);
+  EXPECT_EQ(host2.own_statements().size(), 9u);
+}
+
 }  // namespace
 }  // namespace pgwarden::core

@@ -382,6 +382,17 @@ test('forbidden_tables: a role change runs the check again; a search_path is rea
     assert.deepEqual(await answer(w, 'SET ROLE hr_j'), []);
     assert.deepEqual(await answer(w, 'SELECT who FROM pay'), ['E:42501']); // the session ends
     assert.ok(await w.closedWithin(3000));
+    // The same role change spelled with a Unicode escape, and a path set back to its default
+    // after a role change the check passed (found by the review of the first fix).
+    const u = await readySession(g.port);
+    assert.deepEqual(await answer(u, 'SELECT 1'), ['D:1']);
+    assert.deepEqual(await answer(u, 'SET U&"rol\\0065" TO hr_j; SELECT who FROM pay'), ['E:42501']);
+    assert.deepEqual(await answer(u, 'SET search_path = public'), []);
+    assert.deepEqual(await answer(u, 'SET ROLE hr_j'), []);
+    assert.deepEqual(await answer(u, 'SELECT 2'), ['D:2']); // checked: the path is public
+    assert.deepEqual(await answer(u, 'SET search_path TO DEFAULT'), []);
+    assert.deepEqual(await answer(u, 'SELECT who FROM pay'), ['E:42501']);
+    assert.ok(await u.closedWithin(3000));
     // A newline separates names for PostgreSQL as a space does.
     const n = await readySession(env.pgPort, { search_path: 'public,\nhr_j' });
     assert.deepEqual(await answer(n, 'SELECT current_schemas(false)'), ['D:{public,hr_j}']);
