@@ -213,10 +213,11 @@ void PolicyStage::judge_bind(FrontendMessage& m) {
 }
 
 // A Bind of a statement that moves the path makes its portal one whose Execute does; a portal
-// bound again to another statement no longer does.
+// bound again to another statement no longer does. A statement pgwarden does not know (SQL
+// PREPARE, or names forgotten after DEALLOCATE, PREPARE or DISCARD) may move it.
 void PolicyStage::bind_portal(const FrontendMessage& m) {
   const auto it = named_.find(pr::name_key(m.view.statement));
-  const bool moves = it != named_.end() && it->second.moves_path_user;
+  const bool moves = it != named_.end() ? it->second.moves_path_user : checks_search_path();
   const std::string_view portal = pr::name_key(m.view.name);
   if (!moves) {
     if (!moving_portals_.empty()) forget_portal(portal);

@@ -416,6 +416,26 @@ TEST(PolicyStageTest, TheExecuteOfAPortalThatMovesThePathMakesTheCheckDue) {
   EXPECT_EQ(host.own_statements().size(), 3u);
 }
 
+// A statement pgwarden does not know (prepared with SQL PREPARE, or forgotten after a PREPARE
+// in a Query, found by the final read) may move the path: its portal's Execute re-arms too.
+TEST(PolicyStageTest, ThePortalOfAnUnknownStatementMayMoveThePath) {
+  FakeHost host(kFinance);
+  PolicyStage policy(host);
+  const std::vector<Stage*> chain{&policy};
+  EXPECT_EQ(host.frontend(chain, Query("SELECT 1")).verdict, Verdict::Defer);
+  host.answer_own(chain, kPathPasses);
+  EXPECT_EQ(host.frontend(chain, Parse("r", "SET ROLE finance")).verdict, Verdict::Forward);
+  EXPECT_EQ(host.frontend(chain, Sync()).verdict, Verdict::Forward);
+  host.backend(chain, msg('1', ""));
+  host.backend(chain, Ready());
+  EXPECT_EQ(host.frontend(chain, Query("PREPARE x AS SELECT 1")).verdict, Verdict::Forward);
+  host.backend(chain, msg('C', z("PREPARE")));
+  host.backend(chain, Ready());
+  EXPECT_EQ(host.frontend(chain, Bind("", "r")).verdict, Verdict::Forward);  // r forgotten
+  EXPECT_EQ(host.frontend(chain, Execute("")).verdict, Verdict::Forward);
+  EXPECT_NE(host.frontend(chain, Parse("", "SELECT * FROM pay")).verdict, Verdict::Forward);
+}
+
 // A DO block that changes the role runs its own statements after it: refused. A stored
 // statement that moves the path (PREPARE) moves it again when it runs (EXECUTE).
 TEST(PolicyStageTest, RoutinesAndStoredStatementsThatMoveThePath) {
