@@ -212,21 +212,17 @@ void PolicyStage::judge_bind(FrontendMessage& m) {
                                                   *host_.core().policy, n.text));
 }
 
-// A Bind of a statement that moves the path makes its portal one whose Execute does; a portal
-// bound again to another statement no longer does. A statement pgwarden does not know (SQL
-// PREPARE, or names forgotten after DEALLOCATE, PREPARE or DISCARD) may move it.
+// A Bind of a statement that moves the path makes its portal one whose Execute does, until no
+// portal is left (a rebind or Close may fail upstream, so nothing is forgotten before). A
+// statement pgwarden does not know (SQL PREPARE, or names forgotten after DEALLOCATE, PREPARE or
+// DISCARD) may move it.
 void PolicyStage::bind_portal(const FrontendMessage& m) {
   const auto it = named_.find(pr::name_key(m.view.statement));
   const bool moves = it != named_.end() ? it->second.moves_path_user : checks_search_path();
   const std::string_view portal = pr::name_key(m.view.name);
-  if (!moves) {
-    if (!moving_portals_.empty()) forget_portal(portal);
-    return;
-  }
-  if (moving_portal(portal)) return;
+  if (!moves || every_portal_moves_ || moving_portal(portal)) return;
   if (moving_portals_.size() >= kMaxMovingPortals) {
-    // Too many to follow: each Execute counts as one that moves the path.
-    path_ = path_ == PathCheck::None ? PathCheck::Rearm : path_;
+    every_portal_moves_ = true;  // too many to follow
     return;
   }
   moving_portals_.emplace_back(portal);
@@ -240,9 +236,12 @@ bool PolicyStage::moving_portal(std::string_view portal) const noexcept {
   return false;
 }
 
-void PolicyStage::forget_portal(std::string_view portal) {
-  const std::string_view key = pr::name_key(portal);
-  std::erase_if(moving_portals_, [key](const std::string& p) { return p == key; });
+// Idle with nothing in flight: no portal is left, and none of them moves the path.
+void PolicyStage::forget_portals() {
+  const pr::PipelineModel& model = host_.model();
+  if (model.tx_status() != 'I' || !model.settled() || !model.answers_due()) return;
+  moving_portals_.clear();
+  every_portal_moves_ = false;
 }
 
 // A fast-path call is judged like the statement it amounts to: one of the large-object functions
@@ -257,7 +256,9 @@ void PolicyStage::judge_function_call(FrontendMessage& m) {
   const policy::Rule* r = rule();
   constexpr policy::ClassSet kCall = policy::bit(policy::StatementClass::Call) |
                                      policy::bit(policy::StatementClass::DangerousFunction);
-  if (r == nullptr || (r->denied() & kCall) == 0) return;
+  // Under a rule that forbids whole schemas, a call by OID could be set_config('role', ...) or
+  // set_config('search_path', ...): nothing would follow it.
+  if (r == nullptr || ((r->denied() & kCall) == 0 && !checks_search_path())) return;
   decision_ = policy::Decision{};
   decision_.action = Action::Deny;
   decision_.rule = r;
@@ -289,7 +290,15 @@ bool PolicyStage::search_path_check(FrontendMessage& m) {
   // A check not yet sent is decided again under a new policy (which may need none).
   if (path_ != PathCheck::Pending && path_policy_ != id) {
     path_policy_ = id;
-    path_ = checks_search_path() ? PathCheck::Due : PathCheck::None;
+    const bool checked = path_rule_;
+    path_rule_ = checks_search_path();
+    path_ = path_rule_ ? PathCheck::Due : PathCheck::None;
+    if (path_rule_ && !checked && reloaded_) {
+      // What was prepared, declared or bound before was never classified: any of it may move
+      // the path when it runs.
+      stored_move_ = true;
+      every_portal_moves_ = true;
+    }
   }
   if (path_in_block_ && path_ == PathCheck::None && host_.model().tx_status() == 'I') {
     // Checked inside a transaction block, whose SET LOCAL values (and role) ended with it.
@@ -297,13 +306,14 @@ bool PolicyStage::search_path_check(FrontendMessage& m) {
     path_ = PathCheck::Due;
   }
   if (path_ == PathCheck::Rearm) {
-    // A statement that moves "$user" was bound: the Executes of its batch go on; the Sync, or
-    // the next statement, makes the check due (in the batch, that statement is refused below).
+    // A portal that moves the path was executed: the Sync, or the next statement (an Execute
+    // too), makes the check due (in the batch, that statement is refused below).
     if (m.view.type == pr::fe::kSync) {
       path_ = PathCheck::Due;
       return false;
     }
-    if (!m.view.query && m.view.type != pr::fe::kBind && m.view.type != pr::fe::kFunctionCall) {
+    if (!m.view.query && m.view.type != pr::fe::kBind && m.view.type != pr::fe::kExecute &&
+        m.view.type != pr::fe::kFunctionCall) {
       return false;
     }
     path_ = PathCheck::Due;
@@ -379,18 +389,17 @@ bool PolicyStage::moves_path(policy::ClassSet classes) const noexcept {
 
 // The check runs again after a statement that moves the path (moves_path), before the next one.
 // Inside one Query, statements after it would run first, each resolving unqualified names anew:
-// a Query of several statements that holds anything but role changes, settings, transaction
-// control, EXECUTE and FETCH with it is refused. A DO block or a routine that moves the path runs
-// its own statements after it unchecked: refused, in a Parse too (one plain statement resolves its
-// names before it runs, so a Parse may hold anything else).
+// a Query of several statements that holds anything but role changes, settings and transaction
+// control with it is refused (an EXECUTE after it would plan its statement again, anew). A DO block
+// or a routine that moves the path runs its own statements after it unchecked: refused, in a Parse
+// too (one plain statement resolves its names before it runs, so a Parse may hold anything else).
 void PolicyStage::follow_path_user(FrontendMessage& m, std::string_view text) {
   namespace pc = policy;
   const pc::ClassSet classes = host_.core().engine->parsed_classes_of(*host_.core().policy, text);
   if (!moves_path(classes)) return;
-  constexpr pc::ClassSet kOnItsOwn =
-      pc::bit(pc::StatementClass::RoleChange) | pc::bit(pc::StatementClass::Set) |
-      pc::bit(pc::StatementClass::Transaction) | pc::bit(pc::StatementClass::Prepare) |
-      pc::bit(pc::StatementClass::Cursor) | pc::kPathMoves;
+  constexpr pc::ClassSet kOnItsOwn = pc::bit(pc::StatementClass::RoleChange) |
+                                     pc::bit(pc::StatementClass::Set) |
+                                     pc::bit(pc::StatementClass::Transaction) | pc::kPathMoves;
   constexpr pc::ClassSet kRoutines = pc::bit(pc::StatementClass::DoBlock) |
                                      pc::bit(pc::StatementClass::Function) |
                                      pc::bit(pc::StatementClass::Call);
@@ -410,6 +419,8 @@ void PolicyStage::follow_path_user(FrontendMessage& m, std::string_view text) {
   if (own_move && (classes & (pc::bit(pc::StatementClass::Prepare) |
                               pc::bit(pc::StatementClass::Cursor))) != 0) {
     stored_move_ = true;
+    // A cursor is a portal: the protocol's Execute can run it too.
+    if ((classes & pc::bit(pc::StatementClass::Cursor)) != 0) every_portal_moves_ = true;
   }
   moves_path_user_ = true;
 }
@@ -439,7 +450,7 @@ void PolicyStage::on_backend(BackendMessage& m) {
   if (m.type != pr::be::kReadyForQuery) return;
   path_ = PathCheck::None;
   path_in_block_ = m.whole.size() > 5 && static_cast<char>(m.whole[5]) != 'I';
-  if (!path_in_block_) moving_portals_.clear();  // portals end with their transaction
+
   const policy::Policy* pol = host_.core().policy;
   if (pol == nullptr) return;
   if (path_rows_ != std::size(path_values_)) path_failed_ = true;
@@ -472,6 +483,7 @@ void PolicyStage::on_frontend(FrontendMessage& m) {
     return;
   }
   if (search_path_pending(m)) return;
+  if (every_portal_moves_ || !moving_portals_.empty()) forget_portals();
   switch (m.view.type) {
     case pr::fe::kQuery:
     case pr::fe::kParse:
@@ -493,11 +505,10 @@ void PolicyStage::on_frontend(FrontendMessage& m) {
       if (m.verdict == Verdict::Forward) bind_portal(m);
       return;
     case pr::fe::kExecute:
-      // (Seen while portals that move the path are open: gates_input.)
-      if (path_ == PathCheck::None && moving_portal(m.view.name)) path_ = PathCheck::Rearm;
-      return;
-    case pr::fe::kClose:
-      if (m.view.target == 'P') forget_portal(m.view.name);
+      // (Seen while portals that move the path may be open: gates_input.)
+      if (path_ == PathCheck::None && (every_portal_moves_ || moving_portal(m.view.name))) {
+        path_ = PathCheck::Rearm;
+      }
       return;
     case pr::fe::kFunctionCall:
       judge_function_call(m);

@@ -42,8 +42,9 @@ class PolicyStage final : public Stage {
   // tells it) under the policy in force.
   bool gates_input() const noexcept override {
     const policy::Policy* pol = host_.core().policy;
-    return pol != nullptr && (!path_refusal_.empty() || path_ != PathCheck::None ||
-                              path_policy_ != pol->id() || !moving_portals_.empty());
+    return pol != nullptr &&
+           (!path_refusal_.empty() || path_ != PathCheck::None || path_policy_ != pol->id() ||
+            !moving_portals_.empty() || every_portal_moves_);
   }
   void on_backend(BackendMessage& m) override;
   // The caller's rule forbids a whole schema ("schema.*"): the session's own search_path (the
@@ -95,7 +96,7 @@ class PolicyStage final : public Stage {
   bool moves_path(policy::ClassSet classes) const noexcept;
   void bind_portal(const FrontendMessage& m);
   bool moving_portal(std::string_view portal) const noexcept;
-  void forget_portal(std::string_view portal);
+  void forget_portals();
 
   struct Named {
     std::string text;              // empty when it was not kept (over kMaxTextBytes)
@@ -122,6 +123,12 @@ class PolicyStage final : public Stage {
   bool moves_path_user_ = false;  // the message being judged moves "$user" (follow_path_user)
   bool held_moves_path_user_ = false;  // so does the message held for approval
   bool stored_move_ = false;  // a PREPARE or DECLARE of a statement that moves the path ran
+  // Every portal's Execute makes the check due, until no portal is left (the session idle with
+  // nothing in flight): after a DECLARE that moves the path (its cursor is a portal), after a
+  // reload that brought the check (portals bound before it were never classified), or past
+  // kMaxMovingPortals.
+  bool every_portal_moves_ = false;
+  bool path_rule_ = false;  // the policy of path_policy_ checks the path
   // Portals bound to statements that move the path: their Executes make the check due again.
   static constexpr std::size_t kMaxMovingPortals = 64;
   std::vector<std::string> moving_portals_;

@@ -471,5 +471,104 @@ TEST(PolicyStageTest, RoutinesAndStoredStatementsThatMoveThePath) {
   EXPECT_EQ(host2.own_statements().size(), 9u);
 }
 
+// Found by the third review: a Query that runs EXECUTE after a role change (EXECUTE plans its
+// statement again under the new path), a cursor DECLAREd with a role change run by the
+// protocol's Execute, portals bound before the reload that brought the rule, a rebind that
+// fails upstream, more portals than are followed, and a fast-path call of set_config.
+TEST(PolicyStageTest, WhatRunsAfterARoleChangeInTheSameRequestOrLaterIsFollowed) {
+  const auto start = [](FakeHost& host, const std::vector<Stage*>& chain) {
+    EXPECT_EQ(host.frontend(chain, Query("SELECT 1")).verdict, Verdict::Defer);
+    host.answer_own(chain, kPathPasses);
+  };
+  {
+    FakeHost host(kFinance);
+    PolicyStage policy(host);
+    const std::vector<Stage*> chain{&policy};
+    start(host, chain);
+    EXPECT_EQ(host.frontend(chain, Query("SET ROLE finance; EXECUTE ps")).verdict, Verdict::Refuse);
+    host.retire(chain);
+    // In one batch: the Execute after the one that changes the role is refused.
+    for (const auto& [name, sql] : {std::pair{"s1", "SET ROLE finance"}, {"s2", "EXECUTE ps"}}) {
+      EXPECT_EQ(host.frontend(chain, Parse(name, sql)).verdict, Verdict::Forward) << sql;
+    }
+    EXPECT_EQ(host.frontend(chain, Bind("p1", "s1")).verdict, Verdict::Forward);
+    EXPECT_EQ(host.frontend(chain, Bind("p2", "s2")).verdict, Verdict::Forward);
+    EXPECT_EQ(host.frontend(chain, Execute("p1")).verdict, Verdict::Forward);
+    EXPECT_NE(host.frontend(chain, Execute("p2")).verdict, Verdict::Forward);
+  }
+  {
+    FakeHost host(kFinance);
+    PolicyStage policy(host);
+    const std::vector<Stage*> chain{&policy};
+    start(host, chain);
+    EXPECT_EQ(host.frontend(chain, Query("DECLARE c CURSOR FOR SELECT set_config('role', "
+                                         "'finance', false)"))
+                  .verdict,
+              Verdict::Forward);
+    host.backend(chain, msg('C', z("DECLARE CURSOR")));
+    host.backend(chain, Ready('T'));
+    EXPECT_EQ(host.frontend(chain, Query("SELECT 1")).verdict, Verdict::Defer);  // checked again
+    host.answer_own(chain, kPathPasses, 'T');
+    EXPECT_EQ(host.frontend(chain, Execute("c")).verdict, Verdict::Forward);
+    EXPECT_NE(host.frontend(chain, Parse("", "SELECT * FROM pay")).verdict, Verdict::Forward);
+  }
+  {
+    // Bound before the reload that brought the rule; and a rebind that would fail upstream.
+    FakeHost host(R"({"rules": [{"name": "plain", "deny": ["drop"]}]})");
+    PolicyStage policy(host);
+    const std::vector<Stage*> chain{&policy};
+    EXPECT_EQ(host.frontend(chain, Query("BEGIN")).verdict, Verdict::Forward);
+    host.backend(chain, msg('C', z("BEGIN")));
+    host.backend(chain, Ready('T'));
+    EXPECT_EQ(host.frontend(chain, Parse("r", "SET ROLE finance")).verdict, Verdict::Forward);
+    EXPECT_EQ(host.frontend(chain, Bind("p", "r")).verdict, Verdict::Forward);
+    host.frontend(chain, Sync());
+    host.backend(chain, msg('1', ""));
+    host.backend(chain, msg('2', ""));
+    host.backend(chain, Ready('T'));
+    host.reload(kFinance);
+    EXPECT_EQ(host.frontend(chain, Query("SELECT 1")).verdict, Verdict::Defer);
+    host.answer_own(chain, kPathPasses, 'T');
+    EXPECT_EQ(host.frontend(chain, Query("SELECT 1")).verdict, Verdict::Forward);
+    host.backend(chain, msg('C', z("SELECT 1")));
+    host.backend(chain, Ready('T'));
+    EXPECT_EQ(host.frontend(chain, Parse("ok", "SELECT 2")).verdict, Verdict::Forward);
+    EXPECT_EQ(host.frontend(chain, Bind("p", "ok")).verdict, Verdict::Forward);  // 42P03 upstream
+    EXPECT_EQ(host.frontend(chain, Execute("p")).verdict, Verdict::Forward);
+    EXPECT_NE(host.frontend(chain, Parse("", "SELECT * FROM pay")).verdict, Verdict::Forward);
+  }
+  {
+    // More portals than are followed: then every Execute counts.
+    FakeHost host(kFinance);
+    PolicyStage policy(host);
+    const std::vector<Stage*> chain{&policy};
+    start(host, chain);
+    EXPECT_EQ(host.frontend(chain, Query("BEGIN")).verdict, Verdict::Forward);
+    host.backend(chain, msg('C', z("BEGIN")));
+    host.backend(chain, Ready('T'));
+    EXPECT_EQ(host.frontend(chain, Parse("r", "SET ROLE finance")).verdict, Verdict::Forward);
+    for (int i = 0; i <= 64; ++i) {
+      std::string portal(1, 'p');
+      portal += std::to_string(i);
+      EXPECT_EQ(host.frontend(chain, Bind(portal, "r")).verdict, Verdict::Forward);
+    }
+    host.frontend(chain, Sync());
+    host.backend(chain, msg('1', ""));
+    for (int i = 0; i <= 64; ++i) host.backend(chain, msg('2', ""));
+    host.backend(chain, Ready('T'));
+    EXPECT_EQ(host.frontend(chain, Execute("p64")).verdict, Verdict::Forward);
+    EXPECT_NE(host.frontend(chain, Parse("", "SELECT * FROM pay")).verdict, Verdict::Forward);
+  }
+  {
+    // A fast-path call by OID (2078 is set_config) under the rule: refused.
+    FakeHost host(kFinance);
+    PolicyStage policy(host);
+    const std::vector<Stage*> chain{&policy};
+    start(host, chain);
+    EXPECT_EQ(host.frontend(chain, msg('F', s32(2078) + s16(0) + s16(0) + s16(0))).verdict,
+              Verdict::Refuse);
+  }
+}
+
 }  // namespace
 }  // namespace pgwarden::core
