@@ -449,6 +449,14 @@ struct Walker {
           k == "CreateFdwStmt" || k == "AlterFdwStmt") {
         child.definition = true;  // the functions it names run later, called by the server
       }
+      // Who may become which role, or which names roles have: "$user" may reach other schemas
+      // (PolicyStage reads the roles the session user may become again after it).
+      std::string_view renamed;
+      if (k == "CreateRoleStmt" || k == "AlterRoleStmt" || k == "GrantRoleStmt" ||
+          (k == "RenameStmt" && v["renameType"].get_string().get(renamed) == sj::SUCCESS &&
+           renamed == "OBJECT_ROLE")) {
+        out.classes |= kPathMoves;
+      }
       if (k == "SelectStmt") {
         add(C::Select);
         if (has(v, "intoClause")) write(C::SelectInto, ctx);

@@ -218,7 +218,14 @@ void PolicyStage::judge_bind(FrontendMessage& m) {
 // DISCARD) may move it.
 void PolicyStage::bind_portal(const FrontendMessage& m) {
   const auto it = named_.find(pr::name_key(m.view.statement));
-  const bool moves = it != named_.end() ? it->second.moves_path_user : checks_search_path();
+  bool moves = it != named_.end() ? it->second.moves_path_user : checks_search_path();
+  if (!moves && path_in_block_ && it != named_.end()) {
+    // Classified before the check ran inside this block: it may end the block (COMMIT,
+    // ROLLBACK TO SAVEPOINT), and with it the block's SET LOCAL values.
+    const Named& n = it->second;
+    moves =
+        !n.kept || moves_path(host_.core().engine->parsed_classes_of(*host_.core().policy, n.text));
+  }
   const std::string_view portal = pr::name_key(m.view.name);
   if (!moves || every_portal_moves_ || moving_portal(portal)) return;
   if (moving_portals_.size() >= kMaxMovingPortals) {
@@ -280,6 +287,15 @@ bool PolicyStage::checks_search_path() {
   return false;
 }
 
+// What runs, prepares or describes a statement waits for the check: the server resolves a Parse's
+// names (and a statement's Describe's, planning it again) under the path of the moment. Sync,
+// Flush, Close and a portal's Describe (planned already) go on.
+bool PolicyStage::waits_for_check(const pr::FrontendView& v) noexcept {
+  return v.query /* Query or Parse */ || v.type == pr::fe::kBind ||
+         (v.type == pr::fe::kDescribe && v.target == 'S') || v.type == pr::fe::kExecute ||
+         v.type == pr::fe::kFunctionCall;
+}
+
 // Before the first statement under such a rule (and again after a reload), the session's
 // search_path is read with a query of pgwarden's own; statements wait until it is answered. The
 // query is sent when nothing is in flight, so that the transaction state is known: in a failed
@@ -312,10 +328,7 @@ bool PolicyStage::search_path_check(FrontendMessage& m) {
       path_ = PathCheck::Due;
       return false;
     }
-    if (!m.view.query && m.view.type != pr::fe::kBind && m.view.type != pr::fe::kExecute &&
-        m.view.type != pr::fe::kFunctionCall) {
-      return false;
-    }
+    if (!waits_for_check(m.view)) return false;
     path_ = PathCheck::Due;
   }
   if (path_ == PathCheck::Pending) {
@@ -323,12 +336,8 @@ bool PolicyStage::search_path_check(FrontendMessage& m) {
     return true;
   }
   if (path_ != PathCheck::Due) return false;
-  // Only what runs or prepares a statement waits: Sync, Flush, Describe and Close go on.
   const pr::FrontendView& v = m.view;
-  if (!v.query && v.type != pr::fe::kBind && v.type != pr::fe::kExecute &&
-      v.type != pr::fe::kFunctionCall) {
-    return false;
-  }
+  if (!waits_for_check(v)) return false;
   const pr::PipelineModel& model = host_.model();
   if (model.tx_status() == 'E' && !model.runs_in_flight()) {
     // Still in the failed transaction: what runs next fails, or ends it (or rolls back to a
@@ -361,15 +370,47 @@ bool PolicyStage::search_path_check(FrontendMessage& m) {
   }
   // SHOW takes no snapshot (a SELECT would: in REPEATABLE READ it would fix the client's
   // transaction snapshot, and SET TRANSACTION would then fail), and the batch leaves the
-  // client's unnamed statement and portal alone.
-  host_.send_own_statements(kOwnerPolicy,
-                            {"SHOW search_path", "SHOW role", "SHOW session_authorization"});
+  // client's unnamed statement and portal alone. Which roles named like a forbidden schema the
+  // session user may become (a member, or a superuser: any existing role) is read with a SELECT,
+  // so only outside a transaction block; a check inside one runs again after it. The names go
+  // as hex, whatever the client encoding and string syntax in force.
+  const std::string roles = model.tx_status() == 'I' ? forbidden_roles_query() : std::string();
+  if (!roles.empty()) {
+    host_.send_own_statements(
+        kOwnerPolicy, {"SHOW search_path", "SHOW role", "SHOW session_authorization", roles});
+    path_sent_ = 4;
+    members_.clear();
+  } else {
+    host_.send_own_statements(kOwnerPolicy,
+                              {"SHOW search_path", "SHOW role", "SHOW session_authorization"});
+    path_sent_ = 3;
+  }
   path_ = PathCheck::Pending;
   for (std::string& value : path_values_) value.clear();
   path_rows_ = 0;
+  path_done_ = 0;
   path_failed_ = false;
   m.verdict = Verdict::Defer;
   return true;
+}
+
+std::string PolicyStage::forbidden_roles_query() {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string names;
+  for (const std::string& f : rule()->forbidden_tables) {
+    if (f.size() <= 2 || f.compare(f.size() - 2, 2, ".*") != 0) continue;
+    names.append(names.empty() ? "" : ", ").append("pg_catalog.convert_from(pg_catalog.decode('");
+    for (std::size_t i = 0; i + 2 < f.size(); ++i) {
+      const auto b = static_cast<unsigned char>(f[i]);
+      names.push_back(kHex[b >> 4]);
+      names.push_back(kHex[b & 15]);
+    }
+    names.append("', 'hex'), 'UTF8')");
+  }
+  if (names.empty()) return names;
+  return "SELECT r.rolname FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) "
+         "ANY (ARRAY[" +
+         names + "]::pg_catalog.name[]) AND pg_catalog.pg_has_role(session_user, r.oid, 'MEMBER')";
 }
 
 // Whether running a statement of `classes` may leave the search_path reaching schemas nobody
@@ -430,17 +471,30 @@ void PolicyStage::on_backend(BackendMessage& m) {
   if (r == nullptr || r->origin != pr::Origin::Gateway || r->owner != kOwnerPolicy) return;
   m.verdict = Verdict::Drop;
   if (m.type == pr::be::kDataRow) {
-    // One text column per SHOW, in the order sent.
+    // One text column: a SHOW's value (one row each, in the order sent), or a role's name.
     std::string_view p(reinterpret_cast<const char*>(m.whole.data()), m.whole.size());
     std::uint32_t len = 0;
-    if (p.size() < 11 || path_rows_ >= std::size(path_values_)) {
+    if (p.size() < 11 || path_done_ >= path_sent_) {
       path_failed_ = true;
       return;
     }
     for (int i = 7; i < 11; ++i) len = (len << 8) | static_cast<unsigned char>(p[i]);
     p.remove_prefix(11);
     if (len > p.size()) len = 0, path_failed_ = true;
-    path_values_[path_rows_++].assign(p.substr(0, len));
+    const std::string_view value = p.substr(0, len);
+    if (path_done_ < std::size(path_values_)) {
+      if ((path_rows_ & (1u << path_done_)) != 0) path_failed_ = true;
+      path_rows_ |= 1u << path_done_;
+      path_values_[path_done_].assign(value);
+    } else if (members_.size() >= kMaxMembers) {
+      path_failed_ = true;
+    } else {
+      members_.emplace_back(value);
+    }
+    return;
+  }
+  if (m.type == pr::be::kCommandComplete) {
+    ++path_done_;
     return;
   }
   if (m.type == pr::be::kErrorResponse) {
@@ -453,16 +507,45 @@ void PolicyStage::on_backend(BackendMessage& m) {
 
   const policy::Policy* pol = host_.core().policy;
   if (pol == nullptr) return;
-  if (path_rows_ != std::size(path_values_)) path_failed_ = true;
+  if (path_done_ != path_sent_ || path_rows_ != 7u) path_failed_ = true;
   // "$user" in the path is the current user's schema: the role SET ROLE chose, if any, else
   // the session user (no role can be named "none").
   const std::string& user = path_values_[1] != "none" ? path_values_[1] : path_values_[2];
+  const auto quoted = [](std::string& out, std::string_view name) {
+    out.append(", \"");
+    for (const char c : name) out.append(c == '"' ? 2 : 1, c);
+    out.push_back('"');
+  };
   std::string path = path_values_[0];
+  bool has_user = false;
   for (const std::string& schema : policy::split_search_path(path_values_[0])) {
-    if (schema == "$user") path.append(", \"").append(user).append("\"");
+    has_user = has_user || schema == "$user";
   }
+  if (has_user) quoted(path, user);
   std::string schema =
       path_failed_ ? std::string("(unknown)") : pol->forbidden_schema_in(path, rule());
+  if (schema.empty() && has_user) {
+    // Code the server runs can make any role the session user may become the role, where no
+    // statement shows it: "$user" may name each one's schema.
+    std::string may;
+    for (const std::string& name : members_) quoted(may, name);
+    const std::string reached =
+        may.empty() ? std::string()
+                    : pol->forbidden_schema_in(std::string_view(may).substr(2), rule());
+    if (!reached.empty()) {
+      m.verdict = Verdict::Fail;
+      m.sqlstate = pr::sqlstate::kInsufficientPrivilege;
+      m.message =
+          "pgwarden: this session's search_path holds \"$user\", and its user may become role \"";
+      m.message.append(reached).append(
+          "\" (a member of it, or a superuser), whose schema's tables the policy forbids; a "
+          "function, view or default could make that the role unseen and unqualified names would "
+          "reach them, so the session ends (set a search_path without \"$user\", e.g. ALTER ROLE "
+          "... SET search_path = public)");
+      path_refusal_ = m.message;
+      return;
+    }
+  }
   if (schema.empty()) return;
   m.verdict = Verdict::Fail;
   m.sqlstate = pr::sqlstate::kInsufficientPrivilege;
@@ -562,6 +645,8 @@ void PolicyStage::on_frontend_done(FrontendMessage& m, pr::Request* r) {
   n.policy = pol->id();
   n.refusal = m.verdict == Verdict::Refuse ? m.message : std::string();
   n.moves_path_user = moves_path_user_;
+  // SQL EXECUTE runs a protocol-prepared statement too.
+  if (moves_path_user_ && !name.empty()) stored_move_ = true;
   moves_path_user_ = false;
   if (r != nullptr && r->origin == pr::Origin::Client) r->tag_text = name;
 }

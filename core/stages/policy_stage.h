@@ -89,6 +89,10 @@ class PolicyStage final : public Stage {
     return search_path_check(m);
   }
   bool search_path_check(FrontendMessage& m);
+  static bool waits_for_check(const protocol::FrontendView& v) noexcept;
+  // The query of the check's fourth statement: the roles named like the rule's forbidden
+  // schemas that the session user may become ("" when the rule forbids no whole schema).
+  std::string forbidden_roles_query();
   // Under a rule that forbids whole schemas, a statement that may change whose schema "$user"
   // names (a role change, a path naming "$user", RESET or DISCARD): the check runs again after
   // it. Refuses a Query that would run other statements after it unchecked. `text` is judged.
@@ -133,10 +137,18 @@ class PolicyStage final : public Stage {
   static constexpr std::size_t kMaxMovingPortals = 64;
   std::vector<std::string> moving_portals_;
   std::uint64_t path_policy_ = 0;  // the policy the search_path was checked for
-  // The check's answers, in order: search_path, role ("none" unless SET ROLE), session user.
+  // The check's answers, in order: search_path, role ("none" unless SET ROLE), session user;
+  // and, when sent outside a transaction block, the roles the session user may become.
   std::string path_values_[3];
-  std::size_t path_rows_ = 0;
+  unsigned path_rows_ = 0;     // bit i: the row of statement i came
+  std::size_t path_done_ = 0;  // statements answered (CommandComplete)
+  std::size_t path_sent_ = 0;  // statements sent
   bool path_failed_ = false;
+  // The roles named like a forbidden schema that the session user may become (pg_has_role
+  // MEMBER), as last read; code the server runs (a function, a view, a default) may make any of
+  // them the role, unseen.
+  std::vector<std::string> members_;
+  static constexpr std::size_t kMaxMembers = 4096;
   std::string path_refusal_;  // the check failed: the session is ending
 };
 

@@ -294,6 +294,26 @@ class FakeHost final : public StageHost {
     out.push_back(backend(stages, Ready(status)));
     return out;
   }
+  // The server's answer to the policy's search_path check in flight: the three SHOWs' `rows`,
+  // and, when the check asked (it does outside a transaction block), the roles the session user
+  // may become: `members`.
+  std::vector<BackendMessage> answer_check(const std::vector<Stage*>& stages,
+                                           std::vector<std::vector<ByteString>> rows,
+                                           char status = 'I',
+                                           const std::vector<std::string>& members = {}) {
+    const std::vector<std::string> sent = own_statements();
+    if (!sent.empty() && sent.back().find("pg_has_role") != std::string::npos) {
+      rows.emplace_back();
+      for (const std::string& name : members) rows.back().push_back(DataRow({name}));
+    }
+    return answer_own(stages, rows, status);
+  }
+  // How many search_path checks the policy sent so far.
+  std::size_t path_checks() const {
+    std::size_t n = 0;
+    for (const std::string& sql : own_statements()) n += sql == "SHOW search_path";
+    return n;
+  }
   // The SQL of each of pgwarden's own statements sent so far (send_own_statements), in order.
   std::vector<std::string> own_statements() const {
     std::vector<std::string> out;

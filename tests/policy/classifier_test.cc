@@ -222,11 +222,16 @@ TEST(PolicyRules, StatementsThatMoveTheSearchPathAreMarked) {
        {"SET search_path TO DEFAULT", "RESET search_path", "SET LOCAL search_path = DEFAULT",
         "SET search_path = \"$user\", public", "SET search_path TO E'\\x24user'",
         "SET search_path TO U&\"\\0024user\"", "RESET ALL", "DISCARD ALL",
-        "SELECT set_config('search_path', '$user', false)"}) {
+        "SELECT set_config('search_path', '$user', false)",
+        // who may become which role, or a role's name ("$user" may name another schema)
+        "CREATE ROLE finance", "CREATE USER x IN ROLE finance", "GRANT finance TO app",
+        "ALTER ROLE app SUPERUSER", "ALTER ROLE x RENAME TO finance",
+        "ALTER GROUP finance ADD USER app"}) {
     EXPECT_NE(e.parsed_classes_of(**p, moves) & kPathMoves, 0u) << moves;
   }
   for (const char* stays : {"SET search_path = public", "SET statement_timeout = 0", "SHOW role",
-                            "DISCARD PLANS", "RESET statement_timeout", "SELECT 'RESET ALL'"}) {
+                            "DISCARD PLANS", "RESET statement_timeout", "SELECT 'RESET ALL'",
+                            "ALTER TABLE t RENAME TO u", "GRANT SELECT ON t TO app"}) {
     EXPECT_EQ(e.parsed_classes_of(**p, stays) & kPathMoves, 0u) << stays;
   }
   EXPECT_EQ(class_names(kPathMoves | bit(StatementClass::Set)), "set");  // no name of its own

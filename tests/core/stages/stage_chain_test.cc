@@ -249,12 +249,13 @@ TEST(StageInterestTest, PolicyHoldsEveryMessageWhileItsSearchPathCheckIsOpen) {
   PolicyStage policy(host);
   const std::vector<Stage*> chain{&policy};
   EXPECT_EQ(host.frontend(chain, Query("SELECT 1")).verdict, Verdict::Defer);
-  ASSERT_EQ(host.own_statements().size(), 3u);  // the check
+  ASSERT_EQ(host.path_checks(), 1u);  // the check
   EXPECT_TRUE(policy.gates_input());
   for (const ByteString& m : {Sync(), DescribePortal(""), msg('C', "P" + z(""))}) {
     EXPECT_EQ(host.frontend(chain, m).verdict, Verdict::Defer) << static_cast<char>(m[0]);
   }
-  host.answer_own(chain, {{DataRow({"secret, public"})}, {DataRow({"none"})}, {DataRow({"app"})}});
+  host.answer_check(chain,
+                    {{DataRow({"secret, public"})}, {DataRow({"none"})}, {DataRow({"app"})}});
   EXPECT_TRUE(policy.gates_input());
   for (const ByteString& m : {Sync(), DescribePortal(""), Query("SELECT 1")}) {
     EXPECT_EQ(host.frontend(chain, m).verdict, Verdict::Fail) << static_cast<char>(m[0]);

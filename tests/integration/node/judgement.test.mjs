@@ -354,38 +354,66 @@ test("forbidden_tables: notices raised by the check a reload makes due do not re
 // Found by attacker review: the check resolved "$user" once, so a role change afterwards (here
 // in relay mode, where the rule allows it) let unqualified names reach the schema named like the
 // new role; and a startup search_path with a newline between names hid a schema from
-// pgwarden's reading, not from PostgreSQL's.
-test('forbidden_tables: a role change runs the check again; a search_path is read as PostgreSQL reads it', async () => {
+// pgwarden's reading, not from PostgreSQL's. The fourth review: code the server runs (here a
+// view) changes the role where no statement shows it, so "$user" counts as every role named like
+// a forbidden schema that the session user may become.
+test('forbidden_tables: "$user" counts as each role the user may become; a role change runs the check again; a search_path is read as PostgreSQL reads it', async () => {
   const policy = join(dir, 'user.json');
   writeFileSync(policy, JSON.stringify({ rules: [{ name: 'fb', users: ['trusted'], forbidden_tables: ['hr_j.*'] }] }));
-  await direct('DROP ROLE IF EXISTS hr_j');
-  await direct('CREATE ROLE hr_j NOLOGIN; GRANT hr_j TO trusted; GRANT USAGE ON SCHEMA hr_j TO hr_j, trusted; GRANT SELECT ON hr_j.pay TO hr_j');
+  await direct('DROP VIEW IF EXISTS j_becomes; DROP ROLE IF EXISTS hr_j');
+  await direct('CREATE ROLE hr_j NOLOGIN; GRANT USAGE ON SCHEMA hr_j TO hr_j, trusted; GRANT SELECT ON hr_j.pay TO hr_j');
+  await direct("CREATE VIEW j_becomes AS SELECT set_config('role', 'hr_j', false) AS r; GRANT SELECT ON j_becomes TO trusted");
   const g = await startGateway(['--upstream', `127.0.0.1:${env.pgPort}`, '--policy', policy]);
   const answer = async (w, sql) => {
     w.write(message('Q', Buffer.from(sql + '\0')));
     const out = [];
     for (let m = await w.next(['D', 'E', 'Z']); m && m.type !== 'Z'; m = await w.next(['D', 'E', 'Z'])) {
       out.push(m.type === 'E' ? `E:${errorFields(m.body).C}` : `D:${m.body.toString('latin1', 6, 6 + m.body.readInt32BE(2))}`);
-      if (m.type === 'E' && errorFields(m.body).S === 'FATAL') break;
+      if (m.type === 'E' && errorFields(m.body).S === 'FATAL') {
+        w.fatal = errorFields(m.body).M;
+        break;
+      }
     }
     return out;
   };
   try {
-    // Directly, the role's schema comes first in the default path ("$user", public).
+    // Directly, a member of hr_j reads its schema through a view that changes the role: the
+    // role's schema comes first in the default path ("$user", public).
+    await direct('GRANT hr_j TO trusted');
     const d = await readySession(env.pgPort);
-    assert.deepEqual(await answer(d, 'SET ROLE hr_j'), []);
+    assert.deepEqual(await answer(d, 'SELECT r FROM j_becomes'), ['D:hr_j']);
     assert.deepEqual(await answer(d, 'SELECT who FROM pay'), ['D:carol']);
     d.end();
+    // Through pgwarden such a session ends before its first statement runs.
+    const v = await readySession(g.port);
+    assert.deepEqual(await answer(v, 'SELECT r FROM j_becomes'), ['E:42501']);
+    assert.match(v.fatal, /holds "\$user", and its user may become role "hr_j"/);
+    assert.ok(await v.closedWithin(3000));
+    // With a path without "$user" it runs, and the role the view sets reaches nothing more; a
+    // path set back to "$user" ends it.
+    const p = await readySession(g.port, { search_path: 'public' });
+    assert.deepEqual(await answer(p, 'SELECT r FROM j_becomes'), ['D:hr_j']);
+    assert.deepEqual(await answer(p, 'SELECT who FROM pay'), ['E:42P01']);
+    assert.deepEqual(await answer(p, 'SET search_path TO "$user", public'), []);
+    assert.deepEqual(await answer(p, 'SELECT who FROM pay'), ['E:42501']);
+    assert.ok(await p.closedWithin(3000));
+    // Membership granted while a session runs: the role change runs the check again, and it
+    // reads the roles again.
+    await direct('REVOKE hr_j FROM trusted');
     const w = await readySession(g.port);
     assert.deepEqual(await answer(w, 'SELECT 1'), ['D:1']);
+    await direct('GRANT hr_j TO trusted');
     assert.deepEqual(await answer(w, 'SET ROLE hr_j; SELECT who FROM pay'), ['E:42501']);
     assert.deepEqual(await answer(w, 'SET ROLE hr_j'), []);
     assert.deepEqual(await answer(w, 'SELECT who FROM pay'), ['E:42501']); // the session ends
     assert.ok(await w.closedWithin(3000));
     // The same role change spelled with a Unicode escape, and a path set back to its default
-    // after a role change the check passed (found by the review of the first fix).
+    // after a role change the check passed (found by the review of the first fix). Nothing is
+    // granted meanwhile here: the check after SET ROLE sees the role itself.
+    await direct('REVOKE hr_j FROM trusted');
     const u = await readySession(g.port);
     assert.deepEqual(await answer(u, 'SELECT 1'), ['D:1']);
+    await direct('GRANT hr_j TO trusted');
     assert.deepEqual(await answer(u, 'SET U&"rol\\0065" TO hr_j; SELECT who FROM pay'), ['E:42501']);
     assert.deepEqual(await answer(u, 'SET search_path = public'), []);
     assert.deepEqual(await answer(u, 'SET ROLE hr_j'), []);
@@ -393,6 +421,18 @@ test('forbidden_tables: a role change runs the check again; a search_path is rea
     assert.deepEqual(await answer(u, 'SET search_path TO DEFAULT'), []);
     assert.deepEqual(await answer(u, 'SELECT who FROM pay'), ['E:42501']);
     assert.ok(await u.closedWithin(3000));
+    // Creating the role a view already switches to, and granting it, run the check again (the
+    // review's variant: the view first, then the role): CREATEROLE may grant any role.
+    await direct('REVOKE hr_j FROM trusted; DROP OWNED BY hr_j; DROP ROLE hr_j; ALTER ROLE trusted CREATEROLE');
+    const c = await readySession(g.port);
+    assert.deepEqual(await answer(c, 'SELECT 3'), ['D:3']);
+    assert.deepEqual(await answer(c, 'CREATE ROLE hr_j NOLOGIN'), []);
+    assert.deepEqual(await answer(c, 'SELECT 4'), ['D:4']); // not a member of it
+    assert.deepEqual(await answer(c, 'GRANT hr_j TO trusted'), []);
+    assert.deepEqual(await answer(c, 'SELECT 5'), ['E:42501']);
+    assert.match(c.fatal, /may become role "hr_j"/);
+    assert.ok(await c.closedWithin(3000));
+    await direct('ALTER ROLE trusted NOCREATEROLE');
     // A newline separates names for PostgreSQL as a space does.
     const n = await readySession(env.pgPort, { search_path: 'public,\nhr_j' });
     assert.deepEqual(await answer(n, 'SELECT current_schemas(false)'), ['D:{public,hr_j}']);
@@ -407,7 +447,8 @@ test('forbidden_tables: a role change runs the check again; a search_path is rea
   } finally {
     g.kill('SIGINT');
     await g.exited;
-    await direct('REVOKE USAGE ON SCHEMA hr_j FROM trusted; DROP OWNED BY hr_j; DROP ROLE IF EXISTS hr_j');
+    await direct('ALTER ROLE trusted NOCREATEROLE; DROP VIEW IF EXISTS j_becomes; REVOKE USAGE ON SCHEMA hr_j FROM trusted');
+    await direct("DO $$BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'hr_j') THEN DROP OWNED BY hr_j; DROP ROLE hr_j; END IF; END$$");
   }
 });
 
