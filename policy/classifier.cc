@@ -421,7 +421,12 @@ struct Walker {
         }
         continue;
       }
-      if (k == "String" && ctx.definition) named_function(str(e));
+      if (k == "String" && ctx.definition) {
+        // A function the server calls later: set_config there sets what nobody can read here
+        // (CREATE AGGREGATE ... SFUNC = set_config, then sp('search_path'...)).
+        named_function(str(e));
+        if (ascii_lower(str(e)) == "set_config") out.search_path.emplace_back();
+      }
       if (k == "A_Indirection" || k == "ColumnRef") {
         // (x).f and t.f call f(x) when f is no column: as if called.
         sj::dom::array parts;

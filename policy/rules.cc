@@ -504,9 +504,11 @@ Decision PolicyEngine::decide(const Rule& rule, const Analysis& a) {
   const bool whole_schema = std::any_of(
       rule.forbidden_tables.begin(), rule.forbidden_tables.end(),
       [](const std::string& f) { return f.size() > 2 && f.compare(f.size() - 2, 2, ".*") == 0; });
+  // pg_settings written, or named by DDL (a view over it is written through later, a rule or
+  // routine writes it later).
   const bool settings_written =
       (a.classes & (bit(StatementClass::Update) | bit(StatementClass::Insert) |
-                    bit(StatementClass::Merge))) != 0 &&
+                    bit(StatementClass::Merge) | bit(StatementClass::Ddl))) != 0 &&
       (std::find(a.tables.begin(), a.tables.end(), "pg_settings") != a.tables.end() ||
        std::find(a.tables.begin(), a.tables.end(), "pg_catalog.pg_settings") != a.tables.end());
   if (whole_schema && (settings_written || std::find(a.search_path.begin(), a.search_path.end(),

@@ -371,15 +371,17 @@ bool PolicyStage::search_path_check(FrontendMessage& m) {
   // SHOW takes no snapshot (a SELECT would: in REPEATABLE READ it would fix the client's
   // transaction snapshot, and SET TRANSACTION would then fail), and the batch leaves the
   // client's unnamed statement and portal alone. Which roles named like a forbidden schema the
-  // session user may become (a member, or a superuser: any existing role) is read with a SELECT,
-  // so only outside a transaction block; a check inside one runs again after it. The names go
-  // as hex, whatever the client encoding and string syntax in force.
-  const std::string roles = model.tx_status() == 'I' ? forbidden_roles_query() : std::string();
-  if (!roles.empty()) {
+  // session may become is read with a SELECT: outside a transaction block, and inside one when
+  // what was read may be out of date (a role statement ran, whose snapshot is taken already, or
+  // the policy forbids other schemas now; fail closed, at the cost of the snapshot).
+  std::string roles = forbidden_roles_query();
+  if (!roles.empty() && (model.tx_status() == 'I' || roles_stale_ || roles != roles_sql_)) {
     host_.send_own_statements(
         kOwnerPolicy, {"SHOW search_path", "SHOW role", "SHOW session_authorization", roles});
     path_sent_ = 4;
     members_.clear();
+    roles_sql_ = std::move(roles);
+    roles_stale_ = false;
   } else {
     host_.send_own_statements(kOwnerPolicy,
                               {"SHOW search_path", "SHOW role", "SHOW session_authorization"});
@@ -394,23 +396,37 @@ bool PolicyStage::search_path_check(FrontendMessage& m) {
   return true;
 }
 
+// The roles named like the rule's forbidden schemas that the session may become: those the
+// session user is a member of, and those the user that logged in is (a superuser is a member of
+// every role, and may make any role the session user). Names go as hex, whatever the client
+// encoding and string syntax in force; everything it calls is pg_catalog's.
 std::string PolicyStage::forbidden_roles_query() {
-  static constexpr char kHex[] = "0123456789abcdef";
+  const auto text = [](std::string& out, std::string_view s) {
+    static constexpr char kHex[] = "0123456789abcdef";
+    out.append("pg_catalog.convert_from(pg_catalog.decode('");
+    for (const char c : s) {
+      out.push_back(kHex[static_cast<unsigned char>(c) >> 4]);
+      out.push_back(kHex[static_cast<unsigned char>(c) & 15]);
+    }
+    out.append("', 'hex'), 'UTF8')");
+  };
   std::string names;
   for (const std::string& f : rule()->forbidden_tables) {
     if (f.size() <= 2 || f.compare(f.size() - 2, 2, ".*") != 0) continue;
-    names.append(names.empty() ? "" : ", ").append("pg_catalog.convert_from(pg_catalog.decode('");
-    for (std::size_t i = 0; i + 2 < f.size(); ++i) {
-      const auto b = static_cast<unsigned char>(f[i]);
-      names.push_back(kHex[b >> 4]);
-      names.push_back(kHex[b & 15]);
-    }
-    names.append("', 'hex'), 'UTF8')");
+    if (!names.empty()) names.append(", ");
+    text(names, std::string_view(f).substr(0, f.size() - 2));
   }
   if (names.empty()) return names;
-  return "SELECT r.rolname FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) "
-         "ANY (ARRAY[" +
-         names + "]::pg_catalog.name[]) AND pg_catalog.pg_has_role(session_user, r.oid, 'MEMBER')";
+  std::string sql =
+      "SELECT r.rolname FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) ANY "
+      "(ARRAY[" +
+      names + "]::pg_catalog.name[]) AND (pg_catalog.pg_has_role(session_user, r.oid, 'MEMBER')";
+  if (const std::string& login = host_.caller().role; !login.empty()) {
+    sql.append(" OR pg_catalog.pg_has_role(");
+    text(sql, login);
+    sql.append("::pg_catalog.name, r.oid, 'MEMBER')");
+  }
+  return sql.append(")");
 }
 
 // Whether running a statement of `classes` may leave the search_path reaching schemas nobody
@@ -445,6 +461,11 @@ void PolicyStage::follow_path_user(FrontendMessage& m, std::string_view text) {
                                      pc::bit(pc::StatementClass::Function) |
                                      pc::bit(pc::StatementClass::Call);
   const bool own_move = (classes & (pc::bit(pc::StatementClass::RoleChange) | pc::kPathMoves)) != 0;
+  // A role statement (CREATE/ALTER ROLE, GRANT role): the roles the session may become are read
+  // again, inside a transaction block too.
+  if ((classes & pc::kPathMoves) != 0 && (classes & pc::bit(pc::StatementClass::Ddl)) != 0) {
+    roles_stale_ = true;
+  }
   if ((m.view.type == pr::fe::kQuery && (classes & pc::kMultiStatement) != 0 &&
        (classes & ~(kOnItsOwn | pc::kMultiStatement)) != 0) ||
       (own_move && (classes & kRoutines) != 0)) {
@@ -524,27 +545,21 @@ void PolicyStage::on_backend(BackendMessage& m) {
   if (has_user) quoted(path, user);
   std::string schema =
       path_failed_ ? std::string("(unknown)") : pol->forbidden_schema_in(path, rule());
-  if (schema.empty() && has_user) {
-    // Code the server runs can make any role the session user may become the role, where no
-    // statement shows it: "$user" may name each one's schema.
-    std::string may;
-    for (const std::string& name : members_) quoted(may, name);
-    const std::string reached =
-        may.empty() ? std::string()
-                    : pol->forbidden_schema_in(std::string_view(may).substr(2), rule());
-    if (!reached.empty()) {
-      m.verdict = Verdict::Fail;
-      m.sqlstate = pr::sqlstate::kInsufficientPrivilege;
-      m.message =
-          "pgwarden: this session's search_path holds \"$user\", and its user may become role \"";
-      m.message.append(reached).append(
-          "\" (a member of it, or a superuser), whose schema's tables the policy forbids; a "
-          "function, view or default could make that the role unseen and unqualified names would "
-          "reach them, so the session ends (set a search_path without \"$user\", e.g. ALTER ROLE "
-          "... SET search_path = public)");
-      path_refusal_ = m.message;
-      return;
-    }
+  if (schema.empty() && has_user && !members_.empty()) {
+    // Code the server runs can make any role the session may become the role, where no
+    // statement shows it: "$user" may name each one's schema. (The query asked only for roles
+    // named like a forbidden schema, compared by the server whatever the client encoding.)
+    m.verdict = Verdict::Fail;
+    m.sqlstate = pr::sqlstate::kInsufficientPrivilege;
+    m.message = "pgwarden: this session's search_path holds \"$user\", and it may become role \"";
+    m.message.append(members_.front())
+        .append(
+            "\" (a member of it, or a superuser), whose schema's tables the policy forbids; a "
+            "function, view or default could make that the role unseen and unqualified names "
+            "would reach them, so the session ends (set a search_path without \"$user\", e.g. "
+            "ALTER ROLE ... SET search_path = public)");
+    path_refusal_ = m.message;
+    return;
   }
   if (schema.empty()) return;
   m.verdict = Verdict::Fail;

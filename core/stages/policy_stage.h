@@ -144,11 +144,13 @@ class PolicyStage final : public Stage {
   std::size_t path_done_ = 0;  // statements answered (CommandComplete)
   std::size_t path_sent_ = 0;  // statements sent
   bool path_failed_ = false;
-  // The roles named like a forbidden schema that the session user may become (pg_has_role
-  // MEMBER), as last read; code the server runs (a function, a view, a default) may make any of
-  // them the role, unseen.
+  // The roles named like a forbidden schema that the session may become (pg_has_role MEMBER,
+  // of the session user or the user that logged in), as last read; code the server runs (a
+  // function, a view, a default) may make any of them the role, unseen.
   std::vector<std::string> members_;
   static constexpr std::size_t kMaxMembers = 4096;
+  std::string roles_sql_;     // the query members_ was read with (forbidden_roles_query)
+  bool roles_stale_ = false;  // a role statement ran since members_ was read
   std::string path_refusal_;  // the check failed: the session is ending
 };
 

@@ -622,7 +622,14 @@ TEST(PolicyRules, ForbiddenSchemaHoldsWhateverChangesTheSearchPath) {
         "SELECT set_config('search_path', current_setting('search_path') || ',hr', false)",
         "DO $$ BEGIN PERFORM set_config('search_path', 'hr', false); END $$",
         "UPDATE pg_settings SET setting = 'hr' WHERE name = 'search_path'",
-        "UPDATE pg_catalog.pg_settings SET setting = 'x' WHERE name = 'search' || '_path'"}) {
+        "UPDATE pg_catalog.pg_settings SET setting = 'x' WHERE name = 'search' || '_path'",
+        // Code the server runs later (found by the fifth review): a view written through, an
+        // aggregate or operator whose function is set_config.
+        "CREATE VIEW ps AS SELECT * FROM pg_catalog.pg_settings",
+        "CREATE RULE r AS ON INSERT TO t DO ALSO UPDATE pg_settings SET setting = 'x'",
+        "CREATE AGGREGATE sp(text, boolean) (SFUNC = set_config, STYPE = text, INITCOND = 'x')",
+        "CREATE OPERATOR ### (LEFTARG = text, RIGHTARG = text, FUNCTION = "
+        "pg_catalog.set_config)"}) {
     EXPECT_EQ(e.judge(**p, rule, sql).action, Action::Deny) << sql;
   }
   for (const char* sql : {"SELECT set_config('search_path', 'public, app', false)",

@@ -293,20 +293,29 @@ test('forbidden_tables: a check made due and then dropped by two reloads neither
 // statement of the client's earlier batch (its Bind then failed with 26000) and took the
 // transaction's snapshot (SET TRANSACTION then failed with 25001). Now it is a batch of SHOWs of
 // its own, and the client sees what it sees directly.
+// A reload that forbids schemas the roles were not read for reads them inside the block too (a
+// SELECT: the snapshot is taken; fail closed), leaving the unnamed statement alone.
 test('forbidden_tables: the check a reload makes due leaves the unnamed statement and the snapshot alone', async () => {
   const policy = join(dir, 'own.json');
   writeFileSync(policy, JSON.stringify({ rules: [{ name: 'plain', users: ['trusted'], deny: ['drop'] }] }));
   const g = await startGateway(['--upstream', `127.0.0.1:${env.pgPort}`, '--policy', policy]);
+  const reload = (rules) => async () => {
+    writeFileSync(policy, JSON.stringify({ rules }));
+    g.kill('SIGHUP');
+    await logMatch(g, /policy reloaded/);
+    await sleep(700); // the reload is picked up by every core
+  };
   try {
     const expected = await unnamedStatementAcross(env.pgPort, async () => {});
     assert.deepEqual(expected, ['C', 'C', 'D:42', 'C', 'D:serializable', 'C', 'C']);
-    const seen = await unnamedStatementAcross(g.port, async () => {
-      writeFileSync(policy, JSON.stringify({ rules: [{ name: 'fb', users: ['trusted'], forbidden_tables: ['hr_j.*'] }] }));
-      g.kill('SIGHUP');
-      await logMatch(g, /policy reloaded/);
-      await sleep(700); // the reload is picked up by every core
-    });
-    assert.deepEqual(seen, expected);
+    // The schemas forbidden before and after are the same: the check is three SHOWs.
+    const fb = { name: 'fb', users: ['trusted'], forbidden_tables: ['hr_j.*'] };
+    await reload([fb])();
+    assert.deepEqual(await unnamedStatementAcross(g.port, reload([{ ...fb, deny: ['drop'] }])), expected);
+    // They are not: the roles are read too.
+    await reload([{ name: 'plain', users: ['trusted'], deny: ['drop'] }])();
+    const direct2 = await unnamedStatementAcross(env.pgPort, async () => {}, { isolation: false });
+    assert.deepEqual(await unnamedStatementAcross(g.port, reload([fb]), { isolation: false }), direct2);
   } finally {
     g.kill('SIGINT');
     await g.exited;
@@ -387,7 +396,7 @@ test('forbidden_tables: "$user" counts as each role the user may become; a role 
     // Through pgwarden such a session ends before its first statement runs.
     const v = await readySession(g.port);
     assert.deepEqual(await answer(v, 'SELECT r FROM j_becomes'), ['E:42501']);
-    assert.match(v.fatal, /holds "\$user", and its user may become role "hr_j"/);
+    assert.match(v.fatal, /holds "\$user", and it may become role "hr_j"/);
     assert.ok(await v.closedWithin(3000));
     // With a path without "$user" it runs, and the role the view sets reaches nothing more; a
     // path set back to "$user" ends it.
@@ -432,6 +441,16 @@ test('forbidden_tables: "$user" counts as each role the user may become; a role 
     assert.deepEqual(await answer(c, 'SELECT 5'), ['E:42501']);
     assert.match(c.fatal, /may become role "hr_j"/);
     assert.ok(await c.closedWithin(3000));
+    // Inside a transaction block too (the fifth review: GRANT, then the view, then ROLLBACK
+    // would have left no trace).
+    await direct('REVOKE hr_j FROM trusted');
+    const b = await readySession(g.port);
+    assert.deepEqual(await answer(b, 'SELECT 6'), ['D:6']);
+    assert.deepEqual(await answer(b, 'BEGIN'), []);
+    assert.deepEqual(await answer(b, 'GRANT hr_j TO trusted'), []);
+    assert.deepEqual(await answer(b, 'SELECT r FROM j_becomes'), ['E:42501']);
+    assert.match(b.fatal, /may become role "hr_j"/);
+    assert.ok(await b.closedWithin(3000));
     await direct('ALTER ROLE trusted NOCREATEROLE');
     // A newline separates names for PostgreSQL as a space does.
     const n = await readySession(env.pgPort, { search_path: 'public,\nhr_j' });
@@ -532,6 +551,15 @@ test("forbidden_tables holds whatever the role's or database's default search_pa
         const after = await c.query('SELECT who FROM pay').catch((x) => x);
         assert.equal(after.code, '42P01', `${sql}: the path reached hr_j`);
       }, { user: 'j_path', password: 'j-path-pw' });
+    }
+    // Nor through code the server runs later, that the session would create (found by the
+    // fifth review): a view over pg_settings written through, an aggregate on set_config.
+    for (const sql of ['CREATE VIEW j_path.ps AS SELECT * FROM pg_settings',
+      "CREATE AGGREGATE j_path.sp(text, boolean) (SFUNC = set_config, STYPE = text, INITCOND = 'search_path')"]) {
+      const r = await asPather(sql).catch((x) => x);
+      assert.ok(r instanceof Error, `${sql} ran`);
+      assert.equal(r.code, '42501', `${sql}: ${r.message}`);
+      assert.match(r.message, /search_path set to a value pgwarden cannot read/, sql);
     }
     // Other settings through set_config are as before.
     assert.equal((await asPather("SELECT set_config('application_name', 'x', false) AS v")).rows[0].v, 'x');
