@@ -19,6 +19,11 @@ using policy::Action;
 
 namespace {
 
+// What runs a statement stored before: EXECUTE, FETCH (and DECLARE, PREPARE), CALL.
+constexpr policy::ClassSet kStored = policy::bit(policy::StatementClass::Prepare) |
+                                     policy::bit(policy::StatementClass::Cursor) |
+                                     policy::bit(policy::StatementClass::Call);
+
 // Whether one of may_redefine_statements' words starts at `i` (ASCII letters in any case).
 bool redefining_word_at(std::string_view s, std::size_t i) {
   static constexpr std::string_view kWords[] = {"deallocate", "prepare", "discard", "execute"};
@@ -308,6 +313,7 @@ bool PolicyStage::search_path_check(FrontendMessage& m) {
     path_policy_ = id;
     const bool checked = path_rule_;
     path_rule_ = checks_search_path();
+    if (!path_rule_) roles_sql_.clear();  // role statements meanwhile go unfollowed
     path_ = path_rule_ ? PathCheck::Due : PathCheck::None;
     if (path_rule_ && !checked && reloaded_) {
       // What was prepared, declared or bound before was never classified: any of it may move
@@ -436,9 +442,6 @@ std::string PolicyStage::forbidden_roles_query() {
 // CALL once the session stored such a statement (PREPARE, DECLARE).
 bool PolicyStage::moves_path(policy::ClassSet classes) const noexcept {
   namespace pc = policy;
-  constexpr pc::ClassSet kStored = pc::bit(pc::StatementClass::Prepare) |
-                                   pc::bit(pc::StatementClass::Cursor) |
-                                   pc::bit(pc::StatementClass::Call);
   return (classes & (pc::bit(pc::StatementClass::RoleChange) | pc::kPathMoves)) != 0 ||
          (path_in_block_ && (classes & pc::bit(pc::StatementClass::Transaction)) != 0) ||
          (stored_move_ && (classes & kStored) != 0);
@@ -461,20 +464,26 @@ void PolicyStage::follow_path_user(FrontendMessage& m, std::string_view text) {
                                      pc::bit(pc::StatementClass::Function) |
                                      pc::bit(pc::StatementClass::Call);
   const bool own_move = (classes & (pc::bit(pc::StatementClass::RoleChange) | pc::kPathMoves)) != 0;
-  // A role statement (CREATE/ALTER ROLE, GRANT role): the roles the session may become are read
-  // again, inside a transaction block too.
-  if ((classes & pc::kPathMoves) != 0 && (classes & pc::bit(pc::StatementClass::Ddl)) != 0) {
+  constexpr pc::ClassSet kDdl = pc::bit(pc::StatementClass::Ddl);
+  // A role statement (CREATE/ALTER ROLE, GRANT role), or what may run one stored before: the
+  // roles the session may become are read again, inside a transaction block too.
+  if (((classes & pc::kPathMoves) != 0 && (classes & kDdl) != 0) ||
+      (stored_move_ && (classes & kStored) != 0)) {
     roles_stale_ = true;
   }
+  // Code stored to run later (a view, a column default, a rule, a function's SET clause) that
+  // changes the role or the path (set_config) would run unseen: refused, as in a routine.
   if ((m.view.type == pr::fe::kQuery && (classes & pc::kMultiStatement) != 0 &&
        (classes & ~(kOnItsOwn | pc::kMultiStatement)) != 0) ||
-      (own_move && (classes & kRoutines) != 0)) {
+      (own_move && (classes & kRoutines) != 0) ||
+      ((classes & kDdl) != 0 && (classes & pc::bit(pc::StatementClass::RoleChange)) != 0)) {
     m.refuse(pr::sqlstate::kInsufficientPrivilege,
              "pgwarden: under a policy rule that forbids whole schemas, a role change, a "
              "search_path set to its default or naming \"$user\", RESET ALL or DISCARD ALL (or, "
              "after a reload inside a transaction block, its end) goes in a Query of its own, and "
-             "never in a DO block or routine: the schemas the search_path then reaches are "
-             "checked before the next statement runs");
+             "never in a DO block, routine or stored object (view, default, rule, set_config "
+             "anywhere in DDL): the schemas the search_path then reaches are checked before the "
+             "next statement runs");
     return;
   }
   // A stored statement that moves the path (PREPARE, DECLARE) moves it again when it runs.
@@ -606,6 +615,7 @@ void PolicyStage::on_frontend(FrontendMessage& m) {
       // (Seen while portals that move the path may be open: gates_input.)
       if (path_ == PathCheck::None && (every_portal_moves_ || moving_portal(m.view.name))) {
         path_ = PathCheck::Rearm;
+        roles_stale_ = true;  // it may be a role statement bound before a check
       }
       return;
     case pr::fe::kFunctionCall:

@@ -680,8 +680,72 @@ TEST(PolicyStageTest, TheRolesAreReadInsideABlockOnlyWhenOutOfDate) {
     host.reload(R"({"rules": [{"name": "r", "forbidden_tables": ["finance.*", "ops.*"]}]})");
     EXPECT_EQ(host.frontend(chain, Query("SELECT 1")).verdict, Verdict::Defer);
     EXPECT_EQ(host.own_statements().size(), 11u);
+    EXPECT_EQ(host.answer_check(chain, kPathPasses, 'T').back().verdict, Verdict::Drop);
+    // A policy without the rule meanwhile (role statements then go unfollowed; the sixth
+    // review): the roles are read again when it comes back.
+    host.reload(R"({"rules": [{"name": "r", "deny": ["drop"]}]})");
+    EXPECT_EQ(host.frontend(chain, Query("SELECT 1")).verdict, Verdict::Forward);
+    host.backend(chain, msg('C', z("SELECT 1")));
+    host.backend(chain, Ready('T'));
+    host.reload(R"({"rules": [{"name": "r", "forbidden_tables": ["finance.*", "ops.*"]}]})");
+    EXPECT_EQ(host.frontend(chain, Query("SELECT 1")).verdict, Verdict::Defer);
+    EXPECT_EQ(host.own_statements().size(), 15u);
+    EXPECT_NE(host.own_statements().back().find("decode('6f7073', 'hex')"), std::string::npos);
     EXPECT_NE(host.own_statements().back().find("decode('6f7073', 'hex')"), std::string::npos);
     EXPECT_EQ(host.answer_check(chain, kPathPasses, 'T', {"ops"}).back().verdict, Verdict::Fail);
+  }
+}
+
+// Found by the sixth review: a role statement parsed, then a check inside a block that read the
+// roles before it ran, then its Execute: the roles are read again after it. And code stored to
+// run later that sets the role or the path (a view, a default, a function's SET clause).
+TEST(PolicyStageTest, StoredRoleStatementsAndStoredCodeThatMovesThePath) {
+  {
+    FakeHost host(kFinance);
+    PolicyStage policy(host);
+    const std::vector<Stage*> chain{&policy};
+    EXPECT_EQ(host.frontend(chain, Query("SELECT 1")).verdict, Verdict::Defer);
+    host.answer_check(chain, kPathPasses);
+    EXPECT_EQ(host.frontend(chain, Parse("g", "GRANT finance TO app")).verdict, Verdict::Forward);
+    host.frontend(chain, Sync());
+    host.backend(chain, msg('1', ""));
+    host.backend(chain, Ready());
+    for (const char* sql : {"BEGIN", "RESET ROLE"}) {
+      EXPECT_EQ(host.frontend(chain, Query(sql)).verdict, Verdict::Forward) << sql;
+      host.backend(chain, msg('C', z(sql)));
+      host.backend(chain, Ready('T'));
+    }
+    // The check RESET ROLE makes due reads the roles (the GRANT was parsed), before it runs.
+    EXPECT_EQ(host.frontend(chain, Query("SELECT 1")).verdict, Verdict::Defer);
+    EXPECT_EQ(host.own_statements().size(), 8u);
+    host.answer_check(chain, kPathPasses, 'T');
+    const std::size_t before = host.own_statements().size();
+    EXPECT_EQ(host.frontend(chain, Bind("", "g")).verdict, Verdict::Forward);
+    EXPECT_EQ(host.frontend(chain, Execute("")).verdict, Verdict::Forward);
+    host.frontend(chain, Sync());
+    host.backend(chain, msg('2', ""));
+    host.backend(chain, msg('C', z("GRANT ROLE")));
+    host.backend(chain, Ready('T'));
+    EXPECT_EQ(host.frontend(chain, Query("SELECT 1")).verdict, Verdict::Defer);
+    EXPECT_EQ(host.own_statements().size(), before + 4);  // the roles too, inside the block
+  }
+  FakeHost host(kFinance);
+  PolicyStage policy(host);
+  const std::vector<Stage*> chain{&policy};
+  EXPECT_EQ(host.frontend(chain, Query("SELECT 1")).verdict, Verdict::Defer);
+  host.answer_check(chain, kPathPasses);
+  for (const char* stored :
+       {"CREATE TEMP VIEW v AS SELECT set_config('search_path', '\"$user\", public', false)",
+        "CREATE TABLE t (x text DEFAULT set_config('role', 'finance', false))",
+        "CREATE RULE r AS ON INSERT TO t DO ALSO SELECT set_config('role', 'finance', false)",
+        "ALTER FUNCTION f() SET role = finance"}) {
+    EXPECT_EQ(host.frontend(chain, Query(stored)).verdict, Verdict::Refuse) << stored;
+    host.retire(chain);
+  }
+  for (const char* runs : {"ALTER ROLE app SET search_path = public", "CREATE ROLE finance"}) {
+    EXPECT_EQ(host.frontend(chain, Query(runs)).verdict, Verdict::Forward) << runs;
+    host.backend(chain, msg('C', z("CREATE ROLE")));
+    host.backend(chain, Ready());
   }
 }
 

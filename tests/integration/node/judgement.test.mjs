@@ -403,6 +403,8 @@ test('forbidden_tables: "$user" counts as each role the user may become; a role 
     const p = await readySession(g.port, { search_path: 'public' });
     assert.deepEqual(await answer(p, 'SELECT r FROM j_becomes'), ['D:hr_j']);
     assert.deepEqual(await answer(p, 'SELECT who FROM pay'), ['E:42P01']);
+    // Nor can code stored to run later put "$user" back (found by the sixth review).
+    assert.deepEqual(await answer(p, `CREATE TEMP VIEW jv AS SELECT set_config('search_path', '"$user", public', false)`), ['E:42501']);
     assert.deepEqual(await answer(p, 'SET search_path TO "$user", public'), []);
     assert.deepEqual(await answer(p, 'SELECT who FROM pay'), ['E:42501']);
     assert.ok(await p.closedWithin(3000));
