@@ -34,6 +34,7 @@ struct Walker {
     bool cte = false;
     bool explain_analyze = false;
     bool definition = false;  // inside a definition that names functions (aggregate, operator...)
+    bool stored_setting = false;  // a function's setting, stored to apply when it is called
   };
 
   void add(C c) { out.classes |= bit(c); }
@@ -454,6 +455,7 @@ struct Walker {
           k == "CreateFdwStmt" || k == "AlterFdwStmt") {
         child.definition = true;  // the functions it names run later, called by the server
       }
+      if (k == "AlterFunctionStmt") child.stored_setting = true;
       // Who may become which role, or which names roles have: "$user" may reach other schemas
       // (PolicyStage reads the roles the session user may become again after it).
       std::string_view renamed;
@@ -461,6 +463,12 @@ struct Walker {
           (k == "RenameStmt" && v["renameType"].get_string().get(renamed) == sj::SUCCESS &&
            renamed == "OBJECT_ROLE")) {
         out.classes |= kPathMoves;
+      }
+      // A schema renamed takes its tables under another name: it refers to all of them.
+      std::string_view schema;
+      if (k == "RenameStmt" && renamed == "OBJECT_SCHEMA" &&
+          v["subname"].get_string().get(schema) == sj::SUCCESS) {
+        out.tables.push_back(std::string(schema) + ".*");
       }
       if (k == "SelectStmt") {
         add(C::Select);
@@ -578,6 +586,9 @@ struct Walker {
               std::find(out.search_path.begin() + static_cast<std::ptrdiff_t>(before),
                         out.search_path.end(), "$user") != out.search_path.end()) {
             out.classes |= kPathMoves;  // the default, or whatever "$user" names
+            // A function's SET clause resolves "$user" as whoever calls it: nobody can read
+            // where it will reach.
+            if (ctx.stored_setting) out.search_path.emplace_back();
           }
         }
       } else if (k == "VariableShowStmt") {
@@ -587,6 +598,16 @@ struct Walker {
         std::string_view target;
         if (v["target"].get_string().get(target) != sj::SUCCESS || target == "DISCARD_ALL") {
           out.classes |= kPathMoves;
+        }
+      } else if (k == "AlterSystemStmt") {
+        add(C::Alter);
+        add(C::Ddl);
+        // Applies to every session at the next configuration reload, where no statement shows
+        // it: a search_path set so is one nobody can read here.
+        std::string_view name;
+        if (v["setstmt"]["name"].get_string().get(name) == sj::SUCCESS) {
+          if (role_setting(name)) add(C::RoleChange);
+          if (ascii_lower(name) == "search_path") out.search_path.emplace_back();
         }
       } else if (k == "AlterRoleSetStmt" || k == "AlterDatabaseSetStmt") {
         add(C::Alter);

@@ -414,6 +414,8 @@ bool table_forbidden(const std::string& table, const std::string& entry) {
   const std::string_view rel =
       dot == std::string::npos ? std::string_view(table) : std::string_view(table).substr(dot + 1);
   const std::size_t edot = entry.find('.');
+  // "schema.*": a whole schema (renamed), which may hold any table.
+  if (rel == "*") return edot == std::string::npos || entry.compare(0, edot, schema) == 0;
   if (edot == std::string::npos) return rel == entry;  // "secrets": in any schema
   const std::string_view eschema = std::string_view(entry).substr(0, edot);
   const std::string_view erel = std::string_view(entry).substr(edot + 1);

@@ -629,14 +629,38 @@ TEST(PolicyRules, ForbiddenSchemaHoldsWhateverChangesTheSearchPath) {
         "CREATE RULE r AS ON INSERT TO t DO ALSO UPDATE pg_settings SET setting = 'x'",
         "CREATE AGGREGATE sp(text, boolean) (SFUNC = set_config, STYPE = text, INITCOND = 'x')",
         "CREATE OPERATOR ### (LEFTARG = text, RIGHTARG = text, FUNCTION = "
-        "pg_catalog.set_config)"}) {
+        "pg_catalog.set_config)",
+        // A path stored to apply later (the seventh review): "$user" is whoever calls it.
+        "ALTER FUNCTION f() SET search_path = \"$user\"",
+        "ALTER PROCEDURE p() SET search_path TO DEFAULT",
+        "ALTER SYSTEM SET search_path = '\"$user\", public'",
+        // The schema renamed: its tables under another name.
+        "ALTER SCHEMA hr RENAME TO x"}) {
     EXPECT_EQ(e.judge(**p, rule, sql).action, Action::Deny) << sql;
   }
-  for (const char* sql : {"SELECT set_config('search_path', 'public, app', false)",
-                          "SELECT set_config('application_name', 'x', false)",
-                          "SELECT setting FROM pg_settings WHERE name = 'search_path'"}) {
+  for (const char* sql :
+       {"SELECT set_config('search_path', 'public, app', false)",
+        "SELECT set_config('application_name', 'x', false)",
+        "SELECT setting FROM pg_settings WHERE name = 'search_path'",
+        "ALTER FUNCTION f() SET search_path = public", "ALTER SCHEMA ops RENAME TO ops2"}) {
     EXPECT_EQ(e.judge(**p, rule, sql).action, Action::Allow) << sql;
   }
+}
+
+// A schema renamed takes its tables along: under a rule on one of its tables, or on a table of
+// that name in any schema, renaming it is refused (found by the seventh review).
+TEST(PolicyRules, RenamingASchemaRefersToEveryTableInIt) {
+  auto p = Policy::parse(R"({"rules":[{"name":"r","forbidden_tables":["ops.keys", "secrets"]}]})",
+                         "p.json");
+  ASSERT_TRUE(p.ok()) << p.error().message;
+  PolicyEngine e;
+  const Rule* rule = &(*p)->rules()[0];
+  EXPECT_EQ(e.judge(**p, rule, "ALTER SCHEMA ops RENAME TO ops2").action, Action::Deny);
+  EXPECT_EQ(e.judge(**p, rule, "ALTER SCHEMA app RENAME TO app2").action, Action::Deny);  // secrets
+  auto q = Policy::parse(R"({"rules":[{"name":"r","forbidden_tables":["ops.keys"]}]})", "q.json");
+  ASSERT_TRUE(q.ok()) << q.error().message;
+  EXPECT_EQ(e.judge(**q, &(*q)->rules()[0], "ALTER SCHEMA app RENAME TO app2").action,
+            Action::Allow);
 }
 
 TEST(PolicyParse, ReplicationMustBeABoolean) {
